@@ -1,0 +1,180 @@
+"""The typed event spec: what a stack file means once it has been validated.
+
+These frozen dataclasses are the only shape later layers see. Field names are snake_case here and
+camelCase in the stack file (``peakTokensPerMinute``); ``config.py`` turns one into the other and
+reports every problem at once. Per-field ``description`` text doubles as the config reference that
+``peaknight schema`` prints and the README quotes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import Enum
+from typing import Annotated, Optional
+
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.dataclasses import dataclass
+
+STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True)
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+
+
+def _dns_label(value: str) -> str:
+    """Names become Kubernetes object names and label values: keep them DNS labels."""
+    if not _DNS_LABEL.match(value):
+        raise ValueError("a lower-case DNS label of at most 40 characters (a-z, 0-9, '-')")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_dns_label)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class Stage(str, Enum):
+    """What kind of night a stack is for; it sets the policy defaults."""
+
+    BROADCAST = "broadcast"
+    REHEARSAL = "rehearsal"
+
+
+class CapacityType(str, Enum):
+    """Karpenter's `karpenter.sh/capacity-type` values, in the order the kit prefers them."""
+
+    RESERVED = "reserved"
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+
+class Engine(str, Enum):
+    VLLM = "vllm"
+    SGLANG = "sglang"
+
+
+class AutoscalerKind(str, Enum):
+    """KEDA where the cluster runs it; a plain HPA where it does not."""
+
+    KEDA = "keda"
+    HPA = "hpa"
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Window:
+    """Broadcast window in the event's local time (no offset: the time zone says where)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Moment:
+    """A scheduled peak of the night: known in advance, so the kit pre-scales for it."""
+
+    name: Name
+    at: dt.datetime = Field(description="local time the moment starts")
+    load: Fraction = Field(description="demand at the moment as a fraction of each model's peak")
+    duration_minutes: int = Field(gt=0, le=240, description="how long the load is held")
+    ramp_minutes: int = Field(default=2, ge=0, le=60, description="rise from baseline to load")
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Event:
+    name: Name
+    time_zone: str = Field(description="IANA zone, e.g. Asia/Shanghai")
+    window: Window
+    baseline: Fraction = Field(description="demand between moments, as a fraction of peak")
+    moments: tuple[Moment, ...] = Field(min_length=1)
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Policy:
+    """Stage policy. Omitted fields take the stage's default (config.POLICY_DEFAULTS); they are
+    None only when the stage itself was invalid, and such a spec never leaves config.py."""
+
+    stage: Stage
+    capacity_types: Optional[tuple[CapacityType, ...]] = None
+    protect: Optional[bool] = None
+    scale_to_zero: Optional[bool] = None
+    require_image_digests: Optional[bool] = None
+    target_utilisation: Optional[Fraction] = None
+    headroom: Optional[Annotated[float, Field(ge=1, le=5)]] = None
+    survive_zone_loss: Optional[bool] = None
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Slo:
+    unmet_tokens_pct: float = Field(default=0.5, ge=0, le=100, description="max % of tokens unserved")
+    ttft_p99_seconds: float = Field(default=2.0, gt=0)
+    itl_p99_seconds: float = Field(default=0.05, gt=0)
+    edge_hit_ratio: Fraction = 0.95
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Cluster:
+    name: Name
+    region: str = Field(min_length=1)
+    zones: tuple[str, ...] = Field(min_length=1)
+    share: Fraction = Field(description="share of the night's traffic this cluster serves")
+    autoscaler: AutoscalerKind = AutoscalerKind.KEDA
+    node_role: str = Field(default="KarpenterNodeRole", description="IAM role of Karpenter nodes")
+    gateway_class: str = "eg"
+    adopt_existing: bool = Field(default=False, description="upsert objects that already exist")
+    max_nodes: int = Field(default=5000, gt=0, le=5000, description="Kubernetes envelope")
+    max_pods: int = Field(default=150000, gt=0, le=150000)
+    max_pods_per_node: int = Field(default=110, gt=0, le=110)
+
+
+@dataclass(config=STRICT, kw_only=True)
+class GpuPool:
+    name: Name
+    gpus: tuple[str, ...] = Field(min_length=1, description="acceptable GPU types, e.g. [H200-141G]")
+    instance_types: tuple[str, ...] = Field(min_length=1, description="from the profile catalog")
+    max_gpus_per_cluster: Optional[int] = Field(default=None, gt=0, description="the pool's own cap")
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Model:
+    name: Name
+    model_class: str = Field(description="model class from the profile table, e.g. moe-671b")
+    engine: Engine
+    image: str = Field(min_length=1)
+    weights: str = Field(min_length=1, description="model id or path the engine loads")
+    pool: Name
+    peak_tokens_per_minute: float = Field(gt=0, description="forecast peak, before scale")
+    input_share: Annotated[float, Field(gt=0, lt=1)] = Field(description="input tokens / all tokens")
+    max_model_len: int = Field(default=8192, gt=0)
+    max_replicas_per_cluster: Optional[int] = Field(default=None, gt=0, description="a quota: the plan "
+                                                    "caps replicas here and reports the model short")
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Rendition:
+    name: Name
+    bitrate_kbps: int = Field(gt=0)
+    share: Fraction = Field(description="share of viewers on this rendition")
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Edge:
+    name: Name
+    origins: tuple[str, ...] = Field(min_length=1, description="host:port of origins, first is primary")
+    peak_viewers: int = Field(gt=0, description="peak concurrent viewers, before scale")
+    renditions: tuple[Rendition, ...] = Field(min_length=1)
+    segment_seconds: float = Field(default=4.0, gt=0, le=20)
+    part_seconds: float = Field(default=0.5, gt=0, le=2, description="LL-HLS part duration")
+    pod_egress_gbps: float = Field(default=20.0, gt=0, description="egress one edge pod sustains")
+    image: str = "nginx:1.27.3"
+
+
+@dataclass(config=STRICT, kw_only=True)
+class StackSpec:
+    event: Event
+    policy: Policy
+    clusters: tuple[Cluster, ...] = Field(min_length=1)
+    gpu_pools: tuple[GpuPool, ...] = Field(min_length=1)
+    models: tuple[Model, ...] = Field(min_length=1)
+    scale: float = Field(default=1.0, gt=0, le=10, description="multiplies every forecast")
+    slo: Slo = Field(default_factory=Slo)
+    edges: tuple[Edge, ...] = ()
+    render_directory: Optional[str] = Field(default=None, description="GitOps output of pulumi up")
