@@ -92,6 +92,7 @@ class ClusterPlan:
 class CapacityPlan:
     clusters: tuple[ClusterPlan, ...]
     warnings: tuple[str, ...]
+    survives_zone_loss: bool
 
     def cluster(self, name: str) -> ClusterPlan:
         return next(c for c in self.clusters if c.name == name)
@@ -151,7 +152,7 @@ def plan(spec: StackSpec) -> CapacityPlan:
     pools = {p.name: p for p in spec.gpu_pools}
     clusters = tuple(_plan_cluster(spec, c, pools) for c in spec.clusters)
     _check_envelope(spec, clusters)
-    return CapacityPlan(clusters, tuple(_warnings(spec)))
+    return CapacityPlan(clusters, tuple(_warnings(spec)), spec.policy.survive_zone_loss)
 
 
 def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) -> ClusterPlan:

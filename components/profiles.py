@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -25,6 +25,7 @@ class ModelClass:
     description: str
     startup_seconds: int
     image_gib: float
+    weights_gib: float
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,13 @@ class Profiles:
 @cache
 def load() -> Profiles:
     """Parse the packaged profile table (cached: it is read on every plan)."""
-    raw = yaml.load(resources.files("components").joinpath("data/profiles.yaml").read_text(),
+    raw = yaml.load((Path(__file__).parent / "data" / "profiles.yaml").read_text(),
                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return Profiles(
         gpus={name: row["memory_gib"] for name, row in raw["gpus"].items()},
         instance_types={name: InstanceType(name, row["gpu"], row["gpus"])
                         for name, row in raw["instance_types"].items()},
-        model_classes={name: ModelClass(name, row["description"], row["startup_seconds"], row["image_gib"])
-                       for name, row in raw["model_classes"].items()},
+        model_classes={name: ModelClass(name=name, **row) for name, row in raw["model_classes"].items()},
         throughput={(row["model_class"], row["gpu"]): Throughput(**row) for row in raw["throughput"]},
         timings=Timings(**raw["timings"]),
     )

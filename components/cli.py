@@ -1,0 +1,72 @@
+"""`peaknight`: the offline CLI (render, plan, ...). No Pulumi SDK, no cloud, no cluster.
+
+Exit codes: 0 ok; 1 a check failed (capacity short, envelope exceeded, validation); 2 bad input,
+one line per problem naming the file, the key path and what was expected, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import capacity, config, event, plan_report, render
+
+OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
+
+
+def _render(args: argparse.Namespace) -> int:
+    loaded = config.load_stack(args.stack)
+    objects = event.build(loaded.spec)
+    out = Path(args.out) if args.out else Path("build") / loaded.name
+    counts = render.write(objects, out)
+    print(f"rendered stack '{loaded.name}' ({loaded.path}) to {out}/")
+    for cluster, n in counts.items():
+        print(f"  {cluster}: {n} objects")
+    print(plan_report.summary(objects.plan))
+    for warning in objects.plan.warnings:
+        print(f"warning: {warning}")
+    return OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    loaded = config.load_stack(args.stack)
+    plan = capacity.plan(loaded.spec)
+    print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
+    print(plan_report.table(plan, explain=args.explain))
+    return CHECK_FAILED if plan.short else OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="peaknight", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    stack_help = "stack name (stacks/Pulumi.<name>.yaml) or a path to any stack file"
+    r = sub.add_parser("render", help="write every object as YAML, one file per object")
+    r.add_argument("stack", help=stack_help)
+    r.add_argument("--out", help="output directory (default build/<stack>)")
+    pl = sub.add_parser("plan", help="print the capacity plan; exit 1 if any model is short")
+    pl.add_argument("stack", help=stack_help)
+    pl.add_argument("--explain", action="store_true", help="show how every figure was derived")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except config.ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return BAD_INPUT
+    except capacity.EnvelopeError as err:
+        print("the plan does not fit the Kubernetes envelope:", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return CHECK_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The capacity plan as the table SREs read: per cluster and model, and the night's totals."""
+from __future__ import annotations
+
+from .capacity import CapacityPlan
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return f"{x:.0f}"
+
+
+def table(plan: CapacityPlan, explain: bool = False) -> str:
+    header = ("cluster", "model", "replicas", "floor", "GPUs", "nodes", "capacity tok/s", "forecast tok/s",
+              "headroom", "")
+    rows = [header]
+    for c in plan.clusters:
+        for m in c.models:
+            rows.append((c.name, m.model, f"{int(m.replicas.value):,}", f"{int(m.floor_replicas.value):,}",
+                         f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", _si(m.capacity_tps.value),
+                         _si(m.demand_tps.value), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    lines.append("")
+    lines.append("capacity is at target utilisation"
+                 + (" with each cluster's largest zone lost" if plan.survives_zone_loss else "")
+                 + "; headroom = capacity / forecast")
+    lines.append(summary(plan))
+    for w in plan.warnings:
+        lines.append(f"warning: {w}")
+    if explain:
+        lines.append("")
+        for c in plan.clusters:
+            for m in c.models:
+                lines.append(f"{c.name}/{m.model}:")
+                for label, fig in (("per replica", m.replica_tps), ("forecast", m.demand_tps), ("replicas", m.replicas),
+                                   ("floor", m.floor_replicas), ("GPUs", m.gpus), ("nodes", m.nodes),
+                                   ("capacity", m.capacity_tps)):
+                    lines.append(f"  {label}: {fig.why}")
+            for p in c.pools:
+                lines.append(f"{c.name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}")
+    return "\n".join(lines)
+
+
+def summary(plan: CapacityPlan) -> str:
+    """One line of the night's totals."""
+    models = [m for c in plan.clusters for m in c.models]
+    gpus = sum(int(m.gpus.value) for m in models)
+    nodes = sum(c.nodes for c in plan.clusters)
+    demand = sum(m.demand_tps.value for m in models) * 60
+    capacity = sum(m.capacity_tps.value for m in models) * 60
+    short = len(plan.short)
+    return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {_si(demand)} tok/min, "
+            f"capacity {_si(capacity)} tok/min; {'all models covered' if not short else f'{short} model(s) SHORT'}")

@@ -1,0 +1,71 @@
+"""Run the Pulumi program under Pulumi's own mocks and record every resource it registers."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from components import config
+
+
+def normalise(value: Any) -> Any:
+    """Mocks hand numbers back as floats (8 -> 8.0): make integral floats ints again."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    return value
+
+
+@dataclass
+class Recorded:
+    typ: str
+    name: str
+    inputs: dict
+    provider: str
+    parent: str | None
+    custom: bool
+    protect: bool = False
+
+
+@dataclass
+class RecordingMocks(pulumi.runtime.Mocks):
+    resources: list[Recorded] = field(default_factory=list)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources.append(Recorded(args.typ, args.name, normalise(dict(args.inputs)), args.provider or "",
+                                       None, args.custom))
+        return [f"{args.name}_id", args.inputs]
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+def stack_config(path: Path, kubeconfigs: bool = True) -> dict[str, str]:
+    """A stack file's `peaknight:` keys as Pulumi passes config to a program: JSON strings."""
+    raw = config.read_stack_file(path)
+    out = {f"{config.NAMESPACE}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    if kubeconfigs:
+        for cluster in raw["clusters"]:
+            out[f"{config.NAMESPACE}:{config.KUBECONFIG_PREFIX}{cluster['name']}"] = "apiVersion: v1\nkind: Config\n"
+    return out
+
+
+def run_program(path: Path, kubeconfigs: bool = True) -> RecordingMocks:
+    """Run components.program.main() for the stack at `path` under mocks; return what registered."""
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="peaknight", stack=path.stem.split(".")[-1], preview=False)
+    pulumi.runtime.set_all_config(stack_config(path, kubeconfigs))
+    from components import program
+
+    @pulumi.runtime.test
+    def run():
+        program.main()
+
+    run()
+    return mocks
