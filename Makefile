@@ -1,0 +1,22 @@
+# Two set-up commands (README): `make plan` renders the broadcast stack and prints its summary;
+# `make test` runs the whole suite. Each creates the virtualenv it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: plan test clean
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==25.3
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+plan: $(STAMP)
+	$(VENV)/bin/peaknight render broadcast --out build/broadcast
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,27 @@
+"""Shared fixtures. A real tool the tests need must be there: in CI (CI=true) its absence fails."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = ROOT / "stacks"
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def require_tool(name: str) -> str:
+    """Path of a program the test runs. Missing is a failure, never a skip: `bash .ci/run` (or
+    apt-get install of .ci/apt-packages.txt) puts it there."""
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
+    if path:
+        return path
+    pytest.fail(f"{name} is not installed (.ci/run installs it from .ci/apt-packages.txt)")
+
+
+@pytest.fixture(params=["broadcast", "rehearsal"])
+def stack_name(request) -> str:
+    return request.param
