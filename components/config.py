@@ -174,7 +174,7 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
         kind = e["type"]
-        if kind == "extra_forbidden":
+        if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
             problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
                                     "an unknown key", _suggest(str(loc[-1]), allowed)))
@@ -326,7 +326,7 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
                 _show(model.pool), _suggest(model.pool, pools))
         return
     shapes = set()
-    for gpu in pool.gpus:
+    for gpu in (g for g in pool.gpus if g in table.gpus):  # unknown GPUs are reported on the pool
         row = table.throughput.get((model.model_class, gpu))
         if row is None:
             yield P(f"models[{i}].pool", f"a pool whose GPUs all have a {model.model_class} throughput profile",

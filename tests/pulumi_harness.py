@@ -24,23 +24,41 @@ def normalise(value: Any) -> Any:
 
 @dataclass
 class Recorded:
+    """A resource as the engine saw it (mocks) plus the options the program gave it (transform)."""
+
     typ: str
     name: str
     inputs: dict
-    provider: str
-    parent: str | None
     custom: bool
+    parent: str | None = None        # parent resource's name; None for children of the stack
+    provider: str | None = None      # explicit provider's name, if the resource got one
     protect: bool = False
+    depends_on: tuple[str, ...] = ()
+    ignore_changes: tuple[str, ...] = ()
 
 
 @dataclass
 class RecordingMocks(pulumi.runtime.Mocks):
     resources: list[Recorded] = field(default_factory=list)
 
+    options: dict[tuple[str, str], dict] = field(default_factory=dict)
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        self.resources.append(Recorded(args.typ, args.name, normalise(dict(args.inputs)), args.provider or "",
-                                       None, args.custom))
+        self.resources.append(Recorded(args.typ, args.name, normalise(dict(args.inputs)), args.custom,
+                                       **self.options.get((args.typ, args.name), {})))
         return [f"{args.name}_id", args.inputs]
+
+    def record_options(self, args: pulumi.ResourceTransformationArgs) -> None:
+        """Stack transformation: remember parent, provider, protect, depends_on of each resource."""
+        opts = args.opts
+        self.options[(args.type_, args.name)] = dict(
+            parent=None if type(opts.parent).__name__ == "Stack" else getattr(opts.parent, "_name", None),
+            provider=getattr(opts.provider, "_name", None),
+            protect=bool(opts.protect),
+            depends_on=tuple(getattr(d, "_name", str(d)) for d in (opts.depends_on or [])),
+            ignore_changes=tuple(opts.ignore_changes or ()),
+        )
+        return None
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}
@@ -65,6 +83,7 @@ def run_program(path: Path, kubeconfigs: bool = True) -> RecordingMocks:
 
     @pulumi.runtime.test
     def run():
+        pulumi.runtime.register_stack_transformation(mocks.record_options)
         program.main()
 
     run()
