@@ -138,7 +138,7 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
     if isinstance(policy, dict) and policy.get("stage") in POLICY_DEFAULTS:
         raw["policy"] = {**POLICY_DEFAULTS[policy["stage"]], **policy}
     try:
-        spec = _SPEC_ADAPTER.validate_python(raw)
+        spec = _SPEC_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
     except ValidationError as err:
         problems.extend(_from_pydantic(err, source))
         raise ConfigError(problems) from None

@@ -16,7 +16,10 @@ from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
-STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True)
+# Stack files must use the camelCase aliases (config.parse validates with by_name=False); code may
+# build and dataclasses.replace() specs by field name.
+STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_alias=True, validate_by_name=True,
+                    frozen=True)
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 

@@ -1,0 +1,127 @@
+"""Capacity planner: hand-computed figures, zone-loss survival, the envelope, rounding up, `peaknight plan`."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from components import capacity, cli, config
+from components.capacity import replicas_for, zone_split
+from test_config import write_variant
+
+
+@pytest.fixture(scope="module")
+def broadcast():
+    return config.load_stack("broadcast").spec
+
+
+def test_replica_throughput_mixes_prefill_and_decode_by_input_share(broadcast):
+    chat = next(m for m in broadcast.models if m.name == "chat")
+    pool = next(p for p in broadcast.gpu_pools if p.name == chat.pool)
+    # By hand: 1 / (0.75 / 73,700 + 0.25 / 21,170) = 1 / (1.01764e-5 + 1.18092e-5) = 45,484.4 tok/s per 8xH200.
+    figure = capacity.replica_tps(chat, pool)
+    assert figure.value == pytest.approx(45_484.4, rel=1e-5)
+    assert "DeepSeek open-infra-index Day 6" in figure.why
+
+
+def test_the_63_3_billion_tokens_per_minute_peak_on_a_published_figure(broadcast):
+    # The whole night on DeepSeek's production H800 node figures (H100-class, 16-GPU replica):
+    # 1 / (0.75/147,400 + 0.25/29,600) = 73,887 tok/s per replica. 63.3e9/60 = 1.055e9 tok/s;
+    # x headroom 1.05 / (73,887 x util 0.85) = 17,638.2 -> 17,639 replicas, 282,224 GPUs.
+    per_replica = 1 / (0.75 / 147_400 + 0.25 / 29_600)
+    no_zone_loss = dataclasses.replace(broadcast, policy=dataclasses.replace(broadcast.policy, survive_zone_loss=False))
+    r = replicas_for(63.3e9 / 60, per_replica, no_zone_loss, zones=3, label="night")
+    assert r.value == 17_639
+    assert r.value * 16 == 282_224  # within FACTS' estimate of 2.1e5-7e5 GPUs for the night
+    # With N+1 by zone over 3 zones: R - ceil(R/3) >= 17,639 first holds at R = 26,459.
+    assert replicas_for(63.3e9 / 60, per_replica, broadcast, zones=3, label="night").value == 26_459
+
+
+@pytest.mark.parametrize("zones", [2, 3, 4, 6])
+def test_rounding_never_under_provisions_and_is_minimal(broadcast, zones):
+    policy = broadcast.policy
+    per_replica = 45_484.41
+    for demand in [1, 999, 38_000, 38_662, 1e5, 3.3e6, 65_937_500, 1.055e9]:
+        r = int(replicas_for(demand, per_replica, broadcast, zones, "x").value)
+        survivors = r - math.ceil(r / zones)
+        need = demand * policy.headroom
+        assert survivors * per_replica * policy.target_utilisation >= need
+        fewer = (r - 1) - math.ceil((r - 1) / zones)
+        assert fewer * per_replica * policy.target_utilisation < need, "the plan must be the smallest that fits"
+
+
+def test_every_broadcast_model_is_covered_with_its_largest_zone_lost(broadcast):
+    plan = capacity.plan(broadcast)
+    assert not plan.short
+    for cluster, spec_cluster in zip(plan.clusters, broadcast.clusters):
+        zones = len(spec_cluster.zones)
+        for m in cluster.models:
+            r = int(m.replicas.value)
+            assert sum(zone_split(r, zones)) == r
+            lost = max(zone_split(r, zones))
+            assert (r - lost) * m.replica_tps.value * 0.85 >= m.demand_tps.value * 1.05
+            assert m.capacity_tps.value == pytest.approx((r - lost) * m.replica_tps.value * 0.85)
+
+
+def test_nodes_gpus_and_pool_limits_follow_the_replicas(broadcast):
+    cluster = capacity.plan(broadcast).cluster("gala-bj-01")
+    greetings = cluster.model("greetings")   # 1 GPU per replica, 8 per node, spread over 3 zones
+    per_zone = zone_split(int(greetings.replicas.value), 3)
+    assert greetings.nodes.value == sum(math.ceil(z / 8) for z in per_zone)
+    deep = cluster.model("deep-think")       # 16 GPUs per replica on 8-GPU nodes: 2 nodes each
+    assert deep.nodes_per_replica == 2 and deep.nodes.value == 2 * deep.replicas.value
+    assert deep.gpus.value == 16 * deep.replicas.value
+    h100 = cluster.pool("h100")
+    assert h100.gpu_limit.value == (deep.nodes.value + 2) * 8  # one surge replica's nodes for a rollout
+
+
+def test_single_sku_pool_is_warned_about(broadcast):
+    assert capacity.plan(broadcast).warnings == (
+        "pool 'h100' can be satisfied by a single instance type (p5.48xlarge): one SKU running out leaves it "
+        "without capacity",)
+
+
+def test_a_plan_beyond_the_envelope_is_an_error_naming_cluster_and_excess(broadcast, tmp_path, capsys):
+    def four_clusters(cfg):
+        cfg["peaknight:clusters"] = cfg["peaknight:clusters"][:4]
+        for c in cfg["peaknight:clusters"]:
+            c["share"] = 0.25
+    path = write_variant(tmp_path, four_clusters)
+    spec = config.load_stack(str(path)).spec
+    with pytest.raises(capacity.EnvelopeError) as err:
+        capacity.plan(spec)
+    pools = {p.name: p for p in spec.gpu_pools}
+    nodes = capacity._plan_cluster(spec, spec.clusters[0], pools)  # what the cluster would need
+    assert err.value.problems[0] == (f"cluster 'gala-bj-01': {nodes.nodes:,} nodes planned, envelope 5,000: over by "
+                                     f"{nodes.nodes - 5000:,} (add a cluster or lower its share)")
+    assert len([p for p in err.value.problems if "nodes planned" in p]) == 4
+    assert cli.main(["render", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert not (tmp_path / "out").exists(), "nothing is emitted for a plan that does not fit"
+    assert "over by" in capsys.readouterr().err
+
+
+def test_a_pool_cap_is_part_of_the_envelope(tmp_path):
+    # deep-think: 116 replicas x 2 nodes + 2 surge nodes = 234 nodes x 8 GPUs = 1,872 GPUs per cluster.
+    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:gpuPools"][2].update(maxGpusPerCluster=1000))
+    with pytest.raises(capacity.EnvelopeError) as err:
+        capacity.plan(config.load_stack(str(path)).spec)
+    assert err.value.problems == ["cluster '%s': pool 'h100' needs 1,872 GPUs, its maxGpusPerCluster is 1,000: "
+                                  "over by 872" % c for c in
+                                  [f"gala-{r}-{i:02d}" for r, n in (("bj", 6), ("nx", 6), ("hk", 4))
+                                   for i in range(1, n + 1)]]
+
+
+def test_plan_exits_1_and_says_short_when_a_quota_caps_a_model(tmp_path, capsys):
+    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:models"][0].update(maxReplicasPerCluster=100))
+    assert cli.main(["plan", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "SHORT" in out and "16 model(s) SHORT" in out
+
+
+def test_plan_command_prints_the_table_and_exits_0(capsys):
+    assert cli.main(["plan", "broadcast", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "all models covered" in out
+    assert "gala-bj-01  chat" in out
+    assert "peak: ceil(65,937,500 x headroom 1.05 / (45,484 x util 0.85)) = 1791; +896 so that 1791 survive losing 1 of 3 zones" in out
