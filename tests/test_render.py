@@ -1,0 +1,84 @@
+"""Offline render: every object validates, renders are stable, any stack file works, no Pulumi import."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import cli, config, event, k8s_schema, render
+from conftest import ROOT, STACKS
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    for name in ("broadcast", "rehearsal"):
+        d = tmp_path_factory.mktemp(name)
+        assert cli.main(["render", name, "--out", str(d)]) == 0
+        out[name] = d
+    return out
+
+
+def test_every_rendered_object_validates_against_api_schemas_and_crds(rendered, stack_name):
+    problems = []
+    files = sorted(rendered[stack_name].glob("*/*.yaml"))
+    assert files
+    for path in files:
+        manifest = yaml.safe_load(path.read_text())
+        problems += [f"{path.relative_to(rendered[stack_name])}: {p}" for p in k8s_schema.validate(manifest)]
+    assert problems == []
+
+
+def test_schema_validation_catches_a_bad_object():
+    bad = {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "x"},
+           "spec": {"template": {"spec": {"requirements": [], "nodeClassRef": {"group": "g", "kind": "k", "name": "n"}}},
+                    "disruption": {"budgets": [{"nodes": "zero"}]}}}
+    assert any("NodePool/x" in p and "budgets" in p for p in k8s_schema.validate(bad))
+    core = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"bogus": 1}}
+    assert k8s_schema.validate(core) == ["Service/s: Additional properties are not allowed ('bogus' was unexpected) "
+                                         "at spec"]
+
+
+def test_one_file_per_object_under_each_cluster_with_sorted_keys(rendered, stack_name):
+    spec = config.load_stack(stack_name).spec
+    ev = event.build(spec)
+    for c in ev.clusters:
+        files = sorted(p.name for p in (rendered[stack_name] / c.cluster.name).iterdir())
+        assert files == sorted(f"{o.key}.yaml" for u in c.units for o in u.objects)
+    text = next((rendered[stack_name] / spec.clusters[0].name).glob("deployment.*")).read_text()
+    assert text == render.dump(yaml.safe_load(text)), "keys sorted, one stable layout"
+
+
+def test_two_renders_are_identical(tmp_path, stack_name):
+    for d in ("a", "b"):
+        assert cli.main(["render", stack_name, "--out", str(tmp_path / d)]) == 0
+    diff = subprocess.run(["diff", "-r", str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True, text=True)
+    assert diff.returncode == 0, diff.stdout
+
+
+def test_a_stack_file_outside_the_repo_renders(tmp_path, capsys):
+    outside = tmp_path / "elsewhere" / "Pulumi.night.yaml"
+    outside.parent.mkdir()
+    shutil.copy(STACKS / "Pulumi.rehearsal.yaml", outside)
+    assert cli.main(["render", str(outside), "--out", str(tmp_path / "out")]) == 0
+    assert "rendered stack 'night'" in capsys.readouterr().out
+    assert (tmp_path / "out" / "reh-bj-01" / "nodepool.h200.yaml").exists()
+
+
+def test_render_stays_off_the_pulumi_sdk(tmp_path):
+    code = ("import sys; from components import cli; rc = cli.main(['render', 'rehearsal', '--out', sys.argv[1]]); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_kubernetes')); "
+            "print(bad); sys.exit(rc or bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_console_script_runs_the_main_job(tmp_path):
+    exe = Path(sys.executable).parent / "peaknight"
+    result = subprocess.run([str(exe), "render", "broadcast", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "total: 16 clusters" in result.stdout and "all models covered" in result.stdout
