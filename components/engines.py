@@ -22,15 +22,25 @@ class EngineInfo:
     waiting_metric: str      # requests queued for a slot: the autoscaler's load signal
     generation_tokens_metric: str  # counter of output tokens
     prompt_tokens_metric: str      # counter of input tokens
+    ttft_histogram: str            # time to first token, seconds
+    itl_histograms: tuple[str, ...]  # inter-token latency, seconds: current name first, then older ones
+    kv_cache_gauges: tuple[str, ...]  # KV-cache use as a 0-1 fraction: current name first
 
 
 ENGINES = {
     # vLLM serves /health and the OpenAI /v1/models; metrics under the vllm: prefix.
     Engine.VLLM: EngineInfo("/health", "/v1/models", "vllm:num_requests_running", "vllm:num_requests_waiting",
-                            "vllm:generation_tokens_total", "vllm:prompt_tokens_total"),
+                            "vllm:generation_tokens_total", "vllm:prompt_tokens_total",
+                            ttft_histogram="vllm:time_to_first_token_seconds",
+                            # v0.11 renamed time_per_output_token to inter_token_latency (both still emitted).
+                            itl_histograms=("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+                            kv_cache_gauges=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")),
     # SGLang serves /health and /v1/models; with --enable-metrics its metrics use the sglang: prefix.
     Engine.SGLANG: EngineInfo("/health", "/v1/models", "sglang:num_running_reqs", "sglang:num_queue_reqs",
-                              "sglang:generation_tokens_total", "sglang:prompt_tokens_total"),
+                              "sglang:generation_tokens_total", "sglang:prompt_tokens_total",
+                              ttft_histogram="sglang:time_to_first_token_seconds",
+                              itl_histograms=("sglang:inter_token_latency_seconds",),
+                              kv_cache_gauges=("sglang:token_usage",)),
 }
 
 

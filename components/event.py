@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import capacity, cluster_base, inference, nodepools
+from . import capacity, cluster_base, inference, monitoring, nodepools
 from .capacity import CapacityPlan
 from .objects import Unit
 from .spec import Cluster, StackSpec
@@ -38,4 +38,5 @@ def _cluster_units(spec: StackSpec, plan: CapacityPlan, cluster: Cluster) -> tup
     units = [cluster_base.build(spec, cluster)]
     units += [nodepools.build(spec, cluster, pool, cplan.pool(pool.name)) for pool in spec.gpu_pools]
     units += [inference.build(spec, cluster, model, cplan.model(model.name)) for model in spec.models]
+    units.append(monitoring.build(spec, cluster, cplan))
     return tuple(units)

@@ -1,0 +1,185 @@
+"""The rendered PrometheusRules, with the real promtool: `check rules` on every group of every
+cluster, and `test rules` cases that fire and do not fire each alert at thresholds from the plan."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import require_tool
+
+from components import config, engines, event, k8s_schema, monitoring
+from components.capacity import ModelPlan
+from components.inference import startup_budget
+from components.objects import inference_namespace
+from components.spec import Model, StackSpec
+
+EVAL = "1m"
+
+
+def _rule_objects(stack: str):
+    objects = event.build(config.load_stack(stack).spec)
+    for cluster in objects.clusters:
+        for unit in cluster.units:
+            for obj in unit.objects:
+                if obj.kind == "PrometheusRule":
+                    yield objects, cluster.cluster.name, obj
+
+
+def _write_rule_files(stack: str, tmp_path: Path) -> list[tuple[Any, str, Path]]:
+    out = []
+    for objects, cluster, obj in _rule_objects(stack):
+        path = tmp_path / f"{cluster}.{obj.name}.yaml"
+        path.write_text(yaml.safe_dump(obj.manifest["spec"]))
+        out.append((objects, cluster, path))
+    return out
+
+
+def _promtool(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([require_tool("promtool"), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_rules_validate_against_the_prometheus_operator_crd(stack_name: str) -> None:
+    problems = [p for _, _, obj in _rule_objects(stack_name) for p in k8s_schema.validate(obj.manifest)]
+    assert problems == []
+
+
+def test_promtool_check_rules_on_every_group(stack_name: str, tmp_path: Path) -> None:
+    files = [path for _, _, path in _write_rule_files(stack_name, tmp_path)]
+    spec = config.load_stack(stack_name).spec
+    assert len(files) == len(spec.clusters) * (len(spec.models) + 1)
+    result = _promtool("check", "rules", *files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == len(files)
+
+
+# ---- promtool unit tests: each alert fires above its threshold and stays quiet below ----------
+
+def _alert_rule(rule_file: dict, name: str, **labels: str) -> dict:
+    return next(r for g in rule_file["groups"] for r in g["rules"]
+                if r.get("alert") == name and all(r["labels"].get(k) == v for k, v in labels.items()))
+
+
+def _case(series: list[tuple[str, str]], alert: dict, at: str, fires: bool, **expr_labels: str) -> dict:
+    """One promtool test: `series` as (selector, values); expect `alert` firing at `at` (or not)."""
+    expected = []
+    if fires:
+        annotations = {k: v.replace("{{ $labels.pod }}", expr_labels.get("pod", "")) for k, v in alert["annotations"].items()}
+        expected = [{"exp_labels": {**alert["labels"], **expr_labels}, "exp_annotations": annotations}]
+    return {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],
+            "alert_rule_test": [{"eval_time": at, "alertname": alert["alert"], "exp_alerts": expected}]}
+
+
+def _series(metric: str, **labels: str) -> str:
+    return metric + "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) -> list[dict]:
+    e = engines.info(model)
+    ids = {"namespace": inference_namespace(spec), "model_name": model.name}
+    cases = []
+
+    alert = _alert_rule(rules, "PeaknightTokensAboveCapacity", model=model.name)
+    cap_min = plan.capacity_tps.value * 60
+    for factor, fires in ((1.1, True), (0.9, False)):
+        per_min = cap_min * factor  # split 3:1 input/output: the alert must add both counters
+        cases.append(_case([(_series(e.prompt_tokens_metric, **ids), f"0+{per_min * 0.75:.6e}x30"),
+                            (_series(e.generation_tokens_metric, **ids), f"0+{per_min * 0.25:.6e}x30")],
+                           alert, "10m", fires))
+
+    alert = _alert_rule(rules, "PeaknightReplicaNotReady", model=model.name)
+    pod = f"{model.name}-7d9f8c6b5-x2k9q" if plan.nodes_per_replica == 1 else f"{model.name}-3-1"
+    budget_min = startup_budget(model) // 60
+    at = f"{budget_min + 2}m"
+    pending = _series("kube_pod_status_phase", namespace=ids["namespace"], pod=pod, phase="Pending")
+    unready = _series("kube_pod_status_ready", namespace=ids["namespace"], pod=pod, condition="false")
+    # Pending, then running but not ready: still inside the alert across the whole budget.
+    cases.append(_case([(pending, f"1x5 0x{budget_min + 5}"), (unready, f"0x5 1x{budget_min + 5}")],
+                       alert, at, True, pod=pod))
+    cases.append(_case([(pending, f"1x5 0x{budget_min + 5}"), (unready, f"0x5 1x{budget_min - 8} 0x20")],
+                       alert, at, False))
+
+    slo = spec.slo
+    for name, histogram, threshold in [("PeaknightTtftP99OverSlo", e.ttft_histogram, slo.ttft_p99_seconds),
+                                       *[("PeaknightItlP99OverSlo", h, slo.itl_p99_seconds) for h in e.itl_histograms]]:
+        alert = _alert_rule(rules, name, model=model.name)
+        for slow, fires in ((True, True), (False, False)):
+            low, high = ("0+0x20", "0+10x20") if slow else ("0+10x20", "0+10x20")
+            buckets = [(f"{threshold / 2:g}", low), (f"{threshold * 4:g}", high), ("+Inf", high)]
+            cases.append(_case([(_series(f"{histogram}_bucket", **ids, le=le), v) for le, v in buckets],
+                               alert, "15m", fires))
+    return cases
+
+
+def _pool_cases(plan, rules: dict) -> list[dict]:
+    cases = []
+    for pool in plan.pools:
+        alert = _alert_rule(rules, "PeaknightNodePoolAtGpuLimit", nodepool=pool.pool)
+        usage = _series("karpenter_nodepools_usage", nodepool=pool.pool, resource_type="nvidia.com/gpu")
+        limit = int(pool.gpu_limit.value)
+        cases.append(_case([(usage, f"{limit}x15")], alert, "10m", True))
+        cases.append(_case([(usage, f"{limit - pool.gpus_per_node}x15")], alert, "10m", False))
+    return cases
+
+
+def _headline_case(spec: StackSpec, model: Model) -> dict:
+    """The recorded tokens/min is input + output per minute (6 B/min in, 6 B/min recorded)."""
+    e = engines.info(model)
+    ids = {"namespace": inference_namespace(spec), "model_name": model.name}
+    return {"interval": "1m",
+            "input_series": [{"series": _series(e.prompt_tokens_metric, **ids), "values": "0+4.5e9x20"},
+                             {"series": _series(e.generation_tokens_metric, **ids), "values": "0+1.5e9x20"}],
+            "promql_expr_test": [{"expr": f'model:tokens_per_minute:rate{monitoring.RATE_WINDOW}{{model="{model.name}"}}',
+                                  "eval_time": "10m",
+                                  "exp_samples": [{"labels": f'model:tokens_per_minute:rate{monitoring.RATE_WINDOW}'
+                                                             f'{{model="{model.name}"}}', "value": 6e9}]}]}
+
+
+def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path) -> None:
+    written = _write_rule_files(stack_name, tmp_path)
+    spec = written[0][0].spec
+    test_files = []
+    for objects, cluster, path in written:
+        rules = yaml.safe_load(path.read_text())
+        cplan = objects.plan.cluster(cluster)
+        model = next((m for m in spec.models if path.name == f"{cluster}.rules-{m.name}.yaml"), None)
+        cases = (_model_cases(spec, model, cplan.model(model.name), rules) + [_headline_case(spec, model)]
+                 if model else _pool_cases(cplan, rules))
+        test = tmp_path / f"{path.stem}.test.yaml"
+        test.write_text(yaml.safe_dump({"rule_files": [path.name], "evaluation_interval": EVAL, "tests": cases}))
+        test_files.append(test)
+    result = _promtool("test", "rules", *test_files)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.stdout.count("SUCCESS") == len(test_files)
+
+
+def test_a_wrong_threshold_is_caught(tmp_path: Path) -> None:
+    """The unit tests have teeth: a tokens alert at twice the plan's capacity fails its fire case."""
+    objects, cluster, obj = next(_rule_objects("rehearsal"))
+    rules = obj.manifest["spec"]
+    alert = _alert_rule(rules, "PeaknightTokensAboveCapacity")
+    spec = objects.spec
+    model = next(m for m in spec.models if m.name == alert["labels"]["model"])
+    cases = _model_cases(spec, model, objects.plan.cluster(cluster).model(model.name), rules)[:1]
+    threshold = float(alert["expr"].rsplit(">", 1)[1])
+    alert["expr"] = alert["expr"].replace(f"> {monitoring._num(threshold)}", f"> {monitoring._num(threshold * 2)}")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(rules))
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"rule_files": ["r.yaml"], "evaluation_interval": EVAL,
+                                                     "tests": cases}))
+    result = _promtool("test", "rules", tmp_path / "t.yaml")
+    assert result.returncode == 1
+    assert "PeaknightTokensAboveCapacity" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("pod, matches", [("chat-7d9f8c6b5-x2k9q", True), ("chat-3", False),
+                                          ("chat-extra-7d9f8c6b5-x2k9q", False)])
+def test_pod_pattern_of_a_deployment(pod: str, matches: bool) -> None:
+    import re
+
+    spec = config.load_stack("rehearsal").spec
+    objects = event.build(spec)
+    model = spec.models[0]
+    pattern = monitoring.pod_pattern(model, objects.plan.clusters[0].model(model.name))
+    assert bool(re.fullmatch(pattern, pod)) is matches
