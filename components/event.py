@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import capacity, cluster_base, inference, monitoring, nodepools
+from . import autoscaling, capacity, cluster_base, inference, monitoring, nodepools, warmup
 from .capacity import CapacityPlan
 from .objects import Unit
 from .spec import Cluster, StackSpec
@@ -37,6 +37,9 @@ def _cluster_units(spec: StackSpec, plan: CapacityPlan, cluster: Cluster) -> tup
     cplan = plan.cluster(cluster.name)
     units = [cluster_base.build(spec, cluster)]
     units += [nodepools.build(spec, cluster, pool, cplan.pool(pool.name)) for pool in spec.gpu_pools]
-    units += [inference.build(spec, cluster, model, cplan.model(model.name)) for model in spec.models]
+    for model in spec.models:
+        service = inference.build(spec, cluster, model, cplan.model(model.name))
+        units += [service, autoscaling.build(spec, cluster, model, cplan.model(model.name), service)]
+    units.append(warmup.build(spec, cluster))
     units.append(monitoring.build(spec, cluster, cplan))
     return tuple(units)

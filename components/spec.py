@@ -114,6 +114,20 @@ class Slo:
 
 
 @dataclass(config=STRICT, kw_only=True)
+class Addons:
+    """Which add-ons (charts/) the kit installs on a cluster that needs them. Switch one off where
+    the cluster already runs it (a managed cluster): nothing is installed and the kit's objects
+    then assume its CRDs exist."""
+
+    gpu_operator: bool = Field(default=True, description="NVIDIA GPU Operator: device plugin, DCGM exporter")
+    karpenter: bool = Field(default=True, description="Karpenter: NodePool / EC2NodeClass CRDs")
+    keda: bool = Field(default=True, description="KEDA, on clusters whose autoscaler is keda")
+    lws: bool = Field(default=True, description="LeaderWorkerSet, where a model replica spans nodes")
+    prometheus_stack: bool = Field(default=True, description="kube-prometheus-stack: ServiceMonitor, "
+                                   "PrometheusRule CRDs and Prometheus; off = bring your own")
+
+
+@dataclass(config=STRICT, kw_only=True)
 class Cluster:
     name: Name
     region: str = Field(min_length=1)
@@ -127,6 +141,7 @@ class Cluster:
     max_nodes: int = Field(default=5000, gt=0, le=5000, description="Kubernetes envelope")
     max_pods: int = Field(default=150000, gt=0, le=150000)
     max_pods_per_node: int = Field(default=110, gt=0, le=110)
+    addons: Addons = Field(default_factory=Addons, description="add-ons to install (all by default)")
 
 
 @dataclass(config=STRICT, kw_only=True)
