@@ -1,0 +1,197 @@
+"""Cluster add-ons: which pinned charts (charts/) a cluster gets and the values derived for it.
+
+Pure (no Pulumi): the Pulumi shell turns each AddonRelease into a Helm Release and makes every
+object whose kind needs a CRD depend on the release that brings it. Values are the chart's
+values.yaml, then values-<stage>.yaml, then what is derived here from the spec and the plan,
+because the numbers that matter on the night must follow the night, not a copied file.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import profiles
+from .capacity import ClusterPlan
+from .config import REPO_ROOT
+from .spec import AutoscalerKind, Cluster, StackSpec
+
+CHARTS = REPO_ROOT / "charts"
+
+# Add-on ids: the charts/ folder names and the fields of spec.Addons (with '-' for '_').
+GPU_OPERATOR, KARPENTER, KEDA, LWS, PROMETHEUS_STACK = "gpu-operator", "karpenter", "keda", "lws", "prometheus-stack"
+
+# The add-on whose chart brings the CRD of each custom kind the kit (or an add-on) creates.
+# Gateway and HTTPRoute are not here: they come with the cluster's gateway implementation
+# (Cluster.gateway_class), which the operator brings.
+CRD_ADDON: dict[str, str] = {
+    "NodePool": KARPENTER, "EC2NodeClass": KARPENTER,
+    "ScaledObject": KEDA, "TriggerAuthentication": KEDA,
+    "LeaderWorkerSet": LWS,
+    "ServiceMonitor": PROMETHEUS_STACK, "PodMonitor": PROMETHEUS_STACK, "PrometheusRule": PROMETHEUS_STACK,
+}
+
+# Timings the simulator also assumes (FACTS.md): KEDA polls its triggers every 30 s by default and
+# the HPA controller syncs every 15 s. Scraping at the faster of the two means every poll and
+# every sync reads a sample no older than one interval.
+KEDA_POLLING_SECONDS = 30
+HPA_SYNC_SECONDS = 15
+SCRAPE_SECONDS = min(KEDA_POLLING_SECONDS, HPA_SYNC_SECONDS)
+# Keep the night (and the rehearsal, a week before it) queryable until the review after the
+# broadcast: the window plus two weeks.
+REVIEW_DAYS = 14
+# est.: KEDA's documented default resources (100m / 100Mi requests) serve this many ScaledObjects
+# polling every 30 s; each further block of them gets another default's worth.
+SCALED_OBJECTS_PER_DEFAULT = 100
+KEDA_DEFAULT_REQUESTS = {"cpu_millis": 100, "memory_mib": 100}
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One pinned chart: charts/<addon>/chart.yaml."""
+
+    addon: str
+    repository: str
+    name: str
+    version: str
+    namespace: str
+    uses: tuple[str, ...]
+
+    @property
+    def oci(self) -> bool:
+        return self.repository.startswith("oci://")
+
+    @property
+    def ref(self) -> str:
+        """How Helm names the chart: the full OCI reference, or the name within its repository."""
+        return f"{self.repository}/{self.name}" if self.oci else self.name
+
+
+@dataclass(frozen=True)
+class AddonRelease:
+    """One Helm release of an add-on on one cluster, with its final values."""
+
+    addon: str
+    name: str
+    chart: Chart
+    values: dict[str, Any]
+    needs: tuple[str, ...]  # add-ons (enabled here) whose CRDs the release's own objects use
+
+
+def _read(path: Path) -> Any:
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+@cache
+def chart(addon: str) -> Chart:
+    raw = _read(CHARTS / addon / "chart.yaml")
+    return Chart(addon, raw["repository"], raw["name"], str(raw["version"]), raw["namespace"],
+                 tuple(raw.get("uses", ())))
+
+
+def all_addons() -> tuple[str, ...]:
+    """Every add-on with a pinned chart."""
+    return tuple(sorted(p.parent.name for p in CHARTS.glob("*/chart.yaml")))
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Helm's rule for values files: maps merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def file_values(addon: str, stage: str) -> dict[str, Any]:
+    """values.yaml overlaid with values-<stage>.yaml, when there is one."""
+    folder = CHARTS / addon
+    return merge(_read(folder / "values.yaml") or {}, _read(folder / f"values-{stage}.yaml") or {})
+
+
+def enabled(cluster: Cluster, addon: str) -> bool:
+    return getattr(cluster.addons, addon.replace("-", "_"))
+
+
+def scaled_objects(spec: StackSpec, cluster: Cluster) -> int:
+    """One ScaledObject per model on a KEDA cluster (the autoscaler issue's objects)."""
+    return len(spec.models) if cluster.autoscaler is AutoscalerKind.KEDA else 0
+
+
+# ---- derived values ------------------------------------------------------------------------------
+
+def gpu_operator_values(gpus: set[str], driver_baked: bool) -> dict[str, Any]:
+    """Driver settings for the cluster's GPU types. Where the node image carries the driver and
+    container toolkit (what the simulator's cold start assumes), the operator installs neither;
+    otherwise it installs the newest driver any of the types needs."""
+    if driver_baked:
+        return {"driver": {"enabled": False}, "toolkit": {"enabled": False},
+                "dcgmExporter": {"serviceMonitor": {"interval": f"{SCRAPE_SECONDS}s"}}}
+    table = _read(CHARTS / GPU_OPERATOR / "drivers.yaml")
+    rows = [table[gpu] for gpu in sorted(gpus)]
+    newest = max(rows, key=lambda row: tuple(int(part) for part in row["version"].split(".")))
+    return {"driver": {"enabled": True, "version": newest["version"],
+                       "kernelModuleType": newest["kernelModuleType"]},
+            "toolkit": {"enabled": True},
+            "dcgmExporter": {"serviceMonitor": {"interval": f"{SCRAPE_SECONDS}s"}}}
+
+
+def karpenter_values(cluster: Cluster) -> dict[str, Any]:
+    """Karpenter discovers subnets and security groups by the tag the EC2NodeClasses select on."""
+    return {"settings": {"clusterName": cluster.name}}
+
+
+def keda_values(spec: StackSpec, scaled: int) -> dict[str, Any]:
+    """Operator and metrics server for `scaled` ScaledObjects: a standby replica in another zone
+    where the stack must survive a zone's loss (only the leader works), resources per block."""
+    replicas = 2 if spec.policy.survive_zone_loss else 1
+    blocks = max(1, math.ceil(scaled / SCALED_OBJECTS_PER_DEFAULT))
+    cpu, memory = KEDA_DEFAULT_REQUESTS["cpu_millis"] * blocks, KEDA_DEFAULT_REQUESTS["memory_mib"] * blocks
+    resources = {"requests": {"cpu": f"{cpu}m", "memory": f"{memory}Mi"},
+                 "limits": {"cpu": f"{10 * cpu}m", "memory": f"{10 * memory}Mi"}}
+    return {"operator": {"replicaCount": replicas}, "metricsServer": {"replicaCount": replicas},
+            "resources": {"operator": resources, "metricServer": resources}}
+
+
+def prometheus_values(spec: StackSpec) -> dict[str, Any]:
+    """Scrape as often as the autoscalers read; keep the night until its review."""
+    window = spec.event.window.end - spec.event.window.start
+    days = math.ceil(window.total_seconds() / 86400) + REVIEW_DAYS
+    interval = f"{SCRAPE_SECONDS}s"
+    return {"prometheus": {"prometheusSpec": {"scrapeInterval": interval, "evaluationInterval": interval,
+                                              "retention": f"{days}d"}}}
+
+
+# ---- which releases a cluster gets ---------------------------------------------------------------
+
+def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> list[tuple[str, str, dict[str, Any]]]:
+    """(addon, release name, derived values) for every add-on the cluster's objects need."""
+    gpus = {gpu for pool in spec.gpu_pools for gpu in pool.gpus}
+    out = [(PROMETHEUS_STACK, "kube-prometheus-stack", prometheus_values(spec)),
+           (GPU_OPERATOR, "gpu-operator",
+            gpu_operator_values(gpus, profiles.load().timings.gpu_driver_seconds == 0)),
+           (KARPENTER, "karpenter", karpenter_values(cluster))]
+    scaled = scaled_objects(spec, cluster)
+    if scaled:
+        out.append((KEDA, "keda", keda_values(spec, scaled)))
+    if any(m.nodes_per_replica > 1 for m in plan.models):
+        out.append((LWS, "lws", {}))
+    return out
+
+
+def build(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> tuple[AddonRelease, ...]:
+    """The releases of one cluster: needed by its objects and not switched off in its config.
+    A release that creates another add-on's kinds (a ServiceMonitor) needs that release first."""
+    stage = spec.policy.stage.value
+    wanted = [(addon, name, derived) for addon, name, derived in _needed(spec, plan, cluster)
+              if enabled(cluster, addon)]
+    present = {addon for addon, _, _ in wanted}
+    releases = []
+    for addon, name, derived in wanted:
+        pinned = chart(addon)
+        needs = tuple(sorted({CRD_ADDON[kind] for kind in pinned.uses} & present - {addon}))
+        releases.append(AddonRelease(addon, name, pinned, merge(file_values(addon, stage), derived), needs))
+    return tuple(releases)
