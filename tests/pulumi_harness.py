@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pulumi
 
@@ -76,15 +76,24 @@ def stack_config(path: Path, kubeconfigs: bool = True) -> dict[str, str]:
 
 def run_program(path: Path, kubeconfigs: bool = True) -> RecordingMocks:
     """Run components.program.main() for the stack at `path` under mocks; return what registered."""
+    def main() -> None:
+        from components import program
+        program.main()
+
+    return run_under_mocks(main, path.stem.split(".")[-1], stack_config(path, kubeconfigs))
+
+
+def run_under_mocks(body: Callable[[], None], stack: str, config_: dict[str, str]) -> RecordingMocks:
+    """Run `body` as a Pulumi program under recording mocks with `config_` set. bench/program runs
+    the kit's program and its bare floor through here, so both pay the same mock costs."""
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="peaknight", stack=path.stem.split(".")[-1], preview=False)
-    pulumi.runtime.set_all_config(stack_config(path, kubeconfigs))
-    from components import program
+    pulumi.runtime.set_mocks(mocks, project="peaknight", stack=stack, preview=False)
+    pulumi.runtime.set_all_config(config_)
 
     @pulumi.runtime.test
     def run():
         pulumi.runtime.register_stack_transformation(mocks.record_options)
-        program.main()
+        body()
 
     run()
     return mocks
