@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import profiles
+from . import autoscaling, profiles
 from .capacity import ClusterPlan
 from .config import REPO_ROOT
 from .spec import AutoscalerKind, Cluster, StackSpec
@@ -35,12 +35,10 @@ CRD_ADDON: dict[str, str] = {
     "ServiceMonitor": PROMETHEUS_STACK, "PodMonitor": PROMETHEUS_STACK, "PrometheusRule": PROMETHEUS_STACK,
 }
 
-# Timings the simulator also assumes (FACTS.md): KEDA polls its triggers every 30 s by default and
-# the HPA controller syncs every 15 s. Scraping at the faster of the two means every poll and
-# every sync reads a sample no older than one interval.
-KEDA_POLLING_SECONDS = 30
-HPA_SYNC_SECONDS = 15
-SCRAPE_SECONDS = min(KEDA_POLLING_SECONDS, HPA_SYNC_SECONDS)
+# The autoscalers' timings, as the simulator replays them: the kit's ScaledObjects poll every
+# autoscaling.POLLING_SECONDS (KEDA's default is 30 s) and the HPA syncs every 15 s. Scraping at
+# the faster of the two means every poll and every sync reads a sample no older than one interval.
+SCRAPE_SECONDS = min(autoscaling.POLLING_SECONDS, autoscaling.HPA_SYNC_SECONDS)
 # Keep the night (and the rehearsal, a week before it) queryable until the review after the
 # broadcast: the window plus two weeks.
 REVIEW_DAYS = 14

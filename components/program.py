@@ -13,8 +13,9 @@ from typing import Any, Callable
 import pulumi
 import pulumi_kubernetes as k8s
 
-from . import capacity, config, event
+from . import addons, capacity, config, event
 from .objects import Obj
+from .program_addons import ClusterAddons
 from .spec import StackSpec
 
 # Typed pulumi-kubernetes classes for core kinds; anything else is a CustomResource (its CRD comes
@@ -86,13 +87,17 @@ def deploy(spec: StackSpec) -> event.EventObjects:
         cluster = cluster_objects.cluster
         provider = provider_for(spec, cluster.name, cluster.adopt_existing)
         parent = Cluster(cluster.name, provider, pulumi.ResourceOptions(providers=[provider]))
+        cluster_addons = ClusterAddons(cluster.name, addons.build(spec, objects.plan.cluster(cluster.name), cluster),
+                                       provider, bool(spec.policy.protect),
+                                       pulumi.ResourceOptions(parent=parent, providers=[provider]))
         for unit in cluster_objects.units:
             component = Unit(unit.component, f"{cluster.name}/{unit.name}",
                              pulumi.ResourceOptions(parent=parent, providers=[provider]))
             for obj in unit.objects:
                 resource_for(obj, f"{cluster.name}/{obj.key}", pulumi.ResourceOptions(
                     parent=component, provider=provider, protect=obj.protect,
-                    ignore_changes=list(obj.ignore_changes) or None))
+                    ignore_changes=list(obj.ignore_changes) or None,
+                    depends_on=cluster_addons.needed_by(obj.kind)))
             component.register_outputs({})
         parent.register_outputs({})
     return objects
