@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import capacity, config, event, plan_report, render
+from . import capacity, config, event, plan_report, render, simulate_cmd
 
 OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
 
@@ -38,6 +38,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan}
+COMMANDS["simulate"] = simulate_cmd.run
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="print the capacity plan; exit 1 if any model is short")
     pl.add_argument("stack", help=stack_help)
     pl.add_argument("--explain", action="store_true", help="show how every figure was derived")
+    simulate_cmd.add_parser(sub, stack_help)
     return p
 
 

@@ -1,0 +1,96 @@
+"""Autoscaler and warm-gate manifests: targets, thresholds, cron floors, behaviour, schemas."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import pytest
+
+from components import autoscaling, config, event, k8s_schema, warmup
+from components.spec import Stage
+
+
+@pytest.fixture(scope="module")
+def built():
+    return {name: event.build(config.load_stack(name).spec) for name in ("broadcast", "rehearsal")}
+
+
+def _units(objects, cluster, component):
+    c = next(c for c in objects.clusters if c.cluster.name == cluster)
+    return {u.name: u for u in c.units if u.component == component}
+
+
+def test_every_autoscaler_and_warm_gate_object_validates(built):
+    distinct = {json.dumps(o.manifest, sort_keys=True): o.manifest for objects in built.values()
+                for c in objects.clusters for u in c.units if u.component in ("Autoscaler", "WarmGate")
+                for o in u.objects}
+    assert {m["kind"] for m in distinct.values()} == {"ScaledObject", "HorizontalPodAutoscaler", "DaemonSet", "Job"}
+    for manifest in distinct.values():
+        assert k8s_schema.validate(manifest) == []
+
+
+def test_targets_deployment_or_leaderworkerset(built):
+    units = _units(built["broadcast"], "gala-bj-01", "Autoscaler")
+    assert units["chat"].objects[0].manifest["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "chat"}
+    assert units["deep-think"].objects[0].manifest["spec"]["scaleTargetRef"] == {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "deep-think"}
+
+
+def test_broadcast_scaled_object_floors_threshold_and_no_scale_down(built):
+    objects = built["broadcast"]
+    spec, plan = objects.spec, objects.plan.cluster("gala-bj-01").model("chat")
+    so = _units(objects, "gala-bj-01", "Autoscaler")["chat"].objects[0].manifest["spec"]
+    assert so["minReplicaCount"] == plan.floor_replicas.value and so["maxReplicaCount"] == plan.replicas.value
+    prom, *crons = so["triggers"]
+    assert prom["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85))
+    assert [c["name"] for c in crons] == [m.name for m in spec.event.moments]
+    # Opening at 20:00, cold lead 21 min (1140 s ready + 120 s slack): the floor rises at 19:39.
+    assert crons[0]["metadata"] == {"timezone": "Asia/Shanghai", "start": "39 19 16 2 *", "end": "21 20 16 2 *",
+                                    "desiredReplicas": str(plan.replicas_for("opening"))}
+    assert so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["selectPolicy"] == "Disabled"
+
+
+def test_lead_is_cold_only_when_a_moment_needs_new_nodes(built):
+    spec = built["rehearsal"].spec
+    model = next(m for m in spec.models if m.name == "chat")
+    plan = built["rehearsal"].plan.cluster("reh-bj-01").model("chat")
+    leads = {name: lead.value for name, _, _, _, lead in autoscaling.moment_floors(spec, model, plan)}
+    assert warmup.ready_seconds(model, warm=False).value == 10 + 110 + 0 + 20 * 27 + 480
+    assert leads == {"opening": 21 * 60, "red-packet-1": 21 * 60, "red-packet-2": 21 * 60,
+                     "red-packet-3": 10 * 60, "countdown": 10 * 60}
+
+
+def test_rehearsal_scales_to_zero_outside_a_window_cron(built):
+    objects = built["rehearsal"]
+    assert objects.spec.policy.stage is Stage.REHEARSAL
+    so = _units(objects, "reh-bj-01", "Autoscaler")["chat"].objects[0].manifest["spec"]
+    window = next(t for t in so["triggers"] if t.get("name") == "window")
+    assert so["minReplicaCount"] == 0
+    assert window["metadata"]["start"] == "9 19 9 2 *" and window["metadata"]["end"] == "45 0 10 2 *"
+    assert so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+
+
+def test_hpa_cluster_holds_the_highest_moment_floor(built):
+    objects = built["rehearsal"]
+    plan = objects.plan.cluster("reh-hk-01").model("chat")
+    hpa = _units(objects, "reh-hk-01", "Autoscaler")["chat"].objects[0].manifest
+    assert hpa["kind"] == "HorizontalPodAutoscaler"
+    assert hpa["spec"]["minReplicas"] == max(plan.replicas_for(m.name) for m in objects.spec.event.moments)
+    assert "cannot pre-scale" in hpa["metadata"]["annotations"]["peaknight.io/limitation"]
+
+
+def test_warm_gate_prepulls_on_gpu_nodes_and_stages_before_the_first_prescale(built):
+    objects = built["broadcast"]
+    gate = next(u for u in objects.clusters[0].units if u.component == "WarmGate")
+    ds = next(o.manifest for o in gate.objects if o.name == "prepull-h200")
+    pod = ds["spec"]["template"]["spec"]
+    assert {t["key"] for t in pod["tolerations"]} == {"nvidia.com/gpu"}
+    assert [c["image"] for c in pod["initContainers"]] == [objects.spec.models[0].image]
+    assert pod["containers"][0]["image"] == warmup.PAUSE_IMAGE
+    job = next(o.manifest for o in gate.objects if o.name == "stage-chat")
+    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "chat-weights"
+    deadline = warmup.must_finish(objects.spec)
+    assert deadline == dt.datetime(2026, 2, 16, 19, 9)   # window 19:30 - 21 min cold lead
+    assert deadline.isoformat() in job["metadata"]["annotations"]["peaknight.io/must-finish-before"]
