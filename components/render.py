@@ -12,7 +12,31 @@ import yaml
 
 from .event import EventObjects
 
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_STR = "tag:yaml.org,2002:str"
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """The C-accelerated dumper with two shortcuts, same output: the Python representer is most of
+    a render's CPU, and manifests are mostly strings, so strings skip its type dispatch (they are
+    never aliased), and the implicit-tag lookup (regexes per scalar) is memoised: label keys and
+    values repeat in every object. The safe dumper has no path resolvers, so a tag depends only on
+    the lookup's arguments."""
+
+    _tags: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+    def represent_data(self, data: object) -> yaml.Node:
+        if type(data) is str:
+            return yaml.ScalarNode(_STR, data)
+        return super().represent_data(data)
+
+    def resolve(self, kind: type, value: object, implicit: tuple[bool, bool]) -> str:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        tag = self._tags.get(key)
+        if tag is None:
+            tag = self._tags[key] = super().resolve(kind, value, implicit)
+        return tag
 
 
 def dump(manifest: dict) -> str:

@@ -1,0 +1,35 @@
+"""The benchmarks' inputs and the render speed-up: synthetic events are valid stacks that fit the
+envelope, and the faster YAML dumper writes exactly what PyYAML's C safe dumper writes."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from components import capacity, config, event, render
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+import synthetic  # noqa: E402
+
+
+def test_synthetic_events_are_valid_stacks_inside_the_envelope(tmp_path):
+    broadcast = config.load_stack("broadcast").spec
+    for n in (3, 8):
+        spec = config.load_stack(str(synthetic.write_stack(n, tmp_path))).spec
+        assert len(spec.clusters) == n and sum(c.share for c in spec.clusters) == 1
+        assert [m.name for m in spec.models] == [m.name for m in broadcast.models]
+        plan = capacity.plan(spec)  # raises EnvelopeError if any cluster is over
+        assert not plan.short
+
+
+def test_render_dumper_writes_what_pyyaml_writes():
+    plain = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # the pure-Python emitter folds long lines differently
+    objects = event.build(config.load_stack("broadcast").spec)
+    for cluster in objects.clusters:
+        for unit in cluster.units:
+            for obj in unit.objects:
+                expected = yaml.dump(obj.manifest, Dumper=plain, sort_keys=True,
+                                     default_flow_style=False, width=120)
+                assert render.dump(obj.manifest) == expected, obj.key
