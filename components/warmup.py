@@ -25,7 +25,8 @@ from .nodepools import GPU_TAINT, POOL_LABEL
 from .objects import Obj, Unit, inference_namespace, meta, priority_class
 from .spec import Cluster, Model, StackSpec
 
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+# Pinned by digest like every image of the night (policy immutable-images): a tag can be repointed.
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a"
 # The staging Job copies weights at the registry pull rate (profiles timings: 27 s/GiB, BentoML's
 # 20 GB image); its deadline allows twice that before it is declared failed.
 STAGING_DEADLINE_FACTOR = 2
