@@ -6,11 +6,12 @@ one line per problem naming the file, the key path and what was expected, never 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import capacity, config, event, plan_report, render, simulate_cmd
+from . import capacity, config, event, k8s_schema, plan_report, policy, render
 
 OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
 
@@ -37,8 +38,30 @@ def _plan(args: argparse.Namespace) -> int:
     return CHECK_FAILED if plan.short else OK
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan}
-COMMANDS["simulate"] = simulate_cmd.run
+def _validate(args: argparse.Namespace) -> int:
+    loaded = config.load_stack(args.stack)
+    crds = Path(args.crds) if args.crds else k8s_schema.DEFAULT_CRDS
+    if not crds.is_dir():
+        raise config.ConfigError([config.Problem(str(crds), "--crds", "a directory of CRD YAML files", "no such directory")])
+    objects = event.build(loaded.spec)
+    problems = [str(v) for v in policy.check_event(objects)]
+    count = 0
+    seen: dict[str, list[str]] = {}  # clusters repeat most objects verbatim: validate each once
+    for cluster in objects.clusters:
+        for obj in (o for u in cluster.units for o in u.objects):
+            count += 1
+            key = json.dumps(obj.manifest, sort_keys=True)
+            if key not in seen:
+                seen[key] = k8s_schema.validate(obj.manifest, crds)
+            problems += [f"{cluster.cluster.name}: {p} [schema]" for p in seen[key]]
+    for problem in problems:
+        print(problem)
+    verdict = f"{len(problems)} violation(s)" if problems else "policy checks and API/CRD schemas pass"
+    print(f"stack '{loaded.name}': {count} objects in {len(objects.clusters)} clusters: {verdict}")
+    return CHECK_FAILED if problems else OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan, "validate": _validate}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,7 +74,10 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="print the capacity plan; exit 1 if any model is short")
     pl.add_argument("stack", help=stack_help)
     pl.add_argument("--explain", action="store_true", help="show how every figure was derived")
-    simulate_cmd.add_parser(sub, stack_help)
+    v = sub.add_parser("validate", help="policy checks + API schema and CRD validation of every object; exit 1 "
+                                        "listing every violation")
+    v.add_argument("stack", help=stack_help)
+    v.add_argument("--crds", help=f"directory of CustomResourceDefinitions (default {k8s_schema.DEFAULT_CRDS})")
     return p
 
 

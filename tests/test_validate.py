@@ -1,0 +1,101 @@
+"""`peaknight validate`: both stacks pass; deliberately broken stack files fail with every
+violation listed (exit 1), or with the config problem (exit 2)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from components import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["validate", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_both_stacks_pass(stack_name: str, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _run(capsys, stack_name)
+    assert code == 0, out
+    assert out.strip().endswith("policy checks and API/CRD schemas pass")
+
+
+def _broken(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None]) -> str:
+    """A copy of the broadcast stack file with `change` applied to its `peaknight:` config."""
+    doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.broadcast.yaml").read_text())
+    change(doc["config"])
+    path = tmp_path / f"Pulumi.{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(path)
+
+
+def _tag_greetings(cfg: dict[str, Any]) -> None:
+    """Digests switched off in broadcast: config allows it, the broadcast policy does not."""
+    cfg["peaknight:policy"]["requireImageDigests"] = False
+    cfg["peaknight:models"][1]["image"] = "vllm/vllm-openai:v0.11.0"
+
+
+def _unprotect(cfg: dict[str, Any]) -> None:
+    cfg["peaknight:policy"]["protect"] = False
+
+
+def _no_gateway_class(cfg: dict[str, Any]) -> None:
+    cfg["peaknight:clusters"][0]["gatewayClass"] = ""
+
+
+@pytest.mark.parametrize("change, expected", [
+    (_tag_greetings, ["gala-bj-01: Deployment gala-2026-inference/greetings: spec.template.spec: container 'engine' "
+                      "image 'vllm/vllm-openai:v0.11.0' is a mutable tag (pin @sha256:...) [immutable-images]"]),
+    (_unprotect, ["gala-hk-04: NodePool h200: broadcast node pool is not protected (protect=True) "
+                  "[broadcast-pools-frozen]",
+                  "gala-hk-04: EC2NodeClass h100: broadcast node pool is not protected (protect=True) "
+                  "[broadcast-pools-frozen]"]),
+    (_no_gateway_class, ["gala-bj-01: Gateway/gala-2026-gateway: '' should be non-empty at spec.gatewayClassName [schema]"]),
+])
+def test_broken_stack_fails_naming_each_object(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               change: Callable, expected: list[str]) -> None:
+    code, out, _ = _run(capsys, _broken(tmp_path, "broken", change))
+    assert code == 1
+    lines = out.splitlines()
+    for line in expected:
+        assert line in lines
+
+
+def test_every_violation_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Three faults at once: all reported, one line each, and counted in the verdict."""
+    path = _broken(tmp_path, "three-faults", lambda c: (_tag_greetings(c), _unprotect(c), _no_gateway_class(c)))
+    code, out, _ = _run(capsys, path)
+    assert code == 1
+    lines = out.splitlines()
+    checks = {line.rsplit("[", 1)[1].rstrip("]") for line in lines[:-1]}
+    assert checks == {"immutable-images", "broadcast-pools-frozen", "schema"}
+    # 16 clusters x (1 tagged Deployment + 3 pools x 2 objects) + 1 Gateway
+    assert sum("[immutable-images]" in line and "/greetings" in line for line in lines) == 16
+    assert sum("[broadcast-pools-frozen]" in line for line in lines) == 16 * 6
+    assert lines[-1].endswith(f"{len(lines) - 1} violation(s)")
+
+
+def test_custom_resources_need_their_crds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _run(capsys, "rehearsal", "--crds", str(tmp_path))
+    assert code == 1
+    assert f"reh-bj-01: NodePool/h200: no CRD in {tmp_path} serves karpenter.sh/v1 NodePool [schema]" in out.splitlines()
+
+
+def test_bad_config_exits_2_with_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _broken(tmp_path, "typo", lambda c: c["peaknight:policy"].update(stage="broadcats"))
+    code, out, err = _run(capsys, path)
+    assert code == 2
+    assert out == ""
+    assert f"{path}: peaknight:policy.stage: expected one of broadcast, rehearsal; found 'broadcats' " \
+           f"(did you mean 'broadcast'?)" in err.splitlines()
+
+
+def test_missing_crd_directory_is_bad_input(capsys: pytest.CaptureFixture) -> None:
+    code, _, err = _run(capsys, "rehearsal", "--crds", "/nonexistent/crds")
+    assert code == 2
+    assert err.strip() == "/nonexistent/crds: --crds: expected a directory of CRD YAML files; found no such directory"
