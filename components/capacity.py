@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from . import profiles
-from .spec import Cluster, GpuPool, Model, StackSpec
+from .spec import Cluster, Edge, GpuPool, Model, StackSpec
 
 # Pods every GPU node runs besides the model: device plugin, DCGM exporter, node exporter, CNI,
 # kube-proxy, the image pre-puller. Counted against the 110 pods-per-node envelope.
@@ -68,24 +68,49 @@ class PoolPlan:
 
 
 @dataclass(frozen=True)
+class EdgePlan:
+    """One live edge tier in one cluster. Lives here, not in a module of its own, because the
+    cluster plan holds it and the one envelope check counts its pods."""
+
+    cluster: str
+    edge: str
+    viewers: Figure                   # this cluster's share of the forecast peak
+    mix_kbps: Figure                  # mean bitrate per viewer over the rendition mix
+    egress_gbps: Figure
+    pods: Figure                      # at peak, with headroom and zone loss (the HPA's floor in broadcast)
+    max_pods: Figure                  # the HPA's ceiling: what the envelope must hold
+    viewers_per_pod: Figure           # at target utilisation: the HPA's per-pod connection target
+    capacity_gbps: Figure             # at target utilisation, one zone lost if the policy says so
+    short: bool
+
+
+@dataclass(frozen=True)
 class ClusterPlan:
     name: str
     models: tuple[ModelPlan, ...]
     pools: tuple[PoolPlan, ...]
+    edges: tuple[EdgePlan, ...] = ()
 
     @property
     def nodes(self) -> int:
         return sum(int(p.nodes.value) for p in self.pools)
 
     @property
+    def edge_pods(self) -> int:
+        return sum(int(e.max_pods.value) for e in self.edges)
+
+    @property
     def pods(self) -> int:
-        return sum(m.pods for m in self.models) + self.nodes * DAEMON_PODS_PER_NODE
+        return sum(m.pods for m in self.models) + self.nodes * DAEMON_PODS_PER_NODE + self.edge_pods
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.model == name)
 
     def pool(self, name: str) -> PoolPlan:
         return next(p for p in self.pools if p.pool == name)
+
+    def edge(self, name: str) -> EdgePlan:
+        return next(e for e in self.edges if e.edge == name)
 
 
 @dataclass(frozen=True)
@@ -211,7 +236,38 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                               Figure(nodes, " + ".join(f"{n} ({m})" for n, m in pool_nodes[name]) or "no models"),
                               Figure(limit, f"({nodes} planned + {pool_surge[name]} surge nodes for a rolling "
                                             f"update) x {gpn} GPUs")))
-    return ClusterPlan(cluster.name, tuple(models), tuple(plans))
+    edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
+    return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges)
+
+
+def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
+    """Edge pods from egress: viewers x mean bitrate over the pod's egress, sized like a model's
+    replicas (headroom, utilisation, zone loss) so both answer the same question the same way."""
+    zones, util = len(cluster.zones), spec.policy.target_utilisation
+    viewers = edge.peak_viewers * spec.scale * cluster.share
+    mix = sum(r.bitrate_kbps * r.share for r in edge.renditions)
+    egress = viewers * mix / 1e6
+    pods = replicas_for(egress, edge.pod_egress_gbps, spec, zones, f"Gbps over pods of {edge.pod_egress_gbps:g} Gbps")
+    p = int(pods.value)
+    ceiling = max(p, math.ceil(p * edge.burst - 1e-9))
+    serving = p - (max(zone_split(p, zones)) if spec.policy.survive_zone_loss else 0)
+    capacity = serving * edge.pod_egress_gbps * util
+    per_pod = edge.pod_egress_gbps * 1e6 * util / mix
+    return EdgePlan(
+        cluster=cluster.name, edge=edge.name,
+        viewers=Figure(viewers, f"{edge.peak_viewers:,} viewers x scale {spec.scale:g} x share {cluster.share:g} "
+                                f"= {viewers:,.0f}"),
+        mix_kbps=Figure(mix, " + ".join(f"{r.share:g} x {r.bitrate_kbps:,}" for r in edge.renditions)
+                        + f" = {mix:,.0f} kbps"),
+        egress_gbps=Figure(egress, f"{viewers:,.0f} x {mix:,.0f} kbps = {egress:,.1f} Gbps"),
+        pods=pods,
+        max_pods=Figure(ceiling, f"ceil({p} x burst {edge.burst:g}) = {ceiling}"),
+        viewers_per_pod=Figure(per_pod, f"{edge.pod_egress_gbps:g} Gbps x util {util:g} / {mix:,.0f} kbps "
+                                        f"= {per_pod:,.0f}"),
+        capacity_gbps=Figure(capacity, f"{serving} pods{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
+                                       f" x {edge.pod_egress_gbps:g} Gbps x util {util:g} = {capacity:,.1f} Gbps"),
+        short=capacity < egress * (1 - 1e-9),
+    )
 
 
 def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
@@ -222,7 +278,8 @@ def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
             problems.append(f"cluster '{cluster.name}': {plan_.nodes:,} nodes planned, envelope {cluster.max_nodes:,}: "
                             f"over by {plan_.nodes - cluster.max_nodes:,} (add a cluster or lower its share)")
         if plan_.pods > cluster.max_pods:
-            problems.append(f"cluster '{cluster.name}': {plan_.pods:,} pods planned, envelope {cluster.max_pods:,}: "
+            problems.append(f"cluster '{cluster.name}': {plan_.pods:,} pods planned ({plan_.edge_pods:,} of them live "
+                            f"edge pods at their HPA ceiling), envelope {cluster.max_pods:,}: "
                             f"over by {plan_.pods - cluster.max_pods:,}")
         for model in plan_.models:
             per_node = max(1, plan_.pool(model.pool).gpus_per_node // model.gpus_per_replica)

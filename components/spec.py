@@ -184,6 +184,20 @@ class Edge:
     part_seconds: float = Field(default=0.5, gt=0, le=2, description="LL-HLS part duration")
     pod_egress_gbps: float = Field(default=20.0, gt=0, description="egress one edge pod sustains")
     image: str = "nginx:1.27.3"
+    exporter_image: str = Field(default="nginx/nginx-prometheus-exporter:1.4.2",
+                                description="sidecar that turns nginx stub_status into Prometheus metrics")
+    playlist_ttl_seconds: int = Field(default=1, ge=1, le=10, description="how long a playlist is served "
+                                      "from cache before a background refresh (nginx counts whole seconds)")
+    segment_ttl_seconds: int = Field(default=3600, ge=60, description="segments and parts are immutable: "
+                                     "cached this long (SRS's edge uses 60 min)")
+    negative_ttl_seconds: int = Field(default=1, ge=1, le=10, description="how long a 404 is cached")
+    cache_gib: int = Field(default=20, gt=0, description="on-pod cache volume (emptyDir) per edge pod")
+    pod_cpu: int = Field(default=8, gt=0, description="CPUs per edge pod; one nginx worker each")
+    pod_memory_gib: int = Field(default=8, gt=0)
+    burst: float = Field(default=2.0, ge=1, le=5, description="HPA maxReplicas as a multiple of the planned "
+                         "pods, for viewers beyond the forecast")
+    source_ranges: tuple[str, ...] = Field(default=(), description="CIDRs (viewer ISPs, CDNs) allowed to the "
+                                           "edge's own LoadBalancer; none: a ClusterIP Service behind the cluster's ingress")
 
 
 @dataclass(config=STRICT, kw_only=True)

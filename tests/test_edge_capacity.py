@@ -1,0 +1,55 @@
+"""Edge tier sizing: hand-computed egress and pods for both stacks, zone loss, the shared envelope."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from components import capacity, config
+
+
+@pytest.fixture(scope="module")
+def broadcast():
+    return config.load_stack("broadcast").spec
+
+
+def test_broadcast_edge_per_cluster_by_hand(broadcast):
+    # 25,000,000 viewers x scale 1 x share 1/16 = 1,562,500 per cluster.
+    # Mix: 0.35 x 6,000 + 0.40 x 3,000 + 0.20 x 1,200 + 0.05 x 400 = 3,560 kbps.
+    # Egress: 1,562,500 x 3,560 kbps = 5,562.5 Gbps.
+    # Serving: ceil(5,562.5 x 1.05 / (20 x 0.85)) = ceil(343.57) = 344.
+    # N+1 by zone over 3: T - ceil(T/3) >= 344 first holds at T = 516 (516 - 172 = 344; 515 - 172 = 343).
+    e = capacity.plan(broadcast).cluster("gala-bj-01").edge("gala-live")
+    assert e.viewers.value == 1_562_500
+    assert e.mix_kbps.value == pytest.approx(3_560)
+    assert e.egress_gbps.value == pytest.approx(5_562.5)
+    assert e.pods.value == 516
+    assert e.max_pods.value == 1_032                      # burst 2
+    assert e.viewers_per_pod.value == pytest.approx(20e6 * 0.85 / 3_560)   # 4,775 viewers at 17 Gbps
+    assert e.capacity_gbps.value == pytest.approx(344 * 20 * 0.85)         # 5,848 Gbps with a zone lost
+    assert not e.short
+    assert "survive losing 1 of 3 zones" in e.pods.why and "3,560 kbps" in e.mix_kbps.why
+
+
+def test_rehearsal_edge_by_hand():
+    # 25 M x 0.01 x 0.25 = 62,500 viewers x 3,560 kbps = 222.5 Gbps; headroom 1, no zone loss:
+    # ceil(222.5 / (20 x 0.85)) = ceil(13.09) = 14 pods; capacity 14 x 17 = 238 Gbps.
+    e = capacity.plan(config.load_stack("rehearsal").spec).cluster("reh-bj-01").edge("gala-live")
+    assert (e.viewers.value, e.egress_gbps.value, e.pods.value) == (62_500, pytest.approx(222.5), 14)
+    assert e.capacity_gbps.value == pytest.approx(238.0)
+    assert e.max_pods.value == 28
+
+
+def test_edge_pods_count_in_the_cluster_pod_envelope(broadcast):
+    plan = capacity.plan(broadcast).cluster("gala-bj-01")
+    without = dataclasses.replace(broadcast, edges=())
+    assert plan.pods - capacity.plan(without).cluster("gala-bj-01").pods == 1_032
+    assert plan.edge_pods == 1_032
+
+
+def test_an_edge_tier_too_big_for_the_cluster_is_an_envelope_error(broadcast):
+    # 0.01 Gbps pods: ceil(5,562.5 x 1.05 / 0.0085) = 687,133 serving pods, far over 150,000.
+    tiny = dataclasses.replace(broadcast.edges[0], pod_egress_gbps=0.01)
+    with pytest.raises(capacity.EnvelopeError) as err:
+        capacity.plan(dataclasses.replace(broadcast, edges=(tiny,)))
+    assert "live edge pods" in str(err.value) and "envelope 150,000" in str(err.value)
