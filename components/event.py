@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import autoscaling, capacity, cluster_base, inference, monitoring, nodepools, warmup
+from . import autoscaling, capacity, cluster_base, edges, inference, monitoring, nodepools, warmup
 from .capacity import CapacityPlan
 from .objects import Unit
 from .spec import Cluster, StackSpec
@@ -42,4 +42,5 @@ def _cluster_units(spec: StackSpec, plan: CapacityPlan, cluster: Cluster) -> tup
         units += [service, autoscaling.build(spec, cluster, model, cplan.model(model.name), service)]
     units.append(warmup.build(spec, cluster))
     units.append(monitoring.build(spec, cluster, cplan))
+    units += [edges.build(spec, cluster, edge, cplan.edge(edge.name)) for edge in spec.edges]
     return tuple(units)

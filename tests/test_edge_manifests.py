@@ -1,0 +1,95 @@
+"""LiveEdge objects: what each carries, that they validate, and that no secret is rendered."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from components import capacity, config, edge_nginx, edges, event, k8s_schema, render
+
+
+def edge_units(stack: str):
+    return [(c.cluster, u) for c in event.build(config.load_stack(stack).spec).clusters
+            for u in c.units if u.component == "LiveEdge"]
+
+
+@pytest.fixture(scope="module")
+def broadcast_edge():
+    cluster, unit = edge_units("broadcast")[0]
+    return {o.kind + ("/metrics" if o.name.endswith("-metrics") else ""): o for o in unit.objects}
+
+
+def test_every_cluster_of_both_stacks_gets_each_edge_and_all_validate(stack_name):
+    spec = config.load_stack(stack_name).spec
+    units = edge_units(stack_name)
+    assert len(units) == len(spec.clusters) * len(spec.edges)
+    for _, unit in units:
+        assert sorted(o.kind for o in unit.objects) == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler",
+                                                        "PodDisruptionBudget", "Service", "Service", "ServiceMonitor"]
+        for obj in unit.objects:
+            assert k8s_schema.validate(obj.manifest) == []
+
+
+def test_configmap_holds_the_render_and_the_pods_roll_on_its_checksum(broadcast_edge):
+    spec = config.load_stack("broadcast").spec
+    conf = broadcast_edge["ConfigMap"].manifest["data"]["nginx.conf"]
+    assert conf == edge_nginx.render(spec.edges[0])
+    template = broadcast_edge["Deployment"].manifest["spec"]["template"]
+    assert template["metadata"]["annotations"][edges.CHECKSUM_ANNOTATION] == edge_nginx.checksum(conf)
+    changed = dataclasses.replace(spec, edges=(dataclasses.replace(spec.edges[0], playlist_ttl_seconds=2),))
+    unit = next(u for u in event.build(changed).clusters[0].units if u.component == "LiveEdge")
+    rolled = next(o for o in unit.objects if o.kind == "Deployment").manifest["spec"]["template"]
+    assert rolled["metadata"]["annotations"][edges.CHECKSUM_ANNOTATION] != edge_nginx.checksum(conf)
+
+
+def test_pods_are_restricted_unprivileged_and_write_only_to_their_emptydir(broadcast_edge):
+    pod = broadcast_edge["Deployment"].manifest["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 101
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["allowPrivilegeEscalation"] is False and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    nginx, exporter = pod["containers"]
+    assert nginx["ports"][0]["containerPort"] == 8080 > 1024
+    assert {m["mountPath"]: m.get("readOnly", False) for m in nginx["volumeMounts"]} == {
+        "/etc/nginx/edge": True, "/etc/nginx/secret": True, edge_nginx.POD.state_dir: False}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["state"]["emptyDir"] == {"sizeLimit": "20Gi"}
+    assert volumes["secure-link"]["secret"]["secretName"] == "gala-live-secure-link"
+    assert exporter["args"][0] == "--nginx.scrape-uri=http://127.0.0.1:8081/stub_status"
+    assert [t["topologyKey"] for t in pod["topologySpreadConstraints"]] == ["topology.kubernetes.io/zone",
+                                                                           "kubernetes.io/hostname"]
+
+
+def test_hpa_floor_is_the_plan_in_broadcast_and_its_ceiling_counts_in_the_envelope(broadcast_edge):
+    plan = capacity.plan(config.load_stack("broadcast").spec).cluster("gala-bj-01").edge("gala-live")
+    hpa = broadcast_edge["HorizontalPodAutoscaler"].manifest["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (516, 1_032)
+    assert broadcast_edge["Deployment"].manifest["spec"]["replicas"] == 516
+    assert broadcast_edge["Deployment"].ignore_changes == ("spec.replicas",)
+    cpu, conns = hpa["metrics"]
+    assert cpu["resource"]["target"]["averageUtilization"] == 85
+    assert conns["pods"]["target"]["averageValue"] == str(int(plan.viewers_per_pod.value)) == "4775"
+    _, rehearsal = edge_units("rehearsal")[0]
+    reh = next(o for o in rehearsal.objects if o.kind == "HorizontalPodAutoscaler").manifest["spec"]
+    assert (reh["minReplicas"], reh["maxReplicas"]) == (3, 28)
+
+
+def test_services_pdb_and_monitor(broadcast_edge):
+    viewers, metrics = broadcast_edge["Service"].manifest["spec"], broadcast_edge["Service/metrics"].manifest["spec"]
+    assert viewers["type"] == "ClusterIP" and [p["port"] for p in viewers["ports"]] == [80]
+    assert [p["port"] for p in metrics["ports"]] == [9113]
+    assert broadcast_edge["PodDisruptionBudget"].manifest["spec"]["maxUnavailable"] == "10%"
+    monitor = broadcast_edge["ServiceMonitor"].manifest["spec"]
+    assert monitor["selector"]["matchLabels"] == {"app.kubernetes.io/name": "gala-live-metrics"}
+    spec = config.load_stack("broadcast").spec
+    open_edge = dataclasses.replace(spec.edges[0], source_ranges=("203.0.113.0/24",))
+    svc = edges._viewer_service(open_edge, {})
+    assert (svc["type"], svc["loadBalancerSourceRanges"]) == ("LoadBalancer", ["203.0.113.0/24"])
+
+
+def test_no_secret_and_no_secret_object_is_rendered(stack_name):
+    for cluster, unit in edge_units(stack_name):
+        for obj in unit.objects:
+            assert obj.kind != "Secret"
+            assert "set $secure_link_secret" not in render.dump(obj.manifest)
