@@ -7,6 +7,7 @@ because the numbers that matter on the night must follow the night, not a copied
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -81,7 +82,14 @@ class AddonRelease:
 
 
 def _read(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+    """A chart file's content, a private copy: callers may change what they get."""
+    return copy.deepcopy(_parsed(path))
+
+
+@cache
+def _parsed(path: Path) -> Any:
+    """Each chart file parsed once per process (C loader): the same files serve every cluster."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if path.exists() else None
 
 
 @cache
