@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import capacity, config, event, k8s_schema, plan_report, policy, render
+from . import capacity, config, event, k8s_schema, plan_report, policy, render, review
 
 OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
 
@@ -61,7 +61,13 @@ def _validate(args: argparse.Namespace) -> int:
     return CHECK_FAILED if problems else OK
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan, "validate": _validate}
+def _diff(args: argparse.Namespace) -> int:
+    print(review.report(args.stack, args.base))
+    return OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan, "validate": _validate,
+                                                            "diff": _diff}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,6 +84,10 @@ def parser() -> argparse.ArgumentParser:
                                         "listing every violation")
     v.add_argument("stack", help=stack_help)
     v.add_argument("--crds", help=f"directory of CustomResourceDefinitions (default {k8s_schema.DEFAULT_CRDS})")
+    d = sub.add_parser("diff", help="what a change does: objects, planned capacity and the simulated night, "
+                                    "GITREF -> working tree")
+    d.add_argument("stack", help=stack_help)
+    d.add_argument("--base", required=True, help="git revision to compare with (e.g. origin/main)")
     return p
 
 

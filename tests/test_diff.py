@@ -1,0 +1,106 @@
+"""`peaknight diff`: in a scratch git repository holding the kit, one more red-packet round shows
+up as its manifests, its planned pre-scale and its simulated night; a code change shows up too,
+because each side is rendered by its own revision's code."""
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from components import capacity, cli, config
+
+ROOT = Path(__file__).resolve().parent.parent
+NEW_ROUND = '      - {name: red-packet-4, at: "2026-02-16T23:15:00", load: 0.9, durationMinutes: 10, rampMinutes: 1}\n'
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=test", "-c", "user.email=test@example.com",
+                           *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """The kit's committed components/ and stacks/, committed again in a fresh repository."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD", "components", "stacks"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "base")
+    return tmp_path
+
+
+def _diff(capsys: pytest.CaptureFixture, stack: Path, base: str = "HEAD") -> tuple[int, str, str]:
+    code = cli.main(["diff", str(stack), "--base", base])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _add_round(stack: Path) -> None:
+    text = stack.read_text()
+    anchor = next(line for line in text.splitlines(keepends=True) if "name: red-packet-3" in line)
+    stack.write_text(text.replace(anchor, anchor + NEW_ROUND))
+
+
+def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    stack = repo / "stacks" / "Pulumi.broadcast.yaml"
+    _add_round(stack)
+    code, out, _ = _diff(capsys, stack)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"peaknight diff stacks/Pulumi.broadcast.yaml: HEAD -> working tree ({repo})"
+    # Manifests: each model's autoscaler gains the round's cron floor, in every cluster; nothing else.
+    assert "objects: 0 added, 0 removed, 48 changed (over 16 clusters)" in lines
+    for model in ("chat", "greetings", "deep-think"):
+        block = out.split(f"~ ScaledObject gala-2026-inference/{model}  [all 16 clusters]\n")[1]
+        assert block.splitlines()[1].strip().startswith("+ spec.triggers[red-packet-4]: ")
+    # Capacity: the pre-scale for the new round, as the plan of the changed stack has it.
+    plan = capacity.plan(config.load_stack(str(stack)).spec)
+    for model in ("chat", "greetings", "deep-think"):
+        replicas = sum(c.model(model).replicas_for("red-packet-4") for c in plan.clusters)
+        assert f"    pre-scale for red-packet-4: none -> {replicas:,} replicas" in lines
+    assert "  node pool GPU limits: 401,024 (unchanged)" in lines
+    # The simulated night: more demand, served (unmet stays 0), more GPU-hours for a perfect scaler.
+    night = out.split("simulated night (peaknight simulate):\n")[1]
+    chat = night.split("  chat:\n")[1].splitlines()[:4]
+    assert chat[0].startswith("    demand tokens: ") and "(+" in chat[0]
+    assert chat[1] == "    unmet tokens: 0.000% (unchanged)"
+    assert chat[3].startswith("    oracle GPU-hours: ") and "(+" in chat[3]
+
+
+def test_a_code_change_shows_without_a_stack_change(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    """The base side runs the base's code: a builder change alone is visible in review."""
+    inference = repo / "components" / "inference.py"
+    inference.write_text(inference.read_text().replace("DRAIN_SECONDS = 300", "DRAIN_SECONDS = 360"))
+    code, out, _ = _diff(capsys, repo / "stacks" / "Pulumi.rehearsal.yaml")
+    assert code == 0
+    assert "      ~ spec.template.spec.terminationGracePeriodSeconds: 330 -> 390" in out.splitlines()
+    assert "  ~ Deployment gala-2026-rehearsal-inference/greetings  [all 4 clusters]" in out.splitlines()
+
+
+def test_a_new_stack_file_is_all_added(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    new = repo / "stacks" / "Pulumi.dress.yaml"
+    new.write_text((repo / "stacks" / "Pulumi.rehearsal.yaml").read_text())
+    code, out, _ = _diff(capsys, new)
+    assert code == 0
+    assert "(the stack file does not exist at HEAD: everything is added)" in out
+    assert " 0 removed, 0 changed (over 4 clusters)" in out
+
+
+def test_unknown_base_is_bad_input(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = _diff(capsys, repo / "stacks" / "Pulumi.rehearsal.yaml", base="no-such-branch")
+    assert (code, out) == (2, "")
+    assert err.strip() == f"{repo}: --base: expected a git revision of this repository; found 'no-such-branch'"
+
+
+def test_broken_head_stack_is_bad_input(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    stack = repo / "stacks" / "Pulumi.rehearsal.yaml"
+    stack.write_text(stack.read_text().replace("stage: rehearsal", "stage: rehearsel"))
+    code, _, err = _diff(capsys, stack)
+    assert code == 2
+    assert "working tree: (stack): expected a stack that loads; found " in err
+    assert "peaknight:policy.stage: expected one of broadcast, rehearsal" in err
