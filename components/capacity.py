@@ -25,9 +25,6 @@ class Figure:
     value: float
     why: str
 
-    def __int__(self) -> int:
-        return int(self.value)
-
 
 @dataclass(frozen=True)
 class ModelPlan:
@@ -123,8 +120,9 @@ class CapacityPlan:
         return next(c for c in self.clusters if c.name == name)
 
     @property
-    def short(self) -> tuple[ModelPlan, ...]:
-        return tuple(m for c in self.clusters for m in c.models if m.short)
+    def short(self) -> tuple[ModelPlan | EdgePlan, ...]:
+        """Every model and edge plan that cannot serve its forecast (a quota capped it)."""
+        return tuple(p for c in self.clusters for p in (*c.models, *c.edges) if p.short)
 
 
 class EnvelopeError(Exception):
@@ -197,14 +195,18 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         peak = model.peak_tokens_per_minute / 60 * spec.scale * cluster.share
         demand = Figure(peak, f"{model.peak_tokens_per_minute:,.0f} tok/min / 60 x scale {spec.scale:g} "
                               f"x share {cluster.share:g} = {peak:,.0f} tok/s")
-        replicas = replicas_for(peak, per_replica.value, spec, zones, "peak")
-        if model.max_replicas_per_cluster is not None and replicas.value > model.max_replicas_per_cluster:
-            replicas = Figure(model.max_replicas_per_cluster, f"{replicas.why}; capped at maxReplicasPerCluster "
-                                                              f"{model.max_replicas_per_cluster}")
-        floor = replicas_for(peak * spec.event.baseline, per_replica.value, spec, zones,
-                             f"baseline {spec.event.baseline:g} of peak")
-        moments = tuple((m.name, replicas_for(peak * m.load, per_replica.value, spec, zones,
-                                              f"{m.name} at {m.load:g} of peak")) for m in spec.event.moments)
+
+        def sized(load: float, label: str) -> Figure:
+            """Replicas for `load` x peak, never above the model's quota (the plan then reports it short)."""
+            fig = replicas_for(peak * load, per_replica.value, spec, zones, label)
+            quota = model.max_replicas_per_cluster
+            if quota is not None and fig.value > quota:
+                return Figure(quota, f"{fig.why}; capped at maxReplicasPerCluster {quota}")
+            return fig
+
+        replicas = sized(1.0, "peak")
+        floor = sized(spec.event.baseline, f"baseline {spec.event.baseline:g} of peak")
+        moments = tuple((m.name, sized(m.load, f"{m.name} at {m.load:g} of peak")) for m in spec.event.moments)
         r = int(replicas.value)
         if nodes_per_replica > 1:
             n = r * nodes_per_replica

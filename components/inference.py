@@ -147,7 +147,8 @@ def build(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> U
     objs = [
         Obj({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
              "metadata": meta(spec, "inference", weights_claim(model), ns),
-             "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": cluster.model_cache_class,
+             # Many readers (every replica mounts it read-only) and one writer: warmup's staging Job.
+             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": cluster.model_cache_class,
                       "resources": {"requests": {"storage": f"{math.ceil(weights_gib * 1.2)}Gi"}}}},
             protect=spec.policy.protect),
         _workload(spec, model, plan),

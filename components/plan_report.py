@@ -1,4 +1,4 @@
-"""The capacity plan as the table SREs read: per cluster and model, and the night's totals."""
+"""The capacity plan as the tables SREs read: per cluster and model, per cluster and edge, and totals."""
 from __future__ import annotations
 
 from .capacity import CapacityPlan
@@ -11,19 +11,32 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """Align a header row and its data: the first two columns left, numbers right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    return lines
+
+
 def table(plan: CapacityPlan, explain: bool = False) -> str:
-    header = ("cluster", "model", "replicas", "floor", "GPUs", "nodes", "capacity tok/s", "forecast tok/s",
-              "headroom", "")
-    rows = [header]
+    rows = [("cluster", "model", "replicas", "floor", "GPUs", "nodes", "capacity tok/s", "forecast tok/s",
+             "headroom", "")]
     for c in plan.clusters:
         for m in c.models:
             rows.append((c.name, m.model, f"{int(m.replicas.value):,}", f"{int(m.floor_replicas.value):,}",
                          f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", _si(m.capacity_tps.value),
                          _si(m.demand_tps.value), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    lines = _columns(rows)
+    edges = [("cluster", "edge", "pods", "max pods", "viewers", "capacity Gbps", "forecast Gbps", "headroom", "")]
+    for c in plan.clusters:
+        for e in c.edges:
+            edges.append((c.name, e.edge, f"{int(e.pods.value):,}", f"{int(e.max_pods.value):,}",
+                          _si(e.viewers.value), f"{e.capacity_gbps.value:,.0f}", f"{e.egress_gbps.value:,.0f}",
+                          f"{e.capacity_gbps.value / e.egress_gbps.value:.3f}", "SHORT" if e.short else "ok"))
+    if len(edges) > 1:
+        lines += [""] + _columns(edges)
     lines.append("")
     lines.append("capacity is at target utilisation"
                  + (" with each cluster's largest zone lost" if plan.survives_zone_loss else "")
@@ -42,6 +55,11 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                     lines.append(f"  {label}: {fig.why}")
             for p in c.pools:
                 lines.append(f"{c.name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}")
+            for e in c.edges:
+                lines.append(f"{c.name}/edge {e.edge}:")
+                for label, fig in (("viewers", e.viewers), ("mix", e.mix_kbps), ("egress", e.egress_gbps),
+                                   ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps)):
+                    lines.append(f"  {label}: {fig.why}")
     return "\n".join(lines)
 
 
@@ -54,4 +72,4 @@ def summary(plan: CapacityPlan) -> str:
     capacity = sum(m.capacity_tps.value for m in models) * 60
     short = len(plan.short)
     return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {_si(demand)} tok/min, "
-            f"capacity {_si(capacity)} tok/min; {'all models covered' if not short else f'{short} model(s) SHORT'}")
+            f"capacity {_si(capacity)} tok/min; {'all models and edges covered' if not short else f'{short} SHORT'}")

@@ -136,7 +136,7 @@ class Cluster:
     autoscaler: AutoscalerKind = AutoscalerKind.KEDA
     node_role: str = Field(default="KarpenterNodeRole", description="IAM role of Karpenter nodes")
     gateway_class: str = Field(default="eg", description="GatewayClass the model routes attach to")
-    model_cache_class: str = Field(default="fsx-lustre", description="ReadOnlyMany StorageClass for weights")
+    model_cache_class: str = Field(default="fsx-lustre", description="ReadWriteMany StorageClass for weights")
     adopt_existing: bool = Field(default=False, description="upsert objects that already exist")
     max_nodes: int = Field(default=5000, gt=0, le=5000, description="Kubernetes envelope")
     max_pods: int = Field(default=150000, gt=0, le=150000)

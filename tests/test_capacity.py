@@ -116,12 +116,12 @@ def test_plan_exits_1_and_says_short_when_a_quota_caps_a_model(tmp_path, capsys)
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:models"][0].update(maxReplicasPerCluster=100))
     assert cli.main(["plan", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "SHORT" in out and "16 model(s) SHORT" in out
+    assert "SHORT" in out and "16 SHORT" in out
 
 
 def test_plan_command_prints_the_table_and_exits_0(capsys):
     assert cli.main(["plan", "broadcast", "--explain"]) == 0
     out = capsys.readouterr().out
-    assert "all models covered" in out
+    assert "all models and edges covered" in out
     assert "gala-bj-01  chat" in out
     assert "peak: ceil(65,937,500 x headroom 1.05 / (45,484 x util 0.85)) = 1791; +896 so that 1791 survive losing 1 of 3 zones" in out

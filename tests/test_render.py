@@ -81,4 +81,4 @@ def test_the_console_script_runs_the_main_job(tmp_path):
     exe = Path(sys.executable).parent / "peaknight"
     result = subprocess.run([str(exe), "render", "broadcast", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "total: 16 clusters" in result.stdout and "all models covered" in result.stdout
+    assert "total: 16 clusters" in result.stdout and "all models and edges covered" in result.stdout
