@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import engines
-from .capacity import ClusterPlan, ModelPlan, PoolPlan
+from . import edges, engines
+from .capacity import ClusterPlan, EdgePlan, ModelPlan
 from .inference import STARTUP_FLOOR_SECONDS, startup_budget
-from .objects import Obj, Unit, inference_namespace, meta, monitoring_namespace
-from .spec import Cluster, Model, StackSpec
+from .objects import Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
+from .spec import Cluster, Edge, Model, StackSpec
 
 # Rate windows: 2m holds 8 samples at the ServiceMonitors' 15 s interval; quantiles smooth over 5m.
 RATE_WINDOW = "2m"
@@ -28,6 +28,10 @@ POOL_FOR = "5m"
 DCGM_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 KARPENTER_USAGE = "karpenter_nodepools_usage"
 GPU_RESOURCE = "nvidia.com/gpu"
+# nginx-prometheus-exporter (the edge pods' sidecar): requests served, from stub_status.
+EDGE_REQUESTS = "nginx_http_requests_total"
+# Below this share of the planned peak egress the stream is idle and a hit ratio means nothing.
+EDGE_QUIET_SHARE = 0.01
 
 
 def _num(x: float) -> str:
@@ -41,11 +45,11 @@ def _sel(**labels: str) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def pod_pattern(model: Model, plan: ModelPlan) -> str:
-    """Regex of the model's pod names: Deployment `<name>-<hash>-<5>`, LWS `<name>-<group>[-<worker>]`."""
-    if plan.nodes_per_replica == 1:
-        return f"{model.name}-[a-z0-9]{{6,10}}-[a-z0-9]{{5}}"
-    return f"{model.name}-[0-9]+(-[0-9]+)?"
+def pod_pattern(workload: str, group_size: int = 1) -> str:
+    """Regex of a workload's pod names: Deployment `<name>-<hash>-<5>`, LWS `<name>-<group>[-<worker>]`."""
+    if group_size == 1:
+        return f"{workload}-[a-z0-9]{{6,10}}-[a-z0-9]{{5}}"
+    return f"{workload}-[0-9]+(-[0-9]+)?"
 
 
 def _quantile(histograms: tuple[str, ...], q: float, selector: str) -> str:
@@ -67,7 +71,7 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
     e = engines.info(model)
     ns = inference_namespace(spec)
     sel = _sel(namespace=ns, model_name=model.name)
-    pods = {"namespace": ns, "pod": "~" + pod_pattern(model, plan)}
+    pods = {"namespace": ns, "pod": "~" + pod_pattern(model.name, plan.nodes_per_replica)}
     label = {"model": model.name}
     records = [
         # The night's headline number: input + output tokens, per minute.
@@ -130,6 +134,48 @@ def pool_group(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> dict[str
     return {"name": "peaknight.pools", "rules": rules}
 
 
+def edge_group(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str, Any]:
+    """Egress to viewers, bytes fetched from the origins and the byte hit ratio between them, from
+    the pods' own network counters (cAdvisor): the nginx exporter reads stub_status, which has no
+    cache status; viewers' request bytes count as origin bytes, so the ratio errs low, the safe side.
+    Requests/s come from the exporter."""
+    ns = edge_namespace(spec)
+    pods = _sel(namespace=ns, pod="~" + pod_pattern(edge.name), interface="eth0")
+    label = {"edge": edge.name}
+    gbps = "* 8 / 1e9"
+    rec = _sel(edge=edge.name)
+    rules: list[dict[str, Any]] = [{"record": r, "expr": x, "labels": dict(label)} for r, x in (
+        (f"edge:egress_gbps:rate{RATE_WINDOW}",
+         f"sum(max by (pod) (rate(container_network_transmit_bytes_total{pods}[{RATE_WINDOW}]))) {gbps}"),
+        # What the origins send the tier: the origin egress the hit ratio protects.
+        (f"edge:origin_gbps:rate{RATE_WINDOW}",
+         f"sum(max by (pod) (rate(container_network_receive_bytes_total{pods}[{RATE_WINDOW}]))) {gbps}"),
+        (f"edge:byte_hit_ratio:rate{RATE_WINDOW}",
+         f"clamp_min(1 - edge:origin_gbps:rate{RATE_WINDOW}{rec} / edge:egress_gbps:rate{RATE_WINDOW}{rec}, 0)"),
+        (f"edge:requests:rate{RATE_WINDOW}",
+         f"sum(rate({EDGE_REQUESTS}{_sel(namespace=ns, service=edges.metrics_name(edge))}[{RATE_WINDOW}]))"),
+    )]
+    slo = spec.slo.edge_hit_ratio
+    peak, cap = plan.egress_gbps.value, plan.capacity_gbps.value
+    floor = peak * EDGE_QUIET_SHARE
+    where = f"edge {edge.name} in {cluster.name}"
+    rules += [
+        _alert(spec, "PeaknightEdgeHitRatioLow",
+               f"edge:byte_hit_ratio:rate{RATE_WINDOW}{rec} < {_num(slo)} and "
+               f"edge:egress_gbps:rate{RATE_WINDOW}{rec} > {_num(floor)}",
+               LATENCY_FOR, "critical", f"{where}: byte hit ratio under the {slo:g} SLO",
+               f"peaknight:slo.edgeHitRatio = {slo:g}: at the planned peak egress of {peak:,.1f} Gbps "
+               f"({plan.egress_gbps.why}) the origins then serve {peak * (1 - slo):,.1f} Gbps; every point "
+               f"lower adds {peak / 100:,.1f} Gbps on them. Ignored under {floor:,.2f} Gbps "
+               f"({EDGE_QUIET_SHARE:g} of the peak), when the stream is idle.", **label),
+        _alert(spec, "PeaknightEdgeEgressAboveCapacity", f"edge:egress_gbps:rate{RATE_WINDOW}{rec} > {_num(cap)}",
+               CAPACITY_FOR, "critical", f"{where}: egress above the {cap:,.1f} Gbps the plan provisioned",
+               f"Planned capacity {cap:,.1f} Gbps ({plan.capacity_gbps.why}); forecast peak "
+               f"{peak:,.1f} Gbps ({plan.egress_gbps.why}).", **label),
+    ]
+    return {"name": f"peaknight.edge.{edge.name}", "rules": rules}
+
+
 def rule_object(spec: StackSpec, name: str, group: dict[str, Any]) -> Obj:
     return Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
                 "metadata": meta(spec, "monitoring", name, monitoring_namespace(spec)),
@@ -140,4 +186,6 @@ def build(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> Unit:
     objs = [rule_object(spec, f"rules-{m.name}", model_group(spec, cluster, m, plan.model(m.name)))
             for m in spec.models]
     objs.append(rule_object(spec, "rules-pools", pool_group(spec, cluster, plan)))
+    objs += [rule_object(spec, f"rules-edge-{e.name}", edge_group(spec, cluster, e, plan.edge(e.name)))
+             for e in spec.edges]
     return Unit("Monitoring", cluster.name, tuple(objs))

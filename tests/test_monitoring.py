@@ -13,7 +13,7 @@ from conftest import require_tool
 from components import config, engines, event, k8s_schema, monitoring
 from components.capacity import ModelPlan
 from components.inference import startup_budget
-from components.objects import inference_namespace
+from components.objects import edge_namespace, inference_namespace
 from components.spec import Model, StackSpec
 
 EVAL = "1m"
@@ -49,7 +49,7 @@ def test_rules_validate_against_the_prometheus_operator_crd(stack_name: str) -> 
 def test_promtool_check_rules_on_every_group(stack_name: str, tmp_path: Path) -> None:
     files = [path for _, _, path in _write_rule_files(stack_name, tmp_path)]
     spec = config.load_stack(stack_name).spec
-    assert len(files) == len(spec.clusters) * (len(spec.models) + 1)
+    assert len(files) == len(spec.clusters) * (len(spec.models) + 1 + len(spec.edges))
     result = _promtool("check", "rules", *files)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(files)
@@ -124,6 +124,26 @@ def _pool_cases(plan, rules: dict) -> list[dict]:
     return cases
 
 
+def _edge_cases(spec: StackSpec, plan, rules: dict) -> list[dict]:
+    """Byte hit ratio = 1 - origin bytes / viewer bytes, both from the edge pods' network counters."""
+    cases = []
+    for edge_plan in plan.edges:
+        ids = {"namespace": edge_namespace(spec), "pod": f"{edge_plan.edge}-5d8f7c9b4-q7w2e", "interface": "eth0"}
+        out, into = (_series(f"container_network_{d}_bytes_total", **ids) for d in ("transmit", "receive"))
+        per_min = lambda gbps: f"0+{gbps * 1e9 / 8 * 60:.6e}x30"  # noqa: E731  (counter bytes per minute)
+        peak, slo = edge_plan.egress_gbps.value, spec.slo.edge_hit_ratio
+        alert = _alert_rule(rules, "PeaknightEdgeHitRatioLow", edge=edge_plan.edge)
+        for egress, origin, fires in ((peak / 2, peak / 2 * (1 - slo) * 2, True),      # misses doubled
+                                      (peak / 2, peak / 2 * (1 - slo) / 2, False),     # misses halved
+                                      (peak / 1000, peak / 1000 * 0.5, False)):        # idle stream
+            cases.append(_case([(out, per_min(egress)), (into, per_min(origin))], alert, "15m", fires))
+        alert = _alert_rule(rules, "PeaknightEdgeEgressAboveCapacity", edge=edge_plan.edge)
+        for factor, fires in ((1.1, True), (0.9, False)):
+            cases.append(_case([(out, per_min(edge_plan.capacity_gbps.value * factor)), (into, per_min(0))],
+                               alert, "10m", fires))
+    return cases
+
+
 def _headline_case(spec: StackSpec, model: Model) -> dict:
     """The recorded tokens/min is input + output per minute (6 B/min in, 6 B/min recorded)."""
     e = engines.info(model)
@@ -145,8 +165,12 @@ def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path
         rules = yaml.safe_load(path.read_text())
         cplan = objects.plan.cluster(cluster)
         model = next((m for m in spec.models if path.name == f"{cluster}.rules-{m.name}.yaml"), None)
-        cases = (_model_cases(spec, model, cplan.model(model.name), rules) + [_headline_case(spec, model)]
-                 if model else _pool_cases(cplan, rules))
+        if model:
+            cases = _model_cases(spec, model, cplan.model(model.name), rules) + [_headline_case(spec, model)]
+        elif path.name == f"{cluster}.rules-pools.yaml":
+            cases = _pool_cases(cplan, rules)
+        else:
+            cases = _edge_cases(spec, cplan, rules)
         test = tmp_path / f"{path.stem}.test.yaml"
         test.write_text(yaml.safe_dump({"rule_files": [path.name], "evaluation_interval": EVAL, "tests": cases}))
         test_files.append(test)
@@ -181,5 +205,5 @@ def test_pod_pattern_of_a_deployment(pod: str, matches: bool) -> None:
     spec = config.load_stack("rehearsal").spec
     objects = event.build(spec)
     model = spec.models[0]
-    pattern = monitoring.pod_pattern(model, objects.plan.clusters[0].model(model.name))
+    pattern = monitoring.pod_pattern(model.name, objects.plan.clusters[0].model(model.name).nodes_per_replica)
     assert bool(re.fullmatch(pattern, pod)) is matches
