@@ -16,7 +16,6 @@ from pulumi.runtime.proto import analyzer_pb2_grpc
 
 from components import config, event, policy
 from components.objects import Obj
-from components.spec import StackSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "policy"))
@@ -130,18 +129,19 @@ def test_broadcast_pool_budget_open_over_the_window() -> None:
           "'duration': '5h15m'}")
 
 
-def _scaled_object(spec: StackSpec, target: str, top: int) -> Obj:
-    return Obj({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-                "metadata": {"name": target, "namespace": f"{spec.event.name}-inference"},
-                "spec": {"scaleTargetRef": {"name": target}, "maxReplicaCount": top, "triggers": []}})
-
-
-def test_autoscaler_max_under_the_plans_peak() -> None:
-    ctx, cluster, objs = _cluster("broadcast")
-    peak = int(ctx.plan.cluster(cluster).model("chat").replicas.value)
-    low = _violations("broadcast", "autoscaler-covers-peak", objs + [_scaled_object(ctx.spec, "chat", peak - 1)])
-    _only(low, "ScaledObject gala-2026-inference/chat", f"maxReplicaCount {peak - 1} is below the plan's peak of {peak}")
-    assert _violations("broadcast", "autoscaler-covers-peak", objs + [_scaled_object(ctx.spec, "chat", peak)]) == []
+@pytest.mark.parametrize("stack, index, kind, field", [("broadcast", 0, "ScaledObject", "maxReplicaCount"),
+                                                     ("rehearsal", -1, "HorizontalPodAutoscaler", "maxReplicas")])
+def test_autoscaler_max_under_the_plans_peak(stack: str, index: int, kind: str, field: str) -> None:
+    """The rendered autoscaler of `chat` (KEDA, or the plain HPA of a cluster without KEDA), one short."""
+    objects = event.build(config.load_stack(stack).spec)
+    cluster = objects.clusters[index]
+    ctx = policy.Context(objects.spec, objects.plan)
+    objs = [o for u in cluster.units for o in u.objects]
+    peak = int(objects.plan.cluster(cluster.cluster.name).model("chat").replicas.value)
+    low, target = _edit(objs, kind, lambda m: m["spec"].update({field: peak - 1}), name="chat")
+    _only(policy.check_cluster(ctx, cluster.cluster.name, low, only=["autoscaler-covers-peak"]), target,
+          f"{field} {peak - 1} is below the plan's peak of {peak} replicas for 'chat'")
+    assert policy.check_cluster(ctx, cluster.cluster.name, objs, only=["autoscaler-covers-peak"]) == []
 
 
 # ---- the Pulumi policy pack ----------------------------------------------------------------
