@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import capacity, config, event, k8s_schema, plan_report, policy, render, review
+from . import capacity, config, event, k8s_schema, plan_report, policy, render, review, simulate_cmd
 
 OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
 
@@ -67,7 +67,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan, "validate": _validate,
-                                                            "diff": _diff}
+                                                            "diff": _diff, "simulate": simulate_cmd.run}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
                                     "GITREF -> working tree")
     d.add_argument("stack", help=stack_help)
     d.add_argument("--base", required=True, help="git revision to compare with (e.g. origin/main)")
+    simulate_cmd.add_parser(sub, stack_help)
     return p
 
 
