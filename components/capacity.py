@@ -44,6 +44,10 @@ class ModelPlan:
     short: bool
 
     @property
+    def name(self) -> str:
+        return self.model
+
+    @property
     def headroom(self) -> float:
         return self.capacity_tps.value / self.demand_tps.value
 
@@ -79,6 +83,10 @@ class EdgePlan:
     viewers_per_pod: Figure           # at target utilisation: the HPA's per-pod connection target
     capacity_gbps: Figure             # at target utilisation, one zone lost if the policy says so
     short: bool
+
+    @property
+    def name(self) -> str:
+        return self.edge
 
 
 @dataclass(frozen=True)

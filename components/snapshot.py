@@ -31,7 +31,7 @@ def snapshot(stack: str) -> dict[str, Any]:
                 row["moments"][name] = row["moments"].get(name, 0) + int(fig.value)
     return {
         "objects": {c.cluster.name: {o.key: o.manifest for u in c.units for o in u.objects} for c in objects.clusters},
-        "plan": {"models": models, "short": [f"{m.cluster}/{m.model}" for m in objects.plan.short],
+        "plan": {"models": models, "short": [f"{p.cluster}/{p.name}" for p in objects.plan.short],
                  "gpu_limit": sum(int(p.gpu_limit.value) for c in objects.plan.clusters for p in c.pools)},
         "simulation": _simulation(spec, objects),
     }
