@@ -28,6 +28,7 @@ def stacks(directory: Path, sizes: Sequence[int] = SYNTHETIC_CLUSTERS) -> dict[s
 @dataclass(frozen=True)
 class Run:
     seconds: float
+    cpu_seconds: float      # user + system of the process: what load on other cores does not inflate
     peak_rss_mib: float
     stdout: str
 
@@ -44,7 +45,7 @@ def timed(argv: Sequence[str], stdout: Path) -> Run:
     text = stdout.read_text()
     if proc.returncode not in (0, 1):  # 1: a check failed (e.g. a model short), still timed
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{text}")
-    return Run(seconds, usage.ru_maxrss / 1024, text)
+    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
