@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: plan test clean
+.PHONY: plan test tools clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 plan: $(STAMP)
 	$(VENV)/bin/peaknight render broadcast --out build/broadcast
 
-test: $(STAMP)
+tools:
+	.ci/install-tools
+
+test: $(STAMP) tools
 	$(VENV)/bin/pytest -q
 
 clean:

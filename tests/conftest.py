@@ -14,12 +14,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 def require_tool(name: str) -> str:
-    """Path of a program the test runs. Missing is a failure, never a skip: `bash .ci/run` (or
-    apt-get install of .ci/apt-packages.txt) puts it there."""
+    """Path of a program the test runs. Missing is a failure, never a skip: `make test` installs
+    .ci/apt-packages.txt through .ci/install-tools."""
     path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
     if path:
         return path
-    pytest.fail(f"{name} is not installed (.ci/run installs it from .ci/apt-packages.txt)")
+    pytest.fail(f"{name} is not installed (make test installs .ci/apt-packages.txt via .ci/install-tools)")
 
 
 @pytest.fixture(params=["broadcast", "rehearsal"])
