@@ -40,7 +40,7 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
                                 surviveZoneLoss=False),
 }
 
-_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _SPEC_ADAPTER = TypeAdapter(StackSpec)
 
 
@@ -336,6 +336,6 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
     if len(shapes) > 1:
         yield P(f"models[{i}].pool", "a pool whose GPUs all give the same GPUs per replica",
                 f"{sorted(shapes)} across {', '.join(pool.gpus)}")
-    if spec.policy.require_image_digests and not _DIGEST.search(model.image):
+    if spec.policy.require_image_digests and not IMAGE_DIGEST.search(model.image):
         yield P(f"models[{i}].image", "an image pinned by digest (…@sha256:<64 hex>) in a "
                 f"{spec.policy.stage.value} stack", _show(model.image))

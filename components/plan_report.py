@@ -4,7 +4,8 @@ from __future__ import annotations
 from .capacity import CapacityPlan
 
 
-def _si(x: float) -> str:
+def si(x: float) -> str:
+    """1.23G, 45.60M, 7.89k: big numbers at a glance."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= scale:
             return f"{x / scale:.2f}{unit}"
@@ -26,14 +27,14 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
     for c in plan.clusters:
         for m in c.models:
             rows.append((c.name, m.model, f"{int(m.replicas.value):,}", f"{int(m.floor_replicas.value):,}",
-                         f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", _si(m.capacity_tps.value),
-                         _si(m.demand_tps.value), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
+                         f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", si(m.capacity_tps.value),
+                         si(m.demand_tps.value), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
     lines = _columns(rows)
     edges = [("cluster", "edge", "pods", "max pods", "viewers", "capacity Gbps", "forecast Gbps", "headroom", "")]
     for c in plan.clusters:
         for e in c.edges:
             edges.append((c.name, e.edge, f"{int(e.pods.value):,}", f"{int(e.max_pods.value):,}",
-                          _si(e.viewers.value), f"{e.capacity_gbps.value:,.0f}", f"{e.egress_gbps.value:,.0f}",
+                          si(e.viewers.value), f"{e.capacity_gbps.value:,.0f}", f"{e.egress_gbps.value:,.0f}",
                           f"{e.capacity_gbps.value / e.egress_gbps.value:.3f}", "SHORT" if e.short else "ok"))
     if len(edges) > 1:
         lines += [""] + _columns(edges)
@@ -71,5 +72,5 @@ def summary(plan: CapacityPlan) -> str:
     demand = sum(m.demand_tps.value for m in models) * 60
     capacity = sum(m.capacity_tps.value for m in models) * 60
     short = len(plan.short)
-    return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {_si(demand)} tok/min, "
-            f"capacity {_si(capacity)} tok/min; {'all models and edges covered' if not short else f'{short} SHORT'}")
+    return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {si(demand)} tok/min, "
+            f"capacity {si(capacity)} tok/min; {'all models and edges covered' if not short else f'{short} SHORT'}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .capacity import CapacityPlan
-from .config import _DIGEST
+from .config import IMAGE_DIGEST
 from .event import EventObjects
 from .nodepools import GPU_TAINT, freeze_budget
 from .objects import Obj
@@ -133,7 +133,7 @@ def immutable_images(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterabl
     for obj in objs:
         for path, pod in pod_specs(obj.manifest):
             for c in _containers(pod):
-                if not _DIGEST.search(c.get("image", "")):
+                if not IMAGE_DIGEST.search(c.get("image", "")):
                     yield obj, f"{path}: container '{c['name']}' image '{c.get('image')}' is a mutable tag (pin @sha256:...)"
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .config import ConfigError, Problem, resolve_stack_path
-from .plan_report import _si
+from .plan_report import si
 
 SNAPSHOT = Path(__file__).with_name("snapshot.py")
 MAX_VALUE = 100  # characters of a value shown in a change line
@@ -187,12 +187,12 @@ def capacity_section(base: dict[str, Any] | None, head: dict[str, Any]) -> list[
         old, new = old_models.get(name, {}), head["models"].get(name, {})
         if old == new:
             out.append(f"  {name}: unchanged ({new['replicas']:,} peak replicas, {new['gpus']:,} GPUs, "
-                       f"{_si(new['capacity_tpm'])} tok/min)")
+                       f"{si(new['capacity_tpm'])} tok/min)")
             continue
         out.append(f"  {name}:")
         for key, label, fmt in (("replicas", "peak replicas", _count), ("floor", "floor replicas", _count),
                                 ("gpus", "GPUs", _count), ("nodes", "nodes", _count),
-                                ("capacity_tpm", "capacity tok/min", _si), ("forecast_tpm", "forecast tok/min", _si)):
+                                ("capacity_tpm", "capacity tok/min", si), ("forecast_tpm", "forecast tok/min", si)):
             out.append(f"    {label}: {_delta(old.get(key), new.get(key), fmt)}")
         moments = {**old.get("moments", {}), **new.get("moments", {})}
         for moment in moments:
@@ -213,7 +213,7 @@ def simulation_section(base: dict[str, Any] | None, head: dict[str, Any] | None)
     for name in sorted(set(base or {}) | set(head)):
         old, new = (base or {}).get(name, {}), head.get(name, {})
         out.append(f"  {name}:")
-        for key, label, fmt in (("demand_tokens", "demand tokens", _si), ("unmet_pct", "unmet tokens", _pct),
+        for key, label, fmt in (("demand_tokens", "demand tokens", si), ("unmet_pct", "unmet tokens", _pct),
                                 ("gpu_hours", "GPU-hours", _count), ("oracle_gpu_hours", "oracle GPU-hours", _count)):
             out.append(f"    {label}: {_delta(old.get(key), new.get(key), fmt)}")
     return out
