@@ -7,16 +7,18 @@ reactive autoscaler misses a one-minute ramp. The kit's KEDA ScaledObject theref
   stack's target utilisation (the planner's own numbers), for the load nobody forecast;
 - one cron trigger per moment holding the floor at the plan's replicas for that moment, from the
   moment minus its lead (warmup.lead: cold when the moment needs more nodes than any earlier
-  floor, warm otherwise) until the moment's load is back at baseline, in the event's time zone.
-  KEDA feeds every trigger to one HPA and the HPA takes the highest recommendation, so a cron
-  trigger is a floor (keda.sh/docs scalers/cron; HPA "max over metrics").
+  floor, warm otherwise), in the event's time zone. KEDA feeds every trigger to one HPA and the
+  HPA takes the highest recommendation, so a cron trigger is a floor (keda.sh/docs scalers/cron;
+  HPA "max over metrics").
 
-Scale-down inside the broadcast window is disabled (`selectPolicy: Disabled`) rather than held by
-a window-long cron floor: the Karpenter budget freezes the pool's nodes for the window anyway,
-so a replica removed mid-show frees no GPU, and a replica kept is warm for the next moment. The
-price is that the broadcast ScaledObject never scales down by itself: the post-show change (or
-`pulumi destroy`) lowers it. Rehearsal keeps the HPA's normal cool-down and, with scaleToZero,
-holds 0 replicas outside a window-long cron trigger that starts one cold lead before the window.
+In a broadcast each moment's floor is held until the window ends, so the floors only ever rise
+during the show (a staircase): the Karpenter budget freezes the pool's nodes for the window
+anyway, so a replica removed mid-show would free no GPU and be cold for the next moment. Above
+the floors, replicas the load signal added are kept for the HPA's longest stabilisation window
+(an hour). After the window the floors lapse and the fleet scales down on its own: no post-show
+change is needed. Rehearsal floors last only while their moment's load is up, with the HPA's
+normal 5-minute cool-down and, with scaleToZero, 0 replicas outside a window-long cron trigger
+that starts one cold lead before the window.
 
 Clusters whose `autoscaler` is `hpa` get a plain autoscaling/v2 HPA: same metric (served through
 prometheus-adapter as an External metric) and behaviour, but HPA has no schedule, so its
@@ -75,14 +77,17 @@ def threshold(spec: StackSpec, plan: ModelPlan) -> Figure:
 def moment_floors(spec: StackSpec, model: Model, plan: ModelPlan) -> list[tuple[str, dt.datetime, dt.datetime, int, Figure]]:
     """(moment, start, end, replicas, lead) per moment, in time order. A moment that needs more
     replicas than every earlier floor needs new nodes (cold lead); otherwise the pool's nodes,
-    frozen through the window and kept warm by the pre-puller, are already there."""
+    frozen through the window and kept warm by the pre-puller, are already there. A broadcast
+    holds each floor to the window's end; a rehearsal until the moment's load is back at baseline."""
     held = int(plan.floor_replicas.value)
+    hold_to_window_end = spec.policy.stage is Stage.BROADCAST
     out = []
     for m in sorted(spec.event.moments, key=lambda m: m.at):
         replicas = plan.replicas_for(m.name)
         lead = warmup.lead(model, warm=replicas <= held)
         held = max(held, replicas)
-        out.append((m.name, m.at - dt.timedelta(seconds=lead.value), moment_end(m), replicas, lead))
+        end = spec.event.window.end if hold_to_window_end else moment_end(m)
+        out.append((m.name, m.at - dt.timedelta(seconds=lead.value), end, replicas, lead))
     return out
 
 
@@ -92,15 +97,21 @@ def _cron(spec: StackSpec, name: str, start: dt.datetime, end: dt.datetime, repl
         "desiredReplicas": str(replicas)}}
 
 
+# The HPA's stabilisation windows may not exceed an hour (autoscaling/v2 validation).
+MAX_STABILIZATION_SECONDS = 3600
+DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS = 300
+
+
 def behavior(spec: StackSpec, max_replicas: int) -> dict[str, Any]:
     """Scale up at once (any step up to the maximum per 15 s: the NodePool's GPU limit is the real
-    brake); scale down never in a broadcast, after the HPA's default 5-minute window otherwise."""
+    brake); scale down after the longest stabilisation the HPA allows in a broadcast (the cron
+    floors hold the planned replicas regardless), after the HPA's default 5 minutes otherwise."""
     up = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
           "policies": [{"type": "Pods", "value": max_replicas, "periodSeconds": HPA_SYNC_SECONDS}]}
-    down: dict[str, Any] = {"stabilizationWindowSeconds": 300, "selectPolicy": "Max",
-                            "policies": [{"type": "Percent", "value": 100, "periodSeconds": HPA_SYNC_SECONDS}]}
-    if spec.policy.stage is Stage.BROADCAST:
-        down["selectPolicy"] = "Disabled"
+    hold = (MAX_STABILIZATION_SECONDS if spec.policy.stage is Stage.BROADCAST
+            else DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS)
+    down = {"stabilizationWindowSeconds": hold, "selectPolicy": "Max",
+            "policies": [{"type": "Percent", "value": 100, "periodSeconds": HPA_SYNC_SECONDS}]}
     return {"scaleUp": up, "scaleDown": down}
 
 
@@ -117,10 +128,13 @@ def _annotations(spec: StackSpec, model: Model, plan: ModelPlan) -> dict[str, st
         "peaknight.io/pre-scale": "; ".join(f"{name}: {replicas} replicas from {start:%H:%M} to {end:%H:%M} "
                                             f"{spec.event.time_zone}, lead {lead.why}"
                                             for name, start, end, replicas, lead in floors),
-        "peaknight.io/scale-down": ("disabled: the node pool is frozen for the window, so a removed replica frees "
-                                    "no GPU and would be cold for the next moment"
+        "peaknight.io/scale-down": (f"moment floors held to the window's end ({spec.event.window.end:%H:%M}): the "
+                                    "node pool is frozen for the window, so a removed replica frees no GPU and would "
+                                    f"be cold for the next moment; above them {MAX_STABILIZATION_SECONDS} s "
+                                    "stabilisation; after the window the floors lapse and the fleet scales down"
                                     if spec.policy.stage is Stage.BROADCAST else
-                                    "HPA default: 300 s stabilisation, then up to 100% per 15 s"),
+                                    f"HPA default: {DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS} s stabilisation, "
+                                    "then up to 100% per 15 s"),
         "peaknight.io/timings": (f"pollingInterval {POLLING_SECONDS} s (vLLM production-stack, GKE; KEDA default 30), "
                                  f"cooldownPeriod {COOLDOWN_SECONDS} s (KEDA default), HPA sync {HPA_SYNC_SECONDS} s "
                                  "and 10% tolerance (kube-controller-manager defaults)"),

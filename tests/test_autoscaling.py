@@ -38,7 +38,7 @@ def test_targets_deployment_or_leaderworkerset(built):
         "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "deep-think"}
 
 
-def test_broadcast_scaled_object_floors_threshold_and_no_scale_down(built):
+def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     objects = built["broadcast"]
     spec, plan = objects.spec, objects.plan.cluster("gala-bj-01").model("chat")
     so = _units(objects, "gala-bj-01", "Autoscaler")["chat"].objects[0].manifest["spec"]
@@ -46,10 +46,13 @@ def test_broadcast_scaled_object_floors_threshold_and_no_scale_down(built):
     prom, *crons = so["triggers"]
     assert prom["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85))
     assert [c["name"] for c in crons] == [m.name for m in spec.event.moments]
-    # Opening at 20:00, cold lead 21 min (1140 s ready + 120 s slack): the floor rises at 19:39.
-    assert crons[0]["metadata"] == {"timezone": "Asia/Shanghai", "start": "39 19 16 2 *", "end": "21 20 16 2 *",
+    # Opening at 20:00, cold lead 21 min (1140 s ready + 120 s slack): the floor rises at 19:39 and,
+    # in a broadcast, holds until the window ends at 00:45 the next day.
+    assert crons[0]["metadata"] == {"timezone": "Asia/Shanghai", "start": "39 19 16 2 *", "end": "45 0 17 2 *",
                                     "desiredReplicas": str(plan.replicas_for("opening"))}
-    assert so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["selectPolicy"] == "Disabled"
+    assert all(c["metadata"]["end"] == "45 0 17 2 *" for c in crons)
+    down = so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert down["selectPolicy"] == "Max" and down["stabilizationWindowSeconds"] == 3600
 
 
 def test_lead_is_cold_only_when_a_moment_needs_new_nodes(built):

@@ -67,7 +67,7 @@ def test_simulator_reads_the_rendered_scaled_object(broadcast):
     assert (cfg.min_replicas, cfg.max_replicas, cfg.polling, cfg.cooldown) == (
         s["minReplicaCount"], s["maxReplicaCount"], s["pollingInterval"], s["cooldownPeriod"])
     assert cfg.target_tps == float(s["triggers"][0]["metadata"]["threshold"]) and cfg.rate_window == 120
-    assert cfg.down.select == "Disabled" and len(cfg.crons) == len(spec.event.moments)
+    assert (cfg.down.select, cfg.down.stabilization) == ("Max", 3600) and len(cfg.crons) == len(spec.event.moments)
     assert cfg.crons[0].start == 9 * 60 and cfg.crons[0].replicas == int(s["triggers"][1]["metadata"]["desiredReplicas"])
     edited = copy.deepcopy(manifest)
     edited["spec"]["triggers"][0]["metadata"]["threshold"] = "123"
