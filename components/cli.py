@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import capacity, config, event, k8s_schema, plan_report, policy, render, review, simulate_cmd
+from .spec import StackSpec
 
 OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
 
@@ -25,9 +26,17 @@ def _render(args: argparse.Namespace) -> int:
     for cluster, n in counts.items():
         print(f"  {cluster}: {n} objects")
     print(plan_report.summary(objects.plan))
+    _warn_placeholders(loaded.spec)
     for warning in objects.plan.warnings:
         print(f"warning: {warning}")
     return OK
+
+
+def _warn_placeholders(spec: StackSpec) -> None:
+    """One line per image a shipped stack pins to the placeholder digest."""
+    for image in config.placeholder_images(spec):
+        print(f"warning: {image.split('@')[0]} is pinned to the placeholder digest: set your registry's digest "
+              "(crane digest <image>) before the night")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -58,6 +67,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(problem)
     verdict = f"{len(problems)} violation(s)" if problems else "policy checks and API/CRD schemas pass"
     print(f"stack '{loaded.name}': {count} objects in {len(objects.clusters)} clusters: {verdict}")
+    _warn_placeholders(loaded.spec)
     return CHECK_FAILED if problems else OK
 
 

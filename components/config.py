@@ -41,6 +41,8 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# The digest the shipped stacks carry where only the operator's registry knows the real one.
+PLACEHOLDER_DIGEST = "@sha256:" + "0" * 64
 _SPEC_ADAPTER = TypeAdapter(StackSpec)
 
 
@@ -115,6 +117,17 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     if not raw:
         raise ConfigError([Problem(source, "config", f"keys under the '{NAMESPACE}:' namespace", "none")])
     return raw
+
+
+def placeholder_images(spec: StackSpec) -> list[str]:
+    """Images still pinned to the all-zero placeholder digest: valid config, but not pullable.
+    The CLI warns about them so nobody takes a shipped stack to the night unchanged."""
+    images = {m.image for m in spec.models} | {i for e in spec.edges for i in _edge_images(e)}
+    return sorted(i for i in images if i.endswith(PLACEHOLDER_DIGEST))
+
+
+def _edge_images(edge: Any) -> list[str]:
+    return [getattr(edge, f.name) for f in dataclasses.fields(edge) if f.name.endswith("image")]
 
 
 def top_level_keys() -> list[str]:
