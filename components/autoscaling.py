@@ -58,12 +58,28 @@ def prometheus_url(spec: StackSpec) -> str:
     return f"http://prometheus-operated.{monitoring_namespace(spec)}.svc:9090"
 
 
+def token_series(matchers: str) -> str:
+    """The engines' token counters (engines.token_counters) narrowed by PromQL label `matchers`."""
+    return f'{{__name__=~"{"|".join(engines.token_counters())}",{matchers}}}'
+
+
+def tokens_per_second(matchers: str) -> str:
+    """Input + output tokens/s of the series `matchers` select. The one PromQL behind KEDA's trigger,
+    the HPA's query annotation and prometheus-adapter's external rule (which passes the template
+    `<<.LabelMatchers>>`), so the three cannot drift apart in metric names or rate window."""
+    return f"sum(rate({token_series(matchers)}[{RATE_WINDOW}]))"
+
+
+def metric_labels(model: Model) -> dict[str, str]:
+    """The labels the HPA's External metric selects the model's series by."""
+    return {"model_name": model.name}
+
+
 def token_query(spec: StackSpec, model: Model) -> str:
-    """Input + output tokens/s the model serves in this cluster (engine counters via ServiceMonitor)."""
-    e = engines.info(model)
-    sel = f'{{namespace="{inference_namespace(spec)}", model_name="{model.name}"}}'
-    return (f"sum(rate({e.prompt_tokens_metric}{sel}[{RATE_WINDOW}])) + "
-            f"sum(rate({e.generation_tokens_metric}{sel}[{RATE_WINDOW}]))")
+    """Tokens/s the model serves in this cluster: the HPA's selector plus its namespace, as
+    prometheus-adapter fills them in for an External metric (engine counters via ServiceMonitor)."""
+    labels = {**metric_labels(model), "namespace": inference_namespace(spec)}
+    return tokens_per_second(",".join(f'{k}="{v}"' for k, v in labels.items()))
 
 
 def threshold(spec: StackSpec, plan: ModelPlan) -> Figure:
@@ -193,7 +209,7 @@ def hpa(spec: StackSpec, model: Model, plan: ModelPlan, target: dict[str, str]) 
             "minReplicas": floor,
             "maxReplicas": peak,
             "metrics": [{"type": "External", "external": {
-                "metric": {"name": EXTERNAL_METRIC, "selector": {"matchLabels": {"model_name": model.name}}},
+                "metric": {"name": EXTERNAL_METRIC, "selector": {"matchLabels": metric_labels(model)}},
                 "target": {"type": "AverageValue", "averageValue": str(int(threshold(spec, plan).value))}}}],
             "behavior": behavior(spec, peak),
         },

@@ -48,6 +48,12 @@ def info(model: Model) -> EngineInfo:
     return ENGINES[model.engine]
 
 
+def token_counters() -> tuple[str, ...]:
+    """Every engine's input and output token counters: one selector then reads any mix of models,
+    which the autoscalers' single tokens/s metric needs (prometheus-adapter serves one query per name)."""
+    return tuple(sorted({name for e in ENGINES.values() for name in (e.prompt_tokens_metric, e.generation_tokens_metric)}))
+
+
 def command(model: Model, gpus_per_pod: int, nodes_per_replica: int) -> list[str]:
     """The engine's command line, every value derived from the spec and the plan.
 
