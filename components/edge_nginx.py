@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from . import edge_logs
 from .spec import Edge
 
 HTTP_PORT = 8080          # unprivileged: nginx runs as a non-root user
@@ -24,6 +25,8 @@ ORIGIN_KEEPALIVE = 32     # idle connections to the origins kept per worker
 SECRET_NAME_SUFFIX = "-secure-link"
 SECRET_KEY = "secure-link.conf"
 KEYS_PER_ZONE_MB = 8000   # nginx docs: a 1 MB keys zone holds about 8,000 keys
+# Immutable media: segments, LL-HLS parts, init sections, subtitles (one list for location and log).
+SEGMENT_EXTENSIONS = ("ts", "m4s", "mp4", "m4a", "aac", "vtt")
 CACHE_FILL = 0.8          # max_size below the cache volume: temp files share it, and a full emptyDir evicts the pod
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -40,6 +43,7 @@ class Layout:
     access_log: str = "/dev/stdout"
     http_port: int = HTTP_PORT
     status_port: int = STATUS_PORT
+    syslog_port: int = edge_logs.SYSLOG_PORT   # where the per-request lines go (edge_logs)
 
 
 POD = Layout()
@@ -98,7 +102,8 @@ def values(edge: Edge) -> dict[str, object]:
 
 def render(edge: Edge, layout: Layout = POD) -> str:
     """nginx.conf for one edge; the same input gives the same bytes (the pods roll on its checksum)."""
-    return _TEMPLATES.get_template("nginx.conf.j2").render(edge=edge, layout=layout, v=values(edge))
+    return _TEMPLATES.get_template("nginx.conf.j2").render(edge=edge, layout=layout, v=values(edge), logs=edge_logs,
+                                                           segment_ext="|".join(SEGMENT_EXTENSIONS))
 
 
 def checksum(conf: str) -> str:

@@ -1,7 +1,9 @@
 """Live edges: the nginx edge-cache tier in front of the stream's origins, one unit per edge per cluster.
 
 The pods run the config edge_nginx renders (a ConfigMap, rolled by its checksum), unprivileged,
-with every writable path on one emptyDir. Their count comes from the plan (capacity.plan_edge);
+with every writable path on one emptyDir. Two sidecars export metrics: nginx-prometheus-exporter
+(stub_status: connections, for the HPA) and prometheus-nginxlog-exporter (edge_logs: per-request
+status and cache status, for the hit ratio, origin egress and 5xx rate), both on one metrics Service. Their count comes from the plan (capacity.plan_edge);
 an HPA moves it on CPU and on connections per pod, never under the plan in a broadcast stack.
 The signed-URL secret comes from a Secret the operator creates (edge_nginx.secret_name, key
 edge_nginx.SECRET_KEY): it is never rendered, because rendered manifests are plain text.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import edge_nginx
+from . import edge_logs, edge_nginx
 from .capacity import EdgePlan
 from .objects import Obj, Unit, edge_namespace, labels, meta, priority_class
 from .spec import Cluster, Edge, StackSpec
@@ -19,8 +21,10 @@ from .spec import Cluster, Edge, StackSpec
 RUN_AS_USER = 101                  # the nginx image's unprivileged user
 EXPORTER_PORT = 9113
 CONF_DIR = "/etc/nginx/edge"
+LOG_EXPORTER_CONF_DIR = "/etc/log-exporter"
 SECRET_DIR = "/etc/nginx/secret"
 CHECKSUM_ANNOTATION = "peaknight.io/config-sha256"
+LOG_EXPORTER_CHECKSUM_ANNOTATION = "peaknight.io/log-exporter-config-sha256"
 CONNECTIONS_METRIC = "nginx_connections_active"   # from the exporter, served to the HPA by prometheus-adapter
 DRAIN_SECONDS = 5                  # endpoints drop the pod before nginx starts its graceful quit
 
@@ -31,6 +35,10 @@ def selector(spec: StackSpec, edge: Edge) -> dict[str, str]:
 
 def metrics_name(edge: Edge) -> str:
     return f"{edge.name}-metrics"
+
+
+def log_exporter_config_name(edge: Edge) -> str:
+    return f"{edge.name}-log-exporter"
 
 
 def _security() -> dict[str, Any]:
@@ -67,10 +75,21 @@ def _containers(edge: Edge) -> list[dict[str, Any]]:
         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
         "securityContext": _security(),
     }
-    return [nginx, exporter]
+    log_exporter = {
+        "name": "log-exporter",
+        "image": edge.log_exporter_image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["-config-file", f"{LOG_EXPORTER_CONF_DIR}/{edge_logs.CONFIG_FILE}"],
+        "ports": [{"name": "log-metrics", "containerPort": edge_logs.EXPORTER_PORT, "protocol": "TCP"}],
+        # One parsed line per viewer request: more CPU than the stub_status scraper, still small.
+        "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "volumeMounts": [{"name": "log-exporter-conf", "mountPath": LOG_EXPORTER_CONF_DIR, "readOnly": True}],
+        "securityContext": _security(),
+    }
+    return [nginx, exporter, log_exporter]
 
 
-def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, conf: str) -> Obj:
+def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, conf: str, log_conf: str) -> Obj:
     ns = edge_namespace(spec)
     values = edge_nginx.values(edge)
     hold = math.ceil(int(values["read_timeout_ms"]) / 1000)
@@ -90,6 +109,7 @@ def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, c
         ],
         "volumes": [
             {"name": "conf", "configMap": {"name": f"{edge.name}-nginx"}},
+            {"name": "log-exporter-conf", "configMap": {"name": log_exporter_config_name(edge)}},
             # Created by the operator; the pod does not start without it (unsigned links never served).
             {"name": "secure-link", "secret": {"secretName": edge_nginx.secret_name(edge),
                                                "items": [{"key": edge_nginx.SECRET_KEY, "path": edge_nginx.SECRET_KEY}],
@@ -109,8 +129,9 @@ def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, c
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "10%", "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": {**labels(spec, "live-edge", edge.name), **selector(spec, edge)},
-                             # A changed nginx.conf changes the template, so the pods roll onto it.
-                             "annotations": {CHECKSUM_ANNOTATION: edge_nginx.checksum(conf)}},
+                             # A changed config changes the template, so the pods roll onto it.
+                             "annotations": {CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
+                                             LOG_EXPORTER_CHECKSUM_ANNOTATION: edge_nginx.checksum(log_conf)}},
                 "spec": pod,
             },
         },
@@ -167,17 +188,23 @@ def _viewer_service(edge: Edge, sel: dict[str, str]) -> dict[str, Any]:
 def build(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
     ns = edge_namespace(spec)
     conf = edge_nginx.render(edge)
+    log_conf = edge_logs.exporter_config(edge)
     sel = selector(spec, edge)
     objs = [
         Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "live-edge", f"{edge.name}-nginx", ns),
              "data": {"nginx.conf": conf}}),
-        _deployment(spec, cluster, edge, plan, conf),
+        Obj({"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": meta(spec, "live-edge", log_exporter_config_name(edge), ns),
+             "data": {edge_logs.CONFIG_FILE: log_conf}}),
+        _deployment(spec, cluster, edge, plan, conf, log_conf),
         Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", edge.name, ns),
              "spec": _viewer_service(edge, sel)}),
         # Metrics on their own ClusterIP Service: never on the viewers' load balancer.
         Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", metrics_name(edge), ns),
              "spec": {"type": "ClusterIP", "selector": sel,
                       "ports": [{"name": "metrics", "port": EXPORTER_PORT, "targetPort": "metrics",
+                                 "protocol": "TCP"},
+                                {"name": "log-metrics", "port": edge_logs.EXPORTER_PORT, "targetPort": "log-metrics",
                                  "protocol": "TCP"}]}}),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(spec, "live-edge", edge.name, ns),
              # Each drained pod's viewers refill another pod's cache: a tenth of the tier at a time.
@@ -186,6 +213,7 @@ def build(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit
         Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
              "metadata": meta(spec, "live-edge", edge.name, ns),
              "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": metrics_name(edge)}},
-                      "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}]}}),
+                      "endpoints": [{"port": port, "path": "/metrics", "interval": "15s"}
+                                    for port in ("metrics", "log-metrics")]}}),
     ]
     return Unit("LiveEdge", edge.name, tuple(objs))

@@ -125,6 +125,8 @@ class Addons:
     lws: bool = Field(default=True, description="LeaderWorkerSet, where a model replica spans nodes")
     prometheus_stack: bool = Field(default=True, description="kube-prometheus-stack: ServiceMonitor, "
                                    "PrometheusRule CRDs and Prometheus; off = bring your own")
+    prometheus_adapter: bool = Field(default=True, description="prometheus-adapter, where an HPA reads a custom "
+                                     "or external metric: those metrics APIs from Prometheus; off = bring your own")
 
 
 @dataclass(config=STRICT, kw_only=True)
@@ -186,6 +188,9 @@ class Edge:
     image: str = "nginx:1.27.3"
     exporter_image: str = Field(default="nginx/nginx-prometheus-exporter:1.4.2",
                                 description="sidecar that turns nginx stub_status into Prometheus metrics")
+    log_exporter_image: str = Field(default="quay.io/martinhelmich/prometheus-nginxlog-exporter:v1.11.0",
+                                    description="sidecar that counts nginx's per-request syslog lines by status, "
+                                    "cache status, kind and rendition (edge_logs.py)")
     playlist_ttl_seconds: int = Field(default=1, ge=1, le=10, description="how long a playlist is served "
                                       "from cache before a background refresh (nginx counts whole seconds)")
     segment_ttl_seconds: int = Field(default=3600, ge=60, description="segments and parts are immutable: "

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from components import edge_nginx
+from components import edge_logs, edge_nginx
 from components.spec import Edge
 
 SCOPE = "/live/gala/"              # /<app>/<stream>/: what a viewer's token signs
 SECRET = "test-only-secure-link-secret"
 NOBODY = 65534                     # nginx runs unprivileged here as in the pod, even when tests run as root
-CACHED = {"HIT", "STALE", "UPDATING", "REVALIDATED"}
+CACHED = set(edge_logs.HITS)
 
 
 def free_port() -> int:
@@ -156,15 +156,50 @@ class Origin:
         return Handler
 
 
+class SyslogSink:
+    """A UDP socket on 127.0.0.1 in the log exporter's place: keeps every datagram nginx sends it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)        # lets the reader notice close()
+        self.port = self.sock.getsockname()[1]
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65535)
+            except socket.timeout:
+                continue
+            with self._lock:
+                self._lines.append(data.decode())
+
+    def take(self) -> list[str]:
+        """The lines received since the last take."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+        return lines
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
 class EdgeServer:
     """A real nginx running the config rendered for `edge`; only host paths and ports are local."""
 
-    def __init__(self, edge: Edge, workdir: Path):
+    def __init__(self, edge: Edge, workdir: Path, syslog_port: int = 0):
         self.edge, self.workdir = edge, workdir
         self.port = free_port()
         self.layout = edge_nginx.Layout(state_dir=str(workdir / "state"), secret_file=str(workdir / "secret.conf"),
                                         access_log=str(workdir / "access.log"), http_port=self.port,
-                                        status_port=free_port())
+                                        status_port=free_port(), syslog_port=syslog_port or free_port())
         self.conf = workdir / "nginx.conf"
         self.process: subprocess.Popen | None = None
 
@@ -338,6 +373,7 @@ class Setup:
     stream: Stream
     origins: list[Origin]
     edge: EdgeServer
+    syslog: SyslogSink
 
 
 @contextmanager
@@ -348,13 +384,15 @@ def running(edge: Edge, segment_seconds: float, preroll: int = 3) -> Iterator[Se
         stream = Stream(work / "origin", tuple(r.name for r in edge.renditions), segment_seconds)
         origins = [Origin(stream) for _ in edge.origins]
         local = replace(edge, origins=tuple(o.address for o in origins), segment_seconds=segment_seconds)
-        server = EdgeServer(local, work / "edge")
+        syslog = SyslogSink()
+        server = EdgeServer(local, work / "edge", syslog.port)
         stream.start(preroll)
         try:
             server.start()
-            yield Setup(stream, origins, server)
+            yield Setup(stream, origins, server, syslog)
         finally:
             server.stop()
+            syslog.close()
             stream.stop()
             for o in origins:
                 o.close()

@@ -5,8 +5,9 @@ import dataclasses
 import re
 
 import pytest
+import yaml
 
-from components import config, edge_nginx
+from components import config, edge_logs, edge_nginx
 from conftest import require_tool
 from edge_harness import SECRET, EdgeServer, workdir
 
@@ -65,6 +66,14 @@ def test_playlists_and_segments_are_cached_as_the_issue_asks(conf):
                       "server origin-a.live.internal:8080 max_fails=2 fail_timeout=4s;",
                       "server origin-b.live.internal:8080 max_fails=2 fail_timeout=4s backup;"):
         assert directive in conf
+
+
+def test_nginx_logs_each_request_where_and_as_the_log_exporter_reads_it(conf):
+    declared = yaml.safe_load(edge_logs.exporter_config(config.load_stack("broadcast").spec.edges[0]))["namespaces"][0]
+    syslog = declared["source"]["syslog"]
+    assert f"log_format metrics '{declared['format']}';" in conf
+    server = syslog["listen_address"].removeprefix("udp://")
+    assert f"access_log syslog:server={server},tag={syslog['tags'][0]} metrics;" in conf
 
 
 def test_the_secret_is_included_never_rendered(conf):

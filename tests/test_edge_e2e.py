@@ -7,13 +7,16 @@ in whole seconds, so a playlist may be up to TTL + 1 s old (+ the time a refresh
 """
 from __future__ import annotations
 
+import http.client
+import re
 import statistics
 import time
 
 import pytest
+import yaml
 
 import edge_harness as h
-from components import config
+from components import config, edge_logs
 from conftest import require_tool
 
 SEGMENT_SECONDS = 1.0
@@ -40,6 +43,63 @@ def test_unsigned_expired_and_forged_links_are_refused(live):
         assert h.get(port, h.signed(path)).status == 200
     other_stream = h.signed("/live/gala/720p/seg0.ts").replace("/live/gala/", "/live/other/")
     assert h.get(port, other_stream).status == 403                               # token of another stream
+
+
+# nginx's RFC 3164 header: <PRI>Mmm dd hh:mm:ss host tag: message
+SYSLOG_LINE = re.compile(r"^<\d+>\w{3} [ \d]\d \d\d:\d\d:\d\d (?P<host>\S+) (?P<tag>\w+): (?P<message>.*)$")
+
+
+def _gonx_pattern(fmt: str) -> re.Pattern[str]:
+    """The log exporter's parser (satyrius/gonx): each $field runs up to the text that follows it,
+    and the pattern is anchored at the start only."""
+    parts = re.split(r"\$(\w+)", fmt + " ")
+    body = "".join(f"(?P<{name}>[^{re.escape(text)}]*){re.escape(text)}" for name, text in zip(parts[1::2], parts[2::2]))
+    return re.compile("^" + re.escape(parts[0]) + body.removesuffix(re.escape(" ")))
+
+
+def _received(sink: h.SyslogSink, count: int, within: float = 2.0) -> list[str]:
+    lines: list[str] = []
+    deadline = time.time() + within
+    while len(lines) < count and time.time() < deadline:
+        lines += sink.take()
+        time.sleep(0.02)
+    return lines
+
+
+def test_each_request_reaches_the_log_exporter_in_the_format_it_parses(live):
+    """The syslog lines nginx sends where the exporter listens parse with the format and tag the
+    exporter's config declares, carry the status and cache status the viewer saw, and hold only
+    label values the exporter's whitelists keep (anything else would count as "other")."""
+    declared = yaml.safe_load(edge_logs.exporter_config(live.edge.edge))["namespaces"][0]
+    pattern, tag = _gonx_pattern(declared["format"]), declared["source"]["syslog"]["tags"][0]
+    whitelists = {r["from"]: r["whitelist"] for r in declared["relabel_configs"]}
+    msn = live.stream.latest + 1
+    assert live.stream.wait_for(msn, 5)
+    segment, playlist = f"/live/gala/480p/seg{msn}.ts", "/live/gala/480p/index.m3u8"
+    live.syslog.take()
+    conn = http.client.HTTPConnection("127.0.0.1", live.edge.port, timeout=30)   # one worker: lines in order
+    replies = [h.get(live.edge.port, path, conn) for path in (h.signed(segment), h.signed(segment), segment,
+                                                                h.signed(playlist))]
+    conn.close()
+    assert [(r.status, r.cache) for r in replies[:3]] == [(200, "MISS"), (200, "HIT"), (403, "")]
+
+    lines = _received(live.syslog, len(replies))
+    assert len(lines) == len(replies), lines
+    fields = []
+    for line in lines:
+        header = SYSLOG_LINE.match(line)
+        assert header and header["tag"] == tag, line
+        parsed = pattern.match(header["message"])
+        assert parsed, header["message"]
+        fields.append(parsed.groupdict())
+    assert [(f["status"], f["upstream_cache_status"], f["edge_kind"], f["edge_rendition"]) for f in fields] == [
+        ("200", "MISS", "segment", "480p"), ("200", "HIT", "segment", "480p"), ("403", "-", "segment", "480p"),
+        ("200", replies[3].cache, "playlist", "480p")]
+    assert [int(f["body_bytes_sent"]) for f in fields[:2]] == [len(replies[0].body)] * 2
+    assert all(float(f["request_time"]) >= 0 for f in fields)
+    for f in fields:
+        for source, allowed in whitelists.items():
+            assert f[source] in allowed, (source, f[source])
 
 
 def test_viewers_get_every_segment_from_one_origin_fetch_each(live):
@@ -103,3 +163,4 @@ def test_stale_is_served_while_every_origin_is_down(live):
     finally:
         for origin in live.origins:
             origin.down = False
+

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from components import capacity, config, edge_nginx, edges, event, k8s_schema, render
+from components import capacity, config, edge_logs, edge_nginx, edges, event, k8s_schema, render
 
 
 def edge_units(stack: str):
@@ -16,7 +16,8 @@ def edge_units(stack: str):
 @pytest.fixture(scope="module")
 def broadcast_edge():
     cluster, unit = edge_units("broadcast")[0]
-    return {o.kind + ("/metrics" if o.name.endswith("-metrics") else ""): o for o in unit.objects}
+    suffixes = ("-metrics", "-log-exporter")
+    return {o.kind + next(("/" + s[1:] for s in suffixes if o.name.endswith(s)), ""): o for o in unit.objects}
 
 
 def test_every_cluster_of_both_stacks_gets_each_edge_and_all_validate(stack_name):
@@ -24,22 +25,32 @@ def test_every_cluster_of_both_stacks_gets_each_edge_and_all_validate(stack_name
     units = edge_units(stack_name)
     assert len(units) == len(spec.clusters) * len(spec.edges)
     for _, unit in units:
-        assert sorted(o.kind for o in unit.objects) == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler",
+        assert sorted(o.kind for o in unit.objects) == ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler",
                                                         "PodDisruptionBudget", "Service", "Service", "ServiceMonitor"]
         for obj in unit.objects:
             assert k8s_schema.validate(obj.manifest) == []
 
 
-def test_configmap_holds_the_render_and_the_pods_roll_on_its_checksum(broadcast_edge):
+def _rolled_annotations(spec, **changes) -> dict[str, str]:
+    changed = dataclasses.replace(spec, edges=(dataclasses.replace(spec.edges[0], **changes),))
+    unit = next(u for u in event.build(changed).clusters[0].units if u.component == "LiveEdge")
+    return next(o for o in unit.objects if o.kind == "Deployment").manifest["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_configmaps_hold_the_renders_and_the_pods_roll_on_their_checksums(broadcast_edge):
     spec = config.load_stack("broadcast").spec
     conf = broadcast_edge["ConfigMap"].manifest["data"]["nginx.conf"]
+    log_conf = broadcast_edge["ConfigMap/log-exporter"].manifest["data"][edge_logs.CONFIG_FILE]
     assert conf == edge_nginx.render(spec.edges[0])
-    template = broadcast_edge["Deployment"].manifest["spec"]["template"]
-    assert template["metadata"]["annotations"][edges.CHECKSUM_ANNOTATION] == edge_nginx.checksum(conf)
-    changed = dataclasses.replace(spec, edges=(dataclasses.replace(spec.edges[0], playlist_ttl_seconds=2),))
-    unit = next(u for u in event.build(changed).clusters[0].units if u.component == "LiveEdge")
-    rolled = next(o for o in unit.objects if o.kind == "Deployment").manifest["spec"]["template"]
-    assert rolled["metadata"]["annotations"][edges.CHECKSUM_ANNOTATION] != edge_nginx.checksum(conf)
+    assert log_conf == edge_logs.exporter_config(spec.edges[0])
+    annotations = broadcast_edge["Deployment"].manifest["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {edges.CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
+                           edges.LOG_EXPORTER_CHECKSUM_ANNOTATION: edge_nginx.checksum(log_conf)}
+    assert _rolled_annotations(spec, playlist_ttl_seconds=2)[edges.CHECKSUM_ANNOTATION] != edge_nginx.checksum(conf)
+    # A new rendition changes the exporter's label whitelist: that alone rolls the pods too.
+    renditions = (*spec.edges[0].renditions[:-1], dataclasses.replace(spec.edges[0].renditions[-1], name="360p"))
+    rolled = _rolled_annotations(spec, renditions=renditions)
+    assert rolled[edges.LOG_EXPORTER_CHECKSUM_ANNOTATION] != edge_nginx.checksum(log_conf)
 
 
 def test_pods_are_restricted_unprivileged_and_write_only_to_their_emptydir(broadcast_edge):
@@ -49,7 +60,7 @@ def test_pods_are_restricted_unprivileged_and_write_only_to_their_emptydir(broad
         sc = c["securityContext"]
         assert sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]}
         assert sc["allowPrivilegeEscalation"] is False and sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    nginx, exporter = pod["containers"]
+    nginx, exporter, log_exporter = pod["containers"]
     assert nginx["ports"][0]["containerPort"] == 8080 > 1024
     assert {m["mountPath"]: m.get("readOnly", False) for m in nginx["volumeMounts"]} == {
         "/etc/nginx/edge": True, "/etc/nginx/secret": True, edge_nginx.POD.state_dir: False}
@@ -57,6 +68,10 @@ def test_pods_are_restricted_unprivileged_and_write_only_to_their_emptydir(broad
     assert volumes["state"]["emptyDir"] == {"sizeLimit": "20Gi"}
     assert volumes["secure-link"]["secret"]["secretName"] == "gala-live-secure-link"
     assert exporter["args"][0] == "--nginx.scrape-uri=http://127.0.0.1:8081/stub_status"
+    assert log_exporter["args"] == ["-config-file", "/etc/log-exporter/log-exporter.yaml"]
+    assert log_exporter["volumeMounts"] == [{"name": "log-exporter-conf", "mountPath": "/etc/log-exporter",
+                                             "readOnly": True}]
+    assert log_exporter["image"].startswith("quay.io/martinhelmich/prometheus-nginxlog-exporter:v1.11.0@sha256:")
     assert [t["topologyKey"] for t in pod["topologySpreadConstraints"]] == ["topology.kubernetes.io/zone",
                                                                            "kubernetes.io/hostname"]
 
@@ -78,10 +93,11 @@ def test_hpa_floor_is_the_plan_in_broadcast_and_its_ceiling_counts_in_the_envelo
 def test_services_pdb_and_monitor(broadcast_edge):
     viewers, metrics = broadcast_edge["Service"].manifest["spec"], broadcast_edge["Service/metrics"].manifest["spec"]
     assert viewers["type"] == "ClusterIP" and [p["port"] for p in viewers["ports"]] == [80]
-    assert [p["port"] for p in metrics["ports"]] == [9113]
+    assert [(p["name"], p["port"]) for p in metrics["ports"]] == [("metrics", 9113), ("log-metrics", 4040)]
     assert broadcast_edge["PodDisruptionBudget"].manifest["spec"]["maxUnavailable"] == "10%"
     monitor = broadcast_edge["ServiceMonitor"].manifest["spec"]
     assert monitor["selector"]["matchLabels"] == {"app.kubernetes.io/name": "gala-live-metrics"}
+    assert [e["port"] for e in monitor["endpoints"]] == ["metrics", "log-metrics"]
     spec = config.load_stack("broadcast").spec
     open_edge = dataclasses.replace(spec.edges[0], source_ranges=("203.0.113.0/24",))
     svc = edges._viewer_service(open_edge, {})
