@@ -66,8 +66,15 @@ def token_series(matchers: str) -> str:
 def tokens_per_second(matchers: str) -> str:
     """Input + output tokens/s of the series `matchers` select. The one PromQL behind KEDA's trigger,
     the HPA's query annotation and prometheus-adapter's external rule (which passes the template
-    `<<.LabelMatchers>>`), so the three cannot drift apart in metric names or rate window."""
-    return f"sum(rate({token_series(matchers)}[{RATE_WINDOW}]))"
+    `<<.LabelMatchers>>`), so the three cannot drift apart in metric names or rate window.
+
+    One sum per engine, joined by `or`: a model runs one engine, so exactly one term has series, and
+    a lost target still answers nothing (an error, not zero). Not rate() over a name regex: the
+    counters of one pod differ only in their name, which rate() drops, and the vector is invalid."""
+    def engine(e: engines.EngineInfo) -> str:
+        return " + ".join(f"sum(rate({name}{{{matchers}}}[{RATE_WINDOW}]))"
+                          for name in (e.prompt_tokens_metric, e.generation_tokens_metric))
+    return " or ".join(f"({engine(e)})" for e in engines.ENGINES.values())
 
 
 def metric_labels(model: Model) -> dict[str, str]:

@@ -49,8 +49,8 @@ def info(model: Model) -> EngineInfo:
 
 
 def token_counters() -> tuple[str, ...]:
-    """Every engine's input and output token counters: one selector then reads any mix of models,
-    which the autoscalers' single tokens/s metric needs (prometheus-adapter serves one query per name)."""
+    """Every engine's input and output token counters: what prometheus-adapter discovers the
+    autoscalers' single tokens/s metric by, whichever engines the stack's models run."""
     return tuple(sorted({name for e in ENGINES.values() for name in (e.prompt_tokens_metric, e.generation_tokens_metric)}))
 
 
