@@ -12,19 +12,22 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 import yaml
 
 from . import autoscaling, profiles
 from .capacity import ClusterPlan
 from .config import REPO_ROOT
+from .objects import Obj
 from .spec import AutoscalerKind, Cluster, StackSpec
 
 CHARTS = REPO_ROOT / "charts"
 
 # Add-on ids: the charts/ folder names and the fields of spec.Addons (with '-' for '_').
 GPU_OPERATOR, KARPENTER, KEDA, LWS, PROMETHEUS_STACK = "gpu-operator", "karpenter", "keda", "lws", "prometheus-stack"
+PROMETHEUS_ADAPTER = "prometheus-adapter"
 
 # The add-on whose chart brings the CRD of each custom kind the kit (or an add-on) creates.
 # Gateway and HTTPRoute are not here: they come with the cluster's gateway implementation
@@ -47,6 +50,11 @@ REVIEW_DAYS = 14
 # polling every 30 s; each further block of them gets another default's worth.
 SCALED_OBJECTS_PER_DEFAULT = 100
 KEDA_DEFAULT_REQUESTS = {"cpu_millis": 100, "memory_mib": 100}
+# HPA metric types only a metrics adapter serves (Resource metrics come from metrics-server): Pods
+# from the custom metrics API, External from the external metrics API.
+ADAPTER_METRIC_TYPES = ("Pods", "External")
+# The PromQL behind each External metric the kit's HPAs read: (series to discover, query template).
+EXTERNAL_QUERIES = {autoscaling.EXTERNAL_METRIC: (autoscaling.token_series, autoscaling.tokens_per_second)}
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,31 @@ def enabled(cluster: Cluster, addon: str) -> bool:
     return getattr(cluster.addons, addon.replace("-", "_"))
 
 
+@dataclass(frozen=True, order=True)
+class MetricUse:
+    """One custom or external metric an HPA reads, in the HPA's namespace."""
+
+    type: str
+    name: str
+    namespace: str
+
+
+def metric_uses(obj: Obj) -> tuple[MetricUse, ...]:
+    """The metrics of an HPA that only an adapter serves; none for any other object."""
+    if obj.kind != "HorizontalPodAutoscaler":
+        return ()
+    return tuple(MetricUse(m["type"], m[m["type"].lower()]["metric"]["name"], obj.namespace)
+                 for m in obj.manifest["spec"]["metrics"] if m["type"] in ADAPTER_METRIC_TYPES)
+
+
+def needed_addons(obj: Obj) -> tuple[str, ...]:
+    """The add-ons an object waits for: the one that brings its kind's CRD and, for an HPA on
+    custom or external metrics, the adapter that serves them (a core kind needs no CRD, but its
+    metrics API must answer before the HPA can scale)."""
+    needs = (CRD_ADDON.get(obj.kind), PROMETHEUS_ADAPTER if metric_uses(obj) else None)
+    return tuple(addon for addon in needs if addon)
+
+
 def scaled_objects(spec: StackSpec, cluster: Cluster) -> int:
     """One ScaledObject per model on a KEDA cluster (the autoscaler issue's objects)."""
     return len(spec.models) if cluster.autoscaler is AutoscalerKind.KEDA else 0
@@ -150,10 +183,15 @@ def karpenter_values(cluster: Cluster) -> dict[str, Any]:
     return {"settings": {"clusterName": cluster.name}}
 
 
+def controller_replicas(spec: StackSpec) -> int:
+    """Two where the stack must survive a zone's loss (one in another zone), one otherwise."""
+    return 2 if spec.policy.survive_zone_loss else 1
+
+
 def keda_values(spec: StackSpec, scaled: int) -> dict[str, Any]:
     """Operator and metrics server for `scaled` ScaledObjects: a standby replica in another zone
     where the stack must survive a zone's loss (only the leader works), resources per block."""
-    replicas = 2 if spec.policy.survive_zone_loss else 1
+    replicas = controller_replicas(spec)
     blocks = max(1, math.ceil(scaled / SCALED_OBJECTS_PER_DEFAULT))
     cpu, memory = KEDA_DEFAULT_REQUESTS["cpu_millis"] * blocks, KEDA_DEFAULT_REQUESTS["memory_mib"] * blocks
     resources = {"requests": {"cpu": f"{cpu}m", "memory": f"{memory}Mi"},
@@ -171,9 +209,52 @@ def prometheus_values(spec: StackSpec) -> dict[str, Any]:
                                               "retention": f"{days}d"}}}
 
 
+def custom_rule(use: MetricUse) -> dict[str, Any]:
+    """A Pods metric: the series of that name per pod in the HPA's namespace, as it is scraped (a
+    gauge per pod, e.g. the edge exporter's active connections), which the HPA then averages."""
+    return {"seriesQuery": f'{use.name}{{namespace="{use.namespace}",pod!=""}}',
+            "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+            "name": {"matches": f"^{use.name}$", "as": use.name},
+            "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)"}
+
+
+def external_rule(use: MetricUse) -> dict[str, Any]:
+    """An External metric: the kit's own query for it, with the adapter's matchers (the HPA's
+    selector and namespace) where the kit's query has the model's; one rule per name."""
+    series, query = EXTERNAL_QUERIES[use.name]
+    return {"seriesQuery": series(f'namespace="{use.namespace}"'),
+            "resources": {"overrides": {"namespace": {"resource": "namespace"}}},
+            "name": {"matches": ".*", "as": use.name},
+            "metricsQuery": query("<<.LabelMatchers>>")}
+
+
+def prometheus_adapter_values(spec: StackSpec, cluster: Cluster, release: str,
+                              uses: Iterable[MetricUse]) -> dict[str, Any]:
+    """Rules for exactly the metrics the cluster's HPAs read, from the Prometheus KEDA reads. Where
+    KEDA runs, its metrics server owns the external metrics APIService (one server per API), so the
+    adapter serves custom metrics only: no external rules, so the chart creates no external
+    APIService (the kit's HPAs there read none; one that did is refused). Replicas spread over
+    zones so a lost zone leaves the APIs answering."""
+    distinct = sorted(set(uses))
+    external = [external_rule(u) for u in distinct if u.type == "External"]
+    if external and cluster.autoscaler is AutoscalerKind.KEDA:
+        raise ValueError(f"cluster {cluster.name}: an HPA reads an External metric, but KEDA's metrics server "
+                         "owns that API there; read it through a ScaledObject")
+    prometheus = urlsplit(autoscaling.prometheus_url(spec))
+    pods = {"app.kubernetes.io/name": chart(PROMETHEUS_ADAPTER).name, "app.kubernetes.io/instance": release}
+    return {"prometheus": {"url": f"{prometheus.scheme}://{prometheus.hostname}", "port": prometheus.port},
+            "replicas": controller_replicas(spec),
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                           "whenUnsatisfiable": "DoNotSchedule",
+                                           "labelSelector": {"matchLabels": pods}}],
+            "rules": {"custom": [custom_rule(u) for u in distinct if u.type == "Pods"],
+                      "external": external}}
+
+
 # ---- which releases a cluster gets ---------------------------------------------------------------
 
-def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> list[tuple[str, str, dict[str, Any]]]:
+def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster,
+            objects: Iterable[Obj]) -> list[tuple[str, str, dict[str, Any]]]:
     """(addon, release name, derived values) for every add-on the cluster's objects need."""
     gpus = {gpu for pool in spec.gpu_pools for gpu in pool.gpus}
     out = [(PROMETHEUS_STACK, "kube-prometheus-stack", prometheus_values(spec)),
@@ -185,14 +266,18 @@ def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> list[tuple[
         out.append((KEDA, "keda", keda_values(spec, scaled)))
     if any(m.nodes_per_replica > 1 for m in plan.models):
         out.append((LWS, "lws", {}))
+    uses = [use for obj in objects for use in metric_uses(obj)]
+    if uses:
+        release = "prometheus-adapter"
+        out.append((PROMETHEUS_ADAPTER, release, prometheus_adapter_values(spec, cluster, release, uses)))
     return out
 
 
-def build(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> tuple[AddonRelease, ...]:
-    """The releases of one cluster: needed by its objects and not switched off in its config.
+def build(spec: StackSpec, plan: ClusterPlan, cluster: Cluster, objects: Iterable[Obj]) -> tuple[AddonRelease, ...]:
+    """The releases of one cluster: needed by its `objects` and not switched off in its config.
     A release that creates another add-on's kinds (a ServiceMonitor) needs that release first."""
     stage = spec.policy.stage.value
-    wanted = [(addon, name, derived) for addon, name, derived in _needed(spec, plan, cluster)
+    wanted = [(addon, name, derived) for addon, name, derived in _needed(spec, plan, cluster, objects)
               if enabled(cluster, addon)]
     present = {addon for addon, _, _ in wanted}
     releases = []

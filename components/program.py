@@ -87,8 +87,9 @@ def deploy(spec: StackSpec) -> event.EventObjects:
         cluster = cluster_objects.cluster
         provider = provider_for(spec, cluster.name, cluster.adopt_existing)
         parent = Cluster(cluster.name, provider, pulumi.ResourceOptions(providers=[provider]))
-        cluster_addons = ClusterAddons(cluster.name, addons.build(spec, objects.plan.cluster(cluster.name), cluster),
-                                       provider, bool(spec.policy.protect),
+        releases = addons.build(spec, objects.plan.cluster(cluster.name), cluster,
+                                [obj for unit in cluster_objects.units for obj in unit.objects])
+        cluster_addons = ClusterAddons(cluster.name, releases, provider, bool(spec.policy.protect),
                                        pulumi.ResourceOptions(parent=parent, providers=[provider]))
         for unit in cluster_objects.units:
             component = Unit(unit.component, f"{cluster.name}/{unit.name}",
@@ -97,7 +98,7 @@ def deploy(spec: StackSpec) -> event.EventObjects:
                 resource_for(obj, f"{cluster.name}/{obj.key}", pulumi.ResourceOptions(
                     parent=component, provider=provider, protect=obj.protect,
                     ignore_changes=list(obj.ignore_changes) or None,
-                    depends_on=cluster_addons.needed_by(obj.kind)))
+                    depends_on=cluster_addons.needed_by(obj)))
             component.register_outputs({})
         parent.register_outputs({})
     return objects

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .addons import CRD_ADDON, AddonRelease
+from .addons import AddonRelease, needed_addons
+from .objects import Obj
 
 # Seconds Helm may take per operation: the GPU Operator and the Prometheus stack pull several
 # images and wait for their webhooks on a fresh cluster.
@@ -33,10 +34,9 @@ class ClusterAddons(pulumi.ComponentResource):
                                                                             protect=protect))
         self.register_outputs({})
 
-    def needed_by(self, kind: str) -> list[k8s.helm.v3.Release]:
-        """The release whose CRD an object of `kind` needs; none if the cluster brings its own."""
-        addon = CRD_ADDON.get(kind)
-        return [self._by_addon[addon]] if addon in self._by_addon else []
+    def needed_by(self, obj: Obj) -> list[k8s.helm.v3.Release]:
+        """The releases `obj` waits for (addons.needed_addons); none for an add-on the cluster brings."""
+        return [self._by_addon[addon] for addon in needed_addons(obj) if addon in self._by_addon]
 
 
 def _release(cluster: str, release: AddonRelease, needs: list[k8s.helm.v3.Release],

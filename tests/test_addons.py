@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from components import addons, capacity, config
+from components import addons, config, event
 from components.program_addons import RELEASE_TYPE
 from conftest import STACKS
 from pulumi_harness import normalise, run_program
@@ -28,10 +28,11 @@ def releases_of(mocks, cluster: str) -> dict[str, object]:
 
 
 def expected_releases(stack: str) -> dict[str, dict[str, addons.AddonRelease]]:
-    spec = config.load_stack(stack).spec
-    plan = capacity.plan(spec)
-    return {c.name: {f"{c.name}/{r.name}": r for r in addons.build(spec, plan.cluster(c.name), c)}
-            for c in spec.clusters}
+    objects = event.build(config.load_stack(stack).spec)
+    return {c.cluster.name: {f"{c.cluster.name}/{r.name}": r for r in addons.build(
+                objects.spec, objects.plan.cluster(c.cluster.name), c.cluster,
+                [obj for unit in c.units for obj in unit.objects])}
+            for c in objects.clusters}
 
 
 def kind_of(typ: str) -> str:
@@ -41,7 +42,7 @@ def kind_of(typ: str) -> str:
 def test_every_pinned_chart_has_an_exact_version():
     pinned = [addons.chart(a) for a in addons.all_addons()]
     assert {c.addon for c in pinned} == {addons.GPU_OPERATOR, addons.KARPENTER, addons.KEDA, addons.LWS,
-                                         addons.PROMETHEUS_STACK}
+                                         addons.PROMETHEUS_STACK, addons.PROMETHEUS_ADAPTER}
     for chart in pinned:
         assert EXACT.match(chart.version), f"charts/{chart.addon}/chart.yaml: version {chart.version!r} is not exact"
         assert chart.repository.startswith(("https://", "oci://")), chart.addon
@@ -86,7 +87,13 @@ def test_release_values_follow_the_night(runs):
         "prometheus"]["prometheusSpec"]["replicas"] == 2  # values-broadcast.yaml
 
 
-def test_objects_depend_on_the_release_that_brings_their_crd(runs, stack_name):
+def reads_adapter_metrics(r) -> bool:
+    """An HPA with a Pods or External metric: only a metrics adapter serves those."""
+    return kind_of(r.typ) == "HorizontalPodAutoscaler" and any(
+        m["type"] in ("Pods", "External") for m in r.inputs["spec"]["metrics"])
+
+
+def test_objects_depend_on_the_release_that_brings_their_crd_or_metrics_api(runs, stack_name):
     mocks = runs[stack_name]
     expected = expected_releases(stack_name)
     checked = set()
@@ -95,12 +102,12 @@ def test_objects_depend_on_the_release_that_brings_their_crd(runs, stack_name):
             continue
         cluster = r.name.split("/")[0]
         by_addon = {rel.addon: name for name, rel in expected[cluster].items()}
-        addon = addons.CRD_ADDON.get(kind_of(r.typ))
+        addon = addons.CRD_ADDON.get(kind_of(r.typ)) or (addons.PROMETHEUS_ADAPTER if reads_adapter_metrics(r) else None)
         assert r.depends_on == ((by_addon[addon],) if addon else ()), r.name
         if addon:
             checked.add(kind_of(r.typ))
     assert {"NodePool", "EC2NodeClass", "ScaledObject", "LeaderWorkerSet", "ServiceMonitor",
-            "PrometheusRule"} <= checked
+            "PrometheusRule", "HorizontalPodAutoscaler"} <= checked
 
 
 def test_releases_that_create_servicemonitors_wait_for_the_prometheus_stack(runs):
