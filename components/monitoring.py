@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import edges, engines
+from . import edge_logs, edges, engines
 from .capacity import ClusterPlan, EdgePlan, ModelPlan
 from .inference import STARTUP_FLOOR_SECONDS, startup_budget
 from .objects import Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
@@ -28,9 +28,8 @@ POOL_FOR = "5m"
 DCGM_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 KARPENTER_USAGE = "karpenter_nodepools_usage"
 GPU_RESOURCE = "nvidia.com/gpu"
-# nginx-prometheus-exporter (the edge pods' sidecar): requests served, from stub_status.
-EDGE_REQUESTS = "nginx_http_requests_total"
-# Below this share of the planned peak egress the stream is idle and a hit ratio means nothing.
+# Below this share of the planned peak (egress, or segment requests) the stream is idle and a
+# ratio over its few requests means nothing.
 EDGE_QUIET_SHARE = 0.01
 
 
@@ -134,40 +133,74 @@ def pool_group(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> dict[str
     return {"name": "peaknight.pools", "rules": rules}
 
 
-def edge_group(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str, Any]:
-    """Egress to viewers, bytes fetched from the origins and the byte hit ratio between them, from
-    the pods' own network counters (cAdvisor): the nginx exporter reads stub_status, which has no
-    cache status; viewers' request bytes count as origin bytes, so the ratio errs low, the safe side.
-    Requests/s come from the exporter."""
-    ns = edge_namespace(spec)
-    pods = _sel(namespace=ns, pod="~" + pod_pattern(edge.name), interface="eth0")
-    label = {"edge": edge.name}
+def _any_of(values: tuple[str, ...]) -> str:
+    """A _sel value matching any of `values`."""
+    return "~" + "|".join(values)
+
+
+def _logged_rate(spec: StackSpec, edge: Edge, metric: str, **labels: str) -> str:
+    """rate() of a log exporter counter (edge_logs) over the edge's pods, scraped via its metrics Service."""
+    return f"rate({metric}{_sel(namespace=edge_namespace(spec), service=edges.metrics_name(edge), **labels)}[{RATE_WINDOW}])"
+
+
+def _edge_records(spec: StackSpec, edge: Edge) -> list[dict[str, Any]]:
+    """Egress from the pods' network counters (cAdvisor: what the NICs carry, for capacity); the
+    rest from the log exporter's per-request counters, by cache status and status."""
+    pods = _sel(namespace=edge_namespace(spec), pod="~" + pod_pattern(edge.name), interface="eth0")
+    by_cache = f"edge_cache:requests:rate{RATE_WINDOW}"
+    requests = _logged_rate(spec, edge, edge_logs.RESPONSES)
     gbps = "* 8 / 1e9"
-    rec = _sel(edge=edge.name)
-    rules: list[dict[str, Any]] = [{"record": r, "expr": x, "labels": dict(label)} for r, x in (
+    records = (
         (f"edge:egress_gbps:rate{RATE_WINDOW}",
          f"sum(max by (pod) (rate(container_network_transmit_bytes_total{pods}[{RATE_WINDOW}]))) {gbps}"),
-        # What the origins send the tier: the origin egress the hit ratio protects.
+        (f"edge:requests:rate{RATE_WINDOW}", f"sum({requests})"),
+        (by_cache, f"sum by (cache) ({requests})"),
+        # The cache's own verdict per request: answered from it, over every request it could answer.
+        (f"edge:hit_ratio:rate{RATE_WINDOW}",
+         f"sum({by_cache}{_sel(edge=edge.name, cache=_any_of(edge_logs.HITS))}) / "
+         f"sum({by_cache}{_sel(edge=edge.name, cache=_any_of(edge_logs.HITS + edge_logs.FILLS))})"),
+        # What the origins send the tier: the bodies of the responses fetched from them.
         (f"edge:origin_gbps:rate{RATE_WINDOW}",
-         f"sum(max by (pod) (rate(container_network_receive_bytes_total{pods}[{RATE_WINDOW}]))) {gbps}"),
-        (f"edge:byte_hit_ratio:rate{RATE_WINDOW}",
-         f"clamp_min(1 - edge:origin_gbps:rate{RATE_WINDOW}{rec} / edge:egress_gbps:rate{RATE_WINDOW}{rec}, 0)"),
-        (f"edge:requests:rate{RATE_WINDOW}",
-         f"sum(rate({EDGE_REQUESTS}{_sel(namespace=ns, service=edges.metrics_name(edge))}[{RATE_WINDOW}]))"),
-    )]
-    slo = spec.slo.edge_hit_ratio
+         f"sum({_logged_rate(spec, edge, edge_logs.RESPONSE_BYTES, cache=_any_of(edge_logs.FILLS))}) {gbps}"),
+        (f"edge:error_ratio:rate{RATE_WINDOW}",
+         f"sum({_logged_rate(spec, edge, edge_logs.RESPONSES, status='~5..')}) / sum({requests})"),
+    )
+    return [{"record": r, "expr": x, "labels": {"edge": edge.name}} for r, x in records]
+
+
+def edge_group(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str, Any]:
+    """The edge's recording rules and the alerts on them: hit ratio and 5xx ratio against the SLO
+    while the stream is live, egress against the planned capacity."""
+    rec = _sel(edge=edge.name)
+    label = {"edge": edge.name}
+    slo = spec.slo
     peak, cap = plan.egress_gbps.value, plan.capacity_gbps.value
     floor = peak * EDGE_QUIET_SHARE
+    # Every live viewer fetches at least one segment per segment duration.
+    segments = plan.viewers.value / edge.segment_seconds
+    min_requests = segments * EDGE_QUIET_SHARE
     where = f"edge {edge.name} in {cluster.name}"
-    rules += [
+    rules = _edge_records(spec, edge) + [
         _alert(spec, "PeaknightEdgeHitRatioLow",
-               f"edge:byte_hit_ratio:rate{RATE_WINDOW}{rec} < {_num(slo)} and "
+               f"edge:hit_ratio:rate{RATE_WINDOW}{rec} < {_num(slo.edge_hit_ratio)} and "
                f"edge:egress_gbps:rate{RATE_WINDOW}{rec} > {_num(floor)}",
-               LATENCY_FOR, "critical", f"{where}: byte hit ratio under the {slo:g} SLO",
-               f"peaknight:slo.edgeHitRatio = {slo:g}: at the planned peak egress of {peak:,.1f} Gbps "
-               f"({plan.egress_gbps.why}) the origins then serve {peak * (1 - slo):,.1f} Gbps; every point "
-               f"lower adds {peak / 100:,.1f} Gbps on them. Ignored under {floor:,.2f} Gbps "
-               f"({EDGE_QUIET_SHARE:g} of the peak), when the stream is idle.", **label),
+               LATENCY_FOR, "critical", f"{where}: cache hit ratio under the {slo.edge_hit_ratio:g} SLO",
+               f"peaknight:slo.edgeHitRatio = {slo.edge_hit_ratio:g}: share of cacheable requests answered from "
+               f"the cache ({'/'.join(edge_logs.HITS)} over those and {'/'.join(edge_logs.FILLS)}). Each miss "
+               f"is a request on the origins, and playlists are generated per request there: check "
+               f"edge_cache:requests:rate{RATE_WINDOW} by cache status and edge:origin_gbps:rate{RATE_WINDOW} "
+               f"(at the planned peak of {peak:,.1f} Gbps, {plan.egress_gbps.why}). Ignored under "
+               f"{floor:,.2f} Gbps ({EDGE_QUIET_SHARE:g} of the peak), when the stream is idle.", **label),
+        _alert(spec, "PeaknightEdgeErrorRatioHigh",
+               f"edge:error_ratio:rate{RATE_WINDOW}{rec} > {_num(slo.edge_error_ratio)} and "
+               f"edge:requests:rate{RATE_WINDOW}{rec} > {_num(min_requests)}",
+               CAPACITY_FOR, "critical", f"{where}: 5xx over the {slo.edge_error_ratio:g} SLO",
+               f"peaknight:slo.edgeErrorRatio = {slo.edge_error_ratio:g} of viewer responses may be 5xx. "
+               f"502/504: no origin answered and nothing stale was cached; 503: the origin could not satisfy an "
+               f"LL-HLS blocking reload within 3 target durations (the stream stalled). Ignored under "
+               f"{min_requests:,.0f} requests/s ({EDGE_QUIET_SHARE:g} of the peak's {segments:,.0f} segment "
+               f"requests/s = {plan.viewers.value:,.0f} viewers / {edge.segment_seconds:g} s segments), when "
+               f"the stream is idle.", **label),
         _alert(spec, "PeaknightEdgeEgressAboveCapacity", f"edge:egress_gbps:rate{RATE_WINDOW}{rec} > {_num(cap)}",
                CAPACITY_FOR, "critical", f"{where}: egress above the {cap:,.1f} Gbps the plan provisioned",
                f"Planned capacity {cap:,.1f} Gbps ({plan.capacity_gbps.why}); forecast peak "

@@ -110,7 +110,10 @@ class Slo:
     unmet_tokens_pct: float = Field(default=0.5, ge=0, le=100, description="max % of tokens unserved")
     ttft_p99_seconds: float = Field(default=2.0, gt=0)
     itl_p99_seconds: float = Field(default=0.05, gt=0)
-    edge_hit_ratio: Fraction = 0.95
+    edge_hit_ratio: Fraction = Field(default=0.95, description="share of cacheable edge requests answered "
+                                     "from the cache (HIT, STALE, UPDATING, REVALIDATED)")
+    edge_error_ratio: Fraction = Field(default=0.001, description="most share of live-edge responses that may "
+                                       "be 5xx (0.001: 99.9% of viewer requests answered)")
 
 
 @dataclass(config=STRICT, kw_only=True)

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from conftest import require_tool
 
-from components import config, engines, event, k8s_schema, monitoring
-from components.capacity import ModelPlan
+from components import config, edge_logs, edges, engines, event, k8s_schema, monitoring
+from components.capacity import EdgePlan, ModelPlan
 from components.inference import startup_budget
 from components.objects import edge_namespace, inference_namespace
-from components.spec import Model, StackSpec
+from components.spec import Edge, Model, StackSpec
 
 EVAL = "1m"
 
@@ -124,24 +124,78 @@ def _pool_cases(plan, rules: dict) -> list[dict]:
     return cases
 
 
-def _edge_cases(spec: StackSpec, plan, rules: dict) -> list[dict]:
-    """Byte hit ratio = 1 - origin bytes / viewer bytes, both from the edge pods' network counters."""
+def _counter(per_second: float) -> str:
+    """promtool values of a counter growing at `per_second` (samples a minute apart)."""
+    return f"0+{per_second * 60:.6e}x30"
+
+
+def _edge_traffic(spec: StackSpec, edge: Edge, rates: dict[tuple[str, str], float], egress_gbps: float,
+                  bytes_per_s: dict[str, float] | None = None) -> list[tuple[str, str]]:
+    """Input series of one edge pod: requests/s per (cache status, status) and bytes/s per cache
+    status as the log exporter counts them, and its NIC's transmit bytes as cAdvisor does."""
+    pod = {"namespace": edge_namespace(spec), "pod": f"{edge.name}-5d8f7c9b4-q7w2e"}
+    logged = {**pod, "service": edges.metrics_name(edge), "kind": "segment", "rendition": edge.renditions[0].name}
+    series = [(_series(edge_logs.RESPONSES, **logged, cache=cache, status=status), _counter(rate))
+              for (cache, status), rate in rates.items()]
+    series += [(_series(edge_logs.RESPONSE_BYTES, **logged, cache=cache, status="200"), _counter(rate))
+               for cache, rate in (bytes_per_s or {}).items()]
+    nic = _series("container_network_transmit_bytes_total", **pod, interface="eth0")
+    return series + [(nic, _counter(egress_gbps * 1e9 / 8))]
+
+
+def _hit_ratio_cases(spec: StackSpec, edge: Edge, plan: EdgePlan, rules: dict) -> list[dict]:
+    """Request hit ratio against the SLO, counting stale answers as hits and never the 403s that
+    reach no cache; quiet while the stream is idle."""
+    alert = _alert_rule(rules, "PeaknightEdgeHitRatioLow", edge=edge.name)
+    peak, slo = plan.egress_gbps.value, spec.slo.edge_hit_ratio
     cases = []
-    for edge_plan in plan.edges:
-        ids = {"namespace": edge_namespace(spec), "pod": f"{edge_plan.edge}-5d8f7c9b4-q7w2e", "interface": "eth0"}
-        out, into = (_series(f"container_network_{d}_bytes_total", **ids) for d in ("transmit", "receive"))
-        per_min = lambda gbps: f"0+{gbps * 1e9 / 8 * 60:.6e}x30"  # noqa: E731  (counter bytes per minute)
-        peak, slo = edge_plan.egress_gbps.value, spec.slo.edge_hit_ratio
-        alert = _alert_rule(rules, "PeaknightEdgeHitRatioLow", edge=edge_plan.edge)
-        for egress, origin, fires in ((peak / 2, peak / 2 * (1 - slo) * 2, True),      # misses doubled
-                                      (peak / 2, peak / 2 * (1 - slo) / 2, False),     # misses halved
-                                      (peak / 1000, peak / 1000 * 0.5, False)):        # idle stream
-            cases.append(_case([(out, per_min(egress)), (into, per_min(origin))], alert, "15m", fires))
-        alert = _alert_rule(rules, "PeaknightEdgeEgressAboveCapacity", edge=edge_plan.edge)
-        for factor, fires in ((1.1, True), (0.9, False)):
-            cases.append(_case([(out, per_min(edge_plan.capacity_gbps.value * factor)), (into, per_min(0))],
-                               alert, "10m", fires))
+    for misses, unsigned, egress, fires in ((2 * (1 - slo), 0, peak / 2, True),       # misses doubled
+                                            ((1 - slo) / 2, 50, peak / 2, False),     # halved, many 403s
+                                            (2 * (1 - slo), 0, peak / 1000, False)):  # idle stream
+        hits = 100 * (1 - misses)
+        rates = {("HIT", "200"): hits / 2, ("STALE", "200"): hits / 4, ("UPDATING", "200"): hits / 4,
+                 ("MISS", "200"): 100 * misses / 2, ("EXPIRED", "200"): 100 * misses / 2, ("-", "403"): unsigned}
+        cases.append(_case(_edge_traffic(spec, edge, rates, egress), alert, "15m", fires))
     return cases
+
+
+def _error_ratio_cases(spec: StackSpec, edge: Edge, plan: EdgePlan, rules: dict) -> list[dict]:
+    """5xx share of all responses against the SLO, while at least 1% of the peak's segment requests
+    (viewers / segment duration) arrive."""
+    alert = _alert_rule(rules, "PeaknightEdgeErrorRatioHigh", edge=edge.name)
+    slo, live = spec.slo.edge_error_ratio, plan.viewers.value / edge.segment_seconds * 0.01
+    cases = []
+    for share, per_s, fires in ((2 * slo, live * 4, True), (slo / 2, live * 4, False), (2 * slo, live / 4, False)):
+        rates = {("HIT", "200"): per_s * (1 - share), ("MISS", "502"): per_s * share / 2,
+                 ("-", "504"): per_s * share / 2}
+        cases.append(_case(_edge_traffic(spec, edge, rates, plan.egress_gbps.value / 2), alert, "10m", fires))
+    return cases
+
+
+def _edge_records_case(spec: StackSpec, edge: Edge) -> dict:
+    """Recorded values from known traffic: 8 of 10 cacheable requests hits (the 10 403s/s aside),
+    1 in 40 responses a 5xx, and origin egress the bytes of misses alone (2 Gbps of 82)."""
+    rates = {("HIT", "200"): 6, ("STALE", "200"): 1, ("UPDATING", "200"): 1, ("MISS", "200"): 1,
+             ("MISS", "504"): 0.5, ("EXPIRED", "200"): 0.5, ("-", "403"): 10}
+    gbyte = 1e9 / 8
+    series = _edge_traffic(spec, edge, rates, 82, {"HIT": 80 * gbyte, "MISS": gbyte, "EXPIRED": gbyte})
+    window, rec = monitoring.RATE_WINDOW, f'{{edge="{edge.name}"}}'
+    expected = [(f"edge:hit_ratio:rate{window}", rec, 0.8), (f"edge:error_ratio:rate{window}", rec, 0.025),
+                (f"edge:origin_gbps:rate{window}", rec, 2.0), (f"edge:egress_gbps:rate{window}", rec, 82.0),
+                (f"edge:requests:rate{window}", rec, 20.0),
+                (f"edge_cache:requests:rate{window}", f'{{cache="MISS", edge="{edge.name}"}}', 1.5)]
+    return {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [{"expr": name + labels, "eval_time": "10m",
+                                  "exp_samples": [{"labels": name + labels, "value": value}]}
+                                 for name, labels, value in expected]}
+
+
+def _edge_cases(spec: StackSpec, edge: Edge, plan: EdgePlan, rules: dict) -> list[dict]:
+    alert = _alert_rule(rules, "PeaknightEdgeEgressAboveCapacity", edge=edge.name)
+    capacity = [_case(_edge_traffic(spec, edge, {}, plan.capacity_gbps.value * factor), alert, "10m", fires)
+                for factor, fires in ((1.1, True), (0.9, False))]
+    return (_hit_ratio_cases(spec, edge, plan, rules) + _error_ratio_cases(spec, edge, plan, rules) + capacity
+            + [_edge_records_case(spec, edge)])
 
 
 def _headline_case(spec: StackSpec, model: Model) -> dict:
@@ -165,12 +219,13 @@ def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path
         rules = yaml.safe_load(path.read_text())
         cplan = objects.plan.cluster(cluster)
         model = next((m for m in spec.models if path.name == f"{cluster}.rules-{m.name}.yaml"), None)
+        edge = next((e for e in spec.edges if path.name == f"{cluster}.rules-edge-{e.name}.yaml"), None)
         if model:
             cases = _model_cases(spec, model, cplan.model(model.name), rules) + [_headline_case(spec, model)]
         elif path.name == f"{cluster}.rules-pools.yaml":
             cases = _pool_cases(cplan, rules)
         else:
-            cases = _edge_cases(spec, cplan, rules)
+            cases = _edge_cases(spec, edge, cplan.edge(edge.name), rules)
         test = tmp_path / f"{path.stem}.test.yaml"
         test.write_text(yaml.safe_dump({"rule_files": [path.name], "evaluation_interval": EVAL, "tests": cases}))
         test_files.append(test)
