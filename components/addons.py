@@ -240,7 +240,7 @@ def prometheus_adapter_values(spec: StackSpec, cluster: Cluster, release: str,
     if external and cluster.autoscaler is AutoscalerKind.KEDA:
         raise ValueError(f"cluster {cluster.name}: an HPA reads an External metric, but KEDA's metrics server "
                          "owns that API there; read it through a ScaledObject")
-    prometheus = urlsplit(autoscaling.prometheus_url(spec))
+    prometheus = urlsplit(cluster.prometheus_url)
     pods = {"app.kubernetes.io/name": chart(PROMETHEUS_ADAPTER).name, "app.kubernetes.io/instance": release}
     return {"prometheus": {"url": f"{prometheus.scheme}://{prometheus.hostname}", "port": prometheus.port},
             "replicas": controller_replicas(spec),

@@ -53,11 +53,6 @@ EXTERNAL_METRIC = "peaknight_model_tokens_per_second"
 SCALE_TARGET_FIELD = "spec.replicas"
 
 
-def prometheus_url(spec: StackSpec) -> str:
-    """The Prometheus the prometheus-operator runs in the monitoring namespace."""
-    return f"http://prometheus-operated.{monitoring_namespace(spec)}.svc:9090"
-
-
 def token_series(matchers: str) -> str:
     """The engines' token counters (engines.token_counters) narrowed by PromQL label `matchers`."""
     return f'{{__name__=~"{"|".join(engines.token_counters())}",{matchers}}}'
@@ -164,11 +159,11 @@ def _annotations(spec: StackSpec, model: Model, plan: ModelPlan) -> dict[str, st
     }
 
 
-def scaled_object(spec: StackSpec, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
+def scaled_object(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
     floor, peak = int(plan.floor_replicas.value), int(plan.replicas.value)
     to_zero = bool(spec.policy.scale_to_zero)
     triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": "tokens", "metadata": {
-        "serverAddress": prometheus_url(spec), "query": token_query(spec, model),
+        "serverAddress": cluster.prometheus_url, "query": token_query(spec, model),
         "threshold": str(int(threshold(spec, plan).value)), "activationThreshold": str(ACTIVATION_TPS),
         # An empty answer is an error, not zero: a lost target trips the fallback, never a scale-down.
         "ignoreNullValues": "false"}}]
@@ -198,7 +193,7 @@ def scaled_object(spec: StackSpec, model: Model, plan: ModelPlan, target: dict[s
     })
 
 
-def hpa(spec: StackSpec, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
+def hpa(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
     """The plain HPA: no schedule, so the floor is the highest any moment needs, all night."""
     peak = int(plan.replicas.value)
     floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(spec, model, plan)])
@@ -225,4 +220,4 @@ def hpa(spec: StackSpec, model: Model, plan: ModelPlan, target: dict[str, str]) 
 
 def build(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan, service: Unit) -> Unit:
     make = scaled_object if cluster.autoscaler is AutoscalerKind.KEDA else hpa
-    return Unit("Autoscaler", model.name, (make(spec, model, plan, target_ref(service)),))
+    return Unit("Autoscaler", model.name, (make(spec, cluster, model, plan, target_ref(service)),))

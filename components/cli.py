@@ -66,8 +66,8 @@ def _validate(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem)
     verdict = f"{len(problems)} violation(s)" if problems else "policy checks and API/CRD schemas pass"
-    print(f"stack '{loaded.name}': {count} objects in {len(objects.clusters)} clusters: {verdict}")
     _warn_placeholders(loaded.spec)
+    print(f"stack '{loaded.name}': {count} objects in {len(objects.clusters)} clusters: {verdict}")
     return CHECK_FAILED if problems else OK
 
 

@@ -141,6 +141,9 @@ class Cluster:
     autoscaler: AutoscalerKind = AutoscalerKind.KEDA
     node_role: str = Field(default="KarpenterNodeRole", description="IAM role of Karpenter nodes")
     gateway_class: str = Field(default="eg", description="GatewayClass the model routes attach to")
+    prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090",
+                                description="Prometheus that KEDA and prometheus-adapter query: the "
+                                "prometheusStack add-on's (namespace monitoring), or your own")
     model_cache_class: str = Field(default="fsx-lustre", description="ReadWriteMany StorageClass for weights")
     adopt_existing: bool = Field(default=False, description="upsert objects that already exist")
     max_nodes: int = Field(default=5000, gt=0, le=5000, description="Kubernetes envelope")

@@ -142,3 +142,15 @@ def test_keda_resources_grow_with_the_scaled_objects():
     values = addons.keda_values(spec, 250)  # three blocks of 100
     assert values["resources"]["operator"]["requests"] == {"cpu": "300m", "memory": "300Mi"}
     assert values["resources"]["metricServer"]["limits"] == {"cpu": "3000m", "memory": "3000Mi"}
+
+
+def test_default_prometheus_url_is_the_one_the_prometheus_stack_addon_installs():
+    """KEDA's trigger and prometheus-adapter query clusters[].prometheusUrl: by default it must name
+    the Service the prometheus-operator creates in the namespace the add-on installs into."""
+    from urllib.parse import urlsplit
+
+    from components import addons, spec
+
+    default = spec.Cluster(name="x", region="r", zones=("a",), share=1.0).prometheus_url
+    host = urlsplit(default).hostname
+    assert host == f"prometheus-operated.{addons.chart(addons.PROMETHEUS_STACK).namespace}.svc"

@@ -82,3 +82,14 @@ def test_the_console_script_runs_the_main_job(tmp_path):
     result = subprocess.run([str(exe), "render", "broadcast", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "total: 16 clusters" in result.stdout and "all models and edges covered" in result.stdout
+
+
+def test_placeholder_digests_are_warned_about(capsys, tmp_path):
+    spec = config.load_stack("broadcast").spec
+    placeholders = config.placeholder_images(spec)
+    assert placeholders and all(i.endswith("@sha256:" + "0" * 64) for i in placeholders)
+    assert cli.main(["render", "broadcast", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for image in placeholders:
+        assert f"warning: {image.split('@')[0]} is pinned to the placeholder digest" in out
+    assert config.placeholder_images(config.load_stack("rehearsal").spec) == []
