@@ -25,3 +25,12 @@ def require_tool(name: str) -> str:
 @pytest.fixture(params=["broadcast", "rehearsal"])
 def stack_name(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def runs():
+    """The Pulumi program of both stacks under Pulumi's mocks, run once for every test that reads
+    the recorded resources (a run is about ten seconds; the records are read-only data)."""
+    from pulumi_harness import run_program
+
+    return {name: run_program(STACKS / f"Pulumi.{name}.yaml") for name in ("broadcast", "rehearsal")}

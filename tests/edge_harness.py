@@ -87,7 +87,7 @@ class Stream:
             latest = self.latest
         first = max(0, latest - self.window + 1)
         lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{math.ceil(self.segment_seconds)}",
-                 f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES", f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+                 "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES", f"#EXT-X-MEDIA-SEQUENCE:{first}"]
         for msn in range(first, latest + 1):
             lines += [f"#EXTINF:{self.segment_seconds:.3f},", f"seg{msn}.ts"]
         return "\n".join(lines) + "\n"

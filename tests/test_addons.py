@@ -7,20 +7,12 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from components import addons, config, event
 from components.program_addons import RELEASE_TYPE
-from conftest import STACKS
 from pulumi_harness import normalise, run_program
 from test_config import write_variant
 
 EXACT = re.compile(r"^v?\d+\.\d+\.\d+$")
-
-
-@pytest.fixture(scope="module")
-def runs():
-    return {name: run_program(STACKS / f"Pulumi.{name}.yaml") for name in ("broadcast", "rehearsal")}
 
 
 def releases_of(mocks, cluster: str) -> dict[str, object]:

@@ -3,7 +3,6 @@ envelope, and the faster YAML dumper writes exactly what PyYAML's C safe dumper 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import yaml
 

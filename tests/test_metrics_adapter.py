@@ -12,7 +12,7 @@ from conftest import require_tool
 
 from components import addons, config, engines
 from pulumi_harness import RecordingMocks, run_program
-from test_addons import kind_of, releases_of, runs  # noqa: F401 (runs: the mocked programs of both stacks)
+from test_addons import kind_of, releases_of
 from test_config import write_variant
 
 ADAPTER = "prometheus-adapter"

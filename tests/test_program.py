@@ -13,11 +13,6 @@ K8S = "kubernetes:"
 PROVIDER = "pulumi:providers:kubernetes"
 
 
-@pytest.fixture(scope="module")
-def runs():
-    return {name: run_program(STACKS / f"Pulumi.{name}.yaml") for name in ("broadcast", "rehearsal")}
-
-
 def kube_objects(mocks):
     """Kubernetes objects registered (Helm releases are add-ons, not rendered objects)."""
     return [r for r in mocks.resources if r.typ.startswith(K8S) and not r.typ.startswith("kubernetes:helm.sh")]
