@@ -33,8 +33,8 @@ from typing import Any
 from . import engines, warmup
 from .capacity import Figure, ModelPlan
 from .forecast import moment_end
-from .monitoring import RATE_WINDOW
-from .objects import Obj, Unit, inference_namespace, meta, monitoring_namespace
+from .monitoring import engine_tokens_per_second
+from .objects import Obj, Unit, inference_namespace, meta
 from .spec import AutoscalerKind, Cluster, Model, Stage, StackSpec
 from .timeline import cron_at
 
@@ -66,10 +66,7 @@ def tokens_per_second(matchers: str) -> str:
     One sum per engine, joined by `or`: a model runs one engine, so exactly one term has series, and
     a lost target still answers nothing (an error, not zero). Not rate() over a name regex: the
     counters of one pod differ only in their name, which rate() drops, and the vector is invalid."""
-    def engine(e: engines.EngineInfo) -> str:
-        return " + ".join(f"sum(rate({name}{{{matchers}}}[{RATE_WINDOW}]))"
-                          for name in (e.prompt_tokens_metric, e.generation_tokens_metric))
-    return " or ".join(f"({engine(e)})" for e in engines.ENGINES.values())
+    return " or ".join(f"({engine_tokens_per_second(e, matchers)})" for e in engines.ENGINES.values())
 
 
 def metric_labels(model: Model) -> dict[str, str]:

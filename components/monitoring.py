@@ -38,10 +38,21 @@ def _num(x: float) -> str:
     return f"{x:.12g}"
 
 
+def _matchers(**labels: str) -> str:
+    """Label matchers without braces; a value starting with '~' is a regex match."""
+    return ", ".join(f'{k}=~"{v[1:]}"' if v.startswith("~") else f'{k}="{v}"' for k, v in labels.items())
+
+
 def _sel(**labels: str) -> str:
-    """A label selector; a value starting with '~' is a regex match."""
-    parts = [f'{k}=~"{v[1:]}"' if v.startswith("~") else f'{k}="{v}"' for k, v in labels.items()]
-    return "{" + ", ".join(parts) + "}"
+    """A label selector: the matchers in braces."""
+    return "{" + _matchers(**labels) + "}"
+
+
+def engine_tokens_per_second(e: engines.EngineInfo, matchers: str) -> str:
+    """Input + output tokens/s of one engine's counters narrowed by PromQL `matchers` (no braces).
+    The one expression behind the tokens/min recording rule and the autoscalers' token query."""
+    return " + ".join(f"sum(rate({name}{{{matchers}}}[{RATE_WINDOW}]))"
+                      for name in (e.prompt_tokens_metric, e.generation_tokens_metric))
 
 
 def pod_pattern(workload: str, group_size: int = 1) -> str:
@@ -75,8 +86,7 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
     records = [
         # The night's headline number: input + output tokens, per minute.
         ("model:tokens_per_minute:rate" + RATE_WINDOW,
-         f"(sum(rate({e.prompt_tokens_metric}{sel}[{RATE_WINDOW}])) + "
-         f"sum(rate({e.generation_tokens_metric}{sel}[{RATE_WINDOW}]))) * 60"),
+         f"({engine_tokens_per_second(e, _matchers(namespace=ns, model_name=model.name))}) * 60"),
         ("model:requests_waiting:sum", f"sum({e.waiting_metric}{sel})"),
         ("model:requests_running:sum", f"sum({e.running_metric}{sel})"),
         *[(f"model:ttft_seconds:p{int(q * 100)}", _quantile((e.ttft_histogram,), q, sel)) for q in (0.5, 0.99)],
