@@ -156,6 +156,11 @@ def replica_tps(model: Model, pool: GpuPool) -> Figure:
                          f"per {row.gpus_per_replica}x{row.gpu} replica ({row.source})")
 
 
+def gpus_per_node(pool: GpuPool) -> int:
+    """GPUs one node of the pool brings (config checks every instance type of a pool agrees)."""
+    return profiles.load().instance_types[pool.instance_types[0]].gpus
+
+
 def replicas_for(demand: float, per_replica: float, spec: StackSpec, zones: int, label: str) -> Figure:
     """Smallest replica count serving `demand` at target utilisation and headroom, even with the
     largest zone (ceil(R/zones) replicas under zone spread) lost when the policy asks for it."""
@@ -194,7 +199,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     zones = len(cluster.zones)
     for model in spec.models:
         pool = pools[model.pool]
-        gpn = table.instance_types[pool.instance_types[0]].gpus
+        gpn = gpus_per_node(pool)
         row = table.throughput[(model.model_class, pool.gpus[0])]
         gpr = row.gpus_per_replica
         per_node = max(1, gpn // gpr)
@@ -239,7 +244,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         pool_surge[pool.name] += nodes_per_replica
     plans = []
     for name, pool in pools.items():
-        gpn = table.instance_types[pool.instance_types[0]].gpus
+        gpn = gpus_per_node(pool)
         nodes = sum(n for n, _ in pool_nodes[name])
         limit = (nodes + pool_surge[name]) * gpn
         plans.append(PoolPlan(cluster.name, name, gpn,
