@@ -52,11 +52,11 @@ def resource_for(obj: Obj, name: str, opts: pulumi.ResourceOptions) -> pulumi.Cu
 
 
 class Cluster(pulumi.ComponentResource):
-    """Everything of the event in one cluster; its children all use the cluster's provider."""
+    """Everything of the event in one cluster; its children all use the cluster's provider
+    (passed in `opts.providers` and, explicitly, to every resource)."""
 
-    def __init__(self, name: str, provider: k8s.Provider, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, opts: pulumi.ResourceOptions):
         super().__init__("peaknight:index:Cluster", name, None, opts)
-        self.provider = provider
 
 
 class Unit(pulumi.ComponentResource):
@@ -86,7 +86,7 @@ def deploy(spec: StackSpec) -> event.EventObjects:
     for cluster_objects in objects.clusters:
         cluster = cluster_objects.cluster
         provider = provider_for(spec, cluster.name, cluster.adopt_existing)
-        parent = Cluster(cluster.name, provider, pulumi.ResourceOptions(providers=[provider]))
+        parent = Cluster(cluster.name, pulumi.ResourceOptions(providers=[provider]))
         releases = addons.build(spec, objects.plan.cluster(cluster.name), cluster,
                                 [obj for unit in cluster_objects.units for obj in unit.objects])
         cluster_addons = ClusterAddons(cluster.name, releases, provider, bool(spec.policy.protect),
