@@ -1,4 +1,4 @@
 """Pulumi entry point: load the stack's spec from its config and declare the event."""
-from components import program
+from peaknight.pulumi import program
 
 program.main()

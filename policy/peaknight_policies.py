@@ -1,4 +1,4 @@
-"""The checks of components/policy.py as Pulumi stack policies (imported by __main__.py and tests).
+"""The checks of peaknight/review/policy.py as Pulumi stack policies (imported by __main__.py and tests).
 
 The preview's Kubernetes resources are turned back into the objects the checks read: the
 manifest from the resource's inputs, `protect` from its options, the cluster from its name
@@ -12,8 +12,10 @@ from typing import Any, Callable
 
 from pulumi_policy import PolicyResource, ReportViolation, StackValidationArgs, StackValidationPolicy
 
-from components import capacity, config, policy
-from components.objects import Obj
+from peaknight.plan import capacity
+from peaknight.spec import config
+from peaknight.review import policy
+from peaknight.builders.objects import Obj
 
 _MANIFEST_KEYS = ("apiVersion", "kind", "metadata", "spec", "data", "value", "globalDefault",
                   "preemptionPolicy", "description")

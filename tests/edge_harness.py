@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from components import edge_logs, edge_nginx
-from components.spec import Edge
+from peaknight.edges import logs as edge_logs
+from peaknight.edges import nginx as edge_nginx
+from peaknight.spec.stack import Edge
 
 SCOPE = "/live/gala/"              # /<app>/<stream>/: what a viewer's token signs
 SECRET = "test-only-secure-link-secret"

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pulumi
 
-from components import config
+from peaknight.spec import config
 
 
 def normalise(value: Any) -> Any:
@@ -75,9 +75,9 @@ def stack_config(path: Path, kubeconfigs: bool = True) -> dict[str, str]:
 
 
 def run_program(path: Path, kubeconfigs: bool = True) -> RecordingMocks:
-    """Run components.program.main() for the stack at `path` under mocks; return what registered."""
+    """Run peaknight.pulumi.program.main() for the stack at `path` under mocks; return what registered."""
     def main() -> None:
-        from components import program
+        from peaknight.pulumi import program
         program.main()
 
     return run_under_mocks(main, path.stem.split(".")[-1], stack_config(path, kubeconfigs))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import re
 
-from components import addons, config, event
-from components.program_addons import RELEASE_TYPE
+from peaknight.addons import releases as addons
+from peaknight.spec import config
+from peaknight.builders import event
+from peaknight.pulumi.addons import RELEASE_TYPE
 from pulumi_harness import normalise, run_program
 from test_config import write_variant
 
@@ -141,7 +143,8 @@ def test_default_prometheus_url_is_the_one_the_prometheus_stack_addon_installs()
     the Service the prometheus-operator creates in the namespace the add-on installs into."""
     from urllib.parse import urlsplit
 
-    from components import addons, spec
+    from peaknight.addons import releases as addons
+    from peaknight.spec import stack as spec
 
     default = spec.Cluster(name="x", region="r", zones=("a",), share=1.0).prometheus_url
     host = urlsplit(default).hostname

@@ -7,8 +7,12 @@ import math
 
 import pytest
 
-from components import autoscaling, config, event, k8s_schema, warmup
-from components.spec import Stage
+from peaknight.builders import autoscaling
+from peaknight.spec import config
+from peaknight.builders import event
+from peaknight.review import schema as k8s_schema
+from peaknight.builders import warmup
+from peaknight.spec.stack import Stage
 
 
 @pytest.fixture(scope="module")

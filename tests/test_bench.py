@@ -6,7 +6,10 @@ import sys
 
 import yaml
 
-from components import capacity, config, event, render
+from peaknight.plan import capacity
+from peaknight.spec import config
+from peaknight.builders import event
+from peaknight.cli import render
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))

@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from components import capacity, cli, config
-from components.capacity import replicas_for, zone_split
+from peaknight.plan import capacity
+from peaknight.cli import main as cli
+from peaknight.spec import config
+from peaknight.plan.capacity import replicas_for, zone_split
 from test_config import write_variant
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import cli, config
-from components.spec import CapacityType, Stage
+from peaknight.cli import main as cli
+from peaknight.spec import config
+from peaknight.spec.stack import CapacityType, Stage
 from conftest import STACKS
 
 

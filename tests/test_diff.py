@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from components import capacity, cli, config
+from peaknight.plan import capacity
+from peaknight.cli import main as cli
+from peaknight.spec import config
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_ROUND = '      - {name: red-packet-4, at: "2026-02-16T23:15:00", load: 0.9, durationMinutes: 10, rampMinutes: 1}\n'
@@ -23,8 +25,8 @@ def _git(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """The kit's committed components/ and stacks/, committed again in a fresh repository."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD", "components", "stacks"],
+    """The kit's committed peaknight/ and stacks/, committed again in a fresh repository."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD", "peaknight", "stacks"],
                              check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tmp_path, filter="data")
@@ -74,7 +76,7 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
 
 def test_a_code_change_shows_without_a_stack_change(repo: Path, capsys: pytest.CaptureFixture) -> None:
     """The base side runs the base's code: a builder change alone is visible in review."""
-    inference = repo / "components" / "inference.py"
+    inference = repo / "peaknight" / "builders" / "inference.py"
     inference.write_text(inference.read_text().replace("DRAIN_SECONDS = 300", "DRAIN_SECONDS = 360"))
     code, out, _ = _diff(capsys, repo / "stacks" / "Pulumi.rehearsal.yaml")
     assert code == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from components import spec
-from components.config import _alias
+from peaknight.spec import stack as spec
+from peaknight.spec.config import _alias
 from conftest import ROOT
 
 

@@ -5,7 +5,8 @@ import dataclasses
 
 import pytest
 
-from components import capacity, config
+from peaknight.plan import capacity
+from peaknight.spec import config
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ import re
 import pytest
 import yaml
 
-from components import config, edge_logs, edge_nginx
+from peaknight.spec import config
+from peaknight.edges import logs as edge_logs
+from peaknight.edges import nginx as edge_nginx
 from conftest import require_tool
 from edge_harness import SECRET, EdgeServer, workdir
 

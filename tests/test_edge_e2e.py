@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 import edge_harness as h
-from components import config, edge_logs
+from peaknight.spec import config
+from peaknight.edges import logs as edge_logs
 from conftest import require_tool
 
 SEGMENT_SECONDS = 1.0

@@ -5,7 +5,14 @@ import dataclasses
 
 import pytest
 
-from components import capacity, config, edge_logs, edge_nginx, edges, event, k8s_schema, render
+from peaknight.plan import capacity
+from peaknight.spec import config
+from peaknight.edges import logs as edge_logs
+from peaknight.edges import nginx as edge_nginx
+from peaknight.edges import live as edges
+from peaknight.builders import event
+from peaknight.review import schema as k8s_schema
+from peaknight.cli import render
 
 
 def edge_units(stack: str):

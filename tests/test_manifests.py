@@ -6,8 +6,13 @@ import math
 
 import pytest
 
-from components import capacity, config, engines, event, inference, profiles
-from components.objects import Obj
+from peaknight.plan import capacity
+from peaknight.spec import config
+from peaknight.engines import base as engines
+from peaknight.builders import event
+from peaknight.builders import inference
+from peaknight.spec import profiles
+from peaknight.builders.objects import Obj
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ import pytest
 import yaml
 from conftest import require_tool
 
-from components import addons, config, engines
+from peaknight.addons import releases as addons
+from peaknight.spec import config
+from peaknight.engines import base as engines
 from pulumi_harness import RecordingMocks, run_program
 from test_addons import kind_of, releases_of
 from test_config import write_variant

@@ -10,11 +10,17 @@ import pytest
 import yaml
 from conftest import require_tool
 
-from components import config, edge_logs, edges, engines, event, k8s_schema, monitoring
-from components.capacity import EdgePlan, ModelPlan
-from components.inference import startup_budget
-from components.objects import edge_namespace, inference_namespace
-from components.spec import Edge, Model, StackSpec
+from peaknight.spec import config
+from peaknight.edges import logs as edge_logs
+from peaknight.edges import live as edges
+from peaknight.engines import base as engines
+from peaknight.builders import event
+from peaknight.review import schema as k8s_schema
+from peaknight.builders import monitoring
+from peaknight.plan.capacity import EdgePlan, ModelPlan
+from peaknight.builders.inference import startup_budget
+from peaknight.builders.objects import edge_namespace, inference_namespace
+from peaknight.spec.stack import Edge, Model, StackSpec
 
 EVAL = "1m"
 

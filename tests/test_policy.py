@@ -1,4 +1,4 @@
-"""Policy checks (components/policy.py): both stacks pass; each check fails a bad object and names
+"""Policy checks (peaknight/review/policy.py): both stacks pass; each check fails a bad object and names
 it; the Pulumi policy pack (policy/) runs the same checks on preview-shaped resources."""
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import pytest
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import analyzer_pb2_grpc
 
-from components import config, event, policy
-from components.objects import Obj
+from peaknight.spec import config
+from peaknight.builders import event
+from peaknight.review import policy
+from peaknight.builders.objects import Obj
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "policy"))

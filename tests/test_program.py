@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from components import config, event
+from peaknight.spec import config
+from peaknight.builders import event
 from conftest import STACKS
 from pulumi_harness import normalise, run_program
 

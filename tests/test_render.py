@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import cli, config, event, k8s_schema, render
+from peaknight.cli import main as cli
+from peaknight.spec import config
+from peaknight.builders import event
+from peaknight.review import schema as k8s_schema
+from peaknight.cli import render
 from conftest import ROOT, STACKS
 
 
@@ -70,7 +74,7 @@ def test_a_stack_file_outside_the_repo_renders(tmp_path, capsys):
 
 
 def test_render_stays_off_the_pulumi_sdk(tmp_path):
-    code = ("import sys; from components import cli; rc = cli.main(['render', 'rehearsal', '--out', sys.argv[1]]); "
+    code = ("import sys; from peaknight.cli import main as cli; rc = cli.main(['render', 'rehearsal', '--out', sys.argv[1]]); "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_kubernetes')); "
             "print(bad); sys.exit(rc or bool(bad))")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True)

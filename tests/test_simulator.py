@@ -6,8 +6,11 @@ import time
 
 import pytest
 
-from components import cli, config, event, simulator
-from components.simulator import CronFloor, Hpa, Rules, ScalingPolicy, metric_replicas
+from peaknight.cli import main as cli
+from peaknight.spec import config
+from peaknight.builders import event
+from peaknight.sim import simulator
+from peaknight.sim.simulator import CronFloor, Hpa, Rules, ScalingPolicy, metric_replicas
 
 
 def test_tolerance_band():

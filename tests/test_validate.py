@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from components import cli
+from peaknight.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

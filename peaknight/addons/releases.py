@@ -1,0 +1,288 @@
+"""Cluster add-ons: which pinned charts (charts/) a cluster gets and the values derived for it.
+
+Pure (no Pulumi): the Pulumi shell turns each AddonRelease into a Helm Release and makes every
+object whose kind needs a CRD depend on the release that brings it. Values are the chart's
+values.yaml, then values-<stage>.yaml, then what is derived here from the spec and the plan,
+because the numbers that matter on the night must follow the night, not a copied file.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+import yaml
+
+from peaknight.builders import autoscaling
+from peaknight.spec import profiles
+from peaknight.plan.capacity import ClusterPlan
+from peaknight.builders.objects import Obj
+from peaknight.spec.stack import AutoscalerKind, Cluster, StackSpec
+
+CHARTS = Path(__file__).with_name("charts")  # package data: pinned charts and values
+
+# Add-on ids: the charts/ folder names and the fields of spec.Addons (with '-' for '_').
+GPU_OPERATOR, KARPENTER, KEDA, LWS, PROMETHEUS_STACK = "gpu-operator", "karpenter", "keda", "lws", "prometheus-stack"
+PROMETHEUS_ADAPTER = "prometheus-adapter"
+
+# The add-on whose chart brings the CRD of each custom kind the kit (or an add-on) creates.
+# Gateway and HTTPRoute are not here: they come with the cluster's gateway implementation
+# (Cluster.gateway_class), which the operator brings.
+CRD_ADDON: dict[str, str] = {
+    "NodePool": KARPENTER, "EC2NodeClass": KARPENTER,
+    "ScaledObject": KEDA, "TriggerAuthentication": KEDA,
+    "LeaderWorkerSet": LWS,
+    "ServiceMonitor": PROMETHEUS_STACK, "PodMonitor": PROMETHEUS_STACK, "PrometheusRule": PROMETHEUS_STACK,
+}
+
+# The autoscalers' timings, as the simulator replays them: the kit's ScaledObjects poll every
+# autoscaling.POLLING_SECONDS (KEDA's default is 30 s) and the HPA syncs every 15 s. Scraping at
+# the faster of the two means every poll and every sync reads a sample no older than one interval.
+SCRAPE_SECONDS = min(autoscaling.POLLING_SECONDS, autoscaling.HPA_SYNC_SECONDS)
+# Keep the night (and the rehearsal, a week before it) queryable until the review after the
+# broadcast: the window plus two weeks.
+REVIEW_DAYS = 14
+# est.: KEDA's documented default resources (100m / 100Mi requests) serve this many ScaledObjects
+# polling every 30 s; each further block of them gets another default's worth.
+SCALED_OBJECTS_PER_DEFAULT = 100
+KEDA_DEFAULT_REQUESTS = {"cpu_millis": 100, "memory_mib": 100}
+# HPA metric types only a metrics adapter serves (Resource metrics come from metrics-server): Pods
+# from the custom metrics API, External from the external metrics API.
+ADAPTER_METRIC_TYPES = ("Pods", "External")
+# The PromQL behind each External metric the kit's HPAs read: (series to discover, query template).
+EXTERNAL_QUERIES = {autoscaling.EXTERNAL_METRIC: (autoscaling.token_series, autoscaling.tokens_per_second)}
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One pinned chart: charts/<addon>/chart.yaml."""
+
+    addon: str
+    repository: str
+    name: str
+    version: str
+    namespace: str
+    uses: tuple[str, ...]
+
+    @property
+    def oci(self) -> bool:
+        return self.repository.startswith("oci://")
+
+    @property
+    def ref(self) -> str:
+        """How Helm names the chart: the full OCI reference, or the name within its repository."""
+        return f"{self.repository}/{self.name}" if self.oci else self.name
+
+
+@dataclass(frozen=True)
+class AddonRelease:
+    """One Helm release of an add-on on one cluster, with its final values."""
+
+    addon: str
+    name: str
+    chart: Chart
+    values: dict[str, Any]
+    needs: tuple[str, ...]  # add-ons (enabled here) whose CRDs the release's own objects use
+
+
+def _read(path: Path) -> Any:
+    """A chart file's content, a private copy: callers may change what they get."""
+    return copy.deepcopy(_parsed(path))
+
+
+@cache
+def _parsed(path: Path) -> Any:
+    """Each chart file parsed once per process (C loader): the same files serve every cluster."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if path.exists() else None
+
+
+@cache
+def chart(addon: str) -> Chart:
+    raw = _read(CHARTS / addon / "chart.yaml")
+    return Chart(addon, raw["repository"], raw["name"], str(raw["version"]), raw["namespace"],
+                 tuple(raw.get("uses", ())))
+
+
+def all_addons() -> tuple[str, ...]:
+    """Every add-on with a pinned chart."""
+    return tuple(sorted(p.parent.name for p in CHARTS.glob("*/chart.yaml")))
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Helm's rule for values files: maps merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def file_values(addon: str, stage: str) -> dict[str, Any]:
+    """values.yaml overlaid with values-<stage>.yaml, when there is one."""
+    folder = CHARTS / addon
+    return merge(_read(folder / "values.yaml") or {}, _read(folder / f"values-{stage}.yaml") or {})
+
+
+def enabled(cluster: Cluster, addon: str) -> bool:
+    return getattr(cluster.addons, addon.replace("-", "_"))
+
+
+@dataclass(frozen=True, order=True)
+class MetricUse:
+    """One custom or external metric an HPA reads, in the HPA's namespace."""
+
+    type: str
+    name: str
+    namespace: str
+
+
+def metric_uses(obj: Obj) -> tuple[MetricUse, ...]:
+    """The metrics of an HPA that only an adapter serves; none for any other object."""
+    if obj.kind != "HorizontalPodAutoscaler":
+        return ()
+    return tuple(MetricUse(m["type"], m[m["type"].lower()]["metric"]["name"], obj.namespace)
+                 for m in obj.manifest["spec"]["metrics"] if m["type"] in ADAPTER_METRIC_TYPES)
+
+
+def needed_addons(obj: Obj) -> tuple[str, ...]:
+    """The add-ons an object waits for: the one that brings its kind's CRD and, for an HPA on
+    custom or external metrics, the adapter that serves them (a core kind needs no CRD, but its
+    metrics API must answer before the HPA can scale)."""
+    needs = (CRD_ADDON.get(obj.kind), PROMETHEUS_ADAPTER if metric_uses(obj) else None)
+    return tuple(addon for addon in needs if addon)
+
+
+def scaled_objects(spec: StackSpec, cluster: Cluster) -> int:
+    """One ScaledObject per model on a KEDA cluster (the autoscaler issue's objects)."""
+    return len(spec.models) if cluster.autoscaler is AutoscalerKind.KEDA else 0
+
+
+# ---- derived values ------------------------------------------------------------------------------
+
+def gpu_operator_values(gpus: set[str], driver_baked: bool) -> dict[str, Any]:
+    """Driver settings for the cluster's GPU types. Where the node image carries the driver and
+    container toolkit (what the simulator's cold start assumes), the operator installs neither;
+    otherwise it installs the newest driver any of the types needs."""
+    if driver_baked:
+        return {"driver": {"enabled": False}, "toolkit": {"enabled": False},
+                "dcgmExporter": {"serviceMonitor": {"interval": f"{SCRAPE_SECONDS}s"}}}
+    table = _read(CHARTS / GPU_OPERATOR / "drivers.yaml")
+    rows = [table[gpu] for gpu in sorted(gpus)]
+    newest = max(rows, key=lambda row: tuple(int(part) for part in row["version"].split(".")))
+    return {"driver": {"enabled": True, "version": newest["version"],
+                       "kernelModuleType": newest["kernelModuleType"]},
+            "toolkit": {"enabled": True},
+            "dcgmExporter": {"serviceMonitor": {"interval": f"{SCRAPE_SECONDS}s"}}}
+
+
+def karpenter_values(cluster: Cluster) -> dict[str, Any]:
+    """Karpenter discovers subnets and security groups by the tag the EC2NodeClasses select on."""
+    return {"settings": {"clusterName": cluster.name}}
+
+
+def controller_replicas(spec: StackSpec) -> int:
+    """Two where the stack must survive a zone's loss (one in another zone), one otherwise."""
+    return 2 if spec.policy.survive_zone_loss else 1
+
+
+def keda_values(spec: StackSpec, scaled: int) -> dict[str, Any]:
+    """Operator and metrics server for `scaled` ScaledObjects: a standby replica in another zone
+    where the stack must survive a zone's loss (only the leader works), resources per block."""
+    replicas = controller_replicas(spec)
+    blocks = max(1, math.ceil(scaled / SCALED_OBJECTS_PER_DEFAULT))
+    cpu, memory = KEDA_DEFAULT_REQUESTS["cpu_millis"] * blocks, KEDA_DEFAULT_REQUESTS["memory_mib"] * blocks
+    resources = {"requests": {"cpu": f"{cpu}m", "memory": f"{memory}Mi"},
+                 "limits": {"cpu": f"{10 * cpu}m", "memory": f"{10 * memory}Mi"}}
+    return {"operator": {"replicaCount": replicas}, "metricsServer": {"replicaCount": replicas},
+            "resources": {"operator": resources, "metricServer": resources}}
+
+
+def prometheus_values(spec: StackSpec) -> dict[str, Any]:
+    """Scrape as often as the autoscalers read; keep the night until its review."""
+    window = spec.event.window.end - spec.event.window.start
+    days = math.ceil(window.total_seconds() / 86400) + REVIEW_DAYS
+    interval = f"{SCRAPE_SECONDS}s"
+    return {"prometheus": {"prometheusSpec": {"scrapeInterval": interval, "evaluationInterval": interval,
+                                              "retention": f"{days}d"}}}
+
+
+def custom_rule(use: MetricUse) -> dict[str, Any]:
+    """A Pods metric: the series of that name per pod in the HPA's namespace, as it is scraped (a
+    gauge per pod, e.g. the edge exporter's active connections), which the HPA then averages."""
+    return {"seriesQuery": f'{use.name}{{namespace="{use.namespace}",pod!=""}}',
+            "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+            "name": {"matches": f"^{use.name}$", "as": use.name},
+            "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)"}
+
+
+def external_rule(use: MetricUse) -> dict[str, Any]:
+    """An External metric: the kit's own query for it, with the adapter's matchers (the HPA's
+    selector and namespace) where the kit's query has the model's; one rule per name."""
+    series, query = EXTERNAL_QUERIES[use.name]
+    return {"seriesQuery": series(f'namespace="{use.namespace}"'),
+            "resources": {"overrides": {"namespace": {"resource": "namespace"}}},
+            "name": {"matches": ".*", "as": use.name},
+            "metricsQuery": query("<<.LabelMatchers>>")}
+
+
+def prometheus_adapter_values(spec: StackSpec, cluster: Cluster, release: str,
+                              uses: Iterable[MetricUse]) -> dict[str, Any]:
+    """Rules for exactly the metrics the cluster's HPAs read, from the Prometheus KEDA reads. Where
+    KEDA runs, its metrics server owns the external metrics APIService (one server per API), so the
+    adapter serves custom metrics only: no external rules, so the chart creates no external
+    APIService (the kit's HPAs there read none; one that did is refused). Replicas spread over
+    zones so a lost zone leaves the APIs answering."""
+    distinct = sorted(set(uses))
+    external = [external_rule(u) for u in distinct if u.type == "External"]
+    if external and cluster.autoscaler is AutoscalerKind.KEDA:
+        raise ValueError(f"cluster {cluster.name}: an HPA reads an External metric, but KEDA's metrics server "
+                         "owns that API there; read it through a ScaledObject")
+    prometheus = urlsplit(cluster.prometheus_url)
+    pods = {"app.kubernetes.io/name": chart(PROMETHEUS_ADAPTER).name, "app.kubernetes.io/instance": release}
+    return {"prometheus": {"url": f"{prometheus.scheme}://{prometheus.hostname}", "port": prometheus.port},
+            "replicas": controller_replicas(spec),
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                           "whenUnsatisfiable": "DoNotSchedule",
+                                           "labelSelector": {"matchLabels": pods}}],
+            "rules": {"custom": [custom_rule(u) for u in distinct if u.type == "Pods"],
+                      "external": external}}
+
+
+# ---- which releases a cluster gets ---------------------------------------------------------------
+
+def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster,
+            objects: Iterable[Obj]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(addon, release name, derived values) for every add-on the cluster's objects need."""
+    gpus = {gpu for pool in spec.gpu_pools for gpu in pool.gpus}
+    out = [(PROMETHEUS_STACK, "kube-prometheus-stack", prometheus_values(spec)),
+           (GPU_OPERATOR, "gpu-operator",
+            gpu_operator_values(gpus, profiles.load().timings.gpu_driver_seconds == 0)),
+           (KARPENTER, "karpenter", karpenter_values(cluster))]
+    scaled = scaled_objects(spec, cluster)
+    if scaled:
+        out.append((KEDA, "keda", keda_values(spec, scaled)))
+    if any(m.nodes_per_replica > 1 for m in plan.models):
+        out.append((LWS, "lws", {}))
+    uses = [use for obj in objects for use in metric_uses(obj)]
+    if uses:
+        release = "prometheus-adapter"
+        out.append((PROMETHEUS_ADAPTER, release, prometheus_adapter_values(spec, cluster, release, uses)))
+    return out
+
+
+def build(spec: StackSpec, plan: ClusterPlan, cluster: Cluster, objects: Iterable[Obj]) -> tuple[AddonRelease, ...]:
+    """The releases of one cluster: needed by its `objects` and not switched off in its config.
+    A release that creates another add-on's kinds (a ServiceMonitor) needs that release first."""
+    stage = spec.policy.stage.value
+    wanted = [(addon, name, derived) for addon, name, derived in _needed(spec, plan, cluster, objects)
+              if enabled(cluster, addon)]
+    present = {addon for addon, _, _ in wanted}
+    releases = []
+    for addon, name, derived in wanted:
+        pinned = chart(addon)
+        needs = tuple(sorted({CRD_ADDON[kind] for kind in pinned.uses} & present - {addon}))
+        releases.append(AddonRelease(addon, name, pinned, merge(file_values(addon, stage), derived), needs))
+    return tuple(releases)

@@ -1,0 +1,236 @@
+"""Monitoring: the night's recording rules and alerts, one PrometheusRule per concern per cluster.
+
+Every alert threshold comes from the capacity plan or the stack's SLO, and its annotations quote
+the derivation (the same `Figure.why` the plan prints), so the SRE paged at 23:58 can check the
+number by hand. Metric names come from `engines.py`; the rules are checked and unit-tested with
+the real `promtool` (tests/test_monitoring.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from peaknight.edges import logs as edge_logs
+from peaknight.edges import live as edges
+from peaknight.engines import base as engines
+from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
+from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
+from peaknight.builders.objects import Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
+from peaknight.spec.stack import Cluster, Edge, Model, StackSpec
+
+# Rate windows: 2m holds 8 samples at the ServiceMonitors' 15 s interval; quantiles smooth over 5m.
+RATE_WINDOW = "2m"
+QUANTILE_WINDOW = "5m"
+# How long a breach must last before it pages: long enough to skip one slow scrape, short
+# enough to act inside a 10-minute red-packet round.
+CAPACITY_FOR = "2m"
+LATENCY_FOR = "5m"
+POOL_FOR = "5m"
+# DCGM exporter (GPU Operator) with Kubernetes pod mapping: its ServiceMonitor keeps the exporter's
+# `namespace`/`pod` labels (honorLabels: true), so utilisation joins to the model's pods by name.
+DCGM_UTIL = "DCGM_FI_DEV_GPU_UTIL"
+KARPENTER_USAGE = "karpenter_nodepools_usage"
+GPU_RESOURCE = "nvidia.com/gpu"
+# Below this share of the planned peak (egress, or segment requests) the stream is idle and a
+# ratio over its few requests means nothing.
+EDGE_QUIET_SHARE = 0.01
+
+
+def _num(x: float) -> str:
+    """A threshold as PromQL reads it, without the rounding a short format would add."""
+    return f"{x:.12g}"
+
+
+def _matchers(**labels: str) -> str:
+    """Label matchers without braces; a value starting with '~' is a regex match."""
+    return ", ".join(f'{k}=~"{v[1:]}"' if v.startswith("~") else f'{k}="{v}"' for k, v in labels.items())
+
+
+def _sel(**labels: str) -> str:
+    """A label selector: the matchers in braces."""
+    return "{" + _matchers(**labels) + "}"
+
+
+def engine_tokens_per_second(e: engines.EngineInfo, matchers: str) -> str:
+    """Input + output tokens/s of one engine's counters narrowed by PromQL `matchers` (no braces).
+    The one expression behind the tokens/min recording rule and the autoscalers' token query."""
+    return " + ".join(f"sum(rate({name}{{{matchers}}}[{RATE_WINDOW}]))"
+                      for name in (e.prompt_tokens_metric, e.generation_tokens_metric))
+
+
+def pod_pattern(workload: str, group_size: int = 1) -> str:
+    """Regex of a workload's pod names: Deployment `<name>-<hash>-<5>`, LWS `<name>-<group>[-<worker>]`."""
+    if group_size == 1:
+        return f"{workload}-[a-z0-9]{{6,10}}-[a-z0-9]{{5}}"
+    return f"{workload}-[0-9]+(-[0-9]+)?"
+
+
+def _quantile(histograms: tuple[str, ...], q: float, selector: str) -> str:
+    """p-q over the first histogram name the engine exports (`or` falls back to older names)."""
+    return " or ".join(f"histogram_quantile({q}, sum by (le) (rate({h}_bucket{selector}[{QUANTILE_WINDOW}])))"
+                       for h in histograms)
+
+
+def _alert(spec: StackSpec, name: str, expr: str, for_: str, severity: str, summary: str, description: str,
+           **labels: str) -> dict[str, Any]:
+    return {"alert": name, "expr": expr, "for": for_,
+            "labels": {"severity": severity, "event": spec.event.name, **labels},
+            "annotations": {"summary": summary, "description": description}}
+
+
+def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> dict[str, Any]:
+    """Recording rules for one model (tokens/min, queue, TTFT/ITL quantiles, KV cache, GPU use) and
+    the alerts on them."""
+    e = engines.info(model)
+    ns = inference_namespace(spec)
+    sel = _sel(namespace=ns, model_name=model.name)
+    pods = {"namespace": ns, "pod": "~" + pod_pattern(model.name, plan.nodes_per_replica)}
+    label = {"model": model.name}
+    records = [
+        # The night's headline number: input + output tokens, per minute.
+        ("model:tokens_per_minute:rate" + RATE_WINDOW,
+         f"({engine_tokens_per_second(e, _matchers(namespace=ns, model_name=model.name))}) * 60"),
+        ("model:requests_waiting:sum", f"sum({e.waiting_metric}{sel})"),
+        ("model:requests_running:sum", f"sum({e.running_metric}{sel})"),
+        *[(f"model:ttft_seconds:p{int(q * 100)}", _quantile((e.ttft_histogram,), q, sel)) for q in (0.5, 0.99)],
+        *[(f"model:itl_seconds:p{int(q * 100)}", _quantile(e.itl_histograms, q, sel)) for q in (0.5, 0.99)],
+        ("model:kv_cache_usage:avg", " or ".join(f"avg({g}{sel})" for g in e.kv_cache_gauges)),
+        ("model:gpu_utilisation:avg", f"avg({DCGM_UTIL}{_sel(**pods)}) / 100"),
+    ]
+    rules: list[dict[str, Any]] = [{"record": r, "expr": x, "labels": dict(label)} for r, x in records]
+    cap_min = plan.capacity_tps.value * 60
+    rec = _sel(model=model.name)
+    budget = startup_budget(model)
+    slo = spec.slo
+    where = f"{model.name} in {cluster.name}"
+    rules += [
+        _alert(spec, "PeaknightTokensAboveCapacity", f"model:tokens_per_minute:rate{RATE_WINDOW}{rec} > {_num(cap_min)}",
+               CAPACITY_FOR, "critical", f"{where}: tokens/min above the {cap_min:,.0f} the plan provisioned",
+               f"Planned capacity {plan.capacity_tps.value:,.0f} tok/s x 60 = {cap_min:,.0f} tok/min "
+               f"({plan.capacity_tps.why}). Forecast peak: {plan.demand_tps.why}. Above it replicas run past "
+               f"target utilisation and time to first token climbs: raise the floor or shed load.", **label),
+        _alert(spec, "PeaknightReplicaNotReady",
+               f"max by (pod) (kube_pod_status_phase{_sel(phase='Pending', **pods)} == 1 "
+               f"or kube_pod_status_ready{_sel(condition='false', **pods)} == 1)",
+               f"{budget}s", "critical", f"{where}: pod {{{{ $labels.pod }}}} not ready after the {budget} s start-up budget",
+               f"Start-up budget {budget} s = max({STARTUP_FLOOR_SECONDS} s floor, 2 x the "
+               f"{model.model_class} load time); the startup probe allows as much. A replica still pending or "
+               f"unready after it is capacity the plan counts on and does not have: check node provisioning, "
+               f"image pull and weights.", **label),
+        _alert(spec, "PeaknightTtftP99OverSlo", f"model:ttft_seconds:p99{rec} > {_num(slo.ttft_p99_seconds)}",
+               LATENCY_FOR, "critical", f"{where}: TTFT p99 over the {slo.ttft_p99_seconds:g} s SLO",
+               f"peaknight:slo.ttftP99Seconds = {slo.ttft_p99_seconds:g} s (p99 of "
+               f"{e.ttft_histogram} over {QUANTILE_WINDOW}). Usually queueing: compare requests waiting and "
+               f"tokens/min with the plan.", **label),
+        _alert(spec, "PeaknightItlP99OverSlo", f"model:itl_seconds:p99{rec} > {_num(slo.itl_p99_seconds)}",
+               LATENCY_FOR, "warning", f"{where}: inter-token latency p99 over the {slo.itl_p99_seconds:g} s SLO",
+               f"peaknight:slo.itlP99Seconds = {slo.itl_p99_seconds:g} s (p99 of {e.itl_histograms[0]} over "
+               f"{QUANTILE_WINDOW}). Decode batches are too large for the GPUs: KV cache near full?", **label),
+    ]
+    return {"name": f"peaknight.{model.name}", "rules": rules}
+
+
+def pool_group(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> dict[str, Any]:
+    """GPUs in use per node pool against the limit the plan set on its NodePool."""
+    rules: list[dict[str, Any]] = []
+    for pool in plan.pools:
+        usage = f"max({KARPENTER_USAGE}{_sel(nodepool=pool.pool, resource_type=GPU_RESOURCE)})"
+        limit = pool.gpu_limit.value
+        label = {"nodepool": pool.pool}
+        rules.append({"record": "nodepool:gpus_in_use:max", "expr": usage, "labels": label})
+        rules.append(_alert(
+            spec, "PeaknightNodePoolAtGpuLimit", f"{usage} >= {_num(limit)}", POOL_FOR, "critical",
+            f"pool {pool.pool} in {cluster.name}: at its GPU limit of {limit:,.0f}",
+            f"NodePool limits.nvidia.com/gpu = {limit:,.0f} = {pool.gpu_limit.why}. At the limit Karpenter "
+            f"launches no node: a surge replica or a replaced node stays pending.", **label))
+    return {"name": "peaknight.pools", "rules": rules}
+
+
+def _any_of(values: tuple[str, ...]) -> str:
+    """A _sel value matching any of `values`."""
+    return "~" + "|".join(values)
+
+
+def _logged_rate(spec: StackSpec, edge: Edge, metric: str, **labels: str) -> str:
+    """rate() of a log exporter counter (edge_logs) over the edge's pods, scraped via its metrics Service."""
+    return f"rate({metric}{_sel(namespace=edge_namespace(spec), service=edges.metrics_name(edge), **labels)}[{RATE_WINDOW}])"
+
+
+def _edge_records(spec: StackSpec, edge: Edge) -> list[dict[str, Any]]:
+    """Egress from the pods' network counters (cAdvisor: what the NICs carry, for capacity); the
+    rest from the log exporter's per-request counters, by cache status and status."""
+    pods = _sel(namespace=edge_namespace(spec), pod="~" + pod_pattern(edge.name), interface="eth0")
+    by_cache = f"edge_cache:requests:rate{RATE_WINDOW}"
+    requests = _logged_rate(spec, edge, edge_logs.RESPONSES)
+    gbps = "* 8 / 1e9"
+    records = (
+        (f"edge:egress_gbps:rate{RATE_WINDOW}",
+         f"sum(max by (pod) (rate(container_network_transmit_bytes_total{pods}[{RATE_WINDOW}]))) {gbps}"),
+        (f"edge:requests:rate{RATE_WINDOW}", f"sum({requests})"),
+        (by_cache, f"sum by (cache) ({requests})"),
+        # The cache's own verdict per request: answered from it, over every request it could answer.
+        (f"edge:hit_ratio:rate{RATE_WINDOW}",
+         f"sum({by_cache}{_sel(edge=edge.name, cache=_any_of(edge_logs.HITS))}) / "
+         f"sum({by_cache}{_sel(edge=edge.name, cache=_any_of(edge_logs.HITS + edge_logs.FILLS))})"),
+        # What the origins send the tier: the bodies of the responses fetched from them.
+        (f"edge:origin_gbps:rate{RATE_WINDOW}",
+         f"sum({_logged_rate(spec, edge, edge_logs.RESPONSE_BYTES, cache=_any_of(edge_logs.FILLS))}) {gbps}"),
+        (f"edge:error_ratio:rate{RATE_WINDOW}",
+         f"sum({_logged_rate(spec, edge, edge_logs.RESPONSES, status='~5..')}) / sum({requests})"),
+    )
+    return [{"record": r, "expr": x, "labels": {"edge": edge.name}} for r, x in records]
+
+
+def edge_group(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str, Any]:
+    """The edge's recording rules and the alerts on them: hit ratio and 5xx ratio against the SLO
+    while the stream is live, egress against the planned capacity."""
+    rec = _sel(edge=edge.name)
+    label = {"edge": edge.name}
+    slo = spec.slo
+    peak, cap = plan.egress_gbps.value, plan.capacity_gbps.value
+    floor = peak * EDGE_QUIET_SHARE
+    # Every live viewer fetches at least one segment per segment duration.
+    segments = plan.viewers.value / edge.segment_seconds
+    min_requests = segments * EDGE_QUIET_SHARE
+    where = f"edge {edge.name} in {cluster.name}"
+    rules = _edge_records(spec, edge) + [
+        _alert(spec, "PeaknightEdgeHitRatioLow",
+               f"edge:hit_ratio:rate{RATE_WINDOW}{rec} < {_num(slo.edge_hit_ratio)} and "
+               f"edge:egress_gbps:rate{RATE_WINDOW}{rec} > {_num(floor)}",
+               LATENCY_FOR, "critical", f"{where}: cache hit ratio under the {slo.edge_hit_ratio:g} SLO",
+               f"peaknight:slo.edgeHitRatio = {slo.edge_hit_ratio:g}: share of cacheable requests answered from "
+               f"the cache ({'/'.join(edge_logs.HITS)} over those and {'/'.join(edge_logs.FILLS)}). Each miss "
+               f"is a request on the origins, and playlists are generated per request there: check "
+               f"edge_cache:requests:rate{RATE_WINDOW} by cache status and edge:origin_gbps:rate{RATE_WINDOW} "
+               f"(at the planned peak of {peak:,.1f} Gbps, {plan.egress_gbps.why}). Ignored under "
+               f"{floor:,.2f} Gbps ({EDGE_QUIET_SHARE:g} of the peak), when the stream is idle.", **label),
+        _alert(spec, "PeaknightEdgeErrorRatioHigh",
+               f"edge:error_ratio:rate{RATE_WINDOW}{rec} > {_num(slo.edge_error_ratio)} and "
+               f"edge:requests:rate{RATE_WINDOW}{rec} > {_num(min_requests)}",
+               CAPACITY_FOR, "critical", f"{where}: 5xx over the {slo.edge_error_ratio:g} SLO",
+               f"peaknight:slo.edgeErrorRatio = {slo.edge_error_ratio:g} of viewer responses may be 5xx. "
+               f"502/504: no origin answered and nothing stale was cached; 503: the origin could not satisfy an "
+               f"LL-HLS blocking reload within 3 target durations (the stream stalled). Ignored under "
+               f"{min_requests:,.0f} requests/s ({EDGE_QUIET_SHARE:g} of the peak's {segments:,.0f} segment "
+               f"requests/s = {plan.viewers.value:,.0f} viewers / {edge.segment_seconds:g} s segments), when "
+               f"the stream is idle.", **label),
+        _alert(spec, "PeaknightEdgeEgressAboveCapacity", f"edge:egress_gbps:rate{RATE_WINDOW}{rec} > {_num(cap)}",
+               CAPACITY_FOR, "critical", f"{where}: egress above the {cap:,.1f} Gbps the plan provisioned",
+               f"Planned capacity {cap:,.1f} Gbps ({plan.capacity_gbps.why}); forecast peak "
+               f"{peak:,.1f} Gbps ({plan.egress_gbps.why}).", **label),
+    ]
+    return {"name": f"peaknight.edge.{edge.name}", "rules": rules}
+
+
+def rule_object(spec: StackSpec, name: str, group: dict[str, Any]) -> Obj:
+    return Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+                "metadata": meta(spec, "monitoring", name, monitoring_namespace(spec)),
+                "spec": {"groups": [group]}})
+
+
+def build(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> Unit:
+    objs = [rule_object(spec, f"rules-{m.name}", model_group(spec, cluster, m, plan.model(m.name)))
+            for m in spec.models]
+    objs.append(rule_object(spec, "rules-pools", pool_group(spec, cluster, plan)))
+    objs += [rule_object(spec, f"rules-edge-{e.name}", edge_group(spec, cluster, e, plan.edge(e.name)))
+             for e in spec.edges]
+    return Unit("Monitoring", cluster.name, tuple(objs))

@@ -1,0 +1,220 @@
+"""Live edges: the nginx edge-cache tier in front of the stream's origins, one unit per edge per cluster.
+
+The pods run the config edge_nginx renders (a ConfigMap, rolled by its checksum), unprivileged,
+with every writable path on one emptyDir. Two sidecars export metrics: nginx-prometheus-exporter
+(stub_status: connections, for the HPA) and prometheus-nginxlog-exporter (edge_logs: per-request
+status and cache status, for the hit ratio, origin egress and 5xx rate), both on one metrics Service. Their count comes from the plan (capacity.plan_edge);
+an HPA moves it on CPU and on connections per pod, never under the plan in a broadcast stack.
+The signed-URL secret comes from a Secret the operator creates (edge_nginx.secret_name, key
+edge_nginx.SECRET_KEY): it is never rendered, because rendered manifests are plain text.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from peaknight.edges import logs as edge_logs
+from peaknight.edges import nginx as edge_nginx
+from peaknight.plan.capacity import EdgePlan
+from peaknight.builders.objects import Obj, Unit, edge_namespace, labels, meta, priority_class
+from peaknight.spec.stack import Cluster, Edge, StackSpec
+
+RUN_AS_USER = 101                  # the nginx image's unprivileged user
+EXPORTER_PORT = 9113
+CONF_DIR = "/etc/nginx/edge"
+LOG_EXPORTER_CONF_DIR = "/etc/log-exporter"
+SECRET_DIR = "/etc/nginx/secret"
+CHECKSUM_ANNOTATION = "peaknight.io/config-sha256"
+LOG_EXPORTER_CHECKSUM_ANNOTATION = "peaknight.io/log-exporter-config-sha256"
+CONNECTIONS_METRIC = "nginx_connections_active"   # from the exporter, served to the HPA by prometheus-adapter
+DRAIN_SECONDS = 5                  # endpoints drop the pod before nginx starts its graceful quit
+
+
+def selector(spec: StackSpec, edge: Edge) -> dict[str, str]:
+    return {"app.kubernetes.io/name": edge.name, "peaknight.io/event": spec.event.name}
+
+
+def metrics_name(edge: Edge) -> str:
+    return f"{edge.name}-metrics"
+
+
+def log_exporter_config_name(edge: Edge) -> str:
+    return f"{edge.name}-log-exporter"
+
+
+def _security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _containers(edge: Edge) -> list[dict[str, Any]]:
+    layout = edge_nginx.POD
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2}
+    nginx = {
+        "name": "nginx",
+        "image": edge.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["nginx", "-c", f"{CONF_DIR}/nginx.conf", "-e", "stderr", "-g", "daemon off;"],
+        "ports": [{"name": "http", "containerPort": layout.http_port, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": str(edge.pod_cpu), "memory": f"{edge.pod_memory_gib}Gi"},
+                      "limits": {"memory": f"{edge.pod_memory_gib}Gi"}},
+        "readinessProbe": {**probe, "failureThreshold": 2},
+        "livenessProbe": {**probe, "failureThreshold": 6},
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+        "volumeMounts": [{"name": "conf", "mountPath": CONF_DIR, "readOnly": True},
+                         {"name": "secure-link", "mountPath": SECRET_DIR, "readOnly": True},
+                         {"name": "state", "mountPath": layout.state_dir}],
+        "securityContext": _security(),
+    }
+    exporter = {
+        "name": "exporter",
+        "image": edge.exporter_image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [f"--nginx.scrape-uri=http://127.0.0.1:{layout.status_port}/stub_status",
+                 f"--web.listen-address=:{EXPORTER_PORT}"],
+        "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": _security(),
+    }
+    log_exporter = {
+        "name": "log-exporter",
+        "image": edge.log_exporter_image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["-config-file", f"{LOG_EXPORTER_CONF_DIR}/{edge_logs.CONFIG_FILE}"],
+        "ports": [{"name": "log-metrics", "containerPort": edge_logs.EXPORTER_PORT, "protocol": "TCP"}],
+        # One parsed line per viewer request: more CPU than the stub_status scraper, still small.
+        "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "volumeMounts": [{"name": "log-exporter-conf", "mountPath": LOG_EXPORTER_CONF_DIR, "readOnly": True}],
+        "securityContext": _security(),
+    }
+    return [nginx, exporter, log_exporter]
+
+
+def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, conf: str, log_conf: str) -> Obj:
+    ns = edge_namespace(spec)
+    values = edge_nginx.values(edge)
+    hold = math.ceil(int(values["read_timeout_ms"]) / 1000)
+    pod = {
+        "priorityClassName": priority_class(spec),
+        # A viewer's held LL-HLS reload finishes before the pod is killed.
+        "terminationGracePeriodSeconds": DRAIN_SECONDS + hold + 5,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+                            "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": _containers(edge),
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+             "labelSelector": {"matchLabels": selector(spec, edge)}},
+            # Egress is the NIC's: spread over nodes too, where the scheduler can.
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": selector(spec, edge)}},
+        ],
+        "volumes": [
+            {"name": "conf", "configMap": {"name": f"{edge.name}-nginx"}},
+            {"name": "log-exporter-conf", "configMap": {"name": log_exporter_config_name(edge)}},
+            # Created by the operator; the pod does not start without it (unsigned links never served).
+            {"name": "secure-link", "secret": {"secretName": edge_nginx.secret_name(edge),
+                                               "items": [{"key": edge_nginx.SECRET_KEY, "path": edge_nginx.SECRET_KEY}],
+                                               "defaultMode": 0o440}},
+            {"name": "state", "emptyDir": {"sizeLimit": f"{edge.cache_gib}Gi"}},
+        ],
+    }
+    manifest = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {**meta(spec, "live-edge", edge.name, ns),
+                     "annotations": {"peaknight.io/planned-pods": plan.pods.why,
+                                     "peaknight.io/egress": plan.egress_gbps.why}},
+        "spec": {
+            "replicas": _min_replicas(spec, cluster, plan),
+            "selector": {"matchLabels": selector(spec, edge)},
+            # A new pod starts cold and fills from the origin: replace a tenth at a time, never drop one first.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "10%", "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {**labels(spec, "live-edge", edge.name), **selector(spec, edge)},
+                             # A changed config changes the template, so the pods roll onto it.
+                             "annotations": {CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
+                                             LOG_EXPORTER_CHECKSUM_ANNOTATION: edge_nginx.checksum(log_conf)}},
+                "spec": pod,
+            },
+        },
+    }
+    # The HPA owns the replica count once the object exists; Pulumi must not reset it.
+    return Obj(manifest, ignore_changes=("spec.replicas",))
+
+
+def _min_replicas(spec: StackSpec, cluster: Cluster, plan: EdgePlan) -> int:
+    """Broadcast pins the planned pods (pre-scaled, not reactive); a rehearsal keeps one per zone."""
+    planned = int(plan.pods.value)
+    return planned if spec.policy.protect else max(1, min(planned, len(cluster.zones)))
+
+
+def _hpa(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str, Any]:
+    util = round(spec.policy.target_utilisation * 100)
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {**meta(spec, "live-edge", edge.name, edge_namespace(spec)),
+                     "annotations": {"peaknight.io/max-pods": plan.max_pods.why,
+                                     "peaknight.io/viewers-per-pod": plan.viewers_per_pod.why}},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": edge.name},
+            "minReplicas": _min_replicas(spec, cluster, plan),
+            "maxReplicas": int(plan.max_pods.value),
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {
+                    "type": "Utilization", "averageUtilization": util}}},
+                # One HLS viewer holds about one kept-alive connection.
+                {"type": "Pods", "pods": {"metric": {"name": CONNECTIONS_METRIC}, "target": {
+                    "type": "AverageValue", "averageValue": str(math.floor(plan.viewers_per_pod.value))}}},
+            ],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0,
+                            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]},
+                # Audiences return after each act: give pods back slowly.
+                "scaleDown": {"stabilizationWindowSeconds": 600,
+                              "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}]},
+            },
+        },
+    }
+
+
+def _viewer_service(edge: Edge, sel: dict[str, str]) -> dict[str, Any]:
+    """Behind the cluster's ingress by default; with source ranges, the edge's own load balancer,
+    open to those ranges only (Local: the client address is kept and there is no second hop)."""
+    out: dict[str, Any] = {"type": "ClusterIP", "selector": sel,
+                           "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}
+    if edge.source_ranges:
+        out.update(type="LoadBalancer", externalTrafficPolicy="Local", loadBalancerSourceRanges=list(edge.source_ranges))
+    return out
+
+
+def build(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
+    ns = edge_namespace(spec)
+    conf = edge_nginx.render(edge)
+    log_conf = edge_logs.exporter_config(edge)
+    sel = selector(spec, edge)
+    objs = [
+        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "live-edge", f"{edge.name}-nginx", ns),
+             "data": {"nginx.conf": conf}}),
+        Obj({"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": meta(spec, "live-edge", log_exporter_config_name(edge), ns),
+             "data": {edge_logs.CONFIG_FILE: log_conf}}),
+        _deployment(spec, cluster, edge, plan, conf, log_conf),
+        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", edge.name, ns),
+             "spec": _viewer_service(edge, sel)}),
+        # Metrics on their own ClusterIP Service: never on the viewers' load balancer.
+        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", metrics_name(edge), ns),
+             "spec": {"type": "ClusterIP", "selector": sel,
+                      "ports": [{"name": "metrics", "port": EXPORTER_PORT, "targetPort": "metrics",
+                                 "protocol": "TCP"},
+                                {"name": "log-metrics", "port": edge_logs.EXPORTER_PORT, "targetPort": "log-metrics",
+                                 "protocol": "TCP"}]}}),
+        Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(spec, "live-edge", edge.name, ns),
+             # Each drained pod's viewers refill another pod's cache: a tenth of the tier at a time.
+             "spec": {"maxUnavailable": "10%", "selector": {"matchLabels": sel}}}),
+        Obj(_hpa(spec, cluster, edge, plan)),
+        Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+             "metadata": meta(spec, "live-edge", edge.name, ns),
+             "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": metrics_name(edge)}},
+                      "endpoints": [{"port": port, "path": "/metrics", "interval": "15s"}
+                                    for port in ("metrics", "log-metrics")]}}),
+    ]
+    return Unit("LiveEdge", edge.name, tuple(objs))

@@ -1,0 +1,76 @@
+"""The capacity plan as the tables SREs read: per cluster and model, per cluster and edge, and totals."""
+from __future__ import annotations
+
+from peaknight.plan.capacity import CapacityPlan
+
+
+def si(x: float) -> str:
+    """1.23G, 45.60M, 7.89k: big numbers at a glance."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return f"{x:.0f}"
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """Align a header row and its data: the first two columns left, numbers right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    return lines
+
+
+def table(plan: CapacityPlan, explain: bool = False) -> str:
+    rows = [("cluster", "model", "replicas", "floor", "GPUs", "nodes", "capacity tok/s", "forecast tok/s",
+             "headroom", "")]
+    for c in plan.clusters:
+        for m in c.models:
+            rows.append((c.name, m.model, f"{int(m.replicas.value):,}", f"{int(m.floor_replicas.value):,}",
+                         f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", si(m.capacity_tps.value),
+                         si(m.demand_tps.value), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
+    lines = _columns(rows)
+    edges = [("cluster", "edge", "pods", "max pods", "viewers", "capacity Gbps", "forecast Gbps", "headroom", "")]
+    for c in plan.clusters:
+        for e in c.edges:
+            edges.append((c.name, e.edge, f"{int(e.pods.value):,}", f"{int(e.max_pods.value):,}",
+                          si(e.viewers.value), f"{e.capacity_gbps.value:,.0f}", f"{e.egress_gbps.value:,.0f}",
+                          f"{e.capacity_gbps.value / e.egress_gbps.value:.3f}", "SHORT" if e.short else "ok"))
+    if len(edges) > 1:
+        lines += [""] + _columns(edges)
+    lines.append("")
+    lines.append("capacity is at target utilisation"
+                 + (" with each cluster's largest zone lost" if plan.survives_zone_loss else "")
+                 + "; headroom = capacity / forecast")
+    lines.append(summary(plan))
+    for w in plan.warnings:
+        lines.append(f"warning: {w}")
+    if explain:
+        lines.append("")
+        for c in plan.clusters:
+            for m in c.models:
+                lines.append(f"{c.name}/{m.model}:")
+                for label, fig in (("per replica", m.replica_tps), ("forecast", m.demand_tps), ("replicas", m.replicas),
+                                   ("floor", m.floor_replicas), ("GPUs", m.gpus), ("nodes", m.nodes),
+                                   ("capacity", m.capacity_tps)):
+                    lines.append(f"  {label}: {fig.why}")
+            for p in c.pools:
+                lines.append(f"{c.name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}")
+            for e in c.edges:
+                lines.append(f"{c.name}/edge {e.edge}:")
+                for label, fig in (("viewers", e.viewers), ("mix", e.mix_kbps), ("egress", e.egress_gbps),
+                                   ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps)):
+                    lines.append(f"  {label}: {fig.why}")
+    return "\n".join(lines)
+
+
+def summary(plan: CapacityPlan) -> str:
+    """One line of the night's totals."""
+    models = [m for c in plan.clusters for m in c.models]
+    gpus = sum(int(m.gpus.value) for m in models)
+    nodes = sum(c.nodes for c in plan.clusters)
+    demand = sum(m.demand_tps.value for m in models) * 60
+    capacity = sum(m.capacity_tps.value for m in models) * 60
+    short = len(plan.short)
+    return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {si(demand)} tok/min, "
+            f"capacity {si(capacity)} tok/min; {'all models and edges covered' if not short else f'{short} SHORT'}")

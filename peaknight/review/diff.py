@@ -1,0 +1,235 @@
+"""`peaknight diff STACK --base GITREF`: what a change does, for code review.
+
+Both sides are rendered by their own revision's code: the base from `git archive GITREF` unpacked
+into a temporary directory, the head from the working tree, each through snapshot.py in a
+subprocess. Running the current code on the base's stack file would be simpler, but a pull request
+that changes a builder (not the stack file) would then show no difference at all; the cost of
+this choice is that the base must still run with today's installed dependencies.
+
+The output: per object, fields added / removed / changed with their paths (a change repeated in
+several clusters is printed once, with the clusters named), then the plan's capacity and the
+simulated night, base -> head.
+"""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from peaknight.spec.config import ConfigError, Problem, resolve_stack_path
+from peaknight.plan.report import si
+
+SNAPSHOT = Path(__file__).with_name("snapshot.py")
+MAX_VALUE = 100  # characters of a value shown in a change line
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=120)
+
+
+def locate(stack: str) -> tuple[Path, str]:
+    """(repository top level, stack file path inside it): the stack file decides the repository."""
+    path = resolve_stack_path(stack).resolve()
+    top = _git(path.parent if path.parent.exists() else Path.cwd(), "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise ConfigError([Problem(str(path), "(file)", "a stack file inside a git repository", "no repository")])
+    root = Path(top.stdout.decode().strip())
+    return root, str(path.relative_to(root))
+
+
+def take(root: Path, stack_rel: str, side: str) -> dict[str, Any]:
+    """Run snapshot.py against the checkout at `root`; a config error there is bad input."""
+    proc = subprocess.run([sys.executable, str(SNAPSHOT), str(root), str(root / stack_rel)], cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise ConfigError([Problem(side, "(render)", "a revision whose code renders the stack",
+                                   (proc.stderr.strip().splitlines() or ["no output"])[-1])])
+    snap = json.loads(proc.stdout)
+    if "error" in snap:
+        raise ConfigError([Problem(side, "(stack)", "a stack that loads", line) for line in snap["error"]])
+    return snap
+
+
+def base_snapshot(root: Path, stack_rel: str, ref: str) -> dict[str, Any] | None:
+    """The base revision's snapshot; None when the stack file did not exist there (all added)."""
+    commit = _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if commit.returncode != 0:
+        raise ConfigError([Problem(str(root), "--base", "a git revision of this repository", repr(ref))])
+    sha = commit.stdout.decode().strip()
+    if _git(root, "cat-file", "-e", f"{sha}:{stack_rel}").returncode != 0:
+        return None
+    archive = _git(root, "archive", "--format=tar", sha)
+    with tempfile.TemporaryDirectory(prefix="peaknight-base-") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(tmp, filter="data")
+        return take(Path(tmp), stack_rel, f"base {ref} ({sha[:12]})")
+
+
+# ---- semantic diff of two objects -------------------------------------------------------------
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= MAX_VALUE else text[:MAX_VALUE - 1] + "…"
+
+
+def _show_pair(old: Any, new: Any) -> str:
+    """`old -> new`; two long strings are shown from a little before where they first differ."""
+    if isinstance(old, str) and isinstance(new, str) and max(len(old), len(new)) > MAX_VALUE:
+        start = max(0, next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new))) - 20)
+        if start:
+            return f"{_show('…' + old[start:])} -> {_show('…' + new[start:])}"
+    return f"{_show(old)} -> {_show(new)}"
+
+
+def _named(items: list[Any]) -> bool:
+    return bool(items) and all(isinstance(i, dict) and "name" in i for i in items)
+
+
+def changes(old: Any, new: Any, path: str = "") -> Iterator[str]:
+    """One line per leaf that differs. Lists of named items (containers, env, volumes, triggers
+    with names) are matched by name, so inserting one does not show every later one as changed."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                yield f"+ {sub}: {_show(new[key])}"
+            elif key not in new:
+                yield f"- {sub}: {_show(old[key])}"
+            else:
+                yield from changes(old[key], new[key], sub)
+    elif isinstance(old, list) and isinstance(new, list) and _named(old) and _named(new):
+        before, after = {i["name"]: i for i in old}, {i["name"]: i for i in new}
+        for name in [*before, *(n for n in after if n not in before)]:
+            sub = f"{path}[{name}]"
+            if name not in after:
+                yield f"- {sub}: {_show(before[name])}"
+            elif name not in before:
+                yield f"+ {sub}: {_show(after[name])}"
+            else:
+                yield from changes(before[name], after[name], sub)
+    elif isinstance(old, list) and isinstance(new, list):
+        for i in range(max(len(old), len(new))):
+            if i >= len(old):
+                yield f"+ {path}[{i}]: {_show(new[i])}"
+            elif i >= len(new):
+                yield f"- {path}[{i}]: {_show(old[i])}"
+            else:
+                yield from changes(old[i], new[i], f"{path}[{i}]")
+    elif old != new:
+        yield f"~ {path}: {_show_pair(old, new)}"
+
+
+def _title(key: str, manifest: dict[str, Any]) -> str:
+    meta = manifest.get("metadata", {})
+    where = f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else meta.get("name", key)
+    return f"{manifest.get('kind', '?')} {where}"
+
+
+def _clusters(names: list[str], total: int) -> str:
+    if len(names) == total and total > 1:
+        return f"all {total} clusters"
+    return ", ".join(names) if len(names) <= 4 else f"{len(names)} clusters ({names[0]} … {names[-1]})"
+
+
+def objects_section(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
+    """Added / removed / changed objects; identical changes across clusters printed once."""
+    grouped: dict[tuple[str, str, tuple[str, ...]], list[str]] = defaultdict(list)
+    clusters = sorted(set(base) | set(head))
+    for cluster in clusters:
+        old, new = base.get(cluster, {}), head.get(cluster, {})
+        for key in sorted(set(old) | set(new)):
+            if key not in old:
+                grouped[("+", _title(key, new[key]), ())].append(cluster)
+            elif key not in new:
+                grouped[("-", _title(key, old[key]), ())].append(cluster)
+            else:
+                lines = tuple(changes(old[key], new[key]))
+                if lines:
+                    grouped[("~", _title(key, new[key]), lines)].append(cluster)
+    counts = {mark: sum(len(c) for (m, _, _), c in grouped.items() if m == mark) for mark in "+-~"}
+    out = [f"objects: {counts['+']} added, {counts['-']} removed, {counts['~']} changed "
+           f"(over {len(clusters)} clusters)"]
+    for (mark, title, lines), names in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        out.append(f"  {mark} {title}  [{_clusters(names, len(clusters))}]")
+        out += [f"      {line}" for line in lines]
+    return out
+
+
+# ---- capacity and the simulated night -------------------------------------------------------
+
+def _count(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.3f}%"
+
+
+def _delta(old: float | None, new: float | None, fmt: Callable[[float], str] = _count) -> str:
+    if old is None or new is None:
+        return f"{'none' if old is None else fmt(old)} -> {'none' if new is None else fmt(new)}"
+    if old == new:
+        return f"{fmt(new)} (unchanged)"
+    sign = "+" if new > old else "-"
+    return f"{fmt(old)} -> {fmt(new)} ({sign}{fmt(abs(new - old))})"
+
+
+def capacity_section(base: dict[str, Any] | None, head: dict[str, Any]) -> list[str]:
+    old_models = base["models"] if base else {}
+    out = ["capacity (the plan, summed over clusters):"]
+    for name in sorted(set(old_models) | set(head["models"])):
+        old, new = old_models.get(name, {}), head["models"].get(name, {})
+        if old == new:
+            out.append(f"  {name}: unchanged ({new['replicas']:,} peak replicas, {new['gpus']:,} GPUs, "
+                       f"{si(new['capacity_tpm'])} tok/min)")
+            continue
+        out.append(f"  {name}:")
+        for key, label, fmt in (("replicas", "peak replicas", _count), ("floor", "floor replicas", _count),
+                                ("gpus", "GPUs", _count), ("nodes", "nodes", _count),
+                                ("capacity_tpm", "capacity tok/min", si), ("forecast_tpm", "forecast tok/min", si)):
+            out.append(f"    {label}: {_delta(old.get(key), new.get(key), fmt)}")
+        moments = {**old.get("moments", {}), **new.get("moments", {})}
+        for moment in moments:
+            before, after = old.get("moments", {}).get(moment), new.get("moments", {}).get(moment)
+            if before != after:
+                out.append(f"    pre-scale for {moment}: {_delta(before, after)} replicas")
+    out.append(f"  node pool GPU limits: {_delta(base['gpu_limit'] if base else None, head['gpu_limit'])}")
+    short_old, short_new = set(base["short"]) if base else set(), set(head["short"])
+    if short_old != short_new:
+        out.append(f"  short models: {sorted(short_old) or 'none'} -> {sorted(short_new) or 'none'}")
+    return out
+
+
+def simulation_section(base: dict[str, Any] | None, head: dict[str, Any] | None) -> list[str]:
+    if head is None:
+        return ["simulated night: no simulator at the working tree"]
+    out = ["simulated night (peaknight simulate):"]
+    for name in sorted(set(base or {}) | set(head)):
+        old, new = (base or {}).get(name, {}), head.get(name, {})
+        out.append(f"  {name}:")
+        for key, label, fmt in (("demand_tokens", "demand tokens", si), ("unmet_pct", "unmet tokens", _pct),
+                                ("gpu_hours", "GPU-hours", _count), ("oracle_gpu_hours", "oracle GPU-hours", _count)):
+            out.append(f"    {label}: {_delta(old.get(key), new.get(key), fmt)}")
+    return out
+
+
+def report(stack: str, ref: str) -> str:
+    root, stack_rel = locate(stack)
+    base = base_snapshot(root, stack_rel, ref)
+    head = take(root, stack_rel, "working tree")
+    header = f"peaknight diff {stack_rel}: {ref} -> working tree ({root})"
+    if base is None:
+        header += f"\n(the stack file does not exist at {ref}: everything is added)"
+    elif base["simulation"] is None:
+        header += f"\n(the code at {ref} has no simulator: its side of the simulated night is 'none')"
+    lines = [header, ""]
+    lines += objects_section(base["objects"] if base else {}, head["objects"])
+    lines += ["", *capacity_section(base["plan"] if base else None, head["plan"])]
+    lines += ["", *simulation_section(base["simulation"] if base else None, head["simulation"])]
+    return "\n".join(lines)

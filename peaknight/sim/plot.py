@@ -1,0 +1,48 @@
+"""The simulated night as the picture an SRE puts in the review: one panel per model, demand and
+ready capacity (all clusters summed) against local time, replicas on the right axis, moments shaded."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from peaknight.spec.forecast import moment_end
+from peaknight.sim.simulator import ModelResult
+from peaknight.spec.stack import StackSpec
+
+
+def write(spec: StackSpec, results: list[ModelResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(13, 3.6 * len(results)), sharex=True, squeeze=False)
+    start = spec.event.window.start
+    for ax, result in zip(axes[:, 0], results):
+        tr = result.trace
+        when = [start + dt.timedelta(seconds=t) for t in tr.times]
+        ax.plot(when, [d / 1e6 for d in tr.demand], color="tab:red", lw=1.6, label="demand")
+        ax.plot(when, [c / 1e6 for c in tr.capacity], color="tab:blue", lw=1.4, label="ready capacity")
+        ax.set_ylabel("M tokens/s")
+        ax.set_ylim(bottom=0)
+        right = ax.twinx()
+        right.step(when, tr.replicas, where="post", color="tab:gray", lw=1, ls="--", label="replicas")
+        right.set_ylabel("replicas")
+        right.set_ylim(bottom=0)
+        for m in spec.event.moments:
+            ax.axvspan(m.at, moment_end(m), color="gold", alpha=0.25, lw=0)
+            ax.annotate(m.name, (m.at, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -12),
+                        textcoords="offset points", fontsize=8)
+        ax.set_title(f"{result.model}: {result.clusters} clusters, unmet {result.unmet_pct:.3f}% of tokens "
+                     f"({len(result.unmet_minutes)} min), {result.gpu_hours:,.0f} GPU-h = "
+                     f"{result.oracle_ratio:.2f}x oracle", fontsize=10, loc="left")
+        lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        ax.legend(lines, [h.get_label() for h in lines], loc="upper left", fontsize=8, bbox_to_anchor=(0, 0.9))
+        ax.grid(alpha=0.3)
+    axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    axes[-1, 0].set_xlabel(f"local time ({spec.event.time_zone})")
+    fig.suptitle(f"{spec.event.name}: simulated night", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,385 @@
+"""Replay the night before it happens: demand, the autoscaler as KEDA/HPA behave, start-up delays.
+
+Pure Python, no Pulumi. The settings come from the very ScaledObject / HPA dicts the render
+emits (`settings()` parses them), so what is simulated is what is applied. Per model and cluster,
+every `step` seconds from the first pre-scale to the window's end:
+
+- demand from forecast.load_at (the one forecast curve) x the plan's demand;
+- KEDA polls its triggers every pollingInterval (activation, scale to/from zero after
+  cooldownPeriod); the HPA syncs every 15 s: per metric ceil(usage/target) unless within the 10%
+  tolerance of the current replicas, the highest metric wins, then the behaviour's stabilisation
+  windows and rate policies, then min/max (k8s pkg/controller/podautoscaler, HPA docs);
+- a new replica is ready after warmup.ready_seconds: warm when a node the pool already held is
+  free (nodes are frozen for the window by the Karpenter budget), cold when a node is added;
+- ready replicas serve replica_tps each; the rest queues, and tokens that would wait longer than
+  the TTFT SLO are unmet (the user has given up on them).
+
+Not modelled: metric failures (fallback), Prometheus scrape jitter beyond the rate window,
+node provisioning failures, zone loss.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from peaknight.builders import autoscaling
+from peaknight.spec import forecast
+from peaknight.builders import warmup
+from peaknight.plan.capacity import ModelPlan
+from peaknight.builders.event import EventObjects, build
+from peaknight.spec.stack import Model, StackSpec
+
+# kube-controller-manager --horizontal-pod-autoscaler-tolerance default (HPA docs).
+HPA_TOLERANCE = 0.1
+# KEDA defaults when a ScaledObject leaves them out (keda.sh ScaledObject spec).
+KEDA_POLLING_DEFAULT, KEDA_COOLDOWN_DEFAULT = 30, 300
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    kind: str       # Pods | Percent
+    value: int
+    period: int
+
+
+@dataclass(frozen=True)
+class Rules:
+    """One direction of an HPA `behavior`."""
+
+    stabilization: int
+    select: str     # Max | Min | Disabled
+    policies: tuple[ScalingPolicy, ...]
+
+
+# HPA defaults when `behavior` leaves a direction out (k8s pkg/apis/autoscaling/v2/defaults.go).
+DEFAULT_UP = Rules(0, "Max", (ScalingPolicy("Pods", 4, 15), ScalingPolicy("Percent", 100, 15)))
+DEFAULT_DOWN = Rules(300, "Max", (ScalingPolicy("Percent", 100, 15),))
+
+
+@dataclass(frozen=True)
+class CronFloor:
+    start: float    # seconds from the window's start
+    end: float
+    replicas: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the simulator needs of one ScaledObject or HPA."""
+
+    keda: bool
+    min_replicas: int            # minReplicaCount (may be 0) or HPA minReplicas
+    max_replicas: int
+    target_tps: float            # tokens/s per replica the token metric aims at
+    activation_tps: float
+    rate_window: int             # seconds the token rate averages over
+    crons: tuple[CronFloor, ...]
+    up: Rules
+    down: Rules
+    polling: int
+    cooldown: int
+
+    @property
+    def hpa_min(self) -> int:
+        """KEDA's HPA never goes below 1; KEDA itself handles 1 <-> 0."""
+        return max(self.min_replicas, 1)
+
+
+def _rules(raw: Optional[dict[str, Any]], default: Rules) -> Rules:
+    if raw is None:
+        return default
+    policies = tuple(ScalingPolicy(p["type"], int(p["value"]), int(p["periodSeconds"]))
+                     for p in raw.get("policies", [])) or default.policies
+    return Rules(int(raw.get("stabilizationWindowSeconds", default.stabilization)),
+                 raw.get("selectPolicy", "Max"), policies)
+
+
+def _seconds(window: str) -> int:
+    value, unit = re.fullmatch(r"(\d+)([smh])", window).groups()
+    return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _rate_window(query: str) -> int:
+    return max(_seconds(w) for w in re.findall(r"\[(\d+[smh])\]", query))
+
+
+def _cron_time(spec: StackSpec, cron: str) -> float:
+    """Seconds from the window's start of a once-a-year cron (`m h d M *`) as the kit writes them."""
+    minute, hour, day, month = (int(x) for x in cron.split()[:4])
+    start = spec.event.window.start
+    when = dt.datetime(start.year, month, day, hour, minute)
+    if when < start - dt.timedelta(days=180):        # a window across New Year
+        when = when.replace(year=start.year + 1)
+    return (when - start).total_seconds()
+
+
+def settings(spec: StackSpec, manifest: dict[str, Any]) -> Settings:
+    """Parse a rendered ScaledObject or autoscaling/v2 HPA."""
+    s = manifest["spec"]
+    if manifest["kind"] == "ScaledObject":
+        behavior = s.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior", {})
+        prom = next(t["metadata"] for t in s["triggers"] if t["type"] == "prometheus")
+        crons = tuple(CronFloor(_cron_time(spec, t["metadata"]["start"]), _cron_time(spec, t["metadata"]["end"]),
+                                int(t["metadata"]["desiredReplicas"])) for t in s["triggers"] if t["type"] == "cron")
+        return Settings(True, int(s.get("minReplicaCount", 0)), int(s.get("maxReplicaCount", 100)),
+                        float(prom["threshold"]), float(prom.get("activationThreshold", 0)),
+                        _rate_window(prom["query"]), crons, _rules(behavior.get("scaleUp"), DEFAULT_UP),
+                        _rules(behavior.get("scaleDown"), DEFAULT_DOWN),
+                        int(s.get("pollingInterval", KEDA_POLLING_DEFAULT)),
+                        int(s.get("cooldownPeriod", KEDA_COOLDOWN_DEFAULT)))
+    behavior = s.get("behavior", {})
+    target = float(s["metrics"][0]["external"]["target"]["averageValue"])
+    query = manifest["metadata"]["annotations"]["peaknight.io/query"]
+    return Settings(False, int(s.get("minReplicas", 1)), int(s["maxReplicas"]), target, 0.0, _rate_window(query), (),
+                    _rules(behavior.get("scaleUp"), DEFAULT_UP), _rules(behavior.get("scaleDown"), DEFAULT_DOWN),
+                    autoscaling.HPA_SYNC_SECONDS, 0)
+
+
+def metric_replicas(usage: float, target: float, current: int, tolerance: float = HPA_TOLERANCE) -> int:
+    """One AverageValue metric's recommendation: unchanged within the tolerance band."""
+    if current > 0 and abs(1 - usage / (target * current)) <= tolerance:
+        return current
+    return math.ceil(usage / target - 1e-9)
+
+
+@dataclass
+class Hpa:
+    """The HPA controller's replica decision for one target (k8s horizontal.go, with behavior)."""
+
+    min_replicas: int
+    max_replicas: int
+    up: Rules
+    down: Rules
+    recommendations: list[tuple[float, int]] = field(default_factory=list)
+    up_events: list[tuple[float, int]] = field(default_factory=list)
+    down_events: list[tuple[float, int]] = field(default_factory=list)
+
+    def sync(self, now: float, current: int, desired: int) -> int:
+        """New replica count given the current count and the highest metric recommendation."""
+        if current == 0:
+            return 0                          # scaled to zero: the HPA stands aside (KEDA wakes it)
+        if current > self.max_replicas:
+            new = self.max_replicas
+        elif current < self.min_replicas:
+            new = self.min_replicas
+        else:
+            new = self._rate_limit(now, current, self._stabilize(now, current, desired))
+        if new > current:
+            self.up_events.append((now, new - current))
+        elif new < current:
+            self.down_events.append((now, current - new))
+        return new
+
+    def _stabilize(self, now: float, current: int, desired: int) -> int:
+        up_cut, down_cut = now - self.up.stabilization, now - self.down.stabilization
+        upper = max([desired] + [r for t, r in self.recommendations if t > down_cut])
+        lower = min([desired] + [r for t, r in self.recommendations if t > up_cut])
+        keep = min(up_cut, down_cut)
+        self.recommendations = [(t, r) for t, r in self.recommendations if t > keep] + [(now, desired)]
+        return min(max(current, lower), upper)
+
+    def _changed(self, now: float, period: int) -> tuple[int, int]:
+        added = sum(n for t, n in self.up_events if t > now - period)
+        removed = sum(n for t, n in self.down_events if t > now - period)
+        return added, removed
+
+    def _rate_limit(self, now: float, current: int, desired: int) -> int:
+        if desired > current:
+            if self.up.select == "Disabled":
+                return current
+            limits = []
+            for p in self.up.policies:
+                added, removed = self._changed(now, p.period)
+                base = current - added + removed
+                limits.append(base + p.value if p.kind == "Pods" else math.ceil(base * (1 + p.value / 100)))
+            limit = max(current, min(limits) if self.up.select == "Min" else max(limits))
+            return min(desired, limit, self.max_replicas)
+        if desired < current:
+            if self.down.select == "Disabled":
+                return current
+            limits = []
+            for p in self.down.policies:
+                added, removed = self._changed(now, p.period)
+                base = current - added + removed
+                limits.append(base - p.value if p.kind == "Pods" else int(base * (1 - p.value / 100)))
+            limit = min(current, max(limits) if self.down.select == "Min" else min(limits))
+            return max(desired, limit, self.min_replicas)
+        return desired
+
+
+def cron_floor(crons: tuple[CronFloor, ...], now: float) -> Optional[int]:
+    """The highest desiredReplicas of the cron triggers active now, None when none is."""
+    active = [c.replicas for c in crons if c.start <= now < c.end]
+    return max(active) if active else None
+
+
+def recommend(cfg: Settings, rate: float, floor: Optional[int], current: int) -> int:
+    """The highest recommendation over the triggers. KEDA's cron metric is desiredReplicas inside
+    the window and 1 outside, against an AverageValue target of 1 (KEDA cron_scaler.go), so it
+    passes through the same tolerance band as the token metric."""
+    desired = metric_replicas(rate, cfg.target_tps, current) if current else 0
+    if cfg.crons:
+        desired = max(desired, metric_replicas(floor if floor is not None else 1, 1, current))
+    return desired
+
+
+@dataclass
+class Trace:
+    """One replay: per-step series for the plot and the night's totals (inside the window)."""
+
+    times: list[float] = field(default_factory=list)     # seconds from the window's start
+    demand: list[float] = field(default_factory=list)    # tokens/s
+    capacity: list[float] = field(default_factory=list)  # tokens/s of ready replicas
+    replicas: list[int] = field(default_factory=list)
+    demand_tokens: float = 0.0
+    unmet_tokens: float = 0.0
+    unmet_minutes: set[int] = field(default_factory=set)
+    gpu_seconds: float = 0.0
+    oracle_gpu_seconds: float = 0.0
+
+
+class _Pods:
+    """Replicas as (ready_at, count) groups, newest last; scale-down removes the newest (the
+    least ready, as the ReplicaSet controller does). Nodes stay once added (budget freeze)."""
+
+    def __init__(self, replicas: int, warm: float, cold: float):
+        self.groups: list[list[float]] = [[-math.inf, replicas]] if replicas else []
+        self.count, self.nodes, self.warm, self.cold = replicas, replicas, warm, cold
+
+    def scale(self, now: float, target: int) -> None:
+        if target > self.count:
+            add = target - self.count
+            warm = min(add, max(0, self.nodes - self.count))
+            self.groups += [[now + delay, n] for delay, n in ((self.warm, warm), (self.cold, add - warm)) if n]
+            self.nodes = max(self.nodes, target)
+        drop = self.count - target
+        while drop > 0:
+            take = min(drop, self.groups[-1][1])
+            self.groups[-1][1] -= take
+            drop -= take
+            if not self.groups[-1][1]:
+                self.groups.pop()
+        self.count = target
+
+    def ready(self, now: float) -> int:
+        return int(sum(n for t, n in self.groups if t <= now))
+
+
+def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, Any], step: float = 10.0) -> Trace:
+    """One model in one cluster through the night under the given autoscaler manifest."""
+    cfg = settings(spec, manifest)
+    window = spec.event.window
+    end = (window.end - window.start).total_seconds()
+    start = min([0.0] + [c.start for c in cfg.crons]) - 60
+    tps, gpr, util = plan.replica_tps.value, plan.gpus_per_replica, spec.policy.target_utilisation
+    pods = _Pods(cfg.min_replicas, warmup.ready_seconds(model, True).value, warmup.ready_seconds(model, False).value)
+    hpa = Hpa(cfg.hpa_min, cfg.max_replicas, cfg.up, cfg.down)
+    served_window: deque[tuple[float, float]] = deque()
+    served_sum, queue, last_active = 0.0, 0.0, start
+    next_sync = next_poll = start
+    trace = Trace()
+    t = start
+    while t < end:
+        rate = served_sum / cfg.rate_window
+        floor = cron_floor(cfg.crons, t)
+        if cfg.keda:
+            while next_poll <= t:                 # KEDA: activation and scale to / from zero
+                if floor is not None or rate > cfg.activation_tps:
+                    last_active = next_poll
+                    if pods.count == 0:
+                        pods.scale(next_poll, cfg.hpa_min)
+                elif pods.count and cfg.min_replicas == 0 and next_poll - last_active >= cfg.cooldown:
+                    pods.scale(next_poll, 0)
+                next_poll += cfg.polling
+        while next_sync <= t:                     # HPA: highest metric, then behaviour
+            current = pods.count
+            pods.scale(next_sync, hpa.sync(next_sync, current, recommend(cfg, rate, floor, current)))
+            next_sync += autoscaling.HPA_SYNC_SECONDS
+        when = window.start + dt.timedelta(seconds=t)
+        demand = forecast.load_at(spec.event, when) * plan.demand_tps.value
+        capacity = pods.ready(t) * tps
+        backlog = queue + demand * step
+        served = min(backlog, capacity * step)
+        queue = backlog - served
+        overflow = max(0.0, queue - capacity * spec.slo.ttft_p99_seconds)
+        queue -= overflow
+        served_window.append((t, served))
+        served_sum += served
+        while served_window and served_window[0][0] <= t - cfg.rate_window:
+            served_sum -= served_window.popleft()[1]
+        if t >= 0:
+            trace.times.append(t)
+            trace.demand.append(demand)
+            trace.capacity.append(capacity)
+            trace.replicas.append(pods.count)
+            trace.demand_tokens += demand * step
+            trace.unmet_tokens += overflow
+            if overflow > 0:
+                trace.unmet_minutes.add(int(t // 60))
+            trace.gpu_seconds += pods.count * gpr * step
+            trace.oracle_gpu_seconds += math.ceil(demand / (tps * util) - 1e-9) * gpr * step
+        t += step
+    return trace
+
+
+@dataclass
+class ModelResult:
+    """One model across the stack's clusters; `trace` sums the clusters' series for the plot."""
+
+    model: str
+    clusters: int = 0
+    demand_tokens: float = 0.0
+    unmet_tokens: float = 0.0
+    unmet_minutes: set[int] = field(default_factory=set)
+    gpu_hours: float = 0.0
+    oracle_gpu_hours: float = 0.0
+    trace: Trace = field(default_factory=Trace)
+
+    @property
+    def unmet_pct(self) -> float:
+        return 100 * self.unmet_tokens / self.demand_tokens if self.demand_tokens else 0.0
+
+    @property
+    def oracle_ratio(self) -> float:
+        return self.gpu_hours / self.oracle_gpu_hours if self.oracle_gpu_hours else math.inf
+
+    def add(self, trace: Trace, copies: int) -> None:
+        self.clusters += copies
+        self.demand_tokens += trace.demand_tokens * copies
+        self.unmet_tokens += trace.unmet_tokens * copies
+        self.unmet_minutes |= trace.unmet_minutes
+        self.gpu_hours += trace.gpu_seconds * copies / 3600
+        self.oracle_gpu_hours += trace.oracle_gpu_seconds * copies / 3600
+        total = self.trace
+        if not total.times:
+            total.times = list(trace.times)
+            total.demand, total.capacity, total.replicas = [0.0] * len(trace.times), [0.0] * len(trace.times), [0] * len(trace.times)
+        total.demand = [a + b * copies for a, b in zip(total.demand, trace.demand)]
+        total.capacity = [a + b * copies for a, b in zip(total.capacity, trace.capacity)]
+        total.replicas = [a + b * copies for a, b in zip(total.replicas, trace.replicas)]
+
+
+def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: float = 10.0) -> list[ModelResult]:
+    """Every model in every cluster; identical (autoscaler, plan) pairs are replayed once."""
+    objects = objects or build(spec)
+    models = {m.name: m for m in spec.models}
+    groups: dict[str, tuple[str, ModelPlan, dict[str, Any], int]] = {}
+    for cluster in objects.clusters:
+        for unit in cluster.units:
+            if unit.component != "Autoscaler":
+                continue
+            plan = objects.plan.cluster(cluster.cluster.name).model(unit.name)
+            manifest = unit.objects[0].manifest
+            key = json.dumps([manifest, plan.replica_tps.value, plan.demand_tps.value, plan.gpus_per_replica],
+                             sort_keys=True)
+            name, p, m, n = groups.get(key, (unit.name, plan, manifest, 0))
+            groups[key] = (name, p, m, n + 1)
+    results = {name: ModelResult(name) for name in models}
+    for name, plan, manifest, copies in groups.values():
+        results[name].add(replay(spec, models[name], plan, manifest, step), copies)
+    return list(results.values())

@@ -1,0 +1,363 @@
+"""Stack config: read a stack file (or Pulumi's config), validate it all at once, return a StackSpec.
+
+Validation happens here and only here. Every problem in a file is collected and reported together,
+one line each: the file, the key path as Pulumi spells it (``peaknight:models[2].gpu``), what was
+expected and what was found, with a "did you mean" for misspelt keys and enum values. Later layers
+trust the frozen spec they get.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+import zoneinfo
+from collections import Counter
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from peaknight.spec import profiles
+from peaknight.spec.stack import CapacityType, Model, Stage, StackSpec
+
+NAMESPACE = "peaknight"
+KUBECONFIG_PREFIX = "kubeconfig-"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The Pulumi project a command runs in: the nearest directory from `start` (the working
+    directory) up that holds Pulumi.yaml, else `start` itself. Stack names resolve under its stacks/."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Pulumi.yaml").is_file():
+            return folder
+    return here
+
+# Policy the stack leaves out is filled in from its stage, in stack-file spelling, before validation.
+POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
+    Stage.BROADCAST.value: dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
+                                requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
+                                surviveZoneLoss=True),
+    # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
+    Stage.REHEARSAL.value: dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
+                                requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
+                                surviveZoneLoss=False),
+}
+
+IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# The digest the shipped stacks carry where only the operator's registry knows the real one.
+PLACEHOLDER_DIGEST = "@sha256:" + "0" * 64
+_SPEC_ADAPTER = TypeAdapter(StackSpec)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a stack file, formatted as the CLI prints it."""
+
+    source: str
+    path: str
+    expected: str
+    found: str = ""
+    hint: str = ""
+
+    def __str__(self) -> str:
+        found = f"; found {self.found}" if self.found else ""
+        hint = f" (did you mean {self.hint}?)" if self.hint else ""
+        return f"{self.source}: {self.path}: expected {self.expected}{found}{hint}"
+
+
+class ConfigError(Exception):
+    """Bad input: carries every problem found; the CLI prints them and exits 2."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class LoadedStack:
+    path: Path
+    spec: StackSpec
+
+    @property
+    def name(self) -> str:
+        """Stack name from the file name (Pulumi.<name>.yaml), else the file stem."""
+        match = re.fullmatch(r"Pulumi\.(.+)\.ya?ml", self.path.name)
+        return match.group(1) if match else self.path.stem
+
+
+def resolve_stack_path(stack: str, root: Path | None = None) -> Path:
+    """A stack name means stacks/Pulumi.<name>.yaml; anything path-like is taken as a file."""
+    if stack.endswith((".yaml", ".yml")) or "/" in stack:
+        return Path(stack)
+    return (root or project_root()) / "stacks" / f"Pulumi.{stack}.yaml"
+
+
+def load_stack(stack: str) -> LoadedStack:
+    path = resolve_stack_path(stack)
+    return LoadedStack(path, parse(read_stack_file(path), str(path)))
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """The `peaknight:` keys of a Pulumi stack file, prefix stripped. Other namespaces are ignored."""
+    source = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError([Problem(source, "(file)", "a readable stack file", "no such file")]) from None
+    except OSError as err:
+        raise ConfigError([Problem(source, "(file)", "a readable stack file", err.strerror or str(err))]) from None
+    try:
+        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(file)"
+        raise ConfigError([Problem(source, where, "valid YAML", str(getattr(err, "problem", err)))]) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise ConfigError([Problem(source, "config", "a mapping of Pulumi config keys", _show(doc))])
+    prefix = NAMESPACE + ":"
+    raw = {key[len(prefix):]: value for key, value in doc["config"].items()
+           if isinstance(key, str) and key.startswith(prefix)}
+    if not raw:
+        raise ConfigError([Problem(source, "config", f"keys under the '{NAMESPACE}:' namespace", "none")])
+    return raw
+
+
+def placeholder_images(spec: StackSpec) -> list[str]:
+    """Images still pinned to the all-zero placeholder digest: valid config, but not pullable.
+    The CLI warns about them so nobody takes a shipped stack to the night unchanged."""
+    images = {m.image for m in spec.models} | {i for e in spec.edges for i in _edge_images(e)}
+    return sorted(i for i in images if i.endswith(PLACEHOLDER_DIGEST))
+
+
+def _edge_images(edge: Any) -> list[str]:
+    return [getattr(edge, f.name) for f in dataclasses.fields(edge) if f.name.endswith("image")]
+
+
+def top_level_keys() -> list[str]:
+    """The camelCase top-level config keys, as `pulumi config set` spells them."""
+    return [_alias(f) for f in dataclasses.fields(StackSpec)]
+
+
+def parse(raw: dict[str, Any], source: str) -> StackSpec:
+    """Validate raw config into a StackSpec, or raise ConfigError listing every problem."""
+    raw = dict(raw)
+    problems = _check_secrets(raw, source)
+    known = set(top_level_keys())
+    for key in list(raw):
+        if key.startswith(KUBECONFIG_PREFIX):
+            raw.pop(key)
+        elif key not in known:
+            problems.append(Problem(source, f"{NAMESPACE}:{key}", "a known key", "an unknown key",
+                                    _suggest(key, known, prefix=f"{NAMESPACE}:")))
+            raw.pop(key)
+    policy = raw.get("policy")
+    if isinstance(policy, dict) and policy.get("stage") in POLICY_DEFAULTS:
+        raw["policy"] = {**POLICY_DEFAULTS[policy["stage"]], **policy}
+    try:
+        spec = _SPEC_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
+    except ValidationError as err:
+        problems.extend(_from_pydantic(err, source))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    problems = list(_cross_checks(spec, source))
+    if problems:
+        raise ConfigError(problems)
+    return spec
+
+
+def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
+    """Kubeconfigs live in `kubeconfig-<cluster>` keys and must be Pulumi secrets, never plain text."""
+    clusters = {c.get("name") for c in raw.get("clusters", []) if isinstance(c, dict)}
+    problems = []
+    for key, value in raw.items():
+        if not key.startswith(KUBECONFIG_PREFIX):
+            continue
+        cluster = key[len(KUBECONFIG_PREFIX):]
+        if cluster not in clusters:
+            problems.append(Problem(source, f"{NAMESPACE}:{key}", "a kubeconfig for a cluster in peaknight:clusters",
+                                    f"no cluster named '{cluster}'", _suggest(cluster, clusters)))
+        elif not (isinstance(value, dict) and set(value) == {"secure"}):
+            problems.append(Problem(source, f"{NAMESPACE}:{key}",
+                                    f"a Pulumi secret (pulumi config set --secret {key} ...)", "a plain-text value"))
+    return problems
+
+
+# ---- pydantic errors -> one line each --------------------------------------------------------
+
+def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = tuple(e["loc"])
+        kind = e["type"]
+        if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+            allowed = _keys_at(loc[:-1])
+            problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
+                                    "an unknown key", _suggest(str(loc[-1]), allowed)))
+        elif kind == "missing":
+            problems.append(Problem(source, _path(loc), "this required key", "nothing"))
+        elif kind == "enum":
+            choices = re.findall(r"'([^']*)'", e["ctx"]["expected"])
+            problems.append(Problem(source, _path(loc), "one of " + ", ".join(choices), _show(e["input"]),
+                                    _suggest(str(e["input"]), choices)))
+        else:
+            message = re.sub(r"^(Input should be|Value error,)\s*", "", e["msg"])
+            problems.append(Problem(source, _path(loc), message, _show(e["input"])))
+    return problems
+
+
+def _path(loc: tuple) -> str:
+    out = NAMESPACE + ":"
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if i else "") + str(part)
+    return out
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """Allowed keys of the dataclass found by walking `loc` from StackSpec (for "did you mean")."""
+    cls: Any = StackSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        hints = typing.get_type_hints(cls)
+        field = next((f for f in dataclasses.fields(cls) if _alias(f) == part), None)
+        if field is None:
+            return []
+        cls = _dataclass_in(hints[field.name])
+        if cls is None:
+            return []
+    return [_alias(f) for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def _dataclass_in(tp: Any) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _dataclass_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _alias(field: dataclasses.Field) -> str:
+    head, *rest = field.name.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def _suggest(word: str, candidates: Iterable[Any], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, [str(c) for c in candidates if c is not None], n=1, cutoff=0.6)
+    return f"'{prefix}{close[0]}'" if close else ""
+
+
+def _show(value: Any) -> str:
+    text = repr(value.value if isinstance(value, Enum) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---- checks across keys ----------------------------------------------------------------------
+
+def _duplicates(items: Iterable[Any], key: str, source: str) -> Iterable[Problem]:
+    seen = Counter(getattr(item, "name") for item in items)
+    for i, item in enumerate(items):
+        if seen[item.name] > 1:
+            yield Problem(source, f"{NAMESPACE}:{key}[{i}].name", "a unique name", f"'{item.name}' more than once")
+
+
+def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
+    """Rules that span keys: references, sums, the stage's policy. All reported, not the first."""
+    table = profiles.load()
+    P = lambda path, expected, found="", hint="": Problem(source, f"{NAMESPACE}:{path}", expected, found, hint)  # noqa: E731
+
+    event = spec.event
+    try:
+        zoneinfo.ZoneInfo(event.time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        yield P("event.timeZone", "an IANA time zone such as Asia/Shanghai", _show(event.time_zone))
+    if event.window.end <= event.window.start:
+        yield P("event.window.end", "a time after event.window.start", str(event.window.end))
+    yield from _duplicates(event.moments, "event.moments", source)
+    for i, moment in enumerate(event.moments):
+        if not event.window.start <= moment.at < event.window.end:
+            yield P(f"event.moments[{i}].at", f"a time inside the window {event.window.start}..{event.window.end}",
+                    str(moment.at))
+
+    yield from _duplicates(spec.clusters, "clusters", source)
+    total_share = sum(c.share for c in spec.clusters)
+    if abs(total_share - 1) > 1e-6:
+        yield P("clusters[*].share", "shares that add up to 1", f"{total_share:.6g}")
+    if spec.policy.survive_zone_loss:
+        for i, cluster in enumerate(spec.clusters):
+            if len(cluster.zones) < 2:
+                yield P(f"clusters[{i}].zones", "at least 2 zones to survive the loss of one",
+                        f"{len(cluster.zones)}")
+
+    if spec.policy.stage is Stage.BROADCAST and CapacityType.SPOT in spec.policy.capacity_types:
+        yield P("policy.capacityTypes", "reserved and/or on-demand only in a broadcast stack", "spot")
+
+    yield from _duplicates(spec.gpu_pools, "gpuPools", source)
+    for i, pool in enumerate(spec.gpu_pools):
+        for j, gpu in enumerate(pool.gpus):
+            if gpu not in table.gpus:
+                yield P(f"gpuPools[{i}].gpus[{j}]", "one of " + ", ".join(table.gpus), _show(gpu), _suggest(gpu, table.gpus))
+        counts = set()
+        for j, name in enumerate(pool.instance_types):
+            itype = table.instance_types.get(name)
+            if itype is None:
+                yield P(f"gpuPools[{i}].instanceTypes[{j}]", "an instance type from the profile catalog ("
+                        + ", ".join(table.instance_types) + ")", _show(name), _suggest(name, table.instance_types))
+            elif itype.gpu not in pool.gpus:
+                yield P(f"gpuPools[{i}].instanceTypes[{j}]", f"an instance type with one of the pool's GPUs "
+                        f"({', '.join(pool.gpus)})", f"'{name}' carries {itype.gpu}")
+            else:
+                counts.add(itype.gpus)
+        if len(counts) > 1:
+            yield P(f"gpuPools[{i}].instanceTypes", "instance types with the same GPU count per node",
+                    ", ".join(str(c) for c in sorted(counts)))
+
+    pools = {p.name: p for p in spec.gpu_pools}
+    yield from _duplicates(spec.models, "models", source)
+    for i, model in enumerate(spec.models):
+        yield from _check_model(i, model, pools, spec, P)
+
+    yield from _duplicates(spec.edges, "edges", source)
+    for i, edge in enumerate(spec.edges):
+        yield from _duplicates(edge.renditions, f"edges[{i}].renditions", source)
+        share = sum(r.share for r in edge.renditions)
+        if abs(share - 1) > 1e-6:
+            yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
+
+
+def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> Iterable[Problem]:
+    table = profiles.load()
+    if model.model_class not in table.model_classes:
+        yield P(f"models[{i}].modelClass", "one of " + ", ".join(table.model_classes), _show(model.model_class),
+                _suggest(model.model_class, table.model_classes))
+        return
+    pool = pools.get(model.pool)
+    if pool is None:
+        yield P(f"models[{i}].pool", "the name of a pool in peaknight:gpuPools (" + ", ".join(pools) + ")",
+                _show(model.pool), _suggest(model.pool, pools))
+        return
+    shapes = set()
+    for gpu in (g for g in pool.gpus if g in table.gpus):  # unknown GPUs are reported on the pool
+        row = table.throughput.get((model.model_class, gpu))
+        if row is None:
+            yield P(f"models[{i}].pool", f"a pool whose GPUs all have a {model.model_class} throughput profile",
+                    f"pool '{pool.name}' offers {gpu}, which has none")
+        else:
+            shapes.add(row.gpus_per_replica)
+    if len(shapes) > 1:
+        yield P(f"models[{i}].pool", "a pool whose GPUs all give the same GPUs per replica",
+                f"{sorted(shapes)} across {', '.join(pool.gpus)}")
+    if spec.policy.require_image_digests and not IMAGE_DIGEST.search(model.image):
+        yield P(f"models[{i}].image", "an image pinned by digest (…@sha256:<64 hex>) in a "
+                f"{spec.policy.stage.value} stack", _show(model.image))

@@ -1,0 +1,35 @@
+"""The night's clock: local times in the event's zone, and their UTC equivalents.
+
+Karpenter's disruption-budget schedules run in UTC while KEDA cron triggers take a time zone;
+converting in one place keeps the node-pool freeze and the pre-scaling on the same night.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+from peaknight.spec.stack import StackSpec
+
+
+def zone(spec: StackSpec) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(spec.event.time_zone)
+
+
+def to_utc(spec: StackSpec, local: dt.datetime) -> dt.datetime:
+    return local.replace(tzinfo=zone(spec)).astimezone(dt.timezone.utc)
+
+
+def cron_at(moment: dt.datetime) -> str:
+    """A five-field cron that fires once a year at `moment` (minute hour day month *)."""
+    return f"{moment.minute} {moment.hour} {moment.day} {moment.month} *"
+
+
+def go_duration(delta: dt.timedelta) -> str:
+    """Go duration syntax (`5h15m`) as Karpenter's budget `duration` expects."""
+    minutes = int(delta.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes or not hours else "")
+
+
+def window_minutes(spec: StackSpec) -> int:
+    return int((spec.event.window.end - spec.event.window.start).total_seconds() // 60)
