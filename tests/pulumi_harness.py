@@ -85,11 +85,12 @@ def run_program(path: Path, kubeconfigs: bool = True) -> RecordingMocks:
     return run_under_mocks(main, path.stem.split(".")[-1], stack_config(path, kubeconfigs))
 
 
-def run_under_mocks(body: Callable[[], None], stack: str, config_: dict[str, str]) -> RecordingMocks:
+def run_under_mocks(body: Callable[[], None], stack: str, config_: dict[str, str],
+                    project: str = "peaknight") -> RecordingMocks:
     """Run `body` as a Pulumi program under recording mocks with `config_` set. bench/program runs
     the kit's program and its bare floor through here, so both pay the same mock costs."""
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="peaknight", stack=stack, preview=False)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
     pulumi.runtime.set_all_config(config_)
 
     @pulumi.runtime.test
