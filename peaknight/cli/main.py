@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from peaknight.plan import capacity
 from peaknight.spec import config
 from peaknight.builders import event
+from peaknight.review import crds as pinned_crds
 from peaknight.review import schema as k8s_schema
 from peaknight.plan import report as plan_report
 from peaknight.review import policy
@@ -57,9 +58,11 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
-    crds = Path(args.crds) if args.crds else k8s_schema.DEFAULT_CRDS
-    if not crds.is_dir():
+    crds = Path(args.crds) if args.crds else None
+    if crds is not None and not crds.is_dir():
         raise config.ConfigError([config.Problem(str(crds), "--crds", "a directory of CRD YAML files", "no such directory")])
+    if crds is None:
+        _pinned_crds()
     objects = event.build(loaded.spec)
     problems = [str(v) for v in policy.check_event(objects)]
     count = 0
@@ -79,13 +82,40 @@ def _validate(args: argparse.Namespace) -> int:
     return CHECK_FAILED if problems else OK
 
 
+def _pinned_crds() -> tuple[Path, ...]:
+    """The pinned CRDs, fetched into the cache if they are not there yet; bad input if impossible."""
+    try:
+        return pinned_crds.files()
+    except pinned_crds.CrdsUnavailable:
+        pass
+    try:
+        pinned_crds.fetch()
+        return pinned_crds.files()
+    except pinned_crds.CrdsUnavailable as err:
+        raise config.ConfigError([config.Problem("crds.lock.yaml", "CRDs", "the pinned CRDs", line)
+                                  for line in err.problems]) from None
+
+
+def _crds(args: argparse.Namespace) -> int:
+    """`peaknight crds fetch`: the pinned CRDs into the checkout's cache (or $PEAKNIGHT_CRDS verified)."""
+    try:
+        directory, got = pinned_crds.fetch()
+    except pinned_crds.CrdsUnavailable as err:
+        for line in err.problems:
+            print(line, file=sys.stderr)
+        return BAD_INPUT
+    print(f"{len(pinned_crds.pins())} pinned CRDs verified in {directory}" + (f" ({len(got)} downloaded)" if got else ""))
+    return OK
+
+
 def _diff(args: argparse.Namespace) -> int:
     print(review.report(args.stack, args.base))
     return OK
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan, "validate": _validate,
-                                                            "diff": _diff, "simulate": simulate_cmd.run}
+                                                            "diff": _diff, "simulate": simulate_cmd.run,
+                                                            "crds": _crds}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -101,12 +131,16 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="policy checks + API schema and CRD validation of every object; exit 1 "
                                         "listing every violation")
     v.add_argument("stack", help=stack_help)
-    v.add_argument("--crds", help=f"directory of CustomResourceDefinitions (default {k8s_schema.DEFAULT_CRDS})")
+    v.add_argument("--crds", help="directory of CustomResourceDefinitions (default: the pinned ones, "
+                                  "peaknight/review/crds.lock.yaml, from $PEAKNIGHT_CRDS or the checkout's cache)")
     d = sub.add_parser("diff", help="what a change does: objects, planned capacity and the simulated night, "
                                     "GITREF -> working tree")
     d.add_argument("stack", help=stack_help)
     d.add_argument("--base", required=True, help="git revision to compare with (e.g. origin/main)")
     simulate_cmd.add_parser(sub, stack_help)
+    c = sub.add_parser("crds", help="the pinned upstream CRDs validate uses")
+    c.add_argument("action", choices=["fetch"], help="fetch: download and verify them into .cache/crds/ "
+                                                     "(with $PEAKNIGHT_CRDS set: verify that mirror)")
     return p
 
 
