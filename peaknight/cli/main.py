@@ -1,16 +1,20 @@
 """`peaknight`: the offline CLI (render, plan, ...). No Pulumi SDK, no cloud, no cluster.
 
 Exit codes: 0 ok; 1 a check failed (capacity short, envelope exceeded, validation); 2 bad input,
-one line per problem naming the file, the key path and what was expected, never a traceback.
+one line per problem naming the file, the key path and what was expected, never a traceback
+(cli/errors.py). Warnings go to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
+from peaknight.cli import errors
+from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
 from peaknight.plan import capacity
 from peaknight.spec import config
 from peaknight.builders import event
@@ -23,29 +27,30 @@ from peaknight.review import diff as review
 from peaknight.cli import simulate as simulate_cmd
 from peaknight.spec.stack import StackSpec
 
-OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
-
-
 def _render(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
-    objects = event.build(loaded.spec)
     out = Path(args.out) if args.out else Path("build") / loaded.name
-    counts = render.write(objects, out)
+    errors.writable_dir(out, "--out")
+    render.previous_clusters(out)  # refuse a foreign directory before the (slower) build
+    objects = event.build(loaded.spec)
+    written = render.write(objects, out)
     print(f"rendered stack '{loaded.name}' ({loaded.path}) to {out}/")
-    for cluster, n in counts.items():
+    for cluster, n in written.counts.items():
         print(f"  {cluster}: {n} objects")
+    for cluster in written.removed:
+        print(f"  {cluster}: removed (no longer in the stack)")
     print(plan_report.summary(objects.plan))
     _warn_placeholders(loaded.spec)
     for warning in objects.plan.warnings:
-        print(f"warning: {warning}")
+        errors.warn(warning)
     return OK
 
 
 def _warn_placeholders(spec: StackSpec) -> None:
     """One line per image a shipped stack pins to the placeholder digest."""
     for image in config.placeholder_images(spec):
-        print(f"warning: {image.split('@')[0]} is pinned to the placeholder digest: set your registry's digest "
-              "(crane digest <image>) before the night")
+        errors.warn(f"{image.split('@')[0]} is pinned to the placeholder digest: set your registry's digest "
+                    "(crane digest <image>) before the night")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -120,6 +125,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peaknight", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"peaknight {metadata.version('peaknight')}")
     sub = p.add_subparsers(dest="command", required=True)
     stack_help = "stack name (stacks/Pulumi.<name>.yaml) or a path to any stack file"
     r = sub.add_parser("render", help="write every object as YAML, one file per object")
@@ -144,14 +150,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    """'did you mean' for a misspelt subcommand (argparse only lists the choices)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is None or first in COMMANDS:
+        return None
+    hint = errors.closest(first, COMMANDS)
+    return (f"peaknight: unknown command '{first}'" + (f" (did you mean {hint}?)" if hint else "")
+            + f"; commands: {', '.join(COMMANDS)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_command(argv)
+    if unknown:
+        print(unknown, file=sys.stderr)
+        return BAD_INPUT
     args = parser().parse_args(argv)
+    return errors.run(lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "stack", None):
+        errors.check_stack_name(args.stack)
     try:
         return COMMANDS[args.command](args)
-    except config.ConfigError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        return BAD_INPUT
     except capacity.EnvelopeError as err:
         print("the plan does not fit the Kubernetes envelope:", file=sys.stderr)
         for problem in err.problems:

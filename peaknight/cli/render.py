@@ -2,15 +2,24 @@
 
 One document per object under OUT/<cluster>/<kind>.<namespace>.<name>.yaml with sorted keys, so
 two renders diff cleanly. No Pulumi import on this path.
+
+The render owns OUT: it records the clusters it wrote in OUT/.peaknight-render.yaml, and a later
+render removes the directories of recorded clusters the stack no longer has (one Argo CD
+Application or Flux Kustomization per cluster directory would otherwise keep syncing them). It
+refuses a non-empty OUT it did not write, so `--out ~` cannot delete anything of the user's.
 """
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from peaknight.builders.event import EventObjects
+from peaknight.spec.config import ConfigError, Problem
+
+MARKER = ".peaknight-render.yaml"
 
 _STR = "tag:yaml.org,2002:str"
 
@@ -43,12 +52,34 @@ def dump(manifest: dict) -> str:
     return yaml.dump(manifest, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=120)
 
 
-def write(objects: EventObjects, out: Path) -> dict[str, int]:
-    """Replace OUT/<cluster>/ for each cluster with the render; returns objects written per cluster.
+@dataclass(frozen=True)
+class Written:
+    """What a render did to OUT: objects per cluster written, and cluster directories removed."""
+
+    counts: dict[str, int]
+    removed: tuple[str, ...]
+
+
+def previous_clusters(out: Path) -> list[str]:
+    """Clusters an earlier render recorded in OUT; refuses a non-empty OUT without the record."""
+    marker = out / MARKER
+    if marker.is_file():
+        recorded = yaml.safe_load(marker.read_text()) or {}
+        return [str(c) for c in recorded.get("clusters", [])]
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError([Problem(str(out), "--out", "an empty directory or one `peaknight render` wrote",
+                                   f"other content and no {MARKER}")])
+    return []
+
+
+def write(objects: EventObjects, out: Path) -> Written:
+    """Replace OUT/<cluster>/ for each cluster with the render and remove the directories of
+    clusters an earlier render wrote that the stack no longer has.
 
     Each cluster is written to a temporary sibling and swapped in, so a failed render never leaves
-    a half-written directory for a GitOps controller to apply.
+    a half-written directory for a GitOps controller to apply; the marker is written last.
     """
+    before = previous_clusters(out)
     counts = {}
     out.mkdir(parents=True, exist_ok=True)
     for cluster in objects.clusters:
@@ -64,4 +95,8 @@ def write(objects: EventObjects, out: Path) -> dict[str, int]:
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         counts[cluster.cluster.name] = n
-    return counts
+    removed = tuple(sorted(c for c in before if c not in counts and "/" not in c and c not in ("", ".", "..")))
+    for cluster in removed:
+        shutil.rmtree(out / cluster, ignore_errors=True)
+    (out / MARKER).write_text(yaml.safe_dump({"clusters": list(counts)}, sort_keys=False))
+    return Written(counts, removed)

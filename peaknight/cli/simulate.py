@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from peaknight.cli import errors
 from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.sim import plot as night_plot
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     spec = loaded.spec
     if args.step <= 0:
         raise config.ConfigError([config.Problem("--step", "--step", "a positive number of seconds", str(args.step))])
+    if args.plot:
+        errors.writable_file(Path(args.plot), "--plot")  # before the night is replayed, not after
     results = simulator.simulate(spec, event.build(spec), args.step)
     print(f"simulated night of stack '{loaded.name}' ({loaded.path}), {args.step:g} s steps, "
           f"{spec.event.window.start:%Y-%m-%d %H:%M} to {spec.event.window.end:%H:%M} {spec.event.time_zone}")
