@@ -35,8 +35,25 @@ def crd_schemas(paths: tuple[Path, ...]) -> dict[tuple[str, str], dict[str, Any]
             group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
             for version in doc["spec"]["versions"]:
                 if version.get("served", True):
-                    schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+                    schemas[(f"{group}/{version['name']}", kind)] = strict(version["schema"]["openAPIV3Schema"])
     return schemas
+
+
+def strict(node: Any) -> Any:
+    """The schema with unknown fields as errors, as the API server's strict field validation
+    (kubectl's default) has them: a CRD schema lists its properties but leaves out
+    `additionalProperties`, so plain JSON Schema would accept a misspelt field that the API server
+    rejects (or prunes). Objects that keep unknown fields (`x-kubernetes-preserve-unknown-fields`:
+    Helm values, free-form maps) stay open."""
+    if isinstance(node, list):
+        return [strict(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: strict(v) for k, v in node.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
 
 
 def is_core(manifest: dict[str, Any]) -> bool:
