@@ -13,11 +13,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
+from peaknight.addons import gitops
 from peaknight.cli import errors
 from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
 from peaknight.plan import capacity
 from peaknight.spec import config
-from peaknight.builders import event
 from peaknight.review import crds as pinned_crds
 from peaknight.review import schema as k8s_schema
 from peaknight.plan import report as plan_report
@@ -32,7 +32,7 @@ def _render(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("build") / loaded.name
     errors.writable_dir(out, "--out")
     render.previous_clusters(out)  # refuse a foreign directory before the (slower) build
-    objects = event.build(loaded.spec)
+    objects = gitops.build(loaded.spec)
     written = render.write(objects, out)
     print(f"rendered stack '{loaded.name}' ({loaded.path}) to {out}/")
     for cluster, n in written.counts.items():
@@ -68,7 +68,7 @@ def _validate(args: argparse.Namespace) -> int:
         raise config.ConfigError([config.Problem(str(crds), "--crds", "a directory of CRD YAML files", "no such directory")])
     if crds is None:
         _pinned_crds()
-    objects = event.build(loaded.spec)
+    objects = gitops.build(loaded.spec)
     problems = [str(v) for v in policy.check_event(objects)]
     count = 0
     seen: dict[str, list[str]] = {}  # clusters repeat most objects verbatim: validate each once

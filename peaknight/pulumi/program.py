@@ -13,6 +13,7 @@ from typing import Any, Callable
 import pulumi
 import pulumi_kubernetes as k8s
 
+from peaknight.addons import gitops
 from peaknight.addons import releases as addons
 from peaknight.plan import capacity
 from peaknight.spec import config
@@ -84,16 +85,20 @@ def provider_for(spec: StackSpec, cluster_name: str, adopt_existing: bool) -> k8
 
 
 def deploy(spec: StackSpec) -> event.EventObjects:
-    """Declare every object of the event; returns what was declared (for exports and tests)."""
-    objects = event.build(spec)
+    """Declare every object of the event; returns what was declared (for exports and tests).
+    With `peaknight:gitops` the add-ons are objects of their own unit (Argo CD / Flux), which a
+    render directory can hold; otherwise Helm releases every object that needs one waits for."""
+    objects = gitops.build(spec)
     for cluster_objects in objects.clusters:
         cluster = cluster_objects.cluster
         provider = provider_for(spec, cluster.name, cluster.adopt_existing)
         parent = Cluster(cluster.name, pulumi.ResourceOptions(providers=[provider]))
-        releases = addons.build(spec, objects.plan.cluster(cluster.name), cluster,
-                                [obj for unit in cluster_objects.units for obj in unit.objects])
-        cluster_addons = ClusterAddons(cluster.name, releases, provider, bool(spec.policy.protect),
-                                       pulumi.ResourceOptions(parent=parent, providers=[provider]))
+        cluster_addons = None
+        if spec.gitops is None:
+            releases = addons.build(spec, objects.plan.cluster(cluster.name), cluster,
+                                    [obj for unit in cluster_objects.units for obj in unit.objects])
+            cluster_addons = ClusterAddons(cluster.name, releases, provider, bool(spec.policy.protect),
+                                           pulumi.ResourceOptions(parent=parent, providers=[provider]))
         for unit in cluster_objects.units:
             component = Unit(unit.component, f"{cluster.name}/{unit.name}",
                              pulumi.ResourceOptions(parent=parent, providers=[provider]))
@@ -101,7 +106,7 @@ def deploy(spec: StackSpec) -> event.EventObjects:
                 resource_for(obj, f"{cluster.name}/{obj.key}", pulumi.ResourceOptions(
                     parent=component, provider=provider, protect=obj.protect,
                     ignore_changes=list(obj.ignore_changes) or None,
-                    depends_on=cluster_addons.needed_by(obj)))
+                    depends_on=cluster_addons.needed_by(obj) if cluster_addons else None))
             component.register_outputs({})
         parent.register_outputs({})
     return objects
