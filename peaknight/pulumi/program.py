@@ -6,9 +6,8 @@ program cannot create anything review did not see.
 """
 from __future__ import annotations
 
-import json
 import re
-from typing import Any, Callable
+from typing import Callable
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -19,6 +18,7 @@ from peaknight.plan import capacity
 from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.builders.objects import Obj
+from peaknight.pulumi import stack_config
 from peaknight.pulumi.addons import ClusterAddons
 from peaknight.spec.stack import StackSpec
 
@@ -113,17 +113,10 @@ def deploy(spec: StackSpec) -> event.EventObjects:
 
 
 def spec_from_pulumi_config() -> StackSpec:
-    """Read `peaknight:*` from Pulumi's config (the stack file) and validate it like the CLI does."""
-    cfg = pulumi.Config(config.NAMESPACE)
-    raw: dict[str, Any] = {}
-    for key in config.top_level_keys():
-        text = cfg.get(key)
-        if text is not None:
-            try:
-                raw[key] = json.loads(text)
-            except json.JSONDecodeError:
-                raw[key] = text
-    return config.parse(raw, f"Pulumi config of stack {pulumi.get_stack()}")
+    """Validate every `peaknight:*` key Pulumi passed exactly as the CLI validates the stack file:
+    unknown keys and plain-text kubeconfigs included (stack_config.raw_config)."""
+    source = f"Pulumi config of stack {pulumi.get_stack()}"
+    return config.parse(stack_config.raw_config(source), source)
 
 
 def main() -> None:
