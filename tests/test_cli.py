@@ -67,19 +67,23 @@ def test_a_plot_into_a_missing_directory_is_bad_input(capsys: pytest.CaptureFixt
     assert err == f"{target}: --plot: expected a file in an existing directory; found no directory {target.parent}\n"
 
 
-@pytest.mark.parametrize("make", ["file", "under-a-file", "read-only"])
+@pytest.mark.parametrize("make", ["file", "under-a-file", "read-only", "proc"])
 def test_render_into_a_path_it_cannot_use_is_bad_input(make: str, capsys: pytest.CaptureFixture,
                                                         tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     if make == "file":
         out_dir, expected = tmp_path / "f", "expected a directory; found a file"
     elif make == "under-a-file":
-        out_dir, expected = tmp_path / "f" / "out", "expected a directory this user may create; found Not a directory"
+        out_dir, expected = tmp_path / "f" / "out", f"expected a directory this user may create; found {tmp_path / 'f'} is a file"
+    elif make == "proc":  # passes the check (root may write anywhere) and fails when written
+        if os.geteuid() != 0:
+            pytest.skip("only root passes the check into /proc")
+        out_dir, expected = Path("/proc/peaknight-out"), "expected a directory this user may write; found No such file or directory"
     else:
         if os.geteuid() == 0:
             pytest.skip("root writes into read-only directories")
         (tmp_path / "ro").mkdir(mode=0o500)
-        out_dir, expected = tmp_path / "ro" / "out", "expected a directory this user may create; found Permission denied"
+        out_dir, expected = tmp_path / "ro" / "out", f"expected a directory this user may write; found {tmp_path / 'ro'} is not writable"
     code, out, err = _run(capsys, "render", "rehearsal", "--out", str(out_dir))
     assert (code, out) == (2, "")
     assert err == f"{out_dir}: --out: {expected}\n"

@@ -46,17 +46,17 @@ def check_stack_name(stack: str) -> None:
 
 
 def writable_dir(path: Path, option: str) -> None:
-    """Make sure `path` is (or now is) a directory this user can write into, else bad input."""
+    """`path` is a directory, or one this user can create, and can be written: else bad input.
+    Checked before any work and without creating anything, so a refused command leaves no trace."""
     if path.exists() and not path.is_dir():
         raise config.ConfigError([config.Problem(str(path), option, "a directory", "a file")])
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
         raise config.ConfigError([config.Problem(str(path), option, "a directory this user may create",
-                                                 err.strerror or str(err))]) from None
-    if not os.access(path, os.W_OK | os.X_OK):
+                                                 f"{existing} is a file")])
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise config.ConfigError([config.Problem(str(path), option, "a directory this user may write",
-                                                 "permission denied")])
+                                                 f"{existing} is not writable")])
 
 
 def writable_file(path: Path, option: str) -> None:

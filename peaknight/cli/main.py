@@ -33,7 +33,11 @@ def _render(args: argparse.Namespace) -> int:
     errors.writable_dir(out, "--out")
     render.previous_clusters(out)  # refuse a foreign directory before the (slower) build
     objects = gitops.build(loaded.spec)
-    written = render.write(objects, out)
+    try:
+        written = render.write(objects, out)
+    except OSError as err:  # what the check cannot foresee: a /proc path, a full disk
+        raise config.ConfigError([config.Problem(str(out), "--out", "a directory this user may write",
+                                                 err.strerror or str(err))]) from None
     print(f"rendered stack '{loaded.name}' ({loaded.path}) to {out}/")
     for cluster, n in written.counts.items():
         print(f"  {cluster}: {n} objects")
@@ -58,6 +62,8 @@ def _plan(args: argparse.Namespace) -> int:
     plan = capacity.plan(loaded.spec)
     print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
     print(plan_report.table(plan, explain=args.explain))
+    for warning in plan.warnings:
+        errors.warn(warning)
     return CHECK_FAILED if plan.short else OK
 
 
