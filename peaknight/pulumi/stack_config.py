@@ -24,21 +24,21 @@ def _all_keys() -> dict[str, Any]:
     return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
 
 
-def _secret_keys() -> set[str]:
-    return set(runtime_config._SECRET_KEYS.get()) | set(runtime_config.get_config_secret_keys_env())
+def _is_secret(key: str) -> bool:
+    """Secret as the engine marked it: in the program's secret keys or PULUMI_CONFIG_SECRET_KEYS."""
+    return runtime_config.is_config_secret(key) or key in runtime_config.get_config_secret_keys_env()
 
 
 def raw_config(source: str) -> dict[str, Any]:
     """The `peaknight:` keys, prefix stripped, values decoded like the stack file's YAML."""
     prefix = config.NAMESPACE + ":"
-    secret = _secret_keys()
     raw: dict[str, Any] = {}
     for key, text in _all_keys().items():
         if not key.startswith(prefix):
             continue
         name = key[len(prefix):]
         if name.startswith(config.KUBECONFIG_PREFIX):
-            raw[name] = SECRET_PLACEHOLDER if key in secret else text
+            raw[name] = SECRET_PLACEHOLDER if _is_secret(key) else text
             continue
         try:
             raw[name] = json.loads(text) if isinstance(text, str) else text
