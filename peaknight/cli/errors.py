@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
+from peaknight.review.crds import CrdsUnavailable
 from peaknight.spec import config
 
 OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
@@ -80,7 +81,7 @@ def run(body: Callable[[], int]) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return OK
-    except config.ConfigError as err:
+    except (config.ConfigError, CrdsUnavailable) as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return BAD_INPUT

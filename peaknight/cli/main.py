@@ -94,27 +94,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _pinned_crds() -> tuple[Path, ...]:
-    """The pinned CRDs, fetched into the cache if they are not there yet; bad input if impossible."""
+    """The pinned CRDs, fetched into the cache if they are not there yet (CrdsUnavailable, bad
+    input, if that cannot be done)."""
     try:
         return pinned_crds.files()
     except pinned_crds.CrdsUnavailable:
-        pass
-    try:
         pinned_crds.fetch()
         return pinned_crds.files()
-    except pinned_crds.CrdsUnavailable as err:
-        raise config.ConfigError([config.Problem("crds.lock.yaml", "CRDs", "the pinned CRDs", line)
-                                  for line in err.problems]) from None
 
 
 def _crds(args: argparse.Namespace) -> int:
     """`peaknight crds fetch`: the pinned CRDs into the checkout's cache (or $PEAKNIGHT_CRDS verified)."""
-    try:
-        directory, got = pinned_crds.fetch()
-    except pinned_crds.CrdsUnavailable as err:
-        for line in err.problems:
-            print(line, file=sys.stderr)
-        return BAD_INPUT
+    directory, got = pinned_crds.fetch()
     print(f"{len(pinned_crds.pins())} pinned CRDs verified in {directory}" + (f" ({len(got)} downloaded)" if got else ""))
     return OK
 
