@@ -51,6 +51,13 @@ class Unit:
     objects: tuple[Obj, ...] = field(default_factory=tuple)
 
 
+def literal_arg(value: str) -> str:
+    """A string as one element of a container's command or args, taken literally: the kubelet
+    expands `$(VAR)` there and `$$` is its escape. Stack strings are validated to hold no `$`
+    (spec/formats.py); this keeps a future field from reopening the hole."""
+    return value.replace("$", "$$")
+
+
 def labels(spec: StackSpec, component: str, name: str) -> dict[str, str]:
     """The labels every object carries: who made it, for which event, which part of it."""
     return {

@@ -22,7 +22,7 @@ from peaknight.plan.capacity import Figure
 from peaknight.engines.base import MODEL_DIR
 from peaknight.builders.inference import RUN_AS_USER, weights_claim
 from peaknight.provisioners.karpenter import GPU_TAINT, POOL_LABEL
-from peaknight.builders.objects import Obj, Unit, inference_namespace, meta, priority_class
+from peaknight.builders.objects import Obj, Unit, inference_namespace, literal_arg, meta, priority_class
 from peaknight.spec.stack import Cluster, Model, StackSpec
 
 # Pinned by digest like every image of the night (policy immutable-images): a tag can be repointed.
@@ -117,7 +117,7 @@ def _staging_job(spec: StackSpec, model: Model, deadline: dt.datetime) -> Obj:
                     "automountServiceAccountToken": False,
                     "containers": [{
                         "name": "stage", "image": model.image, "imagePullPolicy": "IfNotPresent",
-                        "command": ["python3", "-c", script],
+                        "command": ["python3", "-c", literal_arg(script)],
                         "env": [{"name": "HOME", "value": "/tmp"}],
                         "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}},
                         "volumeMounts": [{"name": "weights", "mountPath": MODEL_DIR},

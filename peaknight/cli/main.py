@@ -27,9 +27,14 @@ OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
 
 def _render(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
-    objects = event.build(loaded.spec)
     out = Path(args.out) if args.out else Path("build") / loaded.name
-    counts = render.write(objects, out)
+    render.check_out(out)
+    objects = event.build(loaded.spec)
+    try:
+        counts = render.write(objects, out)
+    except OSError as err:
+        raise config.ConfigError([config.Problem(str(out), "--out", "a writable directory",
+                                                 err.strerror or str(err))]) from None
     print(f"rendered stack '{loaded.name}' ({loaded.path}) to {out}/")
     for cluster, n in counts.items():
         print(f"  {cluster}: {n} objects")

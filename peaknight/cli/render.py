@@ -43,6 +43,16 @@ def dump(manifest: dict) -> str:
     return yaml.dump(manifest, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=120)
 
 
+def check_out(out: Path) -> None:
+    """Refuse an output path that is not (and cannot become) a directory before anything is built."""
+    from peaknight.spec.config import ConfigError, Problem
+
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise ConfigError([Problem(str(out), "--out", "a directory (or a path where one can be made)",
+                                   f"{existing} is a file")])
+
+
 def write(objects: EventObjects, out: Path) -> dict[str, int]:
     """Replace OUT/<cluster>/ for each cluster with the render; returns objects written per cluster.
 

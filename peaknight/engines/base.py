@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from peaknight.builders.objects import literal_arg
 from peaknight.spec.stack import Engine, Model
 
 PORT = 8000
@@ -60,13 +61,14 @@ def command(model: Model, gpus_per_pod: int, nodes_per_replica: int) -> list[str
     Tensor parallelism equals the GPUs of one replica; a replica spanning nodes (a LeaderWorkerSet
     group) joins its ranks through the leader address LWS injects.
     """
-    weights = f"{MODEL_DIR}/{model.weights}"
+    weights = literal_arg(f"{MODEL_DIR}/{model.weights}")
+    name = literal_arg(model.name)
     tp = gpus_per_pod * nodes_per_replica
     if model.engine is Engine.VLLM:
-        return ["vllm", "serve", weights, "--served-model-name", model.name, "--host", "0.0.0.0",
+        return ["vllm", "serve", weights, "--served-model-name", name, "--host", "0.0.0.0",
                 "--port", str(PORT), "--tensor-parallel-size", str(tp), "--max-model-len", str(model.max_model_len),
                 "--gpu-memory-utilization", "0.92", "--enable-prefix-caching"]
-    cmd = ["python3", "-m", "sglang.launch_server", "--model-path", weights, "--served-model-name", model.name,
+    cmd = ["python3", "-m", "sglang.launch_server", "--model-path", weights, "--served-model-name", name,
            "--host", "0.0.0.0", "--port", str(PORT), "--tp", str(tp), "--context-length", str(model.max_model_len),
            "--mem-fraction-static", "0.88", "--enable-metrics"]
     if nodes_per_replica > 1:
