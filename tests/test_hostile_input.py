@@ -2,13 +2,15 @@
 names the key, for every command, before anything is built or written (issue 13's reproducers)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from peaknight.cli import main as cli
+from peaknight.edges import nginx as edge_nginx
 from peaknight.spec import config
+from conftest import require_tool
+from edge_harness import EdgeServer, workdir
 from test_config import _set, run_render, write_variant
 
 # The origin that, written unescaped into nginx.conf, served the signed-URL secret and every stream.
@@ -144,3 +146,20 @@ def test_simulate_step_outside_its_range_is_bad_input(step, capsys):
     assert cli.main(["simulate", "rehearsal", "--step", step]) == 2
     assert capsys.readouterr().err.splitlines() == [f"--step: --step: expected seconds from 1 to 60; found "
                                                     f"{float(step)}"]
+
+
+def test_the_template_quotes_an_origin_even_past_validation(monkeypatch):
+    """Defence in depth: were the injection string to reach the template (validation bypassed),
+    it stays one quoted token of one `server` line: nginx refuses the config instead of serving
+    a second server block."""
+    require_tool("nginx")
+    edge = config.load_stack("rehearsal").spec.edges[0]
+    real = edge_nginx.values
+    monkeypatch.setattr(edge_nginx, "values", lambda e: {**real(e), "origins": ("127.0.0.1:9", INJECTION)})
+    with workdir() as tmp:
+        server = EdgeServer(edge, tmp)
+        result = server.check()
+        conf = server.conf.read_text()
+    assert conf.count("\n    server {") == 2            # the status server and the viewers' server, no third
+    assert f'server {edge_nginx.quoted(INJECTION)} max_fails' in conf
+    assert result.returncode != 0 and "invalid" in result.stderr
