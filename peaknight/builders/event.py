@@ -13,6 +13,7 @@ from peaknight.builders import cluster_base
 from peaknight.edges import live as edges
 from peaknight.builders import inference
 from peaknight.builders import monitoring
+from peaknight.builders import network
 from peaknight.provisioners import karpenter as nodepools
 from peaknight.builders import warmup
 from peaknight.plan.capacity import CapacityPlan
@@ -50,4 +51,5 @@ def _cluster_units(spec: StackSpec, plan: CapacityPlan, cluster: Cluster) -> tup
     units.append(warmup.build(spec, cluster))
     units.append(monitoring.build(spec, cluster, cplan))
     units += [edges.build(spec, cluster, edge, cplan.edge(edge.name)) for edge in spec.edges]
+    units.append(network.build(spec, cluster, cplan))
     return tuple(units)

@@ -16,7 +16,7 @@ from peaknight.plan.capacity import ModelPlan
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.provisioners.karpenter import GPU_TAINT, POOL_LABEL
 from peaknight.builders.objects import Obj, Unit, inference_namespace, labels, meta, priority_class
-from peaknight.spec.stack import Cluster, Model, StackSpec
+from peaknight.spec.stack import AuthType, Cluster, Model, StackSpec
 
 DRAIN_SECONDS = 300        # a long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min
 STARTUP_FLOOR_SECONDS = 600  # the anchors' smallest start-up budget (ai-on-eks, KServe)
@@ -24,6 +24,8 @@ RUN_AS_USER = 1000
 CPU_PER_GPU = 20           # p5/p5e: 192 vCPU for 8 GPUs, minus the node's daemons
 MEMORY_GIB_PER_GPU = 200   # p5/p5e: 2 TiB for 8 GPUs, minus the node's daemons
 LWS_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+API_KEYS_SUFFIX = "-api-keys"
+API_KEY_HEADER = "x-api-key"
 
 
 def selector(spec: StackSpec, model: Model) -> dict[str, str]:
@@ -57,8 +59,10 @@ def _container(spec: StackSpec, model: Model, plan: ModelPlan, gpus: int, serves
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "weights", "mountPath": engines.MODEL_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
+        # Read-only root: the engine writes only /tmp (HOME: its caches), /dev/shm and nothing else.
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                            "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                            "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
     }
     if serves_http:
         container["ports"] = [{"name": "http", "containerPort": engines.PORT, "protocol": "TCP"}]
@@ -78,6 +82,8 @@ def pod_spec(spec: StackSpec, model: Model, plan: ModelPlan, serves_http: bool =
     gpus = plan.gpus_per_replica // plan.nodes_per_replica
     return {
         "priorityClassName": priority_class(spec),
+        "serviceAccountName": model.name,
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
                             "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -139,6 +145,49 @@ def _workload(spec: StackSpec, model: Model, plan: ModelPlan) -> Obj:
     return Obj(manifest, ignore_changes=("spec.replicas",))
 
 
+def route(spec: StackSpec, model: Model) -> dict[str, Any]:
+    """`/<model>/v1/chat/completions` and the other serving paths, each to the same path on the
+    model's Service; nothing else of the server is reachable through the public Gateway."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": meta(spec, "inference", model.name, inference_namespace(spec)),
+        "spec": {
+            "parentRefs": [{"name": gateway_name(spec)}],
+            "rules": [{
+                "matches": [{"path": {"type": "Exact", "value": f"/{model.name}{path}"}}],
+                "filters": [{"type": "URLRewrite", "urlRewrite": {
+                    "path": {"type": "ReplaceFullPath", "replaceFullPath": path}}}],
+                "backendRefs": [{"name": model.name, "port": engines.PORT}],
+                "timeouts": {"request": f"{DRAIN_SECONDS}s"},
+            } for path in engines.SERVING_PATHS],
+        },
+    }
+
+
+def api_keys_secret(model: Model) -> str:
+    """The Secret the operator creates for apiKey auth: one key per client id, its API key as value."""
+    return f"{model.name}{API_KEYS_SUFFIX}"
+
+
+def security_policy(spec: StackSpec, model: Model) -> dict[str, Any]:
+    """Envoy Gateway's SecurityPolicy on the model's route: API keys (from a Secret the operator
+    creates, stripped before the request reaches the engine) or JWTs checked against the issuer's
+    keys. `none` is an empty policy: only a rehearsal may have it (config refuses it in a broadcast)."""
+    auth = model.auth
+    body: dict[str, Any] = {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                                            "name": model.name}]}
+    if auth.type is AuthType.API_KEY:
+        body["apiKeyAuth"] = {"credentialRefs": [{"name": api_keys_secret(model)}],
+                              "extractFrom": [{"headers": [API_KEY_HEADER]}], "sanitize": True}
+    elif auth.type is AuthType.JWT:
+        provider: dict[str, Any] = {"name": model.name, "remoteJWKS": {"uri": auth.jwks_uri}}
+        if auth.issuer:
+            provider["issuer"] = auth.issuer
+        body["jwt"] = {"providers": [provider]}
+    return {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "SecurityPolicy",
+            "metadata": meta(spec, "inference", model.name, inference_namespace(spec)), "spec": body}
+
+
 def build(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit:
     ns = inference_namespace(spec)
     weights_gib = profiles.load().model_classes[model.model_class].weights_gib
@@ -165,17 +214,10 @@ def build(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> U
              "metadata": meta(spec, "inference", model.name, ns),
              "spec": {"selector": {"matchLabels": selector(spec, model)},
                       "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]}}),
-        Obj({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-             "metadata": meta(spec, "inference", model.name, ns),
-             "spec": {
-                 "parentRefs": [{"name": gateway_name(spec)}],
-                 "rules": [{
-                     "matches": [{"path": {"type": "PathPrefix", "value": f"/{model.name}"}}],
-                     "filters": [{"type": "URLRewrite", "urlRewrite": {
-                         "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
-                     "backendRefs": [{"name": model.name, "port": engines.PORT}],
-                     "timeouts": {"request": f"{DRAIN_SECONDS}s"},
-                 }],
-             }}),
+        Obj(route(spec, model)),
+        Obj(security_policy(spec, model)),
+        Obj({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(spec, "inference", model.name, ns),
+             # The engine never calls the API server: no token in the pod.
+             "automountServiceAccountToken": False}),
     ]
     return Unit("InferenceService", model.name, tuple(objs))

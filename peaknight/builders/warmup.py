@@ -33,8 +33,11 @@ STAGING_DEADLINE_FACTOR = 2
 # Slack on top of a replica's ready time before its moment: one HPA sync (15 s, kube-controller-
 # manager default), a readiness probe cycle (5 s period x 3) and room for a slow scheduler.
 PRESCALE_SLACK_SECONDS = 120
-_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
-             "seccompProfile": {"type": "RuntimeDefault"}}
+_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+             "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+# The warm gate's own ServiceAccount, without a token: neither the pullers nor the staging Jobs
+# talk to the API server.
+SERVICE_ACCOUNT = "warm-gate"
 _POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
                  "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}}
 _TINY = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
@@ -78,6 +81,7 @@ def _prepuller(spec: StackSpec, pool: str, images: list[str]) -> Obj:
                 "spec": {
                     "priorityClassName": priority_class(spec),
                     "securityContext": _POD_SECURITY,
+                    "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,
                     "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}],
                     "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
@@ -92,9 +96,14 @@ def _prepuller(spec: StackSpec, pool: str, images: list[str]) -> Obj:
     })
 
 
+def staging_name(model: Model) -> str:
+    """The staging Job's name and its pods' app.kubernetes.io/name (the network policy selects it)."""
+    return f"stage-{model.name}"
+
+
 def _staging_job(spec: StackSpec, model: Model, deadline: dt.datetime) -> Obj:
     """Download the weights into the model's weights volume (idempotent: files present are skipped)."""
-    name = f"stage-{model.name}"
+    name = staging_name(model)
     expected = staging_seconds(model)
     target = f"{MODEL_DIR}/{model.weights}"
     script = ("from huggingface_hub import snapshot_download\n"
@@ -114,6 +123,7 @@ def _staging_job(spec: StackSpec, model: Model, deadline: dt.datetime) -> Obj:
                 "spec": {
                     "restartPolicy": "OnFailure",
                     "securityContext": _POD_SECURITY,
+                    "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,
                     "containers": [{
                         "name": "stage", "image": model.image, "imagePullPolicy": "IfNotPresent",
@@ -154,6 +164,9 @@ def build(spec: StackSpec, cluster: Cluster) -> Unit:
         images = pools.setdefault(model.pool, [])
         if model.image not in images:
             images.append(model.image)
-    objs = [_prepuller(spec, pool, images) for pool, images in pools.items()]
+    objs = [Obj({"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": meta(spec, "warm-gate", SERVICE_ACCOUNT, inference_namespace(spec)),
+                 "automountServiceAccountToken": False})]
+    objs += [_prepuller(spec, pool, images) for pool, images in pools.items()]
     objs += [_staging_job(spec, model, deadline) for model in spec.models]
     return Unit("WarmGate", cluster.name, tuple(objs))

@@ -16,7 +16,7 @@ from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
 from peaknight.plan import report as plan_report
-from peaknight.review import policy
+from peaknight.review import apiserver, policy
 from peaknight.cli import render
 from peaknight.review import diff as review
 from peaknight.cli import simulate as simulate_cmd
@@ -74,8 +74,9 @@ def _validate(args: argparse.Namespace) -> int:
             count += 1
             key = json.dumps(obj.manifest, sort_keys=True)
             if key not in seen:
-                seen[key] = k8s_schema.validate(obj.manifest, crds)
-            problems += [f"{cluster.cluster.name}: {p} [schema]" for p in seen[key]]
+                seen[key] = ([f"{p} [schema]" for p in k8s_schema.validate(obj.manifest, crds)]
+                             + [f"{p} [api]" for p in apiserver.validate(obj.manifest)])
+            problems += [f"{cluster.cluster.name}: {p}" for p in seen[key]]
     for problem in problems:
         print(problem)
     verdict = f"{len(problems)} violation(s)" if problems else "policy checks and API/CRD schemas pass"

@@ -96,6 +96,9 @@ def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, c
     hold = math.ceil(int(values["read_timeout_ms"]) / 1000)
     pod = {
         "priorityClassName": priority_class(spec),
+        # Its own account, without a token: nginx and the exporters never call the API server.
+        "serviceAccountName": edge.name,
+        "automountServiceAccountToken": False,
         # A viewer's held LL-HLS reload finishes before the pod is killed.
         "terminationGracePeriodSeconds": DRAIN_SECONDS + hold + 5,
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
@@ -197,6 +200,8 @@ def build(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit
         Obj({"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": meta(spec, "live-edge", log_exporter_config_name(edge), ns),
              "data": {edge_logs.CONFIG_FILE: log_conf}}),
+        Obj({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(spec, "live-edge", edge.name, ns),
+             "automountServiceAccountToken": False}),
         _deployment(spec, cluster, edge, plan, conf, log_conf),
         Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", edge.name, ns),
              "spec": _viewer_service(edge, sel)}),

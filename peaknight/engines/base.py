@@ -13,6 +13,10 @@ from peaknight.spec.stack import Engine, Model
 
 PORT = 8000
 MODEL_DIR = "/models"
+# The OpenAI-compatible paths clients call, served by both engines: the only paths the gateway
+# routes. /metrics, /health and the engines' admin endpoints (SGLang's /flush_cache,
+# /update_weights_from_disk, ...; vLLM's LoRA loading) stay inside the cluster.
+SERVING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 
 
 @dataclass(frozen=True)

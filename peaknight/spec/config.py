@@ -22,7 +22,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from peaknight.spec import profiles
-from peaknight.spec.stack import CapacityType, Model, Stage, StackSpec
+from peaknight.spec.stack import AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = "peaknight"
 KUBECONFIG_PREFIX = "kubeconfig-"
@@ -406,6 +406,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     yield from _duplicates(spec.models, "models", source)
     for i, model in enumerate(spec.models):
         yield from _check_model(i, model, pools, spec, P)
+        yield from _check_auth(i, model, spec, P)
 
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):
@@ -413,6 +414,17 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         share = sum(r.share for r in edge.renditions)
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
+
+
+def _check_auth(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """The gateway's SecurityPolicy needs a key set for jwt; a broadcast's public routes need one at all."""
+    auth = model.auth
+    if auth.type is AuthType.JWT and auth.jwks_uri is None:
+        yield P(f"models[{i}].auth.jwksUri", "the issuer's JWKS URL for auth type jwt", "nothing")
+    if auth.type is not AuthType.JWT and (auth.jwks_uri or auth.issuer):
+        yield P(f"models[{i}].auth.type", "jwt where jwksUri or issuer is set", _show(auth.type))
+    if auth.type is AuthType.NONE and spec.policy.stage is Stage.BROADCAST:
+        yield P(f"models[{i}].auth.type", "apiKey or jwt in a broadcast stack (its routes are public)", "'none'")
 
 
 def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> Iterable[Problem]:

@@ -156,6 +156,23 @@ class GpuPool:
                                                 "(at most the envelope: 5,000 nodes of 16 GPUs)")
 
 
+class AuthType(str, Enum):
+    """How the gateway authenticates a model's clients (an Envoy Gateway SecurityPolicy)."""
+
+    API_KEY = "apiKey"
+    JWT = "jwt"
+    NONE = "none"
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Auth:
+    type: AuthType = Field(default=AuthType.API_KEY, description="apiKey: keys in the Secret <model>-api-keys, "
+                           "sent in the x-api-key header; jwt: bearer tokens checked against jwksUri; none: open "
+                           "(refused in a broadcast stack)")
+    jwks_uri: Optional[formats.HttpUrl] = Field(default=None, description="jwt: where the issuer publishes its keys")
+    issuer: Optional[formats.HttpUrl] = Field(default=None, description="jwt: the iss claim a token must carry")
+
+
 @dataclass(config=STRICT, kw_only=True)
 class Model:
     name: ServiceName
@@ -169,6 +186,7 @@ class Model:
     input_share: Annotated[float, Field(gt=0, lt=1)] = Field(description="input tokens / all tokens")
     max_model_len: int = Field(default=8192, gt=0, le=2**24, description="context length the engine is started "
                                "with (at most 16 M tokens)")
+    auth: Auth = Field(default_factory=Auth, description="client authentication at the gateway")
     max_replicas_per_cluster: Optional[int] = Field(default=None, gt=0, le=150000, description="a quota: the plan "
                                                     "caps replicas here and reports the model short")
 
