@@ -22,7 +22,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from peaknight.spec import profiles
-from peaknight.spec.stack import AuthType, CapacityType, Model, Stage, StackSpec
+from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = "peaknight"
 KUBECONFIG_PREFIX = "kubeconfig-"
@@ -36,18 +36,6 @@ def project_root(start: Path | None = None) -> Path:
         if (folder / "Pulumi.yaml").is_file():
             return folder
     return here
-
-# Policy the stack leaves out is filled in from its stage, in stack-file spelling, before validation.
-POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
-    Stage.BROADCAST.value: dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
-                                requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
-                                surviveZoneLoss=True),
-    # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
-    Stage.REHEARSAL.value: dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
-                                requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
-                                surviveZoneLoss=False),
-}
 
 IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # The digest the shipped stacks carry where only the operator's registry knows the real one.
@@ -148,8 +136,9 @@ def _load_bounded(text: str, source: str) -> Any:
     """YAML to Python, after a streaming pass over the parser's events has measured the document
     as it would expand (aliases counted at the size of what they point to): deeper than MAX_DEPTH
     or larger than MAX_NODES is refused before any object is built."""
-    def fail(where: str, expected: str, found: str) -> ConfigError:
-        return ConfigError([Problem(source, where, expected, found)])
+    def fail(event: yaml.Event, expected: str, found: str = "more") -> ConfigError:
+        mark = event.start_mark
+        return ConfigError([Problem(source, f"line {mark.line + 1}" if mark else "(file)", expected, found)])
 
     anchors: dict[str, tuple[int, int]] = {}   # anchor -> (nodes, height) of the node it names
     open_nodes: list[list[Any]] = []           # per open collection: [nodes, height, anchor]
@@ -159,17 +148,17 @@ def _load_bounded(text: str, source: str) -> Any:
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 open_nodes.append([1, 0, event.anchor])
                 if len(open_nodes) > MAX_DEPTH:
-                    raise fail(f"line {event.start_mark.line + 1}", f"at most {MAX_DEPTH} levels of nesting", "more")
+                    raise fail(event, f"at most {MAX_DEPTH} levels of nesting")
                 continue
             if isinstance(event, yaml.ScalarEvent):
                 nodes, height, anchor = 1, 0, event.anchor
             elif isinstance(event, yaml.AliasEvent):
-                (nodes, height), anchor = anchors.get(event.anchor, (1, 0)), None
+                (nodes, height), anchor = anchors.get(event.anchor or "", (1, 0)), None
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 nodes, height, anchor = open_nodes.pop()
             elif isinstance(event, yaml.DocumentStartEvent):
                 if seen_document:
-                    raise fail(f"line {event.start_mark.line + 1}", "one YAML document", "another")
+                    raise fail(event, "one YAML document", "another")
                 seen_document = True
                 continue
             else:
@@ -177,22 +166,21 @@ def _load_bounded(text: str, source: str) -> Any:
             if anchor is not None:
                 anchors[anchor] = (nodes, height)
             if len(open_nodes) + height > MAX_DEPTH:
-                raise fail(f"line {event.start_mark.line + 1}", f"at most {MAX_DEPTH} levels of nesting "
-                           "(aliases expanded)", "more")
+                raise fail(event, f"at most {MAX_DEPTH} levels of nesting (aliases expanded)")
             if open_nodes:
                 parent = open_nodes[-1]
                 parent[0] += nodes
                 parent[1] = max(parent[1], height + 1)
                 if parent[0] > MAX_NODES:
-                    raise fail(f"line {event.start_mark.line + 1}", f"at most {MAX_NODES:,} YAML nodes "
-                               "(aliases expanded)", "more")
+                    raise fail(event, f"at most {MAX_NODES:,} YAML nodes (aliases expanded)")
         return yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"
-        raise fail(where, "valid YAML", str(getattr(err, "problem", None) or err).replace("\n", " ")) from None
+        found = str(getattr(err, "problem", None) or err).replace("\n", " ")
+        raise ConfigError([Problem(source, where, "valid YAML", found)]) from None
     except (ValueError, OverflowError) as err:   # a timestamp YAML recognises but no calendar has
-        raise fail("(file)", "valid YAML values", str(err)) from None
+        raise ConfigError([Problem(source, "(file)", "valid YAML values", str(err))]) from None
 
 
 def placeholder_images(spec: StackSpec) -> list[str]:
