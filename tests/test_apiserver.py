@@ -3,12 +3,18 @@ and the NodePool/ScaledObject CEL rules on the fields the kit sets."""
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 
 import pytest
 
 from peaknight.builders import event
 from peaknight.review import apiserver
+from peaknight.review import schema as k8s_schema
 from peaknight.spec import config
+
+
+CRDS = Path(os.environ.get("PEAKNIGHT_CRDS", str(k8s_schema.DEFAULT_CRDS)))
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +91,31 @@ def test_label_keys_and_values_on_objects_and_pod_templates(rendered):
     assert apiserver.validate(_edited(deployment, edit)) == [
         f"Deployment/{name}: metadata.labels: label peaknight.io/x value {'a' * 64!r} is not a valid label value",
         f"Deployment/{name}: spec.template.metadata.labels: label key 'bad key!' is not a qualified name"]
+
+
+def _rule_messages(node, out: set[str]) -> set[str]:
+    if isinstance(node, dict):
+        out.update(r.get("message", "") for r in node.get("x-kubernetes-validations", []))
+        for value in node.values():
+            _rule_messages(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _rule_messages(value, out)
+    return out
+
+
+@pytest.mark.parametrize("api_version,kind,messages", [
+    ("karpenter.sh/v1", "NodePool", ["requirements with operator 'In' must have a value defined",
+                                     "requirements with 'minValues' must have at least that many values specified in "
+                                     "the 'values' field", 'label domain "karpenter.sh" is restricted',
+                                     'label "karpenter.sh/nodepool" is restricted',
+                                     'label "kubernetes.io/hostname" is restricted',
+                                     "'schedule' must be set with 'duration'", "group may not be empty",
+                                     "kind may not be empty", "name may not be empty"]),
+    ("keda.sh/v1alpha1", "ScaledObject", ["minReplicaCount must be less than or equal to maxReplicaCount"]),
+])
+def test_the_rules_written_out_are_the_pinned_crds_own(api_version, kind, messages):
+    """Each CEL rule apiserver.py writes out in Python carries a message the pinned CRD has: a CRD
+    bump that changes a rule shows up here."""
+    schema = k8s_schema.crd_schemas(CRDS)[(api_version, kind)]
+    assert set(messages) <= _rule_messages(schema, set())

@@ -215,3 +215,15 @@ def test_every_pod_has_its_own_tokenless_account_and_a_read_only_root(broadcast)
         assert account["automountServiceAccountToken"] is False and pod["automountServiceAccountToken"] is False, where
         for c in pod.get("initContainers", []) + pod["containers"]:
             assert c["securityContext"]["readOnlyRootFilesystem"] is True, f"{where} {c['name']}"
+
+
+@pytest.mark.parametrize("model_name,edge_name", [("warm-gate", "allow-dns"), ("weights", "default-deny")])
+def test_names_of_the_kits_fixed_objects_never_collide_with_a_stacks_names(model_name, edge_name, tmp_path):
+    """The warm gate's account and each namespace's fixed policies keep their names whatever the
+    models and edges are called: two objects with one name would be one object (or a failed apply)."""
+    def edit(cfg):
+        cfg["peaknight:models"][1]["name"] = model_name
+        cfg["peaknight:edges"][0]["name"] = edge_name
+    spec = config.load_stack(str(write_variant(tmp_path, edit))).spec
+    keys = [o.key for u in event.build(spec).clusters[0].units for o in u.objects]
+    assert sorted(k for k in set(keys) if keys.count(k) > 1) == []

@@ -12,6 +12,7 @@ from peaknight.spec import config
 from conftest import require_tool
 from edge_harness import EdgeServer, workdir
 from test_config import _set, run_render, write_variant
+from test_diff import repo  # noqa: F401  (fixture)
 
 # The origin that, written unescaped into nginx.conf, served the signed-URL secret and every stream.
 INJECTION = ('origin-b.live.internal:8080 backup; } server { listen 8080; location /x { include '
@@ -163,3 +164,13 @@ def test_the_template_quotes_an_origin_even_past_validation(monkeypatch):
     assert conf.count("\n    server {") == 2            # the status server and the viewers' server, no third
     assert f'server {edge_nginx.quoted(INJECTION)} max_fails' in conf
     assert result.returncode != 0 and "invalid" in result.stderr
+
+
+def test_diff_of_a_hostile_stack_is_bad_input_in_one_line(repo, capsys):
+    """`diff` renders each side in its own process: the head side's refusal comes back as one line."""
+    stack = repo / "stacks" / "Pulumi.rehearsal.yaml"
+    stack.write_bytes(BOMB)
+    assert cli.main(["diff", str(stack), "--base", "HEAD"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    assert lines[0].endswith(f"{stack}: line 6: expected at most 100,000 YAML nodes (aliases expanded); found more")

@@ -80,7 +80,7 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, serves_http: bool = Tr
     gpus = plan.gpus_per_replica // plan.nodes_per_replica
     return {
         "priorityClassName": priority_class(scope),
-        "serviceAccountName": model.name,
+        "serviceAccountName": service_account(model),
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
         "securityContext": podpolicy.pod_security(RUN_AS_USER),
@@ -93,6 +93,11 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, serves_http: bool = Tr
             {"name": "tmp", "emptyDir": {"sizeLimit": "50Gi"}},
         ],
     }
+
+
+def service_account(model: Model) -> str:
+    """The model servers' own account (`-server`: no model name can collide with the warm gate's)."""
+    return f"{model.name}-server"
 
 
 def weights_claim(model: Model) -> str:
@@ -209,7 +214,8 @@ def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit
                       "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]}}),
         Obj(route(scope, model)),
         Obj(security_policy(scope, model)),
-        Obj({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(scope, "inference", model.name, ns),
+        Obj({"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": meta(scope, "inference", service_account(model), ns),
              # The engine never calls the API server: no token in the pod.
              "automountServiceAccountToken": False}),
     ]

@@ -118,7 +118,7 @@ def _edges(spec: StackSpec, cluster: Cluster) -> list[Obj]:
             viewers["from"] = [{"ipBlock": {"cidr": cidr}} for cidr in edge.source_ranges]
         scrape = {"from": [_prometheus(cluster)], "ports": _ports(live.EXPORTER_PORT, edge_logs.EXPORTER_PORT)}
         origins = list({repr(rule): rule for rule in map(_origin_peer, edge.origins)}.values())
-        objs.append(_policy(spec, edge.name, ns, pods, [viewers, scrape], origins))
+        objs.append(_policy(spec, f"{edge.name}-viewers", ns, pods, [viewers, scrape], origins))
     return objs
 
 
