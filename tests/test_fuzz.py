@@ -31,6 +31,8 @@ from edge_harness import EdgeServer, workdir
 
 SEED = 13
 VARIANTS_PER_STACK = 150
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 CRDS = Path(os.environ.get("PEAKNIGHT_CRDS", str(k8s_schema.DEFAULT_CRDS)))
 
 HOSTILE_STRINGS = [
@@ -120,11 +122,13 @@ def test_fuzzed_stacks_end_in_a_verdict_and_every_accepted_one_renders_valid_obj
     rng = random.Random(SEED)
     verdicts = {0: 0, 1: 0, 2: 0}
     failures = []
+    stacks = {name: yaml.load((STACKS / f"Pulumi.{name}.yaml").read_text(), Loader=_LOADER)
+              for name in ("broadcast", "rehearsal")}
     for stack, i in variants():
-        doc = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())
+        doc = copy.deepcopy(stacks[stack])
         edits = [_mutate(doc["config"], rng) for _ in range(rng.choice([1, 1, 2]))]
         path = tmp_path / f"Pulumi.{stack}-{i}.yaml"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        path.write_text(yaml.dump(doc, Dumper=_DUMPER, sort_keys=False))
         what = f"{stack} variant {i} ({'; '.join(edits)})"
         try:
             code = cli.main(["plan", str(path)])
