@@ -3,8 +3,9 @@
 Every variant must end in a verdict, never a traceback: exit 2 (bad input, one line per problem
 naming the file and key), exit 1 (the documented "a check failed": the plan is short or does not fit
 the envelope) or exit 0. An exit-0 variant must also render: its objects are dumped as `render`
-dumps them, its nginx.conf passes a real `nginx -t`, and its objects pass what `peaknight
-validate` checks (policy, API schemas and CRDs, the API server's name and CEL rules). Commands run
+dumps them, its nginx.conf passes a real `nginx -t`, its objects pass what `peaknight validate`
+checks (policy, API schemas and CRDs, the API server's name and CEL rules), and the simulator
+replays its night. Commands run
 in-process; validation results are cached by object, since most objects repeat across variants.
 """
 from __future__ import annotations
@@ -26,11 +27,14 @@ from peaknight.cli import main as cli
 from peaknight.cli import render
 from peaknight.review import apiserver, policy
 from peaknight.review import schema as k8s_schema
+from peaknight.sim import simulator
+from peaknight.spec import config
 from conftest import STACKS, require_tool
 from edge_harness import EdgeServer, workdir
 
 SEED = 13
 VARIANTS_PER_STACK = 150
+SIM_STEP = 60.0   # the coarsest step `simulate` takes: the night replays without error, cheaply
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 CRDS = Path(os.environ.get("PEAKNIGHT_CRDS", str(k8s_schema.DEFAULT_CRDS)))
@@ -143,15 +147,16 @@ def test_fuzzed_stacks_end_in_a_verdict_and_every_accepted_one_renders_valid_obj
             failures.append(f"{what}: exit 2 without the file on every line: {err[:300]}")
         if code != 0:
             continue
-        # Accepted: it must render (what `peaknight render` does, without the file I/O) and validate.
+        # Accepted: it must render (what `peaknight render` does, without the file I/O), validate and
+        # replay through the simulator.
         try:
-            from peaknight.spec import config
             spec = config.load_stack(str(path)).spec
             objects = event.build(spec)
             violations = [str(v) for v in policy.check_event(objects)]
             manifests = [o.manifest for u in objects.clusters[0].units for o in u.objects]
             problems = violations + [p for m in manifests for p in _object_problems(m)]
             problems += [f"nginx -t: {msg}" for e in spec.edges if (msg := _nginx_problem(e))]
+            simulator.simulate(spec, objects, SIM_STEP)
         except BaseException as err:   # noqa: BLE001
             failures.append(f"{what}: plan exit 0 but render raised {type(err).__name__}: {err}")
             continue
