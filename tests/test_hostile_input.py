@@ -31,6 +31,8 @@ CASES = {
                                  f"{HOST_PORT}; found 'origin:70000'"),
     "segment TTL past nginx's int32": (_set(["peaknight:edges", 0, "segmentTtlSeconds"], 2147483648),
                                        "edges[0].segmentTtlSeconds", "less than or equal to 86400; found 2147483648"),
+    "segment TTL of 10**400": (_set(["peaknight:edges", 0, "segmentTtlSeconds"], 10**400),
+                               "edges[0].segmentTtlSeconds", f"less than or equal to 86400; found {str(10**400)[:57]}..."),
     "kubelet variable in weights": (_set(["peaknight:models", 0, "weights"], "$(HOME)/w"), "models[0].weights",
                                     "a model id (org/name) or a relative path under the weights volume: letters, "
                                     "digits, '.', '_', '-' and '/', no '..'; found '$(HOME)/w'"),
