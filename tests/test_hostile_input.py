@@ -55,6 +55,8 @@ CASES = {
                                       "an IANA time zone such as Asia/Shanghai; found 'America'"),
     "capacity types null": (_set(["peaknight:policy", "capacityTypes"], None), "policy.capacityTypes",
                             "a value (leave the key out for the stage's default); found null"),
+    "stage null": (_set(["peaknight:policy", "stage"], None), "policy.stage",
+                   "one of broadcast, rehearsal; found None"),
     "capacity types empty": (_set(["peaknight:policy", "capacityTypes"], []), "policy.capacityTypes",
                              "at least 1 item; found []"),
     "infinite peak": (_set(["peaknight:models", 0, "peakTokensPerMinute"], float("inf")),

@@ -214,7 +214,7 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
     policy = raw.get("policy")
     if isinstance(policy, dict):
         # null would replace the stage's default with nothing: leave the key out instead.
-        for key in [k for k, v in policy.items() if v is None]:
+        for key in [k for k, v in policy.items() if v is None and k != "stage"]:
             problems.append(Problem(source, f"{NAMESPACE}:policy.{key}", "a value (leave the key out for the "
                                     "stage's default)", "null"))
             policy = {k: v for k, v in policy.items() if k != key}
@@ -224,7 +224,13 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
     try:
         spec = _SPEC_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
     except ValidationError as err:
-        problems.extend(_from_pydantic(err, source))
+        found = _from_pydantic(err, source)
+        stage = f"{NAMESPACE}:policy.stage"
+        if any(p.path == stage for p in found):
+            # No stage, no defaults: the keys it would have filled in are not problems of their own.
+            found = [p for p in found if not (p.path.startswith(f"{NAMESPACE}:policy.") and p.path != stage
+                                              and p.expected == "this required key")]
+        problems.extend(found)
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
