@@ -29,7 +29,8 @@ def test_every_autoscaler_and_warm_gate_object_validates(built):
     distinct = {json.dumps(o.manifest, sort_keys=True): o.manifest for objects in built.values()
                 for c in objects.clusters for u in c.units if u.component in ("Autoscaler", "WarmGate")
                 for o in u.objects}
-    assert {m["kind"] for m in distinct.values()} == {"ScaledObject", "HorizontalPodAutoscaler", "DaemonSet", "Job"}
+    assert {m["kind"] for m in distinct.values()} == {"ScaledObject", "HorizontalPodAutoscaler", "DaemonSet", "Job",
+                                                "ServiceAccount"}
     for manifest in distinct.values():
         assert k8s_schema.validate(manifest) == []
 

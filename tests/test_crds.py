@@ -15,6 +15,7 @@ from peaknight.addons import releases
 from peaknight.provisioners import karpenter
 from peaknight.cli import main as cli
 from peaknight.review import crds
+from peaknight.review import schema as k8s_schema
 from conftest import ROOT, pinned_crds_or_exit
 
 
@@ -42,8 +43,32 @@ def clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _copy(src: Path, dst: Path) -> Path:
     dst.mkdir()
     for pin in crds.pins():
-        shutil.copy(src / pin.file, dst / pin.file)
+        if (src / pin.file).is_file() or not pin.mirror_optional:
+            shutil.copy(src / pin.file, dst / pin.file)
     return dst
+
+
+def test_a_mirror_without_an_optional_pin_names_the_kinds_it_leaves_unvalidated(
+        mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a pin marked mirror_optional may be missing; its kinds are then named, never silently
+    passed: `validate` warns, and every other kind is still checked against its CRD."""
+    optional = [p for p in crds.pins() if p.mirror_optional]
+    assert [p.kinds for p in optional] == [("gateway.envoyproxy.io/SecurityPolicy",)]
+    bare = _copy(mirror, tmp_path / "mirror")
+    (bare / optional[0].file).unlink(missing_ok=True)
+    monkeypatch.setenv(crds.ENV, str(bare))
+    assert crds.check(bare) == [] and crds.unvalidated_kinds() == ("gateway.envoyproxy.io/SecurityPolicy",)
+    policy = {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "SecurityPolicy", "metadata": {"name": "x"}}
+    assert k8s_schema.validate(policy, None) == []
+    assert k8s_schema.validate({**policy, "kind": "Unknown"}, None) == [
+        "Unknown/x: no CRD in crds.lock.yaml serves gateway.envoyproxy.io/v1alpha1 Unknown"]
+
+
+def test_helm_guard_lines_are_stripped_before_the_hash() -> None:
+    pin = next(p for p in crds.pins() if p.transform == "strip-helm-guards")
+    body = b"---\napiVersion: apiextensions.k8s.io/v1\n"
+    wrapped = b"{{- if .Values.crds.envoyGateway.enabled }}\n" + body + b"{{- end }}\n"
+    assert crds._transformed(pin, wrapped) == body
 
 
 def test_every_pin_names_its_source_revision_and_hash() -> None:
@@ -107,6 +132,9 @@ def test_no_mirror_no_cache_no_network_is_one_clear_line(clone: Path, capsys: py
 def test_fetch_fills_the_cache_verified_and_keeps_no_bad_download(mirror: Path, clone: Path,
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture) -> None:
+    # The pins whose bytes the mirror holds (an optional pin it lacks has nothing to serve here).
+    present = tuple(pin for pin in crds.pins() if (mirror / pin.file).is_file())
+    monkeypatch.setattr(crds, "pins", lambda: present)
     by_url = {pin.source: (mirror / pin.file).read_bytes() for pin in crds.pins()}
     tampered = crds.pins()[2]
     served = dict(by_url, **{tampered.source: by_url[tampered.source] + b"\n"})

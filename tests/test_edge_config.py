@@ -65,8 +65,8 @@ def test_playlists_and_segments_are_cached_as_the_issue_asks(conf):
                       "proxy_cache_use_stale updating error timeout http_500 http_502 http_503 http_504;",
                       "proxy_cache_valid 404 1s;", "proxy_read_timeout 16000ms;", "keepalive 32;",
                       'proxy_set_header Connection "";', "location = /healthz", "stub_status;",
-                      "server origin-a.live.internal:8080 max_fails=2 fail_timeout=4s;",
-                      "server origin-b.live.internal:8080 max_fails=2 fail_timeout=4s backup;"):
+                      'server "origin-a.live.internal:8080" max_fails=2 fail_timeout=4s;',
+                      'server "origin-b.live.internal:8080" max_fails=2 fail_timeout=4s backup;'):
         assert directive in conf
 
 

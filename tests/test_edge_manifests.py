@@ -33,7 +33,8 @@ def test_every_cluster_of_both_stacks_gets_each_edge_and_all_validate(stack_name
     assert len(units) == len(spec.clusters) * len(spec.edges)
     for _, unit in units:
         assert sorted(o.kind for o in unit.objects) == ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler",
-                                                        "PodDisruptionBudget", "Service", "Service", "ServiceMonitor"]
+                                                        "PodDisruptionBudget", "Service", "Service", "ServiceAccount",
+                                                        "ServiceMonitor"]
         for obj in unit.objects:
             assert k8s_schema.validate(obj.manifest) == []
 

@@ -121,8 +121,9 @@ def test_service_monitor_route_and_pdb_per_model(built):
         assert all(svc["metadata"]["labels"][k] == v for k, v in sm["selector"]["matchLabels"].items())
         route = objs[f"httproute.gala-2026-rehearsal-inference.{model.name}"].manifest["spec"]
         assert route["parentRefs"] == [{"name": "gala-2026-rehearsal-gateway"}]
-        assert route["rules"][0]["matches"][0]["path"] == {"type": "PathPrefix", "value": f"/{model.name}"}
-        assert route["rules"][0]["backendRefs"] == [{"name": model.name, "port": engines.PORT}]
+        assert [r["matches"] for r in route["rules"]] == [[{"path": {"type": "Exact", "value": f"/{model.name}{p}"}}]
+                                                          for p in engines.SERVING_PATHS]
+        assert all(r["backendRefs"] == [{"name": model.name, "port": engines.PORT}] for r in route["rules"])
         assert f"poddisruptionbudget.gala-2026-rehearsal-inference.{model.name}" in objs
         pvc = objs[f"persistentvolumeclaim.gala-2026-rehearsal-inference.{model.name}-weights"].manifest["spec"]
         weights = profiles.load().model_classes[model.model_class].weights_gib

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from peaknight.builders import event
 from peaknight.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +45,18 @@ def _unprotect(cfg: dict[str, Any]) -> None:
     cfg["peaknight:policy"]["protect"] = False
 
 
-def _no_gateway_class(cfg: dict[str, Any]) -> None:
-    cfg["peaknight:clusters"][0]["gatewayClass"] = ""
+@pytest.fixture
+def empty_gateway_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A builder fault config cannot produce (it refuses an empty gatewayClass): the first
+    cluster's Gateway rendered without a class, which only the schema check catches."""
+    real = event.build
+
+    def build(spec: Any) -> Any:
+        objects = real(spec)
+        gateway = next(o for u in objects.clusters[0].units for o in u.objects if o.kind == "Gateway")
+        gateway.manifest["spec"]["gatewayClassName"] = ""
+        return objects
+    monkeypatch.setattr(event, "build", build)
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -55,7 +66,6 @@ def _no_gateway_class(cfg: dict[str, Any]) -> None:
                   "[broadcast-pools-frozen]",
                   "gala-hk-04: EC2NodeClass h100: broadcast node pool is not protected (protect=True) "
                   "[broadcast-pools-frozen]"]),
-    (_no_gateway_class, ["gala-bj-01: Gateway/gala-2026-gateway: '' should be non-empty at spec.gatewayClassName [schema]"]),
 ])
 def test_broken_stack_fails_naming_each_object(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                change: Callable, expected: list[str]) -> None:
@@ -66,9 +76,16 @@ def test_broken_stack_fails_naming_each_object(tmp_path: Path, capsys: pytest.Ca
         assert line in lines
 
 
-def test_every_violation_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_schema_fault_names_the_object(capsys: pytest.CaptureFixture, empty_gateway_class: None) -> None:
+    code, out, _ = _run(capsys, "broadcast")
+    assert code == 1
+    assert "gala-bj-01: Gateway/gala-2026-gateway: '' should be non-empty at spec.gatewayClassName [schema]" in \
+        out.splitlines()
+
+
+def test_every_violation_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture, empty_gateway_class: None) -> None:
     """Three faults at once: all reported, one line each, and counted in the verdict."""
-    path = _broken(tmp_path, "three-faults", lambda c: (_tag_greetings(c), _unprotect(c), _no_gateway_class(c)))
+    path = _broken(tmp_path, "three-faults", lambda c: (_tag_greetings(c), _unprotect(c)))
     code, out, _ = _run(capsys, path)
     assert code == 1
     lines = out.splitlines()

@@ -16,7 +16,7 @@ from peaknight.plan.capacity import ModelPlan
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, labels, meta, priority_class
-from peaknight.spec.stack import Cluster, Model
+from peaknight.spec.stack import AuthType, Cluster, Model
 
 DRAIN_SECONDS = 300        # a long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min
 STARTUP_FLOOR_SECONDS = 600  # the anchors' smallest start-up budget (ai-on-eks, KServe)
@@ -24,6 +24,8 @@ RUN_AS_USER = 1000
 CPU_PER_GPU = 20           # p5/p5e: 192 vCPU for 8 GPUs, minus the node's daemons
 MEMORY_GIB_PER_GPU = 200   # p5/p5e: 2 TiB for 8 GPUs, minus the node's daemons
 LWS_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+API_KEYS_SUFFIX = "-api-keys"
+API_KEY_HEADER = "x-api-key"
 
 
 def selector(scope: Scope, model: Model) -> dict[str, str]:
@@ -57,6 +59,7 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, gpus: int, serves_ht
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "weights", "mountPath": engines.MODEL_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
+        # Read-only root: the engine writes only /tmp (HOME: its caches), /dev/shm and nothing else.
         "securityContext": podpolicy.container_security(),
     }
     if serves_http:
@@ -77,6 +80,8 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, serves_http: bool = Tr
     gpus = plan.gpus_per_replica // plan.nodes_per_replica
     return {
         "priorityClassName": priority_class(scope),
+        "serviceAccountName": service_account(model),
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
         "securityContext": podpolicy.pod_security(RUN_AS_USER),
         "containers": [_container(scope, model, plan, gpus, serves_http)],
@@ -88,6 +93,11 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, serves_http: bool = Tr
             {"name": "tmp", "emptyDir": {"sizeLimit": "50Gi"}},
         ],
     }
+
+
+def service_account(model: Model) -> str:
+    """The model servers' own account (`-server`: no model name can collide with the warm gate's)."""
+    return f"{model.name}-server"
 
 
 def weights_claim(model: Model) -> str:
@@ -133,6 +143,49 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
     return Obj(manifest, ignore_changes=("spec.replicas",))
 
 
+def route(scope: Scope, model: Model) -> dict[str, Any]:
+    """`/<model>/v1/chat/completions` and the other serving paths, each to the same path on the
+    model's Service; nothing else of the server is reachable through the public Gateway."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": meta(scope, "inference", model.name, inference_namespace(scope)),
+        "spec": {
+            "parentRefs": [{"name": gateway_name(scope)}],
+            "rules": [{
+                "matches": [{"path": {"type": "Exact", "value": f"/{model.name}{path}"}}],
+                "filters": [{"type": "URLRewrite", "urlRewrite": {
+                    "path": {"type": "ReplaceFullPath", "replaceFullPath": path}}}],
+                "backendRefs": [{"name": model.name, "port": engines.PORT}],
+                "timeouts": {"request": f"{DRAIN_SECONDS}s"},
+            } for path in engines.SERVING_PATHS],
+        },
+    }
+
+
+def api_keys_secret(model: Model) -> str:
+    """The Secret the operator creates for apiKey auth: one key per client id, its API key as value."""
+    return f"{model.name}{API_KEYS_SUFFIX}"
+
+
+def security_policy(scope: Scope, model: Model) -> dict[str, Any]:
+    """Envoy Gateway's SecurityPolicy on the model's route: API keys (from a Secret the operator
+    creates, stripped before the request reaches the engine) or JWTs checked against the issuer's
+    keys. `none` is an empty policy: only a rehearsal may have it (config refuses it in a broadcast)."""
+    auth = model.auth
+    body: dict[str, Any] = {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                                            "name": model.name}]}
+    if auth.type is AuthType.API_KEY:
+        body["apiKeyAuth"] = {"credentialRefs": [{"name": api_keys_secret(model)}],
+                              "extractFrom": [{"headers": [API_KEY_HEADER]}], "sanitize": True}
+    elif auth.type is AuthType.JWT:
+        provider: dict[str, Any] = {"name": model.name, "remoteJWKS": {"uri": auth.jwks_uri}}
+        if auth.issuer:
+            provider["issuer"] = auth.issuer
+        body["jwt"] = {"providers": [provider]}
+    return {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "SecurityPolicy",
+            "metadata": meta(scope, "inference", model.name, inference_namespace(scope)), "spec": body}
+
+
 def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit:
     ns = inference_namespace(scope)
     weights_gib = profiles.load().model_classes[model.model_class].weights_gib
@@ -159,17 +212,11 @@ def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit
              "metadata": meta(scope, "inference", model.name, ns),
              "spec": {"selector": {"matchLabels": selector(scope, model)},
                       "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]}}),
-        Obj({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-             "metadata": meta(scope, "inference", model.name, ns),
-             "spec": {
-                 "parentRefs": [{"name": gateway_name(scope)}],
-                 "rules": [{
-                     "matches": [{"path": {"type": "PathPrefix", "value": f"/{model.name}"}}],
-                     "filters": [{"type": "URLRewrite", "urlRewrite": {
-                         "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
-                     "backendRefs": [{"name": model.name, "port": engines.PORT}],
-                     "timeouts": {"request": f"{DRAIN_SECONDS}s"},
-                 }],
-             }}),
+        Obj(route(scope, model)),
+        Obj(security_policy(scope, model)),
+        Obj({"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": meta(scope, "inference", service_account(model), ns),
+             # The engine never calls the API server: no token in the pod.
+             "automountServiceAccountToken": False}),
     ]
     return Unit("InferenceService", model.name, tuple(objs))

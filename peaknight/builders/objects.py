@@ -71,6 +71,13 @@ class Unit:
     cloud: tuple[CloudResource, ...] = ()
 
 
+def literal_arg(value: str) -> str:
+    """A string as one element of a container's command or args, taken literally: the kubelet
+    expands `$(VAR)` there and `$$` is its escape. Stack strings are validated to hold no `$`
+    (spec/formats.py); this keeps a future field from reopening the hole."""
+    return value.replace("$", "$$")
+
+
 class Scope(Protocol):
     """The narrow context every builder needs: which event (names, labels, clock) and which stage
     (protection, priority). A StackSpec is one; so is an EventScope for a program of one's own."""

@@ -21,14 +21,12 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 SECCOMP = {"type": "RuntimeDefault"}
 
 
-def container_security(read_only_root: bool = False) -> dict[str, Any]:
+def container_security() -> dict[str, Any]:
     """The restricted Pod Security profile for one container: no escalation, no capabilities,
-    not root, the runtime's seccomp profile; a read-only root filesystem where the image allows."""
-    out: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                           "runAsNonRoot": True, "seccompProfile": dict(SECCOMP)}
-    if read_only_root:
-        out["readOnlyRootFilesystem"] = True
-    return out
+    not root, the runtime's seccomp profile, and a read-only root filesystem: every path a
+    container writes (caches, temp files, nginx state) is an emptyDir the pod mounts."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True, "seccompProfile": dict(SECCOMP)}
 
 
 def pod_security(user: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from peaknight.plan.capacity import Figure
 from peaknight.engines.base import MODEL_DIR
 from peaknight.builders.inference import RUN_AS_USER, weights_claim
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, meta, priority_class
+from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, literal_arg, meta, priority_class
 from peaknight.spec.stack import Cluster, Model
 
 # Pinned by digest like every image of the night (policy immutable-images): a tag can be repointed.
@@ -35,6 +35,9 @@ STAGING_DEADLINE_FACTOR = 2
 # Slack on top of a replica's ready time before its moment: one HPA sync (15 s, kube-controller-
 # manager default), a readiness probe cycle (5 s period x 3) and room for a slow scheduler.
 PRESCALE_SLACK_SECONDS = 120
+# The warm gate's own ServiceAccount, without a token: neither the pullers nor the staging Jobs
+# talk to the API server.
+SERVICE_ACCOUNT = "warm-gate"
 _TINY = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
 
 
@@ -77,6 +80,7 @@ def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
                 "spec": {
                     "priorityClassName": priority_class(scope),
                     "securityContext": podpolicy.pod_security(RUN_AS_USER),
+                    "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,
                     **podpolicy.gpu_placement(pool),
                     "initContainers": init,
@@ -88,9 +92,14 @@ def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
     })
 
 
+def staging_name(model: Model) -> str:
+    """The staging Job's name and its pods' app.kubernetes.io/name (the network policy selects it)."""
+    return f"stage-{model.name}"
+
+
 def _staging_job(scope: Scope, model: Model, deadline: dt.datetime) -> Obj:
     """Download the weights into the model's weights volume (idempotent: files present are skipped)."""
-    name = f"stage-{model.name}"
+    name = staging_name(model)
     expected = staging_seconds(model)
     target = f"{MODEL_DIR}/{model.weights}"
     script = ("from huggingface_hub import snapshot_download\n"
@@ -110,10 +119,11 @@ def _staging_job(scope: Scope, model: Model, deadline: dt.datetime) -> Obj:
                 "spec": {
                     "restartPolicy": "OnFailure",
                     "securityContext": podpolicy.pod_security(RUN_AS_USER),
+                    "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,
                     "containers": [{
                         "name": "stage", "image": model.image, "imagePullPolicy": "IfNotPresent",
-                        "command": ["python3", "-c", script],
+                        "command": ["python3", "-c", literal_arg(script)],
                         "env": [{"name": "HOME", "value": "/tmp"}],
                         "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}},
                         "volumeMounts": [{"name": "weights", "mountPath": MODEL_DIR},
@@ -150,6 +160,9 @@ def build(scope: Scope, cluster: Cluster, models: Sequence[Model]) -> Unit:
         images = pools.setdefault(model.pool, [])
         if model.image not in images:
             images.append(model.image)
-    objs = [_prepuller(scope, pool, images) for pool, images in pools.items()]
+    objs = [Obj({"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": meta(scope, "warm-gate", SERVICE_ACCOUNT, inference_namespace(scope)),
+                 "automountServiceAccountToken": False})]
+    objs += [_prepuller(scope, pool, images) for pool, images in pools.items()]
     objs += [_staging_job(scope, model, deadline) for model in models]
     return Unit("WarmGate", cluster.name, tuple(objs))

@@ -21,7 +21,7 @@ from peaknight.spec import config
 from peaknight.review import crds as pinned_crds
 from peaknight.review import schema as k8s_schema
 from peaknight.plan import report as plan_report
-from peaknight.review import policy
+from peaknight.review import apiserver, policy
 from peaknight.cli import render
 from peaknight.review import diff as review
 from peaknight.cli import simulate as simulate_cmd
@@ -83,12 +83,17 @@ def _validate(args: argparse.Namespace) -> int:
             count += 1
             key = json.dumps(obj.manifest, sort_keys=True)
             if key not in seen:
-                seen[key] = k8s_schema.validate(obj.manifest, crds)
-            problems += [f"{cluster.cluster.name}: {p} [schema]" for p in seen[key]]
+                seen[key] = ([f"{p} [schema]" for p in k8s_schema.validate(obj.manifest, crds)]
+                             + [f"{p} [api]" for p in apiserver.validate(obj.manifest)])
+            problems += [f"{cluster.cluster.name}: {p}" for p in seen[key]]
     for problem in problems:
         print(problem)
     verdict = f"{len(problems)} violation(s)" if problems else "policy checks and API/CRD schemas pass"
     _warn_placeholders(loaded.spec)
+    if crds is None:
+        for kind in pinned_crds.unvalidated_kinds():
+            errors.warn(f"{kind}: its pinned CRD is not in {pinned_crds.directory()}: these objects are checked by "
+                        "the kit's own rules only (`peaknight crds fetch` with internet access brings it)")
     print(f"stack '{loaded.name}': {count} objects in {len(objects.clusters)} clusters: {verdict}")
     return CHECK_FAILED if problems else OK
 

@@ -14,6 +14,10 @@ from peaknight.sim import plot as night_plot
 from peaknight.sim import simulator
 from peaknight.sim.simulator import ModelResult
 
+# A step of at least a second keeps a 24-hour window to 86,400 steps a model (seconds to run);
+# at most a minute, so a moment's one-minute ramp still spans a step.
+STEP_RANGE = (1.0, 60.0)
+
 
 def table(results: list[ModelResult], slo_pct: float) -> str:
     rows = [("model", "clusters", "unmet tokens", "unmet min", "GPU-hours", "oracle GPU-h", "ratio", "")]
@@ -29,10 +33,11 @@ def table(results: list[ModelResult], slo_pct: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not STEP_RANGE[0] <= args.step <= STEP_RANGE[1]:   # also refuses nan
+        raise config.ConfigError([config.Problem("--step", "--step", f"seconds from {STEP_RANGE[0]:g} to "
+                                                 f"{STEP_RANGE[1]:g}", str(args.step))])
     loaded = config.load_stack(args.stack)
     spec = loaded.spec
-    if args.step <= 0:
-        raise config.ConfigError([config.Problem("--step", "--step", "a positive number of seconds", str(args.step))])
     if args.plot:
         errors.writable_file(Path(args.plot), "--plot")  # before the night is replayed, not after
     objects = event.build(spec)
@@ -43,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"SLO: at most {spec.slo.unmet_tokens_pct:g}% of tokens unmet (a token unmet = it would wait past the "
           f"{spec.slo.ttft_p99_seconds:g} s TTFT SLO); oracle = ready exactly when needed at target utilisation")
     if args.plot:
-        night_plot.write(spec, results, Path(args.plot), objects.plan)
+        try:
+            night_plot.write(spec, results, Path(args.plot), objects.plan)
+        except OSError as err:  # what the check cannot foresee: a full disk
+            raise config.ConfigError([config.Problem(args.plot, "--plot", "a writable file path",
+                                                     err.strerror or str(err))]) from None
         print(f"plot written to {args.plot}")
     return 1 if any(r.unmet_pct > spec.slo.unmet_tokens_pct for r in results) else 0
 

@@ -60,7 +60,7 @@ def _containers(edge: Edge) -> list[dict[str, Any]]:
         "volumeMounts": [{"name": "conf", "mountPath": CONF_DIR, "readOnly": True},
                          {"name": "secure-link", "mountPath": SECRET_DIR, "readOnly": True},
                          {"name": "state", "mountPath": layout.state_dir}],
-        "securityContext": podpolicy.container_security(read_only_root=True),
+        "securityContext": podpolicy.container_security(),
     }
     exporter = {
         "name": "exporter",
@@ -70,7 +70,7 @@ def _containers(edge: Edge) -> list[dict[str, Any]]:
                  f"--web.listen-address=:{EXPORTER_PORT}"],
         "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-        "securityContext": podpolicy.container_security(read_only_root=True),
+        "securityContext": podpolicy.container_security(),
     }
     log_exporter = {
         "name": "log-exporter",
@@ -81,7 +81,7 @@ def _containers(edge: Edge) -> list[dict[str, Any]]:
         # One parsed line per viewer request: more CPU than the stub_status scraper, still small.
         "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
         "volumeMounts": [{"name": "log-exporter-conf", "mountPath": LOG_EXPORTER_CONF_DIR, "readOnly": True}],
-        "securityContext": podpolicy.container_security(read_only_root=True),
+        "securityContext": podpolicy.container_security(),
     }
     return [nginx, exporter, log_exporter]
 
@@ -92,6 +92,9 @@ def _deployment(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan, conf
     hold = math.ceil(int(str(values["read_timeout_ms"])) / 1000)
     pod = {
         "priorityClassName": priority_class(scope),
+        # Its own account, without a token: nginx and the exporters never call the API server.
+        "serviceAccountName": edge.name,
+        "automountServiceAccountToken": False,
         # A viewer's held LL-HLS reload finishes before the pod is killed.
         "terminationGracePeriodSeconds": DRAIN_SECONDS + hold + 5,
         "securityContext": podpolicy.pod_security(RUN_AS_USER),
@@ -187,6 +190,8 @@ def build(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
         Obj({"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": meta(scope, "live-edge", log_exporter_config_name(edge), ns),
              "data": {edge_logs.CONFIG_FILE: log_conf}}),
+        Obj({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(scope, "live-edge", edge.name, ns),
+             "automountServiceAccountToken": False}),
         _deployment(scope, cluster, edge, plan, conf, log_conf),
         Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(scope, "live-edge", edge.name, ns),
              "spec": _viewer_service(edge, sel)}),

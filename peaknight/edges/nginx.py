@@ -34,6 +34,15 @@ _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).pa
                                 keep_trailing_newline=True)
 
 
+def quoted(value: str) -> str:
+    """A string as one quoted nginx token: a stack string can never end a directive or open a
+    block, whatever it holds (config validation already refuses anything but host:port)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_TEMPLATES.filters["quoted"] = quoted
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where the config puts things on its host: the pod's mounts by default, a tmp dir in tests."""

@@ -8,10 +8,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from peaknight.builders.objects import literal_arg
 from peaknight.spec.stack import Engine, Model
 
 PORT = 8000
 MODEL_DIR = "/models"
+# The OpenAI-compatible paths clients call, served by both engines: the only paths the gateway
+# routes. /metrics, /health and the engines' admin endpoints (SGLang's /flush_cache,
+# /update_weights_from_disk, ...; vLLM's LoRA loading) stay inside the cluster.
+SERVING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,14 @@ def command(model: Model, gpus_per_pod: int, nodes_per_replica: int) -> list[str
     Tensor parallelism equals the GPUs of one replica; a replica spanning nodes (a LeaderWorkerSet
     group) joins its ranks through the leader address LWS injects.
     """
-    weights = f"{MODEL_DIR}/{model.weights}"
+    weights = literal_arg(f"{MODEL_DIR}/{model.weights}")
+    name = literal_arg(model.name)
     tp = gpus_per_pod * nodes_per_replica
     if model.engine is Engine.VLLM:
-        return ["vllm", "serve", weights, "--served-model-name", model.name, "--host", "0.0.0.0",
+        return ["vllm", "serve", weights, "--served-model-name", name, "--host", "0.0.0.0",
                 "--port", str(PORT), "--tensor-parallel-size", str(tp), "--max-model-len", str(model.max_model_len),
                 "--gpu-memory-utilization", "0.92", "--enable-prefix-caching"]
-    cmd = ["python3", "-m", "sglang.launch_server", "--model-path", weights, "--served-model-name", model.name,
+    cmd = ["python3", "-m", "sglang.launch_server", "--model-path", weights, "--served-model-name", name,
            "--host", "0.0.0.0", "--port", str(PORT), "--tp", str(tp), "--context-length", str(model.max_model_len),
            "--mem-fraction-static", "0.88", "--enable-metrics"]
     if nodes_per_replica > 1:

@@ -12,6 +12,8 @@ from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
+from peaknight.spec.formats import IamRole
+
 _STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_alias=True, validate_by_name=True,
                      frozen=True)
 
@@ -21,7 +23,7 @@ class KarpenterAwsSettings:
     """Karpenter on AWS (provisioners/karpenter.py): NodePools and EC2NodeClasses."""
 
     kind: Literal["karpenter-aws"] = "karpenter-aws"
-    node_role: str = Field(default="KarpenterNodeRole", description="IAM role of the nodes (EC2NodeClass role)")
+    node_role: IamRole = Field(default="KarpenterNodeRole", description="IAM role of the nodes (EC2NodeClass role)")
     install: bool = Field(default=True, description="install the Karpenter chart; false where the cluster "
                           "already runs it (its CRDs are then assumed)")
 

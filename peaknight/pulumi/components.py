@@ -186,7 +186,8 @@ class LiveEdge(_UnitComponent):
 
 
 class _ClusterPart(_UnitComponent):
-    """The parts of a cluster that are not public components (base, warm gate, monitoring)."""
+    """The parts of a cluster that are not public components (base, warm gate, monitoring, network
+    policies)."""
 
     def __init__(self, name: str, args: parts.PartArgs, opts: pulumi.ResourceOptions, *, prefix: str,
                  needed_by: NeededBy | None):
@@ -230,6 +231,7 @@ class ClusterStack(pulumi.ComponentResource):
         declare(_ClusterPart, cluster_parts.warm_gate)
         declare(_ClusterPart, cluster_parts.monitoring)
         self.edges: list[LiveEdge] = [declare(LiveEdge, e) for e in cluster_parts.edges]
+        declare(_ClusterPart, cluster_parts.network)
         if cluster_parts.gitops_addons is not None:
             declare(_ClusterPart, cluster_parts.gitops_addons)
         self.gpus: pulumi.Output[int] = pulumi.Output.from_input(sum(int(m.gpus.value) for m in args.plan.models))

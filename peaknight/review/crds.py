@@ -38,6 +38,16 @@ class Pin:
     sha256: str
     addon: str | None = None
     chart: str | None = None
+    # `strip-helm-guards`: upstream ships the file inside a Helm chart's templates, between
+    # `{{- if ... }}` / `{{- end }}` lines; the pinned CRD (and its sha256) is the file without them.
+    transform: str | None = None
+    # Set on a pin the offline mirror may lack: its kinds (`group/Kind`, comma-separated) are then
+    # reported as not validated, by name, instead of failing every validation.
+    mirror_optional: str | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in (self.mirror_optional or "").split(",") if k.strip())
 
 
 class CrdsUnavailable(Exception):
@@ -63,13 +73,25 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _transformed(pin: Pin, data: bytes) -> bytes:
+    if pin.transform == "strip-helm-guards":
+        return b"".join(line for line in data.splitlines(keepends=True) if not line.lstrip().startswith(b"{{"))
+    return data
+
+
+def missing_optional(directory: Path) -> tuple[Pin, ...]:
+    """Pins a mirror may lack that `directory` does lack."""
+    return tuple(pin for pin in pins() if pin.mirror_optional and not (directory / pin.file).is_file())
+
+
 def check(directory: Path) -> list[str]:
     """Problems with `directory` as a copy of the pinned CRDs (empty when every file verifies)."""
     problems = []
     for pin in pins():
         path = directory / pin.file
         if not path.is_file():
-            problems.append(f"{path}: expected the pinned CRD ({pin.source}); found no such file")
+            if not pin.mirror_optional:
+                problems.append(f"{path}: expected the pinned CRD ({pin.source}); found no such file")
         elif (digest := _digest(path.read_bytes())) != pin.sha256:
             problems.append(f"{path}: expected sha256 {pin.sha256} (crds.lock.yaml); found {digest}")
     return problems
@@ -80,7 +102,18 @@ def _verified(directory: Path) -> tuple[Path, ...]:
     problems = check(directory)
     if problems:
         raise CrdsUnavailable(problems)
-    return tuple(directory / pin.file for pin in pins())
+    return tuple(directory / pin.file for pin in pins() if (directory / pin.file).is_file())
+
+
+def directory() -> Path:
+    """Where the pinned CRDs are read from: $PEAKNIGHT_CRDS, else the checkout's cache."""
+    mirror = os.environ.get(ENV)
+    return Path(mirror).resolve() if mirror else cache_dir()
+
+
+def unvalidated_kinds() -> tuple[str, ...]:
+    """`group/Kind`s whose pinned CRD the CRD directory lacks (a mirror without an optional pin)."""
+    return tuple(kind for pin in missing_optional(directory()) for kind in pin.kinds)
 
 
 def files() -> tuple[Path, ...]:
@@ -93,7 +126,7 @@ def files() -> tuple[Path, ...]:
             raise CrdsUnavailable([f"{directory}: {ENV}: expected a directory of CRD files; found no such directory"])
         return _verified(directory.resolve())
     directory = cache_dir()
-    if not all((directory / pin.file).is_file() for pin in pins()):
+    if not all((directory / pin.file).is_file() for pin in pins() if not pin.mirror_optional):
         raise CrdsUnavailable([HOW_TO.format(why=f" (none in {directory})")])
     return _verified(directory)
 
@@ -117,6 +150,7 @@ def fetch(timeout: float = FETCH_TIMEOUT_SECONDS) -> tuple[Path, list[str]]:
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise CrdsUnavailable([HOW_TO.format(why=f" (downloading {pin.file}: {reason})")]) from None
+        data = _transformed(pin, data)
         if (digest := _digest(data)) != pin.sha256:
             raise CrdsUnavailable([f"{pin.source}: expected sha256 {pin.sha256} (crds.lock.yaml); found {digest}"])
         tmp = path.with_suffix(".part")

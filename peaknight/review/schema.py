@@ -16,6 +16,12 @@ import yaml
 from peaknight.review import crds
 
 KUBERNETES_VERSION = "1.33"
+# CRDs of kinds the kit renders that the pinned list does not carry yet (see its README).
+
+
+def kind_of(manifest: dict[str, Any]) -> str:
+    """`group/Kind`, as crds.lock.yaml names the kinds of an optional pin."""
+    return f"{str(manifest.get('apiVersion', '')).rsplit('/', 1)[0]}/{manifest.get('kind')}"
 
 
 def crd_files(crd_dir: Path | None) -> tuple[Path, ...]:
@@ -81,6 +87,8 @@ def validate(manifest: dict[str, Any], crd_dir: Path | None = None) -> list[str]
     import jsonschema
 
     schema = crd_schemas(crd_files(crd_dir)).get((manifest["apiVersion"], manifest["kind"]))
+    if schema is None and crd_dir is None and kind_of(manifest) in crds.unvalidated_kinds():
+        return []  # the CRD directory lacks this optional pin: `peaknight validate` says so once
     if schema is None:
         where = crd_dir or "crds.lock.yaml"
         return [f"{name}: no CRD in {where} serves {manifest['apiVersion']} {manifest['kind']}"]

@@ -8,10 +8,10 @@ trust the frozen spec they get.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import re
 import typing
-import zoneinfo
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
@@ -22,7 +22,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from peaknight.spec import profiles
-from peaknight.spec.stack import POLICY_DEFAULTS, CapacityType, Model, Stage, StackSpec
+from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = "peaknight"
 KUBECONFIG_PREFIX = "kubeconfig-"
@@ -41,6 +41,9 @@ IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # The digest the shipped stacks carry where only the operator's registry knows the real one.
 PLACEHOLDER_DIGEST = "@sha256:" + "0" * 64
 _SPEC_ADAPTER = TypeAdapter(StackSpec)
+# One night: the broadcast window is 5 h 15 min. The simulator, the disruption freeze and the
+# cron floors all span the window, so a typo'd year must not make it years long.
+MAX_WINDOW = dt.timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -91,21 +94,34 @@ def load_stack(stack: str) -> LoadedStack:
     return LoadedStack(path, parse(read_stack_file(path), str(path)))
 
 
+# Bounds on the file itself, checked before anything is built from it. The shipped stacks are
+# about 10 KB, about 900 YAML nodes and 6 levels deep; these limits are two orders of magnitude
+# above and keep a hostile file (gigabytes, an alias bomb, a 100,000-deep nesting) to a refusal
+# in milliseconds instead of a hang, a recursion error or a crashed parser.
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_stack_file(path: Path) -> dict[str, Any]:
     """The `peaknight:` keys of a Pulumi stack file, prefix stripped. Other namespaces are ignored."""
     source = str(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError([Problem(source, "(file)", "a readable stack file", "no such file")]) from None
     except OSError as err:
         raise ConfigError([Problem(source, "(file)", "a readable stack file", err.strerror or str(err))]) from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError([Problem(source, "(file)", f"a stack file of at most {MAX_BYTES:,} bytes", "more")])
     try:
-        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(file)"
-        raise ConfigError([Problem(source, where, "valid YAML", str(getattr(err, "problem", err)))]) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([Problem(source, "(file)", "UTF-8 text", f"byte 0x{data[err.start]:02x} at offset "
+                                   f"{err.start}")]) from None
+    doc = _load_bounded(text, source)
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise ConfigError([Problem(source, "config", "a mapping of Pulumi config keys", _show(doc))])
     prefix = NAMESPACE + ":"
@@ -114,6 +130,57 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     if not raw:
         raise ConfigError([Problem(source, "config", f"keys under the '{NAMESPACE}:' namespace", "none")])
     return raw
+
+
+def _load_bounded(text: str, source: str) -> Any:
+    """YAML to Python, after a streaming pass over the parser's events has measured the document
+    as it would expand (aliases counted at the size of what they point to): deeper than MAX_DEPTH
+    or larger than MAX_NODES is refused before any object is built."""
+    def fail(event: yaml.Event, expected: str, found: str = "more") -> ConfigError:
+        mark = event.start_mark
+        return ConfigError([Problem(source, f"line {mark.line + 1}" if mark else "(file)", expected, found)])
+
+    anchors: dict[str, tuple[int, int]] = {}   # anchor -> (nodes, height) of the node it names
+    open_nodes: list[list[Any]] = []           # per open collection: [nodes, height, anchor]
+    seen_document = False
+    try:
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                open_nodes.append([1, 0, event.anchor])
+                if len(open_nodes) > MAX_DEPTH:
+                    raise fail(event, f"at most {MAX_DEPTH} levels of nesting")
+                continue
+            if isinstance(event, yaml.ScalarEvent):
+                nodes, height, anchor = 1, 0, event.anchor
+            elif isinstance(event, yaml.AliasEvent):
+                (nodes, height), anchor = anchors.get(event.anchor or "", (1, 0)), None
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                nodes, height, anchor = open_nodes.pop()
+            elif isinstance(event, yaml.DocumentStartEvent):
+                if seen_document:
+                    raise fail(event, "one YAML document", "another")
+                seen_document = True
+                continue
+            else:
+                continue
+            if anchor is not None:
+                anchors[anchor] = (nodes, height)
+            if len(open_nodes) + height > MAX_DEPTH:
+                raise fail(event, f"at most {MAX_DEPTH} levels of nesting (aliases expanded)")
+            if open_nodes:
+                parent = open_nodes[-1]
+                parent[0] += nodes
+                parent[1] = max(parent[1], height + 1)
+                if parent[0] > MAX_NODES:
+                    raise fail(event, f"at most {MAX_NODES:,} YAML nodes (aliases expanded)")
+        return yaml.load(text, Loader=_LOADER)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(file)"
+        found = str(getattr(err, "problem", None) or err).replace("\n", " ")
+        raise ConfigError([Problem(source, where, "valid YAML", found)]) from None
+    except (ValueError, OverflowError) as err:   # a timestamp YAML recognises but no calendar has
+        raise ConfigError([Problem(source, "(file)", "valid YAML values", str(err))]) from None
 
 
 def placeholder_images(spec: StackSpec) -> list[str]:
@@ -145,12 +212,25 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
                                     _suggest(key, known, prefix=f"{NAMESPACE}:")))
             raw.pop(key)
     policy = raw.get("policy")
-    if isinstance(policy, dict) and policy.get("stage") in POLICY_DEFAULTS:
-        raw["policy"] = {**POLICY_DEFAULTS[policy["stage"]], **policy}
+    if isinstance(policy, dict):
+        # null would replace the stage's default with nothing: leave the key out instead.
+        for key in [k for k, v in policy.items() if v is None and k != "stage"]:
+            problems.append(Problem(source, f"{NAMESPACE}:policy.{key}", "a value (leave the key out for the "
+                                    "stage's default)", "null"))
+            policy = {k: v for k, v in policy.items() if k != key}
+        stage = policy.get("stage")
+        raw["policy"] = {**POLICY_DEFAULTS[stage], **policy} if isinstance(stage, str) and stage in POLICY_DEFAULTS \
+            else policy
     try:
         spec = _SPEC_ADAPTER.validate_python(raw, by_alias=True, by_name=False)
     except ValidationError as err:
-        problems.extend(_from_pydantic(err, source))
+        found = _from_pydantic(err, source)
+        stage = f"{NAMESPACE}:policy.stage"
+        if any(p.path == stage for p in found):
+            # No stage, no defaults: the keys it would have filled in are not problems of their own.
+            found = [p for p in found if not (p.path.startswith(f"{NAMESPACE}:policy.") and p.path != stage
+                                              and p.expected == "this required key")]
+        problems.extend(found)
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
@@ -162,7 +242,9 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
 
 def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
     """Kubeconfigs live in `kubeconfig-<cluster>` keys and must be Pulumi secrets, never plain text."""
-    clusters = {c.get("name") for c in raw.get("clusters", []) if isinstance(c, dict)}
+    listed = raw.get("clusters")
+    clusters = {c.get("name") for c in (listed if isinstance(listed, list) else []) if isinstance(c, dict)
+                and isinstance(c.get("name"), str)}
     problems = []
     for key, value in raw.items():
         if not key.startswith(KUBECONFIG_PREFIX):
@@ -188,6 +270,10 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
             allowed = _keys_at(loc[:-1])
             problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
                                     "an unknown key", _suggest(str(loc[-1]), allowed)))
+        elif kind in ("too_short", "too_long"):
+            limit = e["ctx"]["min_length" if kind == "too_short" else "max_length"]
+            problems.append(Problem(source, _path(loc), f"{'at least' if kind == 'too_short' else 'at most'} {limit} "
+                                    f"item{'s' if limit != 1 else ''}", _show(e["input"])))
         elif kind == "missing":
             problems.append(Problem(source, _path(loc), "this required key", "nothing"))
         elif kind == "enum":
@@ -270,12 +356,11 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         yield P("gitops", "argocd or flux when peaknight:renderDirectory is set (add-ons as GitOps objects)",
                 "nothing")
     event = spec.event
-    try:
-        zoneinfo.ZoneInfo(event.time_zone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        yield P("event.timeZone", "an IANA time zone such as Asia/Shanghai", _show(event.time_zone))
     if event.window.end <= event.window.start:
         yield P("event.window.end", "a time after event.window.start", str(event.window.end))
+    elif event.window.end - event.window.start > MAX_WINDOW:
+        yield P("event.window.end", f"a window of at most {MAX_WINDOW.total_seconds() / 3600:g} hours (one night; "
+                "a longer event is one stack per night)", str(event.window.end - event.window.start))
     yield from _duplicates(event.moments, "event.moments", source)
     for i, moment in enumerate(event.moments):
         if not event.window.start <= moment.at < event.window.end:
@@ -319,6 +404,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     yield from _duplicates(spec.models, "models", source)
     for i, model in enumerate(spec.models):
         yield from _check_model(i, model, pools, spec, P)
+        yield from _check_auth(i, model, spec, P)
 
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):
@@ -326,6 +412,17 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         share = sum(r.share for r in edge.renditions)
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
+
+
+def _check_auth(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """The gateway's SecurityPolicy needs a key set for jwt; a broadcast's public routes need one at all."""
+    auth = model.auth
+    if auth.type is AuthType.JWT and auth.jwks_uri is None:
+        yield P(f"models[{i}].auth.jwksUri", "the issuer's JWKS URL for auth type jwt", "nothing")
+    if auth.type is not AuthType.JWT and (auth.jwks_uri or auth.issuer):
+        yield P(f"models[{i}].auth.type", "jwt where jwksUri or issuer is set", _show(auth.type))
+    if auth.type is AuthType.NONE and spec.policy.stage is Stage.BROADCAST:
+        yield P(f"models[{i}].auth.type", "apiKey or jwt in a broadcast stack (its routes are public)", "'none'")
 
 
 def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> Iterable[Problem]:

@@ -7,33 +7,26 @@ reports every problem at once. Per-field ``description`` text doubles as the con
 """
 from __future__ import annotations
 
-import datetime as dt
-import re
 from enum import Enum
 from typing import Annotated, Any, Optional
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel, to_snake
 from pydantic.dataclasses import dataclass
 
 from peaknight.provisioners.settings import ProvisionerSettings, default_settings
+from peaknight.spec import formats
 
 # Stack files must use the camelCase aliases (config.parse validates with by_name=False); code may
 # build and dataclasses.replace() specs by field name.
+# No NaN or infinity anywhere: every number reaches a manifest, a command line or nginx.conf.
 STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_alias=True, validate_by_name=True,
-                    frozen=True)
+                    frozen=True, allow_inf_nan=False)
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
-
-
-def _dns_label(value: str) -> str:
-    """Names become Kubernetes object names and label values: keep them DNS labels."""
-    if not _DNS_LABEL.match(value):
-        raise ValueError("a lower-case DNS label of at most 40 characters (a-z, 0-9, '-')")
-    return value
-
-
-Name = Annotated[str, AfterValidator(_dns_label)]
+# Names become object names and label values (formats.py says which grammar and why); a model's
+# and an edge's name also name a Service, which must start with a letter.
+Name = formats.DnsLabel
+ServiceName = formats.ServiceName
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -77,8 +70,8 @@ class AutoscalerKind(str, Enum):
 class Window:
     """Broadcast window in the event's local time (no offset: the time zone says where)."""
 
-    start: dt.datetime
-    end: dt.datetime
+    start: formats.LocalTime
+    end: formats.LocalTime
 
 
 @dataclass(config=STRICT, kw_only=True)
@@ -86,7 +79,7 @@ class Moment:
     """A scheduled peak of the night: known in advance, so the kit pre-scales for it."""
 
     name: Name
-    at: dt.datetime = Field(description="local time the moment starts")
+    at: formats.LocalTime = Field(description="local time the moment starts")
     load: Fraction = Field(description="demand at the moment as a fraction of each model's peak")
     duration_minutes: int = Field(gt=0, le=240, description="how long the load is held")
     ramp_minutes: int = Field(default=2, ge=0, le=60, description="rise from baseline to load")
@@ -95,7 +88,7 @@ class Moment:
 @dataclass(config=STRICT, kw_only=True)
 class Event:
     name: Name
-    time_zone: str = Field(description="IANA zone, e.g. Asia/Shanghai")
+    time_zone: formats.TimeZone = Field(description="IANA zone, e.g. Asia/Shanghai")
     window: Window
     baseline: Fraction = Field(description="demand between moments, as a fraction of peak")
     moments: tuple[Moment, ...] = Field(min_length=1)
@@ -140,8 +133,8 @@ class Policy:
 @dataclass(config=STRICT, kw_only=True)
 class Slo:
     unmet_tokens_pct: float = Field(default=0.5, ge=0, le=100, description="max % of tokens unserved")
-    ttft_p99_seconds: float = Field(default=2.0, gt=0)
-    itl_p99_seconds: float = Field(default=0.05, gt=0)
+    ttft_p99_seconds: float = Field(default=2.0, gt=0, le=600)
+    itl_p99_seconds: float = Field(default=0.05, gt=0, le=60)
     edge_hit_ratio: Fraction = Field(default=0.95, description="share of cacheable edge requests answered "
                                      "from the cache (HIT, STALE, UPDATING, REVALIDATED)")
     edge_error_ratio: Fraction = Field(default=0.001, description="most share of live-edge responses that may "
@@ -166,17 +159,18 @@ class Addons:
 @dataclass(config=STRICT, kw_only=True)
 class Cluster:
     name: Name
-    region: str = Field(min_length=1)
-    zones: tuple[str, ...] = Field(min_length=1)
+    region: formats.LabelValue = Field(description="the cloud region (a topology.kubernetes.io/region value)")
+    zones: tuple[formats.LabelValue, ...] = Field(min_length=1)
     share: Fraction = Field(description="share of the night's traffic this cluster serves")
     autoscaler: AutoscalerKind = AutoscalerKind.KEDA
     provisioner: ProvisionerSettings = Field(default_factory=default_settings,
                                              description="how the cluster gets GPU nodes (peaknight/provisioners/)")
-    gateway_class: str = Field(default="eg", description="GatewayClass the model routes attach to")
-    prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090",
+    gateway_class: formats.Subdomain = Field(default="eg", description="GatewayClass the model routes attach to")
+    prometheus_url: formats.HttpUrl = Field(default="http://prometheus-operated.monitoring.svc:9090",
                                 description="Prometheus that KEDA and prometheus-adapter query: the "
                                 "prometheusStack add-on's (namespace monitoring), or your own")
-    model_cache_class: str = Field(default="fsx-lustre", description="ReadWriteMany StorageClass for weights")
+    model_cache_class: formats.Subdomain = Field(default="fsx-lustre",
+                                                 description="ReadWriteMany StorageClass for weights")
     adopt_existing: bool = Field(default=False, description="upsert objects that already exist")
     max_nodes: int = Field(default=5000, gt=0, le=5000, description="Kubernetes envelope")
     max_pods: int = Field(default=150000, gt=0, le=150000)
@@ -189,57 +183,80 @@ class GpuPool:
     name: Name
     gpus: tuple[str, ...] = Field(min_length=1, description="acceptable GPU types, e.g. [H200-141G]")
     instance_types: tuple[str, ...] = Field(min_length=1, description="from the profile catalog")
-    max_gpus_per_cluster: Optional[int] = Field(default=None, gt=0, description="the pool's own cap")
+    max_gpus_per_cluster: Optional[int] = Field(default=None, gt=0, le=5000 * 16, description="the pool's own cap "
+                                                "(at most the envelope: 5,000 nodes of 16 GPUs)")
+
+
+class AuthType(str, Enum):
+    """How the gateway authenticates a model's clients (an Envoy Gateway SecurityPolicy)."""
+
+    API_KEY = "apiKey"
+    JWT = "jwt"
+    NONE = "none"
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Auth:
+    type: AuthType = Field(default=AuthType.API_KEY, description="apiKey: keys in the Secret <model>-api-keys, "
+                           "sent in the x-api-key header; jwt: bearer tokens checked against jwksUri; none: open "
+                           "(refused in a broadcast stack)")
+    jwks_uri: Optional[formats.HttpUrl] = Field(default=None, description="jwt: where the issuer publishes its keys")
+    issuer: Optional[formats.HttpUrl] = Field(default=None, description="jwt: the iss claim a token must carry")
 
 
 @dataclass(config=STRICT, kw_only=True)
 class Model:
-    name: Name
+    name: ServiceName
     model_class: str = Field(description="model class from the profile table, e.g. moe-671b")
     engine: Engine
-    image: str = Field(min_length=1)
-    weights: str = Field(min_length=1, description="model id or path the engine loads")
+    image: formats.Image
+    weights: formats.Weights = Field(description="model id or path the engine loads")
     pool: Name
-    peak_tokens_per_minute: float = Field(gt=0, description="forecast peak, before scale")
+    peak_tokens_per_minute: float = Field(gt=0, le=1e13, description="forecast peak, before scale (at most "
+                                          "1e13: 150 times the gala's 63.3 B record)")
     input_share: Annotated[float, Field(gt=0, lt=1)] = Field(description="input tokens / all tokens")
-    max_model_len: int = Field(default=8192, gt=0)
-    max_replicas_per_cluster: Optional[int] = Field(default=None, gt=0, description="a quota: the plan "
+    max_model_len: int = Field(default=8192, gt=0, le=2**24, description="context length the engine is started "
+                               "with (at most 16 M tokens)")
+    auth: Auth = Field(default_factory=Auth, description="client authentication at the gateway")
+    max_replicas_per_cluster: Optional[int] = Field(default=None, gt=0, le=150000, description="a quota: the plan "
                                                     "caps replicas here and reports the model short")
 
 
 @dataclass(config=STRICT, kw_only=True)
 class Rendition:
-    name: Name
-    bitrate_kbps: int = Field(gt=0)
+    name: Name = Field(description="path segment and metric label of the rendition, e.g. 1080p")
+    bitrate_kbps: int = Field(gt=0, le=1_000_000)
     share: Fraction = Field(description="share of viewers on this rendition")
 
 
 @dataclass(config=STRICT, kw_only=True)
 class Edge:
-    name: Name
-    origins: tuple[str, ...] = Field(min_length=1, description="host:port of origins, first is primary")
-    peak_viewers: int = Field(gt=0, description="peak concurrent viewers, before scale")
+    name: ServiceName
+    origins: tuple[formats.HostPort, ...] = Field(min_length=1, max_length=16,
+                                                  description="host:port of origins, first is primary")
+    peak_viewers: int = Field(gt=0, le=10**10, description="peak concurrent viewers, before scale")
     renditions: tuple[Rendition, ...] = Field(min_length=1)
     segment_seconds: float = Field(default=4.0, gt=0, le=20)
     part_seconds: float = Field(default=0.5, gt=0, le=2, description="LL-HLS part duration")
-    pod_egress_gbps: float = Field(default=20.0, gt=0, description="egress one edge pod sustains")
-    image: str = "nginx:1.27.3"
-    exporter_image: str = Field(default="nginx/nginx-prometheus-exporter:1.4.2",
-                                description="sidecar that turns nginx stub_status into Prometheus metrics")
-    log_exporter_image: str = Field(default="quay.io/martinhelmich/prometheus-nginxlog-exporter:v1.11.0",
-                                    description="sidecar that counts nginx's per-request syslog lines by status, "
-                                    "cache status, kind and rendition (edge_logs.py)")
+    pod_egress_gbps: float = Field(default=20.0, gt=0, le=400, description="egress one edge pod sustains (at most "
+                                   "one 400 Gb/s port)")
+    image: formats.Image = "nginx:1.27.3"
+    exporter_image: formats.Image = Field(default="nginx/nginx-prometheus-exporter:1.4.2",
+                                          description="sidecar that turns nginx stub_status into Prometheus metrics")
+    log_exporter_image: formats.Image = Field(default="quay.io/martinhelmich/prometheus-nginxlog-exporter:v1.11.0",
+                                              description="sidecar that counts nginx's per-request syslog lines by "
+                                              "status, cache status, kind and rendition (edge_logs.py)")
     playlist_ttl_seconds: int = Field(default=1, ge=1, le=10, description="how long a playlist is served "
                                       "from cache before a background refresh (nginx counts whole seconds)")
-    segment_ttl_seconds: int = Field(default=3600, ge=60, description="segments and parts are immutable: "
+    segment_ttl_seconds: int = Field(default=3600, ge=60, le=86400, description="segments and parts are immutable: "
                                      "cached this long (SRS's edge uses 60 min)")
     negative_ttl_seconds: int = Field(default=1, ge=1, le=10, description="how long a 404 is cached")
-    cache_gib: int = Field(default=20, gt=0, description="on-pod cache volume (emptyDir) per edge pod")
-    pod_cpu: int = Field(default=8, gt=0, description="CPUs per edge pod; one nginx worker each")
-    pod_memory_gib: int = Field(default=8, gt=0)
+    cache_gib: int = Field(default=20, gt=0, le=4096, description="on-pod cache volume (emptyDir) per edge pod")
+    pod_cpu: int = Field(default=8, gt=0, le=192, description="CPUs per edge pod; one nginx worker each")
+    pod_memory_gib: int = Field(default=8, gt=0, le=2048)
     burst: float = Field(default=2.0, ge=1, le=5, description="HPA maxReplicas as a multiple of the planned "
                          "pods, for viewers beyond the forecast")
-    source_ranges: tuple[str, ...] = Field(default=(), description="CIDRs (viewer ISPs, CDNs) allowed to the "
+    source_ranges: tuple[formats.Cidr, ...] = Field(default=(), description="CIDRs (viewer ISPs, CDNs) allowed to the "
                                            "edge's own LoadBalancer; none: a ClusterIP Service behind the cluster's ingress")
 
 
@@ -253,6 +270,6 @@ class StackSpec:
     scale: float = Field(default=1.0, gt=0, le=10, description="multiplies every forecast")
     slo: Slo = Field(default_factory=Slo)
     edges: tuple[Edge, ...] = ()
-    render_directory: Optional[str] = Field(default=None, description="GitOps output of pulumi up")
+    render_directory: Optional[formats.Directory] = Field(default=None, description="GitOps output of pulumi up")
     gitops: Optional[GitOps] = Field(default=None, description="add-ons as Argo CD or Flux objects, not Helm "
                                      "releases; required with renderDirectory")

@@ -1,0 +1,128 @@
+"""NetworkPolicies: every namespace the kit owns denies all traffic, then allows exactly the night's flows.
+
+Allowed, and nothing else:
+- every pod -> the cluster DNS (kube-dns in kube-system, port 53);
+- the Gateway's Envoy proxies -> each model server's HTTP port (the only way in for clients);
+- Prometheus -> the metrics ports it scrapes (the model servers serve /metrics on their HTTP port);
+- the pods of one model <-> each other, where a replica spans nodes (the LeaderWorkerSet group's
+  rendezvous and NCCL traffic use ports the engines choose);
+- the weights staging Jobs -> HTTPS (they download from the model hub);
+- viewers -> each live edge's HTTP port (from its source ranges when it has them), and the edge
+  -> its origins' ports (an origin given by IP address: that address only).
+The kubelet's probes come from the node and are not subject to these policies in the common
+CNIs (Calico, Cilium, the VPC CNI's policy agent). The monitoring namespace holds rules only, so
+it denies everything but DNS.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from peaknight.addons import releases
+from peaknight.builders import warmup
+from peaknight.builders.cluster_base import gateway_name
+from peaknight.builders.inference import selector as model_selector
+from peaknight.builders.objects import Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
+from peaknight.edges import live, logs as edge_logs
+from peaknight.edges import nginx as edge_nginx
+from peaknight.engines import base as engines
+from peaknight.plan.capacity import ClusterPlan
+from peaknight.spec.stack import Cluster, StackSpec
+
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"   # set by the API server on every namespace
+KUBE_DNS = {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+# Envoy Gateway labels each proxy pod with the Gateway it serves (internal/gatewayapi/translator.go).
+OWNING_GATEWAY = "gateway.envoyproxy.io/owning-gateway-name"
+OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
+# prometheus-operator labels every Prometheus pod it runs with this name.
+PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
+HTTPS = 443
+_IN_CLUSTER = re.compile(r"https?://[^./:]+\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?(?::\d+)?(?:/.*)?")
+
+
+def prometheus_namespace(cluster: Cluster) -> str:
+    """Where the Prometheus that scrapes runs: the namespace in an in-cluster prometheusUrl
+    (`<service>.<namespace>.svc`), else the prometheusStack add-on's."""
+    match = _IN_CLUSTER.fullmatch(cluster.prometheus_url)
+    return match.group(1) if match else releases.chart(releases.PROMETHEUS_STACK).namespace
+
+
+def _policy(spec: StackSpec, name: str, namespace: str, pods: dict[str, Any], ingress: list[dict[str, Any]] | None,
+            egress: list[dict[str, Any]] | None) -> Obj:
+    """A policy for `pods`; a direction given (even empty) is restricted to its rules."""
+    body: dict[str, Any] = {"podSelector": pods, "policyTypes": []}
+    for kind, rules in (("Ingress", ingress), ("Egress", egress)):
+        if rules is not None:
+            body["policyTypes"].append(kind)
+            body[kind.lower()] = rules
+    return Obj({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": meta(spec, "network-policy", name, namespace), "spec": body})
+
+
+def _ports(*ports: int | str, protocol: str = "TCP") -> list[dict[str, Any]]:
+    return [{"protocol": protocol, "port": p} for p in ports]
+
+
+def _namespace_baseline(spec: StackSpec, namespace: str) -> list[Obj]:
+    """Deny everything in the namespace, then let every pod resolve names."""
+    return [_policy(spec, "default-deny", namespace, {}, [], []),
+            _policy(spec, "allow-dns", namespace, {}, None,
+                    [{"to": [KUBE_DNS], "ports": _ports(53, protocol="UDP") + _ports(53)}])]
+
+
+def _prometheus(cluster: Cluster) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: prometheus_namespace(cluster)}},
+            "podSelector": {"matchLabels": PROMETHEUS_POD}}
+
+
+def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj]:
+    ns = inference_namespace(spec)
+    gateway = {"namespaceSelector": {}, "podSelector": {"matchLabels": {OWNING_GATEWAY: gateway_name(spec),
+                                                                        OWNING_GATEWAY_NAMESPACE: ns}}}
+    objs = _namespace_baseline(spec, ns)
+    for model in spec.models:
+        pods = {"matchLabels": model_selector(spec, model)}
+        objs.append(_policy(spec, f"{model.name}-serving", ns, pods,
+                            [{"from": [gateway, _prometheus(cluster)], "ports": _ports(engines.PORT)}], None))
+        if plan.model(model.name).nodes_per_replica > 1:
+            group = [{"podSelector": pods}]
+            objs.append(_policy(spec, f"{model.name}-group", ns, pods, [{"from": group}], [{"to": group}]))
+    staging = {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In",
+                                     "values": [warmup.staging_name(m) for m in spec.models]}]}
+    objs.append(_policy(spec, "weights-download", ns, staging, None, [{"ports": _ports(HTTPS)}]))
+    return objs
+
+
+def _origin_peer(origin: str) -> dict[str, Any]:
+    """Egress to one origin: its address where it is an IP, its port alone where it is a name
+    (a NetworkPolicy cannot match DNS names)."""
+    host, port = origin.rsplit(":", 1)
+    rule: dict[str, Any] = {"ports": _ports(int(port))}
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return rule
+    rule["to"] = [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}]
+    return rule
+
+
+def _edges(spec: StackSpec, cluster: Cluster) -> list[Obj]:
+    ns = edge_namespace(spec)
+    objs = _namespace_baseline(spec, ns)
+    for edge in spec.edges:
+        pods = {"matchLabels": live.selector(spec, edge)}
+        viewers: dict[str, Any] = {"ports": _ports(edge_nginx.HTTP_PORT)}
+        if edge.source_ranges:
+            viewers["from"] = [{"ipBlock": {"cidr": cidr}} for cidr in edge.source_ranges]
+        scrape = {"from": [_prometheus(cluster)], "ports": _ports(live.EXPORTER_PORT, edge_logs.EXPORTER_PORT)}
+        origins = list({repr(rule): rule for rule in map(_origin_peer, edge.origins)}.values())
+        objs.append(_policy(spec, f"{edge.name}-viewers", ns, pods, [viewers, scrape], origins))
+    return objs
+
+
+def build(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> Unit:
+    objs = _inference(spec, cluster, plan) + _edges(spec, cluster)
+    objs += _namespace_baseline(spec, monitoring_namespace(spec))
+    return Unit("NetworkPolicies", cluster.name, tuple(objs))

@@ -1,0 +1,146 @@
+"""What the API server rejects that the OpenAPI schemas do not say: names per kind, labels, and the
+CRDs' validation rules (CEL `x-kubernetes-validations`) on the fields the kit sets.
+
+The schemas (schema.py) check types and fields; the API server also runs name validation
+(apimachinery's IsDNS1123Label / IsDNS1035Label / IsDNS1123Subdomain, IsQualifiedName,
+IsValidLabelValue) and, for custom resources, each CRD's CEL rules. The rules below are the
+NodePool and ScaledObject rules that constrain fields the kit fills in, written out in Python with
+the CRD's own message; rules on fields the kit never sets, and transition rules (`oldSelf`), are
+left to the API server.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterator
+
+from peaknight.review.policy import pod_specs
+
+_DNS1123_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+_DNS1035_LABEL = re.compile(r"[a-z](?:[-a-z0-9]*[a-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+def _label(name: str) -> bool:
+    return len(name) <= 63 and bool(_DNS1123_LABEL.fullmatch(name))
+
+
+def _service(name: str) -> bool:
+    return len(name) <= 63 and bool(_DNS1035_LABEL.fullmatch(name))
+
+
+def _subdomain(name: str) -> bool:
+    return len(name) <= 253 and bool(_SUBDOMAIN.fullmatch(name))
+
+
+def _job(name: str) -> bool:
+    """A Job's name becomes its pods' `job-name` label value: a subdomain of at most 63."""
+    return len(name) <= 63 and _subdomain(name)
+
+
+NAME_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "Namespace": (_label, "a DNS-1123 label"),
+    "Service": (_service, "a DNS-1035 label (starts with a letter)"),
+    "Job": (_job, "a DNS subdomain of at most 63 characters"),
+}
+DEFAULT_NAME_RULE = (_subdomain, "a DNS-1123 subdomain")
+
+
+def _label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    return (not prefix or _subdomain(prefix)) and len(name) <= 63 and bool(_QUALIFIED_NAME.fullmatch(name))
+
+
+def _label_value(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 63 and bool(_LABEL_VALUE.fullmatch(value))
+
+
+def _labels(where: str, labels: dict[str, Any]) -> Iterator[str]:
+    for key, value in labels.items():
+        if not _label_key(key):
+            yield f"{where}: label key {key!r} is not a qualified name"
+        if not _label_value(value):
+            yield f"{where}: label {key} value {value!r} is not a valid label value"
+
+
+# NodePool (karpenter.sh/v1) rules on spec.template and spec.disruption, with the CRD's messages.
+_KARPENTER_ALLOWED = ("karpenter.sh/capacity-type", "karpenter.sh/nodepool")
+
+
+def _restricted_key(key: str) -> str | None:
+    domain = key.split("/", 1)[0]
+    if key == "karpenter.sh/nodepool":
+        return 'label "karpenter.sh/nodepool" is restricted'
+    if key == "kubernetes.io/hostname":
+        return 'label "kubernetes.io/hostname" is restricted'
+    if key not in _KARPENTER_ALLOWED and domain.endswith("karpenter.sh"):
+        return 'label domain "karpenter.sh" is restricted'
+    return None
+
+
+def _node_pool(spec: dict[str, Any]) -> Iterator[str]:
+    template = spec.get("template", {})
+    for key in template.get("metadata", {}).get("labels", {}):
+        if message := _restricted_key(key):
+            yield f"spec.template.metadata.labels: {message}"
+    for i, req in enumerate(template.get("spec", {}).get("requirements", [])):
+        at = f"spec.template.spec.requirements[{i}]"
+        values, op = req.get("values", []), req.get("operator")
+        if op == "In" and not values:
+            yield f"{at}: requirements with operator 'In' must have a value defined"
+        if op in ("Gt", "Lt", "Gte", "Lte") and not (len(values) == 1 and str(values[0]).isdigit()):
+            yield f"{at}: requirements operator 'Gt', 'Lt', 'Gte', or 'Lte' must have a single positive integer value"
+        if op == "In" and "minValues" in req and len(values) < req["minValues"]:
+            yield (f"{at}: requirements with 'minValues' must have at least that many values specified in the "
+                   "'values' field")
+        if message := _restricted_key(req.get("key", "")):
+            yield f"{at}.key: {message}"
+    ref = template.get("spec", {}).get("nodeClassRef", {})
+    for field in ("group", "kind", "name"):
+        if ref.get(field) == "":
+            yield f"spec.template.spec.nodeClassRef.{field}: {field} may not be empty"
+    for i, budget in enumerate(spec.get("disruption", {}).get("budgets", [])):
+        if ("schedule" in budget) != ("duration" in budget):
+            yield f"spec.disruption.budgets[{i}]: 'schedule' must be set with 'duration'"
+
+
+def _scaled_object(spec: dict[str, Any]) -> Iterator[str]:
+    if "minReplicaCount" in spec and spec["minReplicaCount"] > spec.get("maxReplicaCount", 100):
+        yield "spec: minReplicaCount must be less than or equal to maxReplicaCount"
+
+
+CEL_RULES: dict[tuple[str, str], Callable[[dict[str, Any]], Iterator[str]]] = {
+    ("karpenter.sh/v1", "NodePool"): _node_pool,
+    ("keda.sh/v1alpha1", "ScaledObject"): _scaled_object,
+}
+
+
+def validate(manifest: dict[str, Any]) -> list[str]:
+    """Problems the API server would report for one object (empty when it would accept it)."""
+    kind, meta = manifest.get("kind", ""), manifest.get("metadata", {})
+    name = meta.get("name", "")
+    where = f"{kind}/{name}"
+    check, grammar = NAME_RULES.get(kind, DEFAULT_NAME_RULE)
+    problems = [] if check(name) else [f"{where}: metadata.name {name!r} is not {grammar}"]
+    if "namespace" in meta and not _label(meta["namespace"]):
+        problems.append(f"{where}: metadata.namespace {meta['namespace']!r} is not a DNS-1123 label")
+    problems += _labels(f"{where}: metadata.labels", meta.get("labels", {}))
+    for path, pod in pod_specs(manifest):
+        template = path.rsplit(".spec", 1)[0]
+        labels = _template_labels(manifest, template)
+        problems += _labels(f"{where}: {template}.metadata.labels", labels)
+        account = pod.get("serviceAccountName")
+        if account is not None and not _subdomain(account):
+            problems.append(f"{where}: {path}.serviceAccountName {account!r} is not a DNS-1123 subdomain")
+    rules = CEL_RULES.get((manifest.get("apiVersion", ""), kind))
+    if rules:
+        problems += [f"{where}: {p}" for p in rules(manifest.get("spec", {}))]
+    return problems
+
+
+def _template_labels(manifest: dict[str, Any], template_path: str) -> dict[str, Any]:
+    node: Any = manifest
+    for part in template_path.split("."):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    return node.get("metadata", {}).get("labels", {}) if isinstance(node, dict) else {}

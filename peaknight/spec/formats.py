@@ -1,0 +1,180 @@
+"""What each string of a stack file must look like, judged by the place it ends up.
+
+Every string a stack file holds reaches an object name, a label value, a container's command
+line, nginx.conf or PromQL. Each is checked here, at parse time, against the grammar of its
+destination, so nothing later has to escape what it could not have known was hostile. The
+grammars are the destinations' own: Kubernetes' name validation (apimachinery
+validation.IsDNS1123Label/IsDNS1035Label/IsDNS1123Subdomain/IsValidLabelValue), the OCI
+distribution reference grammar (distribution/reference regexp.go), RFC 1123 host names, CIDRs
+as the API server parses them, IANA zone names from the tz database the kit runs with.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+import zoneinfo
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator
+
+# Object names carry suffixes (`-metrics`, `-weights`, `-broadcast-critical`, ...): a name of
+# the stack is kept to 40 characters so every derived name stays inside the 63 of a DNS label.
+NAME_MAX = 40
+_DNS1123_LABEL = re.compile(rf"[a-z0-9](?:[-a-z0-9]{{0,{NAME_MAX - 2}}}[a-z0-9])?")
+_DNS1035_LABEL = re.compile(rf"[a-z](?:[-a-z0-9]{{0,{NAME_MAX - 2}}}[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+# distribution/reference: domain, path components, tag, digest.
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_IMAGE = re.compile(rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+                    r"(?::[\w][\w.-]{0,127})?"
+                    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+IMAGE_NAME_MAX = 255
+# A Hugging Face repo id (org/name) or a path under the weights volume: plain path segments only.
+_WEIGHTS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
+# IAM role names: alphanumerics and +=,.@_- up to 64 (AWS IAM CreateRole).
+_IAM_ROLE = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
+_URL = re.compile(r"(https?)://([^/:?#\s]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?(/[A-Za-z0-9._~/-]*)?")
+# The broadcast night: years a clock of the kit reasons about (a cron line carries no year, and
+# the zone database's offsets are only meaningful here); anything else is a typo.
+YEARS = (2000, 2100)
+
+
+def _fullmatch(pattern: re.Pattern[str], what: str) -> Any:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(what)
+        return value
+    return AfterValidator(check)
+
+
+def _dns1123_label(value: str) -> str:
+    if not _DNS1123_LABEL.fullmatch(value):
+        raise ValueError(f"a lower-case DNS label of at most {NAME_MAX} characters (a-z, 0-9, '-')")
+    return value
+
+
+def _service_name(value: str) -> str:
+    if not _DNS1035_LABEL.fullmatch(value):
+        raise ValueError(f"a lower-case DNS-1035 label of at most {NAME_MAX} characters starting with a letter "
+                         "(a-z, 0-9, '-'): it names a Service")
+    return value
+
+
+def _subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
+        raise ValueError("a lower-case DNS subdomain (a-z, 0-9, '-', '.'; at most 253 characters): it names an object")
+    return value
+
+
+def _label_value(value: str) -> str:
+    if not value or not _LABEL_VALUE.fullmatch(value):
+        raise ValueError("a Kubernetes label value (at most 63 of A-Z, a-z, 0-9, '-', '_', '.', alphanumeric at "
+                         "both ends)")
+    return value
+
+
+def image_reference(value: str) -> str:
+    """An OCI image reference, `[registry/]path[:tag][@digest]`, as the kubelet parses it."""
+    ref = value.split("@", 1)[0]
+    colon = ref.rfind(":")
+    name = ref[:colon] if colon > ref.rfind("/") else ref
+    if not _IMAGE.fullmatch(value) or len(name) > IMAGE_NAME_MAX:
+        raise ValueError("an image reference ([registry/]repository[:tag][@sha256:<digest>])")
+    return value
+
+
+def _weights(value: str) -> str:
+    if len(value) > 256 or not _WEIGHTS.fullmatch(value) or ".." in value.split("/"):
+        raise ValueError("a model id (org/name) or a relative path under the weights volume: letters, digits, "
+                         "'.', '_', '-' and '/', no '..'")
+    return value
+
+
+def host_port(value: str) -> str:
+    """`host:port` with a DNS host name, an IPv4 address or a bracketed IPv6 address: the
+    address an nginx `server` line and a NetworkPolicy port take, and nothing else."""
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):([0-9]{1,5})", value)
+    problem = "host:port (a DNS name, IPv4 address or [IPv6] address and a port 1-65535)"
+    if not match or not 1 <= int(match.group(2)) <= 65535:
+        raise ValueError(problem)
+    host = match.group(1)
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(problem) from None
+    elif len(host) > 253 or not all(_HOST_LABEL.fullmatch(part) for part in host.split(".")):
+        raise ValueError(problem)
+    return value
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError("a CIDR such as 203.0.113.0/24 (network address, prefix length)") from None
+    if "/" not in value:
+        raise ValueError("a CIDR such as 203.0.113.0/24 (network address, prefix length)")
+    return value
+
+
+def _url(value: str) -> str:
+    match = _URL.fullmatch(value)
+    if not match or (match.group(3) and not 1 <= int(match.group(3)) <= 65535):
+        raise ValueError("an http(s) URL: scheme, host, optional port and path (no query, spaces or quotes)")
+    host = match.group(2)
+    if not host.startswith("[") and not all(_HOST_LABEL.fullmatch(p) for p in host.split(".")):
+        raise ValueError("an http(s) URL: scheme, host, optional port and path (no query, spaces or quotes)")
+    return value
+
+
+@cache
+def time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _time_zone(value: str) -> str:
+    if value not in time_zones():
+        raise ValueError("an IANA time zone such as Asia/Shanghai")
+    return value
+
+
+def _no_epoch(value: Any) -> Any:
+    """A time is written as a date and time; a bare number would be taken as a UTC epoch."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError("a local date and time such as 2026-02-16T20:00:00, not a number")
+    return value
+
+
+def _local(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is not None:
+        raise ValueError("a local time without offset (event.timeZone says where)")
+    if not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"a time in the years {YEARS[0]}-{YEARS[1]}")
+    return value
+
+
+def _relative_dir(value: str) -> str:
+    if not value or "\x00" in value or len(value) > 1024 or any(c in value for c in "\n\r"):
+        raise ValueError("a directory path")
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns1123_label)]
+ServiceName = Annotated[str, AfterValidator(_service_name)]
+Subdomain = Annotated[str, AfterValidator(_subdomain)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+Image = Annotated[str, AfterValidator(image_reference)]
+Weights = Annotated[str, AfterValidator(_weights)]
+HostPort = Annotated[str, AfterValidator(host_port)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+HttpUrl = Annotated[str, AfterValidator(_url)]
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
+IamRole = Annotated[str, _fullmatch(_IAM_ROLE, "an IAM role name (at most 64 of letters, digits, +=,.@_-)")]
+LocalTime = Annotated[dt.datetime, BeforeValidator(_no_epoch), AfterValidator(_local)]
+Directory = Annotated[str, AfterValidator(_relative_dir)]

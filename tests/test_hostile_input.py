@@ -1,0 +1,180 @@
+"""Hostile and broken stack files: every one is refused with exit 2 and one line per problem that
+names the key, for every command, before anything is built or written (issue 13's reproducers)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peaknight.cli import main as cli
+from peaknight.edges import nginx as edge_nginx
+from peaknight.spec import config
+from conftest import require_tool
+from edge_harness import EdgeServer, workdir
+from test_config import _set, run_render, write_variant
+from test_diff import repo  # noqa: F401  (fixture)
+
+# The origin that, written unescaped into nginx.conf, served the signed-URL secret and every stream.
+INJECTION = ('origin-b.live.internal:8080 backup; } server { listen 8080; location /x { include '
+             '/etc/nginx/secret/secure-link.conf; return 200 "secret=$secure_link_secret\\n"; } } upstream '
+             'unused { server 127.0.0.1:9; server 127.0.0.1:9')
+HOST_PORT = "host:port (a DNS name, IPv4 address or [IPv6] address and a port 1-65535)"
+IMAGE = "an image reference ([registry/]repository[:tag][@sha256:<digest>])"
+
+# (edit, key, expected) : the one line each variant must give, after "<file>: peaknight:<key>: expected ".
+CASES = {
+    "origin injection": (_set(["peaknight:edges", 0, "origins", 1], INJECTION), "edges[0].origins[1]",
+                         f"{HOST_PORT}; found {repr(INJECTION)[:57]}..."),
+    "origin with a space": (_set(["peaknight:edges", 0, "origins", 0], "a b"), "edges[0].origins[0]",
+                            f"{HOST_PORT}; found 'a b'"),
+    "origin port out of range": (_set(["peaknight:edges", 0, "origins", 0], "origin:70000"), "edges[0].origins[0]",
+                                 f"{HOST_PORT}; found 'origin:70000'"),
+    "segment TTL past nginx's int32": (_set(["peaknight:edges", 0, "segmentTtlSeconds"], 2147483648),
+                                       "edges[0].segmentTtlSeconds", "less than or equal to 86400; found 2147483648"),
+    "segment TTL of 10**400": (_set(["peaknight:edges", 0, "segmentTtlSeconds"], 10**400),
+                               "edges[0].segmentTtlSeconds", f"less than or equal to 86400; found {str(10**400)[:57]}..."),
+    "kubelet variable in weights": (_set(["peaknight:models", 0, "weights"], "$(HOME)/w"), "models[0].weights",
+                                    "a model id (org/name) or a relative path under the weights volume: letters, "
+                                    "digits, '.', '_', '-' and '/', no '..'; found '$(HOME)/w'"),
+    "weights escaping the volume": (_set(["peaknight:models", 0, "weights"], "../etc"), "models[0].weights",
+                                    "a model id (org/name) or a relative path under the weights volume: letters, "
+                                    "digits, '.', '_', '-' and '/', no '..'; found '../etc'"),
+    "offset-aware time": (_set(["peaknight:event", "window", "start"], "2026-02-16T19:30:00+08:00"),
+                          "event.window.start", "a local time without offset (event.timeZone says where); found "
+                          "'2026-02-16T19:30:00+08:00'"),
+    "epoch time": (_set(["peaknight:event", "moments", 0, "at"], 1771245000), "event.moments[0].at",
+                   "a local date and time such as 2026-02-16T20:00:00, not a number; found 1771245000"),
+    "year 1": (_set(["peaknight:event", "window", "start"], "0001-01-01T00:00:00"), "event.window.start",
+               "a time in the years 2000-2100; found '0001-01-01T00:00:00'"),
+    "window of days": (_set(["peaknight:event", "window", "end"], "2026-02-20T00:45:00"), "event.window.end",
+                       "a window of at most 24 hours (one night; a longer event is one stack per night); found "
+                       "3 days, 5:15:00"),
+    "mapping as a cluster name": (_set(["peaknight:clusters", 0, "name"], {"a": 1}), "clusters[0].name",
+                                  "a valid string; found {'a': 1}"),
+    "time zone that is a directory": (_set(["peaknight:event", "timeZone"], "America"), "event.timeZone",
+                                      "an IANA time zone such as Asia/Shanghai; found 'America'"),
+    "capacity types null": (_set(["peaknight:policy", "capacityTypes"], None), "policy.capacityTypes",
+                            "a value (leave the key out for the stage's default); found null"),
+    "stage null": (_set(["peaknight:policy", "stage"], None), "policy.stage",
+                   "one of broadcast, rehearsal; found None"),
+    "capacity types empty": (_set(["peaknight:policy", "capacityTypes"], []), "policy.capacityTypes",
+                             "at least 1 item; found []"),
+    "infinite peak": (_set(["peaknight:models", 0, "peakTokensPerMinute"], float("inf")),
+                      "models[0].peakTokensPerMinute", "a finite number; found inf"),
+    "infinite egress": (_set(["peaknight:edges", 0, "podEgressGbps"], float("inf")), "edges[0].podEgressGbps",
+                        "a finite number; found inf"),
+    "command substitution as image": (_set(["peaknight:models", 0, "image"], "`id`"), "models[0].image",
+                                      f"{IMAGE}; found '`id`'"),
+    "shell as image": (_set(["peaknight:edges", 0, "image"], "$(rm -rf /)"), "edges[0].image",
+                       f"{IMAGE}; found '$(rm -rf /)'"),
+    "class name not a subdomain": (_set(["peaknight:clusters", 0, "modelCacheClass"], "Fast SSD"),
+                                   "clusters[0].modelCacheClass", "a lower-case DNS subdomain (a-z, 0-9, '-', '.'; "
+                                   "at most 253 characters): it names an object; found 'Fast SSD'"),
+    "source range not a CIDR": (_set(["peaknight:edges", 0, "sourceRanges"], ["10.0.0.1/8"]),
+                                "edges[0].sourceRanges[0]", "a CIDR such as 203.0.113.0/24 (network address, prefix "
+                                "length); found '10.0.0.1/8'"),
+    "edge named 8b": (_set(["peaknight:edges", 0, "name"], "8b"), "edges[0].name",
+                      "a lower-case DNS-1035 label of at most 40 characters starting with a letter (a-z, 0-9, '-'): "
+                      "it names a Service; found '8b'"),
+    "Prometheus URL with a quote": (_set(["peaknight:clusters", 0, "prometheusUrl"], 'http://p:9090/"x'),
+                                    "clusters[0].prometheusUrl", "an http(s) URL: scheme, host, optional port and "
+                                    "path (no query, spaces or quotes); found 'http://p:9090/\"x'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_value_is_refused_naming_its_key(case, tmp_path, capsys):
+    edit, key, expected = CASES[case]
+    path = write_variant(tmp_path, edit)
+    code, lines = run_render(path, tmp_path, capsys)
+    assert (code, lines) == (2, [f"{path}: peaknight:{key}: expected {expected}"])
+    assert not (tmp_path / "out").exists()
+
+
+# Files that are not stack files, or are built to exhaust the parser.
+BOMB = (b'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+        + b"".join(b"%c: &%c [%s]\n" % (c, c, b",".join([b"*%c" % (c - 1)] * 9)) for c in range(ord("b"), ord("j")))
+        + b"config: {peaknight:scale: *i}\n")
+FILES = {
+    "not UTF-8": (b"config:\n  peaknight:scale: \xff\n", "(file): expected UTF-8 text; found byte 0xff at offset 27"),
+    "1,000 deep": (b"config:\n  peaknight:scale: " + b"[" * 1000 + b"]" * 1000 + b"\n",
+                   "line 2: expected at most 32 levels of nesting; found more"),
+    "100,000 deep": (b"config:\n  peaknight:scale: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+                     "line 2: expected at most 32 levels of nesting; found more"),
+    "alias bomb": (BOMB, "line 6: expected at most 100,000 YAML nodes (aliases expanded); found more"),
+    "deep through aliases": (b"a: &a " + b"[" * 20 + b"]" * 20 + b"\nconfig: {x: " + b"[" * 20 + b"*a" + b"]" * 20
+                             + b"}\n", "line 2: expected at most 32 levels of nesting (aliases expanded); found more"),
+    "a list, not a stack": (b"- just\n- a list\n", "config: expected a mapping of Pulumi config keys; found "
+                            "['just', 'a list']"),
+    "a date no calendar has": (b"config:\n  peaknight:scale: 2026-02-30T00:00:00\n",
+                               "(file): expected valid YAML values; found day is out of range for month"),
+    "two documents": (b"config: {}\n---\nconfig: {}\n", "line 2: expected one YAML document; found another"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILES))
+@pytest.mark.parametrize("command", ["plan", "render", "validate", "simulate"])
+def test_hostile_file_is_refused_in_one_line(case, command, tmp_path, capsys):
+    data, expected = FILES[case]
+    path = tmp_path / "Pulumi.hostile.yaml"
+    path.write_bytes(data)
+    extra = ["--out", str(tmp_path / "out")] if command == "render" else []
+    assert cli.main([command, str(path), *extra]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"{path}: {expected}"]
+
+
+def test_the_alias_bomb_is_refused_before_it_expands():
+    """A few hundred bytes that expand to 9**9 strings: measured, never built."""
+    assert len(BOMB) < 500
+    with pytest.raises(config.ConfigError):
+        config._load_bounded(BOMB.decode(), "bomb")
+
+
+def test_an_endless_file_is_read_no_further_than_the_limit():
+    with pytest.raises(config.ConfigError) as err:
+        config.read_stack_file(Path("/dev/zero"))
+    assert [str(p) for p in err.value.problems] == ["/dev/zero: (file): expected a stack file of at most 1,048,576 "
+                                                    "bytes; found more"]
+
+
+def test_render_onto_a_file_is_bad_input(tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    assert cli.main(["render", "rehearsal", "--out", str(target / "sub")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"{target / 'sub'}: --out: expected a directory this user may "
+                                                    f"create; found {target} is a file"]
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("step", ["nan", "inf", "0.001", "0", "-5", "3600"])
+def test_simulate_step_outside_its_range_is_bad_input(step, capsys):
+    assert cli.main(["simulate", "rehearsal", "--step", step]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"--step: --step: expected seconds from 1 to 60; found "
+                                                    f"{float(step)}"]
+
+
+def test_the_template_quotes_an_origin_even_past_validation(monkeypatch):
+    """Defence in depth: were the injection string to reach the template (validation bypassed),
+    it stays one quoted token of one `server` line: nginx refuses the config instead of serving
+    a second server block."""
+    require_tool("nginx")
+    edge = config.load_stack("rehearsal").spec.edges[0]
+    real = edge_nginx.values
+    monkeypatch.setattr(edge_nginx, "values", lambda e: {**real(e), "origins": ("127.0.0.1:9", INJECTION)})
+    with workdir() as tmp:
+        server = EdgeServer(edge, tmp)
+        result = server.check()
+        conf = server.conf.read_text()
+    assert conf.count("\n    server {") == 2            # the status server and the viewers' server, no third
+    assert f'server {edge_nginx.quoted(INJECTION)} max_fails' in conf
+    assert result.returncode != 0 and "invalid" in result.stderr
+
+
+def test_diff_of_a_hostile_stack_is_bad_input_in_one_line(repo, capsys):
+    """`diff` renders each side in its own process: the head side's refusal comes back as one line."""
+    stack = repo / "stacks" / "Pulumi.rehearsal.yaml"
+    stack.write_bytes(BOMB)
+    assert cli.main(["diff", str(stack), "--base", "HEAD"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    assert lines[0].endswith(f"{stack}: line 6: expected at most 100,000 YAML nodes (aliases expanded); found more")
