@@ -8,7 +8,9 @@ import pytest
 
 from peaknight.plan import capacity
 from peaknight.spec import config
-from peaknight.engines import base as engines
+from peaknight.engines import registry as engines
+from peaknight.engines.base import PORT, Role
+from peaknight.spec.stack import Engine
 from peaknight.builders import event
 from peaknight.builders import inference
 from peaknight.spec import profiles
@@ -70,15 +72,20 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
         c = pod["containers"][0]
         gpus = mplan.gpus_per_replica // mplan.nodes_per_replica
         assert c["resources"]["requests"]["nvidia.com/gpu"] == c["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
-        tp_flag = "--tensor-parallel-size" if model.engine.value == "vllm" else "--tp"
-        assert c["command"][c["command"].index(tp_flag) + 1] == str(mplan.gpus_per_replica)
+        engine = engines.engine_for(model)
+        assert c["command"] == engine.command(model, mplan.topology, Role.LEADER)
         probe = c["startupProbe"]
         load = profiles.load().model_classes[model.model_class].startup_seconds
         assert probe["periodSeconds"] * probe["failureThreshold"] >= 2 * load
-        assert c["readinessProbe"]["httpGet"]["path"] == "/v1/models"
-        assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert {c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {"/health"}
+        if model.engine is Engine.SGLANG:
+            # SGLang 0.5.4 /health sleeps 1 s, then waits up to SGLANG_HEALTH_CHECK_TIMEOUT for a
+            # generated token (http_server.py health_generate): no probe may give up sooner.
+            verdict = int(next(e["value"] for e in c["env"] if e["name"] == "SGLANG_HEALTH_CHECK_TIMEOUT"))
+            assert all(c[p].get("timeoutSeconds", 1) > verdict + 1
+                       for p in ("startupProbe", "readinessProbe", "livenessProbe"))
         drain = c["lifecycle"]["preStop"]["exec"]["command"]
-        assert drain[:2] == ["python3", "-c"] and engines.info(model).waiting_metric in drain[2]
+        assert drain[:2] == ["python3", "-c"] and engines.metrics(model).waiting_metric in drain[2]
         assert pod["terminationGracePeriodSeconds"] > inference.DRAIN_SECONDS
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
@@ -102,7 +109,10 @@ def test_a_replica_bigger_than_a_node_is_a_leader_worker_set(built):
     lws = objs["leaderworkerset.gala-2026-inference.deep-think"].manifest["spec"]
     assert lws["leaderWorkerTemplate"]["size"] == 2
     worker = lws["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]
-    assert "--node-rank" in worker["command"] and "startupProbe" not in worker
+    # SGLang: a worker runs the leader's command and answers /health from its dummy server.
+    leader = lws["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    assert "--node-rank" in worker["command"] and worker["command"] == leader["command"]
+    assert worker["startupProbe"]["httpGet"]["path"] == "/health" and "readinessProbe" not in worker
     assert objs["service.gala-2026-inference.deep-think"].manifest["spec"]["selector"][
         "leaderworkerset.sigs.k8s.io/worker-index"] == "0"
     assert objs["poddisruptionbudget.gala-2026-inference.deep-think"].manifest["spec"]["maxUnavailable"] == 2
@@ -119,7 +129,7 @@ def test_service_monitor_route_and_pdb_per_model(built):
         route = objs[f"httproute.gala-2026-rehearsal-inference.{model.name}"].manifest["spec"]
         assert route["parentRefs"] == [{"name": "gala-2026-rehearsal-gateway"}]
         assert route["rules"][0]["matches"][0]["path"] == {"type": "PathPrefix", "value": f"/{model.name}"}
-        assert route["rules"][0]["backendRefs"] == [{"name": model.name, "port": engines.PORT}]
+        assert route["rules"][0]["backendRefs"] == [{"name": model.name, "port": PORT}]
         assert f"poddisruptionbudget.gala-2026-rehearsal-inference.{model.name}" in objs
         pvc = objs[f"persistentvolumeclaim.gala-2026-rehearsal-inference.{model.name}-weights"].manifest["spec"]
         weights = profiles.load().model_classes[model.model_class].weights_gib

@@ -30,7 +30,8 @@ import datetime as dt
 import math
 from typing import Any
 
-from peaknight.engines import base as engines
+from peaknight.engines import registry as engines
+from peaknight.engines.base import EngineMetrics
 from peaknight.builders import warmup
 from peaknight.plan.capacity import Figure, ModelPlan
 from peaknight.spec.forecast import moment_end
@@ -67,7 +68,7 @@ def tokens_per_second(matchers: str) -> str:
     One sum per engine, joined by `or`: a model runs one engine, so exactly one term has series, and
     a lost target still answers nothing (an error, not zero). Not rate() over a name regex: the
     counters of one pod differ only in their name, which rate() drops, and the vector is invalid."""
-    return " or ".join(f"({engine_tokens_per_second(e, matchers)})" for e in engines.ENGINES.values())
+    return " or ".join(f"({engine_tokens_per_second(e.metrics, matchers)})" for e in engines.ENGINES.values())
 
 
 def metric_labels(model: Model) -> dict[str, str]:

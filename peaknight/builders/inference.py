@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from peaknight.engines import base as engines
+from peaknight.engines import registry as engines
+from peaknight.engines.base import MODEL_DIR, PORT, Role
 from peaknight.spec import profiles
 from peaknight.plan.capacity import ModelPlan
 from peaknight.builders.cluster_base import gateway_name
@@ -41,47 +42,43 @@ def shm_gib(gpus: int) -> int:
     return max(8, 2 * gpus)
 
 
-def _container(spec: StackSpec, model: Model, plan: ModelPlan, gpus: int, serves_http: bool) -> dict[str, Any]:
-    e = engines.info(model)
+def _container(spec: StackSpec, model: Model, plan: ModelPlan, role: Role) -> dict[str, Any]:
+    engine = engines.engine_for(model)
+    topology = plan.topology
+    gpus = topology.gpus_per_pod
     container: dict[str, Any] = {
         "name": "engine",
         "image": model.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": engines.command(model, gpus, plan.nodes_per_replica),
-        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}],
+        "command": engine.command(model, topology, role),
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.env()],
         "resources": {
             "requests": {"nvidia.com/gpu": str(gpus), "cpu": str(CPU_PER_GPU * gpus),
                          "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
             "limits": {"nvidia.com/gpu": str(gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
-                         {"name": "weights", "mountPath": engines.MODEL_DIR, "readOnly": True},
+                         {"name": "weights", "mountPath": MODEL_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                             "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
     }
-    if serves_http:
-        container["ports"] = [{"name": "http", "containerPort": engines.PORT, "protocol": "TCP"}]
-        container["startupProbe"] = {"httpGet": {"path": e.health_path, "port": "http"},
-                                     "periodSeconds": 10, "failureThreshold": math.ceil(startup_budget(model) / 10)}
-        container["readinessProbe"] = {"httpGet": {"path": e.ready_path, "port": "http"},
-                                       "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
-        # Generous: a short liveness timeout restarted a busy server under load (production-stack #448).
-        container["livenessProbe"] = {"httpGet": {"path": e.health_path, "port": "http"},
-                                      "periodSeconds": 15, "timeoutSeconds": 10, "failureThreshold": 8}
-        container["lifecycle"] = {"preStop": {"exec": {"command": ["python3", "-c",
-                                                                    engines.drain_script(model, DRAIN_SECONDS)]}}}
+    if engine.serves_http(role):
+        container["ports"] = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+    container.update(engine.probes(topology, role, startup_budget(model)).manifest())
+    if role is Role.LEADER:
+        container["lifecycle"] = {"preStop": {"exec": {"command": engine.drain_command(role, DRAIN_SECONDS)}}}
     return container
 
 
-def pod_spec(spec: StackSpec, model: Model, plan: ModelPlan, serves_http: bool = True) -> dict[str, Any]:
-    gpus = plan.gpus_per_replica // plan.nodes_per_replica
+def pod_spec(spec: StackSpec, model: Model, plan: ModelPlan, role: Role = Role.LEADER) -> dict[str, Any]:
+    gpus = plan.topology.gpus_per_pod
     return {
         "priorityClassName": priority_class(spec),
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
                             "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_container(spec, model, plan, gpus, serves_http)],
+        "containers": [_container(spec, model, plan, role)],
         "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}],
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": POOL_LABEL, "operator": "In", "values": [model.pool]}]}]}}},
@@ -131,7 +128,7 @@ def _workload(spec: StackSpec, model: Model, plan: ModelPlan) -> Obj:
                     "restartPolicy": "RecreateGroupOnPodRestart",
                     "leaderTemplate": {"metadata": template_meta, "spec": pod_spec(spec, model, plan)},
                     "workerTemplate": {"metadata": template_meta,
-                                       "spec": pod_spec(spec, model, plan, serves_http=False)},
+                                       "spec": pod_spec(spec, model, plan, Role.WORKER)},
                 },
             },
         }
@@ -156,7 +153,7 @@ def build(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> U
         Obj({"apiVersion": "v1", "kind": "Service",
              "metadata": meta(spec, "inference", model.name, ns),
              "spec": {"type": "ClusterIP", "selector": serving,
-                      "ports": [{"name": "http", "port": engines.PORT, "targetPort": "http", "protocol": "TCP"}]}}),
+                      "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}}),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
              "metadata": meta(spec, "inference", model.name, ns),
              # One replica (one LWS group of pods) may be voluntarily disrupted at a time.
@@ -173,7 +170,7 @@ def build(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> U
                      "matches": [{"path": {"type": "PathPrefix", "value": f"/{model.name}"}}],
                      "filters": [{"type": "URLRewrite", "urlRewrite": {
                          "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
-                     "backendRefs": [{"name": model.name, "port": engines.PORT}],
+                     "backendRefs": [{"name": model.name, "port": PORT}],
                      "timeouts": {"request": f"{DRAIN_SECONDS}s"},
                  }],
              }}),

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from peaknight.engines.base import Topology
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -32,6 +33,7 @@ class ModelPlan:
     model: str
     pool: str
     gpus_per_replica: int
+    gpus_per_node: int
     nodes_per_replica: int            # > 1: the replica spans nodes (a LeaderWorkerSet group)
     replica_tps: Figure               # tokens/s one replica serves at the profile's latency target
     demand_tps: Figure                # this cluster's share of the forecast peak
@@ -54,6 +56,11 @@ class ModelPlan:
     @property
     def pods(self) -> int:
         return int(self.replicas.value) * self.nodes_per_replica
+
+    @property
+    def topology(self) -> Topology:
+        """How one replica sits on the pool's nodes: what its engine's command line is built for."""
+        return Topology(self.gpus_per_replica, self.gpus_per_node)
 
     def replicas_for(self, moment: str) -> int:
         return int(dict(self.moment_replicas)[moment].value)
@@ -203,7 +210,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         row = table.throughput[(model.model_class, pool.gpus[0])]
         gpr = row.gpus_per_replica
         per_node = max(1, gpn // gpr)
-        nodes_per_replica = math.ceil(gpr / gpn)
+        nodes_per_replica = Topology(gpr, gpn).nodes
         per_replica = replica_tps(model, pool)
         peak = model.peak_tokens_per_minute / 60 * spec.scale * cluster.share
         demand = Figure(peak, f"{model.peak_tokens_per_minute:,.0f} tok/min / 60 x scale {spec.scale:g} "
@@ -231,7 +238,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         cap_replicas = r - (math.ceil(r / zones) if spec.policy.survive_zone_loss else 0)
         capacity = cap_replicas * per_replica.value * spec.policy.target_utilisation
         models.append(ModelPlan(
-            cluster=cluster.name, model=model.name, pool=pool.name, gpus_per_replica=gpr,
+            cluster=cluster.name, model=model.name, pool=pool.name, gpus_per_replica=gpr, gpus_per_node=gpn,
             nodes_per_replica=nodes_per_replica, replica_tps=per_replica, demand_tps=demand,
             replicas=replicas, floor_replicas=floor, moment_replicas=moments,
             gpus=Figure(r * gpr, f"{r} replicas x {gpr} GPUs"),

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from peaknight.engines.base import Topology
+from peaknight.engines.registry import ENGINES
 from peaknight.spec import profiles
 from peaknight.spec.stack import CapacityType, Model, Stage, StackSpec
 
@@ -358,6 +360,13 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
     if len(shapes) > 1:
         yield P(f"models[{i}].pool", "a pool whose GPUs all give the same GPUs per replica",
                 f"{sorted(shapes)} across {', '.join(pool.gpus)}")
+    node_gpus = {table.instance_types[t].gpus for t in pool.instance_types if t in table.instance_types}
+    if len(shapes) == 1 and len(node_gpus) == 1:  # other shapes are reported on the model or its pool
+        topology = Topology(shapes.pop(), node_gpus.pop())
+        reason = ENGINES[model.engine].cannot_serve(topology)
+        if reason:
+            yield P(f"models[{i}].engine", f"an engine that can serve {topology.describe()}",
+                    f"{model.engine.value}: {reason}")
     if spec.policy.require_image_digests and not IMAGE_DIGEST.search(model.image):
         yield P(f"models[{i}].image", "an image pinned by digest (…@sha256:<64 hex>) in a "
                 f"{spec.policy.stage.value} stack", _show(model.image))

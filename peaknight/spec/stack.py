@@ -32,6 +32,20 @@ def _dns_label(value: str) -> str:
 
 
 Name = Annotated[str, AfterValidator(_dns_label)]
+
+_WEIGHTS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+def _weights_id(value: str) -> str:
+    """Weights ids reach engine command lines (some run under `sh -c`) and a path under the
+    weights mount: no shell or $(VAR) syntax, no `..`, no absolute path."""
+    if not _WEIGHTS.match(value):
+        raise ValueError("a model id or relative path: '/'-separated parts of letters, digits, '.', '_', '-', "
+                         "each starting with a letter or digit")
+    return value
+
+
+WeightsId = Annotated[str, AfterValidator(_weights_id)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -166,7 +180,7 @@ class Model:
     model_class: str = Field(description="model class from the profile table, e.g. moe-671b")
     engine: Engine
     image: str = Field(min_length=1)
-    weights: str = Field(min_length=1, description="model id or path the engine loads")
+    weights: WeightsId = Field(description="model id or relative path the engine loads, e.g. deepseek-ai/DeepSeek-V3")
     pool: Name
     peak_tokens_per_minute: float = Field(gt=0, description="forecast peak, before scale")
     input_share: Annotated[float, Field(gt=0, lt=1)] = Field(description="input tokens / all tokens")
