@@ -35,6 +35,7 @@ class Recorded:
     protect: bool = False
     depends_on: tuple[str, ...] = ()
     ignore_changes: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()    # the types of the resource's aliases
 
 
 @dataclass
@@ -57,6 +58,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             protect=bool(opts.protect),
             depends_on=tuple(getattr(d, "_name", str(d)) for d in (opts.depends_on or [])),
             ignore_changes=tuple(opts.ignore_changes or ()),
+            aliases=tuple(a.type_ for a in (opts.aliases or []) if isinstance(a, pulumi.Alias)),
         )
         return None
 

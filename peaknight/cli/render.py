@@ -22,7 +22,12 @@ class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[mi
     values repeat in every object. The safe dumper has no path resolvers, so a tag depends only on
     the lookup's arguments."""
 
-    _tags: dict[tuple[str, tuple[bool, bool]], str] = {}
+    _tags: dict[tuple[object, tuple[bool, bool]], str] = {}
+
+    def ignore_aliases(self, data: object) -> bool:
+        """Builders share small dicts (selectors, security contexts) between objects and fields; a
+        reviewer and a GitOps diff should read each value where it applies, not as &id001 / *id001."""
+        return True
 
     def represent_data(self, data: object) -> yaml.Node:
         if type(data) is str:

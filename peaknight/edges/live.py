@@ -16,8 +16,9 @@ from typing import Any
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.plan.capacity import EdgePlan
-from peaknight.builders.objects import Obj, Unit, edge_namespace, labels, meta, priority_class
-from peaknight.spec.stack import Cluster, Edge, StackSpec
+from peaknight.builders import podpolicy
+from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, labels, meta, priority_class
+from peaknight.spec.stack import Cluster, Edge
 
 RUN_AS_USER = 101                  # the nginx image's unprivileged user
 EXPORTER_PORT = 9113
@@ -30,8 +31,8 @@ CONNECTIONS_METRIC = "nginx_connections_active"   # from the exporter, served to
 DRAIN_SECONDS = 5                  # endpoints drop the pod before nginx starts its graceful quit
 
 
-def selector(spec: StackSpec, edge: Edge) -> dict[str, str]:
-    return {"app.kubernetes.io/name": edge.name, "peaknight.io/event": spec.event.name}
+def selector(scope: Scope, edge: Edge) -> dict[str, str]:
+    return {"app.kubernetes.io/name": edge.name, "peaknight.io/event": scope.event.name}
 
 
 def metrics_name(edge: Edge) -> str:
@@ -40,11 +41,6 @@ def metrics_name(edge: Edge) -> str:
 
 def log_exporter_config_name(edge: Edge) -> str:
     return f"{edge.name}-log-exporter"
-
-
-def _security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _containers(edge: Edge) -> list[dict[str, Any]]:
@@ -64,7 +60,7 @@ def _containers(edge: Edge) -> list[dict[str, Any]]:
         "volumeMounts": [{"name": "conf", "mountPath": CONF_DIR, "readOnly": True},
                          {"name": "secure-link", "mountPath": SECRET_DIR, "readOnly": True},
                          {"name": "state", "mountPath": layout.state_dir}],
-        "securityContext": _security(),
+        "securityContext": podpolicy.container_security(read_only_root=True),
     }
     exporter = {
         "name": "exporter",
@@ -74,7 +70,7 @@ def _containers(edge: Edge) -> list[dict[str, Any]]:
                  f"--web.listen-address=:{EXPORTER_PORT}"],
         "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-        "securityContext": _security(),
+        "securityContext": podpolicy.container_security(read_only_root=True),
     }
     log_exporter = {
         "name": "log-exporter",
@@ -85,29 +81,23 @@ def _containers(edge: Edge) -> list[dict[str, Any]]:
         # One parsed line per viewer request: more CPU than the stub_status scraper, still small.
         "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
         "volumeMounts": [{"name": "log-exporter-conf", "mountPath": LOG_EXPORTER_CONF_DIR, "readOnly": True}],
-        "securityContext": _security(),
+        "securityContext": podpolicy.container_security(read_only_root=True),
     }
     return [nginx, exporter, log_exporter]
 
 
-def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, conf: str, log_conf: str) -> Obj:
-    ns = edge_namespace(spec)
+def _deployment(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan, conf: str, log_conf: str) -> Obj:
+    ns = edge_namespace(scope)
     values = edge_nginx.values(edge)
-    hold = math.ceil(int(values["read_timeout_ms"]) / 1000)
+    hold = math.ceil(int(str(values["read_timeout_ms"])) / 1000)
     pod = {
-        "priorityClassName": priority_class(spec),
+        "priorityClassName": priority_class(scope),
         # A viewer's held LL-HLS reload finishes before the pod is killed.
         "terminationGracePeriodSeconds": DRAIN_SECONDS + hold + 5,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                            "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": podpolicy.pod_security(RUN_AS_USER),
         "containers": _containers(edge),
-        "topologySpreadConstraints": [
-            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
-             "labelSelector": {"matchLabels": selector(spec, edge)}},
-            # Egress is the NIC's: spread over nodes too, where the scheduler can.
-            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-             "labelSelector": {"matchLabels": selector(spec, edge)}},
-        ],
+        # Egress is the NIC's: spread over nodes too, where the scheduler can.
+        "topologySpreadConstraints": podpolicy.zone_spread(selector(scope, edge), by_node=True),
         "volumes": [
             {"name": "conf", "configMap": {"name": f"{edge.name}-nginx"}},
             {"name": "log-exporter-conf", "configMap": {"name": log_exporter_config_name(edge)}},
@@ -120,16 +110,16 @@ def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, c
     }
     manifest = {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {**meta(spec, "live-edge", edge.name, ns),
+        "metadata": {**meta(scope, "live-edge", edge.name, ns),
                      "annotations": {"peaknight.io/planned-pods": plan.pods.why,
                                      "peaknight.io/egress": plan.egress_gbps.why}},
         "spec": {
-            "replicas": _min_replicas(spec, cluster, plan),
-            "selector": {"matchLabels": selector(spec, edge)},
+            "replicas": _min_replicas(scope, cluster, plan),
+            "selector": {"matchLabels": selector(scope, edge)},
             # A new pod starts cold and fills from the origin: replace a tenth at a time, never drop one first.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "10%", "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": {**labels(spec, "live-edge", edge.name), **selector(spec, edge)},
+                "metadata": {"labels": {**labels(scope, "live-edge", edge.name), **selector(scope, edge)},
                              # A changed config changes the template, so the pods roll onto it.
                              "annotations": {CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
                                              LOG_EXPORTER_CHECKSUM_ANNOTATION: edge_nginx.checksum(log_conf)}},
@@ -141,22 +131,22 @@ def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, c
     return Obj(manifest, ignore_changes=("spec.replicas",))
 
 
-def _min_replicas(spec: StackSpec, cluster: Cluster, plan: EdgePlan) -> int:
+def _min_replicas(scope: Scope, cluster: Cluster, plan: EdgePlan) -> int:
     """Broadcast pins the planned pods (pre-scaled, not reactive); a rehearsal keeps one per zone."""
     planned = int(plan.pods.value)
-    return planned if spec.policy.protect else max(1, min(planned, len(cluster.zones)))
+    return planned if scope.policy.protect else max(1, min(planned, len(cluster.zones)))
 
 
-def _hpa(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str, Any]:
-    util = round(spec.policy.target_utilisation * 100)
+def _hpa(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str, Any]:
+    util = round(scope.policy.target_utilisation * 100)
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {**meta(spec, "live-edge", edge.name, edge_namespace(spec)),
+        "metadata": {**meta(scope, "live-edge", edge.name, edge_namespace(scope)),
                      "annotations": {"peaknight.io/max-pods": plan.max_pods.why,
                                      "peaknight.io/viewers-per-pod": plan.viewers_per_pod.why}},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": edge.name},
-            "minReplicas": _min_replicas(spec, cluster, plan),
+            "minReplicas": _min_replicas(scope, cluster, plan),
             "maxReplicas": int(plan.max_pods.value),
             "metrics": [
                 {"type": "Resource", "resource": {"name": "cpu", "target": {
@@ -186,33 +176,33 @@ def _viewer_service(edge: Edge, sel: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def build(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
-    ns = edge_namespace(spec)
+def build(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
+    ns = edge_namespace(scope)
     conf = edge_nginx.render(edge)
     log_conf = edge_logs.exporter_config(edge)
-    sel = selector(spec, edge)
+    sel = selector(scope, edge)
     objs = [
-        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "live-edge", f"{edge.name}-nginx", ns),
+        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(scope, "live-edge", f"{edge.name}-nginx", ns),
              "data": {"nginx.conf": conf}}),
         Obj({"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": meta(spec, "live-edge", log_exporter_config_name(edge), ns),
+             "metadata": meta(scope, "live-edge", log_exporter_config_name(edge), ns),
              "data": {edge_logs.CONFIG_FILE: log_conf}}),
-        _deployment(spec, cluster, edge, plan, conf, log_conf),
-        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", edge.name, ns),
+        _deployment(scope, cluster, edge, plan, conf, log_conf),
+        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(scope, "live-edge", edge.name, ns),
              "spec": _viewer_service(edge, sel)}),
         # Metrics on their own ClusterIP Service: never on the viewers' load balancer.
-        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", metrics_name(edge), ns),
+        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(scope, "live-edge", metrics_name(edge), ns),
              "spec": {"type": "ClusterIP", "selector": sel,
                       "ports": [{"name": "metrics", "port": EXPORTER_PORT, "targetPort": "metrics",
                                  "protocol": "TCP"},
                                 {"name": "log-metrics", "port": edge_logs.EXPORTER_PORT, "targetPort": "log-metrics",
                                  "protocol": "TCP"}]}}),
-        Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(spec, "live-edge", edge.name, ns),
+        Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(scope, "live-edge", edge.name, ns),
              # Each drained pod's viewers refill another pod's cache: a tenth of the tier at a time.
              "spec": {"maxUnavailable": "10%", "selector": {"matchLabels": sel}}}),
-        Obj(_hpa(spec, cluster, edge, plan)),
+        Obj(_hpa(scope, cluster, edge, plan)),
         Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-             "metadata": meta(spec, "live-edge", edge.name, ns),
+             "metadata": meta(scope, "live-edge", edge.name, ns),
              "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": metrics_name(edge)}},
                       "endpoints": [{"port": port, "path": "/metrics", "interval": "15s"}
                                     for port in ("metrics", "log-metrics")]}}),
