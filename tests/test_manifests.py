@@ -118,7 +118,47 @@ def test_a_replica_bigger_than_a_node_is_a_leader_worker_set(built):
     assert worker["startupProbe"]["httpGet"]["path"] == "/health" and "readinessProbe" not in worker
     assert objs["service.gala-2026-inference.deep-think"].manifest["spec"]["selector"][
         "leaderworkerset.sigs.k8s.io/worker-index"] == "0"
-    assert objs["poddisruptionbudget.gala-2026-inference.deep-think"].manifest["spec"]["maxUnavailable"] == 2
+    # One pod at a time: two groups can never be down together (an evicted pod's group is
+    # recreated whole and counts as unavailable until it is back).
+    assert objs["poddisruptionbudget.gala-2026-inference.deep-think"].manifest["spec"]["maxUnavailable"] == 1
+
+
+def test_a_group_lives_in_one_zone_and_groups_spread_over_zones(built):
+    """Leaders (worker-index 0) are zone-spread, so groups count once; each worker must share its
+    leader's zone (podAffinity to the leader with its own group-key, matchLabelKeys) and prefers
+    its network domain; nodeTaintsPolicy Honor lets replacements land after a zone is lost."""
+    ev = built["broadcast"]
+    name, objs = first(ev)
+    tpl = objs["leaderworkerset.gala-2026-inference.deep-think"].manifest["spec"]["leaderWorkerTemplate"]
+    leader, worker = tpl["leaderTemplate"]["spec"], tpl["workerTemplate"]["spec"]
+    leaders = {"app.kubernetes.io/name": "deep-think", "peaknight.io/event": "gala-2026",
+               "leaderworkerset.sigs.k8s.io/worker-index": "0"}
+    [spread] = leader["topologySpreadConstraints"]
+    assert spread["labelSelector"] == {"matchLabels": leaders} and spread["nodeTaintsPolicy"] == "Honor"
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["whenUnsatisfiable"] == "DoNotSchedule"
+    assert "topologySpreadConstraints" not in worker
+    affinity = worker["affinity"]["podAffinity"]
+    [zone] = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert zone == {"labelSelector": {"matchLabels": leaders}, "topologyKey": "topology.kubernetes.io/zone",
+                    "matchLabelKeys": ["leaderworkerset.sigs.k8s.io/group-key"]}
+    [network] = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert network["podAffinityTerm"]["topologyKey"] == "topology.k8s.aws/network-node-layer-3"
+    # The pool's interconnect, from the instance catalog (p5.48xlarge: 32 EFA network cards).
+    for pod in (leader, worker):
+        res = pod["containers"][0]["resources"]
+        assert res["requests"]["vpc.amazonaws.com/efa"] == res["limits"]["vpc.amazonaws.com/efa"] == "32"
+    chat = objs["deployment.gala-2026-inference.chat"].manifest["spec"]["template"]["spec"]
+    assert "vpc.amazonaws.com/efa" not in chat["containers"][0]["resources"]["requests"]
+
+
+def test_a_worker_drains_after_its_leader(built):
+    ev = built["broadcast"]
+    name, objs = first(ev)
+    tpl = objs["leaderworkerset.gala-2026-inference.deep-think"].manifest["spec"]["leaderWorkerTemplate"]
+    worker = tpl["workerTemplate"]["spec"]
+    hook = worker["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook[:2] == ["python3", "-c"] and "os.environ['LWS_LEADER_ADDRESS']" in hook[2]
+    assert worker["terminationGracePeriodSeconds"] > inference.DRAIN_SECONDS
 
 
 def test_service_monitor_route_and_pdb_per_model(built):

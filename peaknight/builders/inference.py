@@ -25,6 +25,8 @@ RUN_AS_USER = 1000
 CPU_PER_GPU = 20           # p5/p5e: 192 vCPU for 8 GPUs, minus the node's daemons
 MEMORY_GIB_PER_GPU = 200   # p5/p5e: 2 TiB for 8 GPUs, minus the node's daemons
 LWS_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+# LWS labels every pod of a group with the group's unique key (api/leaderworkerset/v1 GroupUniqueHashLabelKey).
+LWS_GROUP_KEY_LABEL = "leaderworkerset.sigs.k8s.io/group-key"
 
 
 def selector(scope: Scope, model: Model) -> dict[str, str]:
@@ -46,6 +48,9 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
     engine = engines.engine_for(model)
     topology = plan.topology
     gpus = topology.gpus_per_pod
+    devices = {"nvidia.com/gpu": str(gpus)}
+    if plan.interconnect:  # a replica spanning nodes talks over the pool's high-speed network
+        devices[plan.interconnect.resource] = str(plan.interconnect.devices)
     container: dict[str, Any] = {
         "name": "engine",
         "image": model.image,
@@ -53,9 +58,8 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
         "command": engine.command(model, topology, role),
         "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.env()],
         "resources": {
-            "requests": {"nvidia.com/gpu": str(gpus), "cpu": str(CPU_PER_GPU * gpus),
-                         "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
-            "limits": {"nvidia.com/gpu": str(gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
+            "requests": {**devices, "cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
+            "limits": {**devices, "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "weights", "mountPath": MODEL_DIR, "readOnly": True},
@@ -65,9 +69,24 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
     if engine.serves_http(role):
         container["ports"] = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
     container.update(engine.probes(topology, role, startup_budget(model)).manifest())
-    if role is Role.LEADER:
-        container["lifecycle"] = {"preStop": {"exec": {"command": engine.drain_command(role, DRAIN_SECONDS)}}}
+    # The leader drains its answers; a worker waits for its leader to finish them, so deleting a
+    # group does not break tensor parallelism under a draining leader.
+    container["lifecycle"] = {"preStop": {"exec": {"command": engine.drain_command(role, DRAIN_SECONDS)}}}
     return container
+
+
+def _placement(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[str, Any]:
+    """A replica on one node: pods spread over zones. A group: leaders spread over zones (one
+    group counts once), each worker in its leader's zone and, preferably, network domain."""
+    placement = podpolicy.gpu_placement(model.pool)
+    if plan.nodes_per_replica == 1:
+        return {**placement, "topologySpreadConstraints": podpolicy.zone_spread(selector(scope, model))}
+    leaders = {**selector(scope, model), LWS_INDEX_LABEL: "0"}
+    if role is Role.LEADER:
+        return {**placement, "topologySpreadConstraints": podpolicy.zone_spread(leaders)}
+    network = plan.interconnect.network_key if plan.interconnect else None
+    affinity = {**placement["affinity"], "podAffinity": podpolicy.follow_leader(leaders, LWS_GROUP_KEY_LABEL, network)}
+    return {**placement, "affinity": affinity}
 
 
 def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEADER) -> dict[str, Any]:
@@ -77,8 +96,7 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEAD
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
         "securityContext": podpolicy.pod_security(RUN_AS_USER),
         "containers": [_container(scope, model, plan, role)],
-        **podpolicy.gpu_placement(model.pool),
-        "topologySpreadConstraints": podpolicy.zone_spread(selector(scope, model)),
+        **_placement(scope, model, plan, role),
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib(gpus)}Gi"}},
             {"name": "weights", "persistentVolumeClaim": {"claimName": weights_claim(model), "readOnly": True}},
@@ -150,8 +168,11 @@ def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit
                       "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}}),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
              "metadata": meta(scope, "inference", model.name, ns),
-             # One replica (one LWS group of pods) may be voluntarily disrupted at a time.
-             "spec": {"maxUnavailable": plan.nodes_per_replica, "selector": {"matchLabels": selector(scope, model)}}}),
+             # One pod at a time: evicting one pod of a group takes the whole group down (it is
+             # recreated together), and its pods then count as unavailable until it is back, so a
+             # second group cannot go while the first recovers. Counting a group's pods
+             # (maxUnavailable = pods per group) let one pod of each of two groups go at once.
+             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(scope, model)}}}),
         Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
              "metadata": meta(scope, "inference", model.name, ns),
              "spec": {"selector": {"matchLabels": selector(scope, model)},

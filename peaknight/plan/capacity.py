@@ -44,6 +44,8 @@ class ModelPlan:
     nodes: Figure
     capacity_tps: Figure              # at target utilisation, one zone lost if the policy says so
     short: bool
+    # The pool's high-speed network, for a replica that spans nodes; None for one that does not.
+    interconnect: profiles.Interconnect | None = None
 
     @property
     def name(self) -> str:
@@ -170,6 +172,15 @@ def gpus_per_node(pool: GpuPool) -> int:
     return profiles.load().instance_types[pool.instance_types[0]].gpus
 
 
+def interconnect(pool: GpuPool) -> profiles.Interconnect | None:
+    """The interconnect every instance type of the pool brings (the fewest devices of any), or
+    None when one of them has none: a spanning replica may land on any of the pool's types."""
+    found = [profiles.load().instance_types[t].interconnect for t in pool.instance_types]
+    if not found or any(i is None for i in found) or len({i.resource for i in found if i}) > 1:
+        return None
+    return min((i for i in found if i), key=lambda i: i.devices)
+
+
 def replicas_for(demand: float, per_replica: float, spec: StackSpec, zones: int, label: str) -> Figure:
     """Smallest replica count serving `demand` at target utilisation and headroom, even with the
     largest zone (ceil(R/zones) replicas under zone spread) lost when the policy asks for it."""
@@ -248,6 +259,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             capacity_tps=Figure(capacity, f"{cap_replicas} replicas{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
                                           f" x {per_replica.value:,.0f} x util {spec.policy.target_utilisation:g}"),
             short=capacity < peak * (1 - 1e-9),
+            interconnect=interconnect(pool) if nodes_per_replica > 1 else None,
         ))
         pool_nodes[pool.name].append((n, model.name))
         pool_surge[pool.name] += nodes_per_replica

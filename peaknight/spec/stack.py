@@ -163,6 +163,8 @@ class Addons:
     gpu_operator: bool = Field(default=True, description="NVIDIA GPU Operator: device plugin, DCGM exporter")
     keda: bool = Field(default=True, description="KEDA, on clusters whose autoscaler is keda")
     lws: bool = Field(default=True, description="LeaderWorkerSet, where a model replica spans nodes")
+    efa_device_plugin: bool = Field(default=True, description="AWS EFA device plugin, where a replica spans "
+                                    "nodes of a pool whose instances bring EFA (vpc.amazonaws.com/efa)")
     prometheus_stack: bool = Field(default=True, description="kube-prometheus-stack: ServiceMonitor, "
                                    "PrometheusRule CRDs and Prometheus; off = bring your own")
     prometheus_adapter: bool = Field(default=True, description="prometheus-adapter, where an HPA reads a custom "
