@@ -59,6 +59,25 @@ def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     assert down["selectPolicy"] == "Max" and down["stabilizationWindowSeconds"] == 3600
 
 
+@pytest.mark.parametrize("stack", ["broadcast", "rehearsal"])
+def test_a_missing_metric_and_a_failing_prometheus_get_different_answers(built, stack):
+    """Empty answer (nothing scraped yet at first install): no load, the schedule's floors hold,
+    never the peak. Failing Prometheus: after 3 failed reads hold the replicas running, at least
+    the baseline floor (KEDA fallback.behavior currentReplicasIfHigher): blind, never down, never
+    a jump to the peak."""
+    objects = built[stack]
+    cluster = objects.spec.clusters[0].name
+    for name, unit in _units(objects, cluster, "Autoscaler").items():
+        so = unit.objects[0].manifest["spec"]
+        if unit.objects[0].kind != "ScaledObject":
+            continue
+        plan = objects.plan.cluster(cluster).model(name)
+        assert so["triggers"][0]["metadata"]["ignoreNullValues"] == "true"
+        assert so["fallback"] == {"failureThreshold": 3, "replicas": int(plan.floor_replicas.value),
+                                  "behavior": "currentReplicasIfHigher"}
+        assert so["fallback"]["replicas"] < plan.replicas.value
+
+
 def test_lead_is_cold_only_when_a_moment_needs_new_nodes(built):
     spec = built["rehearsal"].spec
     model = next(m for m in spec.models if m.name == "chat")

@@ -47,6 +47,9 @@ POLLING_SECONDS = 15
 COOLDOWN_SECONDS = 300
 # After 3 failed Prometheus reads KEDA scales to the fallback replicas (FACTS: anchors use 3).
 FALLBACK_FAILURES = 3
+# While Prometheus fails, never below the replicas already running (KEDA ScaledObject
+# spec.fallback.behavior, pinned CRD 2.20.2): blind, the fleet holds; it does not jump anywhere.
+FALLBACK_BEHAVIOR = "currentReplicasIfHigher"
 HPA_SYNC_SECONDS = 15
 # One token/s wakes a scaled-to-zero model; at zero replicas nothing is served, so in practice
 # only the window's cron trigger wakes it.
@@ -164,17 +167,21 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
     triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": "tokens", "metadata": {
         "serverAddress": cluster.prometheus_url, "query": token_query(scope, model),
         "threshold": str(int(threshold(scope, plan).value)), "activationThreshold": str(ACTIVATION_TPS),
-        # An empty answer is an error, not zero: a lost target trips the fallback, never a scale-down.
-        "ignoreNullValues": "false"}}]
+        # A missing metric (Prometheus answers, but no series: nothing scraped yet at first
+        # install, a relabel break) reads as no load: the schedule's floors hold the plan and the
+        # HPA's scale-down stabilisation keeps what runs. Only a failing Prometheus trips the fallback.
+        "ignoreNullValues": "true"}}]
     if to_zero:
         start = scope.event.window.start - dt.timedelta(seconds=warmup.lead(model, warm=False).value)
         triggers.append(_cron(scope, "window", start, scope.event.window.end, floor))
     triggers += [_cron(scope, name, start, end, replicas)
                  for name, start, end, replicas, _ in moment_floors(scope, model, plan)]
     annotations = {**_annotations(scope, model, plan),
-                   "peaknight.io/fallback": f"after {FALLBACK_FAILURES} failed reads: "
-                                            + ("the peak replicas (blind in a broadcast, err high)"
-                                               if scope.policy.stage is Stage.BROADCAST else "the floor")}
+                   "peaknight.io/fallback": (f"Prometheus failing ({FALLBACK_FAILURES} failed reads, "
+                                             f"{FALLBACK_FAILURES * POLLING_SECONDS} s): the replicas running, at "
+                                             f"least the baseline floor {floor} ({FALLBACK_BEHAVIOR}); the moment "
+                                             "floors still rise on schedule. Metric missing (empty answer): read as "
+                                             "no load, so the schedule's floors hold")}
     return Obj({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": {**meta(scope, "autoscaler", model.name, inference_namespace(scope)), "annotations": annotations},
@@ -184,8 +191,7 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
             "cooldownPeriod": COOLDOWN_SECONDS,
             "minReplicaCount": 0 if to_zero else floor,
             "maxReplicaCount": peak,
-            "fallback": {"failureThreshold": FALLBACK_FAILURES,
-                         "replicas": peak if scope.policy.stage is Stage.BROADCAST else floor},
+            "fallback": {"failureThreshold": FALLBACK_FAILURES, "replicas": floor, "behavior": FALLBACK_BEHAVIOR},
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(scope, peak)}},
             "triggers": triggers,
         },
