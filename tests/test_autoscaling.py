@@ -46,7 +46,11 @@ def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     objects = built["broadcast"]
     spec, plan = objects.spec, objects.plan.cluster("gala-bj-01").model("chat")
     so = _units(objects, "gala-bj-01", "Autoscaler")["chat"].objects[0].manifest["spec"]
-    assert so["minReplicaCount"] == plan.floor_replicas.value and so["maxReplicaCount"] == plan.replicas.value
+    # Burst above the plan: ceil(peak x models[].burst), and the pool's GPU limit holds it.
+    assert so["minReplicaCount"] == plan.floor_replicas.value
+    assert so["maxReplicaCount"] == math.ceil(plan.replicas.value * 1.25) > plan.replicas.value
+    pool = objects.plan.cluster("gala-bj-01").pool("h200")
+    assert pool.gpu_limit.value >= (pool.nodes.value + so["maxReplicaCount"] - plan.replicas.value) * 8
     prom, *crons = so["triggers"]
     assert prom["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85))
     assert [c["name"] for c in crons] == [m.name for m in spec.event.moments]

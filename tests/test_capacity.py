@@ -75,7 +75,11 @@ def test_nodes_gpus_and_pool_limits_follow_the_replicas(broadcast):
     assert deep.nodes_per_replica == 2 and deep.nodes.value == 2 * deep.replicas.value
     assert deep.gpus.value == 16 * deep.replicas.value
     h100 = cluster.pool("h100")
-    assert h100.gpu_limit.value == (deep.nodes.value + 2) * 8  # one surge replica's nodes for a rollout
+    # Room above the plan for the larger of the burst (ceil(peak x 1.25) - peak groups of 2 nodes)
+    # and one surge replica's nodes for a rollout.
+    burst_nodes = (math.ceil(deep.replicas.value * 1.25) - deep.replicas.value) * 2
+    assert deep.max_replicas.value == math.ceil(deep.replicas.value * 1.25)
+    assert h100.gpu_limit.value == (deep.nodes.value + max(burst_nodes, 2)) * 8
 
 
 def test_single_sku_pool_is_warned_about(broadcast):
@@ -104,12 +108,12 @@ def test_a_plan_beyond_the_envelope_is_an_error_naming_cluster_and_excess(broadc
 
 
 def test_a_pool_cap_is_part_of_the_envelope(tmp_path):
-    # deep-think: 116 replicas x 2 nodes + 2 surge nodes = 234 nodes x 8 GPUs = 1,872 GPUs per cluster.
+    # deep-think: 116 replicas x 2 nodes + max(29 burst groups x 2, 2 surge) = 290 nodes x 8 GPUs = 2,320.
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:gpuPools"][2].update(maxGpusPerCluster=1000))
     with pytest.raises(capacity.EnvelopeError) as err:
         capacity.plan(config.load_stack(str(path)).spec)
-    assert err.value.problems == ["cluster '%s': pool 'h100' needs 1,872 GPUs, its maxGpusPerCluster is 1,000: "
-                                  "over by 872" % c for c in
+    assert err.value.problems == ["cluster '%s': pool 'h100' needs 2,320 GPUs, its maxGpusPerCluster is 1,000: "
+                                  "over by 1,320" % c for c in
                                   [f"gala-{r}-{i:02d}" for r, n in (("bj", 6), ("nx", 6), ("hk", 4))
                                    for i in range(1, n + 1)]]
 

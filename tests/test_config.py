@@ -82,7 +82,7 @@ CASES = {
     "misspelt nested key": (
         _rename(["peaknight:models", 1], "peakTokensPerMinute", "peakTokensPerMinue"),
         ["{f}: peaknight:models[1].peakTokensPerMinute: expected this required key; found nothing",
-         "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (engine, image, inputShare, "
+         "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (burst, engine, image, inputShare, "
          "maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, weights); found an "
          "unknown key (did you mean 'peakTokensPerMinute'?)"]),
     "enum value misspelt": (

@@ -145,6 +145,7 @@ def _annotations(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
     floors = moment_floors(scope, model, plan)
     return {
         "peaknight.io/threshold": threshold(scope, plan).why,
+        "peaknight.io/max-replicas": plan.max_replicas.why,
         "peaknight.io/pre-scale": "; ".join(f"{name}: {replicas} replicas from {start:%H:%M} to {end:%H:%M} "
                                             f"{scope.event.time_zone}, lead {lead.why}"
                                             for name, start, end, replicas, lead in floors),
@@ -162,7 +163,7 @@ def _annotations(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
 
 
 def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
-    floor, peak = int(plan.floor_replicas.value), int(plan.replicas.value)
+    floor, ceiling = int(plan.floor_replicas.value), int(plan.max_replicas.value)
     to_zero = bool(scope.policy.scale_to_zero)
     triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": "tokens", "metadata": {
         "serverAddress": cluster.prometheus_url, "query": token_query(scope, model),
@@ -190,9 +191,9 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
             "pollingInterval": POLLING_SECONDS,
             "cooldownPeriod": COOLDOWN_SECONDS,
             "minReplicaCount": 0 if to_zero else floor,
-            "maxReplicaCount": peak,
+            "maxReplicaCount": ceiling,
             "fallback": {"failureThreshold": FALLBACK_FAILURES, "replicas": floor, "behavior": FALLBACK_BEHAVIOR},
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(scope, peak)}},
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(scope, ceiling)}},
             "triggers": triggers,
         },
     })
@@ -200,7 +201,7 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
 
 def hpa(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
     """The plain HPA: no schedule, so the floor is the highest any moment needs, all night."""
-    peak = int(plan.replicas.value)
+    ceiling = int(plan.max_replicas.value)
     floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(scope, model, plan)])
     annotations = {**_annotations(scope, model, plan),
                    "peaknight.io/query": token_query(scope, model),
@@ -214,11 +215,11 @@ def hpa(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: d
         "spec": {
             "scaleTargetRef": target,
             "minReplicas": floor,
-            "maxReplicas": peak,
+            "maxReplicas": ceiling,
             "metrics": [{"type": "External", "external": {
                 "metric": {"name": EXTERNAL_METRIC, "selector": {"matchLabels": metric_labels(model)}},
                 "target": {"type": "AverageValue", "averageValue": str(int(threshold(scope, plan).value))}}}],
-            "behavior": behavior(scope, peak),
+            "behavior": behavior(scope, ceiling),
         },
     })
 

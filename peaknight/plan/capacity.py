@@ -38,6 +38,7 @@ class ModelPlan:
     replica_tps: Figure               # tokens/s one replica serves at the profile's latency target
     demand_tps: Figure                # this cluster's share of the forecast peak
     replicas: Figure                  # at peak, with headroom and zone loss
+    max_replicas: Figure              # the autoscaler's ceiling: peak x the model's burst
     floor_replicas: Figure            # between moments inside the window
     moment_replicas: tuple[tuple[str, Figure], ...]
     gpus: Figure
@@ -216,6 +217,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     models = []
     pool_nodes: dict[str, list[tuple[int, str]]] = {name: [] for name in pools}
     pool_surge: dict[str, int] = {name: 0 for name in pools}
+    pool_burst: dict[str, int] = {name: 0 for name in pools}
     zones = len(cluster.zones)
     for model in spec.models:
         pool = pools[model.pool]
@@ -241,6 +243,11 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         floor = sized(spec.event.baseline, f"baseline {spec.event.baseline:g} of peak")
         moments = tuple((m.name, sized(m.load, f"{m.name} at {m.load:g} of peak")) for m in spec.event.moments)
         r = int(replicas.value)
+        ceiling = max(r, math.ceil(r * model.burst - 1e-9))
+        max_replicas = Figure(ceiling, f"ceil({r} x burst {model.burst:g}) = {ceiling}")
+        # Nodes the burst adds above the plan (whole groups, or replicas packed per node).
+        burst_nodes = ((ceiling - r) * nodes_per_replica if nodes_per_replica > 1
+                       else math.ceil((ceiling - r) / per_node))
         if nodes_per_replica > 1:
             n = r * nodes_per_replica
             node_why = f"{r} replicas x {nodes_per_replica} nodes each ({gpr} GPUs over {gpn}-GPU nodes)"
@@ -253,7 +260,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         models.append(ModelPlan(
             cluster=cluster.name, model=model.name, pool=pool.name, gpus_per_replica=gpr, gpus_per_node=gpn,
             nodes_per_replica=nodes_per_replica, replica_tps=per_replica, demand_tps=demand,
-            replicas=replicas, floor_replicas=floor, moment_replicas=moments,
+            replicas=replicas, max_replicas=max_replicas, floor_replicas=floor, moment_replicas=moments,
             gpus=Figure(r * gpr, f"{r} replicas x {gpr} GPUs"),
             nodes=Figure(n, f"{n} = {node_why}"),
             capacity_tps=Figure(capacity, f"{cap_replicas} replicas{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
@@ -263,15 +270,18 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         ))
         pool_nodes[pool.name].append((n, model.name))
         pool_surge[pool.name] += nodes_per_replica
+        pool_burst[pool.name] += burst_nodes
     plans = []
     for name, pool in pools.items():
         gpn = gpus_per_node(pool)
         nodes = sum(n for n, _ in pool_nodes[name])
-        limit = (nodes + pool_surge[name]) * gpn
+        # Room above the plan for whichever is larger: the models' burst or a rolling update's surge.
+        extra = max(pool_surge[name], pool_burst[name])
+        limit = (nodes + extra) * gpn
         plans.append(PoolPlan(cluster.name, name, gpn,
                               Figure(nodes, " + ".join(f"{n} ({m})" for n, m in pool_nodes[name]) or "no models"),
-                              Figure(limit, f"({nodes} planned + {pool_surge[name]} surge nodes for a rolling "
-                                            f"update) x {gpn} GPUs")))
+                              Figure(limit, f"({nodes} planned + max({pool_burst[name]} burst, {pool_surge[name]} "
+                                            f"surge) nodes) x {gpn} GPUs")))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
     return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges)
 

@@ -211,6 +211,8 @@ class Model:
     peak_tokens_per_minute: float = Field(gt=0, description="forecast peak, before scale")
     input_share: Annotated[float, Field(gt=0, lt=1)] = Field(description="input tokens / all tokens")
     max_model_len: int = Field(default=8192, gt=0)
+    burst: float = Field(default=1.25, ge=1, le=5, description="the autoscaler's maximum as a multiple of the "
+                         "planned peak replicas, for demand beyond the forecast; the pool's GPU limit holds it")
     max_replicas_per_cluster: Optional[int] = Field(default=None, gt=0, description="a quota: the plan "
                                                     "caps replicas here and reports the model short")
 
