@@ -199,3 +199,42 @@ def test_envelope_error_stops_the_build(tmp_path):
     path = write_variant(tmp_path, lambda cfg: cfg.__setitem__("peaknight:scale", 5.0))
     with pytest.raises(capacity.EnvelopeError):
         event.build(config.load_stack(str(path)).spec)
+
+
+@pytest.mark.parametrize("stack", ["broadcast", "rehearsal"])
+def test_the_gateway_data_plane_is_sized_from_the_plan(built, stack):
+    """One Envoy per Gateway is the controller's default; the plan's requests/s set the pods: at
+    least 2, zone-spread, one down at a time, scaled on CPU to twice that."""
+    ev = built[stack]
+    name, objs = first(ev)
+    ns = f"{ev.spec.event.name}-inference"
+    gateway = objs[f"gateway.{ns}.{ev.spec.event.name}-gateway"].manifest["spec"]
+    assert gateway["infrastructure"]["parametersRef"] == {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy",
+                                                          "name": f"{ev.spec.event.name}-gateway"}
+    k8s = objs[f"envoyproxy.{ns}.{ev.spec.event.name}-gateway"].manifest["spec"]["provider"]["kubernetes"]
+    plan = ev.plan.cluster(name)
+    g = profiles.load().gateway
+    rps = sum(m.demand_tps.value for m in plan.models) / g.tokens_per_request
+    vcpu = rps / 1000 * g.vcpu_per_1k_rps
+    pods = k8s["envoyDeployment"]["replicas"]
+    zones = len(ev.spec.clusters[0].zones)
+    survivors = pods - math.ceil(pods / zones) if ev.spec.policy.survive_zone_loss else pods
+    assert pods >= 2 and survivors * g.pod_vcpu * ev.spec.policy.target_utilisation >= vcpu * ev.spec.policy.headroom
+    assert k8s["envoyHpa"]["minReplicas"] == pods and k8s["envoyHpa"]["maxReplicas"] == 2 * pods
+    assert k8s["envoyPDB"] == {"maxUnavailable": 1}
+    spread = k8s["envoyDeployment"]["pod"]["topologySpreadConstraints"][0]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["labelSelector"]["matchLabels"] == {
+        "gateway.envoyproxy.io/owning-gateway-name": f"{ev.spec.event.name}-gateway",
+        "gateway.envoyproxy.io/owning-gateway-namespace": ns}
+
+
+def test_route_timeouts_cover_the_longest_answer(built):
+    """maxModelLen tokens at the ITL objective after the first token: chat 32,768 x 0.05 s + 2 s."""
+    ev = built["broadcast"]
+    name, objs = first(ev)
+    slo = ev.spec.slo
+    for model in ev.spec.models:
+        route = objs[f"httproute.gala-2026-inference.{model.name}"].manifest["spec"]["rules"][0]
+        expected = math.ceil(slo.ttft_p99_seconds + model.max_model_len * slo.itl_p99_seconds)
+        assert route["timeouts"] == {"request": f"{expected}s"}
+    assert objs["httproute.gala-2026-inference.chat"].manifest["spec"]["rules"][0]["timeouts"]["request"] == "1641s"

@@ -186,7 +186,8 @@ def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit
                      "filters": [{"type": "URLRewrite", "urlRewrite": {
                          "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
                      "backendRefs": [{"name": model.name, "port": PORT}],
-                     "timeouts": {"request": f"{DRAIN_SECONDS}s"},
+                     # The longest answer the model may give (maxModelLen at the ITL objective).
+                     "timeouts": {"request": f"{int(plan.longest_answer.value)}s"},
                  }],
              }}),
     ]

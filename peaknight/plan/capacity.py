@@ -39,6 +39,7 @@ class ModelPlan:
     demand_tps: Figure                # this cluster's share of the forecast peak
     replicas: Figure                  # at peak, with headroom and zone loss
     max_replicas: Figure              # the autoscaler's ceiling: peak x the model's burst
+    longest_answer: Figure            # seconds the longest answer may take: the route's timeout
     floor_replicas: Figure            # between moments inside the window
     moment_replicas: tuple[tuple[str, Figure], ...]
     gpus: Figure
@@ -100,11 +101,20 @@ class EdgePlan:
 
 
 @dataclass(frozen=True)
+class GatewayPlan:
+    """The Envoy data plane in front of a cluster's models."""
+
+    pods: Figure        # at peak, surviving a zone's loss when the policy asks
+    max_pods: Figure    # the HPA's ceiling
+
+
+@dataclass(frozen=True)
 class ClusterPlan:
     name: str
     models: tuple[ModelPlan, ...]
     pools: tuple[PoolPlan, ...]
     edges: tuple[EdgePlan, ...] = ()
+    gateway: GatewayPlan | None = None
 
     @property
     def nodes(self) -> int:
@@ -261,6 +271,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             cluster=cluster.name, model=model.name, pool=pool.name, gpus_per_replica=gpr, gpus_per_node=gpn,
             nodes_per_replica=nodes_per_replica, replica_tps=per_replica, demand_tps=demand,
             replicas=replicas, max_replicas=max_replicas, floor_replicas=floor, moment_replicas=moments,
+            longest_answer=longest_answer(spec, model),
             gpus=Figure(r * gpr, f"{r} replicas x {gpr} GPUs"),
             nodes=Figure(n, f"{n} = {node_why}"),
             capacity_tps=Figure(capacity, f"{cap_replicas} replicas{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
@@ -283,7 +294,32 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                               Figure(limit, f"({nodes} planned + max({pool_burst[name]} burst, {pool_surge[name]} "
                                             f"surge) nodes) x {gpn} GPUs")))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
-    return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges)
+    return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges, plan_gateway(spec, cluster, models))
+
+
+def longest_answer(spec: StackSpec, model: Model) -> Figure:
+    """The longest answer a model may give: maxModelLen tokens at the ITL objective, after the
+    first token's objective (a request that runs longer is cut by the route, not served)."""
+    slo = spec.slo
+    value = math.ceil(slo.ttft_p99_seconds + model.max_model_len * slo.itl_p99_seconds)
+    return Figure(value, f"ceil(TTFT {slo.ttft_p99_seconds:g} s + maxModelLen {model.max_model_len} x ITL "
+                         f"{slo.itl_p99_seconds:g} s) = {value} s")
+
+
+def plan_gateway(spec: StackSpec, cluster: Cluster, models: Iterable[ModelPlan]) -> GatewayPlan:
+    """Envoy pods for the requests/s every model's peak brings through the Gateway, sized like
+    replicas (headroom, utilisation, zone loss): requests = tokens/s / tokens per request, vCPU =
+    requests/s x vCPU per 1,000 requests/s, pods of the profile's size; twice that at most."""
+    g = profiles.load().gateway
+    tps = sum(m.demand_tps.value for m in models)
+    rps = tps / g.tokens_per_request
+    vcpu = rps / 1000 * g.vcpu_per_1k_rps
+    pods = replicas_for(vcpu, g.pod_vcpu, spec, len(cluster.zones),
+                        f"{tps:,.0f} tok/s / {g.tokens_per_request} tok per request = {rps:,.0f} req/s x "
+                        f"{g.vcpu_per_1k_rps:g} vCPU per 1k req/s = {vcpu:,.1f} vCPU over {g.pod_vcpu}-vCPU pods")
+    p = max(2, int(pods.value))  # never one pod: a lost pod is a lost front door
+    return GatewayPlan(Figure(p, pods.why + ("" if p == pods.value else "; at least 2")),
+                       Figure(2 * p, f"2 x {p}"))
 
 
 def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:

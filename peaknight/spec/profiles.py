@@ -58,12 +58,21 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Gateway:
+    vcpu_per_1k_rps: float
+    pod_vcpu: int
+    pod_memory_gib: int
+    tokens_per_request: int
+
+
+@dataclass(frozen=True)
 class Profiles:
     gpus: dict[str, int]  # GPU type -> memory GiB
     instance_types: dict[str, InstanceType]
     model_classes: dict[str, ModelClass]
     throughput: dict[tuple[str, str], Throughput]  # (model class, gpu) -> row
     timings: Timings
+    gateway: Gateway
 
 
 @cache
@@ -79,4 +88,5 @@ def load() -> Profiles:
         model_classes={name: ModelClass(name=name, **row) for name, row in raw["model_classes"].items()},
         throughput={(row["model_class"], row["gpu"]): Throughput(**row) for row in raw["throughput"]},
         timings=Timings(**raw["timings"]),
+        gateway=Gateway(**raw["gateway"]),
     )
