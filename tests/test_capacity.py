@@ -131,3 +131,36 @@ def test_plan_command_prints_the_table_and_exits_0(capsys):
     assert "all models and edges covered" in out
     assert "gala-bj-01  chat" in out
     assert "peak: ceil(65,937,500 x headroom 1.05 / (45,484 x util 0.85)) = 1791; +896 so that 1791 survive losing 1 of 3 zones" in out
+
+
+def test_a_full_rollout_finishes_within_the_policy_hours(broadcast):
+    """maxSurge 1 on 2,687 chat replicas was about a month per cluster. The plan's surge fits
+    policy.rolloutHours (3 h): first wave cold start + drain, then warm start + drain per wave."""
+    from peaknight.builders import event
+    from peaknight.plan.startup import ready_seconds
+    objs = event.build(broadcast)
+    cluster = objs.clusters[0]
+    plan = objs.plan.cluster(cluster.cluster.name)
+    for model in broadcast.models:
+        m = plan.model(model.name)
+        first = ready_seconds(model, warm=False).value + 300
+        wave = ready_seconds(model, warm=True).value + 300
+        waves = math.ceil(m.replicas.value / m.surge.value)
+        assert m.rollout.value == first + (waves - 1) * wave <= 3 * 3600
+        # One wave fewer would not fit: the surge is the smallest that finishes in time.
+        assert m.surge.value == 1 or first + math.ceil(m.replicas.value / (m.surge.value - 1) - 1) * wave > 3 * 3600
+    units = {u.name: u for u in cluster.units if u.component == "InferenceService"}
+    chat = next(o for o in units["chat"].objects if o.kind == "Deployment").manifest["spec"]["strategy"]
+    assert chat["rollingUpdate"] == {"maxSurge": int(plan.model("chat").surge.value), "maxUnavailable": 0}
+    lws = next(o for o in units["deep-think"].objects if o.kind == "LeaderWorkerSet").manifest["spec"]
+    assert lws["rolloutStrategy"]["rollingUpdateConfiguration"]["maxSurge"] == int(plan.model("deep-think").surge.value)
+
+
+def test_a_rollout_that_cannot_finish_in_time_is_reported(tmp_path, capsys):
+    # 0.25 h = 900 s is less than one cold chat wave (1,140 s start + 300 s drain): even every
+    # replica in one wave cannot finish in time.
+    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:policy"].update(rolloutHours=0.25), "rehearsal")
+    assert cli.main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("warning: cluster 'reh-bj-01': a rolling update of 'chat' takes 0.4 h (1 waves of 69: 1440 s + 0 x "
+            "780 s = 1440 s), over policy.rolloutHours 0.25") in out

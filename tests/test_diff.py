@@ -76,7 +76,7 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
 
 def test_a_code_change_shows_without_a_stack_change(repo: Path, capsys: pytest.CaptureFixture) -> None:
     """The base side runs the base's code: a builder change alone is visible in review."""
-    inference = repo / "peaknight" / "builders" / "inference.py"
+    inference = repo / "peaknight" / "plan" / "rollout.py"  # the drain budget the builder uses
     inference.write_text(inference.read_text().replace("DRAIN_SECONDS = 300", "DRAIN_SECONDS = 360"))
     code, out, _ = _diff(capsys, repo / "stacks" / "Pulumi.rehearsal.yaml")
     assert code == 0

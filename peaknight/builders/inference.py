@@ -13,13 +13,15 @@ from typing import Any
 from peaknight.engines import registry as engines
 from peaknight.engines.base import MODEL_DIR, PORT, Role
 from peaknight.spec import profiles
+from peaknight.plan import rollout
 from peaknight.plan.capacity import ModelPlan
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, labels, meta, priority_class
 from peaknight.spec.stack import Cluster, Model
 
-DRAIN_SECONDS = 300        # a long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min
+# A long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min; the rollout plan counts it.
+DRAIN_SECONDS = rollout.DRAIN_SECONDS
 STARTUP_FLOOR_SECONDS = 600  # the anchors' smallest start-up budget (ai-on-eks, KServe)
 RUN_AS_USER = 1000
 CPU_PER_GPU = 20           # p5/p5e: 192 vCPU for 8 GPUs, minus the node's daemons
@@ -112,7 +114,8 @@ def weights_claim(model: Model) -> str:
 def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
     ns = inference_namespace(scope)
     template_meta = {"labels": {**labels(scope, "inference", model.name), **selector(scope, model)}}
-    annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why}
+    annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why,
+                   "peaknight.io/rollout": f"surge {plan.surge.why}; {plan.rollout.why}"}
     floor = int(plan.floor_replicas.value)
     if plan.nodes_per_replica == 1:
         manifest = {
@@ -121,8 +124,10 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
             "spec": {
                 "replicas": floor,
                 "selector": {"matchLabels": selector(scope, model)},
-                # One extra replica at a time: the pool's GPU limit holds a surge replica.
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                # The plan's surge finishes a full update within policy.rolloutHours; the pool's
+                # GPU limit holds it.
+                "strategy": {"type": "RollingUpdate",
+                             "rollingUpdate": {"maxSurge": int(plan.surge.value), "maxUnavailable": 0}},
                 "template": {"metadata": template_meta, "spec": pod_spec(scope, model, plan)},
             },
         }
@@ -134,7 +139,8 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
                 "replicas": floor,
                 "startupPolicy": "LeaderCreated",
                 "rolloutStrategy": {"type": "RollingUpdate",
-                                    "rollingUpdateConfiguration": {"maxUnavailable": 0, "maxSurge": 1}},
+                                    "rollingUpdateConfiguration": {"maxUnavailable": 0,
+                                                                   "maxSurge": int(plan.surge.value)}},
                 "leaderWorkerTemplate": {
                     "size": plan.nodes_per_replica,
                     "restartPolicy": "RecreateGroupOnPodRestart",

@@ -20,7 +20,8 @@ import math
 from typing import Iterable, Sequence
 
 from peaknight.spec import profiles
-from peaknight.plan.capacity import Figure
+from peaknight.plan.figure import Figure
+from peaknight.plan.startup import ready_seconds
 from peaknight.engines.base import MODEL_DIR
 from peaknight.builders.inference import RUN_AS_USER, weights_claim
 from peaknight.builders import podpolicy
@@ -36,19 +37,6 @@ STAGING_DEADLINE_FACTOR = 2
 # manager default), a readiness probe cycle (5 s period x 3) and room for a slow scheduler.
 PRESCALE_SLACK_SECONDS = 120
 _TINY = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
-
-
-def ready_seconds(model: Model, warm: bool) -> Figure:
-    """Seconds from a replica being created to it serving, from the profile table's timings."""
-    table = profiles.load()
-    cls, t = table.model_classes[model.model_class], table.timings
-    if warm:
-        return Figure(cls.startup_seconds, f"warm: model load {cls.startup_seconds} s")
-    pull = math.ceil(cls.image_gib * t.image_pull_seconds_per_gib)
-    total = t.node_batch_seconds + t.node_ready_seconds + t.gpu_driver_seconds + pull + cls.startup_seconds
-    return Figure(total, f"cold: node launch batch {t.node_batch_seconds} + node ready {t.node_ready_seconds} + "
-                         f"GPU driver {t.gpu_driver_seconds} + image pull {cls.image_gib:g} GiB x "
-                         f"{t.image_pull_seconds_per_gib:g} s = {pull} + model load {cls.startup_seconds} = {total} s")
 
 
 def staging_seconds(model: Model) -> int:

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from peaknight.engines.base import Topology
+from peaknight.plan import rollout
+from peaknight.plan.figure import Figure
+from peaknight.plan.startup import ready_seconds
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -18,13 +21,6 @@ from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 # kube-proxy, the image pre-puller. Counted against the 110 pods-per-node envelope.
 DAEMON_PODS_PER_NODE = 6
 
-
-@dataclass(frozen=True)
-class Figure:
-    """A number in the plan and the arithmetic that produced it."""
-
-    value: float
-    why: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +36,9 @@ class ModelPlan:
     replicas: Figure                  # at peak, with headroom and zone loss
     max_replicas: Figure              # the autoscaler's ceiling: peak x the model's burst
     longest_answer: Figure            # seconds the longest answer may take: the route's timeout
+    warmup: Figure                    # seconds from creating a replica on a new node to it serving
+    surge: Figure                     # replicas (groups) per rolling-update wave
+    rollout: Figure                   # seconds a full rolling update takes at that surge
     floor_replicas: Figure            # between moments inside the window
     moment_replicas: tuple[tuple[str, Figure], ...]
     gpus: Figure
@@ -219,7 +218,8 @@ def plan(spec: StackSpec) -> CapacityPlan:
     pools = {p.name: p for p in spec.gpu_pools}
     clusters = tuple(_plan_cluster(spec, c, pools) for c in spec.clusters)
     _check_envelope(spec, clusters)
-    return CapacityPlan(clusters, tuple(_warnings(spec)), spec.policy.survive_zone_loss)
+    return CapacityPlan(clusters, tuple(_warnings(spec)) + tuple(_slow_rollouts(spec, clusters)),
+                        spec.policy.survive_zone_loss)
 
 
 def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) -> ClusterPlan:
@@ -258,6 +258,10 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         # Nodes the burst adds above the plan (whole groups, or replicas packed per node).
         burst_nodes = ((ceiling - r) * nodes_per_replica if nodes_per_replica > 1
                        else math.ceil((ceiling - r) / per_node))
+        # A rolling update's surge replicas need nodes of their own until the old ones drain.
+        surge = rollout.surge(model, r, spec.policy)
+        surge_nodes = (int(surge.value) * nodes_per_replica if nodes_per_replica > 1
+                       else math.ceil(surge.value / per_node))
         if nodes_per_replica > 1:
             n = r * nodes_per_replica
             node_why = f"{r} replicas x {nodes_per_replica} nodes each ({gpr} GPUs over {gpn}-GPU nodes)"
@@ -272,6 +276,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             nodes_per_replica=nodes_per_replica, replica_tps=per_replica, demand_tps=demand,
             replicas=replicas, max_replicas=max_replicas, floor_replicas=floor, moment_replicas=moments,
             longest_answer=longest_answer(spec, model),
+            warmup=ready_seconds(model, warm=False), surge=surge, rollout=rollout.duration(model, r, int(surge.value)),
             gpus=Figure(r * gpr, f"{r} replicas x {gpr} GPUs"),
             nodes=Figure(n, f"{n} = {node_why}"),
             capacity_tps=Figure(capacity, f"{cap_replicas} replicas{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
@@ -280,7 +285,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             interconnect=interconnect(pool) if nodes_per_replica > 1 else None,
         ))
         pool_nodes[pool.name].append((n, model.name))
-        pool_surge[pool.name] += nodes_per_replica
+        pool_surge[pool.name] += surge_nodes
         pool_burst[pool.name] += burst_nodes
     plans = []
     for name, pool in pools.items():
@@ -382,3 +387,14 @@ def _warnings(spec: StackSpec) -> Iterable[str]:
         if len(pool.instance_types) == 1:
             yield (f"pool '{pool.name}' can be satisfied by a single "
                    f"instance type ({pool.instance_types[0]}): one SKU running out leaves it without capacity")
+
+
+def _slow_rollouts(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> Iterable[str]:
+    """A workload whose rolling update cannot finish within policy.rolloutHours even one wave at once."""
+    budget = spec.policy.rollout_hours * 3600
+    for c in clusters:
+        for m in c.models:
+            if m.rollout.value > budget:
+                yield (f"cluster '{c.name}': a rolling update of '{m.model}' takes {m.rollout.value / 3600:.1f} h "
+                       f"({m.rollout.why}), over policy.rolloutHours {spec.policy.rollout_hours:g}")
+

@@ -112,11 +112,11 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
     # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
     "broadcast": dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
                                 requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
-                                surviveZoneLoss=True),
+                                surviveZoneLoss=True, rolloutHours=3),
     # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
     "rehearsal": dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
                                 requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
-                                surviveZoneLoss=False),
+                                surviveZoneLoss=False, rolloutHours=3),
 }
 
 
@@ -135,6 +135,7 @@ class Policy:
     target_utilisation: Fraction
     headroom: Annotated[float, Field(ge=1, le=5)]
     survive_zone_loss: bool
+    rollout_hours: Annotated[float, Field(gt=0, le=48)]
 
     @classmethod
     def for_stage(cls, stage: Stage, **overrides: Any) -> "Policy":
