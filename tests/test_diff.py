@@ -65,7 +65,7 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
     for model in ("chat", "greetings", "deep-think"):
         replicas = sum(c.model(model).replicas_for("red-packet-4") for c in plan.clusters)
         assert f"    pre-scale for red-packet-4: none -> {replicas:,} replicas" in lines
-    assert "  node pool GPU limits: 401,024 (unchanged)" in lines
+    assert "  node pool GPU limits: 500,736 (unchanged)" in lines
     # The simulated night: more demand, served (unmet stays 0), more GPU-hours for a perfect scaler.
     night = out.split("simulated night (peaknight simulate):\n")[1]
     chat = night.split("  chat:\n")[1].splitlines()[:4]

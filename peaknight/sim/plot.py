@@ -6,11 +6,13 @@ import datetime as dt
 from pathlib import Path
 
 from peaknight.spec.forecast import moment_end
-from peaknight.sim.simulator import ModelResult
+from peaknight.sim.simulator import NO_FAULTS, Faults, ModelResult
 from peaknight.spec.stack import StackSpec
 
 
-def write(spec: StackSpec, results: list[ModelResult], path: Path) -> None:
+def write(spec: StackSpec, results: list[ModelResult], path: Path, faults: Faults = NO_FAULTS,
+          labels: tuple[str, ...] | list[str] = ()) -> None:
+    """The plot; each injected fault is drawn where it happens and named in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,6 +36,21 @@ def write(spec: StackSpec, results: list[ModelResult], path: Path) -> None:
             ax.axvspan(m.at, moment_end(m), color="gold", alpha=0.25, lw=0)
             ax.annotate(m.name, (m.at, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -12),
                         textcoords="offset points", fontsize=8)
+        first, last = tr.times[0], tr.times[-1]
+        at = lambda t: start + dt.timedelta(seconds=min(max(t, first), last))  # noqa: E731  (clipped to the plot)
+        if faults.lose_zone:
+            ax.axvline(at(faults.lose_at), color="black", lw=1.5, ls=":")
+            ax.annotate(f"zone {faults.lose_zone} lost", (at(faults.lose_at), 0.5), xycoords=("data", "axes fraction"),
+                        xytext=(3, 0), textcoords="offset points", fontsize=8, rotation=90)
+        if faults.prometheus_empty_until is not None:
+            ax.axvspan(at(first), at(faults.prometheus_empty_until), color="tab:gray", alpha=0.15, lw=0,
+                       label="Prometheus empty")
+        if faults.prometheus_down:
+            ax.axvspan(at(faults.prometheus_down[0]), at(faults.prometheus_down[1]), color="tab:red", alpha=0.2, lw=0,
+                       label="Prometheus down")
+        if faults.no_capacity and any(m.name == result.model and m.pool == faults.no_capacity[0] for m in spec.models):
+            ax.axvspan(at(faults.no_capacity[1]), at(faults.no_capacity[2]), color="tab:purple", alpha=0.15, lw=0,
+                       label=f"no {faults.no_capacity[0]} capacity")
         ax.set_title(f"{result.model}: {result.clusters} clusters, unmet {result.unmet_pct:.3f}% of tokens "
                      f"({len(result.unmet_minutes)} min), {result.gpu_hours:,.0f} GPU-h = "
                      f"{result.oracle_ratio:.2f}x oracle", fontsize=10, loc="left")
@@ -42,7 +59,8 @@ def write(spec: StackSpec, results: list[ModelResult], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     axes[-1, 0].set_xlabel(f"local time ({spec.event.time_zone})")
-    fig.suptitle(f"{spec.event.name}: simulated night", fontsize=12)
+    fig.suptitle(f"{spec.event.name}: simulated night" + (" (" + "; ".join(labels) + ")" if labels else ""),
+                 fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
