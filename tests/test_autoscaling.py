@@ -124,3 +124,18 @@ def test_warm_gate_prepulls_on_gpu_nodes_and_stages_before_the_first_prescale(bu
     deadline = warmup.must_finish(objects.spec, objects.spec.models)
     assert deadline == dt.datetime(2026, 2, 16, 19, 9)   # window 19:30 - 21 min cold lead
     assert deadline.isoformat() in job["metadata"]["annotations"]["peaknight.io/must-finish-before"]
+
+
+def test_staging_is_not_awaited_by_pulumi_and_the_wait_is_explicit(built):
+    """A multi-hour staging Job would outlast pulumi-kubernetes' Job wait (10 min by default) and
+    fail `pulumi up`: it carries pulumi.com/skipAwait, and its own annotation is the wait the
+    runbook runs, bounded by the Job's deadline. Weights are staged at the pinned revision."""
+    objects = built["broadcast"]
+    gate = next(u for u in objects.clusters[0].units if u.component == "WarmGate")
+    job = next(o.manifest for o in gate.objects if o.name == "stage-chat")
+    notes = job["metadata"]["annotations"]
+    assert notes["pulumi.com/skipAwait"] == "true"
+    assert notes["peaknight.io/wait"] == ("kubectl wait --for=condition=complete job/stage-chat -n gala-2026-inference "
+                                          f"--timeout={job['spec']['activeDeadlineSeconds']}s")
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert "revision='" + "0" * 40 + "'" in script

@@ -97,3 +97,5 @@ def test_placeholder_digests_are_warned_about(capsys, tmp_path):
     for image in placeholders:
         assert f"warning: {image.split('@')[0]} is pinned to the placeholder digest" in out
     assert config.placeholder_images(config.load_stack("rehearsal").spec) == []
+    for model in ("chat", "greetings", "deep-think"):
+        assert f"warning: model '{model}' weights are pinned to the placeholder revision" in out

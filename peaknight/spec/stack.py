@@ -208,6 +208,9 @@ class Model:
     engine: Engine
     image: str = Field(min_length=1)
     weights: WeightsId = Field(description="model id or relative path the engine loads, e.g. deepseek-ai/DeepSeek-V3")
+    weights_revision: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]] = Field(
+        default=None, description="the weights' commit (40 hex): staged exactly, as images are pinned by digest; "
+        "required where policy.requireImageDigests")
     pool: Name
     peak_tokens_per_minute: float = Field(gt=0, description="forecast peak, before scale")
     input_share: Annotated[float, Field(gt=0, lt=1)] = Field(description="input tokens / all tokens")
