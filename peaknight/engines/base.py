@@ -112,10 +112,16 @@ class ServingEngine(ABC):
 
     engine: ClassVar[Engine]
     metrics: ClassVar[EngineMetrics]
+    # How the engine splits a replica over nodes, as its source states it: every node must carry
+    # the same share of the replica's GPUs.
+    split_rule: ClassVar[str]
 
-    @abstractmethod
     def cannot_serve(self, topology: Topology) -> str:
         """Why this engine cannot serve `topology`, or "" when it can. Config reports the reason."""
+        if topology.spans_nodes and not topology.splits_evenly:
+            return (f"{self.split_rule}, and {topology.gpus_per_replica} GPUs do not split evenly over "
+                    f"{topology.nodes} nodes")
+        return ""
 
     @abstractmethod
     def command(self, model: Model, topology: Topology, role: Role) -> list[str]:

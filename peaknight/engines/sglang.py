@@ -33,6 +33,7 @@ WORKER_HEALTH_TIMEOUT_SECONDS = 5
 
 class Sglang(ServingEngine):
     engine = Engine.SGLANG
+    split_rule = "its --tp must divide by --nnodes (server_args.check_server_args)"
     # With --enable-metrics SGLang exports under the sglang: prefix.
     metrics = EngineMetrics(
         running_metric="sglang:num_running_reqs", waiting_metric="sglang:num_queue_reqs",
@@ -40,12 +41,6 @@ class Sglang(ServingEngine):
         ttft_histogram="sglang:time_to_first_token_seconds",
         itl_histograms=("sglang:inter_token_latency_seconds",),
         kv_cache_gauges=("sglang:token_usage",))
-
-    def cannot_serve(self, topology: Topology) -> str:
-        if topology.spans_nodes and not topology.splits_evenly:
-            return (f"its --tp must divide by --nnodes (server_args.check_server_args), and "
-                    f"{topology.gpus_per_replica} GPUs do not split evenly over {topology.nodes} nodes")
-        return ""
 
     def command(self, model: Model, topology: Topology, role: Role) -> list[str]:
         # Workers take --host/--port too: that is where their dummy health server listens.

@@ -32,6 +32,7 @@ LIVENESS_TIMEOUT_SECONDS = 10
 
 class Vllm(ServingEngine):
     engine = Engine.VLLM
+    split_rule = "it spans nodes as one pipeline stage per node, each of the same tensor parallelism"
     # v0.11 renamed time_per_output_token to inter_token_latency and gpu_cache_usage_perc to
     # kv_cache_usage_perc (both names still emitted): current name first.
     metrics = EngineMetrics(
@@ -40,13 +41,6 @@ class Vllm(ServingEngine):
         ttft_histogram="vllm:time_to_first_token_seconds",
         itl_histograms=("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
         kv_cache_gauges=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"))
-
-    def cannot_serve(self, topology: Topology) -> str:
-        if topology.spans_nodes and not topology.splits_evenly:
-            # One pipeline stage per node, each stage the same tensor-parallel width.
-            return (f"it spans nodes as one pipeline stage per node, each of the same tensor parallelism, and "
-                    f"{topology.gpus_per_replica} GPUs do not split evenly over {topology.nodes} nodes")
-        return ""
 
     def command(self, model: Model, topology: Topology, role: Role) -> list[str]:
         if role is Role.WORKER:
