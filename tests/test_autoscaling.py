@@ -139,3 +139,20 @@ def test_staging_is_not_awaited_by_pulumi_and_the_wait_is_explicit(built):
                                           f"--timeout={job['spec']['activeDeadlineSeconds']}s")
     script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
     assert "revision='" + "0" * 40 + "'" in script
+
+
+def test_after_the_night_nothing_scheduled_remains(tmp_path):
+    """KEDA's cron and Karpenter's budget schedule have no year: with event.over the kit renders
+    no cron trigger and no freeze, and the policy checks accept it."""
+    from peaknight.review import policy
+    from test_config import write_variant
+
+    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:event"].update(over=True))
+    spec = config.load_stack(str(path)).spec
+    objects = event.build(spec)
+    manifests = [o.manifest for c in objects.clusters for u in c.units for o in u.objects]
+    scaled = [m for m in manifests if m["kind"] == "ScaledObject"]
+    assert scaled and all(t["type"] == "prometheus" for m in scaled for t in m["spec"]["triggers"])
+    pools = [m for m in manifests if m["kind"] == "NodePool"]
+    assert pools and all(m["spec"]["disruption"]["budgets"] == [{"nodes": "10%"}] for m in pools)
+    assert policy.check_event(objects) == []

@@ -172,11 +172,13 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
         # install, a relabel break) reads as no load: the schedule's floors hold the plan and the
         # HPA's scale-down stabilisation keeps what runs. Only a failing Prometheus trips the fallback.
         "ignoreNullValues": "true"}}]
-    if to_zero:
+    # Once the night is over nothing scheduled stays: KEDA's cron has no year and would fire again.
+    if to_zero and not scope.event.over:
         start = scope.event.window.start - dt.timedelta(seconds=warmup.lead(model, warm=False).value)
         triggers.append(_cron(scope, "window", start, scope.event.window.end, floor))
-    triggers += [_cron(scope, name, start, end, replicas)
-                 for name, start, end, replicas, _ in moment_floors(scope, model, plan)]
+    if not scope.event.over:
+        triggers += [_cron(scope, name, start, end, replicas)
+                     for name, start, end, replicas, _ in moment_floors(scope, model, plan)]
     annotations = {**_annotations(scope, model, plan),
                    "peaknight.io/fallback": (f"Prometheus failing ({FALLBACK_FAILURES} failed reads, "
                                              f"{FALLBACK_FAILURES * POLLING_SECONDS} s): the replicas running, at "

@@ -105,6 +105,9 @@ class Event:
     window: Window
     baseline: Fraction = Field(description="demand between moments, as a fraction of peak")
     moments: tuple[Moment, ...] = Field(min_length=1)
+    over: bool = Field(default=False, description="set true after the window and `pulumi up`: the moment "
+                       "floors (cron triggers) and the node-pool freeze are removed, because their five-field "
+                       "crons carry no year and would fire again on the same date next year")
 
 
 # Policy the stack leaves out is filled in from its stage, in stack-file spelling, before validation.
