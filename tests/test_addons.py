@@ -37,7 +37,7 @@ def kind_of(typ: str) -> str:
 def test_every_pinned_chart_has_an_exact_version():
     pinned = [addons.chart(a) for a in addons.all_addons()]
     assert {c.addon for c in pinned} == {addons.GPU_OPERATOR, karpenter.ADDON, addons.KEDA, addons.LWS,
-                                         addons.PROMETHEUS_STACK, addons.PROMETHEUS_ADAPTER}
+                                         addons.PROMETHEUS_STACK, addons.PROMETHEUS_ADAPTER, addons.EFA_DEVICE_PLUGIN}
     for chart in pinned:
         assert EXACT.match(chart.version), f"charts/{chart.addon}/chart.yaml: version {chart.version!r} is not exact"
         assert chart.repository.startswith(("https://", "oci://")), chart.addon

@@ -47,7 +47,11 @@ def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     objects = built["broadcast"]
     spec, plan = objects.spec, objects.plan.cluster("gala-bj-01").model("chat")
     so = _units(objects, "gala-bj-01", "Autoscaler")["chat"].objects[0].manifest["spec"]
-    assert so["minReplicaCount"] == plan.floor_replicas.value and so["maxReplicaCount"] == plan.replicas.value
+    # Burst above the plan: ceil(peak x models[].burst), and the pool's GPU limit holds it.
+    assert so["minReplicaCount"] == plan.floor_replicas.value
+    assert so["maxReplicaCount"] == math.ceil(plan.replicas.value * 1.25) > plan.replicas.value
+    pool = objects.plan.cluster("gala-bj-01").pool("h200")
+    assert pool.gpu_limit.value >= (pool.nodes.value + so["maxReplicaCount"] - plan.replicas.value) * 8
     prom, *crons = so["triggers"]
     assert prom["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85))
     assert [c["name"] for c in crons] == [m.name for m in spec.event.moments]
@@ -58,6 +62,25 @@ def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     assert all(c["metadata"]["end"] == "45 0 17 2 *" for c in crons)
     down = so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
     assert down["selectPolicy"] == "Max" and down["stabilizationWindowSeconds"] == 3600
+
+
+@pytest.mark.parametrize("stack", ["broadcast", "rehearsal"])
+def test_a_missing_metric_and_a_failing_prometheus_get_different_answers(built, stack):
+    """Empty answer (nothing scraped yet at first install): no load, the schedule's floors hold,
+    never the peak. Failing Prometheus: after 3 failed reads hold the replicas running, at least
+    the baseline floor (KEDA fallback.behavior currentReplicasIfHigher): blind, never down, never
+    a jump to the peak."""
+    objects = built[stack]
+    cluster = objects.spec.clusters[0].name
+    for name, unit in _units(objects, cluster, "Autoscaler").items():
+        so = unit.objects[0].manifest["spec"]
+        if unit.objects[0].kind != "ScaledObject":
+            continue
+        plan = objects.plan.cluster(cluster).model(name)
+        assert so["triggers"][0]["metadata"]["ignoreNullValues"] == "true"
+        assert so["fallback"] == {"failureThreshold": 3, "replicas": int(plan.floor_replicas.value),
+                                  "behavior": "currentReplicasIfHigher"}
+        assert so["fallback"]["replicas"] < plan.replicas.value
 
 
 def test_lead_is_cold_only_when_a_moment_needs_new_nodes(built):
@@ -102,3 +125,35 @@ def test_warm_gate_prepulls_on_gpu_nodes_and_stages_before_the_first_prescale(bu
     deadline = warmup.must_finish(objects.spec, objects.spec.models)
     assert deadline == dt.datetime(2026, 2, 16, 19, 9)   # window 19:30 - 21 min cold lead
     assert deadline.isoformat() in job["metadata"]["annotations"]["peaknight.io/must-finish-before"]
+
+
+def test_staging_is_not_awaited_by_pulumi_and_the_wait_is_explicit(built):
+    """A multi-hour staging Job would outlast pulumi-kubernetes' Job wait (10 min by default) and
+    fail `pulumi up`: it carries pulumi.com/skipAwait, and its own annotation is the wait the
+    runbook runs, bounded by the Job's deadline. Weights are staged at the pinned revision."""
+    objects = built["broadcast"]
+    gate = next(u for u in objects.clusters[0].units if u.component == "WarmGate")
+    job = next(o.manifest for o in gate.objects if o.name == "stage-chat")
+    notes = job["metadata"]["annotations"]
+    assert notes["pulumi.com/skipAwait"] == "true"
+    assert notes["peaknight.io/wait"] == ("kubectl wait --for=condition=complete job/stage-chat -n gala-2026-inference "
+                                          f"--timeout={job['spec']['activeDeadlineSeconds']}s")
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert "revision='" + "0" * 40 + "'" in script
+
+
+def test_after_the_night_nothing_scheduled_remains(tmp_path):
+    """KEDA's cron and Karpenter's budget schedule have no year: with event.over the kit renders
+    no cron trigger and no freeze, and the policy checks accept it."""
+    from peaknight.review import policy
+    from test_config import write_variant
+
+    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:event"].update(over=True))
+    spec = config.load_stack(str(path)).spec
+    objects = event.build(spec)
+    manifests = [o.manifest for c in objects.clusters for u in c.units for o in u.objects]
+    scaled = [m for m in manifests if m["kind"] == "ScaledObject"]
+    assert scaled and all(t["type"] == "prometheus" for m in scaled for t in m["spec"]["triggers"])
+    pools = [m for m in manifests if m["kind"] == "NodePool"]
+    assert pools and all(m["spec"]["disruption"]["budgets"] == [{"nodes": "10%"}] for m in pools)
+    assert policy.check_event(objects) == []

@@ -75,7 +75,11 @@ def test_nodes_gpus_and_pool_limits_follow_the_replicas(broadcast):
     assert deep.nodes_per_replica == 2 and deep.nodes.value == 2 * deep.replicas.value
     assert deep.gpus.value == 16 * deep.replicas.value
     h100 = cluster.pool("h100")
-    assert h100.gpu_limit.value == (deep.nodes.value + 2) * 8  # one surge replica's nodes for a rollout
+    # Room above the plan for the larger of the burst (ceil(peak x 1.25) - peak groups of 2 nodes)
+    # and one surge replica's nodes for a rollout.
+    burst_nodes = (math.ceil(deep.replicas.value * 1.25) - deep.replicas.value) * 2
+    assert deep.max_replicas.value == math.ceil(deep.replicas.value * 1.25)
+    assert h100.gpu_limit.value == (deep.nodes.value + max(burst_nodes, 2)) * 8
 
 
 def test_single_sku_pool_is_warned_about(broadcast):
@@ -104,12 +108,12 @@ def test_a_plan_beyond_the_envelope_is_an_error_naming_cluster_and_excess(broadc
 
 
 def test_a_pool_cap_is_part_of_the_envelope(tmp_path):
-    # deep-think: 116 replicas x 2 nodes + 2 surge nodes = 234 nodes x 8 GPUs = 1,872 GPUs per cluster.
+    # deep-think: 116 replicas x 2 nodes + max(29 burst groups x 2, 2 surge) = 290 nodes x 8 GPUs = 2,320.
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:gpuPools"][2].update(maxGpusPerCluster=1000))
     with pytest.raises(capacity.EnvelopeError) as err:
         capacity.plan(config.load_stack(str(path)).spec)
-    assert err.value.problems == ["cluster '%s': pool 'h100' needs 1,872 GPUs, its maxGpusPerCluster is 1,000: "
-                                  "over by 872" % c for c in
+    assert err.value.problems == ["cluster '%s': pool 'h100' needs 2,320 GPUs, its maxGpusPerCluster is 1,000: "
+                                  "over by 1,320" % c for c in
                                   [f"gala-{r}-{i:02d}" for r, n in (("bj", 6), ("nx", 6), ("hk", 4))
                                    for i in range(1, n + 1)]]
 
@@ -127,3 +131,36 @@ def test_plan_command_prints_the_table_and_exits_0(capsys):
     assert "all models and edges covered" in out
     assert "gala-bj-01  chat" in out
     assert "peak: ceil(65,937,500 x headroom 1.05 / (45,484 x util 0.85)) = 1791; +896 so that 1791 survive losing 1 of 3 zones" in out
+
+
+def test_a_full_rollout_finishes_within_the_policy_hours(broadcast):
+    """maxSurge 1 on 2,687 chat replicas was about a month per cluster. The plan's surge fits
+    policy.rolloutHours (3 h): first wave cold start + drain, then warm start + drain per wave."""
+    from peaknight.builders import event
+    from peaknight.plan.startup import ready_seconds
+    objs = event.build(broadcast)
+    cluster = objs.clusters[0]
+    plan = objs.plan.cluster(cluster.cluster.name)
+    for model in broadcast.models:
+        m = plan.model(model.name)
+        first = ready_seconds(model, warm=False).value + 300
+        wave = ready_seconds(model, warm=True).value + 300
+        waves = math.ceil(m.replicas.value / m.surge.value)
+        assert m.rollout.value == first + (waves - 1) * wave <= 3 * 3600
+        # One wave fewer would not fit: the surge is the smallest that finishes in time.
+        assert m.surge.value == 1 or first + math.ceil(m.replicas.value / (m.surge.value - 1) - 1) * wave > 3 * 3600
+    units = {u.name: u for u in cluster.units if u.component == "InferenceService"}
+    chat = next(o for o in units["chat"].objects if o.kind == "Deployment").manifest["spec"]["strategy"]
+    assert chat["rollingUpdate"] == {"maxSurge": int(plan.model("chat").surge.value), "maxUnavailable": 0}
+    lws = next(o for o in units["deep-think"].objects if o.kind == "LeaderWorkerSet").manifest["spec"]
+    assert lws["rolloutStrategy"]["rollingUpdateConfiguration"]["maxSurge"] == int(plan.model("deep-think").surge.value)
+
+
+def test_a_rollout_that_cannot_finish_in_time_is_reported(tmp_path, capsys):
+    # 0.25 h = 900 s is less than one cold chat wave (1,140 s start + 300 s drain): even every
+    # replica in one wave cannot finish in time.
+    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:policy"].update(rolloutHours=0.25), "rehearsal")
+    assert cli.main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("warning: cluster 'reh-bj-01': a rolling update of 'chat' takes 0.4 h (1 waves of 69: 1440 s + 0 x "
+            "780 s = 1440 s), over policy.rolloutHours 0.25") in out

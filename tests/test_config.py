@@ -74,7 +74,15 @@ def _drop(path: list, key: str):
     return edit
 
 
+def _unpin(cfg):
+    cfg["peaknight:models"][1].pop("weightsRevision")
+
+
 CASES = {
+    "weights not pinned in a broadcast": (
+        _unpin,
+        ["{f}: peaknight:models[1].weightsRevision: expected the weights' commit (40 hex) in a broadcast stack: "
+         "weights are pinned like images; found nothing"]),
     "unknown top-level key": (
         _rename([], "peaknight:models", "peaknight:modles"),
         ["{f}: peaknight:modles: expected a known key; found an unknown key (did you mean 'peaknight:models'?)",
@@ -82,8 +90,9 @@ CASES = {
     "misspelt nested key": (
         _rename(["peaknight:models", 1], "peakTokensPerMinute", "peakTokensPerMinue"),
         ["{f}: peaknight:models[1].peakTokensPerMinute: expected this required key; found nothing",
-         "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (auth, engine, image, inputShare, "
-         "maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, weights); found an "
+         "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (auth, burst, engine, image, inputShare, "
+         "maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, weights, "
+         "weightsRevision); found an "
          "unknown key (did you mean 'peakTokensPerMinute'?)"]),
     "enum value misspelt": (
         _set(["peaknight:models", 1, "engine"], "vlm"),

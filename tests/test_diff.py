@@ -68,7 +68,7 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
         replicas = sum(c.model(model).replicas_for("red-packet-4") for c in plan.clusters)
         block = out.split(f"\n  {model}:\n")[1]
         assert f"    pre-scale replicas: red-packet-4 none -> {replicas:,}" in block.splitlines()
-    assert "  node pool GPU limits: 401,024 (unchanged)" in lines
+    assert "  node pool GPU limits: 500,736 (unchanged)" in lines
     # The simulated night: more demand, served (unmet stays 0), more GPU-hours for a perfect scaler.
     chat = out.split("\n  chat:\n")[1].splitlines()
     night = next(i for i, line in enumerate(chat) if line.startswith("    simulated night: "))
@@ -79,7 +79,7 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
 
 def test_a_code_change_shows_without_a_stack_change(repo: Path, capsys: pytest.CaptureFixture) -> None:
     """The base side runs the base's code: a builder change alone is visible in review."""
-    inference = repo / "peaknight" / "builders" / "inference.py"
+    inference = repo / "peaknight" / "plan" / "rollout.py"  # the drain budget the builder uses
     inference.write_text(inference.read_text().replace("DRAIN_SECONDS = 300", "DRAIN_SECONDS = 360"))
     code, out, _ = _diff(capsys, repo / "stacks" / "Pulumi.rehearsal.yaml")
     assert code == 0

@@ -8,7 +8,9 @@ import pytest
 
 from peaknight.plan import capacity
 from peaknight.spec import config
-from peaknight.engines import base as engines
+from peaknight.engines import registry as engines
+from peaknight.engines.base import PORT, SERVING_PATHS, Role
+from peaknight.spec.stack import Engine
 from peaknight.builders import event
 from peaknight.builders import inference
 from peaknight.spec import profiles
@@ -72,15 +74,20 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
         c = pod["containers"][0]
         gpus = mplan.gpus_per_replica // mplan.nodes_per_replica
         assert c["resources"]["requests"]["nvidia.com/gpu"] == c["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
-        tp_flag = "--tensor-parallel-size" if model.engine.value == "vllm" else "--tp"
-        assert c["command"][c["command"].index(tp_flag) + 1] == str(mplan.gpus_per_replica)
+        engine = engines.engine_for(model)
+        assert c["command"] == engine.command(model, mplan.topology, Role.LEADER)
         probe = c["startupProbe"]
         load = profiles.load().model_classes[model.model_class].startup_seconds
         assert probe["periodSeconds"] * probe["failureThreshold"] >= 2 * load
-        assert c["readinessProbe"]["httpGet"]["path"] == "/v1/models"
-        assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert {c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {"/health"}
+        if model.engine is Engine.SGLANG:
+            # SGLang 0.5.4 /health sleeps 1 s, then waits up to SGLANG_HEALTH_CHECK_TIMEOUT for a
+            # generated token (http_server.py health_generate): no probe may give up sooner.
+            verdict = int(next(e["value"] for e in c["env"] if e["name"] == "SGLANG_HEALTH_CHECK_TIMEOUT"))
+            assert all(c[p].get("timeoutSeconds", 1) > verdict + 1
+                       for p in ("startupProbe", "readinessProbe", "livenessProbe"))
         drain = c["lifecycle"]["preStop"]["exec"]["command"]
-        assert drain[:2] == ["python3", "-c"] and engines.info(model).waiting_metric in drain[2]
+        assert drain[:2] == ["python3", "-c"] and engines.metrics(model).waiting_metric in drain[2]
         assert pod["terminationGracePeriodSeconds"] > inference.DRAIN_SECONDS
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
@@ -105,10 +112,53 @@ def test_a_replica_bigger_than_a_node_is_a_leader_worker_set(built):
     lws = objs["leaderworkerset.gala-2026-inference.deep-think"].manifest["spec"]
     assert lws["leaderWorkerTemplate"]["size"] == 2
     worker = lws["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]
-    assert "--node-rank" in worker["command"] and "startupProbe" not in worker
+    # SGLang: a worker runs the leader's command and answers /health from its dummy server.
+    leader = lws["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    assert "--node-rank" in worker["command"] and worker["command"] == leader["command"]
+    assert worker["startupProbe"]["httpGet"]["path"] == "/health" and "readinessProbe" not in worker
     assert objs["service.gala-2026-inference.deep-think"].manifest["spec"]["selector"][
         "leaderworkerset.sigs.k8s.io/worker-index"] == "0"
-    assert objs["poddisruptionbudget.gala-2026-inference.deep-think"].manifest["spec"]["maxUnavailable"] == 2
+    # One pod at a time: two groups can never be down together (an evicted pod's group is
+    # recreated whole and counts as unavailable until it is back).
+    assert objs["poddisruptionbudget.gala-2026-inference.deep-think"].manifest["spec"]["maxUnavailable"] == 1
+
+
+def test_a_group_lives_in_one_zone_and_groups_spread_over_zones(built):
+    """Leaders (worker-index 0) are zone-spread, so groups count once; each worker must share its
+    leader's zone (podAffinity to the leader with its own group-key, matchLabelKeys) and prefers
+    its network domain; nodeTaintsPolicy Honor lets replacements land after a zone is lost."""
+    ev = built["broadcast"]
+    name, objs = first(ev)
+    tpl = objs["leaderworkerset.gala-2026-inference.deep-think"].manifest["spec"]["leaderWorkerTemplate"]
+    leader, worker = tpl["leaderTemplate"]["spec"], tpl["workerTemplate"]["spec"]
+    leaders = {"app.kubernetes.io/name": "deep-think", "peaknight.io/event": "gala-2026",
+               "leaderworkerset.sigs.k8s.io/worker-index": "0"}
+    [spread] = leader["topologySpreadConstraints"]
+    assert spread["labelSelector"] == {"matchLabels": leaders} and spread["nodeTaintsPolicy"] == "Honor"
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["whenUnsatisfiable"] == "DoNotSchedule"
+    assert "topologySpreadConstraints" not in worker
+    affinity = worker["affinity"]["podAffinity"]
+    [zone] = affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert zone == {"labelSelector": {"matchLabels": leaders}, "topologyKey": "topology.kubernetes.io/zone",
+                    "matchLabelKeys": ["leaderworkerset.sigs.k8s.io/group-key"]}
+    [network] = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert network["podAffinityTerm"]["topologyKey"] == "topology.k8s.aws/network-node-layer-3"
+    # The pool's interconnect, from the instance catalog (p5.48xlarge: 32 EFA network cards).
+    for pod in (leader, worker):
+        res = pod["containers"][0]["resources"]
+        assert res["requests"]["vpc.amazonaws.com/efa"] == res["limits"]["vpc.amazonaws.com/efa"] == "32"
+    chat = objs["deployment.gala-2026-inference.chat"].manifest["spec"]["template"]["spec"]
+    assert "vpc.amazonaws.com/efa" not in chat["containers"][0]["resources"]["requests"]
+
+
+def test_a_worker_drains_after_its_leader(built):
+    ev = built["broadcast"]
+    name, objs = first(ev)
+    tpl = objs["leaderworkerset.gala-2026-inference.deep-think"].manifest["spec"]["leaderWorkerTemplate"]
+    worker = tpl["workerTemplate"]["spec"]
+    hook = worker["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook[:2] == ["python3", "-c"] and "os.environ['LWS_LEADER_ADDRESS']" in hook[2]
+    assert worker["terminationGracePeriodSeconds"] > inference.DRAIN_SECONDS
 
 
 def test_service_monitor_route_and_pdb_per_model(built):
@@ -122,8 +172,8 @@ def test_service_monitor_route_and_pdb_per_model(built):
         route = objs[f"httproute.gala-2026-rehearsal-inference.{model.name}"].manifest["spec"]
         assert route["parentRefs"] == [{"name": "gala-2026-rehearsal-gateway"}]
         assert [r["matches"] for r in route["rules"]] == [[{"path": {"type": "Exact", "value": f"/{model.name}{p}"}}]
-                                                          for p in engines.SERVING_PATHS]
-        assert all(r["backendRefs"] == [{"name": model.name, "port": engines.PORT}] for r in route["rules"])
+                                                          for p in SERVING_PATHS]
+        assert all(r["backendRefs"] == [{"name": model.name, "port": PORT}] for r in route["rules"])
         assert f"poddisruptionbudget.gala-2026-rehearsal-inference.{model.name}" in objs
         pvc = objs[f"persistentvolumeclaim.gala-2026-rehearsal-inference.{model.name}-weights"].manifest["spec"]
         weights = profiles.load().model_classes[model.model_class].weights_gib
@@ -150,3 +200,42 @@ def test_envelope_error_stops_the_build(tmp_path):
     path = write_variant(tmp_path, lambda cfg: cfg.__setitem__("peaknight:scale", 5.0))
     with pytest.raises(capacity.EnvelopeError):
         event.build(config.load_stack(str(path)).spec)
+
+
+@pytest.mark.parametrize("stack", ["broadcast", "rehearsal"])
+def test_the_gateway_data_plane_is_sized_from_the_plan(built, stack):
+    """One Envoy per Gateway is the controller's default; the plan's requests/s set the pods: at
+    least 2, zone-spread, one down at a time, scaled on CPU to twice that."""
+    ev = built[stack]
+    name, objs = first(ev)
+    ns = f"{ev.spec.event.name}-inference"
+    gateway = objs[f"gateway.{ns}.{ev.spec.event.name}-gateway"].manifest["spec"]
+    assert gateway["infrastructure"]["parametersRef"] == {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy",
+                                                          "name": f"{ev.spec.event.name}-gateway"}
+    k8s = objs[f"envoyproxy.{ns}.{ev.spec.event.name}-gateway"].manifest["spec"]["provider"]["kubernetes"]
+    plan = ev.plan.cluster(name)
+    g = profiles.load().gateway
+    rps = sum(m.demand_tps.value for m in plan.models) / g.tokens_per_request
+    vcpu = rps / 1000 * g.vcpu_per_1k_rps
+    pods = k8s["envoyDeployment"]["replicas"]
+    zones = len(ev.spec.clusters[0].zones)
+    survivors = pods - math.ceil(pods / zones) if ev.spec.policy.survive_zone_loss else pods
+    assert pods >= 2 and survivors * g.pod_vcpu * ev.spec.policy.target_utilisation >= vcpu * ev.spec.policy.headroom
+    assert k8s["envoyHpa"]["minReplicas"] == pods and k8s["envoyHpa"]["maxReplicas"] == 2 * pods
+    assert k8s["envoyPDB"] == {"maxUnavailable": 1}
+    spread = k8s["envoyDeployment"]["pod"]["topologySpreadConstraints"][0]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["labelSelector"]["matchLabels"] == {
+        "gateway.envoyproxy.io/owning-gateway-name": f"{ev.spec.event.name}-gateway",
+        "gateway.envoyproxy.io/owning-gateway-namespace": ns}
+
+
+def test_route_timeouts_cover_the_longest_answer(built):
+    """maxModelLen tokens at the ITL objective after the first token: chat 32,768 x 0.05 s + 2 s."""
+    ev = built["broadcast"]
+    name, objs = first(ev)
+    slo = ev.spec.slo
+    for model in ev.spec.models:
+        route = objs[f"httproute.gala-2026-inference.{model.name}"].manifest["spec"]["rules"][0]
+        expected = math.ceil(slo.ttft_p99_seconds + model.max_model_len * slo.itl_p99_seconds)
+        assert route["timeouts"] == {"request": f"{expected}s"}
+    assert objs["httproute.gala-2026-inference.chat"].manifest["spec"]["rules"][0]["timeouts"]["request"] == "1641s"

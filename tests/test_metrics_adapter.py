@@ -12,7 +12,7 @@ from conftest import require_tool
 
 from peaknight.addons import releases as addons
 from peaknight.spec import config
-from peaknight.engines import base as engines
+from peaknight.engines import registry as engines
 from pulumi_harness import RecordingMocks, run_program
 from test_addons import kind_of, releases_of
 from test_config import write_variant
@@ -153,8 +153,8 @@ def test_the_shared_token_query_counts_input_and_output_tokens_of_one_model(runs
     query = hpa.inputs["metadata"]["annotations"]["peaknight.io/query"]
     model = metrics_of(hpa, "External")[0]["metric"]["selector"]["matchLabels"]["model_name"]
     namespace = hpa.inputs["metadata"]["namespace"]
-    e = engines.info(next(m for m in config.load_stack("rehearsal").spec.models if m.name == model))
-    other = next(o for o in engines.ENGINES.values() if o != e)
+    e = engines.metrics(next(m for m in config.load_stack("rehearsal").spec.models if m.name == model))
+    other = next(o.metrics for o in engines.ENGINES.values() if o.metrics != e)
     own = f'model_name="{model}",namespace="{namespace}",pod="p-0"'
     series = [(f"{e.prompt_tokens_metric}{{{own}}}", "0+2700x10"),
               (f"{e.generation_tokens_metric}{{{own}}}", "0+900x10"),

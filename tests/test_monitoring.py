@@ -13,7 +13,7 @@ from conftest import require_tool
 from peaknight.spec import config
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import live as edges
-from peaknight.engines import base as engines
+from peaknight.engines import registry as engines
 from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
 from peaknight.builders import monitoring
@@ -83,7 +83,7 @@ def _series(metric: str, **labels: str) -> str:
 
 
 def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) -> list[dict]:
-    e = engines.info(model)
+    e = engines.metrics(model)
     ids = {"namespace": inference_namespace(spec), "model_name": model.name}
     cases = []
 
@@ -206,7 +206,7 @@ def _edge_cases(spec: StackSpec, edge: Edge, plan: EdgePlan, rules: dict) -> lis
 
 def _headline_case(spec: StackSpec, model: Model) -> dict:
     """The recorded tokens/min is input + output per minute (6 B/min in, 6 B/min recorded)."""
-    e = engines.info(model)
+    e = engines.metrics(model)
     ids = {"namespace": inference_namespace(spec), "model_name": model.name}
     return {"interval": "1m",
             "input_series": [{"series": _series(e.prompt_tokens_metric, **ids), "values": "0+4.5e9x20"},

@@ -98,6 +98,8 @@ def test_placeholder_digests_are_warned_about(capsys, tmp_path):
         assert f"warning: {image.split('@')[0]} is pinned to the placeholder digest" in out.err
     assert "warning:" not in out.out
     assert config.placeholder_images(config.load_stack("rehearsal").spec) == []
+    for model in ("chat", "greetings", "deep-think"):
+        assert f"warning: model '{model}' weights are pinned to the placeholder revision" in out.err
 
 
 def test_a_misspelt_field_of_a_custom_resource_is_an_error():

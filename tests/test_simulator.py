@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from peaknight.cli import main as cli
 from peaknight.spec import config
 from peaknight.builders import event
+from peaknight.builders import warmup
 from peaknight.sim import simulator
 from peaknight.sim.simulator import CronFloor, Hpa, Rules, ScalingPolicy, metric_replicas
 
@@ -103,3 +105,82 @@ def test_simulate_rehearsal_covers_keda_and_hpa_clusters(tmp_path, capsys):
     assert (tmp_path / "night.png").stat().st_size > 10_000
     results = simulator.simulate(config.load_stack("rehearsal").spec)
     assert all(r.clusters == 4 and r.unmet_pct == 0 and r.oracle_ratio > 1 for r in results)
+
+
+def _at(spec, moment: str) -> float:
+    m = next(m for m in spec.event.moments if m.name == moment)
+    return (m.at - spec.event.window.start).total_seconds()
+
+
+def test_losing_a_zone_at_the_peak_meets_the_slo(capsys, tmp_path):
+    """The zone's groups vanish (a third of chat's replicas in bj clusters), the controller
+    recreates them cold elsewhere, and the survivors carry the peak meanwhile (N+1 by zone)."""
+    assert cli.main(["simulate", "broadcast", "--lose-zone", "cn-north-1a", "--at", "red-packet-2",
+                     "--plot", str(tmp_path / "zone.png")]) == 0
+    out = capsys.readouterr().out
+    assert "fault: zone cn-north-1a lost at 21:40 in every cluster that has it" in out and "OVER SLO" not in out
+    spec = config.load_stack("broadcast").spec
+    objects = event.build(spec)
+    model, plan, manifest = _chat(spec, objects)
+    at = _at(spec, "red-packet-2")
+    trace = simulator.replay(spec, model, plan, manifest, faults=simulator.Faults(lose_zone="cn-north-1a", lose_at=at),
+                             zone=(0, 3))
+    i = trace.times.index(at)
+    before, after = trace.capacity[i - 1], trace.capacity[i]
+    lost = math.ceil(trace.replicas[i - 1] / 3)
+    assert after == pytest.approx(before * (1 - lost / trace.replicas[i - 1]))
+    assert trace.unmet_tokens == 0
+    back = i + int(warmup.ready_seconds(model, warm=False).value // 10) + 1
+    assert trace.capacity[back] == pytest.approx(before)   # recreated cold in the other zones
+
+
+def test_prometheus_empty_at_install_holds_the_floor_not_the_peak(broadcast):
+    """Nothing scraped yet: the kit's trigger reads it as no load; the old trigger
+    (ignoreNullValues false, fallback = peak, static) scaled to the peak on install."""
+    spec, objects = broadcast
+    model, plan, manifest = _chat(spec, objects)
+    empty = simulator.Faults(prometheus_empty_until=_at(spec, "opening"))
+    kit = simulator.replay(spec, model, plan, manifest, faults=empty)
+    old = copy.deepcopy(manifest)
+    old["spec"]["triggers"][0]["metadata"]["ignoreNullValues"] = "false"
+    old["spec"]["fallback"] = {"failureThreshold": 3, "replicas": int(plan.replicas.value)}
+    jumped = simulator.replay(spec, model, plan, old, faults=empty)
+    # From the window's start (19:30) to the first moment's pre-scale (19:39): only the floor is due.
+    first = int(min(c.start for c in simulator.settings(spec, manifest).crons) // 10)
+    assert first > 30
+    assert max(kit.replicas[:first]) == plan.floor_replicas.value
+    assert max(jumped.replicas[:first]) == plan.replicas.value
+
+
+def test_prometheus_down_at_the_peak_holds_the_fleet(broadcast):
+    spec, objects = broadcast
+    model, plan, manifest = _chat(spec, objects)
+    at = _at(spec, "red-packet-2")
+    down = simulator.replay(spec, model, plan, manifest, faults=simulator.Faults(prometheus_down=(at, at + 600)))
+    i = down.times.index(at)
+    assert min(down.replicas[i:i + 60]) >= down.replicas[i - 1] and down.unmet_tokens == 0
+
+
+def test_no_capacity_for_a_pool_delays_cold_replicas_and_is_reported(capsys):
+    """Rehearsal scales from zero: with no h200 node until 20:10, chat has nothing for the opening."""
+    assert cli.main(["simulate", "rehearsal", "--step", "30", "--no-capacity", "h200",
+                     "--no-capacity-minutes", "760"]) == 1
+    out = capsys.readouterr().out
+    assert "fault: no capacity for pool h200 from the start to 20:10" in out
+    chat = next(line for line in out.splitlines() if line.startswith("chat "))
+    assert chat.endswith("OVER SLO") and "greetings" in out
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--lose-zone", "cn-north-9z", "--at", "21:40"],
+     "--lose-zone: --lose-zone: expected a zone of the stack's clusters (ap-east-1a, ap-east-1b, ap-east-1c, "
+     "cn-north-1a, cn-north-1b, cn-north-1d, cn-northwest-1a, cn-northwest-1b, cn-northwest-1c); found 'cn-north-9z'"),
+    (["--lose-zone", "cn-north-1a", "--at", "lunch"],
+     "--at: --at: expected a moment (opening, red-packet-1, red-packet-2, red-packet-3, countdown), a local HH:MM "
+     "or YYYY-MM-DDTHH:MM up to the window's end; found 'lunch'"),
+    (["--prometheus-down", "21:40", "--down-minutes", "0"],
+     "--down-minutes: --down-minutes: expected a positive number of minutes; found 0.0"),
+])
+def test_bad_fault_flags_exit_2_with_one_line(args, line, capsys):
+    assert cli.main(["simulate", "broadcast", *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [line]

@@ -30,6 +30,9 @@ CHARTS = Path(__file__).with_name("charts")  # package data: pinned charts and v
 # provisioner's controller is an add-on too, named by the provisioner (provisioners/).
 GPU_OPERATOR, KEDA, LWS, PROMETHEUS_STACK = "gpu-operator", "keda", "lws", "prometheus-stack"
 PROMETHEUS_ADAPTER = "prometheus-adapter"
+EFA_DEVICE_PLUGIN = "efa-device-plugin"
+# The device plugin that advertises each interconnect resource the instance catalog names.
+INTERCONNECT_ADDON = {"vpc.amazonaws.com/efa": EFA_DEVICE_PLUGIN}
 
 # The add-on whose chart brings the CRD of each custom kind the kit (or an add-on) creates.
 # Gateway and HTTPRoute are not here: they come with the cluster's gateway implementation
@@ -267,6 +270,8 @@ def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster,
         out.append((KEDA, "keda", keda_values(spec, scaled)))
     if any(m.nodes_per_replica > 1 for m in plan.models):
         out.append((LWS, "lws", {}))
+    for resource in sorted({m.interconnect.resource for m in plan.models if m.interconnect}):
+        out.append((INTERCONNECT_ADDON[resource], INTERCONNECT_ADDON[resource], {}))
     uses = [use for obj in objects for use in metric_uses(obj)]
     if uses:
         release = "prometheus-adapter"

@@ -30,7 +30,8 @@ import datetime as dt
 import math
 from typing import Any
 
-from peaknight.engines import base as engines
+from peaknight.engines import registry as engines
+from peaknight.engines.base import EngineMetrics
 from peaknight.builders import warmup
 from peaknight.plan.capacity import Figure, ModelPlan
 from peaknight.spec.forecast import moment_end
@@ -46,6 +47,9 @@ POLLING_SECONDS = 15
 COOLDOWN_SECONDS = 300
 # After 3 failed Prometheus reads KEDA scales to the fallback replicas (FACTS: anchors use 3).
 FALLBACK_FAILURES = 3
+# While Prometheus fails, never below the replicas already running (KEDA ScaledObject
+# spec.fallback.behavior, pinned CRD 2.20.2): blind, the fleet holds; it does not jump anywhere.
+FALLBACK_BEHAVIOR = "currentReplicasIfHigher"
 HPA_SYNC_SECONDS = 15
 # One token/s wakes a scaled-to-zero model; at zero replicas nothing is served, so in practice
 # only the window's cron trigger wakes it.
@@ -67,7 +71,7 @@ def tokens_per_second(matchers: str) -> str:
     One sum per engine, joined by `or`: a model runs one engine, so exactly one term has series, and
     a lost target still answers nothing (an error, not zero). Not rate() over a name regex: the
     counters of one pod differ only in their name, which rate() drops, and the vector is invalid."""
-    return " or ".join(f"({engine_tokens_per_second(e, matchers)})" for e in engines.ENGINES.values())
+    return " or ".join(f"({engine_tokens_per_second(e.metrics, matchers)})" for e in engines.ENGINES.values())
 
 
 def metric_labels(model: Model) -> dict[str, str]:
@@ -141,6 +145,7 @@ def _annotations(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
     floors = moment_floors(scope, model, plan)
     return {
         "peaknight.io/threshold": threshold(scope, plan).why,
+        "peaknight.io/max-replicas": plan.max_replicas.why,
         "peaknight.io/pre-scale": "; ".join(f"{name}: {replicas} replicas from {start:%H:%M} to {end:%H:%M} "
                                             f"{scope.event.time_zone}, lead {lead.why}"
                                             for name, start, end, replicas, lead in floors),
@@ -158,22 +163,28 @@ def _annotations(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
 
 
 def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
-    floor, peak = int(plan.floor_replicas.value), int(plan.replicas.value)
+    floor, ceiling = int(plan.floor_replicas.value), int(plan.max_replicas.value)
     to_zero = bool(scope.policy.scale_to_zero)
     triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": "tokens", "metadata": {
         "serverAddress": cluster.prometheus_url, "query": token_query(scope, model),
         "threshold": str(int(threshold(scope, plan).value)), "activationThreshold": str(ACTIVATION_TPS),
-        # An empty answer is an error, not zero: a lost target trips the fallback, never a scale-down.
-        "ignoreNullValues": "false"}}]
-    if to_zero:
+        # A missing metric (Prometheus answers, but no series: nothing scraped yet at first
+        # install, a relabel break) reads as no load: the schedule's floors hold the plan and the
+        # HPA's scale-down stabilisation keeps what runs. Only a failing Prometheus trips the fallback.
+        "ignoreNullValues": "true"}}]
+    # Once the night is over nothing scheduled stays: KEDA's cron has no year and would fire again.
+    if to_zero and not scope.event.over:
         start = scope.event.window.start - dt.timedelta(seconds=warmup.lead(model, warm=False).value)
         triggers.append(_cron(scope, "window", start, scope.event.window.end, floor))
-    triggers += [_cron(scope, name, start, end, replicas)
-                 for name, start, end, replicas, _ in moment_floors(scope, model, plan)]
+    if not scope.event.over:
+        triggers += [_cron(scope, name, start, end, replicas)
+                     for name, start, end, replicas, _ in moment_floors(scope, model, plan)]
     annotations = {**_annotations(scope, model, plan),
-                   "peaknight.io/fallback": f"after {FALLBACK_FAILURES} failed reads: "
-                                            + ("the peak replicas (blind in a broadcast, err high)"
-                                               if scope.policy.stage is Stage.BROADCAST else "the floor")}
+                   "peaknight.io/fallback": (f"Prometheus failing ({FALLBACK_FAILURES} failed reads, "
+                                             f"{FALLBACK_FAILURES * POLLING_SECONDS} s): the replicas running, at "
+                                             f"least the baseline floor {floor} ({FALLBACK_BEHAVIOR}); the moment "
+                                             "floors still rise on schedule. Metric missing (empty answer): read as "
+                                             "no load, so the schedule's floors hold")}
     return Obj({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": {**meta(scope, "autoscaler", model.name, inference_namespace(scope)), "annotations": annotations},
@@ -182,10 +193,9 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
             "pollingInterval": POLLING_SECONDS,
             "cooldownPeriod": COOLDOWN_SECONDS,
             "minReplicaCount": 0 if to_zero else floor,
-            "maxReplicaCount": peak,
-            "fallback": {"failureThreshold": FALLBACK_FAILURES,
-                         "replicas": peak if scope.policy.stage is Stage.BROADCAST else floor},
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(scope, peak)}},
+            "maxReplicaCount": ceiling,
+            "fallback": {"failureThreshold": FALLBACK_FAILURES, "replicas": floor, "behavior": FALLBACK_BEHAVIOR},
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(scope, ceiling)}},
             "triggers": triggers,
         },
     })
@@ -193,7 +203,7 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
 
 def hpa(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
     """The plain HPA: no schedule, so the floor is the highest any moment needs, all night."""
-    peak = int(plan.replicas.value)
+    ceiling = int(plan.max_replicas.value)
     floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(scope, model, plan)])
     annotations = {**_annotations(scope, model, plan),
                    "peaknight.io/query": token_query(scope, model),
@@ -207,11 +217,11 @@ def hpa(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: d
         "spec": {
             "scaleTargetRef": target,
             "minReplicas": floor,
-            "maxReplicas": peak,
+            "maxReplicas": ceiling,
             "metrics": [{"type": "External", "external": {
                 "metric": {"name": EXTERNAL_METRIC, "selector": {"matchLabels": metric_labels(model)}},
                 "target": {"type": "AverageValue", "averageValue": str(int(threshold(scope, plan).value))}}}],
-            "behavior": behavior(scope, peak),
+            "behavior": behavior(scope, ceiling),
         },
     })
 

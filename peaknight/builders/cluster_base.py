@@ -1,7 +1,12 @@
 """What every cluster of the event gets first: its namespaces, its PriorityClass and its Gateway."""
 from __future__ import annotations
 
+from typing import Any
+
+from peaknight.builders import podpolicy
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace, priority_class
+from peaknight.plan.capacity import GatewayPlan
+from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster
 
 # Restricted Pod Security on every namespace the kit owns: the admission controller enforces
@@ -9,11 +14,46 @@ from peaknight.spec.stack import Cluster
 _POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
 
 
+# Envoy Gateway labels the data-plane pods of a Gateway with its name and namespace.
+OWNING_GATEWAY_NAME = "gateway.envoyproxy.io/owning-gateway-name"
+OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
+# The Envoy HPA's CPU target: room for a burst to land before new pods are ready.
+ENVOY_CPU_TARGET_PCT = 60
+
+
 def gateway_name(scope: Scope) -> str:
     return f"{scope.event.name}-gateway"
 
 
-def build(scope: Scope, cluster: Cluster) -> Unit:
+def envoy_proxy(scope: Scope, plan: GatewayPlan) -> dict[str, Any]:
+    """Envoy Gateway's data plane for the event's Gateway (gateway.envoyproxy.io/v1alpha1
+    EnvoyProxy, referenced by the Gateway's infrastructure.parametersRef): the planned pods, spread
+    over zones, at most one down at a time, scaled on CPU up to the plan's ceiling. Its default is
+    one Envoy replica per Gateway."""
+    g = profiles.load().gateway
+    ns = inference_namespace(scope)
+    pods = {OWNING_GATEWAY_NAME: gateway_name(scope), OWNING_GATEWAY_NAMESPACE: ns}
+    resources = {"requests": {"cpu": str(g.pod_vcpu), "memory": f"{g.pod_memory_gib}Gi"},
+                 "limits": {"memory": f"{g.pod_memory_gib}Gi"}}
+    return {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyProxy",
+        "metadata": {**meta(scope, "gateway", gateway_name(scope), ns),
+                     "annotations": {"peaknight.io/envoy-pods": plan.pods.why}},
+        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {
+            "envoyDeployment": {
+                "replicas": int(plan.pods.value),
+                "container": {"resources": resources},
+                "pod": {"topologySpreadConstraints": podpolicy.zone_spread(pods, by_node=True)},
+            },
+            "envoyHpa": {"minReplicas": int(plan.pods.value), "maxReplicas": int(plan.max_pods.value),
+                         "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                             "type": "Utilization", "averageUtilization": ENVOY_CPU_TARGET_PCT}}}]},
+            "envoyPDB": {"maxUnavailable": 1},
+        }}},
+    }
+
+
+def build(scope: Scope, cluster: Cluster, gateway: GatewayPlan | None = None) -> Unit:
     namespaces = [inference_namespace(scope), edge_namespace(scope), monitoring_namespace(scope)]
     objs = [Obj({"apiVersion": "v1", "kind": "Namespace",
                  "metadata": meta(scope, "namespace", ns, **_POD_SECURITY)}, protect=scope.policy.protect)
@@ -28,13 +68,18 @@ def build(scope: Scope, cluster: Cluster) -> Unit:
         "preemptionPolicy": "PreemptLowerPriority" if broadcast else "Never",
         "description": f"{scope.event.name}: {'broadcast-critical inference' if broadcast else 'rehearsal workloads'}",
     }))
+    gateway_spec: dict[str, Any] = {
+        "gatewayClassName": cluster.gateway_class,
+        "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
+                       "allowedRoutes": {"namespaces": {"from": "Same"}}}],
+    }
+    if gateway is not None:
+        objs.append(Obj(envoy_proxy(scope, gateway)))
+        gateway_spec["infrastructure"] = {"parametersRef": {
+            "group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": gateway_name(scope)}}
     objs.append(Obj({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
         "metadata": meta(scope, "gateway", gateway_name(scope), inference_namespace(scope)),
-        "spec": {
-            "gatewayClassName": cluster.gateway_class,
-            "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
-                           "allowedRoutes": {"namespaces": {"from": "Same"}}}],
-        },
+        "spec": gateway_spec,
     }))
     return Unit("ClusterBase", cluster.name, tuple(objs))

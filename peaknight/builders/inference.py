@@ -10,15 +10,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from peaknight.engines import base as engines
+from peaknight.engines import registry as engines
+from peaknight.engines.base import MODEL_DIR, PORT, SERVING_PATHS, Role
 from peaknight.spec import profiles
+from peaknight.plan import rollout
 from peaknight.plan.capacity import ModelPlan
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, labels, meta, priority_class
 from peaknight.spec.stack import AuthType, Cluster, Model
 
-DRAIN_SECONDS = 300        # a long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min
+# A long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min; the rollout plan counts it.
+DRAIN_SECONDS = rollout.DRAIN_SECONDS
 STARTUP_FLOOR_SECONDS = 600  # the anchors' smallest start-up budget (ai-on-eks, KServe)
 RUN_AS_USER = 1000
 CPU_PER_GPU = 20           # p5/p5e: 192 vCPU for 8 GPUs, minus the node's daemons
@@ -26,6 +29,8 @@ MEMORY_GIB_PER_GPU = 200   # p5/p5e: 2 TiB for 8 GPUs, minus the node's daemons
 LWS_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 API_KEYS_SUFFIX = "-api-keys"
 API_KEY_HEADER = "x-api-key"
+# LWS labels every pod of a group with the group's unique key (api/leaderworkerset/v1 GroupUniqueHashLabelKey).
+LWS_GROUP_KEY_LABEL = "leaderworkerset.sigs.k8s.io/group-key"
 
 
 def selector(scope: Scope, model: Model) -> dict[str, str]:
@@ -43,50 +48,62 @@ def shm_gib(gpus: int) -> int:
     return max(8, 2 * gpus)
 
 
-def _container(scope: Scope, model: Model, plan: ModelPlan, gpus: int, serves_http: bool) -> dict[str, Any]:
-    e = engines.info(model)
+def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[str, Any]:
+    engine = engines.engine_for(model)
+    topology = plan.topology
+    gpus = topology.gpus_per_pod
+    devices = {"nvidia.com/gpu": str(gpus)}
+    if plan.interconnect:  # a replica spanning nodes talks over the pool's high-speed network
+        devices[plan.interconnect.resource] = str(plan.interconnect.devices)
     container: dict[str, Any] = {
         "name": "engine",
         "image": model.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": engines.command(model, gpus, plan.nodes_per_replica),
-        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}],
+        "command": engine.command(model, topology, role),
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.env()],
         "resources": {
-            "requests": {"nvidia.com/gpu": str(gpus), "cpu": str(CPU_PER_GPU * gpus),
-                         "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
-            "limits": {"nvidia.com/gpu": str(gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
+            "requests": {**devices, "cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
+            "limits": {**devices, "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
-                         {"name": "weights", "mountPath": engines.MODEL_DIR, "readOnly": True},
+                         {"name": "weights", "mountPath": MODEL_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
         # Read-only root: the engine writes only /tmp (HOME: its caches), /dev/shm and nothing else.
         "securityContext": podpolicy.container_security(),
     }
-    if serves_http:
-        container["ports"] = [{"name": "http", "containerPort": engines.PORT, "protocol": "TCP"}]
-        container["startupProbe"] = {"httpGet": {"path": e.health_path, "port": "http"},
-                                     "periodSeconds": 10, "failureThreshold": math.ceil(startup_budget(model) / 10)}
-        container["readinessProbe"] = {"httpGet": {"path": e.ready_path, "port": "http"},
-                                       "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
-        # Generous: a short liveness timeout restarted a busy server under load (production-stack #448).
-        container["livenessProbe"] = {"httpGet": {"path": e.health_path, "port": "http"},
-                                      "periodSeconds": 15, "timeoutSeconds": 10, "failureThreshold": 8}
-        container["lifecycle"] = {"preStop": {"exec": {"command": ["python3", "-c",
-                                                                    engines.drain_script(model, DRAIN_SECONDS)]}}}
+    if engine.serves_http(role):
+        container["ports"] = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+    container.update(engine.probes(topology, role, startup_budget(model)).manifest())
+    # The leader drains its answers; a worker waits for its leader to finish them, so deleting a
+    # group does not break tensor parallelism under a draining leader.
+    container["lifecycle"] = {"preStop": {"exec": {"command": engine.drain_command(role, DRAIN_SECONDS)}}}
     return container
 
 
-def pod_spec(scope: Scope, model: Model, plan: ModelPlan, serves_http: bool = True) -> dict[str, Any]:
-    gpus = plan.gpus_per_replica // plan.nodes_per_replica
+def _placement(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[str, Any]:
+    """A replica on one node: pods spread over zones. A group: leaders spread over zones (one
+    group counts once), each worker in its leader's zone and, preferably, network domain."""
+    placement = podpolicy.gpu_placement(model.pool)
+    if plan.nodes_per_replica == 1:
+        return {**placement, "topologySpreadConstraints": podpolicy.zone_spread(selector(scope, model))}
+    leaders = {**selector(scope, model), LWS_INDEX_LABEL: "0"}
+    if role is Role.LEADER:
+        return {**placement, "topologySpreadConstraints": podpolicy.zone_spread(leaders)}
+    network = plan.interconnect.network_key if plan.interconnect else None
+    affinity = {**placement["affinity"], "podAffinity": podpolicy.follow_leader(leaders, LWS_GROUP_KEY_LABEL, network)}
+    return {**placement, "affinity": affinity}
+
+
+def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEADER) -> dict[str, Any]:
+    gpus = plan.topology.gpus_per_pod
     return {
         "priorityClassName": priority_class(scope),
         "serviceAccountName": service_account(model),
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
         "securityContext": podpolicy.pod_security(RUN_AS_USER),
-        "containers": [_container(scope, model, plan, gpus, serves_http)],
-        **podpolicy.gpu_placement(model.pool),
-        "topologySpreadConstraints": podpolicy.zone_spread(selector(scope, model)),
+        "containers": [_container(scope, model, plan, role)],
+        **_placement(scope, model, plan, role),
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib(gpus)}Gi"}},
             {"name": "weights", "persistentVolumeClaim": {"claimName": weights_claim(model), "readOnly": True}},
@@ -107,7 +124,8 @@ def weights_claim(model: Model) -> str:
 def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
     ns = inference_namespace(scope)
     template_meta = {"labels": {**labels(scope, "inference", model.name), **selector(scope, model)}}
-    annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why}
+    annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why,
+                   "peaknight.io/rollout": f"surge {plan.surge.why}; {plan.rollout.why}"}
     floor = int(plan.floor_replicas.value)
     if plan.nodes_per_replica == 1:
         manifest = {
@@ -116,8 +134,10 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
             "spec": {
                 "replicas": floor,
                 "selector": {"matchLabels": selector(scope, model)},
-                # One extra replica at a time: the pool's GPU limit holds a surge replica.
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                # The plan's surge finishes a full update within policy.rolloutHours; the pool's
+                # GPU limit holds it.
+                "strategy": {"type": "RollingUpdate",
+                             "rollingUpdate": {"maxSurge": int(plan.surge.value), "maxUnavailable": 0}},
                 "template": {"metadata": template_meta, "spec": pod_spec(scope, model, plan)},
             },
         }
@@ -129,13 +149,14 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
                 "replicas": floor,
                 "startupPolicy": "LeaderCreated",
                 "rolloutStrategy": {"type": "RollingUpdate",
-                                    "rollingUpdateConfiguration": {"maxUnavailable": 0, "maxSurge": 1}},
+                                    "rollingUpdateConfiguration": {"maxUnavailable": 0,
+                                                                   "maxSurge": int(plan.surge.value)}},
                 "leaderWorkerTemplate": {
                     "size": plan.nodes_per_replica,
                     "restartPolicy": "RecreateGroupOnPodRestart",
                     "leaderTemplate": {"metadata": template_meta, "spec": pod_spec(scope, model, plan)},
                     "workerTemplate": {"metadata": template_meta,
-                                       "spec": pod_spec(scope, model, plan, serves_http=False)},
+                                       "spec": pod_spec(scope, model, plan, Role.WORKER)},
                 },
             },
         }
@@ -143,9 +164,10 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
     return Obj(manifest, ignore_changes=("spec.replicas",))
 
 
-def route(scope: Scope, model: Model) -> dict[str, Any]:
+def route(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, Any]:
     """`/<model>/v1/chat/completions` and the other serving paths, each to the same path on the
-    model's Service; nothing else of the server is reachable through the public Gateway."""
+    model's Service; nothing else of the server is reachable through the public Gateway. The
+    timeout is the longest answer the model may give (maxModelLen at the ITL objective)."""
     return {
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": meta(scope, "inference", model.name, inference_namespace(scope)),
@@ -155,9 +177,9 @@ def route(scope: Scope, model: Model) -> dict[str, Any]:
                 "matches": [{"path": {"type": "Exact", "value": f"/{model.name}{path}"}}],
                 "filters": [{"type": "URLRewrite", "urlRewrite": {
                     "path": {"type": "ReplaceFullPath", "replaceFullPath": path}}}],
-                "backendRefs": [{"name": model.name, "port": engines.PORT}],
-                "timeouts": {"request": f"{DRAIN_SECONDS}s"},
-            } for path in engines.SERVING_PATHS],
+                "backendRefs": [{"name": model.name, "port": PORT}],
+                "timeouts": {"request": f"{int(plan.longest_answer.value)}s"},
+            } for path in SERVING_PATHS],
         },
     }
 
@@ -203,16 +225,19 @@ def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit
         Obj({"apiVersion": "v1", "kind": "Service",
              "metadata": meta(scope, "inference", model.name, ns),
              "spec": {"type": "ClusterIP", "selector": serving,
-                      "ports": [{"name": "http", "port": engines.PORT, "targetPort": "http", "protocol": "TCP"}]}}),
+                      "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}}),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
              "metadata": meta(scope, "inference", model.name, ns),
-             # One replica (one LWS group of pods) may be voluntarily disrupted at a time.
-             "spec": {"maxUnavailable": plan.nodes_per_replica, "selector": {"matchLabels": selector(scope, model)}}}),
+             # One pod at a time: evicting one pod of a group takes the whole group down (it is
+             # recreated together), and its pods then count as unavailable until it is back, so a
+             # second group cannot go while the first recovers. Counting a group's pods
+             # (maxUnavailable = pods per group) let one pod of each of two groups go at once.
+             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(scope, model)}}}),
         Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
              "metadata": meta(scope, "inference", model.name, ns),
              "spec": {"selector": {"matchLabels": selector(scope, model)},
                       "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]}}),
-        Obj(route(scope, model)),
+        Obj(route(scope, model, plan)),
         Obj(security_policy(scope, model)),
         Obj({"apiVersion": "v1", "kind": "ServiceAccount",
              "metadata": meta(scope, "inference", service_account(model), ns),

@@ -2,7 +2,7 @@
 
 Every alert threshold comes from the capacity plan or the stack's SLO, and its annotations quote
 the derivation (the same `Figure.why` the plan prints), so the SRE paged at 23:58 can check the
-number by hand. Metric names come from `engines.py`; the rules are checked and unit-tested with
+number by hand. Metric names come from each engine (peaknight/engines); the rules are checked and unit-tested with
 the real `promtool` (tests/test_monitoring.py).
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 from peaknight.provisioners import registry as provisioners
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import live as edges
-from peaknight.engines import base as engines
+from peaknight.engines import registry as engines
+from peaknight.engines.base import EngineMetrics
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
@@ -49,7 +50,7 @@ def _sel(**labels: str) -> str:
     return "{" + _matchers(**labels) + "}"
 
 
-def engine_tokens_per_second(e: engines.EngineInfo, matchers: str) -> str:
+def engine_tokens_per_second(e: EngineMetrics, matchers: str) -> str:
     """Input + output tokens/s of one engine's counters narrowed by PromQL `matchers` (no braces).
     The one expression behind the tokens/min recording rule and the autoscalers' token query."""
     return " + ".join(f"sum(rate({name}{{{matchers}}}[{RATE_WINDOW}]))"
@@ -79,7 +80,7 @@ def _alert(scope: Scope, name: str, expr: str, for_: str, severity: str, summary
 def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> dict[str, Any]:
     """Recording rules for one model (tokens/min, queue, TTFT/ITL quantiles, KV cache, GPU use) and
     the alerts on them."""
-    e = engines.info(model)
+    e = engines.metrics(model)
     ns = inference_namespace(spec)
     sel = _sel(namespace=ns, model_name=model.name)
     pods = {"namespace": ns, "pod": "~" + pod_pattern(model.name, plan.nodes_per_replica)}

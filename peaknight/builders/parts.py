@@ -18,7 +18,7 @@ from peaknight.addons import gitops
 from peaknight.builders import autoscaling, cluster_base, inference, monitoring, network, warmup
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
-from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan, PoolPlan
+from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
 from peaknight.provisioners import registry as provisioners
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -87,14 +87,16 @@ class LiveEdgeArgs:
 
 @dataclass(frozen=True)
 class ClusterBaseArgs:
-    """What a cluster gets first: namespaces, PriorityClass, Gateway."""
+    """What a cluster gets first: namespaces, PriorityClass, Gateway (and its data plane, sized
+    from `gateway` when there is a plan; the controller's default otherwise)."""
 
     scope: Scope
     cluster: Cluster
+    gateway: GatewayPlan | None = None
 
     @cached_property
     def unit(self) -> Unit:
-        return cluster_base.build(self.scope, self.cluster)
+        return cluster_base.build(self.scope, self.cluster, self.gateway)
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
         service = InferenceServiceArgs(spec, cluster, model, plan.model(model.name))
         services.append((service, AutoscalerArgs(spec, service)))
     kit = ClusterParts(
-        base=ClusterBaseArgs(spec, cluster),
+        base=ClusterBaseArgs(spec, cluster, plan.gateway),
         pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
         services=tuple(services),
         warm_gate=WarmGateArgs(spec, cluster, spec.models),

@@ -64,3 +64,17 @@ def zone_spread(match_labels: dict[str, str], *, hard: bool = True, by_node: boo
     if by_node:
         out.append(constraint(HOSTNAME, "ScheduleAnyway"))
     return out
+
+
+def follow_leader(leader_labels: dict[str, str], group_key: str, network_key: str | None) -> dict[str, Any]:
+    """Pod affinity that keeps a multi-node group together: each pod must share its zone with its
+    group's leader (the pod matching `leader_labels` whose `group_key` label equals its own, via
+    matchLabelKeys), and prefers the leader's network domain (`network_key`), so tensor/pipeline
+    traffic never crosses zones and a lost zone takes whole groups, never halves of several."""
+    def term(key: str) -> dict[str, Any]:
+        return {"labelSelector": {"matchLabels": dict(leader_labels)}, "matchLabelKeys": [group_key],
+                "topologyKey": key}
+    affinity: dict[str, Any] = {"requiredDuringSchedulingIgnoredDuringExecution": [term(ZONE)]}
+    if network_key:
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [{"weight": 100, "podAffinityTerm": term(network_key)}]
+    return affinity

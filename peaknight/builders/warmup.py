@@ -5,10 +5,12 @@ there) and reads weights the staging Job already wrote: only the model load rema
 when the provisioner must first find a node: batch, boot, GPU driver, image pull, then the model load.
 The autoscaler's pre-scale lead and the simulator both take their start-up times from here.
 
-Schedule: the staging Job is created by `pulumi up`, and pulumi-kubernetes waits for a Job to
-complete before it reports the update done, so a finished `pulumi up` means staged weights. Its
-annotation names the latest time it must have finished (the first moment's pre-scale) and the
-runbook's change freeze puts `pulumi up` before that, with the Job's own deadline as the budget.
+Schedule: the staging Job is created by `pulumi up` but not awaited (`pulumi.com/skipAwait`: it
+runs for hours, beyond pulumi-kubernetes' Job wait); its `peaknight.io/wait` annotation is the
+explicit wait (`kubectl wait ... --timeout=<the Job's deadline>`) the runbook runs after `pulumi
+up`, and `peaknight.io/must-finish-before` the latest time it must have finished (the first
+moment's cold pre-scale), with the Job's own deadline as the budget. Weights are staged at the
+model's pinned `weightsRevision`.
 The deadline is the window's start minus the longest cold pre-scale lead of any model, which is
 before every pre-scale of the night. The pre-puller is a DaemonSet: it fills every pool node as
 soon as the node joins, so the floor's nodes and every node a pre-scale adds stay warm.
@@ -20,7 +22,8 @@ import math
 from typing import Iterable, Sequence
 
 from peaknight.spec import profiles
-from peaknight.plan.capacity import Figure
+from peaknight.plan.figure import Figure
+from peaknight.plan.startup import ready_seconds
 from peaknight.engines.base import MODEL_DIR
 from peaknight.builders.inference import RUN_AS_USER, weights_claim
 from peaknight.builders import podpolicy
@@ -32,6 +35,8 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff
 # The staging Job copies weights at the registry pull rate (profiles timings: 27 s/GiB, BentoML's
 # 20 GB image); its deadline allows twice that before it is declared failed.
 STAGING_DEADLINE_FACTOR = 2
+# pulumi-kubernetes: a resource with this annotation is created without awaiting its readiness.
+SKIP_AWAIT = "pulumi.com/skipAwait"
 # Slack on top of a replica's ready time before its moment: one HPA sync (15 s, kube-controller-
 # manager default), a readiness probe cycle (5 s period x 3) and room for a slow scheduler.
 PRESCALE_SLACK_SECONDS = 120
@@ -39,19 +44,6 @@ PRESCALE_SLACK_SECONDS = 120
 # talk to the API server.
 SERVICE_ACCOUNT = "warm-gate"
 _TINY = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
-
-
-def ready_seconds(model: Model, warm: bool) -> Figure:
-    """Seconds from a replica being created to it serving, from the profile table's timings."""
-    table = profiles.load()
-    cls, t = table.model_classes[model.model_class], table.timings
-    if warm:
-        return Figure(cls.startup_seconds, f"warm: model load {cls.startup_seconds} s")
-    pull = math.ceil(cls.image_gib * t.image_pull_seconds_per_gib)
-    total = t.node_batch_seconds + t.node_ready_seconds + t.gpu_driver_seconds + pull + cls.startup_seconds
-    return Figure(total, f"cold: node launch batch {t.node_batch_seconds} + node ready {t.node_ready_seconds} + "
-                         f"GPU driver {t.gpu_driver_seconds} + image pull {cls.image_gib:g} GiB x "
-                         f"{t.image_pull_seconds_per_gib:g} s = {pull} + model load {cls.startup_seconds} = {total} s")
 
 
 def staging_seconds(model: Model) -> int:
@@ -102,18 +94,25 @@ def _staging_job(scope: Scope, model: Model, deadline: dt.datetime) -> Obj:
     name = staging_name(model)
     expected = staging_seconds(model)
     target = f"{MODEL_DIR}/{model.weights}"
+    revision = f", revision={model.weights_revision!r}" if model.weights_revision else ""
     script = ("from huggingface_hub import snapshot_download\n"
-              f"snapshot_download(repo_id={model.weights!r}, local_dir={target!r})\n")
+              f"snapshot_download(repo_id={model.weights!r}, local_dir={target!r}{revision})\n")
+    deadline_seconds = STAGING_DEADLINE_FACTOR * expected
     manifest = {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {**meta(scope, "warm-gate", name, inference_namespace(scope)), "annotations": {
             "peaknight.io/must-finish-before": f"{deadline.isoformat()} {scope.event.time_zone} (the earliest "
-                                               "cold pre-scale); pulumi up waits for this Job",
+                                               "cold pre-scale)",
             "peaknight.io/expected-seconds": f"{expected} = weights at the registry pull rate (profiles.yaml)",
+            # Staging takes hours; pulumi-kubernetes would wait for the Job (10 min by default) and
+            # fail the update. It is created and not awaited; the runbook waits explicitly.
+            SKIP_AWAIT: "true",
+            "peaknight.io/wait": (f"kubectl wait --for=condition=complete job/{name} -n {inference_namespace(scope)} "
+                                  f"--timeout={deadline_seconds}s"),
         }},
         "spec": {
             "backoffLimit": 3,
-            "activeDeadlineSeconds": STAGING_DEADLINE_FACTOR * expected,
+            "activeDeadlineSeconds": deadline_seconds,
             "template": {
                 "metadata": {"labels": meta(scope, "warm-gate", name)["labels"]},
                 "spec": {

@@ -55,6 +55,9 @@ def _warn_placeholders(spec: StackSpec) -> None:
     for image in config.placeholder_images(spec):
         errors.warn(f"{image.split('@')[0]} is pinned to the placeholder digest: set your registry's digest "
                     "(crane digest <image>) before the night")
+    for model in config.placeholder_revisions(spec):
+        errors.warn(f"model '{model}' weights are pinned to the placeholder revision: set weightsRevision to the "
+                    "commit your mirror holds before the night")
 
 
 def _plan(args: argparse.Namespace) -> int:

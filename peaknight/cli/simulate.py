@@ -5,7 +5,9 @@ Exit 1 when any model's unmet tokens exceed the stack's `slo.unmetTokensPct`.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from pathlib import Path
+from typing import Optional
 
 from peaknight.cli import errors
 from peaknight.spec import config
@@ -13,6 +15,7 @@ from peaknight.builders import event
 from peaknight.sim import plot as night_plot
 from peaknight.sim import simulator
 from peaknight.sim.simulator import ModelResult
+from peaknight.spec.stack import StackSpec
 
 # A step of at least a second keeps a 24-hour window to 86,400 steps a model (seconds to run);
 # at most a minute, so a moment's one-minute ramp still spans a step.
@@ -32,24 +35,106 @@ def table(results: list[ModelResult], slo_pct: float) -> str:
     return "\n".join(lines)
 
 
+def when(spec: StackSpec, flag: str, value: str) -> float:
+    """Seconds from the window's start of a moment's name, a local HH:MM on the night (after the
+    window's start), or a local YYYY-MM-DDTHH:MM[:SS]; a ConfigError naming the flag otherwise."""
+    window = spec.event.window
+    moment = next((m for m in spec.event.moments if m.name == value), None)
+    at: Optional[dt.datetime] = moment.at if moment else None
+    if at is None:
+        try:
+            at = dt.datetime.fromisoformat(value)
+        except ValueError:
+            try:
+                clock = dt.time.fromisoformat(value)
+            except ValueError:
+                clock = None
+            if clock is not None:
+                at = dt.datetime.combine(window.start.date(), clock)
+                if at < window.start:
+                    at += dt.timedelta(days=1)
+    if at is None or not window.start - dt.timedelta(hours=12) <= at <= window.end:
+        names = ", ".join(m.name for m in spec.event.moments)
+        raise config.ConfigError([config.Problem(flag, flag, f"a moment ({names}), a local HH:MM or "
+                                                 f"YYYY-MM-DDTHH:MM up to the window's end", repr(value))])
+    return (at - window.start).total_seconds()
+
+
+def faults(spec: StackSpec, args: argparse.Namespace) -> simulator.Faults:
+    """The fault flags as the simulator's Faults; every bad flag is reported."""
+    problems = []
+    zones = {z for c in spec.clusters for z in c.zones}
+    pools = {p.name for p in spec.gpu_pools}
+    if args.lose_zone is not None and args.lose_zone not in zones:
+        problems.append(config.Problem("--lose-zone", "--lose-zone", "a zone of the stack's clusters ("
+                                       + ", ".join(sorted(zones)) + ")", repr(args.lose_zone)))
+    if args.lose_zone is not None and args.at is None:
+        problems.append(config.Problem("--at", "--at", "the time the zone is lost", "nothing"))
+    if args.no_capacity is not None and args.no_capacity not in pools:
+        problems.append(config.Problem("--no-capacity", "--no-capacity", "a pool of the stack ("
+                                       + ", ".join(sorted(pools)) + ")", repr(args.no_capacity)))
+    for flag, minutes in (("--down-minutes", args.down_minutes), ("--no-capacity-minutes", args.no_capacity_minutes)):
+        if minutes <= 0:
+            problems.append(config.Problem(flag, flag, "a positive number of minutes", str(minutes)))
+    try:
+        lose_at = when(spec, "--at", args.at) if args.at is not None else 0.0
+        empty = when(spec, "--prometheus-empty-until", args.prometheus_empty_until) \
+            if args.prometheus_empty_until is not None else None
+        down = when(spec, "--prometheus-down", args.prometheus_down) if args.prometheus_down is not None else None
+        blocked = (when(spec, "--no-capacity-at", args.no_capacity_at) if args.no_capacity_at is not None
+                   else -12 * 3600.0) if args.no_capacity is not None else None
+    except config.ConfigError as err:
+        problems += err.problems
+        raise config.ConfigError(problems) from None
+    if problems:
+        raise config.ConfigError(problems)
+    return simulator.Faults(
+        lose_zone=args.lose_zone, lose_at=lose_at, prometheus_empty_until=empty,
+        prometheus_down=(down, down + 60 * args.down_minutes) if down is not None else None,
+        no_capacity=(args.no_capacity, blocked, blocked + 60 * args.no_capacity_minutes)
+        if args.no_capacity is not None and blocked is not None else None)
+
+
+def describe(spec: StackSpec, f: simulator.Faults) -> list[str]:
+    """One line per fault, in local time."""
+    start = spec.event.window.start
+
+    def clock(t: float) -> str:
+        return f"{start + dt.timedelta(seconds=t):%H:%M}"
+    out = []
+    if f.lose_zone:
+        out.append(f"zone {f.lose_zone} lost at {clock(f.lose_at)} in every cluster that has it")
+    if f.prometheus_empty_until is not None:
+        out.append(f"Prometheus answers with no series until {clock(f.prometheus_empty_until)}")
+    if f.prometheus_down:
+        out.append(f"Prometheus down {clock(f.prometheus_down[0])}-{clock(f.prometheus_down[1])}")
+    if f.no_capacity:
+        begin = "from the start" if f.no_capacity[1] < -6 * 3600 else clock(f.no_capacity[1])
+        out.append(f"no capacity for pool {f.no_capacity[0]} {begin} to {clock(f.no_capacity[2])}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     if not STEP_RANGE[0] <= args.step <= STEP_RANGE[1]:   # also refuses nan
         raise config.ConfigError([config.Problem("--step", "--step", f"seconds from {STEP_RANGE[0]:g} to "
                                                  f"{STEP_RANGE[1]:g}", str(args.step))])
     loaded = config.load_stack(args.stack)
     spec = loaded.spec
+    injected = faults(spec, args)
     if args.plot:
         errors.writable_file(Path(args.plot), "--plot")  # before the night is replayed, not after
     objects = event.build(spec)
-    results = simulator.simulate(spec, objects, args.step)
+    results = simulator.simulate(spec, objects, args.step, injected)
     print(f"simulated night of stack '{loaded.name}' ({loaded.path}), {args.step:g} s steps, "
           f"{spec.event.window.start:%Y-%m-%d %H:%M} to {spec.event.window.end:%H:%M} {spec.event.time_zone}")
+    for line in describe(spec, injected):
+        print(f"fault: {line}")
     print(table(results, spec.slo.unmet_tokens_pct))
     print(f"SLO: at most {spec.slo.unmet_tokens_pct:g}% of tokens unmet (a token unmet = it would wait past the "
           f"{spec.slo.ttft_p99_seconds:g} s TTFT SLO); oracle = ready exactly when needed at target utilisation")
     if args.plot:
         try:
-            night_plot.write(spec, results, Path(args.plot), objects.plan)
+            night_plot.write(spec, results, Path(args.plot), objects.plan, injected, describe(spec, injected))
         except OSError as err:  # what the check cannot foresee: a full disk
             raise config.ConfigError([config.Problem(args.plot, "--plot", "a writable file path",
                                                      err.strerror or str(err))]) from None
@@ -63,3 +148,14 @@ def add_parser(sub: argparse._SubParsersAction, stack_help: str) -> None:
     s.add_argument("stack", help=stack_help)
     s.add_argument("--plot", help="write demand, ready capacity and replicas through the night to this PNG")
     s.add_argument("--step", type=float, default=10.0, help="simulation step in seconds (default 10)")
+    when_help = "a moment's name, a local HH:MM on the night, or YYYY-MM-DDTHH:MM"
+    s.add_argument("--lose-zone", metavar="ZONE", help="lose this zone (in every cluster that has it) --at a time")
+    s.add_argument("--at", metavar="WHEN", help=f"when --lose-zone happens: {when_help}")
+    s.add_argument("--prometheus-empty-until", metavar="WHEN",
+                   help=f"Prometheus answers with no series from the start (first install) until {when_help}")
+    s.add_argument("--prometheus-down", metavar="WHEN", help=f"Prometheus fails from {when_help} ...")
+    s.add_argument("--down-minutes", type=float, default=10.0, help="... for this many minutes (default 10)")
+    s.add_argument("--no-capacity", metavar="POOL", help="no new node of this pool can launch ...")
+    s.add_argument("--no-capacity-at", metavar="WHEN", help=f"... from {when_help} (default: from before the "
+                   "first pre-scale) ...")
+    s.add_argument("--no-capacity-minutes", type=float, default=30.0, help="... for this many minutes (default 30)")

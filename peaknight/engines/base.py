@@ -1,14 +1,21 @@
-"""Model-server engines: how vLLM and SGLang are started, probed and measured.
+"""What every model-server engine must answer for the kit to run it: the engine protocol.
 
 The inference builder, the autoscaler's Prometheus trigger, the drain hook and the alert rules
-all need the engine's port, health path and metric names; they read them from here.
+never test which engine a model runs; they ask its `ServingEngine` (engines/registry.py finds it
+by the spec's `Engine`). Each engine module (vllm.py, sglang.py) owns its command line for the
+leader and, when a replica spans nodes, for the workers; whether it can serve a topology at all;
+its metric names; its probes and how long each endpoint may take to answer; and its drain hook.
+Every figure an engine states cites the engine's own source at the version the stacks pin.
 """
 from __future__ import annotations
 
+import math
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar
 
-from peaknight.builders.objects import literal_arg
 from peaknight.spec.stack import Engine, Model
 
 PORT = 8000
@@ -18,86 +25,151 @@ MODEL_DIR = "/models"
 # /update_weights_from_disk, ...; vLLM's LoRA loading) stay inside the cluster.
 SERVING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 
+# The kubelet's own default timeoutSeconds: an endpoint that may take longer must say so.
+KUBELET_DEFAULT_TIMEOUT_SECONDS = 1
+STARTUP_PERIOD_SECONDS = 10
+
+
+class Role(str, Enum):
+    """Which pod of a replica: the only pod (or a group's leader, which serves HTTP) or a worker."""
+
+    LEADER = "leader"
+    WORKER = "worker"
+
 
 @dataclass(frozen=True)
-class EngineInfo:
-    health_path: str
-    ready_path: str
-    running_metric: str      # requests being decoded now
-    waiting_metric: str      # requests queued for a slot: the autoscaler's load signal
-    generation_tokens_metric: str  # counter of output tokens
-    prompt_tokens_metric: str      # counter of input tokens
-    ttft_histogram: str            # time to first token, seconds
+class Topology:
+    """How one replica sits on nodes: `nodes` pods of `gpus_per_pod` GPUs each."""
+
+    gpus_per_replica: int
+    gpus_per_node: int
+
+    @property
+    def nodes(self) -> int:
+        return math.ceil(self.gpus_per_replica / self.gpus_per_node)
+
+    @property
+    def gpus_per_pod(self) -> int:
+        return self.gpus_per_replica // self.nodes
+
+    @property
+    def spans_nodes(self) -> bool:
+        return self.nodes > 1
+
+    @property
+    def splits_evenly(self) -> bool:
+        """Every pod of the replica carries the same GPUs and together they are the replica's."""
+        return self.gpus_per_pod * self.nodes == self.gpus_per_replica
+
+    def describe(self) -> str:
+        if not self.spans_nodes:
+            return f"{self.gpus_per_replica} GPUs on one {self.gpus_per_node}-GPU node"
+        return f"{self.gpus_per_replica} GPUs over {self.nodes} {self.gpus_per_node}-GPU nodes"
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    """The engine's Prometheus names the autoscaler, drain hook and alert rules read."""
+
+    running_metric: str              # requests being decoded now
+    waiting_metric: str              # requests queued for a slot: the autoscaler's load signal
+    generation_tokens_metric: str    # counter of output tokens
+    prompt_tokens_metric: str        # counter of input tokens
+    ttft_histogram: str              # time to first token, seconds
     itl_histograms: tuple[str, ...]  # inter-token latency, seconds: current name first, then older ones
     kv_cache_gauges: tuple[str, ...]  # KV-cache use as a 0-1 fraction: current name first
 
 
-ENGINES = {
-    # vLLM serves /health and the OpenAI /v1/models; metrics under the vllm: prefix.
-    Engine.VLLM: EngineInfo("/health", "/v1/models", "vllm:num_requests_running", "vllm:num_requests_waiting",
-                            "vllm:generation_tokens_total", "vllm:prompt_tokens_total",
-                            ttft_histogram="vllm:time_to_first_token_seconds",
-                            # v0.11 renamed time_per_output_token to inter_token_latency (both still emitted).
-                            itl_histograms=("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
-                            kv_cache_gauges=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")),
-    # SGLang serves /health and /v1/models; with --enable-metrics its metrics use the sglang: prefix.
-    Engine.SGLANG: EngineInfo("/health", "/v1/models", "sglang:num_running_reqs", "sglang:num_queue_reqs",
-                              "sglang:generation_tokens_total", "sglang:prompt_tokens_total",
-                              ttft_histogram="sglang:time_to_first_token_seconds",
-                              itl_histograms=("sglang:inter_token_latency_seconds",),
-                              kv_cache_gauges=("sglang:token_usage",)),
-}
+@dataclass(frozen=True)
+class Probe:
+    """One HTTP probe: the endpoint, how often, how long one answer may take, how many misses."""
+
+    path: str
+    period_seconds: int
+    timeout_seconds: int
+    failure_threshold: int
+
+    def manifest(self) -> dict[str, Any]:
+        return {"httpGet": {"path": self.path, "port": "http"}, "periodSeconds": self.period_seconds,
+                "timeoutSeconds": self.timeout_seconds, "failureThreshold": self.failure_threshold}
 
 
-def info(model: Model) -> EngineInfo:
-    return ENGINES[model.engine]
+@dataclass(frozen=True)
+class Probes:
+    """A pod's probes; None where the engine gives that pod nothing to ask."""
+
+    startup: Probe | None = None
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        named = {"startupProbe": self.startup, "readinessProbe": self.readiness, "livenessProbe": self.liveness}
+        return {key: probe.manifest() for key, probe in named.items() if probe is not None}
 
 
-def token_counters() -> tuple[str, ...]:
-    """Every engine's input and output token counters: what prometheus-adapter discovers the
-    autoscalers' single tokens/s metric by, whichever engines the stack's models run."""
-    return tuple(sorted({name for e in ENGINES.values() for name in (e.prompt_tokens_metric, e.generation_tokens_metric)}))
+def startup_failures(budget_seconds: int) -> int:
+    """Startup probe misses allowed so that they cover `budget_seconds` at the startup period."""
+    return math.ceil(budget_seconds / STARTUP_PERIOD_SECONDS)
 
 
-def command(model: Model, gpus_per_pod: int, nodes_per_replica: int) -> list[str]:
-    """The engine's command line, every value derived from the spec and the plan.
+class ServingEngine(ABC):
+    """One engine. Subclasses are stateless; the registry holds one instance per `Engine`."""
 
-    Tensor parallelism equals the GPUs of one replica; a replica spanning nodes (a LeaderWorkerSet
-    group) joins its ranks through the leader address LWS injects.
-    """
-    weights = literal_arg(f"{MODEL_DIR}/{model.weights}")
-    name = literal_arg(model.name)
-    tp = gpus_per_pod * nodes_per_replica
-    if model.engine is Engine.VLLM:
-        return ["vllm", "serve", weights, "--served-model-name", name, "--host", "0.0.0.0",
-                "--port", str(PORT), "--tensor-parallel-size", str(tp), "--max-model-len", str(model.max_model_len),
-                "--gpu-memory-utilization", "0.92", "--enable-prefix-caching"]
-    cmd = ["python3", "-m", "sglang.launch_server", "--model-path", weights, "--served-model-name", name,
-           "--host", "0.0.0.0", "--port", str(PORT), "--tp", str(tp), "--context-length", str(model.max_model_len),
-           "--mem-fraction-static", "0.88", "--enable-metrics"]
-    if nodes_per_replica > 1:
-        cmd += ["--dist-init-addr", "$(LWS_LEADER_ADDRESS):20000", "--nnodes", "$(LWS_GROUP_SIZE)",
-                "--node-rank", "$(LWS_WORKER_INDEX)"]
-    return cmd
+    engine: ClassVar[Engine]
+    metrics: ClassVar[EngineMetrics]
+    # How the engine splits a replica over nodes, as its source states it: every node must carry
+    # the same share of the replica's GPUs.
+    split_rule: ClassVar[str]
+
+    def cannot_serve(self, topology: Topology) -> str:
+        """Why this engine cannot serve `topology`, or "" when it can. Config reports the reason."""
+        if topology.spans_nodes and not topology.splits_evenly:
+            return (f"{self.split_rule}, and {topology.gpus_per_replica} GPUs do not split evenly over "
+                    f"{topology.nodes} nodes")
+        return ""
+
+    @abstractmethod
+    def command(self, model: Model, topology: Topology, role: Role) -> list[str]:
+        """The container command of `role`'s pod. Only called for topologies the engine can serve."""
+
+    @abstractmethod
+    def probes(self, topology: Topology, role: Role, startup_budget_seconds: int) -> Probes:
+        """Probes for `role`'s pod; the startup probe covers `startup_budget_seconds`."""
+
+    def env(self) -> list[dict[str, str]]:
+        """Environment the engine's timing depends on, pinned so the probes' figures stay true."""
+        return []
+
+    def serves_http(self, role: Role) -> bool:
+        """Whether `role`'s pod listens on PORT (the leader always does)."""
+        return role is Role.LEADER
+
+    def drain_command(self, role: Role, budget_seconds: int) -> list[str]:
+        """preStop: wait until the replica's running + waiting requests reach zero, at most
+        `budget_seconds`. The leader reads its own /metrics; a worker reads its leader's, so it
+        keeps its ranks up while the leader finishes answers (tensor parallelism needs them all).
+
+        Python is in both engines' images (curl is not in every one), so the hook is a short script.
+        """
+        m = self.metrics
+        host = "'127.0.0.1'" if role is Role.LEADER else "os.environ['LWS_LEADER_ADDRESS']"
+        script = (
+            "import os,re,time,urllib.request\n"
+            f"deadline=time.time()+{budget_seconds}\n"
+            "while time.time()<deadline:\n"
+            "    try:\n"
+            f"        text=urllib.request.urlopen('http://'+{host}+':{PORT}/metrics',timeout=5).read().decode()\n"
+            "    except Exception:\n"
+            "        break\n"
+            f"    busy=sum(float(v) for v in re.findall(r'^(?:{re.escape(m.running_metric)}|{re.escape(m.waiting_metric)})"
+            r"(?:\{[^}]*\})? ([0-9.eE+-]+)$',text,re.M))" "\n"
+            "    if busy==0:\n"
+            "        break\n"
+            "    time.sleep(2)\n"
+        )
+        return ["python3", "-c", script]
 
 
-def drain_script(model: Model, budget_seconds: int) -> str:
-    """preStop: wait until running + waiting requests reach zero, at most `budget_seconds`.
-
-    Python is in both engines' images (curl is not in every one), so the hook is a short script.
-    """
-    e = info(model)
-    return (
-        "import re,time,urllib.request\n"
-        f"deadline=time.time()+{budget_seconds}\n"
-        "while time.time()<deadline:\n"
-        "    try:\n"
-        f"        text=urllib.request.urlopen('http://127.0.0.1:{PORT}/metrics',timeout=5).read().decode()\n"
-        "    except Exception:\n"
-        "        break\n"
-        f"    busy=sum(float(v) for v in re.findall(r'^(?:{re.escape(e.running_metric)}|{re.escape(e.waiting_metric)})"
-        r"(?:\{[^}]*\})? ([0-9.eE+-]+)$',text,re.M))" "\n"
-        "    if busy==0:\n"
-        "        break\n"
-        "    time.sleep(2)\n"
-    )
+def weights_path(model: Model) -> str:
+    """Where the engine reads the model's weights inside the pod."""
+    return f"{MODEL_DIR}/{model.weights}"

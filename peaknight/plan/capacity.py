@@ -10,6 +10,10 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from peaknight.engines.base import Topology
+from peaknight.plan import rollout
+from peaknight.plan.figure import Figure
+from peaknight.plan.startup import ready_seconds
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -18,13 +22,6 @@ from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 DAEMON_PODS_PER_NODE = 6
 
 
-@dataclass(frozen=True)
-class Figure:
-    """A number in the plan and the arithmetic that produced it."""
-
-    value: float
-    why: str
-
 
 @dataclass(frozen=True)
 class ModelPlan:
@@ -32,16 +29,24 @@ class ModelPlan:
     model: str
     pool: str
     gpus_per_replica: int
+    gpus_per_node: int
     nodes_per_replica: int            # > 1: the replica spans nodes (a LeaderWorkerSet group)
     replica_tps: Figure               # tokens/s one replica serves at the profile's latency target
     demand_tps: Figure                # this cluster's share of the forecast peak
     replicas: Figure                  # at peak, with headroom and zone loss
+    max_replicas: Figure              # the autoscaler's ceiling: peak x the model's burst
+    longest_answer: Figure            # seconds the longest answer may take: the route's timeout
+    warmup: Figure                    # seconds from creating a replica on a new node to it serving
+    surge: Figure                     # replicas (groups) per rolling-update wave
+    rollout: Figure                   # seconds a full rolling update takes at that surge
     floor_replicas: Figure            # between moments inside the window
     moment_replicas: tuple[tuple[str, Figure], ...]
     gpus: Figure
     nodes: Figure
     capacity_tps: Figure              # at target utilisation, one zone lost if the policy says so
     short: bool
+    # The pool's high-speed network, for a replica that spans nodes; None for one that does not.
+    interconnect: profiles.Interconnect | None = None
 
     @property
     def name(self) -> str:
@@ -54,6 +59,11 @@ class ModelPlan:
     @property
     def pods(self) -> int:
         return int(self.replicas.value) * self.nodes_per_replica
+
+    @property
+    def topology(self) -> Topology:
+        """How one replica sits on the pool's nodes: what its engine's command line is built for."""
+        return Topology(self.gpus_per_replica, self.gpus_per_node)
 
     def replicas_for(self, moment: str) -> int:
         return int(dict(self.moment_replicas)[moment].value)
@@ -90,11 +100,20 @@ class EdgePlan:
 
 
 @dataclass(frozen=True)
+class GatewayPlan:
+    """The Envoy data plane in front of a cluster's models."""
+
+    pods: Figure        # at peak, surviving a zone's loss when the policy asks
+    max_pods: Figure    # the HPA's ceiling
+
+
+@dataclass(frozen=True)
 class ClusterPlan:
     name: str
     models: tuple[ModelPlan, ...]
     pools: tuple[PoolPlan, ...]
     edges: tuple[EdgePlan, ...] = ()
+    gateway: GatewayPlan | None = None
 
     @property
     def nodes(self) -> int:
@@ -163,6 +182,15 @@ def gpus_per_node(pool: GpuPool) -> int:
     return profiles.load().instance_types[pool.instance_types[0]].gpus
 
 
+def interconnect(pool: GpuPool) -> profiles.Interconnect | None:
+    """The interconnect every instance type of the pool brings (the fewest devices of any), or
+    None when one of them has none: a spanning replica may land on any of the pool's types."""
+    found = [profiles.load().instance_types[t].interconnect for t in pool.instance_types]
+    if not found or any(i is None for i in found) or len({i.resource for i in found if i}) > 1:
+        return None
+    return min((i for i in found if i), key=lambda i: i.devices)
+
+
 def replicas_for(demand: float, per_replica: float, spec: StackSpec, zones: int, label: str) -> Figure:
     """Smallest replica count serving `demand` at target utilisation and headroom, even with the
     largest zone (ceil(R/zones) replicas under zone spread) lost when the policy asks for it."""
@@ -190,7 +218,8 @@ def plan(spec: StackSpec) -> CapacityPlan:
     pools = {p.name: p for p in spec.gpu_pools}
     clusters = tuple(_plan_cluster(spec, c, pools) for c in spec.clusters)
     _check_envelope(spec, clusters)
-    return CapacityPlan(clusters, tuple(_warnings(spec)), spec.policy.survive_zone_loss)
+    return CapacityPlan(clusters, tuple(_warnings(spec)) + tuple(_slow_rollouts(spec, clusters)),
+                        spec.policy.survive_zone_loss)
 
 
 def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) -> ClusterPlan:
@@ -198,6 +227,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     models = []
     pool_nodes: dict[str, list[tuple[int, str]]] = {name: [] for name in pools}
     pool_surge: dict[str, int] = {name: 0 for name in pools}
+    pool_burst: dict[str, int] = {name: 0 for name in pools}
     zones = len(cluster.zones)
     for model in spec.models:
         pool = pools[model.pool]
@@ -205,7 +235,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         row = table.throughput[(model.model_class, pool.gpus[0])]
         gpr = row.gpus_per_replica
         per_node = max(1, gpn // gpr)
-        nodes_per_replica = math.ceil(gpr / gpn)
+        nodes_per_replica = Topology(gpr, gpn).nodes
         per_replica = replica_tps(model, pool)
         peak = model.peak_tokens_per_minute / 60 * spec.scale * cluster.share
         demand = Figure(peak, f"{model.peak_tokens_per_minute:,.0f} tok/min / 60 x scale {spec.scale:g} "
@@ -223,6 +253,15 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         floor = sized(spec.event.baseline, f"baseline {spec.event.baseline:g} of peak")
         moments = tuple((m.name, sized(m.load, f"{m.name} at {m.load:g} of peak")) for m in spec.event.moments)
         r = int(replicas.value)
+        ceiling = max(r, math.ceil(r * model.burst - 1e-9))
+        max_replicas = Figure(ceiling, f"ceil({r} x burst {model.burst:g}) = {ceiling}")
+        # Nodes the burst adds above the plan (whole groups, or replicas packed per node).
+        burst_nodes = ((ceiling - r) * nodes_per_replica if nodes_per_replica > 1
+                       else math.ceil((ceiling - r) / per_node))
+        # A rolling update's surge replicas need nodes of their own until the old ones drain.
+        surge = rollout.surge(model, r, spec.policy)
+        surge_nodes = (int(surge.value) * nodes_per_replica if nodes_per_replica > 1
+                       else math.ceil(surge.value / per_node))
         if nodes_per_replica > 1:
             n = r * nodes_per_replica
             node_why = f"{r} replicas x {nodes_per_replica} nodes each ({gpr} GPUs over {gpn}-GPU nodes)"
@@ -233,28 +272,59 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         cap_replicas = r - (math.ceil(r / zones) if spec.policy.survive_zone_loss else 0)
         capacity = cap_replicas * per_replica.value * spec.policy.target_utilisation
         models.append(ModelPlan(
-            cluster=cluster.name, model=model.name, pool=pool.name, gpus_per_replica=gpr,
+            cluster=cluster.name, model=model.name, pool=pool.name, gpus_per_replica=gpr, gpus_per_node=gpn,
             nodes_per_replica=nodes_per_replica, replica_tps=per_replica, demand_tps=demand,
-            replicas=replicas, floor_replicas=floor, moment_replicas=moments,
+            replicas=replicas, max_replicas=max_replicas, floor_replicas=floor, moment_replicas=moments,
+            longest_answer=longest_answer(spec, model),
+            warmup=ready_seconds(model, warm=False), surge=surge, rollout=rollout.duration(model, r, int(surge.value)),
             gpus=Figure(r * gpr, f"{r} replicas x {gpr} GPUs"),
             nodes=Figure(n, f"{n} = {node_why}"),
             capacity_tps=Figure(capacity, f"{cap_replicas} replicas{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
                                           f" x {per_replica.value:,.0f} x util {spec.policy.target_utilisation:g}"),
             short=capacity < peak * (1 - 1e-9),
+            interconnect=interconnect(pool) if nodes_per_replica > 1 else None,
         ))
         pool_nodes[pool.name].append((n, model.name))
-        pool_surge[pool.name] += nodes_per_replica
+        pool_surge[pool.name] += surge_nodes
+        pool_burst[pool.name] += burst_nodes
     plans = []
     for name, pool in pools.items():
         gpn = gpus_per_node(pool)
         nodes = sum(n for n, _ in pool_nodes[name])
-        limit = (nodes + pool_surge[name]) * gpn
+        # Room above the plan for whichever is larger: the models' burst or a rolling update's surge.
+        extra = max(pool_surge[name], pool_burst[name])
+        limit = (nodes + extra) * gpn
         plans.append(PoolPlan(cluster.name, name, gpn,
                               Figure(nodes, " + ".join(f"{n} ({m})" for n, m in pool_nodes[name]) or "no models"),
-                              Figure(limit, f"({nodes} planned + {pool_surge[name]} surge nodes for a rolling "
-                                            f"update) x {gpn} GPUs")))
+                              Figure(limit, f"({nodes} planned + max({pool_burst[name]} burst, {pool_surge[name]} "
+                                            f"surge) nodes) x {gpn} GPUs")))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
-    return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges)
+    return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges, plan_gateway(spec, cluster, models))
+
+
+def longest_answer(spec: StackSpec, model: Model) -> Figure:
+    """The longest answer a model may give: maxModelLen tokens at the ITL objective, after the
+    first token's objective (a request that runs longer is cut by the route, not served)."""
+    slo = spec.slo
+    value = math.ceil(slo.ttft_p99_seconds + model.max_model_len * slo.itl_p99_seconds)
+    return Figure(value, f"ceil(TTFT {slo.ttft_p99_seconds:g} s + maxModelLen {model.max_model_len} x ITL "
+                         f"{slo.itl_p99_seconds:g} s) = {value} s")
+
+
+def plan_gateway(spec: StackSpec, cluster: Cluster, models: Iterable[ModelPlan]) -> GatewayPlan:
+    """Envoy pods for the requests/s every model's peak brings through the Gateway, sized like
+    replicas (headroom, utilisation, zone loss): requests = tokens/s / tokens per request, vCPU =
+    requests/s x vCPU per 1,000 requests/s, pods of the profile's size; twice that at most."""
+    g = profiles.load().gateway
+    tps = sum(m.demand_tps.value for m in models)
+    rps = tps / g.tokens_per_request
+    vcpu = rps / 1000 * g.vcpu_per_1k_rps
+    pods = replicas_for(vcpu, g.pod_vcpu, spec, len(cluster.zones),
+                        f"{tps:,.0f} tok/s / {g.tokens_per_request} tok per request = {rps:,.0f} req/s x "
+                        f"{g.vcpu_per_1k_rps:g} vCPU per 1k req/s = {vcpu:,.1f} vCPU over {g.pod_vcpu}-vCPU pods")
+    p = max(2, int(pods.value))  # never one pod: a lost pod is a lost front door
+    return GatewayPlan(Figure(p, pods.why + ("" if p == pods.value else "; at least 2")),
+                       Figure(2 * p, f"2 x {p}"))
 
 
 def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
@@ -317,3 +387,14 @@ def _warnings(spec: StackSpec) -> Iterable[str]:
         if len(pool.instance_types) == 1:
             yield (f"pool '{pool.name}' can be satisfied by a single "
                    f"instance type ({pool.instance_types[0]}): one SKU running out leaves it without capacity")
+
+
+def _slow_rollouts(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> Iterable[str]:
+    """A workload whose rolling update cannot finish within policy.rolloutHours even one wave at once."""
+    budget = spec.policy.rollout_hours * 3600
+    for c in clusters:
+        for m in c.models:
+            if m.rollout.value > budget:
+                yield (f"cluster '{c.name}': a rolling update of '{m.model}' takes {m.rollout.value / 3600:.1f} h "
+                       f"({m.rollout.why}), over policy.rolloutHours {spec.policy.rollout_hours:g}")
+

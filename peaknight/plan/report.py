@@ -26,12 +26,13 @@ def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
 
 def table(plan: CapacityPlan, explain: bool = False) -> str:
     rows = [("cluster", "model", "replicas", "floor", "GPUs", "nodes", f"capacity {RATE_UNIT}",
-             f"forecast {RATE_UNIT}", "headroom", "")]
+             f"forecast {RATE_UNIT}", "headroom", "warm-up", "surge", "rollout", "")]
     for c in plan.clusters:
         for m in c.models:
             rows.append((c.name, m.model, f"{int(m.replicas.value):,}", f"{int(m.floor_replicas.value):,}",
                          f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", si(per_minute(m.capacity_tps.value)),
-                         si(per_minute(m.demand_tps.value)), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
+                         si(per_minute(m.demand_tps.value)), f"{m.headroom:.3f}", duration(m.warmup.value),
+                         f"{int(m.surge.value):,}", duration(m.rollout.value), "SHORT" if m.short else "ok"))
     lines = _columns(rows)
     edges = [("cluster", "edge", "pods", "max pods", "viewers", "capacity Gbps", "forecast Gbps", "headroom", "")]
     for c in plan.clusters:
@@ -52,16 +53,26 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                 lines.append(f"{c.name}/{m.model}:")
                 for label, fig in (("per replica", m.replica_tps), ("forecast", m.demand_tps), ("replicas", m.replicas),
                                    ("floor", m.floor_replicas), ("GPUs", m.gpus), ("nodes", m.nodes),
-                                   ("capacity", m.capacity_tps)):
+                                   ("capacity", m.capacity_tps), ("max replicas", m.max_replicas),
+                                   ("warm-up", m.warmup), ("surge", m.surge), ("rollout", m.rollout),
+                                   ("route timeout", m.longest_answer)):
                     lines.append(f"  {label}: {fig.why}")
             for p in c.pools:
                 lines.append(f"{c.name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}")
+            if c.gateway:
+                lines.append(f"{c.name}/gateway: Envoy pods {c.gateway.pods.why}; at most {c.gateway.max_pods.why}")
             for e in c.edges:
                 lines.append(f"{c.name}/edge {e.edge}:")
                 for label, fig in (("viewers", e.viewers), ("mix", e.mix_kbps), ("egress", e.egress_gbps),
                                    ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps)):
                     lines.append(f"  {label}: {fig.why}")
     return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    """2h05m, 24m: how long, at a glance."""
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
 def summary(plan: CapacityPlan) -> str:

@@ -73,7 +73,8 @@ def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Uni
                 "consolidationPolicy": "WhenEmptyOrUnderutilized",
                 "consolidateAfter": "10m",
                 # Outside the window Karpenter may consolidate 10% of nodes at a time.
-                "budgets": [freeze_budget(scope), {"nodes": "10%"}],
+                # After the night (event.over) the freeze goes: its cron has no year.
+                "budgets": ([] if scope.event.over else [freeze_budget(scope)]) + [{"nodes": "10%"}],
             },
         },
     }
@@ -107,7 +108,8 @@ class KarpenterAws:
             if not obj.protect:
                 yield obj, "broadcast node pool is not protected (protect=True)"
             budgets = obj.manifest.get("spec", {}).get("disruption", {}).get("budgets", [])
-            if obj.kind == "NodePool" and budget not in budgets:
+            # After the night (event.over) the freeze is removed on purpose.
+            if obj.kind == "NodePool" and budget not in budgets and not scope.event.over:
                 yield obj, (f"disruption budgets do not close the window: expected {budget} "
                             f"(nodes 0 from the window's start in UTC for its length), found {budgets}")
 

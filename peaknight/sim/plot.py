@@ -1,6 +1,6 @@
 """The simulated night as the picture an SRE puts in the review: one panel per model, demand, the
 replicas' ready throughput and the plan's capacity (all clusters summed) against local time,
-replicas on the right axis, moments shaded.
+replicas on the right axis, moments shaded, each injected fault drawn where it happens.
 
 Rates are in tokens/min, the unit of the plan and of `peaknight diff` (plan/units.py), and the two
 supply lines say what they are on the page: the plan's capacity is provisioned replicas at target
@@ -17,7 +17,7 @@ from typing import Any
 from peaknight.plan.capacity import CapacityPlan
 from peaknight.plan.units import READY_MEANING, RATE_UNIT, capacity_meaning, per_minute
 from peaknight.spec.forecast import moment_end
-from peaknight.sim.simulator import ModelResult
+from peaknight.sim.simulator import NO_FAULTS, Faults, ModelResult
 from peaknight.spec.stack import StackSpec
 
 SCALE, SCALE_NAME = 1e9, "G"  # the y axis: billions of tokens per minute
@@ -28,7 +28,30 @@ def planned_capacity(plan: CapacityPlan, model: str) -> float:
     return per_minute(sum(m.capacity_tps.value for c in plan.clusters for m in c.models if m.model == model))
 
 
-def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan) -> Any:
+def _draw_faults(ax: Any, spec: StackSpec, result: ModelResult, faults: Faults, start: dt.datetime) -> None:
+    """Each injected fault where it happens, clipped to the plot."""
+    first, last = result.trace.times[0], result.trace.times[-1]
+
+    def at(t: float) -> dt.datetime:
+        return start + dt.timedelta(seconds=min(max(t, first), last))
+
+    if faults.lose_zone:
+        ax.axvline(at(faults.lose_at), color="black", lw=1.5, ls=":")
+        ax.annotate(f"zone {faults.lose_zone} lost", (at(faults.lose_at), 0.5), xycoords=("data", "axes fraction"),
+                    xytext=(3, 0), textcoords="offset points", fontsize=8, rotation=90)
+    if faults.prometheus_empty_until is not None:
+        ax.axvspan(at(first), at(faults.prometheus_empty_until), color="tab:gray", alpha=0.15, lw=0,
+                   label="Prometheus empty")
+    if faults.prometheus_down:
+        ax.axvspan(at(faults.prometheus_down[0]), at(faults.prometheus_down[1]), color="tab:red", alpha=0.2, lw=0,
+                   label="Prometheus down")
+    if faults.no_capacity and any(m.name == result.model and m.pool == faults.no_capacity[0] for m in spec.models):
+        ax.axvspan(at(faults.no_capacity[1]), at(faults.no_capacity[2]), color="tab:purple", alpha=0.15, lw=0,
+                   label=f"no {faults.no_capacity[0]} capacity")
+
+
+def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan, faults: Faults = NO_FAULTS,
+           labels: tuple[str, ...] | list[str] = ()) -> Any:
     """The matplotlib figure (Agg backend): tests read its lines and labels, write() saves it."""
     import matplotlib
 
@@ -57,6 +80,7 @@ def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan) -> A
             ax.axvspan(m.at, moment_end(m), color="gold", alpha=0.25, lw=0)
             ax.annotate(m.name, (m.at, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -12),
                         textcoords="offset points", fontsize=8)
+        _draw_faults(ax, spec, result, faults, start)
         ax.set_title(f"{result.model}: {result.clusters} clusters, unmet {result.unmet_pct:.3f}% of tokens "
                      f"({len(result.unmet_minutes)} min), {result.gpu_hours:,.0f} GPU-h = "
                      f"{result.oracle_ratio:.2f}x oracle", fontsize=10, loc="left")
@@ -65,15 +89,17 @@ def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan) -> A
         ax.grid(alpha=0.3)
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     axes[-1, 0].set_xlabel(f"local time ({spec.event.time_zone})")
-    fig.suptitle(f"{spec.event.name}: simulated night", fontsize=12)
+    fig.suptitle(f"{spec.event.name}: simulated night" + (" (" + "; ".join(labels) + ")" if labels else ""),
+                 fontsize=12)
     fig.text(0.01, 0.002, f"{capacity_meaning(plan.survives_zone_loss)}; {READY_MEANING}", fontsize=8)
     fig.tight_layout(rect=(0, 0.015, 1, 1))
     return fig
 
 
-def write(spec: StackSpec, results: list[ModelResult], path: Path, plan: CapacityPlan) -> None:
+def write(spec: StackSpec, results: list[ModelResult], path: Path, plan: CapacityPlan, faults: Faults = NO_FAULTS,
+          labels: tuple[str, ...] | list[str] = ()) -> None:
     import matplotlib.pyplot as plt
 
-    fig = figure(spec, results, plan)
+    fig = figure(spec, results, plan, faults, labels)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -14,8 +14,18 @@ every `step` seconds from the first pre-scale to the window's end:
 - ready replicas serve replica_tps each; the rest queues, and tokens that would wait longer than
   the TTFT SLO are unmet (the user has given up on them).
 
-Not modelled: metric failures (fallback), Prometheus scrape jitter beyond the rate window,
-node provisioning failures, zone loss.
+Faults (`Faults`, each a `peaknight simulate` flag) replay what a real cluster would do:
+
+- a zone lost at a time: in every cluster that has it, the replicas the zone holds (groups whole,
+  leaders spread evenly: the zone's share of zone_split) vanish and their controller recreates
+  them in the other zones on new nodes (cold);
+- Prometheus empty (no series) until a time: the token metric reads 0 with ignoreNullValues true,
+  or fails with it false; Prometheus down for a period: the token metric fails. KEDA counts a
+  failure per poll and, past fallback.failureThreshold, answers fallback.replicas per
+  fallback.behavior (KEDA pkg/fallback); a failing metric never lets the HPA scale down;
+- no capacity for a pool for a period: replicas that need a new node wait until it ends.
+
+Not modelled: Prometheus scrape jitter beyond the rate window.
 """
 from __future__ import annotations
 
@@ -30,7 +40,7 @@ from typing import Any, Optional
 from peaknight.builders import autoscaling
 from peaknight.spec import forecast
 from peaknight.builders import warmup
-from peaknight.plan.capacity import ModelPlan
+from peaknight.plan.capacity import ModelPlan, zone_split
 from peaknight.builders.event import EventObjects, build
 from peaknight.spec.stack import Model, StackSpec
 
@@ -69,6 +79,49 @@ class CronFloor:
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """A ScaledObject's spec.fallback."""
+
+    failure_threshold: int
+    replicas: int
+    behavior: str = "static"
+
+    def replicas_for(self, current: int) -> int:
+        """What KEDA answers for the failing trigger (ScaledObject fallback.behavior)."""
+        return {"static": self.replicas, "currentReplicas": current,
+                "currentReplicasIfHigher": max(current, self.replicas),
+                "currentReplicasIfLower": min(current, self.replicas)}.get(self.behavior, self.replicas)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What goes wrong during the replay; times are seconds from the window's start."""
+
+    lose_zone: Optional[str] = None
+    lose_at: float = 0.0
+    prometheus_empty_until: Optional[float] = None          # empty from before the first pre-scale
+    prometheus_down: Optional[tuple[float, float]] = None   # (start, end)
+    no_capacity: Optional[tuple[str, float, float]] = None  # (pool, start, end)
+
+    def metric(self, t: float) -> str:
+        """The token metric at `t`: ok, empty (no series) or down (errors)."""
+        if self.prometheus_down and self.prometheus_down[0] <= t < self.prometheus_down[1]:
+            return "down"
+        if self.prometheus_empty_until is not None and t < self.prometheus_empty_until:
+            return "empty"
+        return "ok"
+
+    def blocked_until(self, pool: str, t: float) -> float:
+        """When a new node of `pool` asked for at `t` can start launching."""
+        if self.no_capacity and self.no_capacity[0] == pool and self.no_capacity[1] <= t < self.no_capacity[2]:
+            return self.no_capacity[2]
+        return t
+
+
+NO_FAULTS = Faults()
+
+
+@dataclass(frozen=True)
 class Settings:
     """What the simulator needs of one ScaledObject or HPA."""
 
@@ -83,6 +136,8 @@ class Settings:
     down: Rules
     polling: int
     cooldown: int
+    ignore_null: bool = True                      # the Prometheus trigger's ignoreNullValues
+    fallback: Optional["Fallback"] = None
 
     @property
     def hpa_min(self) -> int:
@@ -129,12 +184,17 @@ def settings(spec: StackSpec, manifest: dict[str, Any]) -> Settings:
         prom = next(t["metadata"] for t in s["triggers"] if t["type"] == "prometheus")
         crons = tuple(CronFloor(_cron_time(spec, t["metadata"]["start"]), _cron_time(spec, t["metadata"]["end"]),
                                 int(t["metadata"]["desiredReplicas"])) for t in s["triggers"] if t["type"] == "cron")
+        fb = s.get("fallback")
         return Settings(True, int(s.get("minReplicaCount", 0)), int(s.get("maxReplicaCount", 100)),
                         float(prom["threshold"]), float(prom.get("activationThreshold", 0)),
                         _rate_window(prom["query"]), crons, _rules(behavior.get("scaleUp"), DEFAULT_UP),
                         _rules(behavior.get("scaleDown"), DEFAULT_DOWN),
                         int(s.get("pollingInterval", KEDA_POLLING_DEFAULT)),
-                        int(s.get("cooldownPeriod", KEDA_COOLDOWN_DEFAULT)))
+                        int(s.get("cooldownPeriod", KEDA_COOLDOWN_DEFAULT)),
+                        # KEDA's Prometheus scaler: ignoreNullValues defaults to true.
+                        str(prom.get("ignoreNullValues", "true")).lower() == "true",
+                        Fallback(int(fb["failureThreshold"]), int(fb["replicas"]), fb.get("behavior", "static"))
+                        if fb else None)
     behavior = s.get("behavior", {})
     target = float(s["metrics"][0]["external"]["target"]["averageValue"])
     query = manifest["metadata"]["annotations"]["peaknight.io/query"]
@@ -221,11 +281,21 @@ def cron_floor(crons: tuple[CronFloor, ...], now: float) -> Optional[int]:
     return max(active) if active else None
 
 
-def recommend(cfg: Settings, rate: float, floor: Optional[int], current: int) -> int:
+def recommend(cfg: Settings, rate: float, floor: Optional[int], current: int,
+              token: str = "ok", fallback_replicas: Optional[int] = None) -> int:
     """The highest recommendation over the triggers. KEDA's cron metric is desiredReplicas inside
     the window and 1 outside, against an AverageValue target of 1 (KEDA cron_scaler.go), so it
-    passes through the same tolerance band as the token metric."""
-    desired = metric_replicas(rate, cfg.target_tps, current) if current else 0
+    passes through the same tolerance band as the token metric. `token` is the token metric's
+    state: ok, or failing; failing with `fallback_replicas` set, KEDA answers those instead; failing
+    without, the HPA has a metric it cannot read and does not scale down."""
+    if not current:
+        desired = 0
+    elif token == "ok":
+        desired = metric_replicas(rate, cfg.target_tps, current)
+    elif fallback_replicas is not None:
+        desired = metric_replicas(fallback_replicas * cfg.target_tps, cfg.target_tps, current)
+    else:
+        desired = current
     if cfg.crons:
         desired = max(desired, metric_replicas(floor if floor is not None else 1, 1, current))
     return desired
@@ -250,15 +320,18 @@ class _Pods:
     """Replicas as (ready_at, count) groups, newest last; scale-down removes the newest (the
     least ready, as the ReplicaSet controller does). Nodes stay once added (budget freeze)."""
 
-    def __init__(self, replicas: int, warm: float, cold: float):
+    def __init__(self, replicas: int, warm: float, cold: float, launch: Any = None):
         self.groups: list[list[float]] = [[-math.inf, replicas]] if replicas else []
         self.count, self.nodes, self.warm, self.cold = replicas, replicas, warm, cold
+        self.launch = launch or (lambda t: t)    # when a node asked for at t starts launching
 
     def scale(self, now: float, target: int) -> None:
         if target > self.count:
             add = target - self.count
             warm = min(add, max(0, self.nodes - self.count))
-            self.groups += [[now + delay, n] for delay, n in ((self.warm, warm), (self.cold, add - warm)) if n]
+            cold_at = self.launch(now) + self.cold
+            self.groups += [[at, n] for at, n in ((now + self.warm, warm), (cold_at, add - warm)) if n]
+            self.groups.sort(key=lambda g: g[0])
             self.nodes = max(self.nodes, target)
         drop: float = self.count - target
         while drop > 0:
@@ -272,26 +345,53 @@ class _Pods:
     def ready(self, now: float) -> int:
         return int(sum(n for t, n in self.groups if t <= now))
 
+    def lose(self, now: float, lost: int) -> None:
+        """`lost` replicas and their nodes vanish (oldest first); their controller recreates them
+        at once on new nodes."""
+        left: float = lost
+        for g in self.groups:
+            take = min(left, g[1])
+            g[1] -= take
+            left -= take
+        self.groups = [g for g in self.groups if g[1]]
+        self.nodes -= lost
+        self.count -= lost
+        self.scale(now, self.count + lost)
 
-def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, Any], step: float = 10.0) -> Trace:
-    """One model in one cluster through the night under the given autoscaler manifest."""
+
+def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, Any], step: float = 10.0,
+           faults: Faults = NO_FAULTS, zone: Optional[tuple[int, int]] = None) -> Trace:
+    """One model in one cluster through the night under the given autoscaler manifest; `zone` is
+    (index, zones) of the lost zone in this cluster, None where the cluster does not have it."""
     cfg = settings(spec, manifest)
     window = spec.event.window
     end = (window.end - window.start).total_seconds()
     start = min([0.0] + [c.start for c in cfg.crons]) - 60
     tps, gpr, util = plan.replica_tps.value, plan.gpus_per_replica, spec.policy.target_utilisation
-    pods = _Pods(cfg.min_replicas, warmup.ready_seconds(model, True).value, warmup.ready_seconds(model, False).value)
+    pods = _Pods(cfg.min_replicas, warmup.ready_seconds(model, True).value, warmup.ready_seconds(model, False).value,
+                 lambda t: faults.blocked_until(model.pool, t))
     hpa = Hpa(cfg.hpa_min, cfg.max_replicas, cfg.up, cfg.down)
     served_window: deque[tuple[float, float]] = deque()
     served_sum, queue, last_active = 0.0, 0.0, start
     next_sync = next_poll = start
+    failures, zone_lost = 0, zone is None
     trace = Trace()
     t = start
     while t < end:
         rate = served_sum / cfg.rate_window
         floor = cron_floor(cfg.crons, t)
+        state = faults.metric(t)
+        # An empty answer is 0 tokens/s where ignoreNullValues is true, an error otherwise.
+        token = "ok" if state == "ok" or (state == "empty" and cfg.keda and cfg.ignore_null) else "failing"
+        if state == "empty" and token == "ok":
+            rate = 0.0
+        if not zone_lost and t >= faults.lose_at:
+            index, zones = zone  # type: ignore[misc]
+            pods.lose(t, zone_split(pods.count, zones)[index])
+            zone_lost = True
         if cfg.keda:
             while next_poll <= t:                 # KEDA: activation and scale to / from zero
+                failures = failures + 1 if token == "failing" else 0
                 if floor is not None or rate > cfg.activation_tps:
                     last_active = next_poll
                     if pods.count == 0:
@@ -299,9 +399,11 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
                 elif pods.count and cfg.min_replicas == 0 and next_poll - last_active >= cfg.cooldown:
                     pods.scale(next_poll, 0)
                 next_poll += cfg.polling
+        falling_back = cfg.fallback is not None and failures > cfg.fallback.failure_threshold
         while next_sync <= t:                     # HPA: highest metric, then behaviour
             current = pods.count
-            pods.scale(next_sync, hpa.sync(next_sync, current, recommend(cfg, rate, floor, current)))
+            fallback = cfg.fallback.replicas_for(current) if falling_back and cfg.fallback else None
+            pods.scale(next_sync, hpa.sync(next_sync, current, recommend(cfg, rate, floor, current, token, fallback)))
             next_sync += autoscaling.HPA_SYNC_SECONDS
         when = window.start + dt.timedelta(seconds=t)
         demand = forecast.load_at(spec.event, when) * plan.demand_tps.value
@@ -367,22 +469,25 @@ class ModelResult:
         total.replicas = [a + b * copies for a, b in zip(total.replicas, trace.replicas)]
 
 
-def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: float = 10.0) -> list[ModelResult]:
-    """Every model in every cluster; identical (autoscaler, plan) pairs are replayed once."""
+def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: float = 10.0,
+             faults: Faults = NO_FAULTS) -> list[ModelResult]:
+    """Every model in every cluster; identical (autoscaler, plan, lost zone) triples are replayed once."""
     objects = objects or build(spec)
     models = {m.name: m for m in spec.models}
-    groups: dict[str, tuple[str, ModelPlan, dict[str, Any], int]] = {}
+    groups: dict[str, tuple[str, ModelPlan, dict[str, Any], Optional[tuple[int, int]], int]] = {}
     for cluster in objects.clusters:
+        zones = cluster.cluster.zones
+        zone = (zones.index(faults.lose_zone), len(zones)) if faults.lose_zone in zones else None
         for unit in cluster.units:
             if unit.component != "Autoscaler":
                 continue
             plan = objects.plan.cluster(cluster.cluster.name).model(unit.name)
             manifest = unit.objects[0].manifest
-            key = json.dumps([manifest, plan.replica_tps.value, plan.demand_tps.value, plan.gpus_per_replica],
+            key = json.dumps([manifest, plan.replica_tps.value, plan.demand_tps.value, plan.gpus_per_replica, zone],
                              sort_keys=True)
-            name, p, m, n = groups.get(key, (unit.name, plan, manifest, 0))
-            groups[key] = (name, p, m, n + 1)
+            name, p, m, z, n = groups.get(key, (unit.name, plan, manifest, zone, 0))
+            groups[key] = (name, p, m, z, n + 1)
     results = {name: ModelResult(name) for name in models}
-    for name, plan, manifest, copies in groups.values():
-        results[name].add(replay(spec, models[name], plan, manifest, step), copies)
+    for name, plan, manifest, zone, copies in groups.values():
+        results[name].add(replay(spec, models[name], plan, manifest, step, faults, zone), copies)
     return list(results.values())

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from peaknight.engines.base import Topology
+from peaknight.engines.registry import ENGINES
 from peaknight.spec import profiles
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
@@ -40,6 +42,8 @@ def project_root(start: Path | None = None) -> Path:
 IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # The digest the shipped stacks carry where only the operator's registry knows the real one.
 PLACEHOLDER_DIGEST = "@sha256:" + "0" * 64
+# Likewise for weights: only the operator's mirror knows the revision it holds.
+PLACEHOLDER_REVISION = "0" * 40
 _SPEC_ADAPTER = TypeAdapter(StackSpec)
 # One night: the broadcast window is 5 h 15 min. The simulator, the disruption freeze and the
 # cron floors all span the window, so a typo'd year must not make it years long.
@@ -188,6 +192,11 @@ def placeholder_images(spec: StackSpec) -> list[str]:
     The CLI warns about them so nobody takes a shipped stack to the night unchanged."""
     images = {m.image for m in spec.models} | {i for e in spec.edges for i in _edge_images(e)}
     return sorted(i for i in images if i.endswith(PLACEHOLDER_DIGEST))
+
+
+def placeholder_revisions(spec: StackSpec) -> list[str]:
+    """Models whose weights are pinned to the all-zero placeholder revision."""
+    return sorted(m.name for m in spec.models if m.weights_revision == PLACEHOLDER_REVISION)
 
 
 def _edge_images(edge: Any) -> list[str]:
@@ -447,6 +456,16 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
     if len(shapes) > 1:
         yield P(f"models[{i}].pool", "a pool whose GPUs all give the same GPUs per replica",
                 f"{sorted(shapes)} across {', '.join(pool.gpus)}")
+    node_gpus = {table.instance_types[t].gpus for t in pool.instance_types if t in table.instance_types}
+    if len(shapes) == 1 and len(node_gpus) == 1:  # other shapes are reported on the model or its pool
+        topology = Topology(shapes.pop(), node_gpus.pop())
+        reason = ENGINES[model.engine].cannot_serve(topology)
+        if reason:
+            yield P(f"models[{i}].engine", f"an engine that can serve {topology.describe()}",
+                    f"{model.engine.value}: {reason}")
+    if spec.policy.require_image_digests and model.weights_revision is None:
+        yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
+                f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
     if spec.policy.require_image_digests and not IMAGE_DIGEST.search(model.image):
         yield P(f"models[{i}].image", "an image pinned by digest (…@sha256:<64 hex>) in a "
                 f"{spec.policy.stage.value} stack", _show(model.image))

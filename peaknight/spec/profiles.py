@@ -13,10 +13,20 @@ import yaml
 
 
 @dataclass(frozen=True)
+class Interconnect:
+    """A node's high-speed network for replicas that span nodes (EFA on AWS)."""
+
+    resource: str       # the extended resource its device plugin advertises
+    devices: int        # how many one node brings
+    network_key: str    # node label: equal values are one network domain
+
+
+@dataclass(frozen=True)
 class InstanceType:
     name: str
     gpu: str
     gpus: int
+    interconnect: Interconnect | None = None
 
 
 @dataclass(frozen=True)
@@ -48,12 +58,21 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Gateway:
+    vcpu_per_1k_rps: float
+    pod_vcpu: int
+    pod_memory_gib: int
+    tokens_per_request: int
+
+
+@dataclass(frozen=True)
 class Profiles:
     gpus: dict[str, int]  # GPU type -> memory GiB
     instance_types: dict[str, InstanceType]
     model_classes: dict[str, ModelClass]
     throughput: dict[tuple[str, str], Throughput]  # (model class, gpu) -> row
     timings: Timings
+    gateway: Gateway
 
 
 @cache
@@ -63,9 +82,11 @@ def load() -> Profiles:
                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return Profiles(
         gpus={name: row["memory_gib"] for name, row in raw["gpus"].items()},
-        instance_types={name: InstanceType(name, row["gpu"], row["gpus"])
+        instance_types={name: InstanceType(name, row["gpu"], row["gpus"],
+                                           Interconnect(**row["interconnect"]) if "interconnect" in row else None)
                         for name, row in raw["instance_types"].items()},
         model_classes={name: ModelClass(name=name, **row) for name, row in raw["model_classes"].items()},
         throughput={(row["model_class"], row["gpu"]): Throughput(**row) for row in raw["throughput"]},
         timings=Timings(**raw["timings"]),
+        gateway=Gateway(**raw["gateway"]),
     )

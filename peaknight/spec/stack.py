@@ -92,6 +92,9 @@ class Event:
     window: Window
     baseline: Fraction = Field(description="demand between moments, as a fraction of peak")
     moments: tuple[Moment, ...] = Field(min_length=1)
+    over: bool = Field(default=False, description="set true after the window and `pulumi up`: the moment "
+                       "floors (cron triggers) and the node-pool freeze are removed, because their five-field "
+                       "crons carry no year and would fire again on the same date next year")
 
 
 # Policy the stack leaves out is filled in from its stage, in stack-file spelling, before validation.
@@ -99,11 +102,11 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
     # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
     "broadcast": dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
                                 requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
-                                surviveZoneLoss=True),
+                                surviveZoneLoss=True, rolloutHours=3),
     # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
     "rehearsal": dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
                                 requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
-                                surviveZoneLoss=False),
+                                surviveZoneLoss=False, rolloutHours=3),
 }
 
 
@@ -122,6 +125,7 @@ class Policy:
     target_utilisation: Fraction
     headroom: Annotated[float, Field(ge=1, le=5)]
     survive_zone_loss: bool
+    rollout_hours: Annotated[float, Field(gt=0, le=48)]
 
     @classmethod
     def for_stage(cls, stage: Stage, **overrides: Any) -> "Policy":
@@ -150,6 +154,8 @@ class Addons:
     gpu_operator: bool = Field(default=True, description="NVIDIA GPU Operator: device plugin, DCGM exporter")
     keda: bool = Field(default=True, description="KEDA, on clusters whose autoscaler is keda")
     lws: bool = Field(default=True, description="LeaderWorkerSet, where a model replica spans nodes")
+    efa_device_plugin: bool = Field(default=True, description="AWS EFA device plugin, where a replica spans "
+                                    "nodes of a pool whose instances bring EFA (vpc.amazonaws.com/efa)")
     prometheus_stack: bool = Field(default=True, description="kube-prometheus-stack: ServiceMonitor, "
                                    "PrometheusRule CRDs and Prometheus; off = bring your own")
     prometheus_adapter: bool = Field(default=True, description="prometheus-adapter, where an HPA reads a custom "
@@ -211,12 +217,17 @@ class Model:
     engine: Engine
     image: formats.Image
     weights: formats.Weights = Field(description="model id or path the engine loads")
+    weights_revision: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]] = Field(
+        default=None, description="the weights' commit (40 hex): staged exactly, as images are pinned by digest; "
+        "required where policy.requireImageDigests")
     pool: Name
     peak_tokens_per_minute: float = Field(gt=0, le=1e13, description="forecast peak, before scale (at most "
                                           "1e13: 150 times the gala's 63.3 B record)")
     input_share: Annotated[float, Field(gt=0, lt=1)] = Field(description="input tokens / all tokens")
     max_model_len: int = Field(default=8192, gt=0, le=2**24, description="context length the engine is started "
                                "with (at most 16 M tokens)")
+    burst: float = Field(default=1.25, ge=1, le=5, description="the autoscaler's maximum as a multiple of the "
+                         "planned peak replicas, for demand beyond the forecast; the pool's GPU limit holds it")
     auth: Auth = Field(default_factory=Auth, description="client authentication at the gateway")
     max_replicas_per_cluster: Optional[int] = Field(default=None, gt=0, le=150000, description="a quota: the plan "
                                                     "caps replicas here and reports the model short")
