@@ -161,6 +161,6 @@ def test_a_rollout_that_cannot_finish_in_time_is_reported(tmp_path, capsys):
     # replica in one wave cannot finish in time.
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:policy"].update(rolloutHours=0.25), "rehearsal")
     assert cli.main(["plan", str(path)]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # warnings go to stderr
     assert ("warning: cluster 'reh-bj-01': a rolling update of 'chat' takes 0.4 h (1 waves of 69: 1440 s + 0 x "
             "780 s = 1440 s), over policy.rolloutHours 0.25") in out

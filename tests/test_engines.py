@@ -167,9 +167,8 @@ def test_weights_that_would_reach_a_shell_or_leave_the_mount_are_config_errors(w
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:models"][0].update(weights=weights))
     code, lines = run_render(path, tmp_path, capsys)
     assert code == 2
-    assert lines == [f"{path}: peaknight:models[0].weights: expected a model id or relative path: '/'-separated "
-                     f"parts of letters, digits, '.', '_', '-', each starting with a letter or digit; "
-                     f"found {weights!r}"]
+    assert lines == [f"{path}: peaknight:models[0].weights: expected a model id (org/name) or a relative path "
+                     f"under the weights volume: letters, digits, '.', '_', '-' and '/', no '..'; found {weights!r}"]
 
 
 def test_every_flag_the_kit_passes_exists_in_the_pinned_engine():
