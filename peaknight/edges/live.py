@@ -30,12 +30,31 @@ CONNECTIONS_METRIC = "nginx_connections_active"   # from the exporter, served to
 DRAIN_SECONDS = 5                  # endpoints drop the pod before nginx starts its graceful quit
 
 
-def selector(spec: StackSpec, edge: Edge) -> dict[str, str]:
-    return {"app.kubernetes.io/name": edge.name, "peaknight.io/event": spec.event.name}
+SHIELD_PORT = 80
+ORIGIN_CA_VOLUME = "origin-ca"
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"   # set by the StatefulSet controller on each pod
 
 
-def metrics_name(edge: Edge) -> str:
-    return f"{edge.name}-metrics"
+def selector(spec: StackSpec, edge: Edge, role: str = "edge") -> dict[str, str]:
+    return {"app.kubernetes.io/name": workload_name(edge, role), "peaknight.io/event": spec.event.name}
+
+
+def workload_name(edge: Edge, role: str) -> str:
+    return edge.name if role == "edge" else shield_name(edge)
+
+
+def shield_name(edge: Edge) -> str:
+    return f"{edge.name}-shield"
+
+
+def metrics_name(edge: Edge, role: str = "edge") -> str:
+    return f"{workload_name(edge, role)}-metrics"
+
+
+def shield_addresses(spec: StackSpec, edge: Edge, shields: int) -> tuple[str, ...]:
+    """One Service per shield pod: a stable virtual IP per ordinal, so the edges' consistent hash
+    ring (resolved once when nginx starts) survives a shield pod being replaced on a new IP."""
+    return tuple(f"{shield_name(edge)}-{i}.{edge_namespace(spec)}.svc:{SHIELD_PORT}" for i in range(shields))
 
 
 def log_exporter_config_name(edge: Edge) -> str:
@@ -47,8 +66,12 @@ def _security() -> dict[str, Any]:
             "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def _containers(edge: Edge) -> list[dict[str, Any]]:
+def _containers(edge: Edge, role: str) -> list[dict[str, Any]]:
     layout = edge_nginx.POD
+    # Edges check the viewers' signed URLs; shields hold the origins' CA bundle when it is not the image's.
+    mounts = ([{"name": "secure-link", "mountPath": SECRET_DIR, "readOnly": True}] if role == "edge" else
+              [{"name": ORIGIN_CA_VOLUME, "mountPath": edge_nginx.ORIGIN_CA_DIR, "readOnly": True}]
+              if edge.origin_ca_secret else [])
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 2}
     nginx = {
         "name": "nginx",
@@ -61,8 +84,7 @@ def _containers(edge: Edge) -> list[dict[str, Any]]:
         "readinessProbe": {**probe, "failureThreshold": 2},
         "livenessProbe": {**probe, "failureThreshold": 6},
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
-        "volumeMounts": [{"name": "conf", "mountPath": CONF_DIR, "readOnly": True},
-                         {"name": "secure-link", "mountPath": SECRET_DIR, "readOnly": True},
+        "volumeMounts": [{"name": "conf", "mountPath": CONF_DIR, "readOnly": True}, *mounts,
                          {"name": "state", "mountPath": layout.state_dir}],
         "securityContext": _security(),
     }
@@ -90,34 +112,53 @@ def _containers(edge: Edge) -> list[dict[str, Any]]:
     return [nginx, exporter, log_exporter]
 
 
+def _pod(spec: StackSpec, edge: Edge, role: str, conf: str, log_conf: str) -> dict[str, Any]:
+    """The pod template both tiers share: the tier's nginx.conf, its two metrics sidecars, zone and
+    node spread, and the volumes its role needs."""
+    hold = math.ceil(edge_nginx.reload_hold_ms(edge) / 1000)
+    sel = selector(spec, edge, role)
+    name = workload_name(edge, role)
+    volumes: list[dict[str, Any]] = [
+        {"name": "conf", "configMap": {"name": f"{name}-nginx"}},
+        {"name": "log-exporter-conf", "configMap": {"name": log_exporter_config_name(edge)}},
+    ]
+    if role == "edge":
+        # Created by the operator; the pod does not start without it (unsigned links never served).
+        volumes.append({"name": "secure-link", "secret": {"secretName": edge_nginx.secret_name(edge),
+                                                          "items": [{"key": edge_nginx.SECRET_KEY, "path": edge_nginx.SECRET_KEY}],
+                                                          "defaultMode": 0o440}})
+    elif edge.origin_ca_secret:
+        volumes.append({"name": ORIGIN_CA_VOLUME, "secret": {
+            "secretName": edge.origin_ca_secret, "defaultMode": 0o444,
+            "items": [{"key": edge_nginx.ORIGIN_CA_KEY, "path": edge_nginx.ORIGIN_CA_KEY}]}})
+    cache = edge.cache_gib if role == "edge" else edge.shield_cache_gib
+    volumes.append({"name": "state", "emptyDir": {"sizeLimit": f"{cache}Gi"}})
+    return {
+        "metadata": {"labels": {**labels(spec, "live-edge", name), **sel},
+                     # A changed config changes the template, so the pods roll onto it.
+                     "annotations": {CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
+                                     LOG_EXPORTER_CHECKSUM_ANNOTATION: edge_nginx.checksum(log_conf)}},
+        "spec": {
+            "priorityClassName": priority_class(spec),
+            # A viewer's held LL-HLS reload finishes before the pod is killed.
+            "terminationGracePeriodSeconds": DRAIN_SECONDS + hold + 5,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+                                "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": _containers(edge, role),
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+                 "labelSelector": {"matchLabels": sel}},
+                # Egress is the NIC's: spread over nodes too, where the scheduler can.
+                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                 "labelSelector": {"matchLabels": sel}},
+            ],
+            "volumes": volumes,
+        },
+    }
+
+
 def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, conf: str, log_conf: str) -> Obj:
     ns = edge_namespace(spec)
-    values = edge_nginx.values(edge)
-    hold = math.ceil(int(values["read_timeout_ms"]) / 1000)
-    pod = {
-        "priorityClassName": priority_class(spec),
-        # A viewer's held LL-HLS reload finishes before the pod is killed.
-        "terminationGracePeriodSeconds": DRAIN_SECONDS + hold + 5,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                            "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": _containers(edge),
-        "topologySpreadConstraints": [
-            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
-             "labelSelector": {"matchLabels": selector(spec, edge)}},
-            # Egress is the NIC's: spread over nodes too, where the scheduler can.
-            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-             "labelSelector": {"matchLabels": selector(spec, edge)}},
-        ],
-        "volumes": [
-            {"name": "conf", "configMap": {"name": f"{edge.name}-nginx"}},
-            {"name": "log-exporter-conf", "configMap": {"name": log_exporter_config_name(edge)}},
-            # Created by the operator; the pod does not start without it (unsigned links never served).
-            {"name": "secure-link", "secret": {"secretName": edge_nginx.secret_name(edge),
-                                               "items": [{"key": edge_nginx.SECRET_KEY, "path": edge_nginx.SECRET_KEY}],
-                                               "defaultMode": 0o440}},
-            {"name": "state", "emptyDir": {"sizeLimit": f"{edge.cache_gib}Gi"}},
-        ],
-    }
     manifest = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {**meta(spec, "live-edge", edge.name, ns),
@@ -126,19 +167,55 @@ def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, c
         "spec": {
             "replicas": _min_replicas(spec, cluster, plan),
             "selector": {"matchLabels": selector(spec, edge)},
-            # A new pod starts cold and fills from the origin: replace a tenth at a time, never drop one first.
+            # A new pod starts cold and fills from the shields: replace a tenth at a time, never drop one first.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "10%", "maxUnavailable": 0}},
-            "template": {
-                "metadata": {"labels": {**labels(spec, "live-edge", edge.name), **selector(spec, edge)},
-                             # A changed config changes the template, so the pods roll onto it.
-                             "annotations": {CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
-                                             LOG_EXPORTER_CHECKSUM_ANNOTATION: edge_nginx.checksum(log_conf)}},
-                "spec": pod,
-            },
+            "template": _pod(spec, edge, "edge", conf, log_conf),
         },
     }
     # The HPA owns the replica count once the object exists; Pulumi must not reset it.
     return Obj(manifest, ignore_changes=("spec.replicas",))
+
+
+def _shield_objects(spec: StackSpec, edge: Edge, plan: EdgePlan, log_conf: str) -> list[Obj]:
+    """The shield tier: a StatefulSet (stable ordinals) with one ClusterIP Service per ordinal, the
+    only pods that talk to the origins. Not autoscaled: the plan sizes it for the edge tier's ceiling."""
+    ns = edge_namespace(spec)
+    name = shield_name(edge)
+    conf = edge_nginx.render(edge, edge_nginx.shield_tier(edge))
+    shields = int(plan.shields.value)
+    sel = selector(spec, edge, "shield")
+    objs = [
+        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "live-edge", f"{name}-nginx", ns),
+             "data": {"nginx.conf": conf}}),
+        # The StatefulSet's governing Service (pod DNS); the edges reach shields by the per-ordinal ones.
+        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", name, ns),
+             "spec": {"clusterIP": "None", "selector": sel,
+                      "ports": [{"name": "http", "port": SHIELD_PORT, "targetPort": "http", "protocol": "TCP"}]}}),
+        Obj({"apiVersion": "apps/v1", "kind": "StatefulSet",
+             "metadata": {**meta(spec, "live-edge", name, ns),
+                          "annotations": {"peaknight.io/planned-shields": plan.shields.why,
+                                          "peaknight.io/shield-fetch": plan.shield_fetch_gbps.why,
+                                          "peaknight.io/origin-egress": plan.origin_gbps.why}},
+             "spec": {"replicas": shields, "serviceName": name, "podManagementPolicy": "Parallel",
+                      "selector": {"matchLabels": sel},
+                      # One shield at a time: its keys move to the others (and come back) while it restarts.
+                      "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+                      "template": _pod(spec, edge, "shield", conf, log_conf)}}),
+        Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(spec, "live-edge", name, ns),
+             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": sel}}}),
+        _metrics_service(spec, edge, "shield"),
+        _service_monitor(spec, edge, "shield"),
+    ]
+    for address in shield_addresses(spec, edge, shields):
+        pod = address.split(".", 1)[0]
+        objs.append(Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", pod, ns),
+                         "spec": {"type": "ClusterIP", "selector": {**sel, POD_NAME_LABEL: pod},
+                                  # Published before the pod is ready: the edges resolve the name when
+                                  # they start, and nginx's own health checks skip a shield that is down.
+                                  "publishNotReadyAddresses": True,
+                                  "ports": [{"name": "http", "port": SHIELD_PORT, "targetPort": "http",
+                                             "protocol": "TCP"}]}}))
+    return objs
 
 
 def _min_replicas(spec: StackSpec, cluster: Cluster, plan: EdgePlan) -> int:
@@ -186,9 +263,27 @@ def _viewer_service(edge: Edge, sel: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _metrics_service(spec: StackSpec, edge: Edge, role: str) -> Obj:
+    """Metrics on their own ClusterIP Service: never on the viewers' load balancer."""
+    return Obj({"apiVersion": "v1", "kind": "Service",
+                "metadata": meta(spec, "live-edge", metrics_name(edge, role), edge_namespace(spec)),
+                "spec": {"type": "ClusterIP", "selector": selector(spec, edge, role),
+                         "ports": [{"name": "metrics", "port": EXPORTER_PORT, "targetPort": "metrics", "protocol": "TCP"},
+                                   {"name": "log-metrics", "port": edge_logs.EXPORTER_PORT, "targetPort": "log-metrics",
+                                    "protocol": "TCP"}]}})
+
+
+def _service_monitor(spec: StackSpec, edge: Edge, role: str) -> Obj:
+    return Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+                "metadata": meta(spec, "live-edge", workload_name(edge, role), edge_namespace(spec)),
+                "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": metrics_name(edge, role)}},
+                         "endpoints": [{"port": port, "path": "/metrics", "interval": "15s"}
+                                       for port in ("metrics", "log-metrics")]}})
+
+
 def build(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
     ns = edge_namespace(spec)
-    conf = edge_nginx.render(edge)
+    conf = edge_nginx.render(edge, edge_nginx.edge_tier(shield_addresses(spec, edge, int(plan.shields.value))))
     log_conf = edge_logs.exporter_config(edge)
     sel = selector(spec, edge)
     objs = [
@@ -200,21 +295,12 @@ def build(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit
         _deployment(spec, cluster, edge, plan, conf, log_conf),
         Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", edge.name, ns),
              "spec": _viewer_service(edge, sel)}),
-        # Metrics on their own ClusterIP Service: never on the viewers' load balancer.
-        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", metrics_name(edge), ns),
-             "spec": {"type": "ClusterIP", "selector": sel,
-                      "ports": [{"name": "metrics", "port": EXPORTER_PORT, "targetPort": "metrics",
-                                 "protocol": "TCP"},
-                                {"name": "log-metrics", "port": edge_logs.EXPORTER_PORT, "targetPort": "log-metrics",
-                                 "protocol": "TCP"}]}}),
+        _metrics_service(spec, edge, "edge"),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(spec, "live-edge", edge.name, ns),
              # Each drained pod's viewers refill another pod's cache: a tenth of the tier at a time.
              "spec": {"maxUnavailable": "10%", "selector": {"matchLabels": sel}}}),
         Obj(_hpa(spec, cluster, edge, plan)),
-        Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-             "metadata": meta(spec, "live-edge", edge.name, ns),
-             "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": metrics_name(edge)}},
-                      "endpoints": [{"port": port, "path": "/metrics", "interval": "15s"}
-                                    for port in ("metrics", "log-metrics")]}}),
+        _service_monitor(spec, edge, "edge"),
+        *_shield_objects(spec, edge, plan, log_conf),
     ]
     return Unit("LiveEdge", edge.name, tuple(objs))

@@ -83,6 +83,10 @@ class EdgePlan:
     viewers_per_pod: Figure           # at target utilisation: the HPA's per-pod connection target
     capacity_gbps: Figure             # at target utilisation, one zone lost if the policy says so
     short: bool
+    shield_fetch_gbps: Figure         # what the edge pods at their ceiling fetch from the shields
+    shields: Figure                   # shield pods between this cluster's edges and the origins
+    origin_gbps: Figure               # what this cluster's shields fetch from the origin
+    origin_rps: Figure                # requests this cluster's shields send the origin
 
     @property
     def name(self) -> str:
@@ -102,7 +106,7 @@ class ClusterPlan:
 
     @property
     def edge_pods(self) -> int:
-        return sum(int(e.max_pods.value) for e in self.edges)
+        return sum(int(e.max_pods.value) + int(e.shields.value) for e in self.edges)
 
     @property
     def pods(self) -> int:
@@ -119,13 +123,50 @@ class ClusterPlan:
 
 
 @dataclass(frozen=True)
+class OriginPlan:
+    """An edge's origin over the whole event: the night, not one pod or one cluster, decides it."""
+
+    edge: str
+    gbps: Figure                      # at peak, from every cluster's shields (the same on a backup)
+    rps: Figure
+    viewer_gbps: Figure               # what viewers receive from every cluster's edges
+    shields: int                      # connections to the origin come from these, not the edges
+    window_hours: float
+
+    @property
+    def offload(self) -> float:
+        return 1 - self.gbps.value / self.viewer_gbps.value
+
+    @property
+    def night_tb(self) -> float:
+        """Bytes the origin sends over the window: the ladder flows all night whatever the audience."""
+        return self.gbps.value * self.window_hours * 3600 / 8 / 1000
+
+
+def sum_figures(figures: list[Figure], unit: str) -> Figure:
+    total = sum(f.value for f in figures)
+    if len({f.value for f in figures}) == 1:
+        return Figure(total, f"{len(figures)} clusters x {figures[0].value:,.3f} = {total:,.2f} {unit}")
+    return Figure(total, " + ".join(f"{f.value:,.3f}" for f in figures) + f" = {total:,.2f} {unit}")
+
+
+@dataclass(frozen=True)
 class CapacityPlan:
     clusters: tuple[ClusterPlan, ...]
     warnings: tuple[str, ...]
     survives_zone_loss: bool
+    window_hours: float = 0.0
 
     def cluster(self, name: str) -> ClusterPlan:
         return next(c for c in self.clusters if c.name == name)
+
+    def origin(self, edge: str) -> "OriginPlan":
+        """What the edge's origin sees over the whole event: every cluster's shields added up."""
+        plans = [c.edge(edge) for c in self.clusters]
+        return OriginPlan(edge, sum_figures([p.origin_gbps for p in plans], "Gbps"),
+                          sum_figures([p.origin_rps for p in plans], "req/s"),
+                          sum_figures([p.egress_gbps for p in plans], "Gbps"),
+                          int(sum(p.shields.value for p in plans)), self.window_hours)
 
     @property
     def short(self) -> tuple[ModelPlan | EdgePlan, ...]:
@@ -188,7 +229,8 @@ def plan(spec: StackSpec) -> CapacityPlan:
     pools = {p.name: p for p in spec.gpu_pools}
     clusters = tuple(_plan_cluster(spec, c, pools) for c in spec.clusters)
     _check_envelope(spec, clusters)
-    return CapacityPlan(clusters, tuple(_warnings(spec)), spec.policy.survive_zone_loss)
+    hours = (spec.event.window.end - spec.event.window.start).total_seconds() / 3600
+    return CapacityPlan(clusters, tuple(_warnings(spec)), spec.policy.survive_zone_loss, hours)
 
 
 def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) -> ClusterPlan:
@@ -268,6 +310,7 @@ def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
     serving = p - (max(zone_split(p, zones)) if spec.policy.survive_zone_loss else 0)
     capacity = serving * edge.pod_egress_gbps * util
     per_pod = edge.pod_egress_gbps * 1e6 * util / mix
+    shield_fetch, shields, origin_gbps, origin_rps = _shield_tier(spec, cluster, edge, ceiling)
     return EdgePlan(
         cluster=cluster.name, edge=edge.name,
         viewers=Figure(viewers, f"{edge.peak_viewers:,} viewers x scale {spec.scale:g} x share {cluster.share:g} "
@@ -282,7 +325,39 @@ def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
         capacity_gbps=Figure(capacity, f"{serving} pods{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
                                        f" x {edge.pod_egress_gbps:g} Gbps x util {util:g} = {capacity:,.1f} Gbps"),
         short=capacity < egress * (1 - 1e-9),
+        shield_fetch_gbps=shield_fetch, shields=shields, origin_gbps=origin_gbps, origin_rps=origin_rps,
     )
+
+
+# LL-HLS: every rendition's bytes are published twice, as parts and as the whole segments (players
+# at the live edge fetch parts, the rest whole segments), and a tier that caches both fetches both.
+MEDIA_COPIES = 2
+
+
+def _shield_tier(spec: StackSpec, cluster: Cluster, edge: Edge, edge_pods: int) -> tuple[Figure, Figure, Figure, Figure]:
+    """Shields from what the edges fetch: each edge pod fetches every object of the ladder once (its
+    own cache), and each object goes to one shield (consistent hashing on the cache key), so the
+    origin sees each object once per cluster, whatever the number of edge pods or viewers."""
+    ladder = sum(r.bitrate_kbps for r in edge.renditions)
+    fetch = edge_pods * ladder * MEDIA_COPIES / 1e6
+    fetch_fig = Figure(fetch, f"{edge_pods} edge pods (HPA ceiling) x {ladder:,} kbps ladder x {MEDIA_COPIES} "
+                              f"(parts and segments) = {fetch:,.1f} Gbps")
+    sized = replicas_for(fetch, edge.shield_egress_gbps, spec, len(cluster.zones),
+                         f"Gbps over shields of {edge.shield_egress_gbps:g} Gbps")
+    floor = max(edge.min_shields, len(cluster.zones) if spec.policy.survive_zone_loss else 1)
+    shields = Figure(max(int(sized.value), floor), f"{sized.why}; at least {floor} (minShields"
+                     f"{', one per zone' if spec.policy.survive_zone_loss else ''})")
+    origin = ladder * MEDIA_COPIES / 1e6
+    origin_fig = Figure(origin, f"{ladder:,} kbps ladder x {MEDIA_COPIES} (parts and segments), once per cluster "
+                                f"= {origin:,.3f} Gbps")
+    # Per rendition: a segment, the parts, one blocking playlist reload per part (collapsed on the
+    # shield that owns its key) and one refresh of the plain playlist per TTL.
+    per = 1 / edge.segment_seconds + 2 / edge.part_seconds + 1 / edge.playlist_ttl_seconds
+    rps = len(edge.renditions) * per
+    rps_fig = Figure(rps, f"{len(edge.renditions)} renditions x (1/{edge.segment_seconds:g} s segment + 2/"
+                          f"{edge.part_seconds:g} s part and blocking reload + 1/{edge.playlist_ttl_seconds} s "
+                          f"playlist) = {rps:,.1f} req/s")
+    return fetch_fig, shields, origin_fig, rps_fig
 
 
 def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
@@ -294,7 +369,7 @@ def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
                             f"over by {plan_.nodes - cluster.max_nodes:,} (add a cluster or lower its share)")
         if plan_.pods > cluster.max_pods:
             problems.append(f"cluster '{cluster.name}': {plan_.pods:,} pods planned ({plan_.edge_pods:,} of them live "
-                            f"edge pods at their HPA ceiling), envelope {cluster.max_pods:,}: "
+                            f"edge pods at their HPA ceiling and shields), envelope {cluster.max_pods:,}: "
                             f"over by {plan_.pods - cluster.max_pods:,}")
         for model in plan_.models:
             per_node = max(1, plan_.pool(model.pool).gpus_per_node // model.gpus_per_replica)

@@ -1,7 +1,7 @@
 """The capacity plan as the tables SREs read: per cluster and model, per cluster and edge, and totals."""
 from __future__ import annotations
 
-from peaknight.plan.capacity import CapacityPlan
+from peaknight.plan.capacity import CapacityPlan, OriginPlan
 
 
 def si(x: float) -> str:
@@ -30,14 +30,17 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                          f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", si(m.capacity_tps.value),
                          si(m.demand_tps.value), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
     lines = _columns(rows)
-    edges = [("cluster", "edge", "pods", "max pods", "viewers", "capacity Gbps", "forecast Gbps", "headroom", "")]
+    edges = [("cluster", "edge", "pods", "max pods", "shields", "viewers", "capacity Gbps", "forecast Gbps",
+              "origin Gbps", "headroom", "")]
     for c in plan.clusters:
         for e in c.edges:
             edges.append((c.name, e.edge, f"{int(e.pods.value):,}", f"{int(e.max_pods.value):,}",
-                          si(e.viewers.value), f"{e.capacity_gbps.value:,.0f}", f"{e.egress_gbps.value:,.0f}",
+                          f"{int(e.shields.value):,}", si(e.viewers.value), f"{e.capacity_gbps.value:,.0f}",
+                          f"{e.egress_gbps.value:,.0f}", f"{e.origin_gbps.value:,.3f}",
                           f"{e.capacity_gbps.value / e.egress_gbps.value:.3f}", "SHORT" if e.short else "ok"))
     if len(edges) > 1:
         lines += [""] + _columns(edges)
+        lines += [origin_line(plan.origin(name)) for name in dict.fromkeys(e.edge for c in plan.clusters for e in c.edges)]
     lines.append("")
     lines.append("capacity is at target utilisation"
                  + (" with each cluster's largest zone lost" if plan.survives_zone_loss else "")
@@ -59,9 +62,19 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
             for e in c.edges:
                 lines.append(f"{c.name}/edge {e.edge}:")
                 for label, fig in (("viewers", e.viewers), ("mix", e.mix_kbps), ("egress", e.egress_gbps),
-                                   ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps)):
+                                   ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps),
+                                   ("shield fetch", e.shield_fetch_gbps), ("shields", e.shields),
+                                   ("origin egress", e.origin_gbps), ("origin requests", e.origin_rps)):
                     lines.append(f"  {label}: {fig.why}")
     return "\n".join(lines)
+
+
+def origin_line(origin: OriginPlan) -> str:
+    """The origin's view of the whole event: what it must serve, and what a backup inherits on failover."""
+    return (f"origin of '{origin.edge}' for the night: {origin.gbps.value:,.2f} Gbps and {origin.rps.value:,.0f} req/s "
+            f"at peak from {origin.shields:,} shields ({origin.night_tb:,.2f} TB over the {origin.window_hours:g} h "
+            f"window); viewers get {origin.viewer_gbps.value / 1000:,.1f} Tbps: offload at the origin "
+            f"{origin.offload:.4%}; a backup origin takes the same load from the same shields")
 
 
 def summary(plan: CapacityPlan) -> str:

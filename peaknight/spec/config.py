@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from peaknight.spec import origins as origin_grammar
 from peaknight.spec import profiles
 from peaknight.spec.stack import CapacityType, Model, Stage, StackSpec
 
@@ -334,6 +335,13 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         share = sum(r.share for r in edge.renditions)
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
+        schemes = [o.scheme for o in origin_grammar.of(edge)]
+        if len(set(schemes)) > 1:
+            # One upstream group per tier: nginx's proxy_pass gives the whole group one scheme.
+            yield P(f"edges[{i}].origins", "origins of one scheme (all http or all https)", ", ".join(schemes))
+        elif schemes[0] == "http" and (edge.origin_server_name or edge.origin_ca_secret):
+            key = "originServerName" if edge.origin_server_name else "originCaSecret"
+            yield P(f"edges[{i}].{key}", "https origins for a TLS setting", "http origins")
 
 
 def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> Iterable[Problem]:

@@ -16,6 +16,8 @@ from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
+from peaknight.spec import origins as origin_grammar
+
 # Stack files must use the camelCase aliases (config.parse validates with by_name=False); code may
 # build and dataclasses.replace() specs by field name.
 STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_alias=True, validate_by_name=True,
@@ -28,6 +30,12 @@ def _dns_label(value: str) -> str:
     """Names become Kubernetes object names and label values: keep them DNS labels."""
     if not _DNS_LABEL.match(value):
         raise ValueError("a lower-case DNS label of at most 40 characters (a-z, 0-9, '-')")
+    return value
+
+
+def _origin(value: str) -> str:
+    """Origins reach nginx.conf: only what parses as scheme, host and port is kept (origins.py)."""
+    origin_grammar.parse(value)
     return value
 
 
@@ -185,7 +193,13 @@ class Rendition:
 @dataclass(config=STRICT, kw_only=True)
 class Edge:
     name: Name
-    origins: tuple[str, ...] = Field(min_length=1, description="host:port of origins, first is primary")
+    origins: tuple[Annotated[str, AfterValidator(_origin)], ...] = Field(
+        min_length=1, description="host:port, http://host:port or https://host[:port]; first is primary")
+    origin_server_name: Optional[Annotated[str, AfterValidator(origin_grammar.check_host)]] = Field(
+        default=None, description="https origins: the name sent as SNI and verified in their certificates "
+        "(default: the primary's host)")
+    origin_ca_secret: Optional[Name] = Field(default=None, description="https origins: Secret (key ca.crt) "
+                                             "holding the CA bundle that signs them; default the image's system CAs")
     peak_viewers: int = Field(gt=0, description="peak concurrent viewers, before scale")
     renditions: tuple[Rendition, ...] = Field(min_length=1)
     segment_seconds: float = Field(default=4.0, gt=0, le=20)
@@ -207,6 +221,10 @@ class Edge:
     pod_memory_gib: int = Field(default=8, gt=0)
     burst: float = Field(default=2.0, ge=1, le=5, description="HPA maxReplicas as a multiple of the planned "
                          "pods, for viewers beyond the forecast")
+    shield_egress_gbps: float = Field(default=20.0, gt=0, description="egress one shield pod sustains")
+    shield_cache_gib: int = Field(default=50, gt=0, description="cache volume (emptyDir) per shield pod")
+    min_shields: int = Field(default=2, ge=1, le=64, description="shields per cluster at least (the plan "
+                             "may need more); with zone loss, at least one per zone")
     source_ranges: tuple[str, ...] = Field(default=(), description="CIDRs (viewer ISPs, CDNs) allowed to the "
                                            "edge's own LoadBalancer; none: a ClusterIP Service behind the cluster's ingress")
 
