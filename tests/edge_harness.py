@@ -416,7 +416,7 @@ class Report:
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
     part_times: list[tuple[float, float, float]] = field(default_factory=list)   # (start, seconds, age at start)
-    segment_times: list[tuple[float, float]] = field(default_factory=list)      # (start, seconds)
+    segment_times: list[tuple[float, float, float]] = field(default_factory=list)   # (start, seconds, age at start)
     stalls: list[tuple[float, float]] = field(default_factory=list)             # (start, seconds without media)
     cache: Counter = field(default_factory=Counter)
     cpu_seconds: float = 0.0
@@ -483,40 +483,46 @@ class _Player:
             if reply is None:
                 return
             parts = re.findall(rb'URI="seg(\d+)\.part(\d+)\.m4s"', reply.body)
-            msn, part = (int(parts[-1][0]), int(parts[-1][1])) if parts else (0, 0)
-            if not self.plan.low_latency:      # whole segments: from the newest complete one
-                msn = int(re.findall(rb"^seg(\d+)\.m4s$", reply.body, re.M)[-1])
-            last_media = time.time()
+            # Players start a hold-back behind live (three parts, or three segments when polling)
+            # and stall when that buffer runs dry before the next object arrives.
+            if self.plan.low_latency:
+                index = int(parts[-1][0]) * self.parts + int(parts[-1][1]) - 2
+                msn, part = divmod(index, self.parts)
+                duration = self.part_seconds
+            else:
+                listed = [int(m) for m in re.findall(rb"^seg(\d+)\.m4s$", reply.body, re.M)]
+                msn = max(listed[0], listed[-1] - 2)
+                duration = self.segment_seconds
+            buffer_end, fetched = 0.0, 0
             while time.time() < until and not self.report.errors:
+                name = part_uri(msn, part) if self.plan.low_latency else segment_uri(msn)
+                got = await self.media(reader, writer, name)
+                if got is None:
+                    return
+                now = time.time()
+                (self.report.part_times if self.plan.low_latency else self.report.segment_times).append(
+                    (now - got[0], *got))
+                fetched += 1
+                if fetched == 3:                 # the hold-back is buffered: playback starts
+                    buffer_end = now + 3 * duration
+                elif fetched > 3:
+                    if now > buffer_end:
+                        self.report.stalls.append((buffer_end, now - buffer_end))
+                    buffer_end = max(buffer_end, now) + duration
                 if self.plan.low_latency:
-                    got = await self.media(reader, writer, part_uri(msn, part))
-                    if got is None:
-                        return
-                    self.report.part_times.append((time.time() - got[0], *got))
                     msn, part = (msn + 1, 0) if part == self.parts - 1 else (msn, part + 1)
                     # Blocking reload: the playlist that lists the next part, as soon as it exists.
                     if await self.fetch(reader, writer, f"{self.base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}") is None:
                         return
-                else:
-                    got = await self.media(reader, writer, segment_uri(msn))
-                    if got is None:
+                    continue
+                msn += 1
+                while time.time() < until:
+                    reply = await self.fetch(reader, writer, self.base + "index.m3u8")
+                    if reply is None:
                         return
-                    self.report.segment_times.append((time.time() - got[0], got[0]))
-                    msn += 1
-                    while time.time() < until:
-                        reply = await self.fetch(reader, writer, self.base + "index.m3u8")
-                        if reply is None:
-                            return
-                        if segment_uri(msn).encode() + b"\n" in reply.body:
-                            break
-                        await asyncio.sleep(self.segment_seconds / 4)
-                now = time.time()
-                # A player holds three parts (PART-HOLD-BACK) or, polling, about two segments: a
-                # longer wait for the next media object empties its buffer.
-                allowed = 3 * self.part_seconds if self.plan.low_latency else 2 * self.segment_seconds
-                if now - last_media > allowed:
-                    self.report.stalls.append((last_media, now - last_media))
-                last_media = now
+                    if segment_uri(msn).encode() + b"\n" in reply.body:
+                        break
+                    await asyncio.sleep(self.segment_seconds / 4)
         finally:
             writer.close()
 
@@ -570,7 +576,7 @@ class Setup:
     origins: list[Origin]
     shields: list[NginxServer]
     edges: list[NginxServer]
-    syslog: SyslogSink
+    syslog: SyslogSink                  # the edge pods' per-request lines (the shields' go elsewhere)
 
     @property
     def ports(self) -> list[int]:
@@ -591,7 +597,7 @@ class Setup:
 
 @contextmanager
 def running(edge: Edge, segment_seconds: float, part_seconds: float, shields: int = 2, edges: int = 2,
-            workers: int = 1, preroll: int = 2) -> Iterator[Setup]:
+            workers: int = 1, preroll: int = 4) -> Iterator[Setup]:
     """The stream, one origin per origin of `edge` (first primary), `shields` nginx shields in front
     of them and `edges` nginx edge pods in front of those, all torn down afterwards. The spec keeps
     every caching rule; only origins, timings of the stream and worker count are local."""
@@ -600,8 +606,8 @@ def running(edge: Edge, segment_seconds: float, part_seconds: float, shields: in
         origins = [Origin(stream) for _ in edge.origins]
         local = replace(edge, origins=tuple(o.address for o in origins), segment_seconds=segment_seconds,
                         part_seconds=stream.part_seconds, pod_cpu=workers)
-        syslog = SyslogSink()
-        shield_servers = [NginxServer(local, edge_nginx.shield_tier(local), work / f"shield{i}", syslog.port)
+        syslog, shield_syslog = SyslogSink(), SyslogSink()
+        shield_servers = [NginxServer(local, edge_nginx.shield_tier(local), work / f"shield{i}", shield_syslog.port)
                           for i in range(shields)]
         tier = edge_nginx.edge_tier(s.address for s in shield_servers)
         edge_servers = [NginxServer(local, tier, work / f"edge{i}", syslog.port) for i in range(edges)]
@@ -616,6 +622,7 @@ def running(edge: Edge, segment_seconds: float, part_seconds: float, shields: in
             for server in started:
                 server.stop()
             syslog.close()
+            shield_syslog.close()
             stream.stop()
             for o in origins:
                 o.close()

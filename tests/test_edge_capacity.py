@@ -44,8 +44,28 @@ def test_rehearsal_edge_by_hand():
 def test_edge_pods_count_in_the_cluster_pod_envelope(broadcast):
     plan = capacity.plan(broadcast).cluster("gala-bj-01")
     without = dataclasses.replace(broadcast, edges=())
-    assert plan.pods - capacity.plan(without).cluster("gala-bj-01").pods == 1_032
-    assert plan.edge_pods == 1_032
+    assert plan.pods - capacity.plan(without).cluster("gala-bj-01").pods == 1_032 + 3   # edge ceiling + shields
+    assert plan.edge_pods == 1_035
+
+
+def test_shields_and_the_origin_for_the_night_by_hand(broadcast):
+    # Edge pods at their ceiling fetch each object once: 1,032 x (6,000 + 3,000 + 1,200 + 400 kbps)
+    # x 2 (parts and segments) = 21.88 Gbps; ceil(21.88 x 1.05 / (20 x 0.85)) = 2 serving shields,
+    # 3 to survive a zone, and at least one per zone: 3.
+    plan = capacity.plan(broadcast)
+    e = plan.cluster("gala-bj-01").edge("gala-live")
+    assert e.shield_fetch_gbps.value == pytest.approx(1_032 * 10_600 * 2 / 1e6)
+    assert e.shields.value == 3
+    # Each object once per cluster: 10,600 kbps x 2 = 0.0212 Gbps; 4 renditions x (1/4 + 2/0.5 + 1/1) = 21 req/s.
+    assert e.origin_gbps.value == pytest.approx(0.0212) and e.origin_rps.value == pytest.approx(21)
+    night = plan.origin("gala-live")
+    assert night.gbps.value == pytest.approx(16 * 0.0212) and night.rps.value == pytest.approx(16 * 21)
+    assert night.shields == 48 and night.window_hours == pytest.approx(5.25)
+    assert night.night_tb == pytest.approx(16 * 0.0212 * 5.25 * 3600 / 8 / 1000)
+    assert night.offload == pytest.approx(1 - 16 * 0.0212 / (16 * 5_562.5))
+    # Without zone loss (rehearsal) the floor is minShields.
+    reh = capacity.plan(config.load_stack("rehearsal").spec).cluster("reh-bj-01").edge("gala-live")
+    assert reh.shields.value == 2 and "at least 2 (minShields)" in reh.shields.why
 
 
 def test_an_edge_tier_too_big_for_the_cluster_is_an_envelope_error(broadcast):

@@ -24,16 +24,28 @@ def edge_units(stack: str):
 def broadcast_edge():
     cluster, unit = edge_units("broadcast")[0]
     suffixes = ("-metrics", "-log-exporter")
-    return {o.kind + next(("/" + s[1:] for s in suffixes if o.name.endswith(s)), ""): o for o in unit.objects}
+    return {o.kind + next(("/" + s[1:] for s in suffixes if o.name.endswith(s)), ""): o for o in unit.objects
+            if "-shield" not in o.name}
+
+
+@pytest.fixture(scope="module")
+def broadcast_shield():
+    cluster, unit = edge_units("broadcast")[0]
+    return [o for o in unit.objects if "-shield" in o.name]
 
 
 def test_every_cluster_of_both_stacks_gets_each_edge_and_all_validate(stack_name):
     spec = config.load_stack(stack_name).spec
     units = edge_units(stack_name)
     assert len(units) == len(spec.clusters) * len(spec.edges)
-    for _, unit in units:
-        assert sorted(o.kind for o in unit.objects) == ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler",
-                                                        "PodDisruptionBudget", "Service", "Service", "ServiceMonitor"]
+    plan = capacity.plan(spec)
+    for cluster, unit in units:
+        shields = int(plan.cluster(getattr(cluster, "name", cluster)).edge(unit.name).shields.value)
+        assert sorted(o.kind for o in unit.objects) == sorted(
+            ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service",
+             "Service", "ServiceMonitor"]                                                   # the edge pods
+            + ["ConfigMap", "StatefulSet", "PodDisruptionBudget", "Service", "Service", "ServiceMonitor"]  # shields
+            + ["Service"] * shields)                                                        # one per shield
         for obj in unit.objects:
             assert k8s_schema.validate(obj.manifest) == []
 
@@ -48,7 +60,9 @@ def test_configmaps_hold_the_renders_and_the_pods_roll_on_their_checksums(broadc
     spec = config.load_stack("broadcast").spec
     conf = broadcast_edge["ConfigMap"].manifest["data"]["nginx.conf"]
     log_conf = broadcast_edge["ConfigMap/log-exporter"].manifest["data"][edge_logs.CONFIG_FILE]
-    assert conf == edge_nginx.render(spec.edges[0])
+    shields = edges.shield_addresses(spec, spec.edges[0], 3)
+    assert conf == edge_nginx.render(spec.edges[0], edge_nginx.edge_tier(shields))
+    assert shields[0] == "gala-live-shield-0.gala-2026-edge.svc:80"
     assert log_conf == edge_logs.exporter_config(spec.edges[0])
     annotations = broadcast_edge["Deployment"].manifest["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {edges.CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
@@ -116,3 +130,33 @@ def test_no_secret_and_no_secret_object_is_rendered(stack_name):
         for obj in unit.objects:
             assert obj.kind != "Secret"
             assert "set $secure_link_secret" not in render.dump(obj.manifest)
+
+
+def test_shields_are_a_statefulset_with_one_stable_service_per_ordinal(broadcast_shield):
+    """The edges' hash ring names each shield by its own Service (a virtual IP that survives the pod
+    being replaced); the shields alone hold the origins' config and no viewer secret."""
+    spec = config.load_stack("broadcast").spec
+    plan = capacity.plan(spec).cluster("gala-bj-01").edge("gala-live")
+    by = {(o.kind, o.name): o.manifest for o in broadcast_shield}
+    sts = by[("StatefulSet", "gala-live-shield")]["spec"]
+    assert sts["replicas"] == int(plan.shields.value) == 3 and sts["serviceName"] == "gala-live-shield"
+    assert by[("Service", "gala-live-shield")]["spec"]["clusterIP"] == "None"
+    for i in range(3):
+        svc = by[("Service", f"gala-live-shield-{i}")]["spec"]
+        assert svc["selector"][edges.POD_NAME_LABEL] == f"gala-live-shield-{i}"
+        assert svc["publishNotReadyAddresses"] is True and svc["ports"][0]["port"] == 80
+    pod = sts["template"]["spec"]
+    assert {v["name"] for v in pod["volumes"]} == {"conf", "log-exporter-conf", "state"}
+    assert pod["volumes"][-1]["emptyDir"] == {"sizeLimit": "50Gi"}
+    conf = by[("ConfigMap", "gala-live-shield-nginx")]["data"]["nginx.conf"]
+    assert conf == edge_nginx.render(spec.edges[0], edge_nginx.shield_tier(spec.edges[0]))
+    assert sts["template"]["metadata"]["annotations"][edges.CHECKSUM_ANNOTATION] == edge_nginx.checksum(conf)
+    assert by[("PodDisruptionBudget", "gala-live-shield")]["spec"]["maxUnavailable"] == 1
+    for o in broadcast_shield:
+        assert k8s_schema.validate(o.manifest) == []
+    tls = dataclasses.replace(spec.edges[0], origins=("https://origin-a.live.internal",), origin_ca_secret="origin-ca")
+    shield = next(o for o in edges._shield_objects(spec, tls, plan, "") if o.kind == "StatefulSet").manifest
+    volumes = {v["name"]: v for v in shield["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["origin-ca"]["secret"]["secretName"] == "origin-ca"
+    mounts = shield["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "origin-ca", "mountPath": "/etc/nginx/origin-ca", "readOnly": True} in mounts
