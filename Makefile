@@ -19,6 +19,7 @@ tools:
 	.ci/install-tools
 
 test: $(STAMP) tools
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 clean:

@@ -35,6 +35,7 @@ class Recorded:
     protect: bool = False
     depends_on: tuple[str, ...] = ()
     ignore_changes: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()    # the types of the resource's aliases
 
 
 @dataclass
@@ -57,6 +58,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             protect=bool(opts.protect),
             depends_on=tuple(getattr(d, "_name", str(d)) for d in (opts.depends_on or [])),
             ignore_changes=tuple(opts.ignore_changes or ()),
+            aliases=tuple(a.type_ for a in (opts.aliases or []) if isinstance(a, pulumi.Alias)),
         )
         return None
 
@@ -83,11 +85,12 @@ def run_program(path: Path, kubeconfigs: bool = True) -> RecordingMocks:
     return run_under_mocks(main, path.stem.split(".")[-1], stack_config(path, kubeconfigs))
 
 
-def run_under_mocks(body: Callable[[], None], stack: str, config_: dict[str, str]) -> RecordingMocks:
+def run_under_mocks(body: Callable[[], None], stack: str, config_: dict[str, str],
+                    project: str = "peaknight") -> RecordingMocks:
     """Run `body` as a Pulumi program under recording mocks with `config_` set. bench/program runs
     the kit's program and its bare floor through here, so both pay the same mock costs."""
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="peaknight", stack=stack, preview=False)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
     pulumi.runtime.set_all_config(config_)
 
     @pulumi.runtime.test

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from peaknight.addons import releases as addons
+from peaknight.provisioners import karpenter
 from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.pulumi.addons import RELEASE_TYPE
@@ -35,7 +36,7 @@ def kind_of(typ: str) -> str:
 
 def test_every_pinned_chart_has_an_exact_version():
     pinned = [addons.chart(a) for a in addons.all_addons()]
-    assert {c.addon for c in pinned} == {addons.GPU_OPERATOR, addons.KARPENTER, addons.KEDA, addons.LWS,
+    assert {c.addon for c in pinned} == {addons.GPU_OPERATOR, karpenter.ADDON, addons.KEDA, addons.LWS,
                                          addons.PROMETHEUS_STACK, addons.PROMETHEUS_ADAPTER}
     for chart in pinned:
         assert EXACT.match(chart.version), f"charts/{chart.addon}/chart.yaml: version {chart.version!r} is not exact"
@@ -113,7 +114,8 @@ def test_releases_that_create_servicemonitors_wait_for_the_prometheus_stack(runs
 
 def test_a_disabled_addon_is_absent_and_nothing_depends_on_it(tmp_path):
     def switch_off(cfg):
-        cfg["peaknight:clusters"][0]["addons"] = {"karpenter": False, "prometheusStack": False}
+        cfg["peaknight:clusters"][0]["addons"] = {"prometheusStack": False}
+        cfg["peaknight:clusters"][0]["provisioner"] = {"kind": "karpenter-aws", "install": False}
     mocks = run_program(write_variant(tmp_path, switch_off, base="rehearsal"))
     gone = {"reh-bj-01/karpenter", "reh-bj-01/kube-prometheus-stack"}
     assert not gone & set(releases_of(mocks, "reh-bj-01"))

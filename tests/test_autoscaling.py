@@ -98,6 +98,6 @@ def test_warm_gate_prepulls_on_gpu_nodes_and_stages_before_the_first_prescale(bu
     assert pod["containers"][0]["image"] == warmup.PAUSE_IMAGE
     job = next(o.manifest for o in gate.objects if o.name == "stage-chat")
     assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "chat-weights"
-    deadline = warmup.must_finish(objects.spec)
+    deadline = warmup.must_finish(objects.spec, objects.spec.models)
     assert deadline == dt.datetime(2026, 2, 16, 19, 9)   # window 19:30 - 21 min cold lead
     assert deadline.isoformat() in job["metadata"]["annotations"]["peaknight.io/must-finish-before"]

@@ -44,6 +44,8 @@ def test_node_pool_limits_budgets_capacity_types_and_taints(built):
                                                            else ["spot", "on-demand"])
             assert spec["template"]["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "true",
                                                            "effect": "NoSchedule"}]
+            # The nodes carry the kit's pool label: what the pool's pods select.
+            assert spec["template"]["metadata"]["labels"]["peaknight.io/pool"] == pool.name
             assert spec["template"]["spec"]["nodeClassRef"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
                                                                 "name": pool.name}
             assert f"ec2nodeclass.{pool.name}" in objs
@@ -85,7 +87,8 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
         assert volumes["weights"]["persistentVolumeClaim"]["claimName"] == f"{model.name}-weights"
         assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-        assert term == [{"matchExpressions": [{"key": "karpenter.sh/nodepool", "operator": "In",
+        # By the kit's label, which the pool's provisioner puts on its nodes (not a provisioner's own).
+        assert term == [{"matchExpressions": [{"key": "peaknight.io/pool", "operator": "In",
                                                "values": [model.pool]}]}]
         assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
         assert pod["priorityClassName"] == "gala-2026-broadcast-critical"

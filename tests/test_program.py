@@ -35,14 +35,16 @@ def test_one_provider_per_cluster_and_nothing_on_the_default_provider(runs, stac
 def test_every_object_sits_under_its_unit_under_its_cluster(runs, stack_name):
     mocks = runs[stack_name]
     by_name = {r.name: r for r in mocks.resources if r.typ.startswith("peaknight:index:")}
-    clusters = {r.name for r in by_name.values() if r.typ == "peaknight:index:Cluster"}
+    clusters = {r.name for r in by_name.values() if r.typ == "peaknight:index:ClusterStack"}
     for r in kube_objects(mocks):
         unit = by_name[r.parent]
-        assert unit.typ != "peaknight:index:Cluster" or r.typ.startswith("kubernetes:helm.sh")
+        assert unit.typ != "peaknight:index:ClusterStack" or r.typ.startswith("kubernetes:helm.sh")
         assert unit.parent in clusters and r.name.startswith(unit.parent + "/")
     for name, unit in by_name.items():
-        if unit.typ == "peaknight:index:Cluster":
+        if unit.typ == "peaknight:index:ClusterStack":
             assert unit.parent is None
+            # Renamed from Cluster: the alias keeps every URN beneath it, so stacks update in place.
+            assert unit.aliases == ("peaknight:index:Cluster",)
 
 
 def test_broadcast_protects_node_pools_and_rehearsal_does_not(runs):

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from peaknight.builders import autoscaling
+from peaknight.provisioners import registry as provisioners
+from peaknight.builders import autoscaling, podpolicy
 from peaknight.spec import profiles
 from peaknight.plan.capacity import ClusterPlan
 from peaknight.builders.objects import Obj
@@ -25,18 +26,19 @@ from peaknight.spec.stack import AutoscalerKind, Cluster, StackSpec
 
 CHARTS = Path(__file__).with_name("charts")  # package data: pinned charts and values
 
-# Add-on ids: the charts/ folder names and the fields of spec.Addons (with '-' for '_').
-GPU_OPERATOR, KARPENTER, KEDA, LWS, PROMETHEUS_STACK = "gpu-operator", "karpenter", "keda", "lws", "prometheus-stack"
+# Add-on ids: the charts/ folder names and the fields of spec.Addons (with '-' for '_'). A
+# provisioner's controller is an add-on too, named by the provisioner (provisioners/).
+GPU_OPERATOR, KEDA, LWS, PROMETHEUS_STACK = "gpu-operator", "keda", "lws", "prometheus-stack"
 PROMETHEUS_ADAPTER = "prometheus-adapter"
 
 # The add-on whose chart brings the CRD of each custom kind the kit (or an add-on) creates.
 # Gateway and HTTPRoute are not here: they come with the cluster's gateway implementation
 # (Cluster.gateway_class), which the operator brings.
 CRD_ADDON: dict[str, str] = {
-    "NodePool": KARPENTER, "EC2NodeClass": KARPENTER,
     "ScaledObject": KEDA, "TriggerAuthentication": KEDA,
     "LeaderWorkerSet": LWS,
     "ServiceMonitor": PROMETHEUS_STACK, "PodMonitor": PROMETHEUS_STACK, "PrometheusRule": PROMETHEUS_STACK,
+    **{kind: p.addon for p in provisioners.REGISTRY.values() if p.addon for kind in p.crd_kinds},
 }
 
 # The autoscalers' timings, as the simulator replays them: the kit's ScaledObjects poll every
@@ -127,7 +129,10 @@ def file_values(addon: str, stage: str) -> dict[str, Any]:
 
 
 def enabled(cluster: Cluster, addon: str) -> bool:
-    return getattr(cluster.addons, addon.replace("-", "_"))
+    provisioner = provisioners.for_cluster(cluster)
+    if addon == provisioner.addon:
+        return provisioner.installs_addon(cluster)
+    return bool(getattr(cluster.addons, addon.replace("-", "_")))
 
 
 @dataclass(frozen=True, order=True)
@@ -143,7 +148,7 @@ def metric_uses(obj: Obj) -> tuple[MetricUse, ...]:
     """The metrics of an HPA that only an adapter serves; none for any other object."""
     if obj.kind != "HorizontalPodAutoscaler":
         return ()
-    return tuple(MetricUse(m["type"], m[m["type"].lower()]["metric"]["name"], obj.namespace)
+    return tuple(MetricUse(m["type"], m[m["type"].lower()]["metric"]["name"], obj.namespace or "")
                  for m in obj.manifest["spec"]["metrics"] if m["type"] in ADAPTER_METRIC_TYPES)
 
 
@@ -176,11 +181,6 @@ def gpu_operator_values(gpus: set[str], driver_baked: bool) -> dict[str, Any]:
                        "kernelModuleType": newest["kernelModuleType"]},
             "toolkit": {"enabled": True},
             "dcgmExporter": {"serviceMonitor": {"interval": f"{SCRAPE_SECONDS}s"}}}
-
-
-def karpenter_values(cluster: Cluster) -> dict[str, Any]:
-    """Karpenter discovers subnets and security groups by the tag the EC2NodeClasses select on."""
-    return {"settings": {"clusterName": cluster.name}}
 
 
 def controller_replicas(spec: StackSpec) -> int:
@@ -244,9 +244,7 @@ def prometheus_adapter_values(spec: StackSpec, cluster: Cluster, release: str,
     pods = {"app.kubernetes.io/name": chart(PROMETHEUS_ADAPTER).name, "app.kubernetes.io/instance": release}
     return {"prometheus": {"url": f"{prometheus.scheme}://{prometheus.hostname}", "port": prometheus.port},
             "replicas": controller_replicas(spec),
-            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                           "whenUnsatisfiable": "DoNotSchedule",
-                                           "labelSelector": {"matchLabels": pods}}],
+            "topologySpreadConstraints": podpolicy.zone_spread(pods),
             "rules": {"custom": [custom_rule(u) for u in distinct if u.type == "Pods"],
                       "external": external}}
 
@@ -260,7 +258,10 @@ def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster,
     out = [(PROMETHEUS_STACK, "kube-prometheus-stack", prometheus_values(spec)),
            (GPU_OPERATOR, "gpu-operator",
             gpu_operator_values(gpus, profiles.load().timings.gpu_driver_seconds == 0)),
-           (KARPENTER, "karpenter", karpenter_values(cluster))]
+           ]
+    provisioner = provisioners.for_cluster(cluster)
+    if provisioner.addon:
+        out.append((provisioner.addon, provisioner.addon, provisioner.addon_values(cluster)))
     scaled = scaled_objects(spec, cluster)
     if scaled:
         out.append((KEDA, "keda", keda_values(spec, scaled)))

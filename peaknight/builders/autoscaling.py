@@ -12,7 +12,7 @@ reactive autoscaler misses a one-minute ramp. The kit's KEDA ScaledObject theref
   HPA "max over metrics").
 
 In a broadcast each moment's floor is held until the window ends, so the floors only ever rise
-during the show (a staircase): the Karpenter budget freezes the pool's nodes for the window
+during the show (a staircase): the provisioner's budget freezes the pool's nodes for the window
 anyway, so a replica removed mid-show would free no GPU and be cold for the next moment. Above
 the floors, replicas the load signal added are kept for the HPA's longest stabilisation window
 (an hour). After the window the floors lapse and the fleet scales down on its own: no post-show
@@ -35,8 +35,8 @@ from peaknight.builders import warmup
 from peaknight.plan.capacity import Figure, ModelPlan
 from peaknight.spec.forecast import moment_end
 from peaknight.builders.monitoring import engine_tokens_per_second
-from peaknight.builders.objects import Obj, Unit, inference_namespace, meta
-from peaknight.spec.stack import AutoscalerKind, Cluster, Model, Stage, StackSpec
+from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, meta
+from peaknight.spec.stack import AutoscalerKind, Cluster, Model, Stage
 from peaknight.spec.timeline import cron_at
 
 # KEDA's own checks (activation, scale to/from zero). 15 s as in the vLLM production-stack and GKE
@@ -75,41 +75,41 @@ def metric_labels(model: Model) -> dict[str, str]:
     return {"model_name": model.name}
 
 
-def token_query(spec: StackSpec, model: Model) -> str:
+def token_query(scope: Scope, model: Model) -> str:
     """Tokens/s the model serves in this cluster: the HPA's selector plus its namespace, as
     prometheus-adapter fills them in for an External metric (engine counters via ServiceMonitor)."""
-    labels = {**metric_labels(model), "namespace": inference_namespace(spec)}
+    labels = {**metric_labels(model), "namespace": inference_namespace(scope)}
     return tokens_per_second(",".join(f'{k}="{v}"' for k, v in labels.items()))
 
 
-def threshold(spec: StackSpec, plan: ModelPlan) -> Figure:
+def threshold(scope: Scope, plan: ModelPlan) -> Figure:
     """Tokens/s per replica the HPA aims for: the plan's replica capacity at target utilisation."""
-    util = spec.policy.target_utilisation
+    util = scope.policy.target_utilisation
     value = math.floor(plan.replica_tps.value * util)
     return Figure(value, f"floor({plan.replica_tps.value:,.0f} tok/s per replica x target utilisation {util:g}) "
                          f"= {value:,} tok/s per replica; replica: {plan.replica_tps.why}")
 
 
-def moment_floors(spec: StackSpec, model: Model, plan: ModelPlan) -> list[tuple[str, dt.datetime, dt.datetime, int, Figure]]:
+def moment_floors(scope: Scope, model: Model, plan: ModelPlan) -> list[tuple[str, dt.datetime, dt.datetime, int, Figure]]:
     """(moment, start, end, replicas, lead) per moment, in time order. A moment that needs more
     replicas than every earlier floor needs new nodes (cold lead); otherwise the pool's nodes,
     frozen through the window and kept warm by the pre-puller, are already there. A broadcast
     holds each floor to the window's end; a rehearsal until the moment's load is back at baseline."""
     held = int(plan.floor_replicas.value)
-    hold_to_window_end = spec.policy.stage is Stage.BROADCAST
+    hold_to_window_end = scope.policy.stage is Stage.BROADCAST
     out = []
-    for m in sorted(spec.event.moments, key=lambda m: m.at):
+    for m in sorted(scope.event.moments, key=lambda m: m.at):
         replicas = plan.replicas_for(m.name)
         lead = warmup.lead(model, warm=replicas <= held)
         held = max(held, replicas)
-        end = spec.event.window.end if hold_to_window_end else moment_end(m)
+        end = scope.event.window.end if hold_to_window_end else moment_end(m)
         out.append((m.name, m.at - dt.timedelta(seconds=lead.value), end, replicas, lead))
     return out
 
 
-def _cron(spec: StackSpec, name: str, start: dt.datetime, end: dt.datetime, replicas: int) -> dict[str, Any]:
+def _cron(scope: Scope, name: str, start: dt.datetime, end: dt.datetime, replicas: int) -> dict[str, Any]:
     return {"type": "cron", "name": name, "metadata": {
-        "timezone": spec.event.time_zone, "start": cron_at(start), "end": cron_at(end),
+        "timezone": scope.event.time_zone, "start": cron_at(start), "end": cron_at(end),
         "desiredReplicas": str(replicas)}}
 
 
@@ -118,13 +118,13 @@ MAX_STABILIZATION_SECONDS = 3600
 DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS = 300
 
 
-def behavior(spec: StackSpec, max_replicas: int) -> dict[str, Any]:
+def behavior(scope: Scope, max_replicas: int) -> dict[str, Any]:
     """Scale up at once (any step up to the maximum per 15 s: the NodePool's GPU limit is the real
     brake); scale down after the longest stabilisation the HPA allows in a broadcast (the cron
     floors hold the planned replicas regardless), after the HPA's default 5 minutes otherwise."""
     up = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
           "policies": [{"type": "Pods", "value": max_replicas, "periodSeconds": HPA_SYNC_SECONDS}]}
-    hold = (MAX_STABILIZATION_SECONDS if spec.policy.stage is Stage.BROADCAST
+    hold = (MAX_STABILIZATION_SECONDS if scope.policy.stage is Stage.BROADCAST
             else DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS)
     down = {"stabilizationWindowSeconds": hold, "selectPolicy": "Max",
             "policies": [{"type": "Percent", "value": 100, "periodSeconds": HPA_SYNC_SECONDS}]}
@@ -137,18 +137,18 @@ def target_ref(service: Unit) -> dict[str, str]:
     return {"apiVersion": obj.manifest["apiVersion"], "kind": obj.kind, "name": obj.name}
 
 
-def _annotations(spec: StackSpec, model: Model, plan: ModelPlan) -> dict[str, str]:
-    floors = moment_floors(spec, model, plan)
+def _annotations(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
+    floors = moment_floors(scope, model, plan)
     return {
-        "peaknight.io/threshold": threshold(spec, plan).why,
+        "peaknight.io/threshold": threshold(scope, plan).why,
         "peaknight.io/pre-scale": "; ".join(f"{name}: {replicas} replicas from {start:%H:%M} to {end:%H:%M} "
-                                            f"{spec.event.time_zone}, lead {lead.why}"
+                                            f"{scope.event.time_zone}, lead {lead.why}"
                                             for name, start, end, replicas, lead in floors),
-        "peaknight.io/scale-down": (f"moment floors held to the window's end ({spec.event.window.end:%H:%M}): the "
+        "peaknight.io/scale-down": (f"moment floors held to the window's end ({scope.event.window.end:%H:%M}): the "
                                     "node pool is frozen for the window, so a removed replica frees no GPU and would "
                                     f"be cold for the next moment; above them {MAX_STABILIZATION_SECONDS} s "
                                     "stabilisation; after the window the floors lapse and the fleet scales down"
-                                    if spec.policy.stage is Stage.BROADCAST else
+                                    if scope.policy.stage is Stage.BROADCAST else
                                     f"HPA default: {DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS} s stabilisation, "
                                     "then up to 100% per 15 s"),
         "peaknight.io/timings": (f"pollingInterval {POLLING_SECONDS} s (vLLM production-stack, GKE; KEDA default 30), "
@@ -157,26 +157,26 @@ def _annotations(spec: StackSpec, model: Model, plan: ModelPlan) -> dict[str, st
     }
 
 
-def scaled_object(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
+def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
     floor, peak = int(plan.floor_replicas.value), int(plan.replicas.value)
-    to_zero = bool(spec.policy.scale_to_zero)
+    to_zero = bool(scope.policy.scale_to_zero)
     triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": "tokens", "metadata": {
-        "serverAddress": cluster.prometheus_url, "query": token_query(spec, model),
-        "threshold": str(int(threshold(spec, plan).value)), "activationThreshold": str(ACTIVATION_TPS),
+        "serverAddress": cluster.prometheus_url, "query": token_query(scope, model),
+        "threshold": str(int(threshold(scope, plan).value)), "activationThreshold": str(ACTIVATION_TPS),
         # An empty answer is an error, not zero: a lost target trips the fallback, never a scale-down.
         "ignoreNullValues": "false"}}]
     if to_zero:
-        start = spec.event.window.start - dt.timedelta(seconds=warmup.lead(model, warm=False).value)
-        triggers.append(_cron(spec, "window", start, spec.event.window.end, floor))
-    triggers += [_cron(spec, name, start, end, replicas)
-                 for name, start, end, replicas, _ in moment_floors(spec, model, plan)]
-    annotations = {**_annotations(spec, model, plan),
+        start = scope.event.window.start - dt.timedelta(seconds=warmup.lead(model, warm=False).value)
+        triggers.append(_cron(scope, "window", start, scope.event.window.end, floor))
+    triggers += [_cron(scope, name, start, end, replicas)
+                 for name, start, end, replicas, _ in moment_floors(scope, model, plan)]
+    annotations = {**_annotations(scope, model, plan),
                    "peaknight.io/fallback": f"after {FALLBACK_FAILURES} failed reads: "
                                             + ("the peak replicas (blind in a broadcast, err high)"
-                                               if spec.policy.stage is Stage.BROADCAST else "the floor")}
+                                               if scope.policy.stage is Stage.BROADCAST else "the floor")}
     return Obj({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-        "metadata": {**meta(spec, "autoscaler", model.name, inference_namespace(spec)), "annotations": annotations},
+        "metadata": {**meta(scope, "autoscaler", model.name, inference_namespace(scope)), "annotations": annotations},
         "spec": {
             "scaleTargetRef": target,
             "pollingInterval": POLLING_SECONDS,
@@ -184,38 +184,38 @@ def scaled_object(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPl
             "minReplicaCount": 0 if to_zero else floor,
             "maxReplicaCount": peak,
             "fallback": {"failureThreshold": FALLBACK_FAILURES,
-                         "replicas": peak if spec.policy.stage is Stage.BROADCAST else floor},
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(spec, peak)}},
+                         "replicas": peak if scope.policy.stage is Stage.BROADCAST else floor},
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(scope, peak)}},
             "triggers": triggers,
         },
     })
 
 
-def hpa(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
+def hpa(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
     """The plain HPA: no schedule, so the floor is the highest any moment needs, all night."""
     peak = int(plan.replicas.value)
-    floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(spec, model, plan)])
-    annotations = {**_annotations(spec, model, plan),
-                   "peaknight.io/query": token_query(spec, model),
+    floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(scope, model, plan)])
+    annotations = {**_annotations(scope, model, plan),
+                   "peaknight.io/query": token_query(scope, model),
                    "peaknight.io/limitation": (f"HPA cannot pre-scale on a schedule or scale to zero: minReplicas is "
                                                f"the highest moment floor ({floor}) for the whole night; the External "
                                                f"metric {EXTERNAL_METRIC} comes from prometheus-adapter running the "
                                                "query above")}
     return Obj({
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {**meta(spec, "autoscaler", model.name, inference_namespace(spec)), "annotations": annotations},
+        "metadata": {**meta(scope, "autoscaler", model.name, inference_namespace(scope)), "annotations": annotations},
         "spec": {
             "scaleTargetRef": target,
             "minReplicas": floor,
             "maxReplicas": peak,
             "metrics": [{"type": "External", "external": {
                 "metric": {"name": EXTERNAL_METRIC, "selector": {"matchLabels": metric_labels(model)}},
-                "target": {"type": "AverageValue", "averageValue": str(int(threshold(spec, plan).value))}}}],
-            "behavior": behavior(spec, peak),
+                "target": {"type": "AverageValue", "averageValue": str(int(threshold(scope, plan).value))}}}],
+            "behavior": behavior(scope, peak),
         },
     })
 
 
-def build(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan, service: Unit) -> Unit:
+def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, service: Unit) -> Unit:
     make = scaled_object if cluster.autoscaler is AutoscalerKind.KEDA else hpa
-    return Unit("Autoscaler", model.name, (make(spec, cluster, model, plan, target_ref(service)),))
+    return Unit("Autoscaler", model.name, (make(scope, cluster, model, plan, target_ref(service)),))

@@ -7,23 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peaknight.builders import autoscaling
+from peaknight.builders.parts import ClusterStackArgs
 from peaknight.plan import capacity
-from peaknight.builders import cluster_base
-from peaknight.edges import live as edges
-from peaknight.builders import inference
-from peaknight.builders import monitoring
-from peaknight.provisioners import karpenter as nodepools
-from peaknight.builders import warmup
 from peaknight.plan.capacity import CapacityPlan
-from peaknight.builders.objects import Unit
-from peaknight.spec.stack import Cluster, StackSpec
+from peaknight.spec.stack import StackSpec
 
-
-@dataclass(frozen=True)
-class ClusterObjects:
-    cluster: Cluster
-    units: tuple[Unit, ...]
+# One cluster's parts and units (builders/parts.py): the same value ClusterStack takes.
+ClusterObjects = ClusterStackArgs
 
 
 @dataclass(frozen=True)
@@ -37,17 +27,4 @@ def build(spec: StackSpec, plan: CapacityPlan | None = None) -> EventObjects:
     """Plan (unless given) and build; raises capacity.EnvelopeError rather than emit a plan that
     does not fit."""
     plan = plan or capacity.plan(spec)
-    return EventObjects(spec, plan, tuple(ClusterObjects(c, _cluster_units(spec, plan, c)) for c in spec.clusters))
-
-
-def _cluster_units(spec: StackSpec, plan: CapacityPlan, cluster: Cluster) -> tuple[Unit, ...]:
-    cplan = plan.cluster(cluster.name)
-    units = [cluster_base.build(spec, cluster)]
-    units += [nodepools.build(spec, cluster, pool, cplan.pool(pool.name)) for pool in spec.gpu_pools]
-    for model in spec.models:
-        service = inference.build(spec, cluster, model, cplan.model(model.name))
-        units += [service, autoscaling.build(spec, cluster, model, cplan.model(model.name), service)]
-    units.append(warmup.build(spec, cluster))
-    units.append(monitoring.build(spec, cluster, cplan))
-    units += [edges.build(spec, cluster, edge, cplan.edge(edge.name)) for edge in spec.edges]
-    return tuple(units)
+    return EventObjects(spec, plan, tuple(ClusterStackArgs(spec, plan.cluster(c.name), c) for c in spec.clusters))

@@ -14,9 +14,9 @@ from peaknight.engines import base as engines
 from peaknight.spec import profiles
 from peaknight.plan.capacity import ModelPlan
 from peaknight.builders.cluster_base import gateway_name
-from peaknight.provisioners.karpenter import GPU_TAINT, POOL_LABEL
-from peaknight.builders.objects import Obj, Unit, inference_namespace, labels, meta, priority_class
-from peaknight.spec.stack import Cluster, Model, StackSpec
+from peaknight.builders import podpolicy
+from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, labels, meta, priority_class
+from peaknight.spec.stack import Cluster, Model
 
 DRAIN_SECONDS = 300        # a long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min
 STARTUP_FLOOR_SECONDS = 600  # the anchors' smallest start-up budget (ai-on-eks, KServe)
@@ -26,8 +26,8 @@ MEMORY_GIB_PER_GPU = 200   # p5/p5e: 2 TiB for 8 GPUs, minus the node's daemons
 LWS_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 
 
-def selector(spec: StackSpec, model: Model) -> dict[str, str]:
-    return {"app.kubernetes.io/name": model.name, "peaknight.io/event": spec.event.name}
+def selector(scope: Scope, model: Model) -> dict[str, str]:
+    return {"app.kubernetes.io/name": model.name, "peaknight.io/event": scope.event.name}
 
 
 def startup_budget(model: Model) -> int:
@@ -41,7 +41,7 @@ def shm_gib(gpus: int) -> int:
     return max(8, 2 * gpus)
 
 
-def _container(spec: StackSpec, model: Model, plan: ModelPlan, gpus: int, serves_http: bool) -> dict[str, Any]:
+def _container(scope: Scope, model: Model, plan: ModelPlan, gpus: int, serves_http: bool) -> dict[str, Any]:
     e = engines.info(model)
     container: dict[str, Any] = {
         "name": "engine",
@@ -57,8 +57,7 @@ def _container(spec: StackSpec, model: Model, plan: ModelPlan, gpus: int, serves
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "weights", "mountPath": engines.MODEL_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                            "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": podpolicy.container_security(),
     }
     if serves_http:
         container["ports"] = [{"name": "http", "containerPort": engines.PORT, "protocol": "TCP"}]
@@ -74,20 +73,15 @@ def _container(spec: StackSpec, model: Model, plan: ModelPlan, gpus: int, serves
     return container
 
 
-def pod_spec(spec: StackSpec, model: Model, plan: ModelPlan, serves_http: bool = True) -> dict[str, Any]:
+def pod_spec(scope: Scope, model: Model, plan: ModelPlan, serves_http: bool = True) -> dict[str, Any]:
     gpus = plan.gpus_per_replica // plan.nodes_per_replica
     return {
-        "priorityClassName": priority_class(spec),
+        "priorityClassName": priority_class(scope),
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                            "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [_container(spec, model, plan, gpus, serves_http)],
-        "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}],
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": POOL_LABEL, "operator": "In", "values": [model.pool]}]}]}}},
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                       "whenUnsatisfiable": "DoNotSchedule",
-                                       "labelSelector": {"matchLabels": selector(spec, model)}}],
+        "securityContext": podpolicy.pod_security(RUN_AS_USER),
+        "containers": [_container(scope, model, plan, gpus, serves_http)],
+        **podpolicy.gpu_placement(model.pool),
+        "topologySpreadConstraints": podpolicy.zone_spread(selector(scope, model)),
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib(gpus)}Gi"}},
             {"name": "weights", "persistentVolumeClaim": {"claimName": weights_claim(model), "readOnly": True}},
@@ -100,27 +94,27 @@ def weights_claim(model: Model) -> str:
     return f"{model.name}-weights"
 
 
-def _workload(spec: StackSpec, model: Model, plan: ModelPlan) -> Obj:
-    ns = inference_namespace(spec)
-    template_meta = {"labels": {**labels(spec, "inference", model.name), **selector(spec, model)}}
+def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
+    ns = inference_namespace(scope)
+    template_meta = {"labels": {**labels(scope, "inference", model.name), **selector(scope, model)}}
     annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why}
     floor = int(plan.floor_replicas.value)
     if plan.nodes_per_replica == 1:
         manifest = {
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {**meta(spec, "inference", model.name, ns), "annotations": annotations},
+            "metadata": {**meta(scope, "inference", model.name, ns), "annotations": annotations},
             "spec": {
                 "replicas": floor,
-                "selector": {"matchLabels": selector(spec, model)},
+                "selector": {"matchLabels": selector(scope, model)},
                 # One extra replica at a time: the pool's GPU limit holds a surge replica.
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "template": {"metadata": template_meta, "spec": pod_spec(spec, model, plan)},
+                "template": {"metadata": template_meta, "spec": pod_spec(scope, model, plan)},
             },
         }
     else:
         manifest = {
             "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
-            "metadata": {**meta(spec, "inference", model.name, ns), "annotations": annotations},
+            "metadata": {**meta(scope, "inference", model.name, ns), "annotations": annotations},
             "spec": {
                 "replicas": floor,
                 "startupPolicy": "LeaderCreated",
@@ -129,9 +123,9 @@ def _workload(spec: StackSpec, model: Model, plan: ModelPlan) -> Obj:
                 "leaderWorkerTemplate": {
                     "size": plan.nodes_per_replica,
                     "restartPolicy": "RecreateGroupOnPodRestart",
-                    "leaderTemplate": {"metadata": template_meta, "spec": pod_spec(spec, model, plan)},
+                    "leaderTemplate": {"metadata": template_meta, "spec": pod_spec(scope, model, plan)},
                     "workerTemplate": {"metadata": template_meta,
-                                       "spec": pod_spec(spec, model, plan, serves_http=False)},
+                                       "spec": pod_spec(scope, model, plan, serves_http=False)},
                 },
             },
         }
@@ -139,36 +133,36 @@ def _workload(spec: StackSpec, model: Model, plan: ModelPlan) -> Obj:
     return Obj(manifest, ignore_changes=("spec.replicas",))
 
 
-def build(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit:
-    ns = inference_namespace(spec)
+def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit:
+    ns = inference_namespace(scope)
     weights_gib = profiles.load().model_classes[model.model_class].weights_gib
-    serving = dict(selector(spec, model))
+    serving = dict(selector(scope, model))
     if plan.nodes_per_replica > 1:
         serving[LWS_INDEX_LABEL] = "0"  # only the group's leader serves HTTP
     objs = [
         Obj({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-             "metadata": meta(spec, "inference", weights_claim(model), ns),
+             "metadata": meta(scope, "inference", weights_claim(model), ns),
              # Many readers (every replica mounts it read-only) and one writer: warmup's staging Job.
              "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": cluster.model_cache_class,
                       "resources": {"requests": {"storage": f"{math.ceil(weights_gib * 1.2)}Gi"}}}},
-            protect=spec.policy.protect),
-        _workload(spec, model, plan),
+            protect=scope.policy.protect),
+        _workload(scope, model, plan),
         Obj({"apiVersion": "v1", "kind": "Service",
-             "metadata": meta(spec, "inference", model.name, ns),
+             "metadata": meta(scope, "inference", model.name, ns),
              "spec": {"type": "ClusterIP", "selector": serving,
                       "ports": [{"name": "http", "port": engines.PORT, "targetPort": "http", "protocol": "TCP"}]}}),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-             "metadata": meta(spec, "inference", model.name, ns),
+             "metadata": meta(scope, "inference", model.name, ns),
              # One replica (one LWS group of pods) may be voluntarily disrupted at a time.
-             "spec": {"maxUnavailable": plan.nodes_per_replica, "selector": {"matchLabels": selector(spec, model)}}}),
+             "spec": {"maxUnavailable": plan.nodes_per_replica, "selector": {"matchLabels": selector(scope, model)}}}),
         Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-             "metadata": meta(spec, "inference", model.name, ns),
-             "spec": {"selector": {"matchLabels": selector(spec, model)},
+             "metadata": meta(scope, "inference", model.name, ns),
+             "spec": {"selector": {"matchLabels": selector(scope, model)},
                       "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]}}),
         Obj({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-             "metadata": meta(spec, "inference", model.name, ns),
+             "metadata": meta(scope, "inference", model.name, ns),
              "spec": {
-                 "parentRefs": [{"name": gateway_name(spec)}],
+                 "parentRefs": [{"name": gateway_name(scope)}],
                  "rules": [{
                      "matches": [{"path": {"type": "PathPrefix", "value": f"/{model.name}"}}],
                      "filters": [{"type": "URLRewrite", "urlRewrite": {

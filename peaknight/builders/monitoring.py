@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from peaknight.provisioners import registry as provisioners
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import live as edges
 from peaknight.engines import base as engines
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
-from peaknight.builders.objects import Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
+from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
 from peaknight.spec.stack import Cluster, Edge, Model, StackSpec
 
 # Rate windows: 2m holds 8 samples at the ServiceMonitors' 15 s interval; quantiles smooth over 5m.
@@ -28,8 +29,6 @@ POOL_FOR = "5m"
 # DCGM exporter (GPU Operator) with Kubernetes pod mapping: its ServiceMonitor keeps the exporter's
 # `namespace`/`pod` labels (honorLabels: true), so utilisation joins to the model's pods by name.
 DCGM_UTIL = "DCGM_FI_DEV_GPU_UTIL"
-KARPENTER_USAGE = "karpenter_nodepools_usage"
-GPU_RESOURCE = "nvidia.com/gpu"
 # Below this share of the planned peak (egress, or segment requests) the stream is idle and a
 # ratio over its few requests means nothing.
 EDGE_QUIET_SHARE = 0.01
@@ -70,10 +69,10 @@ def _quantile(histograms: tuple[str, ...], q: float, selector: str) -> str:
                        for h in histograms)
 
 
-def _alert(spec: StackSpec, name: str, expr: str, for_: str, severity: str, summary: str, description: str,
+def _alert(scope: Scope, name: str, expr: str, for_: str, severity: str, summary: str, description: str,
            **labels: str) -> dict[str, Any]:
     return {"alert": name, "expr": expr, "for": for_,
-            "labels": {"severity": severity, "event": spec.event.name, **labels},
+            "labels": {"severity": severity, "event": scope.event.name, **labels},
             "annotations": {"summary": summary, "description": description}}
 
 
@@ -129,18 +128,19 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
     return {"name": f"peaknight.{model.name}", "rules": rules}
 
 
-def pool_group(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> dict[str, Any]:
-    """GPUs in use per node pool against the limit the plan set on its NodePool."""
+def pool_group(scope: Scope, cluster: Cluster, plan: ClusterPlan) -> dict[str, Any]:
+    """GPUs in use per node pool against the limit the plan set on it (as the cluster's provisioner
+    counts them)."""
     rules: list[dict[str, Any]] = []
     for pool in plan.pools:
-        usage = f"max({KARPENTER_USAGE}{_sel(nodepool=pool.pool, resource_type=GPU_RESOURCE)})"
+        usage = provisioners.for_cluster(cluster).gpus_in_use(pool.pool)
         limit = pool.gpu_limit.value
         label = {"nodepool": pool.pool}
         rules.append({"record": "nodepool:gpus_in_use:max", "expr": usage, "labels": label})
         rules.append(_alert(
-            spec, "PeaknightNodePoolAtGpuLimit", f"{usage} >= {_num(limit)}", POOL_FOR, "critical",
+            scope, "PeaknightNodePoolAtGpuLimit", f"{usage} >= {_num(limit)}", POOL_FOR, "critical",
             f"pool {pool.pool} in {cluster.name}: at its GPU limit of {limit:,.0f}",
-            f"NodePool limits.nvidia.com/gpu = {limit:,.0f} = {pool.gpu_limit.why}. At the limit Karpenter "
+            f"pool GPU limit = {limit:,.0f} = {pool.gpu_limit.why}. At the limit the provisioner "
             f"launches no node: a surge replica or a replaced node stays pending.", **label))
     return {"name": "peaknight.pools", "rules": rules}
 
@@ -150,19 +150,19 @@ def _any_of(values: tuple[str, ...]) -> str:
     return "~" + "|".join(values)
 
 
-def _logged_rate(spec: StackSpec, edge: Edge, metric: str, role: str = "edge", **labels: str) -> str:
+def _logged_rate(scope: Scope, edge: Edge, metric: str, role: str = "edge", **labels: str) -> str:
     """rate() of a log exporter counter (edge_logs) over one tier's pods (edge or shield), scraped
     via its metrics Service."""
     service = edges.metrics_name(edge, role)
-    return f"rate({metric}{_sel(namespace=edge_namespace(spec), service=service, **labels)}[{RATE_WINDOW}])"
+    return f"rate({metric}{_sel(namespace=edge_namespace(scope), service=service, **labels)}[{RATE_WINDOW}])"
 
 
-def _edge_records(spec: StackSpec, edge: Edge) -> list[dict[str, Any]]:
+def _edge_records(scope: Scope, edge: Edge) -> list[dict[str, Any]]:
     """Egress from the pods' network counters (cAdvisor: what the NICs carry, for capacity); the
     rest from the log exporter's per-request counters, by cache status and status."""
-    pods = _sel(namespace=edge_namespace(spec), pod="~" + pod_pattern(edge.name), interface="eth0")
+    pods = _sel(namespace=edge_namespace(scope), pod="~" + pod_pattern(edge.name), interface="eth0")
     by_cache = f"edge_cache:requests:rate{RATE_WINDOW}"
-    requests = _logged_rate(spec, edge, edge_logs.RESPONSES)
+    requests = _logged_rate(scope, edge, edge_logs.RESPONSES)
     gbps = "* 8 / 1e9"
     records = (
         (f"edge:egress_gbps:rate{RATE_WINDOW}",
@@ -176,11 +176,11 @@ def _edge_records(spec: StackSpec, edge: Edge) -> list[dict[str, Any]]:
         # What the origins send: the bodies of the responses the shields fetched from them (the
         # edges' own fills come from the shields).
         (f"edge:origin_gbps:rate{RATE_WINDOW}",
-         f"sum({_logged_rate(spec, edge, edge_logs.RESPONSE_BYTES, 'shield', cache=_any_of(edge_logs.FILLS))}) {gbps}"),
+         f"sum({_logged_rate(scope, edge, edge_logs.RESPONSE_BYTES, 'shield', cache=_any_of(edge_logs.FILLS))}) {gbps}"),
         (f"edge:shield_fetch_gbps:rate{RATE_WINDOW}",
-         f"sum({_logged_rate(spec, edge, edge_logs.RESPONSE_BYTES, cache=_any_of(edge_logs.FILLS))}) {gbps}"),
+         f"sum({_logged_rate(scope, edge, edge_logs.RESPONSE_BYTES, cache=_any_of(edge_logs.FILLS))}) {gbps}"),
         (f"edge:error_ratio:rate{RATE_WINDOW}",
-         f"sum({_logged_rate(spec, edge, edge_logs.RESPONSES, status='~5..')}) / sum({requests})"),
+         f"sum({_logged_rate(scope, edge, edge_logs.RESPONSES, status='~5..')}) / sum({requests})"),
     )
     return [{"record": r, "expr": x, "labels": {"edge": edge.name}} for r, x in records]
 
@@ -226,9 +226,9 @@ def edge_group(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) ->
     return {"name": f"peaknight.edge.{edge.name}", "rules": rules}
 
 
-def rule_object(spec: StackSpec, name: str, group: dict[str, Any]) -> Obj:
+def rule_object(scope: Scope, name: str, group: dict[str, Any]) -> Obj:
     return Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-                "metadata": meta(spec, "monitoring", name, monitoring_namespace(spec)),
+                "metadata": meta(scope, "monitoring", name, monitoring_namespace(scope)),
                 "spec": {"groups": [group]}})
 
 

@@ -8,9 +8,9 @@ are Pulumi resource options, travel beside them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from peaknight.spec.stack import StackSpec
+from peaknight.spec.stack import Event, Policy
 
 PART_OF = "peaknight"
 
@@ -43,45 +43,85 @@ class Obj:
 
 
 @dataclass(frozen=True)
+class CloudResource:
+    """A cloud resource that is not a Kubernetes object (a cloud's node pool), in the provider's own
+    terms: the Pulumi type token (`volcengine:vke/nodePool:NodePool`), a logical name unique in its
+    cluster, and input properties by their wire (camelCase) names. The offline render writes it for
+    review; the program registers `pulumi.CustomResource(type, name, properties)`."""
+
+    type: str
+    name: str
+    properties: dict[str, Any] = field(default_factory=dict)
+    protect: bool = False
+
+    @property
+    def key(self) -> str:
+        """Stable identity within a cluster: the type's last part and the name."""
+        return f"{self.type.rsplit(':', 1)[-1].lower()}.{self.name}"
+
+
+@dataclass(frozen=True)
 class Unit:
-    """A group of objects that one Pulumi component owns (type `peaknight:index:<component>`)."""
+    """What one Pulumi component owns (type `peaknight:index:<component>`): Kubernetes objects and,
+    for a provisioner's pools, cloud resources."""
 
     component: str
     name: str
     objects: tuple[Obj, ...] = field(default_factory=tuple)
+    cloud: tuple[CloudResource, ...] = ()
 
 
-def labels(spec: StackSpec, component: str, name: str) -> dict[str, str]:
+class Scope(Protocol):
+    """The narrow context every builder needs: which event (names, labels, clock) and which stage
+    (protection, priority). A StackSpec is one; so is an EventScope for a program of one's own."""
+
+    @property
+    def event(self) -> Event: ...
+
+    @property
+    def policy(self) -> Policy: ...
+
+
+@dataclass(frozen=True)
+class EventScope:
+    """A Scope without a whole stack: what a Pulumi program that composes the components itself
+    passes (see examples/)."""
+
+    event: Event
+    policy: Policy
+
+
+def labels(scope: Scope, component: str, name: str) -> dict[str, str]:
     """The labels every object carries: who made it, for which event, which part of it."""
     return {
         "app.kubernetes.io/name": name,
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": PART_OF,
-        "peaknight.io/event": spec.event.name,
-        "peaknight.io/stage": spec.policy.stage.value,
+        "peaknight.io/event": scope.event.name,
+        "peaknight.io/stage": scope.policy.stage.value,
     }
 
 
-def meta(spec: StackSpec, component: str, name: str, namespace: str | None = None,
+def meta(scope: Scope, component: str, name: str, namespace: str | None = None,
          **extra_labels: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name, "labels": {**labels(spec, component, name), **extra_labels}}
+    out: dict[str, Any] = {"name": name, "labels": {**labels(scope, component, name), **extra_labels}}
     if namespace:
         out["namespace"] = namespace
     return out
 
 
-def inference_namespace(spec: StackSpec) -> str:
-    return f"{spec.event.name}-inference"
+def inference_namespace(scope: Scope) -> str:
+    return f"{scope.event.name}-inference"
 
 
-def edge_namespace(spec: StackSpec) -> str:
-    return f"{spec.event.name}-edge"
+def edge_namespace(scope: Scope) -> str:
+    return f"{scope.event.name}-edge"
 
 
-def monitoring_namespace(spec: StackSpec) -> str:
-    return f"{spec.event.name}-monitoring"
+def monitoring_namespace(scope: Scope) -> str:
+    return f"{scope.event.name}-monitoring"
 
 
-def priority_class(spec: StackSpec) -> str:
+def priority_class(scope: Scope) -> str:
     """Broadcast pods pre-empt everything else in the cluster; rehearsal pods do not."""
-    return f"{spec.event.name}-{'broadcast-critical' if spec.policy.stage.value == 'broadcast' else 'rehearsal'}"
+    return f"{scope.event.name}-{'broadcast-critical' if scope.policy.stage.value == 'broadcast' else 'rehearsal'}"

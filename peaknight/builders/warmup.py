@@ -2,7 +2,7 @@
 
 A replica is *warm* when it lands on a node that already holds its image (the pre-puller put it
 there) and reads weights the staging Job already wrote: only the model load remains. It is *cold*
-when Karpenter must first find a node: batch, boot, GPU driver, image pull, then the model load.
+when the provisioner must first find a node: batch, boot, GPU driver, image pull, then the model load.
 The autoscaler's pre-scale lead and the simulator both take their start-up times from here.
 
 Schedule: the staging Job is created by `pulumi up`, and pulumi-kubernetes waits for a Job to
@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Iterable, Sequence
+
 from peaknight.spec import profiles
 from peaknight.plan.capacity import Figure
 from peaknight.engines.base import MODEL_DIR
 from peaknight.builders.inference import RUN_AS_USER, weights_claim
-from peaknight.provisioners.karpenter import GPU_TAINT, POOL_LABEL
-from peaknight.builders.objects import Obj, Unit, inference_namespace, meta, priority_class
-from peaknight.spec.stack import Cluster, Model, StackSpec
+from peaknight.builders import podpolicy
+from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, meta, priority_class
+from peaknight.spec.stack import Cluster, Model
 
 # Pinned by digest like every image of the night (policy immutable-images): a tag can be repointed.
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a"
@@ -33,10 +35,6 @@ STAGING_DEADLINE_FACTOR = 2
 # Slack on top of a replica's ready time before its moment: one HPA sync (15 s, kube-controller-
 # manager default), a readiness probe cycle (5 s period x 3) and room for a slow scheduler.
 PRESCALE_SLACK_SECONDS = 120
-_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
-             "seccompProfile": {"type": "RuntimeDefault"}}
-_POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                 "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}}
 _TINY = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
 
 
@@ -47,8 +45,8 @@ def ready_seconds(model: Model, warm: bool) -> Figure:
     if warm:
         return Figure(cls.startup_seconds, f"warm: model load {cls.startup_seconds} s")
     pull = math.ceil(cls.image_gib * t.image_pull_seconds_per_gib)
-    total = t.karpenter_batch_seconds + t.node_ready_seconds + t.gpu_driver_seconds + pull + cls.startup_seconds
-    return Figure(total, f"cold: Karpenter batch {t.karpenter_batch_seconds} + node ready {t.node_ready_seconds} + "
+    total = t.node_batch_seconds + t.node_ready_seconds + t.gpu_driver_seconds + pull + cls.startup_seconds
+    return Figure(total, f"cold: node launch batch {t.node_batch_seconds} + node ready {t.node_ready_seconds} + "
                          f"GPU driver {t.gpu_driver_seconds} + image pull {cls.image_gib:g} GiB x "
                          f"{t.image_pull_seconds_per_gib:g} s = {pull} + model load {cls.startup_seconds} = {total} s")
 
@@ -59,40 +57,38 @@ def staging_seconds(model: Model) -> int:
     return math.ceil(table.model_classes[model.model_class].weights_gib * table.timings.image_pull_seconds_per_gib)
 
 
-def _prepuller(spec: StackSpec, pool: str, images: list[str]) -> Obj:
+def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
     """Init containers pull each image and exit; the pause container keeps the pod (and the
     image's last user) on the node, so the kubelet's image GC does not evict it."""
     name = f"prepull-{pool}"
-    labels = {"app.kubernetes.io/name": name, "peaknight.io/event": spec.event.name}
+    labels = {"app.kubernetes.io/name": name, "peaknight.io/event": scope.event.name}
     init = [{"name": f"pull-{i}", "image": image, "imagePullPolicy": "IfNotPresent",
-             "command": ["/bin/sh", "-c", "exit 0"], "resources": _TINY, "securityContext": _SECURITY}
+             "command": ["/bin/sh", "-c", "exit 0"], "resources": _TINY,
+             "securityContext": podpolicy.container_security()}
             for i, image in enumerate(images)]
     return Obj({
         "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": meta(spec, "warm-gate", name, inference_namespace(spec)),
+        "metadata": meta(scope, "warm-gate", name, inference_namespace(scope)),
         "spec": {
             "selector": {"matchLabels": labels},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
             "template": {
-                "metadata": {"labels": {**meta(spec, "warm-gate", name)["labels"], **labels}},
+                "metadata": {"labels": {**meta(scope, "warm-gate", name)["labels"], **labels}},
                 "spec": {
-                    "priorityClassName": priority_class(spec),
-                    "securityContext": _POD_SECURITY,
+                    "priorityClassName": priority_class(scope),
+                    "securityContext": podpolicy.pod_security(RUN_AS_USER),
                     "automountServiceAccountToken": False,
-                    "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}],
-                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [{"matchExpressions": [
-                            {"key": POOL_LABEL, "operator": "In", "values": [pool]}]}]}}},
+                    **podpolicy.gpu_placement(pool),
                     "initContainers": init,
                     "containers": [{"name": "pause", "image": PAUSE_IMAGE, "resources": _TINY,
-                                    "securityContext": _SECURITY}],
+                                    "securityContext": podpolicy.container_security()}],
                 },
             },
         },
     })
 
 
-def _staging_job(spec: StackSpec, model: Model, deadline: dt.datetime) -> Obj:
+def _staging_job(scope: Scope, model: Model, deadline: dt.datetime) -> Obj:
     """Download the weights into the model's weights volume (idempotent: files present are skipped)."""
     name = f"stage-{model.name}"
     expected = staging_seconds(model)
@@ -101,8 +97,8 @@ def _staging_job(spec: StackSpec, model: Model, deadline: dt.datetime) -> Obj:
               f"snapshot_download(repo_id={model.weights!r}, local_dir={target!r})\n")
     manifest = {
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {**meta(spec, "warm-gate", name, inference_namespace(spec)), "annotations": {
-            "peaknight.io/must-finish-before": f"{deadline.isoformat()} {spec.event.time_zone} (the earliest "
+        "metadata": {**meta(scope, "warm-gate", name, inference_namespace(scope)), "annotations": {
+            "peaknight.io/must-finish-before": f"{deadline.isoformat()} {scope.event.time_zone} (the earliest "
                                                "cold pre-scale); pulumi up waits for this Job",
             "peaknight.io/expected-seconds": f"{expected} = weights at the registry pull rate (profiles.yaml)",
         }},
@@ -110,10 +106,10 @@ def _staging_job(spec: StackSpec, model: Model, deadline: dt.datetime) -> Obj:
             "backoffLimit": 3,
             "activeDeadlineSeconds": STAGING_DEADLINE_FACTOR * expected,
             "template": {
-                "metadata": {"labels": meta(spec, "warm-gate", name)["labels"]},
+                "metadata": {"labels": meta(scope, "warm-gate", name)["labels"]},
                 "spec": {
                     "restartPolicy": "OnFailure",
-                    "securityContext": _POD_SECURITY,
+                    "securityContext": podpolicy.pod_security(RUN_AS_USER),
                     "automountServiceAccountToken": False,
                     "containers": [{
                         "name": "stage", "image": model.image, "imagePullPolicy": "IfNotPresent",
@@ -122,7 +118,7 @@ def _staging_job(spec: StackSpec, model: Model, deadline: dt.datetime) -> Obj:
                         "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}},
                         "volumeMounts": [{"name": "weights", "mountPath": MODEL_DIR},
                                          {"name": "tmp", "mountPath": "/tmp"}],
-                        "securityContext": _SECURITY,
+                        "securityContext": podpolicy.container_security(),
                     }],
                     "volumes": [{"name": "weights", "persistentVolumeClaim": {"claimName": weights_claim(model)}},
                                 {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}],
@@ -141,19 +137,19 @@ def lead(model: Model, warm: bool) -> Figure:
     return Figure(minutes * 60, f"ceil(({ready.why}) + slack {PRESCALE_SLACK_SECONDS} s) = {minutes} min")
 
 
-def must_finish(spec: StackSpec) -> dt.datetime:
+def must_finish(scope: Scope, models: Iterable[Model]) -> dt.datetime:
     """The warm gate's deadline: before the earliest cold pre-scale of any model (local time)."""
-    return spec.event.window.start - dt.timedelta(seconds=max(lead(m, warm=False).value for m in spec.models))
+    return scope.event.window.start - dt.timedelta(seconds=max(lead(m, warm=False).value for m in models))
 
 
-def build(spec: StackSpec, cluster: Cluster) -> Unit:
+def build(scope: Scope, cluster: Cluster, models: Sequence[Model]) -> Unit:
     """The cluster's pre-pullers (one per GPU pool) and staging Jobs (one per model)."""
-    deadline = must_finish(spec)
+    deadline = must_finish(scope, models)
     pools: dict[str, list[str]] = {}
-    for model in spec.models:
+    for model in models:
         images = pools.setdefault(model.pool, [])
         if model.image not in images:
             images.append(model.image)
-    objs = [_prepuller(spec, pool, images) for pool, images in pools.items()]
-    objs += [_staging_job(spec, model, deadline) for model in spec.models]
+    objs = [_prepuller(scope, pool, images) for pool, images in pools.items()]
+    objs += [_staging_job(scope, model, deadline) for model in models]
     return Unit("WarmGate", cluster.name, tuple(objs))

@@ -120,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return BAD_INPUT
     except capacity.EnvelopeError as err:
         print("the plan does not fit the Kubernetes envelope:", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
+        for line in err.problems:
+            print(f"  {line}", file=sys.stderr)
         return CHECK_FAILED
 
 

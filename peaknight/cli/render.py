@@ -1,16 +1,21 @@
 """Offline render: every object the Pulumi program would create, as YAML files for GitOps/review.
 
 One document per object under OUT/<cluster>/<kind>.<namespace>.<name>.yaml with sorted keys, so
-two renders diff cleanly. No Pulumi import on this path.
+two renders diff cleanly. Cloud resources a provisioner declares (not Kubernetes objects: nothing
+a GitOps controller could apply) go beside the cluster's directory, in OUT/<cluster>.cloud.yaml,
+one document each: `type` (the Pulumi type token), `name` and `properties`, as the program
+registers them. No Pulumi import on this path.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
 from peaknight.builders.event import EventObjects
+from peaknight.builders.objects import Unit
 
 _STR = "tag:yaml.org,2002:str"
 
@@ -22,7 +27,12 @@ class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[mi
     values repeat in every object. The safe dumper has no path resolvers, so a tag depends only on
     the lookup's arguments."""
 
-    _tags: dict[tuple[str, tuple[bool, bool]], str] = {}
+    _tags: dict[tuple[object, tuple[bool, bool]], str] = {}
+
+    def ignore_aliases(self, data: object) -> bool:
+        """Builders share small dicts (selectors, security contexts) between objects and fields; a
+        reviewer and a GitOps diff should read each value where it applies, not as &id001 / *id001."""
+        return True
 
     def represent_data(self, data: object) -> yaml.Node:
         if type(data) is str:
@@ -41,6 +51,19 @@ class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[mi
 
 def dump(manifest: dict) -> str:
     return yaml.dump(manifest, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=120)
+
+
+def _write_cloud(units: Iterable[Unit], path: Path) -> None:
+    """The cluster's cloud resources for review, or no file when it has none."""
+    cloud = [c for unit in units for c in unit.cloud]
+    if not cloud:
+        path.unlink(missing_ok=True)
+        return
+    docs = [{"type": c.type, "name": c.name, "protect": c.protect, "properties": c.properties}
+            for c in sorted(cloud, key=lambda c: c.key)]
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text("---\n".join(dump(d) for d in docs))
+    staging.replace(path)
 
 
 def write(objects: EventObjects, out: Path) -> dict[str, int]:
@@ -63,5 +86,6 @@ def write(objects: EventObjects, out: Path) -> dict[str, int]:
         final = out / cluster.cluster.name
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
+        _write_cloud(cluster.units, out / f"{cluster.cluster.name}.cloud.yaml")
         counts[cluster.cluster.name] = n
     return counts

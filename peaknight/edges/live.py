@@ -16,8 +16,9 @@ from typing import Any
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.plan.capacity import EdgePlan
-from peaknight.builders.objects import Obj, Unit, edge_namespace, labels, meta, priority_class
-from peaknight.spec.stack import Cluster, Edge, StackSpec
+from peaknight.builders import podpolicy
+from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, labels, meta, priority_class
+from peaknight.spec.stack import Cluster, Edge
 
 RUN_AS_USER = 101                  # the nginx image's unprivileged user
 EXPORTER_PORT = 9113
@@ -35,8 +36,8 @@ ORIGIN_CA_VOLUME = "origin-ca"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"   # set by the StatefulSet controller on each pod
 
 
-def selector(spec: StackSpec, edge: Edge, role: str = "edge") -> dict[str, str]:
-    return {"app.kubernetes.io/name": workload_name(edge, role), "peaknight.io/event": spec.event.name}
+def selector(scope: Scope, edge: Edge, role: str = "edge") -> dict[str, str]:
+    return {"app.kubernetes.io/name": workload_name(edge, role), "peaknight.io/event": scope.event.name}
 
 
 def workload_name(edge: Edge, role: str) -> str:
@@ -51,19 +52,14 @@ def metrics_name(edge: Edge, role: str = "edge") -> str:
     return f"{workload_name(edge, role)}-metrics"
 
 
-def shield_addresses(spec: StackSpec, edge: Edge, shields: int) -> tuple[str, ...]:
+def shield_addresses(scope: Scope, edge: Edge, shields: int) -> tuple[str, ...]:
     """One Service per shield pod: a stable virtual IP per ordinal, so the edges' consistent hash
     ring (resolved once when nginx starts) survives a shield pod being replaced on a new IP."""
-    return tuple(f"{shield_name(edge)}-{i}.{edge_namespace(spec)}.svc:{SHIELD_PORT}" for i in range(shields))
+    return tuple(f"{shield_name(edge)}-{i}.{edge_namespace(scope)}.svc:{SHIELD_PORT}" for i in range(shields))
 
 
 def log_exporter_config_name(edge: Edge) -> str:
     return f"{edge.name}-log-exporter"
-
-
-def _security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _containers(edge: Edge, role: str) -> list[dict[str, Any]]:
@@ -86,7 +82,7 @@ def _containers(edge: Edge, role: str) -> list[dict[str, Any]]:
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "volumeMounts": [{"name": "conf", "mountPath": CONF_DIR, "readOnly": True}, *mounts,
                          {"name": "state", "mountPath": layout.state_dir}],
-        "securityContext": _security(),
+        "securityContext": podpolicy.container_security(read_only_root=True),
     }
     exporter = {
         "name": "exporter",
@@ -96,7 +92,7 @@ def _containers(edge: Edge, role: str) -> list[dict[str, Any]]:
                  f"--web.listen-address=:{EXPORTER_PORT}"],
         "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-        "securityContext": _security(),
+        "securityContext": podpolicy.container_security(read_only_root=True),
     }
     log_exporter = {
         "name": "log-exporter",
@@ -107,16 +103,16 @@ def _containers(edge: Edge, role: str) -> list[dict[str, Any]]:
         # One parsed line per viewer request: more CPU than the stub_status scraper, still small.
         "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
         "volumeMounts": [{"name": "log-exporter-conf", "mountPath": LOG_EXPORTER_CONF_DIR, "readOnly": True}],
-        "securityContext": _security(),
+        "securityContext": podpolicy.container_security(read_only_root=True),
     }
     return [nginx, exporter, log_exporter]
 
 
-def _pod(spec: StackSpec, edge: Edge, role: str, conf: str, log_conf: str) -> dict[str, Any]:
+def _pod(scope: Scope, edge: Edge, role: str, conf: str, log_conf: str) -> dict[str, Any]:
     """The pod template both tiers share: the tier's nginx.conf, its two metrics sidecars, zone and
     node spread, and the volumes its role needs."""
     hold = math.ceil(edge_nginx.reload_hold_ms(edge) / 1000)
-    sel = selector(spec, edge, role)
+    sel = selector(scope, edge, role)
     name = workload_name(edge, role)
     volumes: list[dict[str, Any]] = [
         {"name": "conf", "configMap": {"name": f"{name}-nginx"}},
@@ -134,65 +130,59 @@ def _pod(spec: StackSpec, edge: Edge, role: str, conf: str, log_conf: str) -> di
     cache = edge.cache_gib if role == "edge" else edge.shield_cache_gib
     volumes.append({"name": "state", "emptyDir": {"sizeLimit": f"{cache}Gi"}})
     return {
-        "metadata": {"labels": {**labels(spec, "live-edge", name), **sel},
+        "metadata": {"labels": {**labels(scope, "live-edge", name), **sel},
                      # A changed config changes the template, so the pods roll onto it.
                      "annotations": {CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
                                      LOG_EXPORTER_CHECKSUM_ANNOTATION: edge_nginx.checksum(log_conf)}},
         "spec": {
-            "priorityClassName": priority_class(spec),
+            "priorityClassName": priority_class(scope),
             # A viewer's held LL-HLS reload finishes before the pod is killed.
             "terminationGracePeriodSeconds": DRAIN_SECONDS + hold + 5,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
-                                "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": podpolicy.pod_security(RUN_AS_USER),
             "containers": _containers(edge, role),
-            "topologySpreadConstraints": [
-                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
-                 "labelSelector": {"matchLabels": sel}},
-                # Egress is the NIC's: spread over nodes too, where the scheduler can.
-                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-                 "labelSelector": {"matchLabels": sel}},
-            ],
+            # Egress is the NIC's: spread over nodes too, where the scheduler can.
+            "topologySpreadConstraints": podpolicy.zone_spread(sel, by_node=True),
             "volumes": volumes,
         },
     }
 
 
-def _deployment(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan, conf: str, log_conf: str) -> Obj:
-    ns = edge_namespace(spec)
+def _deployment(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan, conf: str, log_conf: str) -> Obj:
+    ns = edge_namespace(scope)
     manifest = {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {**meta(spec, "live-edge", edge.name, ns),
+        "metadata": {**meta(scope, "live-edge", edge.name, ns),
                      "annotations": {"peaknight.io/planned-pods": plan.pods.why,
                                      "peaknight.io/egress": plan.egress_gbps.why}},
         "spec": {
-            "replicas": _min_replicas(spec, cluster, plan),
-            "selector": {"matchLabels": selector(spec, edge)},
+            "replicas": _min_replicas(scope, cluster, plan),
+            "selector": {"matchLabels": selector(scope, edge)},
             # A new pod starts cold and fills from the shields: replace a tenth at a time, never drop one first.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "10%", "maxUnavailable": 0}},
-            "template": _pod(spec, edge, "edge", conf, log_conf),
+            "template": _pod(scope, edge, "edge", conf, log_conf),
         },
     }
     # The HPA owns the replica count once the object exists; Pulumi must not reset it.
     return Obj(manifest, ignore_changes=("spec.replicas",))
 
 
-def _shield_objects(spec: StackSpec, edge: Edge, plan: EdgePlan, log_conf: str) -> list[Obj]:
+def _shield_objects(scope: Scope, edge: Edge, plan: EdgePlan, log_conf: str) -> list[Obj]:
     """The shield tier: a StatefulSet (stable ordinals) with one ClusterIP Service per ordinal, the
     only pods that talk to the origins. Not autoscaled: the plan sizes it for the edge tier's ceiling."""
-    ns = edge_namespace(spec)
+    ns = edge_namespace(scope)
     name = shield_name(edge)
     conf = edge_nginx.render(edge, edge_nginx.shield_tier(edge))
     shields = int(plan.shields.value)
-    sel = selector(spec, edge, "shield")
+    sel = selector(scope, edge, "shield")
     objs = [
-        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "live-edge", f"{name}-nginx", ns),
+        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(scope, "live-edge", f"{name}-nginx", ns),
              "data": {"nginx.conf": conf}}),
         # The StatefulSet's governing Service (pod DNS); the edges reach shields by the per-ordinal ones.
-        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", name, ns),
+        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(scope, "live-edge", name, ns),
              "spec": {"clusterIP": "None", "selector": sel,
                       "ports": [{"name": "http", "port": SHIELD_PORT, "targetPort": "http", "protocol": "TCP"}]}}),
         Obj({"apiVersion": "apps/v1", "kind": "StatefulSet",
-             "metadata": {**meta(spec, "live-edge", name, ns),
+             "metadata": {**meta(scope, "live-edge", name, ns),
                           "annotations": {"peaknight.io/planned-shields": plan.shields.why,
                                           "peaknight.io/shield-fetch": plan.shield_fetch_gbps.why,
                                           "peaknight.io/origin-egress": plan.origin_gbps.why}},
@@ -200,15 +190,15 @@ def _shield_objects(spec: StackSpec, edge: Edge, plan: EdgePlan, log_conf: str) 
                       "selector": {"matchLabels": sel},
                       # One shield at a time: its keys move to the others (and come back) while it restarts.
                       "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-                      "template": _pod(spec, edge, "shield", conf, log_conf)}}),
-        Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(spec, "live-edge", name, ns),
+                      "template": _pod(scope, edge, "shield", conf, log_conf)}}),
+        Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(scope, "live-edge", name, ns),
              "spec": {"maxUnavailable": 1, "selector": {"matchLabels": sel}}}),
-        _metrics_service(spec, edge, "shield"),
-        _service_monitor(spec, edge, "shield"),
+        _metrics_service(scope, edge, "shield"),
+        _service_monitor(scope, edge, "shield"),
     ]
-    for address in shield_addresses(spec, edge, shields):
+    for address in shield_addresses(scope, edge, shields):
         pod = address.split(".", 1)[0]
-        objs.append(Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", pod, ns),
+        objs.append(Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(scope, "live-edge", pod, ns),
                          "spec": {"type": "ClusterIP", "selector": {**sel, POD_NAME_LABEL: pod},
                                   # Published before the pod is ready: the edges resolve the name when
                                   # they start, and nginx's own health checks skip a shield that is down.
@@ -218,22 +208,22 @@ def _shield_objects(spec: StackSpec, edge: Edge, plan: EdgePlan, log_conf: str) 
     return objs
 
 
-def _min_replicas(spec: StackSpec, cluster: Cluster, plan: EdgePlan) -> int:
+def _min_replicas(scope: Scope, cluster: Cluster, plan: EdgePlan) -> int:
     """Broadcast pins the planned pods (pre-scaled, not reactive); a rehearsal keeps one per zone."""
     planned = int(plan.pods.value)
-    return planned if spec.policy.protect else max(1, min(planned, len(cluster.zones)))
+    return planned if scope.policy.protect else max(1, min(planned, len(cluster.zones)))
 
 
-def _hpa(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str, Any]:
-    util = round(spec.policy.target_utilisation * 100)
+def _hpa(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str, Any]:
+    util = round(scope.policy.target_utilisation * 100)
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {**meta(spec, "live-edge", edge.name, edge_namespace(spec)),
+        "metadata": {**meta(scope, "live-edge", edge.name, edge_namespace(scope)),
                      "annotations": {"peaknight.io/max-pods": plan.max_pods.why,
                                      "peaknight.io/viewers-per-pod": plan.viewers_per_pod.why}},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": edge.name},
-            "minReplicas": _min_replicas(spec, cluster, plan),
+            "minReplicas": _min_replicas(scope, cluster, plan),
             "maxReplicas": int(plan.max_pods.value),
             "metrics": [
                 {"type": "Resource", "resource": {"name": "cpu", "target": {
@@ -263,44 +253,44 @@ def _viewer_service(edge: Edge, sel: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _metrics_service(spec: StackSpec, edge: Edge, role: str) -> Obj:
+def _metrics_service(scope: Scope, edge: Edge, role: str) -> Obj:
     """Metrics on their own ClusterIP Service: never on the viewers' load balancer."""
     return Obj({"apiVersion": "v1", "kind": "Service",
-                "metadata": meta(spec, "live-edge", metrics_name(edge, role), edge_namespace(spec)),
-                "spec": {"type": "ClusterIP", "selector": selector(spec, edge, role),
+                "metadata": meta(scope, "live-edge", metrics_name(edge, role), edge_namespace(scope)),
+                "spec": {"type": "ClusterIP", "selector": selector(scope, edge, role),
                          "ports": [{"name": "metrics", "port": EXPORTER_PORT, "targetPort": "metrics", "protocol": "TCP"},
                                    {"name": "log-metrics", "port": edge_logs.EXPORTER_PORT, "targetPort": "log-metrics",
                                     "protocol": "TCP"}]}})
 
 
-def _service_monitor(spec: StackSpec, edge: Edge, role: str) -> Obj:
+def _service_monitor(scope: Scope, edge: Edge, role: str) -> Obj:
     return Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-                "metadata": meta(spec, "live-edge", workload_name(edge, role), edge_namespace(spec)),
+                "metadata": meta(scope, "live-edge", workload_name(edge, role), edge_namespace(scope)),
                 "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": metrics_name(edge, role)}},
                          "endpoints": [{"port": port, "path": "/metrics", "interval": "15s"}
                                        for port in ("metrics", "log-metrics")]}})
 
 
-def build(spec: StackSpec, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
-    ns = edge_namespace(spec)
-    conf = edge_nginx.render(edge, edge_nginx.edge_tier(shield_addresses(spec, edge, int(plan.shields.value))))
+def build(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
+    ns = edge_namespace(scope)
+    conf = edge_nginx.render(edge, edge_nginx.edge_tier(shield_addresses(scope, edge, int(plan.shields.value))))
     log_conf = edge_logs.exporter_config(edge)
-    sel = selector(spec, edge)
+    sel = selector(scope, edge)
     objs = [
-        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "live-edge", f"{edge.name}-nginx", ns),
+        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(scope, "live-edge", f"{edge.name}-nginx", ns),
              "data": {"nginx.conf": conf}}),
         Obj({"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": meta(spec, "live-edge", log_exporter_config_name(edge), ns),
+             "metadata": meta(scope, "live-edge", log_exporter_config_name(edge), ns),
              "data": {edge_logs.CONFIG_FILE: log_conf}}),
-        _deployment(spec, cluster, edge, plan, conf, log_conf),
-        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "live-edge", edge.name, ns),
+        _deployment(scope, cluster, edge, plan, conf, log_conf),
+        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(scope, "live-edge", edge.name, ns),
              "spec": _viewer_service(edge, sel)}),
-        _metrics_service(spec, edge, "edge"),
-        Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(spec, "live-edge", edge.name, ns),
+        _metrics_service(scope, edge, "edge"),
+        Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(scope, "live-edge", edge.name, ns),
              # Each drained pod's viewers refill another pod's cache: a tenth of the tier at a time.
              "spec": {"maxUnavailable": "10%", "selector": {"matchLabels": sel}}}),
-        Obj(_hpa(spec, cluster, edge, plan)),
-        _service_monitor(spec, edge, "edge"),
-        *_shield_objects(spec, edge, plan, log_conf),
+        Obj(_hpa(scope, cluster, edge, plan)),
+        _service_monitor(scope, edge, "edge"),
+        *_shield_objects(scope, edge, plan, log_conf),
     ]
     return Unit("LiveEdge", edge.name, tuple(objs))

@@ -65,7 +65,7 @@ class PoolPlan:
     pool: str
     gpus_per_node: int
     nodes: Figure
-    gpu_limit: Figure                 # Karpenter NodePool limits.nvidia.com/gpu
+    gpu_limit: Figure                 # the pool's GPU limit (provisioner)
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,9 @@ class CapacityPlan:
     @property
     def short(self) -> tuple[ModelPlan | EdgePlan, ...]:
         """Every model and edge plan that cannot serve its forecast (a quota capped it)."""
-        return tuple(p for c in self.clusters for p in (*c.models, *c.edges) if p.short)
+        plans: list[ModelPlan | EdgePlan] = [m for c in self.clusters for m in c.models]
+        plans += [e for c in self.clusters for e in c.edges]
+        return tuple(p for p in plans if p.short)
 
 
 class EnvelopeError(Exception):

@@ -1,6 +1,8 @@
 """The capacity plan as the tables SREs read: per cluster and model, per cluster and edge, and totals."""
 from __future__ import annotations
 
+from typing import Sequence
+
 from peaknight.plan.capacity import CapacityPlan, OriginPlan
 
 
@@ -12,7 +14,7 @@ def si(x: float) -> str:
     return f"{x:.0f}"
 
 
-def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Align a header row and its data: the first two columns left, numbers right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))).rstrip()

@@ -1,61 +1,69 @@
-"""GPU node pools: a Karpenter v1 NodePool and its EC2NodeClass per pool per cluster.
+"""Karpenter on AWS: a Karpenter v1 NodePool and its EC2NodeClass per pool per cluster.
 
-The pool's GPU limit comes from the capacity plan, and its disruption budget closes voluntary
-disruption (consolidation, drift, expiry) across the broadcast window: no node that serves the
-night is taken away during it.
+The only module that knows Karpenter exists. The pool's GPU limit comes from the capacity plan,
+its nodes carry the kit's pool label and GPU taint (podpolicy), and its disruption budget closes
+voluntary disruption (consolidation, drift, expiry) across the broadcast window: no node that
+serves the night is taken away during it.
 """
 from __future__ import annotations
 
+from typing import Any, Iterable, Sequence
+
+from peaknight.builders import podpolicy
+from peaknight.builders.objects import Obj, Scope, Unit, meta
 from peaknight.plan.capacity import PoolPlan
-from peaknight.builders.objects import Obj, Unit, meta
-from peaknight.spec.stack import Cluster, GpuPool, StackSpec
+from peaknight.provisioners.base import Finding
+from peaknight.spec.stack import Cluster, GpuPool
 from peaknight.spec.timeline import cron_at, go_duration, to_utc
 
-GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
-POOL_LABEL = "karpenter.sh/nodepool"
+ADDON = "karpenter"
+CAPACITY_TYPE = "karpenter.sh/capacity-type"
+# Karpenter's own gauge of what a NodePool holds, by resource type.
+USAGE_METRIC = "karpenter_nodepools_usage"
 # Pinned AMI release: a node that joins mid-night must boot the image that was rehearsed.
 AMI_ALIAS = "al2023@v20260209"
 
 
-def freeze_budget(spec: StackSpec) -> dict[str, str]:
+def freeze_budget(scope: Scope) -> dict[str, str]:
     """`nodes: "0"` from the window's start (UTC cron, as Karpenter reads it) for its length."""
-    start = to_utc(spec, spec.event.window.start)
+    start = to_utc(scope, scope.event.window.start)
     return {"nodes": "0", "schedule": cron_at(start),
-            "duration": go_duration(spec.event.window.end - spec.event.window.start)}
+            "duration": go_duration(scope.event.window.end - scope.event.window.start)}
 
 
-def build(spec: StackSpec, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
-    protect = spec.policy.protect
+def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
+    protect = scope.policy.protect
     node_class = {
         "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
-        "metadata": meta(spec, "gpu-node-pool", pool.name),
+        "metadata": meta(scope, "gpu-node-pool", pool.name),
         "spec": {
-            "role": cluster.node_role,
+            "role": cluster.provisioner.node_role,
             "amiSelectorTerms": [{"alias": AMI_ALIAS}],
             "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
             "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
             # Room for two 20 GiB model images and their extracted layers.
             "blockDeviceMappings": [{"deviceName": "/dev/xvda",
                                      "ebs": {"volumeSize": "500Gi", "volumeType": "gp3", "encrypted": True}}],
-            "tags": {"peaknight.io/event": spec.event.name, "peaknight.io/pool": pool.name},
+            "tags": {"peaknight.io/event": scope.event.name, "peaknight.io/pool": pool.name},
         },
     }
     node_pool = {
         "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
-        "metadata": meta(spec, "gpu-node-pool", pool.name),
+        "metadata": {**meta(scope, "gpu-node-pool", pool.name), "annotations": {
+            "peaknight.io/gpu-limit": plan.gpu_limit.why, "peaknight.io/planned-nodes": plan.nodes.why}},
         "spec": {
             "template": {
-                "metadata": {"labels": {"peaknight.io/pool": pool.name, "nvidia.com/gpu.present": "true"}},
+                "metadata": {"labels": {podpolicy.POOL_LABEL: pool.name, "nvidia.com/gpu.present": "true"}},
                 "spec": {
                     "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": pool.name},
                     "requirements": [
                         {"key": "node.kubernetes.io/instance-type", "operator": "In",
                          "values": list(pool.instance_types)},
-                        {"key": "karpenter.sh/capacity-type", "operator": "In",
-                         "values": [c.value for c in spec.policy.capacity_types]},
-                        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": list(cluster.zones)},
+                        {"key": CAPACITY_TYPE, "operator": "In",
+                         "values": [c.value for c in scope.policy.capacity_types]},
+                        {"key": podpolicy.ZONE, "operator": "In", "values": list(cluster.zones)},
                     ],
-                    "taints": [GPU_TAINT],
+                    "taints": [podpolicy.GPU_TAINT],
                     # Broadcast nodes never expire on their own; rehearsal nodes recycle monthly.
                     "expireAfter": "Never" if protect else "720h",
                 },
@@ -65,10 +73,43 @@ def build(spec: StackSpec, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> U
                 "consolidationPolicy": "WhenEmptyOrUnderutilized",
                 "consolidateAfter": "10m",
                 # Outside the window Karpenter may consolidate 10% of nodes at a time.
-                "budgets": [freeze_budget(spec), {"nodes": "10%"}],
+                "budgets": [freeze_budget(scope), {"nodes": "10%"}],
             },
         },
     }
-    annotations = {"peaknight.io/gpu-limit": plan.gpu_limit.why, "peaknight.io/planned-nodes": plan.nodes.why}
-    node_pool["metadata"]["annotations"] = annotations
     return Unit("GpuNodePool", pool.name, (Obj(node_class, protect=protect), Obj(node_pool, protect=protect)))
+
+
+class KarpenterAws:
+    """The provisioner of `clusters[].provisioner.kind: karpenter-aws`."""
+
+    kind = "karpenter-aws"
+    addon: str | None = ADDON
+    crd_kinds: tuple[str, ...] = ("NodePool", "EC2NodeClass")
+
+    def installs_addon(self, cluster: Cluster) -> bool:
+        return cluster.provisioner.install
+
+    def addon_values(self, cluster: Cluster) -> dict[str, Any]:
+        """Karpenter discovers subnets and security groups by the tag the EC2NodeClasses select on."""
+        return {"settings": {"clusterName": cluster.name}}
+
+    def pool(self, scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
+        return _build(scope, cluster, pool, plan)
+
+    def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]:
+        """Broadcast pools are protected from `pulumi destroy` and their NodePools carry the
+        window's nodes-0 budget."""
+        budget = freeze_budget(scope)
+        for obj in objs:
+            if obj.kind not in self.crd_kinds:
+                continue
+            if not obj.protect:
+                yield obj, "broadcast node pool is not protected (protect=True)"
+            budgets = obj.manifest.get("spec", {}).get("disruption", {}).get("budgets", [])
+            if obj.kind == "NodePool" and budget not in budgets:
+                yield obj, (f"disruption budgets do not close the window: expected {budget} "
+                            f"(nodes 0 from the window's start in UTC for its length), found {budgets}")
+
+    def gpus_in_use(self, pool: str) -> str:
+        return f'max({USAGE_METRIC}{{nodepool="{pool}",resource_type="{podpolicy.GPU_TAINT["key"]}"}})'

@@ -24,7 +24,8 @@ RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 class ClusterAddons(pulumi.ComponentResource):
     """Every enabled add-on of one cluster, under its provider; protected where the stack is."""
 
-    def __init__(self, cluster: str, releases: tuple[AddonRelease, ...], provider: k8s.Provider, protect: bool,
+    def __init__(self, cluster: str, releases: tuple[AddonRelease, ...], provider: pulumi.ProviderResource | None,
+                 protect: bool,
                  opts: pulumi.ResourceOptions):
         super().__init__("peaknight:index:ClusterAddons", f"{cluster}/addons", None, opts)
         self._by_addon: dict[str, k8s.helm.v3.Release] = {}

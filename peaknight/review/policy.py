@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from peaknight.plan.capacity import CapacityPlan
 from peaknight.spec.config import IMAGE_DIGEST
 from peaknight.builders.event import EventObjects
-from peaknight.provisioners.karpenter import GPU_TAINT, freeze_budget
+from peaknight.provisioners import registry as provisioners
+from peaknight.builders.podpolicy import GPU_TAINT
 from peaknight.builders.objects import Obj
 from peaknight.spec.stack import Stage, StackSpec
 
@@ -194,16 +195,9 @@ def broadcast_pools_frozen(ctx: Context, cluster: str, objs: Sequence[Obj]) -> I
     (consolidation, drift, expiry) for the whole window."""
     if ctx.spec.policy.stage is not Stage.BROADCAST:
         return
-    budget = freeze_budget(ctx.spec)
-    for obj in objs:
-        if obj.kind not in ("NodePool", "EC2NodeClass"):
-            continue
-        if not obj.protect:
-            yield obj, "broadcast node pool is not protected (protect=True)"
-        budgets = obj.manifest.get("spec", {}).get("disruption", {}).get("budgets", [])
-        if obj.kind == "NodePool" and budget not in budgets:
-            yield obj, (f"disruption budgets do not close the window: expected {budget} "
-                        f"(nodes 0 from the window's start in UTC for its length), found {budgets}")
+    found = next((c for c in ctx.spec.clusters if c.name == cluster), None)
+    if found is not None:
+        yield from provisioners.for_cluster(found).frozen_findings(ctx.spec, objs)
 
 
 def autoscaler_covers_peak(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterable[Finding]:

@@ -10,7 +10,7 @@ every `step` seconds from the first pre-scale to the window's end:
   tolerance of the current replicas, the highest metric wins, then the behaviour's stabilisation
   windows and rate policies, then min/max (k8s pkg/controller/podautoscaler, HPA docs);
 - a new replica is ready after warmup.ready_seconds: warm when a node the pool already held is
-  free (nodes are frozen for the window by the Karpenter budget), cold when a node is added;
+  free (nodes are frozen for the window by the pool's disruption budget), cold when a node is added;
 - ready replicas serve replica_tps each; the rest queues, and tokens that would wait longer than
   the TTFT SLO are unmet (the user has given up on them).
 
@@ -100,7 +100,10 @@ def _rules(raw: Optional[dict[str, Any]], default: Rules) -> Rules:
 
 
 def _seconds(window: str) -> int:
-    value, unit = re.fullmatch(r"(\d+)([smh])", window).groups()
+    match = re.fullmatch(r"(\d+)([smh])", window)
+    if match is None:
+        raise ValueError(f"not a rate window of whole seconds, minutes or hours: {window!r}")
+    value, unit = match.groups()
     return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
@@ -257,7 +260,7 @@ class _Pods:
             warm = min(add, max(0, self.nodes - self.count))
             self.groups += [[now + delay, n] for delay, n in ((self.warm, warm), (self.cold, add - warm)) if n]
             self.nodes = max(self.nodes, target)
-        drop = self.count - target
+        drop: float = self.count - target
         while drop > 0:
             take = min(drop, self.groups[-1][1])
             self.groups[-1][1] -= take

@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from peaknight.spec import origins as origin_grammar
 from peaknight.spec import profiles
-from peaknight.spec.stack import CapacityType, Model, Stage, StackSpec
+from peaknight.spec.stack import POLICY_DEFAULTS, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = "peaknight"
 KUBECONFIG_PREFIX = "kubeconfig-"
@@ -37,18 +37,6 @@ def project_root(start: Path | None = None) -> Path:
         if (folder / "Pulumi.yaml").is_file():
             return folder
     return here
-
-# Policy the stack leaves out is filled in from its stage, in stack-file spelling, before validation.
-POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
-    Stage.BROADCAST.value: dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
-                                requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
-                                surviveZoneLoss=True),
-    # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
-    Stage.REHEARSAL.value: dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
-                                requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
-                                surviveZoneLoss=False),
-}
 
 IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # The digest the shipped stacks carry where only the operator's registry knows the real one.

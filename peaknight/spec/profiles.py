@@ -41,7 +41,7 @@ class Throughput:
 
 @dataclass(frozen=True)
 class Timings:
-    karpenter_batch_seconds: int
+    node_batch_seconds: int
     node_ready_seconds: int
     gpu_driver_seconds: int
     image_pull_seconds_per_gib: float

@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 from pydantic import AfterValidator, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 from pydantic.dataclasses import dataclass
 
 from peaknight.spec import origins as origin_grammar
+from peaknight.provisioners.settings import KarpenterAwsSettings, ProvisionerSettings
 
 # Stack files must use the camelCase aliases (config.parse validates with by_name=False); code may
 # build and dataclasses.replace() specs by field name.
@@ -51,7 +52,8 @@ class Stage(str, Enum):
 
 
 class CapacityType(str, Enum):
-    """Karpenter's `karpenter.sh/capacity-type` values, in the order the kit prefers them."""
+    """How a pool's nodes are bought, in the order the kit prefers them; each provisioner maps
+    these to its cloud's terms."""
 
     RESERVED = "reserved"
     ON_DEMAND = "on-demand"
@@ -98,19 +100,40 @@ class Event:
     moments: tuple[Moment, ...] = Field(min_length=1)
 
 
+# Policy the stack leaves out is filled in from its stage, in stack-file spelling, before validation.
+POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
+    "broadcast": dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
+                                requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
+                                surviveZoneLoss=True),
+    # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
+    "rehearsal": dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
+                                requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
+                                surviveZoneLoss=False),
+}
+
+
+
 @dataclass(config=STRICT, kw_only=True)
 class Policy:
-    """Stage policy. Omitted fields take the stage's default (config.POLICY_DEFAULTS); they are
-    None only when the stage itself was invalid, and such a spec never leaves config.py."""
+    """Stage policy. A stack file may leave any field but `stage` out: config.parse fills it from
+    the stage's POLICY_DEFAULTS before validation, so every field here is always set. In code,
+    Policy.for_stage does the same."""
 
     stage: Stage
-    capacity_types: Optional[tuple[CapacityType, ...]] = None
-    protect: Optional[bool] = None
-    scale_to_zero: Optional[bool] = None
-    require_image_digests: Optional[bool] = None
-    target_utilisation: Optional[Fraction] = None
-    headroom: Optional[Annotated[float, Field(ge=1, le=5)]] = None
-    survive_zone_loss: Optional[bool] = None
+    capacity_types: tuple[CapacityType, ...] = Field(min_length=1)
+    protect: bool
+    scale_to_zero: bool
+    require_image_digests: bool
+    target_utilisation: Fraction
+    headroom: Annotated[float, Field(ge=1, le=5)]
+    survive_zone_loss: bool
+
+    @classmethod
+    def for_stage(cls, stage: Stage, **overrides: Any) -> "Policy":
+        """The stage's defaults with `overrides` (field names) on top."""
+        defaults = {to_snake(k): v for k, v in POLICY_DEFAULTS[stage.value].items()}
+        return cls(**{**defaults, "stage": stage, **overrides})
 
 
 @dataclass(config=STRICT, kw_only=True)
@@ -131,7 +154,6 @@ class Addons:
     then assume its CRDs exist."""
 
     gpu_operator: bool = Field(default=True, description="NVIDIA GPU Operator: device plugin, DCGM exporter")
-    karpenter: bool = Field(default=True, description="Karpenter: NodePool / EC2NodeClass CRDs")
     keda: bool = Field(default=True, description="KEDA, on clusters whose autoscaler is keda")
     lws: bool = Field(default=True, description="LeaderWorkerSet, where a model replica spans nodes")
     prometheus_stack: bool = Field(default=True, description="kube-prometheus-stack: ServiceMonitor, "
@@ -147,7 +169,8 @@ class Cluster:
     zones: tuple[str, ...] = Field(min_length=1)
     share: Fraction = Field(description="share of the night's traffic this cluster serves")
     autoscaler: AutoscalerKind = AutoscalerKind.KEDA
-    node_role: str = Field(default="KarpenterNodeRole", description="IAM role of Karpenter nodes")
+    provisioner: ProvisionerSettings = Field(default_factory=KarpenterAwsSettings,
+                                             description="how the cluster gets GPU nodes (peaknight/provisioners/)")
     gateway_class: str = Field(default="eg", description="GatewayClass the model routes attach to")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090",
                                 description="Prometheus that KEDA and prometheus-adapter query: the "

@@ -1,21 +1,27 @@
 """The night's clock: local times in the event's zone, and their UTC equivalents.
 
-Karpenter's disruption-budget schedules run in UTC while KEDA cron triggers take a time zone;
+Node-pool disruption-budget schedules run in UTC while KEDA cron triggers take a time zone;
 converting in one place keeps the node-pool freeze and the pre-scaling on the same night.
 """
 from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from typing import Protocol
 
-from peaknight.spec.stack import StackSpec
+from peaknight.spec.stack import Event
 
 
-def zone(spec: StackSpec) -> zoneinfo.ZoneInfo:
+class _HasEvent(Protocol):
+    @property
+    def event(self) -> Event: ...
+
+
+def zone(spec: _HasEvent) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(spec.event.time_zone)
 
 
-def to_utc(spec: StackSpec, local: dt.datetime) -> dt.datetime:
+def to_utc(spec: _HasEvent, local: dt.datetime) -> dt.datetime:
     return local.replace(tzinfo=zone(spec)).astimezone(dt.timezone.utc)
 
 
@@ -25,11 +31,11 @@ def cron_at(moment: dt.datetime) -> str:
 
 
 def go_duration(delta: dt.timedelta) -> str:
-    """Go duration syntax (`5h15m`) as Karpenter's budget `duration` expects."""
+    """Go duration syntax (`5h15m`) as node-pool budget `duration`s expect."""
     minutes = int(delta.total_seconds() // 60)
     hours, minutes = divmod(minutes, 60)
     return (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes or not hours else "")
 
 
-def window_minutes(spec: StackSpec) -> int:
+def window_minutes(spec: _HasEvent) -> int:
     return int((spec.event.window.end - spec.event.window.start).total_seconds() // 60)

@@ -1,0 +1,171 @@
+"""The parts of a cluster, each as the typed arguments of the builder that makes it.
+
+Each `*Args` holds exactly what its builder needs (a Scope, not the whole stack, wherever that is
+enough) and `build()` returns the part's Unit. The offline render builds every part of every
+cluster through here (event.py), and each public Pulumi component (pulumi/components.py) takes
+the same Args and registers the Unit its `build()` returns: one builder per part, one path to it,
+so the program and the render cannot drift. A Pulumi user composing components by hand builds
+these Args directly (see examples/).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Protocol, Sequence
+
+from peaknight.builders import autoscaling, cluster_base, inference, monitoring, warmup
+from peaknight.builders.objects import Scope, Unit
+from peaknight.edges import live
+from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan, PoolPlan
+from peaknight.provisioners import registry as provisioners
+from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
+
+
+class PartArgs(Protocol):
+    """What every part's arguments answer: the Unit of Kubernetes objects (and cloud resources)."""
+
+    @property
+    def unit(self) -> Unit: ...
+
+
+@dataclass(frozen=True)
+class GpuNodePoolArgs:
+    """One GPU pool in one cluster, from the provisioner the cluster's config chose."""
+
+    scope: Scope
+    cluster: Cluster
+    pool: GpuPool
+    plan: PoolPlan
+
+    @cached_property
+    def unit(self) -> Unit:
+        return provisioners.for_cluster(self.cluster).pool(self.scope, self.cluster, self.pool, self.plan)
+
+
+@dataclass(frozen=True)
+class InferenceServiceArgs:
+    """One model's servers in one cluster, sized by its plan."""
+
+    scope: Scope
+    cluster: Cluster
+    model: Model
+    plan: ModelPlan
+
+    @cached_property
+    def unit(self) -> Unit:
+        return inference.build(self.scope, self.cluster, self.model, self.plan)
+
+
+@dataclass(frozen=True)
+class AutoscalerArgs:
+    """The autoscaler of one InferenceService (`target`): KEDA or an HPA, as its cluster says."""
+
+    scope: Scope
+    target: InferenceServiceArgs
+
+    @cached_property
+    def unit(self) -> Unit:
+        t = self.target
+        return autoscaling.build(self.scope, t.cluster, t.model, t.plan, t.unit)
+
+
+@dataclass(frozen=True)
+class LiveEdgeArgs:
+    """One live edge tier in one cluster."""
+
+    scope: Scope
+    cluster: Cluster
+    edge: Edge
+    plan: EdgePlan
+
+    @cached_property
+    def unit(self) -> Unit:
+        return live.build(self.scope, self.cluster, self.edge, self.plan)
+
+
+@dataclass(frozen=True)
+class ClusterBaseArgs:
+    """What a cluster gets first: namespaces, PriorityClass, Gateway."""
+
+    scope: Scope
+    cluster: Cluster
+
+    @cached_property
+    def unit(self) -> Unit:
+        return cluster_base.build(self.scope, self.cluster)
+
+
+@dataclass(frozen=True)
+class WarmGateArgs:
+    """Image pre-pullers and weight staging for the cluster's models."""
+
+    scope: Scope
+    cluster: Cluster
+    models: Sequence[Model]
+
+    @cached_property
+    def unit(self) -> Unit:
+        return warmup.build(self.scope, self.cluster, self.models)
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    """The cluster's rules and alerts: they quote the stack's SLO over every model and edge."""
+
+    spec: StackSpec
+    cluster: Cluster
+    plan: ClusterPlan
+
+    @cached_property
+    def unit(self) -> Unit:
+        return monitoring.build(self.spec, self.cluster, self.plan)
+
+
+@dataclass(frozen=True)
+class ClusterParts:
+    """Every part of one cluster, in the order they are declared."""
+
+    base: ClusterBaseArgs
+    pools: tuple[GpuNodePoolArgs, ...]
+    services: tuple[tuple[InferenceServiceArgs, AutoscalerArgs], ...]
+    warm_gate: WarmGateArgs
+    monitoring: MonitoringArgs
+    edges: tuple[LiveEdgeArgs, ...]
+
+    def all(self) -> tuple[PartArgs, ...]:
+        return (self.base, *self.pools, *(p for pair in self.services for p in pair), self.warm_gate,
+                self.monitoring, *self.edges)
+
+
+def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> ClusterParts:
+    """The parts of one cluster of the stack, each with its slice of the spec and the plan."""
+    services = []
+    for model in spec.models:
+        service = InferenceServiceArgs(spec, cluster, model, plan.model(model.name))
+        services.append((service, AutoscalerArgs(spec, service)))
+    return ClusterParts(
+        base=ClusterBaseArgs(spec, cluster),
+        pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
+        services=tuple(services),
+        warm_gate=WarmGateArgs(spec, cluster, spec.models),
+        monitoring=MonitoringArgs(spec, cluster, plan),
+        edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),
+    )
+
+
+@dataclass(frozen=True)
+class ClusterStackArgs:
+    """One cluster of a stack: its parts, and what its add-ons are derived from."""
+
+    spec: StackSpec
+    plan: ClusterPlan
+    cluster: Cluster
+
+    @cached_property
+    def parts(self) -> ClusterParts:
+        return cluster_parts(self.spec, self.plan, self.cluster)
+
+    @property
+    def units(self) -> tuple[Unit, ...]:
+        """Every part's Unit: what the render writes for the cluster and ClusterStack registers."""
+        return tuple(part.unit for part in self.parts.all())

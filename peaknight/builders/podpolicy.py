@@ -1,0 +1,68 @@
+"""Pod policy, written once: restricted security, GPU placement and zone spread.
+
+Every builder that makes a pod (inference, warm-up, live edge, add-on values) takes these from
+here, and review/policy.py checks the rendered objects against the same constants, so the rule a
+pod is built by and the rule it is checked by cannot drift apart.
+
+Placement is by the kit's own pool label, never a provisioner's: a provisioner (an autoscaler, a cloud
+node pool, an existing node group) puts `POOL_LABEL=<pool>` and `GPU_TAINT` on the nodes it
+provides, and the pods select them by that alone.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+ZONE = "topology.kubernetes.io/zone"
+HOSTNAME = "kubernetes.io/hostname"
+# The kit's label on every node of a pool, whichever provisioner made the node.
+POOL_LABEL = "peaknight.io/pool"
+# The NVIDIA GPU Operator's convention: GPU nodes are tainted so that only GPU pods land there.
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
+SECCOMP = {"type": "RuntimeDefault"}
+
+
+def container_security(read_only_root: bool = False) -> dict[str, Any]:
+    """The restricted Pod Security profile for one container: no escalation, no capabilities,
+    not root, the runtime's seccomp profile; a read-only root filesystem where the image allows."""
+    out: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                           "runAsNonRoot": True, "seccompProfile": dict(SECCOMP)}
+    if read_only_root:
+        out["readOnlyRootFilesystem"] = True
+    return out
+
+
+def pod_security(user: int) -> dict[str, Any]:
+    """The pod-level half of the restricted profile: one unprivileged user and group own the pod's
+    volumes (fsGroup), so a non-root engine can write its caches."""
+    return {"runAsNonRoot": True, "runAsUser": user, "runAsGroup": user, "fsGroup": user,
+            "seccompProfile": dict(SECCOMP)}
+
+
+def gpu_toleration() -> dict[str, str]:
+    return {"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}
+
+
+def pool_affinity(pool: str) -> dict[str, Any]:
+    """Required node affinity to the nodes of one pool, by the kit's label."""
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": POOL_LABEL, "operator": "In", "values": [pool]}]}]}}}
+
+
+def gpu_placement(pool: str) -> dict[str, Any]:
+    """Pod spec fields that put a pod on its GPU pool's nodes and nowhere else."""
+    return {"tolerations": [gpu_toleration()], "affinity": pool_affinity(pool)}
+
+
+def zone_spread(match_labels: dict[str, str], *, hard: bool = True, by_node: bool = False) -> list[dict[str, Any]]:
+    """Spread pods matching `match_labels` evenly over zones (maxSkew 1): a lost zone takes at most
+    its share. `hard` refuses to schedule rather than skew; `by_node` also spreads over nodes where
+    the scheduler can (for pods whose limit is the node's NIC). Tainted nodes the pod cannot use do
+    not count as domains (nodeTaintsPolicy Honor), so a zone whose nodes are all gone or cordoned
+    does not hold replacements back."""
+    def constraint(key: str, when: str) -> dict[str, Any]:
+        return {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": when,
+                "labelSelector": {"matchLabels": dict(match_labels)}, "nodeTaintsPolicy": "Honor"}
+    out = [constraint(ZONE, "DoNotSchedule" if hard else "ScheduleAnyway")]
+    if by_node:
+        out.append(constraint(HOSTNAME, "ScheduleAnyway"))
+    return out

@@ -1,0 +1,44 @@
+"""The provisioner seam: how a cluster gets the nodes of its GPU pools.
+
+A provisioner is the only part of the kit that knows how nodes come to be (a node autoscaler, a
+cloud's managed node pools, node groups that already exist). Everything else places pods by the
+kit's own pool label and GPU taint (builders/podpolicy.py), which every provisioner puts on the
+nodes it provides. A provisioner answers:
+
+- the Kubernetes objects of one pool (an autoscaler's pool and node class objects, or none);
+- the cloud resources of one pool that are not Kubernetes objects (a cloud node pool), which the
+  offline render lists and the Pulumi program registers, both from the same CloudResource;
+- the add-on chart that runs its controller, if any, and that chart's derived values;
+- the policy findings that a broadcast pool is not frozen for the window;
+- the PromQL for the GPUs a pool holds, for the pool-limit alert.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Protocol, Sequence
+
+from peaknight.builders.objects import Obj, Scope, Unit
+from peaknight.plan.capacity import PoolPlan
+from peaknight.spec.stack import Cluster, GpuPool
+
+Finding = tuple[Obj, str]
+
+
+class Provisioner(Protocol):
+    """One way of getting GPU nodes; see the module docstring for what each method decides."""
+
+    kind: str
+    # The add-on chart (addons/charts/<addon>) of the provisioner's controller, and the custom
+    # kinds whose CRDs that chart brings; None and () when the provisioner needs no controller.
+    addon: str | None
+    crd_kinds: tuple[str, ...]
+
+    def installs_addon(self, cluster: Cluster) -> bool: ...
+
+    def addon_values(self, cluster: Cluster) -> dict[str, Any]: ...
+
+    def pool(self, scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
+        """The pool's unit: its Kubernetes objects and its cloud resources (Unit.cloud)."""
+
+    def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]: ...
+
+    def gpus_in_use(self, pool: str) -> str: ...

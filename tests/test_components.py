@@ -1,0 +1,227 @@
+"""The public components under Pulumi's mocks: what each registers, its outputs, the provider it was
+given; the à-la-carte example program; the provisioner seam's cloud resources; the installed wheel."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import runpy
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+import yaml
+
+import peaknight as pk
+from peaknight.builders import event
+from peaknight.builders.objects import CloudResource, Unit
+from peaknight.cli import render
+from peaknight.engines.base import PORT
+from peaknight.plan import capacity
+from peaknight.provisioners import registry
+from peaknight.spec import config
+from conftest import ROOT
+from pulumi_harness import RecordingMocks, normalise, run_under_mocks
+
+
+def run_components(body: Callable[[k8s.Provider], dict[str, pulumi.Output]],
+                   provider_opts: Callable[[k8s.Provider], pulumi.ResourceOptions] | None = None
+                   ) -> tuple[RecordingMocks, dict[str, Any]]:
+    """Run `body(provider)` under mocks; return what registered and the resolved outputs it returned."""
+    values: dict[str, Any] = {}
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="peaknight", stack="test", preview=False)
+
+    @pulumi.runtime.test
+    def run():
+        pulumi.runtime.register_stack_transformation(mocks.record_options)
+        provider = k8s.Provider("given", kubeconfig="apiVersion: v1\nkind: Config\n")
+        outputs = body(provider)
+        return pulumi.Output.all(**outputs).apply(values.update) if outputs else None
+
+    run()
+    return mocks, values
+
+
+@pytest.fixture(scope="module")
+def rehearsal():
+    spec = config.load_stack("rehearsal").spec
+    return spec, capacity.plan(spec)
+
+
+def parts_of(spec, plan, cluster_name: str):
+    cluster = next(c for c in spec.clusters if c.name == cluster_name)
+    return pk.ClusterStackArgs(spec, plan.cluster(cluster_name), cluster).parts
+
+
+def children(mocks: RecordingMocks, parent: str) -> dict[str, Any]:
+    return {r.name: r for r in mocks.resources if r.parent == parent and r.custom}
+
+
+def assert_registers_its_unit(mocks: RecordingMocks, component: str, unit: Unit, prefix: str) -> None:
+    """Exactly the unit's objects, with the builder's content, each on the provider it was given."""
+    registered = children(mocks, component)
+    assert sorted(registered) == sorted(f"{prefix}/{o.key}" for o in unit.objects)
+    for obj in unit.objects:
+        r = registered[f"{prefix}/{obj.key}"]
+        assert r.inputs == normalise(obj.manifest)
+        assert r.provider == "given" and r.protect is obj.protect
+
+
+def test_gpu_node_pool(rehearsal):
+    spec, plan = rehearsal
+    args = parts_of(spec, plan, "reh-bj-01").pools[0]
+    mocks, out = run_components(lambda p: {
+        "limit": (c := pk.GpuNodePool("h200", args, pulumi.ResourceOptions(provider=p))).gpu_limit,
+        "nodes": c.planned_nodes, "selector": c.node_selector})
+    assert_registers_its_unit(mocks, "h200", args.unit, "h200")
+    assert out == {"limit": int(args.plan.gpu_limit.value), "nodes": int(args.plan.nodes.value),
+                   "selector": {"peaknight.io/pool": args.pool.name}}
+    assert {r.typ for r in children(mocks, "h200").values()} == {"kubernetes:karpenter.sh/v1:NodePool",
+                                                                  "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"}
+
+
+@pytest.mark.parametrize("model,kind", [("chat", "Deployment"), ("deep-think", "LeaderWorkerSet")])
+def test_inference_service(rehearsal, model, kind):
+    spec, plan = rehearsal
+    args = next(s for s, _ in parts_of(spec, plan, "reh-bj-01").services if s.model.name == model)
+    mocks, out = run_components(lambda p: {
+        "url": (c := pk.InferenceService(model, args, pulumi.ResourceOptions(provider=p))).url,
+        "name": c.service_name, "ns": c.namespace, "floor": c.floor_replicas, "peak": c.peak_replicas,
+        "kind": c.workload_kind})
+    assert_registers_its_unit(mocks, model, args.unit, model)
+    ns = f"{spec.event.name}-inference"
+    assert out == {"url": f"http://{model}.{ns}.svc:{PORT}/v1", "name": model, "ns": ns,
+                   "floor": int(args.plan.floor_replicas.value), "peak": int(args.plan.replicas.value), "kind": kind}
+
+
+@pytest.mark.parametrize("cluster,kind,low,high", [("reh-bj-01", "ScaledObject", "minReplicaCount", "maxReplicaCount"),
+                                                    ("reh-hk-01", "HorizontalPodAutoscaler", "minReplicas",
+                                                     "maxReplicas")])
+def test_autoscaler(rehearsal, cluster, kind, low, high):
+    spec, plan = rehearsal
+    service, args = next(pair for pair in parts_of(spec, plan, cluster).services if pair[0].model.name == "chat")
+    assert args.target is service
+    mocks, out = run_components(lambda p: {
+        "kind": (c := pk.Autoscaler("chat", args, pulumi.ResourceOptions(provider=p))).kind,
+        "min": c.min_replicas, "max": c.max_replicas})
+    assert_registers_its_unit(mocks, "chat", args.unit, "chat")
+    (obj,) = args.unit.objects
+    assert obj.manifest["spec"]["scaleTargetRef"]["name"] == "chat"
+    assert out == {"kind": kind, "min": obj.manifest["spec"][low], "max": obj.manifest["spec"][high]}
+
+
+def test_live_edge(rehearsal):
+    spec, plan = rehearsal
+    args = parts_of(spec, plan, "reh-bj-01").edges[0]
+    mocks, out = run_components(lambda p: {
+        "name": (c := pk.LiveEdge("live", args, pulumi.ResourceOptions(provider=p))).service_name,
+        "type": c.service_type, "pods": c.planned_pods})
+    assert_registers_its_unit(mocks, "live", args.unit, "live")
+    assert out == {"name": args.edge.name, "type": "LoadBalancer" if args.edge.source_ranges else "ClusterIP",
+                   "pods": int(args.plan.pods.value)}
+
+
+@pytest.mark.parametrize("opts", [lambda p: pulumi.ResourceOptions(provider=p),
+                                  lambda p: pulumi.ResourceOptions(providers=[p]),
+                                  lambda p: pulumi.ResourceOptions(providers={"kubernetes": p})],
+                         ids=["provider", "providers-list", "providers-map"])
+def test_cluster_stack_uses_the_provider_it_was_given(rehearsal, opts):
+    spec, plan = rehearsal
+    args = event.build(spec, plan).clusters[0]
+    mocks, out = run_components(lambda p: {
+        "urls": (c := pk.ClusterStack(args.cluster.name, args, opts(p))).model_urls, "gpus": c.gpus,
+        "nodes": c.nodes})
+    kube = [r for r in mocks.resources if r.typ.startswith("kubernetes:")]
+    assert kube and all(r.provider == "given" for r in kube)
+    objects = {f"{args.cluster.name}/{o.key}" for u in args.units for o in u.objects}
+    assert objects <= {r.name for r in kube}
+    ns = f"{spec.event.name}-inference"
+    assert out["urls"] == {m.name: f"http://{m.name}.{ns}.svc:{PORT}/v1" for m in spec.models}
+    assert out["gpus"] == sum(int(m.gpus.value) for m in args.plan.models) and out["nodes"] == args.plan.nodes
+
+
+def test_the_example_program_composes_two_components_on_its_own_provider():
+    folder = ROOT / "examples" / "a-la-carte"
+    project = yaml.safe_load((folder / "Pulumi.yaml").read_text())["name"]
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        mocks = run_under_mocks(lambda: runpy.run_path("__main__.py"), "dev", {f"{project}:kubeconfig": "x"},
+                                project=project)
+    finally:
+        os.chdir(cwd)
+    components = {(r.typ, r.name): r for r in mocks.resources if r.typ.startswith("peaknight:index:")}
+    assert set(components) == {("peaknight:index:InferenceService", "assistant"),
+                               ("peaknight:index:Autoscaler", "assistant")}
+    assert components[("peaknight:index:Autoscaler", "assistant")].depends_on == ("assistant",)
+    kube = [r for r in mocks.resources if r.typ.startswith("kubernetes:")]
+    assert {r.typ.split(":")[-1] for r in kube} >= {"Deployment", "Service", "ScaledObject"}
+    assert all(r.provider == "fra-01" for r in kube)
+    deployment = next(r for r in kube if r.typ == "kubernetes:apps/v1:Deployment")
+    assert deployment.inputs["metadata"]["namespace"] == "newyear-inference"
+
+
+class _WithCloudPool:
+    """Karpenter, plus one cloud resource per pool: stands in for a provisioner whose node pools
+    are cloud resources (the seam the Volcano Engine provisioner uses)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def pool(self, scope, cluster, pool, plan):
+        unit = self._inner.pool(scope, cluster, pool, plan)
+        cloud = CloudResource("example:compute/nodePool:NodePool", pool.name,
+                              {"clusterName": cluster.name, "desiredSize": int(plan.nodes.value)}, protect=True)
+        return dataclasses.replace(unit, cloud=(cloud,))
+
+
+def test_cloud_resources_are_rendered_for_review_and_registered_by_the_program(rehearsal, tmp_path, monkeypatch):
+    spec, plan = rehearsal
+    monkeypatch.setitem(registry.REGISTRY, "karpenter-aws", _WithCloudPool(registry.REGISTRY["karpenter-aws"]))
+    objects = event.build(spec, plan)
+    render.write(objects, tmp_path)
+    cluster = objects.clusters[0]
+    docs = list(yaml.safe_load_all((tmp_path / f"{cluster.cluster.name}.cloud.yaml").read_text()))
+    assert [d["name"] for d in docs] == sorted(p.name for p in spec.gpu_pools)
+    assert docs[0]["type"] == "example:compute/nodePool:NodePool" and docs[0]["protect"] is True
+    assert docs[0]["properties"]["clusterName"] == cluster.cluster.name
+    assert not any(p.name.endswith(".cloud.yaml") for p in (tmp_path / cluster.cluster.name).iterdir())
+
+    args = cluster.parts.pools[0]
+    mocks, _ = run_components(lambda p: {"limit": pk.GpuNodePool("pool", args,
+                                                                 pulumi.ResourceOptions(provider=p)).gpu_limit})
+    (cloud,) = [r for r in mocks.resources if r.typ == "example:compute/nodePool:NodePool"]
+    assert cloud.name == f"pool/nodepool.{args.pool.name}" and cloud.parent == "pool" and cloud.protect
+    assert cloud.inputs == {"clusterName": cluster.cluster.name, "desiredSize": int(args.plan.nodes.value)}
+
+
+def test_peaknight_imports_from_an_installed_wheel_outside_the_checkout(tmp_path):
+    """The wheel carries its profiles, templates and chart pins; nothing reads the checkout."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+                   check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("peaknight-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    stack = outside / "night.yaml"
+    stack.write_text((ROOT / "stacks" / "Pulumi.rehearsal.yaml").read_text())
+    # No site processing: the editable install's path hook (a .pth file) must not map the checkout.
+    code = ("import sys; sys.path[:0] = [sys.argv[1]]; sys.path.append(sys.argv[2]); import peaknight as pk;"
+            "from peaknight.addons import releases; from peaknight.edges import nginx;"
+            "spec = pk.load_stack(sys.argv[3]).spec; pk.capacity_plan(spec);"
+            "assert pk.__file__.startswith(sys.argv[1]), pk.__file__;"
+            "print(len(releases.all_addons()), len(nginx.render(spec.edges[0])) > 0, pk.InferenceService.__name__)")
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(site), sysconfig.get_paths()["purelib"], str(stack)],
+                         cwd=outside, check=True, capture_output=True, text=True).stdout.split()
+    assert out == [str(len(list((ROOT / "peaknight" / "addons" / "charts").glob("*/chart.yaml")))), "True",
+                   "InferenceService"]
