@@ -141,6 +141,11 @@ class Stream:
 FAULTS = ("dead", "hung", "slow", "500")
 
 
+class _OriginServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256    # a real origin's accept backlog, not socketserver's 5: failover opens many at once
+
+
 class Origin:
     """An HTTP origin for the stream. `fault` makes it fail as a bad night would: dead (closes every
     connection unanswered), hung (never answers), slow (answers after 3 s) or 500 (answers 500)."""
@@ -151,8 +156,7 @@ class Origin:
         self.bytes = 0
         self.queries: list[str] = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = _OriginServer(("127.0.0.1", 0), self._handler())
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -522,7 +526,7 @@ class _Player:
                         return
                     if segment_uri(msn).encode() + b"\n" in reply.body:
                         break
-                    await asyncio.sleep(self.segment_seconds / 4)
+                    await asyncio.sleep(self.segment_seconds / 2)
         finally:
             writer.close()
 
@@ -544,12 +548,12 @@ def _watch_group(plans: list[ViewerPlan], parts: int, part_seconds: float, segme
 
 
 def watch(ports: list[int], stream: Stream, viewers: int, seconds: float, processes: int = 2,
-          seed: int = 1) -> Report:
-    """`viewers` players spread over the edge pods and renditions, half LL-HLS, joining over the
-    first segment, for `seconds`; run in `processes` worker processes."""
+          seed: int = 1, low_latency_share: float = 0.5) -> Report:
+    """`viewers` players spread over the edge pods and renditions, `low_latency_share` of them
+    LL-HLS, joining over the first segment, for `seconds`; run in `processes` worker processes."""
     rng = random.Random(seed)
     names = list(stream.renditions)
-    plans = [ViewerPlan(ports[i % len(ports)], names[i % len(names)], i % 2 == 0,
+    plans = [ViewerPlan(ports[i % len(ports)], names[i % len(names)], rng.random() < low_latency_share,
                         rng.uniform(0, stream.segment_seconds)) for i in range(viewers)]
     until = time.time() + seconds
     groups = [plans[i::processes] for i in range(processes)]
@@ -597,12 +601,14 @@ class Setup:
 
 @contextmanager
 def running(edge: Edge, segment_seconds: float, part_seconds: float, shields: int = 2, edges: int = 2,
-            workers: int = 1, preroll: int = 4) -> Iterator[Setup]:
+            workers: int = 1, preroll: int = 4, renditions: tuple[str, ...] = ()) -> Iterator[Setup]:
     """The stream, one origin per origin of `edge` (first primary), `shields` nginx shields in front
     of them and `edges` nginx edge pods in front of those, all torn down afterwards. The spec keeps
-    every caching rule; only origins, timings of the stream and worker count are local."""
+    every caching rule; only origins, timings of the stream and worker count are local (and the
+    stream carries only `renditions` of the ladder when given)."""
     with workdir() as work:
-        stream = Stream({r.name: r.bitrate_kbps for r in edge.renditions}, segment_seconds, part_seconds)
+        stream = Stream({r.name: r.bitrate_kbps for r in edge.renditions if not renditions or r.name in renditions},
+                        segment_seconds, part_seconds)
         origins = [Origin(stream) for _ in edge.origins]
         local = replace(edge, origins=tuple(o.address for o in origins), segment_seconds=segment_seconds,
                         part_seconds=stream.part_seconds, pod_cpu=workers)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import re
 
 import pytest
@@ -150,3 +151,18 @@ def test_render_is_pure():
     tier = edge_nginx.shield_tier(edge)
     assert edge_nginx.render(edge, tier) == edge_nginx.render(edge, tier)
     assert edge_nginx.render(edge, tier) != edge_nginx.render(dataclasses.replace(edge, segment_seconds=2), tier)
+
+
+def test_the_token_cap_holds_for_any_time_and_lifetime(broadcast_edge):
+    """The digit patterns nginx evaluates: every lifetime up to `always` accepted, none from
+    `refused_beyond`, at random times of this century and across digit carries (…9999 -> …0000)."""
+    cap = edge_nginx.token_cap(broadcast_edge)
+    assert (cap.always, cap.refused_beyond) == (10_000, 20_000) <= (broadcast_edge.max_token_lifetime_seconds,) * 2
+    patterns = [re.compile(p) for p in cap.patterns()]
+    accepted = lambda expires, now: any(p.search(f"{expires}:{now:.3f}") for p in patterns)  # noqa: E731
+    rng = random.Random(7)
+    for now in [rng.uniform(1.7e9, 4e9) for _ in range(3000)] + [1_799_999_999.5, 1_999_999_999.9]:
+        life = rng.uniform(0, 3 * cap.always)
+        assert accepted(int(now + life), now) == (life <= cap.always) or cap.always < life < cap.refused_beyond
+        assert accepted(int(now + cap.always), now) and not accepted(int(now + cap.refused_beyond), now)
+    assert edge_nginx.token_cap(dataclasses.replace(broadcast_edge, max_token_lifetime_seconds=3600)).always == 1000

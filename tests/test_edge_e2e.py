@@ -43,6 +43,10 @@ def test_unsigned_expired_and_forged_links_are_refused(live):
         assert h.get(port, h.signed(path)).status == 200
     other_stream = h.signed(segment).replace("/live/gala/", "/live/other/")
     assert h.get(port, other_stream).status == 403                               # token of another stream
+    # Lifetime capped (maxTokenLifetimeSeconds 21,600: up to 10,000 s always, 20,000 s or more never).
+    assert h.get(port, h.signed(segment, expires_in=2 * 3600)).status == 200
+    for too_long in (20_001, 75 * 365 * 86_400):
+        assert h.get(port, h.signed(segment, expires_in=too_long)).status == 403
 
 
 # nginx's RFC 3164 header: <PRI>Mmm dd hh:mm:ss host tag: message

@@ -142,6 +142,39 @@ def _timings(edge: Edge, origins: int) -> dict[str, int]:
     }
 
 
+UNIX_DIGITS = 10          # unix times have 10 decimal digits until the year 2286
+
+
+@dataclass(frozen=True)
+class TokenCap:
+    """nginx has no arithmetic, so `expires <= now + cap` is checked on decimal digits: the expiry's
+    leading digits (all but the last `digits`) must equal now's or now's plus one. Tokens living up
+    to `always` seconds are then always accepted, and none living `refused_beyond` or more is."""
+
+    digits: int
+
+    @property
+    def always(self) -> int:
+        return 10 ** self.digits
+
+    @property
+    def refused_beyond(self) -> int:
+        return 2 * 10 ** self.digits
+
+    def patterns(self) -> list[str]:
+        """Regexes over "$arg_expires:$msec" (both 10 digits) that accept an expiry within the cap."""
+        j, both = self.digits, rf"(?=\d{{{UNIX_DIGITS}}}:\d{{{UNIX_DIGITS}}}\.)"
+        same = rf"^{both}(?P<token_prefix>\d{{{UNIX_DIGITS - j}}})\d{{{j}}}:(?P=token_prefix)\d{{{j}}}\."
+        # The prefix one above now's: a digit d+1 then zeros where now has d then nines (a carry).
+        above = [rf"^{both}(?P<token_prefix>\d*){d + 1}0*\d{{{j}}}:(?P=token_prefix){d}9*\d{{{j}}}\." for d in range(9)]
+        return [same, *above]
+
+
+def token_cap(edge: Edge) -> TokenCap:
+    """The finest decimal cap that never accepts more than edge.max_token_lifetime_seconds."""
+    return TokenCap(int(math.floor(math.log10(edge.max_token_lifetime_seconds / 2) + 1e-9)))
+
+
 def reload_hold_ms(edge: Edge) -> int:
     """Longest a viewer's LL-HLS blocking reload is legitimately held (a pod drains that long)."""
     return _timings(edge, 1)["shield_playlist_read_ms"]
@@ -199,7 +232,8 @@ def render(edge: Edge, tier: Tier, layout: Layout = POD) -> str:
     """nginx.conf for one tier of one edge; the same input gives the same bytes (the pods roll on
     its checksum)."""
     return _TEMPLATES.get_template("nginx.conf.j2").render(edge=edge, tier=tier, layout=layout, v=values(edge, tier),
-                                                           logs=edge_logs, segment_ext="|".join(SEGMENT_EXTENSIONS))
+                                                           logs=edge_logs, segment_ext="|".join(SEGMENT_EXTENSIONS),
+                                                           token_cap=token_cap(edge))
 
 
 def checksum(conf: str) -> str:

@@ -244,6 +244,8 @@ class Edge:
     pod_memory_gib: int = Field(default=8, gt=0)
     burst: float = Field(default=2.0, ge=1, le=5, description="HPA maxReplicas as a multiple of the planned "
                          "pods, for viewers beyond the forecast")
+    max_token_lifetime_seconds: int = Field(default=21600, ge=20, le=10**8, description="viewer tokens expiring "
+                                            "further ahead are refused (nginx compares decimal digits: see README)")
     shield_egress_gbps: float = Field(default=20.0, gt=0, description="egress one shield pod sustains")
     shield_cache_gib: int = Field(default=50, gt=0, description="cache volume (emptyDir) per shield pod")
     min_shields: int = Field(default=2, ge=1, le=64, description="shields per cluster at least (the plan "
