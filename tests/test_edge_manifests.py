@@ -10,7 +10,7 @@ from peaknight.spec import config
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.edges import live as edges
-from peaknight.builders import event
+from peaknight.builders import event, podpolicy
 from peaknight.review import schema as k8s_schema
 from peaknight.cli import render
 
@@ -45,7 +45,8 @@ def test_every_cluster_of_both_stacks_gets_each_edge_and_all_validate(stack_name
             ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service",
              "Service", "ServiceMonitor"]                                                   # the edge pods
             + ["ConfigMap", "StatefulSet", "PodDisruptionBudget", "Service", "Service", "ServiceMonitor"]  # shields
-            + ["Service"] * shields)                                                        # one per shield
+            + ["Service"] * shields                                                          # one per shield
+            + ["EC2NodeClass", "NodePool"])                                                 # the edge's nodes
         for obj in unit.objects:
             assert k8s_schema.validate(obj.manifest) == []
 
@@ -113,16 +114,24 @@ def test_hpa_floor_is_the_plan_in_broadcast_and_its_ceiling_counts_in_the_envelo
 
 def test_services_pdb_and_monitor(broadcast_edge):
     viewers, metrics = broadcast_edge["Service"].manifest["spec"], broadcast_edge["Service/metrics"].manifest["spec"]
-    assert viewers["type"] == "ClusterIP" and [p["port"] for p in viewers["ports"]] == [80]
+    # Broadcast: an AWS NLB (Karpenter-on-AWS provisioner) with the pods as targets, one address per zone.
+    assert (viewers["type"], viewers["loadBalancerClass"], viewers["loadBalancerSourceRanges"]) == (
+        "LoadBalancer", "service.k8s.aws/nlb", ["0.0.0.0/0"])
+    annotations = broadcast_edge["Service"].manifest["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"] == "ip"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-attributes"] == "load_balancing.cross_zone.enabled=false"
+    assert [p["port"] for p in viewers["ports"]] == [80]
+    _, rehearsal = edge_units("rehearsal")[0]
+    assert next(o for o in rehearsal.objects if o.kind == "Service" and o.name == "gala-live").manifest["spec"]["type"] == "ClusterIP"
     assert [(p["name"], p["port"]) for p in metrics["ports"]] == [("metrics", 9113), ("log-metrics", 4040)]
     assert broadcast_edge["PodDisruptionBudget"].manifest["spec"]["maxUnavailable"] == "10%"
     monitor = broadcast_edge["ServiceMonitor"].manifest["spec"]
     assert monitor["selector"]["matchLabels"] == {"app.kubernetes.io/name": "gala-live-metrics"}
     assert [e["port"] for e in monitor["endpoints"]] == ["metrics", "log-metrics"]
     spec = config.load_stack("broadcast").spec
-    open_edge = dataclasses.replace(spec.edges[0], source_ranges=("203.0.113.0/24",))
-    svc = edges._viewer_service(open_edge, {})
-    assert (svc["type"], svc["loadBalancerSourceRanges"]) == ("LoadBalancer", ["203.0.113.0/24"])
+    closed = dataclasses.replace(spec.edges[0], source_ranges=())
+    assert edges._viewer_service(closed, {}, {"annotations": {"a": "b"}}) == ({}, {
+        "type": "ClusterIP", "selector": {}, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]})
 
 
 def test_no_secret_and_no_secret_object_is_rendered(stack_name):
@@ -160,3 +169,20 @@ def test_shields_are_a_statefulset_with_one_stable_service_per_ordinal(broadcast
     assert volumes["origin-ca"]["secret"]["secretName"] == "origin-ca"
     mounts = shield["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "origin-ca", "mountPath": "/etc/nginx/origin-ca", "readOnly": True} in mounts
+
+
+def test_edge_and_shield_pods_run_on_the_edge_pool_the_provisioner_makes(broadcast_edge, broadcast_shield):
+    spec = config.load_stack("broadcast").spec
+    plan = capacity.plan(spec).cluster("gala-bj-01").edge("gala-live")
+    cluster, unit = edge_units("broadcast")[0]
+    pool = next(o for o in unit.objects if o.kind == "NodePool").manifest
+    assert pool["metadata"]["name"] == "gala-live-nodes"
+    template = pool["spec"]["template"]
+    assert template["metadata"]["labels"][podpolicy.POOL_LABEL] == "gala-live-nodes"
+    assert template["spec"]["taints"] == [podpolicy.EDGE_TAINT]
+    assert template["spec"]["requirements"][0]["values"] == ["c6in.32xlarge"]
+    assert pool["spec"]["limits"] == {"cpu": str(207 * 128)} and plan.nodes.why in pool["metadata"]["annotations"]["peaknight.io/planned-nodes"]
+    sts = next(o for o in broadcast_shield if o.kind == "StatefulSet").manifest
+    for pod in (broadcast_edge["Deployment"].manifest["spec"]["template"]["spec"], sts["spec"]["template"]["spec"]):
+        assert pod["affinity"] == podpolicy.pool_affinity("gala-live-nodes")
+        assert pod["tolerations"] == [{"key": "peaknight.io/edge", "operator": "Exists", "effect": "NoSchedule"}]

@@ -18,6 +18,8 @@ from peaknight.edges import nginx as edge_nginx
 from peaknight.plan.capacity import EdgePlan
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, labels, meta, priority_class
+from peaknight.provisioners import registry as provisioners
+from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge
 
 RUN_AS_USER = 101                  # the nginx image's unprivileged user
@@ -50,6 +52,11 @@ def shield_name(edge: Edge) -> str:
 
 def metrics_name(edge: Edge, role: str = "edge") -> str:
     return f"{workload_name(edge, role)}-metrics"
+
+
+def node_pool_name(edge: Edge) -> str:
+    """The edge's own node pool (podpolicy.POOL_LABEL value), made by the cluster's provisioner."""
+    return f"{edge.name}-nodes"
 
 
 def shield_addresses(scope: Scope, edge: Edge, shields: int) -> tuple[str, ...]:
@@ -140,7 +147,8 @@ def _pod(scope: Scope, edge: Edge, role: str, conf: str, log_conf: str) -> dict[
             "terminationGracePeriodSeconds": DRAIN_SECONDS + hold + 5,
             "securityContext": podpolicy.pod_security(RUN_AS_USER),
             "containers": _containers(edge, role),
-            # Egress is the NIC's: spread over nodes too, where the scheduler can.
+            # Egress is the NIC's: the edge's own nodes, and spread over them too, where the scheduler can.
+            **podpolicy.edge_placement(node_pool_name(edge)),
             "topologySpreadConstraints": podpolicy.zone_spread(sel, by_node=True),
             "volumes": volumes,
         },
@@ -243,14 +251,19 @@ def _hpa(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan) -> dict[str
     }
 
 
-def _viewer_service(edge: Edge, sel: dict[str, str]) -> dict[str, Any]:
+def _viewer_service(edge: Edge, sel: dict[str, str], lb: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     """Behind the cluster's ingress by default; with source ranges, the edge's own load balancer,
-    open to those ranges only (Local: the client address is kept and there is no second hop)."""
+    open to those ranges only (Local: the client address is kept and there is no second hop), with
+    the settings the cluster's provisioner says its cloud's load balancer needs (`lb`).
+    Returns (annotations, spec)."""
     out: dict[str, Any] = {"type": "ClusterIP", "selector": sel,
                            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}
-    if edge.source_ranges:
-        out.update(type="LoadBalancer", externalTrafficPolicy="Local", loadBalancerSourceRanges=list(edge.source_ranges))
-    return out
+    if not edge.source_ranges:
+        return {}, out
+    out.update(type="LoadBalancer", externalTrafficPolicy="Local", loadBalancerSourceRanges=list(edge.source_ranges))
+    if "loadBalancerClass" in lb:
+        out["loadBalancerClass"] = lb["loadBalancerClass"]
+    return dict(lb.get("annotations", {})), out
 
 
 def _metrics_service(scope: Scope, edge: Edge, role: str) -> Obj:
@@ -271,6 +284,19 @@ def _service_monitor(scope: Scope, edge: Edge, role: str) -> Obj:
                                        for port in ("metrics", "log-metrics")]}})
 
 
+def _max_vcpus(edge: Edge) -> int:
+    """The pool's CPU limit counts nodes at the largest instance type it may be given."""
+    return max(profiles.load().edge_instance_types[n].vcpus for n in edge.node_instance_types)
+
+
+def _viewer_service_obj(scope: Scope, cluster: Cluster, edge: Edge, sel: dict[str, str]) -> Obj:
+    annotations, spec = _viewer_service(edge, sel, provisioners.for_cluster(cluster).load_balancer(cluster))
+    metadata = meta(scope, "live-edge", edge.name, edge_namespace(scope))
+    if annotations:
+        metadata["annotations"] = annotations
+    return Obj({"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec})
+
+
 def build(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
     ns = edge_namespace(scope)
     conf = edge_nginx.render(edge, edge_nginx.edge_tier(shield_addresses(scope, edge, int(plan.shields.value))))
@@ -283,8 +309,7 @@ def build(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
              "metadata": meta(scope, "live-edge", log_exporter_config_name(edge), ns),
              "data": {edge_logs.CONFIG_FILE: log_conf}}),
         _deployment(scope, cluster, edge, plan, conf, log_conf),
-        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(scope, "live-edge", edge.name, ns),
-             "spec": _viewer_service(edge, sel)}),
+        _viewer_service_obj(scope, cluster, edge, sel),
         _metrics_service(scope, edge, "edge"),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(scope, "live-edge", edge.name, ns),
              # Each drained pod's viewers refill another pod's cache: a tenth of the tier at a time.
@@ -292,5 +317,8 @@ def build(scope: Scope, cluster: Cluster, edge: Edge, plan: EdgePlan) -> Unit:
         Obj(_hpa(scope, cluster, edge, plan)),
         _service_monitor(scope, edge, "edge"),
         *_shield_objects(scope, edge, plan, log_conf),
+        *provisioners.for_cluster(cluster).edge_pool(
+            scope, cluster, node_pool_name(edge), edge.node_instance_types,
+            int(plan.nodes.value) * _max_vcpus(edge), f"{plan.nodes.why}; {plan.pods_per_node.why}"),
     ]
     return Unit("LiveEdge", edge.name, tuple(objs))

@@ -87,6 +87,10 @@ class EdgePlan:
     shields: Figure                   # shield pods between this cluster's edges and the origins
     origin_gbps: Figure               # what this cluster's shields fetch from the origin
     origin_rps: Figure                # requests this cluster's shields send the origin
+    pods_per_node: Figure             # edge pods one node of the edge pool holds (NIC, CPU, memory)
+    nodes: Figure                     # the edge pool: edge pods at their ceiling and the shields
+    node_gbps: Figure                 # what those nodes may send to the internet, largest zone lost
+    lb_targets_per_zone: int          # the viewers' load balancer's targets (pods) in the fullest zone
 
     @property
     def name(self) -> str:
@@ -102,7 +106,7 @@ class ClusterPlan:
 
     @property
     def nodes(self) -> int:
-        return sum(int(p.nodes.value) for p in self.pools)
+        return sum(int(p.nodes.value) for p in self.pools) + sum(int(e.nodes.value) for e in self.edges)
 
     @property
     def edge_pods(self) -> int:
@@ -313,6 +317,7 @@ def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
     capacity = serving * edge.pod_egress_gbps * util
     per_pod = edge.pod_egress_gbps * 1e6 * util / mix
     shield_fetch, shields, origin_gbps, origin_rps = _shield_tier(spec, cluster, edge, ceiling)
+    per_node, nodes, node_gbps = _edge_nodes(spec, cluster, edge, ceiling, int(shields.value))
     return EdgePlan(
         cluster=cluster.name, edge=edge.name,
         viewers=Figure(viewers, f"{edge.peak_viewers:,} viewers x scale {spec.scale:g} x share {cluster.share:g} "
@@ -326,8 +331,10 @@ def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
                                         f"= {per_pod:,.0f}"),
         capacity_gbps=Figure(capacity, f"{serving} pods{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
                                        f" x {edge.pod_egress_gbps:g} Gbps x util {util:g} = {capacity:,.1f} Gbps"),
-        short=capacity < egress * (1 - 1e-9),
         shield_fetch_gbps=shield_fetch, shields=shields, origin_gbps=origin_gbps, origin_rps=origin_rps,
+        pods_per_node=per_node, nodes=nodes, node_gbps=node_gbps,
+        lb_targets_per_zone=max(zone_split(ceiling, zones)),
+        short=capacity < egress * (1 - 1e-9) or node_gbps.value < egress * (1 - 1e-9),
     )
 
 
@@ -362,6 +369,41 @@ def _shield_tier(spec: StackSpec, cluster: Cluster, edge: Edge, edge_pods: int) 
     return fetch_fig, shields, origin_fig, rps_fig
 
 
+# CPUs of an edge node left to kubelet, the CNI and the node daemons.
+EDGE_NODE_RESERVED_CPUS = 2
+
+
+def _edge_nodes(spec: StackSpec, cluster: Cluster, edge: Edge, edge_pods: int, shields: int) -> tuple[Figure, Figure, Figure]:
+    """The edge's own node pool: pods per node on the tightest of NIC (the internet share of its
+    bandwidth), CPU and memory over the pool's least capable instance type, and nodes per zone for
+    the edge pods at their HPA ceiling plus the shields."""
+    table = profiles.load()
+    net = table.edge_network
+
+    def fit(itype: profiles.EdgeInstanceType) -> int:
+        return max(1, min(int(net.internet_gbps(itype) // edge.pod_egress_gbps),
+                          (itype.vcpus - EDGE_NODE_RESERVED_CPUS) // edge.pod_cpu, itype.memory_gib // edge.pod_memory_gib,
+                          cluster.max_pods_per_node - DAEMON_PODS_PER_NODE))
+
+    itype = min((table.edge_instance_types[n] for n in edge.node_instance_types), key=fit)
+    per = fit(itype)
+    internet = net.internet_gbps(itype)
+    per_fig = Figure(per, f"{itype.name}: min({internet:g} Gbps to the internet ({net.internet_share:g} of "
+                          f"{itype.network_gbps:g}, {itype.source}) / {edge.pod_egress_gbps:g}, ({itype.vcpus} - "
+                          f"{EDGE_NODE_RESERVED_CPUS}) vCPUs / {edge.pod_cpu}, {itype.memory_gib} GiB / "
+                          f"{edge.pod_memory_gib}) = {per} pods")
+    zones = len(cluster.zones)
+    split = [e + s for e, s in zip(zone_split(edge_pods, zones), zone_split(shields, zones))]
+    per_zone = [math.ceil(n / per) for n in split]
+    nodes = sum(per_zone)
+    nodes_fig = Figure(nodes, f"per zone ceil({'/'.join(map(str, split))} edge pods and shields / {per} per node)")
+    serving = nodes - (max(per_zone) if spec.policy.survive_zone_loss else 0)
+    gbps = serving * internet
+    gbps_fig = Figure(gbps, f"{serving} nodes{' (largest zone lost)' if spec.policy.survive_zone_loss else ''} x "
+                            f"{internet:g} Gbps = {gbps:,.0f} Gbps")
+    return per_fig, nodes_fig, gbps_fig
+
+
 def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
     problems = []
     pools = {p.name: p for p in spec.gpu_pools}
@@ -378,6 +420,15 @@ def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
             if per_node + DAEMON_PODS_PER_NODE > cluster.max_pods_per_node:
                 problems.append(f"cluster '{cluster.name}': model '{model.model}' packs {per_node} pods per node "
                                 f"+ {DAEMON_PODS_PER_NODE} daemons, envelope {cluster.max_pods_per_node}")
+        net = profiles.load().edge_network
+        for edge, e in zip(spec.edges, plan_.edges):
+            # Exposed through the cloud's load balancer, every edge pod is one of its targets.
+            if edge.source_ranges and (e.lb_targets_per_zone > net.nlb_targets_per_zone
+                                       or e.max_pods.value > net.nlb_targets):
+                problems.append(f"cluster '{cluster.name}': edge '{edge.name}' puts {e.lb_targets_per_zone:,} pods "
+                                f"per zone ({int(e.max_pods.value):,} in all) behind its load balancer; the NLB quota is "
+                                f"{net.nlb_targets_per_zone} per zone and {net.nlb_targets:,} in all (raise it, or "
+                                f"lower the edge's burst)")
         for pool in plan_.pools:
             cap = pools[pool.pool].max_gpus_per_cluster
             if cap is not None and pool.gpu_limit.value > cap:

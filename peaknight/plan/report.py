@@ -32,14 +32,16 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                          f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", si(m.capacity_tps.value),
                          si(m.demand_tps.value), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
     lines = _columns(rows)
-    edges = [("cluster", "edge", "pods", "max pods", "shields", "viewers", "capacity Gbps", "forecast Gbps",
+    edges = [("cluster", "edge", "pods", "max pods", "shields", "nodes", "viewers", "capacity Gbps", "forecast Gbps",
               "origin Gbps", "headroom", "")]
     for c in plan.clusters:
         for e in c.edges:
             edges.append((c.name, e.edge, f"{int(e.pods.value):,}", f"{int(e.max_pods.value):,}",
-                          f"{int(e.shields.value):,}", si(e.viewers.value), f"{e.capacity_gbps.value:,.0f}",
+                          f"{int(e.shields.value):,}", f"{int(e.nodes.value):,}", si(e.viewers.value),
+                          f"{min(e.capacity_gbps.value, e.node_gbps.value):,.0f}",
                           f"{e.egress_gbps.value:,.0f}", f"{e.origin_gbps.value:,.3f}",
-                          f"{e.capacity_gbps.value / e.egress_gbps.value:.3f}", "SHORT" if e.short else "ok"))
+                          f"{min(e.capacity_gbps.value, e.node_gbps.value) / e.egress_gbps.value:.3f}",
+                          "SHORT" if e.short else "ok"))
     if len(edges) > 1:
         lines += [""] + _columns(edges)
         lines += [origin_line(plan.origin(name)) for name in dict.fromkeys(e.edge for c in plan.clusters for e in c.edges)]
@@ -66,7 +68,8 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                 for label, fig in (("viewers", e.viewers), ("mix", e.mix_kbps), ("egress", e.egress_gbps),
                                    ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps),
                                    ("shield fetch", e.shield_fetch_gbps), ("shields", e.shields),
-                                   ("origin egress", e.origin_gbps), ("origin requests", e.origin_rps)):
+                                   ("origin egress", e.origin_gbps), ("origin requests", e.origin_rps),
+                                   ("pods per node", e.pods_per_node), ("nodes", e.nodes), ("node egress", e.node_gbps)):
                     lines.append(f"  {label}: {fig.why}")
     return "\n".join(lines)
 

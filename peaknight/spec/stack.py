@@ -244,6 +244,8 @@ class Edge:
     pod_memory_gib: int = Field(default=8, gt=0)
     burst: float = Field(default=2.0, ge=1, le=5, description="HPA maxReplicas as a multiple of the planned "
                          "pods, for viewers beyond the forecast")
+    node_instance_types: tuple[str, ...] = Field(default=("c6in.32xlarge",), min_length=1, description="instance "
+                                                 "types of the edge's own node pool (profile catalog edge_instance_types)")
     max_token_lifetime_seconds: int = Field(default=21600, ge=20, le=10**8, description="viewer tokens expiring "
                                             "further ahead are refused (nginx compares decimal digits: see README)")
     shield_egress_gbps: float = Field(default=20.0, gt=0, description="egress one shield pod sustains")
