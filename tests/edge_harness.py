@@ -17,6 +17,7 @@ import re
 import resource
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -150,13 +151,15 @@ class Origin:
     """An HTTP origin for the stream. `fault` makes it fail as a bad night would: dead (closes every
     connection unanswered), hung (never answers), slow (answers after 3 s) or 500 (answers 500)."""
 
-    def __init__(self, stream: Stream):
+    def __init__(self, stream: Stream, tls: ssl.SSLContext | None = None):
         self.stream, self.fault = stream, ""
         self.requests: Counter[str] = Counter()
         self.bytes = 0
         self.queries: list[str] = []
         self._lock = threading.Lock()
         self.server = _OriginServer(("127.0.0.1", 0), self._handler())
+        if tls:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
