@@ -112,7 +112,18 @@ def _containers(edge: Edge, role: str) -> list[dict[str, Any]]:
         "volumeMounts": [{"name": "log-exporter-conf", "mountPath": LOG_EXPORTER_CONF_DIR, "readOnly": True}],
         "securityContext": podpolicy.container_security(read_only_root=True),
     }
-    return [nginx, exporter, log_exporter]
+    guard = {
+        "name": "cache-guard",
+        # The nginx image's own sh, df and awk: no other image to pin.
+        "image": edge.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", edge_nginx.cache_guard_script(edge_nginx.cache_gib(edge, role))],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+        "volumeMounts": [{"name": "state", "mountPath": layout.state_dir}],
+        "securityContext": podpolicy.container_security(read_only_root=True),
+    }
+    return [nginx, exporter, log_exporter, guard]
+
 
 
 def _pod(scope: Scope, edge: Edge, role: str, conf: str, log_conf: str) -> dict[str, Any]:
@@ -134,8 +145,7 @@ def _pod(scope: Scope, edge: Edge, role: str, conf: str, log_conf: str) -> dict[
         volumes.append({"name": ORIGIN_CA_VOLUME, "secret": {
             "secretName": edge.origin_ca_secret, "defaultMode": 0o444,
             "items": [{"key": edge_nginx.ORIGIN_CA_KEY, "path": edge_nginx.ORIGIN_CA_KEY}]}})
-    cache = edge.cache_gib if role == "edge" else edge.shield_cache_gib
-    volumes.append({"name": "state", "emptyDir": {"sizeLimit": f"{cache}Gi"}})
+    volumes.append({"name": "state", "emptyDir": {"sizeLimit": f"{edge_nginx.cache_gib(edge, role)}Gi"}})
     return {
         "metadata": {"labels": {**labels(scope, "live-edge", name), **sel},
                      # A changed config changes the template, so the pods roll onto it.

@@ -35,6 +35,9 @@ KEYS_PER_ZONE_MB = 8000   # nginx docs: a 1 MB keys zone holds about 8,000 keys
 # Immutable media: segments, LL-HLS parts, init sections, subtitles (one list for location and log).
 SEGMENT_EXTENSIONS = ("ts", "m4s", "mp4", "m4a", "aac", "vtt")
 CACHE_FILL = 0.8          # max_size below the cache volume: temp files share it, and a full emptyDir evicts the pod
+MIN_FREE = 0.1            # the cache manager evicts until this share of the volume is free
+GUARD_FREE = 0.05         # below this share free, misses pass through uncached (cache_guard_script)
+GUARD_FLAG = "cache-full" # the file the guard keeps in the state directory while the volume is that full
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
@@ -186,7 +189,7 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
     t = _timings(edge, len(origins))
     edge_role = tier.edge
     objects = len(edge.renditions) * (edge.segment_ttl_seconds / edge.part_seconds + 2 * edge.segment_ttl_seconds / edge.segment_seconds)
-    cache_gib = edge.cache_gib if edge_role else edge.shield_cache_gib
+    volume_gib = cache_gib(edge, tier.role)
     media_read = t["edge_media_read_ms"] if edge_role else t["shield_media_read_ms"]
     playlist_read = t["edge_playlist_read_ms"] if edge_role else t["shield_playlist_read_ms"]
     tries = min(EDGE_TRIES, len(tier.servers)) if edge_role else len(tier.servers)
@@ -220,12 +223,26 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
         "segment_ttl": edge.segment_ttl_seconds,
         "negative_ttl": edge.negative_ttl_seconds,
         "keys_zone_mb": max(10, math.ceil(objects / KEYS_PER_ZONE_MB)),
-        "cache_max_mb": math.floor(cache_gib * 1024 * CACHE_FILL),
-        "cache_min_free_mb": math.ceil(cache_gib * 1024 * (1 - CACHE_FILL) / 2),
+        "cache_max_mb": math.floor(volume_gib * 1024 * CACHE_FILL),
+        "cache_min_free_mb": math.ceil(volume_gib * 1024 * MIN_FREE),
         "origin_host": edge.origin_server_name or origins[0].host,
         "tls_name": edge.origin_server_name or origins[0].host,
         "ca_from_secret": edge.origin_ca_secret is not None,
     }
+
+
+def cache_guard_script(volume_gib: int, state_dir: str = POD.state_dir) -> str:
+    """The cache guard sidecar's loop (sh, df and awk of the nginx image): while the volume's free
+    space is under GUARD_FREE, a flag file tells nginx to stop storing misses (it still serves its
+    hits). A cache write that meets a full disk breaks the response; a pass-through does not."""
+    threshold_kb = math.ceil(volume_gib * 1024 * 1024 * GUARD_FREE)
+    return (f"while :; do if [ \"$(df -Pk {state_dir} | awk 'NR==2 {{print $4}}')\" -lt {threshold_kb} ]; "
+            f"then touch {state_dir}/{GUARD_FLAG}; else rm -f {state_dir}/{GUARD_FLAG}; fi; sleep 1; done")
+
+
+def cache_gib(edge: Edge, role: str) -> int:
+    """The tier's cache volume: edge pods and shields size theirs apart."""
+    return edge.cache_gib if role == "edge" else edge.shield_cache_gib
 
 
 def render(edge: Edge, tier: Tier, layout: Layout = POD) -> str:
@@ -233,7 +250,7 @@ def render(edge: Edge, tier: Tier, layout: Layout = POD) -> str:
     its checksum)."""
     return _TEMPLATES.get_template("nginx.conf.j2").render(edge=edge, tier=tier, layout=layout, v=values(edge, tier),
                                                            logs=edge_logs, segment_ext="|".join(SEGMENT_EXTENSIONS),
-                                                           token_cap=token_cap(edge))
+                                                           token_cap=token_cap(edge), guard_flag=GUARD_FLAG)
 
 
 def checksum(conf: str) -> str:
