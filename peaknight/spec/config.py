@@ -182,9 +182,14 @@ def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
 
 def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
     problems = []
-    for e in err.errors(include_url=False):
+    errors = err.errors(include_url=False)
+    locs = [tuple(e["loc"]) for e in errors]
+    for e in errors:
         loc = tuple(e["loc"])
         kind = e["type"]
+        # A list whose only items were refused is also "too short": the items' lines say it all.
+        if kind == "too_short" and any(other[:len(loc)] == loc and len(other) > len(loc) for other in locs):
+            continue
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
             problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
