@@ -424,7 +424,7 @@ class Report:
     errors: list[str] = field(default_factory=list)
     part_times: list[tuple[float, float, float]] = field(default_factory=list)   # (start, seconds, age at start)
     segment_times: list[tuple[float, float, float]] = field(default_factory=list)   # (start, seconds, age at start)
-    stalls: list[tuple[float, float]] = field(default_factory=list)             # (start, seconds without media)
+    stalls: list[tuple[float, float, str]] = field(default_factory=list)        # (start, seconds without media, object late)
     cache: Counter = field(default_factory=Counter)
     cpu_seconds: float = 0.0
 
@@ -514,7 +514,7 @@ class _Player:
                     buffer_end = now + 3 * duration
                 elif fetched > 3:
                     if now > buffer_end:
-                        self.report.stalls.append((buffer_end, now - buffer_end))
+                        self.report.stalls.append((buffer_end, now - buffer_end, f"{self.plan.rendition}/{name}"))
                     buffer_end = max(buffer_end, now) + duration
                 if self.plan.low_latency:
                     msn, part = (msn + 1, 0) if part == self.parts - 1 else (msn, part + 1)

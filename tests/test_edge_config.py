@@ -66,16 +66,17 @@ def test_timings_derive_from_the_stream_and_bound_failover(broadcast_edge):
     before it would try another shield, so a failing origin never costs a second fetch elsewhere."""
     shield = edge_nginx.values(broadcast_edge, edge_nginx.shield_tier(broadcast_edge))
     edge = edge_nginx.values(broadcast_edge, edge_nginx.edge_tier(["a:80", "b:80", "c:80"]))
-    assert shield["playlist_read_timeout_ms"] == 16_000            # blocking reload held up to 3 x 4 s, + 4 s
+    assert shield["playlist_read_timeout_ms"] == 5_000             # a reload for the next segment: 4 s, + 1 s
     assert shield["media_read_timeout_ms"] == 1_000
     assert shield["media_next_upstream_timeout_ms"] == 2 * (1_000 + 1_000)   # primary, then backup
-    assert shield["playlist_next_upstream_timeout_ms"] == 2 * (1_000 + 16_000)
+    assert shield["playlist_next_upstream_timeout_ms"] == 2 * (1_000 + 5_000)
     assert edge["media_read_timeout_ms"] == 4_000 + 1_000 > shield["media_next_upstream_timeout_ms"]
-    assert edge["playlist_read_timeout_ms"] == 34_000 + 1_000
+    assert edge["playlist_read_timeout_ms"] == 12_000 + 1_000
     assert (edge["tries"], shield["tries"]) == (2, 2)
     # Collapsed part requests at the edge re-check at a quarter part instead of nginx's 500 ms tick.
     assert edge["media_lock_timeout_ms"] == 125 and shield["media_lock_timeout_ms"] == 8_000
     assert shield["playlist_lock_age_ms"] == 1_000                # a reload stuck on a hung origin is re-asked
+    assert edge["playlist_lock_age_ms"] == 2_000                  # ... and by the edge, of a shield that has it
     assert shield["cache_max_mb"] == math.floor(50 * 1024 * 0.8) and edge["cache_max_mb"] == 16_384
     assert edge["workers"] == broadcast_edge.pod_cpu
 
@@ -83,15 +84,15 @@ def test_timings_derive_from_the_stream_and_bound_failover(broadcast_edge):
 def test_edges_hash_on_the_cache_key_over_the_shields_and_shields_fail_over(conf, shield_conf):
     assert "hash $cache_key consistent;" in conf
     assert [line.strip() for line in conf.splitlines() if line.strip().startswith("server s")] == [
-        f"server s{i}.ns.svc:80 max_fails=1 fail_timeout=4s;" for i in range(3)]
+        f"server s{i}.ns.svc:80 max_fails=1 fail_timeout=12s;" for i in range(3)]
     assert "hash " not in shield_conf
-    assert "server origin-a.live.internal:8080 max_fails=1 fail_timeout=4s;" in shield_conf
-    assert "server origin-b.live.internal:8080 max_fails=1 fail_timeout=4s backup;" in shield_conf
+    assert "server origin-a.live.internal:8080 max_fails=1 fail_timeout=12s;" in shield_conf
+    assert "server origin-b.live.internal:8080 max_fails=1 fail_timeout=12s backup;" in shield_conf
     # Shields retry on every origin failure, 500 included; edges only when a shield is unreachable.
     assert "proxy_next_upstream error timeout invalid_header http_500 http_502 http_504 http_503;" in shield_conf
     assert "proxy_next_upstream error timeout;" in conf
     for text in (conf, shield_conf):
-        assert text.count("set $cache_key") == 2 and text.count("proxy_cache_key $cache_key;") == 2
+        assert text.count("set $cache_key") == 3 and text.count("proxy_cache_key $cache_key;") == 3
         assert "proxy_cache_use_stale updating error timeout invalid_header http_500 http_502 http_503 http_504;" in text
     # Only edges face viewers: tokens checked there, and nothing below emerg logged (lines carry the token).
     assert conf.count('if ($secure_link != "1") { return 403; }') == 2 and "secure_link" not in shield_conf

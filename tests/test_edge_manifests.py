@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_pods_are_restricted_unprivileged_and_write_only_to_their_emptydir(broad
         sc = c["securityContext"]
         assert sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]}
         assert sc["allowPrivilegeEscalation"] is False and sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    nginx, exporter, log_exporter = pod["containers"]
+    nginx, exporter, log_exporter, guard = pod["containers"]
     assert nginx["ports"][0]["containerPort"] == 8080 > 1024
     assert {m["mountPath"]: m.get("readOnly", False) for m in nginx["volumeMounts"]} == {
         "/etc/nginx/edge": True, "/etc/nginx/secret": True, edge_nginx.POD.state_dir: False}
@@ -94,6 +95,10 @@ def test_pods_are_restricted_unprivileged_and_write_only_to_their_emptydir(broad
     assert log_exporter["volumeMounts"] == [{"name": "log-exporter-conf", "mountPath": "/etc/log-exporter",
                                              "readOnly": True}]
     assert log_exporter["image"].startswith("quay.io/martinhelmich/prometheus-nginxlog-exporter:v1.11.0@sha256:")
+    # The cache guard: the nginx image's own shell, the state volume, and the 5% threshold of 20 GiB.
+    assert guard["image"] == nginx["image"] and guard["command"][:2] == ["sh", "-c"]
+    assert f"-lt {math.ceil(20 * 1024 * 1024 * 0.05)} ]" in guard["command"][2]
+    assert guard["volumeMounts"] == [{"name": "state", "mountPath": edge_nginx.POD.state_dir}]
     assert [t["topologyKey"] for t in pod["topologySpreadConstraints"]] == ["topology.kubernetes.io/zone",
                                                                            "kubernetes.io/hostname"]
 

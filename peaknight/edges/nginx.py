@@ -118,9 +118,11 @@ def _timings(edge: Edge, origins: int) -> dict[str, int]:
     turns into a second fetch through another shield."""
     seg, part = edge.segment_seconds * 1000, edge.part_seconds * 1000
     connect = CONNECT_TIMEOUT_MS
-    # LL-HLS: a server holds a blocking playlist reload up to 3 target durations, then answers 503.
-    # One more target duration, so a tier never cuts a legitimately held reload.
-    playlist_read = math.ceil(3 * seg + seg)
+    # LL-HLS: a reload asks for the next part (held about one part) or for the next whole segment
+    # (held up to one target duration). Held longer, the origin is hung or its encoder stalled, and
+    # the shield tries the backup: a hold any longer would keep every viewer collapsed on that
+    # reload waiting whenever it is the one request that probes a hung primary.
+    playlist_read = math.ceil(seg + 1000)
     # A part or segment exists when it is asked for (the playlist listed it): an upstream that has
     # not started answering within two parts (1 s at least) is hung, and the next one is tried.
     media_read = math.ceil(max(1000, 2 * part))
@@ -179,7 +181,7 @@ def token_cap(edge: Edge) -> TokenCap:
 
 
 def reload_hold_ms(edge: Edge) -> int:
-    """Longest a viewer's LL-HLS blocking reload is legitimately held (a pod drains that long)."""
+    """Longest a viewer's LL-HLS blocking reload is held at a shield (a pod drains that long)."""
     return _timings(edge, 1)["shield_playlist_read_ms"]
 
 
@@ -209,7 +211,11 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
         # A collapsed playlist fill may hold as long as the reload does: another copy upstream
         # before then would be a wasted blocking request.
         "playlist_lock_timeout_ms": playlist_read,
-        "playlist_lock_age_ms": playlist_read if edge_role else t["shield_playlist_lock_age_ms"],
+        # A held reload stuck behind a hung origin is asked again: by the shield of the backup once
+        # the primary is marked down, by the edge of its shield a little later (which by then has it).
+        "playlist_lock_age_ms": t["shield_playlist_lock_age_ms"] * (2 if edge_role else 1),
+        # A plain playlist is answered at once: a fill slower than the whole failover budget is stuck.
+        "plain_playlist_lock_ms": tries * (t["connect_timeout_ms"] + media_read),
         "media_read_timeout_ms": media_read,
         "media_next_upstream": retry if edge_role else retry + " http_503",
         "media_next_upstream_timeout_ms": tries * (t["connect_timeout_ms"] + media_read),
@@ -217,8 +223,9 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
         # The holder's lock lasts its whole bounded fill (failover included), so waiters never
         # start a second fetch of an object that is on its way.
         "media_lock_age_ms": media_read if edge_role else t["shield_media_budget_ms"],
-        # A failed upstream is skipped for one segment, then tried again (nginx counts whole seconds).
-        "fail_timeout": math.ceil(edge.segment_seconds),
+        # A failed upstream is skipped for three segments, then probed again by one request (nginx
+        # counts whole seconds): a hung primary costs one probe per 12 s, not one per segment.
+        "fail_timeout": math.ceil(3 * edge.segment_seconds),
         "playlist_ttl": edge.playlist_ttl_seconds,
         "segment_ttl": edge.segment_ttl_seconds,
         "negative_ttl": edge.negative_ttl_seconds,
