@@ -329,14 +329,14 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
         for j, name in enumerate(edge.node_instance_types):
-            itype = table.edge_instance_types.get(name)
-            if itype is None:
+            node = table.edge_instance_types.get(name)
+            if node is None:
                 yield P(f"edges[{i}].nodeInstanceTypes[{j}]", "an instance type from the profile catalog's "
                         "edge_instance_types (" + ", ".join(table.edge_instance_types) + ")", _show(name),
                         _suggest(name, table.edge_instance_types))
-            elif itype.vcpus < edge.pod_cpu or itype.memory_gib < edge.pod_memory_gib:
+            elif node.vcpus < edge.pod_cpu or node.memory_gib < edge.pod_memory_gib:
                 yield P(f"edges[{i}].nodeInstanceTypes[{j}]", f"a node that holds one edge pod ({edge.pod_cpu} CPUs, "
-                        f"{edge.pod_memory_gib} GiB)", f"'{name}' has {itype.vcpus} vCPUs, {itype.memory_gib} GiB")
+                        f"{edge.pod_memory_gib} GiB)", f"'{name}' has {node.vcpus} vCPUs, {node.memory_gib} GiB")
         schemes = [o.scheme for o in origin_grammar.of(edge)]
         if len(set(schemes)) > 1:
             # One upstream group per tier: nginx's proxy_pass gives the whole group one scheme.
