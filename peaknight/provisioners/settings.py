@@ -28,3 +28,8 @@ class KarpenterAwsSettings:
 
 # A union discriminated by `kind` as more provisioners arrive.
 ProvisionerSettings = KarpenterAwsSettings
+
+
+def default_settings() -> ProvisionerSettings:
+    """A cluster that names no provisioner gets this one."""
+    return KarpenterAwsSettings()

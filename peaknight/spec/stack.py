@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel, to_snake
 from pydantic.dataclasses import dataclass
 
 from peaknight.spec import origins as origin_grammar
-from peaknight.provisioners.settings import KarpenterAwsSettings, ProvisionerSettings
+from peaknight.provisioners.settings import ProvisionerSettings, default_settings
 
 # Stack files must use the camelCase aliases (config.parse validates with by_name=False); code may
 # build and dataclasses.replace() specs by field name.
@@ -63,6 +63,14 @@ class CapacityType(str, Enum):
 class Engine(str, Enum):
     VLLM = "vllm"
     SGLANG = "sglang"
+
+
+class GitOps(str, Enum):
+    """Who installs the add-ons when a GitOps controller applies the kit: Argo CD Applications, or
+    Flux HelmReleases with their HelmRepositories (peaknight/addons/gitops.py)."""
+
+    ARGOCD = "argocd"
+    FLUX = "flux"
 
 
 class AutoscalerKind(str, Enum):
@@ -169,7 +177,7 @@ class Cluster:
     zones: tuple[str, ...] = Field(min_length=1)
     share: Fraction = Field(description="share of the night's traffic this cluster serves")
     autoscaler: AutoscalerKind = AutoscalerKind.KEDA
-    provisioner: ProvisionerSettings = Field(default_factory=KarpenterAwsSettings,
+    provisioner: ProvisionerSettings = Field(default_factory=default_settings,
                                              description="how the cluster gets GPU nodes (peaknight/provisioners/)")
     gateway_class: str = Field(default="eg", description="GatewayClass the model routes attach to")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090",
@@ -267,3 +275,5 @@ class StackSpec:
     slo: Slo = Field(default_factory=Slo)
     edges: tuple[Edge, ...] = ()
     render_directory: Optional[str] = Field(default=None, description="GitOps output of pulumi up")
+    gitops: Optional[GitOps] = Field(default=None, description="add-ons as Argo CD or Flux objects, not Helm "
+                                     "releases; required with renderDirectory")
