@@ -41,6 +41,8 @@ def test_unsigned_expired_and_forged_links_are_refused(live):
         forged = h.signed(path).replace("md5=", "md5=A", 1)
         assert h.get(port, forged).status == 403                                 # tampered token
         assert h.get(port, h.signed(path)).status == 200
+    # The blocking-reload location is internal: no way around the token through it.
+    assert h.get(port, "/_hls_blocking/live/gala/720p/index.m3u8?_HLS_msn=1").status == 404
     other_stream = h.signed(segment).replace("/live/gala/", "/live/other/")
     assert h.get(port, other_stream).status == 403                               # token of another stream
     # Lifetime capped (maxTokenLifetimeSeconds 21,600: up to 10,000 s always, 20,000 s or more never).
