@@ -1,21 +1,28 @@
-"""A live stream, its origins, a real nginx running the rendered edge config, and viewers.
+"""A live LL-HLS stream, its origins, real nginx processes running the rendered shield and edge
+configs, and viewers in worker processes.
 
-Shared by tests/test_edge_e2e.py and bench/edge_offload so both measure the same setup. Only
-127.0.0.1 is ever contacted. Segments are small fake .ts files the stream writes itself: the edge
-caches bytes, it does not decode video.
+Shared by the edge tests and bench/edge_offload so both measure the same setup. Only 127.0.0.1 is
+ever contacted. Media objects are sized for their bitrate (a 0.5 s part of 6 Mbps is 375 kB) and
+carry a one-line header naming the object, its publication time and the CRC-32 of the rest, so a
+viewer checks a payload with one zlib call instead of comparing it byte by byte.
 """
 from __future__ import annotations
 
-import http.client
+import asyncio
 import math
+import multiprocessing
 import os
+import random
 import re
+import resource
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -24,14 +31,13 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from peaknight.edges import logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.spec.stack import Edge
 
 SCOPE = "/live/gala/"              # /<app>/<stream>/: what a viewer's token signs
 SECRET = "test-only-secure-link-secret"
 NOBODY = 65534                     # nginx runs unprivileged here as in the pod, even when tests run as root
-CACHED = set(edge_logs.HITS)
+_NOISE = random.Random(0).randbytes(4 << 20)   # payload bodies are slices of this: cheap to make
 
 
 def free_port() -> int:
@@ -40,34 +46,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Stream:
-    """A live HLS stream: every segment duration a new segment per rendition, a sliding playlist."""
+# ---- the stream ---------------------------------------------------------------------------------
 
-    def __init__(self, root: Path, renditions: tuple[str, ...], segment_seconds: float, window: int = 6):
-        self.root, self.renditions, self.segment_seconds, self.window = root, renditions, segment_seconds, window
-        self.latest = -1
-        self.published: dict[int, float] = {}
+def part_uri(msn: int, part: int) -> str:
+    return f"seg{msn}.part{part}.m4s"
+
+
+def segment_uri(msn: int) -> str:
+    return f"seg{msn}.m4s"
+
+
+class Stream:
+    """A live LL-HLS stream: a part per rendition every part duration, a segment every
+    `parts` parts, a sliding playlist that lists the parts of its last two segments."""
+
+    def __init__(self, renditions: dict[str, int], segment_seconds: float, part_seconds: float, window: int = 6):
+        self.renditions, self.window = renditions, window
+        self.parts = max(1, round(segment_seconds / part_seconds))
+        self.part_seconds = segment_seconds / self.parts
+        self.segment_seconds = segment_seconds
+        self.latest = (-1, self.parts - 1)            # (msn, part) last published
+        self.published: dict[tuple[int, int], float] = {}
+        self._objects: dict[str, bytes] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @staticmethod
-    def payload(rendition: str, msn: int) -> bytes:
-        head = f"{rendition}/{msn}\n".encode()
-        return head + bytes((msn + i) % 251 for i in range(8192 - len(head)))
+    def _make(self, rendition: str, name: str, seconds: float, now: float) -> bytes:
+        size = max(1024, int(self.renditions[rendition] * 1000 * seconds / 8))
+        start = zlib.crc32(f"{rendition}/{name}".encode()) % (len(_NOISE) - size)
+        body = _NOISE[start:start + size]
+        return f"PKN {rendition}/{name} {now:.3f} {zlib.crc32(body)}\n".encode() + body
 
     def publish(self) -> None:
-        msn = self.latest + 1
-        for r in self.renditions:
-            path = self.root / r / f"seg{msn}.ts"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(self.payload(r, msn))
+        msn, part = self.latest
+        msn, part = (msn + 1, 0) if part == self.parts - 1 else (msn, part + 1)
+        now = time.time()
+        made = {f"{r}/{part_uri(msn, part)}": self._make(r, part_uri(msn, part), self.part_seconds, now)
+                for r in self.renditions}
+        if part == self.parts - 1:
+            made.update({f"{r}/{segment_uri(msn)}": self._make(r, segment_uri(msn), self.segment_seconds, now)
+                         for r in self.renditions})
         with self._cond:
-            self.latest, self.published[msn] = msn, time.time()
+            self._objects.update(made)
+            old = msn - 2 * self.window
+            for key in [k for k in self._objects if f"/seg{old}." in k]:
+                del self._objects[key]
+            self.latest = (msn, part)
+            self.published[(msn, part)] = now
             self._cond.notify_all()
 
-    def start(self, preroll: int) -> None:
-        for _ in range(preroll):
+    def object(self, path: str) -> bytes | None:
+        with self._cond:
+            return self._objects.get(path)
+
+    def start(self, preroll_segments: int) -> None:
+        for _ in range(preroll_segments * self.parts):
             self.publish()
         self._thread.start()
 
@@ -76,72 +110,106 @@ class Stream:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.segment_seconds):
+        next_at = time.time() + self.part_seconds
+        while not self._stop.wait(max(0.0, next_at - time.time())):
             self.publish()
+            next_at += self.part_seconds
 
-    def wait_for(self, msn: int, timeout: float) -> bool:
+    def wait_for(self, msn: int, part: int, timeout: float) -> bool:
         with self._cond:
-            return self._cond.wait_for(lambda: self.latest >= msn, timeout)
+            return self._cond.wait_for(lambda: self.latest >= (msn, part), timeout)
 
     def playlist(self) -> str:
         with self._cond:
-            latest = self.latest
-        first = max(0, latest - self.window + 1)
+            msn, part = self.latest
+        complete = msn if part == self.parts - 1 else msn - 1
+        first = max(0, complete - self.window + 1)
         lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{math.ceil(self.segment_seconds)}",
-                 "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES", f"#EXT-X-MEDIA-SEQUENCE:{first}"]
-        for msn in range(first, latest + 1):
-            lines += [f"#EXTINF:{self.segment_seconds:.3f},", f"seg{msn}.ts"]
+                 f"#EXT-X-PART-INF:PART-TARGET={self.part_seconds:.3f}",
+                 f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={3 * self.part_seconds:.3f}",
+                 f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+        for m in range(first, msn + 1):
+            last = self.parts - 1 if m <= complete else part
+            if m >= complete - 1:
+                lines += [f'#EXT-X-PART:DURATION={self.part_seconds:.3f},URI="{part_uri(m, p)}"' for p in range(last + 1)]
+            if m <= complete:
+                lines += [f"#EXTINF:{self.segment_seconds:.3f},", segment_uri(m)]
         return "\n".join(lines) + "\n"
 
 
-class Origin:
-    """An HTTP origin for the stream. `down` makes it drop every request unanswered, like a crash."""
+# ---- origins --------------------------------------------------------------------------------------
 
-    def __init__(self, stream: Stream):
-        self.stream, self.down = stream, False
+FAULTS = ("dead", "hung", "slow", "500")
+
+
+class _OriginServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256    # a real origin's accept backlog, not socketserver's 5: failover opens many at once
+
+
+class Origin:
+    """An HTTP origin for the stream. `fault` makes it fail as a bad night would: dead (closes every
+    connection unanswered), hung (never answers), slow (answers after 3 s) or 500 (answers 500)."""
+
+    def __init__(self, stream: Stream, tls: ssl.SSLContext | None = None):
+        self.stream, self.fault = stream, ""
         self.requests: Counter[str] = Counter()
+        self.bytes = 0
         self.queries: list[str] = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = _OriginServer(("127.0.0.1", 0), self._handler())
+        if tls:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.fault = ""
         self.server.shutdown()
         self.server.server_close()
 
-    def snapshot(self) -> Counter[str]:
+    def snapshot(self) -> tuple[Counter[str], int]:
         with self._lock:
-            return Counter(self.requests)
+            return Counter(self.requests), self.bytes
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         origin = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"   # keepalive from the edge
+            protocol_version = "HTTP/1.1"   # keepalive from the shields
 
             def log_message(self, *args: object) -> None:
                 pass
 
             def do_GET(self) -> None:
-                if origin.down:
+                fault = origin.fault
+                if fault == "dead":
                     self.close_connection = True
                     return
+                if fault == "hung":
+                    while origin.fault == "hung":
+                        time.sleep(0.05)
+                    self.close_connection = True
+                    return
+                if fault == "slow":
+                    time.sleep(3)
                 url = urlsplit(self.path)
                 with origin._lock:
                     origin.requests[url.path] += 1
                     origin.queries.append(url.query)
+                if fault == "500":
+                    return self._send(500, b"origin failure\n")
                 if url.path.endswith(".m3u8"):
-                    self._playlist(parse_qs(url.query))
-                else:
-                    path = origin.stream.root / url.path.removeprefix(SCOPE)
-                    self._send(200, path.read_bytes(), "video/mp2t") if path.is_file() else self._send(404, b"")
+                    return self._playlist(parse_qs(url.query))
+                body = origin.stream.object(url.path.removeprefix(SCOPE))
+                self._send(200, body, "video/mp4") if body is not None else self._send(404, b"")
 
             def _playlist(self, query: dict[str, list[str]]) -> None:
                 stream = origin.stream
-                if "_HLS_msn" in query:   # LL-HLS blocking reload: hold until the segment exists
-                    if not stream.wait_for(int(query["_HLS_msn"][0]), 3 * stream.segment_seconds):
+                if "_HLS_msn" in query:   # LL-HLS blocking reload: hold until the part exists
+                    msn = int(query["_HLS_msn"][0])
+                    part = int(query.get("_HLS_part", [stream.parts - 1])[0])
+                    if not stream.wait_for(msn, part, 3 * stream.segment_seconds):
                         return self._send(503, b"")
                 self._send(200, stream.playlist().encode(), "application/vnd.apple.mpegurl")
 
@@ -150,9 +218,11 @@ class Origin:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("X-Origin-Time", f"{time.time():.3f}")
-                self.send_header("Cache-Control", "no-store")   # the edge's own TTLs must win
+                self.send_header("Cache-Control", "no-store")   # the tiers' own TTLs must win
                 self.end_headers()
                 self.wfile.write(body)
+                with origin._lock:
+                    origin.bytes += len(body)
 
         return Handler
 
@@ -192,22 +262,30 @@ class SyslogSink:
         self.sock.close()
 
 
-class EdgeServer:
-    """A real nginx running the config rendered for `edge`; only host paths and ports are local."""
+# ---- nginx ----------------------------------------------------------------------------------------
 
-    def __init__(self, edge: Edge, workdir: Path, syslog_port: int = 0):
-        self.edge, self.workdir = edge, workdir
+class NginxServer:
+    """A real nginx running the config rendered for one tier of `edge`; only host paths and ports
+    are local."""
+
+    def __init__(self, edge: Edge, tier: edge_nginx.Tier, workdir: Path, syslog_port: int = 0, ca_file: str = ""):
+        self.edge, self.tier, self.workdir = edge, tier, workdir
         self.port = free_port()
         self.layout = edge_nginx.Layout(state_dir=str(workdir / "state"), secret_file=str(workdir / "secret.conf"),
                                         access_log=str(workdir / "access.log"), http_port=self.port,
-                                        status_port=free_port(), syslog_port=syslog_port or free_port())
+                                        status_port=free_port(), syslog_port=syslog_port or free_port(),
+                                        origin_ca_file=ca_file or edge_nginx.Layout.origin_ca_file)
         self.conf = workdir / "nginx.conf"
         self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     def write(self) -> list[str]:
         """Write config and secret snippet; the nginx command line that runs them."""
         (self.workdir / "state").mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(edge_nginx.render(self.edge, self.layout))
+        self.conf.write_text(edge_nginx.render(self.edge, self.tier, self.layout))
         (self.workdir / "secret.conf").write_text(edge_nginx.secret_snippet(SECRET))
         if os.geteuid() == 0:
             for path in (self.workdir, *self.workdir.rglob("*")):
@@ -225,11 +303,36 @@ class EdgeServer:
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
-                if get(self.port, "/healthz").status == 200:
-                    return
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"nginx did not come up: {(self.workdir / 'error.log').read_text()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the master and its workers so far (from /proc)."""
+        if not self.process:
+            return 0.0
+        pids = [self.process.pid]
+        try:
+            pids += [int(p) for p in Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()]
+        except OSError:
+            pass
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except OSError:
+                pass
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def logs(self) -> str:
+        """Everything this nginx wrote: error output and access log."""
+        return "".join(p.read_text(errors="replace") for p in (self.workdir / "error.log", self.workdir / "access.log")
+                       if p.exists())
 
     def stop(self) -> None:
         if self.process:
@@ -253,6 +356,11 @@ def workdir() -> Iterator[Path]:
         yield Path(tmp)
 
 
+def signed(path: str, expires_in: int = 3600) -> str:
+    sep = "&" if "?" in path else "?"
+    return f"{path}{sep}{edge_nginx.sign(SCOPE, SECRET, int(time.time()) + expires_in)}"
+
+
 @dataclass
 class Reply:
     status: int
@@ -264,136 +372,266 @@ class Reply:
         return self.headers.get("x-cache-status", "")
 
 
-def get(port: int, path: str, conn: http.client.HTTPConnection | None = None) -> Reply:
-    """One GET to the edge (on a kept-alive connection when given one)."""
-    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def get(port: int, path: str) -> Reply:
+    """One GET on its own connection (tests); viewers use the asyncio client below."""
+    return asyncio.run(_one(port, path))
+
+
+async def _one(port: int, path: str) -> Reply:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return Reply(r.status, r.read(), {k.lower(): v for k, v in r.getheaders()})
+        return await _request(reader, writer, path)
     finally:
-        if conn is None:
-            c.close()
+        writer.close()
 
 
-def signed(path: str, expires_in: int = 3600) -> str:
-    sep = "&" if "?" in path else "?"
-    return f"{path}{sep}{edge_nginx.sign(SCOPE, SECRET, int(time.time()) + expires_in)}"
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> Reply:
+    """HTTP/1.1 GET on a kept-alive connection: status, headers, a Content-Length or chunked body."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: edge\r\n\r\n".encode())
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        chunks = []
+        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+            chunks.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        await reader.readexactly(2)
+        body = b"".join(chunks)
+    else:
+        body = b""
+    return Reply(status, body, headers)
+
+
+# ---- viewers --------------------------------------------------------------------------------------
+
+@dataclass
+class ViewerPlan:
+    port: int                 # the edge pod this viewer's player talks to
+    rendition: str
+    low_latency: bool         # LL-HLS: parts and blocking reloads; else whole segments, polling
+    start_after: float        # players join over time, not in step
 
 
 @dataclass
-class Viewer:
-    """One player: follows one rendition's playlist and fetches every new segment in order."""
+class Report:
+    """What a group of viewers saw; added up across worker processes."""
 
-    rendition: str
-    blocking: bool                        # LL-HLS blocking reloads, else polling every half segment
-    segments: dict[int, float] = field(default_factory=dict)   # msn -> seconds to fetch
-    playlist_ages: list[float] = field(default_factory=list)
     requests: int = 0
-    from_cache: int = 0
+    bytes: int = 0
     errors: list[str] = field(default_factory=list)
-    live_at_stop: int = -1                # the stream's newest segment when the player stopped
+    part_times: list[tuple[float, float, float]] = field(default_factory=list)   # (start, seconds, age at start)
+    segment_times: list[tuple[float, float, float]] = field(default_factory=list)   # (start, seconds, age at start)
+    stalls: list[tuple[float, float, str]] = field(default_factory=list)        # (start, seconds without media, object late)
+    cache: Counter = field(default_factory=Counter)
+    cpu_seconds: float = 0.0
 
-    def play(self, port: int, stream: Stream, until: float) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        base = f"{SCOPE}{self.rendition}/"
-        listed = self._playlist(port, conn, base + "index.m3u8")
-        nxt = listed[-1] if listed else 0
-        while time.time() < until and not self.errors:
-            for msn in (m for m in listed if m >= nxt):
-                self._segment(port, conn, base, msn, stream)
-                nxt = msn + 1
-            if self.blocking:
-                listed = self._playlist(port, conn, f"{base}index.m3u8?_HLS_msn={nxt}")
-            else:
-                time.sleep(stream.segment_seconds / 2)
-                listed = self._playlist(port, conn, base + "index.m3u8")
-        self.live_at_stop = stream.latest
-        conn.close()
+    def merge(self, other: "Report") -> None:
+        self.requests += other.requests
+        self.bytes += other.bytes
+        self.errors += other.errors
+        self.part_times += other.part_times
+        self.segment_times += other.segment_times
+        self.stalls += other.stalls
+        self.cache.update(other.cache)
+        self.cpu_seconds += other.cpu_seconds
 
-    def _fetch(self, port: int, conn: http.client.HTTPConnection, path: str) -> Reply:
-        reply = get(port, signed(path), conn)
-        self.requests += 1
-        self.from_cache += reply.cache in CACHED
+
+def _check(body: bytes, expected: str) -> str:
+    """'' if the payload is the object asked for and intact, else what is wrong with it."""
+    head, _, rest = body.partition(b"\n")
+    fields = head.split()
+    if len(fields) != 4 or fields[1].decode() != expected:
+        return f"{expected}: wrong object {head[:60]!r}"
+    if zlib.crc32(rest) != int(fields[3]):
+        return f"{expected}: corrupt payload"
+    return ""
+
+
+class _Player:
+    def __init__(self, plan: ViewerPlan, parts: int, part_seconds: float, segment_seconds: float, report: Report):
+        self.plan, self.parts, self.part_seconds, self.segment_seconds = plan, parts, part_seconds, segment_seconds
+        self.report = report
+        self.base = f"{SCOPE}{plan.rendition}/"
+
+    async def fetch(self, reader, writer, path: str) -> Reply | None:
+        try:
+            reply = await _request(reader, writer, signed(path))
+        except (OSError, asyncio.IncompleteReadError, ValueError) as err:
+            self.report.errors.append(f"{path}: {type(err).__name__}")
+            return None
+        self.report.requests += 1
+        self.report.bytes += len(reply.body)
+        self.report.cache[reply.cache] += 1
         if reply.status != 200:
-            self.errors.append(f"{path}: HTTP {reply.status}")
+            self.report.errors.append(f"{path}: HTTP {reply.status}")
+            return None
         return reply
 
-    def _playlist(self, port: int, conn: http.client.HTTPConnection, path: str) -> list[int]:
-        reply = self._fetch(port, conn, path)
-        if reply.status == 200:
-            self.playlist_ages.append(time.time() - float(reply.headers["x-origin-time"]))
-        return [int(m) for m in re.findall(rb"^seg(\d+)\.ts$", reply.body, re.M)]
-
-    def _segment(self, port: int, conn: http.client.HTTPConnection, base: str, msn: int, stream: Stream) -> None:
+    async def media(self, reader, writer, name: str) -> tuple[float, float] | None:
         start = time.time()
-        reply = self._fetch(port, conn, f"{base}seg{msn}.ts")
-        if reply.status == 200 and reply.body != stream.payload(self.rendition, msn):
-            self.errors.append(f"seg{msn}.ts of {self.rendition}: wrong bytes")
-        self.segments[msn] = time.time() - start
+        reply = await self.fetch(reader, writer, self.base + name)
+        if reply is None:
+            return None
+        problem = _check(reply.body, f"{self.plan.rendition}/{name}")
+        if problem:
+            self.report.errors.append(problem)
+            return None
+        published = float(reply.body.split(b" ", 3)[2])
+        return time.time() - start, start - published
+
+    async def play(self, until: float) -> None:
+        await asyncio.sleep(self.plan.start_after)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.plan.port)
+        try:
+            reply = await self.fetch(reader, writer, self.base + "index.m3u8")
+            if reply is None:
+                return
+            parts = re.findall(rb'URI="seg(\d+)\.part(\d+)\.m4s"', reply.body)
+            # Players start a hold-back behind live (three parts, or three segments when polling)
+            # and stall when that buffer runs dry before the next object arrives.
+            if self.plan.low_latency:
+                index = int(parts[-1][0]) * self.parts + int(parts[-1][1]) - 2
+                msn, part = divmod(index, self.parts)
+                duration = self.part_seconds
+            else:
+                listed = [int(m) for m in re.findall(rb"^seg(\d+)\.m4s$", reply.body, re.M)]
+                msn = max(listed[0], listed[-1] - 2)
+                duration = self.segment_seconds
+            buffer_end, fetched = 0.0, 0
+            while time.time() < until and not self.report.errors:
+                name = part_uri(msn, part) if self.plan.low_latency else segment_uri(msn)
+                got = await self.media(reader, writer, name)
+                if got is None:
+                    return
+                now = time.time()
+                (self.report.part_times if self.plan.low_latency else self.report.segment_times).append(
+                    (now - got[0], *got))
+                fetched += 1
+                if fetched == 3:                 # the hold-back is buffered: playback starts
+                    buffer_end = now + 3 * duration
+                elif fetched > 3:
+                    if now > buffer_end:
+                        self.report.stalls.append((buffer_end, now - buffer_end, f"{self.plan.rendition}/{name}"))
+                    buffer_end = max(buffer_end, now) + duration
+                if self.plan.low_latency:
+                    msn, part = (msn + 1, 0) if part == self.parts - 1 else (msn, part + 1)
+                    # Blocking reload: the playlist that lists the next part, as soon as it exists.
+                    if await self.fetch(reader, writer, f"{self.base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}") is None:
+                        return
+                    continue
+                msn += 1
+                while time.time() < until:
+                    reply = await self.fetch(reader, writer, self.base + "index.m3u8")
+                    if reply is None:
+                        return
+                    if segment_uri(msn).encode() + b"\n" in reply.body:
+                        break
+                    await asyncio.sleep(self.segment_seconds / 2)
+        finally:
+            writer.close()
 
 
-@dataclass
-class Audience:
-    viewers: list[Viewer]
-    origin_requests: Counter[str]         # path -> requests that reached any origin while they played
+def _watch_group(plans: list[ViewerPlan], parts: int, part_seconds: float, segment_seconds: float,
+                 until: float) -> Report:
+    """One worker process: its viewers as asyncio tasks; reports its own CPU time."""
+    report = Report()
 
-    @property
-    def client_requests(self) -> int:
-        return sum(v.requests for v in self.viewers)
+    async def main() -> None:
+        players = [_Player(p, parts, part_seconds, segment_seconds, report) for p in plans]
+        await asyncio.gather(*(p.play(until) for p in players))
 
-    @property
-    def offload(self) -> float:
-        return 1 - sum(self.origin_requests.values()) / self.client_requests
-
-    @property
-    def hit_ratio(self) -> float:
-        return sum(v.from_cache for v in self.viewers) / self.client_requests
-
-    def segment_latency(self, quantile: float) -> float:
-        times = sorted(t for v in self.viewers for t in v.segments.values())
-        return times[min(len(times) - 1, math.ceil(quantile * len(times)) - 1)]
+    asyncio.run(main())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report.cpu_seconds = usage.ru_utime + usage.ru_stime
+    report.errors = report.errors[:200]
+    return report
 
 
-def watch(edge: EdgeServer, stream: Stream, origins: list[Origin], viewers: int, seconds: float) -> Audience:
-    """`viewers` players on the renditions in turn, half with blocking reloads, for `seconds`."""
-    players = [Viewer(stream.renditions[i % len(stream.renditions)], blocking=i % 2 == 0) for i in range(viewers)]
-    before = sum((o.snapshot() for o in origins), Counter())
+def watch(ports: list[int], stream: Stream, viewers: int, seconds: float, processes: int = 2,
+          seed: int = 1, low_latency_share: float = 0.5) -> Report:
+    """`viewers` players spread over the edge pods and renditions, `low_latency_share` of them
+    LL-HLS, joining over the first segment, for `seconds`; run in `processes` worker processes."""
+    rng = random.Random(seed)
+    names = list(stream.renditions)
+    plans = [ViewerPlan(ports[i % len(ports)], names[i % len(names)], rng.random() < low_latency_share,
+                        rng.uniform(0, stream.segment_seconds)) for i in range(viewers)]
     until = time.time() + seconds
-    threads = [threading.Thread(target=p.play, args=(edge.port, stream, until), daemon=True) for p in players]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    after = sum((o.snapshot() for o in origins), Counter())
-    return Audience(players, after - before)
+    groups = [plans[i::processes] for i in range(processes)]
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(processes) as pool:
+        results = pool.starmap(_watch_group, [(g, stream.parts, stream.part_seconds, stream.segment_seconds, until)
+                                              for g in groups if g])
+    total = Report()
+    for r in results:
+        total.merge(r)
+    return total
 
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] if ordered else float("nan")
+
+
+# ---- the whole setup --------------------------------------------------------------------------------
 
 @dataclass
 class Setup:
     stream: Stream
     origins: list[Origin]
-    edge: EdgeServer
-    syslog: SyslogSink
+    shields: list[NginxServer]
+    edges: list[NginxServer]
+    syslog: SyslogSink                  # the edge pods' per-request lines (the shields' go elsewhere)
+
+    @property
+    def ports(self) -> list[int]:
+        return [e.port for e in self.edges]
+
+    def nginx_cpu(self) -> float:
+        return sum(n.cpu_seconds() for n in (*self.shields, *self.edges))
+
+    def origin_snapshot(self) -> tuple[Counter[str], int]:
+        paths: Counter[str] = Counter()
+        sent = 0
+        for o in self.origins:
+            p, b = o.snapshot()
+            paths += p
+            sent += b
+        return paths, sent
 
 
 @contextmanager
-def running(edge: Edge, segment_seconds: float, preroll: int = 3) -> Iterator[Setup]:
-    """The stream, one origin per origin of `edge` (first primary), and nginx in front of them,
-    all torn down afterwards. The edge keeps its spec except origins and segment duration."""
+def running(edge: Edge, segment_seconds: float, part_seconds: float, shields: int = 2, edges: int = 2,
+            workers: int = 1, preroll: int = 4, renditions: tuple[str, ...] = ()) -> Iterator[Setup]:
+    """The stream, one origin per origin of `edge` (first primary), `shields` nginx shields in front
+    of them and `edges` nginx edge pods in front of those, all torn down afterwards. The spec keeps
+    every caching rule; only origins, timings of the stream and worker count are local (and the
+    stream carries only `renditions` of the ladder when given)."""
     with workdir() as work:
-        stream = Stream(work / "origin", tuple(r.name for r in edge.renditions), segment_seconds)
+        stream = Stream({r.name: r.bitrate_kbps for r in edge.renditions if not renditions or r.name in renditions},
+                        segment_seconds, part_seconds)
         origins = [Origin(stream) for _ in edge.origins]
-        local = replace(edge, origins=tuple(o.address for o in origins), segment_seconds=segment_seconds)
-        syslog = SyslogSink()
-        server = EdgeServer(local, work / "edge", syslog.port)
+        local = replace(edge, origins=tuple(o.address for o in origins), segment_seconds=segment_seconds,
+                        part_seconds=stream.part_seconds, pod_cpu=workers)
+        syslog, shield_syslog = SyslogSink(), SyslogSink()
+        shield_servers = [NginxServer(local, edge_nginx.shield_tier(local), work / f"shield{i}", shield_syslog.port)
+                          for i in range(shields)]
+        tier = edge_nginx.edge_tier(s.address for s in shield_servers)
+        edge_servers = [NginxServer(local, tier, work / f"edge{i}", syslog.port) for i in range(edges)]
         stream.start(preroll)
+        started: list[NginxServer] = []
         try:
-            server.start()
-            yield Setup(stream, origins, server, syslog)
+            for server in (*shield_servers, *edge_servers):
+                server.start()
+                started.append(server)
+            yield Setup(stream, origins, shield_servers, edge_servers, syslog)
         finally:
-            server.stop()
+            for server in started:
+                server.stop()
             syslog.close()
+            shield_syslog.close()
             stream.stop()
             for o in origins:
                 o.close()

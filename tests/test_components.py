@@ -220,7 +220,7 @@ def test_peaknight_imports_from_an_installed_wheel_outside_the_checkout(tmp_path
             "from peaknight.addons import releases; from peaknight.edges import nginx;"
             "spec = pk.load_stack(sys.argv[3]).spec; pk.capacity_plan(spec);"
             "assert pk.__file__.startswith(sys.argv[1]), pk.__file__;"
-            "print(len(releases.all_addons()), len(nginx.render(spec.edges[0])) > 0, pk.InferenceService.__name__)")
+            "print(len(releases.all_addons()), len(nginx.render(spec.edges[0], nginx.shield_tier(spec.edges[0]))) > 0, pk.InferenceService.__name__)")
     out = subprocess.run([sys.executable, "-S", "-c", code, str(site), sysconfig.get_paths()["purelib"], str(stack)],
                          cwd=outside, check=True, capture_output=True, text=True).stdout.split()
     assert out == [str(len(list((ROOT / "peaknight" / "addons" / "charts").glob("*/chart.yaml")))), "True",

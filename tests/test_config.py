@@ -181,3 +181,39 @@ def test_unreadable_and_malformed_files(tmp_path, capsys):
     empty.write_text("config:\n  aws:region: us-east-1\n")
     assert run_render(empty, tmp_path, capsys) == (2, [f"{empty}: config: expected keys under the 'peaknight:' "
                                                        "namespace; found none"])
+
+
+INJECTION = ("origin-b.live.internal:8080 backup; } server { listen 8080; location /x { return 200 "
+             "\"secret=$secure_link_secret\"; } } upstream unused { server 127.0.0.1:9")
+
+
+@pytest.mark.parametrize("origins,key,expected", [
+    (["origin-a:8080", INJECTION], "edges[0].origins[1]",
+     "host:port, http://host:port or https://host[:port] (no path, user or query)"),
+    (["http://origin-a:443"], "edges[0].origins[0]", "https:// for port 443 (it is the https port), or another port for http"),
+    (["https://origin-a:80"], "edges[0].origins[0]", "http:// for port 80 (it is the http port), or another port for https"),
+    (["origin-a"], "edges[0].origins[0]", "a port in host:port (or a scheme: http://host, https://host)"),
+    (["ftp://origin-a:21"], "edges[0].origins[0]", "scheme http or https, not 'ftp'"),
+    (["https://origin-a", "origin-b:8080"], "edges[0].origins", "origins of one scheme (all http or all https)"),
+])
+def test_origins_are_structured_before_they_reach_nginx(tmp_path, capsys, origins, key, expected):
+    """The injection string of issue 13 and every scheme/port combination that cannot be right are
+    refused at parse time, one line naming the key."""
+    code, lines = run_render(write_variant(tmp_path, _set(["peaknight:edges", 0, "origins"], origins)), tmp_path, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert f"peaknight:{key}: expected {expected}" in lines[0]
+
+
+def test_tls_settings_need_https_origins_and_edge_nodes_come_from_the_catalog(tmp_path, capsys):
+    def edit(cfg):
+        edge = cfg["peaknight:edges"][0]
+        edge.update(originCaSecret="origin-ca", nodeInstanceTypes=["c6in.32xlarge", "c6in.32xlarg", "c6in.16xlarge"],
+                    podCpu=96)
+    code, lines = run_render(write_variant(tmp_path, edit), tmp_path, capsys)
+    assert code == 2
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "peaknight:edges[0].nodeInstanceTypes[1]: expected an instance type from the profile catalog's "
+        "edge_instance_types (c6in.32xlarge, c6in.16xlarge, c7gn.16xlarge); found 'c6in.32xlarg' (did you mean 'c6in.32xlarge'?)",
+        "peaknight:edges[0].nodeInstanceTypes[2]: expected a node that holds one edge pod (96 CPUs, 8 GiB); "
+        "found 'c6in.16xlarge' has 64 vCPUs, 128 GiB",
+        "peaknight:edges[0].originCaSecret: expected https origins for a TLS setting; found http origins"]

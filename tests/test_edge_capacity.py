@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -44,8 +45,50 @@ def test_rehearsal_edge_by_hand():
 def test_edge_pods_count_in_the_cluster_pod_envelope(broadcast):
     plan = capacity.plan(broadcast).cluster("gala-bj-01")
     without = dataclasses.replace(broadcast, edges=())
-    assert plan.pods - capacity.plan(without).cluster("gala-bj-01").pods == 1_032
-    assert plan.edge_pods == 1_032
+    # Edge ceiling + shields, and the daemons of the edge pool's 207 nodes.
+    assert plan.pods - capacity.plan(without).cluster("gala-bj-01").pods == 1_032 + 3 + 207 * capacity.DAEMON_PODS_PER_NODE
+    assert plan.edge_pods == 1_035
+    assert plan.nodes - capacity.plan(without).cluster("gala-bj-01").nodes == 207
+
+
+def test_the_edge_pool_is_sized_by_its_nics_and_exposed_within_the_nlb_quotas(broadcast):
+    # c6in.32xlarge: 200 Gbps, half of it to the internet (>= 32 vCPUs) = 100 Gbps / 20 Gbps pods = 5 per
+    # node (CPU would allow 126 / 8 = 15, memory 256 / 8 = 32). 1,032 edge pods + 3 shields over 3
+    # zones = 345 per zone / 5 = 69 nodes per zone, 207 in all; 138 left with a zone lost x 100 Gbps
+    # = 13,800 Gbps >= the 5,562.5 Gbps peak. 344 pods per zone behind the NLB (quota 500 per zone).
+    e = capacity.plan(broadcast).cluster("gala-bj-01").edge("gala-live")
+    assert (e.pods_per_node.value, e.nodes.value, e.node_gbps.value) == (5, 207, 13_800)
+    assert e.lb_targets_per_zone == 344 and not e.short
+    assert "0.5 of 200" in e.pods_per_node.why and "AWS EC2 C6in" in e.pods_per_node.why
+    # Nodes too small for the peak: 16-vCPU-class NICs would leave the edge SHORT.
+    small = dataclasses.replace(broadcast.edges[0], node_instance_types=("c6in.16xlarge",), burst=1.0)
+    tight = capacity.plan(dataclasses.replace(broadcast, edges=(small,))).cluster("gala-bj-01").edge("gala-live")
+    assert tight.pods_per_node.value == 2 and tight.nodes.value == 3 * math.ceil(173 / 2)
+    # More pods per zone than the NLB takes is an envelope error naming the quota.
+    wide = dataclasses.replace(broadcast.edges[0], burst=3.0)
+    with pytest.raises(capacity.EnvelopeError) as err:
+        capacity.plan(dataclasses.replace(broadcast, edges=(wide,)))
+    assert "516 pods per zone (1,548 in all) behind its load balancer; the NLB quota is 500 per zone" in str(err.value)
+
+
+def test_shields_and_the_origin_for_the_night_by_hand(broadcast):
+    # Edge pods at their ceiling fetch each object once: 1,032 x (6,000 + 3,000 + 1,200 + 400 kbps)
+    # x 2 (parts and segments) = 21.88 Gbps; ceil(21.88 x 1.05 / (20 x 0.85)) = 2 serving shields,
+    # 3 to survive a zone, and at least one per zone: 3.
+    plan = capacity.plan(broadcast)
+    e = plan.cluster("gala-bj-01").edge("gala-live")
+    assert e.shield_fetch_gbps.value == pytest.approx(1_032 * 10_600 * 2 / 1e6)
+    assert e.shields.value == 3
+    # Each object once per cluster: 10,600 kbps x 2 = 0.0212 Gbps; 4 renditions x (1/4 + 2/0.5 + 1/1) = 21 req/s.
+    assert e.origin_gbps.value == pytest.approx(0.0212) and e.origin_rps.value == pytest.approx(21)
+    night = plan.origin("gala-live")
+    assert night.gbps.value == pytest.approx(16 * 0.0212) and night.rps.value == pytest.approx(16 * 21)
+    assert night.shields == 48 and night.window_hours == pytest.approx(5.25)
+    assert night.night_tb == pytest.approx(16 * 0.0212 * 5.25 * 3600 / 8 / 1000)
+    assert night.offload == pytest.approx(1 - 16 * 0.0212 / (16 * 5_562.5))
+    # Without zone loss (rehearsal) the floor is minShields.
+    reh = capacity.plan(config.load_stack("rehearsal").spec).cluster("reh-bj-01").edge("gala-live")
+    assert reh.shields.value == 2 and "at least 2 (minShields)" in reh.shields.why
 
 
 def test_an_edge_tier_too_big_for_the_cluster_is_an_envelope_error(broadcast):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 import re
 
 import pytest
@@ -10,44 +12,106 @@ import yaml
 from peaknight.spec import config
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
+from peaknight.spec import origins as origin_grammar
 from conftest import require_tool
-from edge_harness import SECRET, EdgeServer, workdir
+from edge_harness import SECRET, NginxServer, workdir
 
 
 def edges_of_both_stacks() -> list[tuple[str, object]]:
     return [(stack, edge) for stack in ("broadcast", "rehearsal") for edge in config.load_stack(stack).spec.edges]
 
 
+def _tiers(edge):
+    """Both tiers with local addresses: nginx resolves upstream names when it loads the config, and
+    the origins' and shields' DNS names exist only inside the cluster."""
+    local = dataclasses.replace(edge, origins=tuple(f"{o.scheme}://127.0.0.1:{o.port}" for o in origin_grammar.of(edge)))
+    return local, [edge_nginx.shield_tier(local), edge_nginx.edge_tier(["127.0.0.1:8090", "127.0.0.1:8091"])]
+
+
 @pytest.mark.parametrize("stack,edge", edges_of_both_stacks(), ids=lambda x: x if isinstance(x, str) else x.name)
-def test_nginx_accepts_the_config_of_every_edge(stack, edge):
-    """Only the host's paths, ports and the origins' addresses change: nginx resolves upstream names
-    when it loads the config, and the origins' DNS names exist only inside the cluster."""
+def test_nginx_accepts_the_config_of_every_edge_and_shield(stack, edge):
     require_tool("nginx")
-    local = dataclasses.replace(edge, origins=tuple("127.0.0.1:" + o.rsplit(":", 1)[1] for o in edge.origins))
-    with workdir() as tmp:
-        server = EdgeServer(local, tmp)
-        result = server.check()
-        assert result.returncode == 0, result.stderr
-        assert "test is successful" in result.stderr
-        tested = server.conf.read_text()
-    # The caching logic is the production render's: the two differ only in host paths and ports.
-    strip = lambda text: re.sub(r"(/[\w.-]+)+|\b\d{4,5}\b", "", text)  # noqa: E731
-    assert strip(tested) == strip(edge_nginx.render(local))
+    local, tiers = _tiers(edge)
+    for tier in tiers:
+        with workdir() as tmp:
+            server = NginxServer(local, tier, tmp)
+            result = server.check()
+            assert result.returncode == 0, result.stderr
+            assert "test is successful" in result.stderr
+            tested = server.conf.read_text()
+        # The caching logic is the production render's: the two differ only in host paths and ports.
+        strip = lambda text: re.sub(r"(/[\w.-]+)+|\b\d{4,5}\b", "", text)  # noqa: E731
+        assert strip(tested) == strip(edge_nginx.render(local, tier))
 
 
 @pytest.fixture(scope="module")
-def conf() -> str:
-    return edge_nginx.render(config.load_stack("broadcast").spec.edges[0])
+def broadcast_edge():
+    return config.load_stack("broadcast").spec.edges[0]
 
 
-def test_values_derive_from_the_segment_duration():
-    edge = config.load_stack("broadcast").spec.edges[0]             # 4 s segments
-    v = edge_nginx.values(edge)
-    assert v["read_timeout_ms"] == 16_000        # blocking reload held up to 3 x 4 s, plus one segment
-    assert v["playlist_lock_ms"] == 16_000
-    assert (v["segment_lock_age_ms"], v["segment_lock_timeout_ms"]) == (4_000, 8_000)
-    assert v["cache_max_mb"] == 16_384           # 80% of the 20 GiB volume
-    assert v["workers"] == edge.pod_cpu
+@pytest.fixture(scope="module")
+def conf(broadcast_edge) -> str:
+    """The broadcast edge pods' config, in front of three shields."""
+    return edge_nginx.render(broadcast_edge, edge_nginx.edge_tier(f"s{i}.ns.svc:80" for i in range(3)))
+
+
+@pytest.fixture(scope="module")
+def shield_conf(broadcast_edge) -> str:
+    return edge_nginx.render(broadcast_edge, edge_nginx.shield_tier(broadcast_edge))
+
+
+def test_timings_derive_from_the_stream_and_bound_failover(broadcast_edge):
+    """4 s segments, 0.5 s parts, two origins. The shield gives each origin 1 s to connect and
+    1 s (two parts) to start answering for a part; the edge waits out the shield's whole failover
+    before it would try another shield, so a failing origin never costs a second fetch elsewhere."""
+    shield = edge_nginx.values(broadcast_edge, edge_nginx.shield_tier(broadcast_edge))
+    edge = edge_nginx.values(broadcast_edge, edge_nginx.edge_tier(["a:80", "b:80", "c:80"]))
+    assert shield["playlist_read_timeout_ms"] == 5_000             # a reload for the next segment: 4 s, + 1 s
+    assert shield["media_read_timeout_ms"] == 1_000
+    assert shield["media_next_upstream_timeout_ms"] == 2 * (1_000 + 1_000)   # primary, then backup
+    assert shield["playlist_next_upstream_timeout_ms"] == 2 * (1_000 + 5_000)
+    assert edge["media_read_timeout_ms"] == 4_000 + 1_000 > shield["media_next_upstream_timeout_ms"]
+    assert edge["playlist_read_timeout_ms"] == 12_000 + 1_000
+    assert (edge["tries"], shield["tries"]) == (2, 2)
+    # Collapsed part requests at the edge re-check at a quarter part instead of nginx's 500 ms tick.
+    assert edge["media_lock_timeout_ms"] == 125 and shield["media_lock_timeout_ms"] == 8_000
+    assert shield["playlist_lock_age_ms"] == 1_000                # a reload stuck on a hung origin is re-asked
+    assert edge["playlist_lock_age_ms"] == 2_000                  # ... and by the edge, of a shield that has it
+    assert shield["cache_max_mb"] == math.floor(50 * 1024 * 0.8) and edge["cache_max_mb"] == 16_384
+    assert edge["workers"] == broadcast_edge.pod_cpu
+
+
+def test_edges_hash_on_the_cache_key_over_the_shields_and_shields_fail_over(conf, shield_conf):
+    assert "hash $cache_key consistent;" in conf
+    assert [line.strip() for line in conf.splitlines() if line.strip().startswith('server "s')] == [
+        f'server "s{i}.ns.svc:80" max_fails=1 fail_timeout=12s;' for i in range(3)]
+    assert "hash " not in shield_conf
+    assert 'server "origin-a.live.internal:8080" max_fails=1 fail_timeout=12s;' in shield_conf
+    assert 'server "origin-b.live.internal:8080" max_fails=1 fail_timeout=12s backup;' in shield_conf
+    # Shields retry on every origin failure, 500 included; edges only when a shield is unreachable.
+    assert "proxy_next_upstream error timeout invalid_header http_500 http_502 http_504 http_503;" in shield_conf
+    assert "proxy_next_upstream error timeout;" in conf
+    for text in (conf, shield_conf):
+        assert text.count("set $cache_key") == 3 and text.count("proxy_cache_key $cache_key;") == 3
+        assert "proxy_cache_use_stale updating error timeout invalid_header http_500 http_502 http_503 http_504;" in text
+    # Only edges face viewers: tokens checked there, and nothing below emerg logged (lines carry the token).
+    assert conf.count('if ($secure_link != "1") { return 403; }') == 2 and "secure_link" not in shield_conf
+    assert "error_log stderr emerg;" in conf and "emerg" not in shield_conf
+
+
+def test_https_origins_get_sni_and_verification(broadcast_edge):
+    tls = dataclasses.replace(broadcast_edge, origins=("https://origin-a.live.internal", "https://origin-b.live.internal:8443"),
+                              origin_server_name="live.example.com", origin_ca_secret="origin-ca")
+    text = edge_nginx.render(tls, edge_nginx.shield_tier(tls))
+    for line in ('server "origin-a.live.internal:443" max_fails=1', 'server "origin-b.live.internal:8443" max_fails=1',
+                 "proxy_ssl_server_name on;", "proxy_ssl_name live.example.com;", "proxy_ssl_verify on;",
+                 "proxy_ssl_trusted_certificate /etc/nginx/origin-ca/ca.crt;", "proxy_set_header Host live.example.com;",
+                 "proxy_pass https://upstream_tier;"):
+        assert line in text
+    plain = edge_nginx.render(broadcast_edge, edge_nginx.shield_tier(broadcast_edge))
+    assert "proxy_ssl" not in plain and "proxy_pass http://upstream_tier;" in plain
+    system = dataclasses.replace(tls, origin_ca_secret=None)
+    assert "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;" in edge_nginx.render(system, edge_nginx.shield_tier(system))
 
 
 def test_playlists_and_segments_are_cached_as_the_issue_asks(conf):
@@ -57,16 +121,13 @@ def test_playlists_and_segments_are_cached_as_the_issue_asks(conf):
         assert "X-Cache-Status $upstream_cache_status always" in block
     # Playlists: short TTL, keyed and forwarded with the LL-HLS directives only.
     assert "proxy_cache_valid 200 1s;" in playlist
-    assert "set $args $hls_args;" in playlist and "proxy_cache_key $uri$is_args$args;" in playlist
+    assert "set $args $hls_args;" in playlist and "set $cache_key $uri$is_args$args;" in playlist
     # Segments: long immutable TTL, keyed on the path alone (the viewer's token dropped).
     assert "proxy_cache_valid 200 206 3600s;" in segment
-    assert 'set $args "";' in segment and "proxy_cache_key $uri;" in segment
+    assert 'set $args "";' in segment and "set $cache_key $uri;" in segment
     for directive in ("proxy_cache_lock on;", "proxy_cache_background_update on;",
-                      "proxy_cache_use_stale updating error timeout http_500 http_502 http_503 http_504;",
-                      "proxy_cache_valid 404 1s;", "proxy_read_timeout 16000ms;", "keepalive 32;",
-                      'proxy_set_header Connection "";', "location = /healthz", "stub_status;",
-                      'server "origin-a.live.internal:8080" max_fails=2 fail_timeout=4s;',
-                      'server "origin-b.live.internal:8080" max_fails=2 fail_timeout=4s backup;'):
+                      "proxy_cache_valid 404 1s;", "keepalive 32;",
+                      'proxy_set_header Connection "";', "location = /healthz", "stub_status;"):
         assert directive in conf
 
 
@@ -88,5 +149,21 @@ def test_the_secret_is_included_never_rendered(conf):
 
 def test_render_is_pure():
     edge = config.load_stack("rehearsal").spec.edges[0]
-    assert edge_nginx.render(edge) == edge_nginx.render(edge)
-    assert edge_nginx.render(edge) != edge_nginx.render(dataclasses.replace(edge, segment_seconds=2))
+    tier = edge_nginx.shield_tier(edge)
+    assert edge_nginx.render(edge, tier) == edge_nginx.render(edge, tier)
+    assert edge_nginx.render(edge, tier) != edge_nginx.render(dataclasses.replace(edge, segment_seconds=2), tier)
+
+
+def test_the_token_cap_holds_for_any_time_and_lifetime(broadcast_edge):
+    """The digit patterns nginx evaluates: every lifetime up to `always` accepted, none from
+    `refused_beyond`, at random times of this century and across digit carries (…9999 -> …0000)."""
+    cap = edge_nginx.token_cap(broadcast_edge)
+    assert (cap.always, cap.refused_beyond) == (10_000, 20_000) <= (broadcast_edge.max_token_lifetime_seconds,) * 2
+    patterns = [re.compile(p) for p in cap.patterns()]
+    accepted = lambda expires, now: any(p.search(f"{expires}:{now:.3f}") for p in patterns)  # noqa: E731
+    rng = random.Random(7)
+    for now in [rng.uniform(1.7e9, 4e9) for _ in range(3000)] + [1_799_999_999.5, 1_999_999_999.9]:
+        life = rng.uniform(0, 3 * cap.always)
+        assert accepted(int(now + life), now) == (life <= cap.always) or cap.always < life < cap.refused_beyond
+        assert accepted(int(now + cap.always), now) and not accepted(int(now + cap.refused_beyond), now)
+    assert edge_nginx.token_cap(dataclasses.replace(broadcast_edge, max_token_lifetime_seconds=3600)).always == 1000

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -10,7 +11,7 @@ from peaknight.spec import config
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.edges import live as edges
-from peaknight.builders import event
+from peaknight.builders import event, podpolicy
 from peaknight.review import schema as k8s_schema
 from peaknight.cli import render
 
@@ -24,17 +25,29 @@ def edge_units(stack: str):
 def broadcast_edge():
     cluster, unit = edge_units("broadcast")[0]
     suffixes = ("-metrics", "-log-exporter")
-    return {o.kind + next(("/" + s[1:] for s in suffixes if o.name.endswith(s)), ""): o for o in unit.objects}
+    return {o.kind + next(("/" + s[1:] for s in suffixes if o.name.endswith(s)), ""): o for o in unit.objects
+            if "-shield" not in o.name}
+
+
+@pytest.fixture(scope="module")
+def broadcast_shield():
+    cluster, unit = edge_units("broadcast")[0]
+    return [o for o in unit.objects if "-shield" in o.name]
 
 
 def test_every_cluster_of_both_stacks_gets_each_edge_and_all_validate(stack_name):
     spec = config.load_stack(stack_name).spec
     units = edge_units(stack_name)
     assert len(units) == len(spec.clusters) * len(spec.edges)
-    for _, unit in units:
-        assert sorted(o.kind for o in unit.objects) == ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler",
-                                                        "PodDisruptionBudget", "Service", "Service", "ServiceAccount",
-                                                        "ServiceMonitor"]
+    plan = capacity.plan(spec)
+    for cluster, unit in units:
+        shields = int(plan.cluster(getattr(cluster, "name", cluster)).edge(unit.name).shields.value)
+        assert sorted(o.kind for o in unit.objects) == sorted(
+            ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service",
+             "Service", "ServiceAccount", "ServiceMonitor"]                                 # the edge pods
+            + ["ConfigMap", "StatefulSet", "PodDisruptionBudget", "Service", "Service", "ServiceMonitor"]  # shields
+            + ["Service"] * shields                                                          # one per shield
+            + ["EC2NodeClass", "NodePool"])                                                 # the edge's nodes
         for obj in unit.objects:
             assert k8s_schema.validate(obj.manifest) == []
 
@@ -49,7 +62,9 @@ def test_configmaps_hold_the_renders_and_the_pods_roll_on_their_checksums(broadc
     spec = config.load_stack("broadcast").spec
     conf = broadcast_edge["ConfigMap"].manifest["data"]["nginx.conf"]
     log_conf = broadcast_edge["ConfigMap/log-exporter"].manifest["data"][edge_logs.CONFIG_FILE]
-    assert conf == edge_nginx.render(spec.edges[0])
+    shields = edges.shield_addresses(spec, spec.edges[0], 3)
+    assert conf == edge_nginx.render(spec.edges[0], edge_nginx.edge_tier(shields))
+    assert shields[0] == "gala-live-shield-0.gala-2026-edge.svc:80"
     assert log_conf == edge_logs.exporter_config(spec.edges[0])
     annotations = broadcast_edge["Deployment"].manifest["spec"]["template"]["metadata"]["annotations"]
     assert annotations == {edges.CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
@@ -68,7 +83,7 @@ def test_pods_are_restricted_unprivileged_and_write_only_to_their_emptydir(broad
         sc = c["securityContext"]
         assert sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]}
         assert sc["allowPrivilegeEscalation"] is False and sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    nginx, exporter, log_exporter = pod["containers"]
+    nginx, exporter, log_exporter, guard = pod["containers"]
     assert nginx["ports"][0]["containerPort"] == 8080 > 1024
     assert {m["mountPath"]: m.get("readOnly", False) for m in nginx["volumeMounts"]} == {
         "/etc/nginx/edge": True, "/etc/nginx/secret": True, edge_nginx.POD.state_dir: False}
@@ -80,6 +95,10 @@ def test_pods_are_restricted_unprivileged_and_write_only_to_their_emptydir(broad
     assert log_exporter["volumeMounts"] == [{"name": "log-exporter-conf", "mountPath": "/etc/log-exporter",
                                              "readOnly": True}]
     assert log_exporter["image"].startswith("quay.io/martinhelmich/prometheus-nginxlog-exporter:v1.11.0@sha256:")
+    # The cache guard: the nginx image's own shell, the state volume, and the 5% threshold of 20 GiB.
+    assert guard["image"] == nginx["image"] and guard["command"][:2] == ["sh", "-c"]
+    assert f"-lt {math.ceil(20 * 1024 * 1024 * 0.05)} ]" in guard["command"][2]
+    assert guard["volumeMounts"] == [{"name": "state", "mountPath": edge_nginx.POD.state_dir}]
     assert [t["topologyKey"] for t in pod["topologySpreadConstraints"]] == ["topology.kubernetes.io/zone",
                                                                            "kubernetes.io/hostname"]
 
@@ -100,16 +119,24 @@ def test_hpa_floor_is_the_plan_in_broadcast_and_its_ceiling_counts_in_the_envelo
 
 def test_services_pdb_and_monitor(broadcast_edge):
     viewers, metrics = broadcast_edge["Service"].manifest["spec"], broadcast_edge["Service/metrics"].manifest["spec"]
-    assert viewers["type"] == "ClusterIP" and [p["port"] for p in viewers["ports"]] == [80]
+    # Broadcast: an AWS NLB (Karpenter-on-AWS provisioner) with the pods as targets, one address per zone.
+    assert (viewers["type"], viewers["loadBalancerClass"], viewers["loadBalancerSourceRanges"]) == (
+        "LoadBalancer", "service.k8s.aws/nlb", ["0.0.0.0/0"])
+    annotations = broadcast_edge["Service"].manifest["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"] == "ip"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-attributes"] == "load_balancing.cross_zone.enabled=false"
+    assert [p["port"] for p in viewers["ports"]] == [80]
+    _, rehearsal = edge_units("rehearsal")[0]
+    assert next(o for o in rehearsal.objects if o.kind == "Service" and o.name == "gala-live").manifest["spec"]["type"] == "ClusterIP"
     assert [(p["name"], p["port"]) for p in metrics["ports"]] == [("metrics", 9113), ("log-metrics", 4040)]
     assert broadcast_edge["PodDisruptionBudget"].manifest["spec"]["maxUnavailable"] == "10%"
     monitor = broadcast_edge["ServiceMonitor"].manifest["spec"]
     assert monitor["selector"]["matchLabels"] == {"app.kubernetes.io/name": "gala-live-metrics"}
     assert [e["port"] for e in monitor["endpoints"]] == ["metrics", "log-metrics"]
     spec = config.load_stack("broadcast").spec
-    open_edge = dataclasses.replace(spec.edges[0], source_ranges=("203.0.113.0/24",))
-    svc = edges._viewer_service(open_edge, {})
-    assert (svc["type"], svc["loadBalancerSourceRanges"]) == ("LoadBalancer", ["203.0.113.0/24"])
+    closed = dataclasses.replace(spec.edges[0], source_ranges=())
+    assert edges._viewer_service(closed, {}, {"annotations": {"a": "b"}}) == ({}, {
+        "type": "ClusterIP", "selector": {}, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]})
 
 
 def test_no_secret_and_no_secret_object_is_rendered(stack_name):
@@ -117,3 +144,50 @@ def test_no_secret_and_no_secret_object_is_rendered(stack_name):
         for obj in unit.objects:
             assert obj.kind != "Secret"
             assert "set $secure_link_secret" not in render.dump(obj.manifest)
+
+
+def test_shields_are_a_statefulset_with_one_stable_service_per_ordinal(broadcast_shield):
+    """The edges' hash ring names each shield by its own Service (a virtual IP that survives the pod
+    being replaced); the shields alone hold the origins' config and no viewer secret."""
+    spec = config.load_stack("broadcast").spec
+    plan = capacity.plan(spec).cluster("gala-bj-01").edge("gala-live")
+    by = {(o.kind, o.name): o.manifest for o in broadcast_shield}
+    sts = by[("StatefulSet", "gala-live-shield")]["spec"]
+    assert sts["replicas"] == int(plan.shields.value) == 3 and sts["serviceName"] == "gala-live-shield"
+    assert by[("Service", "gala-live-shield")]["spec"]["clusterIP"] == "None"
+    for i in range(3):
+        svc = by[("Service", f"gala-live-shield-{i}")]["spec"]
+        assert svc["selector"][edges.POD_NAME_LABEL] == f"gala-live-shield-{i}"
+        assert svc["publishNotReadyAddresses"] is True and svc["ports"][0]["port"] == 80
+    pod = sts["template"]["spec"]
+    assert {v["name"] for v in pod["volumes"]} == {"conf", "log-exporter-conf", "state"}
+    assert pod["volumes"][-1]["emptyDir"] == {"sizeLimit": "50Gi"}
+    conf = by[("ConfigMap", "gala-live-shield-nginx")]["data"]["nginx.conf"]
+    assert conf == edge_nginx.render(spec.edges[0], edge_nginx.shield_tier(spec.edges[0]))
+    assert sts["template"]["metadata"]["annotations"][edges.CHECKSUM_ANNOTATION] == edge_nginx.checksum(conf)
+    assert by[("PodDisruptionBudget", "gala-live-shield")]["spec"]["maxUnavailable"] == 1
+    for o in broadcast_shield:
+        assert k8s_schema.validate(o.manifest) == []
+    tls = dataclasses.replace(spec.edges[0], origins=("https://origin-a.live.internal",), origin_ca_secret="origin-ca")
+    shield = next(o for o in edges._shield_objects(spec, tls, plan, "") if o.kind == "StatefulSet").manifest
+    volumes = {v["name"]: v for v in shield["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["origin-ca"]["secret"]["secretName"] == "origin-ca"
+    mounts = shield["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "origin-ca", "mountPath": "/etc/nginx/origin-ca", "readOnly": True} in mounts
+
+
+def test_edge_and_shield_pods_run_on_the_edge_pool_the_provisioner_makes(broadcast_edge, broadcast_shield):
+    spec = config.load_stack("broadcast").spec
+    plan = capacity.plan(spec).cluster("gala-bj-01").edge("gala-live")
+    cluster, unit = edge_units("broadcast")[0]
+    pool = next(o for o in unit.objects if o.kind == "NodePool").manifest
+    assert pool["metadata"]["name"] == "gala-live-nodes"
+    template = pool["spec"]["template"]
+    assert template["metadata"]["labels"][podpolicy.POOL_LABEL] == "gala-live-nodes"
+    assert template["spec"]["taints"] == [podpolicy.EDGE_TAINT]
+    assert template["spec"]["requirements"][0]["values"] == ["c6in.32xlarge"]
+    assert pool["spec"]["limits"] == {"cpu": str(207 * 128)} and plan.nodes.why in pool["metadata"]["annotations"]["peaknight.io/planned-nodes"]
+    sts = next(o for o in broadcast_shield if o.kind == "StatefulSet").manifest
+    for pod in (broadcast_edge["Deployment"].manifest["spec"]["template"]["spec"], sts["spec"]["template"]["spec"]):
+        assert pod["affinity"] == podpolicy.pool_affinity("gala-live-nodes")
+        assert pod["tolerations"] == [{"key": "peaknight.io/edge", "operator": "Exists", "effect": "NoSchedule"}]

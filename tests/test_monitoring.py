@@ -180,14 +180,20 @@ def _error_ratio_cases(spec: StackSpec, edge: Edge, plan: EdgePlan, rules: dict)
 
 def _edge_records_case(spec: StackSpec, edge: Edge) -> dict:
     """Recorded values from known traffic: 8 of 10 cacheable requests hits (the 10 403s/s aside),
-    1 in 40 responses a 5xx, and origin egress the bytes of misses alone (2 Gbps of 82)."""
+    1 in 40 responses a 5xx, shield fetches the bytes of the edges' misses alone (2 Gbps of 82), and
+    origin egress the bytes of the shields' misses alone (0.5 Gbps of the shields' 2)."""
     rates = {("HIT", "200"): 6, ("STALE", "200"): 1, ("UPDATING", "200"): 1, ("MISS", "200"): 1,
              ("MISS", "504"): 0.5, ("EXPIRED", "200"): 0.5, ("-", "403"): 10}
     gbyte = 1e9 / 8
     series = _edge_traffic(spec, edge, rates, 82, {"HIT": 80 * gbyte, "MISS": gbyte, "EXPIRED": gbyte})
+    shield = {"namespace": edge_namespace(spec), "pod": f"{edge.name}-shield-0",
+              "service": edges.metrics_name(edge, "shield"), "kind": "segment", "rendition": edge.renditions[0].name}
+    series += [(_series(edge_logs.RESPONSE_BYTES, **shield, cache=cache, status="200"), _counter(rate))
+               for cache, rate in (("HIT", 1.5 * gbyte), ("MISS", gbyte / 2))]
     window, rec = monitoring.RATE_WINDOW, f'{{edge="{edge.name}"}}'
     expected = [(f"edge:hit_ratio:rate{window}", rec, 0.8), (f"edge:error_ratio:rate{window}", rec, 0.025),
-                (f"edge:origin_gbps:rate{window}", rec, 2.0), (f"edge:egress_gbps:rate{window}", rec, 82.0),
+                (f"edge:shield_fetch_gbps:rate{window}", rec, 2.0), (f"edge:origin_gbps:rate{window}", rec, 0.5),
+                (f"edge:egress_gbps:rate{window}", rec, 82.0),
                 (f"edge:requests:rate{window}", rec, 20.0),
                 (f"edge_cache:requests:rate{window}", f'{{cache="MISS", edge="{edge.name}"}}', 1.5)]
     return {"interval": "1m", "input_series": [{"series": s, "values": v} for s, v in series],

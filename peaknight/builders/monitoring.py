@@ -151,9 +151,11 @@ def _any_of(values: tuple[str, ...]) -> str:
     return "~" + "|".join(values)
 
 
-def _logged_rate(scope: Scope, edge: Edge, metric: str, **labels: str) -> str:
-    """rate() of a log exporter counter (edge_logs) over the edge's pods, scraped via its metrics Service."""
-    return f"rate({metric}{_sel(namespace=edge_namespace(scope), service=edges.metrics_name(edge), **labels)}[{RATE_WINDOW}])"
+def _logged_rate(scope: Scope, edge: Edge, metric: str, role: str = "edge", **labels: str) -> str:
+    """rate() of a log exporter counter (edge_logs) over one tier's pods (edge or shield), scraped
+    via its metrics Service."""
+    service = edges.metrics_name(edge, role)
+    return f"rate({metric}{_sel(namespace=edge_namespace(scope), service=service, **labels)}[{RATE_WINDOW}])"
 
 
 def _edge_records(scope: Scope, edge: Edge) -> list[dict[str, Any]]:
@@ -172,8 +174,11 @@ def _edge_records(scope: Scope, edge: Edge) -> list[dict[str, Any]]:
         (f"edge:hit_ratio:rate{RATE_WINDOW}",
          f"sum({by_cache}{_sel(edge=edge.name, cache=_any_of(edge_logs.HITS))}) / "
          f"sum({by_cache}{_sel(edge=edge.name, cache=_any_of(edge_logs.HITS + edge_logs.FILLS))})"),
-        # What the origins send the tier: the bodies of the responses fetched from them.
+        # What the origins send: the bodies of the responses the shields fetched from them (the
+        # edges' own fills come from the shields).
         (f"edge:origin_gbps:rate{RATE_WINDOW}",
+         f"sum({_logged_rate(scope, edge, edge_logs.RESPONSE_BYTES, 'shield', cache=_any_of(edge_logs.FILLS))}) {gbps}"),
+        (f"edge:shield_fetch_gbps:rate{RATE_WINDOW}",
          f"sum({_logged_rate(scope, edge, edge_logs.RESPONSE_BYTES, cache=_any_of(edge_logs.FILLS))}) {gbps}"),
         (f"edge:error_ratio:rate{RATE_WINDOW}",
          f"sum({_logged_rate(scope, edge, edge_logs.RESPONSES, status='~5..')}) / sum({requests})"),

@@ -7,8 +7,9 @@ Allowed, and nothing else:
 - the pods of one model <-> each other, where a replica spans nodes (the LeaderWorkerSet group's
   rendezvous and NCCL traffic use ports the engines choose);
 - the weights staging Jobs -> HTTPS (they download from the model hub);
-- viewers -> each live edge's HTTP port (from its source ranges when it has them), and the edge
-  -> its origins' ports (an origin given by IP address: that address only).
+- viewers -> each live edge's HTTP port (from its source ranges when it has them); the edge pods
+  -> their shields' HTTP port; the shields -> the origins' ports (an origin given by IP address:
+  that address only). Only the shields reach the origins.
 The kubelet's probes come from the node and are not subject to these policies in the common
 CNIs (Calico, Cilium, the VPC CNI's policy agent). The monitoring namespace holds rules only, so
 it denies everything but DNS.
@@ -28,6 +29,7 @@ from peaknight.edges import live, logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.engines import base as engines
 from peaknight.plan.capacity import ClusterPlan
+from peaknight.spec import origins as origin_grammar
 from peaknight.spec.stack import Cluster, StackSpec
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"   # set by the API server on every namespace
@@ -95,13 +97,12 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
     return objs
 
 
-def _origin_peer(origin: str) -> dict[str, Any]:
+def _origin_peer(origin: origin_grammar.Origin) -> dict[str, Any]:
     """Egress to one origin: its address where it is an IP, its port alone where it is a name
     (a NetworkPolicy cannot match DNS names)."""
-    host, port = origin.rsplit(":", 1)
-    rule: dict[str, Any] = {"ports": _ports(int(port))}
+    rule: dict[str, Any] = {"ports": _ports(origin.port)}
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address = ipaddress.ip_address(origin.host.strip("[]"))
     except ValueError:
         return rule
     rule["to"] = [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}]
@@ -113,12 +114,16 @@ def _edges(spec: StackSpec, cluster: Cluster) -> list[Obj]:
     objs = _namespace_baseline(spec, ns)
     for edge in spec.edges:
         pods = {"matchLabels": live.selector(spec, edge)}
+        shields = {"matchLabels": live.selector(spec, edge, "shield")}
         viewers: dict[str, Any] = {"ports": _ports(edge_nginx.HTTP_PORT)}
         if edge.source_ranges:
             viewers["from"] = [{"ipBlock": {"cidr": cidr}} for cidr in edge.source_ranges]
         scrape = {"from": [_prometheus(cluster)], "ports": _ports(live.EXPORTER_PORT, edge_logs.EXPORTER_PORT)}
-        origins = list({repr(rule): rule for rule in map(_origin_peer, edge.origins)}.values())
-        objs.append(_policy(spec, f"{edge.name}-viewers", ns, pods, [viewers, scrape], origins))
+        to_shields = {"to": [{"podSelector": shields}], "ports": _ports(edge_nginx.HTTP_PORT)}
+        objs.append(_policy(spec, f"{edge.name}-viewers", ns, pods, [viewers, scrape], [to_shields]))
+        from_edges = {"from": [{"podSelector": pods}], "ports": _ports(edge_nginx.HTTP_PORT)}
+        origins = list({repr(rule): rule for rule in map(_origin_peer, origin_grammar.of(edge))}.values())
+        objs.append(_policy(spec, f"{edge.name}-shields", ns, shields, [from_edges, scrape], origins))
     return objs
 
 

@@ -19,6 +19,8 @@ POOL_LABEL = "peaknight.io/pool"
 # The NVIDIA GPU Operator's convention: GPU nodes are tainted so that only GPU pods land there.
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 SECCOMP = {"type": "RuntimeDefault"}
+# The live edge's own nodes: their NICs carry the viewers' bytes, so nothing else lands there.
+EDGE_TAINT = {"key": "peaknight.io/edge", "value": "true", "effect": "NoSchedule"}
 
 
 def container_security() -> dict[str, Any]:
@@ -49,6 +51,12 @@ def pool_affinity(pool: str) -> dict[str, Any]:
 def gpu_placement(pool: str) -> dict[str, Any]:
     """Pod spec fields that put a pod on its GPU pool's nodes and nowhere else."""
     return {"tolerations": [gpu_toleration()], "affinity": pool_affinity(pool)}
+
+
+def edge_placement(pool: str) -> dict[str, Any]:
+    """Pod spec fields that put a live edge or shield pod on its edge pool's nodes."""
+    return {"tolerations": [{"key": EDGE_TAINT["key"], "operator": "Exists", "effect": EDGE_TAINT["effect"]}],
+            "affinity": pool_affinity(pool)}
 
 
 def zone_spread(match_labels: dict[str, str], *, hard: bool = True, by_node: bool = False) -> list[dict[str, Any]]:

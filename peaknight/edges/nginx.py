@@ -12,22 +12,32 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import jinja2
 
 from peaknight.edges import logs as edge_logs
+from peaknight.spec import origins as origin_grammar
 from peaknight.spec.stack import Edge
 
 HTTP_PORT = 8080          # unprivileged: nginx runs as a non-root user
 STATUS_PORT = 8081        # stub_status for the exporter sidecar, on loopback only
 WORKER_CONNECTIONS = 16384
-ORIGIN_KEEPALIVE = 32     # idle connections to the origins kept per worker
+UPSTREAM_KEEPALIVE = 32   # idle connections to the shields / origins kept per worker
+CONNECT_TIMEOUT_MS = 1000 # a dead upstream is skipped after this
+EDGE_TRIES = 2            # an edge tries at most two shields for one request
+ORIGIN_CA_DIR = "/etc/nginx/origin-ca"   # the operator's CA bundle Secret (edge.origin_ca_secret)
+ORIGIN_CA_KEY = "ca.crt"
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"   # the nginx image's (Debian) CA bundle
 SECRET_NAME_SUFFIX = "-secure-link"
 SECRET_KEY = "secure-link.conf"
 KEYS_PER_ZONE_MB = 8000   # nginx docs: a 1 MB keys zone holds about 8,000 keys
 # Immutable media: segments, LL-HLS parts, init sections, subtitles (one list for location and log).
 SEGMENT_EXTENSIONS = ("ts", "m4s", "mp4", "m4a", "aac", "vtt")
 CACHE_FILL = 0.8          # max_size below the cache volume: temp files share it, and a full emptyDir evicts the pod
+MIN_FREE = 0.1            # the cache manager evicts until this share of the volume is free
+GUARD_FREE = 0.05         # below this share free, misses pass through uncached (cache_guard_script)
+GUARD_FLAG = "cache-full" # the file the guard keeps in the state directory while the volume is that full
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
@@ -53,6 +63,8 @@ class Layout:
     http_port: int = HTTP_PORT
     status_port: int = STATUS_PORT
     syslog_port: int = edge_logs.SYSLOG_PORT   # where the per-request lines go (edge_logs)
+    origin_ca_file: str = f"{ORIGIN_CA_DIR}/{ORIGIN_CA_KEY}"   # mounted from edge.origin_ca_secret
+    system_ca_file: str = SYSTEM_CA_FILE
 
 
 POD = Layout()
@@ -79,40 +91,182 @@ def sign(scope: str, secret: str, expires: int) -> str:
     return f"md5={token}&expires={expires}"
 
 
-def values(edge: Edge) -> dict[str, object]:
+@dataclass(frozen=True)
+class Tier:
+    """What one nginx tier forwards to: edge pods to their cluster's shields (consistent hashing),
+    shields to the edge's origins (primary, then backups)."""
+
+    role: str                                  # "edge" or "shield"
+    servers: tuple[origin_grammar.Origin, ...]
+
+    @property
+    def edge(self) -> bool:
+        return self.role == "edge"
+
+    @property
+    def scheme(self) -> str:
+        return self.servers[0].scheme
+
+    @property
+    def tls(self) -> bool:
+        return self.servers[0].tls
+
+
+def edge_tier(shields: Iterable[str]) -> Tier:
+    """Edge pods in front of these shield addresses (host:port, plain HTTP inside the cluster)."""
+    return Tier("edge", tuple(origin_grammar.parse(s) for s in shields))
+
+
+def shield_tier(edge: Edge) -> Tier:
+    return Tier("shield", origin_grammar.of(edge))
+
+
+def _timings(edge: Edge, origins: int) -> dict[str, int]:
+    """Timeouts of both tiers, in ms. The shield owns failover between origins within a bounded
+    budget; the edge waits out that budget before it gives up on a shield, so one slow origin never
+    turns into a second fetch through another shield."""
+    seg, part = edge.segment_seconds * 1000, edge.part_seconds * 1000
+    connect = CONNECT_TIMEOUT_MS
+    # LL-HLS: a reload asks for the next part (held about one part) or for the next whole segment
+    # (held up to one target duration). Held longer, the origin is hung or its encoder stalled, and
+    # the shield tries the backup: a hold any longer would keep every viewer collapsed on that
+    # reload waiting whenever it is the one request that probes a hung primary.
+    playlist_read = math.ceil(seg + 1000)
+    # A part or segment exists when it is asked for (the playlist listed it): an upstream that has
+    # not started answering within two parts (1 s at least) is hung, and the next one is tried.
+    media_read = math.ceil(max(1000, 2 * part))
+    shield_media_budget = origins * (connect + media_read)
+    shield_playlist_budget = origins * (connect + playlist_read)
+    return {
+        "connect_timeout_ms": connect,
+        "shield_playlist_read_ms": playlist_read,
+        "shield_media_read_ms": media_read,
+        "shield_media_budget_ms": shield_media_budget,
+        "shield_playlist_budget_ms": shield_playlist_budget,
+        "edge_media_read_ms": shield_media_budget + connect,
+        "edge_playlist_read_ms": shield_playlist_budget + connect,
+        # A reload held on a hung primary is asked again (then of the backup, once the primary is
+        # marked down by the failed part fetches) after two parts, 1 s at least.
+        "shield_playlist_lock_age_ms": media_read,
+        # nginx re-checks a cache lock every 500 ms at most (ngx_http_file_cache.c): the edge's
+        # collapsed part requests re-check once, at a quarter part, and then go to their shield
+        # uncached rather than wait for the next 500 ms tick. The shield keeps its lock (origin).
+        "edge_media_lock_timeout_ms": math.ceil(part / 4),
+        "shield_media_lock_timeout_ms": math.ceil(2 * seg),
+    }
+
+
+UNIX_DIGITS = 10          # unix times have 10 decimal digits until the year 2286
+
+
+@dataclass(frozen=True)
+class TokenCap:
+    """nginx has no arithmetic, so `expires <= now + cap` is checked on decimal digits: the expiry's
+    leading digits (all but the last `digits`) must equal now's or now's plus one. Tokens living up
+    to `always` seconds are then always accepted, and none living `refused_beyond` or more is."""
+
+    digits: int
+
+    @property
+    def always(self) -> int:
+        return 10 ** self.digits
+
+    @property
+    def refused_beyond(self) -> int:
+        return 2 * 10 ** self.digits
+
+    def patterns(self) -> list[str]:
+        """Regexes over "$arg_expires:$msec" (both 10 digits) that accept an expiry within the cap."""
+        j, both = self.digits, rf"(?=\d{{{UNIX_DIGITS}}}:\d{{{UNIX_DIGITS}}}\.)"
+        same = rf"^{both}(?P<token_prefix>\d{{{UNIX_DIGITS - j}}})\d{{{j}}}:(?P=token_prefix)\d{{{j}}}\."
+        # The prefix one above now's: a digit d+1 then zeros where now has d then nines (a carry).
+        above = [rf"^{both}(?P<token_prefix>\d*){d + 1}0*\d{{{j}}}:(?P=token_prefix){d}9*\d{{{j}}}\." for d in range(9)]
+        return [same, *above]
+
+
+def token_cap(edge: Edge) -> TokenCap:
+    """The finest decimal cap that never accepts more than edge.max_token_lifetime_seconds."""
+    return TokenCap(int(math.floor(math.log10(edge.max_token_lifetime_seconds / 2) + 1e-9)))
+
+
+def reload_hold_ms(edge: Edge) -> int:
+    """Longest a viewer's LL-HLS blocking reload is held at a shield (a pod drains that long)."""
+    return _timings(edge, 1)["shield_playlist_read_ms"]
+
+
+def values(edge: Edge, tier: Tier) -> dict[str, object]:
     """The numbers the template needs, each derived from the spec (milliseconds where nginx allows)."""
-    seg = edge.segment_seconds
-    # LL-HLS: a server holds a blocking playlist reload up to 3 target durations, then answers 503.
-    hold = 3 * seg
-    # One more target duration, so the edge never cuts a legitimately held reload.
-    read_timeout = hold + seg
-    objects = len(edge.renditions) * (edge.segment_ttl_seconds / edge.part_seconds + 2 * edge.segment_ttl_seconds / seg)
+    origins = origin_grammar.of(edge)
+    t = _timings(edge, len(origins))
+    edge_role = tier.edge
+    objects = len(edge.renditions) * (edge.segment_ttl_seconds / edge.part_seconds + 2 * edge.segment_ttl_seconds / edge.segment_seconds)
+    volume_gib = cache_gib(edge, tier.role)
+    media_read = t["edge_media_read_ms"] if edge_role else t["shield_media_read_ms"]
+    playlist_read = t["edge_playlist_read_ms"] if edge_role else t["shield_playlist_read_ms"]
+    tries = min(EDGE_TRIES, len(tier.servers)) if edge_role else len(tier.servers)
+    # Edges move to another shield only when theirs is unreachable or hung: a shield's 5xx means the
+    # origins failed, and another shield would ask them again. Shields move on every failure; not
+    # on a playlist's 503, which is a held reload's "not yet".
+    retry = "error timeout" if edge_role else "error timeout invalid_header http_500 http_502 http_504"
     return {
         "workers": edge.pod_cpu,
         "worker_connections": WORKER_CONNECTIONS,
-        "origins": edge.origins,
-        "origin_keepalive": ORIGIN_KEEPALIVE,
-        "read_timeout_ms": math.ceil(read_timeout * 1000),
-        # A collapsed playlist fill may hold as long as the reload does: another copy to the origin
+        "upstream_keepalive": UPSTREAM_KEEPALIVE,
+        "connect_timeout_ms": t["connect_timeout_ms"],
+        "tries": tries,
+        "playlist_read_timeout_ms": playlist_read,
+        "playlist_next_upstream": retry,
+        "playlist_next_upstream_timeout_ms": tries * (t["connect_timeout_ms"] + playlist_read),
+        # A collapsed playlist fill may hold as long as the reload does: another copy upstream
         # before then would be a wasted blocking request.
-        "playlist_lock_ms": math.ceil(read_timeout * 1000),
-        # A segment fill slower than one segment is already a stall: let one more request try then.
-        "segment_lock_age_ms": math.ceil(seg * 1000),
-        "segment_lock_timeout_ms": math.ceil(2 * seg * 1000),
-        # A failed primary is skipped for one segment, then tried again (nginx counts whole seconds).
-        "fail_timeout": math.ceil(seg),
+        "playlist_lock_timeout_ms": playlist_read,
+        # A held reload stuck behind a hung origin is asked again: by the shield of the backup once
+        # the primary is marked down, by the edge of its shield a little later (which by then has it).
+        "playlist_lock_age_ms": t["shield_playlist_lock_age_ms"] * (2 if edge_role else 1),
+        # A plain playlist is answered at once: a fill slower than the whole failover budget is stuck.
+        "plain_playlist_lock_ms": tries * (t["connect_timeout_ms"] + media_read),
+        "media_read_timeout_ms": media_read,
+        "media_next_upstream": retry if edge_role else retry + " http_503",
+        "media_next_upstream_timeout_ms": tries * (t["connect_timeout_ms"] + media_read),
+        "media_lock_timeout_ms": t["edge_media_lock_timeout_ms"] if edge_role else t["shield_media_lock_timeout_ms"],
+        # The holder's lock lasts its whole bounded fill (failover included), so waiters never
+        # start a second fetch of an object that is on its way.
+        "media_lock_age_ms": media_read if edge_role else t["shield_media_budget_ms"],
+        # A failed upstream is skipped for three segments, then probed again by one request (nginx
+        # counts whole seconds): a hung primary costs one probe per 12 s, not one per segment.
+        "fail_timeout": math.ceil(3 * edge.segment_seconds),
         "playlist_ttl": edge.playlist_ttl_seconds,
         "segment_ttl": edge.segment_ttl_seconds,
         "negative_ttl": edge.negative_ttl_seconds,
         "keys_zone_mb": max(10, math.ceil(objects / KEYS_PER_ZONE_MB)),
-        "cache_max_mb": math.floor(edge.cache_gib * 1024 * CACHE_FILL),
+        "cache_max_mb": math.floor(volume_gib * 1024 * CACHE_FILL),
+        "cache_min_free_mb": math.ceil(volume_gib * 1024 * MIN_FREE),
+        "origin_host": edge.origin_server_name or origins[0].host,
+        "tls_name": edge.origin_server_name or origins[0].host,
+        "ca_from_secret": edge.origin_ca_secret is not None,
     }
 
 
-def render(edge: Edge, layout: Layout = POD) -> str:
-    """nginx.conf for one edge; the same input gives the same bytes (the pods roll on its checksum)."""
-    return _TEMPLATES.get_template("nginx.conf.j2").render(edge=edge, layout=layout, v=values(edge), logs=edge_logs,
-                                                           segment_ext="|".join(SEGMENT_EXTENSIONS))
+def cache_guard_script(volume_gib: int, state_dir: str = POD.state_dir) -> str:
+    """The cache guard sidecar's loop (sh, df and awk of the nginx image): while the volume's free
+    space is under GUARD_FREE, a flag file tells nginx to stop storing misses (it still serves its
+    hits). A cache write that meets a full disk breaks the response; a pass-through does not."""
+    threshold_kb = math.ceil(volume_gib * 1024 * 1024 * GUARD_FREE)
+    return (f"while :; do if [ \"$(df -Pk {state_dir} | awk 'NR==2 {{print $4}}')\" -lt {threshold_kb} ]; "
+            f"then touch {state_dir}/{GUARD_FLAG}; else rm -f {state_dir}/{GUARD_FLAG}; fi; sleep 1; done")
+
+
+def cache_gib(edge: Edge, role: str) -> int:
+    """The tier's cache volume: edge pods and shields size theirs apart."""
+    return edge.cache_gib if role == "edge" else edge.shield_cache_gib
+
+
+def render(edge: Edge, tier: Tier, layout: Layout = POD) -> str:
+    """nginx.conf for one tier of one edge; the same input gives the same bytes (the pods roll on
+    its checksum)."""
+    return _TEMPLATES.get_template("nginx.conf.j2").render(edge=edge, tier=tier, layout=layout, v=values(edge, tier),
+                                                           logs=edge_logs, segment_ext="|".join(SEGMENT_EXTENSIONS),
+                                                           token_cap=token_cap(edge), guard_flag=GUARD_FLAG)
 
 
 def checksum(conf: str) -> str:

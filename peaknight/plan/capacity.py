@@ -93,6 +93,14 @@ class EdgePlan:
     viewers_per_pod: Figure           # at target utilisation: the HPA's per-pod connection target
     capacity_gbps: Figure             # at target utilisation, one zone lost if the policy says so
     short: bool
+    shield_fetch_gbps: Figure         # what the edge pods at their ceiling fetch from the shields
+    shields: Figure                   # shield pods between this cluster's edges and the origins
+    origin_gbps: Figure               # what this cluster's shields fetch from the origin
+    origin_rps: Figure                # requests this cluster's shields send the origin
+    pods_per_node: Figure             # edge pods one node of the edge pool holds (NIC, CPU, memory)
+    nodes: Figure                     # the edge pool: edge pods at their ceiling and the shields
+    node_gbps: Figure                 # what those nodes may send to the internet, largest zone lost
+    lb_targets_per_zone: int          # the viewers' load balancer's targets (pods) in the fullest zone
 
     @property
     def name(self) -> str:
@@ -117,11 +125,11 @@ class ClusterPlan:
 
     @property
     def nodes(self) -> int:
-        return sum(int(p.nodes.value) for p in self.pools)
+        return sum(int(p.nodes.value) for p in self.pools) + sum(int(e.nodes.value) for e in self.edges)
 
     @property
     def edge_pods(self) -> int:
-        return sum(int(e.max_pods.value) for e in self.edges)
+        return sum(int(e.max_pods.value) + int(e.shields.value) for e in self.edges)
 
     @property
     def pods(self) -> int:
@@ -138,13 +146,50 @@ class ClusterPlan:
 
 
 @dataclass(frozen=True)
+class OriginPlan:
+    """An edge's origin over the whole event: the night, not one pod or one cluster, decides it."""
+
+    edge: str
+    gbps: Figure                      # at peak, from every cluster's shields (the same on a backup)
+    rps: Figure
+    viewer_gbps: Figure               # what viewers receive from every cluster's edges
+    shields: int                      # connections to the origin come from these, not the edges
+    window_hours: float
+
+    @property
+    def offload(self) -> float:
+        return 1 - self.gbps.value / self.viewer_gbps.value
+
+    @property
+    def night_tb(self) -> float:
+        """Bytes the origin sends over the window: the ladder flows all night whatever the audience."""
+        return self.gbps.value * self.window_hours * 3600 / 8 / 1000
+
+
+def sum_figures(figures: list[Figure], unit: str) -> Figure:
+    total = sum(f.value for f in figures)
+    if len({f.value for f in figures}) == 1:
+        return Figure(total, f"{len(figures)} clusters x {figures[0].value:,.3f} = {total:,.2f} {unit}")
+    return Figure(total, " + ".join(f"{f.value:,.3f}" for f in figures) + f" = {total:,.2f} {unit}")
+
+
+@dataclass(frozen=True)
 class CapacityPlan:
     clusters: tuple[ClusterPlan, ...]
     warnings: tuple[str, ...]
     survives_zone_loss: bool
+    window_hours: float = 0.0
 
     def cluster(self, name: str) -> ClusterPlan:
         return next(c for c in self.clusters if c.name == name)
+
+    def origin(self, edge: str) -> "OriginPlan":
+        """What the edge's origin sees over the whole event: every cluster's shields added up."""
+        plans = [c.edge(edge) for c in self.clusters]
+        return OriginPlan(edge, sum_figures([p.origin_gbps for p in plans], "Gbps"),
+                          sum_figures([p.origin_rps for p in plans], "req/s"),
+                          sum_figures([p.egress_gbps for p in plans], "Gbps"),
+                          int(sum(p.shields.value for p in plans)), self.window_hours)
 
     @property
     def short(self) -> tuple[ModelPlan | EdgePlan, ...]:
@@ -218,8 +263,9 @@ def plan(spec: StackSpec) -> CapacityPlan:
     pools = {p.name: p for p in spec.gpu_pools}
     clusters = tuple(_plan_cluster(spec, c, pools) for c in spec.clusters)
     _check_envelope(spec, clusters)
+    hours = (spec.event.window.end - spec.event.window.start).total_seconds() / 3600
     return CapacityPlan(clusters, tuple(_warnings(spec)) + tuple(_slow_rollouts(spec, clusters)),
-                        spec.policy.survive_zone_loss)
+                        spec.policy.survive_zone_loss, hours)
 
 
 def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) -> ClusterPlan:
@@ -340,6 +386,8 @@ def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
     serving = p - (max(zone_split(p, zones)) if spec.policy.survive_zone_loss else 0)
     capacity = serving * edge.pod_egress_gbps * util
     per_pod = edge.pod_egress_gbps * 1e6 * util / mix
+    shield_fetch, shields, origin_gbps, origin_rps = _shield_tier(spec, cluster, edge, ceiling)
+    per_node, nodes, node_gbps = _edge_nodes(spec, cluster, edge, ceiling, int(shields.value))
     return EdgePlan(
         cluster=cluster.name, edge=edge.name,
         viewers=Figure(viewers, f"{edge.peak_viewers:,} viewers x scale {spec.scale:g} x share {cluster.share:g} "
@@ -353,8 +401,77 @@ def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
                                         f"= {per_pod:,.0f}"),
         capacity_gbps=Figure(capacity, f"{serving} pods{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
                                        f" x {edge.pod_egress_gbps:g} Gbps x util {util:g} = {capacity:,.1f} Gbps"),
-        short=capacity < egress * (1 - 1e-9),
+        shield_fetch_gbps=shield_fetch, shields=shields, origin_gbps=origin_gbps, origin_rps=origin_rps,
+        pods_per_node=per_node, nodes=nodes, node_gbps=node_gbps,
+        lb_targets_per_zone=max(zone_split(ceiling, zones)),
+        short=capacity < egress * (1 - 1e-9) or node_gbps.value < egress * (1 - 1e-9),
     )
+
+
+# LL-HLS: every rendition's bytes are published twice, as parts and as the whole segments (players
+# at the live edge fetch parts, the rest whole segments), and a tier that caches both fetches both.
+MEDIA_COPIES = 2
+
+
+def _shield_tier(spec: StackSpec, cluster: Cluster, edge: Edge, edge_pods: int) -> tuple[Figure, Figure, Figure, Figure]:
+    """Shields from what the edges fetch: each edge pod fetches every object of the ladder once (its
+    own cache), and each object goes to one shield (consistent hashing on the cache key), so the
+    origin sees each object once per cluster, whatever the number of edge pods or viewers."""
+    ladder = sum(r.bitrate_kbps for r in edge.renditions)
+    fetch = edge_pods * ladder * MEDIA_COPIES / 1e6
+    fetch_fig = Figure(fetch, f"{edge_pods} edge pods (HPA ceiling) x {ladder:,} kbps ladder x {MEDIA_COPIES} "
+                              f"(parts and segments) = {fetch:,.1f} Gbps")
+    sized = replicas_for(fetch, edge.shield_egress_gbps, spec, len(cluster.zones),
+                         f"Gbps over shields of {edge.shield_egress_gbps:g} Gbps")
+    floor = max(edge.min_shields, len(cluster.zones) if spec.policy.survive_zone_loss else 1)
+    shields = Figure(max(int(sized.value), floor), f"{sized.why}; at least {floor} (minShields"
+                     f"{', one per zone' if spec.policy.survive_zone_loss else ''})")
+    origin = ladder * MEDIA_COPIES / 1e6
+    origin_fig = Figure(origin, f"{ladder:,} kbps ladder x {MEDIA_COPIES} (parts and segments), once per cluster "
+                                f"= {origin:,.3f} Gbps")
+    # Per rendition: a segment, the parts, one blocking playlist reload per part (collapsed on the
+    # shield that owns its key) and one refresh of the plain playlist per TTL.
+    per = 1 / edge.segment_seconds + 2 / edge.part_seconds + 1 / edge.playlist_ttl_seconds
+    rps = len(edge.renditions) * per
+    rps_fig = Figure(rps, f"{len(edge.renditions)} renditions x (1/{edge.segment_seconds:g} s segment + 2/"
+                          f"{edge.part_seconds:g} s part and blocking reload + 1/{edge.playlist_ttl_seconds} s "
+                          f"playlist) = {rps:,.1f} req/s")
+    return fetch_fig, shields, origin_fig, rps_fig
+
+
+# CPUs of an edge node left to kubelet, the CNI and the node daemons.
+EDGE_NODE_RESERVED_CPUS = 2
+
+
+def _edge_nodes(spec: StackSpec, cluster: Cluster, edge: Edge, edge_pods: int, shields: int) -> tuple[Figure, Figure, Figure]:
+    """The edge's own node pool: pods per node on the tightest of NIC (the internet share of its
+    bandwidth), CPU and memory over the pool's least capable instance type, and nodes per zone for
+    the edge pods at their HPA ceiling plus the shields."""
+    table = profiles.load()
+    net = table.edge_network
+
+    def fit(itype: profiles.EdgeInstanceType) -> int:
+        return max(1, min(int(net.internet_gbps(itype) // edge.pod_egress_gbps),
+                          (itype.vcpus - EDGE_NODE_RESERVED_CPUS) // edge.pod_cpu, itype.memory_gib // edge.pod_memory_gib,
+                          cluster.max_pods_per_node - DAEMON_PODS_PER_NODE))
+
+    itype = min((table.edge_instance_types[n] for n in edge.node_instance_types), key=fit)
+    per = fit(itype)
+    internet = net.internet_gbps(itype)
+    per_fig = Figure(per, f"{itype.name}: min({internet:g} Gbps to the internet ({net.internet_share:g} of "
+                          f"{itype.network_gbps:g}, {itype.source}) / {edge.pod_egress_gbps:g}, ({itype.vcpus} - "
+                          f"{EDGE_NODE_RESERVED_CPUS}) vCPUs / {edge.pod_cpu}, {itype.memory_gib} GiB / "
+                          f"{edge.pod_memory_gib}) = {per} pods")
+    zones = len(cluster.zones)
+    split = [e + s for e, s in zip(zone_split(edge_pods, zones), zone_split(shields, zones))]
+    per_zone = [math.ceil(n / per) for n in split]
+    nodes = sum(per_zone)
+    nodes_fig = Figure(nodes, f"per zone ceil({'/'.join(map(str, split))} edge pods and shields / {per} per node)")
+    serving = nodes - (max(per_zone) if spec.policy.survive_zone_loss else 0)
+    gbps = serving * internet
+    gbps_fig = Figure(gbps, f"{serving} nodes{' (largest zone lost)' if spec.policy.survive_zone_loss else ''} x "
+                            f"{internet:g} Gbps = {gbps:,.0f} Gbps")
+    return per_fig, nodes_fig, gbps_fig
 
 
 def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
@@ -366,13 +483,22 @@ def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
                             f"over by {plan_.nodes - cluster.max_nodes:,} (add a cluster or lower its share)")
         if plan_.pods > cluster.max_pods:
             problems.append(f"cluster '{cluster.name}': {plan_.pods:,} pods planned ({plan_.edge_pods:,} of them live "
-                            f"edge pods at their HPA ceiling), envelope {cluster.max_pods:,}: "
+                            f"edge pods at their HPA ceiling and shields), envelope {cluster.max_pods:,}: "
                             f"over by {plan_.pods - cluster.max_pods:,}")
         for model in plan_.models:
             per_node = max(1, plan_.pool(model.pool).gpus_per_node // model.gpus_per_replica)
             if per_node + DAEMON_PODS_PER_NODE > cluster.max_pods_per_node:
                 problems.append(f"cluster '{cluster.name}': model '{model.model}' packs {per_node} pods per node "
                                 f"+ {DAEMON_PODS_PER_NODE} daemons, envelope {cluster.max_pods_per_node}")
+        net = profiles.load().edge_network
+        for edge, e in zip(spec.edges, plan_.edges):
+            # Exposed through the cloud's load balancer, every edge pod is one of its targets.
+            if edge.source_ranges and (e.lb_targets_per_zone > net.nlb_targets_per_zone
+                                       or e.max_pods.value > net.nlb_targets):
+                problems.append(f"cluster '{cluster.name}': edge '{edge.name}' puts {e.lb_targets_per_zone:,} pods "
+                                f"per zone ({int(e.max_pods.value):,} in all) behind its load balancer; the NLB quota is "
+                                f"{net.nlb_targets_per_zone} per zone and {net.nlb_targets:,} in all (raise it, or "
+                                f"lower the edge's burst)")
         for pool in plan_.pools:
             cap = pools[pool.pool].max_gpus_per_cluster
             if cap is not None and pool.gpu_limit.value > cap:

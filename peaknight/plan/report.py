@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from peaknight.plan.capacity import CapacityPlan
+from peaknight.plan.capacity import CapacityPlan, OriginPlan
 from peaknight.plan.units import RATE_UNIT, capacity_meaning, per_minute
 
 
@@ -34,14 +34,19 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                          si(per_minute(m.demand_tps.value)), f"{m.headroom:.3f}", duration(m.warmup.value),
                          f"{int(m.surge.value):,}", duration(m.rollout.value), "SHORT" if m.short else "ok"))
     lines = _columns(rows)
-    edges = [("cluster", "edge", "pods", "max pods", "viewers", "capacity Gbps", "forecast Gbps", "headroom", "")]
+    edges = [("cluster", "edge", "pods", "max pods", "shields", "nodes", "viewers", "capacity Gbps", "forecast Gbps",
+              "origin Gbps", "headroom", "")]
     for c in plan.clusters:
         for e in c.edges:
             edges.append((c.name, e.edge, f"{int(e.pods.value):,}", f"{int(e.max_pods.value):,}",
-                          si(e.viewers.value), f"{e.capacity_gbps.value:,.0f}", f"{e.egress_gbps.value:,.0f}",
-                          f"{e.capacity_gbps.value / e.egress_gbps.value:.3f}", "SHORT" if e.short else "ok"))
+                          f"{int(e.shields.value):,}", f"{int(e.nodes.value):,}", si(e.viewers.value),
+                          f"{min(e.capacity_gbps.value, e.node_gbps.value):,.0f}",
+                          f"{e.egress_gbps.value:,.0f}", f"{e.origin_gbps.value:,.3f}",
+                          f"{min(e.capacity_gbps.value, e.node_gbps.value) / e.egress_gbps.value:.3f}",
+                          "SHORT" if e.short else "ok"))
     if len(edges) > 1:
         lines += [""] + _columns(edges)
+        lines += [origin_line(plan.origin(name)) for name in dict.fromkeys(e.edge for c in plan.clusters for e in c.edges)]
     lines.append("")
     lines.append(f"{capacity_meaning(plan.survives_zone_loss)}; headroom = capacity / forecast")
     lines.append(summary(plan))
@@ -64,7 +69,10 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
             for e in c.edges:
                 lines.append(f"{c.name}/edge {e.edge}:")
                 for label, fig in (("viewers", e.viewers), ("mix", e.mix_kbps), ("egress", e.egress_gbps),
-                                   ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps)):
+                                   ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps),
+                                   ("shield fetch", e.shield_fetch_gbps), ("shields", e.shields),
+                                   ("origin egress", e.origin_gbps), ("origin requests", e.origin_rps),
+                                   ("pods per node", e.pods_per_node), ("nodes", e.nodes), ("node egress", e.node_gbps)):
                     lines.append(f"  {label}: {fig.why}")
     return "\n".join(lines)
 
@@ -73,6 +81,14 @@ def duration(seconds: float) -> str:
     """2h05m, 24m: how long, at a glance."""
     minutes = round(seconds / 60)
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+
+
+def origin_line(origin: OriginPlan) -> str:
+    """The origin's view of the whole event: what it must serve, and what a backup inherits on failover."""
+    return (f"origin of '{origin.edge}' for the night: {origin.gbps.value:,.2f} Gbps and {origin.rps.value:,.0f} req/s "
+            f"at peak from {origin.shields:,} shields ({origin.night_tb:,.2f} TB over the {origin.window_hours:g} h "
+            f"window); viewers get {origin.viewer_gbps.value / 1000:,.1f} Tbps: offload at the origin "
+            f"{origin.offload:.4%}; a backup origin takes the same load from the same shields")
 
 
 def summary(plan: CapacityPlan) -> str:

@@ -10,7 +10,9 @@ nodes it provides. A provisioner answers:
   offline render lists and the Pulumi program registers, both from the same CloudResource;
 - the add-on chart that runs its controller, if any, and that chart's derived values;
 - the policy findings that a broadcast pool is not frozen for the window;
-- the PromQL for the GPUs a pool holds, for the pool-limit alert.
+- the PromQL for the GPUs a pool holds, for the pool-limit alert;
+- the node pool of a live edge (network-optimised nodes, sized by the plan) and the Service
+  settings its cloud's load balancer needs to expose the edge per zone.
 """
 from __future__ import annotations
 
@@ -42,3 +44,12 @@ class Provisioner(Protocol):
     def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]: ...
 
     def gpus_in_use(self, pool: str) -> str: ...
+
+    def edge_pool(self, scope: Scope, cluster: Cluster, name: str, instance_types: Sequence[str],
+                  cpu_limit: int, why: str) -> tuple[Obj, ...]:
+        """The objects of a live edge's own node pool (label podpolicy.POOL_LABEL=name, taint
+        podpolicy.EDGE_TAINT), capped at `cpu_limit` CPUs."""
+
+    def load_balancer(self, cluster: Cluster) -> dict[str, Any]:
+        """The viewers' Service settings this cloud's load balancer needs: `annotations` and
+        `loadBalancerClass` (absent: the cluster's default load balancer)."""

@@ -31,44 +31,47 @@ def freeze_budget(scope: Scope) -> dict[str, str]:
             "duration": go_duration(scope.event.window.end - scope.event.window.start)}
 
 
-def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
-    protect = scope.policy.protect
-    node_class = {
+def _node_class(scope: Scope, cluster: Cluster, name: str, component: str, volume: str) -> dict[str, Any]:
+    return {
         "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
-        "metadata": meta(scope, "gpu-node-pool", pool.name),
+        "metadata": meta(scope, component, name),
         "spec": {
             "role": cluster.provisioner.node_role,
             "amiSelectorTerms": [{"alias": AMI_ALIAS}],
             "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
             "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
-            # Room for two 20 GiB model images and their extracted layers.
             "blockDeviceMappings": [{"deviceName": "/dev/xvda",
-                                     "ebs": {"volumeSize": "500Gi", "volumeType": "gp3", "encrypted": True}}],
-            "tags": {"peaknight.io/event": scope.event.name, "peaknight.io/pool": pool.name},
+                                     "ebs": {"volumeSize": volume, "volumeType": "gp3", "encrypted": True}}],
+            "tags": {"peaknight.io/event": scope.event.name, "peaknight.io/pool": name},
         },
     }
-    node_pool = {
+
+
+def _node_pool(scope: Scope, cluster: Cluster, name: str, component: str, instance_types: Sequence[str],
+               labels: dict[str, str], taint: dict[str, str], limits: dict[str, str],
+               annotations: dict[str, str]) -> dict[str, Any]:
+    """A NodePool of one of the kit's pools: its label and taint on every node, the stage's
+    capacity types, the cluster's zones, and no voluntary disruption across the window."""
+    return {
         "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
-        "metadata": {**meta(scope, "gpu-node-pool", pool.name), "annotations": {
-            "peaknight.io/gpu-limit": plan.gpu_limit.why, "peaknight.io/planned-nodes": plan.nodes.why}},
+        "metadata": {**meta(scope, component, name), "annotations": annotations},
         "spec": {
             "template": {
-                "metadata": {"labels": {podpolicy.POOL_LABEL: pool.name, "nvidia.com/gpu.present": "true"}},
+                "metadata": {"labels": {podpolicy.POOL_LABEL: name, **labels}},
                 "spec": {
-                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": pool.name},
+                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name},
                     "requirements": [
-                        {"key": "node.kubernetes.io/instance-type", "operator": "In",
-                         "values": list(pool.instance_types)},
+                        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": list(instance_types)},
                         {"key": CAPACITY_TYPE, "operator": "In",
                          "values": [c.value for c in scope.policy.capacity_types]},
                         {"key": podpolicy.ZONE, "operator": "In", "values": list(cluster.zones)},
                     ],
-                    "taints": [podpolicy.GPU_TAINT],
+                    "taints": [taint],
                     # Broadcast nodes never expire on their own; rehearsal nodes recycle monthly.
-                    "expireAfter": "Never" if protect else "720h",
+                    "expireAfter": "Never" if scope.policy.protect else "720h",
                 },
             },
-            "limits": {"nvidia.com/gpu": str(int(plan.gpu_limit.value))},
+            "limits": limits,
             "disruption": {
                 "consolidationPolicy": "WhenEmptyOrUnderutilized",
                 "consolidateAfter": "10m",
@@ -78,7 +81,29 @@ def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Uni
             },
         },
     }
+
+
+def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
+    protect = scope.policy.protect
+    # Room for two 20 GiB model images and their extracted layers.
+    node_class = _node_class(scope, cluster, pool.name, "gpu-node-pool", "500Gi")
+    node_pool = _node_pool(scope, cluster, pool.name, "gpu-node-pool", pool.instance_types,
+                           {"nvidia.com/gpu.present": "true"}, podpolicy.GPU_TAINT,
+                           {"nvidia.com/gpu": str(int(plan.gpu_limit.value))},
+                           {"peaknight.io/gpu-limit": plan.gpu_limit.why, "peaknight.io/planned-nodes": plan.nodes.why})
     return Unit("GpuNodePool", pool.name, (Obj(node_class, protect=protect), Obj(node_pool, protect=protect)))
+
+
+# AWS Load Balancer Controller annotations: an NLB with the pods as IP targets, one node (and
+# address) per zone with cross-zone balancing off, so each zone's viewers stay on its pods and a
+# lost zone takes only its own address out of DNS.
+NLB_ANNOTATIONS = {
+    "service.beta.kubernetes.io/aws-load-balancer-type": "external",
+    "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
+    "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
+    "service.beta.kubernetes.io/aws-load-balancer-attributes": "load_balancing.cross_zone.enabled=false",
+}
+NLB_CLASS = "service.k8s.aws/nlb"
 
 
 class KarpenterAws:
@@ -112,6 +137,19 @@ class KarpenterAws:
             if obj.kind == "NodePool" and budget not in budgets and not scope.event.over:
                 yield obj, (f"disruption budgets do not close the window: expected {budget} "
                             f"(nodes 0 from the window's start in UTC for its length), found {budgets}")
+
+    def edge_pool(self, scope: Scope, cluster: Cluster, name: str, instance_types: Sequence[str],
+                  cpu_limit: int, why: str) -> tuple[Obj, ...]:
+        """The live edge's own nodes: network-optimised instances, tainted for the edge alone."""
+        protect = scope.policy.protect
+        node_class = _node_class(scope, cluster, name, "edge-node-pool", "200Gi")
+        node_pool = _node_pool(scope, cluster, name, "edge-node-pool", instance_types, {}, podpolicy.EDGE_TAINT,
+                               {"cpu": str(cpu_limit)}, {"peaknight.io/planned-nodes": why})
+        return Obj(node_class, protect=protect), Obj(node_pool, protect=protect)
+
+    def load_balancer(self, cluster: Cluster) -> dict[str, Any]:
+        """Service fields of the viewers' load balancer: an AWS NLB per cluster, one address per zone."""
+        return {"annotations": dict(NLB_ANNOTATIONS), "loadBalancerClass": NLB_CLASS}
 
     def gpus_in_use(self, pool: str) -> str:
         return f'max({USAGE_METRIC}{{nodepool="{pool}",resource_type="{podpolicy.GPU_TAINT["key"]}"}})'

@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
+from peaknight.spec import origins as origin_grammar
 from peaknight.spec import profiles
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
@@ -272,9 +273,14 @@ def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
 
 def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
     problems = []
-    for e in err.errors(include_url=False):
+    errors = err.errors(include_url=False)
+    locs = [tuple(e["loc"]) for e in errors]
+    for e in errors:
         loc = tuple(e["loc"])
         kind = e["type"]
+        # A list whose only items were refused is also "too short": the items' lines say it all.
+        if kind == "too_short" and any(other[:len(loc)] == loc and len(other) > len(loc) for other in locs):
+            continue
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
             problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
@@ -421,6 +427,22 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         share = sum(r.share for r in edge.renditions)
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
+        for j, name in enumerate(edge.node_instance_types):
+            node = table.edge_instance_types.get(name)
+            if node is None:
+                yield P(f"edges[{i}].nodeInstanceTypes[{j}]", "an instance type from the profile catalog's "
+                        "edge_instance_types (" + ", ".join(table.edge_instance_types) + ")", _show(name),
+                        _suggest(name, table.edge_instance_types))
+            elif node.vcpus < edge.pod_cpu or node.memory_gib < edge.pod_memory_gib:
+                yield P(f"edges[{i}].nodeInstanceTypes[{j}]", f"a node that holds one edge pod ({edge.pod_cpu} CPUs, "
+                        f"{edge.pod_memory_gib} GiB)", f"'{name}' has {node.vcpus} vCPUs, {node.memory_gib} GiB")
+        schemes = [o.scheme for o in origin_grammar.of(edge)]
+        if len(set(schemes)) > 1:
+            # One upstream group per tier: nginx's proxy_pass gives the whole group one scheme.
+            yield P(f"edges[{i}].origins", "origins of one scheme (all http or all https)", ", ".join(schemes))
+        elif schemes[0] == "http" and (edge.origin_server_name or edge.origin_ca_secret):
+            key = "originServerName" if edge.origin_server_name else "originCaSecret"
+            yield P(f"edges[{i}].{key}", "https origins for a TLS setting", "http origins")
 
 
 def _check_auth(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Problem]:

@@ -30,6 +30,27 @@ class InstanceType:
 
 
 @dataclass(frozen=True)
+class EdgeInstanceType:
+    name: str
+    vcpus: int
+    memory_gib: int
+    network_gbps: float
+    source: str
+
+
+@dataclass(frozen=True)
+class EdgeNetwork:
+    internet_share: float         # of an instance's bandwidth usable through an internet gateway
+    internet_min_vcpus: int       # below this, 5 Gbps at most
+    nlb_targets_per_zone: int
+    nlb_targets: int
+
+    def internet_gbps(self, itype: EdgeInstanceType) -> float:
+        """What one node may send to viewers on the internet."""
+        return itype.network_gbps * self.internet_share if itype.vcpus >= self.internet_min_vcpus else min(5.0, itype.network_gbps)
+
+
+@dataclass(frozen=True)
 class ModelClass:
     name: str
     description: str
@@ -73,6 +94,8 @@ class Profiles:
     throughput: dict[tuple[str, str], Throughput]  # (model class, gpu) -> row
     timings: Timings
     gateway: Gateway
+    edge_instance_types: dict[str, EdgeInstanceType]
+    edge_network: EdgeNetwork
 
 
 @cache
@@ -89,4 +112,6 @@ def load() -> Profiles:
         throughput={(row["model_class"], row["gpu"]): Throughput(**row) for row in raw["throughput"]},
         timings=Timings(**raw["timings"]),
         gateway=Gateway(**raw["gateway"]),
+        edge_instance_types={name: EdgeInstanceType(name=name, **row) for name, row in raw["edge_instance_types"].items()},
+        edge_network=EdgeNetwork(**raw["edge_network"]),
     )

@@ -10,10 +10,11 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Optional
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel, to_snake
 from pydantic.dataclasses import dataclass
 
+from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import ProvisionerSettings, default_settings
 from peaknight.spec import formats
 
@@ -27,6 +28,12 @@ STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_alias=
 # and an edge's name also name a Service, which must start with a letter.
 Name = formats.DnsLabel
 ServiceName = formats.ServiceName
+
+
+def _origin(value: str) -> str:
+    """Origins reach nginx.conf: only what parses as scheme, host and port is kept (origins.py)."""
+    origin_grammar.parse(value)
+    return value
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -243,8 +250,13 @@ class Rendition:
 @dataclass(config=STRICT, kw_only=True)
 class Edge:
     name: ServiceName
-    origins: tuple[formats.HostPort, ...] = Field(min_length=1, max_length=16,
-                                                  description="host:port of origins, first is primary")
+    origins: tuple[Annotated[str, AfterValidator(_origin)], ...] = Field(
+        min_length=1, max_length=16, description="host:port, http://host:port or https://host[:port]; first is primary")
+    origin_server_name: Optional[Annotated[str, AfterValidator(origin_grammar.check_host)]] = Field(
+        default=None, description="https origins: the name sent as SNI and verified in their certificates "
+        "(default: the primary's host)")
+    origin_ca_secret: Optional[Name] = Field(default=None, description="https origins: Secret (key ca.crt) "
+                                             "holding the CA bundle that signs them; default the image's system CAs")
     peak_viewers: int = Field(gt=0, le=10**10, description="peak concurrent viewers, before scale")
     renditions: tuple[Rendition, ...] = Field(min_length=1)
     segment_seconds: float = Field(default=4.0, gt=0, le=20)
@@ -267,6 +279,14 @@ class Edge:
     pod_memory_gib: int = Field(default=8, gt=0, le=2048)
     burst: float = Field(default=2.0, ge=1, le=5, description="HPA maxReplicas as a multiple of the planned "
                          "pods, for viewers beyond the forecast")
+    node_instance_types: tuple[str, ...] = Field(default=("c6in.32xlarge",), min_length=1, description="instance "
+                                                 "types of the edge's own node pool (profile catalog edge_instance_types)")
+    max_token_lifetime_seconds: int = Field(default=21600, ge=20, le=10**8, description="viewer tokens expiring "
+                                            "further ahead are refused (nginx compares decimal digits: see README)")
+    shield_egress_gbps: float = Field(default=20.0, gt=0, description="egress one shield pod sustains")
+    shield_cache_gib: int = Field(default=50, gt=0, description="cache volume (emptyDir) per shield pod")
+    min_shields: int = Field(default=2, ge=1, le=64, description="shields per cluster at least (the plan "
+                             "may need more); with zone loss, at least one per zone")
     source_ranges: tuple[formats.Cidr, ...] = Field(default=(), description="CIDRs (viewer ISPs, CDNs) allowed to the "
                                            "edge's own LoadBalancer; none: a ClusterIP Service behind the cluster's ingress")
 
