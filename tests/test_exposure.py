@@ -122,7 +122,7 @@ def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
     assert not allowed(policies, greetings, greetings, 20000)
 
 
-def test_the_live_edge_takes_viewers_and_reaches_its_origins_only(broadcast):
+def test_viewers_reach_the_edge_the_edge_its_shields_and_only_shields_the_origins(broadcast):
     spec, manifests = broadcast
     policies = _of(manifests, "NetworkPolicy")
     edge = Pod(edge_namespace(spec), _pod_labels(manifests, "Deployment", "gala-live"))
@@ -132,8 +132,14 @@ def test_the_live_edge_takes_viewers_and_reaches_its_origins_only(broadcast):
     prometheus = Pod("monitoring", network.PROMETHEUS_POD)
     assert allowed(policies, prometheus, edge, live.EXPORTER_PORT)
     assert allowed(policies, prometheus, edge, edge_logs.EXPORTER_PORT)
-    assert allowed(policies, edge, Pod("origin", ip="192.0.2.10"), 8080)        # origins by name: their port
-    assert not allowed(policies, edge, Pod("origin", ip="192.0.2.10"), 22)
+    shield = Pod(edge_namespace(spec), _pod_labels(manifests, "StatefulSet", "gala-live-shield"))
+    assert allowed(policies, edge, shield, 8080)
+    assert not allowed(policies, viewer, shield, 8080)
+    assert allowed(policies, prometheus, shield, live.EXPORTER_PORT)
+    origin = Pod("origin", ip="192.0.2.10")
+    assert allowed(policies, shield, origin, 8080)                              # origins by name: their port
+    assert not allowed(policies, shield, origin, 22)
+    assert not allowed(policies, edge, origin, 8080)                            # thousands of edges never do
     assert not allowed(policies, edge, Pod(inference_namespace(spec), _pod_labels(manifests, "Deployment",
                                                                                    "greetings")), engines.PORT)
 

@@ -23,12 +23,14 @@ import yaml
 from peaknight.builders import event
 from peaknight.cli import main as cli
 from peaknight.cli import render
+from peaknight.edges import nginx as edge_nginx
 from peaknight.review import apiserver, policy
 from peaknight.review import schema as k8s_schema
 from peaknight.sim import simulator
 from peaknight.spec import config
+from peaknight.spec import origins as origin_grammar
 from conftest import STACKS, require_tool
-from edge_harness import EdgeServer, workdir
+from edge_harness import NginxServer, workdir
 
 SEED = 13
 VARIANTS_PER_STACK = 150
@@ -108,13 +110,19 @@ def _object_problems(manifest: dict[str, Any]) -> list[str]:
 
 
 def _nginx_problem(edge: Any) -> str:
-    """`nginx -t` of the edge's config, origins pointed at loopback (their names resolve in-cluster only)."""
-    local = dataclasses.replace(edge, origins=tuple("127.0.0.1:" + o.rsplit(":", 1)[1] for o in edge.origins))
+    """`nginx -t` of both tiers' configs, origins and shields pointed at loopback (their names
+    resolve in-cluster only)."""
+    local = dataclasses.replace(edge, origins=tuple(f"{o.scheme}://127.0.0.1:{o.port}"
+                                                    for o in origin_grammar.of(edge)))
     key = repr(local)
     if key not in _NGINX_CHECKED:
-        with workdir() as tmp:
-            result = EdgeServer(local, tmp).check()
-        _NGINX_CHECKED[key] = "" if result.returncode == 0 else result.stderr.strip()
+        problems = []
+        for tier in (edge_nginx.shield_tier(local), edge_nginx.edge_tier(["127.0.0.1:80"])):
+            with workdir() as tmp:
+                result = NginxServer(local, tier, tmp).check()
+            if result.returncode != 0:
+                problems.append(f"{tier.role}: {result.stderr.strip()}")
+        _NGINX_CHECKED[key] = "; ".join(problems)
     return _NGINX_CHECKED[key]
 
 

@@ -8,9 +8,10 @@ import pytest
 
 from peaknight.cli import main as cli
 from peaknight.edges import nginx as edge_nginx
+from peaknight.spec.origins import Origin
 from peaknight.spec import config
 from conftest import require_tool
-from edge_harness import EdgeServer, workdir
+from edge_harness import NginxServer, workdir
 from test_config import _set, run_render, write_variant
 from test_diff import repo  # noqa: F401  (fixture)
 
@@ -18,17 +19,17 @@ from test_diff import repo  # noqa: F401  (fixture)
 INJECTION = ('origin-b.live.internal:8080 backup; } server { listen 8080; location /x { include '
              '/etc/nginx/secret/secure-link.conf; return 200 "secret=$secure_link_secret\\n"; } } upstream '
              'unused { server 127.0.0.1:9; server 127.0.0.1:9')
-HOST_PORT = "host:port (a DNS name, IPv4 address or [IPv6] address and a port 1-65535)"
+ORIGIN = "host:port, http://host:port or https://host[:port] (no path, user or query)"
 IMAGE = "an image reference ([registry/]repository[:tag][@sha256:<digest>])"
 
 # (edit, key, expected) : the one line each variant must give, after "<file>: peaknight:<key>: expected ".
 CASES = {
     "origin injection": (_set(["peaknight:edges", 0, "origins", 1], INJECTION), "edges[0].origins[1]",
-                         f"{HOST_PORT}; found {repr(INJECTION)[:57]}..."),
+                         f"{ORIGIN}; found {repr(INJECTION)[:57]}..."),
     "origin with a space": (_set(["peaknight:edges", 0, "origins", 0], "a b"), "edges[0].origins[0]",
-                            f"{HOST_PORT}; found 'a b'"),
+                            "a DNS name or IPv4 address as host (letters, digits, '-', '.'); found 'a b'"),
     "origin port out of range": (_set(["peaknight:edges", 0, "origins", 0], "origin:70000"), "edges[0].origins[0]",
-                                 f"{HOST_PORT}; found 'origin:70000'"),
+                                 "a port from 1 to 65535, not 70000; found 'origin:70000'"),
     "segment TTL past nginx's int32": (_set(["peaknight:edges", 0, "segmentTtlSeconds"], 2147483648),
                                        "edges[0].segmentTtlSeconds", "less than or equal to 86400; found 2147483648"),
     "segment TTL of 10**400": (_set(["peaknight:edges", 0, "segmentTtlSeconds"], 10**400),
@@ -159,14 +160,14 @@ def test_the_template_quotes_an_origin_even_past_validation(monkeypatch):
     a second server block."""
     require_tool("nginx")
     edge = config.load_stack("rehearsal").spec.edges[0]
-    real = edge_nginx.values
-    monkeypatch.setattr(edge_nginx, "values", lambda e: {**real(e), "origins": ("127.0.0.1:9", INJECTION)})
+    # Origins built directly, as if their grammar had been bypassed.
+    tier = edge_nginx.Tier("shield", (Origin("http", "127.0.0.1", 9), Origin("http", INJECTION, 8080)))
     with workdir() as tmp:
-        server = EdgeServer(edge, tmp)
+        server = NginxServer(edge, tier, tmp)
         result = server.check()
         conf = server.conf.read_text()
     assert conf.count("\n    server {") == 2            # the status server and the viewers' server, no third
-    assert f'server {edge_nginx.quoted(INJECTION)} max_fails' in conf
+    assert f'server {edge_nginx.quoted(INJECTION + ":8080")} max_fails' in conf
     assert result.returncode != 0 and "invalid" in result.stderr
 
 

@@ -424,6 +424,12 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):
         yield from _duplicates(edge.renditions, f"edges[{i}].renditions", source)
+        if spec.policy.require_image_digests:
+            for f in dataclasses.fields(edge):
+                image = getattr(edge, f.name)
+                if f.name.endswith("image") and not IMAGE_DIGEST.search(image):
+                    yield P(f"edges[{i}].{_alias(f)}", "an image pinned by digest (…@sha256:<64 hex>) in a "
+                            f"{spec.policy.stage.value} stack", _show(image))
         share = sum(r.share for r in edge.renditions)
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")

@@ -95,24 +95,6 @@ def _weights(value: str) -> str:
     return value
 
 
-def host_port(value: str) -> str:
-    """`host:port` with a DNS host name, an IPv4 address or a bracketed IPv6 address: the
-    address an nginx `server` line and a NetworkPolicy port take, and nothing else."""
-    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):([0-9]{1,5})", value)
-    problem = "host:port (a DNS name, IPv4 address or [IPv6] address and a port 1-65535)"
-    if not match or not 1 <= int(match.group(2)) <= 65535:
-        raise ValueError(problem)
-    host = match.group(1)
-    if host.startswith("["):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(problem) from None
-    elif len(host) > 253 or not all(_HOST_LABEL.fullmatch(part) for part in host.split(".")):
-        raise ValueError(problem)
-    return value
-
-
 def _cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value, strict=True)
@@ -171,7 +153,6 @@ Subdomain = Annotated[str, AfterValidator(_subdomain)]
 LabelValue = Annotated[str, AfterValidator(_label_value)]
 Image = Annotated[str, AfterValidator(image_reference)]
 Weights = Annotated[str, AfterValidator(_weights)]
-HostPort = Annotated[str, AfterValidator(host_port)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 HttpUrl = Annotated[str, AfterValidator(_url)]
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
