@@ -21,6 +21,8 @@ from typing import Any, Iterable
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
+                                             VolcengineVkeSettings)
 from peaknight.spec import profiles
 from peaknight.spec.stack import POLICY_DEFAULTS, CapacityType, Model, Stage, StackSpec
 
@@ -188,6 +190,11 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
             allowed = _keys_at(loc[:-1])
             problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
                                     "an unknown key", _suggest(str(loc[-1]), allowed)))
+        elif kind == "union_tag_invalid":
+            choices = re.findall(r"'([^']*)'", e["ctx"]["expected_tags"])
+            tag = str(e["ctx"]["tag"])
+            problems.append(Problem(source, _path(loc + ("kind",)), "one of " + ", ".join(choices), _show(tag),
+                                    _suggest(tag, choices)))
         elif kind == "missing":
             problems.append(Problem(source, _path(loc), "this required key", "nothing"))
         elif kind == "enum":
@@ -202,6 +209,7 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
 
 def _path(loc: tuple) -> str:
     out = NAMESPACE + ":"
+    loc = _untagged(loc)
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
@@ -213,8 +221,11 @@ def _path(loc: tuple) -> str:
 def _keys_at(loc: tuple) -> list[str]:
     """Allowed keys of the dataclass found by walking `loc` from StackSpec (for "did you mean")."""
     cls: Any = StackSpec
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
+            continue
+        if _is_tag(loc, i):
+            cls = PROVISIONER_SETTINGS[part]
             continue
         hints = typing.get_type_hints(cls)
         field = next((f for f in dataclasses.fields(cls) if _alias(f) == part), None)
@@ -224,6 +235,16 @@ def _keys_at(loc: tuple) -> list[str]:
         if cls is None:
             return []
     return [_alias(f) for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def _is_tag(loc: tuple, i: int) -> bool:
+    """Pydantic puts the chosen member of a tagged union (`provisioner.<kind>`) in the location."""
+    return i > 0 and loc[i - 1] == "provisioner" and loc[i] in PROVISIONER_SETTINGS
+
+
+def _untagged(loc: tuple) -> tuple:
+    """The location as the stack file spells it: without the union's tag."""
+    return tuple(part for i, part in enumerate(loc) if not _is_tag(loc, i))
 
 
 def _dataclass_in(tp: Any) -> Any:
@@ -311,6 +332,9 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
             yield P(f"gpuPools[{i}].instanceTypes", "instance types with the same GPU count per node",
                     ", ".join(str(c) for c in sorted(counts)))
 
+    yield from _check_shared_instance_types(spec, P)
+    yield from _check_clouds(spec, P)
+
     pools = {p.name: p for p in spec.gpu_pools}
     yield from _duplicates(spec.models, "models", source)
     for i, model in enumerate(spec.models):
@@ -349,3 +373,69 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
     if spec.policy.require_image_digests and not IMAGE_DIGEST.search(model.image):
         yield P(f"models[{i}].image", "an image pinned by digest (…@sha256:<64 hex>) in a "
                 f"{spec.policy.stage.value} stack", _show(model.image))
+
+
+def _check_shared_instance_types(spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """Two pools listing the same instance type compete for its stock: allowed only when both say so."""
+    for i, pool in enumerate(spec.gpu_pools):
+        if pool.shares_instance_types:
+            continue
+        for other in spec.gpu_pools:
+            shared = [t for t in pool.instance_types if other is not pool and t in other.instance_types]
+            if shared:
+                yield P(f"gpuPools[{i}].instanceTypes", f"instance types no other pool lists, or "
+                        f"sharesInstanceTypes: true on '{pool.name}' and every pool it shares with",
+                        f"{', '.join(shared)} also in pool '{other.name}'")
+
+
+def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """Every instance type is sold by a cloud some cluster's provisioner launches on, and every
+    cluster's region sells at least one instance type of each pool its models use."""
+    table = profiles.load()
+    clouds = {PROVISIONER_CLOUD[c.provisioner.kind] for c in spec.clusters}
+    if None not in clouds:  # an `existing` cluster takes whatever nodes it has
+        for i, pool in enumerate(spec.gpu_pools):
+            for j, name in enumerate(pool.instance_types):
+                itype = table.instance_types.get(name)
+                if itype is not None and itype.cloud not in clouds:
+                    yield P(f"gpuPools[{i}].instanceTypes[{j}]", "an instance type of the cloud the stack's "
+                            f"clusters launch on ({', '.join(sorted(str(c) for c in clouds))})",
+                            f"'{name}', sold by {itype.cloud}")
+    used = {m.pool for m in spec.models}
+    for i, cluster in enumerate(spec.clusters):
+        cloud = PROVISIONER_CLOUD[cluster.provisioner.kind]
+        if cloud is None:
+            continue
+        for pool in (p for p in spec.gpu_pools if p.name in used):
+            own = [table.instance_types[t] for t in pool.instance_types
+                   if t in table.instance_types and table.instance_types[t].cloud == cloud]
+            if own and not any(t.sold_in(cluster.region) for t in own):
+                where = "; ".join(f"{t.name} in {', '.join(t.regions)}" for t in own)
+                yield P(f"clusters[{i}].region", f"a region that sells pool '{pool.name}''s {cloud} GPUs "
+                        f"({where})", _show(cluster.region))
+            elif not own:
+                yield P(f"clusters[{i}].provisioner.kind", f"a provisioner whose cloud sells pool "
+                        f"'{pool.name}''s instance types", f"'{cluster.provisioner.kind}' ({cloud})")
+        yield from _check_provisioner(i, cluster, spec, P)
+
+
+def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """Settings that only make sense against the rest of the stack (zones, pools, capacity types)."""
+    settings = cluster.provisioner
+    if isinstance(settings, VolcengineVkeSettings):
+        missing = [z for z in cluster.zones if z not in settings.subnets]
+        extra = [z for z in settings.subnets if z not in cluster.zones]
+        if missing or extra:
+            yield P(f"clusters[{i}].provisioner.subnets", f"one subnet per zone of the cluster "
+                    f"({', '.join(cluster.zones)})", "; ".join(filter(None, (
+                        missing and "none for " + ", ".join(missing), extra and "a subnet for "
+                        + ", ".join(extra) + ", not a zone of the cluster"))))
+        if CapacityType.SPOT in spec.policy.capacity_types:
+            yield P("policy.capacityTypes", f"no spot when cluster '{cluster.name}' uses volcengine-vke "
+                    "(a VKE node pool declares no spot strategy)", "spot")
+    elif isinstance(settings, ExistingSettings):
+        pools = [p.name for p in spec.gpu_pools]
+        for j, group in enumerate(settings.groups):
+            if group.pool not in pools:
+                yield P(f"clusters[{i}].provisioner.groups[{j}].pool", "the name of a pool in "
+                        f"peaknight:gpuPools ({', '.join(pools)})", _show(group.pool), _suggest(group.pool, pools))

@@ -17,6 +17,11 @@ class InstanceType:
     name: str
     gpu: str
     gpus: int
+    cloud: str                        # aws, volcengine: which provisioners may launch it
+    regions: tuple[str, ...]          # where its source shows it on sale
+
+    def sold_in(self, region: str) -> bool:
+        return region in self.regions
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def load() -> Profiles:
                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return Profiles(
         gpus={name: row["memory_gib"] for name, row in raw["gpus"].items()},
-        instance_types={name: InstanceType(name, row["gpu"], row["gpus"])
+        instance_types={name: InstanceType(name, row["gpu"], row["gpus"], row["cloud"], tuple(row["regions"]))
                         for name, row in raw["instance_types"].items()},
         model_classes={name: ModelClass(name=name, **row) for name, row in raw["model_classes"].items()},
         throughput={(row["model_class"], row["gpu"]): Throughput(**row) for row in raw["throughput"]},

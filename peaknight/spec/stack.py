@@ -182,6 +182,9 @@ class GpuPool:
     gpus: tuple[str, ...] = Field(min_length=1, description="acceptable GPU types, e.g. [H200-141G]")
     instance_types: tuple[str, ...] = Field(min_length=1, description="from the profile catalog")
     max_gpus_per_cluster: Optional[int] = Field(default=None, gt=0, description="the pool's own cap")
+    shares_instance_types: bool = Field(default=False, description="this pool knowingly lists instance types "
+                                        "another pool lists too (they compete for the same stock); every pool "
+                                        "sharing one must say so")
 
 
 @dataclass(config=STRICT, kw_only=True)
