@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from peaknight.plan import capacity
+from peaknight.provisioners import registry as provisioners
 from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
@@ -28,6 +29,11 @@ OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
 def _render(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
     objects = event.build(loaded.spec)
+    problems = provisioners.problems(loaded.spec, objects.plan)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return CHECK_FAILED
     out = Path(args.out) if args.out else Path("build") / loaded.name
     counts = render.write(objects, out)
     print(f"rendered stack '{loaded.name}' ({loaded.path}) to {out}/")
@@ -52,7 +58,14 @@ def _plan(args: argparse.Namespace) -> int:
     plan = capacity.plan(loaded.spec)
     print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
     print(plan_report.table(plan, explain=args.explain))
-    return CHECK_FAILED if plan.short else OK
+    pools = plan_report.cloud_pools(event.pool_units(loaded.spec, plan))
+    if pools:
+        print("")
+        print(pools)
+    problems = provisioners.problems(loaded.spec, plan)
+    for problem in problems:
+        print(f"SHORT: {problem}")
+    return CHECK_FAILED if plan.short or problems else OK
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -66,6 +66,10 @@ class PoolPlan:
     gpus_per_node: int
     nodes: Figure
     gpu_limit: Figure                 # the pool's GPU limit (provisioner)
+    zone_nodes: tuple[int, ...] = ()  # peak nodes per zone, in the cluster's zone order
+    zone_floor_nodes: tuple[int, ...] = ()  # nodes per zone holding the baseline floor
+    surge_nodes: int = 0              # one more replica of each model, for a rolling update
+    disk_gib: Figure = Figure(0, "")  # node-local disk for images and weights
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     table = profiles.load()
     models = []
     pool_nodes: dict[str, list[tuple[int, str]]] = {name: [] for name in pools}
+    pool_zones: dict[str, list[list[int]]] = {name: [] for name in pools}
+    pool_floor: dict[str, list[list[int]]] = {name: [] for name in pools}
     pool_surge: dict[str, int] = {name: 0 for name in pools}
     zones = len(cluster.zones)
     for model in spec.models:
@@ -243,6 +249,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             short=capacity < peak * (1 - 1e-9),
         ))
         pool_nodes[pool.name].append((n, model.name))
+        pool_zones[pool.name].append(_zone_nodes(r, zones, per_node, nodes_per_replica))
+        pool_floor[pool.name].append(_zone_nodes(int(floor.value), zones, per_node, nodes_per_replica))
         pool_surge[pool.name] += nodes_per_replica
     plans = []
     for name, pool in pools.items():
@@ -252,9 +260,41 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         plans.append(PoolPlan(cluster.name, name, gpn,
                               Figure(nodes, " + ".join(f"{n} ({m})" for n, m in pool_nodes[name]) or "no models"),
                               Figure(limit, f"({nodes} planned + {pool_surge[name]} surge nodes for a rolling "
-                                            f"update) x {gpn} GPUs")))
+                                            f"update) x {gpn} GPUs"),
+                              zone_nodes=_zone_sum(pool_zones[name], zones),
+                              zone_floor_nodes=_zone_sum(pool_floor[name], zones),
+                              surge_nodes=pool_surge[name], disk_gib=disk_gib(spec, name)))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
     return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges)
+
+
+def _zone_nodes(replicas: int, zones: int, per_node: int, nodes_per_replica: int) -> list[int]:
+    """Nodes per zone for `replicas` spread evenly (a multi-node replica is whole nodes in one zone)."""
+    return [z * nodes_per_replica if nodes_per_replica > 1 else math.ceil(z / per_node)
+            for z in zone_split(replicas, zones)]
+
+
+def _zone_sum(per_model: list[list[int]], zones: int) -> tuple[int, ...]:
+    return tuple(sum(m[z] for m in per_model) for z in range(zones))
+
+
+# Local disk is bought in these steps (and the cloud APIs take whole GiB).
+DISK_STEP_GIB = 100
+
+
+def disk_gib(spec: StackSpec, pool: str) -> Figure:
+    """A GPU node's local disk: each model's image twice (running and next, while a rollout pulls)
+    and extracted once more, plus every model's weights (a node-local copy the engine loads from)."""
+    table = profiles.load()
+    classes = [table.model_classes[m.model_class] for m in spec.models if m.pool == pool]
+    if not classes:
+        return Figure(DISK_STEP_GIB, f"no models: {DISK_STEP_GIB} GiB")
+    images = sum(3 * c.image_gib for c in classes)
+    weights = sum(c.weights_gib for c in classes)
+    size = math.ceil((images + weights) / DISK_STEP_GIB) * DISK_STEP_GIB
+    return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes)}) GiB + weights "
+                        f"({' + '.join(f'{c.weights_gib:g}' for c in classes)}) GiB = {images + weights:g} GiB, "
+                        f"rounded up to {DISK_STEP_GIB} GiB steps: {size} GiB")
 
 
 def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from peaknight.builders.objects import Unit
 from peaknight.plan.capacity import CapacityPlan
 
 
@@ -64,6 +65,13 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                                    ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps)):
                     lines.append(f"  {label}: {fig.why}")
     return "\n".join(lines)
+
+
+def cloud_pools(units: Sequence[tuple[str, Unit]]) -> str:
+    """The cloud's node pools the provisioners declare (cluster, name, summary), or nothing."""
+    rows = [("cluster", "cloud node pool", "holds")]
+    rows += [(cluster, c.name, c.summary) for cluster, unit in units for c in unit.cloud]
+    return "\n".join(_columns(rows)) if len(rows) > 1 else ""
 
 
 def summary(plan: CapacityPlan) -> str:

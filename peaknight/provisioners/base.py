@@ -18,6 +18,7 @@ from typing import Any, Iterable, Protocol, Sequence
 
 from peaknight.builders.objects import Obj, Scope, Unit
 from peaknight.plan.capacity import PoolPlan
+from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, GpuPool
 
 Finding = tuple[Obj, str]
@@ -42,3 +43,14 @@ class Provisioner(Protocol):
     def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]: ...
 
     def gpus_in_use(self, pool: str) -> str: ...
+
+    def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
+        """Why the pool's nodes cannot hold the plan (a cloud's limit, a group too small): one
+        line each; `plan` prints them and exits 1, `render` refuses to write."""
+
+
+def offered(pool: GpuPool, cloud: str, region: str) -> list[str]:
+    """The pool's instance types `cloud` sells in `region`, in the pool's order (config checks one is)."""
+    table = profiles.load().instance_types
+    return [t for t in pool.instance_types
+            if t in table and table[t].cloud == cloud and table[t].sold_in(region)]

@@ -111,5 +111,9 @@ class KarpenterAws:
                 yield obj, (f"disruption budgets do not close the window: expected {budget} "
                             f"(nodes 0 from the window's start in UTC for its length), found {budgets}")
 
+    def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
+        """Karpenter launches what the NodePool's limit allows: nothing to refuse here."""
+        return []
+
     def gpus_in_use(self, pool: str) -> str:
         return f'max({USAGE_METRIC}{{nodepool="{pool}",resource_type="{podpolicy.GPU_TAINT["key"]}"}})'
