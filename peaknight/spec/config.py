@@ -28,6 +28,9 @@ from peaknight.spec.stack import POLICY_DEFAULTS, CapacityType, Model, Stage, St
 
 NAMESPACE = "peaknight"
 KUBECONFIG_PREFIX = "kubeconfig-"
+# A volcengine-vke cluster's credentials for its Volcano Engine provider: secrets, like kubeconfigs.
+VOLCENGINE_PREFIXES = ("volcengine-access-key-", "volcengine-secret-key-")
+SECRET_PREFIXES = (KUBECONFIG_PREFIX, *VOLCENGINE_PREFIXES)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -140,7 +143,7 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
     problems = _check_secrets(raw, source)
     known = set(top_level_keys())
     for key in list(raw):
-        if key.startswith(KUBECONFIG_PREFIX):
+        if key.startswith(SECRET_PREFIXES):
             raw.pop(key)
         elif key not in known:
             problems.append(Problem(source, f"{NAMESPACE}:{key}", "a known key", "an unknown key",
@@ -163,15 +166,18 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
 
 
 def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
-    """Kubeconfigs live in `kubeconfig-<cluster>` keys and must be Pulumi secrets, never plain text."""
+    """Kubeconfigs (`kubeconfig-<cluster>`) and cloud credentials (`volcengine-access-key-<cluster>`,
+    `volcengine-secret-key-<cluster>`) must be Pulumi secrets, never plain text."""
     clusters = {c.get("name") for c in raw.get("clusters", []) if isinstance(c, dict)}
     problems = []
     for key, value in raw.items():
-        if not key.startswith(KUBECONFIG_PREFIX):
+        prefix = next((p for p in SECRET_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
             continue
-        cluster = key[len(KUBECONFIG_PREFIX):]
+        cluster = key[len(prefix):]
+        what = "a kubeconfig" if prefix == KUBECONFIG_PREFIX else "a credential"
         if cluster not in clusters:
-            problems.append(Problem(source, f"{NAMESPACE}:{key}", "a kubeconfig for a cluster in peaknight:clusters",
+            problems.append(Problem(source, f"{NAMESPACE}:{key}", f"{what} for a cluster in peaknight:clusters",
                                     f"no cluster named '{cluster}'", _suggest(cluster, clusters)))
         elif not (isinstance(value, dict) and set(value) == {"secure"}):
             problems.append(Problem(source, f"{NAMESPACE}:{key}",
