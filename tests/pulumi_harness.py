@@ -36,6 +36,7 @@ class Recorded:
     depends_on: tuple[str, ...] = ()
     ignore_changes: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()    # the types of the resource's aliases
+    provider_ref: str = ""           # the provider the engine got (explicit or inherited): "urn::id"
 
 
 @dataclass
@@ -46,6 +47,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(Recorded(args.typ, args.name, normalise(dict(args.inputs)), args.custom,
+                                       provider_ref=args.provider or "",
                                        **self.options.get((args.typ, args.name), {})))
         return [f"{args.name}_id", args.inputs]
 

@@ -409,6 +409,7 @@ def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
                             f"'{name}', sold by {itype.cloud}")
     used = {m.pool for m in spec.models}
     for i, cluster in enumerate(spec.clusters):
+        yield from _check_provisioner(i, cluster, spec, P)
         cloud = PROVISIONER_CLOUD[cluster.provisioner.kind]
         if cloud is None:
             continue
@@ -422,7 +423,6 @@ def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
             elif not own:
                 yield P(f"clusters[{i}].provisioner.kind", f"a provisioner whose cloud sells pool "
                         f"'{pool.name}''s instance types", f"'{cluster.provisioner.kind}' ({cloud})")
-        yield from _check_provisioner(i, cluster, spec, P)
 
 
 def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterable[Problem]:
