@@ -264,3 +264,23 @@ def test_the_freeze_starts_its_lead_before_the_window(runs):
     freeze = node_pool.inputs["spec"]["disruption"]["budgets"][0]
     # window 19:30 Asia/Shanghai = 11:30 UTC; 60 minutes earlier, to the window's end (00:45 + 8 h).
     assert freeze == {"nodes": "0", "schedule": "30 10 16 2 *", "duration": "6h15m"}
+
+
+def test_a_freeze_limited_to_some_reasons_or_short_of_the_window_is_a_finding():
+    from peaknight.builders.objects import Obj
+    from peaknight.provisioners.karpenter import KarpenterAws, freeze_budget
+    spec = config.load_stack("broadcast").spec
+    window = freeze_budget(spec, 0)
+    lead = freeze_budget(spec, 60)
+
+    def pool(*budgets):
+        return Obj({"kind": "NodePool", "metadata": {"name": "p"}, "spec": {"disruption": {"budgets": list(budgets)}}},
+                   protect=True)
+
+    found = lambda obj: [m for _, m in KarpenterAws().frozen_findings(spec, [obj])]  # noqa: E731
+    assert found(pool(lead, {"nodes": "10%"})) == [] and found(pool(window)) == []
+    only_drift = {**lead, "reasons": ["Drifted"]}
+    late = {**window, "duration": "5h"}
+    for budgets in ([only_drift], [late], [{"nodes": "10%"}]):
+        (message,) = found(pool(*budgets))
+        assert message.startswith(f"disruption budgets do not close the window: expected {window}")

@@ -54,3 +54,27 @@ def offered(pool: GpuPool, cloud: str, region: str) -> list[str]:
     table = profiles.load().instance_types
     return [t for t in pool.instance_types
             if t in table and table[t].cloud == cloud and table[t].sold_in(region)]
+
+
+class WithoutController:
+    """The shared part of provisioners that run no controller in the cluster (a cloud's node pools,
+    groups that exist): no add-on, no custom kinds, nothing in Kubernetes to freeze or thaw, and
+    the pool's GPUs counted from the nodes that carry its label."""
+
+    addon: str | None = None
+    crd_kinds: tuple[str, ...] = ()
+
+    def installs_addon(self, cluster: Cluster) -> bool:
+        return False
+
+    def addon_values(self, cluster: Cluster) -> dict[str, Any]:
+        return {}
+
+    def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]:
+        """No Kubernetes object of such a pool can freeze or thaw it (docs/operations.md)."""
+        return ()
+
+    def gpus_in_use(self, pool: str) -> str:
+        """GPUs allocatable on the pool's nodes (kube-state-metrics exports the kit's pool label)."""
+        return (f'sum(kube_node_status_allocatable{{resource="nvidia_com_gpu"}} * on(node) group_left '
+                f'kube_node_labels{{label_peaknight_io_pool="{pool}"}})')

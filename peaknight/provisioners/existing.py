@@ -8,43 +8,26 @@ replica) and reports the pool short otherwise.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
-
-from peaknight.builders.objects import Obj, Scope, Unit
+from peaknight.builders.objects import Scope, Unit
 from peaknight.plan.capacity import PoolPlan
-from peaknight.provisioners.base import Finding
+from peaknight.provisioners.base import WithoutController
 from peaknight.provisioners.settings import ExistingSettings
-from peaknight.provisioners.vke import VolcengineVke
 from peaknight.spec.stack import Cluster, GpuPool
 
 
-class Existing:
+class Existing(WithoutController):
     """The provisioner of `clusters[].provisioner.kind: existing`."""
 
     kind = "existing"
-    addon: str | None = None
-    crd_kinds: tuple[str, ...] = ()
-
-    def installs_addon(self, cluster: Cluster) -> bool:
-        return False
-
-    def addon_values(self, cluster: Cluster) -> dict[str, Any]:
-        return {}
 
     def pool(self, scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
         return Unit("GpuNodePool", pool.name)
 
-    def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]:
-        """The groups are the operator's: nothing the kit declares can freeze or thaw them."""
-        return ()
-
-    def gpus_in_use(self, pool: str) -> str:
-        return VolcengineVke().gpus_in_use(pool)
-
     def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
         """The declared groups of the pool must hold its planned nodes plus one surge replica."""
         settings = cluster.provisioner
-        assert isinstance(settings, ExistingSettings)
+        if not isinstance(settings, ExistingSettings):
+            raise TypeError(f"cluster '{cluster.name}' is not provisioned by existing")
         groups = [g for g in settings.groups if g.pool == plan.pool]
         have = sum(g.nodes for g in groups)
         need = int(plan.nodes.value) + plan.surge_nodes

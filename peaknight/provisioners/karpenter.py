@@ -35,6 +35,14 @@ def freeze_budget(scope: Scope, lead_minutes: int) -> dict[str, str]:
             "duration": go_duration(scope.event.window.end - begin)}
 
 
+def _settings(cluster: Cluster) -> KarpenterAwsSettings:
+    """The cluster's settings; the registry only hands this provisioner its own kind's clusters."""
+    settings = cluster.provisioner
+    if not isinstance(settings, KarpenterAwsSettings):
+        raise TypeError(f"cluster '{cluster.name}' is not provisioned by karpenter-aws")
+    return settings
+
+
 def capacity_reservations(settings: KarpenterAwsSettings) -> list[dict[str, Any]]:
     """EC2NodeClass capacityReservationSelectorTerms: each id, and the tags as one term."""
     terms: list[dict[str, Any]] = [{"id": i} for i in settings.capacity_reservation_ids]
@@ -45,14 +53,13 @@ def capacity_reservations(settings: KarpenterAwsSettings) -> list[dict[str, Any]
 
 def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
     protect = scope.policy.protect
-    settings = cluster.provisioner
-    assert isinstance(settings, KarpenterAwsSettings)
+    settings = _settings(cluster)
     reservations = capacity_reservations(settings)
     node_class: dict[str, Any] = {
         "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
         "metadata": meta(scope, "gpu-node-pool", pool.name),
         "spec": {
-            "role": cluster.provisioner.node_role,
+            "role": settings.node_role,
             "amiSelectorTerms": [{"alias": AMI_ALIAS}],
             "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
             "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
@@ -128,15 +135,14 @@ class KarpenterAws:
     crd_kinds: tuple[str, ...] = ("NodePool", "EC2NodeClass")
 
     def installs_addon(self, cluster: Cluster) -> bool:
-        return cluster.provisioner.install
+        return _settings(cluster).install
 
     def addon_values(self, cluster: Cluster) -> dict[str, Any]:
         """Karpenter discovers subnets and security groups by the tag the EC2NodeClasses select on;
         with reservations, the ReservedCapacity gate lets NodePools launch into them first (a
         `reserved` requirement is tried before `on-demand`); with a queue, it drains nodes ahead of
         EC2's interruption and maintenance events."""
-        settings = cluster.provisioner
-        assert isinstance(settings, KarpenterAwsSettings)
+        settings = _settings(cluster)
         values: dict[str, Any] = {"clusterName": cluster.name}
         if capacity_reservations(settings):
             values["featureGates"] = {"reservedCapacity": True}

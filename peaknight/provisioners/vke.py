@@ -14,12 +14,12 @@ pools are Pulumi-protected.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import CloudResource, Obj, Scope, Unit
+from peaknight.builders.objects import CloudResource, Scope, Unit
 from peaknight.plan.capacity import PoolPlan
-from peaknight.provisioners.base import Finding, offered
+from peaknight.provisioners.base import WithoutController, offered
 from peaknight.provisioners.settings import VolcengineVkeSettings
 from peaknight.spec.stack import Cluster, GpuPool
 
@@ -40,7 +40,8 @@ def pool_name(pool: GpuPool, zone: str) -> str:
 def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zone_index: int) -> CloudResource:
     """The VKE node pool of `pool` in the cluster's `zone_index`-th zone."""
     settings = cluster.provisioner
-    assert isinstance(settings, VolcengineVkeSettings)
+    if not isinstance(settings, VolcengineVkeSettings):
+        raise TypeError(f"cluster '{cluster.name}' is not provisioned by volcengine-vke")
     zone = cluster.zones[zone_index]
     floor = plan.zone_floor_nodes[zone_index]
     ceiling = plan.zone_nodes[zone_index] + plan.surge_nodes
@@ -75,31 +76,14 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
     return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary)
 
 
-class VolcengineVke:
+class VolcengineVke(WithoutController):
     """The provisioner of `clusters[].provisioner.kind: volcengine-vke`."""
 
     kind = "volcengine-vke"
-    addon: str | None = None
-    crd_kinds: tuple[str, ...] = ()
-
-    def installs_addon(self, cluster: Cluster) -> bool:
-        return False
-
-    def addon_values(self, cluster: Cluster) -> dict[str, Any]:
-        return {}
 
     def pool(self, scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
         cloud = tuple(node_pool(scope, cluster, pool, plan, z) for z in range(len(cluster.zones)))
         return Unit("GpuNodePool", pool.name, (), cloud)
-
-    def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]:
-        """No Kubernetes object of a VKE pool can thaw it (see the module docstring)."""
-        return ()
-
-    def gpus_in_use(self, pool: str) -> str:
-        """GPUs allocatable on the pool's nodes (kube-state-metrics), by the kit's pool label."""
-        return (f'sum(kube_node_status_allocatable{{resource="nvidia_com_gpu"}} * on(node) group_left '
-                f'kube_node_labels{{label_peaknight_io_pool="{pool}"}})')
 
     def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
         """What the cloud would refuse: a zone's node pool above VKE's autoscaling maximum."""

@@ -432,10 +432,10 @@ def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterabl
         missing = [z for z in cluster.zones if z not in settings.subnets]
         extra = [z for z in settings.subnets if z not in cluster.zones]
         if missing or extra:
+            found = ([f"none for {', '.join(missing)}"] if missing else []) + (
+                [f"a subnet for {', '.join(extra)}, not a zone of the cluster"] if extra else [])
             yield P(f"clusters[{i}].provisioner.subnets", f"one subnet per zone of the cluster "
-                    f"({', '.join(cluster.zones)})", "; ".join(filter(None, (
-                        missing and "none for " + ", ".join(missing), extra and "a subnet for "
-                        + ", ".join(extra) + ", not a zone of the cluster"))))
+                    f"({', '.join(cluster.zones)})", "; ".join(found))
         if CapacityType.SPOT in spec.policy.capacity_types:
             yield P("policy.capacityTypes", f"no spot when cluster '{cluster.name}' uses volcengine-vke "
                     "(a VKE node pool declares no spot strategy)", "spot")
