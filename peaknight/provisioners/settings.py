@@ -110,3 +110,8 @@ ProvisionerSettings = Annotated[Union[Annotated[KarpenterAwsSettings, Tag("karpe
                                 Discriminator(_kind)]
 # The clouds each provisioner's nodes come from (profiles.yaml instance types' `cloud`); None: any.
 PROVISIONER_CLOUD: dict[str, str | None] = {"karpenter-aws": "aws", "volcengine-vke": "volcengine", "existing": None}
+
+
+def default_settings() -> KarpenterAwsSettings:
+    """A cluster that names no provisioner gets this one (the kit's first, DEFAULT_KIND)."""
+    return KarpenterAwsSettings()

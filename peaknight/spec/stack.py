@@ -16,7 +16,7 @@ from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel, to_snake
 from pydantic.dataclasses import dataclass
 
-from peaknight.provisioners.settings import KarpenterAwsSettings, ProvisionerSettings
+from peaknight.provisioners.settings import ProvisionerSettings, default_settings
 
 # Stack files must use the camelCase aliases (config.parse validates with by_name=False); code may
 # build and dataclasses.replace() specs by field name.
@@ -162,7 +162,7 @@ class Cluster:
     zones: tuple[str, ...] = Field(min_length=1)
     share: Fraction = Field(description="share of the night's traffic this cluster serves")
     autoscaler: AutoscalerKind = AutoscalerKind.KEDA
-    provisioner: ProvisionerSettings = Field(default_factory=KarpenterAwsSettings,
+    provisioner: ProvisionerSettings = Field(default_factory=default_settings,
                                              description="how the cluster gets GPU nodes (peaknight/provisioners/)")
     gateway_class: str = Field(default="eg", description="GatewayClass the model routes attach to")
     prometheus_url: str = Field(default="http://prometheus-operated.monitoring.svc:9090",
