@@ -176,11 +176,12 @@ def test_vke_settings_errors_are_one_line_each_naming_the_key(change, expected):
     assert _problems(raw) == [expected]
 
 
-def test_spot_is_refused_on_vke():
+def test_vke_needs_on_demand_and_refuses_spot():
     raw = two_vke_clusters()
     raw["policy"] = {"stage": "rehearsal"}
-    assert ("f: peaknight:policy.capacityTypes: expected no spot when cluster 'vke-bj-01' uses volcengine-vke "
-            "(a VKE node pool declares no spot strategy); found spot") in _problems(raw)
+    assert ("f: peaknight:policy.capacityTypes: expected on-demand and no spot when cluster 'vke-bj-01' uses "
+            "volcengine-vke (a VKE node pool launches pay-as-you-go instances, no spot); found spot, on-demand"
+            ) in _problems(raw)
 
 
 def test_pools_sharing_instance_types_must_say_so():

@@ -436,9 +436,11 @@ def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterabl
                 [f"a subnet for {', '.join(extra)}, not a zone of the cluster"] if extra else [])
             yield P(f"clusters[{i}].provisioner.subnets", f"one subnet per zone of the cluster "
                     f"({', '.join(cluster.zones)})", "; ".join(found))
-        if CapacityType.SPOT in spec.policy.capacity_types:
-            yield P("policy.capacityTypes", f"no spot when cluster '{cluster.name}' uses volcengine-vke "
-                    "(a VKE node pool declares no spot strategy)", "spot")
+        types = spec.policy.capacity_types
+        if CapacityType.SPOT in types or CapacityType.ON_DEMAND not in types:
+            yield P("policy.capacityTypes", f"on-demand and no spot when cluster '{cluster.name}' uses "
+                    "volcengine-vke (a VKE node pool launches pay-as-you-go instances, no spot)",
+                    ", ".join(t.value for t in types))
     elif isinstance(settings, ExistingSettings):
         pools = [p.name for p in spec.gpu_pools]
         for j, group in enumerate(settings.groups):
