@@ -159,6 +159,12 @@ def test_a_region_that_does_not_sell_the_pools_gpu_is_a_config_error():
     (lambda c: c.update(provisioner={**c["provisioner"], "kind": "volcano"}),
      "f: peaknight:clusters[0].provisioner.kind: expected one of karpenter-aws, volcengine-vke, existing; "
      "found 'volcano'"),
+    (lambda c: c.update(provisioner="vke"),
+     "f: peaknight:clusters[0].provisioner: expected a mapping with a kind (one of karpenter-aws, volcengine-vke, "
+     "existing); found 'vke'"),
+    (lambda c: c.update(provisioner={"kind": "existing", "groups": [{"pool": "h20", "name": "a b", "nodes": 3}]}),
+     "f: peaknight:clusters[0].provisioner.groups[0].name: expected a node group name ([A-Za-z0-9._-]{1,63}); "
+     "found 'a b'"),
     (lambda c: c["provisioner"]["subnets"].pop("cn-beijing-c"),
      "f: peaknight:clusters[0].provisioner.subnets: expected one subnet per zone of the cluster (cn-beijing-a, "
      "cn-beijing-b, cn-beijing-c); found none for cn-beijing-c"),

@@ -189,9 +189,17 @@ def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
 
 def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
     problems = []
-    for e in err.errors(include_url=False):
+    errors = err.errors(include_url=False)
+    for e in errors:
         loc = tuple(e["loc"])
         kind = e["type"]
+        if kind == "too_short" and any(tuple(o["loc"])[:len(loc)] == loc and len(o["loc"]) > len(loc)
+                                       for o in errors):
+            continue  # a list emptied by its own items' errors: those errors say what is wrong
+        if kind == "union_tag_not_found" or (kind == "union_tag_invalid" and not isinstance(e["input"], dict)):
+            problems.append(Problem(source, _path(loc), "a mapping with a kind (one of "
+                                    + ", ".join(PROVISIONER_SETTINGS) + ")", _show(e["input"])))
+            continue
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
             problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
