@@ -63,13 +63,14 @@ def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Uni
             "amiSelectorTerms": [{"alias": AMI_ALIAS}],
             "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
             "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
-            # Room for two 20 GiB model images and their extracted layers, at the throughput and
+            # The root volume holds the OS and, on an instance type without local NVMe, the images:
+            # room for two 20 GiB model images and their extracted layers, at the throughput and
             # IOPS a 20 GiB pull needs (gp3's baseline is 125 MiB/s, 3,000 IOPS).
             "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {
                 "volumeSize": "500Gi", "volumeType": "gp3", "encrypted": True,
                 "throughput": settings.root_volume_throughput, "iops": settings.root_volume_iops}}],
-            # The nodes' local NVMe as one RAID0 volume for kubelet and containerd: images and the
-            # weights the engine reads land on the fastest disk the node has.
+            # Where the instance has local NVMe (every P5-family type), Karpenter makes it one RAID0
+            # volume for kubelet and containerd: images and the weights read locally land there.
             "instanceStorePolicy": "RAID0",
             "tags": {"peaknight.io/event": scope.event.name, "peaknight.io/pool": pool.name},
         },
