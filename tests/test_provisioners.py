@@ -252,7 +252,8 @@ def test_reserved_capacity_is_wired_on_aws(runs):
     assert node_class.inputs["spec"]["instanceStorePolicy"] == "RAID0"
     ebs = node_class.inputs["spec"]["blockDeviceMappings"][0]["ebs"]
     assert (ebs["throughput"], ebs["iops"]) == (1000, 16000)
-    (release,) = [r for r in mocks.resources if r.name == f"{cluster}/karpenter" and r.typ.startswith("kubernetes:helm")]
+    (release,) = [r for r in mocks.resources
+                  if r.name == f"{cluster}/karpenter" and r.typ.startswith("kubernetes:helm")]
     settings = release.inputs["values"]["settings"]
     assert settings["featureGates"] == {"reservedCapacity": True}
     assert settings["interruptionQueue"] == "gala-interruptions"

@@ -284,7 +284,9 @@ DISK_STEP_GIB = 100
 
 def disk_gib(spec: StackSpec, pool: str) -> Figure:
     """A GPU node's local disk: each model's image twice (running and next, while a rollout pulls)
-    and extracted once more, plus every model's weights (a node-local copy the engine loads from)."""
+    and extracted once more, plus room for every model's weights on local disk. The replicas read
+    weights from the model cache volume today; the room is for staging them next to the GPUs
+    (a local cache) without resizing nodes that are already serving."""
     table = profiles.load()
     classes = [table.model_classes[m.model_class] for m in spec.models if m.pool == pool]
     if not classes:

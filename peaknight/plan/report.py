@@ -58,7 +58,10 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                                    ("capacity", m.capacity_tps)):
                     lines.append(f"  {label}: {fig.why}")
             for p in c.pools:
-                lines.append(f"{c.name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}")
+                zones = "/".join(map(str, p.zone_nodes))
+                floors = "/".join(map(str, p.zone_floor_nodes))
+                lines.append(f"{c.name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}; "
+                             f"per zone {zones} (floor {floors}); local disk {p.disk_gib.why}")
             for e in c.edges:
                 lines.append(f"{c.name}/edge {e.edge}:")
                 for label, fig in (("viewers", e.viewers), ("mix", e.mix_kbps), ("egress", e.egress_gbps),

@@ -57,7 +57,8 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
             "security": {"securityGroupIds": list(settings.security_group_ids)},
             "instanceChargeType": "PostPaid",
             "systemVolume": {"type": DISK_TYPE, "size": SYSTEM_DISK_GIB},
-            # The first data disk holds the container runtime's images and the weights copy.
+            # The first data disk is the container runtime's storage: images, and room for the
+            # weights on local disk (plan: disk_gib).
             "additionalContainerStorageEnabled": True,
             "dataVolumes": [{"type": DISK_TYPE, "size": int(plan.disk_gib.value)}],
             "namePrefix": name,
@@ -70,7 +71,8 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
         "autoScaling": {"enabled": True, "minReplicas": floor, "desiredReplicas": floor, "maxReplicas": ceiling},
         "tags": [{"key": k, "value": v} for k, v in tags.items()],
     }
-    summary = (f"{', '.join(properties['nodeConfig']['instanceTypeIds'])} in {zone}: min {floor:,} (floor), max {ceiling:,} nodes "
+    types = ", ".join(properties["nodeConfig"]["instanceTypeIds"])
+    summary = (f"{types} in {zone}: min {floor:,} (floor), max {ceiling:,} nodes "
                f"(peak {plan.zone_nodes[zone_index]:,} + surge {plan.surge_nodes}), "
                f"{int(plan.disk_gib.value)} GiB data disk")
     return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary)
