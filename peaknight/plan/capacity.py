@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from peaknight.provisioners.settings import PROVISIONER_CLOUD
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -355,7 +356,17 @@ def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
 
 
 def _warnings(spec: StackSpec) -> Iterable[str]:
+    """A pool that one instance type alone can serve where a cluster is: one SKU out of stock
+    there leaves it without capacity. Counted per region, on the types its cloud sells there."""
     for pool in spec.gpu_pools:
-        if len(pool.instance_types) == 1:
-            yield (f"pool '{pool.name}' can be satisfied by a single "
-                   f"instance type ({pool.instance_types[0]}): one SKU running out leaves it without capacity")
+        where: dict[tuple[str, str], list[str]] = {}
+        for cluster in spec.clusters:
+            cloud = PROVISIONER_CLOUD[cluster.provisioner.kind]
+            if cloud is not None:
+                where.setdefault((cloud, cluster.region), []).append(cluster.name)
+        for (cloud, region), names in where.items():
+            types = profiles.offered(pool.instance_types, cloud, region)
+            if len(types) == 1:
+                clusters = ", ".join(names) if len(names) <= 3 else f"{len(names)} clusters"
+                yield (f"pool '{pool.name}' can be satisfied by a single instance type ({types[0]}) in {region} "
+                       f"({clusters}): one SKU running out leaves it without capacity")

@@ -49,12 +49,10 @@ class Provisioner(Protocol):
         line each; `plan` prints them and exits 1, `render` refuses to write."""
 
 
+
 def offered(pool: GpuPool, cloud: str, region: str) -> list[str]:
     """The pool's instance types `cloud` sells in `region`, in the pool's order (config checks one is)."""
-    table = profiles.load().instance_types
-    return [t for t in pool.instance_types
-            if t in table and table[t].cloud == cloud and table[t].sold_in(region)]
-
+    return profiles.offered(pool.instance_types, cloud, region)
 
 class WithoutController:
     """The shared part of provisioners that run no controller in the cluster (a cloud's node pools,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -74,3 +75,9 @@ def load() -> Profiles:
         throughput={(row["model_class"], row["gpu"]): Throughput(**row) for row in raw["throughput"]},
         timings=Timings(**raw["timings"]),
     )
+
+
+def offered(instance_types: Iterable[str], cloud: str, region: str) -> list[str]:
+    """Those of `instance_types` that `cloud` sells in `region`, in the given order."""
+    table = load().instance_types
+    return [t for t in instance_types if t in table and table[t].cloud == cloud and table[t].sold_in(region)]
