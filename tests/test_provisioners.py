@@ -237,8 +237,9 @@ def test_reserved_capacity_is_wired_on_aws(runs):
     raw["clusters"][0]["provisioner"] = {"kind": "karpenter-aws", "capacityReservationIds": ["cr-0123456789abcdef0"],
                                          "capacityReservationTags": {"peaknight.io/event": "gala-2026"},
                                          "interruptionQueue": "gala-interruptions"}
+    raw["policy"]["capacityTypes"] = ["reserved", "spot", "on-demand"]
     cfg = {**stack_config(STACKS / "Pulumi.rehearsal.yaml"),
-           "peaknight:clusters": json.dumps(raw["clusters"])}
+           "peaknight:clusters": json.dumps(raw["clusters"]), "peaknight:policy": json.dumps(raw["policy"])}
 
     def main() -> None:
         from peaknight.pulumi import program
@@ -259,7 +260,7 @@ def test_reserved_capacity_is_wired_on_aws(runs):
     assert settings["interruptionQueue"] == "gala-interruptions"
     (node_pool,) = [r for r in mocks.resources if r.name == f"{cluster}/nodepool.h200"]
     requirements = {r["key"]: r["values"] for r in node_pool.inputs["spec"]["template"]["spec"]["requirements"]}
-    assert requirements["karpenter.sh/capacity-type"] == ["spot", "on-demand"]
+    assert requirements["karpenter.sh/capacity-type"] == ["reserved", "spot", "on-demand"]
     # us-east-1 sells p5en but not p5e (profiles.yaml): the NodePool asks only for what it can get.
     assert requirements["node.kubernetes.io/instance-type"] == ["p5en.48xlarge"]
     other = next(r for r in mocks.resources if r.name == "reh-bj-02/ec2nodeclass.h200")
@@ -292,3 +293,31 @@ def test_a_freeze_limited_to_some_reasons_or_short_of_the_window_is_a_finding():
     for budgets in ([only_drift], [late], [{"nodes": "10%"}]):
         (message,) = found(pool(*budgets))
         assert message.startswith(f"disruption budgets do not close the window: expected {window}")
+
+
+def test_broadcast_launches_into_the_events_reservations_first(runs):
+    mocks = runs["broadcast"]
+    classes = [r for r in mocks.resources if r.typ == "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"]
+    assert len(classes) == 16 * 3
+    assert all(r.inputs["spec"]["capacityReservationSelectorTerms"] == [{"tags": {"peaknight.io/event": "gala-2026"}}]
+               for r in classes)
+    charts = [r for r in mocks.resources if r.name.endswith("/karpenter") and r.typ.startswith("kubernetes:helm")]
+    assert len(charts) == 16
+    assert all(r.inputs["values"]["settings"]["featureGates"] == {"reservedCapacity": True} for r in charts)
+
+
+def test_reserved_without_a_reservation_is_a_warning_and_reservations_without_reserved_an_error(capsys, tmp_path):
+    raw = config.read_stack_file(STACKS / "Pulumi.broadcast.yaml")
+    raw["clusters"][0] = {k: v for k, v in raw["clusters"][0].items() if k != "provisioner"}
+    path = tmp_path / "Pulumi.b.yaml"
+    path.write_text(json.dumps({"config": {f"peaknight:{k}": v for k, v in raw.items()}}))
+    assert cli.main(["plan", str(path)]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "capacity reservation" in line]
+    assert warnings == ["warning: cluster 'gala-bj-01' allows reserved capacity but selects no capacity reservation "
+                        "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
+    raw["policy"] = {**raw["policy"], "capacityTypes": ["on-demand"]}
+    assert _problems(raw) == [f"f: peaknight:policy.capacityTypes: expected 'reserved' among them when cluster "
+                              f"'gala-bj-{i:02d}' selects capacity reservations (else they go unused); found on-demand"
+                              for i in range(2, 7)] + [
+        f"f: peaknight:policy.capacityTypes: expected 'reserved' among them when cluster '{c['name']}' selects "
+        "capacity reservations (else they go unused); found on-demand" for c in raw["clusters"][6:]]

@@ -41,7 +41,7 @@ def _render(args: argparse.Namespace) -> int:
         print(f"  {cluster}: {n} objects")
     print(plan_report.summary(objects.plan))
     _warn_placeholders(loaded.spec)
-    for warning in objects.plan.warnings:
+    for warning in (*objects.plan.warnings, *provisioners.warnings(loaded.spec)):
         print(f"warning: {warning}")
     return OK
 
@@ -62,6 +62,8 @@ def _plan(args: argparse.Namespace) -> int:
     if pools:
         print("")
         print(pools)
+    for warning in provisioners.warnings(loaded.spec):
+        print(f"warning: {warning}")
     problems = provisioners.problems(loaded.spec, plan)
     for problem in problems:
         print(f"SHORT: {problem}")

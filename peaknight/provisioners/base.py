@@ -48,6 +48,10 @@ class Provisioner(Protocol):
         """Why the pool's nodes cannot hold the plan (a cloud's limit, a group too small): one
         line each; `plan` prints them and exits 1, `render` refuses to write."""
 
+    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+        """What the operator should know before the night but may accept (`plan` and `render`
+        print them)."""
+
 
 
 def offered(pool: GpuPool, cloud: str, region: str) -> list[str]:
@@ -64,6 +68,9 @@ class WithoutController:
 
     def installs_addon(self, cluster: Cluster) -> bool:
         return False
+
+    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+        return []
 
     def addon_values(self, cluster: Cluster) -> dict[str, Any]:
         return {}

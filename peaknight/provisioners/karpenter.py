@@ -15,7 +15,7 @@ from peaknight.builders.objects import Obj, Scope, Unit, meta
 from peaknight.plan.capacity import PoolPlan
 from peaknight.provisioners.base import Finding, offered
 from peaknight.provisioners.settings import KarpenterAwsSettings
-from peaknight.spec.stack import Cluster, GpuPool
+from peaknight.spec.stack import CapacityType, Cluster, GpuPool
 from peaknight.spec.timeline import cron_at, go_duration, parse_go_duration, to_utc
 
 ADDON = "karpenter"
@@ -146,6 +146,8 @@ class KarpenterAws:
         settings = _settings(cluster)
         values: dict[str, Any] = {"clusterName": cluster.name}
         if capacity_reservations(settings):
+            # BETA and on by default in chart 1.14.1 (values.yaml): said explicitly, so an upgrade
+            # that changes the default cannot switch reservations off unnoticed.
             values["featureGates"] = {"reservedCapacity": True}
         if settings.interruption_queue:
             values["interruptionQueue"] = settings.interruption_queue
@@ -170,6 +172,13 @@ class KarpenterAws:
 
     def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
         """Karpenter launches what the NodePool's limit allows: nothing to refuse here."""
+        return []
+
+    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+        """`reserved` with no reservation selected is a label only: every launch is on-demand."""
+        if CapacityType.RESERVED in scope.policy.capacity_types and not capacity_reservations(_settings(cluster)):
+            return [f"cluster '{cluster.name}' allows reserved capacity but selects no capacity reservation "
+                    "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
         return []
 
     def gpus_in_use(self, pool: str) -> str:

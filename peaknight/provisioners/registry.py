@@ -20,3 +20,8 @@ def problems(spec: StackSpec, plan: CapacityPlan) -> list[str]:
     """Every pool whose provisioner cannot hold its plan, one line each."""
     return [line for cluster, cplan in zip(spec.clusters, plan.clusters)
             for pool in cplan.pools for line in for_cluster(cluster).problems(cluster, pool)]
+
+
+def warnings(spec: StackSpec) -> list[str]:
+    """Every provisioner's warnings about its clusters, one line each."""
+    return [line for cluster in spec.clusters for line in for_cluster(cluster).warnings(spec, cluster)]

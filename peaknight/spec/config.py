@@ -22,7 +22,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
-                                             VolcengineVkeSettings)
+                                             KarpenterAwsSettings, VolcengineVkeSettings)
 from peaknight.spec import profiles
 from peaknight.spec.stack import POLICY_DEFAULTS, CapacityType, Model, Stage, StackSpec
 
@@ -436,7 +436,13 @@ def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
 def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterable[Problem]:
     """Settings that only make sense against the rest of the stack (zones, pools, capacity types)."""
     settings = cluster.provisioner
-    if isinstance(settings, VolcengineVkeSettings):
+    if isinstance(settings, KarpenterAwsSettings):
+        chosen = settings.capacity_reservation_ids or settings.capacity_reservation_tags
+        if chosen and CapacityType.RESERVED not in spec.policy.capacity_types:
+            yield P("policy.capacityTypes", f"'reserved' among them when cluster '{cluster.name}' selects "
+                    "capacity reservations (else they go unused)",
+                    ", ".join(t.value for t in spec.policy.capacity_types))
+    elif isinstance(settings, VolcengineVkeSettings):
         missing = [z for z in cluster.zones if z not in settings.subnets]
         extra = [z for z in settings.subnets if z not in cluster.zones]
         if missing or extra:
