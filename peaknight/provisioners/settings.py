@@ -69,8 +69,6 @@ class VolcengineVkeSettings:
     subnets: dict[str, SubnetId] = Field(description="zone -> subnet id: one per zone of the cluster")
     security_group_ids: tuple[SecurityGroupId, ...] = Field(min_length=1, description="security groups of "
                                                             "the GPU nodes")
-    freeze_lead_minutes: int = Field(default=60, ge=0, le=24 * 60, description="broadcast: how long before "
-                                     "the window the pools must be frozen (stated in the plan and operations)")
 
 
 @dataclass(config=_STRICT, kw_only=True)

@@ -415,6 +415,12 @@ def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
                     yield P(f"gpuPools[{i}].instanceTypes[{j}]", "an instance type of the cloud the stack's "
                             f"clusters launch on ({', '.join(sorted(str(c) for c in clouds))})",
                             f"'{name}', sold by {itype.cloud}")
+    reserving = [c.name for c in spec.clusters if isinstance(c.provisioner, KarpenterAwsSettings)
+                 and (c.provisioner.capacity_reservation_ids or c.provisioner.capacity_reservation_tags)]
+    if reserving and CapacityType.RESERVED not in spec.policy.capacity_types:
+        named = ", ".join(reserving) if len(reserving) <= 3 else f"{len(reserving)} clusters ({reserving[0]} …)"
+        yield P("policy.capacityTypes", f"'reserved' among them when clusters select capacity reservations "
+                f"({named}; else they go unused)", ", ".join(t.value for t in spec.policy.capacity_types))
     used = {m.pool for m in spec.models}
     for i, cluster in enumerate(spec.clusters):
         yield from _check_provisioner(i, cluster, spec, P)
@@ -436,13 +442,7 @@ def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
 def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterable[Problem]:
     """Settings that only make sense against the rest of the stack (zones, pools, capacity types)."""
     settings = cluster.provisioner
-    if isinstance(settings, KarpenterAwsSettings):
-        chosen = settings.capacity_reservation_ids or settings.capacity_reservation_tags
-        if chosen and CapacityType.RESERVED not in spec.policy.capacity_types:
-            yield P("policy.capacityTypes", f"'reserved' among them when cluster '{cluster.name}' selects "
-                    "capacity reservations (else they go unused)",
-                    ", ".join(t.value for t in spec.policy.capacity_types))
-    elif isinstance(settings, VolcengineVkeSettings):
+    if isinstance(settings, VolcengineVkeSettings):
         missing = [z for z in cluster.zones if z not in settings.subnets]
         extra = [z for z in settings.subnets if z not in cluster.zones]
         if missing or extra:
