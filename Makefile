@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: plan test tools clean
+.PHONY: plan test tools crds clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -18,9 +18,14 @@ plan: $(STAMP)
 tools:
 	.ci/install-tools
 
-test: $(STAMP) tools
+# The pinned upstream CRDs (peaknight/review/crds.lock.yaml), verified: downloaded into .cache/crds/,
+# or read from a local mirror with PEAKNIGHT_CRDS=DIR. Without either it stops with one line.
+crds: $(STAMP)
+	$(VENV)/bin/peaknight crds fetch
+
+test: $(STAMP) tools crds
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) build .cache

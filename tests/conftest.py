@@ -13,6 +13,27 @@ STACKS = ROOT / "stacks"
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+def pinned_crds_or_exit() -> None:
+    """Validation tests need the pinned CRDs: without them (no $PEAKNIGHT_CRDS, no cache, no
+    network) the run stops at once with the one line saying what to do, not a dozen failures."""
+    from peaknight.review import crds
+
+    try:
+        crds.files()
+        return
+    except crds.CrdsUnavailable:
+        pass
+    try:
+        crds.fetch()
+        crds.files()
+    except crds.CrdsUnavailable as err:
+        raise pytest.UsageError("\n".join(err.problems)) from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    pinned_crds_or_exit()
+
+
 def require_tool(name: str) -> str:
     """Path of a program the test runs. Missing is a failure, never a skip: `make test` installs
     .ci/apt-packages.txt through .ci/install-tools."""

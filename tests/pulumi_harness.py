@@ -78,22 +78,33 @@ def stack_config(path: Path, kubeconfigs: bool = True) -> dict[str, str]:
     return out
 
 
-def run_program(path: Path, kubeconfigs: bool = True) -> RecordingMocks:
-    """Run peaknight.pulumi.program.main() for the stack at `path` under mocks; return what registered."""
+def run_program(path: Path, kubeconfigs: bool = True, secret: bool = True,
+                extra: dict[str, str] | None = None) -> RecordingMocks:
+    """Run peaknight.pulumi.program.main() for the stack at `path` under mocks; return what
+    registered. Kubeconfigs are Pulumi secrets (as `pulumi config set --secret` makes them) unless
+    `secret` is False; `extra` adds config keys as Pulumi would pass them."""
     def main() -> None:
         from peaknight.pulumi import program
         program.main()
 
-    return run_under_mocks(main, path.stem.split(".")[-1], stack_config(path, kubeconfigs))
+    config_ = {**stack_config(path, kubeconfigs), **(extra or {})}
+    return run_under_mocks(main, path.stem.split(".")[-1], config_, secret_keys(config_) if secret else [])
+
+
+def secret_keys(config_: dict[str, str]) -> list[str]:
+    """The keys `pulumi config set --secret` would have set: kubeconfigs and cloud credentials."""
+    prefixes = tuple(f"{config.NAMESPACE}:{p}" for p in config.SECRET_PREFIXES)
+    return [k for k in config_ if k.startswith(prefixes)]
 
 
 def run_under_mocks(body: Callable[[], None], stack: str, config_: dict[str, str],
-                    project: str = "peaknight") -> RecordingMocks:
-    """Run `body` as a Pulumi program under recording mocks with `config_` set. bench/program runs
-    the kit's program and its bare floor through here, so both pay the same mock costs."""
+                    secret_keys: list[str] | None = None, project: str = "peaknight") -> RecordingMocks:
+    """Run `body` as a Pulumi program under recording mocks with `config_` set (`secret_keys`
+    marked secret). bench/program runs the kit's program and its bare floor through here, so both
+    pay the same mock costs."""
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
-    pulumi.runtime.set_all_config(config_)
+    pulumi.runtime.set_all_config(config_, secret_keys or [])
 
     @pulumi.runtime.test
     def run():

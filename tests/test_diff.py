@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from peaknight.plan import capacity
+from peaknight.plan.report import si
 from peaknight.cli import main as cli
+from peaknight.review import diff as review
 from peaknight.spec import config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,14 +66,15 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
     plan = capacity.plan(config.load_stack(str(stack)).spec)
     for model in ("chat", "greetings", "deep-think"):
         replicas = sum(c.model(model).replicas_for("red-packet-4") for c in plan.clusters)
-        assert f"    pre-scale for red-packet-4: none -> {replicas:,} replicas" in lines
+        block = out.split(f"\n  {model}:\n")[1]
+        assert f"    pre-scale replicas: red-packet-4 none -> {replicas:,}" in block.splitlines()
     assert "  node pool GPU limits: 401,024 (unchanged)" in lines
     # The simulated night: more demand, served (unmet stays 0), more GPU-hours for a perfect scaler.
-    night = out.split("simulated night (peaknight simulate):\n")[1]
-    chat = night.split("  chat:\n")[1].splitlines()[:4]
-    assert chat[0].startswith("    demand tokens: ") and "(+" in chat[0]
-    assert chat[1] == "    unmet tokens: 0.000% (unchanged)"
-    assert chat[3].startswith("    oracle GPU-hours: ") and "(+" in chat[3]
+    chat = out.split("\n  chat:\n")[1].splitlines()
+    night = next(i for i, line in enumerate(chat) if line.startswith("    simulated night: "))
+    assert chat[night].startswith("    simulated night: unmet tokens: 0.000% (unchanged); GPU-hours: ")
+    assert chat[night + 1].startswith("      oracle GPU-hours: ") and "(+" in chat[night + 1]
+    assert chat[night + 1].split("; demand tokens: ")[1].count("(+") == 1
 
 
 def test_a_code_change_shows_without_a_stack_change(repo: Path, capsys: pytest.CaptureFixture) -> None:
@@ -106,6 +109,52 @@ def test_broken_head_stack_is_bad_input(repo: Path, capsys: pytest.CaptureFixtur
     assert code == 2
     assert "working tree: (stack): expected a stack that loads; found " in err
     assert "peaknight:policy.stage: expected one of broadcast, rehearsal" in err
+
+
+def test_raising_one_models_peak_reads_in_one_screen(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    """The reviewer's first screen says what changed in capacity; the per-cluster rules that differ
+    only by the cluster's name are shown once; rules are matched by alert name, not position."""
+    stack = repo / "stacks" / "Pulumi.broadcast.yaml"
+    stack.write_text(stack.read_text().replace("peakTokensPerMinute: 8.0e9", "peakTokensPerMinute: 9.0e9", 1))
+    code, out, _ = _diff(capsys, stack)
+    assert code == 0
+    lines = out.splitlines()
+    screen = "\n".join(lines[:25])
+    before, after = (capacity.plan(config.load_stack(str(p)).spec) for p in (ROOT / "stacks" / stack.name, stack))
+
+    def total(plan, figure: str) -> float:
+        return sum(getattr(c.model("greetings"), figure).value for c in plan.clusters)
+    old_cap, new_cap = (si(total(p, "capacity_tps") * 60) for p in (before, after))
+    assert f"    capacity tok/min: {old_cap} -> {new_cap} (+" in screen
+    assert f"GPUs: {int(total(before, 'gpus')):,} -> {int(total(after, 'gpus')):,} (+" in screen
+    assert f"nodes: {int(total(before, 'nodes')):,} -> {int(total(after, 'nodes')):,} (+" in screen
+    assert "    simulated night: unmet tokens: 0.000% (unchanged); GPU-hours: " in screen
+    assert next(line for line in lines if line.startswith("  unchanged: ")).startswith("  unchanged: chat (")
+    # once, for all 16 clusters, the cluster's name in the alert text standing for each
+    assert lines.count("  ~ PrometheusRule gala-2026-monitoring/rules-greetings  [all 16 clusters]") == 1
+    assert sum("rules-greetings" in line for line in lines) == 1
+    assert any("rules[PeaknightTokensAboveCapacity].annotations.summary: greetings in <cluster>: " in line
+               for line in lines)
+    assert any("rules[PeaknightNodePoolAtGpuLimit{nodepool=hopper}].expr: " in line for line in lines)
+    assert len(lines) < 60
+
+
+def test_rules_and_containers_are_matched_by_name_not_position() -> None:
+    old = {"rules": [{"alert": "A", "expr": "x > 1"}, {"record": "r:sum", "expr": "sum(x)"}, {"alert": "B", "expr": "y"}],
+           "containers": [{"name": "engine", "ports": [{"name": "http", "containerPort": 8000}]}, {"name": "sidecar"}]}
+    moved = {"rules": [{"alert": "B", "expr": "y"}, {"alert": "A", "expr": "x > 1"}, {"record": "r:sum", "expr": "sum(x)"}],
+             "containers": [{"name": "sidecar"}, {"name": "engine", "ports": [{"name": "http", "containerPort": 8000}]}]}
+    assert list(review.changes(old, moved)) == []
+    changed = {**moved, "rules": [{"alert": "B", "expr": "y > 2"}, *moved["rules"][1:]]}
+    assert list(review.changes(old, changed)) == ["~ rules[B].expr: y -> y > 2"]
+
+
+def test_diff_into_a_closed_pipe_ends_quietly(repo: Path) -> None:
+    from test_cli import closed_pipe
+    stack = repo / "stacks" / "Pulumi.rehearsal.yaml"
+    stack.write_text(stack.read_text().replace("stage: rehearsal", "stage: rehearsal\n    headroom: 1.1", 1))
+    result = closed_pipe("diff", str(stack), "--base", "HEAD", cwd=repo)
+    assert (result.returncode, result.stderr) == (0, "")
 
 
 def test_vke_node_pools_show_in_the_diff(repo: Path, capsys: pytest.CaptureFixture) -> None:

@@ -81,3 +81,36 @@ def test_bad_config_under_pulumi_is_reported_like_the_cli(tmp_path):
         run_program(Path(path))
     assert ("Pulumi config of stack variant: peaknight:models[0].engine: expected one of vllm, sglang; found 'vlm' "
             "(did you mean 'vllm'?)") in str(err.value)
+
+
+def test_the_program_rejects_exactly_what_the_cli_rejects(tmp_path, capsys):
+    """An unknown key and a plain-text kubeconfig: under mocks the program used to register 291
+    resources; now it fails with the CLI's lines, one per problem, before registering anything."""
+    from peaknight.cli import main as cli
+    from test_config import write_variant
+
+    def edit(cfg):
+        cfg["peaknight:edgez"] = []
+        cfg["peaknight:kubeconfig-reh-bj-01"] = "apiVersion: v1\nkind: Config\n"   # not --secret
+    path = write_variant(tmp_path, edit, base="rehearsal")
+    assert cli.main(["plan", str(path)]) == 2
+    cli_lines = capsys.readouterr().err.splitlines()
+    assert len(cli_lines) == 2
+    with pytest.raises(Exception) as err:
+        run_program(path, kubeconfigs=False, secret=False)
+    message = str(err.value)
+    program_lines = [line.replace("Pulumi config of stack variant", str(path)) for line in message.splitlines()
+                     if line.startswith("Pulumi config of stack variant: ")]
+    assert program_lines == cli_lines
+    assert "peaknight:edgez: expected a known key; found an unknown key (did you mean 'peaknight:edges'?)" in message
+    assert "peaknight:kubeconfig-reh-bj-01: expected a Pulumi secret" in message
+
+
+def test_a_kubeconfig_set_without_secret_is_refused_under_pulumi():
+    """`pulumi config set` without --secret: the value is plain text in the stack file."""
+    with pytest.raises(Exception) as err:
+        run_program(STACKS / "Pulumi.rehearsal.yaml", secret=False)
+    lines = [line for line in str(err.value).splitlines() if line.startswith("Pulumi config of stack rehearsal: ")]
+    assert len(lines) == 4  # one per cluster, nothing else
+    assert all("expected a Pulumi secret (pulumi config set --secret kubeconfig-" in line and
+               line.endswith("; found a plain-text value") for line in lines)

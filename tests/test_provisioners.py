@@ -14,7 +14,7 @@ from peaknight.plan import capacity
 from peaknight.provisioners import vke
 from peaknight.spec import config
 from conftest import STACKS
-from pulumi_harness import run_under_mocks, stack_config
+from pulumi_harness import run_under_mocks, secret_keys, stack_config
 
 VKE_STACK = STACKS / "Pulumi.gala-vke.yaml"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -46,7 +46,8 @@ def vke_run():
         from peaknight.pulumi import program
         program.main()
 
-    return spec, capacity.plan(spec), run_under_mocks(main, "gala-vke", pulumi_config(raw))
+    cfg = pulumi_config(raw)
+    return spec, capacity.plan(spec), run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg))
 
 
 def test_one_vke_node_pool_per_pool_and_zone_with_the_plans_arguments(vke_run):
@@ -106,7 +107,7 @@ def test_a_vke_cluster_without_credentials_is_one_clear_error():
         program.main()
 
     with pytest.raises(Exception) as err:
-        run_under_mocks(main, "gala-vke", cfg)
+        run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg))
     assert ("peaknight:volcengine-access-key-vke-bj-01, peaknight:volcengine-secret-key-vke-bj-01: expected the "
             "cluster's Volcano Engine access and secret key as secrets") in str(err.value)
 
@@ -245,7 +246,7 @@ def test_reserved_capacity_is_wired_on_aws(runs):
         from peaknight.pulumi import program
         program.main()
 
-    mocks = run_under_mocks(main, "rehearsal", cfg)
+    mocks = run_under_mocks(main, "rehearsal", cfg, secret_keys(cfg))
     cluster = raw["clusters"][0]["name"]
     (node_class,) = [r for r in mocks.resources if r.name == f"{cluster}/ec2nodeclass.h200"]
     assert node_class.inputs["spec"]["capacityReservationSelectorTerms"] == [
@@ -312,7 +313,7 @@ def test_reserved_without_a_reservation_is_a_warning_and_reservations_without_re
     path = tmp_path / "Pulumi.b.yaml"
     path.write_text(json.dumps({"config": {f"peaknight:{k}": v for k, v in raw.items()}}))
     assert cli.main(["plan", str(path)]) == 0
-    warnings = [line for line in capsys.readouterr().out.splitlines() if "capacity reservation" in line]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "capacity reservation" in line]
     assert warnings == ["warning: cluster 'gala-bj-01' allows reserved capacity but selects no capacity reservation "
                         "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
     raw["policy"] = {**raw["policy"], "capacityTypes": ["on-demand"]}

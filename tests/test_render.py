@@ -93,7 +93,18 @@ def test_placeholder_digests_are_warned_about(capsys, tmp_path):
     placeholders = config.placeholder_images(spec)
     assert placeholders and all(i.endswith("@sha256:" + "0" * 64) for i in placeholders)
     assert cli.main(["render", "broadcast", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    for image in placeholders:
-        assert f"warning: {image.split('@')[0]} is pinned to the placeholder digest" in out
+    out = capsys.readouterr()
+    for image in placeholders:  # on stderr: stdout stays the render's summary
+        assert f"warning: {image.split('@')[0]} is pinned to the placeholder digest" in out.err
+    assert "warning:" not in out.out
     assert config.placeholder_images(config.load_stack("rehearsal").spec) == []
+
+
+def test_a_misspelt_field_of_a_custom_resource_is_an_error():
+    """CRD schemas omit additionalProperties; validation treats unknown fields as the API server's
+    strict field validation does, so a typo in a ScaledObject or an Application cannot pass."""
+    scaled = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "m"},
+              "spec": {"scaleTargetRef": {"name": "m"}, "pollingIntervl": 5,
+                       "triggers": [{"type": "cpu", "metadata": {"value": "50"}}]}}
+    assert k8s_schema.validate(scaled) == ["ScaledObject/m: Additional properties are not allowed ('pollingIntervl' "
+                                           "was unexpected) at spec"]

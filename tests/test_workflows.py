@@ -55,3 +55,27 @@ def test_merge_ups_rehearsal_and_broadcast_waits_for_approval() -> None:
     assert broadcast["needs"] == "rehearsal" and broadcast["environment"] == "broadcast"
     assert _steps(broadcast, "pulumi/actions@")[0]["with"]["stack-name"].endswith("/broadcast")
     assert wf["concurrency"]["cancel-in-progress"] is False
+
+
+def test_readme_and_workflows_tell_one_backend_story() -> None:
+    """The workflows run every Pulumi step against Pulumi Cloud stacks <PULUMI_ORG>/<stack> with
+    PULUMI_ACCESS_TOKEN and no other backend or secrets provider; the README's operator path uses
+    those same stacks, and its local-backend path is marked as a separate, migratable one."""
+    steps = []
+    for name in ("deploy.yml", "pull-request.yml"):
+        for job in _load(name)["jobs"].values():
+            for step in _steps(job, "pulumi/actions@"):
+                steps.append(step)
+                assert job["env"]["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
+                assert "cloud-url" not in step["with"]
+                assert step["with"]["stack-name"].startswith("${{ vars.PULUMI_ORG }}/")
+    assert len(steps) == 3
+    text = "\n".join((WORKFLOWS / n).read_text() for n in ("deploy.yml", "pull-request.yml"))
+    assert "pulumi login" not in text and "PULUMI_CONFIG_PASSPHRASE" not in text and "secrets-provider" not in text
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### State backend and secrets: one story")[1].split("\n## ")[0]
+    assert "`PULUMI_ACCESS_TOKEN`" in section and "<PULUMI_ORG>/rehearsal" in section
+    cloud, local = section.split("**Trying the kit without a Pulumi Cloud account**")
+    assert "pulumi stack select <org>/rehearsal" in cloud and "file://" not in cloud
+    assert "pulumi login file://" in local and "pulumi stack migrate file://" in local
+    assert "pulumi stack init rehearsal" not in readme  # the shipped stack names belong to Pulumi Cloud

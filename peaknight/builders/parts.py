@@ -9,10 +9,12 @@ these Args directly (see examples/).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol, Sequence
 
+from peaknight.addons import gitops
 from peaknight.builders import autoscaling, cluster_base, inference, monitoring, warmup
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
@@ -122,6 +124,21 @@ class MonitoringArgs:
 
 
 @dataclass(frozen=True)
+class GitOpsAddonsArgs:
+    """With `peaknight:gitops`, the cluster's add-ons as Argo CD / Flux objects: derived, like the
+    Helm releases otherwise, from the objects of the cluster's other parts."""
+
+    spec: StackSpec
+    plan: ClusterPlan
+    cluster: Cluster
+    others: tuple[PartArgs, ...]
+
+    @cached_property
+    def unit(self) -> Unit:
+        return gitops.unit(self.spec, self.plan, self.cluster, [o for p in self.others for o in p.unit.objects])
+
+
+@dataclass(frozen=True)
 class ClusterParts:
     """Every part of one cluster, in the order they are declared."""
 
@@ -131,10 +148,15 @@ class ClusterParts:
     warm_gate: WarmGateArgs
     monitoring: MonitoringArgs
     edges: tuple[LiveEdgeArgs, ...]
+    gitops_addons: GitOpsAddonsArgs | None = None
 
-    def all(self) -> tuple[PartArgs, ...]:
+    def kit(self) -> tuple[PartArgs, ...]:
+        """The kit's own parts: everything but the GitOps add-ons."""
         return (self.base, *self.pools, *(p for pair in self.services for p in pair), self.warm_gate,
                 self.monitoring, *self.edges)
+
+    def all(self) -> tuple[PartArgs, ...]:
+        return (*self.kit(), *((self.gitops_addons,) if self.gitops_addons else ()))
 
 
 def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> ClusterParts:
@@ -143,7 +165,7 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
     for model in spec.models:
         service = InferenceServiceArgs(spec, cluster, model, plan.model(model.name))
         services.append((service, AutoscalerArgs(spec, service)))
-    return ClusterParts(
+    kit = ClusterParts(
         base=ClusterBaseArgs(spec, cluster),
         pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
         services=tuple(services),
@@ -151,6 +173,9 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
         monitoring=MonitoringArgs(spec, cluster, plan),
         edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),
     )
+    if spec.gitops is None:
+        return kit
+    return dataclasses.replace(kit, gitops_addons=GitOpsAddonsArgs(spec, plan, cluster, kit.kit()))
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,25 @@
 """`peaknight`: the offline CLI (render, plan, ...). No Pulumi SDK, no cloud, no cluster.
 
 Exit codes: 0 ok; 1 a check failed (capacity short, envelope exceeded, validation); 2 bad input,
-one line per problem naming the file, the key path and what was expected, never a traceback.
+one line per problem naming the file, the key path and what was expected, never a traceback
+(cli/errors.py). Warnings go to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
+from peaknight.builders import event
+from peaknight.cli import errors
+from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
 from peaknight.plan import capacity
 from peaknight.provisioners import registry as provisioners
 from peaknight.spec import config
-from peaknight.builders import event
+from peaknight.review import crds as pinned_crds
 from peaknight.review import schema as k8s_schema
 from peaknight.plan import report as plan_report
 from peaknight.review import policy
@@ -23,34 +28,39 @@ from peaknight.review import diff as review
 from peaknight.cli import simulate as simulate_cmd
 from peaknight.spec.stack import StackSpec
 
-OK, CHECK_FAILED, BAD_INPUT = 0, 1, 2
-
-
 def _render(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
+    out = Path(args.out) if args.out else Path("build") / loaded.name
+    errors.writable_dir(out, "--out")
+    render.previous_clusters(out)  # refuse a foreign directory before the (slower) build
     objects = event.build(loaded.spec)
     problems = provisioners.problems(loaded.spec, objects.plan)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         return CHECK_FAILED
-    out = Path(args.out) if args.out else Path("build") / loaded.name
-    counts = render.write(objects, out)
+    try:
+        written = render.write(objects, out)
+    except OSError as err:  # what the check cannot foresee: a /proc path, a full disk
+        raise config.ConfigError([config.Problem(str(out), "--out", "a directory this user may write",
+                                                 err.strerror or str(err))]) from None
     print(f"rendered stack '{loaded.name}' ({loaded.path}) to {out}/")
-    for cluster, n in counts.items():
+    for cluster, n in written.counts.items():
         print(f"  {cluster}: {n} objects")
+    for cluster in written.removed:
+        print(f"  {cluster}: removed (no longer in the stack)")
     print(plan_report.summary(objects.plan))
     _warn_placeholders(loaded.spec)
     for warning in (*objects.plan.warnings, *provisioners.warnings(loaded.spec)):
-        print(f"warning: {warning}")
+        errors.warn(warning)
     return OK
 
 
 def _warn_placeholders(spec: StackSpec) -> None:
     """One line per image a shipped stack pins to the placeholder digest."""
     for image in config.placeholder_images(spec):
-        print(f"warning: {image.split('@')[0]} is pinned to the placeholder digest: set your registry's digest "
-              "(crane digest <image>) before the night")
+        errors.warn(f"{image.split('@')[0]} is pinned to the placeholder digest: set your registry's digest "
+                    "(crane digest <image>) before the night")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -62,8 +72,8 @@ def _plan(args: argparse.Namespace) -> int:
     if pools:
         print("")
         print(pools)
-    for warning in provisioners.warnings(loaded.spec):
-        print(f"warning: {warning}")
+    for warning in (*plan.warnings, *provisioners.warnings(loaded.spec)):
+        errors.warn(warning)
     problems = provisioners.problems(loaded.spec, plan)
     for problem in problems:
         print(f"SHORT: {problem}")
@@ -72,9 +82,11 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
-    crds = Path(args.crds) if args.crds else k8s_schema.DEFAULT_CRDS
-    if not crds.is_dir():
+    crds = Path(args.crds) if args.crds else None
+    if crds is not None and not crds.is_dir():
         raise config.ConfigError([config.Problem(str(crds), "--crds", "a directory of CRD YAML files", "no such directory")])
+    if crds is None:
+        _pinned_crds()
     objects = event.build(loaded.spec)
     problems = [str(v) for v in policy.check_event(objects)]
     count = 0
@@ -94,17 +106,36 @@ def _validate(args: argparse.Namespace) -> int:
     return CHECK_FAILED if problems else OK
 
 
+def _pinned_crds() -> tuple[Path, ...]:
+    """The pinned CRDs, fetched into the cache if they are not there yet (CrdsUnavailable, bad
+    input, if that cannot be done)."""
+    try:
+        return pinned_crds.files()
+    except pinned_crds.CrdsUnavailable:
+        pinned_crds.fetch()
+        return pinned_crds.files()
+
+
+def _crds(args: argparse.Namespace) -> int:
+    """`peaknight crds fetch`: the pinned CRDs into the checkout's cache (or $PEAKNIGHT_CRDS verified)."""
+    directory, got = pinned_crds.fetch()
+    print(f"{len(pinned_crds.pins())} pinned CRDs verified in {directory}" + (f" ({len(got)} downloaded)" if got else ""))
+    return OK
+
+
 def _diff(args: argparse.Namespace) -> int:
     print(review.report(args.stack, args.base))
     return OK
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan, "validate": _validate,
-                                                            "diff": _diff, "simulate": simulate_cmd.run}
+                                                            "diff": _diff, "simulate": simulate_cmd.run,
+                                                            "crds": _crds}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peaknight", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"peaknight {metadata.version('peaknight')}")
     sub = p.add_subparsers(dest="command", required=True)
     stack_help = "stack name (stacks/Pulumi.<name>.yaml) or a path to any stack file"
     r = sub.add_parser("render", help="write every object as YAML, one file per object")
@@ -116,23 +147,44 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="policy checks + API schema and CRD validation of every object; exit 1 "
                                         "listing every violation")
     v.add_argument("stack", help=stack_help)
-    v.add_argument("--crds", help=f"directory of CustomResourceDefinitions (default {k8s_schema.DEFAULT_CRDS})")
+    v.add_argument("--crds", help="directory of CustomResourceDefinitions (default: the pinned ones, "
+                                  "peaknight/review/crds.lock.yaml, from $PEAKNIGHT_CRDS or the checkout's cache)")
     d = sub.add_parser("diff", help="what a change does: objects, planned capacity and the simulated night, "
                                     "GITREF -> working tree")
     d.add_argument("stack", help=stack_help)
     d.add_argument("--base", required=True, help="git revision to compare with (e.g. origin/main)")
     simulate_cmd.add_parser(sub, stack_help)
+    c = sub.add_parser("crds", help="the pinned upstream CRDs validate uses")
+    c.add_argument("action", choices=["fetch"], help="fetch: download and verify them into .cache/crds/ "
+                                                     "(with $PEAKNIGHT_CRDS set: verify that mirror)")
     return p
 
 
+def _unknown_command(argv: Sequence[str]) -> str | None:
+    """'did you mean' for a misspelt subcommand (argparse only lists the choices)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is None or first in COMMANDS:
+        return None
+    hint = errors.closest(first, COMMANDS)
+    return (f"peaknight: unknown command '{first}'" + (f" (did you mean {hint}?)" if hint else "")
+            + f"; commands: {', '.join(COMMANDS)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_command(argv)
+    if unknown:
+        print(unknown, file=sys.stderr)
+        return BAD_INPUT
     args = parser().parse_args(argv)
+    return errors.run(lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "stack", None):
+        errors.check_stack_name(args.stack)
     try:
         return COMMANDS[args.command](args)
-    except config.ConfigError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        return BAD_INPUT
     except capacity.EnvelopeError as err:
         print("the plan does not fit the Kubernetes envelope:", file=sys.stderr)
         for line in err.problems:

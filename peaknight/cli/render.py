@@ -5,10 +5,16 @@ two renders diff cleanly. Cloud resources a provisioner declares (not Kubernetes
 a GitOps controller could apply) go beside the cluster's directory, in OUT/<cluster>.cloud.yaml,
 one document each: `type` (the Pulumi type token), `name` and `properties`, as the program
 registers them. No Pulumi import on this path.
+
+The render owns OUT: it records the clusters it wrote in OUT/.peaknight-render.yaml, and a later
+render removes the directories of recorded clusters the stack no longer has (one Argo CD
+Application or Flux Kustomization per cluster directory would otherwise keep syncing them). It
+refuses a non-empty OUT it did not write, so `--out ~` cannot delete anything of the user's.
 """
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -16,6 +22,9 @@ import yaml
 
 from peaknight.builders.event import EventObjects
 from peaknight.builders.objects import Unit
+from peaknight.spec.config import ConfigError, Problem
+
+MARKER = ".peaknight-render.yaml"
 
 _STR = "tag:yaml.org,2002:str"
 
@@ -53,6 +62,26 @@ def dump(manifest: dict) -> str:
     return yaml.dump(manifest, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=120)
 
 
+@dataclass(frozen=True)
+class Written:
+    """What a render did to OUT: objects per cluster written, and cluster directories removed."""
+
+    counts: dict[str, int]
+    removed: tuple[str, ...]
+
+
+def previous_clusters(out: Path) -> list[str]:
+    """Clusters an earlier render recorded in OUT; refuses a non-empty OUT without the record."""
+    marker = out / MARKER
+    if marker.is_file():
+        recorded = yaml.safe_load(marker.read_text()) or {}
+        return [str(c) for c in recorded.get("clusters", [])]
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError([Problem(str(out), "--out", "an empty directory or one `peaknight render` wrote",
+                                   f"other content and no {MARKER}")])
+    return []
+
+
 def _write_cloud(units: Iterable[Unit], path: Path) -> None:
     """The cluster's cloud resources for review, or no file when it has none."""
     cloud = [c for unit in units for c in unit.cloud]
@@ -66,12 +95,14 @@ def _write_cloud(units: Iterable[Unit], path: Path) -> None:
     staging.replace(path)
 
 
-def write(objects: EventObjects, out: Path) -> dict[str, int]:
-    """Replace OUT/<cluster>/ for each cluster with the render; returns objects written per cluster.
+def write(objects: EventObjects, out: Path) -> Written:
+    """Replace OUT/<cluster>/ for each cluster with the render and remove the directories of
+    clusters an earlier render wrote that the stack no longer has.
 
     Each cluster is written to a temporary sibling and swapped in, so a failed render never leaves
-    a half-written directory for a GitOps controller to apply.
+    a half-written directory for a GitOps controller to apply; the marker is written last.
     """
+    before = previous_clusters(out)
     counts = {}
     out.mkdir(parents=True, exist_ok=True)
     for cluster in objects.clusters:
@@ -88,4 +119,9 @@ def write(objects: EventObjects, out: Path) -> dict[str, int]:
         staging.rename(final)
         _write_cloud(cluster.units, out / f"{cluster.cluster.name}.cloud.yaml")
         counts[cluster.cluster.name] = n
-    return counts
+    removed = tuple(sorted(c for c in before if c not in counts and "/" not in c and c not in ("", ".", "..")))
+    for gone in removed:
+        shutil.rmtree(out / gone, ignore_errors=True)
+        (out / f"{gone}.cloud.yaml").unlink(missing_ok=True)
+    (out / MARKER).write_text(yaml.safe_dump({"clusters": list(counts)}, sort_keys=False))
+    return Written(counts, removed)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from peaknight.cli import errors
 from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.sim import plot as night_plot
@@ -32,14 +33,17 @@ def run(args: argparse.Namespace) -> int:
     spec = loaded.spec
     if args.step <= 0:
         raise config.ConfigError([config.Problem("--step", "--step", "a positive number of seconds", str(args.step))])
-    results = simulator.simulate(spec, event.build(spec), args.step)
+    if args.plot:
+        errors.writable_file(Path(args.plot), "--plot")  # before the night is replayed, not after
+    objects = event.build(spec)
+    results = simulator.simulate(spec, objects, args.step)
     print(f"simulated night of stack '{loaded.name}' ({loaded.path}), {args.step:g} s steps, "
           f"{spec.event.window.start:%Y-%m-%d %H:%M} to {spec.event.window.end:%H:%M} {spec.event.time_zone}")
     print(table(results, spec.slo.unmet_tokens_pct))
     print(f"SLO: at most {spec.slo.unmet_tokens_pct:g}% of tokens unmet (a token unmet = it would wait past the "
           f"{spec.slo.ttft_p99_seconds:g} s TTFT SLO); oracle = ready exactly when needed at target utilisation")
     if args.plot:
-        night_plot.write(spec, results, Path(args.plot))
+        night_plot.write(spec, results, Path(args.plot), objects.plan)
         print(f"plot written to {args.plot}")
     return 1 if any(r.unmet_pct > spec.slo.unmet_tokens_pct for r in results) else 0
 

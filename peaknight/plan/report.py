@@ -5,6 +5,7 @@ from typing import Sequence
 
 from peaknight.builders.objects import Unit
 from peaknight.plan.capacity import CapacityPlan
+from peaknight.plan.units import RATE_UNIT, capacity_meaning, per_minute
 
 
 def si(x: float) -> str:
@@ -25,13 +26,13 @@ def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
 
 
 def table(plan: CapacityPlan, explain: bool = False) -> str:
-    rows = [("cluster", "model", "replicas", "floor", "GPUs", "nodes", "capacity tok/s", "forecast tok/s",
-             "headroom", "")]
+    rows = [("cluster", "model", "replicas", "floor", "GPUs", "nodes", f"capacity {RATE_UNIT}",
+             f"forecast {RATE_UNIT}", "headroom", "")]
     for c in plan.clusters:
         for m in c.models:
             rows.append((c.name, m.model, f"{int(m.replicas.value):,}", f"{int(m.floor_replicas.value):,}",
-                         f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", si(m.capacity_tps.value),
-                         si(m.demand_tps.value), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
+                         f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", si(per_minute(m.capacity_tps.value)),
+                         si(per_minute(m.demand_tps.value)), f"{m.headroom:.3f}", "SHORT" if m.short else "ok"))
     lines = _columns(rows)
     edges = [("cluster", "edge", "pods", "max pods", "viewers", "capacity Gbps", "forecast Gbps", "headroom", "")]
     for c in plan.clusters:
@@ -42,14 +43,11 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
     if len(edges) > 1:
         lines += [""] + _columns(edges)
     lines.append("")
-    lines.append("capacity is at target utilisation"
-                 + (" with each cluster's largest zone lost" if plan.survives_zone_loss else "")
-                 + "; headroom = capacity / forecast")
+    lines.append(f"{capacity_meaning(plan.survives_zone_loss)}; headroom = capacity / forecast")
     lines.append(summary(plan))
-    for w in plan.warnings:
-        lines.append(f"warning: {w}")
     if explain:
         lines.append("")
+        lines.append(f"(rates below are tokens/s, the profiles' unit; the tables show them x 60 in {RATE_UNIT})")
         for c in plan.clusters:
             for m in c.models:
                 lines.append(f"{c.name}/{m.model}:")
@@ -82,8 +80,8 @@ def summary(plan: CapacityPlan) -> str:
     models = [m for c in plan.clusters for m in c.models]
     gpus = sum(int(m.gpus.value) for m in models)
     nodes = sum(c.nodes for c in plan.clusters)
-    demand = sum(m.demand_tps.value for m in models) * 60
-    capacity = sum(m.capacity_tps.value for m in models) * 60
+    demand = per_minute(sum(m.demand_tps.value for m in models))
+    capacity = per_minute(sum(m.capacity_tps.value for m in models))
     short = len(plan.short)
-    return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {si(demand)} tok/min, "
-            f"capacity {si(capacity)} tok/min; {'all models and edges covered' if not short else f'{short} SHORT'}")
+    return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {si(demand)} {RATE_UNIT}, "
+            f"capacity {si(capacity)} {RATE_UNIT}; {'all models and edges covered' if not short else f'{short} SHORT'}")

@@ -210,12 +210,15 @@ class ClusterStack(pulumi.ComponentResource):
         cluster_parts = args.parts
         provider = kubernetes_provider(opts)
         child = pulumi.ResourceOptions(parent=self, providers=[provider] if provider else None)
-        objects = [o for part in cluster_parts.all() for o in part.unit.objects]
-        addons = ClusterAddons(name, releases.build(args.spec, args.plan, args.cluster, objects), provider,
-                               bool(args.spec.policy.protect), child)
+        # Helm releases Pulumi installs, unless a GitOps controller installs the add-ons (a part then).
+        needed_by: NeededBy | None = None
+        if cluster_parts.gitops_addons is None:
+            objects = [o for part in cluster_parts.kit() for o in part.unit.objects]
+            needed_by = ClusterAddons(name, releases.build(args.spec, args.plan, args.cluster, objects), provider,
+                                      bool(args.spec.policy.protect), child).needed_by
 
         def declare(component: Callable[..., _UnitComponent], part: parts.PartArgs) -> Any:
-            return component(f"{name}/{part.unit.name}", part, child, prefix=name, needed_by=addons.needed_by)
+            return component(f"{name}/{part.unit.name}", part, child, prefix=name, needed_by=needed_by)
 
         declare(_ClusterPart, cluster_parts.base)
         self.pools: list[GpuNodePool] = [declare(GpuNodePool, p) for p in cluster_parts.pools]
@@ -227,6 +230,8 @@ class ClusterStack(pulumi.ComponentResource):
         declare(_ClusterPart, cluster_parts.warm_gate)
         declare(_ClusterPart, cluster_parts.monitoring)
         self.edges: list[LiveEdge] = [declare(LiveEdge, e) for e in cluster_parts.edges]
+        if cluster_parts.gitops_addons is not None:
+            declare(_ClusterPart, cluster_parts.gitops_addons)
         self.gpus: pulumi.Output[int] = pulumi.Output.from_input(sum(int(m.gpus.value) for m in args.plan.models))
         self.nodes: pulumi.Output[int] = pulumi.Output.from_input(args.plan.nodes)
         names = [s.model.name for s, _ in cluster_parts.services]

@@ -6,15 +6,13 @@ from the same parts the offline render walks (event.build), registered by the pu
 """
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_volcengine as volcengine
 
 from peaknight.builders import event
 from peaknight.plan import capacity
+from peaknight.pulumi import stack_config
 from peaknight.pulumi.components import ClusterStack
 from peaknight.spec import config
 from peaknight.spec.stack import Cluster, StackSpec
@@ -51,7 +49,10 @@ def cloud_providers(cluster: Cluster) -> list[pulumi.ProviderResource]:
 
 
 def deploy(spec: StackSpec) -> list[ClusterStack]:
-    """Declare every object of the event, one ClusterStack per cluster under its own providers."""
+    """Declare every object of the event, one ClusterStack per cluster under its own providers
+    (Kubernetes, and the cloud's where its provisioner declares cloud resources).
+    With `peaknight:gitops` the add-ons are objects of a part of their own (Argo CD / Flux), which a
+    render directory can hold; otherwise Helm releases every object that needs one waits for."""
     objects = event.build(spec)
     stacks = []
     for cluster_objects in objects.clusters:
@@ -63,17 +64,10 @@ def deploy(spec: StackSpec) -> list[ClusterStack]:
 
 
 def spec_from_pulumi_config() -> StackSpec:
-    """Read `peaknight:*` from Pulumi's config (the stack file) and validate it like the CLI does."""
-    cfg = pulumi.Config(config.NAMESPACE)
-    raw: dict[str, Any] = {}
-    for key in config.top_level_keys():
-        text = cfg.get(key)
-        if text is not None:
-            try:
-                raw[key] = json.loads(text)
-            except json.JSONDecodeError:
-                raw[key] = text
-    return config.parse(raw, f"Pulumi config of stack {pulumi.get_stack()}")
+    """Validate every `peaknight:*` key Pulumi passed exactly as the CLI validates the stack file:
+    unknown keys and plain-text kubeconfigs included (stack_config.raw_config)."""
+    source = f"Pulumi config of stack {pulumi.get_stack()}"
+    return config.parse(stack_config.raw_config(source), source)
 
 
 def main() -> None:

@@ -6,14 +6,18 @@ subprocess. Running the current code on the base's stack file would be simpler, 
 that changes a builder (not the stack file) would then show no difference at all; the cost of
 this choice is that the base must still run with today's installed dependencies.
 
-The output: per object, fields added / removed / changed with their paths (a change repeated in
-several clusters is printed once, with the clusters named), then the plan's capacity and the
-simulated night, base -> head.
+The output is for a reviewer's first screen: the summary first (per model: capacity, forecast,
+replicas, GPUs, nodes, pre-scales and the simulated night, base -> head; unchanged models on one
+line), then per object the fields added / removed / changed. A change made the same way in many
+clusters is printed once with the clusters named, the cluster's own name in it standing for each
+(`<cluster>`); list items are matched by their name (`name`, or a rule's `alert` / `record`), so a
+moved alert is not shown as deleted and re-added.
 """
 from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -24,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 from peaknight.spec.config import ConfigError, Problem, resolve_stack_path
 from peaknight.plan.report import si
+from peaknight.plan.units import RATE_UNIT
 
 SNAPSHOT = Path(__file__).with_name("snapshot.py")
 MAX_VALUE = 100  # characters of a value shown in a change line
@@ -87,13 +92,38 @@ def _show_pair(old: Any, new: Any) -> str:
     return f"{_show(old)} -> {_show(new)}"
 
 
-def _named(items: list[Any]) -> bool:
-    return bool(items) and all(isinstance(i, dict) and "name" in i for i in items)
+# What names a list item: containers, env, ports, volumes, triggers, rule groups by `name`;
+# Prometheus rules by `alert` or `record`.
+ITEM_KEYS = ("name", "alert", "record")
+
+
+def _item_key(item: Any) -> str | None:
+    if isinstance(item, dict):
+        return next((str(item[k]) for k in ITEM_KEYS if k in item), None)
+    return None
+
+
+def item_keys(items: list[Any]) -> list[str] | None:
+    """A unique name per item, or None when the list cannot be compared by name. Items that share
+    a name (one alert per node pool) are told apart as Prometheus does, by the labels whose values
+    differ between them: `PeaknightNodePoolAtGpuLimit{nodepool=h200}`."""
+    found = [_item_key(i) for i in items]
+    if not items or None in found:
+        return None
+    keys = [str(k) for k in found]
+    for name in {k for k in keys if keys.count(k) > 1}:
+        same = [i for i, k in enumerate(keys) if k == name]
+        labels = [items[i].get("labels") or {} for i in same]
+        differing = sorted({k for lab in labels for k in lab if len({str(x.get(k)) for x in labels}) > 1})
+        for i, lab in zip(same, labels):
+            keys[i] = f"{name}{{{','.join(f'{k}={lab.get(k)}' for k in differing)}}}"
+    return keys if len(set(keys)) == len(keys) else None
 
 
 def changes(old: Any, new: Any, path: str = "") -> Iterator[str]:
-    """One line per leaf that differs. Lists of named items (containers, env, volumes, triggers
-    with names) are matched by name, so inserting one does not show every later one as changed."""
+    """One line per leaf that differs. Lists of named items (containers, env, ports, triggers,
+    rules by alert/record) are matched by name, so inserting or moving one does not show every
+    later one as changed."""
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
             sub = f"{path}.{key}" if path else str(key)
@@ -103,8 +133,9 @@ def changes(old: Any, new: Any, path: str = "") -> Iterator[str]:
                 yield f"- {sub}: {_show(old[key])}"
             else:
                 yield from changes(old[key], new[key], sub)
-    elif isinstance(old, list) and isinstance(new, list) and _named(old) and _named(new):
-        before, after = {i["name"]: i for i in old}, {i["name"]: i for i in new}
+    elif isinstance(old, list) and isinstance(new, list) and (old_keys := item_keys(old)) and (
+            new_keys := item_keys(new)):
+        before, after = dict(zip(old_keys, old)), dict(zip(new_keys, new))
         for name in [*before, *(n for n in after if n not in before)]:
             sub = f"{path}[{name}]"
             if name not in after:
@@ -137,6 +168,16 @@ def _clusters(names: list[str], total: int) -> str:
     return ", ".join(names) if len(names) <= 4 else f"{len(names)} clusters ({names[0]} … {names[-1]})"
 
 
+def _generic(lines: Iterator[str], cluster: str) -> tuple[str, ...]:
+    """The change lines with the cluster's own name as `<cluster>`, so a rule whose text names its
+    cluster groups with the same change in every other cluster."""
+    pattern = re.compile(rf"(?<![\w-]){re.escape(cluster)}(?![\w-])")
+    return tuple(pattern.sub(CLUSTER, line) for line in lines)
+
+
+CLUSTER = "<cluster>"
+
+
 def objects_section(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
     """Added / removed / changed objects; identical changes across clusters printed once."""
     grouped: dict[tuple[str, str, tuple[str, ...]], list[str]] = defaultdict(list)
@@ -149,7 +190,7 @@ def objects_section(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
             elif key not in new:
                 grouped[("-", _title(key, old[key]), ())].append(cluster)
             else:
-                lines = tuple(changes(old[key], new[key]))
+                lines = _generic(changes(old[key], new[key]), cluster)
                 if lines:
                     grouped[("~", _title(key, new[key]), lines)].append(cluster)
     counts = {mark: sum(len(c) for (m, _, _), c in grouped.items() if m == mark) for mark in "+-~"}
@@ -195,42 +236,54 @@ def _delta(old: float | None, new: float | None, fmt: Callable[[float], str] = _
     return f"{fmt(old)} -> {fmt(new)} ({sign}{fmt(abs(new - old))})"
 
 
-def capacity_section(base: dict[str, Any] | None, head: dict[str, Any]) -> list[str]:
-    old_models = base["models"] if base else {}
-    out = ["capacity (the plan, summed over clusters):"]
-    for name in sorted(set(old_models) | set(head["models"])):
-        old, new = old_models.get(name, {}), head["models"].get(name, {})
-        if old == new:
-            out.append(f"  {name}: unchanged ({new['replicas']:,} peak replicas, {new['gpus']:,} GPUs, "
-                       f"{si(new['capacity_tpm'])} tok/min)")
+PLAN_FIGURES: tuple[tuple[str, str, Callable[[float], str]], ...] = (
+    ("capacity_tpm", f"capacity {RATE_UNIT}", si), ("forecast_tpm", f"forecast {RATE_UNIT}", si),
+    ("replicas", "peak replicas", _count), ("floor", "floor replicas", _count),
+    ("gpus", "GPUs", _count), ("nodes", "nodes", _count))
+NIGHT_FIGURES: tuple[tuple[str, str, Callable[[float], str]], ...] = (
+    ("unmet_pct", "unmet tokens", _pct), ("gpu_hours", "GPU-hours", _count),
+    ("oracle_gpu_hours", "oracle GPU-hours", _count), ("demand_tokens", "demand tokens", si))
+
+
+def _pairs(old: dict[str, Any], new: dict[str, Any], figures: tuple, per_line: int) -> list[str]:
+    """`label: old -> new (+d)` for each figure, `per_line` to a line, joined by '; '."""
+    cells = [f"{label}: {_delta(old.get(key), new.get(key), fmt)}" for key, label, fmt in figures]
+    return ["; ".join(cells[i:i + per_line]) for i in range(0, len(cells), per_line)]
+
+
+def summary_section(base_plan: dict[str, Any] | None, head_plan: dict[str, Any],
+                    base_night: dict[str, Any] | None, head_night: dict[str, Any] | None) -> list[str]:
+    """Per model what the plan and the simulated night say, base -> head: a changed model in a few
+    lines, the unchanged ones together on one. Capacity as `peaknight plan` defines it, in tok/min."""
+    old_models = base_plan["models"] if base_plan else {}
+    old_night, new_night = base_night or {}, head_night or {}
+    out = [f"summary, all clusters (capacity as `peaknight plan` states it, in {RATE_UNIT}):"]
+    unchanged = []
+    for name in sorted(set(old_models) | set(head_plan["models"])):
+        old, new = old_models.get(name, {}), head_plan["models"].get(name, {})
+        night_old, night_new = old_night.get(name, {}), new_night.get(name, {})
+        if old == new and night_old == night_new:
+            unchanged.append(f"{name} ({new['replicas']:,} peak replicas, {new['gpus']:,} GPUs, "
+                             f"{si(new['capacity_tpm'])} {RATE_UNIT})")
             continue
         out.append(f"  {name}:")
-        for key, label, fmt in (("replicas", "peak replicas", _count), ("floor", "floor replicas", _count),
-                                ("gpus", "GPUs", _count), ("nodes", "nodes", _count),
-                                ("capacity_tpm", "capacity tok/min", si), ("forecast_tpm", "forecast tok/min", si)):
-            out.append(f"    {label}: {_delta(old.get(key), new.get(key), fmt)}")
+        out += [f"    {line}" for line in _pairs(old, new, PLAN_FIGURES, 2)]
         moments = {**old.get("moments", {}), **new.get("moments", {})}
-        for moment in moments:
-            before, after = old.get("moments", {}).get(moment), new.get("moments", {}).get(moment)
-            if before != after:
-                out.append(f"    pre-scale for {moment}: {_delta(before, after)} replicas")
-    out.append(f"  node pool GPU limits: {_delta(base['gpu_limit'] if base else None, head['gpu_limit'])}")
-    short_old, short_new = set(base["short"]) if base else set(), set(head["short"])
+        moved = [f"{moment} {_delta(old.get('moments', {}).get(moment), new.get('moments', {}).get(moment))}"
+                 for moment in moments if old.get("moments", {}).get(moment) != new.get("moments", {}).get(moment)]
+        if moved:
+            out.append(f"    pre-scale replicas: {'; '.join(moved)}")
+        if head_night is None:
+            out.append("    simulated night: no simulator at the working tree")
+        else:
+            out += [f"    simulated night: {line}" if i == 0 else f"      {line}"
+                    for i, line in enumerate(_pairs(night_old, night_new, NIGHT_FIGURES, 2))]
+    if unchanged:
+        out.append(f"  unchanged: {', '.join(unchanged)}")
+    out.append(f"  node pool GPU limits: {_delta(base_plan['gpu_limit'] if base_plan else None, head_plan['gpu_limit'])}")
+    short_old, short_new = set(base_plan["short"]) if base_plan else set(), set(head_plan["short"])
     if short_old != short_new:
         out.append(f"  short models: {sorted(short_old) or 'none'} -> {sorted(short_new) or 'none'}")
-    return out
-
-
-def simulation_section(base: dict[str, Any] | None, head: dict[str, Any] | None) -> list[str]:
-    if head is None:
-        return ["simulated night: no simulator at the working tree"]
-    out = ["simulated night (peaknight simulate):"]
-    for name in sorted(set(base or {}) | set(head)):
-        old, new = (base or {}).get(name, {}), head.get(name, {})
-        out.append(f"  {name}:")
-        for key, label, fmt in (("demand_tokens", "demand tokens", si), ("unmet_pct", "unmet tokens", _pct),
-                                ("gpu_hours", "GPU-hours", _count), ("oracle_gpu_hours", "oracle GPU-hours", _count)):
-            out.append(f"    {label}: {_delta(old.get(key), new.get(key), fmt)}")
     return out
 
 
@@ -244,9 +297,9 @@ def report(stack: str, ref: str) -> str:
     elif base["simulation"] is None:
         header += f"\n(the code at {ref} has no simulator: its side of the simulated night is 'none')"
     lines = [header, ""]
-    lines += objects_section(base["objects"] if base else {}, head["objects"])
+    lines += summary_section(base["plan"] if base else None, head["plan"], base["simulation"] if base else None,
+                             head["simulation"])
+    lines += ["", *objects_section(base["objects"] if base else {}, head["objects"])]
     cloud = cloud_section(base.get("cloud", {}) if base else {}, head.get("cloud", {}))
     lines += ["", *cloud] if cloud else []
-    lines += ["", *capacity_section(base["plan"] if base else None, head["plan"])]
-    lines += ["", *simulation_section(base["simulation"] if base else None, head["simulation"])]
     return "\n".join(lines)

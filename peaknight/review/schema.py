@@ -1,8 +1,9 @@
 """Schema validation of rendered objects: Kubernetes API schemas for core kinds, upstream CRDs else.
 
 Core kinds go through `kubernetes-validate` (strict: unknown fields are errors); custom resources
-through the `openAPIV3Schema` of the matching CRD file in a directory (../shared/crds by default),
-with jsonschema. Used by the tests and by `peaknight validate`.
+through the `openAPIV3Schema` of the matching CRD, with jsonschema: by default the pinned upstream
+CRDs (crds.py: crds.lock.yaml, verified), or every CRD file in a directory given with `--crds`.
+Used by the tests and by `peaknight validate`.
 """
 from __future__ import annotations
 
@@ -12,17 +13,21 @@ from typing import Any
 
 import yaml
 
-from peaknight.spec.config import project_root
+from peaknight.review import crds
 
-DEFAULT_CRDS = project_root().parent / "shared" / "crds"
 KUBERNETES_VERSION = "1.33"
 
 
+def crd_files(crd_dir: Path | None) -> tuple[Path, ...]:
+    """Every CRD file in `crd_dir`, or the pinned ones (verified) when it is None."""
+    return crds.files() if crd_dir is None else tuple(sorted(crd_dir.glob("*.yaml")))
+
+
 @cache
-def crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> openAPIV3Schema, for every served version of every CRD in `crd_dir`."""
+def crd_schemas(paths: tuple[Path, ...]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> openAPIV3Schema, for every served version of every CRD in `paths`."""
     schemas = {}
-    for path in sorted(crd_dir.glob("*.yaml")):
+    for path in paths:
         # libyaml when present: the CRDs are megabytes of YAML, ten times slower to parse in Python.
         for doc in yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
             if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
@@ -30,8 +35,25 @@ def crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
             group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
             for version in doc["spec"]["versions"]:
                 if version.get("served", True):
-                    schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+                    schemas[(f"{group}/{version['name']}", kind)] = strict(version["schema"]["openAPIV3Schema"])
     return schemas
+
+
+def strict(node: Any) -> Any:
+    """The schema with unknown fields as errors, as the API server's strict field validation
+    (kubectl's default) has them: a CRD schema lists its properties but leaves out
+    `additionalProperties`, so plain JSON Schema would accept a misspelt field that the API server
+    rejects (or prunes). Objects that keep unknown fields (`x-kubernetes-preserve-unknown-fields`:
+    Helm values, free-form maps) stay open."""
+    if isinstance(node, list):
+        return [strict(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: strict(v) for k, v in node.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
 
 
 def is_core(manifest: dict[str, Any]) -> bool:
@@ -42,8 +64,9 @@ def is_core(manifest: dict[str, Any]) -> bool:
         group.endswith(".k8s.io") and group not in {"gateway.networking.k8s.io", "leaderworkerset.x-k8s.io"})
 
 
-def validate(manifest: dict[str, Any], crd_dir: Path = DEFAULT_CRDS) -> list[str]:
-    """Problems with one object (empty when valid), each naming the object."""
+def validate(manifest: dict[str, Any], crd_dir: Path | None = None) -> list[str]:
+    """Problems with one object (empty when valid), each naming the object. Custom resources are
+    checked against the pinned CRDs, or those in `crd_dir`."""
     name = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
     if is_core(manifest):
         import kubernetes_validate  # test/validate extra: kept off the render path
@@ -57,9 +80,10 @@ def validate(manifest: dict[str, Any], crd_dir: Path = DEFAULT_CRDS) -> list[str
         return []
     import jsonschema
 
-    schema = crd_schemas(crd_dir).get((manifest["apiVersion"], manifest["kind"]))
+    schema = crd_schemas(crd_files(crd_dir)).get((manifest["apiVersion"], manifest["kind"]))
     if schema is None:
-        return [f"{name}: no CRD in {crd_dir} serves {manifest['apiVersion']} {manifest['kind']}"]
+        where = crd_dir or "crds.lock.yaml"
+        return [f"{name}: no CRD in {where} serves {manifest['apiVersion']} {manifest['kind']}"]
     validator = jsonschema.Draft7Validator(schema)
     return [f"{name}: {e.message} at {'.'.join(map(str, e.absolute_path)) or '(root)'}"
             for e in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))]

@@ -1,16 +1,35 @@
-"""The simulated night as the picture an SRE puts in the review: one panel per model, demand and
-ready capacity (all clusters summed) against local time, replicas on the right axis, moments shaded."""
+"""The simulated night as the picture an SRE puts in the review: one panel per model, demand, the
+replicas' ready throughput and the plan's capacity (all clusters summed) against local time,
+replicas on the right axis, moments shaded.
+
+Rates are in tokens/min, the unit of the plan and of `peaknight diff` (plan/units.py), and the two
+supply lines say what they are on the page: the plan's capacity is provisioned replicas at target
+utilisation (largest zone lost where the policy says so); ready throughput is what the replicas
+ready at each moment serve at their full rate, so it sits above the capacity line when all zones
+are up.
+"""
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
+from peaknight.plan.capacity import CapacityPlan
+from peaknight.plan.units import READY_MEANING, RATE_UNIT, capacity_meaning, per_minute
 from peaknight.spec.forecast import moment_end
 from peaknight.sim.simulator import ModelResult
 from peaknight.spec.stack import StackSpec
 
+SCALE, SCALE_NAME = 1e9, "G"  # the y axis: billions of tokens per minute
 
-def write(spec: StackSpec, results: list[ModelResult], path: Path) -> None:
+
+def planned_capacity(plan: CapacityPlan, model: str) -> float:
+    """The plan's capacity of `model`, summed over clusters, in tokens/min."""
+    return per_minute(sum(m.capacity_tps.value for c in plan.clusters for m in c.models if m.model == model))
+
+
+def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan) -> Any:
+    """The matplotlib figure (Agg backend): tests read its lines and labels, write() saves it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,9 +41,13 @@ def write(spec: StackSpec, results: list[ModelResult], path: Path) -> None:
     for ax, result in zip(axes[:, 0], results):
         tr = result.trace
         when = [start + dt.timedelta(seconds=t) for t in tr.times]
-        ax.plot(when, [d / 1e6 for d in tr.demand], color="tab:red", lw=1.6, label="demand")
-        ax.plot(when, [c / 1e6 for c in tr.capacity], color="tab:blue", lw=1.4, label="ready capacity")
-        ax.set_ylabel("M tokens/s")
+        ax.plot(when, [per_minute(d) / SCALE for d in tr.demand], color="tab:red", lw=1.6, label="demand")
+        ax.plot(when, [per_minute(c) / SCALE for c in tr.capacity], color="tab:blue", lw=1.4,
+                label="ready throughput (ready replicas x full rate)")
+        ax.axhline(planned_capacity(plan, result.model) / SCALE, color="tab:green", lw=1.2, ls=":",
+                   label="planned capacity (target utilisation" + (", largest zone lost)" if plan.survives_zone_loss
+                                                                   else ")"))
+        ax.set_ylabel(f"{SCALE_NAME} {RATE_UNIT}")
         ax.set_ylim(bottom=0)
         right = ax.twinx()
         right.step(when, tr.replicas, where="post", color="tab:gray", lw=1, ls="--", label="replicas")
@@ -43,6 +66,14 @@ def write(spec: StackSpec, results: list[ModelResult], path: Path) -> None:
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     axes[-1, 0].set_xlabel(f"local time ({spec.event.time_zone})")
     fig.suptitle(f"{spec.event.name}: simulated night", fontsize=12)
-    fig.tight_layout()
+    fig.text(0.01, 0.002, f"{capacity_meaning(plan.survives_zone_loss)}; {READY_MEANING}", fontsize=8)
+    fig.tight_layout(rect=(0, 0.015, 1, 1))
+    return fig
+
+
+def write(spec: StackSpec, results: list[ModelResult], path: Path, plan: CapacityPlan) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(spec, results, plan)
     fig.savefig(path, dpi=110)
     plt.close(fig)

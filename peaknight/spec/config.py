@@ -300,6 +300,10 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     table = profiles.load()
     P = lambda path, expected, found="", hint="": Problem(source, f"{NAMESPACE}:{path}", expected, found, hint)  # noqa: E731
 
+    if spec.render_directory and spec.gitops is None:
+        # pulumi-kubernetes cannot render a helm.v3.Release (pulumi/pulumi-kubernetes#1716).
+        yield P("gitops", "argocd or flux when peaknight:renderDirectory is set (add-ons as GitOps objects)",
+                "nothing")
     event = spec.event
     try:
         zoneinfo.ZoneInfo(event.time_zone)

@@ -58,6 +58,14 @@ class Engine(str, Enum):
     SGLANG = "sglang"
 
 
+class GitOps(str, Enum):
+    """Who installs the add-ons when a GitOps controller applies the kit: Argo CD Applications, or
+    Flux HelmReleases with their HelmRepositories (peaknight/addons/gitops.py)."""
+
+    ARGOCD = "argocd"
+    FLUX = "flux"
+
+
 class AutoscalerKind(str, Enum):
     """KEDA where the cluster runs it; a plain HPA where it does not."""
 
@@ -249,3 +257,5 @@ class StackSpec:
     slo: Slo = Field(default_factory=Slo)
     edges: tuple[Edge, ...] = ()
     render_directory: Optional[str] = Field(default=None, description="GitOps output of pulumi up")
+    gitops: Optional[GitOps] = Field(default=None, description="add-ons as Argo CD or Flux objects, not Helm "
+                                     "releases; required with renderDirectory")

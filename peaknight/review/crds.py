@@ -1,0 +1,127 @@
+"""The upstream CRDs the kit validates against: pinned in crds.lock.yaml, obtained verified.
+
+Where they come from, first match wins: `PEAKNIGHT_CRDS=DIR` (a local mirror, e.g. for a machine
+without internet), else the cache `.cache/crds/` of the project checkout, filled by `peaknight
+crds fetch`. Every file is checked against its pinned sha256 wherever it comes from, so a
+validation always means "against these exact upstream files". Nothing outside the checkout is
+assumed to exist.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from peaknight.spec.config import project_root
+
+LOCK = Path(__file__).with_name("crds.lock.yaml")
+ENV = "PEAKNIGHT_CRDS"
+FETCH_TIMEOUT_SECONDS = 30
+# The one line an operator (or `make test`) gets when no verified CRDs can be had.
+HOW_TO = (f"the pinned CRDs are not available{{why}}: run `peaknight crds fetch` with internet access, or set "
+          f"{ENV}=DIR to a directory holding the files of peaknight/review/crds.lock.yaml")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One pinned CRD file: where it comes from and what its bytes must hash to."""
+
+    file: str
+    source: str
+    revision: str
+    sha256: str
+    addon: str | None = None
+    chart: str | None = None
+
+
+class CrdsUnavailable(Exception):
+    """No verified copy of the pinned CRDs: carries the problems, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@cache
+def pins() -> tuple[Pin, ...]:
+    doc = yaml.safe_load(LOCK.read_text())
+    return tuple(Pin(**{k: str(v) for k, v in row.items()}) for row in doc["crds"])
+
+
+def cache_dir() -> Path:
+    """Inside the checkout (gitignored), so a clone needs nothing beside it."""
+    return project_root() / ".cache" / "crds"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check(directory: Path) -> list[str]:
+    """Problems with `directory` as a copy of the pinned CRDs (empty when every file verifies)."""
+    problems = []
+    for pin in pins():
+        path = directory / pin.file
+        if not path.is_file():
+            problems.append(f"{path}: expected the pinned CRD ({pin.source}); found no such file")
+        elif (digest := _digest(path.read_bytes())) != pin.sha256:
+            problems.append(f"{path}: expected sha256 {pin.sha256} (crds.lock.yaml); found {digest}")
+    return problems
+
+
+@cache
+def _verified(directory: Path) -> tuple[Path, ...]:
+    problems = check(directory)
+    if problems:
+        raise CrdsUnavailable(problems)
+    return tuple(directory / pin.file for pin in pins())
+
+
+def files() -> tuple[Path, ...]:
+    """The pinned CRD files, verified: from $PEAKNIGHT_CRDS if set, else the checkout's cache.
+    Raises CrdsUnavailable naming what is wrong and, for an empty cache, what to do."""
+    mirror = os.environ.get(ENV)
+    if mirror:
+        directory = Path(mirror)
+        if not directory.is_dir():
+            raise CrdsUnavailable([f"{directory}: {ENV}: expected a directory of CRD files; found no such directory"])
+        return _verified(directory.resolve())
+    directory = cache_dir()
+    if not all((directory / pin.file).is_file() for pin in pins()):
+        raise CrdsUnavailable([HOW_TO.format(why=f" (none in {directory})")])
+    return _verified(directory)
+
+
+def fetch(timeout: float = FETCH_TIMEOUT_SECONDS) -> tuple[Path, list[str]]:
+    """Fill the cache from each pin's source (or verify $PEAKNIGHT_CRDS when set): (directory,
+    files downloaded). A file already cached and verified is not downloaded again; a download
+    whose hash differs is not kept. Raises CrdsUnavailable on the first failure."""
+    if os.environ.get(ENV):
+        return files()[0].parent, []
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    got = []
+    for pin in pins():
+        path = directory / pin.file
+        if path.is_file() and _digest(path.read_bytes()) == pin.sha256:
+            continue
+        try:
+            with urllib.request.urlopen(pin.source, timeout=timeout) as response:
+                data = response.read()
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise CrdsUnavailable([HOW_TO.format(why=f" (downloading {pin.file}: {reason})")]) from None
+        if (digest := _digest(data)) != pin.sha256:
+            raise CrdsUnavailable([f"{pin.source}: expected sha256 {pin.sha256} (crds.lock.yaml); found {digest}"])
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        got.append(pin.file)
+    _verified.cache_clear()
+    return directory, got
