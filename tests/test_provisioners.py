@@ -319,3 +319,14 @@ def test_reserved_without_a_reservation_is_a_warning_and_reservations_without_re
     raw["policy"] = {**raw["policy"], "capacityTypes": ["on-demand"]}
     assert _problems(raw) == ["f: peaknight:policy.capacityTypes: expected 'reserved' among them when clusters select "
                               "capacity reservations (15 clusters (gala-bj-02 …); else they go unused); found on-demand"]
+
+
+def test_volcengine_credentials_must_be_secrets_of_a_known_cluster():
+    raw = two_vke_clusters()
+    raw["volcengine-access-key-vke-bj-01"] = "AKLT-plain"
+    raw["volcengine-secret-key-vke-bj-99"] = {"secure": "v1:abc"}
+    assert _problems(raw) == [
+        "f: peaknight:volcengine-access-key-vke-bj-01: expected a Pulumi secret (pulumi config set --secret "
+        "volcengine-access-key-vke-bj-01 ...); found a plain-text value",
+        "f: peaknight:volcengine-secret-key-vke-bj-99: expected a credential for a cluster in peaknight:clusters; "
+        "found no cluster named 'vke-bj-99' (did you mean 'vke-bj-02'?)"]

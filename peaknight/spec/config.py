@@ -178,7 +178,7 @@ def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
         what = "a kubeconfig" if prefix == KUBECONFIG_PREFIX else "a credential"
         if cluster not in clusters:
             problems.append(Problem(source, f"{NAMESPACE}:{key}", f"{what} for a cluster in peaknight:clusters",
-                                    f"no cluster named '{cluster}'", _suggest(cluster, clusters)))
+                                    f"no cluster named '{cluster}'", _suggest(cluster, sorted(str(c) for c in clusters))))
         elif not (isinstance(value, dict) and set(value) == {"secure"}):
             problems.append(Problem(source, f"{NAMESPACE}:{key}",
                                     f"a Pulumi secret (pulumi config set --secret {key} ...)", "a plain-text value"))
