@@ -36,6 +36,7 @@ class Recorded:
     depends_on: tuple[str, ...] = ()
     ignore_changes: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()    # the types of the resource's aliases
+    provider_ref: str = ""           # the provider the engine got (explicit or inherited): "urn::id"
 
 
 @dataclass
@@ -46,6 +47,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(Recorded(args.typ, args.name, normalise(dict(args.inputs)), args.custom,
+                                       provider_ref=args.provider or "",
                                        **self.options.get((args.typ, args.name), {})))
         return [f"{args.name}_id", args.inputs]
 
@@ -86,8 +88,13 @@ def run_program(path: Path, kubeconfigs: bool = True, secret: bool = True,
         program.main()
 
     config_ = {**stack_config(path, kubeconfigs), **(extra or {})}
-    secrets = [k for k in config_ if k.startswith(f"{config.NAMESPACE}:{config.KUBECONFIG_PREFIX}")] if secret else []
-    return run_under_mocks(main, path.stem.split(".")[-1], config_, secrets)
+    return run_under_mocks(main, path.stem.split(".")[-1], config_, secret_keys(config_) if secret else [])
+
+
+def secret_keys(config_: dict[str, str]) -> list[str]:
+    """The keys `pulumi config set --secret` would have set: kubeconfigs and cloud credentials."""
+    prefixes = tuple(f"{config.NAMESPACE}:{p}" for p in config.SECRET_PREFIXES)
+    return [k for k in config_ if k.startswith(prefixes)]
 
 
 def run_under_mocks(body: Callable[[], None], stack: str, config_: dict[str, str],

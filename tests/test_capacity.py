@@ -82,10 +82,15 @@ def test_nodes_gpus_and_pool_limits_follow_the_replicas(broadcast):
     assert h100.gpu_limit.value == (deep.nodes.value + max(burst_nodes, 2)) * 8
 
 
-def test_single_sku_pool_is_warned_about(broadcast):
+def test_single_sku_pool_is_warned_about_per_region(broadcast):
+    """h100 lists one type everywhere; h200 lists two, but only us-east-2 sells p5e (profiles.yaml)."""
+    tail = "one SKU running out leaves it without capacity"
     assert capacity.plan(broadcast).warnings == (
-        "pool 'h100' can be satisfied by a single instance type (p5.48xlarge): one SKU running out leaves it "
-        "without capacity",)
+        f"pool 'h200' can be satisfied by a single instance type (p5en.48xlarge) in us-east-1 (6 clusters): {tail}",
+        f"pool 'h200' can be satisfied by a single instance type (p5en.48xlarge) in us-west-2 (6 clusters): {tail}",
+        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-east-1 (6 clusters): {tail}",
+        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-west-2 (6 clusters): {tail}",
+        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-east-2 (4 clusters): {tail}")
 
 
 def test_a_plan_beyond_the_envelope_is_an_error_naming_cluster_and_excess(broadcast, tmp_path, capsys):

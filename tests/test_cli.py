@@ -56,7 +56,7 @@ def test_a_misspelt_command_gets_did_you_mean(capsys: pytest.CaptureFixture) -> 
 def test_an_unknown_stack_name_lists_the_stacks(capsys: pytest.CaptureFixture) -> None:
     code, out, err = _run(capsys, "plan", "broadcst")
     assert (code, out) == (2, "")
-    assert err == (f"{STACKS / 'Pulumi.broadcst.yaml'}: STACK: expected a stack name (one of: broadcast, rehearsal) "
+    assert err == (f"{STACKS / 'Pulumi.broadcst.yaml'}: STACK: expected a stack name (one of: broadcast, gala-vke, rehearsal) "
                    "or a path to a stack file; found 'broadcst' (did you mean 'broadcast'?)\n")
 
 

@@ -119,7 +119,7 @@ CASES = {
         ["{f}: peaknight:models[1].image: expected an image pinned by digest (…@sha256:<64 hex>) in a broadcast "
          "stack; found 'vllm/vllm-openai:latest'"]),
     "spot in broadcast": (
-        _set(["peaknight:policy", "capacityTypes"], ["spot", "on-demand"]),
+        _set(["peaknight:policy", "capacityTypes"], ["reserved", "spot", "on-demand"]),
         ["{f}: peaknight:policy.capacityTypes: expected reserved and/or on-demand only in a broadcast stack; "
          "found spot"]),
     "plain-text kubeconfig": (

@@ -155,3 +155,26 @@ def test_diff_into_a_closed_pipe_ends_quietly(repo: Path) -> None:
     stack.write_text(stack.read_text().replace("stage: rehearsal", "stage: rehearsal\n    headroom: 1.1", 1))
     result = closed_pipe("diff", str(stack), "--base", "HEAD", cwd=repo)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_vke_node_pools_show_in_the_diff(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    """A cloud resource is reviewed like an object: a scale change shows as its node pools' bounds."""
+    text = (repo / "stacks" / "Pulumi.gala-vke.yaml").read_text()
+    head, clusters = text.split("  peaknight:clusters:\n")
+    first_two = "    - name:" + "    - name:".join(clusters.split("    - name:")[1:3])
+    rest = clusters[clusters.index("  peaknight:gpuPools:"):]
+    small = repo / "stacks" / "Pulumi.vke-small.yaml"
+    small.write_text((head + "  peaknight:clusters:\n" + first_two.replace("share: 0.025", "share: 0.5") + rest)
+                     .replace("peaknight:scale: 1.0", "peaknight:scale: 0.01"))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "small vke stack")
+    spec = config.load_stack(str(small)).spec
+    before = capacity.plan(spec).cluster("vke-bj-01").pool("h20")
+    small.write_text(small.read_text().replace("peaknight:scale: 0.01", "peaknight:scale: 0.02"))
+    after = capacity.plan(config.load_stack(str(small)).spec).cluster("vke-bj-01").pool("h20")
+    code, out, _ = _diff(capsys, small)
+    assert code == 0
+    assert "cloud resources: 0 added, 0 removed, 6 changed" in out
+    assert "  ~ volcengine:vke/nodePool:NodePool h20-cn-beijing-a  [all 2 clusters]" in out
+    low, high = before.zone_nodes[0] + before.surge_nodes, after.zone_nodes[0] + after.surge_nodes
+    assert f"      ~ properties.autoScaling.maxReplicas: {low} -> {high}" in out

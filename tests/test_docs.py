@@ -4,13 +4,14 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from peaknight.provisioners.settings import KarpenterAwsSettings
+from peaknight.provisioners import settings
 from peaknight.spec import stack as spec
 from peaknight.spec.config import _alias
 from conftest import ROOT
 
 CONFIG_CLASSES = (spec.Event, spec.Window, spec.Moment, spec.Policy, spec.Slo, spec.Cluster, spec.Addons, spec.GpuPool,
-                  spec.Model, spec.Auth, spec.Edge, spec.Rendition, spec.StackSpec, KarpenterAwsSettings)
+                  spec.Model, spec.Auth, spec.Edge, spec.Rendition, spec.StackSpec, *settings.PROVISIONER_SETTINGS.values(),
+                  settings.ExistingGroup)
 
 
 def reference_table(readme: str) -> list[str]:

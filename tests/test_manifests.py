@@ -41,7 +41,9 @@ def test_node_pool_limits_budgets_capacity_types_and_taints(built):
             plan = ev.plan.cluster(name).pool(pool.name)
             assert spec["limits"] == {"nvidia.com/gpu": str(int(plan.gpu_limit.value))}
             reqs = {r["key"]: r["values"] for r in spec["template"]["spec"]["requirements"]}
-            assert reqs["node.kubernetes.io/instance-type"] == list(pool.instance_types)
+            # Only the pool's types the cluster's region sells (first clusters: us-east-1, no p5e).
+            assert ev.spec.clusters[0].region == "us-east-1"
+            assert reqs["node.kubernetes.io/instance-type"] == [t for t in pool.instance_types if t != "p5e.48xlarge"]
             assert reqs["karpenter.sh/capacity-type"] == (["reserved", "on-demand"] if stack == "broadcast"
                                                            else ["spot", "on-demand"])
             assert spec["template"]["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "true",
@@ -54,10 +56,11 @@ def test_node_pool_limits_budgets_capacity_types_and_taints(built):
             freeze, normal = spec["disruption"]["budgets"]
             assert normal == {"nodes": "10%"}
             assert np_.protect is (stack == "broadcast")
-            # The freeze starts at the window's start in UTC (Asia/Shanghai is UTC+8) and lasts the window.
-            start = ev.spec.event.window.start - dt.timedelta(hours=8)
+            # The freeze starts freezeLeadMinutes (default 60) before the window's start, in UTC
+            # (Asia/Shanghai is UTC+8), and lasts to the window's end: 5h15m + 1h.
+            start = ev.spec.event.window.start - dt.timedelta(hours=8, minutes=60)
             assert freeze == {"nodes": "0", "schedule": f"{start.minute} {start.hour} {start.day} {start.month} *",
-                              "duration": "5h15m"}
+                              "duration": "6h15m"}
 
 
 def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):

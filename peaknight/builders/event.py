@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from peaknight.builders.objects import Unit
 from peaknight.builders.parts import ClusterStackArgs
 from peaknight.plan import capacity
 from peaknight.plan.capacity import CapacityPlan
@@ -28,3 +29,10 @@ def build(spec: StackSpec, plan: CapacityPlan | None = None) -> EventObjects:
     does not fit."""
     plan = plan or capacity.plan(spec)
     return EventObjects(spec, plan, tuple(ClusterStackArgs(spec, plan.cluster(c.name), c) for c in spec.clusters))
+
+
+def pool_units(spec: StackSpec, plan: CapacityPlan) -> list[tuple[str, Unit]]:
+    """(cluster, unit) of every GPU pool: what `plan` lists of the provisioners' cloud node pools,
+    without building the rest of the event."""
+    return [(c.name, pool.unit) for c in spec.clusters
+            for pool in ClusterStackArgs(spec, plan.cluster(c.name), c).parts.pools]

@@ -53,6 +53,7 @@ class CloudResource:
     name: str
     properties: dict[str, Any] = field(default_factory=dict)
     protect: bool = False
+    summary: str = ""  # one line for `peaknight plan`: what the resource holds, in the plan's terms
 
     @property
     def key(self) -> str:

@@ -17,6 +17,7 @@ from peaknight.builders import event
 from peaknight.cli import errors
 from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
 from peaknight.plan import capacity
+from peaknight.provisioners import registry as provisioners
 from peaknight.spec import config
 from peaknight.review import crds as pinned_crds
 from peaknight.review import schema as k8s_schema
@@ -33,6 +34,11 @@ def _render(args: argparse.Namespace) -> int:
     errors.writable_dir(out, "--out")
     render.previous_clusters(out)  # refuse a foreign directory before the (slower) build
     objects = event.build(loaded.spec)
+    problems = provisioners.problems(loaded.spec, objects.plan)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return CHECK_FAILED
     try:
         written = render.write(objects, out)
     except OSError as err:  # what the check cannot foresee: a /proc path, a full disk
@@ -45,7 +51,7 @@ def _render(args: argparse.Namespace) -> int:
         print(f"  {cluster}: removed (no longer in the stack)")
     print(plan_report.summary(objects.plan))
     _warn_placeholders(loaded.spec)
-    for warning in objects.plan.warnings:
+    for warning in (*objects.plan.warnings, *provisioners.warnings(loaded.spec)):
         errors.warn(warning)
     return OK
 
@@ -65,9 +71,16 @@ def _plan(args: argparse.Namespace) -> int:
     plan = capacity.plan(loaded.spec)
     print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
     print(plan_report.table(plan, explain=args.explain))
-    for warning in plan.warnings:
+    pools = plan_report.cloud_pools(event.pool_units(loaded.spec, plan))
+    if pools:
+        print("")
+        print(pools)
+    for warning in (*plan.warnings, *provisioners.warnings(loaded.spec)):
         errors.warn(warning)
-    return CHECK_FAILED if plan.short else OK
+    problems = provisioners.problems(loaded.spec, plan)
+    for problem in problems:
+        print(f"SHORT: {problem}")
+    return CHECK_FAILED if plan.short or problems else OK
 
 
 def _validate(args: argparse.Namespace) -> int:

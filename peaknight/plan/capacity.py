@@ -14,6 +14,7 @@ from peaknight.engines.base import Topology
 from peaknight.plan import rollout
 from peaknight.plan.figure import Figure
 from peaknight.plan.startup import ready_seconds
+from peaknight.provisioners.settings import PROVISIONER_CLOUD
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -76,6 +77,10 @@ class PoolPlan:
     gpus_per_node: int
     nodes: Figure
     gpu_limit: Figure                 # the pool's GPU limit (provisioner)
+    zone_nodes: tuple[int, ...] = ()  # peak nodes per zone, in the cluster's zone order
+    zone_floor_nodes: tuple[int, ...] = ()  # nodes per zone holding the baseline floor
+    surge_nodes: int = 0              # one more replica of each model, for a rolling update
+    disk_gib: Figure = Figure(0, "")  # node-local disk for images and weights
 
 
 @dataclass(frozen=True)
@@ -272,6 +277,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     table = profiles.load()
     models = []
     pool_nodes: dict[str, list[tuple[int, str]]] = {name: [] for name in pools}
+    pool_zones: dict[str, list[list[int]]] = {name: [] for name in pools}
+    pool_floor: dict[str, list[list[int]]] = {name: [] for name in pools}
     pool_surge: dict[str, int] = {name: 0 for name in pools}
     pool_burst: dict[str, int] = {name: 0 for name in pools}
     zones = len(cluster.zones)
@@ -333,6 +340,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         pool_nodes[pool.name].append((n, model.name))
         pool_surge[pool.name] += surge_nodes
         pool_burst[pool.name] += burst_nodes
+        pool_zones[pool.name].append(_zone_nodes(r, zones, per_node, nodes_per_replica))
+        pool_floor[pool.name].append(_zone_nodes(int(floor.value), zones, per_node, nodes_per_replica))
     plans = []
     for name, pool in pools.items():
         gpn = gpus_per_node(pool)
@@ -343,7 +352,10 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         plans.append(PoolPlan(cluster.name, name, gpn,
                               Figure(nodes, " + ".join(f"{n} ({m})" for n, m in pool_nodes[name]) or "no models"),
                               Figure(limit, f"({nodes} planned + max({pool_burst[name]} burst, {pool_surge[name]} "
-                                            f"surge) nodes) x {gpn} GPUs")))
+                                            f"surge) nodes) x {gpn} GPUs"),
+                              zone_nodes=_zone_sum(pool_zones[name], zones),
+                              zone_floor_nodes=_zone_sum(pool_floor[name], zones),
+                              surge_nodes=extra, disk_gib=disk_gib(spec, name)))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
     return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges, plan_gateway(spec, cluster, models))
 
@@ -371,6 +383,37 @@ def plan_gateway(spec: StackSpec, cluster: Cluster, models: Iterable[ModelPlan])
     p = max(2, int(pods.value))  # never one pod: a lost pod is a lost front door
     return GatewayPlan(Figure(p, pods.why + ("" if p == pods.value else "; at least 2")),
                        Figure(2 * p, f"2 x {p}"))
+
+
+def _zone_nodes(replicas: int, zones: int, per_node: int, nodes_per_replica: int) -> list[int]:
+    """Nodes per zone for `replicas` spread evenly (a multi-node replica is whole nodes in one zone)."""
+    return [z * nodes_per_replica if nodes_per_replica > 1 else math.ceil(z / per_node)
+            for z in zone_split(replicas, zones)]
+
+
+def _zone_sum(per_model: list[list[int]], zones: int) -> tuple[int, ...]:
+    return tuple(sum(m[z] for m in per_model) for z in range(zones))
+
+
+# Local disk is bought in these steps (and the cloud APIs take whole GiB).
+DISK_STEP_GIB = 100
+
+
+def disk_gib(spec: StackSpec, pool: str) -> Figure:
+    """A GPU node's local disk: each model's image twice (running and next, while a rollout pulls)
+    and extracted once more, plus room for every model's weights on local disk. The replicas read
+    weights from the model cache volume today; the room is for staging them next to the GPUs
+    (a local cache) without resizing nodes that are already serving."""
+    table = profiles.load()
+    classes = [table.model_classes[m.model_class] for m in spec.models if m.pool == pool]
+    if not classes:
+        return Figure(DISK_STEP_GIB, f"no models: {DISK_STEP_GIB} GiB")
+    images = sum(3 * c.image_gib for c in classes)
+    weights = sum(c.weights_gib for c in classes)
+    size = math.ceil((images + weights) / DISK_STEP_GIB) * DISK_STEP_GIB
+    return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes)}) GiB + weights "
+                        f"({' + '.join(f'{c.weights_gib:g}' for c in classes)}) GiB = {images + weights:g} GiB, "
+                        f"rounded up to {DISK_STEP_GIB} GiB steps: {size} GiB")
 
 
 def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
@@ -509,10 +552,20 @@ def _check_envelope(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> None:
 
 
 def _warnings(spec: StackSpec) -> Iterable[str]:
+    """A pool that one instance type alone can serve where a cluster is: one SKU out of stock
+    there leaves it without capacity. Counted per region, on the types its cloud sells there."""
     for pool in spec.gpu_pools:
-        if len(pool.instance_types) == 1:
-            yield (f"pool '{pool.name}' can be satisfied by a single "
-                   f"instance type ({pool.instance_types[0]}): one SKU running out leaves it without capacity")
+        where: dict[tuple[str, str], list[str]] = {}
+        for cluster in spec.clusters:
+            cloud = PROVISIONER_CLOUD[cluster.provisioner.kind]
+            if cloud is not None:
+                where.setdefault((cloud, cluster.region), []).append(cluster.name)
+        for (cloud, region), names in where.items():
+            types = profiles.offered(pool.instance_types, cloud, region)
+            if len(types) == 1:
+                clusters = ", ".join(names) if len(names) <= 3 else f"{len(names)} clusters"
+                yield (f"pool '{pool.name}' can be satisfied by a single instance type ({types[0]}) in {region} "
+                       f"({clusters}): one SKU running out leaves it without capacity")
 
 
 def _slow_rollouts(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> Iterable[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from peaknight.builders.objects import Unit
 from peaknight.plan.capacity import CapacityPlan, OriginPlan
 from peaknight.plan.units import RATE_UNIT, capacity_meaning, per_minute
 
@@ -63,7 +64,10 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                                    ("route timeout", m.longest_answer)):
                     lines.append(f"  {label}: {fig.why}")
             for p in c.pools:
-                lines.append(f"{c.name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}")
+                zones = "/".join(map(str, p.zone_nodes))
+                floors = "/".join(map(str, p.zone_floor_nodes))
+                lines.append(f"{c.name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}; "
+                             f"per zone {zones} (floor {floors}); local disk {p.disk_gib.why}")
             if c.gateway:
                 lines.append(f"{c.name}/gateway: Envoy pods {c.gateway.pods.why}; at most {c.gateway.max_pods.why}")
             for e in c.edges:
@@ -89,6 +93,13 @@ def origin_line(origin: OriginPlan) -> str:
             f"at peak from {origin.shields:,} shields ({origin.night_tb:,.2f} TB over the {origin.window_hours:g} h "
             f"window); viewers get {origin.viewer_gbps.value / 1000:,.1f} Tbps: offload at the origin "
             f"{origin.offload:.4%}; a backup origin takes the same load from the same shields")
+
+
+def cloud_pools(units: Sequence[tuple[str, Unit]]) -> str:
+    """The cloud's node pools the provisioners declare (cluster, name, summary), or nothing."""
+    rows = [("cluster", "cloud node pool", "holds")]
+    rows += [(cluster, c.name, c.summary) for cluster, unit in units for c in unit.cloud]
+    return "\n".join(_columns(rows)) if len(rows) > 1 else ""
 
 
 def summary(plan: CapacityPlan) -> str:

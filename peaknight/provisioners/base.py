@@ -20,6 +20,7 @@ from typing import Any, Iterable, Protocol, Sequence
 
 from peaknight.builders.objects import Obj, Scope, Unit
 from peaknight.plan.capacity import PoolPlan
+from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, GpuPool
 
 Finding = tuple[Obj, str]
@@ -53,3 +54,53 @@ class Provisioner(Protocol):
     def load_balancer(self, cluster: Cluster) -> dict[str, Any]:
         """The viewers' Service settings this cloud's load balancer needs: `annotations` and
         `loadBalancerClass` (absent: the cluster's default load balancer)."""
+
+    def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
+        """Why the pool's nodes cannot hold the plan (a cloud's limit, a group too small): one
+        line each; `plan` prints them and exits 1, `render` refuses to write."""
+
+    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+        """What the operator should know before the night but may accept (`plan` and `render`
+        print them)."""
+
+
+
+def offered(pool: GpuPool, cloud: str, region: str) -> list[str]:
+    """The pool's instance types `cloud` sells in `region`, in the pool's order (config checks one is)."""
+    return profiles.offered(pool.instance_types, cloud, region)
+
+class WithoutController:
+    """The shared part of provisioners that run no controller in the cluster (a cloud's node pools,
+    groups that exist): no add-on, no custom kinds, nothing in Kubernetes to freeze or thaw, and
+    the pool's GPUs counted from the nodes that carry its label."""
+
+    addon: str | None = None
+    crd_kinds: tuple[str, ...] = ()
+
+    def installs_addon(self, cluster: Cluster) -> bool:
+        return False
+
+    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+        return []
+
+    def addon_values(self, cluster: Cluster) -> dict[str, Any]:
+        return {}
+
+    def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]:
+        """No Kubernetes object of such a pool can freeze or thaw it (docs/operations.md)."""
+        return ()
+
+    def edge_pool(self, scope: Scope, cluster: Cluster, name: str, instance_types: Sequence[str],
+                  cpu_limit: int, why: str) -> tuple[Obj, ...]:
+        """Nothing in Kubernetes: the edge's nodes are a node group the operator provides, labelled
+        podpolicy.POOL_LABEL=name and tainted podpolicy.EDGE_TAINT (docs/operations.md)."""
+        return ()
+
+    def load_balancer(self, cluster: Cluster) -> dict[str, Any]:
+        """The cluster's default load balancer for a LoadBalancer Service."""
+        return {}
+
+    def gpus_in_use(self, pool: str) -> str:
+        """GPUs allocatable on the pool's nodes (kube-state-metrics exports the kit's pool label)."""
+        return (f'sum(kube_node_status_allocatable{{resource="nvidia_com_gpu"}} * on(node) group_left '
+                f'kube_node_labels{{label_peaknight_io_pool="{pool}"}})')

@@ -7,16 +7,19 @@ serves the night is taken away during it.
 """
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Iterable, Sequence
 
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import Obj, Scope, Unit, meta
 from peaknight.plan.capacity import PoolPlan
-from peaknight.provisioners.base import Finding
-from peaknight.spec.stack import Cluster, GpuPool
-from peaknight.spec.timeline import cron_at, go_duration, to_utc
+from peaknight.provisioners.base import Finding, offered
+from peaknight.provisioners.settings import KarpenterAwsSettings
+from peaknight.spec.stack import CapacityType, Cluster, GpuPool
+from peaknight.spec.timeline import cron_at, go_duration, parse_go_duration, to_utc
 
 ADDON = "karpenter"
+CLOUD = "aws"
 CAPACITY_TYPE = "karpenter.sh/capacity-type"
 # Karpenter's own gauge of what a NodePool holds, by resource type.
 USAGE_METRIC = "karpenter_nodepools_usage"
@@ -24,34 +27,62 @@ USAGE_METRIC = "karpenter_nodepools_usage"
 AMI_ALIAS = "al2023@v20260209"
 
 
-def freeze_budget(scope: Scope) -> dict[str, str]:
-    """`nodes: "0"` from the window's start (UTC cron, as Karpenter reads it) for its length."""
-    start = to_utc(scope, scope.event.window.start)
-    return {"nodes": "0", "schedule": cron_at(start),
-            "duration": go_duration(scope.event.window.end - scope.event.window.start)}
+def freeze_budget(scope: Scope, lead_minutes: int) -> dict[str, str]:
+    """`nodes: "0"` from `lead_minutes` before the window's start (UTC cron, as Karpenter reads it)
+    to its end: no reason (consolidation, emptiness, drift) may take a node in that time."""
+    begin = scope.event.window.start - dt.timedelta(minutes=lead_minutes)
+    return {"nodes": "0", "schedule": cron_at(to_utc(scope, begin)),
+            "duration": go_duration(scope.event.window.end - begin)}
+
+
+def _settings(cluster: Cluster) -> KarpenterAwsSettings:
+    """The cluster's settings; the registry only hands this provisioner its own kind's clusters."""
+    settings = cluster.provisioner
+    if not isinstance(settings, KarpenterAwsSettings):
+        raise TypeError(f"cluster '{cluster.name}' is not provisioned by karpenter-aws")
+    return settings
+
+
+def capacity_reservations(settings: KarpenterAwsSettings) -> list[dict[str, Any]]:
+    """EC2NodeClass capacityReservationSelectorTerms: each id, and the tags as one term."""
+    terms: list[dict[str, Any]] = [{"id": i} for i in settings.capacity_reservation_ids]
+    if settings.capacity_reservation_tags:
+        terms.append({"tags": dict(settings.capacity_reservation_tags)})
+    return terms
 
 
 def _node_class(scope: Scope, cluster: Cluster, name: str, component: str, volume: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
-        "metadata": meta(scope, component, name),
-        "spec": {
-            "role": cluster.provisioner.node_role,
-            "amiSelectorTerms": [{"alias": AMI_ALIAS}],
-            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
-            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
-            "blockDeviceMappings": [{"deviceName": "/dev/xvda",
-                                     "ebs": {"volumeSize": volume, "volumeType": "gp3", "encrypted": True}}],
-            "tags": {"peaknight.io/event": scope.event.name, "peaknight.io/pool": name},
-        },
+    """The EC2NodeClass of one of the kit's pools. The root volume holds the OS and, on an
+    instance type without local NVMe, the images, at the throughput and IOPS a 20 GiB pull needs
+    (gp3's baseline is 125 MiB/s, 3,000 IOPS). Where the instance has local NVMe (every P5-family
+    type), Karpenter makes it one RAID0 volume for kubelet and containerd: images and the weights
+    read locally land there. Selected capacity reservations are tried first."""
+    settings = _settings(cluster)
+    spec: dict[str, Any] = {
+        "role": settings.node_role,
+        "amiSelectorTerms": [{"alias": AMI_ALIAS}],
+        "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
+        "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster.name}}],
+        "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {
+            "volumeSize": volume, "volumeType": "gp3", "encrypted": True,
+            "throughput": settings.root_volume_throughput, "iops": settings.root_volume_iops}}],
+        "instanceStorePolicy": "RAID0",
+        "tags": {"peaknight.io/event": scope.event.name, "peaknight.io/pool": name},
     }
+    reservations = capacity_reservations(settings)
+    if reservations:
+        spec["capacityReservationSelectorTerms"] = reservations
+    return {"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": meta(scope, component, name),
+            "spec": spec}
 
 
 def _node_pool(scope: Scope, cluster: Cluster, name: str, component: str, instance_types: Sequence[str],
                labels: dict[str, str], taint: dict[str, str], limits: dict[str, str],
                annotations: dict[str, str]) -> dict[str, Any]:
     """A NodePool of one of the kit's pools: its label and taint on every node, the stage's
-    capacity types, the cluster's zones, and no voluntary disruption across the window."""
+    capacity types, the cluster's zones, and no voluntary disruption from the freeze's lead
+    before the window to its end."""
+    budgets = [] if scope.event.over else [freeze_budget(scope, _settings(cluster).freeze_lead_minutes)]
     return {
         "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
         "metadata": {**meta(scope, component, name), "annotations": annotations},
@@ -75,9 +106,9 @@ def _node_pool(scope: Scope, cluster: Cluster, name: str, component: str, instan
             "disruption": {
                 "consolidationPolicy": "WhenEmptyOrUnderutilized",
                 "consolidateAfter": "10m",
-                # Outside the window Karpenter may consolidate 10% of nodes at a time.
-                # After the night (event.over) the freeze goes: its cron has no year.
-                "budgets": ([] if scope.event.over else [freeze_budget(scope)]) + [{"nodes": "10%"}],
+                # Outside the freeze Karpenter may consolidate 10% of nodes at a time. After the
+                # night (event.over) the freeze goes: its cron has no year.
+                "budgets": budgets + [{"nodes": "10%"}],
             },
         },
     }
@@ -87,11 +118,29 @@ def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Uni
     protect = scope.policy.protect
     # Room for two 20 GiB model images and their extracted layers.
     node_class = _node_class(scope, cluster, pool.name, "gpu-node-pool", "500Gi")
-    node_pool = _node_pool(scope, cluster, pool.name, "gpu-node-pool", pool.instance_types,
+    node_pool = _node_pool(scope, cluster, pool.name, "gpu-node-pool", offered(pool, CLOUD, cluster.region),
                            {"nvidia.com/gpu.present": "true"}, podpolicy.GPU_TAINT,
                            {"nvidia.com/gpu": str(int(plan.gpu_limit.value))},
                            {"peaknight.io/gpu-limit": plan.gpu_limit.why, "peaknight.io/planned-nodes": plan.nodes.why})
     return Unit("GpuNodePool", pool.name, (Obj(node_class, protect=protect), Obj(node_pool, protect=protect)))
+
+
+def _covers(budget: dict[str, str], window: dict[str, str]) -> bool:
+    """A nodes-0 budget for every reason whose span holds the window's (cron minute hour day month)."""
+    if budget.get("nodes") != "0" or budget.get("reasons") or "schedule" not in budget:
+        return False
+    try:
+        start = _cron_time(budget["schedule"])
+        end = start + parse_go_duration(budget["duration"])
+        w_start = _cron_time(window["schedule"])
+    except (KeyError, ValueError):
+        return False
+    return start <= w_start and end >= w_start + parse_go_duration(window["duration"])
+
+
+def _cron_time(cron: str) -> dt.datetime:
+    minute, hour, day, month, _ = cron.split()
+    return dt.datetime(2000, int(month), int(day), int(hour), int(minute))
 
 
 # AWS Load Balancer Controller annotations: an NLB with the pods as IP targets, one node (and
@@ -114,11 +163,22 @@ class KarpenterAws:
     crd_kinds: tuple[str, ...] = ("NodePool", "EC2NodeClass")
 
     def installs_addon(self, cluster: Cluster) -> bool:
-        return cluster.provisioner.install
+        return _settings(cluster).install
 
     def addon_values(self, cluster: Cluster) -> dict[str, Any]:
-        """Karpenter discovers subnets and security groups by the tag the EC2NodeClasses select on."""
-        return {"settings": {"clusterName": cluster.name}}
+        """Karpenter discovers subnets and security groups by the tag the EC2NodeClasses select on;
+        with reservations, the ReservedCapacity gate lets NodePools launch into them first (a
+        `reserved` requirement is tried before `on-demand`); with a queue, it drains nodes ahead of
+        EC2's interruption and maintenance events."""
+        settings = _settings(cluster)
+        values: dict[str, Any] = {"clusterName": cluster.name}
+        if capacity_reservations(settings):
+            # BETA and on by default in chart 1.14.1 (values.yaml): said explicitly, so an upgrade
+            # that changes the default cannot switch reservations off unnoticed.
+            values["featureGates"] = {"reservedCapacity": True}
+        if settings.interruption_queue:
+            values["interruptionQueue"] = settings.interruption_queue
+        return {"settings": values}
 
     def pool(self, scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
         return _build(scope, cluster, pool, plan)
@@ -126,15 +186,15 @@ class KarpenterAws:
     def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]:
         """Broadcast pools are protected from `pulumi destroy` and their NodePools carry the
         window's nodes-0 budget."""
-        budget = freeze_budget(scope)
         for obj in objs:
             if obj.kind not in self.crd_kinds:
                 continue
             if not obj.protect:
                 yield obj, "broadcast node pool is not protected (protect=True)"
             budgets = obj.manifest.get("spec", {}).get("disruption", {}).get("budgets", [])
+            budget = freeze_budget(scope, 0)
             # After the night (event.over) the freeze is removed on purpose.
-            if obj.kind == "NodePool" and budget not in budgets and not scope.event.over:
+            if obj.kind == "NodePool" and not scope.event.over and not any(_covers(b, budget) for b in budgets):
                 yield obj, (f"disruption budgets do not close the window: expected {budget} "
                             f"(nodes 0 from the window's start in UTC for its length), found {budgets}")
 
@@ -150,6 +210,17 @@ class KarpenterAws:
     def load_balancer(self, cluster: Cluster) -> dict[str, Any]:
         """Service fields of the viewers' load balancer: an AWS NLB per cluster, one address per zone."""
         return {"annotations": dict(NLB_ANNOTATIONS), "loadBalancerClass": NLB_CLASS}
+
+    def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
+        """Karpenter launches what the NodePool's limit allows: nothing to refuse here."""
+        return []
+
+    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+        """`reserved` with no reservation selected is a label only: every launch is on-demand."""
+        if CapacityType.RESERVED in scope.policy.capacity_types and not capacity_reservations(_settings(cluster)):
+            return [f"cluster '{cluster.name}' allows reserved capacity but selects no capacity reservation "
+                    "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
+        return []
 
     def gpus_in_use(self, pool: str) -> str:
         return f'max({USAGE_METRIC}{{nodepool="{pool}",resource_type="{podpolicy.GPU_TAINT["key"]}"}})'

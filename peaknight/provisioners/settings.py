@@ -6,9 +6,10 @@ module to provisioners/registry.py.
 """
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Discriminator, Field, Tag
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
@@ -16,6 +17,28 @@ from peaknight.spec.formats import IamRole
 
 _STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_alias=True, validate_by_name=True,
                      frozen=True)
+
+
+def _cloud_id(pattern: str, what: str):
+    """Cloud ids end up in Pulumi properties and rendered files: accept only their documented shape."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{what} ({pattern})")
+        return value
+    return AfterValidator(check)
+
+
+# AWS ids (cr-..., sg-...) and names are ASCII words; tag keys and values what EC2 allows.
+ReservationId = Annotated[str, _cloud_id(r"cr-[0-9a-f]{8,17}", "an EC2 capacity reservation id")]
+QueueName = Annotated[str, _cloud_id(r"[A-Za-z0-9_-]{1,80}", "an SQS queue name")]
+TagText = Annotated[str, _cloud_id(r"[A-Za-z0-9 _.:/=+@-]{1,128}", "an EC2 tag key or value")]
+# Volcano Engine ids: a prefix and lower-case letters and digits.
+VkeClusterId = Annotated[str, _cloud_id(r"cc[a-z0-9]{6,40}", "a VKE cluster id")]
+SubnetId = Annotated[str, _cloud_id(r"subnet-[a-z0-9]{6,40}", "a Volcano Engine subnet id")]
+SecurityGroupId = Annotated[str, _cloud_id(r"sg-[a-z0-9]{6,40}", "a Volcano Engine security group id")]
+NodeGroupName = Annotated[str, _cloud_id(r"[A-Za-z0-9._-]{1,63}", "a node group name")]
 
 
 @dataclass(config=_STRICT, kw_only=True)
@@ -26,12 +49,69 @@ class KarpenterAwsSettings:
     node_role: IamRole = Field(default="KarpenterNodeRole", description="IAM role of the nodes (EC2NodeClass role)")
     install: bool = Field(default=True, description="install the Karpenter chart; false where the cluster "
                           "already runs it (its CRDs are then assumed)")
+    capacity_reservation_ids: tuple[ReservationId, ...] = Field(
+        default=(), description="EC2 capacity reservations the pools launch into first (`reserved` capacity)")
+    capacity_reservation_tags: dict[TagText, TagText] = Field(
+        default_factory=dict, description="select capacity reservations by tag instead of (or besides) id")
+    interruption_queue: Optional[QueueName] = Field(
+        default=None, description="SQS queue of EC2 interruption events Karpenter drains nodes ahead of")
+    freeze_lead_minutes: int = Field(default=60, ge=0, le=24 * 60, description="the node freeze starts this "
+                                     "many minutes before the window")
+    root_volume_throughput: int = Field(default=1000, ge=125, le=2000, description="gp3 MiB/s of each GPU "
+                                        "node's root volume (image pulls)")
+    root_volume_iops: int = Field(default=16000, ge=3000, le=80000, description="gp3 IOPS of the root volume")
 
 
-# A union discriminated by `kind` as more provisioners arrive.
-ProvisionerSettings = KarpenterAwsSettings
+@dataclass(config=_STRICT, kw_only=True)
+class VolcengineVkeSettings:
+    """Volcano Engine VKE node pools (provisioners/vke.py): one node pool per GPU pool and zone."""
+
+    kind: Literal["volcengine-vke"]
+    cluster_id: VkeClusterId = Field(description="the VKE cluster the node pools join")
+    subnets: dict[str, SubnetId] = Field(description="zone -> subnet id: one per zone of the cluster")
+    security_group_ids: tuple[SecurityGroupId, ...] = Field(min_length=1, description="security groups of "
+                                                            "the GPU nodes")
 
 
-def default_settings() -> ProvisionerSettings:
-    """A cluster that names no provisioner gets this one."""
+@dataclass(config=_STRICT, kw_only=True)
+class ExistingGroup:
+    """One GPU node group the cluster already has (cluster-autoscaler or fixed)."""
+
+    pool: str = Field(description="the kit's GPU pool these nodes serve")
+    name: NodeGroupName = Field(description="the group's own name, for the operator")
+    nodes: int = Field(ge=0, description="nodes the group can hold (its maximum size)")
+
+
+@dataclass(config=_STRICT, kw_only=True)
+class ExistingSettings:
+    """GPU node groups that exist already (provisioners/existing.py): the kit declares nothing for
+    them; `plan` checks their sizes against the plan."""
+
+    kind: Literal["existing"]
+    groups: tuple[ExistingGroup, ...] = Field(min_length=1, description="the node groups per pool")
+
+
+DEFAULT_KIND = "karpenter-aws"
+# kind -> settings class: the discriminator's tags, and how config errors name a member's keys.
+PROVISIONER_SETTINGS: dict[str, type] = {"karpenter-aws": KarpenterAwsSettings, "volcengine-vke": VolcengineVkeSettings,
+                                         "existing": ExistingSettings}
+
+
+def _kind(value: Any) -> Any:
+    """The discriminator: a mapping without `kind` is Karpenter on AWS, the kit's first provisioner."""
+    if isinstance(value, dict):
+        return value.get("kind", DEFAULT_KIND)
+    return getattr(value, "kind", None)
+
+
+ProvisionerSettings = Annotated[Union[Annotated[KarpenterAwsSettings, Tag("karpenter-aws")],
+                                      Annotated[VolcengineVkeSettings, Tag("volcengine-vke")],
+                                      Annotated[ExistingSettings, Tag("existing")]],
+                                Discriminator(_kind)]
+# The clouds each provisioner's nodes come from (profiles.yaml instance types' `cloud`); None: any.
+PROVISIONER_CLOUD: dict[str, str | None] = {"karpenter-aws": "aws", "volcengine-vke": "volcengine", "existing": None}
+
+
+def default_settings() -> KarpenterAwsSettings:
+    """A cluster that names no provisioner gets this one (the kit's first, DEFAULT_KIND)."""
     return KarpenterAwsSettings()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_volcengine as volcengine
 
 from peaknight.builders import event
 from peaknight.plan import capacity
 from peaknight.pulumi import stack_config
 from peaknight.pulumi.components import ClusterStack
 from peaknight.spec import config
-from peaknight.spec.stack import StackSpec
+from peaknight.spec.stack import Cluster, StackSpec
 
 
 def provider_for(spec: StackSpec, cluster_name: str, adopt_existing: bool) -> k8s.Provider:
@@ -31,8 +32,25 @@ def provider_for(spec: StackSpec, cluster_name: str, adopt_existing: bool) -> k8
                         enable_server_side_apply=True, upsert_existing_objects=adopt_existing)
 
 
+def cloud_providers(cluster: Cluster) -> list[pulumi.ProviderResource]:
+    """The cluster's cloud provider when its provisioner declares cloud resources: Volcano Engine
+    in the cluster's region, credentials from the cluster's two secrets."""
+    if cluster.provisioner.kind != "volcengine-vke":
+        return []
+    cfg = pulumi.Config(config.NAMESPACE)
+    keys = [f"{prefix}{cluster.name}" for prefix in config.VOLCENGINE_PREFIXES]
+    access_key, secret_key = (cfg.get_secret(key) for key in keys)
+    if access_key is None or secret_key is None:
+        raise pulumi.RunError(f"Pulumi config of stack {pulumi.get_stack()}: {config.NAMESPACE}:{keys[0]}, "
+                              f"{config.NAMESPACE}:{keys[1]}: expected the cluster's Volcano Engine access and "
+                              f"secret key as secrets (pulumi config set --secret ...); found nothing")
+    return [volcengine.Provider(f"volcengine-{cluster.name}", region=cluster.region, access_key=access_key,
+                                secret_key=secret_key)]
+
+
 def deploy(spec: StackSpec) -> list[ClusterStack]:
-    """Declare every object of the event, one ClusterStack per cluster under its own provider.
+    """Declare every object of the event, one ClusterStack per cluster under its own providers
+    (Kubernetes, and the cloud's where its provisioner declares cloud resources).
     With `peaknight:gitops` the add-ons are objects of a part of their own (Argo CD / Flux), which a
     render directory can hold; otherwise Helm releases every object that needs one waits for."""
     objects = event.build(spec)
@@ -40,7 +58,8 @@ def deploy(spec: StackSpec) -> list[ClusterStack]:
     for cluster_objects in objects.clusters:
         cluster = cluster_objects.cluster
         provider = provider_for(spec, cluster.name, cluster.adopt_existing)
-        stacks.append(ClusterStack(cluster.name, cluster_objects, pulumi.ResourceOptions(provider=provider)))
+        opts = pulumi.ResourceOptions(providers=[provider, *cloud_providers(cluster)])
+        stacks.append(ClusterStack(cluster.name, cluster_objects, opts))
     return stacks
 
 

@@ -4,7 +4,7 @@ The CLI validates the stack file's every `peaknight:` key (config.read_stack_fil
 the program must reject exactly the same, so it cannot ask pulumi.Config for the keys it knows:
 it lists every key Pulumi passed (unknown ones like `peaknight:edgez` included) and hands
 config.parse what the file would have held. Pulumi gives a secret's value decrypted and says
-separately that it is secret, so a secret kubeconfig becomes the file's `{secure: ...}` shape and
+separately that it is secret, so a secret kubeconfig (or cloud credential) becomes the file's `{secure: ...}` shape and
 a plain one stays plain text, which parse rejects as the CLI does.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def raw_config(source: str) -> dict[str, Any]:
         if not key.startswith(prefix):
             continue
         name = key[len(prefix):]
-        if name.startswith(config.KUBECONFIG_PREFIX):
+        if name.startswith(config.SECRET_PREFIXES):
             raw[name] = SECRET_PLACEHOLDER if _is_secret(key) else text
             continue
         try:

@@ -202,6 +202,21 @@ def objects_section(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
     return out
 
 
+def cloud_section(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
+    """Cloud resources (a provisioner's node pools), diffed like objects: each becomes a manifest
+    of kind <type token> named by its name, with its protect flag and properties. Nothing when
+    neither side has any."""
+    def as_manifests(side: dict[str, Any]) -> dict[str, Any]:
+        return {cluster: {key: {"kind": r["type"], "metadata": {"name": r["name"]}, "protect": r["protect"],
+                                "properties": r["properties"]} for key, r in resources.items()}
+                for cluster, resources in side.items()}
+
+    if not any(base.values()) and not any(head.values()):
+        return []
+    first, *rest = objects_section(as_manifests(base), as_manifests(head))
+    return [first.replace("objects:", "cloud resources:", 1), *rest]
+
+
 # ---- capacity and the simulated night -------------------------------------------------------
 
 def _count(x: float) -> str:
@@ -285,4 +300,6 @@ def report(stack: str, ref: str) -> str:
     lines += summary_section(base["plan"] if base else None, head["plan"], base["simulation"] if base else None,
                              head["simulation"])
     lines += ["", *objects_section(base["objects"] if base else {}, head["objects"])]
+    cloud = cloud_section(base.get("cloud", {}) if base else {}, head.get("cloud", {}))
+    lines += ["", *cloud] if cloud else []
     return "\n".join(lines)

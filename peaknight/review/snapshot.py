@@ -42,10 +42,17 @@ def snapshot(stack: str) -> dict[str, Any]:
                 row["moments"][name] = row["moments"].get(name, 0) + int(fig.value)
     return {
         "objects": {c.cluster.name: {o.key: o.manifest for u in c.units for o in u.objects} for c in objects.clusters},
+        "cloud": _cloud(objects),
         "plan": {"models": models, "short": [f"{p.cluster}/{p.name}" for p in objects.plan.short],
                  "gpu_limit": sum(int(p.gpu_limit.value) for c in objects.plan.clusters for p in c.pools)},
         "simulation": _simulation(spec, objects),
     }
+
+
+def _cloud(objects: Any) -> dict[str, dict[str, Any]]:
+    """Per cluster, each provisioner cloud resource (none in a revision from before they existed)."""
+    return {c.cluster.name: {r.key: {"type": r.type, "name": r.name, "protect": r.protect, "properties": r.properties}
+                             for u in c.units for r in getattr(u, "cloud", ())} for c in objects.clusters}
 
 
 def _simulation(spec: Any, objects: Any) -> dict[str, dict[str, float]] | None:

@@ -24,11 +24,16 @@ from pydantic import TypeAdapter, ValidationError
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
 from peaknight.spec import origins as origin_grammar
+from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
+                                             KarpenterAwsSettings, VolcengineVkeSettings)
 from peaknight.spec import profiles
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = "peaknight"
 KUBECONFIG_PREFIX = "kubeconfig-"
+# A volcengine-vke cluster's credentials for its Volcano Engine provider: secrets, like kubeconfigs.
+VOLCENGINE_PREFIXES = ("volcengine-access-key-", "volcengine-secret-key-")
+SECRET_PREFIXES = (KUBECONFIG_PREFIX, *VOLCENGINE_PREFIXES)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -215,7 +220,7 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
     problems = _check_secrets(raw, source)
     known = set(top_level_keys())
     for key in list(raw):
-        if key.startswith(KUBECONFIG_PREFIX):
+        if key.startswith(SECRET_PREFIXES):
             raw.pop(key)
         elif key not in known:
             problems.append(Problem(source, f"{NAMESPACE}:{key}", "a known key", "an unknown key",
@@ -251,18 +256,21 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
 
 
 def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
-    """Kubeconfigs live in `kubeconfig-<cluster>` keys and must be Pulumi secrets, never plain text."""
+    """Kubeconfigs (`kubeconfig-<cluster>`) and cloud credentials (`volcengine-access-key-<cluster>`,
+    `volcengine-secret-key-<cluster>`) must be Pulumi secrets, never plain text."""
     listed = raw.get("clusters")
     clusters = {c.get("name") for c in (listed if isinstance(listed, list) else []) if isinstance(c, dict)
                 and isinstance(c.get("name"), str)}
     problems = []
     for key, value in raw.items():
-        if not key.startswith(KUBECONFIG_PREFIX):
+        prefix = next((p for p in SECRET_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
             continue
-        cluster = key[len(KUBECONFIG_PREFIX):]
+        cluster = key[len(prefix):]
+        what = "a kubeconfig" if prefix == KUBECONFIG_PREFIX else "a credential"
         if cluster not in clusters:
-            problems.append(Problem(source, f"{NAMESPACE}:{key}", "a kubeconfig for a cluster in peaknight:clusters",
-                                    f"no cluster named '{cluster}'", _suggest(cluster, clusters)))
+            problems.append(Problem(source, f"{NAMESPACE}:{key}", f"{what} for a cluster in peaknight:clusters",
+                                    f"no cluster named '{cluster}'", _suggest(cluster, sorted(str(c) for c in clusters))))
         elif not (isinstance(value, dict) and set(value) == {"secure"}):
             problems.append(Problem(source, f"{NAMESPACE}:{key}",
                                     f"a Pulumi secret (pulumi config set --secret {key} ...)", "a plain-text value"))
@@ -274,12 +282,15 @@ def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
 def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
     problems = []
     errors = err.errors(include_url=False)
-    locs = [tuple(e["loc"]) for e in errors]
     for e in errors:
         loc = tuple(e["loc"])
         kind = e["type"]
-        # A list whose only items were refused is also "too short": the items' lines say it all.
-        if kind == "too_short" and any(other[:len(loc)] == loc and len(other) > len(loc) for other in locs):
+        if kind == "too_short" and any(tuple(o["loc"])[:len(loc)] == loc and len(o["loc"]) > len(loc)
+                                       for o in errors):
+            continue  # a list emptied by its own items' errors: those errors say what is wrong
+        if kind == "union_tag_not_found" or (kind == "union_tag_invalid" and not isinstance(e["input"], dict)):
+            problems.append(Problem(source, _path(loc), "a mapping with a kind (one of "
+                                    + ", ".join(PROVISIONER_SETTINGS) + ")", _show(e["input"])))
             continue
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
@@ -289,6 +300,11 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
             limit = e["ctx"]["min_length" if kind == "too_short" else "max_length"]
             problems.append(Problem(source, _path(loc), f"{'at least' if kind == 'too_short' else 'at most'} {limit} "
                                     f"item{'s' if limit != 1 else ''}", _show(e["input"])))
+        elif kind == "union_tag_invalid":
+            choices = re.findall(r"'([^']*)'", e["ctx"]["expected_tags"])
+            tag = str(e["ctx"]["tag"])
+            problems.append(Problem(source, _path(loc + ("kind",)), "one of " + ", ".join(choices), _show(tag),
+                                    _suggest(tag, choices)))
         elif kind == "missing":
             problems.append(Problem(source, _path(loc), "this required key", "nothing"))
         elif kind == "enum":
@@ -303,6 +319,7 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
 
 def _path(loc: tuple) -> str:
     out = NAMESPACE + ":"
+    loc = _untagged(loc)
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
@@ -314,8 +331,11 @@ def _path(loc: tuple) -> str:
 def _keys_at(loc: tuple) -> list[str]:
     """Allowed keys of the dataclass found by walking `loc` from StackSpec (for "did you mean")."""
     cls: Any = StackSpec
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
+            continue
+        if _is_tag(loc, i):
+            cls = PROVISIONER_SETTINGS[part]
             continue
         hints = typing.get_type_hints(cls)
         field = next((f for f in dataclasses.fields(cls) if _alias(f) == part), None)
@@ -325,6 +345,16 @@ def _keys_at(loc: tuple) -> list[str]:
         if cls is None:
             return []
     return [_alias(f) for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def _is_tag(loc: tuple, i: int) -> bool:
+    """Pydantic puts the chosen member of a tagged union (`provisioner.<kind>`) in the location."""
+    return i > 0 and loc[i - 1] == "provisioner" and loc[i] in PROVISIONER_SETTINGS
+
+
+def _untagged(loc: tuple) -> tuple:
+    """The location as the stack file spells it: without the union's tag."""
+    return tuple(part for i, part in enumerate(loc) if not _is_tag(loc, i))
 
 
 def _dataclass_in(tp: Any) -> Any:
@@ -415,6 +445,9 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
             yield P(f"gpuPools[{i}].instanceTypes", "instance types with the same GPU count per node",
                     ", ".join(str(c) for c in sorted(counts)))
 
+    yield from _check_shared_instance_types(spec, P)
+    yield from _check_clouds(spec, P)
+
     pools = {p.name: p for p in spec.gpu_pools}
     yield from _duplicates(spec.models, "models", source)
     for i, model in enumerate(spec.models):
@@ -497,3 +530,77 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
     if spec.policy.require_image_digests and not IMAGE_DIGEST.search(model.image):
         yield P(f"models[{i}].image", "an image pinned by digest (…@sha256:<64 hex>) in a "
                 f"{spec.policy.stage.value} stack", _show(model.image))
+
+
+def _check_shared_instance_types(spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """Two pools listing the same instance type compete for its stock: allowed only when both say so."""
+    for i, pool in enumerate(spec.gpu_pools):
+        if pool.shares_instance_types:
+            continue
+        for other in spec.gpu_pools:
+            shared = [t for t in pool.instance_types if other is not pool and t in other.instance_types]
+            if shared:
+                yield P(f"gpuPools[{i}].instanceTypes", f"instance types no other pool lists, or "
+                        f"sharesInstanceTypes: true on '{pool.name}' and every pool it shares with",
+                        f"{', '.join(shared)} also in pool '{other.name}'")
+
+
+def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """Every instance type is sold by a cloud some cluster's provisioner launches on, and every
+    cluster's region sells at least one instance type of each pool its models use."""
+    table = profiles.load()
+    clouds = {PROVISIONER_CLOUD[c.provisioner.kind] for c in spec.clusters}
+    if None not in clouds:  # an `existing` cluster takes whatever nodes it has
+        for i, pool in enumerate(spec.gpu_pools):
+            for j, name in enumerate(pool.instance_types):
+                itype = table.instance_types.get(name)
+                if itype is not None and itype.cloud not in clouds:
+                    yield P(f"gpuPools[{i}].instanceTypes[{j}]", "an instance type of the cloud the stack's "
+                            f"clusters launch on ({', '.join(sorted(str(c) for c in clouds))})",
+                            f"'{name}', sold by {itype.cloud}")
+    reserving = [c.name for c in spec.clusters if isinstance(c.provisioner, KarpenterAwsSettings)
+                 and (c.provisioner.capacity_reservation_ids or c.provisioner.capacity_reservation_tags)]
+    if reserving and CapacityType.RESERVED not in spec.policy.capacity_types:
+        named = ", ".join(reserving) if len(reserving) <= 3 else f"{len(reserving)} clusters ({reserving[0]} …)"
+        yield P("policy.capacityTypes", f"'reserved' among them when clusters select capacity reservations "
+                f"({named}; else they go unused)", ", ".join(t.value for t in spec.policy.capacity_types))
+    used = {m.pool for m in spec.models}
+    for i, cluster in enumerate(spec.clusters):
+        yield from _check_provisioner(i, cluster, spec, P)
+        cloud = PROVISIONER_CLOUD[cluster.provisioner.kind]
+        if cloud is None:
+            continue
+        for pool in (p for p in spec.gpu_pools if p.name in used):
+            own = [table.instance_types[t] for t in pool.instance_types
+                   if t in table.instance_types and table.instance_types[t].cloud == cloud]
+            if own and not any(t.sold_in(cluster.region) for t in own):
+                where = "; ".join(f"{t.name} in {', '.join(t.regions)}" for t in own)
+                yield P(f"clusters[{i}].region", f"a region that sells pool '{pool.name}''s {cloud} GPUs "
+                        f"({where})", _show(cluster.region))
+            elif not own:
+                yield P(f"clusters[{i}].provisioner.kind", f"a provisioner whose cloud sells pool "
+                        f"'{pool.name}''s instance types", f"'{cluster.provisioner.kind}' ({cloud})")
+
+
+def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """Settings that only make sense against the rest of the stack (zones, pools, capacity types)."""
+    settings = cluster.provisioner
+    if isinstance(settings, VolcengineVkeSettings):
+        missing = [z for z in cluster.zones if z not in settings.subnets]
+        extra = [z for z in settings.subnets if z not in cluster.zones]
+        if missing or extra:
+            found = ([f"none for {', '.join(missing)}"] if missing else []) + (
+                [f"a subnet for {', '.join(extra)}, not a zone of the cluster"] if extra else [])
+            yield P(f"clusters[{i}].provisioner.subnets", f"one subnet per zone of the cluster "
+                    f"({', '.join(cluster.zones)})", "; ".join(found))
+        types = spec.policy.capacity_types
+        if CapacityType.SPOT in types or CapacityType.ON_DEMAND not in types:
+            yield P("policy.capacityTypes", f"on-demand and no spot when cluster '{cluster.name}' uses "
+                    "volcengine-vke (a VKE node pool launches pay-as-you-go instances, no spot)",
+                    ", ".join(t.value for t in types))
+    elif isinstance(settings, ExistingSettings):
+        pools = [p.name for p in spec.gpu_pools]
+        for j, group in enumerate(settings.groups):
+            if group.pool not in pools:
+                yield P(f"clusters[{i}].provisioner.groups[{j}].pool", "the name of a pool in "
+                        f"peaknight:gpuPools ({', '.join(pools)})", _show(group.pool), _suggest(group.pool, pools))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -26,7 +27,12 @@ class InstanceType:
     name: str
     gpu: str
     gpus: int
+    cloud: str                        # aws, volcengine: which provisioners may launch it
+    regions: tuple[str, ...]          # where its source shows it on sale
     interconnect: Interconnect | None = None
+
+    def sold_in(self, region: str) -> bool:
+        return region in self.regions
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ def load() -> Profiles:
                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return Profiles(
         gpus={name: row["memory_gib"] for name, row in raw["gpus"].items()},
-        instance_types={name: InstanceType(name, row["gpu"], row["gpus"],
+        instance_types={name: InstanceType(name, row["gpu"], row["gpus"], row["cloud"], tuple(row["regions"]),
                                            Interconnect(**row["interconnect"]) if "interconnect" in row else None)
                         for name, row in raw["instance_types"].items()},
         model_classes={name: ModelClass(name=name, **row) for name, row in raw["model_classes"].items()},
@@ -115,3 +121,9 @@ def load() -> Profiles:
         edge_instance_types={name: EdgeInstanceType(name=name, **row) for name, row in raw["edge_instance_types"].items()},
         edge_network=EdgeNetwork(**raw["edge_network"]),
     )
+
+
+def offered(instance_types: Iterable[str], cloud: str, region: str) -> list[str]:
+    """Those of `instance_types` that `cloud` sells in `region`, in the given order."""
+    table = load().instance_types
+    return [t for t in instance_types if t in table and table[t].cloud == cloud and table[t].sold_in(region)]

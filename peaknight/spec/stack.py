@@ -198,6 +198,9 @@ class GpuPool:
     instance_types: tuple[str, ...] = Field(min_length=1, description="from the profile catalog")
     max_gpus_per_cluster: Optional[int] = Field(default=None, gt=0, le=5000 * 16, description="the pool's own cap "
                                                 "(at most the envelope: 5,000 nodes of 16 GPUs)")
+    shares_instance_types: bool = Field(default=False, description="this pool knowingly lists instance types "
+                                        "another pool lists too (they compete for the same stock); every pool "
+                                        "sharing one must say so")
 
 
 class AuthType(str, Enum):

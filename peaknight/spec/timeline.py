@@ -6,6 +6,7 @@ converting in one place keeps the node-pool freeze and the pre-scaling on the sa
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zoneinfo
 from typing import Protocol
 
@@ -35,6 +36,14 @@ def go_duration(delta: dt.timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
     hours, minutes = divmod(minutes, 60)
     return (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes or not hours else "")
+
+
+def parse_go_duration(text: str) -> dt.timedelta:
+    """The inverse of go_duration (hours and minutes only); ValueError on anything else."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?", text)
+    if not match or not text:
+        raise ValueError(f"not an hours-and-minutes Go duration: {text!r}")
+    return dt.timedelta(hours=int(match.group(1) or 0), minutes=int(match.group(2) or 0))
 
 
 def window_minutes(spec: _HasEvent) -> int:

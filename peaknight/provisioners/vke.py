@@ -1,0 +1,95 @@
+"""Volcano Engine VKE: one VKE node pool per GPU pool and zone, as pulumi-volcengine declares it.
+
+The only module that knows VKE exists. Each node pool is a cloud resource
+(`volcengine:vke/nodePool:NodePool`, properties by the provider's wire names) that the offline
+render lists and the Pulumi program registers under the cluster's Volcano Engine provider. A pool
+per zone, because a VKE node pool's autoscaling bounds are one number for all its subnets: per zone,
+the bounds follow the plan's zone split (min = the floor's nodes, max = the peak's nodes + one
+surge replica), so losing a zone never lets the others shrink below their share.
+
+Freeze: VKE has no time-windowed disruption budget. The cluster autoscaler removes only nodes whose
+pods can move, and inside the window the autoscalers hold every moment's floor to its end, so a node
+serving the night keeps its replicas and stays; below the floor the pool's minimum holds. Broadcast
+pools are Pulumi-protected.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from peaknight.builders import podpolicy
+from peaknight.builders.objects import CloudResource, Scope, Unit
+from peaknight.plan.capacity import PoolPlan
+from peaknight.provisioners.base import WithoutController, offered
+from peaknight.provisioners.settings import VolcengineVkeSettings
+from peaknight.spec.stack import Cluster, GpuPool
+
+NODE_POOL = "volcengine:vke/nodePool:NodePool"
+CLOUD = "volcengine"
+# pulumi-volcengine 0.0.47 NodePoolAutoScaling: maxReplicas "range in 1~2000".
+MAX_REPLICAS = 2000
+# Cloud disk types the node pool accepts (NodePoolNodeConfigDataVolume.type); ESSD_PL0 is its default.
+DISK_TYPE = "ESSD_PL0"
+SYSTEM_DISK_GIB = 100
+
+
+def pool_name(pool: GpuPool, zone: str) -> str:
+    """One node pool per GPU pool and zone: `<pool>-<zone>` (both DNS-safe by config)."""
+    return f"{pool.name}-{zone}"
+
+
+def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zone_index: int) -> CloudResource:
+    """The VKE node pool of `pool` in the cluster's `zone_index`-th zone."""
+    settings = cluster.provisioner
+    if not isinstance(settings, VolcengineVkeSettings):
+        raise TypeError(f"cluster '{cluster.name}' is not provisioned by volcengine-vke")
+    zone = cluster.zones[zone_index]
+    floor = plan.zone_floor_nodes[zone_index]
+    ceiling = plan.zone_nodes[zone_index] + plan.surge_nodes
+    name = pool_name(pool, zone)
+    labels = {podpolicy.POOL_LABEL: pool.name, "nvidia.com/gpu.present": "true"}
+    tags = {"peaknight.io/event": scope.event.name, "peaknight.io/pool": pool.name}
+    properties: dict[str, Any] = {
+        "clusterId": settings.cluster_id,
+        "name": name,
+        "nodeConfig": {
+            "instanceTypeIds": offered(pool, CLOUD, cluster.region),
+            "subnetIds": [settings.subnets[zone]],
+            "security": {"securityGroupIds": list(settings.security_group_ids)},
+            "instanceChargeType": "PostPaid",
+            "systemVolume": {"type": DISK_TYPE, "size": SYSTEM_DISK_GIB},
+            # The first data disk is the container runtime's storage: images, and room for the
+            # weights on local disk (plan: disk_gib).
+            "additionalContainerStorageEnabled": True,
+            "dataVolumes": [{"type": DISK_TYPE, "size": int(plan.disk_gib.value)}],
+            "namePrefix": name,
+        },
+        "kubernetesConfig": {
+            "cordon": False,
+            "labels": [{"key": k, "value": v} for k, v in labels.items()],
+            "taints": [dict(podpolicy.GPU_TAINT)],
+        },
+        "autoScaling": {"enabled": True, "minReplicas": floor, "desiredReplicas": floor, "maxReplicas": ceiling},
+        "tags": [{"key": k, "value": v} for k, v in tags.items()],
+    }
+    types = ", ".join(properties["nodeConfig"]["instanceTypeIds"])
+    summary = (f"{types} in {zone}: min {floor:,} (floor), max {ceiling:,} nodes "
+               f"(peak {plan.zone_nodes[zone_index]:,} + surge {plan.surge_nodes}), "
+               f"{int(plan.disk_gib.value)} GiB data disk")
+    return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary)
+
+
+class VolcengineVke(WithoutController):
+    """The provisioner of `clusters[].provisioner.kind: volcengine-vke`."""
+
+    kind = "volcengine-vke"
+
+    def pool(self, scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
+        cloud = tuple(node_pool(scope, cluster, pool, plan, z) for z in range(len(cluster.zones)))
+        return Unit("GpuNodePool", pool.name, (), cloud)
+
+    def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
+        """What the cloud would refuse: a zone's node pool above VKE's autoscaling maximum."""
+        ceilings = [n + plan.surge_nodes for n in plan.zone_nodes]
+        return [f"cluster '{cluster.name}': pool '{plan.pool}' needs {c:,} nodes in {z}, a VKE node pool holds at "
+                f"most {MAX_REPLICAS:,} (add a cluster or lower its share)"
+                for z, c in zip(cluster.zones, ceilings) if c > MAX_REPLICAS]

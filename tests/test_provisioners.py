@@ -1,0 +1,332 @@
+"""The provisioners: Volcano Engine VKE node pools under Pulumi's mocks (arguments, provider per
+cluster), existing node groups checked against the plan, Karpenter's reserved capacity, and the
+config errors that keep a pool on the cloud and region that sell its GPUs."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from peaknight.builders import podpolicy
+from peaknight.cli import main as cli
+from peaknight.plan import capacity
+from peaknight.provisioners import vke
+from peaknight.spec import config
+from conftest import STACKS
+from pulumi_harness import run_under_mocks, secret_keys, stack_config
+
+VKE_STACK = STACKS / "Pulumi.gala-vke.yaml"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def two_vke_clusters() -> dict[str, Any]:
+    """gala-vke cut to two clusters (half the night each, at 1%): the same shape, quick to run."""
+    raw = config.read_stack_file(VKE_STACK)
+    raw["clusters"] = [dict(c, share=0.5) for c in raw["clusters"][:2]]
+    raw["scale"] = 0.01
+    return raw
+
+
+def pulumi_config(raw: dict[str, Any]) -> dict[str, str]:
+    out = {f"peaknight:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    for c in raw["clusters"]:
+        out[f"peaknight:kubeconfig-{c['name']}"] = "apiVersion: v1\nkind: Config\n"
+        out[f"peaknight:volcengine-access-key-{c['name']}"] = f"AK-{c['name']}"
+        out[f"peaknight:volcengine-secret-key-{c['name']}"] = f"SK-{c['name']}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def vke_run():
+    raw = two_vke_clusters()
+    spec = config.parse(raw, "test")
+
+    def main() -> None:
+        from peaknight.pulumi import program
+        program.main()
+
+    cfg = pulumi_config(raw)
+    return spec, capacity.plan(spec), run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg))
+
+
+def test_one_vke_node_pool_per_pool_and_zone_with_the_plans_arguments(vke_run):
+    spec, plan, mocks = vke_run
+    pools = [r for r in mocks.resources if r.typ == "volcengine:vke/nodePool:NodePool"]
+    cluster = spec.clusters[0]
+    settings = cluster.provisioner
+    pool_plan = plan.cluster(cluster.name).pool("h20")
+    mine = {r.inputs["name"]: r for r in pools if r.name.startswith(f"{cluster.name}/")}
+    assert sorted(mine) == [f"h20-{z}" for z in cluster.zones]
+    for i, zone in enumerate(cluster.zones):
+        r = mine[f"h20-{zone}"]
+        assert r.name == f"{cluster.name}/nodepool.h20-{zone}" and r.parent == f"{cluster.name}/h20" and r.protect
+        assert r.inputs["clusterId"] == settings.cluster_id
+        node = r.inputs["nodeConfig"]
+        assert node["instanceTypeIds"] == ["ecs.hpcpni3ln.45xlarge"]
+        assert node["subnetIds"] == [settings.subnets[zone]]
+        assert node["security"] == {"securityGroupIds": list(settings.security_group_ids)}
+        assert node["dataVolumes"] == [{"type": "ESSD_PL0", "size": int(pool_plan.disk_gib.value)}]
+        kube = r.inputs["kubernetesConfig"]
+        assert {"key": podpolicy.POOL_LABEL, "value": "h20"} in kube["labels"]
+        assert kube["taints"] == [podpolicy.GPU_TAINT]
+        scaling = r.inputs["autoScaling"]
+        assert scaling["minReplicas"] == pool_plan.zone_floor_nodes[i] == scaling["desiredReplicas"]
+        assert scaling["maxReplicas"] == pool_plan.zone_nodes[i] + pool_plan.surge_nodes
+    assert sum(pool_plan.zone_nodes) == pool_plan.nodes.value
+
+
+def test_disk_holds_three_copies_of_each_image_and_every_weights(vke_run):
+    spec, plan, _ = vke_run
+    disk = plan.cluster(spec.clusters[0].name).pool("h20").disk_gib
+    # chat and deep-think (moe-671b: 20 GiB image, 642 GiB weights), greetings (dense-8b: 12, 9)
+    assert disk.value == 1500 and "= 1449 GiB" in disk.why
+
+
+def test_each_vke_cluster_has_its_own_volcengine_provider_with_secret_credentials(vke_run):
+    spec, _, mocks = vke_run
+    providers = {r.name: r for r in mocks.resources if r.typ == "pulumi:providers:volcengine"}
+    assert sorted(providers) == sorted(f"volcengine-{c.name}" for c in spec.clusters)
+    for c in spec.clusters:
+        p = providers[f"volcengine-{c.name}"]
+        assert p.inputs["region"] == "cn-beijing"
+        # Pulumi's secret signature: the credentials stay secrets in the provider's state.
+        assert p.inputs["accessKey"] == {SECRET_SIG: "1b47061264138c4ac30d75fd1eb44270", "value": f"AK-{c.name}"}
+        assert p.inputs["secretKey"] == {SECRET_SIG: "1b47061264138c4ac30d75fd1eb44270", "value": f"SK-{c.name}"}
+    for r in (r for r in mocks.resources if r.typ == "volcengine:vke/nodePool:NodePool"):
+        cluster = r.name.split("/")[0]
+        assert f"::volcengine-{cluster}::" in r.provider_ref, r.provider_ref
+
+
+def test_a_vke_cluster_without_credentials_is_one_clear_error():
+    raw = two_vke_clusters()
+    cfg = {k: v for k, v in pulumi_config(raw).items() if "volcengine-" not in k}
+
+    def main() -> None:
+        from peaknight.pulumi import program
+        program.main()
+
+    with pytest.raises(Exception) as err:
+        run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg))
+    assert ("peaknight:volcengine-access-key-vke-bj-01, peaknight:volcengine-secret-key-vke-bj-01: expected the "
+            "cluster's Volcano Engine access and secret key as secrets") in str(err.value)
+
+
+def test_plan_gala_vke_covers_the_peak_with_a_zone_lost_and_prints_the_node_pools(capsys):
+    assert cli.main(["plan", "gala-vke"]) == 0
+    out = capsys.readouterr().out
+    assert "all models and edges covered" in out and "largest zone lost" in out
+    spec = config.load_stack("gala-vke").spec
+    chat = next(m for m in spec.models if m.name == "chat")
+    assert chat.peak_tokens_per_minute == 63.3e9 and spec.policy.survive_zone_loss
+    pool = capacity.plan(spec).cluster("vke-bj-01").pool("h20")
+    assert (f"vke-bj-01  h20-cn-beijing-a  ecs.hpcpni3ln.45xlarge in cn-beijing-a: min {pool.zone_floor_nodes[0]:,} "
+            f"(floor), max {pool.zone_nodes[0] + pool.surge_nodes:,} nodes") in out
+
+
+def test_a_zone_above_what_a_vke_node_pool_holds_fails_the_plan():
+    plan = capacity.plan(config.parse(two_vke_clusters(), "t"))
+    cluster = config.parse(two_vke_clusters(), "t").clusters[0]
+    big = plan.cluster(cluster.name).pool("h20")
+    big = type(big)(**{**big.__dict__, "zone_nodes": (1999, 10, 10)})
+    assert vke.VolcengineVke().problems(cluster, big) == [
+        f"cluster '{cluster.name}': pool 'h20' needs {1999 + big.surge_nodes:,} nodes in cn-beijing-a, a VKE node "
+        "pool holds at most 2,000 (add a cluster or lower its share)"]
+
+
+def _problems(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(raw, "f")
+    return [str(p) for p in err.value.problems]
+
+
+def test_an_instance_type_from_another_cloud_is_a_config_error():
+    raw = two_vke_clusters()
+    raw["gpuPools"][0]["instanceTypes"] = ["ecs.hpcpni3ln.45xlarge", "p5.48xlarge"]
+    raw["gpuPools"][0]["gpus"] = ["H20-96G", "H100-80G"]
+    assert ("f: peaknight:gpuPools[0].instanceTypes[1]: expected an instance type of the cloud the stack's clusters "
+            "launch on (volcengine); found 'p5.48xlarge', sold by aws") in _problems(raw)
+
+
+def test_a_region_that_does_not_sell_the_pools_gpu_is_a_config_error():
+    raw = two_vke_clusters()
+    raw["clusters"][1]["region"] = "cn-shanghai"
+    assert _problems(raw) == [
+        "f: peaknight:clusters[1].region: expected a region that sells pool 'h20''s volcengine GPUs "
+        "(ecs.hpcpni3ln.45xlarge in cn-beijing); found 'cn-shanghai'"]
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda c: c.update(provisioner={**c["provisioner"], "kind": "volcano"}),
+     "f: peaknight:clusters[0].provisioner.kind: expected one of karpenter-aws, volcengine-vke, existing; "
+     "found 'volcano'"),
+    (lambda c: c.update(provisioner="vke"),
+     "f: peaknight:clusters[0].provisioner: expected a mapping with a kind (one of karpenter-aws, volcengine-vke, "
+     "existing); found 'vke'"),
+    (lambda c: c.update(provisioner={"kind": "existing", "groups": [{"pool": "h20", "name": "a b", "nodes": 3}]}),
+     "f: peaknight:clusters[0].provisioner.groups[0].name: expected a node group name ([A-Za-z0-9._-]{1,63}); "
+     "found 'a b'"),
+    (lambda c: c["provisioner"]["subnets"].pop("cn-beijing-c"),
+     "f: peaknight:clusters[0].provisioner.subnets: expected one subnet per zone of the cluster (cn-beijing-a, "
+     "cn-beijing-b, cn-beijing-c); found none for cn-beijing-c"),
+    (lambda c: c["provisioner"].update(clusterId="cc-$(reboot)"),
+     "f: peaknight:clusters[0].provisioner.clusterId: expected a VKE cluster id (cc[a-z0-9]{6,40}); "
+     "found 'cc-$(reboot)'"),
+    (lambda c: c["provisioner"].update(subnet={}),
+     "f: peaknight:clusters[0].provisioner.subnet: expected a known key (clusterId, kind, securityGroupIds, "
+     "subnets); found an unknown key (did you mean 'subnets'?)"),
+])
+def test_vke_settings_errors_are_one_line_each_naming_the_key(change, expected):
+    raw = two_vke_clusters()
+    raw["clusters"][0] = json.loads(json.dumps(raw["clusters"][0]))
+    change(raw["clusters"][0])
+    assert _problems(raw) == [expected]
+
+
+def test_vke_needs_on_demand_and_refuses_spot():
+    raw = two_vke_clusters()
+    raw["policy"] = {"stage": "rehearsal"}
+    assert ("f: peaknight:policy.capacityTypes: expected on-demand and no spot when cluster 'vke-bj-01' uses "
+            "volcengine-vke (a VKE node pool launches pay-as-you-go instances, no spot); found spot, on-demand"
+            ) in _problems(raw)
+
+
+def test_pools_sharing_instance_types_must_say_so():
+    raw = config.read_stack_file(STACKS / "Pulumi.rehearsal.yaml")
+    raw["gpuPools"][2] = {k: v for k, v in raw["gpuPools"][2].items() if k != "sharesInstanceTypes"}
+    assert _problems(raw) == [
+        "f: peaknight:gpuPools[2].instanceTypes: expected instance types no other pool lists, or sharesInstanceTypes: "
+        "true on 'h100' and every pool it shares with; found p5.48xlarge also in pool 'hopper'"]
+
+
+def _existing(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    raw = two_vke_clusters()
+    for c in raw["clusters"]:
+        c["provisioner"] = {"kind": "existing", "groups": groups}
+    return raw
+
+
+def test_existing_groups_declare_nothing_and_plan_checks_their_size(tmp_path, capsys):
+    spec = config.parse(_existing([{"pool": "h20", "name": "gpu-a", "nodes": 1}]), "t")
+    plan = capacity.plan(spec)
+    pool = plan.cluster("vke-bj-01").pool("h20")
+    need = int(pool.nodes.value) + pool.surge_nodes
+    path = tmp_path / "Pulumi.existing.yaml"
+    path.write_text(json.dumps({"config": {f"peaknight:{k}": v for k, v in
+                                           _existing([{"pool": "h20", "name": "gpu-a", "nodes": 1}]).items()}}))
+    assert cli.main(["plan", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (f"SHORT: cluster 'vke-bj-01': pool 'h20' is short: its node groups hold 1 (gpu-a) = 1 nodes, the plan "
+            f"needs {need:,} ({int(pool.nodes.value):,} planned + {pool.surge_nodes} surge)") in out
+    path.write_text(json.dumps({"config": {f"peaknight:{k}": v for k, v in _existing(
+        [{"pool": "h20", "name": "gpu-a", "nodes": need - 1}, {"pool": "h20", "name": "gpu-b", "nodes": 1}]).items()}}))
+    assert cli.main(["plan", str(path)]) == 0
+    assert "cloud node pool" not in capsys.readouterr().out
+    assert cli.main(["render", str(path), "--out", str(tmp_path / "out")]) == 0
+    assert not list((tmp_path / "out").glob("*.cloud.yaml"))
+    assert not [p for p in (tmp_path / "out" / "vke-bj-01").iterdir() if p.name.startswith(("nodepool", "ec2"))]
+
+
+def test_existing_group_naming_an_unknown_pool_is_a_config_error():
+    assert ("f: peaknight:clusters[0].provisioner.groups[0].pool: expected the name of a pool in peaknight:gpuPools "
+            "(h20); found 'h2O' (did you mean 'h20'?)") in _problems(_existing([{"pool": "h2O", "name": "g",
+                                                                                 "nodes": 3}]))
+
+
+def test_reserved_capacity_is_wired_on_aws(runs):
+    raw = config.read_stack_file(STACKS / "Pulumi.rehearsal.yaml")
+    raw["clusters"][0]["provisioner"] = {"kind": "karpenter-aws", "capacityReservationIds": ["cr-0123456789abcdef0"],
+                                         "capacityReservationTags": {"peaknight.io/event": "gala-2026"},
+                                         "interruptionQueue": "gala-interruptions"}
+    raw["policy"]["capacityTypes"] = ["reserved", "spot", "on-demand"]
+    cfg = {**stack_config(STACKS / "Pulumi.rehearsal.yaml"),
+           "peaknight:clusters": json.dumps(raw["clusters"]), "peaknight:policy": json.dumps(raw["policy"])}
+
+    def main() -> None:
+        from peaknight.pulumi import program
+        program.main()
+
+    mocks = run_under_mocks(main, "rehearsal", cfg, secret_keys(cfg))
+    cluster = raw["clusters"][0]["name"]
+    (node_class,) = [r for r in mocks.resources if r.name == f"{cluster}/ec2nodeclass.h200"]
+    assert node_class.inputs["spec"]["capacityReservationSelectorTerms"] == [
+        {"id": "cr-0123456789abcdef0"}, {"tags": {"peaknight.io/event": "gala-2026"}}]
+    assert node_class.inputs["spec"]["instanceStorePolicy"] == "RAID0"
+    ebs = node_class.inputs["spec"]["blockDeviceMappings"][0]["ebs"]
+    assert (ebs["throughput"], ebs["iops"]) == (1000, 16000)
+    (release,) = [r for r in mocks.resources
+                  if r.name == f"{cluster}/karpenter" and r.typ.startswith("kubernetes:helm")]
+    settings = release.inputs["values"]["settings"]
+    assert settings["featureGates"] == {"reservedCapacity": True}
+    assert settings["interruptionQueue"] == "gala-interruptions"
+    (node_pool,) = [r for r in mocks.resources if r.name == f"{cluster}/nodepool.h200"]
+    requirements = {r["key"]: r["values"] for r in node_pool.inputs["spec"]["template"]["spec"]["requirements"]}
+    assert requirements["karpenter.sh/capacity-type"] == ["reserved", "spot", "on-demand"]
+    # us-east-1 sells p5en but not p5e (profiles.yaml): the NodePool asks only for what it can get.
+    assert requirements["node.kubernetes.io/instance-type"] == ["p5en.48xlarge"]
+    other = next(r for r in mocks.resources if r.name == "reh-bj-02/ec2nodeclass.h200")
+    assert "capacityReservationSelectorTerms" not in other.inputs["spec"]
+
+
+def test_the_freeze_starts_its_lead_before_the_window(runs):
+    mocks = runs["broadcast"]
+    (node_pool,) = [r for r in mocks.resources if r.name == "gala-bj-01/nodepool.h200"]
+    freeze = node_pool.inputs["spec"]["disruption"]["budgets"][0]
+    # window 19:30 Asia/Shanghai = 11:30 UTC; 60 minutes earlier, to the window's end (00:45 + 8 h).
+    assert freeze == {"nodes": "0", "schedule": "30 10 16 2 *", "duration": "6h15m"}
+
+
+def test_a_freeze_limited_to_some_reasons_or_short_of_the_window_is_a_finding():
+    from peaknight.builders.objects import Obj
+    from peaknight.provisioners.karpenter import KarpenterAws, freeze_budget
+    spec = config.load_stack("broadcast").spec
+    window = freeze_budget(spec, 0)
+    lead = freeze_budget(spec, 60)
+
+    def pool(*budgets):
+        return Obj({"kind": "NodePool", "metadata": {"name": "p"}, "spec": {"disruption": {"budgets": list(budgets)}}},
+                   protect=True)
+
+    found = lambda obj: [m for _, m in KarpenterAws().frozen_findings(spec, [obj])]  # noqa: E731
+    assert found(pool(lead, {"nodes": "10%"})) == [] and found(pool(window)) == []
+    only_drift = {**lead, "reasons": ["Drifted"]}
+    late = {**window, "duration": "5h"}
+    for budgets in ([only_drift], [late], [{"nodes": "10%"}]):
+        (message,) = found(pool(*budgets))
+        assert message.startswith(f"disruption budgets do not close the window: expected {window}")
+
+
+def test_broadcast_launches_into_the_events_reservations_first(runs):
+    mocks = runs["broadcast"]
+    classes = [r for r in mocks.resources if r.typ == "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"]
+    assert len(classes) == 16 * 3
+    assert all(r.inputs["spec"]["capacityReservationSelectorTerms"] == [{"tags": {"peaknight.io/event": "gala-2026"}}]
+               for r in classes)
+    charts = [r for r in mocks.resources if r.name.endswith("/karpenter") and r.typ.startswith("kubernetes:helm")]
+    assert len(charts) == 16
+    assert all(r.inputs["values"]["settings"]["featureGates"] == {"reservedCapacity": True} for r in charts)
+
+
+def test_reserved_without_a_reservation_is_a_warning_and_reservations_without_reserved_an_error(capsys, tmp_path):
+    raw = config.read_stack_file(STACKS / "Pulumi.broadcast.yaml")
+    raw["clusters"][0] = {k: v for k, v in raw["clusters"][0].items() if k != "provisioner"}
+    path = tmp_path / "Pulumi.b.yaml"
+    path.write_text(json.dumps({"config": {f"peaknight:{k}": v for k, v in raw.items()}}))
+    assert cli.main(["plan", str(path)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "capacity reservation" in line]
+    assert warnings == ["warning: cluster 'gala-bj-01' allows reserved capacity but selects no capacity reservation "
+                        "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
+    raw["policy"] = {**raw["policy"], "capacityTypes": ["on-demand"]}
+    assert _problems(raw) == ["f: peaknight:policy.capacityTypes: expected 'reserved' among them when clusters select "
+                              "capacity reservations (15 clusters (gala-bj-02 …); else they go unused); found on-demand"]
+
+
+def test_volcengine_credentials_must_be_secrets_of_a_known_cluster():
+    raw = two_vke_clusters()
+    raw["volcengine-access-key-vke-bj-01"] = "AKLT-plain"
+    raw["volcengine-secret-key-vke-bj-99"] = {"secure": "v1:abc"}
+    assert _problems(raw) == [
+        "f: peaknight:volcengine-access-key-vke-bj-01: expected a Pulumi secret (pulumi config set --secret "
+        "volcengine-access-key-vke-bj-01 ...); found a plain-text value",
+        "f: peaknight:volcengine-secret-key-vke-bj-99: expected a credential for a cluster in peaknight:clusters; "
+        "found no cluster named 'vke-bj-99' (did you mean 'vke-bj-02'?)"]
