@@ -44,7 +44,7 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
         raise TypeError(f"cluster '{cluster.name}' is not provisioned by volcengine-vke")
     zone = cluster.zones[zone_index]
     floor = plan.zone_floor_nodes[zone_index]
-    ceiling = plan.zone_nodes[zone_index] + plan.surge_nodes
+    ceiling = plan.zone_nodes[zone_index] + plan.zone_surge_nodes
     name = pool_name(pool, zone)
     labels = {podpolicy.POOL_LABEL: pool.name, "nvidia.com/gpu.present": "true"}
     tags = {"peaknight.io/event": scope.event.name, "peaknight.io/pool": pool.name}
@@ -73,7 +73,7 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
     }
     types = ", ".join(properties["nodeConfig"]["instanceTypeIds"])
     summary = (f"{types} in {zone}: min {floor:,} (floor), max {ceiling:,} nodes "
-               f"(peak {plan.zone_nodes[zone_index]:,} + surge {plan.surge_nodes}), "
+               f"(peak {plan.zone_nodes[zone_index]:,} + surge {plan.zone_surge_nodes}), "
                f"{int(plan.disk_gib.value)} GiB data disk")
     return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary)
 
@@ -89,7 +89,7 @@ class VolcengineVke(WithoutController):
 
     def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
         """What the cloud would refuse: a zone's node pool above VKE's autoscaling maximum."""
-        ceilings = [n + plan.surge_nodes for n in plan.zone_nodes]
+        ceilings = [n + plan.zone_surge_nodes for n in plan.zone_nodes]
         return [f"cluster '{cluster.name}': pool '{plan.pool}' needs {c:,} nodes in {z}, a VKE node pool holds at "
                 f"most {MAX_REPLICAS:,} (add a cluster or lower its share)"
                 for z, c in zip(cluster.zones, ceilings) if c > MAX_REPLICAS]
