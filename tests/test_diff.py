@@ -176,5 +176,5 @@ def test_vke_node_pools_show_in_the_diff(repo: Path, capsys: pytest.CaptureFixtu
     assert code == 0
     assert "cloud resources: 0 added, 0 removed, 6 changed" in out
     assert "  ~ volcengine:vke/nodePool:NodePool h20-cn-beijing-a  [all 2 clusters]" in out
-    low, high = before.zone_nodes[0] + before.surge_nodes, after.zone_nodes[0] + after.surge_nodes
+    low, high = before.zone_nodes[0] + before.zone_surge_nodes, after.zone_nodes[0] + after.zone_surge_nodes
     assert f"      ~ properties.autoScaling.maxReplicas: {low} -> {high}" in out

@@ -72,7 +72,7 @@ def test_one_vke_node_pool_per_pool_and_zone_with_the_plans_arguments(vke_run):
         assert kube["taints"] == [podpolicy.GPU_TAINT]
         scaling = r.inputs["autoScaling"]
         assert scaling["minReplicas"] == pool_plan.zone_floor_nodes[i] == scaling["desiredReplicas"]
-        assert scaling["maxReplicas"] == pool_plan.zone_nodes[i] + pool_plan.surge_nodes
+        assert scaling["maxReplicas"] == pool_plan.zone_nodes[i] + pool_plan.zone_surge_nodes
     assert sum(pool_plan.zone_nodes) == pool_plan.nodes.value
 
 
@@ -121,7 +121,7 @@ def test_plan_gala_vke_covers_the_peak_with_a_zone_lost_and_prints_the_node_pool
     assert chat.peak_tokens_per_minute == 63.3e9 and spec.policy.survive_zone_loss
     pool = capacity.plan(spec).cluster("vke-bj-01").pool("h20")
     assert (f"vke-bj-01  h20-cn-beijing-a  ecs.hpcpni3ln.45xlarge in cn-beijing-a: min {pool.zone_floor_nodes[0]:,} "
-            f"(floor), max {pool.zone_nodes[0] + pool.surge_nodes:,} nodes") in out
+            f"(floor), max {pool.zone_nodes[0] + pool.zone_surge_nodes:,} nodes") in out
 
 
 def test_a_zone_above_what_a_vke_node_pool_holds_fails_the_plan():
@@ -130,7 +130,7 @@ def test_a_zone_above_what_a_vke_node_pool_holds_fails_the_plan():
     big = plan.cluster(cluster.name).pool("h20")
     big = type(big)(**{**big.__dict__, "zone_nodes": (1999, 10, 10)})
     assert vke.VolcengineVke().problems(cluster, big) == [
-        f"cluster '{cluster.name}': pool 'h20' needs {1999 + big.surge_nodes:,} nodes in cn-beijing-a, a VKE node "
+        f"cluster '{cluster.name}': pool 'h20' needs {1999 + big.zone_surge_nodes:,} nodes in cn-beijing-a, a VKE node "
         "pool holds at most 2,000 (add a cluster or lower its share)"]
 
 
@@ -298,7 +298,8 @@ def test_a_freeze_limited_to_some_reasons_or_short_of_the_window_is_a_finding():
 
 def test_broadcast_launches_into_the_events_reservations_first(runs):
     mocks = runs["broadcast"]
-    classes = [r for r in mocks.resources if r.typ == "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"]
+    classes = [r for r in mocks.resources if r.typ == "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
+               and r.inputs["metadata"]["labels"]["app.kubernetes.io/component"] == "gpu-node-pool"]
     assert len(classes) == 16 * 3
     assert all(r.inputs["spec"]["capacityReservationSelectorTerms"] == [{"tags": {"peaknight.io/event": "gala-2026"}}]
                for r in classes)

@@ -115,15 +115,15 @@ def _at(spec, moment: str) -> float:
 def test_losing_a_zone_at_the_peak_meets_the_slo(capsys, tmp_path):
     """The zone's groups vanish (a third of chat's replicas in bj clusters), the controller
     recreates them cold elsewhere, and the survivors carry the peak meanwhile (N+1 by zone)."""
-    assert cli.main(["simulate", "broadcast", "--lose-zone", "cn-north-1a", "--at", "red-packet-2",
+    assert cli.main(["simulate", "broadcast", "--lose-zone", "us-east-1a", "--at", "red-packet-2",
                      "--plot", str(tmp_path / "zone.png")]) == 0
     out = capsys.readouterr().out
-    assert "fault: zone cn-north-1a lost at 21:40 in every cluster that has it" in out and "OVER SLO" not in out
+    assert "fault: zone us-east-1a lost at 21:40 in every cluster that has it" in out and "OVER SLO" not in out
     spec = config.load_stack("broadcast").spec
     objects = event.build(spec)
     model, plan, manifest = _chat(spec, objects)
     at = _at(spec, "red-packet-2")
-    trace = simulator.replay(spec, model, plan, manifest, faults=simulator.Faults(lose_zone="cn-north-1a", lose_at=at),
+    trace = simulator.replay(spec, model, plan, manifest, faults=simulator.Faults(lose_zone="us-east-1a", lose_at=at),
                              zone=(0, 3))
     i = trace.times.index(at)
     before, after = trace.capacity[i - 1], trace.capacity[i]
@@ -173,9 +173,9 @@ def test_no_capacity_for_a_pool_delays_cold_replicas_and_is_reported(capsys):
 
 @pytest.mark.parametrize("args, line", [
     (["--lose-zone", "cn-north-9z", "--at", "21:40"],
-     "--lose-zone: --lose-zone: expected a zone of the stack's clusters (ap-east-1a, ap-east-1b, ap-east-1c, "
-     "cn-north-1a, cn-north-1b, cn-north-1d, cn-northwest-1a, cn-northwest-1b, cn-northwest-1c); found 'cn-north-9z'"),
-    (["--lose-zone", "cn-north-1a", "--at", "lunch"],
+     "--lose-zone: --lose-zone: expected a zone of the stack's clusters (us-east-1a, us-east-1b, us-east-1c, "
+     "us-east-2a, us-east-2b, us-east-2c, us-west-2a, us-west-2b, us-west-2c); found 'cn-north-9z'"),
+    (["--lose-zone", "us-east-1a", "--at", "lunch"],
      "--at: --at: expected a moment (opening, red-packet-1, red-packet-2, red-packet-3, countdown), a local HH:MM "
      "or YYYY-MM-DDTHH:MM up to the window's end; found 'lunch'"),
     (["--prometheus-down", "21:40", "--down-minutes", "0"],
