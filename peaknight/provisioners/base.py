@@ -16,7 +16,7 @@ nodes it provides. A provisioner answers:
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from peaknight.builders.objects import Obj, Scope, Unit
 from peaknight.plan.capacity import PoolPlan
@@ -34,6 +34,9 @@ class Provisioner(Protocol):
     # kinds whose CRDs that chart brings; None and () when the provisioner needs no controller.
     addon: str | None
     crd_kinds: tuple[str, ...]
+    # The CRD validation rules (CEL) `peaknight validate` checks on the kinds it declares, by
+    # (apiVersion, kind): what the API server would refuse beyond the schema.
+    api_rules: dict[tuple[str, str], Callable[[dict[str, Any]], Iterator[str]]]
 
     def installs_addon(self, cluster: Cluster) -> bool: ...
 
@@ -76,6 +79,7 @@ class WithoutController:
 
     addon: str | None = None
     crd_kinds: tuple[str, ...] = ()
+    api_rules: dict[tuple[str, str], Callable[[dict[str, Any]], Iterator[str]]] = {}
 
     def installs_addon(self, cluster: Cluster) -> bool:
         return False

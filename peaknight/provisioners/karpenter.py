@@ -8,7 +8,7 @@ serves the night is taken away during it.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import Obj, Scope, Unit, meta
@@ -155,12 +155,56 @@ NLB_ANNOTATIONS = {
 NLB_CLASS = "service.k8s.aws/nlb"
 
 
+# NodePool (karpenter.sh/v1) rules on spec.template and spec.disruption, with the CRD's messages.
+_KARPENTER_ALLOWED = ("karpenter.sh/capacity-type", "karpenter.sh/nodepool")
+
+
+def _restricted_key(key: str) -> str | None:
+    domain = key.split("/", 1)[0]
+    if key == "karpenter.sh/nodepool":
+        return 'label "karpenter.sh/nodepool" is restricted'
+    if key == "kubernetes.io/hostname":
+        return 'label "kubernetes.io/hostname" is restricted'
+    if key not in _KARPENTER_ALLOWED and domain.endswith("karpenter.sh"):
+        return 'label domain "karpenter.sh" is restricted'
+    return None
+
+
+def node_pool_rules(spec: dict[str, Any]) -> Iterator[str]:
+    """The NodePool CRD's validation rules (CEL) on the fields the kit sets, with its messages."""
+    template = spec.get("template", {})
+    for key in template.get("metadata", {}).get("labels", {}):
+        if message := _restricted_key(key):
+            yield f"spec.template.metadata.labels: {message}"
+    for i, req in enumerate(template.get("spec", {}).get("requirements", [])):
+        at = f"spec.template.spec.requirements[{i}]"
+        values, op = req.get("values", []), req.get("operator")
+        if op == "In" and not values:
+            yield f"{at}: requirements with operator 'In' must have a value defined"
+        if op in ("Gt", "Lt", "Gte", "Lte") and not (len(values) == 1 and str(values[0]).isdigit()):
+            yield f"{at}: requirements operator 'Gt', 'Lt', 'Gte', or 'Lte' must have a single positive integer value"
+        if op == "In" and "minValues" in req and len(values) < req["minValues"]:
+            yield (f"{at}: requirements with 'minValues' must have at least that many values specified in the "
+                   "'values' field")
+        if message := _restricted_key(req.get("key", "")):
+            yield f"{at}.key: {message}"
+    ref = template.get("spec", {}).get("nodeClassRef", {})
+    for field in ("group", "kind", "name"):
+        if ref.get(field) == "":
+            yield f"spec.template.spec.nodeClassRef.{field}: {field} may not be empty"
+    for i, budget in enumerate(spec.get("disruption", {}).get("budgets", [])):
+        if ("schedule" in budget) != ("duration" in budget):
+            yield f"spec.disruption.budgets[{i}]: 'schedule' must be set with 'duration'"
+
+
 class KarpenterAws:
     """The provisioner of `clusters[].provisioner.kind: karpenter-aws`."""
 
     kind = "karpenter-aws"
     addon: str | None = ADDON
     crd_kinds: tuple[str, ...] = ("NodePool", "EC2NodeClass")
+    api_rules: dict[tuple[str, str], Callable[[dict[str, Any]], Iterator[str]]] = {
+        ("karpenter.sh/v1", "NodePool"): node_pool_rules}
 
     def installs_addon(self, cluster: Cluster) -> bool:
         return _settings(cluster).install

@@ -61,6 +61,11 @@ class KarpenterAwsSettings:
                                         "node's root volume (image pulls)")
     root_volume_iops: int = Field(default=16000, ge=3000, le=80000, description="gp3 IOPS of the root volume")
 
+    @property
+    def selects_reservations(self) -> bool:
+        """Whether the pools launch into capacity reservations (then `reserved` must be allowed)."""
+        return bool(self.capacity_reservation_ids or self.capacity_reservation_tags)
+
 
 @dataclass(config=_STRICT, kw_only=True)
 class VolcengineVkeSettings:
@@ -71,6 +76,11 @@ class VolcengineVkeSettings:
     subnets: dict[str, SubnetId] = Field(description="zone -> subnet id: one per zone of the cluster")
     security_group_ids: tuple[SecurityGroupId, ...] = Field(min_length=1, description="security groups of "
                                                             "the GPU nodes")
+
+    @property
+    def selects_reservations(self) -> bool:
+        """No capacity reservations are declared for these nodes."""
+        return False
 
 
 @dataclass(config=_STRICT, kw_only=True)
@@ -89,6 +99,11 @@ class ExistingSettings:
 
     kind: Literal["existing"]
     groups: tuple[ExistingGroup, ...] = Field(min_length=1, description="the node groups per pool")
+
+    @property
+    def selects_reservations(self) -> bool:
+        """No capacity reservations are declared for these nodes."""
+        return False
 
 
 DEFAULT_KIND = "karpenter-aws"

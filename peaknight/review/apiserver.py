@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterator
 
+from peaknight.provisioners import registry as provisioners
 from peaknight.review.policy import pod_specs
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
@@ -64,55 +65,15 @@ def _labels(where: str, labels: dict[str, Any]) -> Iterator[str]:
             yield f"{where}: label {key} value {value!r} is not a valid label value"
 
 
-# NodePool (karpenter.sh/v1) rules on spec.template and spec.disruption, with the CRD's messages.
-_KARPENTER_ALLOWED = ("karpenter.sh/capacity-type", "karpenter.sh/nodepool")
-
-
-def _restricted_key(key: str) -> str | None:
-    domain = key.split("/", 1)[0]
-    if key == "karpenter.sh/nodepool":
-        return 'label "karpenter.sh/nodepool" is restricted'
-    if key == "kubernetes.io/hostname":
-        return 'label "kubernetes.io/hostname" is restricted'
-    if key not in _KARPENTER_ALLOWED and domain.endswith("karpenter.sh"):
-        return 'label domain "karpenter.sh" is restricted'
-    return None
-
-
-def _node_pool(spec: dict[str, Any]) -> Iterator[str]:
-    template = spec.get("template", {})
-    for key in template.get("metadata", {}).get("labels", {}):
-        if message := _restricted_key(key):
-            yield f"spec.template.metadata.labels: {message}"
-    for i, req in enumerate(template.get("spec", {}).get("requirements", [])):
-        at = f"spec.template.spec.requirements[{i}]"
-        values, op = req.get("values", []), req.get("operator")
-        if op == "In" and not values:
-            yield f"{at}: requirements with operator 'In' must have a value defined"
-        if op in ("Gt", "Lt", "Gte", "Lte") and not (len(values) == 1 and str(values[0]).isdigit()):
-            yield f"{at}: requirements operator 'Gt', 'Lt', 'Gte', or 'Lte' must have a single positive integer value"
-        if op == "In" and "minValues" in req and len(values) < req["minValues"]:
-            yield (f"{at}: requirements with 'minValues' must have at least that many values specified in the "
-                   "'values' field")
-        if message := _restricted_key(req.get("key", "")):
-            yield f"{at}.key: {message}"
-    ref = template.get("spec", {}).get("nodeClassRef", {})
-    for field in ("group", "kind", "name"):
-        if ref.get(field) == "":
-            yield f"spec.template.spec.nodeClassRef.{field}: {field} may not be empty"
-    for i, budget in enumerate(spec.get("disruption", {}).get("budgets", [])):
-        if ("schedule" in budget) != ("duration" in budget):
-            yield f"spec.disruption.budgets[{i}]: 'schedule' must be set with 'duration'"
-
-
 def _scaled_object(spec: dict[str, Any]) -> Iterator[str]:
     if "minReplicaCount" in spec and spec["minReplicaCount"] > spec.get("maxReplicaCount", 100):
         yield "spec: minReplicaCount must be less than or equal to maxReplicaCount"
 
 
+# The kit's own CRD rules, and each provisioner's for the kinds it declares.
 CEL_RULES: dict[tuple[str, str], Callable[[dict[str, Any]], Iterator[str]]] = {
-    ("karpenter.sh/v1", "NodePool"): _node_pool,
     ("keda.sh/v1alpha1", "ScaledObject"): _scaled_object,
+    **{kind: rule for p in provisioners.REGISTRY.values() for kind, rule in p.api_rules.items()},
 }
 
 

@@ -25,7 +25,7 @@ from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
-                                             KarpenterAwsSettings, VolcengineVkeSettings)
+                                             VolcengineVkeSettings)
 from peaknight.spec import profiles
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
@@ -558,8 +558,7 @@ def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
                     yield P(f"gpuPools[{i}].instanceTypes[{j}]", "an instance type of the cloud the stack's "
                             f"clusters launch on ({', '.join(sorted(str(c) for c in clouds))})",
                             f"'{name}', sold by {itype.cloud}")
-    reserving = [c.name for c in spec.clusters if isinstance(c.provisioner, KarpenterAwsSettings)
-                 and (c.provisioner.capacity_reservation_ids or c.provisioner.capacity_reservation_tags)]
+    reserving = [c.name for c in spec.clusters if c.provisioner.selects_reservations]
     if reserving and CapacityType.RESERVED not in spec.policy.capacity_types:
         named = ", ".join(reserving) if len(reserving) <= 3 else f"{len(reserving)} clusters ({reserving[0]} …)"
         yield P("policy.capacityTypes", f"'reserved' among them when clusters select capacity reservations "
