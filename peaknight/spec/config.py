@@ -196,7 +196,7 @@ def _load_bounded(text: str, source: str) -> Any:
 def placeholder_images(spec: StackSpec) -> list[str]:
     """Images still pinned to the all-zero placeholder digest: valid config, but not pullable.
     The CLI warns about them so nobody takes a shipped stack to the night unchanged."""
-    images = {m.image for m in spec.models} | {i for e in spec.edges for i in _edge_images(e)}
+    images = {m.image for m in spec.models} | {i for e in spec.edges for _, i in _edge_images(e)}
     return sorted(i for i in images if i.endswith(PLACEHOLDER_DIGEST))
 
 
@@ -205,8 +205,16 @@ def placeholder_revisions(spec: StackSpec) -> list[str]:
     return sorted(m.name for m in spec.models if m.weights_revision == PLACEHOLDER_REVISION)
 
 
-def _edge_images(edge: Any) -> list[str]:
-    return [getattr(edge, f.name) for f in dataclasses.fields(edge) if f.name.endswith("image")]
+def _edge_images(edge: Any) -> list[tuple[str, str]]:
+    """(stack-file key, image) of every image an edge runs: nginx and its sidecars."""
+    return [(_alias(f), getattr(edge, f.name)) for f in dataclasses.fields(edge) if f.name.endswith("image")]
+
+
+def _unpinned(spec: StackSpec, P: Any, path: str, image: str) -> Iterable[Problem]:
+    """An image that must be pinned by digest (the stage asks for it) and is not."""
+    if spec.policy.require_image_digests and not IMAGE_DIGEST.search(image):
+        yield P(path, f"an image pinned by digest (…@sha256:<64 hex>) in a {spec.policy.stage.value} stack",
+                _show(image))
 
 
 def top_level_keys() -> list[str]:
@@ -457,12 +465,8 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):
         yield from _duplicates(edge.renditions, f"edges[{i}].renditions", source)
-        if spec.policy.require_image_digests:
-            for f in dataclasses.fields(edge):
-                image = getattr(edge, f.name)
-                if f.name.endswith("image") and not IMAGE_DIGEST.search(image):
-                    yield P(f"edges[{i}].{_alias(f)}", "an image pinned by digest (…@sha256:<64 hex>) in a "
-                            f"{spec.policy.stage.value} stack", _show(image))
+        for key, image in _edge_images(edge):
+            yield from _unpinned(spec, P, f"edges[{i}].{key}", image)
         share = sum(r.share for r in edge.renditions)
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
@@ -527,9 +531,7 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
     if spec.policy.require_image_digests and model.weights_revision is None:
         yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
                 f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
-    if spec.policy.require_image_digests and not IMAGE_DIGEST.search(model.image):
-        yield P(f"models[{i}].image", "an image pinned by digest (…@sha256:<64 hex>) in a "
-                f"{spec.policy.stage.value} stack", _show(model.image))
+    yield from _unpinned(spec, P, f"models[{i}].image", model.image)
 
 
 def _check_shared_instance_types(spec: StackSpec, P: Any) -> Iterable[Problem]:
