@@ -80,8 +80,12 @@ class PoolPlan:
     zone_nodes: tuple[int, ...] = ()  # peak nodes per zone, in the cluster's zone order
     zone_floor_nodes: tuple[int, ...] = ()  # nodes per zone holding the baseline floor
     surge_nodes: int = 0              # room above the plan: the larger of burst and a rollout's surge
-    zone_surge_nodes: int = 0         # that room in one zone: pods spread evenly, so ceil(surge / zones)
     disk_gib: Figure = Figure(0, "")  # node-local disk for images and weights
+
+    @property
+    def zone_surge_nodes(self) -> int:
+        """The room above the plan in one zone: pods spread evenly, so ceil(surge / zones)."""
+        return math.ceil(self.surge_nodes / len(self.zone_nodes)) if self.zone_nodes else self.surge_nodes
 
 
 @dataclass(frozen=True)
@@ -356,7 +360,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                                             f"surge) nodes) x {gpn} GPUs"),
                               zone_nodes=_zone_sum(pool_zones[name], zones),
                               zone_floor_nodes=_zone_sum(pool_floor[name], zones),
-                              surge_nodes=extra, zone_surge_nodes=math.ceil(extra / zones),
+                              surge_nodes=extra,
                               disk_gib=disk_gib(spec, name)))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
     return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges, plan_gateway(spec, cluster, models))

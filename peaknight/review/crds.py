@@ -119,16 +119,14 @@ def unvalidated_kinds() -> tuple[str, ...]:
 def files() -> tuple[Path, ...]:
     """The pinned CRD files, verified: from $PEAKNIGHT_CRDS if set, else the checkout's cache.
     Raises CrdsUnavailable naming what is wrong and, for an empty cache, what to do."""
-    mirror = os.environ.get(ENV)
-    if mirror:
-        directory = Path(mirror)
-        if not directory.is_dir():
-            raise CrdsUnavailable([f"{directory}: {ENV}: expected a directory of CRD files; found no such directory"])
-        return _verified(directory.resolve())
-    directory = cache_dir()
-    if not all((directory / pin.file).is_file() for pin in pins() if not pin.mirror_optional):
-        raise CrdsUnavailable([HOW_TO.format(why=f" (none in {directory})")])
-    return _verified(directory)
+    where = directory()
+    if os.environ.get(ENV):
+        if not where.is_dir():
+            raise CrdsUnavailable([f"{os.environ[ENV]}: {ENV}: expected a directory of CRD files; found no such "
+                                   "directory"])
+    elif not all((where / pin.file).is_file() for pin in pins() if not pin.mirror_optional):
+        raise CrdsUnavailable([HOW_TO.format(why=f" (none in {where})")])
+    return _verified(where)
 
 
 def fetch(timeout: float = FETCH_TIMEOUT_SECONDS) -> tuple[Path, list[str]]:
