@@ -97,11 +97,11 @@ def secret_keys(config_: dict[str, str]) -> list[str]:
     return [k for k in config_ if k.startswith(prefixes)]
 
 
-def run_under_mocks(body: Callable[[], None], stack: str, config_: dict[str, str],
+def run_under_mocks(body: Callable[[], Any], stack: str, config_: dict[str, str],
                     secret_keys: list[str] | None = None, project: str = "peaknight") -> RecordingMocks:
     """Run `body` as a Pulumi program under recording mocks with `config_` set (`secret_keys`
-    marked secret). bench/program runs the kit's program and its bare floor through here, so both
-    pay the same mock costs."""
+    marked secret); an Output `body` returns is awaited, so checks inside its apply run. bench/program
+    runs the kit's program and its bare floor through here, so both pay the same mock costs."""
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
     pulumi.runtime.set_all_config(config_, secret_keys or [])
@@ -109,7 +109,7 @@ def run_under_mocks(body: Callable[[], None], stack: str, config_: dict[str, str
     @pulumi.runtime.test
     def run():
         pulumi.runtime.register_stack_transformation(mocks.record_options)
-        body()
+        return body()
 
     run()
     return mocks

@@ -29,23 +29,15 @@ from conftest import ROOT
 from pulumi_harness import RecordingMocks, normalise, run_under_mocks
 
 
-def run_components(body: Callable[[k8s.Provider], dict[str, pulumi.Output]],
-                   provider_opts: Callable[[k8s.Provider], pulumi.ResourceOptions] | None = None
-                   ) -> tuple[RecordingMocks, dict[str, Any]]:
+def run_components(body: Callable[[k8s.Provider], dict[str, pulumi.Output]]) -> tuple[RecordingMocks, dict[str, Any]]:
     """Run `body(provider)` under mocks; return what registered and the resolved outputs it returned."""
     values: dict[str, Any] = {}
-    mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="peaknight", stack="test", preview=False)
 
-    @pulumi.runtime.test
-    def run():
-        pulumi.runtime.register_stack_transformation(mocks.record_options)
+    def program() -> pulumi.Output:
         provider = k8s.Provider("given", kubeconfig="apiVersion: v1\nkind: Config\n")
-        outputs = body(provider)
-        return pulumi.Output.all(**outputs).apply(values.update) if outputs else None
+        return pulumi.Output.all(**body(provider)).apply(values.update)
 
-    run()
-    return mocks, values
+    return run_under_mocks(program, "test", {}), values
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +144,10 @@ def test_the_example_program_composes_two_components_on_its_own_provider():
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        mocks = run_under_mocks(lambda: runpy.run_path("__main__.py"), "dev", {f"{project}:kubeconfig": "x"},
-                                project=project)
+        def program() -> None:  # the module's globals are no output of the program
+            runpy.run_path("__main__.py")
+
+        mocks = run_under_mocks(program, "dev", {f"{project}:kubeconfig": "x"}, project=project)
     finally:
         os.chdir(cwd)
     components = {(r.typ, r.name): r for r in mocks.resources if r.typ.startswith("peaknight:index:")}
