@@ -91,7 +91,7 @@ CASES = {
         _rename(["peaknight:models", 1], "peakTokensPerMinute", "peakTokensPerMinue"),
         ["{f}: peaknight:models[1].peakTokensPerMinute: expected this required key; found nothing",
          "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (auth, burst, engine, image, inputShare, "
-         "maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, weights, "
+         "maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, prefixCacheHitRate, weights, "
          "weightsRevision); found an "
          "unknown key (did you mean 'peakTokensPerMinute'?)"]),
     "enum value misspelt": (

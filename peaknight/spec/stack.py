@@ -239,6 +239,9 @@ class Model:
     burst: float = Field(default=1.25, ge=1, le=5, description="the autoscaler's maximum as a multiple of the "
                          "planned peak replicas, for demand beyond the forecast; the pool's GPU limit holds it")
     auth: Auth = Field(default_factory=Auth, description="client authentication at the gateway")
+    prefix_cache_hit_rate: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.0, description="share of input tokens expected to be served from the prefix cache: the "
+        "planner credits it to prefill capacity, the router makes it reachable, an alert watches the achieved rate")
     max_replicas_per_cluster: Optional[int] = Field(default=None, gt=0, le=150000, description="a quota: the plan "
                                                     "caps replicas here and reports the model short")
 
