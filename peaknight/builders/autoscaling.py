@@ -1,12 +1,12 @@
 """Autoscalers: one per inference workload per cluster, pre-scaling ahead of the night's moments.
 
-A GPU replica of a large model takes many minutes to serve (warmup.ready_seconds), so a purely
+A GPU replica of a large model takes many minutes to serve (plan/startup.ready_seconds), so a purely
 reactive autoscaler misses a one-minute ramp. The kit's KEDA ScaledObject therefore carries:
 
 - a Prometheus trigger on the tokens/s the replicas serve, target = one replica's capacity at the
   stack's target utilisation (the planner's own numbers), for the load nobody forecast;
 - one cron trigger per moment holding the floor at the plan's replicas for that moment, from the
-  moment minus its lead (warmup.lead: cold when the moment needs more nodes than any earlier
+  moment minus its lead (startup.lead: cold when the moment needs more nodes than any earlier
   floor, warm otherwise), in the event's time zone. KEDA feeds every trigger to one HPA and the
   HPA takes the highest recommendation, so a cron trigger is a floor (keda.sh/docs scalers/cron;
   HPA "max over metrics").
@@ -32,7 +32,7 @@ from typing import Any
 
 from peaknight.engines import registry as engines
 from peaknight.engines.base import EngineMetrics
-from peaknight.builders import warmup
+from peaknight.plan import startup
 from peaknight.plan.capacity import Figure, ModelPlan
 from peaknight.spec.forecast import moment_end
 from peaknight.builders.monitoring import engine_tokens_per_second
@@ -104,7 +104,7 @@ def moment_floors(scope: Scope, model: Model, plan: ModelPlan) -> list[tuple[str
     out = []
     for m in sorted(scope.event.moments, key=lambda m: m.at):
         replicas = plan.replicas_for(m.name)
-        lead = warmup.lead(model, warm=replicas <= held)
+        lead = startup.lead(scope.policy, model, warm=replicas <= held)
         held = max(held, replicas)
         end = scope.event.window.end if hold_to_window_end else moment_end(m)
         out.append((m.name, m.at - dt.timedelta(seconds=lead.value), end, replicas, lead))
@@ -174,7 +174,7 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
         "ignoreNullValues": "true"}}]
     # Once the night is over nothing scheduled stays: KEDA's cron has no year and would fire again.
     if to_zero and not scope.event.over:
-        start = scope.event.window.start - dt.timedelta(seconds=warmup.lead(model, warm=False).value)
+        start = scope.event.window.start - dt.timedelta(seconds=startup.lead(scope.policy, model, warm=False).value)
         triggers.append(_cron(scope, "window", start, scope.event.window.end, floor))
     if not scope.event.over:
         triggers += [_cron(scope, name, start, end, replicas)

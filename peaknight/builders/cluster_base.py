@@ -4,14 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace, priority_class
+from peaknight.builders.objects import (Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace,
+                                       priority_class, weights_namespace)
 from peaknight.plan.capacity import GatewayPlan
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster
 
-# Restricted Pod Security on every namespace the kit owns: the admission controller enforces
-# what the builders already write, so a hand edit cannot slip a privileged pod in.
-_POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
 
 
 # Envoy Gateway labels the data-plane pods of a Gateway with its name and namespace.
@@ -54,10 +52,15 @@ def envoy_proxy(scope: Scope, plan: GatewayPlan) -> dict[str, Any]:
 
 
 def build(scope: Scope, cluster: Cluster, gateway: GatewayPlan | None = None) -> Unit:
-    namespaces = [inference_namespace(scope), edge_namespace(scope), monitoring_namespace(scope)]
+    # Restricted Pod Security on every namespace the kit owns: the admission controller enforces
+    # what the builders already write, so a hand edit cannot slip a privileged pod in. The weights
+    # namespace enforces baseline for its node-cache fillers (podpolicy.NODE_CACHE_ENFORCE).
+    namespaces = [(inference_namespace(scope), "restricted"), (edge_namespace(scope), "restricted"),
+                  (monitoring_namespace(scope), "restricted"), (weights_namespace(scope), podpolicy.NODE_CACHE_ENFORCE)]
     objs = [Obj({"apiVersion": "v1", "kind": "Namespace",
-                 "metadata": meta(scope, "namespace", ns, **_POD_SECURITY)}, protect=scope.policy.protect)
-            for ns in namespaces]
+                 "metadata": meta(scope, "namespace", ns, **podpolicy.namespace_security(enforce))},
+                protect=scope.policy.protect)
+            for ns, enforce in namespaces]
     broadcast = scope.policy.stage.value == "broadcast"
     objs.append(Obj({
         "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",

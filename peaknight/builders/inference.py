@@ -3,7 +3,8 @@
 A replica that fits one node is a Deployment; one that spans nodes is a LeaderWorkerSet group.
 Either way the pod is sized from the plan (GPUs, tensor parallelism), probed with a start-up
 budget that covers the model's load, drained before it stops, spread over zones, and pinned to
-its GPU pool. Beside it: weights volume, Service, PDB, ServiceMonitor and the HTTPRoute.
+its GPU pool, and reads its weights from its node's cache (builders/warmup.py). Beside it: Service,
+PDB, ServiceMonitor and the HTTPRoute.
 """
 from __future__ import annotations
 
@@ -16,14 +17,13 @@ from peaknight.spec import profiles
 from peaknight.plan import rollout
 from peaknight.plan.capacity import ModelPlan
 from peaknight.builders.cluster_base import gateway_name
-from peaknight.builders import podpolicy
+from peaknight.builders import podpolicy, warmup
 from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, labels, meta, priority_class
 from peaknight.spec.stack import AuthType, Cluster, Model
 
 # A long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min; the rollout plan counts it.
 DRAIN_SECONDS = rollout.DRAIN_SECONDS
 STARTUP_FLOOR_SECONDS = 600  # the anchors' smallest start-up budget (ai-on-eks, KServe)
-RUN_AS_USER = 1000
 CPU_PER_GPU = 20           # p5/p5e: 192 vCPU for 8 GPUs, minus the node's daemons
 MEMORY_GIB_PER_GPU = 200   # p5/p5e: 2 TiB for 8 GPUs, minus the node's daemons
 LWS_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
@@ -101,12 +101,14 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEAD
         "serviceAccountName": service_account(model),
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
-        "securityContext": podpolicy.pod_security(RUN_AS_USER),
+        "securityContext": podpolicy.pod_security(podpolicy.RUN_AS_USER),
+        # The engine starts once its node's cache holds the model's revision (builders/warmup.py).
+        "initContainers": [warmup.wait_for_weights(model)],
         "containers": [_container(scope, model, plan, role)],
         **_placement(scope, model, plan, role),
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib(gpus)}Gi"}},
-            {"name": "weights", "persistentVolumeClaim": {"claimName": weights_claim(model), "readOnly": True}},
+            {"name": "weights", "persistentVolumeClaim": {"claimName": warmup.cache_claim(model.pool), "readOnly": True}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "50Gi"}},
         ],
     }
@@ -115,10 +117,6 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEAD
 def service_account(model: Model) -> str:
     """The model servers' own account (`-server`: no model name can collide with the warm gate's)."""
     return f"{model.name}-server"
-
-
-def weights_claim(model: Model) -> str:
-    return f"{model.name}-weights"
 
 
 def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
@@ -210,17 +208,10 @@ def security_policy(scope: Scope, model: Model) -> dict[str, Any]:
 
 def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit:
     ns = inference_namespace(scope)
-    weights_gib = profiles.load().model_classes[model.model_class].weights_gib
     serving = dict(selector(scope, model))
     if plan.nodes_per_replica > 1:
         serving[LWS_INDEX_LABEL] = "0"  # only the group's leader serves HTTP
     objs = [
-        Obj({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-             "metadata": meta(scope, "inference", weights_claim(model), ns),
-             # Many readers (every replica mounts it read-only) and one writer: warmup's staging Job.
-             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": cluster.model_cache_class,
-                      "resources": {"requests": {"storage": f"{math.ceil(weights_gib * 1.2)}Gi"}}}},
-            protect=scope.policy.protect),
         _workload(scope, model, plan),
         Obj({"apiVersion": "v1", "kind": "Service",
              "metadata": meta(scope, "inference", model.name, ns),

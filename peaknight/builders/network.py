@@ -6,7 +6,8 @@ Allowed, and nothing else:
 - Prometheus -> the metrics ports it scrapes (the model servers serve /metrics on their HTTP port);
 - the pods of one model <-> each other, where a replica spans nodes (the LeaderWorkerSet group's
   rendezvous and NCCL traffic use ports the engines choose);
-- the weights staging Jobs -> HTTPS (they download from the model hub);
+- the weights staging Jobs -> HTTPS (they download from the model hub); the node-cache fillers
+  have no network at all;
 - viewers -> each live edge's HTTP port (from its source ranges when it has them); the edge pods
   -> their shields' HTTP port; the shields -> the origins' ports (an origin given by IP address:
   that address only). Only the shields reach the origins.
@@ -24,7 +25,8 @@ from peaknight.addons import releases
 from peaknight.builders import warmup
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders.inference import selector as model_selector
-from peaknight.builders.objects import Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
+from peaknight.builders.objects import (Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace,
+                                       weights_namespace)
 from peaknight.edges import live, logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.engines import base as engines
@@ -91,10 +93,15 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
         if plan.model(model.name).nodes_per_replica > 1:
             group = [{"podSelector": pods}]
             objs.append(_policy(spec, f"{model.name}-group", ns, pods, [{"from": group}], [{"to": group}]))
-    staging = {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In",
-                                     "values": [warmup.staging_name(m) for m in spec.models]}]}
-    objs.append(_policy(spec, "weights-download", ns, staging, None, [{"ports": _ports(HTTPS)}]))
     return objs
+
+
+def _weights(spec: StackSpec) -> list[Obj]:
+    """The staging Jobs download from the model hub over HTTPS; the fillers need no network (the
+    kubelet mounts their volumes), so the namespace's default deny holds them."""
+    ns = weights_namespace(spec)
+    return [*_namespace_baseline(spec, ns),
+            _policy(spec, "weights-download", ns, {"matchLabels": warmup.STAGING_ROLE}, None, [{"ports": _ports(HTTPS)}])]
 
 
 def _origin_peer(origin: origin_grammar.Origin) -> dict[str, Any]:
@@ -129,5 +136,5 @@ def _edges(spec: StackSpec, cluster: Cluster) -> list[Obj]:
 
 def build(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> Unit:
     objs = _inference(spec, cluster, plan) + _edges(spec, cluster)
-    objs += _namespace_baseline(spec, monitoring_namespace(spec))
+    objs += _namespace_baseline(spec, monitoring_namespace(spec)) + _weights(spec)
     return Unit("NetworkPolicies", cluster.name, tuple(objs))

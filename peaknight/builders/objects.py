@@ -122,6 +122,11 @@ def inference_namespace(scope: Scope) -> str:
     return f"{scope.event.name}-inference"
 
 
+def weights_namespace(scope: Scope) -> str:
+    """The weight sources, their staging Jobs and the node-cache fillers (builders/warmup.py)."""
+    return f"{scope.event.name}-weights"
+
+
 def edge_namespace(scope: Scope) -> str:
     return f"{scope.event.name}-edge"
 

@@ -19,6 +19,7 @@ from peaknight.builders import autoscaling, cluster_base, inference, monitoring,
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
+from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners import registry as provisioners
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -101,15 +102,18 @@ class ClusterBaseArgs:
 
 @dataclass(frozen=True)
 class WarmGateArgs:
-    """Image pre-pullers and weight staging for the cluster's models."""
+    """Image pre-pullers, weight sources with their staging, and node caches for the cluster's
+    models; `weights` is the plan's distribution, `cache_path` the provisioner's local-disk path."""
 
     scope: Scope
     cluster: Cluster
     models: Sequence[Model]
+    weights: Sequence[WeightsPlan]
+    cache_path: str
 
     @cached_property
     def unit(self) -> Unit:
-        return warmup.build(self.scope, self.cluster, self.models)
+        return warmup.build(self.scope, self.cluster, self.models, self.weights, self.cache_path)
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,8 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
         base=ClusterBaseArgs(spec, cluster, plan.gateway),
         pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
         services=tuple(services),
-        warm_gate=WarmGateArgs(spec, cluster, spec.models),
+        warm_gate=WarmGateArgs(spec, cluster, spec.models, plan.weights,
+                               provisioners.for_cluster(cluster).weights_cache_path()),
         monitoring=MonitoringArgs(spec, cluster, plan),
         edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),
         network=NetworkPoliciesArgs(spec, cluster, plan),

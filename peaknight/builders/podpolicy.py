@@ -19,6 +19,8 @@ POOL_LABEL = "peaknight.io/pool"
 # The NVIDIA GPU Operator's convention: GPU nodes are tainted so that only GPU pods land there.
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 SECCOMP = {"type": "RuntimeDefault"}
+# The model servers' and the warm gate's unprivileged user: it owns their volumes (fsGroup).
+RUN_AS_USER = 1000
 # The live edge's own nodes: their NICs carry the viewers' bytes, so nothing else lands there.
 EDGE_TAINT = {"key": "peaknight.io/edge", "value": "true", "effect": "NoSchedule"}
 
@@ -29,6 +31,24 @@ def container_security() -> dict[str, Any]:
     container writes (caches, temp files, nginx state) is an emptyDir the pod mounts."""
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
             "runAsNonRoot": True, "seccompProfile": dict(SECCOMP)}
+
+
+def namespace_security(enforce: str = "restricted") -> dict[str, str]:
+    """Pod Security Admission labels: `enforce` at admission, restricted audited and warned of."""
+    return {"pod-security.kubernetes.io/enforce": enforce, "pod-security.kubernetes.io/audit": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted"}
+
+
+# The one namespace below restricted: the node-cache fillers write into a directory on the node's
+# local disk that the kubelet creates root-owned (a hostPath PersistentVolume, DirectoryOrCreate;
+# hostPath takes no fsGroup), so they run as root, with every other restricted rule kept.
+NODE_CACHE_ENFORCE = "baseline"
+
+
+def node_cache_security() -> dict[str, Any]:
+    """A node-cache filler's container: root (to write the root-owned cache directory) but no
+    capabilities, no escalation, the runtime's seccomp profile and a read-only root filesystem."""
+    return {**container_security(), "runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0}
 
 
 def pod_security(user: int) -> dict[str, Any]:

@@ -1,55 +1,55 @@
-"""The warm gate: images pre-pulled on every GPU node and weights staged before the night.
+"""The warm gate: images pre-pulled on every GPU node and weights on every GPU node's own disk
+before the night (plan/weights.py derives the figures).
 
 A replica is *warm* when it lands on a node that already holds its image (the pre-puller put it
-there) and reads weights the staging Job already wrote: only the model load remains. It is *cold*
-when the provisioner must first find a node: batch, boot, GPU driver, image pull, then the model load.
-The autoscaler's pre-scale lead and the simulator both take their start-up times from here.
+there) and its weights (the node-cache filler copied them): only the model load remains. It is
+*cold* when the provisioner must first find a node: batch, boot, GPU driver, image pull, the
+node-cache fill, then the model load (plan/startup.py).
 
-Schedule: the staging Job is created by `pulumi up` but not awaited (`pulumi.com/skipAwait`: it
-runs for hours, beyond pulumi-kubernetes' Job wait); its `peaknight.io/wait` annotation is the
-explicit wait (`kubectl wait ... --timeout=<the Job's deadline>`) the runbook runs after `pulumi
-up`, and `peaknight.io/must-finish-before` the latest time it must have finished (the first
-moment's cold pre-scale), with the Job's own deadline as the budget. Weights are staged at the
-model's pinned `weightsRevision`.
-The deadline is the window's start minus the longest cold pre-scale lead of any model, which is
-before every pre-scale of the night. The pre-puller is a DaemonSet: it fills every pool node as
-soon as the node joins, so the floor's nodes and every node a pre-scale adds stay warm.
+Weights travel hub -> per-zone source -> node cache:
+- one ReadWriteMany volume per model per zone (`<model>-weights-z<i>`), in the weights namespace,
+  sized by the plan for the throughput its zone's fleet needs, and filled by one staging Job per
+  zone pinned to that zone (with WaitForFirstConsumer the volume is created where its first
+  consumer runs; or the zone's own StorageClass) at the model's pinned `weightsRevision`;
+- on every GPU node, a filler (a DaemonSet per pool and zone) copies the pool's models from its
+  zone's sources into a directory on the node's local disk (the provisioner says where: the
+  instance-store RAID0 on Karpenter/AWS), then marks each revision ready;
+- the model servers mount that directory read-only (a hostPath PersistentVolume bound to a claim
+  in their namespace, as KServe's LocalModelCache does) and an init container waits for the
+  revision's ready mark, so the engine never starts on half a model.
+
+Schedule: the staging Jobs are created by `pulumi up` but not awaited (`pulumi.com/skipAwait`:
+they run for hours, beyond pulumi-kubernetes' Job wait); their `peaknight.io/wait` annotation is
+the explicit wait (`kubectl wait ... --timeout=<the Job's deadline>`) the runbook runs after
+`pulumi up`, and `peaknight.io/must-finish-before` the latest time they must have finished (the
+first moment's cold pre-scale). The pre-puller and the fillers are DaemonSets: they fill every
+pool node as soon as it joins, so the floor's nodes and every node a pre-scale adds get warm.
 """
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from peaknight.spec import profiles
-from peaknight.plan.figure import Figure
-from peaknight.plan.startup import ready_seconds
-from peaknight.engines.base import MODEL_DIR
-from peaknight.builders.inference import RUN_AS_USER, weights_claim
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, literal_arg, meta, priority_class
+from peaknight.builders.objects import (Scope, Obj, Unit, inference_namespace, literal_arg, meta, priority_class,
+                                        weights_namespace)
+from peaknight.engines.base import MODEL_DIR, READY_SUFFIX, revision_dir
+from peaknight.plan import startup
+from peaknight.plan.weights import WeightsPlan, weights_gib
 from peaknight.spec.stack import Cluster, Model
 
 # Pinned by digest like every image of the night (policy immutable-images): a tag can be repointed.
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a"
-# The staging Job copies weights at the registry pull rate (profiles timings: 27 s/GiB, BentoML's
-# 20 GB image); its deadline allows twice that before it is declared failed.
+# A staging Job downloads at the hub rate (plan/weights.py staging_seconds); its deadline allows
+# twice that before it is declared failed.
 STAGING_DEADLINE_FACTOR = 2
 # pulumi-kubernetes: a resource with this annotation is created without awaiting its readiness.
 SKIP_AWAIT = "pulumi.com/skipAwait"
-# Slack on top of a replica's ready time before its moment: one HPA sync (15 s, kube-controller-
-# manager default), a readiness probe cycle (5 s period x 3) and room for a slow scheduler.
-PRESCALE_SLACK_SECONDS = 120
-# The warm gate's own ServiceAccount, without a token: neither the pullers nor the staging Jobs
-# talk to the API server.
+# The warm gate's own ServiceAccount, without a token: neither the pullers, the staging Jobs nor
+# the fillers talk to the API server.
 SERVICE_ACCOUNT = "warm-gate"
 _TINY = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
-
-
-def staging_seconds(model: Model) -> int:
-    """Expected time to copy the weights into the shared volume."""
-    table = profiles.load()
-    return math.ceil(table.model_classes[model.model_class].weights_gib * table.timings.image_pull_seconds_per_gib)
 
 
 def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
@@ -71,7 +71,7 @@ def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
                 "metadata": {"labels": {**meta(scope, "warm-gate", name)["labels"], **labels}},
                 "spec": {
                     "priorityClassName": priority_class(scope),
-                    "securityContext": podpolicy.pod_security(RUN_AS_USER),
+                    "securityContext": podpolicy.pod_security(podpolicy.RUN_AS_USER),
                     "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,
                     **podpolicy.gpu_placement(pool),
@@ -84,84 +84,237 @@ def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
     })
 
 
-def staging_name(model: Model) -> str:
-    """The staging Job's name and its pods' app.kubernetes.io/name (the network policy selects it)."""
-    return f"stage-{model.name}"
+
+# Where the staging Job writes and the filler reads one source, and where the filler writes the cache.
+SOURCE_MOUNT = "/source"
+SOURCES_MOUNT = "/sources"
+CACHE_MOUNT = "/cache"
+# A source's revision is complete once this file sits beside it (the staging Job writes it last).
+STAGED_SUFFIX = ".staged"
+# Files the filler copies at once: a node reads a Lustre file system fastest with many streams.
+FILL_STREAMS = 16
+STAGING_ROLE = {"peaknight.io/role": "weights-staging"}
 
 
-def _staging_job(scope: Scope, model: Model, deadline: dt.datetime) -> Obj:
-    """Download the weights into the model's weights volume (idempotent: files present are skipped)."""
-    name = staging_name(model)
-    expected = staging_seconds(model)
-    target = f"{MODEL_DIR}/{model.weights}"
+def staging_name(model: Model, zone: int) -> str:
+    return f"stage-{model.name}-z{zone}"
+
+
+def source_claim(model: Model, zone: int) -> str:
+    """The model's weight source in the cluster's `zone`-th zone (zones by index: a zone's name
+    need not be a valid object name)."""
+    return f"{model.name}-weights-z{zone}"
+
+
+def cache_claim(pool: str) -> str:
+    """The node cache's claim, of the same name in the weights and the inference namespace."""
+    return f"{pool}-weights-cache"
+
+
+def _service_account(scope: Scope, namespace: str) -> Obj:
+    return Obj({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": meta(scope, "warm-gate", SERVICE_ACCOUNT, namespace),
+                "automountServiceAccountToken": False})
+
+
+def _source(scope: Scope, cluster: Cluster, model: Model, zone: int, plan: WeightsPlan) -> Obj:
+    """One zone's ReadWriteMany source of the model's weights, sized for its throughput."""
+    cls = cluster.model_cache_class
+    storage_class = cls if isinstance(cls, str) else cls[cluster.zones[zone]]
+    return Obj({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {**meta(scope, "warm-gate", source_claim(model, zone), weights_namespace(scope)),
+                             "annotations": {"peaknight.io/zone": cluster.zones[zone],
+                                             "peaknight.io/size": plan.source_gib.why,
+                                             "peaknight.io/throughput": plan.source_mbps.why}},
+                "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": storage_class,
+                         "resources": {"requests": {"storage": f"{int(plan.source_gib.value)}Gi"}}}},
+               protect=scope.policy.protect)
+
+
+def _staging_job(scope: Scope, cluster: Cluster, model: Model, zone: int, plan: WeightsPlan,
+                 deadline: dt.datetime) -> Obj:
+    """Download the weights at their pinned revision into one zone's source (idempotent: files
+    present are skipped), then mark the revision staged."""
+    name = staging_name(model, zone)
+    ns = weights_namespace(scope)
+    target = f"{SOURCE_MOUNT}/{revision_dir(model)}"
     revision = f", revision={model.weights_revision!r}" if model.weights_revision else ""
     script = ("from huggingface_hub import snapshot_download\n"
-              f"snapshot_download(repo_id={model.weights!r}, local_dir={target!r}{revision})\n")
-    deadline_seconds = STAGING_DEADLINE_FACTOR * expected
-    manifest = {
+              f"snapshot_download(repo_id={model.weights!r}, local_dir={target!r}{revision})\n"
+              f"open({target + STAGED_SUFFIX!r}, 'w').close()\n")
+    deadline_seconds = int(STAGING_DEADLINE_FACTOR * plan.staging.value)
+    labels = {**meta(scope, "warm-gate", name)["labels"], **STAGING_ROLE}
+    return Obj({
         "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {**meta(scope, "warm-gate", name, inference_namespace(scope)), "annotations": {
+        "metadata": {**meta(scope, "warm-gate", name, ns), "annotations": {
             "peaknight.io/must-finish-before": f"{deadline.isoformat()} {scope.event.time_zone} (the earliest "
                                                "cold pre-scale)",
-            "peaknight.io/expected-seconds": f"{expected} = weights at the registry pull rate (profiles.yaml)",
+            "peaknight.io/expected-seconds": plan.staging.why,
             # Staging takes hours; pulumi-kubernetes would wait for the Job (10 min by default) and
             # fail the update. It is created and not awaited; the runbook waits explicitly.
             SKIP_AWAIT: "true",
-            "peaknight.io/wait": (f"kubectl wait --for=condition=complete job/{name} -n {inference_namespace(scope)} "
-                                  f"--timeout={deadline_seconds}s"),
+            "peaknight.io/wait": f"kubectl wait --for=condition=complete job/{name} -n {ns} --timeout={deadline_seconds}s",
         }},
         "spec": {
             "backoffLimit": 3,
             "activeDeadlineSeconds": deadline_seconds,
             "template": {
-                "metadata": {"labels": meta(scope, "warm-gate", name)["labels"]},
+                "metadata": {"labels": labels},
                 "spec": {
                     "restartPolicy": "OnFailure",
-                    "securityContext": podpolicy.pod_security(RUN_AS_USER),
+                    "securityContext": podpolicy.pod_security(podpolicy.RUN_AS_USER),
                     "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,
+                    # In the source's zone: a WaitForFirstConsumer class creates the volume there.
+                    "nodeSelector": {podpolicy.ZONE: cluster.zones[zone]},
                     "containers": [{
                         "name": "stage", "image": model.image, "imagePullPolicy": "IfNotPresent",
                         "command": ["python3", "-c", literal_arg(script)],
                         "env": [{"name": "HOME", "value": "/tmp"}],
                         "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}},
-                        "volumeMounts": [{"name": "weights", "mountPath": MODEL_DIR},
+                        "volumeMounts": [{"name": "source", "mountPath": SOURCE_MOUNT},
                                          {"name": "tmp", "mountPath": "/tmp"}],
                         "securityContext": podpolicy.container_security(),
                     }],
-                    "volumes": [{"name": "weights", "persistentVolumeClaim": {"claimName": weights_claim(model)}},
+                    "volumes": [{"name": "source", "persistentVolumeClaim": {"claimName": source_claim(model, zone)}},
                                 {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}],
                 },
             },
         },
-    }
-    return Obj(manifest)
+    })
 
 
-def lead(model: Model, warm: bool) -> Figure:
-    """How long before a moment its pre-scale starts: the ready time, plus one HPA sync and a
-    readiness-probe cycle of slack, rounded up to whole minutes because cron fires on minutes."""
-    ready = ready_seconds(model, warm)
-    minutes = math.ceil((ready.value + PRESCALE_SLACK_SECONDS) / 60)
-    return Figure(minutes * 60, f"ceil(({ready.why}) + slack {PRESCALE_SLACK_SECONDS} s) = {minutes} min")
+def _cache_volume(scope: Scope, pool: str, path: str, gib: int, writer: bool) -> list[Obj]:
+    """A hostPath PersistentVolume of the node-cache directory on the pool's nodes, pre-bound to
+    its claim: read-write for the fillers (weights namespace), read-only for the model servers
+    (inference namespace). A claim, not a hostPath volume in the pod, keeps the model servers
+    under restricted Pod Security (KServe's LocalModelCache binds its node cache the same way)."""
+    ns = weights_namespace(scope) if writer else inference_namespace(scope)
+    name = f"{scope.event.name}-{pool}-weights-cache-{'rw' if writer else 'ro'}"
+    modes = ["ReadWriteOnce"] if writer else ["ReadOnlyMany"]
+    storage = {"storage": f"{gib}Gi"}
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta(scope, "warm-gate", name),
+          "spec": {"capacity": storage, "accessModes": modes, "persistentVolumeReclaimPolicy": "Retain",
+                   "storageClassName": "", "hostPath": {"path": path, "type": "DirectoryOrCreate"},
+                   "nodeAffinity": {"required": podpolicy.pool_affinity(pool)["nodeAffinity"][
+                       "requiredDuringSchedulingIgnoredDuringExecution"]},
+                   "claimRef": {"namespace": ns, "name": cache_claim(pool)}}}
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(scope, "warm-gate", cache_claim(pool), ns),
+           "spec": {"accessModes": modes, "storageClassName": "", "volumeName": name,
+                    "resources": {"requests": storage}}}
+    return [Obj(pv), Obj(pvc)]
+
+
+def fill_script(models: Sequence[Model], sources: str = SOURCES_MOUNT, cache: str = CACHE_MOUNT) -> str:
+    """Copy each model's staged revision from its source into the node cache with parallel
+    streams (files already there at full size are skipped, so a restart resumes), mark it
+    ready, and keep the newest other revision (a rollout's) while dropping older ones."""
+    copies = [(f"{sources}/{m.name}/{revision_dir(m)}", f"{cache}/{revision_dir(m)}") for m in models]
+    return (
+        "import os,shutil,time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        f"COPIES={copies!r}\n"
+        "def copy(src,dst,path):\n"
+        "    out=os.path.join(dst,os.path.relpath(path,src))\n"
+        "    if os.path.exists(out) and os.path.getsize(out)==os.path.getsize(path):\n"
+        "        return\n"
+        "    os.makedirs(os.path.dirname(out),exist_ok=True)\n"
+        "    shutil.copyfile(path,out+'.part')\n"
+        "    os.replace(out+'.part',out)\n"
+        f"while not all(os.path.exists(src+{STAGED_SUFFIX!r}) for src,_ in COPIES):\n"
+        "    time.sleep(30)\n"
+        f"with ThreadPoolExecutor({FILL_STREAMS}) as pool:\n"
+        "    list(pool.map(lambda job:copy(*job),[(s,d,os.path.join(r,n)) for s,d in COPIES for r,_,ns in os.walk(s) for n in ns]))\n"
+        "for src,dst in COPIES:\n"
+        f"    open(dst+{READY_SUFFIX!r},'w').close()\n"
+        "    base,mine=os.path.split(dst)\n"
+        f"    others=sorted((e[:-{len(READY_SUFFIX)}] for e in os.listdir(base) if e.endswith({READY_SUFFIX!r}) and e!=mine+{READY_SUFFIX!r}),\n"
+        f"                  key=lambda e:os.path.getmtime(os.path.join(base,e+{READY_SUFFIX!r})))\n"
+        "    for old in others[:-1]:\n"
+        f"        os.remove(os.path.join(base,old+{READY_SUFFIX!r}))\n"
+        "        shutil.rmtree(os.path.join(base,old),ignore_errors=True)\n"
+    )
+
+
+def _filler(scope: Scope, cluster: Cluster, pool: str, zone: int, models: Sequence[Model]) -> Obj:
+    """On every node of `pool` in the cluster's `zone`-th zone: copy the pool's models from the
+    zone's sources into the node cache, then hold the pod (pause) so it does not restart."""
+    name = f"fill-{pool}-z{zone}"
+    labels = {"app.kubernetes.io/name": name, "peaknight.io/event": scope.event.name}
+    placement = podpolicy.gpu_placement(pool)
+    term = placement["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    term["matchExpressions"].append({"key": podpolicy.ZONE, "operator": "In", "values": [cluster.zones[zone]]})
+    mounts: list[dict[str, Any]] = [{"name": "cache", "mountPath": CACHE_MOUNT}]
+    volumes: list[dict[str, Any]] = [{"name": "cache", "persistentVolumeClaim": {"claimName": cache_claim(pool)}}]
+    for i, model in enumerate(models):
+        mounts.append({"name": f"source-{i}", "mountPath": f"{SOURCES_MOUNT}/{model.name}", "readOnly": True})
+        volumes.append({"name": f"source-{i}", "persistentVolumeClaim": {"claimName": source_claim(model, zone),
+                                                                          "readOnly": True}})
+    return Obj({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": meta(scope, "warm-gate", name, weights_namespace(scope)),
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+            "template": {
+                "metadata": {"labels": {**meta(scope, "warm-gate", name)["labels"], **labels}},
+                "spec": {
+                    "priorityClassName": priority_class(scope),
+                    "securityContext": {"seccompProfile": dict(podpolicy.SECCOMP)},
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": False,
+                    **placement,
+                    "initContainers": [{
+                        "name": "fill", "image": models[0].image, "imagePullPolicy": "IfNotPresent",
+                        "command": ["python3", "-c", literal_arg(fill_script(models))],
+                        "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+                        "volumeMounts": mounts,
+                        "securityContext": podpolicy.node_cache_security(),
+                    }],
+                    "containers": [{"name": "pause", "image": PAUSE_IMAGE, "resources": _TINY,
+                                    "securityContext": podpolicy.container_security()}],
+                    "volumes": volumes,
+                },
+            },
+        },
+    })
+
+
+def wait_for_weights(model: Model) -> dict[str, Any]:
+    """The model server's init container: wait until the node cache holds the model's revision
+    (the filler marks it ready last), so the engine never loads half a model."""
+    ready = f"{MODEL_DIR}/{revision_dir(model)}{READY_SUFFIX}"
+    script = f"import os,time\nwhile not os.path.exists({ready!r}):\n    time.sleep(10)\n"
+    return {"name": "wait-weights", "image": model.image, "imagePullPolicy": "IfNotPresent",
+            "command": ["python3", "-c", literal_arg(script)], "resources": _TINY,
+            "volumeMounts": [{"name": "weights", "mountPath": MODEL_DIR, "readOnly": True}],
+            "securityContext": podpolicy.container_security()}
 
 
 def must_finish(scope: Scope, models: Iterable[Model]) -> dt.datetime:
     """The warm gate's deadline: before the earliest cold pre-scale of any model (local time)."""
-    return scope.event.window.start - dt.timedelta(seconds=max(lead(m, warm=False).value for m in models))
+    return scope.event.window.start - dt.timedelta(
+        seconds=max(startup.lead(scope.policy, m, warm=False).value for m in models))
 
 
-def build(scope: Scope, cluster: Cluster, models: Sequence[Model]) -> Unit:
-    """The cluster's pre-pullers (one per GPU pool) and staging Jobs (one per model)."""
+def build(scope: Scope, cluster: Cluster, models: Sequence[Model], weights: Sequence[WeightsPlan],
+          cache_path: str) -> Unit:
+    """The cluster's pre-pullers (one per GPU pool); per model and zone a weight source and its
+    staging Job; per pool its node cache (volumes, and a filler per zone)."""
     deadline = must_finish(scope, models)
-    pools: dict[str, list[str]] = {}
+    plans = {w.model: w for w in weights}
+    pools: dict[str, list[Model]] = {}
     for model in models:
-        images = pools.setdefault(model.pool, [])
-        if model.image not in images:
-            images.append(model.image)
-    objs = [Obj({"apiVersion": "v1", "kind": "ServiceAccount",
-                 "metadata": meta(scope, "warm-gate", SERVICE_ACCOUNT, inference_namespace(scope)),
-                 "automountServiceAccountToken": False})]
-    objs += [_prepuller(scope, pool, images) for pool, images in pools.items()]
-    objs += [_staging_job(scope, model, deadline) for model in models]
+        pools.setdefault(model.pool, []).append(model)
+    objs = [_service_account(scope, inference_namespace(scope)), _service_account(scope, weights_namespace(scope))]
+    for pool, served in pools.items():
+        objs.append(_prepuller(scope, pool, list(dict.fromkeys(m.image for m in served))))
+        gib = math.ceil(2 * sum(weights_gib(m) for m in served))
+        objs += _cache_volume(scope, pool, cache_path, gib, writer=True)
+        objs += _cache_volume(scope, pool, cache_path, gib, writer=False)
+        objs += [_filler(scope, cluster, pool, zone, served) for zone in range(len(cluster.zones))]
+    for model in models:
+        for zone in range(len(cluster.zones)):
+            objs.append(_source(scope, cluster, model, zone, plans[model.name]))
+            objs.append(_staging_job(scope, cluster, model, zone, plans[model.name], deadline))
     return Unit("WarmGate", cluster.name, tuple(objs))

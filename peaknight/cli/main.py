@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from peaknight.builders import event
 from peaknight.cli import errors
 from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
-from peaknight.plan import capacity
+from peaknight.plan import capacity, weights
 from peaknight.provisioners import registry as provisioners
 from peaknight.spec import config
 from peaknight.review import crds as pinned_crds
@@ -77,7 +77,7 @@ def _plan(args: argparse.Namespace) -> int:
         print(pools)
     for warning in (*plan.warnings, *provisioners.warnings(loaded.spec)):
         errors.warn(warning)
-    problems = provisioners.problems(loaded.spec, plan)
+    problems = [*provisioners.problems(loaded.spec, plan), *(weights.shortfall(w) for w in plan.late)]
     for problem in problems:
         print(f"SHORT: {problem}")
     return CHECK_FAILED if plan.short or problems else OK

@@ -170,6 +170,16 @@ class ServingEngine(ABC):
         return ["python3", "-c", script]
 
 
+# A revision's directory in the node cache is complete once this file sits beside it.
+READY_SUFFIX = ".ready"
+
+
+def revision_dir(model: Model) -> str:
+    """The weights' directory under a source or node cache: one per revision, so a new revision
+    is staged beside the one serving instead of over it."""
+    return f"{model.weights}/{model.weights_revision or 'unpinned'}"
+
+
 def weights_path(model: Model) -> str:
-    """Where the engine reads the model's weights inside the pod."""
-    return f"{MODEL_DIR}/{model.weights}"
+    """Where the engine reads the model's weights inside the pod: its revision in the node cache."""
+    return f"{MODEL_DIR}/{revision_dir(model)}"

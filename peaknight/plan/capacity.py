@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from peaknight.engines.base import Topology
-from peaknight.plan import rollout
+from peaknight.plan import rollout, startup, weights
 from peaknight.plan.figure import Figure
-from peaknight.plan.startup import ready_seconds
+from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
@@ -132,6 +132,7 @@ class ClusterPlan:
     pools: tuple[PoolPlan, ...]
     edges: tuple[EdgePlan, ...] = ()
     gateway: GatewayPlan | None = None
+    weights: tuple[WeightsPlan, ...] = ()
 
     @property
     def nodes(self) -> int:
@@ -147,6 +148,9 @@ class ClusterPlan:
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.model == name)
+
+    def weight(self, model: str) -> WeightsPlan:
+        return next(w for w in self.weights if w.model == model)
 
     def pool(self, name: str) -> PoolPlan:
         return next(p for p in self.pools if p.pool == name)
@@ -200,6 +204,11 @@ class CapacityPlan:
                           sum_figures([p.origin_rps for p in plans], "req/s"),
                           sum_figures([p.egress_gbps for p in plans], "Gbps"),
                           int(sum(p.shields.value for p in plans)), self.window_hours)
+
+    @property
+    def late(self) -> tuple[WeightsPlan, ...]:
+        """Every model whose weights cannot reach its nodes before the window (plan/weights.py)."""
+        return tuple(w for c in self.clusters for w in c.weights if w.late)
 
     @property
     def short(self) -> tuple[ModelPlan | EdgePlan, ...]:
@@ -274,7 +283,7 @@ def plan(spec: StackSpec) -> CapacityPlan:
     clusters = tuple(_plan_cluster(spec, c, pools) for c in spec.clusters)
     _check_envelope(spec, clusters)
     hours = (spec.event.window.end - spec.event.window.start).total_seconds() / 3600
-    return CapacityPlan(clusters, tuple(_warnings(spec)) + tuple(_slow_rollouts(spec, clusters)),
+    return CapacityPlan(clusters, (*_warnings(spec), *_slow_rollouts(spec, clusters), *weights.warnings(spec)),
                         spec.policy.survive_zone_loss, hours)
 
 
@@ -334,7 +343,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             nodes_per_replica=nodes_per_replica, replica_tps=per_replica, demand_tps=demand,
             replicas=replicas, max_replicas=max_replicas, floor_replicas=floor, moment_replicas=moments,
             longest_answer=longest_answer(spec, model),
-            warmup=ready_seconds(model, warm=False), surge=surge, rollout=rollout.duration(model, r, int(surge.value)),
+            warmup=startup.ready_seconds(spec.policy, model, warm=False), surge=surge,
+            rollout=rollout.duration(spec.policy, model, r, int(surge.value)),
             gpus=Figure(r * gpr, f"{r} replicas x {gpr} GPUs"),
             nodes=Figure(n, f"{n} = {node_why}"),
             capacity_tps=Figure(capacity, f"{cap_replicas} replicas{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
@@ -363,7 +373,11 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                               surge_nodes=extra,
                               disk_gib=disk_gib(spec, name)))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
-    return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges, plan_gateway(spec, cluster, models))
+    # Each pool's largest zone at its ceiling: the fleet one zone's weight sources must feed.
+    fleet = {p.pool: max(p.zone_nodes, default=0) + p.zone_surge_nodes for p in plans}
+    cold_lead = max(startup.lead(spec.policy, m, warm=False).value for m in spec.models)
+    return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges, plan_gateway(spec, cluster, models),
+                       tuple(weights.plan_cluster(spec, cluster, fleet, cold_lead)))
 
 
 def longest_answer(spec: StackSpec, model: Model) -> Figure:
@@ -407,18 +421,17 @@ DISK_STEP_GIB = 100
 
 def disk_gib(spec: StackSpec, pool: str) -> Figure:
     """A GPU node's local disk: each model's image twice (running and next, while a rollout pulls)
-    and extracted once more, plus room for every model's weights on local disk. The replicas read
-    weights from the model cache volume today; the room is for staging them next to the GPUs
-    (a local cache) without resizing nodes that are already serving."""
+    and extracted once more, plus every model's weights twice in the node cache (plan/weights.py):
+    the revision serving and the next, while a rollout moves over."""
     table = profiles.load()
     classes = [table.model_classes[m.model_class] for m in spec.models if m.pool == pool]
     if not classes:
         return Figure(DISK_STEP_GIB, f"no models: {DISK_STEP_GIB} GiB")
     images = sum(3 * c.image_gib for c in classes)
-    weights = sum(c.weights_gib for c in classes)
-    size = math.ceil((images + weights) / DISK_STEP_GIB) * DISK_STEP_GIB
-    return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes)}) GiB + weights "
-                        f"({' + '.join(f'{c.weights_gib:g}' for c in classes)}) GiB = {images + weights:g} GiB, "
+    cached = 2 * sum(c.weights_gib for c in classes)
+    size = math.ceil((images + cached) / DISK_STEP_GIB) * DISK_STEP_GIB
+    return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes)}) GiB + weights 2 x "
+                        f"({' + '.join(f'{c.weights_gib:g}' for c in classes)}) GiB = {images + cached:g} GiB, "
                         f"rounded up to {DISK_STEP_GIB} GiB steps: {size} GiB")
 
 

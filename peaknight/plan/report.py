@@ -35,6 +35,14 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                          si(per_minute(m.demand_tps.value)), f"{m.headroom:.3f}", duration(m.warmup.value),
                          f"{int(m.surge.value):,}", duration(m.rollout.value), "SHORT" if m.short else "ok"))
     lines = _columns(rows)
+    weights = [("cluster", "model", "staging", "source/zone GiB", "source MB/s", "node fill", "slack", "")]
+    for c in plan.clusters:
+        for w in c.weights:
+            weights.append((c.name, w.model, duration(w.staging.value), f"{int(w.source_gib.value):,}",
+                            f"{w.source_mbps.value:,.0f}", duration(w.fill.value),
+                            duration(w.slack.value) if not w.late else f"-{duration(-w.slack.value)}",
+                            "LATE" if w.late else "ok"))
+    lines += [""] + _columns(weights)
     edges = [("cluster", "edge", "pods", "max pods", "shields", "nodes", "viewers", "capacity Gbps", "forecast Gbps",
               "origin Gbps", "headroom", "")]
     for c in plan.clusters:
@@ -62,6 +70,11 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
                                    ("capacity", m.capacity_tps), ("max replicas", m.max_replicas),
                                    ("warm-up", m.warmup), ("surge", m.surge), ("rollout", m.rollout),
                                    ("route timeout", m.longest_answer)):
+                    lines.append(f"  {label}: {fig.why}")
+                w = c.weight(m.model)
+                for label, fig in (("weights staging", w.staging), ("weight source per zone", w.source_gib),
+                                   ("source throughput", w.source_mbps), ("node cache fill", w.fill),
+                                   ("warm-gate slack", w.slack)):
                     lines.append(f"  {label}: {fig.why}")
             for p in c.pools:
                 zones = "/".join(map(str, p.zone_nodes))

@@ -21,8 +21,8 @@ DRAIN_SECONDS = 300
 def surge(model: Model, replicas: int, policy: Policy) -> Figure:
     """The fewest replicas per wave that finish the update within the policy's hours."""
     budget = policy.rollout_hours * 3600
-    first = ready_seconds(model, warm=False).value + DRAIN_SECONDS
-    wave = ready_seconds(model, warm=True).value + DRAIN_SECONDS
+    first = ready_seconds(policy, model, warm=False).value + DRAIN_SECONDS
+    wave = ready_seconds(policy, model, warm=True).value + DRAIN_SECONDS
     waves = max(1, 1 + math.floor((budget - first) / wave)) if budget >= first else 1
     value = max(1, math.ceil(replicas / waves)) if replicas else 1
     return Figure(value, f"ceil({replicas} replicas / {waves} waves) = {value}: {waves} waves fit "
@@ -30,10 +30,10 @@ def surge(model: Model, replicas: int, policy: Policy) -> Figure:
                          f"warm start + drain {DRAIN_SECONDS} s each)")
 
 
-def duration(model: Model, replicas: int, per_wave: int) -> Figure:
+def duration(policy: Policy, model: Model, replicas: int, per_wave: int) -> Figure:
     """Seconds a full rolling update takes at `per_wave` replicas per wave."""
-    first = ready_seconds(model, warm=False).value + DRAIN_SECONDS
-    wave = ready_seconds(model, warm=True).value + DRAIN_SECONDS
+    first = ready_seconds(policy, model, warm=False).value + DRAIN_SECONDS
+    wave = ready_seconds(policy, model, warm=True).value + DRAIN_SECONDS
     waves = max(1, math.ceil(replicas / per_wave))
     value = first + (waves - 1) * wave
     return Figure(value, f"{waves} waves of {per_wave}: {first:.0f} s + {waves - 1} x {wave:.0f} s = {value:.0f} s")

@@ -66,6 +66,10 @@ class Provisioner(Protocol):
         """What the operator should know before the night but may accept (`plan` and `render`
         print them)."""
 
+    def weights_cache_path(self) -> str:
+        """The directory on a GPU node's local disk that holds its node cache of weights
+        (builders/warmup.py): on the fast local disk where the provisioner puts one."""
+
 
 
 def offered(pool: GpuPool, cloud: str, region: str) -> list[str]:
@@ -103,6 +107,11 @@ class WithoutController:
     def load_balancer(self, cluster: Cluster) -> dict[str, Any]:
         """The cluster's default load balancer for a LoadBalancer Service."""
         return {}
+
+    def weights_cache_path(self) -> str:
+        """On the node's root volume: the node group the operator provides must size it for the
+        pool's weights twice (`peaknight plan` prints the disk per node)."""
+        return "/var/lib/peaknight/weights"
 
     def gpus_in_use(self, pool: str) -> str:
         """GPUs allocatable on the pool's nodes (kube-state-metrics exports the kit's pool label)."""

@@ -266,5 +266,11 @@ class KarpenterAws:
                     "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
         return []
 
+    def weights_cache_path(self) -> str:
+        """On the instance-store RAID0 the EC2NodeClass asks for: the EKS AMI's setup-local-disks
+        mounts the array at /mnt/k8s-disks/0 (awslabs/amazon-eks-ami,
+        templates/shared/runtime/bin/setup-local-disks, maybe_raid0: array_mount_point)."""
+        return "/mnt/k8s-disks/0/peaknight-weights"
+
     def gpus_in_use(self, pool: str) -> str:
         return f'max({USAGE_METRIC}{{nodepool="{pool}",resource_type="{podpolicy.GPU_TAINT["key"]}"}})'

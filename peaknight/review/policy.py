@@ -14,8 +14,8 @@ from peaknight.plan.capacity import CapacityPlan
 from peaknight.spec.config import IMAGE_DIGEST
 from peaknight.builders.event import EventObjects
 from peaknight.provisioners import registry as provisioners
-from peaknight.builders.podpolicy import GPU_TAINT
-from peaknight.builders.objects import Obj
+from peaknight.builders.podpolicy import GPU_TAINT, NODE_CACHE_ENFORCE
+from peaknight.builders.objects import Obj, weights_namespace
 from peaknight.spec.stack import Stage, StackSpec
 
 GPU = "nvidia.com/gpu"
@@ -138,8 +138,9 @@ def immutable_images(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterabl
                     yield obj, f"{path}: container '{c['name']}' image '{c.get('image')}' is a mutable tag (pin @sha256:...)"
 
 
-def _pod_security(pod: dict[str, Any]) -> Iterator[str]:
-    """Pod Security Standards, `restricted` profile (the namespaces enforce it as well)."""
+def _pod_security(pod: dict[str, Any], root_allowed: bool = False) -> Iterator[str]:
+    """Pod Security Standards, `restricted` profile (the namespaces enforce it as well); with
+    `root_allowed`, every rule but running as root (the node-cache fillers)."""
     for field in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(field):
             yield f"{field} is true"
@@ -159,9 +160,9 @@ def _pod_security(pod: dict[str, Any]) -> Iterator[str]:
             yield f"{name} does not drop ALL capabilities"
         if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
             yield f"{name} adds capabilities {sorted(set(caps['add']) - {'NET_BIND_SERVICE'})}"
-        if not sc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+        if not root_allowed and not sc.get("runAsNonRoot", psc.get("runAsNonRoot")):
             yield f"{name} may run as root (runAsNonRoot not true)"
-        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+        if not root_allowed and sc.get("runAsUser", psc.get("runAsUser")) == 0:
             yield f"{name} runs as user 0"
         seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
         if seccomp not in ("RuntimeDefault", "Localhost"):
@@ -171,14 +172,19 @@ def _pod_security(pod: dict[str, Any]) -> Iterator[str]:
 
 
 def restricted_pod_security(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterable[Finding]:
-    """Every pod meets the restricted profile and every namespace enforces it."""
+    """Every pod meets the restricted profile and every namespace enforces it, but for the one
+    exception: the weights namespace enforces baseline, and its pods (the node-cache fillers) may
+    run as root, every other restricted rule kept (podpolicy.NODE_CACHE_ENFORCE says why)."""
+    exempt = weights_namespace(ctx.spec)
     for obj in objs:
         if obj.kind == "Namespace":
             mode = obj.manifest["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
-            if mode != "restricted":
-                yield obj, f"pod-security.kubernetes.io/enforce is {mode!r}, expected 'restricted'"
+            expected = NODE_CACHE_ENFORCE if obj.name == exempt else "restricted"
+            if mode != expected:
+                yield obj, f"pod-security.kubernetes.io/enforce is {mode!r}, expected {expected!r}"
+        root_allowed = obj.manifest["metadata"].get("namespace") == exempt
         for path, pod in pod_specs(obj.manifest):
-            for problem in _pod_security(pod):
+            for problem in _pod_security(pod, root_allowed):
                 yield obj, f"{path}: {problem}"
 
 

@@ -9,7 +9,7 @@ every `step` seconds from the first pre-scale to the window's end:
   cooldownPeriod); the HPA syncs every 15 s: per metric ceil(usage/target) unless within the 10%
   tolerance of the current replicas, the highest metric wins, then the behaviour's stabilisation
   windows and rate policies, then min/max (k8s pkg/controller/podautoscaler, HPA docs);
-- a new replica is ready after warmup.ready_seconds: warm when a node the pool already held is
+- a new replica is ready after startup.ready_seconds: warm when a node the pool already held is
   free (nodes are frozen for the window by the pool's disruption budget), cold when a node is added;
 - ready replicas serve replica_tps each; the rest queues, and tokens that would wait longer than
   the TTFT SLO are unmet (the user has given up on them).
@@ -39,7 +39,7 @@ from typing import Any, Optional
 
 from peaknight.builders import autoscaling
 from peaknight.spec import forecast
-from peaknight.builders import warmup
+from peaknight.plan import startup
 from peaknight.plan.capacity import ModelPlan, zone_split
 from peaknight.builders.event import EventObjects, build
 from peaknight.spec.stack import Model, StackSpec
@@ -368,7 +368,8 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
     end = (window.end - window.start).total_seconds()
     start = min([0.0] + [c.start for c in cfg.crons]) - 60
     tps, gpr, util = plan.replica_tps.value, plan.gpus_per_replica, spec.policy.target_utilisation
-    pods = _Pods(cfg.min_replicas, warmup.ready_seconds(model, True).value, warmup.ready_seconds(model, False).value,
+    pods = _Pods(cfg.min_replicas, startup.ready_seconds(spec.policy, model, True).value,
+                 startup.ready_seconds(spec.policy, model, False).value,
                  lambda t: faults.blocked_until(model.pool, t))
     hpa = Hpa(cfg.hpa_min, cfg.max_replicas, cfg.up, cfg.down)
     served_window: deque[tuple[float, float]] = deque()

@@ -424,6 +424,11 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     total_share = sum(c.share for c in spec.clusters)
     if abs(total_share - 1) > 1e-6:
         yield P("clusters[*].share", "shares that add up to 1", f"{total_share:.6g}")
+    for i, cluster in enumerate(spec.clusters):
+        # One weight source per zone: a class per zone must name exactly the cluster's zones.
+        if isinstance(cluster.model_cache_class, dict) and set(cluster.model_cache_class) != set(cluster.zones):
+            yield P(f"clusters[{i}].modelCacheClass", "one StorageClass for each of the cluster's zones "
+                    f"({', '.join(cluster.zones)})", ", ".join(cluster.model_cache_class) or "no zones")
     if spec.policy.survive_zone_loss:
         for i, cluster in enumerate(spec.clusters):
             if len(cluster.zones) < 2:

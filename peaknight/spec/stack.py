@@ -109,11 +109,11 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
     # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
     "broadcast": dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
                                 requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
-                                surviveZoneLoss=True, rolloutHours=3),
+                                surviveZoneLoss=True, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
     # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
     "rehearsal": dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
                                 requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
-                                surviveZoneLoss=False, rolloutHours=3),
+                                surviveZoneLoss=False, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
 }
 
 
@@ -133,6 +133,12 @@ class Policy:
     headroom: Annotated[float, Field(ge=1, le=5)]
     survive_zone_loss: bool
     rollout_hours: Annotated[float, Field(gt=0, le=48)]
+    # How long before the window `pulumi up` creates the warm gate: the budget in which weights are
+    # staged into every zone's source and the floor's node caches filled (plan/weights.py).
+    warmup_hours: Annotated[float, Field(gt=0, le=168)]
+    # How long a zone's whole peak fleet may take to fill its node caches from the zone's source:
+    # the source is sized for it, and a cold replica's start counts it.
+    weights_fill_minutes: Annotated[int, Field(gt=0, le=1440)]
 
     @classmethod
     def for_stage(cls, stage: Stage, **overrides: Any) -> "Policy":
@@ -170,6 +176,21 @@ class Addons:
 
 
 @dataclass(config=STRICT, kw_only=True)
+class WeightSource:
+    """The per-zone file system a model's weights are staged into and every node cache is filled
+    from. Its throughput grows with its size (FSx for Lustre: MB/s per TiB), so the plan sizes it
+    for the fleet it must feed. Defaults: FSx for Lustre PERSISTENT_2 at 1,000 MB/s/TiB, created
+    at 1,200 GiB and grown in 2,400 GiB steps, up to 1,200 Gb/s per client (docs/facts.md)."""
+
+    mbps_per_tib: float = Field(default=1000, gt=0, le=100000, description="read throughput per TiB provisioned")
+    min_gib: int = Field(default=1200, gt=0, le=10**7, description="smallest size the class provisions")
+    step_gib: int = Field(default=2400, gt=0, le=10**7, description="sizes above the smallest grow in these steps")
+    client_gbps: float = Field(default=1200, gt=0, le=100000, description="the most one node reads from it "
+                               "(FSx for Lustre: up to 1,200 Gb/s per client with EFA; a node without EFA "
+                               "reads at its ENA bandwidth)")
+
+
+@dataclass(config=STRICT, kw_only=True)
 class Cluster:
     name: Name
     region: formats.LabelValue = Field(description="the cloud region (a topology.kubernetes.io/region value)")
@@ -182,8 +203,11 @@ class Cluster:
     prometheus_url: formats.HttpUrl = Field(default="http://prometheus-operated.monitoring.svc:9090",
                                 description="Prometheus that KEDA and prometheus-adapter query: the "
                                 "prometheusStack add-on's (namespace monitoring), or your own")
-    model_cache_class: formats.Subdomain = Field(default="fsx-lustre",
-                                                 description="ReadWriteMany StorageClass for weights")
+    model_cache_class: formats.Subdomain | dict[formats.LabelValue, formats.Subdomain] = Field(
+        default="fsx-lustre", description="ReadWriteMany StorageClass of the per-zone weight sources: one class "
+        "that provisions in its first consumer's zone (WaitForFirstConsumer), or one class per zone")
+    weight_source: WeightSource = Field(default_factory=WeightSource, description="throughput of the weight "
+                                        "sources' class, for sizing them")
     adopt_existing: bool = Field(default=False, description="upsert objects that already exist")
     max_nodes: int = Field(default=5000, gt=0, le=5000, description="Kubernetes envelope")
     max_pods: int = Field(default=150000, gt=0, le=150000)
