@@ -9,7 +9,7 @@ What a Pulumi program of one's own imports:
                                opts=pulumi.ResourceOptions(provider=k8s_provider))
     pk.Autoscaler("chat", pk.AutoscalerArgs(scope, chat.args), opts=...)
 
-The components (GpuNodePool, InferenceService, Autoscaler, LiveEdge, ClusterStack) import Pulumi
+The components (GpuNodePool, InferenceService, Autoscaler, LiveEdge, WarmGate, ClusterStack) import Pulumi
 on first use only, so the CLI's render and plan never load it.
 """
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Any
 
 from peaknight.builders.objects import EventScope, Scope
 from peaknight.builders.parts import (AutoscalerArgs, ClusterStackArgs, GpuNodePoolArgs, InferenceServiceArgs,
-                                      LiveEdgeArgs)
+                                      LiveEdgeArgs, WarmGateArgs)
 from peaknight.plan.capacity import plan as capacity_plan
 from peaknight.spec.config import load_stack, parse
 
-_COMPONENTS = ("GpuNodePool", "InferenceService", "Autoscaler", "LiveEdge", "ClusterStack")
+_COMPONENTS = ("GpuNodePool", "InferenceService", "Autoscaler", "LiveEdge", "WarmGate", "ClusterStack")
 
 __all__ = ["EventScope", "Scope", "AutoscalerArgs", "ClusterStackArgs", "GpuNodePoolArgs", "InferenceServiceArgs",
-           "LiveEdgeArgs", "capacity_plan", "load_stack", "parse", *_COMPONENTS]
+           "LiveEdgeArgs", "WarmGateArgs", "capacity_plan", "load_stack", "parse", *_COMPONENTS]
 
 
 def __getattr__(name: str) -> Any:

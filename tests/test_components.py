@@ -138,7 +138,7 @@ def test_cluster_stack_uses_the_provider_it_was_given(rehearsal, opts):
     assert out["gpus"] == sum(int(m.gpus.value) for m in args.plan.models) and out["nodes"] == args.plan.nodes
 
 
-def test_the_example_program_composes_two_components_on_its_own_provider():
+def test_the_example_program_composes_three_components_on_its_own_provider():
     folder = ROOT / "examples" / "a-la-carte"
     project = yaml.safe_load((folder / "Pulumi.yaml").read_text())["name"]
     cwd = os.getcwd()
@@ -152,10 +152,12 @@ def test_the_example_program_composes_two_components_on_its_own_provider():
         os.chdir(cwd)
     components = {(r.typ, r.name): r for r in mocks.resources if r.typ.startswith("peaknight:index:")}
     assert set(components) == {("peaknight:index:InferenceService", "assistant"),
-                               ("peaknight:index:Autoscaler", "assistant")}
+                               ("peaknight:index:Autoscaler", "assistant"),
+                               ("peaknight:index:WarmGate", "assistant-weights")}
     assert components[("peaknight:index:Autoscaler", "assistant")].depends_on == ("assistant",)
     kube = [r for r in mocks.resources if r.typ.startswith("kubernetes:")]
-    assert {r.typ.split(":")[-1] for r in kube} >= {"Deployment", "Service", "ScaledObject"}
+    assert {r.typ.split(":")[-1] for r in kube} >= {"Deployment", "Service", "ScaledObject", "DaemonSet", "Job",
+                                                     "PersistentVolume"}
     assert all(r.provider == "fra-01" for r in kube)
     deployment = next(r for r in kube if r.typ == "kubernetes:apps/v1:Deployment")
     assert deployment.inputs["metadata"]["namespace"] == "newyear-inference"

@@ -1,7 +1,7 @@
 """A Pulumi program of one's own: one model served and autoscaled on an existing cluster.
 
 No stack file of the kit's shape: the event, the cluster and the model are built in code, the
-planner sizes the model, and two of the kit's components are composed by hand under this
+planner sizes the model, and three of the kit's components are composed by hand under this
 program's own Kubernetes provider. Run it like any Pulumi Python program
 (`pulumi stack init dev && pulumi config set --secret kubeconfig < ~/.kube/config && pulumi up`);
 tests/test_components.py runs it under Pulumi's mocks.
@@ -37,6 +37,9 @@ assistant = pk.InferenceService("assistant", pk.InferenceServiceArgs(scope, clus
                                                                      plan.model(model.name)), opts=opts)
 pk.Autoscaler("assistant", pk.AutoscalerArgs(scope, assistant.args),
               opts=pulumi.ResourceOptions(provider=provider, depends_on=[assistant]))
+# The servers load weights from their node's cache: the warm gate stages and fills it.
+gate = pk.WarmGate("assistant-weights", pk.WarmGateArgs(scope, cluster, (model,), plan.weights), opts=opts)
 
 pulumi.export("assistant_url", assistant.url)
 pulumi.export("assistant_peak_replicas", assistant.peak_replicas)
+pulumi.export("staging_waits", gate.staging_waits)

@@ -103,17 +103,18 @@ class ClusterBaseArgs:
 @dataclass(frozen=True)
 class WarmGateArgs:
     """Image pre-pullers, weight sources with their staging, and node caches for the cluster's
-    models; `weights` is the plan's distribution, `cache_path` the provisioner's local-disk path."""
+    models; `weights` is the plan's distribution (ClusterPlan.weights). The node cache lives where
+    the cluster's provisioner puts fast local disk."""
 
     scope: Scope
     cluster: Cluster
     models: Sequence[Model]
     weights: Sequence[WeightsPlan]
-    cache_path: str
 
     @cached_property
     def unit(self) -> Unit:
-        return warmup.build(self.scope, self.cluster, self.models, self.weights, self.cache_path)
+        cache_path = provisioners.for_cluster(self.cluster).weights_cache_path()
+        return warmup.build(self.scope, self.cluster, self.models, self.weights, cache_path)
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,7 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
         base=ClusterBaseArgs(spec, cluster, plan.gateway),
         pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
         services=tuple(services),
-        warm_gate=WarmGateArgs(spec, cluster, spec.models, plan.weights,
-                               provisioners.for_cluster(cluster).weights_cache_path()),
+        warm_gate=WarmGateArgs(spec, cluster, spec.models, plan.weights),
         monitoring=MonitoringArgs(spec, cluster, plan),
         edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),
         network=NetworkPoliciesArgs(spec, cluster, plan),

@@ -185,9 +185,24 @@ class LiveEdge(_UnitComponent):
                                "planned_pods": self.planned_pods})
 
 
+class WarmGate(_UnitComponent):
+    """What makes a cluster's replicas warm: image pre-pullers, one weight source per model and
+    zone with its staging Job, and the GPU nodes' weight caches with their fillers. The model
+    servers of an InferenceService wait for their node's cache, so declare one beside them.
+
+    Outputs: `staging_waits`, the `kubectl wait` command of each staging Job (run them after
+    `pulumi up`: the Jobs are not awaited)."""
+
+    def __init__(self, name: str, args: parts.WarmGateArgs, opts: pulumi.ResourceOptions | None = None, *,
+                 prefix: str | None = None, needed_by: NeededBy | None = None):
+        super().__init__("WarmGate", name, args, opts, prefix, needed_by)
+        self.staging_waits: pulumi.Output[list[str]] = pulumi.Output.from_input(
+            [o.manifest["metadata"]["annotations"]["peaknight.io/wait"] for o in args.unit.objects if o.kind == "Job"])
+        self.register_outputs({"staging_waits": self.staging_waits})
+
+
 class _ClusterPart(_UnitComponent):
-    """The parts of a cluster that are not public components (base, warm gate, monitoring, network
-    policies)."""
+    """The parts of a cluster that are not public components (base, monitoring, network policies)."""
 
     def __init__(self, name: str, args: parts.PartArgs, opts: pulumi.ResourceOptions, *, prefix: str,
                  needed_by: NeededBy | None):
@@ -228,7 +243,7 @@ class ClusterStack(pulumi.ComponentResource):
         for service_args, autoscaler_args in cluster_parts.services:
             self.services.append(declare(InferenceService, service_args))
             self.autoscalers.append(declare(Autoscaler, autoscaler_args))
-        declare(_ClusterPart, cluster_parts.warm_gate)
+        declare(WarmGate, cluster_parts.warm_gate)
         declare(_ClusterPart, cluster_parts.monitoring)
         self.edges: list[LiveEdge] = [declare(LiveEdge, e) for e in cluster_parts.edges]
         declare(_ClusterPart, cluster_parts.network)
