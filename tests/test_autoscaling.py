@@ -12,6 +12,7 @@ from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
 from peaknight.builders import warmup
+from peaknight.plan import startup
 from peaknight.spec.stack import Stage
 
 
@@ -30,7 +31,7 @@ def test_every_autoscaler_and_warm_gate_object_validates(built):
                 for c in objects.clusters for u in c.units if u.component in ("Autoscaler", "WarmGate")
                 for o in u.objects}
     assert {m["kind"] for m in distinct.values()} == {"ScaledObject", "HorizontalPodAutoscaler", "DaemonSet", "Job",
-                                                "ServiceAccount"}
+                                                "ServiceAccount", "PersistentVolume", "PersistentVolumeClaim"}
     for manifest in distinct.values():
         assert k8s_schema.validate(manifest) == []
 
@@ -55,9 +56,10 @@ def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     prom, *crons = so["triggers"]
     assert prom["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85))
     assert [c["name"] for c in crons] == [m.name for m in spec.event.moments]
-    # Opening at 20:00, cold lead 21 min (1140 s ready + 120 s slack): the floor rises at 19:39 and,
-    # in a broadcast, holds until the window ends at 00:45 the next day.
-    assert crons[0]["metadata"] == {"timezone": "Asia/Shanghai", "start": "39 19 16 2 *", "end": "45 0 17 2 *",
+    # Opening at 20:00, cold lead 81 min (4,740 s ready, the node-cache fill's 3,600 s among them,
+    # + 120 s slack): the floor rises at 18:39 and, in a broadcast, holds until the window ends at
+    # 00:45 the next day.
+    assert crons[0]["metadata"] == {"timezone": "Asia/Shanghai", "start": "39 18 16 2 *", "end": "45 0 17 2 *",
                                     "desiredReplicas": str(plan.replicas_for("opening"))}
     assert all(c["metadata"]["end"] == "45 0 17 2 *" for c in crons)
     down = so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
@@ -88,8 +90,9 @@ def test_lead_is_cold_only_when_a_moment_needs_new_nodes(built):
     model = next(m for m in spec.models if m.name == "chat")
     plan = built["rehearsal"].plan.cluster("reh-bj-01").model("chat")
     leads = {name: lead.value for name, _, _, _, lead in autoscaling.moment_floors(spec, model, plan)}
-    assert warmup.ready_seconds(model, warm=False).value == 10 + 110 + 0 + 20 * 27 + 480
-    assert leads == {"opening": 21 * 60, "red-packet-1": 21 * 60, "red-packet-2": 21 * 60,
+    # Cold: node batch + ready + driver + image pull + node-cache fill (policy.weightsFillMinutes) + load.
+    assert startup.ready_seconds(spec.policy, model, warm=False).value == 10 + 110 + 0 + 20 * 27 + 60 * 60 + 480
+    assert leads == {"opening": 81 * 60, "red-packet-1": 81 * 60, "red-packet-2": 81 * 60,
                      "red-packet-3": 10 * 60, "countdown": 10 * 60}
 
 
@@ -99,7 +102,7 @@ def test_rehearsal_scales_to_zero_outside_a_window_cron(built):
     so = _units(objects, "reh-bj-01", "Autoscaler")["chat"].objects[0].manifest["spec"]
     window = next(t for t in so["triggers"] if t.get("name") == "window")
     assert so["minReplicaCount"] == 0
-    assert window["metadata"]["start"] == "9 19 9 2 *" and window["metadata"]["end"] == "45 0 10 2 *"
+    assert window["metadata"]["start"] == "9 18 9 2 *" and window["metadata"]["end"] == "45 0 10 2 *"
     assert so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
 
 
@@ -120,10 +123,10 @@ def test_warm_gate_prepulls_on_gpu_nodes_and_stages_before_the_first_prescale(bu
     assert {t["key"] for t in pod["tolerations"]} == {"nvidia.com/gpu"}
     assert [c["image"] for c in pod["initContainers"]] == [objects.spec.models[0].image]
     assert pod["containers"][0]["image"] == warmup.PAUSE_IMAGE
-    job = next(o.manifest for o in gate.objects if o.name == "stage-chat")
-    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "chat-weights"
+    job = next(o.manifest for o in gate.objects if o.name == "stage-chat-z0")
+    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "chat-weights-z0"
     deadline = warmup.must_finish(objects.spec, objects.spec.models)
-    assert deadline == dt.datetime(2026, 2, 16, 19, 9)   # window 19:30 - 21 min cold lead
+    assert deadline == dt.datetime(2026, 2, 16, 18, 9)   # window 19:30 - 81 min cold lead
     assert deadline.isoformat() in job["metadata"]["annotations"]["peaknight.io/must-finish-before"]
 
 
@@ -133,10 +136,10 @@ def test_staging_is_not_awaited_by_pulumi_and_the_wait_is_explicit(built):
     runbook runs, bounded by the Job's deadline. Weights are staged at the pinned revision."""
     objects = built["broadcast"]
     gate = next(u for u in objects.clusters[0].units if u.component == "WarmGate")
-    job = next(o.manifest for o in gate.objects if o.name == "stage-chat")
+    job = next(o.manifest for o in gate.objects if o.name == "stage-chat-z0")
     notes = job["metadata"]["annotations"]
     assert notes["pulumi.com/skipAwait"] == "true"
-    assert notes["peaknight.io/wait"] == ("kubectl wait --for=condition=complete job/stage-chat -n gala-2026-inference "
+    assert notes["peaknight.io/wait"] == ("kubectl wait --for=condition=complete job/stage-chat-z0 -n gala-2026-weights "
                                           f"--timeout={job['spec']['activeDeadlineSeconds']}s")
     script = job["spec"]["template"]["spec"]["containers"][0]["command"][2]
     assert "revision='" + "0" * 40 + "'" in script

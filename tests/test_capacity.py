@@ -148,8 +148,8 @@ def test_a_full_rollout_finishes_within_the_policy_hours(broadcast):
     plan = objs.plan.cluster(cluster.cluster.name)
     for model in broadcast.models:
         m = plan.model(model.name)
-        first = ready_seconds(model, warm=False).value + 300
-        wave = ready_seconds(model, warm=True).value + 300
+        first = ready_seconds(broadcast.policy, model, warm=False).value + 300
+        wave = ready_seconds(broadcast.policy, model, warm=True).value + 300
         waves = math.ceil(m.replicas.value / m.surge.value)
         assert m.rollout.value == first + (waves - 1) * wave <= 3 * 3600
         # One wave fewer would not fit: the surge is the smallest that finishes in time.
@@ -162,10 +162,10 @@ def test_a_full_rollout_finishes_within_the_policy_hours(broadcast):
 
 
 def test_a_rollout_that_cannot_finish_in_time_is_reported(tmp_path, capsys):
-    # 0.25 h = 900 s is less than one cold chat wave (1,140 s start + 300 s drain): even every
-    # replica in one wave cannot finish in time.
+    # 0.25 h = 900 s is less than one cold chat wave (4,740 s start, the node-cache fill's 3,600 s
+    # among them, + 300 s drain): even every replica in one wave cannot finish in time.
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:policy"].update(rolloutHours=0.25), "rehearsal")
     assert cli.main(["plan", str(path)]) == 0
     out = capsys.readouterr().err  # warnings go to stderr
-    assert ("warning: cluster 'reh-bj-01': a rolling update of 'chat' takes 0.4 h (1 waves of 69: 1440 s + 0 x "
-            "780 s = 1440 s), over policy.rolloutHours 0.25") in out
+    assert ("warning: cluster 'reh-bj-01': a rolling update of 'chat' takes 1.4 h (1 waves of 69: 5040 s + 0 x "
+            "780 s = 5040 s), over policy.rolloutHours 0.25") in out

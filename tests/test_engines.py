@@ -63,7 +63,7 @@ def test_the_registry_has_one_engine_per_spec_engine():
 @pytest.mark.parametrize("topology", [SINGLE, SHARED_NODE])
 def test_vllm_on_one_node_is_one_vllm_serve_with_tensor_parallelism(topology):
     cmd = ENGINES[Engine.VLLM].command(model(Engine.VLLM), topology, Role.LEADER)
-    assert cmd[:3] == ["vllm", "serve", "/models/deepseek-ai/DeepSeek-V3"]
+    assert cmd[:3] == ["vllm", "serve", "/models/deepseek-ai/DeepSeek-V3/unpinned"]
     f = flags(cmd)
     assert f["--tensor-parallel-size"] == str(topology.gpus_per_replica) and f["--port"] == str(PORT)
     assert f["--max-model-len"] == "32768" and f["--served-model-name"] == "chat"
@@ -97,7 +97,7 @@ def test_vllm_across_nodes_is_ray_head_then_pipeline_stages_and_ray_workers(tmp_
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert calls[0] == "ray start --head --port=6379"
     serve = calls[1].split()
-    assert serve[:3] == ["vllm", "serve", "/models/deepseek-ai/DeepSeek-V3"]
+    assert serve[:3] == ["vllm", "serve", "/models/deepseek-ai/DeepSeek-V3/unpinned"]
     f = flags(serve)
     assert f["--tensor-parallel-size"] == "8" and f["--pipeline-parallel-size"] == "2"
     assert f["--distributed-executor-backend"] == "ray"

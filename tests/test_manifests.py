@@ -94,7 +94,8 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
         assert pod["terminationGracePeriodSeconds"] > inference.DRAIN_SECONDS
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
-        assert volumes["weights"]["persistentVolumeClaim"]["claimName"] == f"{model.name}-weights"
+        # The node's weight cache, read-only (builders/warmup.py fills it).
+        assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": f"{model.pool}-weights-cache", "readOnly": True}
         assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
         # By the kit's label, which the pool's provisioner puts on its nodes (not a provisioner's own).
@@ -178,9 +179,10 @@ def test_service_monitor_route_and_pdb_per_model(built):
                                                           for p in SERVING_PATHS]
         assert all(r["backendRefs"] == [{"name": model.name, "port": PORT}] for r in route["rules"])
         assert f"poddisruptionbudget.gala-2026-rehearsal-inference.{model.name}" in objs
-        pvc = objs[f"persistentvolumeclaim.gala-2026-rehearsal-inference.{model.name}-weights"].manifest["spec"]
-        weights = profiles.load().model_classes[model.model_class].weights_gib
-        assert pvc["resources"]["requests"]["storage"] == f"{math.ceil(weights * 1.2)}Gi"
+        # Its weight source in the cluster's first zone, sized by the plan (tests/test_weights.py).
+        pvc = objs[f"persistentvolumeclaim.gala-2026-rehearsal-weights.{model.name}-weights-z0"].manifest["spec"]
+        size = ev.plan.cluster(name).weight(model.name).source_gib.value
+        assert pvc["resources"]["requests"]["storage"] == f"{int(size)}Gi"
         pod = objs[f"{'leaderworkerset' if model.name == 'deep-think' else 'deployment'}."
                    f"gala-2026-rehearsal-inference.{model.name}"].manifest["spec"]
         assert "rehearsal" in str(pod)

@@ -10,7 +10,7 @@ import pytest
 from peaknight.cli import main as cli
 from peaknight.spec import config
 from peaknight.builders import event
-from peaknight.builders import warmup
+from peaknight.plan import startup
 from peaknight.sim import simulator
 from peaknight.sim.simulator import CronFloor, Hpa, Rules, ScalingPolicy, metric_replicas
 
@@ -73,7 +73,8 @@ def test_simulator_reads_the_rendered_scaled_object(broadcast):
         s["minReplicaCount"], s["maxReplicaCount"], s["pollingInterval"], s["cooldownPeriod"])
     assert cfg.target_tps == float(s["triggers"][0]["metadata"]["threshold"]) and cfg.rate_window == 120
     assert (cfg.down.select, cfg.down.stabilization) == ("Max", 3600) and len(cfg.crons) == len(spec.event.moments)
-    assert cfg.crons[0].start == 9 * 60 and cfg.crons[0].replicas == int(s["triggers"][1]["metadata"]["desiredReplicas"])
+    # Opening at 20:00 less its 81 min cold lead: 18:39, 51 min before the window opens at 19:30.
+    assert cfg.crons[0].start == -51 * 60 and cfg.crons[0].replicas == int(s["triggers"][1]["metadata"]["desiredReplicas"])
     edited = copy.deepcopy(manifest)
     edited["spec"]["triggers"][0]["metadata"]["threshold"] = "123"
     assert simulator.settings(spec, edited).target_tps == 123
@@ -130,7 +131,7 @@ def test_losing_a_zone_at_the_peak_meets_the_slo(capsys, tmp_path):
     lost = math.ceil(trace.replicas[i - 1] / 3)
     assert after == pytest.approx(before * (1 - lost / trace.replicas[i - 1]))
     assert trace.unmet_tokens == 0
-    back = i + int(warmup.ready_seconds(model, warm=False).value // 10) + 1
+    back = i + int(startup.ready_seconds(spec.policy, model, warm=False).value // 10) + 1
     assert trace.capacity[back] == pytest.approx(before)   # recreated cold in the other zones
 
 
@@ -145,11 +146,15 @@ def test_prometheus_empty_at_install_holds_the_floor_not_the_peak(broadcast):
     old["spec"]["triggers"][0]["metadata"]["ignoreNullValues"] = "false"
     old["spec"]["fallback"] = {"failureThreshold": 3, "replicas": int(plan.replicas.value)}
     jumped = simulator.replay(spec, model, plan, old, faults=empty)
-    # From the window's start (19:30) to the first moment's pre-scale (19:39): only the floor is due.
-    first = int(min(c.start for c in simulator.settings(spec, manifest).crons) // 10)
-    assert first > 30
-    assert max(kit.replicas[:first]) == plan.floor_replicas.value
-    assert max(jumped.replicas[:first]) == plan.replicas.value
+    # Until the opening (20:00) Prometheus answers nothing: the kit holds what the schedule has due
+    # by then (the pre-scaled floors of the moments whose cold lead has begun), never more; the old
+    # trigger jumps to the peak.
+    opening = _at(spec, "opening")
+    before = [i for i, t in enumerate(kit.times) if t < opening]
+    due = max(c.replicas for c in simulator.settings(spec, manifest).crons if c.start < opening)
+    assert due < plan.replicas.value
+    assert max(kit.replicas[i] for i in before) == due
+    assert max(jumped.replicas[i] for i in before) == plan.replicas.value
 
 
 def test_prometheus_down_at_the_peak_holds_the_fleet(broadcast):

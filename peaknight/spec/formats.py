@@ -17,7 +17,7 @@ import zoneinfo
 from functools import cache
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, PlainValidator
 
 # Object names carry suffixes (`-metrics`, `-weights`, `-broadcast-critical`, ...): a name of
 # the stack is kept to 40 characters so every derived name stays inside the 63 of a DNS label.
@@ -76,6 +76,16 @@ def _label_value(value: str) -> str:
         raise ValueError("a Kubernetes label value (at most 63 of A-Z, a-z, 0-9, '-', '_', '.', alphanumeric at "
                          "both ends)")
     return value
+
+
+def _storage_classes(value: Any) -> str | dict[str, str]:
+    """One StorageClass for every zone, or one per zone (zone -> class): one message either way,
+    not one per shape tried."""
+    if isinstance(value, str):
+        return _subdomain(value)
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return {_label_value(k): _subdomain(v) for k, v in value.items()}
+    raise ValueError("a StorageClass name, or a map of each zone to a StorageClass name")
 
 
 def image_reference(value: str) -> str:
@@ -159,3 +169,4 @@ TimeZone = Annotated[str, AfterValidator(_time_zone)]
 IamRole = Annotated[str, _fullmatch(_IAM_ROLE, "an IAM role name (at most 64 of letters, digits, +=,.@_-)")]
 LocalTime = Annotated[dt.datetime, BeforeValidator(_no_epoch), AfterValidator(_local)]
 Directory = Annotated[str, AfterValidator(_relative_dir)]
+StorageClasses = Annotated[str | dict[str, str], PlainValidator(_storage_classes, json_schema_input_type=str | dict[str, str])]

@@ -203,7 +203,7 @@ class Cluster:
     prometheus_url: formats.HttpUrl = Field(default="http://prometheus-operated.monitoring.svc:9090",
                                 description="Prometheus that KEDA and prometheus-adapter query: the "
                                 "prometheusStack add-on's (namespace monitoring), or your own")
-    model_cache_class: formats.Subdomain | dict[formats.LabelValue, formats.Subdomain] = Field(
+    model_cache_class: formats.StorageClasses = Field(
         default="fsx-lustre", description="ReadWriteMany StorageClass of the per-zone weight sources: one class "
         "that provisions in its first consumer's zone (WaitForFirstConsumer), or one class per zone")
     weight_source: WeightSource = Field(default_factory=WeightSource, description="throughput of the weight "
