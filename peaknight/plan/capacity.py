@@ -19,8 +19,8 @@ from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
 # Pods every GPU node runs besides the model: device plugin, DCGM exporter, node exporter, CNI,
-# kube-proxy, the image pre-puller. Counted against the 110 pods-per-node envelope.
-DAEMON_PODS_PER_NODE = 6
+# kube-proxy, the image pre-puller, the weight-cache filler. Counted against the 110 pods-per-node envelope.
+DAEMON_PODS_PER_NODE = 7
 
 
 
