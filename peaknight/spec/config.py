@@ -196,7 +196,8 @@ def _load_bounded(text: str, source: str) -> Any:
 def placeholder_images(spec: StackSpec) -> list[str]:
     """Images still pinned to the all-zero placeholder digest: valid config, but not pullable.
     The CLI warns about them so nobody takes a shipped stack to the night unchanged."""
-    images = {m.image for m in spec.models} | {i for e in spec.edges for _, i in _edge_images(e)}
+    images = ({m.image for m in spec.models} | {i for e in spec.edges for _, i in _edge_images(e)}
+              | {spec.router.image})
     return sorted(i for i in images if i.endswith(PLACEHOLDER_DIGEST))
 
 
@@ -461,6 +462,8 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     for i, model in enumerate(spec.models):
         yield from _check_model(i, model, pools, spec, P)
         yield from _check_auth(i, model, spec, P)
+
+    yield from _unpinned(spec, P, "router.image", spec.router.image)
 
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):
