@@ -20,7 +20,7 @@ from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
 from peaknight.provisioners import registry as provisioners
-from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
+from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, Slo, StackSpec
 
 
 class PartArgs(Protocol):
@@ -64,11 +64,12 @@ class AutoscalerArgs:
 
     scope: Scope
     target: InferenceServiceArgs
+    slo: Slo = Slo()  # the queue target: the queue a replica clears within slo.ttftP99Seconds
 
     @cached_property
     def unit(self) -> Unit:
         t = self.target
-        return autoscaling.build(self.scope, t.cluster, t.model, t.plan, t.unit)
+        return autoscaling.build(self.scope, self.slo, t.cluster, t.model, t.plan, t.unit)
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
     services = []
     for model in spec.models:
         service = InferenceServiceArgs(spec, cluster, model, plan.model(model.name))
-        services.append((service, AutoscalerArgs(spec, service)))
+        services.append((service, AutoscalerArgs(spec, service, spec.slo)))
     kit = ClusterParts(
         base=ClusterBaseArgs(spec, cluster, plan.gateway),
         pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
