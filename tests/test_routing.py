@@ -135,3 +135,14 @@ def test_router_image_must_be_pinned_in_a_broadcast(tmp_path):
     assert [str(p) for p in err.value.problems] == [
         f"{path}: peaknight:router.image: expected an image pinned by digest (…@sha256:<64 hex>) in a broadcast "
         "stack; found 'ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0'"]
+
+
+def test_a_model_named_after_another_models_endpoint_picker_is_refused(tmp_path):
+    text = config.resolve_stack_path("broadcast").read_text()
+    path = tmp_path / "x.yaml"
+    path.write_text(text.replace("- name: greetings", "- name: chat-epp", 1))
+    with pytest.raises(config.ConfigError) as err:
+        config.load_stack(str(path))
+    assert [str(p) for p in err.value.problems] == [
+        f"{path}: peaknight:models[1].name: expected a name other than 'chat' + '-epp' (that model's endpoint "
+        "picker is named so); found 'chat-epp'"]

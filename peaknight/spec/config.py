@@ -464,6 +464,12 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         yield from _check_auth(i, model, spec, P)
 
     yield from _unpinned(spec, P, "router.image", spec.router.image)
+    # Each model's endpoint picker is named <model>-epp (builders/routing.py): no model may be called so.
+    names = {m.name for m in spec.models}
+    for i, model in enumerate(spec.models):
+        if model.name.endswith("-epp") and model.name[:-len("-epp")] in names:
+            yield P(f"models[{i}].name", f"a name other than '{model.name[:-4]}' + '-epp' (that model's endpoint "
+                    "picker is named so)", _show(model.name))
 
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):
