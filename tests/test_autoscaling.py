@@ -53,8 +53,21 @@ def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     assert so["maxReplicaCount"] == math.ceil(plan.replicas.value * 1.25) > plan.replicas.value
     pool = objects.plan.cluster("gala-bj-01").pool("h200")
     assert pool.gpu_limit.value >= (pool.nodes.value + so["maxReplicaCount"] - plan.replicas.value) * 8
-    prom, *crons = so["triggers"]
+    prom, queue, kv, *crons = so["triggers"]
     assert prom["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85))
+    # What saturates first: waiting requests against the queue one replica clears within the TTFT
+    # objective (its completions at target utilisation, 1,000 tokens a request), and KV-cache use
+    # against the same share of the replica the plan uses (plan/saturation.py).
+    assert (queue["name"], kv["name"]) == ("queue", "kv-cache")
+    assert queue["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85 / 1000 * 2.0)) == "77"
+    assert kv["metadata"]["threshold"] == "0.85"
+    # The engine's own names (chat runs vLLM 0.11.0: vllm/v1/metrics/loggers.py).
+    assert queue["metadata"]["query"].startswith('sum(vllm:num_requests_waiting{model_name="chat",namespace="gala-2026-inference"})')
+    assert kv["metadata"]["query"].startswith('sum(vllm:kv_cache_usage_perc{model_name="chat",namespace="gala-2026-inference"})')
+    assert "sglang:num_queue_reqs" in queue["metadata"]["query"] and "sglang:token_usage" in kv["metadata"]["query"]
+    # Only the token rate wakes a model from zero; an empty answer is no load for all three.
+    assert [t["metadata"]["activationThreshold"] for t in (prom, queue, kv)] == ["1", "0", "0"]
+    assert {t["metadata"]["ignoreNullValues"] for t in (prom, queue, kv)} == {"true"}
     assert [c["name"] for c in crons] == [m.name for m in spec.event.moments]
     # Opening at 20:00, cold lead 81 min (4,740 s ready, the node-cache fill's 3,600 s among them,
     # + 120 s slack): the floor rises at 18:39 and, in a broadcast, holds until the window ends at

@@ -177,7 +177,9 @@ def test_service_monitor_route_and_pdb_per_model(built):
         assert route["parentRefs"] == [{"name": "gala-2026-rehearsal-gateway"}]
         assert [r["matches"] for r in route["rules"]] == [[{"path": {"type": "Exact", "value": f"/{model.name}{p}"}}]
                                                           for p in SERVING_PATHS]
-        assert all(r["backendRefs"] == [{"name": model.name, "port": PORT}] for r in route["rules"])
+        # The model's InferencePool: its endpoint picker chooses the pod (tests/test_routing.py).
+        assert all(r["backendRefs"] == [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
+                                         "name": model.name}] for r in route["rules"])
         assert f"poddisruptionbudget.gala-2026-rehearsal-inference.{model.name}" in objs
         # Its weight source in the cluster's first zone, sized by the plan (tests/test_weights.py).
         pvc = objs[f"persistentvolumeclaim.gala-2026-rehearsal-weights.{model.name}-weights-z0"].manifest["spec"]

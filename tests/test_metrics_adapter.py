@@ -44,7 +44,8 @@ def test_the_plain_hpa_cluster_gets_custom_and_external_rules(runs):
     values = adapter_values(runs["rehearsal"], "reh-hk-01")
     assert values is not None
     assert values["rules"]["default"] is False
-    assert [r["name"]["as"] for r in values["rules"]["external"]] == ["peaknight_model_tokens_per_second"]
+    assert sorted(r["name"]["as"] for r in values["rules"]["external"]) == [
+        "peaknight_model_kv_cache_usage", "peaknight_model_requests_waiting", "peaknight_model_tokens_per_second"]
     assert [r["name"]["as"] for r in values["rules"]["custom"]] == ["nginx_connections_active"]
 
 
@@ -70,18 +71,23 @@ def test_an_external_metric_on_a_keda_cluster_is_refused():
 
 
 def test_the_external_rule_runs_the_query_the_hpa_annotation_shows(runs):
-    """The adapter fills <<.LabelMatchers>> with the HPA's selector and its namespace."""
-    rule = adapter_values(runs["rehearsal"], "reh-hk-01")["rules"]["external"][0]
+    """The adapter fills <<.LabelMatchers>> with the HPA's selector and its namespace: each External
+    metric (tokens/s, waiting requests, KV-cache use) runs the query the HPA's annotation shows."""
+    rules = {r["name"]["as"]: r for r in adapter_values(runs["rehearsal"], "reh-hk-01")["rules"]["external"]}
     model_hpas = [h for h in hpas(runs["rehearsal"], "reh-hk-01") if metrics_of(h, "External")]
     assert len(model_hpas) == len(config.load_stack("rehearsal").spec.models)
     for hpa in model_hpas:
-        (metric,) = metrics_of(hpa, "External")
-        assert metric["metric"]["name"] == rule["name"]["as"]
-        labels = {**metric["metric"]["selector"]["matchLabels"], "namespace": hpa.inputs["metadata"]["namespace"]}
-        matchers = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        filled = rule["metricsQuery"].replace("<<.LabelMatchers>>", matchers)
-        assert filled == hpa.inputs["metadata"]["annotations"]["peaknight.io/query"], hpa.name
-        assert f'namespace="{labels["namespace"]}"' in rule["seriesQuery"]
+        metrics = metrics_of(hpa, "External")
+        assert sorted(m["metric"]["name"] for m in metrics) == sorted(rules) and len(rules) == 3
+        shown = dict(q.split(": ", 1) for q in hpa.inputs["metadata"]["annotations"]["peaknight.io/queries"].split("; "))
+        for metric in metrics:
+            rule = rules[metric["metric"]["name"]]
+            labels = {**metric["metric"]["selector"]["matchLabels"], "namespace": hpa.inputs["metadata"]["namespace"]}
+            matchers = ",".join(f'{k}="{v}"' for k, v in labels.items())
+            filled = rule["metricsQuery"].replace("<<.LabelMatchers>>", matchers)
+            assert filled == shown[rule["name"]["as"]], hpa.name
+            assert f'namespace="{labels["namespace"]}"' in rule["seriesQuery"]
+        assert shown["peaknight_model_tokens_per_second"] == hpa.inputs["metadata"]["annotations"]["peaknight.io/query"]
 
 
 def test_the_custom_rule_serves_the_edge_hpas_pods_metric_per_pod_in_their_namespace(runs):
@@ -131,7 +137,7 @@ def test_only_clusters_whose_hpas_read_adapter_metrics_get_it(tmp_path):
     for cluster in ("reh-bj-01", "reh-bj-02", "reh-nx-01"):
         assert adapter_values(mocks, cluster) is None, cluster
     values = adapter_values(mocks, "reh-hk-01")
-    assert values["rules"]["custom"] == [] and len(values["rules"]["external"]) == 1
+    assert values["rules"]["custom"] == [] and len(values["rules"]["external"]) == 3
 
 
 def test_a_disabled_adapter_is_absent_and_nothing_waits_for_it(tmp_path):

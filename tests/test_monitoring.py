@@ -107,6 +107,8 @@ def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) ->
     cases.append(_case([(pending, f"1x5 0x{budget_min + 5}"), (unready, f"0x5 1x{budget_min - 8} 0x20")],
                        alert, at, False))
 
+    cases += _router_cases(spec, model, rules)
+
     slo = spec.slo
     for name, histogram, threshold in [("PeaknightTtftP99OverSlo", e.ttft_histogram, slo.ttft_p99_seconds),
                                        *[("PeaknightItlP99OverSlo", h, slo.itl_p99_seconds) for h in e.itl_histograms]]:
@@ -116,6 +118,21 @@ def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) ->
             buckets = [(f"{threshold / 2:g}", low), (f"{threshold * 4:g}", high), ("+Inf", high)]
             cases.append(_case([(_series(f"{histogram}_bucket", **ids, le=le), v) for le, v in buckets],
                                alert, "15m", fires))
+    return cases
+
+
+def _router_cases(spec: StackSpec, model: Model, rules: dict) -> list[dict]:
+    """The endpoint picker: down when no pod of it is up; erroring above slo.unmetTokensPct of requests."""
+    ids = {"namespace": inference_namespace(spec), "service": f"{model.name}-epp"}
+    up = [(_series("up", **ids, pod=f"{model.name}-epp-{i}"), values) for i, values in enumerate(("1x3 0x20", "0x30"))]
+    alert = _alert_rule(rules, "PeaknightEndpointPickerDown", model=model.name)
+    cases = [_case(up, alert, "10m", True), _case([(up[0][0], "1x30"), up[1]], alert, "10m", False)]
+    alert = _alert_rule(rules, "PeaknightEndpointPickerErrors", model=model.name)
+    allowed = spec.slo.unmet_tokens_pct / 100
+    for factor, fires in ((2, True), (0.5, False)):
+        cases.append(_case([(_series("llm_d_epp_request_total", **ids), "0+60000x20"),
+                            (_series("llm_d_epp_request_error_total", **ids, error_code="Internal"),
+                             f"0+{60000 * allowed * factor:g}x20")], alert, "10m", fires))
     return cases
 
 
@@ -274,3 +291,52 @@ def test_pod_pattern_of_a_deployment(pod: str, matches: bool) -> None:
     model = spec.models[0]
     pattern = monitoring.pod_pattern(model.name, objects.plan.clusters[0].model(model.name).nodes_per_replica)
     assert bool(re.fullmatch(pattern, pod)) is matches
+
+
+@pytest.mark.parametrize("engine_model", ["chat", "deep-think"])
+def test_prefix_cache_alert_fires_when_the_achieved_rate_leaves_the_plans_margin(engine_model, tmp_path: Path):
+    """With models[].prefixCacheHitRate 0.563 (DeepSeek's published rate, docs/facts.md) and
+    targetUtilisation 0.85, prefill fits down to an achieved 1 - 0.437 / 0.85 = 0.486: a rate of
+    0.3 pages, 0.6 does not. chat runs vLLM (prefix_cache_hits/queries counters), deep-think SGLang
+    (cached_tokens_total, absent until a first hit: no hit at all must page too)."""
+    import dataclasses
+
+    base = config.load_stack("broadcast").spec
+    spec = dataclasses.replace(base, models=tuple(dataclasses.replace(m, prefix_cache_hit_rate=0.563)
+                                                  for m in base.models))
+    objects = event.build(spec)
+    cluster = spec.clusters[0].name
+    model = next(m for m in spec.models if m.name == engine_model)
+    plan = objects.plan.cluster(cluster).model(model.name)
+    group = monitoring.model_group(spec, spec.clusters[0], model, plan)
+    assert monitoring.prefix_cache_floor(spec, model) == pytest.approx(1 - 0.437 / 0.85)
+    rules = {"groups": [group]}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(rules))
+    alert = _alert_rule(rules, "PeaknightPrefixCacheHitRateLow", model=model.name)
+    e = engines.metrics(model)
+    ids = {"namespace": inference_namespace(spec), "model_name": model.name}
+    per_s = plan.capacity_tps.value  # at planned capacity: well above the quiet floor
+    traffic = [(_series(e.prompt_tokens_metric, **ids), f"0+{per_s * 60 * 0.75:.6e}x40"),
+               (_series(e.generation_tokens_metric, **ids), f"0+{per_s * 60 * 0.25:.6e}x40")]
+    queries = [] if e.prefix_cache_queries == e.prompt_tokens_metric else [
+        (_series(e.prefix_cache_queries, **ids), f"0+{per_s * 60 * 0.75:.6e}x40")]
+    cases = []
+    for rate, fires in ((0.3, True), (0.6, False), (0.0, True)):
+        hits = [] if rate == 0 and e.prefix_cache_hits.startswith("sglang") else [
+            (_series(e.prefix_cache_hits, **ids), f"0+{per_s * 60 * 0.75 * rate:.6e}x40")]
+        cases.append(_case(traffic + queries + hits, alert, "30m", fires))
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"rule_files": ["r.yaml"], "evaluation_interval": EVAL,
+                                                     "tests": cases}))
+    result = _promtool("test", "rules", tmp_path / "t.yaml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+def test_no_prefix_cache_alert_where_the_plan_expects_too_little_to_miss():
+    """At prefixCacheHitRate 0 (the shipped stacks today) even a cold cache keeps prefill within the
+    plan's margin: the alert is not rendered rather than never firing."""
+    spec = config.load_stack("broadcast").spec
+    objects = event.build(spec)
+    for model in spec.models:
+        assert monitoring.prefix_cache_floor(spec, model) <= 0
+        group = monitoring.model_group(spec, spec.clusters[0], model, objects.plan.clusters[0].model(model.name))
+        assert "PeaknightPrefixCacheHitRateLow" not in {r.get("alert") for r in group["rules"]}

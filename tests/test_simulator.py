@@ -74,10 +74,31 @@ def test_simulator_reads_the_rendered_scaled_object(broadcast):
     assert cfg.target_tps == float(s["triggers"][0]["metadata"]["threshold"]) and cfg.rate_window == 120
     assert (cfg.down.select, cfg.down.stabilization) == ("Max", 3600) and len(cfg.crons) == len(spec.event.moments)
     # Opening at 20:00 less its 81 min cold lead: 18:39, 51 min before the window opens at 19:30.
-    assert cfg.crons[0].start == -51 * 60 and cfg.crons[0].replicas == int(s["triggers"][1]["metadata"]["desiredReplicas"])
+    assert cfg.crons[0].start == -51 * 60 and cfg.crons[0].replicas == int(s["triggers"][3]["metadata"]["desiredReplicas"])
+    assert (cfg.queue_target, cfg.kv_target) == (float(s["triggers"][1]["metadata"]["threshold"]), 0.85)
     edited = copy.deepcopy(manifest)
     edited["spec"]["triggers"][0]["metadata"]["threshold"] = "123"
-    assert simulator.settings(spec, edited).target_tps == 123
+    edited["spec"]["triggers"][1]["metadata"]["threshold"] = "9"
+    assert (simulator.settings(spec, edited).target_tps, simulator.settings(spec, edited).queue_target) == (123, 9)
+    # A trigger the replay does not model stops it instead of being skipped.
+    edited["spec"]["triggers"][2]["name"] = "gpu-power"
+    with pytest.raises(ValueError, match="ScaledObject/chat: the replay does not model gpu-power"):
+        simulator.settings(spec, edited)
+
+
+def test_queue_and_kv_signals_raise_the_recommendation_above_the_token_rate(broadcast):
+    """With the token rate at its target, a queue over the waiting target or KV cache over its
+    target asks for more replicas: the HPA takes the highest metric (k8s horizontal.go)."""
+    spec, objects = broadcast
+    _, _, manifest = _chat(spec, objects)
+    cfg = simulator.settings(spec, manifest)
+    current = 100
+    at_target = cfg.target_tps * current
+    assert simulator.recommend(cfg, at_target, None, current) == current
+    assert simulator.recommend(cfg, at_target, None, current, waiting=cfg.queue_target * 150) == 150
+    assert simulator.recommend(cfg, at_target, None, current, kv_in_use=cfg.kv_target * 130) == 130
+    # Within the HPA's 10% tolerance nothing moves.
+    assert simulator.recommend(cfg, at_target, None, current, waiting=cfg.queue_target * 105) == current
 
 
 def test_reactive_autoscaler_misses_the_moments_the_kit_serves(broadcast):

@@ -59,7 +59,7 @@ KEDA_DEFAULT_REQUESTS = {"cpu_millis": 100, "memory_mib": 100}
 # from the custom metrics API, External from the external metrics API.
 ADAPTER_METRIC_TYPES = ("Pods", "External")
 # The PromQL behind each External metric the kit's HPAs read: (series to discover, query template).
-EXTERNAL_QUERIES = {autoscaling.EXTERNAL_METRIC: (autoscaling.token_series, autoscaling.tokens_per_second)}
+EXTERNAL_QUERIES = {s.external_metric: (s.series, s.query) for s in autoscaling.SIGNALS}
 
 
 @dataclass(frozen=True)

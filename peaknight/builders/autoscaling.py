@@ -5,6 +5,9 @@ reactive autoscaler misses a one-minute ramp. The kit's KEDA ScaledObject theref
 
 - a Prometheus trigger on the tokens/s the replicas serve, target = one replica's capacity at the
   stack's target utilisation (the planner's own numbers), for the load nobody forecast;
+- two on what saturates a replica before its token rate does (plan/saturation.py): waiting
+  requests (target: the queue one replica clears within the TTFT objective) and KV-cache use
+  (target: policy.targetUtilisation of the cache), each from the engine's own metric names;
 - one cron trigger per moment holding the floor at the plan's replicas for that moment, from the
   moment minus its lead (startup.lead: cold when the moment needs more nodes than any earlier
   floor, warm otherwise), in the event's time zone. KEDA feeds every trigger to one HPA and the
@@ -20,24 +23,25 @@ change is needed. Rehearsal floors last only while their moment's load is up, wi
 normal 5-minute cool-down and, with scaleToZero, 0 replicas outside a window-long cron trigger
 that starts one cold lead before the window.
 
-Clusters whose `autoscaler` is `hpa` get a plain autoscaling/v2 HPA: same metric (served through
-prometheus-adapter as an External metric) and behaviour, but HPA has no schedule, so its
+Clusters whose `autoscaler` is `hpa` get a plain autoscaling/v2 HPA: the same three metrics (served
+through prometheus-adapter as External metrics, from the same queries) and behaviour, but HPA has no schedule, so its
 minReplicas is the highest floor any moment needs, held all night; it cannot scale to zero.
 """
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from peaknight.engines import registry as engines
 from peaknight.engines.base import EngineMetrics
-from peaknight.plan import startup
+from peaknight.plan import saturation, startup
 from peaknight.plan.capacity import Figure, ModelPlan
 from peaknight.spec.forecast import moment_end
 from peaknight.builders.monitoring import engine_tokens_per_second
 from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, meta
-from peaknight.spec.stack import AutoscalerKind, Cluster, Model, Stage
+from peaknight.spec.stack import AutoscalerKind, Cluster, Model, Slo, Stage
 from peaknight.spec.timeline import cron_at
 
 # KEDA's own checks (activation, scale to/from zero). 15 s as in the vLLM production-stack and GKE
@@ -74,16 +78,67 @@ def tokens_per_second(matchers: str) -> str:
     return " or ".join(f"({engine_tokens_per_second(e.metrics, matchers)})" for e in engines.ENGINES.values())
 
 
+def _series(names: list[str], matchers: str) -> str:
+    return f'{{__name__=~"{"|".join(names)}",{matchers}}}'
+
+
+def _first_sum(names: list[str], matchers: str) -> str:
+    """The sum of the first of `names` that has series: a model runs one engine (and vLLM's older
+    KV gauge name is a fallback), so one term answers; a lost target answers nothing, not 0."""
+    return " or ".join(f"sum({name}{{{matchers}}})" for name in names)
+
+
+def _waiting() -> list[str]:
+    return [e.metrics.waiting_metric for e in engines.ENGINES.values()]
+
+
+def _kv_gauges() -> list[str]:
+    return [g for e in engines.ENGINES.values() for g in e.metrics.kv_cache_gauges]
+
+
+def requests_waiting(matchers: str) -> str:
+    """Requests waiting for a slot over the series `matchers` select."""
+    return _first_sum(_waiting(), matchers)
+
+
+def kv_cache_in_use(matchers: str) -> str:
+    """KV-cache use (0-1 per replica) summed over the series `matchers` select: replicas' worth."""
+    return _first_sum(_kv_gauges(), matchers)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One load signal the autoscaler scales on: its KEDA trigger name, its External metric name
+    (HPA via prometheus-adapter), the series it reads and its query (PromQL label matchers in, one
+    expression out), and its per-replica target from the plan."""
+
+    trigger: str
+    external_metric: str
+    series: Callable[[str], str]
+    query: Callable[[str], str]
+    target: Callable[[Scope, Slo, ModelPlan], Figure]
+    integer: bool = True  # the target is a count (written without decimals)
+
+    def threshold(self, scope: Scope, slo: Slo, plan: ModelPlan) -> str:
+        value = self.target(scope, slo, plan).value
+        return str(int(value)) if self.integer else f"{value:g}"
+
+
 def metric_labels(model: Model) -> dict[str, str]:
     """The labels the HPA's External metric selects the model's series by."""
     return {"model_name": model.name}
 
 
-def token_query(scope: Scope, model: Model) -> str:
-    """Tokens/s the model serves in this cluster: the HPA's selector plus its namespace, as
-    prometheus-adapter fills them in for an External metric (engine counters via ServiceMonitor)."""
+def model_matchers(scope: Scope, model: Model) -> str:
+    """The HPA's selector plus its namespace, as prometheus-adapter fills them in for an External
+    metric: the model's series in this cluster (engine metrics via ServiceMonitor)."""
     labels = {**metric_labels(model), "namespace": inference_namespace(scope)}
-    return tokens_per_second(",".join(f'{k}="{v}"' for k, v in labels.items()))
+    return ",".join(f'{k}="{v}"' for k, v in labels.items())
+
+
+def token_query(scope: Scope, model: Model) -> str:
+    """Tokens/s the model serves in this cluster."""
+    return tokens_per_second(model_matchers(scope, model))
 
 
 def threshold(scope: Scope, plan: ModelPlan) -> Figure:
@@ -92,6 +147,15 @@ def threshold(scope: Scope, plan: ModelPlan) -> Figure:
     value = math.floor(plan.replica_tps.value * util)
     return Figure(value, f"floor({plan.replica_tps.value:,.0f} tok/s per replica x target utilisation {util:g}) "
                          f"= {value:,} tok/s per replica; replica: {plan.replica_tps.why}")
+
+
+SIGNALS = (
+    Signal("tokens", EXTERNAL_METRIC, token_series, tokens_per_second, lambda scope, slo, plan: threshold(scope, plan)),
+    Signal("queue", "peaknight_model_requests_waiting", lambda m: _series(_waiting(), m), requests_waiting,
+           lambda scope, slo, plan: saturation.queue_target(scope.policy, slo, plan)),
+    Signal("kv-cache", "peaknight_model_kv_cache_usage", lambda m: _series(_kv_gauges(), m), kv_cache_in_use,
+           lambda scope, slo, plan: saturation.kv_cache_target(scope.policy), integer=False),
+)
 
 
 def moment_floors(scope: Scope, model: Model, plan: ModelPlan) -> list[tuple[str, dt.datetime, dt.datetime, int, Figure]]:
@@ -141,10 +205,12 @@ def target_ref(service: Unit) -> dict[str, str]:
     return {"apiVersion": obj.manifest["apiVersion"], "kind": obj.kind, "name": obj.name}
 
 
-def _annotations(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
+def _annotations(scope: Scope, slo: Slo, model: Model, plan: ModelPlan) -> dict[str, str]:
     floors = moment_floors(scope, model, plan)
     return {
         "peaknight.io/threshold": threshold(scope, plan).why,
+        "peaknight.io/queue-target": saturation.queue_target(scope.policy, slo, plan).why,
+        "peaknight.io/kv-cache-target": saturation.kv_cache_target(scope.policy).why,
         "peaknight.io/max-replicas": plan.max_replicas.why,
         "peaknight.io/pre-scale": "; ".join(f"{name}: {replicas} replicas from {start:%H:%M} to {end:%H:%M} "
                                             f"{scope.event.time_zone}, lead {lead.why}"
@@ -162,16 +228,19 @@ def _annotations(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
     }
 
 
-def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
+def scaled_object(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan,
+                  target: dict[str, str]) -> Obj:
     floor, ceiling = int(plan.floor_replicas.value), int(plan.max_replicas.value)
     to_zero = bool(scope.policy.scale_to_zero)
-    triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": "tokens", "metadata": {
-        "serverAddress": cluster.prometheus_url, "query": token_query(scope, model),
-        "threshold": str(int(threshold(scope, plan).value)), "activationThreshold": str(ACTIVATION_TPS),
-        # A missing metric (Prometheus answers, but no series: nothing scraped yet at first
-        # install, a relabel break) reads as no load: the schedule's floors hold the plan and the
-        # HPA's scale-down stabilisation keeps what runs. Only a failing Prometheus trips the fallback.
-        "ignoreNullValues": "true"}}]
+    # A missing metric (Prometheus answers, but no series: nothing scraped yet at first install, a
+    # relabel break) reads as no load: the schedule's floors hold the plan and the HPA's scale-down
+    # stabilisation keeps what runs. Only a failing Prometheus trips the fallback. Only the token
+    # rate wakes a scaled-to-zero model (at zero replicas there is no queue and no cache).
+    matchers = model_matchers(scope, model)
+    triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": s.trigger, "metadata": {
+        "serverAddress": cluster.prometheus_url, "query": s.query(matchers), "threshold": s.threshold(scope, slo, plan),
+        "activationThreshold": str(ACTIVATION_TPS if s.trigger == "tokens" else 0),
+        "ignoreNullValues": "true"}} for s in SIGNALS]
     # Once the night is over nothing scheduled stays: KEDA's cron has no year and would fire again.
     if to_zero and not scope.event.over:
         start = scope.event.window.start - dt.timedelta(seconds=startup.lead(scope.policy, model, warm=False).value)
@@ -179,7 +248,7 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
     if not scope.event.over:
         triggers += [_cron(scope, name, start, end, replicas)
                      for name, start, end, replicas, _ in moment_floors(scope, model, plan)]
-    annotations = {**_annotations(scope, model, plan),
+    annotations = {**_annotations(scope, slo, model, plan),
                    "peaknight.io/fallback": (f"Prometheus failing ({FALLBACK_FAILURES} failed reads, "
                                              f"{FALLBACK_FAILURES * POLLING_SECONDS} s): the replicas running, at "
                                              f"least the baseline floor {floor} ({FALLBACK_BEHAVIOR}); the moment "
@@ -201,12 +270,14 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
     })
 
 
-def hpa(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
+def hpa(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan, target: dict[str, str]) -> Obj:
     """The plain HPA: no schedule, so the floor is the highest any moment needs, all night."""
     ceiling = int(plan.max_replicas.value)
     floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(scope, model, plan)])
-    annotations = {**_annotations(scope, model, plan),
+    annotations = {**_annotations(scope, slo, model, plan),
                    "peaknight.io/query": token_query(scope, model),
+                   "peaknight.io/queries": "; ".join(f"{s.external_metric}: {s.query(model_matchers(scope, model))}"
+                                                     for s in SIGNALS),
                    "peaknight.io/limitation": (f"HPA cannot pre-scale on a schedule or scale to zero: minReplicas is "
                                                f"the highest moment floor ({floor}) for the whole night; the External "
                                                f"metric {EXTERNAL_METRIC} comes from prometheus-adapter running the "
@@ -219,13 +290,13 @@ def hpa(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: d
             "minReplicas": floor,
             "maxReplicas": ceiling,
             "metrics": [{"type": "External", "external": {
-                "metric": {"name": EXTERNAL_METRIC, "selector": {"matchLabels": metric_labels(model)}},
-                "target": {"type": "AverageValue", "averageValue": str(int(threshold(scope, plan).value))}}}],
+                "metric": {"name": s.external_metric, "selector": {"matchLabels": metric_labels(model)}},
+                "target": {"type": "AverageValue", "averageValue": s.threshold(scope, slo, plan)}}} for s in SIGNALS],
             "behavior": behavior(scope, ceiling),
         },
     })
 
 
-def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, service: Unit) -> Unit:
+def build(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan, service: Unit) -> Unit:
     make = scaled_object if cluster.autoscaler is AutoscalerKind.KEDA else hpa
-    return Unit("Autoscaler", model.name, (make(scope, cluster, model, plan, target_ref(service)),))
+    return Unit("Autoscaler", model.name, (make(scope, slo, cluster, model, plan, target_ref(service)),))

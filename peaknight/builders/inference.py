@@ -27,6 +27,9 @@ STARTUP_FLOOR_SECONDS = 600  # the anchors' smallest start-up budget (ai-on-eks,
 CPU_PER_GPU = 20           # p5/p5e: 192 vCPU for 8 GPUs, minus the node's daemons
 MEMORY_GIB_PER_GPU = 200   # p5/p5e: 2 TiB for 8 GPUs, minus the node's daemons
 LWS_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+# The Gateway API Inference Extension's group: each model's route sends to its InferencePool, named
+# as the model (builders/routing.py builds it).
+INFERENCE_POOL_GROUP = "inference.networking.k8s.io"
 API_KEYS_SUFFIX = "-api-keys"
 API_KEY_HEADER = "x-api-key"
 # LWS labels every pod of a group with the group's unique key (api/leaderworkerset/v1 GroupUniqueHashLabelKey).
@@ -35,6 +38,21 @@ LWS_GROUP_KEY_LABEL = "leaderworkerset.sigs.k8s.io/group-key"
 
 def selector(scope: Scope, model: Model) -> dict[str, str]:
     return {"app.kubernetes.io/name": model.name, "peaknight.io/event": scope.event.name}
+
+
+def pool_name(model: Model) -> str:
+    """The InferencePool the model's HTTPRoute sends to (builders/routing.py): named as the model."""
+    return model.name
+
+
+def serving_pods(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
+    """The labels of the pods that serve the model's HTTP: every pod of a one-node replica, a group's
+    leader where a replica spans nodes. The one answer the Service, the InferencePool and the
+    router's NetworkPolicy read (a prefill/decode topology answers here too)."""
+    serving = dict(selector(scope, model))
+    if plan.nodes_per_replica > 1:
+        serving[LWS_INDEX_LABEL] = "0"  # only the group's leader serves HTTP
+    return serving
 
 
 def startup_budget(model: Model) -> int:
@@ -164,8 +182,9 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
 
 def route(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, Any]:
     """`/<model>/v1/chat/completions` and the other serving paths, each to the same path on the
-    model's Service; nothing else of the server is reachable through the public Gateway. The
-    timeout is the longest answer the model may give (maxModelLen at the ITL objective)."""
+    model's InferencePool (builders/routing.py: its endpoint picker chooses the pod); nothing else of
+    the server is reachable through the public Gateway. The timeout is the longest answer the model
+    may give (maxModelLen at the ITL objective)."""
     return {
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": meta(scope, "inference", model.name, inference_namespace(scope)),
@@ -175,7 +194,8 @@ def route(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, Any]:
                 "matches": [{"path": {"type": "Exact", "value": f"/{model.name}{path}"}}],
                 "filters": [{"type": "URLRewrite", "urlRewrite": {
                     "path": {"type": "ReplaceFullPath", "replaceFullPath": path}}}],
-                "backendRefs": [{"name": model.name, "port": PORT}],
+                "backendRefs": [{"group": INFERENCE_POOL_GROUP, "kind": "InferencePool",
+                                 "name": pool_name(model)}],
                 "timeouts": {"request": f"{int(plan.longest_answer.value)}s"},
             } for path in SERVING_PATHS],
         },
@@ -208,14 +228,11 @@ def security_policy(scope: Scope, model: Model) -> dict[str, Any]:
 
 def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit:
     ns = inference_namespace(scope)
-    serving = dict(selector(scope, model))
-    if plan.nodes_per_replica > 1:
-        serving[LWS_INDEX_LABEL] = "0"  # only the group's leader serves HTTP
     objs = [
         _workload(scope, model, plan),
         Obj({"apiVersion": "v1", "kind": "Service",
              "metadata": meta(scope, "inference", model.name, ns),
-             "spec": {"type": "ClusterIP", "selector": serving,
+             "spec": {"type": "ClusterIP", "selector": serving_pods(scope, model, plan),
                       "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}}),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
              "metadata": meta(scope, "inference", model.name, ns),

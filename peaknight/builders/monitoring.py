@@ -15,6 +15,7 @@ from peaknight.edges import live as edges
 from peaknight.engines import registry as engines
 from peaknight.engines.base import EngineMetrics
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
+from peaknight.builders import routing
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
 from peaknight.spec.stack import Cluster, Edge, Model, StackSpec
@@ -33,6 +34,12 @@ DCGM_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 # Below this share of the planned peak (egress, or segment requests) the stream is idle and a
 # ratio over its few requests means nothing.
 EDGE_QUIET_SHARE = 0.01
+# The same for a model: under 1% of its planned capacity a hit rate over its few prompts means nothing.
+MODEL_QUIET_SHARE = 0.01
+# A replica starts with an empty prefix cache: a pre-scale wave of new replicas lowers the achieved
+# rate for the minutes they take to warm, not for a quarter of an hour.
+PREFIX_CACHE_FOR = "15m"
+EPP_DOWN_FOR = "1m"
 
 
 def _num(x: float) -> str:
@@ -94,6 +101,11 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
         *[(f"model:ttft_seconds:p{int(q * 100)}", _quantile((e.ttft_histogram,), q, sel)) for q in (0.5, 0.99)],
         *[(f"model:itl_seconds:p{int(q * 100)}", _quantile(e.itl_histograms, q, sel)) for q in (0.5, 0.99)],
         ("model:kv_cache_usage:avg", " or ".join(f"avg({g}{sel})" for g in e.kv_cache_gauges)),
+        # Input tokens served from the prefix cache over those looked up. SGLang counts cached
+        # tokens only once a request has had a hit, so no series yet is a rate of 0, not no answer.
+        (f"model:prefix_cache_hit_ratio:rate{QUANTILE_WINDOW}",
+         f"(sum(rate({e.prefix_cache_hits}{sel}[{QUANTILE_WINDOW}])) or vector(0)) / "
+         f"sum(rate({e.prefix_cache_queries}{sel}[{QUANTILE_WINDOW}]))"),
         ("model:gpu_utilisation:avg", f"avg({DCGM_UTIL}{_sel(**pods)}) / 100"),
     ]
     rules: list[dict[str, Any]] = [{"record": r, "expr": x, "labels": dict(label)} for r, x in records]
@@ -126,7 +138,65 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
                f"peaknight:slo.itlP99Seconds = {slo.itl_p99_seconds:g} s (p99 of {e.itl_histograms[0]} over "
                f"{QUANTILE_WINDOW}). Decode batches are too large for the GPUs: KV cache near full?", **label),
     ]
+    rules += _prefix_cache_alerts(spec, cluster, model, plan) + _router_alerts(spec, cluster, model, plan)
     return {"name": f"peaknight.{model.name}", "rules": rules}
+
+
+def prefix_cache_floor(spec: StackSpec, model: Model) -> float:
+    """The achieved prefix-cache hit rate below which prefill needs more than the plan's margin: the
+    planner credits prefill with models[].prefixCacheHitRate h, so prefill work per input token is
+    (1 - h); a replica has 1 / targetUtilisation of its planned load in hand, so prefill work up to
+    (1 - h) / util still fits, an achieved rate down to 1 - (1 - h) / util. <= 0: never short."""
+    return 1 - (1 - model.prefix_cache_hit_rate) / spec.policy.target_utilisation
+
+
+def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> list[dict[str, Any]]:
+    floor = prefix_cache_floor(spec, model)
+    if floor <= 0:
+        return []  # even a cold cache leaves prefill within the plan's margin
+    e = engines.metrics(model)
+    label = {"model": model.name}
+    rec = _sel(model=model.name)
+    quiet = plan.capacity_tps.value * 60 * MODEL_QUIET_SHARE
+    h, util = model.prefix_cache_hit_rate, spec.policy.target_utilisation
+    return [_alert(
+        spec, "PeaknightPrefixCacheHitRateLow",
+        f"model:prefix_cache_hit_ratio:rate{QUANTILE_WINDOW}{rec} < {_num(floor)} and "
+        f"model:tokens_per_minute:rate{RATE_WINDOW}{rec} > {_num(quiet)}",
+        PREFIX_CACHE_FOR, "critical",
+        f"{model.name} in {cluster.name}: prefix-cache hit rate under {floor:.3f}, the plan expects {h:g}",
+        f"The plan credits prefill with models[].prefixCacheHitRate = {h:g} of input tokens from the prefix "
+        f"cache ({e.prefix_cache_hits} over {e.prefix_cache_queries}). Prefill work per input token is then "
+        f"{1 - h:.3f}; at target utilisation {util:g} a replica holds {1 / util:.3f}x its planned load, so prefill "
+        f"fits down to an achieved rate of 1 - {1 - h:.3f} / {util:g} = {floor:.3f}. Below it the replicas "
+        f"are short of prefill and TTFT climbs: check the endpoint picker ({routing.epp_name(model)}: its "
+        f"prefix index is per EPP pod) and whether the traffic shares the prefixes the forecast assumed. "
+        f"Ignored under {quiet:,.0f} tok/min ({MODEL_QUIET_SHARE:g} of planned capacity).", **label)]
+
+
+def _router_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> list[dict[str, Any]]:
+    """The endpoint picker: none answering is the model unreachable through the Gateway (the gateway
+    never fails open); erroring above the share of tokens the night may leave unserved."""
+    ns = inference_namespace(spec)
+    epp = routing.epp_name(model)
+    sel = _sel(namespace=ns, service=epp)
+    label = {"model": model.name}
+    where = f"{model.name} in {cluster.name}"
+    errors = spec.slo.unmet_tokens_pct / 100
+    return [
+        _alert(spec, "PeaknightEndpointPickerDown", f"(sum(up{sel}) or vector(0)) < 1", EPP_DOWN_FOR, "critical",
+               f"{where}: no endpoint picker answering",
+               f"No {epp} pod is scraped up. Envoy AI Gateway's ext_proc filter never fails open, so every request "
+               f"to {model.name} through the Gateway fails until one is back: check the Deployment {epp} in {ns} "
+               f"(image pull, RBAC on its InferencePool, the API server reachable).", **label),
+        _alert(spec, "PeaknightEndpointPickerErrors",
+               f"sum(rate(llm_d_epp_request_error_total{sel}[{RATE_WINDOW}])) / "
+               f"sum(rate(llm_d_epp_request_total{sel}[{RATE_WINDOW}])) > {_num(errors)}",
+               CAPACITY_FOR, "critical", f"{where}: endpoint picker errors over {errors:.2%} of requests",
+               f"peaknight:slo.unmetTokensPct = {spec.slo.unmet_tokens_pct:g}%: an errored request is unserved, and "
+               f"the night may leave at most that share unserved. llm_d_epp_request_error_total by error_code says "
+               f"why; llm_d_epp_datalayer_poll_errors_total counts failed scrapes of the model pods.", **label),
+    ]
 
 
 def pool_group(scope: Scope, cluster: Cluster, plan: ClusterPlan) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Allowed, and nothing else:
 - every pod -> the cluster DNS (kube-dns in kube-system, port 53);
 - the Gateway's Envoy proxies -> each model server's HTTP port (the only way in for clients);
 - Prometheus -> the metrics ports it scrapes (the model servers serve /metrics on their HTTP port);
+- the Gateway's Envoy proxies -> each model's endpoint picker (EPP) on its ext_proc gRPC port; the
+  EPP -> the pods that serve the model's HTTP (it reads their /metrics there) and -> the API server
+  (it watches its InferencePool and pods; the API server has no pod labels to select, so any
+  address on 443/6443);
 - the pods of one model <-> each other, where a replica spans nodes (the LeaderWorkerSet group's
   rendezvous and NCCL traffic use ports the engines choose);
 - the weights staging Jobs -> HTTPS (they download from the model hub); the node-cache fillers
@@ -22,9 +26,9 @@ import re
 from typing import Any
 
 from peaknight.addons import releases
-from peaknight.builders import warmup
+from peaknight.builders import routing, warmup
 from peaknight.builders.cluster_base import gateway_name
-from peaknight.builders.inference import selector as model_selector
+from peaknight.builders.inference import selector as model_selector, serving_pods
 from peaknight.builders.objects import (Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace,
                                        weights_namespace)
 from peaknight.edges import live, logs as edge_logs
@@ -43,6 +47,9 @@ OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
 # prometheus-operator labels every Prometheus pod it runs with this name.
 PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
 HTTPS = 443
+# The API server behind the kubernetes Service (443) and on the control-plane endpoints (6443 on
+# kubeadm-style clusters; EKS serves 443).
+API_SERVER_PORTS = (443, 6443)
 _IN_CLUSTER = re.compile(r"https?://[^./:]+\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?(?::\d+)?(?:/.*)?")
 
 
@@ -88,8 +95,15 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
     objs = _namespace_baseline(spec, ns)
     for model in spec.models:
         pods = {"matchLabels": model_selector(spec, model)}
+        epp = {"podSelector": {"matchLabels": routing.epp_selector(spec, model)}}
         objs.append(_policy(spec, f"{model.name}-serving", ns, pods,
-                            [{"from": [gateway, _prometheus(cluster)], "ports": _ports(engines.PORT)}], None))
+                            [{"from": [gateway, _prometheus(cluster), epp], "ports": _ports(engines.PORT)}], None))
+        serving = {"podSelector": {"matchLabels": serving_pods(spec, model, plan.model(model.name))}}
+        objs.append(_policy(spec, routing.epp_name(model), ns, epp["podSelector"],
+                            [{"from": [gateway], "ports": _ports(routing.EPP_GRPC_PORT)},
+                             {"from": [_prometheus(cluster)], "ports": _ports(routing.EPP_METRICS_PORT)}],
+                            [{"to": [serving], "ports": _ports(engines.PORT)},
+                             {"ports": _ports(*API_SERVER_PORTS)}]))
         if plan.model(model.name).nodes_per_replica > 1:
             group = [{"podSelector": pods}]
             objs.append(_policy(spec, f"{model.name}-group", ns, pods, [{"from": group}], [{"to": group}]))

@@ -15,13 +15,13 @@ from functools import cached_property
 from typing import Protocol, Sequence
 
 from peaknight.addons import gitops
-from peaknight.builders import autoscaling, cluster_base, inference, monitoring, network, warmup
+from peaknight.builders import autoscaling, cluster_base, inference, monitoring, network, routing, warmup
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
 from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners import registry as provisioners
-from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
+from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, Slo, StackSpec
 
 
 class PartArgs(Protocol):
@@ -65,11 +65,27 @@ class AutoscalerArgs:
 
     scope: Scope
     target: InferenceServiceArgs
+    slo: Slo = Slo()  # the queue target: the queue a replica clears within slo.ttftP99Seconds
 
     @cached_property
     def unit(self) -> Unit:
         t = self.target
-        return autoscaling.build(self.scope, t.cluster, t.model, t.plan, t.unit)
+        return autoscaling.build(self.scope, self.slo, t.cluster, t.model, t.plan, t.unit)
+
+
+@dataclass(frozen=True)
+class InferenceRouterArgs:
+    """One model's prefix- and load-aware router in one cluster: its InferencePool (the pods
+    inference.serving_pods names) and endpoint picker, sized from its plan."""
+
+    spec: StackSpec
+    cluster: Cluster
+    model: Model
+    plan: ModelPlan
+
+    @cached_property
+    def unit(self) -> Unit:
+        return routing.build(self.spec, self.model, self.plan, len(self.cluster.zones))
 
 
 @dataclass(frozen=True)
@@ -165,6 +181,7 @@ class ClusterParts:
     base: ClusterBaseArgs
     pools: tuple[GpuNodePoolArgs, ...]
     services: tuple[tuple[InferenceServiceArgs, AutoscalerArgs], ...]
+    routers: tuple[InferenceRouterArgs, ...]
     warm_gate: WarmGateArgs
     monitoring: MonitoringArgs
     edges: tuple[LiveEdgeArgs, ...]
@@ -173,7 +190,7 @@ class ClusterParts:
 
     def kit(self) -> tuple[PartArgs, ...]:
         """The kit's own parts: everything but the GitOps add-ons."""
-        return (self.base, *self.pools, *(p for pair in self.services for p in pair), self.warm_gate,
+        return (self.base, *self.pools, *(p for pair in self.services for p in pair), *self.routers, self.warm_gate,
                 self.monitoring, *self.edges, self.network)
 
     def all(self) -> tuple[PartArgs, ...]:
@@ -185,11 +202,12 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
     services = []
     for model in spec.models:
         service = InferenceServiceArgs(spec, cluster, model, plan.model(model.name))
-        services.append((service, AutoscalerArgs(spec, service)))
+        services.append((service, AutoscalerArgs(spec, service, spec.slo)))
     kit = ClusterParts(
         base=ClusterBaseArgs(spec, cluster, plan.gateway),
         pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
         services=tuple(services),
+        routers=tuple(InferenceRouterArgs(spec, cluster, m, plan.model(m.name)) for m in spec.models),
         warm_gate=WarmGateArgs(spec, cluster, spec.models, plan.weights),
         monitoring=MonitoringArgs(spec, cluster, plan),
         edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),

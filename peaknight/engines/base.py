@@ -78,6 +78,11 @@ class EngineMetrics:
     ttft_histogram: str              # time to first token, seconds
     itl_histograms: tuple[str, ...]  # inter-token latency, seconds: current name first, then older ones
     kv_cache_gauges: tuple[str, ...]  # KV-cache use as a 0-1 fraction: current name first
+    prefix_cache_hits: str           # counter of input tokens served from the prefix cache
+    prefix_cache_queries: str        # counter of input tokens looked up in it (the hit rate's denominator)
+    # Info gauge whose labels carry the KV block size and count (the endpoint picker sizes its prefix
+    # index from it); "" where the engine exports none.
+    cache_config_info: str = ""
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,19 @@ WORKER_HEALTH_TIMEOUT_SECONDS = 5
 class Sglang(ServingEngine):
     engine = Engine.SGLANG
     split_rule = "its --tp must divide by --nnodes (server_args.check_server_args)"
-    # With --enable-metrics SGLang exports under the sglang: prefix.
+    # With --enable-metrics SGLang exports under the sglang: prefix (sglang/srt/metrics/collector.py
+    # in the 0.5.4 wheel). Prefix cache: the tokenizer manager counts, per finished request, its
+    # prompt tokens (prompt_tokens_total) and the cached ones (cached_tokens_total, incremented only
+    # when a request had a hit, so the series is absent until the first one); the scheduler's
+    # sglang:cache_hit_rate gauge is the last prefill batch's rate, not a rate over time. 0.5.4
+    # exports no cache_config_info.
     metrics = EngineMetrics(
         running_metric="sglang:num_running_reqs", waiting_metric="sglang:num_queue_reqs",
         generation_tokens_metric="sglang:generation_tokens_total", prompt_tokens_metric="sglang:prompt_tokens_total",
         ttft_histogram="sglang:time_to_first_token_seconds",
         itl_histograms=("sglang:inter_token_latency_seconds",),
-        kv_cache_gauges=("sglang:token_usage",))
+        kv_cache_gauges=("sglang:token_usage",),
+        prefix_cache_hits="sglang:cached_tokens_total", prefix_cache_queries="sglang:prompt_tokens_total")
 
     def command(self, model: Model, topology: Topology, role: Role) -> list[str]:
         # Workers take --host/--port too: that is where their dummy health server listens.

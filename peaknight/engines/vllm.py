@@ -34,13 +34,20 @@ class Vllm(ServingEngine):
     engine = Engine.VLLM
     split_rule = "it spans nodes as one pipeline stage per node, each of the same tensor parallelism"
     # v0.11 renamed time_per_output_token to inter_token_latency and gpu_cache_usage_perc to
-    # kv_cache_usage_perc (both names still emitted): current name first.
+    # kv_cache_usage_perc: current name first. In the v0.11.0 wheel (vllm/v1/metrics/loggers.py)
+    # gpu_cache_usage_perc is only emitted with --show-hidden-metrics-for-version=0.10, so the old
+    # name is a fallback for older images. The prefix cache counts tokens: prefix_cache_queries
+    # (tokens looked up) and prefix_cache_hits (tokens found), exported with the _total suffix
+    # prometheus_client gives counters; cache_config_info is an info gauge labelled with the
+    # CacheConfig fields (block_size, num_gpu_blocks, ...).
     metrics = EngineMetrics(
         running_metric="vllm:num_requests_running", waiting_metric="vllm:num_requests_waiting",
         generation_tokens_metric="vllm:generation_tokens_total", prompt_tokens_metric="vllm:prompt_tokens_total",
         ttft_histogram="vllm:time_to_first_token_seconds",
         itl_histograms=("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
-        kv_cache_gauges=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"))
+        kv_cache_gauges=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        prefix_cache_hits="vllm:prefix_cache_hits_total", prefix_cache_queries="vllm:prefix_cache_queries_total",
+        cache_config_info="vllm:cache_config_info")
 
     def command(self, model: Model, topology: Topology, role: Role) -> list[str]:
         if role is Role.WORKER:

@@ -40,6 +40,8 @@ TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
 }
 
 # What a component's objects wait for: the add-on releases that serve their CRDs or metrics APIs
@@ -202,7 +204,8 @@ class WarmGate(_UnitComponent):
 
 
 class _ClusterPart(_UnitComponent):
-    """The parts of a cluster that are not public components (base, monitoring, network policies)."""
+    """The parts of a cluster that are not public components (base, routers, monitoring, network
+    policies)."""
 
     def __init__(self, name: str, args: parts.PartArgs, opts: pulumi.ResourceOptions, *, prefix: str,
                  needed_by: NeededBy | None):
@@ -243,6 +246,8 @@ class ClusterStack(pulumi.ComponentResource):
         for service_args, autoscaler_args in cluster_parts.services:
             self.services.append(declare(InferenceService, service_args))
             self.autoscalers.append(declare(Autoscaler, autoscaler_args))
+        for router in cluster_parts.routers:
+            declare(_ClusterPart, router)
         declare(WarmGate, cluster_parts.warm_gate)
         declare(_ClusterPart, cluster_parts.monitoring)
         self.edges: list[LiveEdge] = [declare(LiveEdge, e) for e in cluster_parts.edges]

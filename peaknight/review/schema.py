@@ -67,7 +67,8 @@ def is_core(manifest: dict[str, Any]) -> bool:
     api_version = manifest["apiVersion"]
     group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
     return group == "" or group in {"apps", "batch", "policy", "autoscaling"} or (
-        group.endswith(".k8s.io") and group not in {"gateway.networking.k8s.io", "leaderworkerset.x-k8s.io"})
+        group.endswith(".k8s.io") and group not in {"gateway.networking.k8s.io", "leaderworkerset.x-k8s.io",
+                                                  "inference.networking.k8s.io"})
 
 
 def validate(manifest: dict[str, Any], crd_dir: Path | None = None) -> list[str]:

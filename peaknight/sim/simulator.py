@@ -12,7 +12,13 @@ every `step` seconds from the first pre-scale to the window's end:
 - a new replica is ready after startup.ready_seconds: warm when a node the pool already held is
   free (nodes are frozen for the window by the pool's disruption budget), cold when a node is added;
 - ready replicas serve replica_tps each; the rest queues, and tokens that would wait longer than
-  the TTFT SLO are unmet (the user has given up on them).
+  the TTFT SLO are unmet (the user has given up on them);
+- the autoscaler's three load signals, read from its triggers (or External metrics) by name:
+  `tokens`, the tokens/s served over the rate window; `queue`, the queued tokens as requests
+  (profiles' tokens per request) against the waiting-requests target; `kv-cache`, each ready
+  replica's KV use taken as the share of its full rate it serves (its concurrent requests grow with
+  the tokens it emits at the per-user rate), summed against the KV target. A trigger the replay
+  does not know stops it rather than being skipped.
 
 Faults (`Faults`, each a `peaknight simulate` flag) replay what a real cluster would do:
 
@@ -41,6 +47,7 @@ from peaknight.builders import autoscaling
 from peaknight.spec import forecast
 from peaknight.plan import startup
 from peaknight.plan.capacity import ModelPlan, zone_split
+from peaknight.spec import profiles
 from peaknight.builders.event import EventObjects, build
 from peaknight.spec.stack import Model, StackSpec
 
@@ -138,6 +145,8 @@ class Settings:
     cooldown: int
     ignore_null: bool = True                      # the Prometheus trigger's ignoreNullValues
     fallback: Optional["Fallback"] = None
+    queue_target: Optional[float] = None          # waiting requests per replica (queue trigger)
+    kv_target: Optional[float] = None             # KV-cache use per replica (kv-cache trigger)
 
     @property
     def hpa_min(self) -> int:
@@ -176,12 +185,29 @@ def _cron_time(spec: StackSpec, cron: str) -> float:
     return (when - start).total_seconds()
 
 
+def _targets(named: dict[str, float], where: str) -> tuple[float, Optional[float], Optional[float]]:
+    """(tokens, queue, kv-cache) targets of the load signals by name; an unknown one is an error: the
+    replay must model every signal the autoscaler scales on."""
+    known = {s.trigger: s.external_metric for s in autoscaling.SIGNALS}
+    by_trigger = {t: named.get(t, named.get(m)) for t, m in known.items()}
+    unknown = set(named) - set(known) - set(known.values())
+    if unknown:
+        raise ValueError(f"{where}: the replay does not model {', '.join(sorted(unknown))}")
+    tokens = by_trigger["tokens"]
+    if tokens is None:
+        raise ValueError(f"{where}: no token-rate signal")
+    return tokens, by_trigger["queue"], by_trigger["kv-cache"]
+
+
 def settings(spec: StackSpec, manifest: dict[str, Any]) -> Settings:
     """Parse a rendered ScaledObject or autoscaling/v2 HPA."""
     s = manifest["spec"]
+    where = f"{manifest['kind']}/{manifest['metadata']['name']}"
     if manifest["kind"] == "ScaledObject":
         behavior = s.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior", {})
-        prom = next(t["metadata"] for t in s["triggers"] if t["type"] == "prometheus")
+        proms = {t["name"]: t["metadata"] for t in s["triggers"] if t["type"] == "prometheus"}
+        prom = proms["tokens"]
+        _, queue, kv = _targets({name: float(m["threshold"]) for name, m in proms.items()}, where)
         crons = tuple(CronFloor(_cron_time(spec, t["metadata"]["start"]), _cron_time(spec, t["metadata"]["end"]),
                                 int(t["metadata"]["desiredReplicas"])) for t in s["triggers"] if t["type"] == "cron")
         fb = s.get("fallback")
@@ -194,13 +220,14 @@ def settings(spec: StackSpec, manifest: dict[str, Any]) -> Settings:
                         # KEDA's Prometheus scaler: ignoreNullValues defaults to true.
                         str(prom.get("ignoreNullValues", "true")).lower() == "true",
                         Fallback(int(fb["failureThreshold"]), int(fb["replicas"]), fb.get("behavior", "static"))
-                        if fb else None)
+                        if fb else None, queue, kv)
     behavior = s.get("behavior", {})
-    target = float(s["metrics"][0]["external"]["target"]["averageValue"])
+    target, queue, kv = _targets({m["external"]["metric"]["name"]: float(m["external"]["target"]["averageValue"])
+                                  for m in s["metrics"]}, where)
     query = manifest["metadata"]["annotations"]["peaknight.io/query"]
     return Settings(False, int(s.get("minReplicas", 1)), int(s["maxReplicas"]), target, 0.0, _rate_window(query), (),
                     _rules(behavior.get("scaleUp"), DEFAULT_UP), _rules(behavior.get("scaleDown"), DEFAULT_DOWN),
-                    autoscaling.HPA_SYNC_SECONDS, 0)
+                    autoscaling.HPA_SYNC_SECONDS, 0, queue_target=queue, kv_target=kv)
 
 
 def metric_replicas(usage: float, target: float, current: int, tolerance: float = HPA_TOLERANCE) -> int:
@@ -282,16 +309,21 @@ def cron_floor(crons: tuple[CronFloor, ...], now: float) -> Optional[int]:
 
 
 def recommend(cfg: Settings, rate: float, floor: Optional[int], current: int,
-              token: str = "ok", fallback_replicas: Optional[int] = None) -> int:
+              token: str = "ok", fallback_replicas: Optional[int] = None, waiting: float = 0.0,
+              kv_in_use: float = 0.0) -> int:
     """The highest recommendation over the triggers. KEDA's cron metric is desiredReplicas inside
     the window and 1 outside, against an AverageValue target of 1 (KEDA cron_scaler.go), so it
-    passes through the same tolerance band as the token metric. `token` is the token metric's
-    state: ok, or failing; failing with `fallback_replicas` set, KEDA answers those instead; failing
-    without, the HPA has a metric it cannot read and does not scale down."""
+    passes through the same tolerance band as the token metric. `token` is the Prometheus metrics'
+    state (one Prometheus answers all three): ok, or failing; failing with `fallback_replicas` set,
+    KEDA answers those instead; failing without, the HPA has a metric it cannot read and does not
+    scale down. `waiting` (requests) and `kv_in_use` (replicas' worth of KV cache) feed the queue
+    and KV-cache signals where the autoscaler has them."""
     if not current:
         desired = 0
     elif token == "ok":
-        desired = metric_replicas(rate, cfg.target_tps, current)
+        desired = max([metric_replicas(rate, cfg.target_tps, current)]
+                      + [metric_replicas(usage, target, current) for usage, target in
+                         ((waiting, cfg.queue_target), (kv_in_use, cfg.kv_target)) if target])
     elif fallback_replicas is not None:
         desired = metric_replicas(fallback_replicas * cfg.target_tps, cfg.target_tps, current)
     else:
@@ -374,6 +406,7 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
     hpa = Hpa(cfg.hpa_min, cfg.max_replicas, cfg.up, cfg.down)
     served_window: deque[tuple[float, float]] = deque()
     served_sum, queue, last_active = 0.0, 0.0, start
+    per_request = profiles.load().gateway.tokens_per_request
     next_sync = next_poll = start
     failures, zone_lost = 0, zone is None
     trace = Trace()
@@ -384,8 +417,11 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
         state = faults.metric(t)
         # An empty answer is 0 tokens/s where ignoreNullValues is true, an error otherwise.
         token = "ok" if state == "ok" or (state == "empty" and cfg.keda and cfg.ignore_null) else "failing"
+        # The queued tokens as requests, and the ready replicas' KV use as the share of their full
+        # rate the served tokens take (module docstring).
+        waiting, kv_in_use = queue / per_request, rate / tps
         if state == "empty" and token == "ok":
-            rate = 0.0
+            rate = waiting = kv_in_use = 0.0
         if not zone_lost and t >= faults.lose_at:
             index, zones = zone  # type: ignore[misc]
             pods.lose(t, zone_split(pods.count, zones)[index])
@@ -404,7 +440,8 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
         while next_sync <= t:                     # HPA: highest metric, then behaviour
             current = pods.count
             fallback = cfg.fallback.replicas_for(current) if falling_back and cfg.fallback else None
-            pods.scale(next_sync, hpa.sync(next_sync, current, recommend(cfg, rate, floor, current, token, fallback)))
+            pods.scale(next_sync, hpa.sync(next_sync, current, recommend(cfg, rate, floor, current, token, fallback,
+                                                                         waiting, kv_in_use)))
             next_sync += autoscaling.HPA_SYNC_SECONDS
         when = window.start + dt.timedelta(seconds=t)
         demand = forecast.load_at(spec.event, when) * plan.demand_tps.value

@@ -196,7 +196,8 @@ def _load_bounded(text: str, source: str) -> Any:
 def placeholder_images(spec: StackSpec) -> list[str]:
     """Images still pinned to the all-zero placeholder digest: valid config, but not pullable.
     The CLI warns about them so nobody takes a shipped stack to the night unchanged."""
-    images = {m.image for m in spec.models} | {i for e in spec.edges for _, i in _edge_images(e)}
+    images = ({m.image for m in spec.models} | {i for e in spec.edges for _, i in _edge_images(e)}
+              | {spec.router.image})
     return sorted(i for i in images if i.endswith(PLACEHOLDER_DIGEST))
 
 
@@ -466,6 +467,14 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     for i, model in enumerate(spec.models):
         yield from _check_model(i, model, pools, spec, P)
         yield from _check_auth(i, model, spec, P)
+
+    yield from _unpinned(spec, P, "router.image", spec.router.image)
+    # Each model's endpoint picker is named <model>-epp (builders/routing.py): no model may be called so.
+    names = {m.name for m in spec.models}
+    for i, model in enumerate(spec.models):
+        if model.name.endswith("-epp") and model.name[:-len("-epp")] in names:
+            yield P(f"models[{i}].name", f"a name other than '{model.name[:-4]}' + '-epp' (that model's endpoint "
+                    "picker is named so)", _show(model.name))
 
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):

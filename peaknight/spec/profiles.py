@@ -93,6 +93,22 @@ class Gateway:
 
 
 @dataclass(frozen=True)
+class Router:
+    """The endpoint picker's measured cost: `bench_cores` for `bench_requests_per_s` requests of
+    `bench_input_tokens` input tokens each; and the pod size the kit runs it at."""
+
+    bench_requests_per_s: float
+    bench_input_tokens: int
+    bench_cores: float
+    pod_vcpu: int
+    pod_memory_gib: int
+
+    @property
+    def input_tokens_per_core(self) -> float:
+        return self.bench_requests_per_s * self.bench_input_tokens / self.bench_cores
+
+
+@dataclass(frozen=True)
 class Profiles:
     gpus: dict[str, int]  # GPU type -> memory GiB
     instance_types: dict[str, InstanceType]
@@ -100,6 +116,7 @@ class Profiles:
     throughput: dict[tuple[str, str], Throughput]  # (model class, gpu) -> row
     timings: Timings
     gateway: Gateway
+    router: Router
     edge_instance_types: dict[str, EdgeInstanceType]
     edge_network: EdgeNetwork
 
@@ -118,6 +135,7 @@ def load() -> Profiles:
         throughput={(row["model_class"], row["gpu"]): Throughput(**row) for row in raw["throughput"]},
         timings=Timings(**raw["timings"]),
         gateway=Gateway(**raw["gateway"]),
+        router=Router(**raw["router"]),
         edge_instance_types={name: EdgeInstanceType(name=name, **row) for name, row in raw["edge_instance_types"].items()},
         edge_network=EdgeNetwork(**raw["edge_network"]),
     )

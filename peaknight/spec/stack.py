@@ -321,6 +321,19 @@ class Edge:
                                            "edge's own LoadBalancer; none: a ClusterIP Service behind the cluster's ingress")
 
 
+# The endpoint picker llm-d deploys in front of each InferencePool: llm-d-router's EPP image at its
+# v0.10.0 release (config/charts/routerlib/values.yaml: ghcr.io/llm-d/llm-d-router-endpoint-picker).
+EPP_IMAGE = "ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0"
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Router:
+    """The prefix- and load-aware router in front of every model (builders/routing.py)."""
+
+    image: formats.Image = Field(default=EPP_IMAGE, description="the endpoint picker's image (llm-d-router "
+                                 "v0.10.0); pinned by digest where policy.requireImageDigests")
+
+
 @dataclass(config=STRICT, kw_only=True)
 class StackSpec:
     event: Event
@@ -331,6 +344,7 @@ class StackSpec:
     scale: float = Field(default=1.0, gt=0, le=10, description="multiplies every forecast")
     slo: Slo = Field(default_factory=Slo)
     edges: tuple[Edge, ...] = ()
+    router: Router = Field(default_factory=Router, description="the models' endpoint picker")
     render_directory: Optional[formats.Directory] = Field(default=None, description="GitOps output of pulumi up")
     gitops: Optional[GitOps] = Field(default=None, description="add-ons as Argo CD or Flux objects, not Helm "
                                      "releases; required with renderDirectory")

@@ -1,0 +1,148 @@
+"""Prefix- and load-aware routing: each model's HTTPRoute sends to its InferencePool, whose endpoint
+picker reads the engine's real metric names, is sized from the plan, and may talk only where it must.
+
+Sources: llm-d/llm-d-router v0.10.0 (config/charts/routerlib, pkg/epp/server/options.go,
+pkg/epp/framework/plugins/datalayer/extractor/metrics/factories.go); envoyproxy/ai-gateway v1.1.0
+(internal/extensionserver/inferencepool.go); the vllm 0.11.0 and sglang 0.5.4 wheels' metrics.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from peaknight.builders import event, inference, routing
+from peaknight.builders.objects import Obj
+from peaknight.plan import saturation
+from peaknight.spec import config, profiles
+
+
+@pytest.fixture(scope="module")
+def broadcast():
+    return event.build(config.load_stack("broadcast").spec)
+
+
+def objects(ev, index: int = 0) -> dict[str, Obj]:
+    return {o.key: o for u in ev.clusters[index].units for o in u.objects}
+
+
+def test_route_sends_to_the_pool_that_selects_the_serving_pods(broadcast):
+    ns = "gala-2026-inference"
+    objs = objects(broadcast)
+    for model in broadcast.spec.models:
+        plan = broadcast.plan.clusters[0].model(model.name)
+        route = objs[f"httproute.{ns}.{model.name}"].manifest
+        assert {repr(r["backendRefs"]) for r in route["spec"]["rules"]} == {repr(
+            [{"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": model.name}])}
+        pool = objs[f"inferencepool.{ns}.{model.name}"].manifest["spec"]
+        service = objs[f"service.{ns}.{model.name}"].manifest["spec"]
+        # The pool and the Service select the same pods: a group's leader where a replica spans nodes.
+        assert pool["selector"]["matchLabels"] == service["selector"]
+        assert (pool["selector"]["matchLabels"].get(inference.LWS_INDEX_LABEL) == "0") is (plan.nodes_per_replica > 1)
+        assert pool["targetPorts"] == [{"number": 8000}]
+        assert pool["endpointPickerRef"] == {"name": f"{model.name}-epp", "port": {"number": 9002},
+                                             "failureMode": "FailOpen"}
+
+
+def test_epp_reads_the_engines_real_metric_names(broadcast):
+    ns = "gala-2026-inference"
+    objs = objects(broadcast)
+    want = {"vllm": ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
+                     "vllm:cache_config_info"),
+            "sglang": ("sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage", "")}
+    for model in broadcast.spec.models:
+        cfg = yaml.safe_load(objs[f"configmap.{ns}.{model.name}-epp"].manifest["data"]["epp.yaml"])
+        assert (cfg["apiVersion"], cfg["kind"]) == ("llm-d.ai/v1alpha1", "EndpointPickerConfig")
+        plugins = {p["type"]: p.get("parameters") for p in cfg["plugins"]}
+        extractor = plugins["core-metrics-extractor"]
+        (engine,) = extractor["engineConfigs"]
+        assert extractor["defaultEngine"] == engine["name"] == model.engine.value
+        assert (engine["queuedRequestsSpec"], engine["runningRequestsSpec"], engine["kvUsageSpec"],
+                engine["cacheInfoSpec"]) == want[model.engine.value]
+        assert plugins["approx-prefix-cache-producer"] == {"maxPrefixTokensToMatch": model.max_model_len}
+        # The load-aware scorer reaches 0 at the autoscaler's queue target.
+        plan = broadcast.plan.clusters[0].model(model.name)
+        target = saturation.queue_target(broadcast.spec.policy, broadcast.spec.slo, plan)
+        assert plugins["load-aware-scorer"] == {"threshold": int(target.value)}
+        (profile,) = cfg["schedulingProfiles"]
+        weights = {p["pluginRef"]: p.get("weight") for p in profile["plugins"]}
+        # llm-d-router's chart default weights (queue 2, KV 2, prefix 3), plus load-aware.
+        assert weights == {"queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3,
+                           "load-aware-scorer": 1, "max-score-picker": None}
+        every = {p["type"] for p in cfg["plugins"]}
+        assert set(weights) <= every
+
+
+def test_epp_deployment_flags_security_and_sizing(broadcast):
+    ns = "gala-2026-inference"
+    objs = objects(broadcast)
+    spec = broadcast.spec
+    r = profiles.load().router
+    chat = next(m for m in spec.models if m.name == "chat")
+    plan = broadcast.plan.clusters[0].model("chat")
+    dep = objs[f"deployment.{ns}.chat-epp"].manifest
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == spec.router.image and "@sha256:" in c["image"]
+    args = c["args"]
+    assert args[args.index("--pool-name") + 1] == "chat" and args[args.index("--pool-namespace") + 1] == ns
+    assert args[args.index("--config-file") + 1] == "/config/epp.yaml"
+    assert "--enable-pprof=false" in args and "--ha-enable-leader-election" not in args
+    assert c["readinessProbe"]["grpc"] == {"port": 9003, "service": "inference-extension"}
+    assert pod["securityContext"]["runAsUser"] == 65532 and c["securityContext"]["readOnlyRootFilesystem"]
+    # Sizing by hand: input tok/s over the benchmark's tokens per core, in 32-vCPU pods, with
+    # headroom and utilisation, then enough that the cores survive a lost zone.
+    cores = plan.demand_tps.value * chat.input_share / (98.8 * 100_000 / 46.5)
+    serving = math.ceil(cores * spec.policy.headroom / (r.pod_vcpu * spec.policy.target_utilisation))
+    total = serving
+    while total - math.ceil(total / 3) < serving:
+        total += 1
+    assert dep["spec"]["replicas"] == total == 14  # broadcast chat: 233 cores -> 9 pods, 14 for a lost zone
+    service = objs[f"service.{ns}.chat-epp"].manifest["spec"]
+    assert service["clusterIP"] == "None"  # every EPP pod resolved by the gateway's STRICT_DNS cluster
+    role = objs[f"role.{ns}.chat-epp"].manifest
+    assert {res for rule in role["rules"] for res in rule["resources"]} >= {"pods", "inferencepools"}
+    assert all(rule["verbs"] == ["get", "list", "watch"] for rule in role["rules"])
+
+
+def test_network_policies_open_exactly_the_router_flows(broadcast):
+    ns = "gala-2026-inference"
+    objs = objects(broadcast)
+    epp = objs[f"networkpolicy.{ns}.chat-epp"].manifest["spec"]
+    assert epp["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "chat-epp", "peaknight.io/event": "gala-2026"}}
+    grpc, metrics = epp["ingress"]
+    assert grpc["ports"] == [{"protocol": "TCP", "port": 9002}]
+    assert grpc["from"][0]["podSelector"]["matchLabels"]["gateway.envoyproxy.io/owning-gateway-name"] == "gala-2026-gateway"
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9090}]
+    assert metrics["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    to_models, to_api = epp["egress"]
+    assert to_models["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert to_models["to"][0]["podSelector"]["matchLabels"] == objs[f"service.{ns}.chat"].manifest["spec"]["selector"]
+    assert to_api == {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+    serving = objs[f"networkpolicy.{ns}.chat-serving"].manifest["spec"]
+    assert {"podSelector": epp["podSelector"]} in serving["ingress"][0]["from"]
+
+
+def test_router_image_must_be_pinned_in_a_broadcast(tmp_path):
+    text = config.resolve_stack_path("broadcast").read_text()
+    pinned = "endpoint-picker:v0.10.0@sha256:" + "0" * 64
+    assert pinned in text
+    path = tmp_path / "x.yaml"
+    path.write_text(text.replace(pinned, "endpoint-picker:v0.10.0"))
+    with pytest.raises(config.ConfigError) as err:
+        config.load_stack(str(path))
+    assert [str(p) for p in err.value.problems] == [
+        f"{path}: peaknight:router.image: expected an image pinned by digest (…@sha256:<64 hex>) in a broadcast "
+        "stack; found 'ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0'"]
+
+
+def test_a_model_named_after_another_models_endpoint_picker_is_refused(tmp_path):
+    text = config.resolve_stack_path("broadcast").read_text()
+    path = tmp_path / "x.yaml"
+    path.write_text(text.replace("- name: greetings", "- name: chat-epp", 1))
+    with pytest.raises(config.ConfigError) as err:
+        config.load_stack(str(path))
+    assert [str(p) for p in err.value.problems] == [
+        f"{path}: peaknight:models[1].name: expected a name other than 'chat' + '-epp' (that model's endpoint "
+        "picker is named so); found 'chat-epp'"]
