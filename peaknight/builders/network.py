@@ -7,6 +7,7 @@ Allowed, and nothing else:
 - the pods of one model <-> each other, where a replica spans nodes (the LeaderWorkerSet group's
   rendezvous and NCCL traffic use ports the engines choose);
 - the weights staging Jobs -> HTTPS (they download from the model hub);
+- rehearsal only: the load replay's pods -> each model server's HTTP port (builders/loadreplay.py);
 - viewers -> each live edge's HTTP port (from its source ranges when it has them); the edge pods
   -> their shields' HTTP port; the shields -> the origins' ports (an origin given by IP address:
   that address only). Only the shields reach the origins.
@@ -21,7 +22,7 @@ import re
 from typing import Any
 
 from peaknight.addons import releases
-from peaknight.builders import warmup
+from peaknight.builders import loadreplay, warmup
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders.inference import selector as model_selector
 from peaknight.builders.objects import Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
@@ -84,16 +85,22 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
     gateway = {"namespaceSelector": {}, "podSelector": {"matchLabels": {OWNING_GATEWAY: gateway_name(spec),
                                                                         OWNING_GATEWAY_NAMESPACE: ns}}}
     objs = _namespace_baseline(spec, ns)
+    # Rehearsal: the load replay's pods call the model servers directly (builders/loadreplay.py).
+    load = [{"podSelector": {"matchLabels": loadreplay.pod_selector(spec)}}] if loadreplay.enabled(spec) else []
     for model in spec.models:
         pods = {"matchLabels": model_selector(spec, model)}
         objs.append(_policy(spec, f"{model.name}-serving", ns, pods,
-                            [{"from": [gateway, _prometheus(cluster)], "ports": _ports(engines.PORT)}], None))
+                            [{"from": [gateway, _prometheus(cluster), *load], "ports": _ports(engines.PORT)}], None))
         if plan.model(model.name).nodes_per_replica > 1:
             group = [{"podSelector": pods}]
             objs.append(_policy(spec, f"{model.name}-group", ns, pods, [{"from": group}], [{"to": group}]))
     staging = {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In",
                                      "values": [warmup.staging_name(m) for m in spec.models]}]}
     objs.append(_policy(spec, "weights-download", ns, staging, None, [{"ports": _ports(HTTPS)}]))
+    if load:
+        servers = [{"podSelector": {"matchLabels": model_selector(spec, m)}} for m in spec.models]
+        objs.append(_policy(spec, loadreplay.COMPONENT, ns, load[0]["podSelector"], [],
+                            [{"to": servers, "ports": _ports(engines.PORT)}]))
     return objs
 
 
