@@ -4,13 +4,28 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: plan test tools crds clean
+.PHONY: plan test tools crds loadtool clean
+
+# The rehearsal's load tool (peaknight/builders/loadreplay.py), which the calibrate tests run for
+# real against a fake model server: inference-perf needs Python 3.12 or later, so it gets its own
+# virtualenv, pinned exactly (constraints-loadtool.txt). About 3 minutes on a fresh machine.
+LOADTOOL_VENV ?= .venv-loadtool
+PY312 ?= $(shell .ci/python312)
+LOADTOOL := $(LOADTOOL_VENV)/.installed
+INFERENCE_PERF := inference-perf==0.7.0
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==25.3
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+$(LOADTOOL): constraints-loadtool.txt
+	$(PY312) -m venv $(LOADTOOL_VENV)
+	$(LOADTOOL_VENV)/bin/python -m pip install -q -c constraints-loadtool.txt $(INFERENCE_PERF)
+	touch $(LOADTOOL)
+
+loadtool: $(LOADTOOL)
 
 plan: $(STAMP)
 	$(VENV)/bin/peaknight render broadcast --out build/broadcast
@@ -23,9 +38,9 @@ tools:
 crds: $(STAMP)
 	$(VENV)/bin/peaknight crds fetch
 
-test: $(STAMP) tools crds
+test: $(STAMP) tools crds $(LOADTOOL)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 clean:
-	rm -rf $(VENV) build .cache
+	rm -rf $(VENV) $(LOADTOOL_VENV) build .cache

@@ -19,7 +19,10 @@ from peaknight.builders import loadreplay
 from peaknight.cli import errors
 from peaknight.cli.errors import CHECK_FAILED, OK
 from peaknight.plan import calibration, loadresults
+from peaknight.plan import capacity
 from peaknight.plan.capacity import mixed_tps
+from peaknight.plan.units import RATE_UNIT
+from peaknight.review import rehearsal
 from peaknight.spec import config, profiles
 
 HEADER = ("# Throughput rows measured in a rehearsal by `peaknight calibrate --write`: the planner reads them\n"
@@ -37,6 +40,8 @@ def add_parser(sub: Any, stack_help: str) -> None:
                                                 "prometheus.json does not say")
     c.add_argument("--broadcast", default="broadcast", help="the stack whose plan the rows change (default broadcast)")
     c.add_argument("--write", action="store_true", help="write the rows to calibration.yaml beside the stack file")
+    c.add_argument("--plot", help="write the rehearsal report's plot (PNG): per model, demand replayed and "
+                                  "throughput achieved, replicas, moments")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     target = loaded.path.parent / profiles.CALIBRATION_FILE
     if args.write:
         errors.writable_file(target, "--write")
+    if args.plot:
+        errors.writable_file(Path(args.plot), "--plot")
     measured = loadresults.read(loaded.spec, Path(args.results), args.replicas)
     rows, missed = calibration.rows(loaded.spec, loaded.name, measured)
     slo = loaded.spec.slo
@@ -55,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
           f"ITL p99 <= {slo.itl_p99_seconds:g} s, no failed request")
     print("")
     print(_measured_table(loaded.spec, measured))
+    reports = rehearsal.report(loaded.spec, capacity.plan(loaded.spec), measured, Path(args.results))
+    print("")
+    print(f"rehearsal report (per model, all clusters measured; {RATE_UNIT}):")
+    print(rehearsal.table(reports))
+    if args.plot:
+        rehearsal.write_plot(loaded.spec, reports, Path(args.plot))
+        print(f"plot: {args.plot}")
     for results in missed:
         print(f"NO STAGE MET THE OBJECTIVE: {results.cluster}/{results.model} ({results.source}): nothing to calibrate")
     if rows:

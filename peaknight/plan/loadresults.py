@@ -51,6 +51,9 @@ class StageResult:
     ttft_p99: float
     itl_p99: float
     failures: int
+    sent: int                    # requests the pods sent (load_summary.count)
+    request_tokens: float        # prompt + output tokens of one request (the config's length means)
+    seconds: int                 # the stage's planned length
     start: dt.datetime
     end: dt.datetime
     replicas: float              # serving during the stage (mean of the export's samples, or --replicas)
@@ -62,6 +65,11 @@ class StageResult:
     @property
     def per_replica(self) -> float:
         return self.tokens_per_second / self.replicas
+
+    @property
+    def requested_tps(self) -> float:
+        """What the replay asked for in this stage, tokens/s."""
+        return self.requested_rps * self.request_tokens
 
 
 @dataclass(frozen=True)
@@ -114,11 +122,19 @@ class _Reader:
 def _stages(r: _Reader, pod: Path) -> list[dict[str, Any]] | None:
     config = r.load(pod / "config.yaml", yaml.safe_load, "inference-perf's config.yaml (the config the pod ran)")
     stages = ((config or {}).get("load") or {}).get("stages") if isinstance(config, dict) else None
-    if config is not None and not (isinstance(stages, list) and stages
-                                   and all(isinstance(s, dict) and "rate" in s for s in stages)):
+    if config is None:
+        return None
+    if not (isinstance(stages, list) and stages and all(isinstance(s, dict) for s in stages)):
         r.fail(pod / "config.yaml", "load.stages", "the replay's stages (rate, duration)", repr(stages))
         return None
-    return stages
+    sizes = [r.number(config, pod / "config.yaml", f"data.{d}_distribution.mean", "the request length (tokens)")
+             for d in ("input", "output")]
+    for n, stage in enumerate(stages):
+        for key in ("rate", "duration"):
+            value = stage.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                r.fail(pod / "config.yaml", f"load.stages[{n}].{key}", "a positive number", repr(value))
+    return [{**s, "tokens": sum(x for x in sizes if x is not None)} for s in stages]
 
 
 def _pod_stage(r: _Reader, pod: Path, n: int) -> dict[str, Any] | None:
@@ -129,7 +145,7 @@ def _pod_stage(r: _Reader, pod: Path, n: int) -> dict[str, Any] | None:
     got = {key: r.number(data, path, key, f"a number ({_REPORT})") for key in (
         "successes.throughput.input_tokens_per_sec", "successes.throughput.output_tokens_per_sec",
         "successes.latency.time_to_first_token.p99", "successes.latency.inter_token_latency.p99",
-        "failures.count")}
+        "failures.count", "load_summary.count")}
     partial = pod / f"inference-perf.partial.stage_{n}.yaml"
     times = r.load(partial, yaml.safe_load, "inference-perf 0.7.0's partial report of the stage (run.time)")
     start, end = (r.time(times, partial, k) for k in ("start", "end")) if times is not None else (None, None)
@@ -229,5 +245,7 @@ def _model(r: _Reader, spec: StackSpec, model_dir: Path, export: Path,
             output_tps=sum(p["successes.throughput.output_tokens_per_sec"] for p in got),
             ttft_p99=max(p["successes.latency.time_to_first_token.p99"] for p in got),
             itl_p99=max(p["successes.latency.inter_token_latency.p99"] for p in got),
-            failures=int(sum(p["failures.count"] for p in got)), start=start, end=end, replicas=serving))
+            failures=int(sum(p["failures.count"] for p in got)), sent=int(sum(p["load_summary.count"] for p in got)),
+            request_tokens=float(stage["tokens"]), seconds=int(stage["duration"]), start=start, end=end,
+            replicas=serving))
     return (len(pods), tuple(stages)) if len(r.problems) == before else None
