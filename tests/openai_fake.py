@@ -10,27 +10,34 @@ so the load tool and this server count the same tokens.
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-PREFILL_TPS = 6000.0
-STREAM_TPS = 100.0
+PREFILL_TPS = 1500.0
+STREAM_TPS = 50.0
 VOCAB = 2000
 
 
-def tokenizer_dir(path: Path) -> Path:
-    """A word-level tokenizer (`w0` .. `w1999`, split on whitespace) saved where transformers'
-    AutoTokenizer loads it offline."""
-    from tokenizers import Tokenizer, models, pre_tokenizers  # installed with the load tool
-    from transformers import PreTrainedTokenizerFast
+# Run by the load tool's own Python (tokenizers and transformers come with inference-perf).
+_TOKENIZER = """
+import sys
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+vocab = {"[UNK]": 0, **{f"w{i}": i + 1 for i in range(int(sys.argv[2]))}}
+tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(sys.argv[1])
+"""
 
-    vocab = {"[UNK]": 0, **{f"w{i}": i + 1 for i in range(VOCAB)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(str(path))
+
+def tokenizer_dir(path: Path, python: Path) -> Path:
+    """A word-level tokenizer (`w0` .. `w1999`, split on whitespace) saved where transformers'
+    AutoTokenizer loads it offline, written by `python` (the load tool's interpreter)."""
+    subprocess.run([str(python), "-c", _TOKENIZER, str(path), str(VOCAB)], check=True, capture_output=True, timeout=120)
     return path
 
 
