@@ -27,7 +27,6 @@ from peaknight.plan.loadresults import PROMETHEUS_EXPORT, ModelResults, StageRes
 from peaknight.plan.report import si
 from peaknight.plan.units import RATE_UNIT, per_minute
 from peaknight.spec import timeline
-from peaknight.spec.forecast import moment_end
 from peaknight.spec.stack import StackSpec
 
 
@@ -131,7 +130,7 @@ def write_plot(spec: StackSpec, reports: list[ModelReport], path: Path) -> None:
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    from peaknight.sim.plot import SCALE, SCALE_NAME
+    from peaknight.sim.plot import SCALE, SCALE_NAME, mark_moments
 
     fig, axes = plt.subplots(len(reports), 1, figsize=(13, 3.6 * len(reports)), sharex=True, squeeze=False)
     for ax, r in zip(axes[:, 0], reports):
@@ -150,10 +149,7 @@ def write_plot(spec: StackSpec, reports: list[ModelReport], path: Path) -> None:
                    label="replicas serving")
         right.set_ylabel("replicas")
         right.set_ylim(bottom=0)
-        for m in spec.event.moments:
-            ax.axvspan(m.at, moment_end(m), color="gold", alpha=0.25, lw=0)
-            ax.annotate(m.name, (m.at, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -12),
-                        textcoords="offset points", fontsize=8)
+        mark_moments(ax, spec)
         ax.set_title(f"{r.model}: achieved peak {si(r.achieved_tpm)} of {si(r.demand_tpm)} {RATE_UNIT} replayed, "
                      f"TTFT p99 {r.ttft_p99:.2f} s, ITL p99 {r.itl_p99 * 1000:.0f} ms, unmet {r.unmet_pct:.3f}%",
                      fontsize=10, loc="left")
