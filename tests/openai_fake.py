@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 PREFILL_TPS = 1500.0
-STREAM_TPS = 50.0
+STREAM_TPS = 100.0
 VOCAB = 2000
 
 

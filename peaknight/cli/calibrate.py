@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
           f"ITL p99 <= {slo.itl_p99_seconds:g} s, no failed request")
     print("")
     print(_measured_table(loaded.spec, measured))
-    reports = rehearsal.report(loaded.spec, capacity.plan(loaded.spec), measured, Path(args.results))
+    reports = rehearsal.report(loaded.spec, capacity.plan(loaded.spec), measured)
     print("")
     print(f"rehearsal report (per model, all clusters measured; {RATE_UNIT}):")
     print(rehearsal.table(reports))

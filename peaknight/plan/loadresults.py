@@ -79,6 +79,7 @@ class ModelResults:
     pods: int
     stages: tuple[StageResult, ...]
     source: str                  # the directory they came from
+    replicas_up: tuple[tuple[float, float], ...] = ()   # (unix time, replicas up) from the export, if any
 
 
 class _Reader:
@@ -154,25 +155,32 @@ def _pod_stage(r: _Reader, pod: Path, n: int) -> dict[str, Any] | None:
     return {**got, "start": start, "end": end}
 
 
-def _replicas(r: _Reader, export: Path, model: str, start: dt.datetime, end: dt.datetime) -> float | None:
-    """Mean replicas up for `model` in [start, end] from the cluster's Prometheus export."""
+def _series(r: _Reader, export: Path, model: str) -> tuple[tuple[float, float], ...] | None:
+    """(unix time, replicas up) of `model` from the cluster's Prometheus export, in time order."""
     data = r.load(export, json.loads, "a Prometheus range-query answer (/api/v1/query_range, resultType matrix)")
     if data is None:
         return None
-    result = (data.get("data") or {}).get("result") if isinstance(data, dict) else None
+    inner = data.get("data") if isinstance(data, dict) else None
+    result = inner.get("result") if isinstance(inner, dict) else None
     if not isinstance(result, list):
         r.fail(export, "data.result", "a list of series (resultType matrix)", repr(result))
         return None
-    series = [s for s in result if isinstance(s, dict) and (s.get("metric") or {}).get("service") == model]
+    series = [s for s in result if isinstance(s, dict) and isinstance(s.get("metric"), dict)
+              and s["metric"].get("service") == model]
     if not series:
         r.fail(export, "data.result", f"a series with metric.service '{model}'", "none")
         return None
     try:
-        samples = [float(v) for s in series for t, v in s.get("values", [])
-                   if start.timestamp() <= float(t) <= end.timestamp()]
-    except (TypeError, ValueError) as err:
-        r.fail(export, f"data.result[service={model}].values", "[unix time, \"value\"] pairs", str(err))
+        return tuple(sorted((float(t), float(v)) for s in series for t, v in s["values"]))
+    except (KeyError, TypeError, ValueError) as err:
+        r.fail(export, f"data.result[service={model}].values", "[unix time, \"value\"] pairs", str(err) or repr(err))
         return None
+
+
+def _mean(r: _Reader, export: Path, model: str, series: tuple[tuple[float, float], ...], start: dt.datetime,
+          end: dt.datetime) -> float | None:
+    """Mean replicas up in [start, end]."""
+    samples = [v for t, v in series if start.timestamp() <= t <= end.timestamp()]
     if not samples or max(samples) <= 0:
         r.fail(export, f"data.result[service={model}].values",
                f"samples of replicas up between {start.isoformat()} and {end.isoformat()}", "none")
@@ -204,9 +212,10 @@ def read(spec: StackSpec, results: Path, replicas: int | None) -> list[ModelResu
                 r.fail(model_dir, "(directory)", f"a model of the stack ({', '.join(sorted(models))})",
                        repr(model_dir.name))
                 continue
-            found = _model(r, spec, model_dir, export, replicas)
-            if found is not None:
-                out.append(ModelResults(cluster_dir.name, model_dir.name, found[0], found[1], str(model_dir)))
+            series = _series(r, export, model_dir.name) if export.is_file() else ()
+            found = _model(r, model_dir, export, series, replicas) if series is not None else None
+            if found is not None and series is not None:
+                out.append(ModelResults(cluster_dir.name, model_dir.name, found[0], found[1], str(model_dir), series))
     if not out and not r.problems:
         r.fail(results, "--results", "at least one DIR/<cluster>/<model>/pod-<i>/ of "
                f"{loadreplay.TOOL} reports", "none")
@@ -215,7 +224,7 @@ def read(spec: StackSpec, results: Path, replicas: int | None) -> list[ModelResu
     return out
 
 
-def _model(r: _Reader, spec: StackSpec, model_dir: Path, export: Path,
+def _model(r: _Reader, model_dir: Path, export: Path, series: tuple[tuple[float, float], ...],
            replicas: int | None) -> tuple[int, tuple[StageResult, ...]] | None:
     pods = sorted(p for p in model_dir.iterdir() if p.is_dir() and _POD.fullmatch(p.name))
     if not pods:
@@ -236,7 +245,7 @@ def _model(r: _Reader, spec: StackSpec, model_dir: Path, export: Path,
             continue
         got = [p for p in per_pod if p is not None]
         start, end = min(p["start"] for p in got), max(p["end"] for p in got)
-        serving = float(replicas) if replicas is not None else _replicas(r, export, model_dir.name, start, end)
+        serving = float(replicas) if replicas is not None else _mean(r, export, model_dir.name, series, start, end)
         if serving is None:
             continue
         stages.append(StageResult(

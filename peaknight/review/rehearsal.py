@@ -15,7 +15,6 @@ clusters:
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from peaknight.builders import autoscaling
 from peaknight.plan.capacity import CapacityPlan
-from peaknight.plan.loadresults import PROMETHEUS_EXPORT, ModelResults, StageResult
+from peaknight.plan.loadresults import ModelResults, StageResult
 from peaknight.plan.report import si
 from peaknight.plan.units import RATE_UNIT, per_minute
 from peaknight.spec import timeline
@@ -64,24 +63,22 @@ def _summed(results: list[ModelResults]) -> dict[int, list[StageResult]]:
     return dict(sorted(by_stage.items()))
 
 
-def _leads(spec: StackSpec, plan: CapacityPlan, model: str, results_dir: Path, clusters: list[str]) -> list[Lead]:
-    spec_model = next(m for m in spec.models if m.name == model)
+def _leads(spec: StackSpec, plan: CapacityPlan, results: ModelResults) -> list[Lead]:
+    """Per moment, when the cluster's export first shows the moment's replicas up after its cron."""
+    if not results.replicas_up:
+        return []
+    model = next(m for m in spec.models if m.name == results.model)
     out = []
-    for cluster in clusters:
-        export = results_dir / cluster / PROMETHEUS_EXPORT
-        if not export.is_file():
-            continue
-        series = [s for s in json.loads(export.read_text())["data"]["result"] if s["metric"].get("service") == model]
-        samples = sorted((float(t), float(v)) for s in series for t, v in s["values"])
-        for name, start, _, replicas, _ in autoscaling.moment_floors(spec, spec_model, plan.cluster(cluster).model(model)):
-            cron = timeline.to_utc(spec, start).timestamp()
-            ready = next((t for t, v in samples if t >= cron and v >= replicas), None)
-            local = lambda t: dt.datetime.fromtimestamp(t, timeline.zone(spec)).replace(tzinfo=None)  # noqa: E731
-            out.append(Lead(cluster, name, start, local(ready) if ready is not None else None, replicas))
+    for name, start, _, replicas, _ in autoscaling.moment_floors(spec, model,
+                                                                 plan.cluster(results.cluster).model(model.name)):
+        cron = timeline.to_utc(spec, start).timestamp()
+        ready = next((t for t, v in results.replicas_up if t >= cron and v >= replicas), None)
+        local = None if ready is None else dt.datetime.fromtimestamp(ready, timeline.zone(spec)).replace(tzinfo=None)
+        out.append(Lead(results.cluster, name, start, local, replicas))
     return out
 
 
-def report(spec: StackSpec, plan: CapacityPlan, measured: list[ModelResults], results_dir: Path) -> list[ModelReport]:
+def report(spec: StackSpec, plan: CapacityPlan, measured: list[ModelResults]) -> list[ModelReport]:
     out = []
     for model in spec.models:
         mine = [r for r in measured if r.model == model.name]
@@ -101,7 +98,7 @@ def report(spec: StackSpec, plan: CapacityPlan, measured: list[ModelResults], re
             demand_tpm=max(s[1] for s in steps), achieved_tpm=max(s[2] for s in steps),
             ttft_p99=max(s.ttft_p99 for s in every), itl_p99=max(s.itl_p99 for s in every),
             unmet_pct=100 * failed / sent if sent else 0.0, steps=steps,
-            leads=tuple(_leads(spec, plan, model.name, results_dir, [r.cluster for r in mine]))))
+            leads=tuple(lead for r in mine for lead in _leads(spec, plan, r))))
     return out
 
 
