@@ -304,3 +304,23 @@ def test_the_rendered_configs_are_what_inference_perf_accepts(tmp_path):
     rates = json.loads(run.stdout.splitlines()[-1])
     assert [len(r) for r in rates] == [len(loadreplay.steps(spec, plan.cluster(CLUSTER).model(m.name), spec.load_replay))
                                        for m in spec.models]
+
+
+def test_a_malformed_prometheus_export_is_one_line(measured, capsys, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(measured["results"], results)
+    (results / CLUSTER / "prometheus.json").write_text('{"status": "error", "error": "timeout"}')
+    code, out, err = _calibrate(capsys, str(measured["stack"]), "--results", str(results), "--replicas", "1")
+    assert code == 2
+    assert err.splitlines() == [f"{results / CLUSTER / 'prometheus.json'}: data.result: expected a list of series "
+                                "(resultType matrix); found None"]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--results", "/nonexistent/results"], "/nonexistent/results: --results: expected a directory of load replay "
+                                            "results (DIR/<cluster>/<model>/pod-<i>/); found no such directory"),
+    (["--results", ".", "--replicas", "0"], "(command line): --replicas: expected a whole number of at least 1; found 0"),
+])
+def test_bad_arguments_are_one_line(capsys, argv, line):
+    code, out, err = _calibrate(capsys, "rehearsal", *argv)
+    assert (code, out, err.splitlines()) == (2, "", [line])
