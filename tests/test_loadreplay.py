@@ -129,3 +129,13 @@ def test_the_policy_check_fails_a_broadcast_render_holding_it(rehearsal):
                             *(f"{k} {ns}/load-{m.name}" for m in spec.models for k in ("ConfigMap", "CronJob"))])
     assert policy.check_cluster(policy.Context(spec, objects.plan), "reh-bj-01", objs,
                                 only=["no-load-replay-in-broadcast"]) == []
+
+
+def test_one_release_of_the_load_tool_everywhere():
+    """The release whose formats the kit writes and reads is the one the tests install and the
+    rehearsal runs."""
+    from conftest import ROOT
+    assert f"INFERENCE_PERF := inference-perf=={loadreplay.TOOL_VERSION}\n" in (ROOT / "Makefile").read_text()
+    spec = config.load_stack("rehearsal").spec
+    assert spec.load_replay is not None
+    assert spec.load_replay.image.split("@")[0] == f"quay.io/inference-perf/inference-perf:v{loadreplay.TOOL_VERSION}"

@@ -35,7 +35,7 @@ from peaknight.builders.objects import Obj, Scope, Unit, inference_namespace, me
 from peaknight.engines.base import MODEL_DIR, PORT
 from peaknight.plan.capacity import ClusterPlan, ModelPlan
 from peaknight.spec import forecast, timeline
-from peaknight.spec.stack import Cluster, LoadReplay, Model, StackSpec
+from peaknight.spec.stack import Cluster, LoadReplay, Model, Stage, StackSpec
 
 TOOL = "inference-perf"
 # The release whose config and report formats this module and review/calibration.py follow; the
@@ -74,7 +74,7 @@ def pod_selector(scope: Scope) -> dict[str, str]:
 
 
 def enabled(spec: StackSpec) -> bool:
-    return spec.load_replay is not None and spec.policy.stage.value != "broadcast"
+    return spec.load_replay is not None and spec.policy.stage is not Stage.BROADCAST
 
 
 def mix(model: Model, replay: LoadReplay) -> tuple[int, int]:
@@ -142,6 +142,9 @@ def _cron_job(spec: StackSpec, model: Model, plan: ModelPlan, replay: LoadReplay
     window = timeline.window_minutes(spec) * 60
     container = {
         "name": "inference-perf", "image": replay.image, "imagePullPolicy": "IfNotPresent",
+        # As upstream's own chart runs it (kubernetes-sigs/inference-perf, deploy/inference-perf/
+        # templates/job.yaml); `--storage.local_storage.path` is one of the flags main_cli derives
+        # from the config model (utils/cli_parser.py add_pydantic_args), overriding the file.
         "command": ["inference-perf"],
         # JOB_INDEX is this pod's index in the Indexed Job: each pod writes its own directory.
         "args": ["--config_file", f"{CONFIG_DIR}/{CONFIG_FILE}", "--log-level", "INFO",
