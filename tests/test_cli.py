@@ -50,7 +50,7 @@ def test_a_misspelt_command_gets_did_you_mean(capsys: pytest.CaptureFixture) -> 
     code, out, err = _run(capsys, "rendr", "broadcast")
     assert (code, out) == (2, "")
     assert err == ("peaknight: unknown command 'rendr' (did you mean 'render'?); commands: render, plan, validate, "
-                   "diff, simulate, crds\n")
+                   "diff, simulate, crds, calibrate\n")
 
 
 def test_an_unknown_stack_name_lists_the_stacks(capsys: pytest.CaptureFixture) -> None:

@@ -12,6 +12,7 @@ Allowed, and nothing else:
   rendezvous and NCCL traffic use ports the engines choose);
 - the weights staging Jobs -> HTTPS (they download from the model hub); the node-cache fillers
   have no network at all;
+- rehearsal only: the load replay's pods -> each model server's HTTP port (builders/loadreplay.py);
 - viewers -> each live edge's HTTP port (from its source ranges when it has them); the edge pods
   -> their shields' HTTP port; the shields -> the origins' ports (an origin given by IP address:
   that address only). Only the shields reach the origins.
@@ -26,7 +27,7 @@ import re
 from typing import Any
 
 from peaknight.addons import releases
-from peaknight.builders import routing, warmup
+from peaknight.builders import loadreplay, routing, warmup
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders.inference import selector as model_selector, serving_pods
 from peaknight.builders.objects import (Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace,
@@ -93,11 +94,14 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
     gateway = {"namespaceSelector": {}, "podSelector": {"matchLabels": {OWNING_GATEWAY: gateway_name(spec),
                                                                         OWNING_GATEWAY_NAMESPACE: ns}}}
     objs = _namespace_baseline(spec, ns)
+    # Rehearsal: the load replay's pods (in the weights namespace, beside the weight sources whose
+    # tokenizer they read) call the model servers directly (builders/loadreplay.py).
+    load = [_load_pods(spec)] if loadreplay.enabled(spec) else []
     for model in spec.models:
         pods = {"matchLabels": model_selector(spec, model)}
         epp = {"podSelector": {"matchLabels": routing.epp_selector(spec, model)}}
         objs.append(_policy(spec, f"{model.name}-serving", ns, pods,
-                            [{"from": [gateway, _prometheus(cluster), epp], "ports": _ports(engines.PORT)}], None))
+                            [{"from": [gateway, _prometheus(cluster), epp, *load], "ports": _ports(engines.PORT)}], None))
         serving = {"podSelector": {"matchLabels": serving_pods(spec, model, plan.model(model.name))}}
         objs.append(_policy(spec, routing.epp_name(model), ns, epp["podSelector"],
                             [{"from": [gateway], "ports": _ports(routing.EPP_GRPC_PORT)},
@@ -110,12 +114,24 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
     return objs
 
 
+def _load_pods(spec: StackSpec) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: weights_namespace(spec)}},
+            "podSelector": {"matchLabels": loadreplay.pod_selector(spec)}}
+
+
 def _weights(spec: StackSpec) -> list[Obj]:
     """The staging Jobs download from the model hub over HTTPS; the fillers need no network (the
-    kubelet mounts their volumes), so the namespace's default deny holds them."""
+    kubelet mounts their volumes), so the namespace's default deny holds them. Rehearsal: the load
+    replay's pods reach the model servers' port and nothing else."""
     ns = weights_namespace(spec)
-    return [*_namespace_baseline(spec, ns),
+    objs = [*_namespace_baseline(spec, ns),
             _policy(spec, "weights-download", ns, {"matchLabels": warmup.STAGING_ROLE}, None, [{"ports": _ports(HTTPS)}])]
+    if loadreplay.enabled(spec):
+        servers = [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: inference_namespace(spec)}},
+                    "podSelector": {"matchLabels": model_selector(spec, m)}} for m in spec.models]
+        objs.append(_policy(spec, loadreplay.COMPONENT, ns, _load_pods(spec)["podSelector"], [],
+                            [{"to": servers, "ports": _ports(engines.PORT)}]))
+    return objs
 
 
 def _origin_peer(origin: origin_grammar.Origin) -> dict[str, Any]:

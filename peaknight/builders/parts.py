@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Protocol, Sequence
 
 from peaknight.addons import gitops
-from peaknight.builders import autoscaling, cluster_base, inference, monitoring, network, routing, warmup
+from peaknight.builders import autoscaling, cluster_base, inference, loadreplay, monitoring, network, routing, warmup
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
@@ -175,6 +175,19 @@ class NetworkPoliciesArgs:
 
 
 @dataclass(frozen=True)
+class LoadReplayArgs:
+    """Rehearsal only: the load generators that replay the night's curve against the cluster's models."""
+
+    spec: StackSpec
+    cluster: Cluster
+    plan: ClusterPlan
+
+    @cached_property
+    def unit(self) -> Unit:
+        return loadreplay.build(self.spec, self.cluster, self.plan)
+
+
+@dataclass(frozen=True)
 class ClusterParts:
     """Every part of one cluster, in the order they are declared."""
 
@@ -186,12 +199,13 @@ class ClusterParts:
     monitoring: MonitoringArgs
     edges: tuple[LiveEdgeArgs, ...]
     network: NetworkPoliciesArgs
+    load_replay: LoadReplayArgs | None = None
     gitops_addons: GitOpsAddonsArgs | None = None
 
     def kit(self) -> tuple[PartArgs, ...]:
         """The kit's own parts: everything but the GitOps add-ons."""
         return (self.base, *self.pools, *(p for pair in self.services for p in pair), *self.routers, self.warm_gate,
-                self.monitoring, *self.edges, self.network)
+                self.monitoring, *self.edges, self.network, *((self.load_replay,) if self.load_replay else ()))
 
     def all(self) -> tuple[PartArgs, ...]:
         return (*self.kit(), *((self.gitops_addons,) if self.gitops_addons else ()))
@@ -212,6 +226,7 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
         monitoring=MonitoringArgs(spec, cluster, plan),
         edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),
         network=NetworkPoliciesArgs(spec, cluster, plan),
+        load_replay=LoadReplayArgs(spec, cluster, plan) if loadreplay.enabled(spec) else None,
     )
     if spec.gitops is None:
         return kit

@@ -117,16 +117,20 @@ def _service_account(scope: Scope, namespace: str) -> Obj:
                 "automountServiceAccountToken": False})
 
 
+def storage_class(cluster: Cluster, zone: int) -> str:
+    """The ReadWriteMany class for a volume in the cluster's `zone`-th zone."""
+    cls = cluster.model_cache_class
+    return cls if isinstance(cls, str) else cls[cluster.zones[zone]]
+
+
 def _source(scope: Scope, cluster: Cluster, model: Model, zone: int, plan: WeightsPlan) -> Obj:
     """One zone's ReadWriteMany source of the model's weights, sized for its throughput."""
-    cls = cluster.model_cache_class
-    storage_class = cls if isinstance(cls, str) else cls[cluster.zones[zone]]
     return Obj({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                 "metadata": {**meta(scope, "warm-gate", source_claim(model, zone), weights_namespace(scope)),
                              "annotations": {"peaknight.io/zone": cluster.zones[zone],
                                              "peaknight.io/size": plan.source_gib.why,
                                              "peaknight.io/throughput": plan.source_mbps.why}},
-                "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": storage_class,
+                "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": storage_class(cluster, zone),
                          "resources": {"requests": {"storage": f"{int(plan.source_gib.value)}Gi"}}}},
                protect=scope.policy.protect)
 

@@ -26,6 +26,7 @@ from peaknight.review import apiserver, policy
 from peaknight.cli import render
 from peaknight.review import diff as review
 from peaknight.cli import simulate as simulate_cmd
+from peaknight.cli import calibrate as calibrate_cmd
 from peaknight.spec.stack import StackSpec
 
 def _render(args: argparse.Namespace) -> int:
@@ -138,7 +139,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"render": _render, "plan": _plan, "validate": _validate,
                                                             "diff": _diff, "simulate": simulate_cmd.run,
-                                                            "crds": _crds}
+                                                            "crds": _crds, "calibrate": calibrate_cmd.run}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -162,6 +163,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("stack", help=stack_help)
     d.add_argument("--base", required=True, help="git revision to compare with (e.g. origin/main)")
     simulate_cmd.add_parser(sub, stack_help)
+    calibrate_cmd.add_parser(sub, stack_help)
     c = sub.add_parser("crds", help="the pinned upstream CRDs validate uses")
     c.add_argument("action", choices=["fetch"], help="fetch: download and verify them into .cache/crds/ "
                                                      "(with $PEAKNIGHT_CRDS set: verify that mirror)")

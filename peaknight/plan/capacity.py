@@ -226,17 +226,23 @@ class EnvelopeError(Exception):
         super().__init__("\n".join(problems))
 
 
+def mixed_tps(row: profiles.Throughput, input_share: float) -> float:
+    """One replica's tokens/s at a mix: input_share of its tokens prefilled, the rest decoded."""
+    return 1 / (input_share / row.prefill_tps + (1 - input_share) / row.decode_tps)
+
+
+def profile_row(model: Model, pool: GpuPool) -> profiles.Throughput:
+    """The throughput row the plan sizes `model` by: the slowest GPU the pool may be given."""
+    table = profiles.load()
+    return min((table.throughput[(model.model_class, gpu)] for gpu in pool.gpus),
+               key=lambda row: mixed_tps(row, model.input_share))
+
+
 def replica_tps(model: Model, pool: GpuPool) -> Figure:
     """Mixed tokens/s of one replica, on the slowest GPU the pool may be given."""
-    table = profiles.load()
-    rows = [table.throughput[(model.model_class, gpu)] for gpu in pool.gpus]
     f = model.input_share
-
-    def mixed(row: profiles.Throughput) -> float:
-        return 1 / (f / row.prefill_tps + (1 - f) / row.decode_tps)
-
-    row = min(rows, key=mixed)
-    value = mixed(row)
+    row = profile_row(model, pool)
+    value = mixed_tps(row, f)
     return Figure(value, f"1/({f:g}/{row.prefill_tps:g} + {1 - f:g}/{row.decode_tps:g}) = {value:,.0f} tok/s "
                          f"per {row.gpus_per_replica}x{row.gpu} replica ({row.source})")
 
@@ -277,11 +283,13 @@ def zone_split(replicas: int, zones: int) -> list[int]:
     return [replicas // zones + (1 if z < replicas % zones else 0) for z in range(zones)]
 
 
-def plan(spec: StackSpec) -> CapacityPlan:
-    """The whole plan; raises EnvelopeError when any cluster cannot hold it."""
+def plan(spec: StackSpec, *, envelope: bool = True) -> CapacityPlan:
+    """The whole plan; raises EnvelopeError when any cluster cannot hold it (unless `envelope` is
+    false: `calibrate` shows a plan's size even when new figures push it past the envelope)."""
     pools = {p.name: p for p in spec.gpu_pools}
     clusters = tuple(_plan_cluster(spec, c, pools) for c in spec.clusters)
-    _check_envelope(spec, clusters)
+    if envelope:
+        _check_envelope(spec, clusters)
     hours = (spec.event.window.end - spec.event.window.start).total_seconds() / 3600
     return CapacityPlan(clusters, (*_warnings(spec), *_slow_rollouts(spec, clusters), *weights.warnings(spec)),
                         spec.policy.survive_zone_loss, hours)

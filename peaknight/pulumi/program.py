@@ -13,6 +13,7 @@ import pulumi_volcengine as volcengine
 from peaknight.builders import event
 from peaknight.plan import capacity
 from peaknight.pulumi import stack_config
+from peaknight.spec import profiles
 from peaknight.pulumi.components import ClusterStack
 from peaknight.spec import config
 from peaknight.spec.stack import Cluster, StackSpec
@@ -67,6 +68,8 @@ def spec_from_pulumi_config() -> StackSpec:
     """Validate every `peaknight:*` key Pulumi passed exactly as the CLI validates the stack file:
     unknown keys and plain-text kubeconfigs included (stack_config.raw_config)."""
     source = f"Pulumi config of stack {pulumi.get_stack()}"
+    # Pulumi.yaml's stackConfigDir: the calibration file sits beside the stack files, as for the CLI.
+    profiles.use_calibration(config.project_root() / "stacks" / profiles.CALIBRATION_FILE)
     return config.parse(stack_config.raw_config(source), source)
 
 

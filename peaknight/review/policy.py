@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from peaknight.plan.capacity import CapacityPlan
 from peaknight.spec.config import IMAGE_DIGEST
+from peaknight.builders import loadreplay
 from peaknight.builders.event import EventObjects
 from peaknight.provisioners import registry as provisioners
 from peaknight.builders.podpolicy import GPU_TAINT, NODE_CACHE_ENFORCE
@@ -223,6 +224,16 @@ def autoscaler_covers_peak(ctx: Context, cluster: str, objs: Sequence[Obj]) -> I
                         f"for '{model.model}' ({model.replicas.why})")
 
 
+def no_load_replay_in_broadcast(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterable[Finding]:
+    """Synthetic load belongs to rehearsals: on the night it would take capacity from viewers."""
+    if ctx.spec.policy.stage is not Stage.BROADCAST:
+        return
+    for obj in objs:
+        labels = [obj.manifest["metadata"].get("labels") or {}, *_pod_labels(obj.manifest)]
+        if any(lab.get("app.kubernetes.io/component") == loadreplay.COMPONENT for lab in labels):
+            yield obj, f"a {loadreplay.COMPONENT} object in a broadcast stack (rehearsal stages only)"
+
+
 CHECKS: dict[str, Check] = {
     "gpu-limits-and-toleration": gpu_limits_and_toleration,
     "pdb-per-workload": pdb_per_workload,
@@ -231,6 +242,7 @@ CHECKS: dict[str, Check] = {
     "load-balancer-source-ranges": load_balancer_source_ranges,
     "broadcast-pools-frozen": broadcast_pools_frozen,
     "autoscaler-covers-peak": autoscaler_covers_peak,
+    "no-load-replay-in-broadcast": no_load_replay_in_broadcast,
 }
 
 

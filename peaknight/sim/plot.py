@@ -28,6 +28,14 @@ def planned_capacity(plan: CapacityPlan, model: str) -> float:
     return per_minute(sum(m.capacity_tps.value for c in plan.clusters for m in c.models if m.model == model))
 
 
+def mark_moments(ax: Any, spec: StackSpec) -> None:
+    """Each moment shaded from its start until it is back at baseline, and named."""
+    for m in spec.event.moments:
+        ax.axvspan(m.at, moment_end(m), color="gold", alpha=0.25, lw=0)
+        ax.annotate(m.name, (m.at, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -12),
+                    textcoords="offset points", fontsize=8)
+
+
 def _draw_faults(ax: Any, spec: StackSpec, result: ModelResult, faults: Faults, start: dt.datetime) -> None:
     """Each injected fault where it happens, clipped to the plot."""
     first, last = result.trace.times[0], result.trace.times[-1]
@@ -76,10 +84,7 @@ def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan, faul
         right.step(when, tr.replicas, where="post", color="tab:gray", lw=1, ls="--", label="replicas")
         right.set_ylabel("replicas")
         right.set_ylim(bottom=0)
-        for m in spec.event.moments:
-            ax.axvspan(m.at, moment_end(m), color="gold", alpha=0.25, lw=0)
-            ax.annotate(m.name, (m.at, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -12),
-                        textcoords="offset points", fontsize=8)
+        mark_moments(ax, spec)
         _draw_faults(ax, spec, result, faults, start)
         ax.set_title(f"{result.model}: {result.clusters} clusters, unmet {result.unmet_pct:.3f}% of tokens "
                      f"({len(result.unmet_minutes)} min), {result.gpu_hours:,.0f} GPU-h = "

@@ -100,7 +100,9 @@ def resolve_stack_path(stack: str, root: Path | None = None) -> Path:
 
 
 def load_stack(stack: str) -> LoadedStack:
+    """The stack file, with the calibration file beside it read above the shipped profiles."""
     path = resolve_stack_path(stack)
+    profiles.use_calibration(path.parent / profiles.CALIBRATION_FILE)
     return LoadedStack(path, parse(read_stack_file(path), str(path)))
 
 
@@ -198,6 +200,8 @@ def placeholder_images(spec: StackSpec) -> list[str]:
     The CLI warns about them so nobody takes a shipped stack to the night unchanged."""
     images = ({m.image for m in spec.models} | {i for e in spec.edges for _, i in _edge_images(e)}
               | {spec.router.image})
+    if spec.load_replay is not None:
+        images.add(spec.load_replay.image)
     return sorted(i for i in images if i.endswith(PLACEHOLDER_DIGEST))
 
 
@@ -438,6 +442,11 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
 
     if spec.policy.stage is Stage.BROADCAST and CapacityType.SPOT in spec.policy.capacity_types:
         yield P("policy.capacityTypes", "reserved and/or on-demand only in a broadcast stack", "spot")
+    if spec.load_replay is not None:
+        if spec.policy.stage is Stage.BROADCAST:
+            # The night's capacity serves viewers only: synthetic load would take it from them.
+            yield P("loadReplay", "no load replay in a broadcast stack (rehearsal stages only)", "loadReplay")
+        yield from _unpinned(spec, P, "loadReplay.image", spec.load_replay.image)
 
     yield from _duplicates(spec.gpu_pools, "gpuPools", source)
     for i, pool in enumerate(spec.gpu_pools):

@@ -5,10 +5,12 @@ table, so a number changed in the data file changes every consumer together.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -74,6 +76,14 @@ class Throughput:
     decode_tps: float
     latency_target: str
     source: str
+    # Where and when a calibrated row was measured (`peaknight calibrate`); "" for a shipped row.
+    measured: str = ""
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[str, str]:
+    """A throughput row's identity: what a calibrated row (calibration.yaml) replaces, and what
+    the planner looks rows up by."""
+    return (row["model_class"], row["gpu"])
 
 
 @dataclass(frozen=True)
@@ -121,24 +131,97 @@ class Profiles:
     edge_network: EdgeNetwork
 
 
+# The calibration file beside the stack files: throughput rows measured in a rehearsal
+# (`peaknight calibrate --write`), read above the shipped table. Set by config.load_stack and the
+# Pulumi program for the project's stacks/; rows() below says its format.
+CALIBRATION_FILE = "calibration.yaml"
+_overlay: dict[str, Any] = {"path": None, "rows": ()}
+
+
+def use_calibration(path: Path | None) -> None:
+    """Read `path` (when it exists) above the shipped throughput rows from now on."""
+    if path != _overlay["path"]:
+        _overlay["path"] = path
+        _forget()
+
+
+def _forget() -> None:
+    """Drop the cached table: the calibrated rows changed. Through the cached function itself,
+    which a test may have stood another load() in front of."""
+    _CACHED.cache_clear()
+
+
+@contextmanager
+def with_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[None]:
+    """The table with `rows` above the calibration file, for the duration: how calibrate plans
+    the broadcast with rows it has not written yet."""
+    saved = _overlay["rows"]
+    _overlay["rows"] = tuple(rows)
+    _forget()
+    try:
+        yield
+    finally:
+        _overlay["rows"] = saved
+        _forget()
+
+
+def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
+    """The rows of a calibration file: `throughput:` a list of rows with every field of a shipped
+    row (model_class, gpu, gpus_per_replica, prefill_tps, decode_tps, latency_target, source) and
+    `measured`; fields a later Throughput gains travel as they are. A missing file has none; a bad
+    one is bad input (ConfigError, one line per problem)."""
+    from peaknight.spec.config import ConfigError, Problem  # config imports this module
+    if path is None or not path.is_file():
+        return []
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError([Problem(str(path), "(file)", "a readable YAML calibration file", str(err).splitlines()[0])])
+    rows = raw.get("throughput") if isinstance(raw, dict) else None
+    if not isinstance(rows, list):
+        raise ConfigError([Problem(str(path), "throughput", "a list of throughput rows", type(rows).__name__)])
+    fields = {f.name: f for f in dataclasses.fields(Throughput)}
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+    problems = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            problems.append(Problem(str(path), f"throughput[{i}]", "a mapping", repr(row)))
+            continue
+        problems += [Problem(str(path), f"throughput[{i}].{n}", "this required key") for n in required if n not in row]
+        problems += [Problem(str(path), f"throughput[{i}].{n}", "a known key", "an unknown key")
+                     for n in row if n not in fields]
+        problems += [Problem(str(path), f"throughput[{i}].{n}", "a positive number", repr(row.get(n)))
+                     for n in ("prefill_tps", "decode_tps", "gpus_per_replica") if n in row
+                     and not (isinstance(row[n], (int, float)) and not isinstance(row[n], bool) and row[n] > 0)]
+    if problems:
+        raise ConfigError(problems)
+    return rows
+
+
 @cache
 def load() -> Profiles:
-    """Parse the packaged profile table (cached: it is read on every plan)."""
+    """Parse the packaged profile table, with calibrated rows above it (cached: it is read on
+    every plan)."""
     raw = yaml.load((Path(__file__).parent.parent / "data" / "profiles.yaml").read_text(),
                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    throughput = {row_key(row): Throughput(**row)
+                  for row in [*raw["throughput"], *calibrated_rows(_overlay["path"]), *_overlay["rows"]]}
     return Profiles(
         gpus={name: row["memory_gib"] for name, row in raw["gpus"].items()},
         instance_types={name: InstanceType(name, row["gpu"], row["gpus"], row["cloud"], tuple(row["regions"]),
                                            Interconnect(**row["interconnect"]) if "interconnect" in row else None)
                         for name, row in raw["instance_types"].items()},
         model_classes={name: ModelClass(name=name, **row) for name, row in raw["model_classes"].items()},
-        throughput={(row["model_class"], row["gpu"]): Throughput(**row) for row in raw["throughput"]},
+        throughput=throughput,
         timings=Timings(**raw["timings"]),
         gateway=Gateway(**raw["gateway"]),
         router=Router(**raw["router"]),
         edge_instance_types={name: EdgeInstanceType(name=name, **row) for name, row in raw["edge_instance_types"].items()},
         edge_network=EdgeNetwork(**raw["edge_network"]),
     )
+
+
+_CACHED = load
 
 
 def offered(instance_types: Iterable[str], cloud: str, region: str) -> list[str]:

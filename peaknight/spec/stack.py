@@ -335,6 +335,23 @@ class Router:
 
 
 @dataclass(config=STRICT, kw_only=True)
+class LoadReplay:
+    """Rehearsal only: per model and cluster, a load generator (inference-perf) replays the night's
+    demand curve against the model, so the rehearsal measures what the plan assumed
+    (builders/loadreplay.py; `peaknight calibrate` reads its results)."""
+
+    image: formats.Image = Field(description="the inference-perf image (quay.io/inference-perf/inference-perf, "
+                                 "the release the kit pins: v0.7.0), by digest where the policy asks")
+    step_minutes: int = Field(default=1, ge=1, le=60, description="the curve is replayed as constant-rate stages "
+                              "this long (a ramp becomes steps)")
+    request_tokens: int = Field(default=2000, ge=2, le=1_000_000, description="tokens per request, input plus "
+                                "output, split by the model's inputShare")
+    pod_requests_per_second: float = Field(default=200, gt=0, le=10_000, description="most requests/s one load "
+                                           "pod sends: the Job runs enough pods for the model's peak")
+    results_gib: int = Field(default=10, ge=1, le=1000, description="size of the cluster's results volume")
+
+
+@dataclass(config=STRICT, kw_only=True)
 class StackSpec:
     event: Event
     policy: Policy
@@ -348,3 +365,5 @@ class StackSpec:
     render_directory: Optional[formats.Directory] = Field(default=None, description="GitOps output of pulumi up")
     gitops: Optional[GitOps] = Field(default=None, description="add-ons as Argo CD or Flux objects, not Helm "
                                      "releases; required with renderDirectory")
+    load_replay: Optional[LoadReplay] = Field(default=None, description="rehearsal only: replay the night's "
+                                              "demand curve against each model (inference-perf)")
