@@ -74,15 +74,21 @@ def tokens_per_second(matchers: str) -> str:
     return " or ".join(f"({engine_tokens_per_second(e.metrics, matchers)})" for e in engines.ENGINES.values())
 
 
-def metric_labels(model: Model) -> dict[str, str]:
-    """The labels the HPA's External metric selects the model's series by."""
+def metric_labels(model: Model, plan: ModelPlan) -> dict[str, str]:
+    """The labels the HPA's External metric selects the model's series by. A disaggregated model's
+    tokens are read from its decode servers alone (the Service their monitor scrapes through):
+    every request ends there, counted once with its prompt and its output, while the prefill
+    servers count the prompt again. Both phases scale on that one rate, each against its own
+    group's share of it (the plan's per-group tokens/s of the model's mix)."""
+    if plan.phase:
+        return {"model_name": model.name, "service": f"{model.name}-decode"}
     return {"model_name": model.name}
 
 
-def token_query(scope: Scope, model: Model) -> str:
+def token_query(scope: Scope, model: Model, plan: ModelPlan) -> str:
     """Tokens/s the model serves in this cluster: the HPA's selector plus its namespace, as
     prometheus-adapter fills them in for an External metric (engine counters via ServiceMonitor)."""
-    labels = {**metric_labels(model), "namespace": inference_namespace(scope)}
+    labels = {**metric_labels(model, plan), "namespace": inference_namespace(scope)}
     return tokens_per_second(",".join(f'{k}="{v}"' for k, v in labels.items()))
 
 
@@ -135,9 +141,9 @@ def behavior(scope: Scope, max_replicas: int) -> dict[str, Any]:
     return {"scaleUp": up, "scaleDown": down}
 
 
-def target_ref(service: Unit) -> dict[str, str]:
-    """The workload whose replica count the inference builder hands to the autoscaler."""
-    obj = next(o for o in service.objects if SCALE_TARGET_FIELD in o.ignore_changes)
+def target_ref(service: Unit, name: str) -> dict[str, str]:
+    """The workload `name` whose replica count the inference builder hands to the autoscaler."""
+    obj = next(o for o in service.objects if SCALE_TARGET_FIELD in o.ignore_changes and o.name == name)
     return {"apiVersion": obj.manifest["apiVersion"], "kind": obj.kind, "name": obj.name}
 
 
@@ -166,7 +172,7 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
     floor, ceiling = int(plan.floor_replicas.value), int(plan.max_replicas.value)
     to_zero = bool(scope.policy.scale_to_zero)
     triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": "tokens", "metadata": {
-        "serverAddress": cluster.prometheus_url, "query": token_query(scope, model),
+        "serverAddress": cluster.prometheus_url, "query": token_query(scope, model, plan),
         "threshold": str(int(threshold(scope, plan).value)), "activationThreshold": str(ACTIVATION_TPS),
         # A missing metric (Prometheus answers, but no series: nothing scraped yet at first
         # install, a relabel break) reads as no load: the schedule's floors hold the plan and the
@@ -187,7 +193,7 @@ def scaled_object(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan,
                                              "no load, so the schedule's floors hold")}
     return Obj({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-        "metadata": {**meta(scope, "autoscaler", model.name, inference_namespace(scope)), "annotations": annotations},
+        "metadata": {**meta(scope, "autoscaler", plan.name, inference_namespace(scope)), "annotations": annotations},
         "spec": {
             "scaleTargetRef": target,
             "pollingInterval": POLLING_SECONDS,
@@ -206,26 +212,29 @@ def hpa(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, target: d
     ceiling = int(plan.max_replicas.value)
     floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(scope, model, plan)])
     annotations = {**_annotations(scope, model, plan),
-                   "peaknight.io/query": token_query(scope, model),
+                   "peaknight.io/query": token_query(scope, model, plan),
                    "peaknight.io/limitation": (f"HPA cannot pre-scale on a schedule or scale to zero: minReplicas is "
                                                f"the highest moment floor ({floor}) for the whole night; the External "
                                                f"metric {EXTERNAL_METRIC} comes from prometheus-adapter running the "
                                                "query above")}
     return Obj({
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {**meta(scope, "autoscaler", model.name, inference_namespace(scope)), "annotations": annotations},
+        "metadata": {**meta(scope, "autoscaler", plan.name, inference_namespace(scope)), "annotations": annotations},
         "spec": {
             "scaleTargetRef": target,
             "minReplicas": floor,
             "maxReplicas": ceiling,
             "metrics": [{"type": "External", "external": {
-                "metric": {"name": EXTERNAL_METRIC, "selector": {"matchLabels": metric_labels(model)}},
+                "metric": {"name": EXTERNAL_METRIC, "selector": {"matchLabels": metric_labels(model, plan)}},
                 "target": {"type": "AverageValue", "averageValue": str(int(threshold(scope, plan).value))}}}],
             "behavior": behavior(scope, ceiling),
         },
     })
 
 
-def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, service: Unit) -> Unit:
+def build(scope: Scope, cluster: Cluster, model: Model, workloads: tuple[ModelPlan, ...], service: Unit) -> Unit:
+    """One autoscaler per workload: a disaggregated model's prefill and decode groups each get
+    their own, on the same token rate, so each keeps the ratio the plan sized them at."""
     make = scaled_object if cluster.autoscaler is AutoscalerKind.KEDA else hpa
-    return Unit("Autoscaler", model.name, (make(scope, cluster, model, plan, target_ref(service)),))
+    return Unit("Autoscaler", model.name, tuple(make(scope, cluster, model, plan, target_ref(service, plan.name))
+                                                for plan in workloads))

@@ -2,10 +2,15 @@
 
 Allowed, and nothing else:
 - every pod -> the cluster DNS (kube-dns in kube-system, port 53);
-- the Gateway's Envoy proxies -> each model server's HTTP port (the only way in for clients);
+- the Gateway's Envoy proxies -> each model server's HTTP port (the only way in for clients), or
+  the model's router where it is disaggregated;
 - Prometheus -> the metrics ports it scrapes (the model servers serve /metrics on their HTTP port);
 - the pods of one model <-> each other, where a replica spans nodes (the LeaderWorkerSet group's
-  rendezvous and NCCL traffic use ports the engines choose);
+  rendezvous and NCCL traffic use ports the engines choose) or the model is disaggregated (the
+  decode servers fetch the KV cache from the prefill servers: bootstrap port and transfer side
+  channels);
+- a disaggregated model's router: from the Gateway's Envoy proxies; to its model servers' HTTP
+  port, and to the API server's port (it watches the namespace's pods to find them);
 - the weights staging Jobs -> HTTPS (they download from the model hub);
 - viewers -> each live edge's HTTP port (from its source ranges when it has them); the edge pods
   -> their shields' HTTP port; the shields -> the origins' ports (an origin given by IP address:
@@ -23,6 +28,7 @@ from typing import Any
 from peaknight.addons import releases
 from peaknight.builders import warmup
 from peaknight.builders.cluster_base import gateway_name
+from peaknight.builders import inference
 from peaknight.builders.inference import selector as model_selector
 from peaknight.builders.objects import Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
 from peaknight.edges import live, logs as edge_logs
@@ -41,6 +47,8 @@ OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
 # prometheus-operator labels every Prometheus pod it runs with this name.
 PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
 HTTPS = 443
+# The Kubernetes API server: 443 (EKS, VKE endpoints) or 6443 (kubeadm's default).
+API_SERVER_PORTS = (443, 6443)
 _IN_CLUSTER = re.compile(r"https?://[^./:]+\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?(?::\d+)?(?:/.*)?")
 
 
@@ -86,11 +94,25 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
     objs = _namespace_baseline(spec, ns)
     for model in spec.models:
         pods = {"matchLabels": model_selector(spec, model)}
+        workloads = plan.phases(model.name)
+        disaggregated = len(workloads) > 1
+        router = {"matchLabels": inference.router_selector(spec, model)}
+        # Clients reach a disaggregated model through its router only.
+        front = {"podSelector": router} if disaggregated else gateway
         objs.append(_policy(spec, f"{model.name}-serving", ns, pods,
-                            [{"from": [gateway, _prometheus(cluster)], "ports": _ports(engines.PORT)}], None))
-        if plan.model(model.name).nodes_per_replica > 1:
+                            [{"from": [front, _prometheus(cluster)], "ports": _ports(engines.PORT)}], None))
+        if disaggregated or any(w.nodes_per_replica > 1 for w in workloads):
+            # A group's rendezvous and NCCL, and between prefill and decode servers the KV bootstrap
+            # and transfer side channels: ports the engines choose.
             group = [{"podSelector": pods}]
             objs.append(_policy(spec, f"{model.name}-group", ns, pods, [{"from": group}], [{"to": group}]))
+        if disaggregated:
+            # The router: from the Gateway; to the servers' HTTP port and to the API server (it
+            # watches the namespace's pods; the API server's address is the cluster's, so by port).
+            objs.append(_policy(spec, inference.router_name(model), ns, router,
+                                [{"from": [gateway], "ports": _ports(engines.PORT)}],
+                                [{"to": [{"podSelector": pods}], "ports": _ports(engines.PORT)},
+                                 {"ports": _ports(*API_SERVER_PORTS)}]))
     staging = {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In",
                                      "values": [warmup.staging_name(m) for m in spec.models]}]}
     objs.append(_policy(spec, "weights-download", ns, staging, None, [{"ports": _ports(HTTPS)}]))

@@ -46,16 +46,22 @@ class GpuNodePoolArgs:
 
 @dataclass(frozen=True)
 class InferenceServiceArgs:
-    """One model's servers in one cluster, sized by its plan."""
+    """One model's servers in one cluster, sized by its plan: `plan` is its workload, or, for a
+    disaggregated model, its decode groups, with `prefill` its prefill groups (and a router)."""
 
     scope: Scope
     cluster: Cluster
     model: Model
     plan: ModelPlan
+    prefill: ModelPlan | None = None
+
+    @property
+    def workloads(self) -> tuple[ModelPlan, ...]:
+        return (self.prefill, self.plan) if self.prefill else (self.plan,)
 
     @cached_property
     def unit(self) -> Unit:
-        return inference.build(self.scope, self.cluster, self.model, self.plan)
+        return inference.build(self.scope, self.cluster, self.model, self.plan, self.prefill)
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ class AutoscalerArgs:
     @cached_property
     def unit(self) -> Unit:
         t = self.target
-        return autoscaling.build(self.scope, t.cluster, t.model, t.plan, t.unit)
+        return autoscaling.build(self.scope, t.cluster, t.model, t.workloads, t.unit)
 
 
 @dataclass(frozen=True)
@@ -179,7 +185,8 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
     """The parts of one cluster of the stack, each with its slice of the spec and the plan."""
     services = []
     for model in spec.models:
-        service = InferenceServiceArgs(spec, cluster, model, plan.model(model.name))
+        *prefill, main = plan.phases(model.name)  # (decode, with its prefill) or the one workload
+        service = InferenceServiceArgs(spec, cluster, model, main, prefill[0] if prefill else None)
         services.append((service, AutoscalerArgs(spec, service)))
     kit = ClusterParts(
         base=ClusterBaseArgs(spec, cluster, plan.gateway),

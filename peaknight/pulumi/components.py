@@ -40,6 +40,8 @@ TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
 }
 
 # What a component's objects wait for: the add-on releases that serve their CRDs or metrics APIs
@@ -150,12 +152,13 @@ class Autoscaler(_UnitComponent):
     """The autoscaler of an InferenceService: a KEDA ScaledObject (token rate plus a cron floor per
     moment) or a plain HPA, as the cluster says.
 
-    Outputs: `kind`, `min_replicas`, `max_replicas` as rendered."""
+    Outputs: `kind`, `min_replicas`, `max_replicas` as rendered (of the decode groups' autoscaler
+    for a disaggregated model, whose prefill groups have their own)."""
 
     def __init__(self, name: str, args: parts.AutoscalerArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
         super().__init__("Autoscaler", name, args, opts, prefix, needed_by)
-        (obj,) = self._unit.objects
+        obj = self._unit.objects[-1]
         spec: dict[str, Any] = obj.manifest["spec"]
         keda = obj.kind == "ScaledObject"
         self.kind: pulumi.Output[str] = pulumi.Output.from_input(obj.kind)
