@@ -100,6 +100,10 @@ CASES = {
          "colocated (1 GPUs tp1 dp1 ep1, KV bf16)); found vllm disaggregated",
          "{f}: peaknight:models[1].topology: expected a topology with a dense-8b throughput row on H200-141G (vllm "
          "colocated (1 GPUs tp1 dp1 ep1, KV bf16)); found vllm disaggregated"]),
+    "a model named like another's router": (
+        _set(["peaknight:models", 1, "name"], "chat-router"),
+        ["{f}: peaknight:models[1].name: expected a name no other model's objects use (model 'chat' is "
+         "disaggregated: its workloads and router are named chat-prefill, -decode, -router); found 'chat-router'"]),
     "an engine no row was measured on": (
         _set(["peaknight:models", 2, "engine"], "vllm"),
         ["{f}: peaknight:models[2].topology: expected a topology with a moe-671b throughput row on H100-80G "

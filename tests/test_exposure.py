@@ -99,13 +99,18 @@ def test_every_kit_namespace_denies_by_default_and_resolves_names_only_through_k
         assert not allowed(policies, stray, Pod("default"), 443)
 
 
-def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
-    spec, manifests = broadcast
-    policies = _of(manifests, "NetworkPolicy")
+def _callers(spec) -> tuple[str, Pod, Pod]:
+    """The inference namespace, the Gateway's Envoy pod and Prometheus."""
     ns = inference_namespace(spec)
     envoy = Pod("envoy-gateway-system", {network.OWNING_GATEWAY: f"{spec.event.name}-gateway",
                                          network.OWNING_GATEWAY_NAMESPACE: ns})
-    prometheus = Pod("monitoring", network.PROMETHEUS_POD)
+    return ns, envoy, Pod("monitoring", network.PROMETHEUS_POD)
+
+
+def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
+    spec, manifests = broadcast
+    policies = _of(manifests, "NetworkPolicy")
+    ns, envoy, prometheus = _callers(spec)
     for kind, name in (("Deployment", "greetings"),):
         server = Pod(ns, _pod_labels(manifests, kind, name))
         assert allowed(policies, envoy, server, engines.PORT)
@@ -125,10 +130,7 @@ def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
 def test_a_disaggregated_model_is_reached_through_its_router_and_sends_its_kv_cache_across(broadcast):
     spec, manifests = broadcast
     policies = _of(manifests, "NetworkPolicy")
-    ns = inference_namespace(spec)
-    envoy = Pod("envoy-gateway-system", {network.OWNING_GATEWAY: f"{spec.event.name}-gateway",
-                                         network.OWNING_GATEWAY_NAMESPACE: ns})
-    prometheus = Pod("monitoring", network.PROMETHEUS_POD)
+    ns, envoy, prometheus = _callers(spec)
     router = Pod(ns, _pod_labels(manifests, "Deployment", "chat-router"))
     prefill = Pod(ns, _pod_labels(manifests, "LeaderWorkerSet", "chat-prefill"))
     decode = Pod(ns, _pod_labels(manifests, "LeaderWorkerSet", "chat-decode"))

@@ -169,9 +169,10 @@ def test_prefill_and_decode_groups_render_the_rows_topology(bj01):
     prefill, decode = objs[("LeaderWorkerSet", "chat-prefill")], objs[("LeaderWorkerSet", "chat-decode")]
     assert prefill["spec"]["leaderWorkerTemplate"]["size"] == 4 and decode["spec"]["leaderWorkerTemplate"]["size"] == 16
     p, d = _command(prefill), _command(decode, "workerTemplate")
-    # sglang 0.5.4 server_args.py: --tp/--dp/--enable-dp-attention/--ep/--moe-a2a-backend, and
+    # sglang 0.5.4 server_args.py: --tp/--dp-size/--enable-dp-attention/--ep/--moe-a2a-backend (none on
+    # EFA: DeepEP's internode kernels need IBGDA, deepseek-ai/DeepEP#369), and
     # _handle_disaggregation: a prefill server told the decode tp/dp, round-robin with decode dp > 1.
-    for flags in (["--tp", "32"], ["--dp-size", "32"], ["--enable-dp-attention"], ["--ep", "32"], ["--moe-a2a-backend", "deepep"],
+    for flags in (["--tp", "32"], ["--dp-size", "32"], ["--enable-dp-attention"], ["--ep", "32"], ["--moe-a2a-backend", "none"],
                   ["--disaggregation-mode", "prefill"], ["--disaggregation-transfer-backend", "nixl"],
                   ["--disaggregation-bootstrap-port", "8998"], ["--disaggregation-decode-tp", "128"],
                   ["--disaggregation-decode-dp", "128"], ["--load-balance-method", "round_robin"],
@@ -241,3 +242,17 @@ def test_each_group_scales_on_the_decode_servers_token_rate_against_its_own_capa
         assert trigger["threshold"] == str(math.floor(plan.model(f"chat-{phase}").replica_tps.value * 0.85))
         assert so["maxReplicaCount"] == int(plan.model(f"chat-{phase}").max_replicas.value)
     assert ("PodDisruptionBudget", "chat-prefill") in objs and ("PodDisruptionBudget", "chat-decode") in objs
+
+
+def test_without_efa_the_kv_cache_goes_over_mooncake_and_experts_over_deepep():
+    """gala-vke's H20 nodes list no interconnect: SGLang's defaults, as Ant Group's deployment ran."""
+    objects = event.build(config.load_stack("gala-vke").spec)
+    objs = {(o.kind, o.name): o.manifest for u in objects.clusters[0].units for o in u.objects}
+    decode = _command(objs[("LeaderWorkerSet", "chat-decode")])
+    i = decode.index("--moe-a2a-backend")
+    assert decode[i + 1] == "deepep" and decode[decode.index("--disaggregation-transfer-backend") + 1] == "mooncake"
+    assert decode[decode.index("--kv-cache-dtype") + 1] == "fp8_e4m3"      # the row was measured with an FP8 KV cache
+    prefill = objs[("Deployment", "chat-prefill")]                          # one H20 node: TP8, no DP attention
+    cmd = prefill["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[cmd.index("--tp") + 1] == "8" and "--enable-dp-attention" not in cmd
+    assert cmd[cmd.index("--disaggregation-decode-dp") + 1] == "16"

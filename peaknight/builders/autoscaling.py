@@ -89,7 +89,8 @@ def token_query(scope: Scope, model: Model, plan: ModelPlan) -> str:
     """Tokens/s the model serves in this cluster: the HPA's selector plus its namespace, as
     prometheus-adapter fills them in for an External metric (engine counters via ServiceMonitor)."""
     labels = {**metric_labels(model, plan), "namespace": inference_namespace(scope)}
-    return tokens_per_second(",".join(f'{k}="{v}"' for k, v in labels.items()))
+    # By key, as prometheus-adapter writes <<.LabelMatchers>> (a label selector's String() sorts them).
+    return tokens_per_second(",".join(f'{k}="{v}"' for k, v in sorted(labels.items())))
 
 
 def threshold(scope: Scope, plan: ModelPlan) -> Figure:

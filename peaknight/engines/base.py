@@ -49,6 +49,7 @@ class Topology:
     phase: str = ""                               # "", "prefill" or "decode"
     serving: ServingTopology | None = None
     kv_transfer: str = "mooncake"                 # disaggregated: the KV transfer backend (profiles interconnect)
+    moe_a2a: str = "deepep"                       # expert parallelism's all-to-all over that interconnect
 
     @property
     def group(self) -> Group | None:

@@ -23,7 +23,8 @@ Sources, read in the sglang 0.5.4 wheel:
   the other), with decode dp > 1 `--prefill-round-robin-balance` on decode and
   `--load-balance-method round_robin` on prefill (or decode refuses to start); `--dp-size` with
   `--enable-dp-attention` (attention per rank, so the MLA KV cache is not replicated over tp);
-  `--ep` and `--moe-a2a-backend deepep` (which sets ep = tp); `--kv-cache-dtype` (auto, fp8_e5m2,
+  `--ep` and `--moe-a2a-backend` (choices none, deepep, mooncake; deepep sets ep = tp; the
+  instance catalog's interconnect says which: DeepEP needs IBGDA, which EFA lacks, DeepEP#369); `--kv-cache-dtype` (auto, fp8_e5m2,
   fp8_e4m3, bf16); `--mem-fraction-static`: the fraction for weights and the KV-cache pool.
   sglang/srt/disaggregation/common/conn.py: a multi-node prefill group registers with the
   bootstrap server at its --dist-init-addr host; the KV transfer side channels are ZMQ sockets on
@@ -90,7 +91,7 @@ class Sglang(ServingEngine):
         if group and group.dp > 1:
             cmd += ["--dp-size", str(group.dp), "--enable-dp-attention"]
         if group and group.ep > 1:
-            cmd += ["--ep", str(group.ep), "--moe-a2a-backend", "deepep"]
+            cmd += ["--ep", str(group.ep), "--moe-a2a-backend", topology.moe_a2a]
         if topology.phase:
             cmd += self._disaggregation(topology)
         if topology.spans_nodes:

@@ -69,8 +69,10 @@ class ModelPlan:
     @property
     def topology(self) -> Topology:
         """How one replica sits on the pool's nodes: what its engine's command line is built for."""
+        net = self.interconnect
         return Topology(self.gpus_per_replica, self.gpus_per_node, self.phase, self.serving,
-                        self.interconnect.kv_transfer if self.interconnect else profiles.Interconnect.kv_transfer)
+                        net.kv_transfer if net else profiles.Interconnect.kv_transfer,
+                        net.moe_a2a if net else profiles.Interconnect.moe_a2a)
 
     def replicas_for(self, moment: str) -> int:
         return int(dict(self.moment_replicas)[moment].value)

@@ -39,8 +39,8 @@ def kv_bytes_per_token(cls: profiles.ModelClass, group: profiles.Group, kv_dtype
     """KV-cache bytes one GPU holds per token of a request its rank attends."""
     arch, size = cls.architecture, profiles.KV_BYTES[kv_dtype]
     if arch.mla_dims:
-        value = arch.layers * arch.mla_dims * size
-        return Figure(value, f"MLA {arch.layers} layers x {arch.mla_dims} x {size} B ({kv_dtype}) = {value / 1024:,.1f} KiB, "
+        mla = float(arch.layers * arch.mla_dims * size)
+        return Figure(mla, f"MLA {arch.layers} layers x {arch.mla_dims} x {size} B ({kv_dtype}) = {mla / 1024:,.1f} KiB, "
                              f"on every GPU of the attending rank")
     shards = min(group.tp // group.dp, arch.kv_heads)
     value = 2 * arch.layers * arch.kv_heads * arch.head_dim * size / shards

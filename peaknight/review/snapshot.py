@@ -32,18 +32,16 @@ def snapshot(stack: str) -> dict[str, Any]:
     models: dict[str, dict[str, Any]] = {}
     for cluster in objects.plan.clusters:
         for m in cluster.models:
-            row = models.setdefault(m.model, {"replicas": 0, "floor": 0, "gpus": 0, "nodes": 0, "capacity_tpm": 0.0,
+            # Per workload (a disaggregated model's prefill and decode groups each), as `plan` and
+            # `simulate` report them; a workload's name is its model's where it is the only one.
+            row = models.setdefault(getattr(m, "name", m.model), {"replicas": 0, "floor": 0, "gpus": 0, "nodes": 0, "capacity_tpm": 0.0,
                                               "forecast_tpm": 0.0, "moments": {}})
             for key, fig in (("replicas", m.replicas), ("floor", m.floor_replicas), ("gpus", m.gpus), ("nodes", m.nodes)):
                 row[key] += int(fig.value)
+            row["capacity_tpm"] += m.capacity_tps.value * 60
+            row["forecast_tpm"] += m.demand_tps.value * 60
             for name, fig in m.moment_replicas:
                 row["moments"][name] = row["moments"].get(name, 0) + int(fig.value)
-        # Revisions before disaggregated models had one plan per model: its own rates.
-        rates = (cluster.model_rates() if hasattr(cluster, "model_rates")
-                 else {m.model: (m.demand_tps.value, m.capacity_tps.value) for m in cluster.models})
-        for name, (demand, capacity) in rates.items():
-            models[name]["capacity_tpm"] += capacity * 60
-            models[name]["forecast_tpm"] += demand * 60
     return {
         "objects": {c.cluster.name: {o.key: o.manifest for u in c.units for o in u.objects} for c in objects.clusters},
         "cloud": _cloud(objects),

@@ -27,7 +27,7 @@ from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
 from peaknight.spec import profiles
-from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
+from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, ServingMode, Stage, StackSpec
 
 NAMESPACE = "peaknight"
 KUBECONFIG_PREFIX = "kubeconfig-"
@@ -458,6 +458,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
 
     pools = {p.name: p for p in spec.gpu_pools}
     yield from _duplicates(spec.models, "models", source)
+    yield from _workload_names(spec, P)
     for i, model in enumerate(spec.models):
         yield from _check_model(i, model, pools, spec, P)
         yield from _check_auth(i, model, spec, P)
@@ -486,6 +487,19 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         elif schemes[0] == "http" and (edge.origin_server_name or edge.origin_ca_secret):
             key = "originServerName" if edge.origin_server_name else "originCaSecret"
             yield P(f"edges[{i}].{key}", "https origins for a TLS setting", "http origins")
+
+
+def _workload_names(spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """A disaggregated model's workloads and router are named `<model>-prefill`, `-decode` and
+    `-router` (Deployments, LeaderWorkerSets, Services): another model of that name would be the
+    same object."""
+    owner = {f"{m.name}-{part}": m.name for m in spec.models if m.topology is ServingMode.DISAGGREGATED
+             for part in ("prefill", "decode", "router")}
+    for i, m in enumerate(spec.models):
+        if m.name in owner:
+            yield P(f"models[{i}].name", f"a name no other model's objects use (model '{owner[m.name]}' is "
+                    f"disaggregated: its workloads and router are named {owner[m.name]}-prefill, -decode, -router)",
+                    f"'{m.name}'")
 
 
 def _check_auth(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Problem]:

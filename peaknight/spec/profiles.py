@@ -21,6 +21,7 @@ class Interconnect:
     devices: int        # how many one node brings
     network_key: str    # node label: equal values are one network domain
     kv_transfer: str = "mooncake"  # the SGLang KV transfer backend over it (--disaggregation-transfer-backend)
+    moe_a2a: str = "deepep"        # the expert-parallel all-to-all over it (--moe-a2a-backend; none: NCCL)
 
 
 @dataclass(frozen=True)
