@@ -38,21 +38,24 @@ def test_every_autoscaler_and_warm_gate_object_validates(built):
 
 def test_targets_deployment_or_leaderworkerset(built):
     units = _units(built["broadcast"], "gala-bj-01", "Autoscaler")
-    assert units["chat"].objects[0].manifest["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1", "kind": "Deployment", "name": "chat"}
-    assert units["deep-think"].objects[0].manifest["spec"]["scaleTargetRef"] == {
-        "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "deep-think"}
+    assert units["greetings"].objects[0].manifest["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "greetings"}
+    # A disaggregated model: one autoscaler per group kind, each on its own LeaderWorkerSet.
+    assert [o.manifest["spec"]["scaleTargetRef"] for o in units["deep-think"].objects] == [
+        {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": f"deep-think-{phase}"}
+        for phase in ("prefill", "decode")]
 
 
 def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     objects = built["broadcast"]
-    spec, plan = objects.spec, objects.plan.cluster("gala-bj-01").model("chat")
-    so = _units(objects, "gala-bj-01", "Autoscaler")["chat"].objects[0].manifest["spec"]
+    spec, plan = objects.spec, objects.plan.cluster("gala-bj-01").model("chat-decode")
+    so = _units(objects, "gala-bj-01", "Autoscaler")["chat"].objects[1].manifest["spec"]
     # Burst above the plan: ceil(peak x models[].burst), and the pool's GPU limit holds it.
     assert so["minReplicaCount"] == plan.floor_replicas.value
     assert so["maxReplicaCount"] == math.ceil(plan.replicas.value * 1.25) > plan.replicas.value
     pool = objects.plan.cluster("gala-bj-01").pool("h200")
-    assert pool.gpu_limit.value >= (pool.nodes.value + so["maxReplicaCount"] - plan.replicas.value) * 8
+    burst_nodes = (so["maxReplicaCount"] - plan.replicas.value) * plan.nodes_per_replica
+    assert pool.gpu_limit.value >= (pool.nodes.value + burst_nodes) * 8
     prom, queue, kv, *crons = so["triggers"]
     assert prom["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85))
     # What saturates first: waiting requests against the queue one replica clears within the TTFT
@@ -87,21 +90,22 @@ def test_a_missing_metric_and_a_failing_prometheus_get_different_answers(built, 
     a jump to the peak."""
     objects = built[stack]
     cluster = objects.spec.clusters[0].name
-    for name, unit in _units(objects, cluster, "Autoscaler").items():
-        so = unit.objects[0].manifest["spec"]
-        if unit.objects[0].kind != "ScaledObject":
+    for obj in (o for unit in _units(objects, cluster, "Autoscaler").values() for o in unit.objects):
+        so = obj.manifest["spec"]
+        if obj.kind != "ScaledObject":
             continue
-        plan = objects.plan.cluster(cluster).model(name)
+        plan = objects.plan.cluster(cluster).model(obj.name)
         assert so["triggers"][0]["metadata"]["ignoreNullValues"] == "true"
         assert so["fallback"] == {"failureThreshold": 3, "replicas": int(plan.floor_replicas.value),
                                   "behavior": "currentReplicasIfHigher"}
-        assert so["fallback"]["replicas"] < plan.replicas.value
+        # Never the peak, unless the baseline already needs the peak's groups (one decode group).
+        assert so["fallback"]["replicas"] < plan.replicas.value or plan.floor_replicas.value == plan.replicas.value
 
 
 def test_lead_is_cold_only_when_a_moment_needs_new_nodes(built):
     spec = built["rehearsal"].spec
     model = next(m for m in spec.models if m.name == "chat")
-    plan = built["rehearsal"].plan.cluster("reh-bj-01").model("chat")
+    plan = built["rehearsal"].plan.cluster("reh-bj-01").model("chat-prefill")
     leads = {name: lead.value for name, _, _, _, lead in autoscaling.moment_floors(spec, model, plan)}
     # Cold: node batch + ready + driver + image pull + node-cache fill (policy.weightsFillMinutes) + load.
     assert startup.ready_seconds(spec.policy, model, warm=False).value == 10 + 110 + 0 + 20 * 27 + 60 * 60 + 480
@@ -121,8 +125,8 @@ def test_rehearsal_scales_to_zero_outside_a_window_cron(built):
 
 def test_hpa_cluster_holds_the_highest_moment_floor(built):
     objects = built["rehearsal"]
-    plan = objects.plan.cluster("reh-hk-01").model("chat")
-    hpa = _units(objects, "reh-hk-01", "Autoscaler")["chat"].objects[0].manifest
+    plan = objects.plan.cluster("reh-hk-01").model("chat-decode")
+    hpa = _units(objects, "reh-hk-01", "Autoscaler")["chat"].objects[1].manifest
     assert hpa["kind"] == "HorizontalPodAutoscaler"
     assert hpa["spec"]["minReplicas"] == max(plan.replicas_for(m.name) for m in objects.spec.event.moments)
     assert "cannot pre-scale" in hpa["metadata"]["annotations"]["peaknight.io/limitation"]

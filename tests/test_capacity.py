@@ -19,12 +19,17 @@ def broadcast():
 
 
 def test_replica_throughput_mixes_prefill_and_decode_by_input_share(broadcast):
-    chat = next(m for m in broadcast.models if m.name == "chat")
-    pool = next(p for p in broadcast.gpu_pools if p.name == chat.pool)
-    # By hand: 1 / (0.75 / 73,700 + 0.25 / 21,170) = 1 / (1.01764e-5 + 1.18092e-5) = 45,484.4 tok/s per 8xH200.
-    figure = capacity.replica_tps(chat, pool)
-    assert figure.value == pytest.approx(45_484.4, rel=1e-5)
-    assert "DeepSeek open-infra-index Day 6" in figure.why
+    greetings = next(m for m in broadcast.models if m.name == "greetings")
+    pool = next(p for p in broadcast.gpu_pools if p.name == greetings.pool)   # H100 or H200: the slower
+    # H100: prefill 20,400; decode min(5,103, memory bound): (79.6 GiB x 0.92 - 9 GiB) / (2 x 36 x 8 x
+    # 128 x 2 B) = 467,723 tokens / (2,048 + 128/2) = 221 concurrent / 0.05 s = 4,420 tok/s.
+    tokens = int((79.6 * 0.92 - 9) * 2**30 // (2 * 36 * 8 * 128 * 2))
+    decode = (tokens // 2112) / 0.05
+    assert decode == 4_420
+    # By hand: 1 / (0.6 / 20,400 + 0.4 / 4,420) = 8,340.3 tok/s per 1xH100 (the H200 is faster).
+    figure = capacity.replica_tps(greetings, pool, broadcast.slo.itl_p99_seconds)
+    assert figure.value == pytest.approx(1 / (0.6 / 20_400 + 0.4 / decode)) == pytest.approx(8_340.3, rel=1e-4)
+    assert "MLPerf v5.1" in figure.why and "bound by KV-cache memory" in figure.why
 
 
 def test_the_63_3_billion_tokens_per_minute_peak_on_a_published_figure(broadcast):
@@ -71,15 +76,17 @@ def test_nodes_gpus_and_pool_limits_follow_the_replicas(broadcast):
     greetings = cluster.model("greetings")   # 1 GPU per replica, 8 per node, spread over 3 zones
     per_zone = zone_split(int(greetings.replicas.value), 3)
     assert greetings.nodes.value == sum(math.ceil(z / 8) for z in per_zone)
-    deep = cluster.model("deep-think")       # 16 GPUs per replica on 8-GPU nodes: 2 nodes each
-    assert deep.nodes_per_replica == 2 and deep.nodes.value == 2 * deep.replicas.value
-    assert deep.gpus.value == 16 * deep.replicas.value
+    # deep-think is disaggregated: prefill groups of 32 GPUs (4 nodes), decode groups of 128 (16 nodes).
+    prefill, decode = cluster.model("deep-think-prefill"), cluster.model("deep-think-decode")
+    assert (prefill.nodes_per_replica, decode.nodes_per_replica) == (4, 16)
+    assert prefill.nodes.value == 4 * prefill.replicas.value and decode.nodes.value == 16 * decode.replicas.value
+    assert decode.gpus.value == 128 * decode.replicas.value
     h100 = cluster.pool("h100")
-    # Room above the plan for the larger of the burst (ceil(peak x 1.25) - peak groups of 2 nodes)
-    # and one surge replica's nodes for a rollout.
-    burst_nodes = (math.ceil(deep.replicas.value * 1.25) - deep.replicas.value) * 2
-    assert deep.max_replicas.value == math.ceil(deep.replicas.value * 1.25)
-    assert h100.gpu_limit.value == (deep.nodes.value + max(burst_nodes, 2)) * 8
+    # Room above the plan for the larger of the burst (ceil(peak x 1.25) - peak groups of their
+    # nodes) and each workload's surge groups for a rollout.
+    burst = sum((math.ceil(m.replicas.value * 1.25) - m.replicas.value) * m.nodes_per_replica for m in (prefill, decode))
+    surge = sum(m.surge.value * m.nodes_per_replica for m in (prefill, decode))
+    assert h100.gpu_limit.value == (prefill.nodes.value + decode.nodes.value + max(burst, surge)) * 8
 
 
 def test_single_sku_pool_is_warned_about_per_region(broadcast):
@@ -113,12 +120,13 @@ def test_a_plan_beyond_the_envelope_is_an_error_naming_cluster_and_excess(broadc
 
 
 def test_a_pool_cap_is_part_of_the_envelope(tmp_path):
-    # deep-think: 116 replicas x 2 nodes + max(29 burst groups x 2, 2 surge) = 290 nodes x 8 GPUs = 2,320.
+    # deep-think: 42 prefill groups x 4 nodes + 11 decode groups x 16 + max(11 x 4 + 3 x 16 burst,
+    # 4 x 4 + 1 x 16 surge) = 436 nodes x 8 GPUs = 3,488.
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:gpuPools"][2].update(maxGpusPerCluster=1000))
     with pytest.raises(capacity.EnvelopeError) as err:
         capacity.plan(config.load_stack(str(path)).spec)
-    assert err.value.problems == ["cluster '%s': pool 'h100' needs 2,320 GPUs, its maxGpusPerCluster is 1,000: "
-                                  "over by 1,320" % c for c in
+    assert err.value.problems == ["cluster '%s': pool 'h100' needs 3,488 GPUs, its maxGpusPerCluster is 1,000: "
+                                  "over by 2,488" % c for c in
                                   [f"gala-{r}-{i:02d}" for r, n in (("bj", 6), ("nx", 6), ("hk", 4))
                                    for i in range(1, n + 1)]]
 
@@ -134,8 +142,8 @@ def test_plan_command_prints_the_table_and_exits_0(capsys):
     assert cli.main(["plan", "broadcast", "--explain"]) == 0
     out = capsys.readouterr().out
     assert "all models and edges covered" in out
-    assert "gala-bj-01  chat" in out
-    assert "peak: ceil(65,937,500 x headroom 1.05 / (45,484 x util 0.85)) = 1791; +896 so that 1791 survive losing 1 of 3 zones" in out
+    assert "gala-bj-01  chat-prefill" in out
+    assert "peak: ceil(65,937,500 x headroom 1.05 / (343,540 x util 0.85)) = 238; +119 so that 238 survive losing 1 of 3 zones" in out
 
 
 def test_a_full_rollout_finishes_within_the_policy_hours(broadcast):
@@ -147,18 +155,19 @@ def test_a_full_rollout_finishes_within_the_policy_hours(broadcast):
     cluster = objs.clusters[0]
     plan = objs.plan.cluster(cluster.cluster.name)
     for model in broadcast.models:
-        m = plan.model(model.name)
-        first = ready_seconds(broadcast.policy, model, warm=False).value + 300
-        wave = ready_seconds(broadcast.policy, model, warm=True).value + 300
-        waves = math.ceil(m.replicas.value / m.surge.value)
-        assert m.rollout.value == first + (waves - 1) * wave <= 3 * 3600
-        # One wave fewer would not fit: the surge is the smallest that finishes in time.
-        assert m.surge.value == 1 or first + math.ceil(m.replicas.value / (m.surge.value - 1) - 1) * wave > 3 * 3600
-    units = {u.name: u for u in cluster.units if u.component == "InferenceService"}
-    chat = next(o for o in units["chat"].objects if o.kind == "Deployment").manifest["spec"]["strategy"]
-    assert chat["rollingUpdate"] == {"maxSurge": int(plan.model("chat").surge.value), "maxUnavailable": 0}
-    lws = next(o for o in units["deep-think"].objects if o.kind == "LeaderWorkerSet").manifest["spec"]
-    assert lws["rolloutStrategy"]["rollingUpdateConfiguration"]["maxSurge"] == int(plan.model("deep-think").surge.value)
+        for m in plan.phases(model.name):
+            first = ready_seconds(broadcast.policy, model, warm=False).value + 300
+            wave = ready_seconds(broadcast.policy, model, warm=True).value + 300
+            waves = math.ceil(m.replicas.value / m.surge.value)
+            assert m.rollout.value == first + (waves - 1) * wave <= 3 * 3600
+            # One wave fewer would not fit: the surge is the smallest that finishes in time.
+            assert m.surge.value == 1 or first + math.ceil(m.replicas.value / (m.surge.value - 1) - 1) * wave > 3 * 3600
+    objects = {(o.kind, o.name): o.manifest for u in cluster.units for o in u.objects}
+    greetings = objects[("Deployment", "greetings")]["spec"]["strategy"]
+    assert greetings["rollingUpdate"] == {"maxSurge": int(plan.model("greetings").surge.value), "maxUnavailable": 0}
+    for name in ("chat-prefill", "chat-decode", "deep-think-prefill", "deep-think-decode"):
+        lws = objects[("LeaderWorkerSet", name)]["spec"]
+        assert lws["rolloutStrategy"]["rollingUpdateConfiguration"]["maxSurge"] == int(plan.model(name).surge.value)
 
 
 def test_a_rollout_that_cannot_finish_in_time_is_reported(tmp_path, capsys):
@@ -167,5 +176,5 @@ def test_a_rollout_that_cannot_finish_in_time_is_reported(tmp_path, capsys):
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:policy"].update(rolloutHours=0.25), "rehearsal")
     assert cli.main(["plan", str(path)]) == 0
     out = capsys.readouterr().err  # warnings go to stderr
-    assert ("warning: cluster 'reh-bj-01': a rolling update of 'chat' takes 1.4 h (1 waves of 69: 5040 s + 0 x "
+    assert ("warning: cluster 'reh-bj-01': a rolling update of 'chat-prefill' takes 1.4 h (1 waves of 19: 5040 s + 0 x "
             "780 s = 5040 s), over policy.rolloutHours 0.25") in out

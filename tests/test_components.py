@@ -78,7 +78,7 @@ def test_gpu_node_pool(rehearsal):
                                                                   "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"}
 
 
-@pytest.mark.parametrize("model,kind", [("chat", "Deployment"), ("deep-think", "LeaderWorkerSet")])
+@pytest.mark.parametrize("model,kind", [("greetings", "Deployment"), ("deep-think", "LeaderWorkerSet")])
 def test_inference_service(rehearsal, model, kind):
     spec, plan = rehearsal
     args = next(s for s, _ in parts_of(spec, plan, "reh-bj-01").services if s.model.name == model)
@@ -103,9 +103,10 @@ def test_autoscaler(rehearsal, cluster, kind, low, high):
         "kind": (c := pk.Autoscaler("chat", args, pulumi.ResourceOptions(provider=p))).kind,
         "min": c.min_replicas, "max": c.max_replicas})
     assert_registers_its_unit(mocks, "chat", args.unit, "chat")
-    (obj,) = args.unit.objects
-    assert obj.manifest["spec"]["scaleTargetRef"]["name"] == "chat"
-    assert out == {"kind": kind, "min": obj.manifest["spec"][low], "max": obj.manifest["spec"][high]}
+    # chat is disaggregated: one autoscaler per group kind; the component reports the decode groups'.
+    prefill, decode = args.unit.objects
+    assert [o.manifest["spec"]["scaleTargetRef"]["name"] for o in (prefill, decode)] == ["chat-prefill", "chat-decode"]
+    assert out == {"kind": kind, "min": decode.manifest["spec"][low], "max": decode.manifest["spec"][high]}
 
 
 def test_live_edge(rehearsal):

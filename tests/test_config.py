@@ -91,9 +91,24 @@ CASES = {
         _rename(["peaknight:models", 1], "peakTokensPerMinute", "peakTokensPerMinue"),
         ["{f}: peaknight:models[1].peakTokensPerMinute: expected this required key; found nothing",
          "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (auth, burst, engine, image, inputShare, "
-         "maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, prefixCacheHitRate, weights, "
-         "weightsRevision); found an "
+         "maxModelLen, maxReplicasPerCluster, meanContextTokens, modelClass, name, peakTokensPerMinute, pool, "
+         "prefixCacheHitRate, topology, weights, weightsRevision); found an "
          "unknown key (did you mean 'peakTokensPerMinute'?)"]),
+    "disaggregated vLLM": (
+        _set(["peaknight:models", 1, "topology"], "disaggregated"),
+        ["{f}: peaknight:models[1].topology: expected a topology with a dense-8b throughput row on H100-80G (vllm "
+         "colocated (1 GPUs tp1 dp1 ep1, KV bf16)); found vllm disaggregated",
+         "{f}: peaknight:models[1].topology: expected a topology with a dense-8b throughput row on H200-141G (vllm "
+         "colocated (1 GPUs tp1 dp1 ep1, KV bf16)); found vllm disaggregated"]),
+    "a model named like another's router": (
+        _set(["peaknight:models", 1, "name"], "chat-router"),
+        ["{f}: peaknight:models[1].name: expected a name no other model's objects use (model 'chat' is "
+         "disaggregated: its workloads and router are named chat-prefill, -decode, -router); found 'chat-router'"]),
+    "an engine no row was measured on": (
+        _set(["peaknight:models", 2, "engine"], "vllm"),
+        ["{f}: peaknight:models[2].topology: expected a topology with a moe-671b throughput row on H100-80G "
+         "(sglang disaggregated (prefill 32 GPUs tp32 dp32 ep32, decode 128 GPUs tp128 dp128 ep128, KV bf16); "
+         "sglang colocated (16 GPUs tp16 dp1 ep1, KV bf16)); found vllm disaggregated"]),
     "enum value misspelt": (
         _set(["peaknight:models", 1, "engine"], "vlm"),
         ["{f}: peaknight:models[1].engine: expected one of vllm, sglang; found 'vlm' (did you mean 'vllm'?)"]),

@@ -57,20 +57,23 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == f"peaknight diff stacks/Pulumi.broadcast.yaml: HEAD -> working tree ({repo})"
-    # Manifests: each model's autoscaler gains the round's cron floor, in every cluster; nothing else.
-    assert "objects: 0 added, 0 removed, 48 changed (over 16 clusters)" in lines
-    for model in ("chat", "greetings", "deep-think"):
-        block = out.split(f"~ ScaledObject gala-2026-inference/{model}  [all 16 clusters]\n")[1]
+    # Manifests: each workload's autoscaler gains the round's cron floor, in every cluster; nothing
+    # else (chat and deep-think are disaggregated: prefill and decode groups each have one).
+    workloads = ("chat-prefill", "chat-decode", "greetings", "deep-think-prefill", "deep-think-decode")
+    assert f"objects: 0 added, 0 removed, {16 * len(workloads)} changed (over 16 clusters)" in lines
+    for name in workloads:
+        block = out.split(f"~ ScaledObject gala-2026-inference/{name}  [all 16 clusters]\n")[1]
         assert block.splitlines()[1].strip().startswith("+ spec.triggers[red-packet-4]: ")
     # Capacity: the pre-scale for the new round, as the plan of the changed stack has it.
     plan = capacity.plan(config.load_stack(str(stack)).spec)
-    for model in ("chat", "greetings", "deep-think"):
-        replicas = sum(c.model(model).replicas_for("red-packet-4") for c in plan.clusters)
-        block = out.split(f"\n  {model}:\n")[1]
+    for name in workloads:
+        replicas = sum(c.model(name).replicas_for("red-packet-4") for c in plan.clusters)
+        block = out.split(f"\n  {name}:\n")[1]
         assert f"    pre-scale replicas: red-packet-4 none -> {replicas:,}" in block.splitlines()
-    assert "  node pool GPU limits: 500,736 (unchanged)" in lines
+    limits = sum(int(p.gpu_limit.value) for c in plan.clusters for p in c.pools)
+    assert f"  node pool GPU limits: {limits:,} (unchanged)" in lines
     # The simulated night: more demand, served (unmet stays 0), more GPU-hours for a perfect scaler.
-    chat = out.split("\n  chat:\n")[1].splitlines()
+    chat = out.split("\n  chat-decode:\n")[1].splitlines()
     night = next(i for i, line in enumerate(chat) if line.startswith("    simulated night: "))
     assert chat[night].startswith("    simulated night: unmet tokens: 0.000% (unchanged); GPU-hours: ")
     assert chat[night + 1].startswith("      oracle GPU-hours: ") and "(+" in chat[night + 1]
@@ -129,7 +132,7 @@ def test_raising_one_models_peak_reads_in_one_screen(repo: Path, capsys: pytest.
     assert f"GPUs: {int(total(before, 'gpus')):,} -> {int(total(after, 'gpus')):,} (+" in screen
     assert f"nodes: {int(total(before, 'nodes')):,} -> {int(total(after, 'nodes')):,} (+" in screen
     assert "    simulated night: unmet tokens: 0.000% (unchanged); GPU-hours: " in screen
-    assert next(line for line in lines if line.startswith("  unchanged: ")).startswith("  unchanged: chat (")
+    assert next(line for line in lines if line.startswith("  unchanged: ")).startswith("  unchanged: chat-decode (")
     # once, for all 16 clusters, the cluster's name in the alert text standing for each
     assert lines.count("  ~ PrometheusRule gala-2026-monitoring/rules-greetings  [all 16 clusters]") == 1
     assert sum("rules-greetings" in line for line in lines) == 1

@@ -130,13 +130,21 @@ def test_an_uneven_split_is_unservable_by_every_engine(engine):
     assert not any(ENGINES[engine].cannot_serve(t) for t in (SINGLE, SHARED_NODE, TWO_NODES))
 
 
+def _with_vllm_rows(monkeypatch, gpus: int) -> None:
+    """A profile in which moe-671b on H100 was also measured colocated on vLLM, `gpus` GPUs per replica."""
+    table = profiles.load()
+    row = table.throughput[profiles.row_key("moe-671b", "H100-80G", "sglang", "colocated")]
+    rows = {}
+    for engine in ("sglang", "vllm"):
+        topology = dataclasses.replace(row.topology, engine=engine, serve=profiles.Group(gpus, gpus, 1, 1))
+        rows[profiles.row_key("moe-671b", "H100-80G", engine, "colocated")] = dataclasses.replace(row, topology=topology)
+    monkeypatch.setattr(profiles, "load", lambda: dataclasses.replace(table, throughput={**table.throughput, **rows}))
+
+
 @pytest.fixture
 def twenty_gpu_h100_replicas(monkeypatch):
-    """A profile in which moe-671b on H100 needs 20 GPUs: three 8-GPU nodes that cannot split it."""
-    table = profiles.load()
-    row = dataclasses.replace(table.throughput[("moe-671b", "H100-80G")], gpus_per_replica=20)
-    patched = dataclasses.replace(table, throughput={**table.throughput, ("moe-671b", "H100-80G"): row})
-    monkeypatch.setattr(profiles, "load", lambda: patched)
+    """moe-671b on H100 colocated needs 20 GPUs: three 8-GPU nodes that cannot split it."""
+    _with_vllm_rows(monkeypatch, 20)
 
 
 @pytest.mark.parametrize("engine, reason", [
@@ -147,15 +155,16 @@ def twenty_gpu_h100_replicas(monkeypatch):
 ])
 def test_an_unservable_topology_is_a_config_error(engine, reason, tmp_path, capsys, twenty_gpu_h100_replicas):
     # models[2] is deep-think on the h100 pool.
-    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:models"][2].update(engine=engine))
+    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:models"][2].update(engine=engine, topology="colocated"))
     code, lines = run_render(path, tmp_path, capsys)
     assert code == 2
     assert lines == [f"{path}: peaknight:models[2].engine: expected an engine that can serve 20 GPUs over 3 "
                      f"8-GPU nodes; found {reason}"]
 
 
-def test_a_two_node_vllm_model_is_accepted_and_gets_ray_wiring(tmp_path):
-    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:models"][2].update(engine="vllm"))
+def test_a_two_node_vllm_model_is_accepted_and_gets_ray_wiring(tmp_path, monkeypatch):
+    _with_vllm_rows(monkeypatch, 16)
+    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:models"][2].update(engine="vllm", topology="colocated"))
     spec = config.load_stack(str(path)).spec
     deep = next(m for m in spec.models if m.name == "deep-think")
     cmd = engine_for(deep).command(deep, TWO_NODES, Role.LEADER)
@@ -178,11 +187,21 @@ def test_every_flag_the_kit_passes_exists_in_the_pinned_engine():
         Engine.VLLM: {"--served-model-name", "--host", "--port", "--tensor-parallel-size", "--max-model-len",
                       "--gpu-memory-utilization", "--enable-prefix-caching", "--pipeline-parallel-size",
                       "--distributed-executor-backend"},
+        # prefill/decode disaggregation, DP attention, EP and the KV dtype: server_args.py 0.5.4
+        # `--kv-cache-dtype`, `--dp-size`, `--enable-dp-attention`, `--ep` (alias of --expert-parallel-size),
+        # `--moe-a2a-backend`, `--disaggregation-*`, `--load-balance-method`, `--prefill-round-robin-balance`.
         Engine.SGLANG: {"--model-path", "--served-model-name", "--host", "--port", "--tp", "--context-length",
-                        "--mem-fraction-static", "--enable-metrics", "--dist-init-addr", "--nnodes", "--node-rank"},
+                        "--mem-fraction-static", "--enable-metrics", "--dist-init-addr", "--nnodes", "--node-rank",
+                        "--kv-cache-dtype", "--dp-size", "--enable-dp-attention", "--ep", "--moe-a2a-backend",
+                        "--disaggregation-mode", "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port",
+                        "--disaggregation-decode-tp", "--disaggregation-decode-dp", "--load-balance-method",
+                        "--prefill-round-robin-balance"},
     }
+    row = profiles.load().throughput[profiles.row_key("moe-671b", "H200-141G", "sglang", "disaggregated")]
+    disaggregated = [Topology(g.gpus, 8, phase, row.topology, "nixl")
+                     for phase, g in (("prefill", row.topology.prefill), ("decode", row.topology.decode))]
     for engine, e in ENGINES.items():
-        for topology in (SINGLE, TWO_NODES):
+        for topology in (SINGLE, TWO_NODES, *(disaggregated if engine is Engine.SGLANG else ())):
             cmd = e.command(model(engine), topology, Role.LEADER)
             argv = shlex.split(cmd[2].split("&& exec ")[1]) if cmd[0] == "sh" else cmd
             assert set(flags(argv)) <= known[engine], (engine, set(flags(argv)) - known[engine])

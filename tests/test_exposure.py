@@ -99,14 +99,19 @@ def test_every_kit_namespace_denies_by_default_and_resolves_names_only_through_k
         assert not allowed(policies, stray, Pod("default"), 443)
 
 
-def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
-    spec, manifests = broadcast
-    policies = _of(manifests, "NetworkPolicy")
+def _callers(spec) -> tuple[str, Pod, Pod]:
+    """The inference namespace, the Gateway's Envoy pod and Prometheus."""
     ns = inference_namespace(spec)
     envoy = Pod("envoy-gateway-system", {network.OWNING_GATEWAY: f"{spec.event.name}-gateway",
                                          network.OWNING_GATEWAY_NAMESPACE: ns})
-    prometheus = Pod("monitoring", network.PROMETHEUS_POD)
-    for kind, name in (("Deployment", "greetings"), ("Deployment", "chat"), ("LeaderWorkerSet", "deep-think")):
+    return ns, envoy, Pod("monitoring", network.PROMETHEUS_POD)
+
+
+def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
+    spec, manifests = broadcast
+    policies = _of(manifests, "NetworkPolicy")
+    ns, envoy, prometheus = _callers(spec)
+    for kind, name in (("Deployment", "greetings"),):
         server = Pod(ns, _pod_labels(manifests, kind, name))
         assert allowed(policies, envoy, server, engines.PORT)
         assert allowed(policies, prometheus, server, engines.PORT)
@@ -116,10 +121,31 @@ def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
                            server, engines.PORT)
         assert not allowed(policies, server, Pod("default"), 443), "a model server reaches nothing outside"
     # The pods of one LeaderWorkerSet group reach each other (rendezvous, NCCL); a Deployment's do not need to.
-    group = Pod(ns, _pod_labels(manifests, "LeaderWorkerSet", "deep-think"))
+    group = Pod(ns, _pod_labels(manifests, "LeaderWorkerSet", "deep-think-decode"))
     assert allowed(policies, group, group, 20000)
     greetings = Pod(ns, _pod_labels(manifests, "Deployment", "greetings"))
     assert not allowed(policies, greetings, greetings, 20000)
+
+
+def test_a_disaggregated_model_is_reached_through_its_router_and_sends_its_kv_cache_across(broadcast):
+    spec, manifests = broadcast
+    policies = _of(manifests, "NetworkPolicy")
+    ns, envoy, prometheus = _callers(spec)
+    router = Pod(ns, _pod_labels(manifests, "Deployment", "chat-router"))
+    prefill = Pod(ns, _pod_labels(manifests, "LeaderWorkerSet", "chat-prefill"))
+    decode = Pod(ns, _pod_labels(manifests, "LeaderWorkerSet", "chat-decode"))
+    assert allowed(policies, envoy, router, engines.PORT)
+    assert not allowed(policies, Pod(ns, {"app.kubernetes.io/name": "debug"}), router, engines.PORT)
+    for server in (prefill, decode):
+        assert not allowed(policies, envoy, server, engines.PORT), "clients reach the servers through the router"
+        assert allowed(policies, router, server, engines.PORT)
+        assert allowed(policies, prometheus, server, engines.PORT)
+        assert not allowed(policies, router, server, 22)
+    # KV bootstrap (8998) and the transfer side channels (ports the engine picks), both ways.
+    assert allowed(policies, decode, prefill, 8998) and allowed(policies, prefill, decode, 41234)
+    assert not allowed(policies, router, Pod(ns, _pod_labels(manifests, "Deployment", "greetings")), engines.PORT)
+    # Service discovery: the router watches pods through the API server.
+    assert allowed(policies, router, Pod("default", ip="10.100.0.1"), 443)
 
 
 def test_viewers_reach_the_edge_the_edge_its_shields_and_only_shields_the_origins(broadcast):
@@ -215,11 +241,18 @@ def test_every_pod_has_its_own_tokenless_account_and_a_read_only_root(broadcast)
     accounts = {(m["metadata"]["namespace"], m["metadata"]["name"]): m for m in _of(manifests, "ServiceAccount")}
     pods = [(m, pod) for m in manifests for _, pod in pod_specs(m)]
     assert len(pods) >= 8
+    rules = {(m["metadata"]["namespace"], m["metadata"]["name"]): m["rules"] for m in _of(manifests, "Role")}
     tokens = set()
     for manifest, pod in pods:
         where = f"{manifest['kind']}/{manifest['metadata']['name']}"
-        account = accounts[(manifest["metadata"]["namespace"], pod["serviceAccountName"])]
-        if pod["automountServiceAccountToken"] is not False or account.get("automountServiceAccountToken") is not False:
+        key = (manifest["metadata"]["namespace"], pod["serviceAccountName"])
+        account = accounts[key]
+        if manifest["metadata"]["name"].endswith("-router"):
+            # A disaggregated model's router finds its servers through the API: a token that may
+            # read the namespace's pods and nothing else.
+            assert pod["automountServiceAccountToken"] is True and rules[key] == [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}], where
+        elif pod["automountServiceAccountToken"] is not False or account.get("automountServiceAccountToken") is not False:
             tokens.add(where)
         for c in pod.get("initContainers", []) + pod["containers"]:
             assert c["securityContext"]["readOnlyRootFilesystem"] is True, f"{where} {c['name']}"
@@ -227,7 +260,7 @@ def test_every_pod_has_its_own_tokenless_account_and_a_read_only_root(broadcast)
     # (their Role: tests/test_routing.py).
     assert tokens == {f"Deployment/{m['metadata']['name']}" for m in _of(manifests, "Deployment")
                       if m["metadata"]["name"].endswith("-epp")}
-    assert len(tokens) == 3
+    assert len(tokens) == 1   # greetings: chat and deep-think are disaggregated, routed by SGLang's router
 
 
 @pytest.mark.parametrize("model_name,edge_name", [("warm-gate", "allow-dns"), ("weights", "default-deny")])

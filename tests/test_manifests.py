@@ -66,10 +66,9 @@ def test_node_pool_limits_budgets_capacity_types_and_taints(built):
 def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
     ev = built["broadcast"]
     name, objs = first(ev)
-    for model in ev.spec.models:
-        mplan = ev.plan.cluster(name).model(model.name)
+    for model, mplan in ((m, w) for m in ev.spec.models for w in ev.plan.cluster(name).phases(m.name)):
         kind = "deployment" if mplan.nodes_per_replica == 1 else "leaderworkerset"
-        workload = objs[f"{kind}.gala-2026-inference.{model.name}"]
+        workload = objs[f"{kind}.gala-2026-inference.{mplan.name}"]
         assert workload.ignore_changes == ("spec.replicas",)
         spec = workload.manifest["spec"]
         assert spec["replicas"] == mplan.floor_replicas.value
@@ -113,18 +112,18 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
 def test_a_replica_bigger_than_a_node_is_a_leader_worker_set(built):
     ev = built["broadcast"]
     name, objs = first(ev)
-    lws = objs["leaderworkerset.gala-2026-inference.deep-think"].manifest["spec"]
-    assert lws["leaderWorkerTemplate"]["size"] == 2
+    lws = objs["leaderworkerset.gala-2026-inference.deep-think-decode"].manifest["spec"]
+    assert lws["leaderWorkerTemplate"]["size"] == 16   # decode groups of 128 H100
     worker = lws["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]
     # SGLang: a worker runs the leader's command and answers /health from its dummy server.
     leader = lws["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
     assert "--node-rank" in worker["command"] and worker["command"] == leader["command"]
     assert worker["startupProbe"]["httpGet"]["path"] == "/health" and "readinessProbe" not in worker
-    assert objs["service.gala-2026-inference.deep-think"].manifest["spec"]["selector"][
+    assert objs["service.gala-2026-inference.deep-think-decode"].manifest["spec"]["selector"][
         "leaderworkerset.sigs.k8s.io/worker-index"] == "0"
     # One pod at a time: two groups can never be down together (an evicted pod's group is
     # recreated whole and counts as unavailable until it is back).
-    assert objs["poddisruptionbudget.gala-2026-inference.deep-think"].manifest["spec"]["maxUnavailable"] == 1
+    assert objs["poddisruptionbudget.gala-2026-inference.deep-think-decode"].manifest["spec"]["maxUnavailable"] == 1
 
 
 def test_a_group_lives_in_one_zone_and_groups_spread_over_zones(built):
@@ -133,10 +132,10 @@ def test_a_group_lives_in_one_zone_and_groups_spread_over_zones(built):
     its network domain; nodeTaintsPolicy Honor lets replacements land after a zone is lost."""
     ev = built["broadcast"]
     name, objs = first(ev)
-    tpl = objs["leaderworkerset.gala-2026-inference.deep-think"].manifest["spec"]["leaderWorkerTemplate"]
+    tpl = objs["leaderworkerset.gala-2026-inference.deep-think-decode"].manifest["spec"]["leaderWorkerTemplate"]
     leader, worker = tpl["leaderTemplate"]["spec"], tpl["workerTemplate"]["spec"]
     leaders = {"app.kubernetes.io/name": "deep-think", "peaknight.io/event": "gala-2026",
-               "leaderworkerset.sigs.k8s.io/worker-index": "0"}
+               "peaknight.io/phase": "decode", "leaderworkerset.sigs.k8s.io/worker-index": "0"}
     [spread] = leader["topologySpreadConstraints"]
     assert spread["labelSelector"] == {"matchLabels": leaders} and spread["nodeTaintsPolicy"] == "Honor"
     assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["whenUnsatisfiable"] == "DoNotSchedule"
@@ -151,14 +150,14 @@ def test_a_group_lives_in_one_zone_and_groups_spread_over_zones(built):
     for pod in (leader, worker):
         res = pod["containers"][0]["resources"]
         assert res["requests"]["vpc.amazonaws.com/efa"] == res["limits"]["vpc.amazonaws.com/efa"] == "32"
-    chat = objs["deployment.gala-2026-inference.chat"].manifest["spec"]["template"]["spec"]
-    assert "vpc.amazonaws.com/efa" not in chat["containers"][0]["resources"]["requests"]
+    greetings = objs["deployment.gala-2026-inference.greetings"].manifest["spec"]["template"]["spec"]
+    assert "vpc.amazonaws.com/efa" not in greetings["containers"][0]["resources"]["requests"]
 
 
 def test_a_worker_drains_after_its_leader(built):
     ev = built["broadcast"]
     name, objs = first(ev)
-    tpl = objs["leaderworkerset.gala-2026-inference.deep-think"].manifest["spec"]["leaderWorkerTemplate"]
+    tpl = objs["leaderworkerset.gala-2026-inference.deep-think-decode"].manifest["spec"]["leaderWorkerTemplate"]
     worker = tpl["workerTemplate"]["spec"]
     hook = worker["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
     assert hook[:2] == ["python3", "-c"] and "os.environ['LWS_LEADER_ADDRESS']" in hook[2]
@@ -169,25 +168,28 @@ def test_service_monitor_route_and_pdb_per_model(built):
     ev = built["rehearsal"]
     name, objs = first(ev)
     for model in ev.spec.models:
-        sm = objs[f"servicemonitor.gala-2026-rehearsal-inference.{model.name}"].manifest["spec"]
-        assert sm["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
-        svc = objs[f"service.gala-2026-rehearsal-inference.{model.name}"].manifest
-        assert all(svc["metadata"]["labels"][k] == v for k, v in sm["selector"]["matchLabels"].items())
+        for w in ev.plan.cluster(name).phases(model.name):   # a disaggregated model: each phase's own
+            sm = objs[f"servicemonitor.gala-2026-rehearsal-inference.{w.name}"].manifest["spec"]
+            assert sm["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+            svc = objs[f"service.gala-2026-rehearsal-inference.{w.name}"].manifest
+            assert all(svc["metadata"]["labels"][k] == v for k, v in sm["selector"]["matchLabels"].items())
+            assert f"poddisruptionbudget.gala-2026-rehearsal-inference.{w.name}" in objs
+            pod = objs[f"{'leaderworkerset' if w.nodes_per_replica > 1 else 'deployment'}."
+                       f"gala-2026-rehearsal-inference.{w.name}"].manifest["spec"]
+            assert "rehearsal" in str(pod)
         route = objs[f"httproute.gala-2026-rehearsal-inference.{model.name}"].manifest["spec"]
         assert route["parentRefs"] == [{"name": "gala-2026-rehearsal-gateway"}]
         assert [r["matches"] for r in route["rules"]] == [[{"path": {"type": "Exact", "value": f"/{model.name}{p}"}}]
                                                           for p in SERVING_PATHS]
-        # The model's InferencePool: its endpoint picker chooses the pod (tests/test_routing.py).
-        assert all(r["backendRefs"] == [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
-                                         "name": model.name}] for r in route["rules"])
-        assert f"poddisruptionbudget.gala-2026-rehearsal-inference.{model.name}" in objs
+        # A colocated model's InferencePool (its endpoint picker chooses the pod: tests/test_routing.py);
+        # a disaggregated model's router Service (SGLang's router chooses prefill and decode servers).
+        backend = ({"name": model.name, "port": PORT} if model.topology.value == "disaggregated" else
+                   {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": model.name})
+        assert all(r["backendRefs"] == [backend] for r in route["rules"])
         # Its weight source in the cluster's first zone, sized by the plan (tests/test_weights.py).
         pvc = objs[f"persistentvolumeclaim.gala-2026-rehearsal-weights.{model.name}-weights-z0"].manifest["spec"]
         size = ev.plan.cluster(name).weight(model.name).source_gib.value
         assert pvc["resources"]["requests"]["storage"] == f"{int(size)}Gi"
-        pod = objs[f"{'leaderworkerset' if model.name == 'deep-think' else 'deployment'}."
-                   f"gala-2026-rehearsal-inference.{model.name}"].manifest["spec"]
-        assert "rehearsal" in str(pod)
 
 
 def test_object_counts_equal_the_plan(built):
@@ -199,7 +201,7 @@ def test_object_counts_equal_the_plan(built):
             assert kinds.count("Deployment") + kinds.count("LeaderWorkerSet") >= n_models
             for k in ("Service", "PodDisruptionBudget", "ServiceMonitor"):
                 assert kinds.count(k) >= n_models
-            assert kinds.count("HTTPRoute") == n_models
+            assert kinds.count("HTTPRoute") == len(ev.spec.models)
 
 
 def test_envelope_error_stops_the_build(tmp_path):
@@ -222,7 +224,7 @@ def test_the_gateway_data_plane_is_sized_from_the_plan(built, stack):
     k8s = objs[f"envoyproxy.{ns}.{ev.spec.event.name}-gateway"].manifest["spec"]["provider"]["kubernetes"]
     plan = ev.plan.cluster(name)
     g = profiles.load().gateway
-    rps = sum(m.demand_tps.value for m in plan.models) / g.tokens_per_request
+    rps = sum(demand for demand, _ in plan.model_rates().values()) / g.tokens_per_request  # each model once
     vcpu = rps / 1000 * g.vcpu_per_1k_rps
     pods = k8s["envoyDeployment"]["replicas"]
     zones = len(ev.spec.clusters[0].zones)

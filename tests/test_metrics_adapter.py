@@ -13,6 +13,7 @@ from conftest import require_tool
 from peaknight.addons import releases as addons
 from peaknight.spec import config
 from peaknight.engines import registry as engines
+from peaknight.plan.capacity import workload_names
 from pulumi_harness import RecordingMocks, run_program
 from test_addons import kind_of, releases_of
 from test_config import write_variant
@@ -75,7 +76,7 @@ def test_the_external_rule_runs_the_query_the_hpa_annotation_shows(runs):
     metric (tokens/s, waiting requests, KV-cache use) runs the query the HPA's annotation shows."""
     rules = {r["name"]["as"]: r for r in adapter_values(runs["rehearsal"], "reh-hk-01")["rules"]["external"]}
     model_hpas = [h for h in hpas(runs["rehearsal"], "reh-hk-01") if metrics_of(h, "External")]
-    assert len(model_hpas) == len(config.load_stack("rehearsal").spec.models)
+    assert len(model_hpas) == sum(len(workload_names(m)) for m in config.load_stack("rehearsal").spec.models)
     for hpa in model_hpas:
         metrics = metrics_of(hpa, "External")
         assert sorted(m["metric"]["name"] for m in metrics) == sorted(rules) and len(rules) == 3
@@ -83,7 +84,7 @@ def test_the_external_rule_runs_the_query_the_hpa_annotation_shows(runs):
         for metric in metrics:
             rule = rules[metric["metric"]["name"]]
             labels = {**metric["metric"]["selector"]["matchLabels"], "namespace": hpa.inputs["metadata"]["namespace"]}
-            matchers = ",".join(f'{k}="{v}"' for k, v in labels.items())
+            matchers = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
             filled = rule["metricsQuery"].replace("<<.LabelMatchers>>", matchers)
             assert filled == shown[rule["name"]["as"]], hpa.name
             assert f'namespace="{labels["namespace"]}"' in rule["seriesQuery"]
@@ -161,8 +162,12 @@ def test_the_shared_token_query_counts_input_and_output_tokens_of_one_model(runs
     namespace = hpa.inputs["metadata"]["namespace"]
     e = engines.metrics(next(m for m in config.load_stack("rehearsal").spec.models if m.name == model))
     other = next(o.metrics for o in engines.ENGINES.values() if o.metrics != e)
-    own = f'model_name="{model}",namespace="{namespace}",pod="p-0"'
-    series = [(f"{e.prompt_tokens_metric}{{{own}}}", "0+2700x10"),
+    selector = metrics_of(hpa, "External")[0]["metric"]["selector"]["matchLabels"]
+    own = ",".join(f'{k}="{v}"' for k, v in {**selector, "namespace": namespace, "pod": "p-0"}.items())
+    # A disaggregated model's prefill servers count its prompts again: read from its decode servers only.
+    again = ([(f'{e.prompt_tokens_metric}{{model_name="{model}",service="{model}-prefill",namespace="{namespace}",'
+               f'pod="p-3"}}', "0+6000x10")] if "service" in selector else [])
+    series = [*again, (f"{e.prompt_tokens_metric}{{{own}}}", "0+2700x10"),
               (f"{e.generation_tokens_metric}{{{own}}}", "0+900x10"),
               (f'{other.prompt_tokens_metric}{{model_name="other",namespace="{namespace}",pod="p-1"}}', "0+6000x10"),
               (f'{e.prompt_tokens_metric}{{model_name="{model}",namespace="elsewhere",pod="p-2"}}', "0+6000x10")]

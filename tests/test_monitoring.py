@@ -82,9 +82,17 @@ def _series(metric: str, **labels: str) -> str:
     return metric + "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
 
-def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) -> list[dict]:
-    e = engines.metrics(model)
+def _ids(spec: StackSpec, model: Model, workloads: tuple[ModelPlan, ...]) -> dict[str, str]:
+    """The labels of the series a model's rules read: a disaggregated model's from its decode
+    servers' Service (every request ends there, counted once)."""
     ids = {"namespace": inference_namespace(spec), "model_name": model.name}
+    return {**ids, "service": f"{model.name}-decode"} if len(workloads) > 1 else ids
+
+
+def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict,
+                 workloads: tuple[ModelPlan, ...]) -> list[dict]:
+    e = engines.metrics(model)
+    ids = _ids(spec, model, workloads)
     cases = []
 
     alert = _alert_rule(rules, "PeaknightTokensAboveCapacity", model=model.name)
@@ -96,7 +104,7 @@ def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) ->
                            alert, "10m", fires))
 
     alert = _alert_rule(rules, "PeaknightReplicaNotReady", model=model.name)
-    pod = f"{model.name}-7d9f8c6b5-x2k9q" if plan.nodes_per_replica == 1 else f"{model.name}-3-1"
+    pod = f"{model.name}-7d9f8c6b5-x2k9q" if plan.nodes_per_replica == 1 else f"{workloads[0].name}-3-1"
     budget_min = startup_budget(model) // 60
     at = f"{budget_min + 2}m"
     pending = _series("kube_pod_status_phase", namespace=ids["namespace"], pod=pod, phase="Pending")
@@ -227,13 +235,16 @@ def _edge_cases(spec: StackSpec, edge: Edge, plan: EdgePlan, rules: dict) -> lis
             + [_edge_records_case(spec, edge)])
 
 
-def _headline_case(spec: StackSpec, model: Model) -> dict:
-    """The recorded tokens/min is input + output per minute (6 B/min in, 6 B/min recorded)."""
+def _headline_case(spec: StackSpec, model: Model, workloads: tuple[ModelPlan, ...]) -> dict:
+    """The recorded tokens/min is input + output per minute (6 B/min in, 6 B/min recorded); a
+    disaggregated model's prefill servers count the prompts again, and are not added."""
     e = engines.metrics(model)
-    ids = {"namespace": inference_namespace(spec), "model_name": model.name}
+    ids = _ids(spec, model, workloads)
+    again = [{"series": _series(e.prompt_tokens_metric, **{**ids, "service": f"{model.name}-prefill"}),
+              "values": "0+4.5e9x20"}] if len(workloads) > 1 else []
     return {"interval": "1m",
             "input_series": [{"series": _series(e.prompt_tokens_metric, **ids), "values": "0+4.5e9x20"},
-                             {"series": _series(e.generation_tokens_metric, **ids), "values": "0+1.5e9x20"}],
+                             {"series": _series(e.generation_tokens_metric, **ids), "values": "0+1.5e9x20"}, *again],
             "promql_expr_test": [{"expr": f'model:tokens_per_minute:rate{monitoring.RATE_WINDOW}{{model="{model.name}"}}',
                                   "eval_time": "10m",
                                   "exp_samples": [{"labels": f'model:tokens_per_minute:rate{monitoring.RATE_WINDOW}'
@@ -250,7 +261,8 @@ def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path
         model = next((m for m in spec.models if path.name == f"{cluster}.rules-{m.name}.yaml"), None)
         edge = next((e for e in spec.edges if path.name == f"{cluster}.rules-edge-{e.name}.yaml"), None)
         if model:
-            cases = _model_cases(spec, model, cplan.model(model.name), rules) + [_headline_case(spec, model)]
+            cases = (_model_cases(spec, model, cplan.bounding(model.name), rules, cplan.phases(model.name))
+                     + [_headline_case(spec, model, cplan.phases(model.name))])
         elif path.name == f"{cluster}.rules-pools.yaml":
             cases = _pool_cases(cplan, rules)
         else:
@@ -270,7 +282,8 @@ def test_a_wrong_threshold_is_caught(tmp_path: Path) -> None:
     alert = _alert_rule(rules, "PeaknightTokensAboveCapacity")
     spec = objects.spec
     model = next(m for m in spec.models if m.name == alert["labels"]["model"])
-    cases = _model_cases(spec, model, objects.plan.cluster(cluster).model(model.name), rules)[:1]
+    cplan = objects.plan.cluster(cluster)
+    cases = _model_cases(spec, model, cplan.bounding(model.name), rules, cplan.phases(model.name))[:1]
     threshold = float(alert["expr"].rsplit(">", 1)[1])
     alert["expr"] = alert["expr"].replace(f"> {monitoring._num(threshold)}", f"> {monitoring._num(threshold * 2)}")
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(rules))
@@ -281,14 +294,14 @@ def test_a_wrong_threshold_is_caught(tmp_path: Path) -> None:
     assert "PeaknightTokensAboveCapacity" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("pod, matches", [("chat-7d9f8c6b5-x2k9q", True), ("chat-3", False),
-                                          ("chat-extra-7d9f8c6b5-x2k9q", False)])
+@pytest.mark.parametrize("pod, matches", [("greetings-7d9f8c6b5-x2k9q", True), ("greetings-3", False),
+                                          ("greetings-extra-7d9f8c6b5-x2k9q", False)])
 def test_pod_pattern_of_a_deployment(pod: str, matches: bool) -> None:
     import re
 
     spec = config.load_stack("rehearsal").spec
     objects = event.build(spec)
-    model = spec.models[0]
+    model = spec.models[1]
     pattern = monitoring.pod_pattern(model.name, objects.plan.clusters[0].model(model.name).nodes_per_replica)
     assert bool(re.fullmatch(pattern, pod)) is matches
 

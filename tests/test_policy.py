@@ -70,7 +70,7 @@ def _only(violations: list[policy.Violation], target: str, *fragments: str) -> N
 
 def test_gpu_container_without_limit() -> None:
     objs, target = _edit(_cluster("broadcast")[2], "Deployment",
-                         lambda m: _pod(m)["containers"][0]["resources"]["limits"].pop("nvidia.com/gpu"))
+                         lambda m: _pod(m)["containers"][0]["resources"]["limits"].pop("nvidia.com/gpu"), name="greetings")
     _only(_violations("broadcast", "gpu-limits-and-toleration", objs), target,
           "container 'engine' requests nvidia.com/gpu without a limit")
 
@@ -134,15 +134,15 @@ def test_broadcast_pool_budget_open_over_the_window() -> None:
 @pytest.mark.parametrize("stack, index, kind, field", [("broadcast", 0, "ScaledObject", "maxReplicaCount"),
                                                      ("rehearsal", -1, "HorizontalPodAutoscaler", "maxReplicas")])
 def test_autoscaler_max_under_the_plans_peak(stack: str, index: int, kind: str, field: str) -> None:
-    """The rendered autoscaler of `chat` (KEDA, or the plain HPA of a cluster without KEDA), one short."""
+    """The rendered autoscaler of `chat`'s decode groups (KEDA, or the plain HPA of a cluster without KEDA), one short."""
     objects = event.build(config.load_stack(stack).spec)
     cluster = objects.clusters[index]
     ctx = policy.Context(objects.spec, objects.plan)
     objs = [o for u in cluster.units for o in u.objects]
-    peak = int(objects.plan.cluster(cluster.cluster.name).model("chat").replicas.value)
-    low, target = _edit(objs, kind, lambda m: m["spec"].update({field: peak - 1}), name="chat")
+    peak = int(objects.plan.cluster(cluster.cluster.name).model("chat-decode").replicas.value)
+    low, target = _edit(objs, kind, lambda m: m["spec"].update({field: peak - 1}), name="chat-decode")
     _only(policy.check_cluster(ctx, cluster.cluster.name, low, only=["autoscaler-covers-peak"]), target,
-          f"{field} {peak - 1} is below the plan's peak of {peak} replicas for 'chat'")
+          f"{field} {peak - 1} is below the plan's peak of {peak} replicas for 'chat-decode'")
     assert policy.check_cluster(ctx, cluster.cluster.name, objs, only=["autoscaler-covers-peak"]) == []
 
 

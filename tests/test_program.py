@@ -54,8 +54,9 @@ def test_broadcast_protects_node_pools_and_rehearsal_does_not(runs):
         assert pools and all(r.protect is expected for r in pools)
     deployments = [r for r in kube_objects(runs["broadcast"]) if r.typ == "kubernetes:apps/v1:Deployment"
                    and "inference" in r.name]
-    # The autoscalers own the model servers' replicas; the endpoint pickers' are the plan's (no autoscaler).
-    servers = [r for r in deployments if not r.name.endswith("-epp")]
+    # The autoscalers own the model servers' replicas; the endpoint pickers' and the routers' are the
+    # plan's (no autoscaler), kept by Pulumi.
+    servers = [r for r in deployments if not r.name.endswith(("-epp", "-router"))]
     assert servers and all(r.ignore_changes == ("spec.replicas",) for r in servers)
     assert len(deployments) > len(servers) and all(r.ignore_changes == () for r in deployments if r not in servers)
 

@@ -124,21 +124,29 @@ class Signal:
         return str(int(value)) if self.integer else f"{value:g}"
 
 
-def metric_labels(model: Model) -> dict[str, str]:
-    """The labels the HPA's External metric selects the model's series by."""
+def metric_labels(model: Model, plan: ModelPlan) -> dict[str, str]:
+    """The labels the HPA's External metrics select the model's series by. A disaggregated model's
+    signals are read from its decode servers alone (the Service their monitor scrapes through):
+    every request ends there, counted once with its prompt and its output, while the prefill
+    servers count the prompt again. Both phases scale on those signals, each against its own
+    group's target (the plan's per-group tokens/s of the model's mix), so they keep the ratio the
+    plan sized them at."""
+    if plan.phase:
+        return {"model_name": model.name, "service": f"{model.name}-decode"}
     return {"model_name": model.name}
 
 
-def model_matchers(scope: Scope, model: Model) -> str:
+def model_matchers(scope: Scope, model: Model, plan: ModelPlan) -> str:
     """The HPA's selector plus its namespace, as prometheus-adapter fills them in for an External
-    metric: the model's series in this cluster (engine metrics via ServiceMonitor)."""
-    labels = {**metric_labels(model), "namespace": inference_namespace(scope)}
-    return ",".join(f'{k}="{v}"' for k, v in labels.items())
+    metric: the model's series in this cluster (engine metrics via ServiceMonitor). By key, as
+    prometheus-adapter writes <<.LabelMatchers>> (a label selector's String() sorts them)."""
+    labels = {**metric_labels(model, plan), "namespace": inference_namespace(scope)}
+    return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
 
 
-def token_query(scope: Scope, model: Model) -> str:
+def token_query(scope: Scope, model: Model, plan: ModelPlan) -> str:
     """Tokens/s the model serves in this cluster."""
-    return tokens_per_second(model_matchers(scope, model))
+    return tokens_per_second(model_matchers(scope, model, plan))
 
 
 def threshold(scope: Scope, plan: ModelPlan) -> Figure:
@@ -199,9 +207,9 @@ def behavior(scope: Scope, max_replicas: int) -> dict[str, Any]:
     return {"scaleUp": up, "scaleDown": down}
 
 
-def target_ref(service: Unit) -> dict[str, str]:
-    """The workload whose replica count the inference builder hands to the autoscaler."""
-    obj = next(o for o in service.objects if SCALE_TARGET_FIELD in o.ignore_changes)
+def target_ref(service: Unit, name: str) -> dict[str, str]:
+    """The workload `name` whose replica count the inference builder hands to the autoscaler."""
+    obj = next(o for o in service.objects if SCALE_TARGET_FIELD in o.ignore_changes and o.name == name)
     return {"apiVersion": obj.manifest["apiVersion"], "kind": obj.kind, "name": obj.name}
 
 
@@ -236,7 +244,7 @@ def scaled_object(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: 
     # relabel break) reads as no load: the schedule's floors hold the plan and the HPA's scale-down
     # stabilisation keeps what runs. Only a failing Prometheus trips the fallback. Only the token
     # rate wakes a scaled-to-zero model (at zero replicas there is no queue and no cache).
-    matchers = model_matchers(scope, model)
+    matchers = model_matchers(scope, model, plan)
     triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": s.trigger, "metadata": {
         "serverAddress": cluster.prometheus_url, "query": s.query(matchers), "threshold": s.threshold(scope, slo, plan),
         "activationThreshold": str(ACTIVATION_TPS if s.trigger == "tokens" else 0),
@@ -256,7 +264,7 @@ def scaled_object(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: 
                                              "no load, so the schedule's floors hold")}
     return Obj({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
-        "metadata": {**meta(scope, "autoscaler", model.name, inference_namespace(scope)), "annotations": annotations},
+        "metadata": {**meta(scope, "autoscaler", plan.name, inference_namespace(scope)), "annotations": annotations},
         "spec": {
             "scaleTargetRef": target,
             "pollingInterval": POLLING_SECONDS,
@@ -275,8 +283,8 @@ def hpa(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan,
     ceiling = int(plan.max_replicas.value)
     floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(scope, model, plan)])
     annotations = {**_annotations(scope, slo, model, plan),
-                   "peaknight.io/query": token_query(scope, model),
-                   "peaknight.io/queries": "; ".join(f"{s.external_metric}: {s.query(model_matchers(scope, model))}"
+                   "peaknight.io/query": token_query(scope, model, plan),
+                   "peaknight.io/queries": "; ".join(f"{s.external_metric}: {s.query(model_matchers(scope, model, plan))}"
                                                      for s in SIGNALS),
                    "peaknight.io/limitation": (f"HPA cannot pre-scale on a schedule or scale to zero: minReplicas is "
                                                f"the highest moment floor ({floor}) for the whole night; the External "
@@ -284,19 +292,23 @@ def hpa(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan,
                                                "query above")}
     return Obj({
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {**meta(scope, "autoscaler", model.name, inference_namespace(scope)), "annotations": annotations},
+        "metadata": {**meta(scope, "autoscaler", plan.name, inference_namespace(scope)), "annotations": annotations},
         "spec": {
             "scaleTargetRef": target,
             "minReplicas": floor,
             "maxReplicas": ceiling,
             "metrics": [{"type": "External", "external": {
-                "metric": {"name": s.external_metric, "selector": {"matchLabels": metric_labels(model)}},
+                "metric": {"name": s.external_metric, "selector": {"matchLabels": metric_labels(model, plan)}},
                 "target": {"type": "AverageValue", "averageValue": s.threshold(scope, slo, plan)}}} for s in SIGNALS],
             "behavior": behavior(scope, ceiling),
         },
     })
 
 
-def build(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan, service: Unit) -> Unit:
+def build(scope: Scope, slo: Slo, cluster: Cluster, model: Model, workloads: tuple[ModelPlan, ...],
+          service: Unit) -> Unit:
+    """One autoscaler per workload: a disaggregated model's prefill and decode groups each get
+    their own, on the same signals, so each keeps the ratio the plan sized them at."""
     make = scaled_object if cluster.autoscaler is AutoscalerKind.KEDA else hpa
-    return Unit("Autoscaler", model.name, (make(scope, slo, cluster, model, plan, target_ref(service)),))
+    return Unit("Autoscaler", model.name, tuple(make(scope, slo, cluster, model, plan, target_ref(service, plan.name))
+                                                for plan in workloads))

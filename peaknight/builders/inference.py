@@ -12,10 +12,11 @@ import math
 from typing import Any
 
 from peaknight.engines import registry as engines
+from peaknight.engines import sglang
 from peaknight.engines.base import MODEL_DIR, PORT, SERVING_PATHS, Role
 from peaknight.spec import profiles
 from peaknight.plan import rollout
-from peaknight.plan.capacity import ModelPlan
+from peaknight.plan.capacity import ROUTER_POD_VCPU, ModelPlan
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders import podpolicy, warmup
 from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, labels, meta, priority_class
@@ -34,25 +35,40 @@ API_KEYS_SUFFIX = "-api-keys"
 API_KEY_HEADER = "x-api-key"
 # LWS labels every pod of a group with the group's unique key (api/leaderworkerset/v1 GroupUniqueHashLabelKey).
 LWS_GROUP_KEY_LABEL = "leaderworkerset.sigs.k8s.io/group-key"
+PHASE_LABEL = "peaknight.io/phase"
 
 
 def selector(scope: Scope, model: Model) -> dict[str, str]:
+    """Every model-server pod of the model (both phases of a disaggregated one; not its router)."""
     return {"app.kubernetes.io/name": model.name, "peaknight.io/event": scope.event.name}
 
 
 def pool_name(model: Model) -> str:
-    """The InferencePool the model's HTTPRoute sends to (builders/routing.py): named as the model."""
+    """The InferencePool a colocated model's HTTPRoute sends to (builders/routing.py): named as the model."""
     return model.name
 
 
 def serving_pods(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
-    """The labels of the pods that serve the model's HTTP: every pod of a one-node replica, a group's
-    leader where a replica spans nodes. The one answer the Service, the InferencePool and the
-    router's NetworkPolicy read (a prefill/decode topology answers here too)."""
+    """The labels of the pods that serve a colocated model's HTTP: every pod of a one-node replica,
+    a group's leader where a replica spans nodes. The one answer the Service, the InferencePool and
+    the endpoint picker's NetworkPolicy read (a disaggregated model's clients go to its router)."""
     serving = dict(selector(scope, model))
     if plan.nodes_per_replica > 1:
         serving[LWS_INDEX_LABEL] = "0"  # only the group's leader serves HTTP
     return serving
+
+
+def workload_selector(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
+    """The pods of one workload: the model's, or one phase of a disaggregated model."""
+    return {**selector(scope, model), PHASE_LABEL: plan.phase} if plan.phase else selector(scope, model)
+
+
+def router_selector(scope: Scope, model: Model) -> dict[str, str]:
+    return {"app.kubernetes.io/name": router_name(model), "peaknight.io/event": scope.event.name}
+
+
+def router_name(model: Model) -> str:
+    return f"{model.name}-router"
 
 
 def startup_budget(model: Model) -> int:
@@ -91,6 +107,9 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
     }
     if engine.serves_http(role):
         container["ports"] = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+    if plan.phase == "prefill" and role is Role.LEADER:
+        container["ports"] = [*container.get("ports", []),
+                              {"name": "bootstrap", "containerPort": sglang.BOOTSTRAP_PORT, "protocol": "TCP"}]
     container.update(engine.probes(topology, role, startup_budget(model)).manifest())
     # The leader drains its answers; a worker waits for its leader to finish them, so deleting a
     # group does not break tensor parallelism under a draining leader.
@@ -102,9 +121,10 @@ def _placement(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
     """A replica on one node: pods spread over zones. A group: leaders spread over zones (one
     group counts once), each worker in its leader's zone and, preferably, network domain."""
     placement = podpolicy.gpu_placement(model.pool)
+    pods = workload_selector(scope, model, plan)
     if plan.nodes_per_replica == 1:
-        return {**placement, "topologySpreadConstraints": podpolicy.zone_spread(selector(scope, model))}
-    leaders = {**selector(scope, model), LWS_INDEX_LABEL: "0"}
+        return {**placement, "topologySpreadConstraints": podpolicy.zone_spread(pods)}
+    leaders = {**pods, LWS_INDEX_LABEL: "0"}
     if role is Role.LEADER:
         return {**placement, "topologySpreadConstraints": podpolicy.zone_spread(leaders)}
     network = plan.interconnect.network_key if plan.interconnect else None
@@ -139,28 +159,32 @@ def service_account(model: Model) -> str:
 
 def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
     ns = inference_namespace(scope)
-    template_meta = {"labels": {**labels(scope, "inference", model.name), **selector(scope, model)}}
+    pods = workload_selector(scope, model, plan)
+    template_meta: dict[str, Any] = {"labels": {**labels(scope, "inference", model.name), **pods}}
+    leader_meta = template_meta
+    if plan.phase == "prefill":  # where the router finds the prefill server's bootstrap port
+        leader_meta = {**template_meta, "annotations": {sglang.BOOTSTRAP_ANNOTATION: str(sglang.BOOTSTRAP_PORT)}}
     annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why,
                    "peaknight.io/rollout": f"surge {plan.surge.why}; {plan.rollout.why}"}
     floor = int(plan.floor_replicas.value)
     if plan.nodes_per_replica == 1:
         manifest = {
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {**meta(scope, "inference", model.name, ns), "annotations": annotations},
+            "metadata": {**meta(scope, "inference", plan.name, ns), "annotations": annotations},
             "spec": {
                 "replicas": floor,
-                "selector": {"matchLabels": selector(scope, model)},
+                "selector": {"matchLabels": pods},
                 # The plan's surge finishes a full update within policy.rolloutHours; the pool's
                 # GPU limit holds it.
                 "strategy": {"type": "RollingUpdate",
                              "rollingUpdate": {"maxSurge": int(plan.surge.value), "maxUnavailable": 0}},
-                "template": {"metadata": template_meta, "spec": pod_spec(scope, model, plan)},
+                "template": {"metadata": leader_meta, "spec": pod_spec(scope, model, plan)},
             },
         }
     else:
         manifest = {
             "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
-            "metadata": {**meta(scope, "inference", model.name, ns), "annotations": annotations},
+            "metadata": {**meta(scope, "inference", plan.name, ns), "annotations": annotations},
             "spec": {
                 "replicas": floor,
                 "startupPolicy": "LeaderCreated",
@@ -170,7 +194,7 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
                 "leaderWorkerTemplate": {
                     "size": plan.nodes_per_replica,
                     "restartPolicy": "RecreateGroupOnPodRestart",
-                    "leaderTemplate": {"metadata": template_meta, "spec": pod_spec(scope, model, plan)},
+                    "leaderTemplate": {"metadata": leader_meta, "spec": pod_spec(scope, model, plan)},
                     "workerTemplate": {"metadata": template_meta,
                                        "spec": pod_spec(scope, model, plan, Role.WORKER)},
                 },
@@ -182,9 +206,13 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
 
 def route(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, Any]:
     """`/<model>/v1/chat/completions` and the other serving paths, each to the same path on the
-    model's InferencePool (builders/routing.py: its endpoint picker chooses the pod); nothing else of
-    the server is reachable through the public Gateway. The timeout is the longest answer the model
-    may give (maxModelLen at the ITL objective)."""
+    model's InferencePool (builders/routing.py: its endpoint picker chooses the pod), or, for a
+    disaggregated model (`plan` one of its phases), on its router's Service (SGLang's router chooses
+    the prefill and decode servers, cache-aware); nothing else of the server is reachable through
+    the public Gateway. The timeout is the longest answer the model may give (maxModelLen at the ITL
+    objective)."""
+    backend = ({"name": model.name, "port": PORT} if plan.phase else
+               {"group": INFERENCE_POOL_GROUP, "kind": "InferencePool", "name": pool_name(model)})
     return {
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": meta(scope, "inference", model.name, inference_namespace(scope)),
@@ -194,8 +222,7 @@ def route(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, Any]:
                 "matches": [{"path": {"type": "Exact", "value": f"/{model.name}{path}"}}],
                 "filters": [{"type": "URLRewrite", "urlRewrite": {
                     "path": {"type": "ReplaceFullPath", "replaceFullPath": path}}}],
-                "backendRefs": [{"group": INFERENCE_POOL_GROUP, "kind": "InferencePool",
-                                 "name": pool_name(model)}],
+                "backendRefs": [backend],
                 "timeouts": {"request": f"{int(plan.longest_answer.value)}s"},
             } for path in SERVING_PATHS],
         },
@@ -226,25 +253,125 @@ def security_policy(scope: Scope, model: Model) -> dict[str, Any]:
             "metadata": meta(scope, "inference", model.name, inference_namespace(scope)), "spec": body}
 
 
-def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit:
+def _service(scope: Scope, name: str, pods: dict[str, str]) -> Obj:
+    return Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(scope, "inference", name, inference_namespace(scope)),
+                "spec": {"type": "ClusterIP", "selector": pods,
+                         "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}})
+
+
+def _serving(scope: Scope, model: Model, plan: ModelPlan) -> list[Obj]:
+    """One workload and what watches it: its PDB and ServiceMonitor (and, for a phase of a
+    disaggregated model, the Service the monitor scrapes through: Prometheus labels its series
+    `service="<model>-<phase>"`, which is how the autoscaler reads the decode servers alone)."""
     ns = inference_namespace(scope)
-    objs = [
-        _workload(scope, model, plan),
-        Obj({"apiVersion": "v1", "kind": "Service",
-             "metadata": meta(scope, "inference", model.name, ns),
-             "spec": {"type": "ClusterIP", "selector": serving_pods(scope, model, plan),
-                      "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}}),
+    pods = workload_selector(scope, model, plan)
+    leaders = {**pods, LWS_INDEX_LABEL: "0"} if plan.nodes_per_replica > 1 else pods  # only a leader serves HTTP
+    objs = [_workload(scope, model, plan)]
+    if plan.phase:
+        objs.append(_service(scope, plan.name, leaders))
+    objs += [
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-             "metadata": meta(scope, "inference", model.name, ns),
+             "metadata": meta(scope, "inference", plan.name, ns),
              # One pod at a time: evicting one pod of a group takes the whole group down (it is
              # recreated together), and its pods then count as unavailable until it is back, so a
              # second group cannot go while the first recovers. Counting a group's pods
              # (maxUnavailable = pods per group) let one pod of each of two groups go at once.
-             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(scope, model)}}}),
+             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": pods}}}),
         Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-             "metadata": meta(scope, "inference", model.name, ns),
-             "spec": {"selector": {"matchLabels": selector(scope, model)},
+             "metadata": meta(scope, "inference", plan.name, ns),
+             "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": plan.name,
+                                                   "peaknight.io/event": scope.event.name}},
                       "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]}}),
+    ]
+    return objs
+
+
+# The router: SGLang's sglang-router in the model's image (launch_router), sized by the plan.
+ROUTER_MEMORY_GIB = 16
+ROUTER_RUN_AS_USER = 1000
+
+
+def router_command(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -> list[str]:
+    """sglang-router in PD mode, finding the prefill and decode servers itself (Kubernetes service
+    discovery: a Service in front would send the decode server's KV bootstrap to another prefill
+    server than the one that prefilled), cache-aware: requests sharing a prefix go to the prefill
+    server that holds it. Only group leaders (worker index 0) serve HTTP."""
+    def selector_args(plan: ModelPlan) -> list[str]:
+        sel = workload_selector(scope, model, plan)
+        if plan.nodes_per_replica > 1:
+            sel = {**sel, LWS_INDEX_LABEL: "0"}
+        return [f"{k}={v}" for k, v in sel.items()]
+    return ["python3", "-m", "sglang_router.launch_router", "--host", "0.0.0.0", "--port", str(PORT),
+            "--pd-disaggregation", "--policy", "cache_aware",
+            "--service-discovery", "--service-discovery-namespace", inference_namespace(scope),
+            "--service-discovery-port", str(PORT),
+            "--prefill-selector", *selector_args(prefill), "--decode-selector", *selector_args(decode),
+            "--worker-startup-timeout-secs", str(startup_budget(model))]
+
+
+def _router(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -> list[Obj]:
+    """The router in front of a disaggregated model: Deployment, its Service (named after the
+    model, so the HTTPRoute and the in-cluster URL are those of a colocated model), PDB, and the
+    ServiceAccount and Role that let it watch the namespace's pods (service discovery)."""
+    ns = inference_namespace(scope)
+    name, pods = router_name(model), router_selector(scope, model)
+    assert decode.router_pods is not None
+    replicas = int(decode.router_pods.value)
+    probe = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
+    container = {
+        "name": "router", "image": model.image, "imagePullPolicy": "IfNotPresent",
+        "command": router_command(scope, model, prefill, decode),
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": str(ROUTER_POD_VCPU), "memory": f"{ROUTER_MEMORY_GIB}Gi"},
+                      "limits": {"memory": f"{ROUTER_MEMORY_GIB}Gi"}},
+        "readinessProbe": {"httpGet": {"path": "/readiness", "port": "http"}, **probe},
+        "livenessProbe": {"httpGet": {"path": "/liveness", "port": "http"}, **probe, "failureThreshold": 6},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": podpolicy.container_security(),
+    }
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {**meta(scope, "router", name, ns), "annotations": {"peaknight.io/replicas": decode.router_pods.why}},
+        "spec": {
+            "replicas": replicas, "selector": {"matchLabels": pods},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {**labels(scope, "router", name), **pods}}, "spec": {
+                "priorityClassName": priority_class(scope),
+                "serviceAccountName": name,
+                # The router lists and watches pods (service discovery): it needs its token.
+                "automountServiceAccountToken": True,
+                "securityContext": podpolicy.pod_security(ROUTER_RUN_AS_USER),
+                "containers": [container],
+                "topologySpreadConstraints": podpolicy.zone_spread(pods),
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+            }},
+        },
+    }
+    return [
+        Obj(deployment),
+        _service(scope, model.name, pods),
+        Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(scope, "router", name, ns),
+             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": pods}}}),
+        Obj({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(scope, "router", name, ns)}),
+        Obj({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(scope, "router", name, ns),
+             "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]}),
+        Obj({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": meta(scope, "router", name, ns),
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]}),
+    ]
+
+
+def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, prefill: ModelPlan | None = None) -> Unit:
+    """The model's objects; `plan` is its workload, or its decode groups when `prefill` is given."""
+    ns = inference_namespace(scope)
+    objs: list[Obj] = []
+    if prefill is None:
+        objs += _serving(scope, model, plan)
+        objs.insert(1, _service(scope, model.name, serving_pods(scope, model, plan)))
+    else:
+        objs += _serving(scope, model, prefill) + _serving(scope, model, plan) + _router(scope, model, prefill, plan)
+    objs += [
         Obj(route(scope, model, plan)),
         Obj(security_policy(scope, model)),
         Obj({"apiVersion": "v1", "kind": "ServiceAccount",

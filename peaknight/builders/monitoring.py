@@ -84,20 +84,26 @@ def _alert(scope: Scope, name: str, expr: str, for_: str, severity: str, summary
             "annotations": {"summary": summary, "description": description}}
 
 
-def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> dict[str, Any]:
+def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan,
+                workloads: tuple[ModelPlan, ...] = ()) -> dict[str, Any]:
     """Recording rules for one model (tokens/min, queue, TTFT/ITL quantiles, KV cache, GPU use) and
-    the alerts on them."""
+    the alerts on them. `plan` is the workload whose capacity bounds the model; `workloads` all of
+    them (a disaggregated model's prefill and decode groups: their pods, and its tokens and
+    latencies read from the decode servers, where every request ends and is counted once)."""
     e = engines.metrics(model)
     ns = inference_namespace(spec)
-    sel = _sel(namespace=ns, model_name=model.name)
-    pods = {"namespace": ns, "pod": "~" + pod_pattern(model.name, plan.nodes_per_replica)}
+    workloads = workloads or (plan,)
+    served = {"service": f"{model.name}-decode"} if len(workloads) > 1 else {}
+    sel = _sel(namespace=ns, model_name=model.name, **served)
+    every = _sel(namespace=ns, model_name=model.name)   # queues and running requests of every phase
+    pods = {"namespace": ns, "pod": "~" + "|".join(pod_pattern(w.name, w.nodes_per_replica) for w in workloads)}
     label = {"model": model.name}
     records = [
         # The night's headline number: input + output tokens, per minute.
         ("model:tokens_per_minute:rate" + RATE_WINDOW,
-         f"({engine_tokens_per_second(e, _matchers(namespace=ns, model_name=model.name))}) * 60"),
-        ("model:requests_waiting:sum", f"sum({e.waiting_metric}{sel})"),
-        ("model:requests_running:sum", f"sum({e.running_metric}{sel})"),
+         f"({engine_tokens_per_second(e, _matchers(namespace=ns, model_name=model.name, **served))}) * 60"),
+        ("model:requests_waiting:sum", f"sum({e.waiting_metric}{every})"),
+        ("model:requests_running:sum", f"sum({e.running_metric}{every})"),
         *[(f"model:ttft_seconds:p{int(q * 100)}", _quantile((e.ttft_histogram,), q, sel)) for q in (0.5, 0.99)],
         *[(f"model:itl_seconds:p{int(q * 100)}", _quantile(e.itl_histograms, q, sel)) for q in (0.5, 0.99)],
         ("model:kv_cache_usage:avg", " or ".join(f"avg({g}{sel})" for g in e.kv_cache_gauges)),
@@ -304,7 +310,8 @@ def rule_object(scope: Scope, name: str, group: dict[str, Any]) -> Obj:
 
 
 def build(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> Unit:
-    objs = [rule_object(spec, f"rules-{m.name}", model_group(spec, cluster, m, plan.model(m.name)))
+    objs = [rule_object(spec, f"rules-{m.name}", model_group(spec, cluster, m, plan.bounding(m.name),
+                                                                          plan.phases(m.name)))
             for m in spec.models]
     objs.append(rule_object(spec, "rules-pools", pool_group(spec, cluster, plan)))
     objs += [rule_object(spec, f"rules-edge-{e.name}", edge_group(spec, cluster, e, plan.edge(e.name)))

@@ -2,14 +2,21 @@
 
 Allowed, and nothing else:
 - every pod -> the cluster DNS (kube-dns in kube-system, port 53);
-- the Gateway's Envoy proxies -> each model server's HTTP port (the only way in for clients);
+- the Gateway's Envoy proxies -> each model server's HTTP port (the only way in for clients), or
+  the model's router where it is disaggregated;
 - Prometheus -> the metrics ports it scrapes (the model servers serve /metrics on their HTTP port);
 - the Gateway's Envoy proxies -> each model's endpoint picker (EPP) on its ext_proc gRPC port; the
   EPP -> the pods that serve the model's HTTP (it reads their /metrics there) and -> the API server
   (it watches its InferencePool and pods; the API server has no pod labels to select, so any
   address on 443/6443);
 - the pods of one model <-> each other, where a replica spans nodes (the LeaderWorkerSet group's
-  rendezvous and NCCL traffic use ports the engines choose);
+  rendezvous and NCCL traffic use ports the engines choose) or the model is disaggregated (the
+  decode servers fetch the KV cache from the prefill servers: bootstrap port and transfer side
+  channels);
+- a colocated model's endpoint picker: from the Gateway's Envoy proxies (ext-proc) and Prometheus;
+  to its model servers' HTTP port and the API server (builders/routing.py);
+- a disaggregated model's router: from the Gateway's Envoy proxies; to its model servers' HTTP
+  port, and to the API server's port (it watches the namespace's pods to find them);
 - the weights staging Jobs -> HTTPS (they download from the model hub); the node-cache fillers
   have no network at all;
 - rehearsal only: the load replay's pods -> each model server's HTTP port (builders/loadreplay.py);
@@ -29,6 +36,7 @@ from typing import Any
 from peaknight.addons import releases
 from peaknight.builders import loadreplay, routing, warmup
 from peaknight.builders.cluster_base import gateway_name
+from peaknight.builders import inference
 from peaknight.builders.inference import selector as model_selector, serving_pods
 from peaknight.builders.objects import (Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace,
                                        weights_namespace)
@@ -48,8 +56,7 @@ OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
 # prometheus-operator labels every Prometheus pod it runs with this name.
 PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
 HTTPS = 443
-# The API server behind the kubernetes Service (443) and on the control-plane endpoints (6443 on
-# kubeadm-style clusters; EKS serves 443).
+# The Kubernetes API server: 443 (EKS, VKE endpoints, the kubernetes Service) or 6443 (kubeadm's default).
 API_SERVER_PORTS = (443, 6443)
 _IN_CLUSTER = re.compile(r"https?://[^./:]+\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?(?::\d+)?(?:/.*)?")
 
@@ -99,16 +106,35 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
     load = [_load_pods(spec)] if loadreplay.enabled(spec) else []
     for model in spec.models:
         pods = {"matchLabels": model_selector(spec, model)}
-        epp = {"podSelector": {"matchLabels": routing.epp_selector(spec, model)}}
-        objs.append(_policy(spec, f"{model.name}-serving", ns, pods,
-                            [{"from": [gateway, _prometheus(cluster), epp, *load], "ports": _ports(engines.PORT)}], None))
-        serving = {"podSelector": {"matchLabels": serving_pods(spec, model, plan.model(model.name))}}
-        objs.append(_policy(spec, routing.epp_name(model), ns, epp["podSelector"],
-                            [{"from": [gateway], "ports": _ports(routing.EPP_GRPC_PORT)},
-                             {"from": [_prometheus(cluster)], "ports": _ports(routing.EPP_METRICS_PORT)}],
-                            [{"to": [serving], "ports": _ports(engines.PORT)},
-                             {"ports": _ports(*API_SERVER_PORTS)}]))
-        if plan.model(model.name).nodes_per_replica > 1:
+        workloads = plan.phases(model.name)
+        disaggregated = len(workloads) > 1
+        if disaggregated:
+            # Clients reach a disaggregated model through its router only; the router: from the
+            # Gateway, to the servers' HTTP port and to the API server (it watches the namespace's
+            # pods; the API server's address is the cluster's, so by port).
+            router = {"matchLabels": inference.router_selector(spec, model)}
+            objs.append(_policy(spec, f"{model.name}-serving", ns, pods,
+                                [{"from": [{"podSelector": router}, _prometheus(cluster), *load],
+                                  "ports": _ports(engines.PORT)}], None))
+            objs.append(_policy(spec, inference.router_name(model), ns, router,
+                                [{"from": [gateway], "ports": _ports(engines.PORT)}],
+                                [{"to": [{"podSelector": pods}], "ports": _ports(engines.PORT)},
+                                 {"ports": _ports(*API_SERVER_PORTS)}]))
+        else:
+            # The Gateway's Envoy sends to the pod its InferencePool's endpoint picker chose.
+            epp = {"podSelector": {"matchLabels": routing.epp_selector(spec, model)}}
+            objs.append(_policy(spec, f"{model.name}-serving", ns, pods,
+                                [{"from": [gateway, _prometheus(cluster), epp, *load], "ports": _ports(engines.PORT)}],
+                                None))
+            serving = {"podSelector": {"matchLabels": serving_pods(spec, model, workloads[0])}}
+            objs.append(_policy(spec, routing.epp_name(model), ns, epp["podSelector"],
+                                [{"from": [gateway], "ports": _ports(routing.EPP_GRPC_PORT)},
+                                 {"from": [_prometheus(cluster)], "ports": _ports(routing.EPP_METRICS_PORT)}],
+                                [{"to": [serving], "ports": _ports(engines.PORT)},
+                                 {"ports": _ports(*API_SERVER_PORTS)}]))
+        if disaggregated or any(w.nodes_per_replica > 1 for w in workloads):
+            # A group's rendezvous and NCCL, and between prefill and decode servers the KV bootstrap
+            # and transfer side channels: ports the engines choose.
             group = [{"podSelector": pods}]
             objs.append(_policy(spec, f"{model.name}-group", ns, pods, [{"from": group}], [{"to": group}]))
     return objs

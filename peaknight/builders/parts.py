@@ -47,16 +47,22 @@ class GpuNodePoolArgs:
 
 @dataclass(frozen=True)
 class InferenceServiceArgs:
-    """One model's servers in one cluster, sized by its plan."""
+    """One model's servers in one cluster, sized by its plan: `plan` is its workload, or, for a
+    disaggregated model, its decode groups, with `prefill` its prefill groups (and a router)."""
 
     scope: Scope
     cluster: Cluster
     model: Model
     plan: ModelPlan
+    prefill: ModelPlan | None = None
+
+    @property
+    def workloads(self) -> tuple[ModelPlan, ...]:
+        return (self.prefill, self.plan) if self.prefill else (self.plan,)
 
     @cached_property
     def unit(self) -> Unit:
-        return inference.build(self.scope, self.cluster, self.model, self.plan)
+        return inference.build(self.scope, self.cluster, self.model, self.plan, self.prefill)
 
 
 @dataclass(frozen=True)
@@ -70,13 +76,14 @@ class AutoscalerArgs:
     @cached_property
     def unit(self) -> Unit:
         t = self.target
-        return autoscaling.build(self.scope, self.slo, t.cluster, t.model, t.plan, t.unit)
+        return autoscaling.build(self.scope, self.slo, t.cluster, t.model, t.workloads, t.unit)
 
 
 @dataclass(frozen=True)
 class InferenceRouterArgs:
-    """One model's prefix- and load-aware router in one cluster: its InferencePool (the pods
-    inference.serving_pods names) and endpoint picker, sized from its plan."""
+    """One colocated model's prefix- and load-aware router in one cluster: its InferencePool (the
+    pods inference.serving_pods names) and endpoint picker, sized from its plan. (A disaggregated
+    model's router is SGLang's, part of its InferenceService.)"""
 
     spec: StackSpec
     cluster: Cluster
@@ -215,13 +222,15 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
     """The parts of one cluster of the stack, each with its slice of the spec and the plan."""
     services = []
     for model in spec.models:
-        service = InferenceServiceArgs(spec, cluster, model, plan.model(model.name))
+        *prefill, main = plan.phases(model.name)  # (decode, with its prefill) or the one workload
+        service = InferenceServiceArgs(spec, cluster, model, main, prefill[0] if prefill else None)
         services.append((service, AutoscalerArgs(spec, service, spec.slo)))
     kit = ClusterParts(
         base=ClusterBaseArgs(spec, cluster, plan.gateway),
         pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
         services=tuple(services),
-        routers=tuple(InferenceRouterArgs(spec, cluster, m, plan.model(m.name)) for m in spec.models),
+        routers=tuple(InferenceRouterArgs(spec, cluster, m, plan.model(m.name)) for m in spec.models
+                      if len(plan.phases(m.name)) == 1),
         warm_gate=WarmGateArgs(spec, cluster, spec.models, plan.weights),
         monitoring=MonitoringArgs(spec, cluster, plan),
         edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         errors.writable_file(Path(args.plot), "--plot")
     measured = loadresults.read(loaded.spec, Path(args.results), args.replicas)
-    rows, missed = calibration.rows(loaded.spec, loaded.name, measured)
+    rows, missed, skipped = calibration.rows(loaded.spec, loaded.name, measured)
     slo = loaded.spec.slo
     print(f"calibration from stack '{loaded.name}' ({loaded.path}), results {args.results} "
           f"({loadreplay.TOOL} {loadreplay.TOOL_VERSION}); objective TTFT p99 <= {slo.ttft_p99_seconds:g} s, "
@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         rehearsal.write_plot(loaded.spec, reports, Path(args.plot))
         print(f"plot: {args.plot}")
+    for results in skipped:
+        print(f"NOT CALIBRATED: {results.cluster}/{results.model} is disaggregated: one replica's mixed rate does not "
+              "separate its prefill and decode groups (set their rows by hand, from the phases' own metrics)")
     for results in missed:
         print(f"NO STAGE MET THE OBJECTIVE: {results.cluster}/{results.model} ({results.source}): nothing to calibrate")
     if rows:
@@ -143,7 +146,7 @@ def _delta_table(name: str, deltas: list[calibration.ClusterDelta]) -> str:
 def _write(target: Path, rows: list[calibration.Calibrated]) -> int:
     """Merge the rows into the calibration file (a row replaces the one with its identity); the
     file is replaced whole, so a reader never sees half of it."""
-    kept = {profiles.row_key(r): r for r in profiles.calibrated_rows(target)}
+    kept = {profiles.mapping_key(r): r for r in profiles.calibrated_rows(target)}
     kept.update({row.key: row.new for row in rows})
     body = HEADER + f"# last written {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%MZ}\n" + yaml.safe_dump(
         {"throughput": [kept[k] for k in sorted(kept)]}, sort_keys=False, width=120)

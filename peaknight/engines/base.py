@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
+from peaknight.spec.profiles import Group, ServingTopology
 from peaknight.spec.stack import Engine, Model
 
 PORT = 8000
@@ -39,10 +40,23 @@ class Role(str, Enum):
 
 @dataclass(frozen=True)
 class Topology:
-    """How one replica sits on nodes: `nodes` pods of `gpus_per_pod` GPUs each."""
+    """How one replica sits on nodes: `nodes` pods of `gpus_per_pod` GPUs each; for a
+    disaggregated model, which phase the replica serves and the measured serving topology
+    (profiles.yaml) its command line renders."""
 
     gpus_per_replica: int
     gpus_per_node: int
+    phase: str = ""                               # "", "prefill" or "decode"
+    serving: ServingTopology | None = None
+    kv_transfer: str = "mooncake"                 # disaggregated: the KV transfer backend (profiles interconnect)
+    moe_a2a: str = "deepep"                       # expert parallelism's all-to-all over that interconnect
+
+    @property
+    def group(self) -> Group | None:
+        """The measured parallelism of this replica's group (None: a topology built without a row)."""
+        if self.serving is None:
+            return None
+        return getattr(self.serving, self.phase) if self.phase else self.serving.serve
 
     @property
     def nodes(self) -> int:
@@ -125,6 +139,9 @@ class ServingEngine(ABC):
     # How the engine splits a replica over nodes, as its source states it: every node must carry
     # the same share of the replica's GPUs.
     split_rule: ClassVar[str]
+    # The share of each GPU's memory the engine fills with weights and KV cache (the value the kit
+    # pins on its command line): the planner's memory bound reads the same number.
+    static_memory_fraction: ClassVar[float]
 
     def cannot_serve(self, topology: Topology) -> str:
         """Why this engine cannot serve `topology`, or "" when it can. Config reports the reason."""

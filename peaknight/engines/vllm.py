@@ -33,6 +33,9 @@ LIVENESS_TIMEOUT_SECONDS = 10
 class Vllm(ServingEngine):
     engine = Engine.VLLM
     split_rule = "it spans nodes as one pipeline stage per node, each of the same tensor parallelism"
+    # --gpu-memory-utilization: the fraction of GPU memory the engine may use for weights,
+    # activations and KV cache (vllm/engine/arg_utils.py); pinned so the memory bound and the pod agree.
+    static_memory_fraction = 0.92
     # v0.11 renamed time_per_output_token to inter_token_latency and gpu_cache_usage_perc to
     # kv_cache_usage_perc: current name first. In the v0.11.0 wheel (vllm/v1/metrics/loggers.py)
     # gpu_cache_usage_perc is only emitted with --show-hidden-metrics-for-version=0.10, so the old
@@ -56,7 +59,7 @@ class Vllm(ServingEngine):
             return ["sh", "-c", f"until ray start --address=$(LWS_LEADER_ADDRESS):{RAY_PORT} --block; do sleep 5; done"]
         serve = ["vllm", "serve", weights_path(model), "--served-model-name", model.name, "--host", "0.0.0.0",
                  "--port", str(PORT), "--tensor-parallel-size", str(topology.gpus_per_pod),
-                 "--max-model-len", str(model.max_model_len), "--gpu-memory-utilization", "0.92",
+                 "--max-model-len", str(model.max_model_len), "--gpu-memory-utilization", str(self.static_memory_fraction),
                  "--enable-prefix-caching"]
         if not topology.spans_nodes:
             return serve

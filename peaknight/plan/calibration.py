@@ -9,9 +9,10 @@ is a floor of what they can do (`saturated` is false, and the CLI says so).
 One request mix measures one mixed rate: the new row keeps the shipped row's prefill:decode ratio,
 both scaled by k = measured / the shipped row's mixed rate at the measured input share, so that
 capacity.mixed_tps(new row, that share) equals the measurement exactly. The row replaced is the one
-the plan sized the model by (capacity.profile_row: the slowest GPU its pool may be given); where
+the plan sized the model by (capacity.sizing_row: the slowest GPU its pool may be given); where
 several clusters or models measure one row, the lowest measurement wins: the plan must hold in
-every cluster.
+every cluster. A disaggregated model is not calibrated here: one replica's mixed rate says nothing
+of its prefill and decode groups apart (rows() returns it as skipped).
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ class Calibrated:
     saturated: bool              # some stage missed the objective: the best one is near the limit
 
     @property
-    def key(self) -> tuple[str, str]:
-        return profiles.row_key(self.new)
+    def key(self) -> tuple[str, str, str, str]:
+        return profiles.mapping_key(self.new)
 
     @property
     def input_share(self) -> float:
@@ -57,7 +58,7 @@ def _row(spec: StackSpec, stack: str, results: ModelResults) -> Calibrated | Non
         return None
     best = max(good, key=lambda s: s.per_replica)
     model = next(m for m in spec.models if m.name == results.model)
-    old = capacity.profile_row(model, next(p for p in spec.gpu_pools if p.name == model.pool))
+    old = capacity.sizing_row(model, next(p for p in spec.gpu_pools if p.name == model.pool), spec.slo.itl_p99_seconds)
     share = best.input_tps / best.tokens_per_second
     k = best.per_replica / capacity.mixed_tps(old, share)
     when = best.start.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
@@ -72,18 +73,23 @@ def _row(spec: StackSpec, stack: str, results: ModelResults) -> Calibrated | Non
     return Calibrated(old, new, results, best, saturated=len(good) < len(results.stages))
 
 
-def rows(spec: StackSpec, stack: str, measured: Iterable[ModelResults]) -> tuple[list[Calibrated], list[ModelResults]]:
-    """The calibrated rows (lowest measurement per row) and the results no stage of which met the
-    objective (nothing to calibrate from)."""
-    best: dict[tuple[str, str], Calibrated] = {}
-    missed = []
+def rows(spec: StackSpec, stack: str,
+         measured: Iterable[ModelResults]) -> tuple[list[Calibrated], list[ModelResults], list[ModelResults]]:
+    """The calibrated rows (lowest measurement per row), the results no stage of which met the
+    objective (nothing to calibrate from), and those of disaggregated models (not calibrated)."""
+    best: dict[tuple[str, str, str, str], Calibrated] = {}
+    missed, skipped = [], []
+    colocated = {m.name for m in spec.models if m.topology.value == profiles.COLOCATED}
     for results in measured:
+        if results.model not in colocated:
+            skipped.append(results)
+            continue
         row = _row(spec, stack, results)
         if row is None:
             missed.append(results)
         elif row.key not in best or row.new["prefill_tps"] < best[row.key].new["prefill_tps"]:
             best[row.key] = row
-    return sorted(best.values(), key=lambda r: r.key), missed
+    return sorted(best.values(), key=lambda r: r.key), missed, skipped
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from peaknight.engines.base import Topology
-from peaknight.plan import rollout, startup, weights
+from peaknight.plan import memory, rollout, startup, weights
 from peaknight.plan.figure import Figure
 from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
@@ -48,10 +48,15 @@ class ModelPlan:
     short: bool
     # The pool's high-speed network, for a replica that spans nodes; None for one that does not.
     interconnect: profiles.Interconnect | None = None
+    # Disaggregated models plan each phase as its own workload: "prefill" or "decode" ("" colocated).
+    phase: str = ""
+    serving: profiles.ServingTopology | None = None  # the throughput row's topology: what is rendered
+    router_pods: Figure | None = None  # decode plan of a disaggregated model: its router's pods
 
     @property
     def name(self) -> str:
-        return self.model
+        """The workload's name: the model's, with its phase when disaggregated."""
+        return f"{self.model}-{self.phase}" if self.phase else self.model
 
     @property
     def headroom(self) -> float:
@@ -64,7 +69,10 @@ class ModelPlan:
     @property
     def topology(self) -> Topology:
         """How one replica sits on the pool's nodes: what its engine's command line is built for."""
-        return Topology(self.gpus_per_replica, self.gpus_per_node)
+        net = self.interconnect
+        return Topology(self.gpus_per_replica, self.gpus_per_node, self.phase, self.serving,
+                        net.kv_transfer if net else profiles.Interconnect.kv_transfer,
+                        net.moe_a2a if net else profiles.Interconnect.moe_a2a)
 
     def replicas_for(self, moment: str) -> int:
         return int(dict(self.moment_replicas)[moment].value)
@@ -147,7 +155,22 @@ class ClusterPlan:
         return sum(m.pods for m in self.models) + self.nodes * DAEMON_PODS_PER_NODE + self.edge_pods
 
     def model(self, name: str) -> ModelPlan:
-        return next(m for m in self.models if m.model == name)
+        """The plan of the workload `name` (a colocated model's name, or `<model>-prefill|decode`)."""
+        return next(m for m in self.models if m.name == name)
+
+    def bounding(self, model: str) -> ModelPlan:
+        """The workload whose capacity bounds `model`: its only one, or its scarcer phase."""
+        return min(self.phases(model), key=lambda m: m.capacity_tps.value)
+
+    def model_rates(self) -> dict[str, tuple[float, float]]:
+        """Forecast and capacity tokens/s per model: every phase of a disaggregated model reads the
+        model's whole demand, and the model serves what its scarcer phase allows."""
+        return {name: (b.demand_tps.value, b.capacity_tps.value)
+                for name, b in ((n, self.bounding(n)) for n in dict.fromkeys(m.model for m in self.models))}
+
+    def phases(self, model: str) -> tuple[ModelPlan, ...]:
+        """Every workload of `model`: one colocated, or its prefill and decode groups."""
+        return tuple(m for m in self.models if m.model == model)
 
     def weight(self, model: str) -> WeightsPlan:
         return next(w for w in self.weights if w.model == model)
@@ -226,25 +249,95 @@ class EnvelopeError(Exception):
         super().__init__("\n".join(problems))
 
 
+def profile_row(model: Model, gpu: str) -> profiles.Throughput:
+    """The throughput row measured on what the model renders (config guarantees there is one)."""
+    return profiles.load().throughput[profiles.row_key(model.model_class, gpu, model.engine.value, model.topology.value)]
+
+
+def prefill_tps(model: Model, row: profiles.Throughput) -> Figure:
+    """Input tokens/s at the model's prefix-cache hit rate: the row's figure counts its own hits,
+    and only the missed tokens cost compute, so it scales by (1 - row's rate) / (1 - model's)."""
+    h_row, h = row.prefix_cache_hit_rate, model.prefix_cache_hit_rate
+    value = row.prefill_tps * (1 - h_row) / (1 - h)
+    if h_row == h:
+        return Figure(value, f"{value:,.0f} (profile, at prefix-cache hit rate {h:g})")
+    return Figure(value, f"{row.prefill_tps:,.0f} x (1 - measured hit rate {h_row:g}) / (1 - prefixCacheHitRate {h:g}) "
+                         f"= {value:,.0f}")
+
+
+def decode_tps(model: Model, row: profiles.Throughput, itl_seconds: float) -> Figure:
+    """Output tokens/s: the lower of the profile's figure and the KV-cache memory bound."""
+    bound = memory.decode_bound(model, row, itl_seconds)
+    if bound.value < row.decode_tps:
+        return Figure(bound.value, f"{bound.value:,.0f}: bound by KV-cache memory, below the profile's "
+                                   f"{row.decode_tps:,.0f} ({bound.why})")
+    return Figure(row.decode_tps, f"{row.decode_tps:,.0f}: the profile's; the KV-cache memory bound allows "
+                                  f"{bound.value:,.0f} ({bound.why})")
+
+
+def replica_tps(model: Model, pool: GpuPool, itl_seconds: float) -> Figure:
+    """Mixed tokens/s of one colocated replica, on the slowest GPU the pool may be given."""
+    return _colocated(model, pool, itl_seconds)[1]
+
+
+def _colocated(model: Model, pool: GpuPool, itl_seconds: float) -> tuple[profiles.Throughput, Figure]:
+    f = model.input_share
+    options = []
+    for gpu in pool.gpus:
+        row = profile_row(model, gpu)
+        prefill, decode = prefill_tps(model, row), decode_tps(model, row, itl_seconds)
+        options.append((1 / (f / prefill.value + (1 - f) / decode.value), row, prefill, decode))
+    value, row, prefill, decode = min(options, key=lambda o: o[0])
+    return row, Figure(value, f"1/({f:g}/{prefill.value:,.0f} + {1 - f:g}/{decode.value:,.0f}) = {value:,.0f} tok/s "
+                         f"per {row.gpus_per_replica}x{row.gpu} replica, {row.topology.describe()} ({row.source}); "
+                         f"prefill {prefill.why}; decode {decode.why}")
+
+
+PHASES = ("prefill", "decode")
+
+
+def workload_names(model: Model) -> tuple[str, ...]:
+    """The names of the model's workloads (ModelPlan.name): its own, or one per phase."""
+    if model.topology.value == profiles.COLOCATED:
+        return (model.name,)
+    return tuple(f"{model.name}-{phase}" for phase in PHASES)
+
+
+def workloads(model: Model, pool: GpuPool, itl_seconds: float) -> list[tuple[Model, str, profiles.Throughput, Figure]]:
+    """(model, phase, row, tokens/s of one replica) per workload of the model. A colocated model is
+    one workload. A disaggregated model is two: prefill groups and decode groups, each sized
+    separately against the model's whole token rate, so both read the same demand and autoscaler
+    signal: one prefill group serves prefill / f tokens/s of the model's mix (f its input share),
+    one decode group decode / (1 - f); on the slowest GPU the pool may be given."""
+    if model.topology.value == profiles.COLOCATED:
+        row, tps = _colocated(model, pool, itl_seconds)
+        return [(model, "", row, tps)]
+    f = model.input_share
+    out = []
+    for phase, share in zip(PHASES, (f, 1 - f)):
+        options = []
+        for gpu in pool.gpus:
+            row = profile_row(model, gpu)
+            rate = prefill_tps(model, row) if phase == "prefill" else decode_tps(model, row, itl_seconds)
+            options.append((rate.value / share, row, rate))
+        value, row, rate = min(options, key=lambda o: o[0])
+        kind = "input" if phase == "prefill" else "output"
+        out.append((model, phase, row, Figure(
+            value, f"{rate.value:,.0f} {kind} tok/s per {phase} group / {kind} share {share:g} = {value:,.0f} tok/s of "
+                   f"the model's mix per {getattr(row.topology, phase).gpus}x{row.gpu} {phase} group, "
+                   f"{row.topology.describe()} ({row.source}); {phase}: {rate.why}")))
+    return out
+
+
 def mixed_tps(row: profiles.Throughput, input_share: float) -> float:
-    """One replica's tokens/s at a mix: input_share of its tokens prefilled, the rest decoded."""
+    """A row's own mixed rate at an input share, before the hit-rate rescale and the memory bound:
+    what `peaknight calibrate` scales a row by."""
     return 1 / (input_share / row.prefill_tps + (1 - input_share) / row.decode_tps)
 
 
-def profile_row(model: Model, pool: GpuPool) -> profiles.Throughput:
-    """The throughput row the plan sizes `model` by: the slowest GPU the pool may be given."""
-    table = profiles.load()
-    return min((table.throughput[(model.model_class, gpu)] for gpu in pool.gpus),
-               key=lambda row: mixed_tps(row, model.input_share))
-
-
-def replica_tps(model: Model, pool: GpuPool) -> Figure:
-    """Mixed tokens/s of one replica, on the slowest GPU the pool may be given."""
-    f = model.input_share
-    row = profile_row(model, pool)
-    value = mixed_tps(row, f)
-    return Figure(value, f"1/({f:g}/{row.prefill_tps:g} + {1 - f:g}/{row.decode_tps:g}) = {value:,.0f} tok/s "
-                         f"per {row.gpus_per_replica}x{row.gpu} replica ({row.source})")
+def sizing_row(model: Model, pool: GpuPool, itl_seconds: float) -> profiles.Throughput:
+    """The row a colocated model is sized by: its slowest GPU's."""
+    return _colocated(model, pool, itl_seconds)[0]
 
 
 def gpus_per_node(pool: GpuPool) -> int:
@@ -296,22 +389,19 @@ def plan(spec: StackSpec, *, envelope: bool = True) -> CapacityPlan:
 
 
 def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) -> ClusterPlan:
-    table = profiles.load()
-    models = []
+    models: list[ModelPlan] = []
     pool_nodes: dict[str, list[tuple[int, str]]] = {name: [] for name in pools}
     pool_zones: dict[str, list[list[int]]] = {name: [] for name in pools}
     pool_floor: dict[str, list[list[int]]] = {name: [] for name in pools}
     pool_surge: dict[str, int] = {name: 0 for name in pools}
     pool_burst: dict[str, int] = {name: 0 for name in pools}
     zones = len(cluster.zones)
-    for model in spec.models:
+    for model, phase, row, per_replica in (w for m in spec.models for w in workloads(m, pools[m.pool], spec.slo.itl_p99_seconds)):
         pool = pools[model.pool]
         gpn = gpus_per_node(pool)
-        row = table.throughput[(model.model_class, pool.gpus[0])]
-        gpr = row.gpus_per_replica
+        gpr = row.gpus_per_replica if not phase else getattr(row.topology, phase).gpus
         per_node = max(1, gpn // gpr)
         nodes_per_replica = Topology(gpr, gpn).nodes
-        per_replica = replica_tps(model, pool)
         peak = model.peak_tokens_per_minute / 60 * spec.scale * cluster.share
         demand = Figure(peak, f"{model.peak_tokens_per_minute:,.0f} tok/min / 60 x scale {spec.scale:g} "
                               f"x share {cluster.share:g} = {peak:,.0f} tok/s")
@@ -347,7 +437,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         cap_replicas = r - (math.ceil(r / zones) if spec.policy.survive_zone_loss else 0)
         capacity = cap_replicas * per_replica.value * spec.policy.target_utilisation
         models.append(ModelPlan(
-            cluster=cluster.name, model=model.name, pool=pool.name, gpus_per_replica=gpr, gpus_per_node=gpn,
+            cluster=cluster.name, model=model.name, phase=phase, serving=row.topology,
+            pool=pool.name, gpus_per_replica=gpr, gpus_per_node=gpn,
             nodes_per_replica=nodes_per_replica, replica_tps=per_replica, demand_tps=demand,
             replicas=replicas, max_replicas=max_replicas, floor_replicas=floor, moment_replicas=moments,
             longest_answer=longest_answer(spec, model),
@@ -358,9 +449,11 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             capacity_tps=Figure(capacity, f"{cap_replicas} replicas{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
                                           f" x {per_replica.value:,.0f} x util {spec.policy.target_utilisation:g}"),
             short=capacity < peak * (1 - 1e-9),
-            interconnect=interconnect(pool) if nodes_per_replica > 1 else None,
+            router_pods=plan_router(spec, cluster, peak) if phase == "decode" else None,
+            # Prefill and decode groups also send the KV cache between nodes over it.
+            interconnect=interconnect(pool) if nodes_per_replica > 1 or phase else None,
         ))
-        pool_nodes[pool.name].append((n, model.name))
+        pool_nodes[pool.name].append((n, models[-1].name))
         pool_surge[pool.name] += surge_nodes
         pool_burst[pool.name] += burst_nodes
         pool_zones[pool.name].append(_zone_nodes(r, zones, per_node, nodes_per_replica))
@@ -402,7 +495,7 @@ def plan_gateway(spec: StackSpec, cluster: Cluster, models: Iterable[ModelPlan])
     replicas (headroom, utilisation, zone loss): requests = tokens/s / tokens per request, vCPU =
     requests/s x vCPU per 1,000 requests/s, pods of the profile's size; twice that at most."""
     g = profiles.load().gateway
-    tps = sum(m.demand_tps.value for m in models)
+    tps = sum({m.model: m.demand_tps.value for m in models}.values())  # each model once, whatever its phases
     rps = tps / g.tokens_per_request
     vcpu = rps / 1000 * g.vcpu_per_1k_rps
     pods = replicas_for(vcpu, g.pod_vcpu, spec, len(cluster.zones),
@@ -411,6 +504,27 @@ def plan_gateway(spec: StackSpec, cluster: Cluster, models: Iterable[ModelPlan])
     p = max(2, int(pods.value))  # never one pod: a lost pod is a lost front door
     return GatewayPlan(Figure(p, pods.why + ("" if p == pods.value else "; at least 2")),
                        Figure(2 * p, f"2 x {p}"))
+
+
+# est.: the router is an HTTP proxy like Envoy, so it is sized with the gateway's figure per request.
+ROUTER_POD_VCPU = 8
+
+
+def plan_router(spec: StackSpec, cluster: Cluster, tps: float) -> Figure:
+    """Router pods for a disaggregated model's requests/s, sized like the Gateway's Envoy pods
+    (the profile's vCPU per 1,000 requests/s, headroom, utilisation, zone loss), one per zone at
+    least so a lost zone leaves routers in the others."""
+    g = profiles.load().gateway
+    rps = tps / g.tokens_per_request
+    vcpu = rps / 1000 * g.vcpu_per_1k_rps
+    zones = len(cluster.zones)
+    pods = replicas_for(vcpu, ROUTER_POD_VCPU, spec, zones,
+                        f"{tps:,.0f} tok/s / {g.tokens_per_request} tok per request = {rps:,.0f} req/s x "
+                        f"{g.vcpu_per_1k_rps:g} vCPU per 1k req/s (est.: the gateway's figure) = {vcpu:,.1f} vCPU "
+                        f"over {ROUTER_POD_VCPU}-vCPU pods")
+    floor = max(2, zones)
+    value = max(floor, int(pods.value))
+    return Figure(value, pods.why + ("" if value == pods.value else f"; at least {floor} (one per zone, never one)"))
 
 
 def _zone_nodes(replicas: int, zones: int, per_node: int, nodes_per_replica: int) -> list[int]:
@@ -601,6 +715,6 @@ def _slow_rollouts(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> Iterable
     for c in clusters:
         for m in c.models:
             if m.rollout.value > budget:
-                yield (f"cluster '{c.name}': a rolling update of '{m.model}' takes {m.rollout.value / 3600:.1f} h "
+                yield (f"cluster '{c.name}': a rolling update of '{m.name}' takes {m.rollout.value / 3600:.1f} h "
                        f"({m.rollout.why}), over policy.rolloutHours {spec.policy.rollout_hours:g}")
 

@@ -30,7 +30,7 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
              f"forecast {RATE_UNIT}", "headroom", "warm-up", "surge", "rollout", "")]
     for c in plan.clusters:
         for m in c.models:
-            rows.append((c.name, m.model, f"{int(m.replicas.value):,}", f"{int(m.floor_replicas.value):,}",
+            rows.append((c.name, m.name, f"{int(m.replicas.value):,}", f"{int(m.floor_replicas.value):,}",
                          f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", si(per_minute(m.capacity_tps.value)),
                          si(per_minute(m.demand_tps.value)), f"{m.headroom:.3f}", duration(m.warmup.value),
                          f"{int(m.surge.value):,}", duration(m.rollout.value), "SHORT" if m.short else "ok"))
@@ -64,7 +64,7 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
         lines.append(f"(rates below are tokens/s, the profiles' unit; the tables show them x 60 in {RATE_UNIT})")
         for c in plan.clusters:
             for m in c.models:
-                lines.append(f"{c.name}/{m.model}:")
+                lines.append(f"{c.name}/{m.name}:")
                 for label, fig in (("per replica", m.replica_tps), ("forecast", m.demand_tps), ("replicas", m.replicas),
                                    ("floor", m.floor_replicas), ("GPUs", m.gpus), ("nodes", m.nodes),
                                    ("capacity", m.capacity_tps), ("max replicas", m.max_replicas),
@@ -120,8 +120,9 @@ def summary(plan: CapacityPlan) -> str:
     models = [m for c in plan.clusters for m in c.models]
     gpus = sum(int(m.gpus.value) for m in models)
     nodes = sum(c.nodes for c in plan.clusters)
-    demand = per_minute(sum(m.demand_tps.value for m in models))
-    capacity = per_minute(sum(m.capacity_tps.value for m in models))
+    rates = [r for c in plan.clusters for r in c.model_rates().values()]
+    demand = per_minute(sum(d for d, _ in rates))
+    capacity = per_minute(sum(c for _, c in rates))
     short = len(plan.short)
     return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {si(demand)} {RATE_UNIT}, "
             f"capacity {si(capacity)} {RATE_UNIT}; {'all models and edges covered' if not short else f'{short} SHORT'}")

@@ -152,12 +152,13 @@ class Autoscaler(_UnitComponent):
     """The autoscaler of an InferenceService: a KEDA ScaledObject (token rate plus a cron floor per
     moment) or a plain HPA, as the cluster says.
 
-    Outputs: `kind`, `min_replicas`, `max_replicas` as rendered."""
+    Outputs: `kind`, `min_replicas`, `max_replicas` as rendered (of the decode groups' autoscaler
+    for a disaggregated model, whose prefill groups have their own)."""
 
     def __init__(self, name: str, args: parts.AutoscalerArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
         super().__init__("Autoscaler", name, args, opts, prefix, needed_by)
-        (obj,) = self._unit.objects
+        obj = self._unit.objects[-1]
         spec: dict[str, Any] = obj.manifest["spec"]
         keda = obj.kind == "ScaledObject"
         self.kind: pulumi.Output[str] = pulumi.Output.from_input(obj.kind)

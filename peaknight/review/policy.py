@@ -209,7 +209,7 @@ def broadcast_pools_frozen(ctx: Context, cluster: str, objs: Sequence[Obj]) -> I
 
 def autoscaler_covers_peak(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterable[Finding]:
     """An autoscaler capped under the plan's peak replicas caps the night below its forecast."""
-    models = {m.model: m for m in ctx.plan.cluster(cluster).models}
+    models = {m.name: m for m in ctx.plan.cluster(cluster).models}  # by workload: the scale target's name
     for obj in objs:
         spec = obj.manifest.get("spec") or {}
         if obj.kind == "ScaledObject":
@@ -221,7 +221,7 @@ def autoscaler_covers_peak(ctx: Context, cluster: str, objs: Sequence[Obj]) -> I
         model = models.get(spec.get("scaleTargetRef", {}).get("name"))
         if model is not None and top is not None and top < model.replicas.value:
             yield obj, (f"{field} {top} is below the plan's peak of {int(model.replicas.value)} replicas "
-                        f"for '{model.model}' ({model.replicas.why})")
+                        f"for '{model.name}' ({model.replicas.why})")
 
 
 def no_load_replay_in_broadcast(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterable[Finding]:

@@ -32,7 +32,9 @@ def snapshot(stack: str) -> dict[str, Any]:
     models: dict[str, dict[str, Any]] = {}
     for cluster in objects.plan.clusters:
         for m in cluster.models:
-            row = models.setdefault(m.model, {"replicas": 0, "floor": 0, "gpus": 0, "nodes": 0, "capacity_tpm": 0.0,
+            # Per workload (a disaggregated model's prefill and decode groups each), as `plan` and
+            # `simulate` report them; a workload's name is its model's where it is the only one.
+            row = models.setdefault(getattr(m, "name", m.model), {"replicas": 0, "floor": 0, "gpus": 0, "nodes": 0, "capacity_tpm": 0.0,
                                               "forecast_tpm": 0.0, "moments": {}})
             for key, fig in (("replicas", m.replicas), ("floor", m.floor_replicas), ("gpus", m.gpus), ("nodes", m.nodes)):
                 row[key] += int(fig.value)

@@ -14,7 +14,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from peaknight.plan.capacity import CapacityPlan
+from peaknight.plan.capacity import CapacityPlan, workload_names
 from peaknight.plan.units import READY_MEANING, RATE_UNIT, capacity_meaning, per_minute
 from peaknight.spec.forecast import moment_end
 from peaknight.sim.simulator import NO_FAULTS, Faults, ModelResult
@@ -25,7 +25,7 @@ SCALE, SCALE_NAME = 1e9, "G"  # the y axis: billions of tokens per minute
 
 def planned_capacity(plan: CapacityPlan, model: str) -> float:
     """The plan's capacity of `model`, summed over clusters, in tokens/min."""
-    return per_minute(sum(m.capacity_tps.value for c in plan.clusters for m in c.models if m.model == model))
+    return per_minute(sum(m.capacity_tps.value for c in plan.clusters for m in c.models if m.name == model))
 
 
 def mark_moments(ax: Any, spec: StackSpec) -> None:
@@ -53,7 +53,8 @@ def _draw_faults(ax: Any, spec: StackSpec, result: ModelResult, faults: Faults, 
     if faults.prometheus_down:
         ax.axvspan(at(faults.prometheus_down[0]), at(faults.prometheus_down[1]), color="tab:red", alpha=0.2, lw=0,
                    label="Prometheus down")
-    if faults.no_capacity and any(m.name == result.model and m.pool == faults.no_capacity[0] for m in spec.models):
+    if faults.no_capacity and any(result.model in workload_names(m) and m.pool == faults.no_capacity[0]
+                                   for m in spec.models):
         ax.axvspan(at(faults.no_capacity[1]), at(faults.no_capacity[2]), color="tab:purple", alpha=0.15, lw=0,
                    label=f"no {faults.no_capacity[0]} capacity")
 

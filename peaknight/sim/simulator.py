@@ -519,13 +519,16 @@ def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: floa
         for unit in cluster.units:
             if unit.component != "Autoscaler":
                 continue
-            plan = objects.plan.cluster(cluster.cluster.name).model(unit.name)
-            manifest = unit.objects[0].manifest
-            key = json.dumps([manifest, plan.replica_tps.value, plan.demand_tps.value, plan.gpus_per_replica, zone],
-                             sort_keys=True)
-            name, p, m, z, n = groups.get(key, (unit.name, plan, manifest, zone, 0))
-            groups[key] = (name, p, m, z, n + 1)
-    results = {name: ModelResult(name) for name in models}
+            for obj in unit.objects:  # one per workload: a disaggregated model's prefill and decode groups
+                plan = objects.plan.cluster(cluster.cluster.name).model(obj.name)
+                manifest = obj.manifest
+                key = json.dumps([manifest, plan.replica_tps.value, plan.demand_tps.value, plan.gpus_per_replica, zone],
+                                 sort_keys=True)
+                name, p, m, z, n = groups.get(key, (obj.name, plan, manifest, zone, 0))
+                groups[key] = (name, p, m, z, n + 1)
+    # Results per workload: each phase of a disaggregated model serves the model's whole demand
+    # with its own groups, and is short where it is short.
+    results = {name: ModelResult(name) for name in dict.fromkeys(name for name, *_ in groups.values())}
     for name, plan, manifest, zone, copies in groups.values():
-        results[name].add(replay(spec, models[name], plan, manifest, step, faults, zone), copies)
+        results[name].add(replay(spec, models[plan.model], plan, manifest, step, faults, zone), copies)
     return list(results.values())

@@ -27,7 +27,7 @@ from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
 from peaknight.spec import profiles
-from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
+from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, ServingMode, Stage, StackSpec
 
 NAMESPACE = "peaknight"
 KUBECONFIG_PREFIX = "kubeconfig-"
@@ -473,6 +473,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
 
     pools = {p.name: p for p in spec.gpu_pools}
     yield from _duplicates(spec.models, "models", source)
+    yield from _workload_names(spec, P)
     for i, model in enumerate(spec.models):
         yield from _check_model(i, model, pools, spec, P)
         yield from _check_auth(i, model, spec, P)
@@ -511,6 +512,19 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
             yield P(f"edges[{i}].{key}", "https origins for a TLS setting", "http origins")
 
 
+def _workload_names(spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """A disaggregated model's workloads and router are named `<model>-prefill`, `-decode` and
+    `-router` (Deployments, LeaderWorkerSets, Services): another model of that name would be the
+    same object."""
+    owner = {f"{m.name}-{part}": m.name for m in spec.models if m.topology is ServingMode.DISAGGREGATED
+             for part in ("prefill", "decode", "router")}
+    for i, m in enumerate(spec.models):
+        if m.name in owner:
+            yield P(f"models[{i}].name", f"a name no other model's objects use (model '{owner[m.name]}' is "
+                    f"disaggregated: its workloads and router are named {owner[m.name]}-prefill, -decode, -router)",
+                    f"'{m.name}'")
+
+
 def _check_auth(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Problem]:
     """The gateway's SecurityPolicy needs a key set for jwt; a broadcast's public routes need one at all."""
     auth = model.auth
@@ -533,24 +547,35 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
         yield P(f"models[{i}].pool", "the name of a pool in peaknight:gpuPools (" + ", ".join(pools) + ")",
                 _show(model.pool), _suggest(model.pool, pools))
         return
-    shapes = set()
+    shapes, found = set(), []
     for gpu in (g for g in pool.gpus if g in table.gpus):  # unknown GPUs are reported on the pool
-        row = table.throughput.get((model.model_class, gpu))
-        if row is None:
+        row = table.throughput.get(profiles.row_key(model.model_class, gpu, model.engine.value, model.topology.value))
+        rows = profiles.rows_for(model.model_class, gpu)
+        if row is None and not rows:
             yield P(f"models[{i}].pool", f"a pool whose GPUs all have a {model.model_class} throughput profile",
                     f"pool '{pool.name}' offers {gpu}, which has none")
+        elif row is None:
+            yield P(f"models[{i}].topology", f"a topology with a {model.model_class} throughput row on {gpu} ("
+                    + "; ".join(r.topology.describe() for r in rows) + ")",
+                    f"{model.engine.value} {model.topology.value}")
         else:
             shapes.add(row.gpus_per_replica)
+            found.append(row)
     if len(shapes) > 1:
         yield P(f"models[{i}].pool", "a pool whose GPUs all give the same GPUs per replica",
                 f"{sorted(shapes)} across {', '.join(pool.gpus)}")
     node_gpus = {table.instance_types[t].gpus for t in pool.instance_types if t in table.instance_types}
     if len(shapes) == 1 and len(node_gpus) == 1:  # other shapes are reported on the model or its pool
-        topology = Topology(shapes.pop(), node_gpus.pop())
-        reason = ENGINES[model.engine].cannot_serve(topology)
-        if reason:
-            yield P(f"models[{i}].engine", f"an engine that can serve {topology.describe()}",
-                    f"{model.engine.value}: {reason}")
+        serving, gpn = found[0].topology, node_gpus.pop()
+        phases = [("", serving.serve)] if serving.serve else [("prefill", serving.prefill), ("decode", serving.decode)]
+        for phase, group in phases:
+            assert group is not None
+            topology = Topology(group.gpus, gpn, phase, serving)
+            reason = ENGINES[model.engine].cannot_serve(topology)
+            if reason:
+                yield P(f"models[{i}].engine", f"an engine that can serve {topology.describe()}",
+                        f"{model.engine.value}: {reason}")
+                break
     if spec.policy.require_image_digests and model.weights_revision is None:
         yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
                 f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")

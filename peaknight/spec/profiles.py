@@ -22,6 +22,8 @@ class Interconnect:
     resource: str       # the extended resource its device plugin advertises
     devices: int        # how many one node brings
     network_key: str    # node label: equal values are one network domain
+    kv_transfer: str = "mooncake"  # the SGLang KV transfer backend over it (--disaggregation-transfer-backend)
+    moe_a2a: str = "deepep"        # the expert-parallel all-to-all over it (--moe-a2a-backend; none: NCCL)
 
 
 @dataclass(frozen=True)
@@ -59,31 +61,116 @@ class EdgeNetwork:
 
 
 @dataclass(frozen=True)
+class Architecture:
+    """What the KV-cache memory bound needs from a model class's config.json."""
+
+    params_b: float                 # parameters, billions
+    replicated_params_b: float      # held whole by every data-parallel attention rank
+    layers: int
+    mla_dims: int = 0               # MLA: latent + rope elements per layer per token (0: GQA)
+    kv_heads: int = 0               # GQA: KV heads per layer
+    head_dim: int = 0
+
+
+@dataclass(frozen=True)
 class ModelClass:
     name: str
     description: str
     startup_seconds: int
     image_gib: float
     weights_gib: float
+    architecture: Architecture
+
+
+COLOCATED = "colocated"
+DISAGGREGATED = "disaggregated"
+KV_BYTES = {"bf16": 2, "fp8": 1}
+
+
+@dataclass(frozen=True)
+class Group:
+    """One group of GPUs serving one phase (or both, colocated) as a unit: its parallelism."""
+
+    gpus: int
+    tp: int   # the engine's tensor-parallel size over the group
+    dp: int   # data-parallel attention ranks (1: attention replicated on every tp rank)
+    ep: int   # expert parallelism (1: experts split by tp)
+
+    def describe(self) -> str:
+        return f"{self.gpus} GPUs tp{self.tp} dp{self.dp} ep{self.ep}"
+
+
+@dataclass(frozen=True)
+class ServingTopology:
+    """What a throughput row was measured on and what the model must render for it to apply."""
+
+    engine: str                 # vllm, sglang
+    mode: str                   # colocated, disaggregated
+    kv_dtype: str               # bf16, fp8
+    serve: Group | None = None    # colocated: one replica
+    prefill: Group | None = None  # disaggregated: one prefill group
+    decode: Group | None = None   # disaggregated: one decode group
+
+    @property
+    def decoding(self) -> Group:
+        """The group whose KV cache holds decoding requests: the one the memory bound sizes."""
+        group = self.serve if self.mode == COLOCATED else self.decode
+        assert group is not None
+        return group
+
+    def describe(self) -> str:
+        if self.mode == COLOCATED and self.serve:
+            return f"{self.engine} colocated ({self.serve.describe()}, KV {self.kv_dtype})"
+        assert self.prefill and self.decode
+        return (f"{self.engine} disaggregated (prefill {self.prefill.describe()}, decode {self.decode.describe()}, "
+                f"KV {self.kv_dtype})")
 
 
 @dataclass(frozen=True)
 class Throughput:
     model_class: str
     gpu: str
-    gpus_per_replica: int
-    prefill_tps: float
-    decode_tps: float
+    topology: ServingTopology
+    prefill_tps: float           # one replica (colocated) or one prefill group's input tokens/s
+    decode_tps: float            # one replica (colocated) or one decode group's output tokens/s
+    input_tokens: int            # the measured requests' mean lengths
+    output_tokens: int
+    prefix_cache_hit_rate: float  # of input tokens, while measured (prefill_tps counts the hits)
+    itl_seconds: float
     latency_target: str
     source: str
     # Where and when a calibrated row was measured (`peaknight calibrate`); "" for a shipped row.
     measured: str = ""
 
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return row_key(self.model_class, self.gpu, self.topology.engine, self.topology.mode)
 
-def row_key(row: Mapping[str, Any]) -> tuple[str, str]:
-    """A throughput row's identity: what a calibrated row (calibration.yaml) replaces, and what
-    the planner looks rows up by."""
-    return (row["model_class"], row["gpu"])
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs of one replica (colocated) or one decode group (disaggregated)."""
+        return self.topology.decoding.gpus
+
+
+def row_key(model_class: str, gpu: str, engine: str, mode: str) -> tuple[str, str, str, str]:
+    """What identifies a throughput row: the one place rows are keyed (the planner, config and
+    calibrated rows all look rows up through it). The rest of a row's topology (parallelism,
+    KV dtype) is what the engine renders for that mode, so it is part of the row, not the key."""
+    return (model_class, gpu, engine, mode)
+
+
+def mapping_key(row: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """row_key of a row as written in YAML (profiles.yaml, calibration.yaml)."""
+    return row_key(row["model_class"], row["gpu"], row["topology"]["engine"], row["topology"]["mode"])
+
+
+def _row(raw: Mapping[str, Any]) -> Throughput:
+    return Throughput(**{**raw, "topology": _topology(raw["topology"])})
+
+
+def _topology(raw: dict) -> ServingTopology:
+    groups = {k: Group(**raw[k]) for k in ("serve", "prefill", "decode") if raw.get(k)}
+    return ServingTopology(raw["engine"], raw["mode"], raw["kv_dtype"], **groups)
 
 
 @dataclass(frozen=True)
@@ -120,10 +207,10 @@ class Router:
 
 @dataclass(frozen=True)
 class Profiles:
-    gpus: dict[str, int]  # GPU type -> memory GiB
+    gpus: dict[str, float]  # GPU type -> memory GiB the driver reports
     instance_types: dict[str, InstanceType]
     model_classes: dict[str, ModelClass]
-    throughput: dict[tuple[str, str], Throughput]  # (model class, gpu) -> row
+    throughput: dict[tuple[str, str, str, str], Throughput]  # row_key -> row
     timings: Timings
     gateway: Gateway
     router: Router
@@ -167,8 +254,8 @@ def with_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[None]:
 
 def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
     """The rows of a calibration file: `throughput:` a list of rows with every field of a shipped
-    row (model_class, gpu, gpus_per_replica, prefill_tps, decode_tps, latency_target, source) and
-    `measured`; fields a later Throughput gains travel as they are. A missing file has none; a bad
+    row (model_class, gpu, topology, prefill_tps, decode_tps, input/output tokens, prefix-cache hit
+    rate, ITL, latency_target, source) and `measured`. A missing file has none; a bad
     one is bad input (ConfigError, one line per problem)."""
     from peaknight.spec.config import ConfigError, Problem  # config imports this module
     if path is None or not path.is_file():
@@ -191,7 +278,7 @@ def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
         problems += [Problem(str(path), f"throughput[{i}].{n}", "a known key", "an unknown key")
                      for n in row if n not in fields]
         problems += [Problem(str(path), f"throughput[{i}].{n}", "a positive number", repr(row.get(n)))
-                     for n in ("prefill_tps", "decode_tps", "gpus_per_replica") if n in row
+                     for n in ("prefill_tps", "decode_tps") if n in row
                      and not (isinstance(row[n], (int, float)) and not isinstance(row[n], bool) and row[n] > 0)]
     if problems:
         raise ConfigError(problems)
@@ -204,14 +291,15 @@ def load() -> Profiles:
     every plan)."""
     raw = yaml.load((Path(__file__).parent.parent / "data" / "profiles.yaml").read_text(),
                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    throughput = {row_key(row): Throughput(**row)
+    throughput = {mapping_key(row): _row(row)
                   for row in [*raw["throughput"], *calibrated_rows(_overlay["path"]), *_overlay["rows"]]}
     return Profiles(
         gpus={name: row["memory_gib"] for name, row in raw["gpus"].items()},
         instance_types={name: InstanceType(name, row["gpu"], row["gpus"], row["cloud"], tuple(row["regions"]),
                                            Interconnect(**row["interconnect"]) if "interconnect" in row else None)
                         for name, row in raw["instance_types"].items()},
-        model_classes={name: ModelClass(name=name, **row) for name, row in raw["model_classes"].items()},
+        model_classes={name: ModelClass(name=name, **{**row, "architecture": Architecture(**row["architecture"])})
+                       for name, row in raw["model_classes"].items()},
         throughput=throughput,
         timings=Timings(**raw["timings"]),
         gateway=Gateway(**raw["gateway"]),
@@ -222,6 +310,11 @@ def load() -> Profiles:
 
 
 _CACHED = load
+
+
+def rows_for(model_class: str, gpu: str) -> list[Throughput]:
+    """Every row of `model_class` on `gpu`, whatever its topology: what a mismatch error lists."""
+    return [r for r in load().throughput.values() if r.model_class == model_class and r.gpu == gpu]
 
 
 def offered(instance_types: Iterable[str], cloud: str, region: str) -> list[str]:

@@ -58,6 +58,15 @@ class Engine(str, Enum):
     SGLANG = "sglang"
 
 
+class ServingMode(str, Enum):
+    """How a model's replicas split the work (profiles.yaml rows say which one each figure was
+    measured on): colocated replicas prefill and decode; disaggregated prefill and decode groups
+    run on their own nodes and hand the KV cache over, behind the engine's router."""
+
+    COLOCATED = "colocated"
+    DISAGGREGATED = "disaggregated"
+
+
 class GitOps(str, Enum):
     """Who installs the add-ons when a GitOps controller applies the kit: Argo CD Applications, or
     Flux HelmReleases with their HelmRepositories (peaknight/addons/gitops.py)."""
@@ -268,6 +277,12 @@ class Model:
         "planner credits it to prefill capacity, the router makes it reachable, an alert watches the achieved rate")
     max_replicas_per_cluster: Optional[int] = Field(default=None, gt=0, le=150000, description="a quota: the plan "
                                                     "caps replicas here and reports the model short")
+    topology: ServingMode = Field(default=ServingMode.COLOCATED, description="colocated (each replica prefills and "
+                                  "decodes) or disaggregated (prefill and decode groups and a router); the model's "
+                                  "(modelClass, GPU, engine, topology) must have a throughput row in profiles.yaml")
+    mean_context_tokens: Optional[int] = Field(default=None, gt=0, le=2**24, description="mean tokens a request holds "
+                                               "in the KV cache while it decodes (input + half the output): the "
+                                               "memory bound's concurrency; default the profile row's")
 
 
 @dataclass(config=STRICT, kw_only=True)
