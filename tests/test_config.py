@@ -90,8 +90,8 @@ CASES = {
     "misspelt nested key": (
         _rename(["peaknight:models", 1], "peakTokensPerMinute", "peakTokensPerMinue"),
         ["{f}: peaknight:models[1].peakTokensPerMinute: expected this required key; found nothing",
-         "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (auth, burst, engine, image, inputShare, "
-         "maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, prefixCacheHitRate, weights, "
+         "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (admission, auth, burst, engine, image, inputShare, "
+         "ladder, maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, prefixCacheHitRate, weights, "
          "weightsRevision); found an "
          "unknown key (did you mean 'peakTokensPerMinute'?)"]),
     "enum value misspelt": (

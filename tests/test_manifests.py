@@ -78,7 +78,7 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
         gpus = mplan.gpus_per_replica // mplan.nodes_per_replica
         assert c["resources"]["requests"]["nvidia.com/gpu"] == c["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
         engine = engines.engine_for(model)
-        assert c["command"] == engine.command(model, mplan.topology, Role.LEADER)
+        assert c["command"] == engine.command(model, mplan.topology, Role.LEADER, inference.fallback_for(ev.spec, model))
         probe = c["startupProbe"]
         load = profiles.load().model_classes[model.model_class].startup_seconds
         assert probe["periodSeconds"] * probe["failureThreshold"] >= 2 * load

@@ -2,6 +2,7 @@
 cluster, and `test rules` cases that fire and do not fire each alert at thresholds from the plan."""
 from __future__ import annotations
 
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from peaknight.engines import registry as engines
 from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
 from peaknight.builders import monitoring
+from peaknight.plan import admission
 from peaknight.plan.capacity import EdgePlan, ModelPlan
 from peaknight.builders.inference import startup_budget
 from peaknight.builders.objects import edge_namespace, inference_namespace
@@ -116,6 +118,33 @@ def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) ->
             buckets = [(f"{threshold / 2:g}", low), (f"{threshold * 4:g}", high), ("+Inf", high)]
             cases.append(_case([(_series(f"{histogram}_bucket", **ids, le=le), v) for le, v in buckets],
                                alert, "15m", fires))
+    return cases
+
+
+def _ladder_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) -> list[dict]:
+    """The ladder's step from two ready replicas: quiet at half their rate, step 1 at 0.95 of it (over
+    targetUtilisation), step 3 once the engines hold 0.9 of the plan's queue per replica."""
+    if model.ladder is None:
+        return []
+    e = engines.metrics(model)
+    ns = inference_namespace(spec)
+    ids = {"namespace": ns, "model_name": model.name}
+    alert = _alert_rule(rules, "PeaknightLadderStepActive", model=model.name)
+    pods = ([f"{model.name}-7d9f8c6b5-x2k9q", f"{model.name}-7d9f8c6b5-p4m2z"] if plan.nodes_per_replica == 1
+            else [f"{model.name}-0", f"{model.name}-1"])
+    ready = [(_series("kube_pod_status_ready", namespace=ns, pod=p, condition="true"), "1x30") for p in pods]
+    queue = admission.queue(spec, plan).value
+    cases = []
+    for share, waiting, step in ((0.5, 0, 0), (0.95, 0, 1), (0.95, math.ceil(0.9 * queue) * 2, 3)):
+        per_second = share * 2 * plan.replica_tps.value
+        series = ready + [(_series(e.prompt_tokens_metric, **ids), _counter(per_second * model.input_share)),
+                          (_series(e.generation_tokens_metric, **ids), _counter(per_second * (1 - model.input_share))),
+                          (_series(e.waiting_metric, **ids), f"{waiting}x30")]
+        case = _case(series, alert, "10m", step > 0)
+        for expected in case["alert_rule_test"][0]["exp_alerts"]:
+            expected["exp_annotations"] = {k: v.replace("{{ $value }}", str(step))
+                                           for k, v in expected["exp_annotations"].items()}
+        cases.append(case)
     return cases
 
 
@@ -233,7 +262,8 @@ def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path
         model = next((m for m in spec.models if path.name == f"{cluster}.rules-{m.name}.yaml"), None)
         edge = next((e for e in spec.edges if path.name == f"{cluster}.rules-edge-{e.name}.yaml"), None)
         if model:
-            cases = _model_cases(spec, model, cplan.model(model.name), rules) + [_headline_case(spec, model)]
+            cases = (_model_cases(spec, model, cplan.model(model.name), rules) + [_headline_case(spec, model)]
+                     + _ladder_cases(spec, model, cplan.model(model.name), rules))
         elif path.name == f"{cluster}.rules-pools.yaml":
             cases = _pool_cases(cplan, rules)
         else:

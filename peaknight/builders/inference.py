@@ -16,7 +16,7 @@ from peaknight.spec import profiles
 from peaknight.plan import rollout
 from peaknight.plan.capacity import ModelPlan
 from peaknight.builders.cluster_base import gateway_name
-from peaknight.builders import podpolicy
+from peaknight.builders import admission, podpolicy
 from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, labels, meta, priority_class
 from peaknight.spec.stack import AuthType, Cluster, Model
 
@@ -35,6 +35,22 @@ LWS_GROUP_KEY_LABEL = "leaderworkerset.sigs.k8s.io/group-key"
 
 def selector(scope: Scope, model: Model) -> dict[str, str]:
     return {"app.kubernetes.io/name": model.name, "peaknight.io/event": scope.event.name}
+
+
+def fallback_for(scope: Scope, model: Model) -> tuple[str, ...]:
+    """The models whose ladder falls back to `model`: it answers to their names too. A scope
+    without models (a program composing the components itself) has no ladder."""
+    return tuple(m.name for m in getattr(scope, "models", ()) if m.ladder and m.ladder.fallback == model.name)
+
+
+def _backends(model: Model) -> list[dict[str, Any]]:
+    """The route's backends: the model itself, and its ladder's fallback at weight 0 until step 2
+    sets its share (builders/admission.py: the step is a patch of these weights)."""
+    refs: list[dict[str, Any]] = [{"name": model.name, "port": PORT}]
+    if model.ladder and model.ladder.fallback:
+        refs[0]["weight"] = 100
+        refs.append({"name": model.ladder.fallback, "port": PORT, "weight": 0})
+    return refs
 
 
 def startup_budget(model: Model) -> int:
@@ -59,7 +75,7 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
         "name": "engine",
         "image": model.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": engine.command(model, topology, role),
+        "command": engine.command(model, topology, role, fallback_for(scope, model)),
         "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.env()],
         "resources": {
             "requests": {**devices, "cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
@@ -177,7 +193,7 @@ def route(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, Any]:
                 "matches": [{"path": {"type": "Exact", "value": f"/{model.name}{path}"}}],
                 "filters": [{"type": "URLRewrite", "urlRewrite": {
                     "path": {"type": "ReplaceFullPath", "replaceFullPath": path}}}],
-                "backendRefs": [{"name": model.name, "port": PORT}],
+                "backendRefs": _backends(model),
                 "timeouts": {"request": f"{int(plan.longest_answer.value)}s"},
             } for path in SERVING_PATHS],
         },
@@ -198,9 +214,11 @@ def security_policy(scope: Scope, model: Model) -> dict[str, Any]:
                                             "name": model.name}]}
     if auth.type is AuthType.API_KEY:
         body["apiKeyAuth"] = {"credentialRefs": [{"name": api_keys_secret(model)}],
-                              "extractFrom": [{"headers": [API_KEY_HEADER]}], "sanitize": True}
+                              "extractFrom": [{"headers": [API_KEY_HEADER]}], "sanitize": True,
+                              **admission.client_header(model)}
     elif auth.type is AuthType.JWT:
-        provider: dict[str, Any] = {"name": model.name, "remoteJWKS": {"uri": auth.jwks_uri}}
+        provider: dict[str, Any] = {"name": model.name, "remoteJWKS": {"uri": auth.jwks_uri},
+                                    **admission.client_header(model)}
         if auth.issuer:
             provider["issuer"] = auth.issuer
         body["jwt"] = {"providers": [provider]}
@@ -237,7 +255,9 @@ def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan) -> Unit
              "metadata": meta(scope, "inference", model.name, ns),
              "spec": {"selector": {"matchLabels": selector(scope, model)},
                       "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]}}),
-        Obj(route(scope, model, plan)),
+        # A ladder's step 2 sets the backends' weights on the live route: Pulumi leaves them.
+        Obj(route(scope, model, plan), ignore_changes=("spec.rules[*].backendRefs[*].weight",)
+            if model.ladder and model.ladder.fallback else ()),
         Obj(security_policy(scope, model)),
         Obj({"apiVersion": "v1", "kind": "ServiceAccount",
              "metadata": meta(scope, "inference", service_account(model), ns),

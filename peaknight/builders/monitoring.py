@@ -7,13 +7,15 @@ the real `promtool` (tests/test_monitoring.py).
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from peaknight.provisioners import registry as provisioners
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import live as edges
 from peaknight.engines import registry as engines
-from peaknight.engines.base import EngineMetrics
+from peaknight.engines.base import SERVING_PATHS, EngineMetrics
+from peaknight.plan import admission
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
@@ -126,7 +128,56 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
                f"peaknight:slo.itlP99Seconds = {slo.itl_p99_seconds:g} s (p99 of {e.itl_histograms[0]} over "
                f"{QUANTILE_WINDOW}). Decode batches are too large for the GPUs: KV cache near full?", **label),
     ]
+    if model.ladder is not None:
+        rules += ladder_rules(spec, cluster, model, plan)
     return {"name": f"peaknight.{model.name}", "rules": rules}
+
+
+def weight_patch(spec: StackSpec, model: Model, share: float) -> str:
+    """The kubectl command that sets a ladder's fallback share on the model's route (step 2), or
+    takes it back (share 0): every rule's two backends."""
+    fallback = round(100 * share)
+    ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
+           for r in range(len(SERVING_PATHS)) for b, w in ((0, 100 - fallback), (1, fallback))]
+    return f"kubectl -n {inference_namespace(spec)} patch httproute {model.name} --type=json -p '{json.dumps(ops)}'"
+
+
+def ladder_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> list[dict[str, Any]]:
+    """The ladder's state as a number (0 none, 1 cap, 2 fallback, 3 shed) and the page when it is
+    not 0. Thresholds: the plan's (plan/admission.py); ready replicas from kube-state-metrics (for a
+    LeaderWorkerSet, the group leaders: they serve)."""
+    assert model.ladder is not None and cluster is not None
+    ns = inference_namespace(spec)
+    label = {"model": model.name}
+    rec = _sel(model=model.name)
+    leaders = pod_pattern(model.name) if plan.nodes_per_replica == 1 else f"{model.name}-[0-9]+"
+    tpm = plan.replica_tps.value * 60
+    queue = admission.queue(spec, plan).value
+    util = spec.policy.target_utilisation
+    ladder = model.ladder
+    step = (f"(model:ladder_utilisation:ratio{rec} >= bool {_num(util)})"
+            f" + (model:requests_waiting:sum{rec} >= bool (model:ready_replicas:count{rec} * {_num(queue / 2)}))"
+            f" + (model:requests_waiting:sum{rec} >= bool (model:ready_replicas:count{rec} * {_num(0.9 * queue)}))")
+    records = [
+        ("model:ready_replicas:count", f"count(kube_pod_status_ready{_sel(namespace=ns, pod='~' + leaders, condition='true')} == 1)"),
+        ("model:ladder_utilisation:ratio", f"model:tokens_per_minute:rate{RATE_WINDOW}{rec} / "
+                                           f"(model:ready_replicas:count{rec} * {_num(tpm)})"),
+        ("model:ladder_step:current", step),
+    ]
+    where = f"{model.name} in {cluster.name}"
+    fallback = (f"step 2 (the engine queue half full: {queue / 2:g} waiting requests per ready replica): send "
+                f"{ladder.fallback_share:.0%} of requests to {ladder.fallback} with `{weight_patch(spec, model, ladder.fallback_share)}` "
+                f"and back with `{weight_patch(spec, model, 0)}`; ") if ladder.fallback else         "step 2: no fallback model (ladder.fallback); "
+    description = (
+        f"Ladder step {{{{ $value }}}} of 3. Step 1 (tokens/min over {util:g} x the ready replicas' "
+        f"{tpm:,.0f} tok/min each): have the assistant send max_tokens <= {ladder.cap_output_tokens} (the "
+        f"gateway cannot rewrite a request body); {fallback}step 3 (the queue within 10% of its "
+        f"{queue:g} requests per replica): the gateway refuses the overflow with 429 and Retry-After "
+        f"{model.admission.retry_after_seconds} s by itself (BackendTrafficPolicy {model.name}). Undo each step "
+        f"when the step falls back.")
+    return [{"record": r, "expr": x, "labels": dict(label)} for r, x in records] + [
+        _alert(spec, "PeaknightLadderStepActive", f"model:ladder_step:current{rec} >= 1", "1m", "warning",
+               f"{where}: degradation ladder at step {{{{ $value }}}}", description, **label)]
 
 
 def pool_group(scope: Scope, cluster: Cluster, plan: ClusterPlan) -> dict[str, Any]:

@@ -42,7 +42,7 @@ class Sglang(ServingEngine):
         itl_histograms=("sglang:inter_token_latency_seconds",),
         kv_cache_gauges=("sglang:token_usage",))
 
-    def command(self, model: Model, topology: Topology, role: Role) -> list[str]:
+    def command(self, model: Model, topology: Topology, role: Role, aliases: tuple[str, ...] = ()) -> list[str]:
         # Workers take --host/--port too: that is where their dummy health server listens.
         cmd = ["python3", "-m", "sglang.launch_server", "--model-path", weights_path(model),
                "--served-model-name", model.name, "--host", "0.0.0.0", "--port", str(PORT),

@@ -232,6 +232,7 @@ class ClusterStack(pulumi.ComponentResource):
         declare(_ClusterPart, cluster_parts.monitoring)
         self.edges: list[LiveEdge] = [declare(LiveEdge, e) for e in cluster_parts.edges]
         declare(_ClusterPart, cluster_parts.network)
+        declare(_ClusterPart, cluster_parts.admission)
         if cluster_parts.gitops_addons is not None:
             declare(_ClusterPart, cluster_parts.gitops_addons)
         self.gpus: pulumi.Output[int] = pulumi.Output.from_input(sum(int(m.gpus.value) for m in args.plan.models))
