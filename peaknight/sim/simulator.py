@@ -25,7 +25,19 @@ Faults (`Faults`, each a `peaknight simulate` flag) replay what a real cluster w
   fallback.behavior (KEDA pkg/fallback); a failing metric never lets the HPA scale down;
 - no capacity for a pool for a period: replicas that need a new node wait until it ends.
 
-Not modelled: Prometheus scrape jitter beyond the rate window.
+The ladder (`models[].ladder`, thresholds from plan/admission.py) and an unforecast surge:
+
+- a surge (`Faults.surge`) adds demand the plan and the cron floors never saw: the curve is the
+  higher of the forecast and the surge, which rises and falls over SURGE_RAMP;
+- demand at or over targetUtilisation x the ready replicas' rate is capped (step 1: the output
+  share x `capSaving` is never generated, counted shortened); at or over their full rate,
+  `fallbackShare` of what is left goes to the fallback model, as much as its ready replicas have
+  spare in that cluster (step 2); what a full queue cannot hold (past the TTFT objective) is refused
+  with 429 at the gateway (step 3, shed) instead of going unmet. Without a ladder it stays unmet.
+  The fallback's own autoscaler does not see the load it takes (its replay runs first), so the
+  share it absorbs is what it had spare, no more.
+
+Not modelled: Prometheus scrape jitter beyond the rate window; clients retrying after a 429.
 """
 from __future__ import annotations
 
@@ -40,12 +52,15 @@ from typing import Any, Optional
 from peaknight.builders import autoscaling
 from peaknight.spec import forecast
 from peaknight.builders import warmup
+from peaknight.plan import admission
 from peaknight.plan.capacity import ModelPlan, zone_split
 from peaknight.builders.event import EventObjects, build
 from peaknight.spec.stack import Model, StackSpec
 
 # kube-controller-manager --horizontal-pod-autoscaler-tolerance default (HPA docs).
 HPA_TOLERANCE = 0.1
+# An unforecast surge rises and falls over a minute (the countdown's ramp, the night's sharpest).
+SURGE_RAMP = 60.0
 # KEDA defaults when a ScaledObject leaves them out (keda.sh ScaledObject spec).
 KEDA_POLLING_DEFAULT, KEDA_COOLDOWN_DEFAULT = 30, 300
 
@@ -102,6 +117,17 @@ class Faults:
     prometheus_empty_until: Optional[float] = None          # empty from before the first pre-scale
     prometheus_down: Optional[tuple[float, float]] = None   # (start, end)
     no_capacity: Optional[tuple[str, float, float]] = None  # (pool, start, end)
+    surge: Optional[tuple[float, float, float]] = None       # (start, load as a fraction of peak, minutes)
+
+    def surge_load(self, t: float) -> float:
+        """Unforecast demand at `t` as a fraction of peak: up over SURGE_RAMP, held, down again."""
+        if self.surge is None:
+            return 0.0
+        start, load, minutes = self.surge
+        since, hold = t - start, minutes * 60
+        if since < 0 or since >= hold + 2 * SURGE_RAMP:
+            return 0.0
+        return load * min(1.0, since / SURGE_RAMP, (hold + 2 * SURGE_RAMP - since) / SURGE_RAMP)
 
     def metric(self, t: float) -> str:
         """The token metric at `t`: ok, empty (no series) or down (errors)."""
@@ -314,6 +340,13 @@ class Trace:
     unmet_minutes: set[int] = field(default_factory=set)
     gpu_seconds: float = 0.0
     oracle_gpu_seconds: float = 0.0
+    shortened_tokens: float = 0.0     # not generated: answers capped by ladder step 1
+    fallback_tokens: float = 0.0      # served by the ladder's fallback model (step 2)
+    shed_tokens: float = 0.0          # refused with 429 at the gateway (step 3)
+    # tokens/s per step: not generated (cap), sent to the fallback, refused with 429
+    shortened: list[float] = field(default_factory=list)
+    offloaded: list[float] = field(default_factory=list)
+    shed: list[float] = field(default_factory=list)
 
 
 class _Pods:
@@ -360,9 +393,14 @@ class _Pods:
 
 
 def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, Any], step: float = 10.0,
-           faults: Faults = NO_FAULTS, zone: Optional[tuple[int, int]] = None) -> Trace:
+           faults: Faults = NO_FAULTS, zone: Optional[tuple[int, int]] = None,
+           spare_of: Optional[Trace] = None) -> Trace:
     """One model in one cluster through the night under the given autoscaler manifest; `zone` is
-    (index, zones) of the lost zone in this cluster, None where the cluster does not have it."""
+    (index, zones) of the lost zone in this cluster, None where the cluster does not have it;
+    `spare_of` the replay of the model's ladder fallback in the same cluster (its spare rate takes
+    step 2's share)."""
+    cap_at, fallback_at = (f.value for f in admission.ladder_thresholds(spec))
+    ladder = model.ladder
     cfg = settings(spec, manifest)
     window = spec.event.window
     end = (window.end - window.start).total_seconds()
@@ -406,9 +444,19 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
             pods.scale(next_sync, hpa.sync(next_sync, current, recommend(cfg, rate, floor, current, token, fallback)))
             next_sync += autoscaling.HPA_SYNC_SECONDS
         when = window.start + dt.timedelta(seconds=t)
-        demand = forecast.load_at(spec.event, when) * plan.demand_tps.value
+        load = forecast.load_at(spec.event, when)
+        demand = max(load, faults.surge_load(t) if load else 0.0) * plan.demand_tps.value
         capacity = pods.ready(t) * tps
-        backlog = queue + demand * step
+        pressure = demand / capacity if capacity else math.inf
+        shortened = offloaded = 0.0
+        if ladder is not None and pressure >= cap_at:
+            shortened = demand * (1 - model.input_share) * ladder.cap_saving
+        if ladder is not None and ladder.fallback and spare_of is not None and pressure >= fallback_at and t >= 0:
+            i = len(trace.times)
+            spare = max(0.0, spare_of.capacity[i] - spare_of.demand[i]) if i < len(spare_of.times) else 0.0
+            offloaded = min((demand - shortened) * ladder.fallback_share, spare)
+        admitted = demand - shortened - offloaded
+        backlog = queue + admitted * step
         served = min(backlog, capacity * step)
         queue = backlog - served
         overflow = max(0.0, queue - capacity * spec.slo.ttft_p99_seconds)
@@ -423,9 +471,17 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
             trace.capacity.append(capacity)
             trace.replicas.append(pods.count)
             trace.demand_tokens += demand * step
-            trace.unmet_tokens += overflow
-            if overflow > 0:
-                trace.unmet_minutes.add(int(t // 60))
+            trace.shortened_tokens += shortened * step
+            trace.fallback_tokens += offloaded * step
+            trace.shortened.append(shortened)
+            trace.offloaded.append(offloaded)
+            trace.shed.append(overflow / step if ladder is not None else 0.0)
+            if ladder is not None:   # the gateway refuses what the full queue cannot hold: 429
+                trace.shed_tokens += overflow
+            else:
+                trace.unmet_tokens += overflow
+                if overflow > 0:
+                    trace.unmet_minutes.add(int(t // 60))
             trace.gpu_seconds += pods.count * gpr * step
             trace.oracle_gpu_seconds += math.ceil(demand / (tps * util) - 1e-9) * gpr * step
         t += step
@@ -443,7 +499,19 @@ class ModelResult:
     unmet_minutes: set[int] = field(default_factory=set)
     gpu_hours: float = 0.0
     oracle_gpu_hours: float = 0.0
+    shortened_tokens: float = 0.0
+    fallback_tokens: float = 0.0
+    shed_tokens: float = 0.0
     trace: Trace = field(default_factory=Trace)
+
+    def share(self, tokens: float) -> float:
+        """`tokens` as a percentage of the model's demand."""
+        return 100 * tokens / self.demand_tokens if self.demand_tokens else 0.0
+
+    @property
+    def served_tokens(self) -> float:
+        """Demand its own replicas answered in full: neither shortened, sent to the fallback, shed nor unmet."""
+        return self.demand_tokens - self.shortened_tokens - self.fallback_tokens - self.shed_tokens - self.unmet_tokens
 
     @property
     def unmet_pct(self) -> float:
@@ -457,6 +525,9 @@ class ModelResult:
         self.clusters += copies
         self.demand_tokens += trace.demand_tokens * copies
         self.unmet_tokens += trace.unmet_tokens * copies
+        self.shortened_tokens += trace.shortened_tokens * copies
+        self.fallback_tokens += trace.fallback_tokens * copies
+        self.shed_tokens += trace.shed_tokens * copies
         self.unmet_minutes |= trace.unmet_minutes
         self.gpu_hours += trace.gpu_seconds * copies / 3600
         self.oracle_gpu_hours += trace.oracle_gpu_seconds * copies / 3600
@@ -467,27 +538,40 @@ class ModelResult:
         total.demand = [a + b * copies for a, b in zip(total.demand, trace.demand)]
         total.capacity = [a + b * copies for a, b in zip(total.capacity, trace.capacity)]
         total.replicas = [a + b * copies for a, b in zip(total.replicas, trace.replicas)]
+        for series in ("shortened", "offloaded", "shed"):
+            mine = getattr(total, series) or [0.0] * len(trace.times)
+            setattr(total, series, [a + b * copies for a, b in zip(mine, getattr(trace, series))])
 
 
 def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: float = 10.0,
              faults: Faults = NO_FAULTS) -> list[ModelResult]:
-    """Every model in every cluster; identical (autoscaler, plan, lost zone) triples are replayed once."""
+    """Every model in every cluster; identical (autoscaler, plan, lost zone, fallback) replays run
+    once. A ladder's fallback is replayed first in each cluster: its spare rate takes step 2's share."""
     objects = objects or build(spec)
     models = {m.name: m for m in spec.models}
-    groups: dict[str, tuple[str, ModelPlan, dict[str, Any], Optional[tuple[int, int]], int]] = {}
+    order = sorted(models, key=lambda n: 0 if any(m.ladder and m.ladder.fallback == n for m in spec.models) else 1)
+    replays: dict[str, Trace] = {}
+    groups: dict[str, tuple[str, Trace, int]] = {}
     for cluster in objects.clusters:
         zones = cluster.cluster.zones
         zone = (zones.index(faults.lose_zone), len(zones)) if faults.lose_zone in zones else None
-        for unit in cluster.units:
-            if unit.component != "Autoscaler":
-                continue
-            plan = objects.plan.cluster(cluster.cluster.name).model(unit.name)
+        scalers = {u.name: u for u in cluster.units if u.component == "Autoscaler"}
+        keys: dict[str, str] = {}
+        for name in order:
+            unit = scalers[name]
+            plan = objects.plan.cluster(cluster.cluster.name).model(name)
             manifest = unit.objects[0].manifest
-            key = json.dumps([manifest, plan.replica_tps.value, plan.demand_tps.value, plan.gpus_per_replica, zone],
-                             sort_keys=True)
-            name, p, m, z, n = groups.get(key, (unit.name, plan, manifest, zone, 0))
-            groups[key] = (name, p, m, z, n + 1)
+            ladder = models[name].ladder
+            fallback = keys.get(ladder.fallback) if ladder and ladder.fallback else None
+            key = json.dumps([name, manifest, plan.replica_tps.value, plan.demand_tps.value, plan.gpus_per_replica,
+                              zone, fallback], sort_keys=True)
+            keys[name] = key
+            if key not in replays:
+                replays[key] = replay(spec, models[name], plan, manifest, step, faults, zone,
+                                      replays[fallback] if fallback else None)
+            _, trace, n = groups.get(key, (name, replays[key], 0))
+            groups[key] = (name, trace, n + 1)
     results = {name: ModelResult(name) for name in models}
-    for name, plan, manifest, zone, copies in groups.values():
-        results[name].add(replay(spec, models[name], plan, manifest, step, faults, zone), copies)
+    for name, trace, copies in groups.values():
+        results[name].add(trace, copies)
     return list(results.values())
