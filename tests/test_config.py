@@ -91,8 +91,8 @@ CASES = {
         _rename(["peaknight:models", 1], "peakTokensPerMinute", "peakTokensPerMinue"),
         ["{f}: peaknight:models[1].peakTokensPerMinute: expected this required key; found nothing",
          "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (admission, auth, burst, engine, image, inputShare, "
-         "ladder, maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, prefixCacheHitRate, weights, "
-         "weightsRevision); found an "
+         "ladder, maxModelLen, maxReplicasPerCluster, modelClass, name, peakTokensPerMinute, pool, prefixCacheHitRate, tier, "
+         "weights, weightsRevision); found an "
          "unknown key (did you mean 'peakTokensPerMinute'?)"]),
     "enum value misspelt": (
         _set(["peaknight:models", 1, "engine"], "vlm"),

@@ -101,7 +101,7 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
         assert term == [{"matchExpressions": [{"key": "peaknight.io/pool", "operator": "In",
                                                "values": [model.pool]}]}]
         assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
-        assert pod["priorityClassName"] == "gala-2026-broadcast-critical"
+        assert pod["priorityClassName"] == ("gala-2026-assistant" if model.name == "chat" else "gala-2026-serving")
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert c["securityContext"]["allowPrivilegeEscalation"] is False

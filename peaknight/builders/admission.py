@@ -28,6 +28,7 @@ from peaknight.plan import admission
 from peaknight.plan.capacity import ClusterPlan
 from peaknight.spec.stack import AuthType, Cluster, Model, StackSpec
 
+GPU_RESOURCE = "nvidia.com/gpu"
 # The header the SecurityPolicy writes the authenticated client's id into (apiKeyAuth
 # forwardClientIDHeader; jwt claimToHeaders of `sub`): what the per-client limit counts by.
 CLIENT_HEADER = "x-peaknight-client"
@@ -83,9 +84,23 @@ def client_header(model: Model) -> dict[str, Any]:
     return {}
 
 
+def gpu_quota(spec: StackSpec, plan: ClusterPlan) -> Obj:
+    """The inference namespace's GPU quota: every model at its autoscaler's ceiling plus one
+    rolling-update wave, the most the plan ever asks for. A hand scale-up past it (or a copy of a
+    model) is refused by the API server instead of taking GPUs the night's models need."""
+    per_model = [(m.model, int(m.max_replicas.value + m.surge.value) * m.gpus_per_replica) for m in plan.models]
+    total = sum(g for _, g in per_model)
+    why = " + ".join(f"{name} {g:,}" for name, g in per_model) + f" = {total:,} GPUs ((burst ceiling + surge) x GPUs per replica)"
+    return Obj({"apiVersion": "v1", "kind": "ResourceQuota",
+                "metadata": {**meta(spec, "inference", "gpus", inference_namespace(spec)),
+                             "annotations": {"peaknight.io/gpus": why}},
+                "spec": {"hard": {f"requests.{GPU_RESOURCE}": str(total)}}})
+
+
 def build(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> Unit:
-    """One BackendTrafficPolicy per model (needs the gateway's plan: its pods divide each limit)."""
-    objs = []
+    """One BackendTrafficPolicy per model (needs the gateway's plan: its pods divide each limit)
+    and the GPU quota of the inference namespace."""
+    objs = [gpu_quota(spec, plan)]
     if plan.gateway is not None:
         for model in spec.models:
             a = admission.plan(spec, model, plan.model(model.name), plan.gateway)

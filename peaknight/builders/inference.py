@@ -17,8 +17,8 @@ from peaknight.plan import rollout
 from peaknight.plan.capacity import ModelPlan
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders import admission, podpolicy
-from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, labels, meta, priority_class
-from peaknight.spec.stack import AuthType, Cluster, Model
+from peaknight.builders.objects import Obj, Scope, Tier, Unit, inference_namespace, labels, meta, priority_class
+from peaknight.spec.stack import AuthType, Cluster, Model, ModelTier
 
 # A long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min; the rollout plan counts it.
 DRAIN_SECONDS = rollout.DRAIN_SECONDS
@@ -113,7 +113,7 @@ def _placement(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
 def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEADER) -> dict[str, Any]:
     gpus = plan.topology.gpus_per_pod
     return {
-        "priorityClassName": priority_class(scope),
+        "priorityClassName": priority_class(scope, Tier.ASSISTANT if model.tier is ModelTier.ASSISTANT else Tier.SERVING),
         "serviceAccountName": service_account(model),
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,

@@ -27,7 +27,7 @@ from peaknight.plan.startup import ready_seconds
 from peaknight.engines.base import MODEL_DIR
 from peaknight.builders.inference import RUN_AS_USER, weights_claim
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, literal_arg, meta, priority_class
+from peaknight.builders.objects import Obj, Scope, Tier, Unit, inference_namespace, literal_arg, meta, priority_class
 from peaknight.spec.stack import Cluster, Model
 
 # Pinned by digest like every image of the night (policy immutable-images): a tag can be repointed.
@@ -70,7 +70,7 @@ def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
             "template": {
                 "metadata": {"labels": {**meta(scope, "warm-gate", name)["labels"], **labels}},
                 "spec": {
-                    "priorityClassName": priority_class(scope),
+                    "priorityClassName": priority_class(scope, Tier.WARM),
                     "securityContext": podpolicy.pod_security(RUN_AS_USER),
                     "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,

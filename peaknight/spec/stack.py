@@ -220,6 +220,13 @@ class Auth:
     issuer: Optional[formats.HttpUrl] = Field(default=None, description="jwt: the iss claim a token must carry")
 
 
+class ModelTier(str, Enum):
+    """Which pods a shortage preempts last: the assistant's, then the extras' (PriorityClasses)."""
+
+    ASSISTANT = "assistant"
+    EXTRA = "extra"
+
+
 @dataclass(config=STRICT, kw_only=True)
 class Admission:
     """What the gateway admits for a model (an Envoy Gateway BackendTrafficPolicy on its route,
@@ -274,6 +281,8 @@ class Model:
         "planner credits it to prefill capacity, the router makes it reachable, an alert watches the achieved rate")
     max_replicas_per_cluster: Optional[int] = Field(default=None, gt=0, le=150000, description="a quota: the plan "
                                                     "caps replicas here and reports the model short")
+    tier: ModelTier = Field(default=ModelTier.EXTRA, description="assistant: its servers outrank the other "
+                            "models' (and the live edge's) when a cluster runs short; extra: the rest")
     admission: Admission = Field(default_factory=Admission, description="gateway admission: per-client "
                                  "limits, concurrency and queue limits from the plan, 429 with Retry-After")
     ladder: Optional[Ladder] = Field(default=None, description="the degradation ladder as the model saturates; "
