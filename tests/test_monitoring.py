@@ -148,6 +148,46 @@ def _ladder_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) -
     return cases
 
 
+def _signal_cases(spec: StackSpec, cluster: str, model: Model, plan: ModelPlan, rules: dict) -> list[dict]:
+    """Engine metrics missing while a replica is ready; KEDA's scaler errors, then its fallback."""
+    e = engines.metrics(model)
+    ns = inference_namespace(spec)
+    pod = f"{model.name}-7d9f8c6b5-x2k9q" if plan.nodes_per_replica == 1 else f"{model.name}-3-1"
+    ready = (_series("kube_pod_status_ready", namespace=ns, pod=pod, condition="true"), "1x30")
+    tokens = (_series(e.generation_tokens_metric, namespace=ns, model_name=model.name), _counter(1000))
+    alert = _alert_rule(rules, "PeaknightEngineMetricsMissing", model=model.name)
+    # absent() carries the selector's equality labels.
+    cases = [_case([ready], alert, "10m", True, namespace=ns, model_name=model.name),
+             _case([ready, tokens], alert, "10m", False),
+             _case([(ready[0], "0x30")], alert, "10m", False)]
+    if next(c for c in spec.clusters if c.name == cluster).autoscaler.value != "keda":
+        return cases
+    errors = _series("keda_scaler_detail_errors_total", namespace="keda", exported_namespace=ns,
+                     scaledObject=model.name, scaler="prometheusScaler", triggerIndex="0", type="scaledobject")
+    for name in ("PeaknightKedaScalerErrors", "PeaknightKedaFallbackActive"):
+        alert = _alert_rule(rules, name, model=model.name)
+        cases += [_case([(errors, "0+4x30")], alert, "10m", True), _case([(errors, "7x30")], alert, "10m", False)]
+    return cases
+
+
+def _launch_cases(scope: StackSpec, cluster: str, rules: dict) -> list[dict]:
+    """Karpenter's Create errors: any error but capacity pages as a launch failure, capacity warns."""
+    names = {r.get("alert") for g in rules["groups"] for r in g["rules"]}
+    if "PeaknightNodeLaunchFailing" not in names:
+        kind = next(c for c in scope.clusters if c.name == cluster).provisioner.kind
+        assert kind != "karpenter-aws" and "PeaknightInsufficientCapacity" not in names
+        return []
+    def errors(error: str) -> str:
+        return _series("karpenter_cloudprovider_errors_total", controller="nodeclaim.lifecycle", method="Create",
+                       provider="aws", error=error)
+    launch = _alert_rule(rules, "PeaknightNodeLaunchFailing")
+    ice = _alert_rule(rules, "PeaknightInsufficientCapacity")
+    return [_case([(errors("CreateError"), "0+1x30")], launch, "10m", True),
+            _case([(errors("InsufficientCapacityError"), "0+1x30")], launch, "10m", False),
+            _case([(errors("InsufficientCapacityError"), "0+1x30")], ice, "10m", True),
+            _case([(errors("CreateError"), "0+1x30")], ice, "10m", False)]
+
+
 def _pool_cases(plan, rules: dict) -> list[dict]:
     cases = []
     for pool in plan.pools:
@@ -263,9 +303,10 @@ def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path
         edge = next((e for e in spec.edges if path.name == f"{cluster}.rules-edge-{e.name}.yaml"), None)
         if model:
             cases = (_model_cases(spec, model, cplan.model(model.name), rules) + [_headline_case(spec, model)]
-                     + _ladder_cases(spec, model, cplan.model(model.name), rules))
+                     + _ladder_cases(spec, model, cplan.model(model.name), rules)
+                     + _signal_cases(spec, cluster, model, cplan.model(model.name), rules))
         elif path.name == f"{cluster}.rules-pools.yaml":
-            cases = _pool_cases(cplan, rules)
+            cases = _pool_cases(cplan, rules) + _launch_cases(spec, cluster, rules)
         else:
             cases = _edge_cases(spec, edge, cplan.edge(edge.name), rules)
         test = tmp_path / f"{path.stem}.test.yaml"

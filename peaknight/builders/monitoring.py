@@ -17,6 +17,7 @@ from peaknight.engines import registry as engines
 from peaknight.engines.base import SERVING_PATHS, EngineMetrics
 from peaknight.plan import admission
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
+from peaknight.builders import autoscaling
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
 from peaknight.spec.stack import Cluster, Edge, Model, StackSpec
@@ -128,9 +129,50 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
                f"peaknight:slo.itlP99Seconds = {slo.itl_p99_seconds:g} s (p99 of {e.itl_histograms[0]} over "
                f"{QUANTILE_WINDOW}). Decode batches are too large for the GPUs: KV cache near full?", **label),
     ]
+    rules += signal_rules(spec, cluster, model, plan)
     if model.ladder is not None:
         rules += ladder_rules(spec, cluster, model, plan)
     return {"name": f"peaknight.{model.name}", "rules": rules}
+
+
+def signal_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> list[dict[str, Any]]:
+    """The autoscaler's inputs failing: the engine's token counters missing while replicas serve (the
+    trigger then reads 0: ignoreNullValues), and KEDA's scaler errors, first as a warning, then as
+    its fallback once they outlast fallback.failureThreshold polls (KEDA v2.20.2
+    pkg/metricscollector/prommetrics.go: keda_scaler_detail_errors_total by namespace, scaledObject)."""
+    e = engines.metrics(model)
+    ns = inference_namespace(spec)
+    label = {"model": model.name}
+    where = f"{model.name} in {cluster.name}"
+    pods = _sel(namespace=ns, pod="~" + pod_pattern(model.name, plan.nodes_per_replica), condition="true")
+    serving = f"count(kube_pod_status_ready{pods} == 1)"
+    rules = [_alert(spec, "PeaknightEngineMetricsMissing",
+                    f"absent({e.generation_tokens_metric}{_sel(namespace=ns, model_name=model.name)}) and on() "
+                    f"({serving}) > 0", "5m", "critical", f"{where}: replicas ready but no {e.generation_tokens_metric}",
+                    f"Prometheus has no {e.generation_tokens_metric} for {model.name} while its replicas are ready: "
+                    "the ServiceMonitor's scrape or a relabelling broke. The autoscaler reads no series as 0 tokens/s "
+                    "(ignoreNullValues) and holds only the floor and the moment floors; the capacity and ladder "
+                    f"alerts are blind. Check `kubectl -n {ns} get servicemonitor {model.name}` and the targets page.",
+                    **label)]
+    if cluster.autoscaler.value != "keda":
+        return rules
+    # The KEDA chart's ServiceMonitor (kedacore/charts v2.20.2 keda/templates/manager/servicemonitor.yaml)
+    # does not honour labels: the target's namespace (keda) wins and KEDA's own `namespace` label,
+    # the ScaledObject's, is kept as exported_namespace.
+    errors = f"sum(rate(keda_scaler_detail_errors_total{_sel(exported_namespace=ns, scaledObject=model.name)}[1m])) > 0"
+    blind = autoscaling.FALLBACK_FAILURES * autoscaling.POLLING_SECONDS
+    return rules + [
+        _alert(spec, "PeaknightKedaScalerErrors", errors, "1m", "warning", f"{where}: KEDA cannot read its trigger",
+               f"keda_scaler_detail_errors_total rises for ScaledObject {model.name}: the Prometheus query fails "
+               f"({cluster.prometheus_url}). After {autoscaling.FALLBACK_FAILURES} failed polls KEDA falls back.",
+               **label),
+        _alert(spec, "PeaknightKedaFallbackActive", errors, f"{blind + 60}s", "critical",
+               f"{where}: KEDA is on its fallback: the fleet no longer follows load",
+               f"Scaler errors for over {autoscaling.FALLBACK_FAILURES} polls x {autoscaling.POLLING_SECONDS} s: KEDA "
+               f"answers the fallback ({autoscaling.FALLBACK_BEHAVIOR}: the replicas running, at least the floor "
+               f"{int(plan.floor_replicas.value)}); moment floors still rise, load does not scale. Fix Prometheus "
+               f"({cluster.prometheus_url}), or raise the replicas by hand for the next moment.", **label),
+    ]
 
 
 def weight_patch(spec: StackSpec, model: Model, share: float) -> str:
@@ -194,6 +236,9 @@ def pool_group(scope: Scope, cluster: Cluster, plan: ClusterPlan) -> dict[str, A
             f"pool {pool.pool} in {cluster.name}: at its GPU limit of {limit:,.0f}",
             f"pool GPU limit = {limit:,.0f} = {pool.gpu_limit.why}. At the limit the provisioner "
             f"launches no node: a surge replica or a replaced node stays pending.", **label))
+    for signal in provisioners.for_cluster(cluster).launch_failures():
+        rules.append(_alert(scope, signal.alert, signal.expr, signal.for_, signal.severity,
+                            f"{cluster.name}: {signal.summary}", signal.description))
     return {"name": "peaknight.pools", "rules": rules}
 
 
