@@ -128,7 +128,11 @@ def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
 
 def test_the_surge_is_served_degraded_or_shed_never_unmet(capsys: pytest.CaptureFixture) -> None:
     code, out, _ = _run(capsys, "simulate", "broadcast", "--surge", "19:45:0.9:10")
-    assert code == 0
+    # The forecast's own users, squeezed out with the surge (the gateway cannot tell them apart),
+    # lose more than the SLO: exit 1, though nothing waits past the TTFT objective.
+    assert code == 1
+    chat = next(line for line in out.splitlines() if line.startswith("chat "))
+    assert chat.split()[6] == "0.000%" and chat.endswith("OVER SLO")
     assert "fault: unforecast surge to 0.9 of peak at 19:45 for 10 min" in out
     header = next(line for line in out.splitlines() if line.startswith("model"))
     assert ["served", "by fallback", "shortened", "shed 429", "unmet tokens"] == [
@@ -140,6 +144,17 @@ def test_the_surge_is_served_degraded_or_shed_never_unmet(capsys: pytest.Capture
         assert r.shed_tokens > 0 and r.shortened_tokens > 0
         parts = r.served_tokens + r.fallback_tokens + r.shortened_tokens + r.shed_tokens + r.unmet_tokens
         assert parts == pytest.approx(r.demand_tokens)
+        # The forecast's share of what was shed: less than all of it, more than nothing.
+        assert 0 < r.unserved_forecast_tokens < r.shed_tokens and r.forecast_tokens < r.demand_tokens
+
+
+def test_without_a_surge_the_slo_judges_unmet_and_shed_alike() -> None:
+    spec = config.load_stack("rehearsal").spec
+    no_h200 = simulator.Faults(no_capacity=("h200", -12 * 3600.0, 20 * 60.0))
+    chat = next(r for r in simulator.simulate(spec, step=30.0, faults=no_h200) if r.model == "chat")
+    assert chat.shed_tokens > 0 and chat.forecast_tokens == pytest.approx(chat.demand_tokens)
+    assert chat.unserved_forecast_tokens == pytest.approx(chat.shed_tokens + chat.unmet_tokens)
+    assert chat.unserved_pct > spec.slo.unmet_tokens_pct
 
 
 def test_without_the_ladder_the_same_surge_goes_unmet() -> None:

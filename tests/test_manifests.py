@@ -176,7 +176,10 @@ def test_service_monitor_route_and_pdb_per_model(built):
         assert route["parentRefs"] == [{"name": "gala-2026-rehearsal-gateway"}]
         assert [r["matches"] for r in route["rules"]] == [[{"path": {"type": "Exact", "value": f"/{model.name}{p}"}}]
                                                           for p in SERVING_PATHS]
-        assert all(r["backendRefs"] == [{"name": model.name, "port": PORT}] for r in route["rules"])
+        fallback = [{"name": model.ladder.fallback, "port": PORT, "weight": 0}] \
+            if model.ladder and model.ladder.fallback else []
+        own = {"name": model.name, "port": PORT, **({"weight": 100} if fallback else {})}
+        assert all(r["backendRefs"] == [own, *fallback] for r in route["rules"])
         assert f"poddisruptionbudget.gala-2026-rehearsal-inference.{model.name}" in objs
         pvc = objs[f"persistentvolumeclaim.gala-2026-rehearsal-inference.{model.name}-weights"].manifest["spec"]
         weights = profiles.load().model_classes[model.model_class].weights_gib

@@ -340,6 +340,8 @@ class Trace:
     unmet_minutes: set[int] = field(default_factory=set)
     gpu_seconds: float = 0.0
     oracle_gpu_seconds: float = 0.0
+    forecast_tokens: float = 0.0      # the demand the forecast holds (all of it without a surge)
+    unserved_forecast_tokens: float = 0.0   # its share of the unmet and shed tokens: what the SLO judges
     shortened_tokens: float = 0.0     # not generated: answers capped by ladder step 1
     fallback_tokens: float = 0.0      # served by the ladder's fallback model (step 2)
     shed_tokens: float = 0.0          # refused with 429 at the gateway (step 3)
@@ -446,6 +448,7 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
         when = window.start + dt.timedelta(seconds=t)
         load = forecast.load_at(spec.event, when)
         demand = max(load, faults.surge_load(t) if load else 0.0) * plan.demand_tps.value
+        forecast_share = load * plan.demand_tps.value / demand if demand else 0.0
         capacity = pods.ready(t) * tps
         pressure = demand / capacity if capacity else math.inf
         shortened = offloaded = 0.0
@@ -471,6 +474,9 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
             trace.capacity.append(capacity)
             trace.replicas.append(pods.count)
             trace.demand_tokens += demand * step
+            trace.forecast_tokens += demand * forecast_share * step
+            # The gateway cannot tell forecast users from a surge's: they lose their share of it.
+            trace.unserved_forecast_tokens += overflow * forecast_share
             trace.shortened_tokens += shortened * step
             trace.fallback_tokens += offloaded * step
             trace.shortened.append(shortened)
@@ -502,7 +508,15 @@ class ModelResult:
     shortened_tokens: float = 0.0
     fallback_tokens: float = 0.0
     shed_tokens: float = 0.0
+    forecast_tokens: float = 0.0
+    unserved_forecast_tokens: float = 0.0
     trace: Trace = field(default_factory=Trace)
+
+    @property
+    def unserved_pct(self) -> float:
+        """What the SLO judges: the forecast's tokens unmet or shed (a 429 serves no one either),
+        its share of them where a surge came on top."""
+        return 100 * self.unserved_forecast_tokens / self.forecast_tokens if self.forecast_tokens else 0.0
 
     def share(self, tokens: float) -> float:
         """`tokens` as a percentage of the model's demand."""
@@ -528,6 +542,8 @@ class ModelResult:
         self.shortened_tokens += trace.shortened_tokens * copies
         self.fallback_tokens += trace.fallback_tokens * copies
         self.shed_tokens += trace.shed_tokens * copies
+        self.forecast_tokens += trace.forecast_tokens * copies
+        self.unserved_forecast_tokens += trace.unserved_forecast_tokens * copies
         self.unmet_minutes |= trace.unmet_minutes
         self.gpu_hours += trace.gpu_seconds * copies / 3600
         self.oracle_gpu_hours += trace.oracle_gpu_seconds * copies / 3600
