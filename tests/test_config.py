@@ -90,9 +90,9 @@ CASES = {
     "misspelt nested key": (
         _rename(["peaknight:models", 1], "peakTokensPerMinute", "peakTokensPerMinue"),
         ["{f}: peaknight:models[1].peakTokensPerMinute: expected this required key; found nothing",
-         "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (auth, burst, engine, image, inputShare, "
-         "maxModelLen, maxReplicasPerCluster, meanContextTokens, modelClass, name, peakTokensPerMinute, pool, "
-         "prefixCacheHitRate, topology, weights, weightsRevision); found an "
+         "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (admission, auth, burst, engine, image, "
+         "inputShare, ladder, maxModelLen, maxReplicasPerCluster, meanContextTokens, modelClass, name, "
+         "peakTokensPerMinute, pool, prefixCacheHitRate, tier, topology, weights, weightsRevision); found an "
          "unknown key (did you mean 'peakTokensPerMinute'?)"]),
     "disaggregated vLLM": (
         _set(["peaknight:models", 1, "topology"], "disaggregated"),

@@ -10,7 +10,8 @@ from peaknight.spec.config import _alias
 from conftest import ROOT
 
 CONFIG_CLASSES = (spec.Event, spec.Window, spec.Moment, spec.Policy, spec.Slo, spec.Cluster, spec.Addons, spec.GpuPool,
-                  spec.Model, spec.Auth, spec.Edge, spec.Rendition, spec.LoadReplay, spec.StackSpec, *settings.PROVISIONER_SETTINGS.values(),
+                  spec.Model, spec.Auth, spec.Admission, spec.Ladder, spec.Edge, spec.Rendition, spec.LoadReplay,
+                  spec.StackSpec, *settings.PROVISIONER_SETTINGS.values(),
                   settings.ExistingGroup)
 
 

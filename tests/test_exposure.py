@@ -268,7 +268,11 @@ def test_names_of_the_kits_fixed_objects_never_collide_with_a_stacks_names(model
     """The warm gate's account and each namespace's fixed policies keep their names whatever the
     models and edges are called: two objects with one name would be one object (or a failed apply)."""
     def edit(cfg):
+        old = cfg["peaknight:models"][1]["name"]
         cfg["peaknight:models"][1]["name"] = model_name
+        for m in cfg["peaknight:models"]:   # a ladder naming the renamed model follows it
+            if m.get("ladder", {}).get("fallback") == old:
+                m["ladder"]["fallback"] = model_name
         cfg["peaknight:edges"][0]["name"] = edge_name
     spec = config.load_stack(str(write_variant(tmp_path, edit))).spec
     keys = [o.key for u in event.build(spec).clusters[0].units for o in u.objects]

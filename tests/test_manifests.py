@@ -77,7 +77,7 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
         gpus = mplan.gpus_per_replica // mplan.nodes_per_replica
         assert c["resources"]["requests"]["nvidia.com/gpu"] == c["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
         engine = engines.engine_for(model)
-        assert c["command"] == engine.command(model, mplan.topology, Role.LEADER)
+        assert c["command"] == engine.command(model, mplan.topology, Role.LEADER, inference.fallback_for(ev.spec, model))
         probe = c["startupProbe"]
         load = profiles.load().model_classes[model.model_class].startup_seconds
         assert probe["periodSeconds"] * probe["failureThreshold"] >= 2 * load
@@ -101,7 +101,7 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
         assert term == [{"matchExpressions": [{"key": "peaknight.io/pool", "operator": "In",
                                                "values": [model.pool]}]}]
         assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
-        assert pod["priorityClassName"] == "gala-2026-broadcast-critical"
+        assert pod["priorityClassName"] == ("gala-2026-assistant" if model.name == "chat" else "gala-2026-serving")
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
@@ -182,10 +182,14 @@ def test_service_monitor_route_and_pdb_per_model(built):
         assert [r["matches"] for r in route["rules"]] == [[{"path": {"type": "Exact", "value": f"/{model.name}{p}"}}]
                                                           for p in SERVING_PATHS]
         # A colocated model's InferencePool (its endpoint picker chooses the pod: tests/test_routing.py);
-        # a disaggregated model's router Service (SGLang's router chooses prefill and decode servers).
-        backend = ({"name": model.name, "port": PORT} if model.topology.value == "disaggregated" else
-                   {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": model.name})
-        assert all(r["backendRefs"] == [backend] for r in route["rules"])
+        # a disaggregated model's router Service (SGLang's router chooses prefill and decode servers);
+        # a ladder's fallback Service at weight 0 until step 2 (tests/test_admission.py).
+        fallback = [{"name": model.ladder.fallback, "port": PORT, "weight": 0}] \
+            if model.ladder and model.ladder.fallback else []
+        own = ({"name": model.name, "port": PORT} if model.topology.value == "disaggregated" else
+               {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": model.name})
+        own = {**own, **({"weight": 100} if fallback else {})}
+        assert all(r["backendRefs"] == [own, *fallback] for r in route["rules"])
         # Its weight source in the cluster's first zone, sized by the plan (tests/test_weights.py).
         pvc = objs[f"persistentvolumeclaim.gala-2026-rehearsal-weights.{model.name}-weights-z0"].manifest["spec"]
         size = ev.plan.cluster(name).weight(model.name).source_gib.value

@@ -2,6 +2,7 @@
 cluster, and `test rules` cases that fire and do not fire each alert at thresholds from the plan."""
 from __future__ import annotations
 
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from peaknight.engines import registry as engines
 from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
 from peaknight.builders import monitoring
+from peaknight.plan import admission
 from peaknight.plan.capacity import EdgePlan, ModelPlan
 from peaknight.builders.inference import startup_budget
 from peaknight.builders.objects import edge_namespace, inference_namespace
@@ -144,6 +146,73 @@ def _router_cases(spec: StackSpec, model: Model, rules: dict) -> list[dict]:
     return cases
 
 
+def _ladder_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) -> list[dict]:
+    """The ladder's step from two ready replicas: quiet at half their rate, step 1 at 0.95 of it (over
+    targetUtilisation), step 3 once the engines hold 0.9 of the plan's queue per replica."""
+    if model.ladder is None:
+        return []
+    e = engines.metrics(model)
+    ns = inference_namespace(spec)
+    ids = {"namespace": ns, "model_name": model.name}
+    alert = _alert_rule(rules, "PeaknightLadderStepActive", model=model.name)
+    pods = ([f"{model.name}-7d9f8c6b5-x2k9q", f"{model.name}-7d9f8c6b5-p4m2z"] if plan.nodes_per_replica == 1
+            else [f"{model.name}-0", f"{model.name}-1"])
+    ready = [(_series("kube_pod_status_ready", namespace=ns, pod=p, condition="true"), "1x30") for p in pods]
+    queue = admission.queue(spec, plan).value
+    cases = []
+    for share, waiting, step in ((0.5, 0, 0), (0.95, 0, 1), (0.95, math.ceil(0.9 * queue) * 2, 3)):
+        per_second = share * 2 * plan.replica_tps.value
+        series = ready + [(_series(e.prompt_tokens_metric, **ids), _counter(per_second * model.input_share)),
+                          (_series(e.generation_tokens_metric, **ids), _counter(per_second * (1 - model.input_share))),
+                          (_series(e.waiting_metric, **ids), f"{waiting}x30")]
+        case = _case(series, alert, "10m", step > 0)
+        for expected in case["alert_rule_test"][0]["exp_alerts"]:
+            expected["exp_annotations"] = {k: v.replace("{{ $value }}", str(step))
+                                           for k, v in expected["exp_annotations"].items()}
+        cases.append(case)
+    return cases
+
+
+def _signal_cases(spec: StackSpec, cluster: str, model: Model, plan: ModelPlan, rules: dict) -> list[dict]:
+    """Engine metrics missing while a replica is ready; KEDA's scaler errors, then its fallback."""
+    e = engines.metrics(model)
+    ns = inference_namespace(spec)
+    pod = f"{model.name}-7d9f8c6b5-x2k9q" if plan.nodes_per_replica == 1 else f"{model.name}-3-1"
+    ready = (_series("kube_pod_status_ready", namespace=ns, pod=pod, condition="true"), "1x30")
+    tokens = (_series(e.generation_tokens_metric, namespace=ns, model_name=model.name), _counter(1000))
+    alert = _alert_rule(rules, "PeaknightEngineMetricsMissing", model=model.name)
+    # absent() carries the selector's equality labels.
+    cases = [_case([ready], alert, "10m", True, namespace=ns, model_name=model.name),
+             _case([ready, tokens], alert, "10m", False),
+             _case([(ready[0], "0x30")], alert, "10m", False)]
+    if next(c for c in spec.clusters if c.name == cluster).autoscaler.value != "keda":
+        return cases
+    errors = _series("keda_scaler_detail_errors_total", namespace="keda", exported_namespace=ns,
+                     scaledObject=model.name, scaler="prometheusScaler", triggerIndex="0", type="scaledobject")
+    for name in ("PeaknightKedaScalerErrors", "PeaknightKedaFallbackActive"):
+        alert = _alert_rule(rules, name, model=model.name)
+        cases += [_case([(errors, "0+4x30")], alert, "10m", True), _case([(errors, "7x30")], alert, "10m", False)]
+    return cases
+
+
+def _launch_cases(scope: StackSpec, cluster: str, rules: dict) -> list[dict]:
+    """Karpenter's Create errors: any error but capacity pages as a launch failure, capacity warns."""
+    names = {r.get("alert") for g in rules["groups"] for r in g["rules"]}
+    if "PeaknightNodeLaunchFailing" not in names:
+        kind = next(c for c in scope.clusters if c.name == cluster).provisioner.kind
+        assert kind != "karpenter-aws" and "PeaknightInsufficientCapacity" not in names
+        return []
+    def errors(error: str) -> str:
+        return _series("karpenter_cloudprovider_errors_total", controller="nodeclaim.lifecycle", method="Create",
+                       provider="aws", error=error)
+    launch = _alert_rule(rules, "PeaknightNodeLaunchFailing")
+    ice = _alert_rule(rules, "PeaknightInsufficientCapacity")
+    return [_case([(errors("CreateError"), "0+1x30")], launch, "10m", True),
+            _case([(errors("InsufficientCapacityError"), "0+1x30")], launch, "10m", False),
+            _case([(errors("InsufficientCapacityError"), "0+1x30")], ice, "10m", True),
+            _case([(errors("CreateError"), "0+1x30")], ice, "10m", False)]
+
+
 def _pool_cases(plan, rules: dict) -> list[dict]:
     cases = []
     for pool in plan.pools:
@@ -262,9 +331,11 @@ def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path
         edge = next((e for e in spec.edges if path.name == f"{cluster}.rules-edge-{e.name}.yaml"), None)
         if model:
             cases = (_model_cases(spec, model, cplan.bounding(model.name), rules, cplan.phases(model.name))
-                     + [_headline_case(spec, model, cplan.phases(model.name))])
+                     + [_headline_case(spec, model, cplan.phases(model.name))]
+                     + _ladder_cases(spec, model, cplan.bounding(model.name), rules)
+                     + _signal_cases(spec, cluster, model, cplan.bounding(model.name), rules))
         elif path.name == f"{cluster}.rules-pools.yaml":
-            cases = _pool_cases(cplan, rules)
+            cases = _pool_cases(cplan, rules) + _launch_cases(spec, cluster, rules)
         else:
             cases = _edge_cases(spec, edge, cplan.edge(edge.name), rules)
         test = tmp_path / f"{path.stem}.test.yaml"

@@ -111,6 +111,21 @@ def test_restricted_pod_security(kind: str, change: Callable, fragment: str) -> 
     _only(_violations("rehearsal", "restricted-pod-security", objs), target, fragment)
 
 
+def test_a_warm_gate_that_outranks_serving_is_reported() -> None:
+    _, _, objs = _cluster("broadcast")
+    warm = next(o for o in objs if o.kind == "PriorityClass" and o.name.endswith("-warm"))
+
+    def raise_warm(m: dict[str, Any]) -> None:
+        m["value"] = 950_000   # above the extras' 900,000, below the assistant's 1,000,000
+    bad, _ = _edit(objs, "PriorityClass", raise_warm, name=warm.name)
+    violations = _violations("broadcast", "serving-outranks-warm-gate", bad)
+    assert violations and {v.obj for v in violations} == {
+        "Deployment gala-2026-inference/greetings", "LeaderWorkerSet gala-2026-inference/deep-think",
+        "Deployment gala-2026-edge/gala-live", "StatefulSet gala-2026-edge/gala-live-shield"}
+    assert "does not outrank warm-gate DaemonSet gala-2026-inference/prepull-" in str(violations[0])
+    assert _violations("broadcast", "serving-outranks-warm-gate") == []
+
+
 def test_load_balancer_without_source_ranges() -> None:
     objs, target = _edit(_cluster("rehearsal")[2], "Service", lambda m: m["spec"].update(type="LoadBalancer"))
     _only(_violations("rehearsal", "load-balancer-source-ranges", objs), target, "without spec.loadBalancerSourceRanges")

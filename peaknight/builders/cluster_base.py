@@ -1,11 +1,11 @@
-"""What every cluster of the event gets first: its namespaces, its PriorityClass and its Gateway."""
+"""What every cluster of the event gets first: its namespaces, its PriorityClasses and its Gateway."""
 from __future__ import annotations
 
 from typing import Any
 
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import (Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace,
-                                       priority_class, weights_namespace)
+from peaknight.builders.objects import (Obj, Scope, Tier, Unit, edge_namespace, inference_namespace, meta,
+                                       monitoring_namespace, priority_class, priority_value, weights_namespace)
 from peaknight.plan.capacity import GatewayPlan
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster
@@ -17,6 +17,11 @@ OWNING_GATEWAY_NAME = "gateway.envoyproxy.io/owning-gateway-name"
 OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
 # The Envoy HPA's CPU target: room for a burst to land before new pods are ready.
 ENVOY_CPU_TARGET_PCT = 60
+
+
+_TIER_MEANING = {Tier.ASSISTANT: "the assistant's model servers (models[].tier assistant)",
+                 Tier.SERVING: "the other model servers and the live edge",
+                 Tier.WARM: "image pre-pullers and weight staging: preempted first"}
 
 
 def gateway_name(scope: Scope) -> str:
@@ -62,15 +67,16 @@ def build(scope: Scope, cluster: Cluster, gateway: GatewayPlan | None = None) ->
                 protect=scope.policy.protect)
             for ns, enforce in namespaces]
     broadcast = scope.policy.stage.value == "broadcast"
-    objs.append(Obj({
+    objs += [Obj({
         "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-        "metadata": meta(scope, "priority", priority_class(scope)),
-        # Broadcast inference outranks every ordinary workload (system-* classes stay above).
-        "value": 1_000_000 if broadcast else 10_000,
+        "metadata": meta(scope, "priority", priority_class(scope, tier)),
+        # Broadcast serving outranks every ordinary workload (system-* classes stay above); the
+        # warm gate never evicts anything to get a place, a rehearsal nothing at all.
+        "value": priority_value(scope, tier),
         "globalDefault": False,
-        "preemptionPolicy": "PreemptLowerPriority" if broadcast else "Never",
-        "description": f"{scope.event.name}: {'broadcast-critical inference' if broadcast else 'rehearsal workloads'}",
-    }))
+        "preemptionPolicy": "PreemptLowerPriority" if broadcast and tier is not Tier.WARM else "Never",
+        "description": f"{scope.event.name} {scope.policy.stage.value}: {_TIER_MEANING[tier]}",
+    }) for tier in Tier]
     gateway_spec: dict[str, Any] = {
         "gatewayClassName": cluster.gateway_class,
         "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,

@@ -18,9 +18,9 @@ from peaknight.spec import profiles
 from peaknight.plan import rollout
 from peaknight.plan.capacity import ROUTER_POD_VCPU, ModelPlan
 from peaknight.builders.cluster_base import gateway_name
-from peaknight.builders import podpolicy, warmup
-from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, labels, meta, priority_class
-from peaknight.spec.stack import AuthType, Cluster, Model
+from peaknight.builders import admission, podpolicy, warmup
+from peaknight.builders.objects import Obj, Scope, Tier, Unit, inference_namespace, labels, meta, priority_class
+from peaknight.spec.stack import AuthType, Cluster, Model, ModelTier
 
 # A long answer at 20 tok/s (DeepSeek's per-user rate) is about 5 min; the rollout plan counts it.
 DRAIN_SECONDS = rollout.DRAIN_SECONDS
@@ -71,6 +71,22 @@ def router_name(model: Model) -> str:
     return f"{model.name}-router"
 
 
+def fallback_for(scope: Scope, model: Model) -> tuple[str, ...]:
+    """The models whose ladder falls back to `model`: it answers to their names too. A scope
+    without models (a program composing the components itself) has no ladder."""
+    return tuple(m.name for m in getattr(scope, "models", ()) if m.ladder and m.ladder.fallback == model.name)
+
+
+def _backends(model: Model, primary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The route's backends: the model itself (`primary`), and its ladder's fallback (its Service) at
+    weight 0 until step 2 sets its share (builders/admission.py: the step is a patch of these weights)."""
+    refs: list[dict[str, Any]] = [primary]
+    if model.ladder and model.ladder.fallback:
+        refs[0]["weight"] = 100
+        refs.append({"name": model.ladder.fallback, "port": PORT, "weight": 0})
+    return refs
+
+
 def startup_budget(model: Model) -> int:
     """Seconds the startup probe allows: twice the profile's load time, never under the floor."""
     load = profiles.load().model_classes[model.model_class].startup_seconds
@@ -93,7 +109,7 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
         "name": "engine",
         "image": model.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": engine.command(model, topology, role),
+        "command": engine.command(model, topology, role, fallback_for(scope, model)),
         "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.env()],
         "resources": {
             "requests": {**devices, "cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
@@ -135,7 +151,7 @@ def _placement(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
 def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEADER) -> dict[str, Any]:
     gpus = plan.topology.gpus_per_pod
     return {
-        "priorityClassName": priority_class(scope),
+        "priorityClassName": priority_class(scope, tier(model)),
         "serviceAccountName": service_account(model),
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
@@ -150,6 +166,12 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEAD
             {"name": "tmp", "emptyDir": {"sizeLimit": "50Gi"}},
         ],
     }
+
+
+def tier(model: Model) -> Tier:
+    """The priority of everything on the model's request path: its servers, and its router or
+    endpoint picker (without them the model is down)."""
+    return Tier.ASSISTANT if model.tier is ModelTier.ASSISTANT else Tier.SERVING
 
 
 def service_account(model: Model) -> str:
@@ -222,7 +244,7 @@ def route(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, Any]:
                 "matches": [{"path": {"type": "Exact", "value": f"/{model.name}{path}"}}],
                 "filters": [{"type": "URLRewrite", "urlRewrite": {
                     "path": {"type": "ReplaceFullPath", "replaceFullPath": path}}}],
-                "backendRefs": [backend],
+                "backendRefs": _backends(model, backend),
                 "timeouts": {"request": f"{int(plan.longest_answer.value)}s"},
             } for path in SERVING_PATHS],
         },
@@ -243,9 +265,11 @@ def security_policy(scope: Scope, model: Model) -> dict[str, Any]:
                                             "name": model.name}]}
     if auth.type is AuthType.API_KEY:
         body["apiKeyAuth"] = {"credentialRefs": [{"name": api_keys_secret(model)}],
-                              "extractFrom": [{"headers": [API_KEY_HEADER]}], "sanitize": True}
+                              "extractFrom": [{"headers": [API_KEY_HEADER]}], "sanitize": True,
+                              **admission.client_header(model)}
     elif auth.type is AuthType.JWT:
-        provider: dict[str, Any] = {"name": model.name, "remoteJWKS": {"uri": auth.jwks_uri}}
+        provider: dict[str, Any] = {"name": model.name, "remoteJWKS": {"uri": auth.jwks_uri},
+                                    **admission.client_header(model)}
         if auth.issuer:
             provider["issuer"] = auth.issuer
         body["jwt"] = {"providers": [provider]}
@@ -336,7 +360,7 @@ def _router(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -
             "replicas": replicas, "selector": {"matchLabels": pods},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {"metadata": {"labels": {**labels(scope, "router", name), **pods}}, "spec": {
-                "priorityClassName": priority_class(scope),
+                "priorityClassName": priority_class(scope, tier(model)),
                 "serviceAccountName": name,
                 # The router lists and watches pods (service discovery): it needs its token.
                 "automountServiceAccountToken": True,
@@ -372,7 +396,9 @@ def build(scope: Scope, cluster: Cluster, model: Model, plan: ModelPlan, prefill
     else:
         objs += _serving(scope, model, prefill) + _serving(scope, model, plan) + _router(scope, model, prefill, plan)
     objs += [
-        Obj(route(scope, model, plan)),
+        # A ladder's step 2 sets the backends' weights on the live route: Pulumi leaves them.
+        Obj(route(scope, model, plan), ignore_changes=("spec.rules[*].backendRefs[*].weight",)
+            if model.ladder and model.ladder.fallback else ()),
         Obj(security_policy(scope, model)),
         Obj({"apiVersion": "v1", "kind": "ServiceAccount",
              "metadata": meta(scope, "inference", service_account(model), ns),

@@ -31,7 +31,8 @@ from typing import Any
 import yaml
 
 from peaknight.builders import podpolicy, warmup
-from peaknight.builders.objects import Obj, Scope, Unit, inference_namespace, meta, priority_class, weights_namespace
+from peaknight.builders.objects import (Obj, Scope, Tier, Unit, inference_namespace, meta, priority_class,
+                                        weights_namespace)
 from peaknight.engines.base import MODEL_DIR, PORT, revision_dir
 from peaknight.plan.capacity import ClusterPlan, ModelPlan
 from peaknight.spec import forecast, timeline
@@ -166,7 +167,8 @@ def _cron_job(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan, 
             "metadata": {"labels": labels},
             "spec": {
                 "restartPolicy": "Never",
-                "priorityClassName": priority_class(spec),
+                # A load generator: preempted before any serving pod.
+                "priorityClassName": priority_class(spec, Tier.WARM),
                 "securityContext": podpolicy.pod_security(podpolicy.RUN_AS_USER),
                 "serviceAccountName": SERVICE_ACCOUNT,
                 # Where the first zone's weight source is (the tokenizer's files).
@@ -201,7 +203,7 @@ def build(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> Unit:
                  "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": warmup.storage_class(cluster, 0),
                           "resources": {"requests": {"storage": f"{replay.results_gib}Gi"}}}})]
     for model in spec.models:
-        objs.append(_config_map(spec, model, plan.model(model.name), replay))
+        objs.append(_config_map(spec, model, plan.bounding(model.name), replay))
         if not spec.event.over:
-            objs.append(_cron_job(spec, cluster, model, plan.model(model.name), replay))
+            objs.append(_cron_job(spec, cluster, model, plan.bounding(model.name), replay))
     return Unit("LoadReplay", cluster.name, tuple(objs))

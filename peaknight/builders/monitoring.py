@@ -7,15 +7,17 @@ the real `promtool` (tests/test_monitoring.py).
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from peaknight.provisioners import registry as provisioners
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import live as edges
 from peaknight.engines import registry as engines
-from peaknight.engines.base import EngineMetrics
+from peaknight.engines.base import SERVING_PATHS, EngineMetrics
+from peaknight.plan import admission
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
-from peaknight.builders import routing
+from peaknight.builders import autoscaling, routing
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
 from peaknight.spec.stack import Cluster, Edge, Model, StackSpec
@@ -96,6 +98,8 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
     served = {"service": f"{model.name}-decode"} if len(workloads) > 1 else {}
     sel = _sel(namespace=ns, model_name=model.name, **served)
     every = _sel(namespace=ns, model_name=model.name)   # queues and running requests of every phase
+    # The prefix cache is looked up where prompts are prefilled: a disaggregated model's prefill servers.
+    prefilled = _sel(namespace=ns, model_name=model.name, service=f"{model.name}-prefill") if len(workloads) > 1 else sel
     pods = {"namespace": ns, "pod": "~" + "|".join(pod_pattern(w.name, w.nodes_per_replica) for w in workloads)}
     label = {"model": model.name}
     records = [
@@ -110,8 +114,8 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
         # Input tokens served from the prefix cache over those looked up. SGLang counts cached
         # tokens only once a request has had a hit, so no series yet is a rate of 0, not no answer.
         (f"model:prefix_cache_hit_ratio:rate{QUANTILE_WINDOW}",
-         f"(sum(rate({e.prefix_cache_hits}{sel}[{QUANTILE_WINDOW}])) or vector(0)) / "
-         f"sum(rate({e.prefix_cache_queries}{sel}[{QUANTILE_WINDOW}]))"),
+         f"(sum(rate({e.prefix_cache_hits}{prefilled}[{QUANTILE_WINDOW}])) or vector(0)) / "
+         f"sum(rate({e.prefix_cache_queries}{prefilled}[{QUANTILE_WINDOW}]))"),
         ("model:gpu_utilisation:avg", f"avg({DCGM_UTIL}{_sel(**pods)}) / 100"),
     ]
     rules: list[dict[str, Any]] = [{"record": r, "expr": x, "labels": dict(label)} for r, x in records]
@@ -144,7 +148,12 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
                f"peaknight:slo.itlP99Seconds = {slo.itl_p99_seconds:g} s (p99 of {e.itl_histograms[0]} over "
                f"{QUANTILE_WINDOW}). Decode batches are too large for the GPUs: KV cache near full?", **label),
     ]
-    rules += _prefix_cache_alerts(spec, cluster, model, plan) + _router_alerts(spec, cluster, model, plan)
+    rules += _prefix_cache_alerts(spec, cluster, model, plan, disaggregated=len(workloads) > 1)
+    if len(workloads) == 1:  # a colocated model's endpoint picker (a disaggregated one's router is SGLang's)
+        rules += _router_alerts(spec, cluster, model, plan)
+    rules += signal_rules(spec, cluster, model, plan, workloads)
+    if model.ladder is not None:
+        rules += ladder_rules(spec, cluster, model, plan)
     return {"name": f"peaknight.{model.name}", "rules": rules}
 
 
@@ -156,7 +165,8 @@ def prefix_cache_floor(spec: StackSpec, model: Model) -> float:
     return 1 - (1 - model.prefix_cache_hit_rate) / spec.policy.target_utilisation
 
 
-def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> list[dict[str, Any]]:
+def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan,
+                         disaggregated: bool) -> list[dict[str, Any]]:
     floor = prefix_cache_floor(spec, model)
     if floor <= 0:
         return []  # even a cold cache leaves prefill within the plan's margin
@@ -165,6 +175,8 @@ def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: 
     rec = _sel(model=model.name)
     quiet = plan.capacity_tps.value * 60 * MODEL_QUIET_SHARE
     h, util = model.prefix_cache_hit_rate, spec.policy.target_utilisation
+    router = (f"router ({model.name}-router: its prefix tree is per router pod)" if disaggregated else
+              f"endpoint picker ({routing.epp_name(model)}: its prefix index is per EPP pod)")
     return [_alert(
         spec, "PeaknightPrefixCacheHitRateLow",
         f"model:prefix_cache_hit_ratio:rate{QUANTILE_WINDOW}{rec} < {_num(floor)} and "
@@ -175,8 +187,7 @@ def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: 
         f"cache ({e.prefix_cache_hits} over {e.prefix_cache_queries}). Prefill work per input token is then "
         f"{1 - h:.3f}; at target utilisation {util:g} a replica holds {1 / util:.3f}x its planned load, so prefill "
         f"fits down to an achieved rate of 1 - {1 - h:.3f} / {util:g} = {floor:.3f}. Below it the replicas "
-        f"are short of prefill and TTFT climbs: check the endpoint picker ({routing.epp_name(model)}: its "
-        f"prefix index is per EPP pod) and whether the traffic shares the prefixes the forecast assumed. "
+        f"are short of prefill and TTFT climbs: check the {router} and whether the traffic shares the prefixes the forecast assumed. "
         f"Ignored under {quiet:,.0f} tok/min ({MODEL_QUIET_SHARE:g} of planned capacity).", **label)]
 
 
@@ -205,6 +216,98 @@ def _router_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelP
     ]
 
 
+
+
+def signal_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan,
+                 workloads: tuple[ModelPlan, ...]) -> list[dict[str, Any]]:
+    """The autoscaler's inputs failing: the engine's token counters missing while replicas serve (the
+    trigger then reads 0: ignoreNullValues), and KEDA's scaler errors, first as a warning, then as
+    its fallback once they outlast fallback.failureThreshold polls (KEDA v2.20.2
+    pkg/metricscollector/prommetrics.go: keda_scaler_detail_errors_total by namespace, scaledObject)."""
+    e = engines.metrics(model)
+    ns = inference_namespace(spec)
+    label = {"model": model.name}
+    where = f"{model.name} in {cluster.name}"
+    pods = _sel(namespace=ns, pod="~" + "|".join(pod_pattern(w.name, w.nodes_per_replica) for w in workloads),
+                condition="true")
+    serving = f"count(kube_pod_status_ready{pods} == 1)"
+    rules = [_alert(spec, "PeaknightEngineMetricsMissing",
+                    f"absent({e.generation_tokens_metric}{_sel(namespace=ns, model_name=model.name)}) and on() "
+                    f"({serving}) > 0", "5m", "critical", f"{where}: replicas ready but no {e.generation_tokens_metric}",
+                    f"Prometheus has no {e.generation_tokens_metric} for {model.name} while its replicas are ready: "
+                    "the ServiceMonitor's scrape or a relabelling broke. The autoscaler reads no series as 0 tokens/s "
+                    "(ignoreNullValues) and holds only the floor and the moment floors; the capacity and ladder "
+                    f"alerts are blind. Check `kubectl -n {ns} get servicemonitor {model.name}` and the targets page.",
+                    **label)]
+    if cluster.autoscaler.value != "keda":
+        return rules
+    # The KEDA chart's ServiceMonitor (kedacore/charts v2.20.2 keda/templates/manager/servicemonitor.yaml)
+    # does not honour labels: the target's namespace (keda) wins and KEDA's own `namespace` label,
+    # the ScaledObject's, is kept as exported_namespace.
+    scaled = "~" + "|".join(w.name for w in workloads)   # one ScaledObject per workload
+    errors = f"sum(rate(keda_scaler_detail_errors_total{_sel(exported_namespace=ns, scaledObject=scaled)}[1m])) > 0"
+    blind = autoscaling.FALLBACK_FAILURES * autoscaling.POLLING_SECONDS
+    return rules + [
+        _alert(spec, "PeaknightKedaScalerErrors", errors, "1m", "warning", f"{where}: KEDA cannot read its trigger",
+               f"keda_scaler_detail_errors_total rises for ScaledObject {model.name}: the Prometheus query fails "
+               f"({cluster.prometheus_url}). After {autoscaling.FALLBACK_FAILURES} failed polls KEDA falls back.",
+               **label),
+        _alert(spec, "PeaknightKedaFallbackActive", errors, f"{blind + 60}s", "critical",
+               f"{where}: KEDA is on its fallback: the fleet no longer follows load",
+               f"Scaler errors for over {autoscaling.FALLBACK_FAILURES} polls x {autoscaling.POLLING_SECONDS} s: KEDA "
+               f"answers the fallback ({autoscaling.FALLBACK_BEHAVIOR}: the replicas running, at least the floor "
+               f"{int(plan.floor_replicas.value)}); moment floors still rise, load does not scale. Fix Prometheus "
+               f"({cluster.prometheus_url}), or raise the replicas by hand for the next moment.", **label),
+    ]
+
+
+def weight_patch(spec: StackSpec, model: Model, share: float) -> str:
+    """The kubectl command that sets a ladder's fallback share on the model's route (step 2), or
+    takes it back (share 0): every rule's two backends."""
+    fallback = round(100 * share)
+    ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
+           for r in range(len(SERVING_PATHS)) for b, w in ((0, 100 - fallback), (1, fallback))]
+    return f"kubectl -n {inference_namespace(spec)} patch httproute {model.name} --type=json -p '{json.dumps(ops)}'"
+
+
+def ladder_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> list[dict[str, Any]]:
+    """The ladder's state as a number (0 none, 1 cap, 2 fallback, 3 shed) and the page when it is
+    not 0. Thresholds: the plan's (plan/admission.py); ready replicas from kube-state-metrics (for a
+    LeaderWorkerSet, the group leaders: they serve)."""
+    assert model.ladder is not None and cluster is not None
+    ns = inference_namespace(spec)
+    label = {"model": model.name}
+    rec = _sel(model=model.name)
+    leaders = pod_pattern(plan.name) if plan.nodes_per_replica == 1 else f"{plan.name}-[0-9]+"
+    tpm = plan.replica_tps.value * 60
+    queue = admission.queue(spec, plan).value
+    util = spec.policy.target_utilisation
+    ladder = model.ladder
+    step = (f"(model:ladder_utilisation:ratio{rec} >= bool {_num(util)})"
+            f" + (model:requests_waiting:sum{rec} >= bool (model:ready_replicas:count{rec} * {_num(queue / 2)}))"
+            f" + (model:requests_waiting:sum{rec} >= bool (model:ready_replicas:count{rec} * {_num(0.9 * queue)}))")
+    records = [
+        ("model:ready_replicas:count", f"count(kube_pod_status_ready{_sel(namespace=ns, pod='~' + leaders, condition='true')} == 1)"),
+        ("model:ladder_utilisation:ratio", f"model:tokens_per_minute:rate{RATE_WINDOW}{rec} / "
+                                           f"(model:ready_replicas:count{rec} * {_num(tpm)})"),
+        ("model:ladder_step:current", step),
+    ]
+    where = f"{model.name} in {cluster.name}"
+    fallback = (f"step 2 (the engine queue half full: {queue / 2:g} waiting requests per ready replica): send "
+                f"{ladder.fallback_share:.0%} of requests to {ladder.fallback} with `{weight_patch(spec, model, ladder.fallback_share)}` "
+                f"and back with `{weight_patch(spec, model, 0)}`; ") if ladder.fallback else         "step 2: no fallback model (ladder.fallback); "
+    description = (
+        f"Ladder step {{{{ $value }}}} of 3. Step 1 (tokens/min over {util:g} x the ready replicas' "
+        f"{tpm:,.0f} tok/min each): have the assistant send max_tokens <= {ladder.cap_output_tokens} (the "
+        f"gateway cannot rewrite a request body); {fallback}step 3 (the queue within 10% of its "
+        f"{queue:g} requests per replica): the gateway refuses the overflow with 429 and Retry-After "
+        f"{model.admission.retry_after_seconds} s by itself (BackendTrafficPolicy {model.name}). Undo each step "
+        f"when the step falls back.")
+    return [{"record": r, "expr": x, "labels": dict(label)} for r, x in records] + [
+        _alert(spec, "PeaknightLadderStepActive", f"model:ladder_step:current{rec} >= 1", "1m", "warning",
+               f"{where}: degradation ladder at step {{{{ $value }}}}", description, **label)]
+
+
 def pool_group(scope: Scope, cluster: Cluster, plan: ClusterPlan) -> dict[str, Any]:
     """GPUs in use per node pool against the limit the plan set on it (as the cluster's provisioner
     counts them)."""
@@ -219,6 +322,9 @@ def pool_group(scope: Scope, cluster: Cluster, plan: ClusterPlan) -> dict[str, A
             f"pool {pool.pool} in {cluster.name}: at its GPU limit of {limit:,.0f}",
             f"pool GPU limit = {limit:,.0f} = {pool.gpu_limit.why}. At the limit the provisioner "
             f"launches no node: a surge replica or a replaced node stays pending.", **label))
+    for signal in provisioners.for_cluster(cluster).launch_failures():
+        rules.append(_alert(scope, signal.alert, signal.expr, signal.for_, signal.severity,
+                            f"{cluster.name}: {signal.summary}", signal.description))
     return {"name": "peaknight.pools", "rules": rules}
 
 

@@ -8,6 +8,7 @@ are Pulumi resource options, travel beside them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 from peaknight.spec.stack import Event, Policy
@@ -135,6 +136,25 @@ def monitoring_namespace(scope: Scope) -> str:
     return f"{scope.event.name}-monitoring"
 
 
-def priority_class(scope: Scope) -> str:
-    """Broadcast pods pre-empt everything else in the cluster; rehearsal pods do not."""
-    return f"{scope.event.name}-{'broadcast-critical' if scope.policy.stage.value == 'broadcast' else 'rehearsal'}"
+class Tier(str, Enum):
+    """Who is preempted first when a cluster runs short: the warm gate (image pre-pullers, weight
+    staging), then the extras (the other models, the live edge), never the assistant for them."""
+
+    ASSISTANT = "assistant"
+    SERVING = "serving"
+    WARM = "warm"
+
+
+# PriorityClass values per tier in a broadcast: below system-cluster-critical (2,000,000,000) and
+# above every ordinary workload (0). A rehearsal's are 1/100 of these and preempt nothing.
+PRIORITY = {Tier.ASSISTANT: 1_000_000, Tier.SERVING: 900_000, Tier.WARM: 100_000}
+REHEARSAL_DIVISOR = 100
+
+
+def priority_class(scope: Scope, tier: Tier) -> str:
+    """The PriorityClass of a tier of the event's pods."""
+    return f"{scope.event.name}-{tier.value}"
+
+
+def priority_value(scope: Scope, tier: Tier) -> int:
+    return PRIORITY[tier] // (1 if scope.policy.stage.value == "broadcast" else REHEARSAL_DIVISOR)

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Protocol, Sequence
 
 from peaknight.addons import gitops
-from peaknight.builders import autoscaling, cluster_base, inference, loadreplay, monitoring, network, routing, warmup
+from peaknight.builders import admission, autoscaling, cluster_base, inference, loadreplay, monitoring, network, routing, warmup
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
@@ -169,6 +169,19 @@ class GitOpsAddonsArgs:
 
 
 @dataclass(frozen=True)
+class AdmissionArgs:
+    """Each model route's gateway limits: the plan's per-replica figures over the gateway's pods."""
+
+    spec: StackSpec
+    cluster: Cluster
+    plan: ClusterPlan
+
+    @cached_property
+    def unit(self) -> Unit:
+        return admission.build(self.spec, self.cluster, self.plan)
+
+
+@dataclass(frozen=True)
 class NetworkPoliciesArgs:
     """Default-deny in the kit's namespaces and the night's flows: they name every model and edge."""
 
@@ -206,13 +219,15 @@ class ClusterParts:
     monitoring: MonitoringArgs
     edges: tuple[LiveEdgeArgs, ...]
     network: NetworkPoliciesArgs
+    admission: AdmissionArgs
     load_replay: LoadReplayArgs | None = None
     gitops_addons: GitOpsAddonsArgs | None = None
 
     def kit(self) -> tuple[PartArgs, ...]:
         """The kit's own parts: everything but the GitOps add-ons."""
         return (self.base, *self.pools, *(p for pair in self.services for p in pair), *self.routers, self.warm_gate,
-                self.monitoring, *self.edges, self.network, *((self.load_replay,) if self.load_replay else ()))
+                self.monitoring, *self.edges, self.network, self.admission,
+                *((self.load_replay,) if self.load_replay else ()))
 
     def all(self) -> tuple[PartArgs, ...]:
         return (*self.kit(), *((self.gitops_addons,) if self.gitops_addons else ()))
@@ -235,6 +250,7 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
         monitoring=MonitoringArgs(spec, cluster, plan),
         edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),
         network=NetworkPoliciesArgs(spec, cluster, plan),
+        admission=AdmissionArgs(spec, cluster, plan),
         load_replay=LoadReplayArgs(spec, cluster, plan) if loadreplay.enabled(spec) else None,
     )
     if spec.gitops is None:

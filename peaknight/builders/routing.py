@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from peaknight.builders import podpolicy
+from peaknight.builders import inference, podpolicy
 from peaknight.builders.inference import INFERENCE_POOL_GROUP as POOL_GROUP, pool_name, serving_pods
 from peaknight.builders.objects import Obj, Scope, Unit, inference_namespace, meta, priority_class
 from peaknight.engines import registry as engines
@@ -156,7 +156,7 @@ def _deployment(spec: StackSpec, model: Model, replicas: Figure) -> Obj:
     template = {
         "metadata": {"labels": {**meta(spec, "router", epp_name(model))["labels"], **pods}},
         "spec": {
-            "priorityClassName": priority_class(spec),
+            "priorityClassName": priority_class(spec, inference.tier(model)),
             "serviceAccountName": epp_name(model),
             # The EPP watches its InferencePool and the pods through the API server.
             "automountServiceAccountToken": True,

@@ -32,7 +32,7 @@ import math
 from typing import Any, Iterable, Sequence
 
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import (Scope, Obj, Unit, inference_namespace, literal_arg, meta, priority_class,
+from peaknight.builders.objects import (Scope, Obj, Tier, Unit, inference_namespace, literal_arg, meta, priority_class,
                                         weights_namespace)
 from peaknight.engines.base import MODEL_DIR, READY_SUFFIX, revision_dir
 from peaknight.plan import startup
@@ -70,7 +70,7 @@ def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
             "template": {
                 "metadata": {"labels": {**meta(scope, "warm-gate", name)["labels"], **labels}},
                 "spec": {
-                    "priorityClassName": priority_class(scope),
+                    "priorityClassName": priority_class(scope, Tier.WARM),
                     "securityContext": podpolicy.pod_security(podpolicy.RUN_AS_USER),
                     "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,
@@ -263,7 +263,7 @@ def _filler(scope: Scope, cluster: Cluster, pool: str, zone: int, models: Sequen
             "template": {
                 "metadata": {"labels": {**meta(scope, "warm-gate", name)["labels"], **labels}},
                 "spec": {
-                    "priorityClassName": priority_class(scope),
+                    "priorityClassName": priority_class(scope, Tier.WARM),
                     "securityContext": {"seccompProfile": dict(podpolicy.SECCOMP)},
                     "serviceAccountName": SERVICE_ACCOUNT,
                     "automountServiceAccountToken": False,

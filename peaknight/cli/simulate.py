@@ -1,6 +1,7 @@
 """`peaknight simulate STACK [--plot FILE.png] [--step SECONDS]`: replay the night, judge it by the SLO.
 
-Exit 1 when any model's unmet tokens exceed the stack's `slo.unmetTokensPct`.
+Exit 1 when any model leaves more of the forecast's tokens unserved (unmet, or shed with 429) than
+the stack's `slo.unmetTokensPct`.
 """
 from __future__ import annotations
 
@@ -23,11 +24,17 @@ STEP_RANGE = (1.0, 60.0)
 
 
 def table(results: list[ModelResult], slo_pct: float) -> str:
-    rows = [("model", "clusters", "unmet tokens", "unmet min", "GPU-hours", "oracle GPU-h", "ratio", "")]
+    """Per model: where its demand went (served, by the fallback, shortened, shed with 429, unmet),
+    then GPU-hours against the oracle."""
+    rows: list[tuple[str, ...]] = [("model", "clusters", "served", "by fallback", "shortened", "shed 429",
+                                    "unmet tokens", "unmet min", "GPU-hours", "oracle GPU-h", "ratio",
+                                    "forecast unserved", "")]
     for r in results:
-        rows.append((r.model, str(r.clusters), f"{r.unmet_pct:.3f}%", str(len(r.unmet_minutes)),
+        rows.append((r.model, str(r.clusters), *(f"{r.share(x):.3f}%" for x in (
+                     r.served_tokens, r.fallback_tokens, r.shortened_tokens, r.shed_tokens)),
+                     f"{r.unmet_pct:.3f}%", str(len(r.unmet_minutes)),
                      f"{r.gpu_hours:,.0f}", f"{r.oracle_gpu_hours:,.0f}", f"{r.oracle_ratio:.2f}",
-                     "ok" if r.unmet_pct <= slo_pct else "OVER SLO"))
+                     f"{r.unserved_pct:.3f}%", "ok" if r.unserved_pct <= slo_pct else "OVER SLO"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
              for row in rows]
@@ -60,6 +67,25 @@ def when(spec: StackSpec, flag: str, value: str) -> float:
     return (at - window.start).total_seconds()
 
 
+# A surge's load, as a fraction of each model's peak, and how long it holds.
+SURGE_LOAD_MAX = 5.0
+SURGE_MINUTES_MAX = 240
+
+
+def parse_surge(spec: StackSpec, value: str) -> tuple[float, float, float]:
+    """`TIME:LOAD:MINUTES` (TIME as --at takes it, so it may hold colons) as (start s, load, minutes)."""
+    parts = value.rsplit(":", 2)
+    expected = (f"TIME:LOAD:MINUTES (e.g. 19:45:0.9:10: a moment or local time, load 0-{SURGE_LOAD_MAX:g} "
+                f"of peak, 1-{SURGE_MINUTES_MAX} minutes)")
+    try:
+        load, minutes = float(parts[1]), float(parts[2])
+    except (IndexError, ValueError):
+        raise config.ConfigError([config.Problem("--surge", "--surge", expected, repr(value))]) from None
+    if not (0 < load <= SURGE_LOAD_MAX and 0 < minutes <= SURGE_MINUTES_MAX):   # also refuses nan
+        raise config.ConfigError([config.Problem("--surge", "--surge", expected, repr(value))])
+    return when(spec, "--surge", parts[0]), load, minutes
+
+
 def faults(spec: StackSpec, args: argparse.Namespace) -> simulator.Faults:
     """The fault flags as the simulator's Faults; every bad flag is reported."""
     problems = []
@@ -76,6 +102,11 @@ def faults(spec: StackSpec, args: argparse.Namespace) -> simulator.Faults:
     for flag, minutes in (("--down-minutes", args.down_minutes), ("--no-capacity-minutes", args.no_capacity_minutes)):
         if minutes <= 0:
             problems.append(config.Problem(flag, flag, "a positive number of minutes", str(minutes)))
+    surge = None
+    try:
+        surge = parse_surge(spec, args.surge) if args.surge is not None else None
+    except config.ConfigError as err:
+        problems += err.problems
     try:
         lose_at = when(spec, "--at", args.at) if args.at is not None else 0.0
         empty = when(spec, "--prometheus-empty-until", args.prometheus_empty_until) \
@@ -89,6 +120,7 @@ def faults(spec: StackSpec, args: argparse.Namespace) -> simulator.Faults:
     if problems:
         raise config.ConfigError(problems)
     return simulator.Faults(
+        surge=surge,
         lose_zone=args.lose_zone, lose_at=lose_at, prometheus_empty_until=empty,
         prometheus_down=(down, down + 60 * args.down_minutes) if down is not None else None,
         no_capacity=(args.no_capacity, blocked, blocked + 60 * args.no_capacity_minutes)
@@ -102,6 +134,8 @@ def describe(spec: StackSpec, f: simulator.Faults) -> list[str]:
     def clock(t: float) -> str:
         return f"{start + dt.timedelta(seconds=t):%H:%M}"
     out = []
+    if f.surge:
+        out.append(f"unforecast surge to {f.surge[1]:g} of peak at {clock(f.surge[0])} for {f.surge[2]:g} min")
     if f.lose_zone:
         out.append(f"zone {f.lose_zone} lost at {clock(f.lose_at)} in every cluster that has it")
     if f.prometheus_empty_until is not None:
@@ -130,8 +164,12 @@ def run(args: argparse.Namespace) -> int:
     for line in describe(spec, injected):
         print(f"fault: {line}")
     print(table(results, spec.slo.unmet_tokens_pct))
-    print(f"SLO: at most {spec.slo.unmet_tokens_pct:g}% of tokens unmet (a token unmet = it would wait past the "
-          f"{spec.slo.ttft_p99_seconds:g} s TTFT SLO); oracle = ready exactly when needed at target utilisation")
+    print("served: by the model's own replicas in full; by fallback: its ladder's fallback model (step 2); "
+          "shortened: output the cap removed (step 1); shed 429: refused at the gateway with Retry-After "
+          "(step 3); unmet: queued past the TTFT SLO")
+    print(f"SLO: at most {spec.slo.unmet_tokens_pct:g}% of the forecast's tokens unserved (unmet: it would wait past "
+          f"the {spec.slo.ttft_p99_seconds:g} s TTFT SLO, or shed with 429; a surge's own demand is not the "
+          "forecast's); oracle = ready exactly when needed at target utilisation")
     if args.plot:
         try:
             night_plot.write(spec, results, Path(args.plot), objects.plan, injected, describe(spec, injected))
@@ -139,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
             raise config.ConfigError([config.Problem(args.plot, "--plot", "a writable file path",
                                                      err.strerror or str(err))]) from None
         print(f"plot written to {args.plot}")
-    return 1 if any(r.unmet_pct > spec.slo.unmet_tokens_pct for r in results) else 0
+    return 1 if any(r.unserved_pct > spec.slo.unmet_tokens_pct for r in results) else 0
 
 
 def add_parser(sub: argparse._SubParsersAction, stack_help: str) -> None:
@@ -159,3 +197,5 @@ def add_parser(sub: argparse._SubParsersAction, stack_help: str) -> None:
     s.add_argument("--no-capacity-at", metavar="WHEN", help=f"... from {when_help} (default: from before the "
                    "first pre-scale) ...")
     s.add_argument("--no-capacity-minutes", type=float, default=30.0, help="... for this many minutes (default 30)")
+    s.add_argument("--surge", metavar="TIME:LOAD:MINUTES", help="unforecast demand: LOAD (fraction of each model's "
+                   f"peak) from TIME ({when_help}) for MINUTES, on top of the forecast")

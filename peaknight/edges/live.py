@@ -17,7 +17,7 @@ from peaknight.edges import logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.plan.capacity import EdgePlan
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, labels, meta, priority_class
+from peaknight.builders.objects import Obj, Scope, Tier, Unit, edge_namespace, labels, meta, priority_class
 from peaknight.provisioners import registry as provisioners
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge
@@ -152,7 +152,7 @@ def _pod(scope: Scope, edge: Edge, role: str, conf: str, log_conf: str) -> dict[
                      "annotations": {CHECKSUM_ANNOTATION: edge_nginx.checksum(conf),
                                      LOG_EXPORTER_CHECKSUM_ANNOTATION: edge_nginx.checksum(log_conf)}},
         "spec": {
-            "priorityClassName": priority_class(scope),
+            "priorityClassName": priority_class(scope, Tier.SERVING),
             # The edge's own account, without a token: nginx and its sidecars never call the API server.
             "serviceAccountName": edge.name,
             "automountServiceAccountToken": False,

@@ -136,6 +136,9 @@ class ServingEngine(ABC):
 
     engine: ClassVar[Engine]
     metrics: ClassVar[EngineMetrics]
+    # Whether the server answers requests naming another model (a ladder's fallback receives the
+    # primary's requests unchanged: the gateway cannot rewrite the body's "model").
+    serves_aliases: ClassVar[bool] = False
     # How the engine splits a replica over nodes, as its source states it: every node must carry
     # the same share of the replica's GPUs.
     split_rule: ClassVar[str]
@@ -151,8 +154,10 @@ class ServingEngine(ABC):
         return ""
 
     @abstractmethod
-    def command(self, model: Model, topology: Topology, role: Role) -> list[str]:
-        """The container command of `role`'s pod. Only called for topologies the engine can serve."""
+    def command(self, model: Model, topology: Topology, role: Role, aliases: tuple[str, ...] = ()) -> list[str]:
+        """The container command of `role`'s pod. Only called for topologies the engine can serve;
+        `aliases` (other models' names this one answers to, as their ladder's fallback) only where
+        `serves_aliases`."""
 
     @abstractmethod
     def probes(self, topology: Topology, role: Role, startup_budget_seconds: int) -> Probes:

@@ -84,7 +84,7 @@ class Sglang(ServingEngine):
         kv_cache_gauges=("sglang:token_usage",),
         prefix_cache_hits="sglang:cached_tokens_total", prefix_cache_queries="sglang:prompt_tokens_total")
 
-    def command(self, model: Model, topology: Topology, role: Role) -> list[str]:
+    def command(self, model: Model, topology: Topology, role: Role, aliases: tuple[str, ...] = ()) -> list[str]:
         # Workers take --host/--port too: that is where their dummy health server listens.
         group = topology.group
         tp = group.tp if group else topology.gpus_per_replica

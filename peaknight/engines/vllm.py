@@ -52,12 +52,16 @@ class Vllm(ServingEngine):
         prefix_cache_hits="vllm:prefix_cache_hits_total", prefix_cache_queries="vllm:prefix_cache_queries_total",
         cache_config_info="vllm:cache_config_info")
 
-    def command(self, model: Model, topology: Topology, role: Role) -> list[str]:
+    # vllm/config/model.py (v0.11.0) served_model_name: "If multiple names are provided, the server
+    # will respond to any of the provided names"; responses and metrics carry the first.
+    serves_aliases = True
+
+    def command(self, model: Model, topology: Topology, role: Role, aliases: tuple[str, ...] = ()) -> list[str]:
         if role is Role.WORKER:
             # A Ray worker: joins the leader's head (retrying while the head starts: LWS starts
             # workers once the leader pod exists, not once it is ready) and blocks.
             return ["sh", "-c", f"until ray start --address=$(LWS_LEADER_ADDRESS):{RAY_PORT} --block; do sleep 5; done"]
-        serve = ["vllm", "serve", weights_path(model), "--served-model-name", model.name, "--host", "0.0.0.0",
+        serve = ["vllm", "serve", weights_path(model), "--served-model-name", model.name, *aliases, "--host", "0.0.0.0",
                  "--port", str(PORT), "--tensor-parallel-size", str(topology.gpus_per_pod),
                  "--max-model-len", str(model.max_model_len), "--gpu-memory-utilization", str(self.static_memory_fraction),
                  "--enable-prefix-caching"]

@@ -10,12 +10,14 @@ nodes it provides. A provisioner answers:
   offline render lists and the Pulumi program registers, both from the same CloudResource;
 - the add-on chart that runs its controller, if any, and that chart's derived values;
 - the policy findings that a broadcast pool is not frozen for the window;
-- the PromQL for the GPUs a pool holds, for the pool-limit alert;
+- the PromQL for the GPUs a pool holds, for the pool-limit alert, and the alerts on its own
+  failures to launch nodes;
 - the node pool of a live edge (network-optimised nodes, sized by the plan) and the Service
   settings its cloud's load balancer needs to expose the edge per zone.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from peaknight.builders.objects import Obj, Scope, Unit
@@ -24,6 +26,18 @@ from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, GpuPool
 
 Finding = tuple[Obj, str]
+
+
+@dataclass(frozen=True)
+class NodeSignal:
+    """One alert on a provisioner's node launches: name, PromQL, how long, severity, what it means."""
+
+    alert: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
 
 
 class Provisioner(Protocol):
@@ -48,6 +62,10 @@ class Provisioner(Protocol):
     def frozen_findings(self, scope: Scope, objs: Sequence[Obj]) -> Iterable[Finding]: ...
 
     def gpus_in_use(self, pool: str) -> str: ...
+
+    def launch_failures(self) -> tuple["NodeSignal", ...]:
+        """Alerts on the provisioner's own failures to launch nodes, from its controller's metrics;
+        none where the kit scrapes no such controller."""
 
     def edge_pool(self, scope: Scope, cluster: Cluster, name: str, instance_types: Sequence[str],
                   cpu_limit: int, why: str) -> tuple[Obj, ...]:
@@ -112,6 +130,11 @@ class WithoutController:
         """On the node's root volume: the node group the operator provides must size it for the
         pool's weights twice (`peaknight plan` prints the disk per node)."""
         return "/var/lib/peaknight/weights"
+
+    def launch_failures(self) -> tuple[NodeSignal, ...]:
+        """A cloud's node pools or another team's groups: their controller's metrics are not the
+        kit's to scrape (docs/operations.md); the pool GPU alert and pending replicas still page."""
+        return ()
 
     def gpus_in_use(self, pool: str) -> str:
         """GPUs allocatable on the pool's nodes (kube-state-metrics exports the kit's pool label)."""

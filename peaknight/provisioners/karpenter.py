@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import Obj, Scope, Unit, meta
 from peaknight.plan.capacity import PoolPlan
-from peaknight.provisioners.base import Finding, offered
+from peaknight.provisioners.base import Finding, NodeSignal, offered
 from peaknight.provisioners.settings import KarpenterAwsSettings
 from peaknight.spec.stack import CapacityType, Cluster, GpuPool
 from peaknight.spec.timeline import cron_at, go_duration, parse_go_duration, to_utc
@@ -23,6 +23,8 @@ CLOUD = "aws"
 CAPACITY_TYPE = "karpenter.sh/capacity-type"
 # Karpenter's own gauge of what a NodePool holds, by resource type.
 USAGE_METRIC = "karpenter_nodepools_usage"
+CLOUD_ERRORS_METRIC = "karpenter_cloudprovider_errors_total"
+ICE = "InsufficientCapacityError"   # pkg/cloudprovider/metrics/cloudprovider.go: the error label's value
 # Pinned AMI release: a node that joins mid-night must boot the image that was rehearsed.
 AMI_ALIAS = "al2023@v20260209"
 
@@ -271,6 +273,29 @@ class KarpenterAws:
         mounts the array at /mnt/k8s-disks/0 (awslabs/amazon-eks-ami,
         templates/shared/runtime/bin/setup-local-disks, maybe_raid0: array_mount_point)."""
         return "/mnt/k8s-disks/0/peaknight-weights"
+
+    def launch_failures(self) -> tuple[NodeSignal, ...]:
+        """Karpenter's cloud-provider errors on Create (kubernetes-sigs/karpenter v1.14,
+        pkg/cloudprovider/metrics/cloudprovider.go: karpenter_cloudprovider_errors_total by
+        controller, method, provider, error; no node pool label, so per cluster). An insufficient
+        capacity error is EC2 out of the type in that zone: Karpenter tries the pool's other types
+        and zones, so it warns; any other launch error (quota, IAM, launch template) pages."""
+        def errors(match: str) -> str:
+            return f'sum(increase({CLOUD_ERRORS_METRIC}{{method="Create", error{match}"{ICE}"}}[10m])) > 0'
+        return (
+            NodeSignal("PeaknightNodeLaunchFailing", errors("!="), "5m", "critical",
+                       "Karpenter cannot launch nodes (not a capacity shortage)",
+                       f"{CLOUD_ERRORS_METRIC}{{method=\"Create\"}} counted errors other than {ICE} over 10m: an "
+                       "EC2 quota, IAM role, subnet or launch template problem. Replicas that need a new node stay "
+                       "pending: `kubectl -n karpenter logs deploy/karpenter | grep -i error`, "
+                       "`kubectl get nodeclaims`."),
+            NodeSignal("PeaknightInsufficientCapacity", errors("="), "5m", "warning",
+                       f"EC2 has no capacity for some of the GPU pools' instance types ({ICE})",
+                       f"{CLOUD_ERRORS_METRIC}{{error=\"{ICE}\"}} over 10m. Karpenter falls back to the pool's "
+                       "other instance types and zones, then on-demand after reserved; if replicas stay pending, "
+                       "the reservation or the region is out of the type: `kubectl get nodeclaims`, and "
+                       "`peaknight simulate STACK --no-capacity POOL` shows what the night loses."),
+        )
 
     def gpus_in_use(self, pool: str) -> str:
         return f'max({USAGE_METRIC}{{nodepool="{pool}",resource_type="{podpolicy.GPU_TAINT["key"]}"}})'

@@ -33,6 +33,7 @@ TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
     ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaim,
     ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("v1", "ResourceQuota"): k8s.core.v1.ResourceQuota,
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
     ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
     ("batch/v1", "Job"): k8s.batch.v1.Job,
@@ -253,6 +254,7 @@ class ClusterStack(pulumi.ComponentResource):
         declare(_ClusterPart, cluster_parts.monitoring)
         self.edges: list[LiveEdge] = [declare(LiveEdge, e) for e in cluster_parts.edges]
         declare(_ClusterPart, cluster_parts.network)
+        declare(_ClusterPart, cluster_parts.admission)
         if cluster_parts.load_replay is not None:
             declare(_ClusterPart, cluster_parts.load_replay)
         if cluster_parts.gitops_addons is not None:

@@ -234,6 +234,30 @@ def no_load_replay_in_broadcast(ctx: Context, cluster: str, objs: Sequence[Obj])
             yield obj, f"a {loadreplay.COMPONENT} object in a broadcast stack (rehearsal stages only)"
 
 
+def _priority(pod: dict[str, Any], classes: dict[str, int]) -> int:
+    """A pod's priority as the admission controller sets it (no class, no global default: 0)."""
+    return classes.get(pod.get("priorityClassName", ""), 0)
+
+
+def serving_outranks_warm_gate(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterable[Finding]:
+    """In a shortage the scheduler preempts lower priorities first: every model server and edge pod
+    must outrank every warm-gate pod (pre-pullers, weight staging), or a pre-puller could hold the
+    place a replica needs."""
+    classes = {o.name: int(o.manifest.get("value", 0)) for o in objs if o.kind == "PriorityClass"}
+    component = lambda o: o.manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component")  # noqa: E731
+    warm = [(o, _priority(pod, classes)) for o in objs if component(o) == "warm-gate" for _, pod in pod_specs(o.manifest)]
+    if not warm:
+        return
+    top, highest = max(warm, key=lambda w: w[1])
+    for obj in objs:
+        if component(obj) not in ("inference", "live-edge"):
+            continue
+        for path, pod in pod_specs(obj.manifest):
+            if _priority(pod, classes) <= highest:
+                yield obj, (f"{path}.priorityClassName '{pod.get('priorityClassName', '')}' ({_priority(pod, classes)}) "
+                            f"does not outrank warm-gate {describe(top)} ({highest})")
+
+
 CHECKS: dict[str, Check] = {
     "gpu-limits-and-toleration": gpu_limits_and_toleration,
     "pdb-per-workload": pdb_per_workload,
@@ -243,6 +267,7 @@ CHECKS: dict[str, Check] = {
     "broadcast-pools-frozen": broadcast_pools_frozen,
     "autoscaler-covers-peak": autoscaler_covers_peak,
     "no-load-replay-in-broadcast": no_load_replay_in_broadcast,
+    "serving-outranks-warm-gate": serving_outranks_warm_gate,
 }
 
 

@@ -70,7 +70,7 @@ def _leads(spec: StackSpec, plan: CapacityPlan, results: ModelResults) -> list[L
     model = next(m for m in spec.models if m.name == results.model)
     out = []
     for name, start, _, replicas, _ in autoscaling.moment_floors(spec, model,
-                                                                 plan.cluster(results.cluster).model(model.name)):
+                                                                 plan.cluster(results.cluster).bounding(model.name)):
         cron = timeline.to_utc(spec, start).timestamp()
         ready = next((t for t, v in results.replicas_up if t >= cron and v >= replicas), None)
         local = None if ready is None else dt.datetime.fromtimestamp(ready, timeline.zone(spec)).replace(tzinfo=None)
@@ -93,7 +93,7 @@ def report(spec: StackSpec, plan: CapacityPlan, measured: list[ModelResults]) ->
         failed = sum(s.failures * s.request_tokens for s in every)
         out.append(ModelReport(
             model.name,
-            planned_tpm=per_minute(sum(c.model(model.name).capacity_tps.value for c in plan.clusters
+            planned_tpm=per_minute(sum(c.bounding(model.name).capacity_tps.value for c in plan.clusters
                                        if c.name in {r.cluster for r in mine})),
             demand_tpm=max(s[1] for s in steps), achieved_tpm=max(s[2] for s in steps),
             ttft_p99=max(s.ttft_p99 for s in every), itl_p99=max(s.itl_p99 for s in every),

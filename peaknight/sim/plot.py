@@ -1,6 +1,7 @@
 """The simulated night as the picture an SRE puts in the review: one panel per model, demand, the
 replicas' ready throughput and the plan's capacity (all clusters summed) against local time,
-replicas on the right axis, moments shaded, each injected fault drawn where it happens.
+replicas on the right axis, moments shaded, each injected fault drawn where it happens, and, for
+a model with a degradation ladder, what each step took (shortened, sent to the fallback, shed).
 
 Rates are in tokens/min, the unit of the plan and of `peaknight diff` (plan/units.py), and the two
 supply lines say what they are on the page: the plan's capacity is provisioned replicas at target
@@ -17,10 +18,14 @@ from typing import Any
 from peaknight.plan.capacity import CapacityPlan, workload_names
 from peaknight.plan.units import READY_MEANING, RATE_UNIT, capacity_meaning, per_minute
 from peaknight.spec.forecast import moment_end
-from peaknight.sim.simulator import NO_FAULTS, Faults, ModelResult
+from peaknight.sim.simulator import NO_FAULTS, SURGE_RAMP, Faults, ModelResult
 from peaknight.spec.stack import StackSpec
 
 SCALE, SCALE_NAME = 1e9, "G"  # the y axis: billions of tokens per minute
+# The ladder's shares of demand, drawn where they are not zero.
+LADDER_LINES = (("shortened", "tab:olive", "shortened (ladder step 1: output cap)"),
+                ("offloaded", "tab:cyan", "served by the fallback model (step 2)"),
+                ("shed", "tab:brown", "shed with 429 (step 3)"))
 
 
 def planned_capacity(plan: CapacityPlan, model: str) -> float:
@@ -43,6 +48,9 @@ def _draw_faults(ax: Any, spec: StackSpec, result: ModelResult, faults: Faults, 
     def at(t: float) -> dt.datetime:
         return start + dt.timedelta(seconds=min(max(t, first), last))
 
+    if faults.surge:
+        ax.axvspan(at(faults.surge[0]), at(faults.surge[0] + faults.surge[2] * 60 + 2 * SURGE_RAMP), color="tab:orange",
+                   alpha=0.2, lw=0, label=f"unforecast surge ({faults.surge[1]:g} of peak)")
     if faults.lose_zone:
         ax.axvline(at(faults.lose_at), color="black", lw=1.5, ls=":")
         ax.annotate(f"zone {faults.lose_zone} lost", (at(faults.lose_at), 0.5), xycoords=("data", "axes fraction"),
@@ -76,6 +84,10 @@ def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan, faul
         ax.plot(when, [per_minute(d) / SCALE for d in tr.demand], color="tab:red", lw=1.6, label="demand")
         ax.plot(when, [per_minute(c) / SCALE for c in tr.capacity], color="tab:blue", lw=1.4,
                 label="ready throughput (ready replicas x full rate)")
+        for series, color, label in LADDER_LINES:
+            values = getattr(tr, series)
+            if any(values):
+                ax.plot(when, [per_minute(v) / SCALE for v in values], color=color, lw=1.2, label=label)
         ax.axhline(planned_capacity(plan, result.model) / SCALE, color="tab:green", lw=1.2, ls=":",
                    label="planned capacity (target utilisation" + (", largest zone lost)" if plan.survives_zone_loss
                                                                    else ")"))
@@ -87,8 +99,11 @@ def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan, faul
         right.set_ylim(bottom=0)
         mark_moments(ax, spec)
         _draw_faults(ax, spec, result, faults, start)
+        ladder = (f"; shortened {result.share(result.shortened_tokens):.3f}%, by fallback "
+                  f"{result.share(result.fallback_tokens):.3f}%, shed 429 {result.share(result.shed_tokens):.3f}%"
+                  if any(m.name == result.model and m.ladder for m in spec.models) else "")
         ax.set_title(f"{result.model}: {result.clusters} clusters, unmet {result.unmet_pct:.3f}% of tokens "
-                     f"({len(result.unmet_minutes)} min), {result.gpu_hours:,.0f} GPU-h = "
+                     f"({len(result.unmet_minutes)} min){ladder}, {result.gpu_hours:,.0f} GPU-h = "
                      f"{result.oracle_ratio:.2f}x oracle", fontsize=10, loc="left")
         lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
         ax.legend(lines, [h.get_label() for h in lines], loc="upper left", fontsize=8, bbox_to_anchor=(0, 0.9))

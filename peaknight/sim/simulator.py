@@ -31,7 +31,19 @@ Faults (`Faults`, each a `peaknight simulate` flag) replay what a real cluster w
   fallback.behavior (KEDA pkg/fallback); a failing metric never lets the HPA scale down;
 - no capacity for a pool for a period: replicas that need a new node wait until it ends.
 
-Not modelled: Prometheus scrape jitter beyond the rate window.
+The ladder (`models[].ladder`, thresholds from plan/admission.py) and an unforecast surge:
+
+- a surge (`Faults.surge`) adds demand the plan and the cron floors never saw: the curve is the
+  higher of the forecast and the surge, which rises and falls over SURGE_RAMP;
+- demand at or over targetUtilisation x the ready replicas' rate is capped (step 1: the output
+  share x `capSaving` is never generated, counted shortened); at or over their full rate,
+  `fallbackShare` of what is left goes to the fallback model, as much as its ready replicas have
+  spare in that cluster (step 2); what a full queue cannot hold (past the TTFT objective) is refused
+  with 429 at the gateway (step 3, shed) instead of going unmet. Without a ladder it stays unmet.
+  The fallback's own autoscaler does not see the load it takes (its replay runs first), so the
+  share it absorbs is what it had spare, no more.
+
+Not modelled: Prometheus scrape jitter beyond the rate window; clients retrying after a 429.
 """
 from __future__ import annotations
 
@@ -45,7 +57,7 @@ from typing import Any, Optional
 
 from peaknight.builders import autoscaling
 from peaknight.spec import forecast
-from peaknight.plan import startup
+from peaknight.plan import admission, startup
 from peaknight.plan.capacity import ModelPlan, zone_split
 from peaknight.spec import profiles
 from peaknight.builders.event import EventObjects, build
@@ -53,6 +65,8 @@ from peaknight.spec.stack import Model, StackSpec
 
 # kube-controller-manager --horizontal-pod-autoscaler-tolerance default (HPA docs).
 HPA_TOLERANCE = 0.1
+# An unforecast surge rises and falls over a minute (the countdown's ramp, the night's sharpest).
+SURGE_RAMP = 60.0
 # KEDA defaults when a ScaledObject leaves them out (keda.sh ScaledObject spec).
 KEDA_POLLING_DEFAULT, KEDA_COOLDOWN_DEFAULT = 30, 300
 
@@ -109,6 +123,17 @@ class Faults:
     prometheus_empty_until: Optional[float] = None          # empty from before the first pre-scale
     prometheus_down: Optional[tuple[float, float]] = None   # (start, end)
     no_capacity: Optional[tuple[str, float, float]] = None  # (pool, start, end)
+    surge: Optional[tuple[float, float, float]] = None       # (start, load as a fraction of peak, minutes)
+
+    def surge_load(self, t: float) -> float:
+        """Unforecast demand at `t` as a fraction of peak: up over SURGE_RAMP, held, down again."""
+        if self.surge is None:
+            return 0.0
+        start, load, minutes = self.surge
+        since, hold = t - start, minutes * 60
+        if since < 0 or since >= hold + 2 * SURGE_RAMP:
+            return 0.0
+        return load * min(1.0, since / SURGE_RAMP, (hold + 2 * SURGE_RAMP - since) / SURGE_RAMP)
 
     def metric(self, t: float) -> str:
         """The token metric at `t`: ok, empty (no series) or down (errors)."""
@@ -346,6 +371,15 @@ class Trace:
     unmet_minutes: set[int] = field(default_factory=set)
     gpu_seconds: float = 0.0
     oracle_gpu_seconds: float = 0.0
+    forecast_tokens: float = 0.0      # the demand the forecast holds (all of it without a surge)
+    unserved_forecast_tokens: float = 0.0   # its share of the unmet and shed tokens: what the SLO judges
+    shortened_tokens: float = 0.0     # not generated: answers capped by ladder step 1
+    fallback_tokens: float = 0.0      # served by the ladder's fallback model (step 2)
+    shed_tokens: float = 0.0          # refused with 429 at the gateway (step 3)
+    # tokens/s per step: not generated (cap), sent to the fallback, refused with 429
+    shortened: list[float] = field(default_factory=list)
+    offloaded: list[float] = field(default_factory=list)
+    shed: list[float] = field(default_factory=list)
 
 
 class _Pods:
@@ -392,9 +426,14 @@ class _Pods:
 
 
 def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, Any], step: float = 10.0,
-           faults: Faults = NO_FAULTS, zone: Optional[tuple[int, int]] = None) -> Trace:
+           faults: Faults = NO_FAULTS, zone: Optional[tuple[int, int]] = None,
+           spare_of: Optional[Trace] = None) -> Trace:
     """One model in one cluster through the night under the given autoscaler manifest; `zone` is
-    (index, zones) of the lost zone in this cluster, None where the cluster does not have it."""
+    (index, zones) of the lost zone in this cluster, None where the cluster does not have it;
+    `spare_of` the replay of the model's ladder fallback in the same cluster (its spare rate takes
+    step 2's share)."""
+    cap_at, fallback_at = (f.value for f in admission.ladder_thresholds(spec))
+    ladder = model.ladder
     cfg = settings(spec, manifest)
     window = spec.event.window
     end = (window.end - window.start).total_seconds()
@@ -444,9 +483,20 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
                                                                          waiting, kv_in_use)))
             next_sync += autoscaling.HPA_SYNC_SECONDS
         when = window.start + dt.timedelta(seconds=t)
-        demand = forecast.load_at(spec.event, when) * plan.demand_tps.value
+        load = forecast.load_at(spec.event, when)
+        demand = max(load, faults.surge_load(t) if load else 0.0) * plan.demand_tps.value
+        forecast_share = load * plan.demand_tps.value / demand if demand else 0.0
         capacity = pods.ready(t) * tps
-        backlog = queue + demand * step
+        pressure = demand / capacity if capacity else math.inf
+        shortened = offloaded = 0.0
+        if ladder is not None and pressure >= cap_at:
+            shortened = demand * (1 - model.input_share) * ladder.cap_saving
+        if ladder is not None and ladder.fallback and spare_of is not None and pressure >= fallback_at and t >= 0:
+            i = len(trace.times)
+            spare = max(0.0, spare_of.capacity[i] - spare_of.demand[i]) if i < len(spare_of.times) else 0.0
+            offloaded = min((demand - shortened) * ladder.fallback_share, spare)
+        admitted = demand - shortened - offloaded
+        backlog = queue + admitted * step
         served = min(backlog, capacity * step)
         queue = backlog - served
         overflow = max(0.0, queue - capacity * spec.slo.ttft_p99_seconds)
@@ -461,9 +511,20 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
             trace.capacity.append(capacity)
             trace.replicas.append(pods.count)
             trace.demand_tokens += demand * step
-            trace.unmet_tokens += overflow
-            if overflow > 0:
-                trace.unmet_minutes.add(int(t // 60))
+            trace.forecast_tokens += demand * forecast_share * step
+            # The gateway cannot tell forecast users from a surge's: they lose their share of it.
+            trace.unserved_forecast_tokens += overflow * forecast_share
+            trace.shortened_tokens += shortened * step
+            trace.fallback_tokens += offloaded * step
+            trace.shortened.append(shortened)
+            trace.offloaded.append(offloaded)
+            trace.shed.append(overflow / step if ladder is not None else 0.0)
+            if ladder is not None:   # the gateway refuses what the full queue cannot hold: 429
+                trace.shed_tokens += overflow
+            else:
+                trace.unmet_tokens += overflow
+                if overflow > 0:
+                    trace.unmet_minutes.add(int(t // 60))
             trace.gpu_seconds += pods.count * gpr * step
             trace.oracle_gpu_seconds += math.ceil(demand / (tps * util) - 1e-9) * gpr * step
         t += step
@@ -481,7 +542,27 @@ class ModelResult:
     unmet_minutes: set[int] = field(default_factory=set)
     gpu_hours: float = 0.0
     oracle_gpu_hours: float = 0.0
+    shortened_tokens: float = 0.0
+    fallback_tokens: float = 0.0
+    shed_tokens: float = 0.0
+    forecast_tokens: float = 0.0
+    unserved_forecast_tokens: float = 0.0
     trace: Trace = field(default_factory=Trace)
+
+    @property
+    def unserved_pct(self) -> float:
+        """What the SLO judges: the forecast's tokens unmet or shed (a 429 serves no one either),
+        its share of them where a surge came on top."""
+        return 100 * self.unserved_forecast_tokens / self.forecast_tokens if self.forecast_tokens else 0.0
+
+    def share(self, tokens: float) -> float:
+        """`tokens` as a percentage of the model's demand."""
+        return 100 * tokens / self.demand_tokens if self.demand_tokens else 0.0
+
+    @property
+    def served_tokens(self) -> float:
+        """Demand its own replicas answered in full: neither shortened, sent to the fallback, shed nor unmet."""
+        return self.demand_tokens - self.shortened_tokens - self.fallback_tokens - self.shed_tokens - self.unmet_tokens
 
     @property
     def unmet_pct(self) -> float:
@@ -495,6 +576,11 @@ class ModelResult:
         self.clusters += copies
         self.demand_tokens += trace.demand_tokens * copies
         self.unmet_tokens += trace.unmet_tokens * copies
+        self.shortened_tokens += trace.shortened_tokens * copies
+        self.fallback_tokens += trace.fallback_tokens * copies
+        self.shed_tokens += trace.shed_tokens * copies
+        self.forecast_tokens += trace.forecast_tokens * copies
+        self.unserved_forecast_tokens += trace.unserved_forecast_tokens * copies
         self.unmet_minutes |= trace.unmet_minutes
         self.gpu_hours += trace.gpu_seconds * copies / 3600
         self.oracle_gpu_hours += trace.oracle_gpu_seconds * copies / 3600
@@ -505,30 +591,41 @@ class ModelResult:
         total.demand = [a + b * copies for a, b in zip(total.demand, trace.demand)]
         total.capacity = [a + b * copies for a, b in zip(total.capacity, trace.capacity)]
         total.replicas = [a + b * copies for a, b in zip(total.replicas, trace.replicas)]
+        for series in ("shortened", "offloaded", "shed"):
+            mine = getattr(total, series) or [0.0] * len(trace.times)
+            setattr(total, series, [a + b * copies for a, b in zip(mine, getattr(trace, series))])
 
 
 def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: float = 10.0,
              faults: Faults = NO_FAULTS) -> list[ModelResult]:
-    """Every model in every cluster; identical (autoscaler, plan, lost zone) triples are replayed once."""
+    """Every model in every cluster; identical (autoscaler, plan, lost zone, fallback) replays run
+    once. A ladder's fallback is replayed first in each cluster: its spare rate takes step 2's share."""
     objects = objects or build(spec)
     models = {m.name: m for m in spec.models}
-    groups: dict[str, tuple[str, ModelPlan, dict[str, Any], Optional[tuple[int, int]], int]] = {}
+    order = sorted(models, key=lambda n: 0 if any(m.ladder and m.ladder.fallback == n for m in spec.models) else 1)
+    replays: dict[str, Trace] = {}
+    groups: dict[str, tuple[str, int]] = {}   # replay key -> (workload, clusters replaying it)
     for cluster in objects.clusters:
         zones = cluster.cluster.zones
         zone = (zones.index(faults.lose_zone), len(zones)) if faults.lose_zone in zones else None
-        for unit in cluster.units:
-            if unit.component != "Autoscaler":
-                continue
-            for obj in unit.objects:  # one per workload: a disaggregated model's prefill and decode groups
+        scalers = {u.name: u for u in cluster.units if u.component == "Autoscaler"}
+        keys: dict[str, str] = {}   # model -> its replay key: what a ladder falling back on it reads
+        for name in order:
+            ladder = models[name].ladder
+            fallback = keys.get(ladder.fallback) if ladder and ladder.fallback else None
+            for obj in scalers[name].objects:  # one per workload: a disaggregated model's prefill and decode groups
                 plan = objects.plan.cluster(cluster.cluster.name).model(obj.name)
-                manifest = obj.manifest
-                key = json.dumps([manifest, plan.replica_tps.value, plan.demand_tps.value, plan.gpus_per_replica, zone],
-                                 sort_keys=True)
-                name, p, m, z, n = groups.get(key, (obj.name, plan, manifest, zone, 0))
-                groups[key] = (name, p, m, z, n + 1)
+                key = json.dumps([obj.name, obj.manifest, plan.replica_tps.value, plan.demand_tps.value,
+                                  plan.gpus_per_replica, zone, fallback], sort_keys=True)
+                keys[name] = key
+                if key not in replays:
+                    replays[key] = replay(spec, models[name], plan, obj.manifest, step, faults, zone,
+                                          replays[fallback] if fallback else None)
+                copies = groups.get(key, (obj.name, 0))[1]
+                groups[key] = (obj.name, copies + 1)
     # Results per workload: each phase of a disaggregated model serves the model's whole demand
     # with its own groups, and is short where it is short.
-    results = {name: ModelResult(name) for name in dict.fromkeys(name for name, *_ in groups.values())}
-    for name, plan, manifest, zone, copies in groups.values():
-        results[name].add(replay(spec, models[plan.model], plan, manifest, step, faults, zone), copies)
+    results = {name: ModelResult(name) for name in dict.fromkeys(name for name, _ in groups.values())}
+    for key, (name, copies) in groups.items():
+        results[name].add(replays[key], copies)
     return list(results.values())

@@ -477,6 +477,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     for i, model in enumerate(spec.models):
         yield from _check_model(i, model, pools, spec, P)
         yield from _check_auth(i, model, spec, P)
+        yield from _check_ladder(i, model, spec, P)
 
     yield from _unpinned(spec, P, "router.image", spec.router.image)
     # Each model's endpoint picker is named <model>-epp (builders/routing.py): no model may be called so.
@@ -534,6 +535,33 @@ def _check_auth(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Probl
         yield P(f"models[{i}].auth.type", "jwt where jwksUri or issuer is set", _show(auth.type))
     if auth.type is AuthType.NONE and spec.policy.stage is Stage.BROADCAST:
         yield P(f"models[{i}].auth.type", "apiKey or jwt in a broadcast stack (its routes are public)", "'none'")
+
+
+def _check_ladder(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """A ladder's fallback is another model of the stack whose engine answers to this model's name
+    (the gateway forwards the request body unchanged); a per-client limit needs a client id."""
+    if model.admission.client_tokens_per_minute is not None and model.auth.type is AuthType.NONE:
+        yield P(f"models[{i}].admission.clientTokensPerMinute", "auth type apiKey or jwt (the limit counts per "
+                "client id)", "auth type 'none'")
+    ladder = model.ladder
+    if ladder is None:
+        return
+    if ladder.cap_output_tokens > model.max_model_len:
+        yield P(f"models[{i}].ladder.capOutputTokens", f"at most the model's maxModelLen ({model.max_model_len})",
+                str(ladder.cap_output_tokens))
+    if ladder.fallback is None:
+        return
+    others = {m.name: m for m in spec.models if m.name != model.name}
+    fallback = others.get(ladder.fallback)
+    if ladder.fallback == model.name:
+        yield P(f"models[{i}].ladder.fallback", "another model of peaknight:models", f"'{model.name}' itself")
+    elif fallback is None:
+        yield P(f"models[{i}].ladder.fallback", "the name of another model in peaknight:models ("
+                + ", ".join(others) + ")", _show(ladder.fallback), _suggest(ladder.fallback, others))
+    elif not ENGINES[fallback.engine].serves_aliases:
+        yield P(f"models[{i}].ladder.fallback", "a model whose engine answers to another model's name too ("
+                + ", ".join(e.value for e, impl in ENGINES.items() if impl.serves_aliases) + ")",
+                f"'{fallback.name}' runs {fallback.engine.value}")
 
 
 def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> Iterable[Problem]:

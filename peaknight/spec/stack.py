@@ -253,6 +253,43 @@ class Auth:
     issuer: Optional[formats.HttpUrl] = Field(default=None, description="jwt: the iss claim a token must carry")
 
 
+class ModelTier(str, Enum):
+    """Which pods a shortage preempts last: the assistant's, then the extras' (PriorityClasses)."""
+
+    ASSISTANT = "assistant"
+    EXTRA = "extra"
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Admission:
+    """What the gateway admits for a model (an Envoy Gateway BackendTrafficPolicy on its route,
+    peaknight/builders/admission.py): per-client rate limits, and the concurrency and queue limits
+    the plan derives; over any of them a client gets 429 with Retry-After."""
+
+    client_tokens_per_minute: Optional[int] = Field(
+        default=None, gt=0, le=10**12, description="per client id (the API key's id, or the JWT's sub): tokens "
+        "a minute, charged per request at the gateway's tokens-per-request estimate; none: no per-client limit")
+    retry_after_seconds: int = Field(default=10, ge=1, le=3600, description="the Retry-After a refused client "
+                                     "gets (429)")
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Ladder:
+    """What a model does when its demand outruns its ready replicas, step by step (thresholds from
+    the plan: peaknight/plan/ladder.py): cap output length, send a share of new sessions to a
+    fallback model, shed with 429."""
+
+    cap_output_tokens: int = Field(gt=0, le=2**24, description="step 1: the max_tokens clients are asked "
+                                   "to send while the model saturates")
+    cap_saving: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.2, description="share of the model's output tokens the cap removes (est. from the night's "
+        "answer lengths): what the simulator counts as shortened")
+    fallback: Optional[ServiceName] = Field(default=None, description="step 2: the model that takes a share of "
+                                            "new sessions (served under this model's name too)")
+    fallback_share: Fraction = Field(default=0.3, description="step 2: share of new sessions routed to the "
+                                     "fallback (the HTTPRoute backend weight the step sets)")
+
+
 @dataclass(config=STRICT, kw_only=True)
 class Model:
     name: ServiceName
@@ -283,6 +320,12 @@ class Model:
     mean_context_tokens: Optional[int] = Field(default=None, gt=0, le=2**24, description="mean tokens a request holds "
                                                "in the KV cache while it decodes (input + half the output): the "
                                                "memory bound's concurrency; default the profile row's")
+    tier: ModelTier = Field(default=ModelTier.EXTRA, description="assistant: its servers outrank the other "
+                            "models' (and the live edge's) when a cluster runs short; extra: the rest")
+    admission: Admission = Field(default_factory=Admission, description="gateway admission: per-client "
+                                 "limits, concurrency and queue limits from the plan, 429 with Retry-After")
+    ladder: Optional[Ladder] = Field(default=None, description="the degradation ladder as the model saturates; "
+                                     "none: demand above the ready replicas queues and, past the TTFT SLO, is unmet")
 
 
 @dataclass(config=STRICT, kw_only=True)
