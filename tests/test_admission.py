@@ -26,12 +26,16 @@ def _find(cluster, kind: str, name: str) -> dict:
 
 
 def test_the_policy_holds_the_plans_limits_and_answers_429_with_retry_after() -> None:
-    objects, cluster = _objects()
+    # A colocated model with a ladder: its route reaches its replicas, so each gets its limit.
+    raw = config.read_stack_file(config.resolve_stack_path("broadcast"))
+    next(m for m in raw["models"] if m["name"] == "greetings")["ladder"] = {"capOutputTokens": 512}
+    objects = event.build(config.parse(raw, "x.yaml"))
+    cluster = objects.clusters[0]
     spec = objects.spec
-    chat = next(m for m in spec.models if m.name == "chat")
-    mplan = objects.plan.cluster(cluster.cluster.name).model("chat")
+    chat = next(m for m in spec.models if m.name == "greetings")
+    mplan = objects.plan.cluster(cluster.cluster.name).model("greetings")
     pods = int(objects.plan.cluster(cluster.cluster.name).gateway.pods.value)
-    btp = _find(cluster, "BackendTrafficPolicy", "chat")
+    btp = _find(cluster, "BackendTrafficPolicy", "greetings")
     tps, tpr = mplan.replica_tps.value, profiles.load().gateway.tokens_per_request
     slots = math.ceil(tps * (1 - chat.input_share) * spec.slo.itl_p99_seconds)
     queue = math.ceil(tps / tpr * spec.slo.ttft_p99_seconds)
@@ -46,7 +50,9 @@ def test_the_policy_holds_the_plans_limits_and_answers_429_with_retry_after() ->
         assert o["source"] == "Local"
         assert o["response"]["statusCode"] == 429
         assert o["response"]["header"]["set"] == [{"name": "Retry-After", "value": str(chat.admission.retry_after_seconds)}]
-    assert btp["spec"]["targetRefs"][0]["name"] == "chat"
+    assert btp["spec"]["targetRefs"][0]["name"] == "greetings"
+    # A disaggregated model's route reaches its router's pods, not its replicas: no per-replica limit.
+    assert "perEndpoint" not in _find(cluster, "BackendTrafficPolicy", "chat")["spec"]["circuitBreaker"]
 
 
 def test_without_a_ladder_nothing_is_shed_below_the_fleet_ceiling() -> None:
@@ -131,7 +137,7 @@ def test_the_surge_is_served_degraded_or_shed_never_unmet(capsys: pytest.Capture
     # The forecast's own users, squeezed out with the surge (the gateway cannot tell them apart),
     # lose more than the SLO: exit 1, though nothing waits past the TTFT objective.
     assert code == 1
-    chat = next(line for line in out.splitlines() if line.startswith("chat "))
+    chat = next(line for line in out.splitlines() if line.startswith("chat-prefill "))
     assert chat.split()[6] == "0.000%" and chat.endswith("OVER SLO")
     assert "fault: unforecast surge to 0.9 of peak at 19:45 for 10 min" in out
     header = next(line for line in out.splitlines() if line.startswith("model"))
@@ -140,18 +146,20 @@ def test_the_surge_is_served_degraded_or_shed_never_unmet(capsys: pytest.Capture
     spec = config.load_stack("broadcast").spec
     results = simulator.simulate(spec, step=10.0, faults=simulator.Faults(surge=(15 * 60, 0.9, 10)))
     for r in results:
-        assert r.unmet_tokens == 0
-        assert r.shed_tokens > 0 and r.shortened_tokens > 0
+        assert r.unmet_tokens == 0 and r.shortened_tokens > 0
         parts = r.served_tokens + r.fallback_tokens + r.shortened_tokens + r.shed_tokens + r.unmet_tokens
         assert parts == pytest.approx(r.demand_tokens)
-        # The forecast's share of what was shed: less than all of it, more than nothing.
-        assert 0 < r.unserved_forecast_tokens < r.shed_tokens and r.forecast_tokens < r.demand_tokens
+        assert r.forecast_tokens < r.demand_tokens
+        # The forecast's share of what was shed: less than all of it, more than nothing (a phase
+        # with room to spare, deep-think's decode groups, sheds nothing).
+        assert r.shed_tokens == 0 or 0 < r.unserved_forecast_tokens < r.shed_tokens
+    assert sum(r.shed_tokens > 0 for r in results) >= 4
 
 
 def test_without_a_surge_the_slo_judges_unmet_and_shed_alike() -> None:
     spec = config.load_stack("rehearsal").spec
     no_h200 = simulator.Faults(no_capacity=("h200", -12 * 3600.0, 20 * 60.0))
-    chat = next(r for r in simulator.simulate(spec, step=30.0, faults=no_h200) if r.model == "chat")
+    chat = next(r for r in simulator.simulate(spec, step=30.0, faults=no_h200) if r.model == "chat-prefill")
     assert chat.shed_tokens > 0 and chat.forecast_tokens == pytest.approx(chat.demand_tokens)
     assert chat.unserved_forecast_tokens == pytest.approx(chat.shed_tokens + chat.unmet_tokens)
     assert chat.unserved_pct > spec.slo.unmet_tokens_pct
@@ -163,7 +171,7 @@ def test_without_the_ladder_the_same_surge_goes_unmet() -> None:
         m.pop("ladder", None)
     spec = config.parse(raw, "x.yaml")
     results = simulator.simulate(spec, step=10.0, faults=simulator.Faults(surge=(15 * 60, 0.9, 10)))
-    chat = next(r for r in results if r.model == "chat")
+    chat = next(r for r in results if r.model == "chat-prefill")
     assert chat.unmet_pct > spec.slo.unmet_tokens_pct and chat.shed_tokens == 0
 
 
@@ -171,8 +179,9 @@ def test_the_fallback_takes_its_share_of_what_it_has_spare() -> None:
     objects, cluster = _objects()
     spec = objects.spec
     chat = next(m for m in spec.models if m.name == "chat")
-    plan = objects.plan.cluster(cluster.cluster.name).model("chat")
-    manifest = next(u for u in cluster.units if u.component == "Autoscaler" and u.name == "chat").objects[0].manifest
+    plan = objects.plan.cluster(cluster.cluster.name).bounding("chat")
+    manifest = next(o.manifest for u in cluster.units if u.component == "Autoscaler" and u.name == "chat"
+                    for o in u.objects if o.name == plan.name)
     surge = simulator.Faults(surge=(15 * 60, 0.9, 10))
     busy = simulator.replay(spec, chat, plan, manifest, 10.0, surge)
     steps = len(busy.times)

@@ -62,11 +62,14 @@ def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     # objective (its completions at target utilisation, 1,000 tokens a request), and KV-cache use
     # against the same share of the replica the plan uses (plan/saturation.py).
     assert (queue["name"], kv["name"]) == ("queue", "kv-cache")
-    assert queue["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85 / 1000 * 2.0)) == "77"
+    # chat-decode: a 16-node decode group's share of the model's mix, 2,303 waiting requests.
+    assert queue["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85 / 1000 * 2.0)) == "2303"
     assert kv["metadata"]["threshold"] == "0.85"
-    # The engine's own names (chat runs vLLM 0.11.0: vllm/v1/metrics/loggers.py).
-    assert queue["metadata"]["query"].startswith('sum(vllm:num_requests_waiting{model_name="chat",namespace="gala-2026-inference"})')
-    assert kv["metadata"]["query"].startswith('sum(vllm:kv_cache_usage_perc{model_name="chat",namespace="gala-2026-inference"})')
+    # The engines' own names (vLLM 0.11.0: vllm/v1/metrics/loggers.py; SGLang 0.5.4, which chat runs),
+    # read from the decode servers (their Service's label) like the token rate.
+    where = '{model_name="chat",namespace="gala-2026-inference",service="chat-decode"}'
+    assert queue["metadata"]["query"].startswith(f"sum(vllm:num_requests_waiting{where})")
+    assert kv["metadata"]["query"].startswith(f"sum(vllm:kv_cache_usage_perc{where})")
     assert "sglang:num_queue_reqs" in queue["metadata"]["query"] and "sglang:token_usage" in kv["metadata"]["query"]
     # Only the token rate wakes a model from zero; an empty answer is no load for all three.
     assert [t["metadata"]["activationThreshold"] for t in (prom, queue, kv)] == ["1", "0", "0"]

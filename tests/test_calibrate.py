@@ -140,7 +140,7 @@ def test_calibrate_derives_the_row_at_the_objective(measured, capsys):
     assert 0.4 * STAGES[1] * REQUEST_TOKENS < best < 1.1 * STAGES[1] * REQUEST_TOKENS
 
     spec = config.load_stack(str(measured["stack"])).spec
-    old = profiles.load().throughput[("dense-8b", "H100-80G")]
+    old = profiles.load().throughput[profiles.row_key("dense-8b", "H100-80G", "vllm", "colocated")]
     match = re.search(r"new: prefill\s+([\d,.]+)\s+decode\s+([\d,.]+)\s+mixed\s+([\d,]+)\s+\((.*)\)", out)
     assert match, out
     prefill, decode = (float(match.group(i).replace(",", "")) for i in (1, 2))
@@ -186,11 +186,12 @@ def test_calibrate_shows_and_writes_the_broadcast_change(measured, capsys, tmp_p
     # Measured slower than the shipped estimate: the greetings fleet grows, the other models do not.
     greet = [(b.model(MODEL), a.model(MODEL)) for b, a in zip(before.clusters, after.clusters)]
     assert all(a.replicas.value > b.replicas.value for b, a in greet)
-    assert all(b.model("chat").gpus.value == a.model("chat").gpus.value for b, a in zip(before.clusters, after.clusters))
+    assert all(b.bounding("chat").gpus.value == a.bounding("chat").gpus.value for b, a in zip(before.clusters, after.clusters))
     # plan --explain says the figure is measured, and when.
     code = cli.main(["plan", str(project / "stacks" / "Pulumi.broadcast.yaml"), "--explain"])
     explained = capsys.readouterr().out
-    assert re.search(r"per 1xH100-80G replica \(measured: rehearsal stack 'rehearsal' \d{4}-\d\d-\d\dT\d\d:\d\dZ, "
+    assert re.search(r"per 1xH100-80G replica, vllm colocated \([^)]*\) \(measured: rehearsal stack 'rehearsal' "
+                     r"\d{4}-\d\d-\d\dT\d\d:\d\dZ, "
                      r"inference-perf 0.7.0", explained), explained[:3000]
     written = yaml.safe_load(target.read_text())["throughput"]
     assert [(r["model_class"], r["gpu"]) for r in written] == [("dense-8b", "H100-80G")]
@@ -294,7 +295,7 @@ def test_the_rendered_configs_are_what_inference_perf_accepts(tmp_path):
     for model in spec.models:
         assert spec.load_replay is not None
         path = tmp_path / f"{model.name}.yml"
-        path.write_text(yaml.safe_dump(loadreplay.tool_config(spec, model, plan.cluster(CLUSTER).model(model.name),
+        path.write_text(yaml.safe_dump(loadreplay.tool_config(spec, model, plan.cluster(CLUSTER).bounding(model.name),
                                                               spec.load_replay)))
         paths.append(str(path))
     script = ("import sys, json\nfrom inference_perf.config import read_config\n"
@@ -302,7 +303,7 @@ def test_the_rendered_configs_are_what_inference_perf_accepts(tmp_path):
     run = subprocess.run([str(tool.parent / "python"), "-c", script, *paths], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     rates = json.loads(run.stdout.splitlines()[-1])
-    assert [len(r) for r in rates] == [len(loadreplay.steps(spec, plan.cluster(CLUSTER).model(m.name), spec.load_replay))
+    assert [len(r) for r in rates] == [len(loadreplay.steps(spec, plan.cluster(CLUSTER).bounding(m.name), spec.load_replay))
                                        for m in spec.models]
 
 

@@ -101,8 +101,8 @@ CASES = {
          "{f}: peaknight:models[1].topology: expected a topology with a dense-8b throughput row on H200-141G (vllm "
          "colocated (1 GPUs tp1 dp1 ep1, KV bf16)); found vllm disaggregated"]),
     "a model named like another's router": (
-        _set(["peaknight:models", 1, "name"], "chat-router"),
-        ["{f}: peaknight:models[1].name: expected a name no other model's objects use (model 'chat' is "
+        _set(["peaknight:models", 2, "name"], "chat-router"),
+        ["{f}: peaknight:models[2].name: expected a name no other model's objects use (model 'chat' is "
          "disaggregated: its workloads and router are named chat-prefill, -decode, -router); found 'chat-router'"]),
     "an engine no row was measured on": (
         _set(["peaknight:models", 2, "engine"], "vllm"),

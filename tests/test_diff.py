@@ -139,7 +139,7 @@ def test_raising_one_models_peak_reads_in_one_screen(repo: Path, capsys: pytest.
     assert any("rules[PeaknightTokensAboveCapacity].annotations.summary: greetings in <cluster>: " in line
                for line in lines)
     assert any("rules[PeaknightNodePoolAtGpuLimit{nodepool=hopper}].expr: " in line for line in lines)
-    assert len(lines) < 60
+    assert len(lines) < 70   # the summary, then each changed object once for all clusters
 
 
 def test_rules_and_containers_are_matched_by_name_not_position() -> None:

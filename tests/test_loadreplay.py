@@ -35,7 +35,7 @@ def test_each_model_replays_the_curve_of_its_cluster(rehearsal):
     for cluster in spec.clusters:
         got = _objects(objects, cluster.name)
         for model in spec.models:
-            plan = objects.plan.cluster(cluster.name).model(model.name)
+            plan = objects.plan.cluster(cluster.name).bounding(model.name)
             # In the weights namespace, beside the weight sources it reads the tokenizer from.
             job = got[f"cronjob.{spec.event.name}-weights.load-{model.name}"]
             cfg = yaml.safe_load(got[f"configmap.{spec.event.name}-weights.load-{model.name}"]["data"]["config.yml"])
@@ -74,7 +74,7 @@ def test_each_model_replays_the_curve_of_its_cluster(rehearsal):
 
 def test_a_ramp_is_replayed_as_steps():
     spec = config.load_stack("rehearsal").spec
-    plan = capacity.plan(spec).cluster("reh-bj-01").model("chat")
+    plan = capacity.plan(spec).cluster("reh-bj-01").bounding("chat")
     assert spec.load_replay is not None
     steps = loadreplay.steps(spec, plan, spec.load_replay)
     opening = next(m for m in spec.event.moments if m.name == "opening")  # a 3-minute ramp to 0.6

@@ -120,7 +120,9 @@ def test_a_warm_gate_that_outranks_serving_is_reported() -> None:
     bad, _ = _edit(objs, "PriorityClass", raise_warm, name=warm.name)
     violations = _violations("broadcast", "serving-outranks-warm-gate", bad)
     assert violations and {v.obj for v in violations} == {
-        "Deployment gala-2026-inference/greetings", "LeaderWorkerSet gala-2026-inference/deep-think",
+        "Deployment gala-2026-inference/greetings", "Deployment gala-2026-inference/greetings-epp",
+        "LeaderWorkerSet gala-2026-inference/deep-think-prefill", "LeaderWorkerSet gala-2026-inference/deep-think-decode",
+        "Deployment gala-2026-inference/deep-think-router",
         "Deployment gala-2026-edge/gala-live", "StatefulSet gala-2026-edge/gala-live-shield"}
     assert "does not outrank warm-gate DaemonSet gala-2026-inference/prepull-" in str(violations[0])
     assert _violations("broadcast", "serving-outranks-warm-gate") == []

@@ -36,9 +36,11 @@ def test_each_pod_gets_its_tiers_class() -> None:
             if spec:
                 pod = spec["spec"] if key == "template" else spec["leaderTemplate"]["spec"]
                 by_name[f"{o.kind}/{o.name}"] = pod.get("priorityClassName")
-    assert by_name.get("Deployment/chat", by_name.get("LeaderWorkerSet/chat")) == "gala-2026-assistant"
-    assert by_name["Deployment/greetings"] == "gala-2026-serving"
-    assert by_name["LeaderWorkerSet/deep-think"] == "gala-2026-serving"
+    # Everything on the assistant's request path: its prefill and decode groups and its router.
+    assert {by_name[n] for n in ("LeaderWorkerSet/chat-prefill", "LeaderWorkerSet/chat-decode",
+                                 "Deployment/chat-router")} == {"gala-2026-assistant"}
+    assert by_name["Deployment/greetings"] == by_name["Deployment/greetings-epp"] == "gala-2026-serving"
+    assert by_name["LeaderWorkerSet/deep-think-prefill"] == by_name["LeaderWorkerSet/deep-think-decode"] == "gala-2026-serving"
     assert by_name["Deployment/gala-live"] == "gala-2026-serving"
     assert {v for k, v in by_name.items() if k.startswith("DaemonSet/prepull-")} == {"gala-2026-warm"}
 

@@ -85,7 +85,7 @@ def test_simulator_reads_the_rendered_scaled_object(broadcast):
     assert (simulator.settings(spec, edited).target_tps, simulator.settings(spec, edited).queue_target) == (123, 9)
     # A trigger the replay does not model stops it instead of being skipped.
     edited["spec"]["triggers"][2]["name"] = "gpu-power"
-    with pytest.raises(ValueError, match="ScaledObject/chat: the replay does not model gpu-power"):
+    with pytest.raises(ValueError, match="ScaledObject/chat-decode: the replay does not model gpu-power"):
         simulator.settings(spec, edited)
 
 

@@ -29,17 +29,18 @@ def _gate(objects, cluster: str):
 
 
 def test_each_zone_source_is_sized_for_its_zones_fleet_by_hand():
-    """gala-bj-01 chat: the h200 pool's largest zone holds 896 nodes at peak plus ceil(672 / 3) = 224
-    surge nodes. 1,120 nodes x 642 GiB in 60 min = 1,120 x 642 x 1,073,741,824 B / 3,600 s = 214,462
-    MB/s; at 1,000 MB/s per TiB that is 219,609 GiB; FSx sizes are 1,200 GiB + 2,400 GiB steps:
-    1,200 + 92 x 2,400 = 222,000 GiB, which reads at 222,000 / 1,024 x 1,000 = 216,797 MB/s."""
+    """gala-bj-01 chat (prefill and decode groups, both on h200): the pool's largest zone holds 972
+    nodes at peak plus ceil(728 / 3) = 243 surge nodes. 1,215 nodes x 642 GiB in 60 min = 1,215 x 642
+    x 1,073,741,824 B / 3,600 s = 232,653 MB/s; at 1,000 MB/s per TiB that is 238,237 GiB; FSx sizes
+    are 1,200 GiB + 2,400 GiB steps: 1,200 + 99 x 2,400 = 238,800 GiB, which reads at 238,800 /
+    1,024 x 1,000 = 233,203 MB/s."""
     plan = capacity.plan(config.load_stack("broadcast").spec).cluster("gala-bj-01")
     pool = plan.pool("h200")
-    assert (max(pool.zone_nodes), pool.zone_surge_nodes) == (896, 224)
+    assert (max(pool.zone_nodes), pool.surge_nodes, pool.zone_surge_nodes) == (972, 728, 243)
     chat = plan.weight("chat")
-    assert chat.source_gib.value == 222_000
-    assert round(chat.source_mbps.value) == 216_797
-    assert "1120 nodes x 642 GiB within 3600 s = 214,462 MB/s" in chat.source_gib.why
+    assert chat.source_gib.value == 238_800
+    assert round(chat.source_mbps.value) == 233_203
+    assert "1215 nodes x 642 GiB within 3600 s = 232,653 MB/s" in chat.source_gib.why
     # The small model's source is the class's smallest: 2.2 x 9 GiB is far below 1,200 GiB.
     assert plan.weight("greetings").source_gib.value == 1200
 
@@ -153,13 +154,19 @@ def test_model_servers_wait_for_their_revision_in_the_node_cache(broadcast):
     spec = broadcast.spec
     c = broadcast.clusters[0]
     chat = next(m for m in spec.models if m.name == "chat")
-    deployment = next(o.manifest for u in c.units for o in u.objects if o.kind == "Deployment" and o.name == "chat")
-    pod = deployment["spec"]["template"]["spec"]
+    groups = next(o.manifest for u in c.units for o in u.objects if o.kind == "LeaderWorkerSet" and o.name == "chat-decode")
+    template = groups["spec"]["leaderWorkerTemplate"]
+    # Every pod of a group waits, the workers too: each loads its shard from its own node's cache.
+    assert template["workerTemplate"]["spec"]["initContainers"] == template["leaderTemplate"]["spec"]["initContainers"]
+    pod = template["leaderTemplate"]["spec"]
     assert {"name": "weights", "persistentVolumeClaim": {"claimName": "h200-weights-cache", "readOnly": True}} in pod["volumes"]
     wait = pod["initContainers"][0]
     assert f"{MODEL_DIR}/{chat.weights}/{chat.weights_revision}.ready" in wait["command"][2]
     assert weights_path(chat) == f"{MODEL_DIR}/{chat.weights}/{chat.weights_revision}"
     assert weights_path(chat) in pod["containers"][0]["command"]
+    greetings = next(o.manifest for u in c.units for o in u.objects if o.kind == "Deployment" and o.name == "greetings")
+    assert {"name": "weights", "persistentVolumeClaim": {"claimName": "hopper-weights-cache", "readOnly": True}} in \
+        greetings["spec"]["template"]["spec"]["volumes"]
     assert not any(o.kind == "PersistentVolumeClaim" and o.name == "chat-weights"
                    for u in c.units for o in u.objects)
 

@@ -240,9 +240,10 @@ def _priority(pod: dict[str, Any], classes: dict[str, int]) -> int:
 
 
 def serving_outranks_warm_gate(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterable[Finding]:
-    """In a shortage the scheduler preempts lower priorities first: every model server and edge pod
-    must outrank every warm-gate pod (pre-pullers, weight staging), or a pre-puller could hold the
-    place a replica needs."""
+    """In a shortage the scheduler preempts lower priorities first: every model server, router
+    (SGLang's, or an endpoint picker: without it the model is down) and edge pod must outrank every
+    warm-gate pod (pre-pullers, node-cache fillers), or a pre-puller could hold the place a replica
+    needs."""
     classes = {o.name: int(o.manifest.get("value", 0)) for o in objs if o.kind == "PriorityClass"}
     component = lambda o: o.manifest["metadata"].get("labels", {}).get("app.kubernetes.io/component")  # noqa: E731
     warm = [(o, _priority(pod, classes)) for o in objs if component(o) == "warm-gate" for _, pod in pod_specs(o.manifest)]
@@ -250,7 +251,7 @@ def serving_outranks_warm_gate(ctx: Context, cluster: str, objs: Sequence[Obj]) 
         return
     top, highest = max(warm, key=lambda w: w[1])
     for obj in objs:
-        if component(obj) not in ("inference", "live-edge"):
+        if component(obj) not in ("inference", "router", "live-edge"):
             continue
         for path, pod in pod_specs(obj.manifest):
             if _priority(pod, classes) <= highest:
