@@ -106,18 +106,19 @@ def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict,
                            alert, "10m", fires))
 
     alert = _alert_rule(rules, "PeaknightReplicaNotReady", model=model.name)
-    pod = f"{model.name}-7d9f8c6b5-x2k9q" if plan.nodes_per_replica == 1 else f"{workloads[0].name}-3-1"
     budget_min = startup_budget(model) // 60
     at = f"{budget_min + 2}m"
-    pending = _series("kube_pod_status_phase", namespace=ids["namespace"], pod=pod, phase="Pending")
-    unready = _series("kube_pod_status_ready", namespace=ids["namespace"], pod=pod, condition="false")
-    # Pending, then running but not ready: still inside the alert across the whole budget.
-    cases.append(_case([(pending, f"1x5 0x{budget_min + 5}"), (unready, f"0x5 1x{budget_min + 5}")],
-                       alert, at, True, pod=pod))
-    cases.append(_case([(pending, f"1x5 0x{budget_min + 5}"), (unready, f"0x5 1x{budget_min - 8} 0x20")],
-                       alert, at, False))
+    for workload in workloads:  # a worker pod of a group, or a Deployment's pod
+        pod = _pod(workload, group=3, worker=1)
+        pending = _series("kube_pod_status_phase", namespace=ids["namespace"], pod=pod, phase="Pending")
+        unready = _series("kube_pod_status_ready", namespace=ids["namespace"], pod=pod, condition="false")
+        # Pending, then running but not ready: still inside the alert across the whole budget.
+        cases.append(_case([(pending, f"1x5 0x{budget_min + 5}"), (unready, f"0x5 1x{budget_min + 5}")],
+                           alert, at, True, pod=pod))
+        cases.append(_case([(pending, f"1x5 0x{budget_min + 5}"), (unready, f"0x5 1x{budget_min - 8} 0x20")],
+                           alert, at, False))
 
-    cases += _router_cases(spec, model, rules)
+    cases += _router_cases(spec, model, rules, workloads)
 
     slo = spec.slo
     for name, histogram, threshold in [("PeaknightTtftP99OverSlo", e.ttft_histogram, slo.ttft_p99_seconds),
@@ -131,8 +132,21 @@ def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict,
     return cases
 
 
-def _router_cases(spec: StackSpec, model: Model, rules: dict) -> list[dict]:
-    """The endpoint picker: down when no pod of it is up; erroring above slo.unmetTokensPct of requests."""
+def _pod(workload: ModelPlan, group: int = 0, worker: int = 0) -> str:
+    """A pod of the workload: a Deployment's `<name>-<hash>-<5>`, or an LWS group's leader
+    `<name>-<group>` (worker 0) or worker `<name>-<group>-<worker>`."""
+    if workload.nodes_per_replica == 1:
+        return f"{workload.name}-7d9f8c6b5-{'x2k9q' if group % 2 == 0 else 'p4m2z'}"
+    return f"{workload.name}-{group}" + (f"-{worker}" if worker else "")
+
+
+def _router_cases(spec: StackSpec, model: Model, rules: dict, workloads: tuple[ModelPlan, ...]) -> list[dict]:
+    """The endpoint picker: down when no pod of it is up; erroring above slo.unmetTokensPct of requests.
+    A disaggregated model has none (SGLang's router in front of it), and no alert on one."""
+    names = {r.get("alert") for g in rules["groups"] for r in g["rules"]}
+    if len(workloads) > 1:
+        assert not names & {"PeaknightEndpointPickerDown", "PeaknightEndpointPickerErrors"}
+        return []
     ids = {"namespace": inference_namespace(spec), "service": f"{model.name}-epp"}
     up = [(_series("up", **ids, pod=f"{model.name}-epp-{i}"), values) for i, values in enumerate(("1x3 0x20", "0x30"))]
     alert = _alert_rule(rules, "PeaknightEndpointPickerDown", model=model.name)
@@ -146,18 +160,23 @@ def _router_cases(spec: StackSpec, model: Model, rules: dict) -> list[dict]:
     return cases
 
 
-def _ladder_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) -> list[dict]:
-    """The ladder's step from two ready replicas: quiet at half their rate, step 1 at 0.95 of it (over
-    targetUtilisation), step 3 once the engines hold 0.9 of the plan's queue per replica."""
+def _ladder_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict,
+                  workloads: tuple[ModelPlan, ...]) -> list[dict]:
+    """The ladder's step from two ready replicas of the bounding workload (`plan`): quiet at half
+    their rate, step 1 at 0.95 of it (over targetUtilisation), step 3 once the engines hold 0.9 of
+    the plan's queue per replica. A group's workers and the other phase's ready pods are no replicas
+    of it: were they counted, step 1 would not fire."""
     if model.ladder is None:
         return []
     e = engines.metrics(model)
     ns = inference_namespace(spec)
-    ids = {"namespace": ns, "model_name": model.name}
+    ids = _ids(spec, model, workloads)
     alert = _alert_rule(rules, "PeaknightLadderStepActive", model=model.name)
-    pods = ([f"{model.name}-7d9f8c6b5-x2k9q", f"{model.name}-7d9f8c6b5-p4m2z"] if plan.nodes_per_replica == 1
-            else [f"{model.name}-0", f"{model.name}-1"])
-    ready = [(_series("kube_pod_status_ready", namespace=ns, pod=p, condition="true"), "1x30") for p in pods]
+    pods = [_pod(plan, group=0), _pod(plan, group=1)]
+    others = [_pod(w, group=g) for w in workloads if w is not plan for g in (0, 1)]
+    if plan.nodes_per_replica > 1:
+        others += [_pod(plan, group=0, worker=1), _pod(plan, group=1, worker=1)]
+    ready = [(_series("kube_pod_status_ready", namespace=ns, pod=p, condition="true"), "1x30") for p in pods + others]
     queue = admission.queue(spec, plan).value
     cases = []
     for share, waiting, step in ((0.5, 0, 0), (0.95, 0, 1), (0.95, math.ceil(0.9 * queue) * 2, 3)):
@@ -173,25 +192,35 @@ def _ladder_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict) -
     return cases
 
 
-def _signal_cases(spec: StackSpec, cluster: str, model: Model, plan: ModelPlan, rules: dict) -> list[dict]:
-    """Engine metrics missing while a replica is ready; KEDA's scaler errors, then its fallback."""
+def _signal_cases(spec: StackSpec, cluster: str, model: Model, rules: dict,
+                  workloads: tuple[ModelPlan, ...]) -> list[dict]:
+    """Engine metrics missing while a replica (of any workload) is ready: for a disaggregated model,
+    missing from its decode servers, which the tokens and the autoscaler read, even while its prefill
+    servers' are scraped; KEDA's scaler errors on any workload's ScaledObject, then its fallback."""
     e = engines.metrics(model)
     ns = inference_namespace(spec)
-    pod = f"{model.name}-7d9f8c6b5-x2k9q" if plan.nodes_per_replica == 1 else f"{model.name}-3-1"
-    ready = (_series("kube_pod_status_ready", namespace=ns, pod=pod, condition="true"), "1x30")
-    tokens = (_series(e.generation_tokens_metric, namespace=ns, model_name=model.name), _counter(1000))
+    ids = _ids(spec, model, workloads)
+    tokens = (_series(e.generation_tokens_metric, **ids), _counter(1000))
     alert = _alert_rule(rules, "PeaknightEngineMetricsMissing", model=model.name)
-    # absent() carries the selector's equality labels.
-    cases = [_case([ready], alert, "10m", True, namespace=ns, model_name=model.name),
-             _case([ready, tokens], alert, "10m", False),
-             _case([(ready[0], "0x30")], alert, "10m", False)]
+    cases = []
+    for workload in workloads:
+        ready = (_series("kube_pod_status_ready", namespace=ns, pod=_pod(workload, group=3, worker=1),
+                         condition="true"), "1x30")
+        # absent() carries the selector's equality labels.
+        cases += [_case([ready], alert, "10m", True, **ids),
+                  _case([ready, tokens], alert, "10m", False),
+                  _case([(ready[0], "0x30")], alert, "10m", False)]
+        if len(workloads) > 1:
+            prefill = (_series(e.generation_tokens_metric, **{**ids, "service": f"{model.name}-prefill"}), _counter(1000))
+            cases.append(_case([ready, prefill], alert, "10m", True, **ids))
     if next(c for c in spec.clusters if c.name == cluster).autoscaler.value != "keda":
         return cases
-    errors = _series("keda_scaler_detail_errors_total", namespace="keda", exported_namespace=ns,
-                     scaledObject=model.name, scaler="prometheusScaler", triggerIndex="0", type="scaledobject")
-    for name in ("PeaknightKedaScalerErrors", "PeaknightKedaFallbackActive"):
-        alert = _alert_rule(rules, name, model=model.name)
-        cases += [_case([(errors, "0+4x30")], alert, "10m", True), _case([(errors, "7x30")], alert, "10m", False)]
+    for workload in workloads:  # one ScaledObject per workload
+        errors = _series("keda_scaler_detail_errors_total", namespace="keda", exported_namespace=ns,
+                         scaledObject=workload.name, scaler="prometheusScaler", triggerIndex="0", type="scaledobject")
+        for name in ("PeaknightKedaScalerErrors", "PeaknightKedaFallbackActive"):
+            alert = _alert_rule(rules, name, model=model.name)
+            cases += [_case([(errors, "0+4x30")], alert, "10m", True), _case([(errors, "7x30")], alert, "10m", False)]
     return cases
 
 
@@ -332,8 +361,8 @@ def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path
         if model:
             cases = (_model_cases(spec, model, cplan.bounding(model.name), rules, cplan.phases(model.name))
                      + [_headline_case(spec, model, cplan.phases(model.name))]
-                     + _ladder_cases(spec, model, cplan.bounding(model.name), rules)
-                     + _signal_cases(spec, cluster, model, cplan.bounding(model.name), rules))
+                     + _ladder_cases(spec, model, cplan.bounding(model.name), rules, cplan.phases(model.name))
+                     + _signal_cases(spec, cluster, model, rules, cplan.phases(model.name)))
         elif path.name == f"{cluster}.rules-pools.yaml":
             cases = _pool_cases(cplan, rules) + _launch_cases(spec, cluster, rules)
         else:
@@ -377,12 +406,15 @@ def test_pod_pattern_of_a_deployment(pod: str, matches: bool) -> None:
     assert bool(re.fullmatch(pattern, pod)) is matches
 
 
-@pytest.mark.parametrize("engine_model", ["chat", "deep-think"])
+@pytest.mark.parametrize("engine_model", ["greetings", "deep-think"])
 def test_prefix_cache_alert_fires_when_the_achieved_rate_leaves_the_plans_margin(engine_model, tmp_path: Path):
     """With models[].prefixCacheHitRate 0.563 (DeepSeek's published rate, docs/facts.md) and
     targetUtilisation 0.85, prefill fits down to an achieved 1 - 0.437 / 0.85 = 0.486: a rate of
-    0.3 pages, 0.6 does not. chat runs vLLM (prefix_cache_hits/queries counters), deep-think SGLang
-    (cached_tokens_total, absent until a first hit: no hit at all must page too)."""
+    0.3 pages, 0.6 does not. greetings runs vLLM colocated (prefix_cache_hits/queries counters),
+    deep-think SGLang disaggregated (cached_tokens_total, absent until a first hit: no hit at all must
+    page too), its ratio read from its prefill servers (`service="deep-think-prefill"`: where prompts
+    are prefilled; read with the decode servers' prompts as well, it would halve and 0.6 would page)
+    and its tokens from its decode servers."""
     import dataclasses
 
     base = config.load_stack("broadcast").spec
@@ -391,23 +423,26 @@ def test_prefix_cache_alert_fires_when_the_achieved_rate_leaves_the_plans_margin
     objects = event.build(spec)
     cluster = spec.clusters[0].name
     model = next(m for m in spec.models if m.name == engine_model)
-    plan = objects.plan.cluster(cluster).model(model.name)
-    group = monitoring.model_group(spec, spec.clusters[0], model, plan)
+    cplan = objects.plan.cluster(cluster)
+    plan, workloads = cplan.bounding(model.name), cplan.phases(model.name)
+    assert len(workloads) == (2 if engine_model == "deep-think" else 1)
+    group = monitoring.model_group(spec, spec.clusters[0], model, plan, workloads)
     assert monitoring.prefix_cache_floor(spec, model) == pytest.approx(1 - 0.437 / 0.85)
     rules = {"groups": [group]}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(rules))
     alert = _alert_rule(rules, "PeaknightPrefixCacheHitRateLow", model=model.name)
     e = engines.metrics(model)
-    ids = {"namespace": inference_namespace(spec), "model_name": model.name}
+    ids = _ids(spec, model, workloads)
+    prefilled = {**ids, "service": f"{model.name}-prefill"} if len(workloads) > 1 else ids
     per_s = plan.capacity_tps.value  # at planned capacity: well above the quiet floor
     traffic = [(_series(e.prompt_tokens_metric, **ids), f"0+{per_s * 60 * 0.75:.6e}x40"),
                (_series(e.generation_tokens_metric, **ids), f"0+{per_s * 60 * 0.25:.6e}x40")]
-    queries = [] if e.prefix_cache_queries == e.prompt_tokens_metric else [
-        (_series(e.prefix_cache_queries, **ids), f"0+{per_s * 60 * 0.75:.6e}x40")]
+    queries = [] if e.prefix_cache_queries == e.prompt_tokens_metric and prefilled == ids else [
+        (_series(e.prefix_cache_queries, **prefilled), f"0+{per_s * 60 * 0.75:.6e}x40")]
     cases = []
     for rate, fires in ((0.3, True), (0.6, False), (0.0, True)):
         hits = [] if rate == 0 and e.prefix_cache_hits.startswith("sglang") else [
-            (_series(e.prefix_cache_hits, **ids), f"0+{per_s * 60 * 0.75 * rate:.6e}x40")]
+            (_series(e.prefix_cache_hits, **prefilled), f"0+{per_s * 60 * 0.75 * rate:.6e}x40")]
         cases.append(_case(traffic + queries + hits, alert, "30m", fires))
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({"rule_files": ["r.yaml"], "evaluation_interval": EVAL,
                                                      "tests": cases}))
@@ -416,11 +451,17 @@ def test_prefix_cache_alert_fires_when_the_achieved_rate_leaves_the_plans_margin
 
 
 def test_no_prefix_cache_alert_where_the_plan_expects_too_little_to_miss():
-    """At prefixCacheHitRate 0 (the shipped stacks today) even a cold cache keeps prefill within the
-    plan's margin: the alert is not rendered rather than never firing."""
+    """At a prefixCacheHitRate within the plan's margin (0 for greetings and deep-think in the shipped
+    broadcast) even a cold cache keeps prefill within it: the alert is not rendered rather than never
+    firing. chat's 0.5 is beyond the margin: it has the alert."""
     spec = config.load_stack("broadcast").spec
     objects = event.build(spec)
+    cplan = objects.plan.clusters[0]
+    rendered = {}
     for model in spec.models:
-        assert monitoring.prefix_cache_floor(spec, model) <= 0
-        group = monitoring.model_group(spec, spec.clusters[0], model, objects.plan.clusters[0].model(model.name))
-        assert "PeaknightPrefixCacheHitRateLow" not in {r.get("alert") for r in group["rules"]}
+        group = monitoring.model_group(spec, spec.clusters[0], model, cplan.bounding(model.name),
+                                       cplan.phases(model.name))
+        has_alert = "PeaknightPrefixCacheHitRateLow" in {r.get("alert") for r in group["rules"]}
+        assert has_alert is (monitoring.prefix_cache_floor(spec, model) > 0)
+        rendered[model.name] = has_alert
+    assert rendered == {"chat": True, "greetings": False, "deep-think": False}

@@ -1,5 +1,6 @@
-"""Prefix- and load-aware routing: each model's HTTPRoute sends to its InferencePool, whose endpoint
-picker reads the engine's real metric names, is sized from the plan, and may talk only where it must.
+"""Prefix- and load-aware routing: each colocated model's HTTPRoute sends to its InferencePool, whose
+endpoint picker reads the engine's real metric names, is sized from the plan, and may talk only where
+it must; a disaggregated model's route sends to its router's Service and it has no pool or picker.
 
 Sources: llm-d/llm-d-router v0.10.0 (config/charts/routerlib, pkg/epp/server/options.go,
 pkg/epp/framework/plugins/datalayer/extractor/metrics/factories.go); envoyproxy/ai-gateway v1.1.0
@@ -28,89 +29,142 @@ def objects(ev, index: int = 0) -> dict[str, Obj]:
 
 
 def test_route_sends_to_the_pool_that_selects_the_serving_pods(broadcast):
+    """A colocated model's route sends to its InferencePool; a disaggregated model's to its router's
+    Service `<model>` (SGLang's router picks the prefill and decode servers): no pool, no EPP."""
     ns = "gala-2026-inference"
     objs = objects(broadcast)
+    colocated = disaggregated = 0
     for model in broadcast.spec.models:
-        plan = broadcast.plan.clusters[0].model(model.name)
+        phases = broadcast.plan.clusters[0].phases(model.name)
         route = objs[f"httproute.{ns}.{model.name}"].manifest
-        assert {repr(r["backendRefs"]) for r in route["spec"]["rules"]} == {repr(
-            [{"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": model.name}])}
-        pool = objs[f"inferencepool.{ns}.{model.name}"].manifest["spec"]
         service = objs[f"service.{ns}.{model.name}"].manifest["spec"]
+        # The model first; a ladder's fallback (its Service, at weight 0 until step 2) after it.
+        primaries = {repr({k: v for k, v in r["backendRefs"][0].items() if k != "weight"}) for r in route["spec"]["rules"]}
+        fallback = [{"name": model.ladder.fallback, "port": 8000, "weight": 0}] if model.ladder and model.ladder.fallback else []
+        assert all(r["backendRefs"][1:] == fallback for r in route["spec"]["rules"])
+        if len(phases) > 1:
+            disaggregated += 1
+            assert primaries == {repr({"name": model.name, "port": 8000})}
+            assert service["selector"] == inference.router_selector(broadcast.spec, model)
+            assert f"inferencepool.{ns}.{model.name}" not in objs
+            assert not [k for k in objs if k.endswith(f".{model.name}-epp")]
+            continue
+        colocated += 1
+        (plan,) = phases
+        assert primaries == {repr({"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": model.name})}
+        pool = objs[f"inferencepool.{ns}.{model.name}"].manifest["spec"]
         # The pool and the Service select the same pods: a group's leader where a replica spans nodes.
         assert pool["selector"]["matchLabels"] == service["selector"]
         assert (pool["selector"]["matchLabels"].get(inference.LWS_INDEX_LABEL) == "0") is (plan.nodes_per_replica > 1)
         assert pool["targetPorts"] == [{"number": 8000}]
         assert pool["endpointPickerRef"] == {"name": f"{model.name}-epp", "port": {"number": 9002},
                                              "failureMode": "FailOpen"}
+    assert colocated and disaggregated  # the shipped broadcast has both kinds
 
 
-def test_epp_reads_the_engines_real_metric_names(broadcast):
-    ns = "gala-2026-inference"
-    objs = objects(broadcast)
+def _check_epp_config(cfg, spec, model, plan) -> None:
     want = {"vllm": ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
                      "vllm:cache_config_info"),
             "sglang": ("sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage", "")}
-    for model in broadcast.spec.models:
-        cfg = yaml.safe_load(objs[f"configmap.{ns}.{model.name}-epp"].manifest["data"]["epp.yaml"])
-        assert (cfg["apiVersion"], cfg["kind"]) == ("llm-d.ai/v1alpha1", "EndpointPickerConfig")
-        plugins = {p["type"]: p.get("parameters") for p in cfg["plugins"]}
-        extractor = plugins["core-metrics-extractor"]
-        (engine,) = extractor["engineConfigs"]
-        assert extractor["defaultEngine"] == engine["name"] == model.engine.value
-        assert (engine["queuedRequestsSpec"], engine["runningRequestsSpec"], engine["kvUsageSpec"],
-                engine["cacheInfoSpec"]) == want[model.engine.value]
-        assert plugins["approx-prefix-cache-producer"] == {"maxPrefixTokensToMatch": model.max_model_len}
-        # The load-aware scorer reaches 0 at the autoscaler's queue target.
-        plan = broadcast.plan.clusters[0].model(model.name)
-        target = saturation.queue_target(broadcast.spec.policy, broadcast.spec.slo, plan)
-        assert plugins["load-aware-scorer"] == {"threshold": int(target.value)}
-        (profile,) = cfg["schedulingProfiles"]
-        weights = {p["pluginRef"]: p.get("weight") for p in profile["plugins"]}
-        # llm-d-router's chart default weights (queue 2, KV 2, prefix 3), plus load-aware.
-        assert weights == {"queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3,
-                           "load-aware-scorer": 1, "max-score-picker": None}
-        every = {p["type"] for p in cfg["plugins"]}
-        assert set(weights) <= every
+    assert (cfg["apiVersion"], cfg["kind"]) == ("llm-d.ai/v1alpha1", "EndpointPickerConfig")
+    plugins = {p["type"]: p.get("parameters") for p in cfg["plugins"]}
+    extractor = plugins["core-metrics-extractor"]
+    (engine,) = extractor["engineConfigs"]
+    assert extractor["defaultEngine"] == engine["name"] == model.engine.value
+    assert (engine["queuedRequestsSpec"], engine["runningRequestsSpec"], engine["kvUsageSpec"],
+            engine["cacheInfoSpec"]) == want[model.engine.value]
+    assert plugins["approx-prefix-cache-producer"] == {"maxPrefixTokensToMatch": model.max_model_len}
+    # The load-aware scorer reaches 0 at the autoscaler's queue target.
+    target = saturation.queue_target(spec.policy, spec.slo, plan)
+    assert plugins["load-aware-scorer"] == {"threshold": int(target.value)}
+    (profile,) = cfg["schedulingProfiles"]
+    weights = {p["pluginRef"]: p.get("weight") for p in profile["plugins"]}
+    # llm-d-router's chart default weights (queue 2, KV 2, prefix 3), plus load-aware.
+    assert weights == {"queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3,
+                       "load-aware-scorer": 1, "max-score-picker": None}
+    every = {p["type"] for p in cfg["plugins"]}
+    assert set(weights) <= every
 
 
-def test_epp_deployment_flags_security_and_sizing(broadcast):
+def test_epp_reads_the_engines_real_metric_names(broadcast):
+    """The rendered picker of the colocated model (greetings, vLLM); a disaggregated model (chat,
+    deep-think: SGLang's router) has none. SGLang's names are checked on the config a colocated
+    SGLang model would get."""
+    import dataclasses
+
+    from peaknight.spec.stack import Engine
+
     ns = "gala-2026-inference"
     objs = objects(broadcast)
     spec = broadcast.spec
-    r = profiles.load().router
-    chat = next(m for m in spec.models if m.name == "chat")
-    plan = broadcast.plan.clusters[0].model("chat")
-    dep = objs[f"deployment.{ns}.chat-epp"].manifest
-    pod = dep["spec"]["template"]["spec"]
-    (c,) = pod["containers"]
-    assert c["image"] == spec.router.image and "@sha256:" in c["image"]
-    args = c["args"]
-    assert args[args.index("--pool-name") + 1] == "chat" and args[args.index("--pool-namespace") + 1] == ns
-    assert args[args.index("--config-file") + 1] == "/config/epp.yaml"
-    assert "--enable-pprof=false" in args and "--ha-enable-leader-election" not in args
-    assert c["readinessProbe"]["grpc"] == {"port": 9003, "service": "inference-extension"}
-    assert pod["securityContext"]["runAsUser"] == 65532 and c["securityContext"]["readOnlyRootFilesystem"]
-    # Sizing by hand: input tok/s over the benchmark's tokens per core, in 32-vCPU pods, with
-    # headroom and utilisation, then enough that the cores survive a lost zone.
-    cores = plan.demand_tps.value * chat.input_share / (98.8 * 100_000 / 46.5)
+    cplan = broadcast.plan.clusters[0]
+    colocated = [m for m in spec.models if len(cplan.phases(m.name)) == 1]
+    assert [m.name for m in colocated] == ["greetings"]
+    for model in spec.models:
+        if model not in colocated:
+            assert f"configmap.{ns}.{model.name}-epp" not in objs
+            continue
+        cfg = yaml.safe_load(objs[f"configmap.{ns}.{model.name}-epp"].manifest["data"]["epp.yaml"])
+        _check_epp_config(cfg, spec, model, cplan.model(model.name))
+    greetings = colocated[0]
+    sglang = dataclasses.replace(greetings, engine=Engine.SGLANG)
+    _check_epp_config(routing.epp_config(spec, sglang, cplan.model(greetings.name)), spec, sglang,
+                      cplan.model(greetings.name))
+
+
+def _by_hand(spec, r, demand_tps: float, input_share: float) -> int:
+    """EPP pods by hand: input tok/s over the benchmark's tokens per core, in 32-vCPU pods, with
+    headroom and utilisation, then enough that the cores survive a lost zone (of 3), at least 2."""
+    cores = demand_tps * input_share / (98.8 * 100_000 / 46.5)
     serving = math.ceil(cores * spec.policy.headroom / (r.pod_vcpu * spec.policy.target_utilisation))
     total = serving
     while total - math.ceil(total / 3) < serving:
         total += 1
-    assert dep["spec"]["replicas"] == total == 14  # broadcast chat: 233 cores -> 9 pods, 14 for a lost zone
-    service = objs[f"service.{ns}.chat-epp"].manifest["spec"]
+    return max(2, total)
+
+
+def test_epp_deployment_flags_security_and_sizing(broadcast):
+    import dataclasses
+
+    from peaknight.plan.figure import Figure
+
+    ns = "gala-2026-inference"
+    objs = objects(broadcast)
+    spec = broadcast.spec
+    r = profiles.load().router
+    greetings = next(m for m in spec.models if m.name == "greetings")  # the colocated model: it has a picker
+    plan = broadcast.plan.clusters[0].model("greetings")
+    dep = objs[f"deployment.{ns}.greetings-epp"].manifest
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == spec.router.image and "@sha256:" in c["image"]
+    args = c["args"]
+    assert args[args.index("--pool-name") + 1] == "greetings" and args[args.index("--pool-namespace") + 1] == ns
+    assert args[args.index("--config-file") + 1] == "/config/epp.yaml"
+    assert "--enable-pprof=false" in args and "--ha-enable-leader-election" not in args
+    assert c["readinessProbe"]["grpc"] == {"port": 9003, "service": "inference-extension"}
+    assert pod["securityContext"]["runAsUser"] == 65532 and c["securityContext"]["readOnlyRootFilesystem"]
+    # broadcast greetings: 23.5 cores -> 1 pod, 2 for a lost zone.
+    assert dep["spec"]["replicas"] == _by_hand(spec, r, plan.demand_tps.value, greetings.input_share) == 2
+    # Past the floor of 2: at 10x greetings' demand, 235 cores -> 10 pods, 15 for a lost zone.
+    busy = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value * 10, "x10"))
+    assert (routing.epp_replicas(spec, greetings, busy, 3).value
+            == _by_hand(spec, r, busy.demand_tps.value, greetings.input_share) == 15)
+    service = objs[f"service.{ns}.greetings-epp"].manifest["spec"]
     assert service["clusterIP"] == "None"  # every EPP pod resolved by the gateway's STRICT_DNS cluster
-    role = objs[f"role.{ns}.chat-epp"].manifest
+    role = objs[f"role.{ns}.greetings-epp"].manifest
     assert {res for rule in role["rules"] for res in rule["resources"]} >= {"pods", "inferencepools"}
     assert all(rule["verbs"] == ["get", "list", "watch"] for rule in role["rules"])
+    # A disaggregated model has no picker to size.
+    assert f"deployment.{ns}.chat-epp" not in objs and f"deployment.{ns}.chat-router" in objs
 
 
 def test_network_policies_open_exactly_the_router_flows(broadcast):
     ns = "gala-2026-inference"
     objs = objects(broadcast)
-    epp = objs[f"networkpolicy.{ns}.chat-epp"].manifest["spec"]
-    assert epp["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "chat-epp", "peaknight.io/event": "gala-2026"}}
+    epp = objs[f"networkpolicy.{ns}.greetings-epp"].manifest["spec"]
+    assert epp["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "greetings-epp",
+                                                  "peaknight.io/event": "gala-2026"}}
     grpc, metrics = epp["ingress"]
     assert grpc["ports"] == [{"protocol": "TCP", "port": 9002}]
     assert grpc["from"][0]["podSelector"]["matchLabels"]["gateway.envoyproxy.io/owning-gateway-name"] == "gala-2026-gateway"
@@ -118,10 +172,15 @@ def test_network_policies_open_exactly_the_router_flows(broadcast):
     assert metrics["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
     to_models, to_api = epp["egress"]
     assert to_models["ports"] == [{"protocol": "TCP", "port": 8000}]
-    assert to_models["to"][0]["podSelector"]["matchLabels"] == objs[f"service.{ns}.chat"].manifest["spec"]["selector"]
+    assert to_models["to"][0]["podSelector"]["matchLabels"] == objs[f"service.{ns}.greetings"].manifest["spec"]["selector"]
     assert to_api == {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
-    serving = objs[f"networkpolicy.{ns}.chat-serving"].manifest["spec"]
+    serving = objs[f"networkpolicy.{ns}.greetings-serving"].manifest["spec"]
     assert {"podSelector": epp["podSelector"]} in serving["ingress"][0]["from"]
+    # A disaggregated model has no picker: no policy for one, and its servers admit no picker.
+    assert f"networkpolicy.{ns}.chat-epp" not in objs
+    chat = objs[f"networkpolicy.{ns}.chat-serving"].manifest["spec"]
+    assert not [peer for rule in chat["ingress"] for peer in rule["from"]
+                if peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name", "").endswith("-epp")]
 
 
 def test_router_image_must_be_pinned_in_a_broadcast(tmp_path):
@@ -140,9 +199,10 @@ def test_router_image_must_be_pinned_in_a_broadcast(tmp_path):
 def test_a_model_named_after_another_models_endpoint_picker_is_refused(tmp_path):
     text = config.resolve_stack_path("broadcast").read_text()
     path = tmp_path / "x.yaml"
-    path.write_text(text.replace("- name: greetings", "- name: chat-epp", 1))
+    # greetings is the colocated model (it has the picker greetings-epp); deep-think is no fallback.
+    path.write_text(text.replace("- name: deep-think", "- name: greetings-epp", 1))
     with pytest.raises(config.ConfigError) as err:
         config.load_stack(str(path))
     assert [str(p) for p in err.value.problems] == [
-        f"{path}: peaknight:models[1].name: expected a name other than 'chat' + '-epp' (that model's endpoint "
-        "picker is named so); found 'chat-epp'"]
+        f"{path}: peaknight:models[2].name: expected a name other than 'greetings' + '-epp' (that model's endpoint "
+        "picker is named so); found 'greetings-epp'"]

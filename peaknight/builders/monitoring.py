@@ -231,13 +231,17 @@ def signal_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPla
     pods = _sel(namespace=ns, pod="~" + "|".join(pod_pattern(w.name, w.nodes_per_replica) for w in workloads),
                 condition="true")
     serving = f"count(kube_pod_status_ready{pods} == 1)"
+    # The series the tokens and the autoscaler read: a disaggregated model's decode servers' alone
+    # (the prefill servers' counters present do not feed them).
+    served = {"service": f"{model.name}-decode"} if len(workloads) > 1 else {}
     rules = [_alert(spec, "PeaknightEngineMetricsMissing",
-                    f"absent({e.generation_tokens_metric}{_sel(namespace=ns, model_name=model.name)}) and on() "
+                    f"absent({e.generation_tokens_metric}{_sel(namespace=ns, model_name=model.name, **served)}) and on() "
                     f"({serving}) > 0", "5m", "critical", f"{where}: replicas ready but no {e.generation_tokens_metric}",
                     f"Prometheus has no {e.generation_tokens_metric} for {model.name} while its replicas are ready: "
                     "the ServiceMonitor's scrape or a relabelling broke. The autoscaler reads no series as 0 tokens/s "
                     "(ignoreNullValues) and holds only the floor and the moment floors; the capacity and ladder "
-                    f"alerts are blind. Check `kubectl -n {ns} get servicemonitor {model.name}` and the targets page.",
+                    f"alerts are blind. Check `kubectl -n {ns} get servicemonitor {served.get('service', model.name)}` "
+                    "and the targets page.",
                     **label)]
     if cluster.autoscaler.value != "keda":
         return rules
@@ -249,7 +253,8 @@ def signal_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPla
     blind = autoscaling.FALLBACK_FAILURES * autoscaling.POLLING_SECONDS
     return rules + [
         _alert(spec, "PeaknightKedaScalerErrors", errors, "1m", "warning", f"{where}: KEDA cannot read its trigger",
-               f"keda_scaler_detail_errors_total rises for ScaledObject {model.name}: the Prometheus query fails "
+               f"keda_scaler_detail_errors_total rises for ScaledObject {' or '.join(w.name for w in workloads)}: "
+               f"the Prometheus query fails "
                f"({cluster.prometheus_url}). After {autoscaling.FALLBACK_FAILURES} failed polls KEDA falls back.",
                **label),
         _alert(spec, "PeaknightKedaFallbackActive", errors, f"{blind + 60}s", "critical",
