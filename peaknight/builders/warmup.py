@@ -52,37 +52,43 @@ SERVICE_ACCOUNT = "warm-gate"
 _TINY = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}}
 
 
-def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
-    """Init containers pull each image and exit; the pause container keeps the pod (and the
-    image's last user) on the node, so the kubelet's image GC does not evict it."""
-    name = f"prepull-{pool}"
+def _node_daemon(scope: Scope, name: str, namespace: str, placement: dict[str, Any], security: dict[str, Any],
+                 init: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> Obj:
+    """A warm-gate DaemonSet: its init containers do the work on every node of the pool, then the
+    pause container holds the pod so it does not restart (and, for a pre-puller, so the image's
+    last user stays and the kubelet's image GC does not evict it)."""
     labels = {"app.kubernetes.io/name": name, "peaknight.io/event": scope.event.name}
+    spec: dict[str, Any] = {
+        "priorityClassName": priority_class(scope, Tier.WARM),
+        "securityContext": security,
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,
+        **placement,
+        "initContainers": init,
+        "containers": [{"name": "pause", "image": PAUSE_IMAGE, "resources": _TINY,
+                        "securityContext": podpolicy.container_security()}],
+    }
+    if volumes:
+        spec["volumes"] = volumes
+    return Obj({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": meta(scope, "warm-gate", name, namespace),
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+            "template": {"metadata": {"labels": {**meta(scope, "warm-gate", name)["labels"], **labels}}, "spec": spec},
+        },
+    })
+
+
+def _prepuller(scope: Scope, pool: str, images: list[str]) -> Obj:
+    """Init containers pull each image and exit."""
     init = [{"name": f"pull-{i}", "image": image, "imagePullPolicy": "IfNotPresent",
              "command": ["/bin/sh", "-c", "exit 0"], "resources": _TINY,
              "securityContext": podpolicy.container_security()}
             for i, image in enumerate(images)]
-    return Obj({
-        "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": meta(scope, "warm-gate", name, inference_namespace(scope)),
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
-            "template": {
-                "metadata": {"labels": {**meta(scope, "warm-gate", name)["labels"], **labels}},
-                "spec": {
-                    "priorityClassName": priority_class(scope, Tier.WARM),
-                    "securityContext": podpolicy.pod_security(podpolicy.RUN_AS_USER),
-                    "serviceAccountName": SERVICE_ACCOUNT,
-                    "automountServiceAccountToken": False,
-                    **podpolicy.gpu_placement(pool),
-                    "initContainers": init,
-                    "containers": [{"name": "pause", "image": PAUSE_IMAGE, "resources": _TINY,
-                                    "securityContext": podpolicy.container_security()}],
-                },
-            },
-        },
-    })
-
+    return _node_daemon(scope, f"prepull-{pool}", inference_namespace(scope), podpolicy.gpu_placement(pool),
+                        podpolicy.pod_security(podpolicy.RUN_AS_USER), init, [])
 
 
 # Where the staging Job writes and the filler reads one source, and where the filler writes the cache.
@@ -242,9 +248,7 @@ def fill_script(models: Sequence[Model], sources: str = SOURCES_MOUNT, cache: st
 
 def _filler(scope: Scope, cluster: Cluster, pool: str, zone: int, models: Sequence[Model]) -> Obj:
     """On every node of `pool` in the cluster's `zone`-th zone: copy the pool's models from the
-    zone's sources into the node cache, then hold the pod (pause) so it does not restart."""
-    name = f"fill-{pool}-z{zone}"
-    labels = {"app.kubernetes.io/name": name, "peaknight.io/event": scope.event.name}
+    zone's sources into the node cache."""
     placement = podpolicy.gpu_placement(pool)
     term = placement["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     term["matchExpressions"].append({"key": podpolicy.ZONE, "operator": "In", "values": [cluster.zones[zone]]})
@@ -254,34 +258,13 @@ def _filler(scope: Scope, cluster: Cluster, pool: str, zone: int, models: Sequen
         mounts.append({"name": f"source-{i}", "mountPath": f"{SOURCES_MOUNT}/{model.name}", "readOnly": True})
         volumes.append({"name": f"source-{i}", "persistentVolumeClaim": {"claimName": source_claim(model, zone),
                                                                           "readOnly": True}})
-    return Obj({
-        "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": meta(scope, "warm-gate", name, weights_namespace(scope)),
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
-            "template": {
-                "metadata": {"labels": {**meta(scope, "warm-gate", name)["labels"], **labels}},
-                "spec": {
-                    "priorityClassName": priority_class(scope, Tier.WARM),
-                    "securityContext": {"seccompProfile": dict(podpolicy.SECCOMP)},
-                    "serviceAccountName": SERVICE_ACCOUNT,
-                    "automountServiceAccountToken": False,
-                    **placement,
-                    "initContainers": [{
-                        "name": "fill", "image": models[0].image, "imagePullPolicy": "IfNotPresent",
-                        "command": ["python3", "-c", literal_arg(fill_script(models))],
-                        "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
-                        "volumeMounts": mounts,
-                        "securityContext": podpolicy.node_cache_security(),
-                    }],
-                    "containers": [{"name": "pause", "image": PAUSE_IMAGE, "resources": _TINY,
-                                    "securityContext": podpolicy.container_security()}],
-                    "volumes": volumes,
-                },
-            },
-        },
-    })
+    fill = {"name": "fill", "image": models[0].image, "imagePullPolicy": "IfNotPresent",
+            "command": ["python3", "-c", literal_arg(fill_script(models))],
+            "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+            "volumeMounts": mounts, "securityContext": podpolicy.node_cache_security()}
+    # Root in the pod (podpolicy.NODE_CACHE_ENFORCE): no runAsNonRoot at the pod level.
+    return _node_daemon(scope, f"fill-{pool}-z{zone}", weights_namespace(scope), placement,
+                        {"seccompProfile": dict(podpolicy.SECCOMP)}, [fill], volumes)
 
 
 def wait_for_weights(model: Model) -> dict[str, Any]:
