@@ -17,7 +17,6 @@ import json
 import random
 from typing import Any
 
-import pytest
 import yaml
 
 from peaknight.builders import event

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peaknight.addons import gitops
 from peaknight.builders import event
 from peaknight.cli import main as cli
 from peaknight.review import schema as k8s_schema
@@ -137,7 +136,7 @@ def test_render_directory_without_gitops_is_one_line_in_cli_and_program(tmp_path
     path = tmp_path / "Pulumi.nogitops.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     line = (f"peaknight:gitops: expected argocd or flux when peaknight:renderDirectory is set (add-ons as GitOps "
-            f"objects); found nothing")
+            "objects); found nothing")
     assert cli.main(["plan", str(path)]) == 2
     assert capsys.readouterr().err == f"{path}: {line}\n"
     with pytest.raises(Exception) as err:

@@ -10,7 +10,7 @@ import pytest
 
 from peaknight.builders import event
 from peaknight.cli import main as cli
-from peaknight.engines.base import Role, Topology
+from peaknight.engines.base import Topology
 from peaknight.engines.sglang import Sglang
 from peaknight.plan import capacity, memory
 from peaknight.spec import config, profiles
