@@ -26,7 +26,7 @@ from typing import Any
 from peaknight.builders.objects import Obj, Scope, Unit, inference_namespace, meta
 from peaknight.plan import admission
 from peaknight.plan.capacity import ClusterPlan
-from peaknight.spec.stack import AuthType, Cluster, Model, ServingMode, StackSpec
+from peaknight.spec.stack import AuthType, Cluster, Model, StackSpec
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # The header the SecurityPolicy writes the authenticated client's id into (apiKeyAuth
@@ -54,7 +54,7 @@ def policy(scope: Scope, model: Model, plan: admission.AdmissionPlan) -> dict[st
         # route reaches its router's pods, not its replicas: no per-replica limit can be set there.
         "circuitBreaker": {"maxConnections": parallel, "maxParallelRequests": parallel,
                            **({"maxPendingRequests": per_endpoint, "perEndpoint": {"maxConnections": per_endpoint}}
-                              if model.ladder and model.topology is ServingMode.COLOCATED
+                              if model.ladder and not model.disaggregated
                               else {"maxPendingRequests": parallel})},
         "responseOverride": [
             {"match": {"statusCodes": [{"type": "Value", "value": code}]}, "source": "Local",

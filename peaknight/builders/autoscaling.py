@@ -35,11 +35,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from peaknight.engines import registry as engines
-from peaknight.engines.base import EngineMetrics
 from peaknight.plan import saturation, startup
 from peaknight.plan.capacity import Figure, ModelPlan
 from peaknight.spec.forecast import moment_end
-from peaknight.builders.monitoring import engine_tokens_per_second
+from peaknight.builders.monitoring import engine_tokens_per_second, served_labels
 from peaknight.builders.objects import Scope, Obj, Unit, inference_namespace, meta
 from peaknight.spec.stack import AutoscalerKind, Cluster, Model, Slo, Stage
 from peaknight.spec.timeline import cron_at
@@ -124,29 +123,17 @@ class Signal:
         return str(int(value)) if self.integer else f"{value:g}"
 
 
-def metric_labels(model: Model, plan: ModelPlan) -> dict[str, str]:
-    """The labels the HPA's External metrics select the model's series by. A disaggregated model's
-    signals are read from its decode servers alone (the Service their monitor scrapes through):
-    every request ends there, counted once with its prompt and its output, while the prefill
-    servers count the prompt again. Both phases scale on those signals, each against its own
-    group's target (the plan's per-group tokens/s of the model's mix), so they keep the ratio the
-    plan sized them at."""
-    if plan.phase:
-        return {"model_name": model.name, "service": f"{model.name}-decode"}
-    return {"model_name": model.name}
-
-
-def model_matchers(scope: Scope, model: Model, plan: ModelPlan) -> str:
+def model_matchers(scope: Scope, model: Model) -> str:
     """The HPA's selector plus its namespace, as prometheus-adapter fills them in for an External
     metric: the model's series in this cluster (engine metrics via ServiceMonitor). By key, as
     prometheus-adapter writes <<.LabelMatchers>> (a label selector's String() sorts them)."""
-    labels = {**metric_labels(model, plan), "namespace": inference_namespace(scope)}
+    labels = {**served_labels(model), "namespace": inference_namespace(scope)}
     return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
 
 
-def token_query(scope: Scope, model: Model, plan: ModelPlan) -> str:
+def token_query(scope: Scope, model: Model) -> str:
     """Tokens/s the model serves in this cluster."""
-    return tokens_per_second(model_matchers(scope, model, plan))
+    return tokens_per_second(model_matchers(scope, model))
 
 
 def threshold(scope: Scope, plan: ModelPlan) -> Figure:
@@ -244,7 +231,7 @@ def scaled_object(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: 
     # relabel break) reads as no load: the schedule's floors hold the plan and the HPA's scale-down
     # stabilisation keeps what runs. Only a failing Prometheus trips the fallback. Only the token
     # rate wakes a scaled-to-zero model (at zero replicas there is no queue and no cache).
-    matchers = model_matchers(scope, model, plan)
+    matchers = model_matchers(scope, model)
     triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": s.trigger, "metadata": {
         "serverAddress": cluster.prometheus_url, "query": s.query(matchers), "threshold": s.threshold(scope, slo, plan),
         "activationThreshold": str(ACTIVATION_TPS if s.trigger == "tokens" else 0),
@@ -283,8 +270,8 @@ def hpa(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan,
     ceiling = int(plan.max_replicas.value)
     floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(scope, model, plan)])
     annotations = {**_annotations(scope, slo, model, plan),
-                   "peaknight.io/query": token_query(scope, model, plan),
-                   "peaknight.io/queries": "; ".join(f"{s.external_metric}: {s.query(model_matchers(scope, model, plan))}"
+                   "peaknight.io/query": token_query(scope, model),
+                   "peaknight.io/queries": "; ".join(f"{s.external_metric}: {s.query(model_matchers(scope, model))}"
                                                      for s in SIGNALS),
                    "peaknight.io/limitation": (f"HPA cannot pre-scale on a schedule or scale to zero: minReplicas is "
                                                f"the highest moment floor ({floor}) for the whole night; the External "
@@ -298,7 +285,7 @@ def hpa(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan,
             "minReplicas": floor,
             "maxReplicas": ceiling,
             "metrics": [{"type": "External", "external": {
-                "metric": {"name": s.external_metric, "selector": {"matchLabels": metric_labels(model, plan)}},
+                "metric": {"name": s.external_metric, "selector": {"matchLabels": served_labels(model)}},
                 "target": {"type": "AverageValue", "averageValue": s.threshold(scope, slo, plan)}}} for s in SIGNALS],
             "behavior": behavior(scope, ceiling),
         },

@@ -8,7 +8,6 @@ PDB, ServiceMonitor and the HTTPRoute.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from peaknight.engines import registry as engines
@@ -49,13 +48,11 @@ def pool_name(model: Model) -> str:
 
 
 def serving_pods(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
-    """The labels of the pods that serve a colocated model's HTTP: every pod of a one-node replica,
-    a group's leader where a replica spans nodes. The one answer the Service, the InferencePool and
-    the endpoint picker's NetworkPolicy read (a disaggregated model's clients go to its router)."""
-    serving = dict(selector(scope, model))
-    if plan.nodes_per_replica > 1:
-        serving[LWS_INDEX_LABEL] = "0"  # only the group's leader serves HTTP
-    return serving
+    """The labels of the pods of workload `plan` that serve HTTP: every pod of a one-node replica,
+    a group's leader where a replica spans nodes. The one answer the Services, the InferencePool,
+    the endpoint picker's NetworkPolicy, SGLang's router and the leaders' zone spread read."""
+    pods = workload_selector(scope, model, plan)
+    return {**pods, LWS_INDEX_LABEL: "0"} if plan.nodes_per_replica > 1 else pods
 
 
 def workload_selector(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, str]:
@@ -140,7 +137,7 @@ def _placement(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
     pods = workload_selector(scope, model, plan)
     if plan.nodes_per_replica == 1:
         return {**placement, "topologySpreadConstraints": podpolicy.zone_spread(pods)}
-    leaders = {**pods, LWS_INDEX_LABEL: "0"}
+    leaders = serving_pods(scope, model, plan)
     if role is Role.LEADER:
         return {**placement, "topologySpreadConstraints": podpolicy.zone_spread(leaders)}
     network = plan.interconnect.network_key if plan.interconnect else None
@@ -289,10 +286,9 @@ def _serving(scope: Scope, model: Model, plan: ModelPlan) -> list[Obj]:
     `service="<model>-<phase>"`, which is how the autoscaler reads the decode servers alone)."""
     ns = inference_namespace(scope)
     pods = workload_selector(scope, model, plan)
-    leaders = {**pods, LWS_INDEX_LABEL: "0"} if plan.nodes_per_replica > 1 else pods  # only a leader serves HTTP
     objs = [_workload(scope, model, plan)]
     if plan.phase:
-        objs.append(_service(scope, plan.name, leaders))
+        objs.append(_service(scope, plan.name, serving_pods(scope, model, plan)))
     objs += [
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
              "metadata": meta(scope, "inference", plan.name, ns),
@@ -321,10 +317,7 @@ def router_command(scope: Scope, model: Model, prefill: ModelPlan, decode: Model
     server than the one that prefilled), cache-aware: requests sharing a prefix go to the prefill
     server that holds it. Only group leaders (worker index 0) serve HTTP."""
     def selector_args(plan: ModelPlan) -> list[str]:
-        sel = workload_selector(scope, model, plan)
-        if plan.nodes_per_replica > 1:
-            sel = {**sel, LWS_INDEX_LABEL: "0"}
-        return [f"{k}={v}" for k, v in sel.items()]
+        return [f"{k}={v}" for k, v in serving_pods(scope, model, plan).items()]
     return ["python3", "-m", "sglang_router.launch_router", "--host", "0.0.0.0", "--port", str(PORT),
             "--pd-disaggregation", "--policy", "cache_aware",
             "--service-discovery", "--service-discovery-namespace", inference_namespace(scope),

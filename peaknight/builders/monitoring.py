@@ -59,6 +59,16 @@ def _sel(**labels: str) -> str:
     return "{" + _matchers(**labels) + "}"
 
 
+def served_labels(model: Model) -> dict[str, str]:
+    """The labels of the series a model's served tokens and load are read from: the recording rules,
+    the alerts, and the autoscalers' triggers and External metrics. A disaggregated model's come
+    from its decode servers alone (the Service their monitor scrapes through): every request ends
+    there, counted once with its prompt and its output, while the prefill servers count the prompt
+    again. Both its phases scale on them, each against its own group's target, so they keep the
+    ratio the plan sized them at."""
+    return {"model_name": model.name, **({"service": f"{model.name}-decode"} if model.disaggregated else {})}
+
+
 def engine_tokens_per_second(e: EngineMetrics, matchers: str) -> str:
     """Input + output tokens/s of one engine's counters narrowed by PromQL `matchers` (no braces).
     The one expression behind the tokens/min recording rule and the autoscalers' token query."""
@@ -95,17 +105,17 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
     e = engines.metrics(model)
     ns = inference_namespace(spec)
     workloads = workloads or (plan,)
-    served = {"service": f"{model.name}-decode"} if len(workloads) > 1 else {}
-    sel = _sel(namespace=ns, model_name=model.name, **served)
+    served = served_labels(model)
+    sel = _sel(namespace=ns, **served)
     every = _sel(namespace=ns, model_name=model.name)   # queues and running requests of every phase
     # The prefix cache is looked up where prompts are prefilled: a disaggregated model's prefill servers.
-    prefilled = _sel(namespace=ns, model_name=model.name, service=f"{model.name}-prefill") if len(workloads) > 1 else sel
+    prefilled = _sel(namespace=ns, model_name=model.name, service=f"{model.name}-prefill") if model.disaggregated else sel
     pods = {"namespace": ns, "pod": "~" + "|".join(pod_pattern(w.name, w.nodes_per_replica) for w in workloads)}
     label = {"model": model.name}
     records = [
         # The night's headline number: input + output tokens, per minute.
         ("model:tokens_per_minute:rate" + RATE_WINDOW,
-         f"({engine_tokens_per_second(e, _matchers(namespace=ns, model_name=model.name, **served))}) * 60"),
+         f"({engine_tokens_per_second(e, _matchers(namespace=ns, **served))}) * 60"),
         ("model:requests_waiting:sum", f"sum({e.waiting_metric}{every})"),
         ("model:requests_running:sum", f"sum({e.running_metric}{every})"),
         *[(f"model:ttft_seconds:p{int(q * 100)}", _quantile((e.ttft_histogram,), q, sel)) for q in (0.5, 0.99)],
@@ -148,8 +158,8 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
                f"peaknight:slo.itlP99Seconds = {slo.itl_p99_seconds:g} s (p99 of {e.itl_histograms[0]} over "
                f"{QUANTILE_WINDOW}). Decode batches are too large for the GPUs: KV cache near full?", **label),
     ]
-    rules += _prefix_cache_alerts(spec, cluster, model, plan, disaggregated=len(workloads) > 1)
-    if len(workloads) == 1:  # a colocated model's endpoint picker (a disaggregated one's router is SGLang's)
+    rules += _prefix_cache_alerts(spec, cluster, model, plan)
+    if not model.disaggregated:  # a colocated model's endpoint picker (a disaggregated one's router is SGLang's)
         rules += _router_alerts(spec, cluster, model, plan)
     rules += signal_rules(spec, cluster, model, plan, workloads)
     if model.ladder is not None:
@@ -165,8 +175,7 @@ def prefix_cache_floor(spec: StackSpec, model: Model) -> float:
     return 1 - (1 - model.prefix_cache_hit_rate) / spec.policy.target_utilisation
 
 
-def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan,
-                         disaggregated: bool) -> list[dict[str, Any]]:
+def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> list[dict[str, Any]]:
     floor = prefix_cache_floor(spec, model)
     if floor <= 0:
         return []  # even a cold cache leaves prefill within the plan's margin
@@ -175,7 +184,7 @@ def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: 
     rec = _sel(model=model.name)
     quiet = plan.capacity_tps.value * 60 * MODEL_QUIET_SHARE
     h, util = model.prefix_cache_hit_rate, spec.policy.target_utilisation
-    router = (f"router ({model.name}-router: its prefix tree is per router pod)" if disaggregated else
+    router = (f"router ({model.name}-router: its prefix tree is per router pod)" if model.disaggregated else
               f"endpoint picker ({routing.epp_name(model)}: its prefix index is per EPP pod)")
     return [_alert(
         spec, "PeaknightPrefixCacheHitRateLow",
@@ -233,9 +242,9 @@ def signal_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPla
     serving = f"count(kube_pod_status_ready{pods} == 1)"
     # The series the tokens and the autoscaler read: a disaggregated model's decode servers' alone
     # (the prefill servers' counters present do not feed them).
-    served = {"service": f"{model.name}-decode"} if len(workloads) > 1 else {}
+    served = served_labels(model)
     rules = [_alert(spec, "PeaknightEngineMetricsMissing",
-                    f"absent({e.generation_tokens_metric}{_sel(namespace=ns, model_name=model.name, **served)}) and on() "
+                    f"absent({e.generation_tokens_metric}{_sel(namespace=ns, **served)}) and on() "
                     f"({serving}) > 0", "5m", "critical", f"{where}: replicas ready but no {e.generation_tokens_metric}",
                     f"Prometheus has no {e.generation_tokens_metric} for {model.name} while its replicas are ready: "
                     "the ServiceMonitor's scrape or a relabelling broke. The autoscaler reads no series as 0 tokens/s "

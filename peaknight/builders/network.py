@@ -107,8 +107,7 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
     for model in spec.models:
         pods = {"matchLabels": model_selector(spec, model)}
         workloads = plan.phases(model.name)
-        disaggregated = len(workloads) > 1
-        if disaggregated:
+        if model.disaggregated:
             # Clients reach a disaggregated model through its router only; the router: from the
             # Gateway, to the servers' HTTP port and to the API server (it watches the namespace's
             # pods; the API server's address is the cluster's, so by port).
@@ -132,7 +131,7 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
                                  {"from": [_prometheus(cluster)], "ports": _ports(routing.EPP_METRICS_PORT)}],
                                 [{"to": [serving], "ports": _ports(engines.PORT)},
                                  {"ports": _ports(*API_SERVER_PORTS)}]))
-        if disaggregated or any(w.nodes_per_replica > 1 for w in workloads):
+        if model.disaggregated or any(w.nodes_per_replica > 1 for w in workloads):
             # A group's rendezvous and NCCL, and between prefill and decode servers the KV bootstrap
             # and transfer side channels: ports the engines choose.
             group = [{"podSelector": pods}]

@@ -245,7 +245,7 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
         pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
         services=tuple(services),
         routers=tuple(InferenceRouterArgs(spec, cluster, m, plan.model(m.name)) for m in spec.models
-                      if len(plan.phases(m.name)) == 1),
+                      if not m.disaggregated),
         warm_gate=WarmGateArgs(spec, cluster, spec.models, plan.weights),
         monitoring=MonitoringArgs(spec, cluster, plan),
         edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),

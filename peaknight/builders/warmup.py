@@ -36,7 +36,7 @@ from peaknight.builders.objects import (Scope, Obj, Tier, Unit, inference_namesp
                                         weights_namespace)
 from peaknight.engines.base import MODEL_DIR, READY_SUFFIX, revision_dir
 from peaknight.plan import startup
-from peaknight.plan.weights import WeightsPlan, weights_gib
+from peaknight.plan.weights import CACHED_REVISIONS, WeightsPlan, weights_gib
 from peaknight.spec.stack import Cluster, Model
 
 # Pinned by digest like every image of the night (policy immutable-images): a tag can be repointed.
@@ -280,8 +280,7 @@ def wait_for_weights(model: Model) -> dict[str, Any]:
 
 def must_finish(scope: Scope, models: Iterable[Model]) -> dt.datetime:
     """The warm gate's deadline: before the earliest cold pre-scale of any model (local time)."""
-    return scope.event.window.start - dt.timedelta(
-        seconds=max(startup.lead(scope.policy, m, warm=False).value for m in models))
+    return scope.event.window.start - dt.timedelta(seconds=startup.longest_cold_lead(scope.policy, models))
 
 
 def build(scope: Scope, cluster: Cluster, models: Sequence[Model], weights: Sequence[WeightsPlan],
@@ -296,7 +295,7 @@ def build(scope: Scope, cluster: Cluster, models: Sequence[Model], weights: Sequ
     objs = [_service_account(scope, inference_namespace(scope)), _service_account(scope, weights_namespace(scope))]
     for pool, served in pools.items():
         objs.append(_prepuller(scope, pool, list(dict.fromkeys(m.image for m in served))))
-        gib = math.ceil(2 * sum(weights_gib(m) for m in served))
+        gib = math.ceil(CACHED_REVISIONS * sum(weights_gib(m) for m in served))
         objs += _cache_volume(scope, pool, cache_path, gib, writer=True)
         objs += _cache_volume(scope, pool, cache_path, gib, writer=False)
         objs += [_filler(scope, cluster, pool, zone, served) for zone in range(len(cluster.zones))]

@@ -79,7 +79,7 @@ def rows(spec: StackSpec, stack: str,
     objective (nothing to calibrate from), and those of disaggregated models (not calibrated)."""
     best: dict[tuple[str, str, str, str], Calibrated] = {}
     missed, skipped = [], []
-    colocated = {m.name for m in spec.models if m.topology.value == profiles.COLOCATED}
+    colocated = {m.name for m in spec.models if not m.disaggregated}
     for results in measured:
         if results.model not in colocated:
             skipped.append(results)

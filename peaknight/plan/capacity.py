@@ -298,7 +298,7 @@ PHASES = ("prefill", "decode")
 
 def workload_names(model: Model) -> tuple[str, ...]:
     """The names of the model's workloads (ModelPlan.name): its own, or one per phase."""
-    if model.topology.value == profiles.COLOCATED:
+    if not model.disaggregated:
         return (model.name,)
     return tuple(f"{model.name}-{phase}" for phase in PHASES)
 
@@ -309,7 +309,7 @@ def workloads(model: Model, pool: GpuPool, itl_seconds: float) -> list[tuple[Mod
     separately against the model's whole token rate, so both read the same demand and autoscaler
     signal: one prefill group serves prefill / f tokens/s of the model's mix (f its input share),
     one decode group decode / (1 - f); on the slowest GPU the pool may be given."""
-    if model.topology.value == profiles.COLOCATED:
+    if not model.disaggregated:
         row, tps = _colocated(model, pool, itl_seconds)
         return [(model, "", row, tps)]
     f = model.input_share
@@ -476,7 +476,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
     # Each pool's largest zone at its ceiling: the fleet one zone's weight sources must feed.
     fleet = {p.pool: max(p.zone_nodes, default=0) + p.zone_surge_nodes for p in plans}
-    cold_lead = max(startup.lead(spec.policy, m, warm=False).value for m in spec.models)
+    cold_lead = startup.longest_cold_lead(spec.policy, spec.models)
     return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges, plan_gateway(spec, cluster, models),
                        tuple(weights.plan_cluster(spec, cluster, fleet, cold_lead)))
 
@@ -550,9 +550,9 @@ def disk_gib(spec: StackSpec, pool: str) -> Figure:
     if not classes:
         return Figure(DISK_STEP_GIB, f"no models: {DISK_STEP_GIB} GiB")
     images = sum(3 * c.image_gib for c in classes)
-    cached = 2 * sum(c.weights_gib for c in classes)
+    cached = weights.CACHED_REVISIONS * sum(c.weights_gib for c in classes)
     size = math.ceil((images + cached) / DISK_STEP_GIB) * DISK_STEP_GIB
-    return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes)}) GiB + weights 2 x "
+    return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes)}) GiB + weights {weights.CACHED_REVISIONS} x "
                         f"({' + '.join(f'{c.weights_gib:g}' for c in classes)}) GiB = {images + cached:g} GiB, "
                         f"rounded up to {DISK_STEP_GIB} GiB steps: {size} GiB")
 

@@ -4,6 +4,7 @@ simulator all take their start-up times from here."""
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 from peaknight.plan.figure import Figure
 from peaknight.plan.weights import fill_seconds
@@ -30,6 +31,12 @@ def ready_seconds(policy: Policy, model: Model, warm: bool) -> Figure:
 # Slack on top of a replica's ready time before its moment: one HPA sync (15 s, kube-controller-
 # manager default), a readiness probe cycle (5 s period x 3) and room for a slow scheduler.
 PRESCALE_SLACK_SECONDS = 120
+
+
+def longest_cold_lead(policy: Policy, models: Iterable[Model]) -> float:
+    """Seconds before a moment the earliest cold pre-scale of any of `models` starts: the warm
+    gate's staging must be done by then (plan/weights.py, builders/warmup.py must_finish)."""
+    return max(lead(policy, m, warm=False).value for m in models)
 
 
 def lead(policy: Policy, model: Model, warm: bool) -> Figure:

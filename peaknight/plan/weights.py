@@ -35,6 +35,9 @@ GB = 1000 ** 3
 GIB_PER_TIB = 1024
 # Every source holds the weights with room to spare: a second revision while a new one is staged.
 SOURCE_FILL_FACTOR = 2.2
+# A node cache holds each model's weights this many times: the revision serving and the next, while
+# a rollout moves over (the filler keeps the newest other revision and drops older ones).
+CACHED_REVISIONS = 2
 
 
 @dataclass(frozen=True)

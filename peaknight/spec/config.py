@@ -27,7 +27,7 @@ from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
 from peaknight.spec import profiles
-from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, ServingMode, Stage, StackSpec
+from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = "peaknight"
 KUBECONFIG_PREFIX = "kubeconfig-"
@@ -517,7 +517,7 @@ def _workload_names(spec: StackSpec, P: Any) -> Iterable[Problem]:
     """A disaggregated model's workloads and router are named `<model>-prefill`, `-decode` and
     `-router` (Deployments, LeaderWorkerSets, Services): another model of that name would be the
     same object."""
-    owner = {f"{m.name}-{part}": m.name for m in spec.models if m.topology is ServingMode.DISAGGREGATED
+    owner = {f"{m.name}-{part}": m.name for m in spec.models if m.disaggregated
              for part in ("prefill", "decode", "router")}
     for i, m in enumerate(spec.models):
         if m.name in owner:

@@ -327,6 +327,11 @@ class Model:
     ladder: Optional[Ladder] = Field(default=None, description="the degradation ladder as the model saturates; "
                                      "none: demand above the ready replicas queues and, past the TTFT SLO, is unmet")
 
+    @property
+    def disaggregated(self) -> bool:
+        """Prefill and decode groups behind a router, rather than replicas that do both."""
+        return self.topology is ServingMode.DISAGGREGATED
+
 
 @dataclass(config=STRICT, kw_only=True)
 class Rendition:
