@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STACKS = ROOT / "stacks"
+# The nights the tests run are the tests' own: copies of the shipped stacks taken when they were last
+# reviewed. A user's edit to stacks/ changes what `peaknight plan broadcast` plans for them and fails
+# only tests/test_shipped_stacks.py (the shipped stacks still parse and plan), never a figure here.
+STACKS = Path(__file__).resolve().parent / "stacks"
+SHIPPED = ROOT / "stacks"
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -31,6 +35,10 @@ def pinned_crds_or_exit() -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Stack names (`peaknight plan broadcast`, in-process or in a subprocess) resolve to the copies.
+    from peaknight.spec.config import STACKS_ENV
+
+    os.environ[STACKS_ENV] = str(STACKS)
     pinned_crds_or_exit()
 
 

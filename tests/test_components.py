@@ -25,7 +25,7 @@ from peaknight.engines.base import PORT
 from peaknight.plan import capacity
 from peaknight.provisioners import registry
 from peaknight.spec import config
-from conftest import ROOT
+from conftest import ROOT, STACKS
 from pulumi_harness import RecordingMocks, normalise, run_under_mocks
 
 
@@ -211,7 +211,7 @@ def test_peaknight_imports_from_an_installed_wheel_outside_the_checkout(tmp_path
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     stack = outside / "night.yaml"
-    stack.write_text((ROOT / "stacks" / "Pulumi.rehearsal.yaml").read_text())
+    stack.write_text((STACKS / "Pulumi.rehearsal.yaml").read_text())
     # No site processing: the editable install's path hook (a .pth file) must not map the checkout.
     code = ("import sys; sys.path[:0] = [sys.argv[1]]; sys.path.append(sys.argv[2]); import peaknight as pk;"
             "from peaknight.addons import releases; from peaknight.edges import nginx;"

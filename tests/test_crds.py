@@ -16,7 +16,7 @@ from peaknight.provisioners import karpenter
 from peaknight.cli import main as cli
 from peaknight.review import crds
 from peaknight.review import schema as k8s_schema
-from conftest import ROOT, pinned_crds_or_exit
+from conftest import ROOT, STACKS, pinned_crds_or_exit
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def mirror() -> Path:
 def clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project with an empty cache, no mirror set and no network."""
     (tmp_path / "Pulumi.yaml").write_text("name: peaknight\n")
-    shutil.copytree(ROOT / "stacks", tmp_path / "stacks")
+    shutil.copytree(STACKS, tmp_path / "stacks")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(crds.ENV, raising=False)
 

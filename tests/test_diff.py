@@ -4,6 +4,7 @@ because each side is rendered by its own revision's code."""
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -16,7 +17,7 @@ from peaknight.cli import main as cli
 from peaknight.review import diff as review
 from peaknight.spec import config
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, STACKS
 NEW_ROUND = '      - {name: red-packet-4, at: "2026-02-16T23:15:00", load: 0.9, durationMinutes: 10, rampMinutes: 1}\n'
 
 
@@ -27,11 +28,12 @@ def _git(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """The kit's committed peaknight/ and stacks/, committed again in a fresh repository."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD", "peaknight", "stacks"],
+    """The kit's committed peaknight/ and the tests' stacks, committed again in a fresh repository."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD", "peaknight"],
                              check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tmp_path, filter="data")
+    shutil.copytree(STACKS, tmp_path / "stacks")
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "commit", "-qm", "base")
@@ -123,7 +125,7 @@ def test_raising_one_models_peak_reads_in_one_screen(repo: Path, capsys: pytest.
     assert code == 0
     lines = out.splitlines()
     screen = "\n".join(lines[:25])
-    before, after = (capacity.plan(config.load_stack(str(p)).spec) for p in (ROOT / "stacks" / stack.name, stack))
+    before, after = (capacity.plan(config.load_stack(str(p)).spec) for p in (STACKS / stack.name, stack))
 
     def total(plan, figure: str) -> float:
         return sum(getattr(c.model("greetings"), figure).value for c in plan.clusters)

@@ -11,7 +11,7 @@ import yaml
 from peaknight.builders import event
 from peaknight.cli import main as cli
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import STACKS
 
 
 def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -28,7 +28,7 @@ def test_both_stacks_pass(stack_name: str, capsys: pytest.CaptureFixture) -> Non
 
 def _broken(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None]) -> str:
     """A copy of the broadcast stack file with `change` applied to its `peaknight:` config."""
-    doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.broadcast.yaml").read_text())
+    doc = yaml.safe_load((STACKS / "Pulumi.broadcast.yaml").read_text())
     change(doc["config"])
     path = tmp_path / f"Pulumi.{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             print(_row_lines(row))
         # A stack name is looked up beside the measured stack, whose calibration file it shares.
         sibling = config.resolve_stack_path(args.broadcast)
-        if sibling.parent == config.project_root() / "stacks":
+        if sibling.parent == config.stacks_dir():
             sibling = loaded.path.parent / sibling.name
         broadcast = config.load_stack(str(sibling))
         deltas, unfit = calibration.plan_delta(broadcast.spec, rows)

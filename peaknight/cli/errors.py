@@ -30,8 +30,8 @@ def closest(word: str, candidates: Iterable[str]) -> str:
 
 
 def known_stacks(root: Path | None = None) -> list[str]:
-    """Stack names of the project: stacks/Pulumi.<name>.yaml."""
-    folder = (root or config.project_root()) / "stacks"
+    """Stack names of the project: <stacks_dir>/Pulumi.<name>.yaml."""
+    folder = config.stacks_dir(root)
     return sorted(p.name[len("Pulumi."):].rsplit(".", 1)[0] for p in folder.glob("Pulumi.*.y*ml"))
 
 

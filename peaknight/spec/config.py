@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
+import os
 import re
 import typing
 from collections import Counter
@@ -92,11 +93,23 @@ class LoadedStack:
         return match.group(1) if match else self.path.stem
 
 
+STACKS_ENV = "PEAKNIGHT_STACKS"
+
+
+def stacks_dir(root: Path | None = None) -> Path:
+    """Where stack names resolve: $PEAKNIGHT_STACKS when set (a team's own stack folder, or the
+    tests' copies of the shipped nights), else the project's stacks/ (Pulumi.yaml's stackConfigDir)."""
+    override = os.environ.get(STACKS_ENV)
+    if override and root is None:
+        return Path(override)
+    return (root or project_root()) / "stacks"
+
+
 def resolve_stack_path(stack: str, root: Path | None = None) -> Path:
-    """A stack name means stacks/Pulumi.<name>.yaml; anything path-like is taken as a file."""
+    """A stack name means <stacks_dir>/Pulumi.<name>.yaml; anything path-like is taken as a file."""
     if stack.endswith((".yaml", ".yml")) or "/" in stack:
         return Path(stack)
-    return (root or project_root()) / "stacks" / f"Pulumi.{stack}.yaml"
+    return stacks_dir(root) / f"Pulumi.{stack}.yaml"
 
 
 def load_stack(stack: str) -> LoadedStack:
