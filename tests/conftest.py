@@ -42,6 +42,18 @@ def pytest_configure(config: pytest.Config) -> None:
     pinned_crds_or_exit()
 
 
+# Fixtures that run a real program at length: every test that uses one is in the real-tool tier.
+# `measured` runs inference-perf against a fake replica (test_calibrate.py, about 45 s); `live`
+# starts nginx shields and edges with viewers (test_edge_e2e.py).
+REAL_TOOL_FIXTURES = {"measured", "live"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_TOOL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.realtool)
+
+
 def require_tool(name: str) -> str:
     """Path of a program the test runs. Missing is a failure, never a skip: `make test` installs
     .ci/apt-packages.txt through .ci/install-tools."""
@@ -49,6 +61,16 @@ def require_tool(name: str) -> str:
     if path:
         return path
     pytest.fail(f"{name} is not installed (make test installs .ci/apt-packages.txt via .ci/install-tools)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_nights_stay_unchanged():
+    """The builds in nights.py are shared by every test: one that wrote into them would change what
+    the tests after it see. Fail the run if any did (edit a copy.deepcopy instead)."""
+    import nights
+
+    yield
+    assert nights.changed() == [], "a test wrote into a shared night (nights.py): edit a copy.deepcopy of it"
 
 
 @pytest.fixture(params=["broadcast", "rehearsal"])
@@ -59,7 +81,9 @@ def stack_name(request) -> str:
 @pytest.fixture(scope="session")
 def runs():
     """The Pulumi program of both stacks under Pulumi's mocks, run once for every test that reads
-    the recorded resources (a run is about ten seconds; the records are read-only data)."""
+    the recorded resources (the records are read-only data): broadcast as one cluster per shape
+    (nights.program_stack; compare with nights.program_objects), the rehearsal whole."""
+    import nights
     from pulumi_harness import run_program
 
-    return {name: run_program(STACKS / f"Pulumi.{name}.yaml") for name in ("broadcast", "rehearsal")}
+    return {name: run_program(nights.program_stack(name)) for name in ("broadcast", "rehearsal")}

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import re
 
+import nights
 from peaknight.addons import releases as addons
 from peaknight.provisioners import karpenter
-from peaknight.spec import config
-from peaknight.builders import event
 from peaknight.pulumi.addons import RELEASE_TYPE
 from pulumi_harness import normalise, run_program
 from test_config import write_variant
@@ -23,7 +22,8 @@ def releases_of(mocks, cluster: str) -> dict[str, object]:
 
 
 def expected_releases(stack: str) -> dict[str, dict[str, addons.AddonRelease]]:
-    objects = event.build(config.load_stack(stack).spec)
+    """The releases of every cluster the session's program run (`runs`) covers."""
+    objects = nights.program_objects(stack)
     return {c.cluster.name: {f"{c.cluster.name}/{r.name}": r for r in addons.build(
                 objects.spec, objects.plan.cluster(c.cluster.name), c.cluster,
                 [obj for unit in c.units for obj in unit.objects])}
@@ -116,7 +116,7 @@ def test_a_disabled_addon_is_absent_and_nothing_depends_on_it(tmp_path):
     def switch_off(cfg):
         cfg["peaknight:clusters"][0]["addons"] = {"prometheusStack": False}
         cfg["peaknight:clusters"][0]["provisioner"] = {"kind": "karpenter-aws", "install": False}
-    mocks = run_program(write_variant(tmp_path, switch_off, base="rehearsal"))
+    mocks = run_program(write_variant(tmp_path, switch_off, base="rehearsal", clusters=["reh-bj-01", "reh-bj-02"]))
     gone = {"reh-bj-01/karpenter", "reh-bj-01/kube-prometheus-stack"}
     assert not gone & set(releases_of(mocks, "reh-bj-01"))
     assert {"reh-bj-01/gpu-operator", "reh-bj-01/keda", "reh-bj-01/lws"} <= set(releases_of(mocks, "reh-bj-01"))
@@ -134,7 +134,7 @@ def test_gpu_operator_installs_the_newest_driver_the_pools_need_when_the_image_h
 
 
 def test_keda_resources_grow_with_the_scaled_objects():
-    spec = config.load_stack("rehearsal").spec
+    spec = nights.spec("rehearsal")
     values = addons.keda_values(spec, 250)  # three blocks of 100
     assert values["resources"]["operator"]["requests"] == {"cpu": "300m", "memory": "300Mi"}
     assert values["resources"]["metricServer"]["limits"] == {"cpu": "3000m", "memory": "3000Mi"}

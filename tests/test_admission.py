@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+import nights
 from peaknight.builders import admission as admission_objects
 from peaknight.builders import event
 from peaknight.cli import main as cli
@@ -17,7 +18,7 @@ from peaknight.spec import config, profiles
 
 
 def _objects(stack: str = "broadcast"):
-    objects = event.build(config.load_stack(stack).spec)
+    objects = nights.objects(stack)
     return objects, objects.clusters[0]
 
 
@@ -56,7 +57,7 @@ def test_the_policy_holds_the_plans_limits_and_answers_429_with_retry_after() ->
 
 
 def test_without_a_ladder_nothing_is_shed_below_the_fleet_ceiling() -> None:
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     raw = config.read_stack_file(config.resolve_stack_path("broadcast"))
     for m in raw["models"]:
         m.pop("ladder", None)
@@ -143,7 +144,7 @@ def test_the_surge_is_served_degraded_or_shed_never_unmet(capsys: pytest.Capture
     header = next(line for line in out.splitlines() if line.startswith("model"))
     assert ["served", "by fallback", "shortened", "shed 429", "unmet tokens"] == [
         c for c in ("served", "by fallback", "shortened", "shed 429", "unmet tokens") if c in header]
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     results = simulator.simulate(spec, step=10.0, faults=simulator.Faults(surge=(15 * 60, 0.9, 10)))
     for r in results:
         assert r.unmet_tokens == 0 and r.shortened_tokens > 0
@@ -157,7 +158,7 @@ def test_the_surge_is_served_degraded_or_shed_never_unmet(capsys: pytest.Capture
 
 
 def test_without_a_surge_the_slo_judges_unmet_and_shed_alike() -> None:
-    spec = config.load_stack("rehearsal").spec
+    spec = nights.spec("rehearsal")
     no_h200 = simulator.Faults(no_capacity=("h200", -12 * 3600.0, 20 * 60.0))
     chat = next(r for r in simulator.simulate(spec, step=30.0, faults=no_h200) if r.model == "chat-prefill")
     assert chat.shed_tokens > 0 and chat.forecast_tokens == pytest.approx(chat.demand_tokens)
@@ -204,6 +205,6 @@ def test_a_bad_surge_is_exit_2_with_one_line(capsys: pytest.CaptureFixture, valu
 
 
 def test_ladder_thresholds_follow_the_policy() -> None:
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     cap, fallback = admission.ladder_thresholds(spec)
     assert cap.value == spec.policy.target_utilisation and fallback.value == 1.0

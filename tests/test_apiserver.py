@@ -6,21 +6,20 @@ import copy
 
 import pytest
 
-from peaknight.builders import event
+import nights
 from peaknight.review import apiserver
 from peaknight.review import crds
 from peaknight.review import schema as k8s_schema
-from peaknight.spec import config
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, dict]:
-    objects = event.build(config.load_stack("rehearsal").spec)
+    objects = nights.objects("rehearsal")
     return {f"{o.kind}/{o.name}": o.manifest for u in objects.clusters[0].units for o in u.objects}
 
 
 def test_every_rendered_object_of_both_stacks_passes(rendered):
-    broadcast = event.build(config.load_stack("broadcast").spec)
+    broadcast = nights.objects("broadcast")
     manifests = list(rendered.values()) + [o.manifest for u in broadcast.clusters[0].units for o in u.objects]
     assert [p for m in manifests for p in apiserver.validate(m)] == []
 

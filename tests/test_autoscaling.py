@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+import nights
 from peaknight.builders import autoscaling
 from peaknight.spec import config
 from peaknight.builders import event
@@ -18,7 +19,7 @@ from peaknight.spec.stack import Stage
 
 @pytest.fixture(scope="module")
 def built():
-    return {name: event.build(config.load_stack(name).spec) for name in ("broadcast", "rehearsal")}
+    return {name: nights.objects(name) for name in ("broadcast", "rehearsal")}
 
 
 def _units(objects, cluster, component):

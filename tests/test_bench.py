@@ -6,9 +6,9 @@ import sys
 
 import yaml
 
+import nights
 from peaknight.plan import capacity
 from peaknight.spec import config
-from peaknight.builders import event
 from peaknight.cli import render
 from conftest import ROOT
 
@@ -17,7 +17,7 @@ import synthetic  # noqa: E402
 
 
 def test_synthetic_events_are_valid_stacks_inside_the_envelope(tmp_path):
-    broadcast = config.load_stack("broadcast").spec
+    broadcast = nights.spec("broadcast")
     for n in (3, 8):
         spec = config.load_stack(str(synthetic.write_stack(n, tmp_path))).spec
         assert len(spec.clusters) == n and sum(c.share for c in spec.clusters) == 1
@@ -36,7 +36,7 @@ class _NoAliases(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore
 
 def test_render_dumper_writes_what_pyyaml_writes():
     plain = _NoAliases
-    objects = event.build(config.load_stack("broadcast").spec)
+    objects = nights.objects("broadcast")
     for cluster in objects.clusters:
         for unit in cluster.units:
             for obj in unit.objects:

@@ -23,6 +23,7 @@ import yaml
 
 import openai_fake
 from conftest import STACKS
+import nights
 from peaknight.builders import autoscaling, loadreplay
 from peaknight.cli import main as cli
 from peaknight.plan import capacity
@@ -285,11 +286,12 @@ def test_results_of_an_unknown_cluster_are_refused(measured, capsys, tmp_path):
                                 "reh-bj-02, reh-hk-01, reh-nx-01); found 'reh-zz-09'"]
 
 
+@pytest.mark.realtool
 def test_the_rendered_configs_are_what_inference_perf_accepts(tmp_path):
     """Every model's rendered ConfigMap parses under inference-perf's own config model (its
     read_config, at the pinned release), stages and all."""
     tool = _tool()
-    spec = config.load_stack("rehearsal").spec
+    spec = nights.spec("rehearsal")
     plan = capacity.plan(spec)
     paths = []
     for model in spec.models:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+import nights
 from peaknight.plan import capacity
 from peaknight.cli import main as cli
 from peaknight.spec import config
@@ -15,7 +16,7 @@ from test_config import write_variant
 
 @pytest.fixture(scope="module")
 def broadcast():
-    return config.load_stack("broadcast").spec
+    return nights.spec("broadcast")
 
 
 def test_replica_throughput_mixes_prefill_and_decode_by_input_share(broadcast):

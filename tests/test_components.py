@@ -9,7 +9,6 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
-from pathlib import Path
 from typing import Any, Callable
 
 import pulumi
@@ -17,6 +16,7 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
+import nights
 import peaknight as pk
 from peaknight.builders import event
 from peaknight.builders.objects import CloudResource, Unit
@@ -24,7 +24,6 @@ from peaknight.cli import render
 from peaknight.engines.base import PORT
 from peaknight.plan import capacity
 from peaknight.provisioners import registry
-from peaknight.spec import config
 from conftest import ROOT, STACKS
 from pulumi_harness import RecordingMocks, normalise, run_under_mocks
 
@@ -42,7 +41,7 @@ def run_components(body: Callable[[k8s.Provider], dict[str, pulumi.Output]]) -> 
 
 @pytest.fixture(scope="module")
 def rehearsal():
-    spec = config.load_stack("rehearsal").spec
+    spec = nights.spec("rehearsal")
     return spec, capacity.plan(spec)
 
 
@@ -201,6 +200,7 @@ def test_cloud_resources_are_rendered_for_review_and_registered_by_the_program(r
     assert cloud.inputs == {"clusterName": cluster.cluster.name, "desiredSize": int(args.plan.nodes.value)}
 
 
+@pytest.mark.realtool
 def test_peaknight_imports_from_an_installed_wheel_outside_the_checkout(tmp_path):
     """The wheel carries its profiles, templates and chart pins; nothing reads the checkout."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],

@@ -6,15 +6,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+import nights
 from peaknight.cli import main as cli
 from peaknight.spec import config
 from peaknight.spec.stack import CapacityType, Stage
 from conftest import STACKS
 
 
-def write_variant(tmp_path: Path, edit, base: str = "broadcast") -> Path:
-    """A copy of a real stack with one edit applied to its `config` mapping."""
+def write_variant(tmp_path: Path, edit, base: str = "broadcast", clusters: list[str] | None = None) -> Path:
+    """A copy of a real stack with one edit applied to its `config` mapping; cut to `clusters`
+    (each planned as in the whole stack, nights.keep_clusters) when a test reads only those."""
     doc = yaml.safe_load((STACKS / f"Pulumi.{base}.yaml").read_text())
+    if clusters:
+        nights.keep_clusters(doc["config"], clusters)
     edit(doc["config"])
     path = tmp_path / "Pulumi.variant.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -29,8 +33,8 @@ def run_render(path: Path, tmp_path: Path, capsys) -> tuple[int, list[str]]:
 
 
 def test_both_stacks_parse_with_stage_policy():
-    broadcast = config.load_stack("broadcast").spec
-    rehearsal = config.load_stack("rehearsal").spec
+    broadcast = nights.spec("broadcast")
+    rehearsal = nights.spec("rehearsal")
     assert broadcast.policy.stage is Stage.BROADCAST
     assert broadcast.policy.capacity_types == (CapacityType.RESERVED, CapacityType.ON_DEMAND)
     assert broadcast.policy.protect and broadcast.policy.survive_zone_loss

@@ -6,13 +6,13 @@ import math
 
 import pytest
 
+import nights
 from peaknight.plan import capacity
-from peaknight.spec import config
 
 
 @pytest.fixture(scope="module")
 def broadcast():
-    return config.load_stack("broadcast").spec
+    return nights.spec("broadcast")
 
 
 def test_broadcast_edge_per_cluster_by_hand(broadcast):
@@ -36,7 +36,7 @@ def test_broadcast_edge_per_cluster_by_hand(broadcast):
 def test_rehearsal_edge_by_hand():
     # 25 M x 0.01 x 0.25 = 62,500 viewers x 3,560 kbps = 222.5 Gbps; headroom 1, no zone loss:
     # ceil(222.5 / (20 x 0.85)) = ceil(13.09) = 14 pods; capacity 14 x 17 = 238 Gbps.
-    e = capacity.plan(config.load_stack("rehearsal").spec).cluster("reh-bj-01").edge("gala-live")
+    e = capacity.plan(nights.spec("rehearsal")).cluster("reh-bj-01").edge("gala-live")
     assert (e.viewers.value, e.egress_gbps.value, e.pods.value) == (62_500, pytest.approx(222.5), 14)
     assert e.capacity_gbps.value == pytest.approx(238.0)
     assert e.max_pods.value == 28
@@ -87,7 +87,7 @@ def test_shields_and_the_origin_for_the_night_by_hand(broadcast):
     assert night.night_tb == pytest.approx(16 * 0.0212 * 5.25 * 3600 / 8 / 1000)
     assert night.offload == pytest.approx(1 - 16 * 0.0212 / (16 * 5_562.5))
     # Without zone loss (rehearsal) the floor is minShields.
-    reh = capacity.plan(config.load_stack("rehearsal").spec).cluster("reh-bj-01").edge("gala-live")
+    reh = capacity.plan(nights.spec("rehearsal")).cluster("reh-bj-01").edge("gala-live")
     assert reh.shields.value == 2 and "at least 2 (minShields)" in reh.shields.why
 
 

@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from peaknight.spec import config
+import nights
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.spec import origins as origin_grammar
@@ -18,7 +18,7 @@ from edge_harness import SECRET, NginxServer, workdir
 
 
 def edges_of_both_stacks() -> list[tuple[str, object]]:
-    return [(stack, edge) for stack in ("broadcast", "rehearsal") for edge in config.load_stack(stack).spec.edges]
+    return [(stack, edge) for stack in ("broadcast", "rehearsal") for edge in nights.spec(stack).edges]
 
 
 def _tiers(edge):
@@ -46,7 +46,7 @@ def test_nginx_accepts_the_config_of_every_edge_and_shield(stack, edge):
 
 @pytest.fixture(scope="module")
 def broadcast_edge():
-    return config.load_stack("broadcast").spec.edges[0]
+    return nights.spec("broadcast").edges[0]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_playlists_and_segments_are_cached_as_the_issue_asks(conf):
 
 
 def test_nginx_logs_each_request_where_and_as_the_log_exporter_reads_it(conf):
-    declared = yaml.safe_load(edge_logs.exporter_config(config.load_stack("broadcast").spec.edges[0]))["namespaces"][0]
+    declared = yaml.safe_load(edge_logs.exporter_config(nights.spec("broadcast").edges[0]))["namespaces"][0]
     syslog = declared["source"]["syslog"]
     assert f"log_format metrics '{declared['format']}';" in conf
     server = syslog["listen_address"].removeprefix("udp://")
@@ -148,7 +148,7 @@ def test_the_secret_is_included_never_rendered(conf):
 
 
 def test_render_is_pure():
-    edge = config.load_stack("rehearsal").spec.edges[0]
+    edge = nights.spec("rehearsal").edges[0]
     tier = edge_nginx.shield_tier(edge)
     assert edge_nginx.render(edge, tier) == edge_nginx.render(edge, tier)
     assert edge_nginx.render(edge, tier) != edge_nginx.render(dataclasses.replace(edge, segment_seconds=2), tier)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import edge_harness as h
-from peaknight.spec import config
+import nights
 from peaknight.edges import logs as edge_logs
 from conftest import require_tool
 
@@ -26,7 +26,7 @@ PLAY_SECONDS = 6
 @pytest.fixture(scope="module")
 def live():
     require_tool("nginx")
-    edge = config.load_stack("broadcast").spec.edges[0]
+    edge = nights.spec("broadcast").edges[0]
     with h.running(edge, SEGMENT_SECONDS, PART_SECONDS, shields=2, edges=2) as setup:
         yield setup
 

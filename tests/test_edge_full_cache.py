@@ -13,10 +13,15 @@ import shutil
 import subprocess
 import time
 
+import pytest
+
 import edge_harness as h
 from conftest import require_tool
+import nights
 from peaknight.edges import nginx as edge_nginx
-from peaknight.spec import config
+
+# Real nginx end to end: the real-tool tier (pyproject.toml markers).
+pytestmark = pytest.mark.realtool
 
 VOLUME_MB = 64                     # tmpfs size; the spec's volume is 1 GiB, so 64 MB free is "full"
 
@@ -28,7 +33,7 @@ def _root(*cmd: str) -> None:
 
 def test_a_full_cache_volume_passes_misses_through_intact():
     require_tool("nginx")
-    edge = config.load_stack("broadcast").spec.edges[0]
+    edge = nights.spec("broadcast").edges[0]
     with h.workdir() as work:
         stream = h.Stream({"1080p": 6000}, 4.0, 0.5)
         stream.start(3)

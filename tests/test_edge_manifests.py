@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+import nights
 from peaknight.plan import capacity
-from peaknight.spec import config
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import nginx as edge_nginx
 from peaknight.edges import live as edges
@@ -17,7 +17,7 @@ from peaknight.cli import render
 
 
 def edge_units(stack: str):
-    return [(c.cluster, u) for c in event.build(config.load_stack(stack).spec).clusters
+    return [(c.cluster, u) for c in nights.objects(stack).clusters
             for u in c.units if u.component == "LiveEdge"]
 
 
@@ -36,7 +36,7 @@ def broadcast_shield():
 
 
 def test_every_cluster_of_both_stacks_gets_each_edge_and_all_validate(stack_name):
-    spec = config.load_stack(stack_name).spec
+    spec = nights.spec(stack_name)
     units = edge_units(stack_name)
     assert len(units) == len(spec.clusters) * len(spec.edges)
     plan = capacity.plan(spec)
@@ -59,7 +59,7 @@ def _rolled_annotations(spec, **changes) -> dict[str, str]:
 
 
 def test_configmaps_hold_the_renders_and_the_pods_roll_on_their_checksums(broadcast_edge):
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     conf = broadcast_edge["ConfigMap"].manifest["data"]["nginx.conf"]
     log_conf = broadcast_edge["ConfigMap/log-exporter"].manifest["data"][edge_logs.CONFIG_FILE]
     shields = edges.shield_addresses(spec, spec.edges[0], 3)
@@ -104,7 +104,7 @@ def test_pods_are_restricted_unprivileged_and_write_only_to_their_emptydir(broad
 
 
 def test_hpa_floor_is_the_plan_in_broadcast_and_its_ceiling_counts_in_the_envelope(broadcast_edge):
-    plan = capacity.plan(config.load_stack("broadcast").spec).cluster("gala-bj-01").edge("gala-live")
+    plan = capacity.plan(nights.spec("broadcast")).cluster("gala-bj-01").edge("gala-live")
     hpa = broadcast_edge["HorizontalPodAutoscaler"].manifest["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (516, 1_032)
     assert broadcast_edge["Deployment"].manifest["spec"]["replicas"] == 516
@@ -133,7 +133,7 @@ def test_services_pdb_and_monitor(broadcast_edge):
     monitor = broadcast_edge["ServiceMonitor"].manifest["spec"]
     assert monitor["selector"]["matchLabels"] == {"app.kubernetes.io/name": "gala-live-metrics"}
     assert [e["port"] for e in monitor["endpoints"]] == ["metrics", "log-metrics"]
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     closed = dataclasses.replace(spec.edges[0], source_ranges=())
     assert edges._viewer_service(closed, {}, {"annotations": {"a": "b"}}) == ({}, {
         "type": "ClusterIP", "selector": {}, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]})
@@ -149,7 +149,7 @@ def test_no_secret_and_no_secret_object_is_rendered(stack_name):
 def test_shields_are_a_statefulset_with_one_stable_service_per_ordinal(broadcast_shield):
     """The edges' hash ring names each shield by its own Service (a virtual IP that survives the pod
     being replaced); the shields alone hold the origins' config and no viewer secret."""
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     plan = capacity.plan(spec).cluster("gala-bj-01").edge("gala-live")
     by = {(o.kind, o.name): o.manifest for o in broadcast_shield}
     sts = by[("StatefulSet", "gala-live-shield")]["spec"]
@@ -177,7 +177,7 @@ def test_shields_are_a_statefulset_with_one_stable_service_per_ordinal(broadcast
 
 
 def test_edge_and_shield_pods_run_on_the_edge_pool_the_provisioner_makes(broadcast_edge, broadcast_shield):
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     plan = capacity.plan(spec).cluster("gala-bj-01").edge("gala-live")
     cluster, unit = edge_units("broadcast")[0]
     pool = next(o for o in unit.objects if o.kind == "NodePool").manifest

@@ -7,10 +7,15 @@ import ssl
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import edge_harness as h
 from conftest import require_tool
+import nights
 from peaknight.edges import nginx as edge_nginx
-from peaknight.spec import config
+
+# Real nginx end to end: the real-tool tier (pyproject.toml markers).
+pytestmark = pytest.mark.realtool
 
 NAME = "origin.live.test"          # the SNI name nginx sends and verifies (originServerName)
 
@@ -34,7 +39,7 @@ def _shield(work: Path, ca_file: Path) -> tuple[h.NginxServer, h.Origin, h.Strea
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(work / "server.crt", work / "server.key")
     origin = h.Origin(stream, tls)
-    edge = config.load_stack("broadcast").spec.edges[0]
+    edge = nights.spec("broadcast").edges[0]
     port = origin.address.rsplit(":", 1)[1]
     local = dataclasses.replace(edge, origins=(f"https://127.0.0.1:{port}",), origin_server_name=NAME,
                                 origin_ca_secret="origin-ca", pod_cpu=1)

@@ -246,6 +246,7 @@ class _Metrics(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.realtool
 @pytest.mark.parametrize("engine", list(Engine))
 def test_a_worker_drains_until_its_leader_is_idle(engine):
     """The worker's preStop polls the leader's /metrics (LWS_LEADER_ADDRESS) and returns once running +

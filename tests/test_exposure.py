@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import nights
 from peaknight.builders import event, network
 from peaknight.builders.objects import edge_namespace, inference_namespace, monitoring_namespace
 from peaknight.edges import live, logs as edge_logs
@@ -71,7 +72,7 @@ def allowed(policies: list[dict[str, Any]], src: Pod, dst: Pod, port: int) -> bo
 
 @pytest.fixture(scope="module")
 def broadcast():
-    objects = event.build(config.load_stack("broadcast").spec)
+    objects = nights.objects("broadcast")
     return objects.spec, [o.manifest for u in objects.clusters[0].units for o in u.objects]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import nights
 from peaknight.cli import main as cli
 from peaknight.edges import nginx as edge_nginx
 from peaknight.spec.origins import Origin
@@ -159,7 +160,7 @@ def test_the_template_quotes_an_origin_even_past_validation(monkeypatch):
     it stays one quoted token of one `server` line: nginx refuses the config instead of serving
     a second server block."""
     require_tool("nginx")
-    edge = config.load_stack("rehearsal").spec.edges[0]
+    edge = nights.spec("rehearsal").edges[0]
     # Origins built directly, as if their grammar had been bypassed.
     tier = edge_nginx.Tier("shield", (Origin("http", "127.0.0.1", 9), Origin("http", INJECTION, 8080)))
     with workdir() as tmp:

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import yaml
 
+import nights
 from peaknight.builders import event, loadreplay
 from peaknight.plan import capacity
 from peaknight.review import policy
@@ -19,7 +20,7 @@ from conftest import STACKS
 
 @pytest.fixture(scope="module")
 def rehearsal():
-    spec = config.load_stack("rehearsal").spec
+    spec = nights.spec("rehearsal")
     return spec, event.build(spec)
 
 
@@ -73,7 +74,7 @@ def test_each_model_replays_the_curve_of_its_cluster(rehearsal):
 
 
 def test_a_ramp_is_replayed_as_steps():
-    spec = config.load_stack("rehearsal").spec
+    spec = nights.spec("rehearsal")
     plan = capacity.plan(spec).cluster("reh-bj-01").bounding("chat")
     assert spec.load_replay is not None
     steps = loadreplay.steps(spec, plan, spec.load_replay)
@@ -103,7 +104,7 @@ def test_load_pods_reach_the_model_servers_only(rehearsal):
 
 
 def test_the_broadcast_has_no_load_replay():
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     keys = [o.key for c in event.build(spec).clusters for u in c.units for o in u.objects]
     assert not [k for k in keys if ".load-" in k]
     assert spec.load_replay is None
@@ -141,6 +142,6 @@ def test_one_release_of_the_load_tool_everywhere():
     rehearsal runs."""
     from conftest import ROOT
     assert f"INFERENCE_PERF := inference-perf=={loadreplay.TOOL_VERSION}\n" in (ROOT / "Makefile").read_text()
-    spec = config.load_stack("rehearsal").spec
+    spec = nights.spec("rehearsal")
     assert spec.load_replay is not None
     assert spec.load_replay.image.split("@")[0] == f"quay.io/inference-perf/inference-perf:v{loadreplay.TOOL_VERSION}"

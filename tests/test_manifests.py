@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+import nights
 from peaknight.plan import capacity
 from peaknight.spec import config
 from peaknight.engines import registry as engines
@@ -19,7 +20,7 @@ from peaknight.builders.objects import Obj
 
 @pytest.fixture(scope="module")
 def built():
-    return {name: event.build(config.load_stack(name).spec) for name in ("broadcast", "rehearsal")}
+    return {name: nights.objects(name) for name in ("broadcast", "rehearsal")}
 
 
 def objects_of(ev, cluster: str) -> dict[str, Obj]:

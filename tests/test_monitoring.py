@@ -1,7 +1,10 @@
-"""The rendered PrometheusRules, with the real promtool: `check rules` on every group of every
-cluster, and `test rules` cases that fire and do not fire each alert at thresholds from the plan."""
+"""The rendered PrometheusRules, with the real promtool: `check rules` on every group, and `test
+rules` cases that fire and do not fire each alert at thresholds from the plan, over one cluster of
+each shape (tests/test_cluster_shapes.py: the other clusters of a shape render the same rules but
+for their names)."""
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 from pathlib import Path
@@ -11,7 +14,7 @@ import pytest
 import yaml
 from conftest import require_tool
 
-from peaknight.spec import config
+import nights
 from peaknight.edges import logs as edge_logs
 from peaknight.edges import live as edges
 from peaknight.engines import registry as engines
@@ -28,8 +31,9 @@ EVAL = "1m"
 
 
 def _rule_objects(stack: str):
-    objects = event.build(config.load_stack(stack).spec)
-    for cluster in objects.clusters:
+    """The PrometheusRules of one cluster per shape (nights.py: the others differ only by name)."""
+    objects = nights.objects(stack)
+    for cluster in nights.representatives(stack):
         for unit in cluster.units:
             for obj in unit.objects:
                 if obj.kind == "PrometheusRule":
@@ -56,8 +60,8 @@ def test_rules_validate_against_the_prometheus_operator_crd(stack_name: str) -> 
 
 def test_promtool_check_rules_on_every_group(stack_name: str, tmp_path: Path) -> None:
     files = [path for _, _, path in _write_rule_files(stack_name, tmp_path)]
-    spec = config.load_stack(stack_name).spec
-    assert len(files) == len(spec.clusters) * (len(spec.models) + 1 + len(spec.edges))
+    spec = nights.spec(stack_name)
+    assert len(files) == len(nights.representatives(stack_name)) * (len(spec.models) + 1 + len(spec.edges))
     result = _promtool("check", "rules", *files)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(files)
@@ -349,6 +353,7 @@ def _headline_case(spec: StackSpec, model: Model, workloads: tuple[ModelPlan, ..
                                                              f'{{model="{model.name}"}}', "value": 6e9}]}]}
 
 
+@pytest.mark.realtool
 def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path) -> None:
     written = _write_rule_files(stack_name, tmp_path)
     spec = written[0][0].spec
@@ -378,7 +383,7 @@ def test_promtool_unit_tests_fire_and_stay_quiet(stack_name: str, tmp_path: Path
 def test_a_wrong_threshold_is_caught(tmp_path: Path) -> None:
     """The unit tests have teeth: a tokens alert at twice the plan's capacity fails its fire case."""
     objects, cluster, obj = next(_rule_objects("rehearsal"))
-    rules = obj.manifest["spec"]
+    rules = copy.deepcopy(obj.manifest["spec"])  # the night is shared (nights.py)
     alert = _alert_rule(rules, "PeaknightTokensAboveCapacity")
     spec = objects.spec
     model = next(m for m in spec.models if m.name == alert["labels"]["model"])
@@ -399,7 +404,7 @@ def test_a_wrong_threshold_is_caught(tmp_path: Path) -> None:
 def test_pod_pattern_of_a_deployment(pod: str, matches: bool) -> None:
     import re
 
-    spec = config.load_stack("rehearsal").spec
+    spec = nights.spec("rehearsal")
     objects = event.build(spec)
     model = spec.models[1]
     pattern = monitoring.pod_pattern(model.name, objects.plan.clusters[0].model(model.name).nodes_per_replica)
@@ -417,7 +422,7 @@ def test_prefix_cache_alert_fires_when_the_achieved_rate_leaves_the_plans_margin
     and its tokens from its decode servers."""
     import dataclasses
 
-    base = config.load_stack("broadcast").spec
+    base = nights.spec("broadcast")
     spec = dataclasses.replace(base, models=tuple(dataclasses.replace(m, prefix_cache_hit_rate=0.563)
                                                   for m in base.models))
     objects = event.build(spec)
@@ -454,7 +459,7 @@ def test_no_prefix_cache_alert_where_the_plan_expects_too_little_to_miss():
     """At a prefixCacheHitRate within the plan's margin (0 for greetings and deep-think in the shipped
     broadcast) even a cold cache keeps prefill within it: the alert is not rendered rather than never
     firing. chat's 0.5 is beyond the margin: it has the alert."""
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     objects = event.build(spec)
     cplan = objects.plan.clusters[0]
     rendered = {}

@@ -14,8 +14,7 @@ import pytest
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import analyzer_pb2_grpc
 
-from peaknight.spec import config
-from peaknight.builders import event
+import nights
 from peaknight.review import policy
 from peaknight.builders.objects import Obj
 
@@ -26,7 +25,7 @@ from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOp
 
 
 def _cluster(stack: str) -> tuple[policy.Context, str, list[Obj]]:
-    objects = event.build(config.load_stack(stack).spec)
+    objects = nights.objects(stack)
     first = objects.clusters[0]
     return (policy.Context(objects.spec, objects.plan), first.cluster.name,
             [o for u in first.units for o in u.objects])
@@ -57,7 +56,7 @@ def _violations(stack: str, check: str, objs: list[Obj] | None = None) -> list[p
 
 
 def test_both_stacks_pass_every_check(stack_name: str) -> None:
-    assert policy.check_event(event.build(config.load_stack(stack_name).spec)) == []
+    assert policy.check_event(nights.objects(stack_name)) == []
 
 
 def _only(violations: list[policy.Violation], target: str, *fragments: str) -> None:
@@ -152,7 +151,7 @@ def test_broadcast_pool_budget_open_over_the_window() -> None:
                                                      ("rehearsal", -1, "HorizontalPodAutoscaler", "maxReplicas")])
 def test_autoscaler_max_under_the_plans_peak(stack: str, index: int, kind: str, field: str) -> None:
     """The rendered autoscaler of `chat`'s decode groups (KEDA, or the plain HPA of a cluster without KEDA), one short."""
-    objects = event.build(config.load_stack(stack).spec)
+    objects = nights.objects(stack)
     cluster = objects.clusters[index]
     ctx = policy.Context(objects.spec, objects.plan)
     objs = [o for u in cluster.units for o in u.objects]

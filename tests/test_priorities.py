@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from peaknight.builders import event
-from peaknight.spec import config
+import nights
 
 
 def _cluster(stack: str):
-    objects = event.build(config.load_stack(stack).spec)
+    objects = nights.objects(stack)
     first = objects.clusters[0]
     return objects, first, [o for u in first.units for o in u.objects]
 

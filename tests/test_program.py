@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from peaknight.spec import config
-from peaknight.builders import event
+import nights
 from conftest import STACKS
 from pulumi_harness import normalise, run_program
 
@@ -21,7 +20,7 @@ def kube_objects(mocks):
 
 def test_one_provider_per_cluster_and_nothing_on_the_default_provider(runs, stack_name):
     mocks = runs[stack_name]
-    spec = config.load_stack(stack_name).spec
+    spec = nights.program_objects(stack_name).spec
     providers = {r.name: r for r in mocks.resources if r.typ == PROVIDER}
     assert sorted(providers) == sorted(c.name for c in spec.clusters)
     assert all(p.inputs["kubeconfig"] for p in providers.values())
@@ -62,9 +61,8 @@ def test_broadcast_protects_node_pools_and_rehearsal_does_not(runs):
 
 
 def test_program_and_offline_render_declare_the_same_objects(runs, stack_name):
-    spec = config.load_stack(stack_name).spec
     rendered = {f"{c.cluster.name}/{o.key}": normalise(o.manifest)
-                for c in event.build(spec).clusters for u in c.units for o in u.objects}
+                for c in nights.program_objects(stack_name).clusters for u in c.units for o in u.objects}
     declared = {r.name: {k: v for k, v in r.inputs.items()} for r in kube_objects(runs[stack_name])}
     assert sorted(declared) == sorted(rendered)
     for name, manifest in rendered.items():

@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 
+import nights
 from peaknight.builders import podpolicy
 from peaknight.cli import main as cli
 from peaknight.plan import capacity
 from peaknight.provisioners import vke
 from peaknight.spec import config
 from conftest import STACKS
-from pulumi_harness import run_under_mocks, secret_keys, stack_config
+from pulumi_harness import run_program, run_under_mocks, secret_keys
+from test_config import write_variant
 
 VKE_STACK = STACKS / "Pulumi.gala-vke.yaml"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -117,7 +119,7 @@ def test_plan_gala_vke_covers_the_peak_with_a_zone_lost_and_prints_the_node_pool
     assert cli.main(["plan", "gala-vke"]) == 0
     out = capsys.readouterr().out
     assert "all models and edges covered" in out and "largest zone lost" in out
-    spec = config.load_stack("gala-vke").spec
+    spec = nights.spec("gala-vke")
     chat = next(m for m in spec.models if m.name == "chat")
     assert chat.peak_tokens_per_minute == 63.3e9 and spec.policy.survive_zone_loss
     pool = capacity.plan(spec).cluster("vke-bj-01").pool("h20")
@@ -234,21 +236,14 @@ def test_existing_group_naming_an_unknown_pool_is_a_config_error():
                                                                                  "nodes": 3}]))
 
 
-def test_reserved_capacity_is_wired_on_aws(runs):
-    raw = config.read_stack_file(STACKS / "Pulumi.rehearsal.yaml")
-    raw["clusters"][0]["provisioner"] = {"kind": "karpenter-aws", "capacityReservationIds": ["cr-0123456789abcdef0"],
-                                         "capacityReservationTags": {"peaknight.io/event": "gala-2026"},
-                                         "interruptionQueue": "gala-interruptions"}
-    raw["policy"]["capacityTypes"] = ["reserved", "spot", "on-demand"]
-    cfg = {**stack_config(STACKS / "Pulumi.rehearsal.yaml"),
-           "peaknight:clusters": json.dumps(raw["clusters"]), "peaknight:policy": json.dumps(raw["policy"])}
-
-    def main() -> None:
-        from peaknight.pulumi import program
-        program.main()
-
-    mocks = run_under_mocks(main, "rehearsal", cfg, secret_keys(cfg))
-    cluster = raw["clusters"][0]["name"]
+def test_reserved_capacity_is_wired_on_aws(tmp_path):
+    def reserve(cfg):
+        cfg["peaknight:clusters"][0]["provisioner"] = {
+            "kind": "karpenter-aws", "capacityReservationIds": ["cr-0123456789abcdef0"],
+            "capacityReservationTags": {"peaknight.io/event": "gala-2026"}, "interruptionQueue": "gala-interruptions"}
+        cfg["peaknight:policy"]["capacityTypes"] = ["reserved", "spot", "on-demand"]
+    mocks = run_program(write_variant(tmp_path, reserve, base="rehearsal", clusters=["reh-bj-01", "reh-bj-02"]))
+    cluster = "reh-bj-01"
     (node_class,) = [r for r in mocks.resources if r.name == f"{cluster}/ec2nodeclass.h200"]
     assert node_class.inputs["spec"]["capacityReservationSelectorTerms"] == [
         {"id": "cr-0123456789abcdef0"}, {"tags": {"peaknight.io/event": "gala-2026"}}]
@@ -280,7 +275,7 @@ def test_the_freeze_starts_its_lead_before_the_window(runs):
 def test_a_freeze_limited_to_some_reasons_or_short_of_the_window_is_a_finding():
     from peaknight.builders.objects import Obj
     from peaknight.provisioners.karpenter import KarpenterAws, freeze_budget
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     window = freeze_budget(spec, 0)
     lead = freeze_budget(spec, 60)
 
@@ -301,11 +296,12 @@ def test_broadcast_launches_into_the_events_reservations_first(runs):
     mocks = runs["broadcast"]
     classes = [r for r in mocks.resources if r.typ == "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
                and r.inputs["metadata"]["labels"]["app.kubernetes.io/component"] == "gpu-node-pool"]
-    assert len(classes) == 16 * 3
+    clusters = len(nights.program_objects("broadcast").clusters)
+    assert len(classes) == clusters * 3
     assert all(r.inputs["spec"]["capacityReservationSelectorTerms"] == [{"tags": {"peaknight.io/event": "gala-2026"}}]
                for r in classes)
     charts = [r for r in mocks.resources if r.name.endswith("/karpenter") and r.typ.startswith("kubernetes:helm")]
-    assert len(charts) == 16
+    assert len(charts) == clusters
     assert all(r.inputs["values"]["settings"]["featureGates"] == {"reservedCapacity": True} for r in charts)
 
 

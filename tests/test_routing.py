@@ -13,7 +13,8 @@ import math
 import pytest
 import yaml
 
-from peaknight.builders import event, inference, routing
+import nights
+from peaknight.builders import inference, routing
 from peaknight.builders.objects import Obj
 from peaknight.plan import saturation
 from peaknight.spec import config, profiles
@@ -21,7 +22,7 @@ from peaknight.spec import config, profiles
 
 @pytest.fixture(scope="module")
 def broadcast():
-    return event.build(config.load_stack("broadcast").spec)
+    return nights.objects("broadcast")
 
 
 def objects(ev, index: int = 0) -> dict[str, Obj]:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+import nights
 from peaknight.cli import main as cli
-from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.plan import startup
 from peaknight.sim import simulator
@@ -54,7 +54,7 @@ def test_cron_floor_and_max_over_triggers():
 
 @pytest.fixture(scope="module")
 def broadcast():
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     return spec, event.build(spec)
 
 
@@ -131,7 +131,7 @@ def test_simulate_broadcast_is_within_slo_and_fast(capsys):
 def test_simulate_rehearsal_covers_keda_and_hpa_clusters(tmp_path, capsys):
     assert cli.main(["simulate", "rehearsal", "--step", "30", "--plot", str(tmp_path / "night.png")]) == 0
     assert (tmp_path / "night.png").stat().st_size > 10_000
-    results = simulator.simulate(config.load_stack("rehearsal").spec)
+    results = simulator.simulate(nights.spec("rehearsal"))
     # deep-think's decode needs its one group all night in every cluster: the oracle can do no better.
     assert all(r.clusters == 4 and r.unmet_pct == 0 and r.oracle_ratio >= 1 for r in results)
     assert sum(r.oracle_ratio > 1 for r in results) >= 4
@@ -149,7 +149,7 @@ def test_losing_a_zone_at_the_peak_meets_the_slo(capsys, tmp_path):
                      "--plot", str(tmp_path / "zone.png")]) == 0
     out = capsys.readouterr().out
     assert "fault: zone us-east-1a lost at 21:40 in every cluster that has it" in out and "OVER SLO" not in out
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     objects = event.build(spec)
     model, plan, manifest = _chat(spec, objects)
     at = _at(spec, "red-packet-2")

@@ -8,12 +8,13 @@ import math
 
 import pytest
 
+import nights
 from peaknight.builders import event
 from peaknight.cli import main as cli
 from peaknight.engines.base import Topology
 from peaknight.engines.sglang import Sglang
 from peaknight.plan import capacity, memory
-from peaknight.spec import config, profiles
+from peaknight.spec import profiles
 from peaknight.spec.stack import ServingMode
 
 GIB = 2**30
@@ -21,7 +22,7 @@ GIB = 2**30
 
 @pytest.fixture(scope="module")
 def broadcast():
-    return config.load_stack("broadcast").spec
+    return nights.spec("broadcast")
 
 
 def _model(spec, name, **changes):
@@ -246,7 +247,7 @@ def test_each_group_scales_on_the_decode_servers_token_rate_against_its_own_capa
 
 def test_without_efa_the_kv_cache_goes_over_mooncake_and_experts_over_deepep():
     """gala-vke's H20 nodes list no interconnect: SGLang's defaults, as Ant Group's deployment ran."""
-    objects = event.build(config.load_stack("gala-vke").spec)
+    objects = nights.objects("gala-vke")
     objs = {(o.kind, o.name): o.manifest for u in objects.clusters[0].units for o in u.objects}
     decode = _command(objs[("LeaderWorkerSet", "chat-decode")])
     i = decode.index("--moe-a2a-backend")

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+import nights
 from peaknight.builders import event
 from peaknight.plan import report, units
 from peaknight.plan.report import si
 from peaknight.sim import plot, simulator
-from peaknight.spec import config
 
 
 @pytest.fixture(scope="module")
 def night():
-    spec = config.load_stack("rehearsal").spec
+    spec = nights.spec("rehearsal")
     objects = event.build(spec)
     return spec, objects.plan, simulator.simulate(spec, objects, 30.0)
 
 
 def test_the_plan_table_is_in_tokens_per_minute_like_its_summary(stack_name: str) -> None:
-    plan = event.build(config.load_stack(stack_name).spec).plan
+    plan = nights.objects(stack_name).plan
     lines = report.table(plan, explain=True).splitlines()
     header = lines[0].split()
     assert "tok/min" in header and "tok/s" not in header

@@ -9,18 +9,18 @@ import time
 
 import pytest
 
-from peaknight.builders import event, podpolicy, warmup
+import nights
+from peaknight.builders import podpolicy, warmup
 from peaknight.cli import main as cli
 from peaknight.engines.base import MODEL_DIR, weights_path
 from peaknight.plan import capacity
 from peaknight.review import policy
-from peaknight.spec import config
 from test_config import write_variant
 
 
 @pytest.fixture(scope="module")
 def broadcast():
-    return event.build(config.load_stack("broadcast").spec)
+    return nights.objects("broadcast")
 
 
 def _gate(objects, cluster: str):
@@ -34,7 +34,7 @@ def test_each_zone_source_is_sized_for_its_zones_fleet_by_hand():
     x 1,073,741,824 B / 3,600 s = 232,653 MB/s; at 1,000 MB/s per TiB that is 238,237 GiB; FSx sizes
     are 1,200 GiB + 2,400 GiB steps: 1,200 + 99 x 2,400 = 238,800 GiB, which reads at 238,800 /
     1,024 x 1,000 = 233,203 MB/s."""
-    plan = capacity.plan(config.load_stack("broadcast").spec).cluster("gala-bj-01")
+    plan = capacity.plan(nights.spec("broadcast")).cluster("gala-bj-01")
     pool = plan.pool("h200")
     assert (max(pool.zone_nodes), pool.surge_nodes, pool.zone_surge_nodes) == (972, 728, 243)
     chat = plan.weight("chat")
@@ -49,7 +49,7 @@ def test_warm_gate_slack_by_hand():
     """Staging 642 GiB at 27 s/GiB = 17,334 s; the longest cold lead is ceil((10 + 110 + 0 + 20 x 27
     + 3,600 fill + 480 load + 120 slack) / 60) min = 81 min = 4,860 s; 12 h = 43,200 s leaves
     43,200 - 4,860 - 17,334 = 21,006 s."""
-    plan = capacity.plan(config.load_stack("broadcast").spec).cluster("gala-bj-01")
+    plan = capacity.plan(nights.spec("broadcast")).cluster("gala-bj-01")
     chat = plan.weight("chat")
     assert chat.staging.value == 17_334
     assert chat.slack.value == 21_006
@@ -198,7 +198,7 @@ def _write(path, data: bytes) -> None:
 def test_the_fill_script_copies_resumes_marks_ready_and_keeps_one_older_revision(tmp_path):
     """Run the filler's own script against a directory tree: it waits for the staged mark, copies
     every file, marks the revision ready, and drops revisions older than the newest other one."""
-    spec = config.load_stack("broadcast").spec
+    spec = nights.spec("broadcast")
     chat = next(m for m in spec.models if m.name == "chat")
     sources, cache = tmp_path / "sources", tmp_path / "cache"
     src = sources / "chat" / chat.weights / chat.weights_revision
