@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STACKS = Path(__file__).resolve().parent / "stacks"
 SHIPPED = ROOT / "stacks"
 sys.path.insert(0, str(Path(__file__).parent))
+import progress  # noqa: E402  (tests/ is on the path from here on)
 
 
 def pinned_crds_or_exit() -> None:
@@ -39,6 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from peaknight.spec.config import STACKS_ENV
 
     os.environ[STACKS_ENV] = str(STACKS)
+    progress.register(config)
     pinned_crds_or_exit()
 
 
