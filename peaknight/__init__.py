@@ -3,8 +3,8 @@
 What a Pulumi program of one's own imports:
 
     import peaknight as pk
-    loaded = pk.load_stack("stacks/Pulumi.broadcast.yaml")      # or build a StackSpec in code
-    plan = pk.capacity_plan(loaded.spec).cluster("gala-bj-01")
+    loaded = pk.load_stack("stacks/Pulumi.broadcast.yaml")      # or pk.parse({...}, "my config"),
+    plan = pk.capacity_plan(loaded.spec).cluster("gala-bj-01")  # or a StackSpec built in code
     chat = pk.InferenceService("chat", pk.InferenceServiceArgs(scope, cluster, model, plan.model("chat")),
                                opts=pulumi.ResourceOptions(provider=k8s_provider))
     pk.Autoscaler("chat", pk.AutoscalerArgs(scope, chat.args), opts=...)
@@ -19,13 +19,20 @@ from typing import Any
 from peaknight.builders.objects import EventScope, Scope
 from peaknight.builders.parts import (AutoscalerArgs, ClusterStackArgs, GpuNodePoolArgs, InferenceServiceArgs,
                                       LiveEdgeArgs, WarmGateArgs)
-from peaknight.plan.capacity import plan as capacity_plan
-from peaknight.spec.config import load_stack, parse
+from peaknight.plan import capacity
+from peaknight.spec.config import ConfigError, check, load_stack, parse
+from peaknight.spec.stack import StackSpec
 
 _COMPONENTS = ("GpuNodePool", "InferenceService", "Autoscaler", "LiveEdge", "WarmGate", "ClusterStack")
 
 __all__ = ["EventScope", "Scope", "AutoscalerArgs", "ClusterStackArgs", "GpuNodePoolArgs", "InferenceServiceArgs",
-           "LiveEdgeArgs", "WarmGateArgs", "capacity_plan", "load_stack", "parse", *_COMPONENTS]
+           "LiveEdgeArgs", "WarmGateArgs", "ConfigError", "capacity_plan", "load_stack", "parse", *_COMPONENTS]
+
+
+def capacity_plan(spec: StackSpec) -> capacity.CapacityPlan:
+    """The capacity plan of `spec`, after the checks a stack file passes (config.check: a spec built
+    in code with an unknown model class is a ConfigError of one line, as the CLI prints it)."""
+    return capacity.plan(check(spec))
 
 
 def __getattr__(name: str) -> Any:

@@ -159,7 +159,7 @@ def test_the_example_program_composes_three_components_on_its_own_provider():
     kube = [r for r in mocks.resources if r.typ.startswith("kubernetes:")]
     assert {r.typ.split(":")[-1] for r in kube} >= {"Deployment", "Service", "ScaledObject", "DaemonSet", "Job",
                                                      "PersistentVolume"}
-    assert all(r.provider == "fra-01" for r in kube)
+    assert all(r.provider == "ohio-01" for r in kube)
     deployment = next(r for r in kube if r.typ == "kubernetes:apps/v1:Deployment")
     assert deployment.inputs["metadata"]["namespace"] == "newyear-inference"
 

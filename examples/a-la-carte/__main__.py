@@ -15,12 +15,13 @@ import peaknight as pk
 from peaknight.spec.stack import Cluster, Event, GpuPool, Model, Moment, Policy, Stage, StackSpec, Window
 
 night = dt.datetime(2026, 12, 31, 20, 0)
-event = Event(name="newyear", time_zone="Europe/Berlin", baseline=0.3,
+event = Event(name="newyear", time_zone="America/New_York", baseline=0.3,
               window=Window(start=night, end=night + dt.timedelta(hours=5)),
               moments=(Moment(name="midnight", at=night + dt.timedelta(hours=3, minutes=58), load=1.0,
                               duration_minutes=10),))
 policy = Policy.for_stage(Stage.REHEARSAL)
-cluster = Cluster(name="fra-01", region="eu-central-1", zones=("eu-central-1a", "eu-central-1b"), share=1.0)
+# us-east-2 sells both instance types of the pool (profiles.yaml): the planner checks it, as for a stack file.
+cluster = Cluster(name="ohio-01", region="us-east-2", zones=("us-east-2a", "us-east-2b"), share=1.0)
 model = Model(name="assistant", model_class="dense-8b", engine="vllm", image="vllm/vllm-openai:v0.11.0",
               weights="meta-llama/Llama-3.1-8B-Instruct", pool="hopper", peak_tokens_per_minute=2e8,
               input_share=0.6)
@@ -31,7 +32,7 @@ plan = pk.capacity_plan(StackSpec(event=event, policy=policy, clusters=(cluster,
                                   models=(model,))).cluster(cluster.name)
 scope = pk.EventScope(event=event, policy=policy)
 
-provider = k8s.Provider("fra-01", kubeconfig=pulumi.Config().require_secret("kubeconfig"))
+provider = k8s.Provider("ohio-01", kubeconfig=pulumi.Config().require_secret("kubeconfig"))
 opts = pulumi.ResourceOptions(provider=provider)
 assistant = pk.InferenceService("assistant", pk.InferenceServiceArgs(scope, cluster, model,
                                                                      plan.model(model.name)), opts=opts)

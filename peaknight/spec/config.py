@@ -113,10 +113,11 @@ def resolve_stack_path(stack: str, root: Path | None = None) -> Path:
 
 
 def load_stack(stack: str) -> LoadedStack:
-    """The stack file, with the calibration file beside it read above the shipped profiles."""
+    """The stack file, with the calibration file beside it read above the shipped profiles (and
+    its own profiles file, `peaknight:profiles`, relative to it)."""
     path = resolve_stack_path(stack)
     profiles.use_calibration(path.parent / profiles.CALIBRATION_FILE)
-    return LoadedStack(path, parse(read_stack_file(path), str(path)))
+    return LoadedStack(path, parse(read_stack_file(path), str(path), base=path.parent))
 
 
 # Bounds on the file itself, checked before anything is built from it. The shipped stacks are
@@ -240,8 +241,11 @@ def top_level_keys() -> list[str]:
     return [_alias(f) for f in dataclasses.fields(StackSpec)]
 
 
-def parse(raw: dict[str, Any], source: str) -> StackSpec:
-    """Validate raw config into a StackSpec, or raise ConfigError listing every problem."""
+def parse(raw: dict[str, Any], source: str, base: Path | None = None) -> StackSpec:
+    """Validate raw config (the `peaknight:` keys, prefix stripped, as a stack file holds them) into
+    a StackSpec, or raise ConfigError listing every problem, one line each naming `source`, the key
+    path and what was expected: the CLI's validation, for a program of one's own. A relative
+    `profiles` path is read from `base` (default: the working directory)."""
     raw = dict(raw)
     problems = _check_secrets(raw, source)
     known = set(top_level_keys())
@@ -275,6 +279,26 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
+    if spec.profiles is not None:
+        own = (base or Path.cwd()) / spec.profiles
+        if not own.is_file():
+            raise ConfigError([Problem(source, f"{NAMESPACE}:profiles", "a profiles file (relative to the stack "
+                                       "file)", f"no file at {own}")])
+        spec = dataclasses.replace(spec, profiles=str(own.resolve()))
+    return check(spec, source)
+
+
+def check(spec: StackSpec, source: str = "StackSpec built in code") -> StackSpec:
+    """The rules across keys (references, sums, the profiles a model needs, the stage's policy),
+    with the stack's own profiles file read above the shipped table: what every stack file passes
+    after its types, and what a spec built in code passes before it is planned (pk.capacity_plan),
+    so both fail the same way, one line per problem. Returns `spec`."""
+    profiles.use_profiles(Path(spec.profiles) if spec.profiles is not None else None)
+    try:
+        profiles.load()
+    except ConfigError:
+        profiles.use_profiles(None)
+        raise
     problems = list(_cross_checks(spec, source))
     if problems:
         raise ConfigError(problems)

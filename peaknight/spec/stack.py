@@ -293,7 +293,8 @@ class Ladder:
 @dataclass(config=STRICT, kw_only=True)
 class Model:
     name: ServiceName
-    model_class: str = Field(description="model class from the profile table, e.g. moe-671b")
+    model_class: str = Field(description="model class from the profile table (shipped, or the stack's own "
+                             "profiles file), e.g. moe-671b")
     engine: Engine
     image: formats.Image
     weights: formats.Weights = Field(description="model id or path the engine loads")
@@ -430,3 +431,6 @@ class StackSpec:
                                      "releases; required with renderDirectory")
     load_replay: Optional[LoadReplay] = Field(default=None, description="rehearsal only: replay the night's "
                                               "demand curve against each model (inference-perf)")
+    profiles: Optional[formats.FilePath] = Field(default=None, description="the stack's own profiles file (model "
+                                                 "classes, GPUs, instance types, throughput rows), relative to the "
+                                                 "stack file; read above the shipped profiles.yaml")
