@@ -28,6 +28,7 @@ from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
 from peaknight.spec import profiles
+from peaknight.spec.weights_from import WEIGHTS_FROM, S3Source
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = "peaknight"
@@ -339,8 +340,9 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
                                        for o in errors):
             continue  # a list emptied by its own items' errors: those errors say what is wrong
         if kind == "union_tag_not_found" or (kind == "union_tag_invalid" and not isinstance(e["input"], dict)):
+            members = TAGGED.get(next((str(p) for p in reversed(_untagged(loc)) if isinstance(p, str)), ""), {})
             problems.append(Problem(source, _path(loc), "a mapping with a kind (one of "
-                                    + ", ".join(PROVISIONER_SETTINGS) + ")", _show(e["input"])))
+                                    + ", ".join(members) + ")", _show(e["input"])))
             continue
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
@@ -385,7 +387,7 @@ def _keys_at(loc: tuple) -> list[str]:
         if isinstance(part, int):
             continue
         if _is_tag(loc, i):
-            cls = PROVISIONER_SETTINGS[part]
+            cls = TAGGED[loc[i - 1]][part]
             continue
         hints = typing.get_type_hints(cls)
         field = next((f for f in dataclasses.fields(cls) if _alias(f) == part), None)
@@ -397,9 +399,13 @@ def _keys_at(loc: tuple) -> list[str]:
     return [_alias(f) for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
 
 
+# The tagged unions of the spec, by the key that holds one: kind -> member class.
+TAGGED: dict[str, dict[str, type]] = {"provisioner": PROVISIONER_SETTINGS, "weightsFrom": WEIGHTS_FROM}
+
+
 def _is_tag(loc: tuple, i: int) -> bool:
     """Pydantic puts the chosen member of a tagged union (`provisioner.<kind>`) in the location."""
-    return i > 0 and loc[i - 1] == "provisioner" and loc[i] in PROVISIONER_SETTINGS
+    return i > 0 and isinstance(loc[i - 1], str) and loc[i] in TAGGED.get(loc[i - 1], {})
 
 
 def _untagged(loc: tuple) -> tuple:
@@ -645,6 +651,8 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
         yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
                 f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
     yield from _unpinned(spec, P, f"models[{i}].image", model.image)
+    if isinstance(model.weights_from, S3Source):
+        yield from _unpinned(spec, P, f"models[{i}].weightsFrom.image", model.weights_from.image)
 
 
 def _check_shared_instance_types(spec: StackSpec, P: Any) -> Iterable[Problem]:

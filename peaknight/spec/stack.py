@@ -17,6 +17,7 @@ from pydantic.dataclasses import dataclass
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import ProvisionerSettings, default_settings
 from peaknight.spec import formats
+from peaknight.spec.weights_from import HubSource, WeightsFrom
 
 # Stack files must use the camelCase aliases (config.parse validates with by_name=False); code may
 # build and dataclasses.replace() specs by field name.
@@ -301,6 +302,9 @@ class Model:
     weights_revision: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]] = Field(
         default=None, description="the weights' commit (40 hex): staged exactly, as images are pinned by digest; "
         "required where policy.requireImageDigests")
+    weights_from: WeightsFrom = Field(default_factory=HubSource, description="where the staging Jobs download "
+                                         "the weights from: the hub (kind hub: endpoint, tokenSecret) or object "
+                                         "storage (kind s3: uri, image, endpointUrl, region, credentialsSecret)")
     pool: Name
     peak_tokens_per_minute: float = Field(gt=0, le=1e13, description="forecast peak, before scale (at most "
                                           "1e13: 150 times the gala's 63.3 B record)")
