@@ -153,7 +153,8 @@ def _weights(spec: StackSpec) -> list[Obj]:
     ns = weights_namespace(spec)
     ports = sorted({HTTPS, *(weights_from.port(url) for m in spec.models for url in m.weights_from.endpoints)})
     objs = [*_namespace_baseline(spec, ns),
-            _policy(spec, "weights-download", ns, {"matchLabels": warmup.STAGING_ROLE}, None, [{"ports": _ports(*ports)}])]
+            _policy(spec, "weights-download", ns, {"matchLabels": warmup.STAGING_ROLE}, None,
+                    [{"ports": _ports(*ports)}])]
     if loadreplay.enabled(spec):
         servers = [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: inference_namespace(spec)}},
                     "podSelector": {"matchLabels": model_selector(spec, m)}} for m in spec.models]
