@@ -169,3 +169,23 @@ def test_calibration_rows_sit_above_the_stacks_own_rows(tmp_path, capsys):
     assert code == 2
     assert err == [f"{tmp_path}/calibration.yaml: throughput[0].gpu: expected a GPU of the shipped profiles or of "
                    "this file (H100-80G, H20-96G, H200-141G, L20-48G, L40S-48G); found 'L4'"]
+
+
+def test_the_pulumi_program_reads_the_stacks_own_file_beside_the_stack_files(tmp_path, monkeypatch):
+    """Pulumi passes config, not a file: a relative `profiles` is read from the project's stacks/
+    (Pulumi.yaml's stackConfigDir), where the calibration file is read too."""
+    from pulumi_harness import run_program
+
+    (tmp_path / "Pulumi.yaml").write_text("name: mine\nruntime: python\nstackConfigDir: stacks\n")
+    (tmp_path / "stacks").mkdir()
+    stack = own_stack(tmp_path / "stacks")
+    monkeypatch.chdir(tmp_path)
+    mocks = run_program(stack)
+    deployment = next(r for r in mocks.resources if r.typ == "kubernetes:apps/v1:Deployment"
+                      and r.name == "use1-01/deployment.own-model-inference.assistant")
+    # Created at the plan's floor (the autoscaler takes it from there): 0.3 of the 263 at peak.
+    assert deployment.inputs["spec"]["replicas"] == 79
+    pool = next(r for r in mocks.resources if r.typ == "kubernetes:karpenter.sh/v1:NodePool")
+    types = next(r for r in pool.inputs["spec"]["template"]["spec"]["requirements"]
+                 if r["key"] == "node.kubernetes.io/instance-type")
+    assert types["values"] == ["g6e.48xlarge"]
