@@ -189,3 +189,23 @@ def test_the_pulumi_program_reads_the_stacks_own_file_beside_the_stack_files(tmp
     types = next(r for r in pool.inputs["spec"]["template"]["spec"]["requirements"]
                  if r["key"] == "node.kubernetes.io/instance-type")
     assert types["values"] == ["g6e.48xlarge"]
+
+
+def test_two_rows_of_one_key_in_the_own_file_are_refused(tmp_path, capsys):
+    stack = own_stack(tmp_path, lambda doc: doc["throughput"].append({**doc["throughput"][0], "decode_tps": 900}))
+    code, _, err = run(capsys, "plan", str(stack))
+    assert code == 2
+    assert err == [f"{tmp_path}/profiles.yaml: throughput[1]: expected one row per model class, GPU, engine and mode; "
+                   "found the same as throughput[0]"]
+
+
+def test_an_own_file_is_read_as_warily_as_the_stack_file(tmp_path, capsys):
+    """The profiles file is input like the stack: an alias bomb is refused before it is expanded."""
+    stack = own_stack(tmp_path)
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcd", "bcde"))
+    (tmp_path / "profiles.yaml").write_text(bomb)
+    code, _, err = run(capsys, "plan", str(stack))
+    assert code == 2
+    assert err == [f"{tmp_path}/profiles.yaml: line 5: expected at most 100,000 YAML nodes (aliases expanded); "
+                   "found more"]

@@ -13,12 +13,11 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
 from peaknight.spec import profiles
-from peaknight.spec.config import ConfigError, Problem
+from peaknight.spec.config import ConfigError, Problem, _load_bounded
 from peaknight.spec.stack import Engine, ServingMode
 
 # What a stack's own file may declare: the tables a model and its pool are looked up in. Timings,
@@ -49,10 +48,11 @@ def read(path: Path, what: str) -> dict[str, Any]:
     if len(data) > MAX_BYTES:
         raise ConfigError([Problem(source, "(file)", f"a {what} of at most {MAX_BYTES:,} bytes", "more")])
     try:
-        raw = yaml.safe_load(data.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError([Problem(source, "(file)", f"a {what} in UTF-8 YAML",
-                                   str(err).splitlines()[0])]) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([Problem(source, "(file)", f"a {what} in UTF-8", str(err))]) from None
+    # The stack file's reader: bounded in depth and size with aliases expanded, one YAML document.
+    raw = _load_bounded(text, source)
     if not isinstance(raw, dict):
         raise ConfigError([Problem(source, "(file)", f"a {what}: a mapping", type(raw).__name__)])
     return raw
@@ -88,8 +88,13 @@ def own(path: Path, shipped: Mapping[str, Any]) -> dict[str, Any]:
         rows = []
     gpus = {*shipped["gpus"], *(raw.get("gpus") or {})}
     classes = {*shipped["model_classes"], *(raw.get("model_classes") or {})}
+    first: dict[tuple[str, str, str, str], int] = {}
     for i, row in enumerate(rows):
-        problems += row_problems(source, f"throughput[{i}]", row, gpus, classes)
+        found = row_problems(source, f"throughput[{i}]", row, gpus, classes)
+        problems += found
+        if not found and first.setdefault(profiles.mapping_key(row), i) != i:
+            problems.append(Problem(source, f"throughput[{i}]", "one row per model class, GPU, engine and mode",
+                                    f"the same as throughput[{first[profiles.mapping_key(row)]}]"))
     clouds = sorted({c for c in PROVISIONER_CLOUD.values() if c})
     for name, entry in (raw.get("instance_types") or {}).items():
         if not isinstance(entry, dict):
