@@ -155,19 +155,39 @@ def _walk(value: Any, key: str = ""):
 
 
 def references(kind: str, manifest: dict[str, Any]) -> set[tuple[str, str | None, str]]:
-    """(kind, namespace, name) of every namespace, PriorityClass, Gateway, Service and InferencePool
-    `manifest` references: its own namespace, its pods' priority class, a route's parents and
-    backends, a pool's endpoint picker."""
+    """(kind, namespace, name) of every object `manifest` names: its namespace, its pods' priority
+    class, ServiceAccount, claims, ConfigMaps and Secrets, a route's parents and backends, a pool's
+    endpoint picker, an autoscaler's target, a policy's targets and credentials."""
     ns = manifest.get("metadata", {}).get("namespace")
     refs: set[tuple[str, str | None, str]] = {("Namespace", None, ns)} if ns else set()
     for key, value in _walk(manifest):
         if key == "priorityClassName":
             refs.add(("PriorityClass", None, value))
+        elif key == "serviceAccountName":
+            refs.add(("ServiceAccount", ns, value))
+        elif key == "persistentVolumeClaim":
+            refs.add(("PersistentVolumeClaim", ns, value["claimName"]))
+        elif key == "configMap" and isinstance(value, dict):
+            refs.add(("ConfigMap", ns, value["name"]))
+        elif key in ("secretKeyRef", "secret") and isinstance(value, dict):
+            refs.add(("Secret", ns, value.get("name") or value["secretName"]))
+        elif key == "scaleTargetRef":
+            refs.add((value.get("kind", "Deployment"), ns, value["name"]))
         elif key in ROUTE_REFS and isinstance(value, list):
             refs |= {(r.get("kind", ROUTE_REFS[key]), r.get("namespace", ns), r["name"]) for r in value}
+        elif key in ("targetRefs", "credentialRefs") and isinstance(value, list):
+            refs |= {(r.get("kind", "Secret"), r.get("namespace", ns), r["name"]) for r in value}
     if kind == "InferencePool":
         refs.add(("Service", ns, manifest["spec"]["endpointPickerRef"]["name"]))
     return refs
+
+
+def operator_secrets(spec) -> set[tuple[str, str | None, str]]:
+    """The Secrets the operator creates, never the program (README): each model's API keys (auth
+    apiKey) and each edge's signed-URL secret."""
+    event = spec.event.name
+    return ({("Secret", f"{event}-inference", f"{m.name}-api-keys") for m in spec.models if m.auth.type.value == "apiKey"}
+            | {("Secret", f"{event}-edge", f"{e.name}-secure-link") for e in spec.edges})
 
 
 def unregistered(mocks: RecordingMocks) -> set[tuple[str, str | None, str]]:
@@ -208,7 +228,9 @@ def test_the_example_program_deploys_alone_on_its_own_provider():
                                                      "Deployment", "Service", "ScaledObject", "DaemonSet", "Job",
                                                      "PersistentVolume"}
     assert all(r.provider == "ohio-01" for r in kube)
-    assert unregistered(mocks) == set()
+    # Only what the operator creates: the model's API keys and Llama's hub token.
+    assert unregistered(mocks) == {("Secret", "newyear-inference", "assistant-api-keys"),
+                                   ("Secret", "newyear-weights", "hf-token")}
 
 
 @pytest.mark.parametrize("model", ["greetings", "deep-think"])
@@ -247,17 +269,18 @@ def test_a_one_model_program_of_public_components_registers_what_its_objects_ref
         return {"url": service.url}
 
     mocks, _ = run_components(program)
-    assert unregistered(mocks) == set()
+    assert unregistered(mocks) == operator_secrets(spec)
     # Without the others, the servers' own references go missing: the check sees them.
     mocks, _ = run_components(lambda p: {"url": pk.InferenceService(model, pk.InferenceServiceArgs(
         scope=spec, cluster=cluster, model=served, plan=main, prefill=prefill[0] if prefill else None),
         opts=pulumi.ResourceOptions(provider=p)).url})
     ns = f"{spec.event.name}-inference"
     tier = f"{spec.event.name}-{'assistant' if served.tier.value == 'assistant' else 'serving'}"
-    missing = {("Namespace", None, ns), ("PriorityClass", None, tier), ("Gateway", ns, f"{spec.event.name}-gateway")}
+    missing = {("Namespace", None, ns), ("PriorityClass", None, tier), ("Gateway", ns, f"{spec.event.name}-gateway"),
+               ("PersistentVolumeClaim", ns, f"{served.pool}-weights-cache")}
     if not served.disaggregated:
         missing.add(("InferencePool", ns, model))
-    assert unregistered(mocks) == missing
+    assert unregistered(mocks) == missing | {s for s in operator_secrets(spec) if s[1] == ns}
 
 
 class _WithCloudPool:
