@@ -209,3 +209,18 @@ def test_an_own_file_is_read_as_warily_as_the_stack_file(tmp_path, capsys):
     assert code == 2
     assert err == [f"{tmp_path}/profiles.yaml: line 5: expected at most 100,000 YAML nodes (aliases expanded); "
                    "found more"]
+
+
+def test_the_shipped_table_passes_the_checks_an_own_file_gets():
+    """One validation: every shipped GPU, instance type, model class and row would be accepted in a
+    stack's own file (each cites its source), so the rules are the shipped table's own."""
+    from peaknight.spec import profile_files
+
+    shipped = yaml.safe_load((ROOT / "peaknight" / "data" / "profiles.yaml").read_text())
+    problems = [p for section in ("gpus", "instance_types", "model_classes")
+                for name, entry in shipped[section].items()
+                for p in profile_files.entry_problems("profiles.yaml", section, f"{section}.{name}", entry)]
+    problems += [p for i, row in enumerate(shipped["throughput"]) for p in profile_files.row_problems(
+        "profiles.yaml", f"throughput[{i}]", row, shipped["gpus"], shipped["model_classes"])]
+    assert problems == []
+    assert all(shipped[s][n]["source"] for s in ("gpus", "instance_types", "model_classes") for n in shipped[s])
