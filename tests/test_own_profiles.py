@@ -224,3 +224,24 @@ def test_the_shipped_table_passes_the_checks_an_own_file_gets():
         "profiles.yaml", f"throughput[{i}]", row, shipped["gpus"], shipped["model_classes"])]
     assert problems == []
     assert all(shipped[s][n]["source"] for s in ("gpus", "instance_types", "model_classes") for n in shipped[s])
+
+
+def _impossible_figures(doc):
+    doc["model_classes"]["dense-32b"]["architecture"].update(layers=0, kv_heads=0)
+    doc["throughput"][0]["decode_tps"] = float("nan")
+
+
+def test_figures_the_planner_divides_by_are_finite_and_positive(tmp_path, capsys):
+    code, _, err = run(capsys, "plan", str(own_stack(tmp_path, _impossible_figures)))
+    assert code == 2
+    assert err == [f"{tmp_path}/profiles.yaml: {line}" for line in (
+        "model_classes.dense-32b.architecture.layers: expected a finite number above 0; found 0.0",
+        "throughput[0].decode_tps: expected a finite number above 0; found nan")]
+
+
+def test_a_model_class_says_how_its_kv_cache_is_shaped(tmp_path, capsys):
+    stack = own_stack(tmp_path, lambda doc: doc["model_classes"]["dense-32b"]["architecture"].update(kv_heads=0))
+    code, _, err = run(capsys, "plan", str(stack))
+    assert code == 2
+    assert err == [f"{tmp_path}/profiles.yaml: model_classes.dense-32b.architecture: expected mla_dims (MLA), or "
+                   "kv_heads and head_dim (GQA): what the KV-cache memory bound divides by; found neither"]

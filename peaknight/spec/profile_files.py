@@ -9,6 +9,7 @@ file and the key path (ConfigError).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -135,10 +136,29 @@ def entry_problems(source: str, section: str, path: str, entry: Any) -> list[Pro
     if not str(entry.get("source", "")).strip():
         problems.append(Problem(source, f"{path}.source", "where the figures come from (a URL, a document, or "
                                 "'est.' and the derivation)", repr(entry.get("source"))))
-    numbers = {k: v for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    problems += [Problem(source, f"{path}.{k}", "a positive number", repr(v)) for k, v in numbers.items()
-                 if v <= 0 and k != "prefix_cache_hit_rate"]
+    problems += [Problem(source, f"{path}.{where}", "a finite number" + ("" if key in ZERO_ALLOWED else " above 0"),
+                         repr(v)) for where, key, v in _numbers(entry)
+                 if not math.isfinite(v) or (v <= 0 and key not in ZERO_ALLOWED) or v < 0]
+    arch: dict[str, Any] = entry.get("architecture") or {}
+    if section == "model_classes" and not problems and not (arch.get("mla_dims") or (arch.get("kv_heads")
+                                                                                     and arch.get("head_dim"))):
+        problems.append(Problem(source, f"{path}.architecture", "mla_dims (MLA), or kv_heads and head_dim (GQA): "
+                                "what the KV-cache memory bound divides by", "neither"))
     return problems
+
+
+# Figures that may be 0: a hit rate, and the attention shape the other kind of attention leaves out.
+ZERO_ALLOWED = {"prefix_cache_hit_rate", "mla_dims", "kv_heads", "head_dim"}
+
+
+def _numbers(value: Any, where: str = "") -> Iterable[tuple[str, str, float]]:
+    """(path, key, number) of every number in an entry, however deep (architecture, groups)."""
+    for key, v in value.items():
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(v, dict):
+            yield from _numbers(v, path)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield path, str(key), float(v)
 
 
 def row_problems(source: str, path: str, row: Any, gpus: Iterable[str], classes: Iterable[str]) -> list[Problem]:
