@@ -3,29 +3,42 @@
 What a Pulumi program of one's own imports:
 
     import peaknight as pk
-    loaded = pk.load_stack("stacks/Pulumi.broadcast.yaml")      # or build a StackSpec in code
-    plan = pk.capacity_plan(loaded.spec).cluster("gala-bj-01")
-    chat = pk.InferenceService("chat", pk.InferenceServiceArgs(scope, cluster, model, plan.model("chat")),
-                               opts=pulumi.ResourceOptions(provider=k8s_provider))
-    pk.Autoscaler("chat", pk.AutoscalerArgs(scope, chat.args), opts=...)
+    spec = pk.load_stack("stacks/Pulumi.broadcast.yaml").spec   # or pk.parse({...}, "my config"),
+    cluster, model = spec.clusters[0], spec.models[0]            # or a StackSpec built in code
+    plan = pk.capacity_plan(spec).cluster(cluster.name)
+    base = pk.ClusterBase("base", pk.ClusterBaseArgs(scope=spec, cluster=cluster), opts=...)
+    chat = pk.InferenceService(model.name, pk.InferenceServiceArgs(scope=spec, cluster=cluster, model=model,
+                                                               plan=plan.model(model.name)),
+                               opts=pulumi.ResourceOptions(provider=k8s_provider, depends_on=[base]))
+    pk.Autoscaler(model.name, pk.AutoscalerArgs(scope=spec, target=chat.args), opts=...)
 
-The components (GpuNodePool, InferenceService, Autoscaler, LiveEdge, WarmGate, ClusterStack) import Pulumi
-on first use only, so the CLI's render and plan never load it.
+The components (ClusterBase, GpuNodePool, InferenceService, InferenceRouter, Autoscaler, WarmGate, LiveEdge,
+ClusterStack) import Pulumi on first use only, so the CLI's render and plan never load it. Their Args are
+keyword-only.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from peaknight.builders.objects import EventScope, Scope
-from peaknight.builders.parts import (AutoscalerArgs, ClusterStackArgs, GpuNodePoolArgs, InferenceServiceArgs,
-                                      LiveEdgeArgs, WarmGateArgs)
-from peaknight.plan.capacity import plan as capacity_plan
-from peaknight.spec.config import load_stack, parse
+from peaknight.builders.parts import (AutoscalerArgs, ClusterBaseArgs, ClusterStackArgs, GpuNodePoolArgs,
+                                      InferenceRouterArgs, InferenceServiceArgs, LiveEdgeArgs, WarmGateArgs)
+from peaknight.plan import capacity
+from peaknight.spec.config import ConfigError, check, load_stack, parse
+from peaknight.spec.stack import StackSpec
 
-_COMPONENTS = ("GpuNodePool", "InferenceService", "Autoscaler", "LiveEdge", "WarmGate", "ClusterStack")
+_COMPONENTS = ("ClusterBase", "GpuNodePool", "InferenceService", "InferenceRouter", "Autoscaler", "LiveEdge",
+               "WarmGate", "ClusterStack")
 
-__all__ = ["EventScope", "Scope", "AutoscalerArgs", "ClusterStackArgs", "GpuNodePoolArgs", "InferenceServiceArgs",
-           "LiveEdgeArgs", "WarmGateArgs", "capacity_plan", "load_stack", "parse", *_COMPONENTS]
+__all__ = ["EventScope", "Scope", "AutoscalerArgs", "ClusterBaseArgs", "ClusterStackArgs", "GpuNodePoolArgs",
+           "InferenceRouterArgs", "InferenceServiceArgs", "LiveEdgeArgs", "WarmGateArgs", "ConfigError",
+           "capacity_plan", "load_stack", "parse", *_COMPONENTS]
+
+
+def capacity_plan(spec: StackSpec) -> capacity.CapacityPlan:
+    """The capacity plan of `spec`, after the checks a stack file passes (config.check: a spec built
+    in code with an unknown model class is a ConfigError of one line, as the CLI prints it)."""
+    return capacity.plan(check(spec))
 
 
 def __getattr__(name: str) -> Any:

@@ -47,7 +47,7 @@ def rehearsal():
 
 def parts_of(spec, plan, cluster_name: str):
     cluster = next(c for c in spec.clusters if c.name == cluster_name)
-    return pk.ClusterStackArgs(spec, plan.cluster(cluster_name), cluster).parts
+    return pk.ClusterStackArgs(spec=spec, plan=plan.cluster(cluster_name), cluster=cluster).parts
 
 
 def children(mocks: RecordingMocks, parent: str) -> dict[str, Any]:
@@ -138,7 +138,67 @@ def test_cluster_stack_uses_the_provider_it_was_given(rehearsal, opts):
     assert out["gpus"] == sum(int(m.gpus.value) for m in args.plan.models) and out["nodes"] == args.plan.nodes
 
 
-def test_the_example_program_composes_three_components_on_its_own_provider():
+# What one object names of another, by the field that names it: what must be registered beside it.
+ROUTE_REFS = {"parentRefs": "Gateway", "backendRefs": "Service"}
+
+
+def _walk(value: Any, key: str = ""):
+    """Every (key, value) pair under a manifest, however deep (pod templates of every workload kind)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k, v
+            yield from _walk(v, k)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk(item, key)
+
+
+def references(kind: str, manifest: dict[str, Any]) -> set[tuple[str, str | None, str]]:
+    """(kind, namespace, name) of every object `manifest` names: its namespace, its pods' priority
+    class, ServiceAccount, claims, ConfigMaps and Secrets, a route's parents and backends, a pool's
+    endpoint picker, an autoscaler's target, a policy's targets and credentials."""
+    ns = manifest.get("metadata", {}).get("namespace")
+    refs: set[tuple[str, str | None, str]] = {("Namespace", None, ns)} if ns else set()
+    for key, value in _walk(manifest):
+        if key == "priorityClassName":
+            refs.add(("PriorityClass", None, value))
+        elif key == "serviceAccountName":
+            refs.add(("ServiceAccount", ns, value))
+        elif key == "persistentVolumeClaim":
+            refs.add(("PersistentVolumeClaim", ns, value["claimName"]))
+        elif key == "configMap" and isinstance(value, dict):
+            refs.add(("ConfigMap", ns, value["name"]))
+        elif key in ("secretKeyRef", "secret") and isinstance(value, dict):
+            refs.add(("Secret", ns, value.get("name") or value["secretName"]))
+        elif key == "scaleTargetRef":
+            refs.add((value.get("kind", "Deployment"), ns, value["name"]))
+        elif key in ROUTE_REFS and isinstance(value, list):
+            refs |= {(r.get("kind", ROUTE_REFS[key]), r.get("namespace", ns), r["name"]) for r in value}
+        elif key in ("targetRefs", "credentialRefs") and isinstance(value, list):
+            refs |= {(r.get("kind", "Secret"), r.get("namespace", ns), r["name"]) for r in value}
+    if kind == "InferencePool":
+        refs.add(("Service", ns, manifest["spec"]["endpointPickerRef"]["name"]))
+    return refs
+
+
+def operator_secrets(spec) -> set[tuple[str, str | None, str]]:
+    """The Secrets the operator creates, never the program (README): each model's API keys (auth
+    apiKey) and each edge's signed-URL secret."""
+    event = spec.event.name
+    return ({("Secret", f"{event}-inference", f"{m.name}-api-keys") for m in spec.models if m.auth.type.value == "apiKey"}
+            | {("Secret", f"{event}-edge", f"{e.name}-secure-link") for e in spec.edges})
+
+
+def unregistered(mocks: RecordingMocks) -> set[tuple[str, str | None, str]]:
+    """What a registered Kubernetes object references and the program did not register."""
+    objects = {(r.typ.rsplit(":", 1)[-1], r.inputs.get("metadata", {}).get("namespace"), r.inputs["metadata"]["name"]):
+               r.inputs for r in mocks.resources if r.typ.startswith("kubernetes:") and r.custom
+               and "metadata" in r.inputs}
+    referenced = {ref for (kind, _, _), inputs in objects.items() for ref in references(kind, inputs)}
+    return referenced - set(objects)
+
+
+def run_example() -> RecordingMocks:
     folder = ROOT / "examples" / "a-la-carte"
     project = yaml.safe_load((folder / "Pulumi.yaml").read_text())["name"]
     cwd = os.getcwd()
@@ -147,20 +207,79 @@ def test_the_example_program_composes_three_components_on_its_own_provider():
         def program() -> None:  # the module's globals are no output of the program
             runpy.run_path("__main__.py")
 
-        mocks = run_under_mocks(program, "dev", {f"{project}:kubeconfig": "x"}, project=project)
+        return run_under_mocks(program, "dev", {f"{project}:kubeconfig": "x"}, project=project)
     finally:
         os.chdir(cwd)
+
+
+def test_the_example_program_deploys_alone_on_its_own_provider():
+    mocks = run_example()
     components = {(r.typ, r.name): r for r in mocks.resources if r.typ.startswith("peaknight:index:")}
-    assert set(components) == {("peaknight:index:InferenceService", "assistant"),
+    assert set(components) == {("peaknight:index:ClusterBase", "newyear"),
+                               ("peaknight:index:InferenceService", "assistant"),
+                               ("peaknight:index:InferenceRouter", "assistant-router"),
                                ("peaknight:index:Autoscaler", "assistant"),
                                ("peaknight:index:WarmGate", "assistant-weights")}
     assert components[("peaknight:index:Autoscaler", "assistant")].depends_on == ("assistant",)
+    assert components[("peaknight:index:InferenceService", "assistant")].depends_on == ("newyear",)
     kube = [r for r in mocks.resources if r.typ.startswith("kubernetes:")]
-    assert {r.typ.split(":")[-1] for r in kube} >= {"Deployment", "Service", "ScaledObject", "DaemonSet", "Job",
+    assert {r.typ.split(":")[-1] for r in kube} >= {"Namespace", "PriorityClass", "Gateway", "InferencePool",
+                                                     "Deployment", "Service", "ScaledObject", "DaemonSet", "Job",
                                                      "PersistentVolume"}
-    assert all(r.provider == "fra-01" for r in kube)
-    deployment = next(r for r in kube if r.typ == "kubernetes:apps/v1:Deployment")
-    assert deployment.inputs["metadata"]["namespace"] == "newyear-inference"
+    assert all(r.provider == "ohio-01" for r in kube)
+    # Only what the operator creates: the model's API keys and Llama's hub token.
+    assert unregistered(mocks) == {("Secret", "newyear-inference", "assistant-api-keys"),
+                                   ("Secret", "newyear-weights", "hf-token")}
+
+
+@pytest.mark.parametrize("model", ["greetings", "deep-think"])
+def test_a_one_model_program_of_public_components_registers_what_its_objects_reference(rehearsal, model):
+    """Every public component, for one model (colocated: its route's backend is an InferencePool;
+    disaggregated: SGLang's router Service) and the live edge: nothing any object references is
+    missing. The InferenceService alone misses exactly what the base and the router hold."""
+    full, _ = rehearsal
+    served = next(m for m in full.models if m.name == model)
+    spec = dataclasses.replace(full, models=(dataclasses.replace(served, ladder=None),),
+                               gpu_pools=tuple(p for p in full.gpu_pools if p.name == served.pool))
+    cluster = spec.clusters[0]
+    plan = pk.capacity_plan(spec).cluster(cluster.name)
+    *prefill, main = plan.phases(model)
+
+    def program(p: k8s.Provider, alone: bool = False) -> dict[str, pulumi.Output]:
+        base = pk.ClusterBase("base", pk.ClusterBaseArgs(scope=spec, cluster=cluster, gateway=plan.gateway),
+                              opts=pulumi.ResourceOptions(provider=p))
+        on_base = pulumi.ResourceOptions(provider=p, depends_on=[base])
+        service = pk.InferenceService(model, pk.InferenceServiceArgs(
+            scope=spec, cluster=cluster, model=served, plan=main, prefill=prefill[0] if prefill else None),
+            opts=on_base)
+        if alone:
+            return {"url": service.url}
+        pk.GpuNodePool(served.pool, pk.GpuNodePoolArgs(scope=spec, cluster=cluster, pool=spec.gpu_pools[0],
+                                                       plan=plan.pool(served.pool)), opts=on_base)
+        if not served.disaggregated:
+            pk.InferenceRouter(f"{model}-router", pk.InferenceRouterArgs(spec=spec, cluster=cluster, model=served,
+                                                                          plan=main), opts=on_base)
+        pk.Autoscaler(model, pk.AutoscalerArgs(scope=spec, target=service.args, slo=spec.slo), opts=on_base)
+        pk.WarmGate("warm", pk.WarmGateArgs(scope=spec, cluster=cluster, models=spec.models, weights=plan.weights),
+                    opts=on_base)
+        edge = spec.edges[0]
+        pk.LiveEdge(edge.name, pk.LiveEdgeArgs(scope=spec, cluster=cluster, edge=edge, plan=plan.edge(edge.name)),
+                    opts=on_base)
+        return {"url": service.url}
+
+    mocks, _ = run_components(program)
+    assert unregistered(mocks) == operator_secrets(spec)
+    # Without the others, the servers' own references go missing: the check sees them.
+    mocks, _ = run_components(lambda p: {"url": pk.InferenceService(model, pk.InferenceServiceArgs(
+        scope=spec, cluster=cluster, model=served, plan=main, prefill=prefill[0] if prefill else None),
+        opts=pulumi.ResourceOptions(provider=p)).url})
+    ns = f"{spec.event.name}-inference"
+    tier = f"{spec.event.name}-{'assistant' if served.tier.value == 'assistant' else 'serving'}"
+    missing = {("Namespace", None, ns), ("PriorityClass", None, tier), ("Gateway", ns, f"{spec.event.name}-gateway"),
+               ("PersistentVolumeClaim", ns, f"{served.pool}-weights-cache")}
+    if not served.disaggregated:
+        missing.add(("InferencePool", ns, model))
+    assert unregistered(mocks) == missing | {s for s in operator_secrets(spec) if s[1] == ns}
 
 
 class _WithCloudPool:

@@ -96,7 +96,7 @@ CASES = {
         ["{f}: peaknight:models[1].peakTokensPerMinute: expected this required key; found nothing",
          "{f}: peaknight:models[1].peakTokensPerMinue: expected a known key (admission, auth, burst, engine, image, "
          "inputShare, ladder, maxModelLen, maxReplicasPerCluster, meanContextTokens, modelClass, name, "
-         "peakTokensPerMinute, pool, prefixCacheHitRate, tier, topology, weights, weightsRevision); found an "
+         "peakTokensPerMinute, pool, prefixCacheHitRate, tier, topology, weights, weightsFrom, weightsRevision); found an "
          "unknown key (did you mean 'peakTokensPerMinute'?)"]),
     "disaggregated vLLM": (
         _set(["peaknight:models", 1, "topology"], "disaggregated"),

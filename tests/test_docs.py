@@ -5,13 +5,13 @@ import dataclasses
 import re
 
 from peaknight.provisioners import settings
-from peaknight.spec import stack as spec
+from peaknight.spec import stack as spec, weights_from
 from peaknight.spec.config import _alias
 from conftest import ROOT
 
 CONFIG_CLASSES = (spec.Event, spec.Window, spec.Moment, spec.Policy, spec.Slo, spec.Cluster, spec.Addons, spec.GpuPool,
                   spec.Model, spec.Auth, spec.Admission, spec.Ladder, spec.Edge, spec.Rendition, spec.LoadReplay,
-                  spec.StackSpec, *settings.PROVISIONER_SETTINGS.values(),
+                  spec.StackSpec, *settings.PROVISIONER_SETTINGS.values(), *weights_from.WEIGHTS_FROM.values(),
                   settings.ExistingGroup)
 
 

@@ -103,9 +103,10 @@ def test_sources_and_staging_are_per_zone_and_pinned(broadcast):
         pod = job["spec"]["template"]["spec"]
         assert pod["nodeSelector"] == {podpolicy.ZONE: zone}
         assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == f"chat-weights-z{i}"
-        script = pod["containers"][0]["command"][2]
-        assert f"revision={chat.weights_revision!r}" in script
-        assert f"/source/{chat.weights}/{chat.weights_revision}.staged" in script
+        # The hub script takes the repo, target and revision as arguments (test_weights_from runs it).
+        assert pod["containers"][0]["command"] == ["python3", "-c", warmup.HUB_SCRIPT, chat.weights,
+                                                   f"/source/{chat.weights}/{chat.weights_revision}",
+                                                   chat.weights_revision]
         assert job["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
         assert job["metadata"]["annotations"]["peaknight.io/wait"] == (
             f"kubectl wait --for=condition=complete job/stage-chat-z{i} -n {ns} "

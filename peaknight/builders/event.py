@@ -28,11 +28,12 @@ def build(spec: StackSpec, plan: CapacityPlan | None = None) -> EventObjects:
     """Plan (unless given) and build; raises capacity.EnvelopeError rather than emit a plan that
     does not fit."""
     plan = plan or capacity.plan(spec)
-    return EventObjects(spec, plan, tuple(ClusterStackArgs(spec, plan.cluster(c.name), c) for c in spec.clusters))
+    return EventObjects(spec, plan, tuple(ClusterStackArgs(spec=spec, plan=plan.cluster(c.name), cluster=c)
+                                          for c in spec.clusters))
 
 
 def pool_units(spec: StackSpec, plan: CapacityPlan) -> list[tuple[str, Unit]]:
     """(cluster, unit) of every GPU pool: what `plan` lists of the provisioners' cloud node pools,
     without building the rest of the event."""
     return [(c.name, pool.unit) for c in spec.clusters
-            for pool in ClusterStackArgs(spec, plan.cluster(c.name), c).parts.pools]
+            for pool in ClusterStackArgs(spec=spec, plan=plan.cluster(c.name), cluster=c).parts.pools]

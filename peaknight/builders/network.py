@@ -17,8 +17,8 @@ Allowed, and nothing else:
   to its model servers' HTTP port and the API server (builders/routing.py);
 - a disaggregated model's router: from the Gateway's Envoy proxies; to its model servers' HTTP
   port, and to the API server's port (it watches the namespace's pods to find them);
-- the weights staging Jobs -> HTTPS (they download from the model hub); the node-cache fillers
-  have no network at all;
+- the weights staging Jobs -> HTTPS (they download from the model hub or S3) and the ports of the
+  endpoints models[].weightsFrom names; the node-cache fillers have no network at all;
 - rehearsal only: the load replay's pods -> each model server's HTTP port (builders/loadreplay.py);
 - viewers -> each live edge's HTTP port (from its source ranges when it has them); the edge pods
   -> their shields' HTTP port; the shields -> the origins' ports (an origin given by IP address:
@@ -45,6 +45,7 @@ from peaknight.edges import nginx as edge_nginx
 from peaknight.engines import base as engines
 from peaknight.plan.capacity import ClusterPlan
 from peaknight.spec import origins as origin_grammar
+from peaknight.spec import weights_from
 from peaknight.spec.stack import Cluster, StackSpec
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"   # set by the API server on every namespace
@@ -145,12 +146,15 @@ def _load_pods(spec: StackSpec) -> dict[str, Any]:
 
 
 def _weights(spec: StackSpec) -> list[Obj]:
-    """The staging Jobs download from the model hub over HTTPS; the fillers need no network (the
-    kubelet mounts their volumes), so the namespace's default deny holds them. Rehearsal: the load
-    replay's pods reach the model servers' port and nothing else."""
+    """The staging Jobs download over HTTPS (the hub, S3) and from the ports of the endpoints the
+    models' weightsFrom name (a hub mirror, an S3-compatible store); the fillers need no network
+    (the kubelet mounts their volumes), so the namespace's default deny holds them. Rehearsal: the
+    load replay's pods reach the model servers' port and nothing else."""
     ns = weights_namespace(spec)
+    ports = sorted({HTTPS, *(weights_from.port(url) for m in spec.models for url in m.weights_from.endpoints)})
     objs = [*_namespace_baseline(spec, ns),
-            _policy(spec, "weights-download", ns, {"matchLabels": warmup.STAGING_ROLE}, None, [{"ports": _ports(HTTPS)}])]
+            _policy(spec, "weights-download", ns, {"matchLabels": warmup.STAGING_ROLE}, None,
+                    [{"ports": _ports(*ports)}])]
     if loadreplay.enabled(spec):
         servers = [{"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: inference_namespace(spec)}},
                     "podSelector": {"matchLabels": model_selector(spec, m)}} for m in spec.models]

@@ -5,7 +5,7 @@ enough) and `build()` returns the part's Unit. The offline render builds every p
 cluster through here (event.py), and each public Pulumi component (pulumi/components.py) takes
 the same Args and registers the Unit its `build()` returns: one builder per part, one path to it,
 so the program and the render cannot drift. A Pulumi user composing components by hand builds
-these Args directly (see examples/).
+these Args directly (see examples/), by keyword: a field added later cannot shift the others.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class PartArgs(Protocol):
     def unit(self) -> Unit: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GpuNodePoolArgs:
     """One GPU pool in one cluster, from the provisioner the cluster's config chose."""
 
@@ -45,7 +45,7 @@ class GpuNodePoolArgs:
         return provisioners.for_cluster(self.cluster).pool(self.scope, self.cluster, self.pool, self.plan)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InferenceServiceArgs:
     """One model's servers in one cluster, sized by its plan: `plan` is its workload, or, for a
     disaggregated model, its decode groups, with `prefill` its prefill groups (and a router)."""
@@ -65,7 +65,7 @@ class InferenceServiceArgs:
         return inference.build(self.scope, self.cluster, self.model, self.plan, self.prefill)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AutoscalerArgs:
     """The autoscaler of one InferenceService (`target`): KEDA or an HPA, as its cluster says."""
 
@@ -79,7 +79,7 @@ class AutoscalerArgs:
         return autoscaling.build(self.scope, self.slo, t.cluster, t.model, t.workloads, t.unit)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InferenceRouterArgs:
     """One colocated model's prefix- and load-aware router in one cluster: its InferencePool (the
     pods inference.serving_pods names) and endpoint picker, sized from its plan. (A disaggregated
@@ -95,7 +95,7 @@ class InferenceRouterArgs:
         return routing.build(self.spec, self.model, self.plan, len(self.cluster.zones))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LiveEdgeArgs:
     """One live edge tier in one cluster."""
 
@@ -109,7 +109,7 @@ class LiveEdgeArgs:
         return live.build(self.scope, self.cluster, self.edge, self.plan)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClusterBaseArgs:
     """What a cluster gets first: namespaces, PriorityClass, Gateway (and its data plane, sized
     from `gateway` when there is a plan; the controller's default otherwise)."""
@@ -123,7 +123,7 @@ class ClusterBaseArgs:
         return cluster_base.build(self.scope, self.cluster, self.gateway)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WarmGateArgs:
     """Image pre-pullers, weight sources with their staging, and node caches for the cluster's
     models; `weights` is the plan's distribution (ClusterPlan.weights). The node cache lives where
@@ -140,7 +140,7 @@ class WarmGateArgs:
         return warmup.build(self.scope, self.cluster, self.models, self.weights, cache_path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MonitoringArgs:
     """The cluster's rules and alerts: they quote the stack's SLO over every model and edge."""
 
@@ -153,7 +153,7 @@ class MonitoringArgs:
         return monitoring.build(self.spec, self.cluster, self.plan)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GitOpsAddonsArgs:
     """With `peaknight:gitops`, the cluster's add-ons as Argo CD / Flux objects: derived, like the
     Helm releases otherwise, from the objects of the cluster's other parts."""
@@ -168,7 +168,7 @@ class GitOpsAddonsArgs:
         return gitops.unit(self.spec, self.plan, self.cluster, [o for p in self.others for o in p.unit.objects])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AdmissionArgs:
     """Each model route's gateway limits: the plan's per-replica figures over the gateway's pods."""
 
@@ -181,7 +181,7 @@ class AdmissionArgs:
         return admission.build(self.spec, self.cluster, self.plan)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NetworkPoliciesArgs:
     """Default-deny in the kit's namespaces and the night's flows: they name every model and edge."""
 
@@ -194,7 +194,7 @@ class NetworkPoliciesArgs:
         return network.build(self.spec, self.cluster, self.plan)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoadReplayArgs:
     """Rehearsal only: the load generators that replay the night's curve against the cluster's models."""
 
@@ -207,7 +207,7 @@ class LoadReplayArgs:
         return loadreplay.build(self.spec, self.cluster, self.plan)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClusterParts:
     """Every part of one cluster, in the order they are declared."""
 
@@ -238,27 +238,31 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
     services = []
     for model in spec.models:
         *prefill, main = plan.phases(model.name)  # (decode, with its prefill) or the one workload
-        service = InferenceServiceArgs(spec, cluster, model, main, prefill[0] if prefill else None)
-        services.append((service, AutoscalerArgs(spec, service, spec.slo)))
+        service = InferenceServiceArgs(scope=spec, cluster=cluster, model=model, plan=main,
+                                       prefill=prefill[0] if prefill else None)
+        services.append((service, AutoscalerArgs(scope=spec, target=service, slo=spec.slo)))
     kit = ClusterParts(
-        base=ClusterBaseArgs(spec, cluster, plan.gateway),
-        pools=tuple(GpuNodePoolArgs(spec, cluster, pool, plan.pool(pool.name)) for pool in spec.gpu_pools),
+        base=ClusterBaseArgs(scope=spec, cluster=cluster, gateway=plan.gateway),
+        pools=tuple(GpuNodePoolArgs(scope=spec, cluster=cluster, pool=pool, plan=plan.pool(pool.name))
+                    for pool in spec.gpu_pools),
         services=tuple(services),
-        routers=tuple(InferenceRouterArgs(spec, cluster, m, plan.model(m.name)) for m in spec.models
-                      if not m.disaggregated),
-        warm_gate=WarmGateArgs(spec, cluster, spec.models, plan.weights),
-        monitoring=MonitoringArgs(spec, cluster, plan),
-        edges=tuple(LiveEdgeArgs(spec, cluster, edge, plan.edge(edge.name)) for edge in spec.edges),
-        network=NetworkPoliciesArgs(spec, cluster, plan),
-        admission=AdmissionArgs(spec, cluster, plan),
-        load_replay=LoadReplayArgs(spec, cluster, plan) if loadreplay.enabled(spec) else None,
+        routers=tuple(InferenceRouterArgs(spec=spec, cluster=cluster, model=m, plan=plan.model(m.name))
+                      for m in spec.models if not m.disaggregated),
+        warm_gate=WarmGateArgs(scope=spec, cluster=cluster, models=spec.models, weights=plan.weights),
+        monitoring=MonitoringArgs(spec=spec, cluster=cluster, plan=plan),
+        edges=tuple(LiveEdgeArgs(scope=spec, cluster=cluster, edge=edge, plan=plan.edge(edge.name))
+                    for edge in spec.edges),
+        network=NetworkPoliciesArgs(spec=spec, cluster=cluster, plan=plan),
+        admission=AdmissionArgs(spec=spec, cluster=cluster, plan=plan),
+        load_replay=LoadReplayArgs(spec=spec, cluster=cluster, plan=plan) if loadreplay.enabled(spec) else None,
     )
     if spec.gitops is None:
         return kit
-    return dataclasses.replace(kit, gitops_addons=GitOpsAddonsArgs(spec, plan, cluster, kit.kit()))
+    return dataclasses.replace(kit, gitops_addons=GitOpsAddonsArgs(spec=spec, plan=plan, cluster=cluster,
+                                                                   others=kit.kit()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClusterStackArgs:
     """One cluster of a stack: its parts, and what its add-ons are derived from."""
 

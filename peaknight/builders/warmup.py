@@ -6,7 +6,7 @@ there) and its weights (the node-cache filler copied them): only the model load 
 *cold* when the provisioner must first find a node: batch, boot, GPU driver, image pull, the
 node-cache fill, then the model load (plan/startup.py).
 
-Weights travel hub -> per-zone source -> node cache:
+Weights travel hub (or object storage: models[].weightsFrom) -> per-zone source -> node cache:
 - one ReadWriteMany volume per model per zone (`<model>-weights-z<i>`), in the weights namespace,
   sized by the plan for the throughput its zone's fleet needs, and filled by one staging Job per
   zone pinned to that zone (with WaitForFirstConsumer the volume is created where its first
@@ -38,6 +38,7 @@ from peaknight.engines.base import MODEL_DIR, READY_SUFFIX, revision_dir
 from peaknight.plan import startup
 from peaknight.plan.weights import CACHED_REVISIONS, WeightsPlan, weights_gib
 from peaknight.spec.stack import Cluster, Model
+from peaknight.spec.weights_from import AWS_KEYS, HF_TOKEN_KEY, S3Source
 
 # Pinned by digest like every image of the night (policy immutable-images): a tag can be repointed.
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a"
@@ -141,19 +142,72 @@ def _source(scope: Scope, cluster: Cluster, model: Model, zone: int, plan: Weigh
                protect=scope.policy.protect)
 
 
+# The hub: huggingface_hub's snapshot_download in the model's image (vLLM's and SGLang's carry it),
+# which reads HF_ENDPOINT and HF_TOKEN from the environment. Its inputs arrive as arguments, never
+# as text of the script: repo id, target directory, revision ("" for the newest).
+HUB_SCRIPT = ("import sys\n"
+              "from huggingface_hub import snapshot_download\n"
+              "repo, target, revision = sys.argv[1:4]\n"
+              "snapshot_download(repo_id=repo, local_dir=target, revision=revision or None)\n"
+              f"open(target + {STAGED_SUFFIX!r}, 'w').close()\n")
+# Object storage: `aws s3 sync` (idempotent: present files of the same size are skipped), then the
+# mark, by the model's image once the sync has exited 0.
+MARK_SCRIPT = f"import sys\nopen(sys.argv[1] + {STAGED_SUFFIX!r}, 'w').close()\n"
+
+
+def _secret_env(secret: str, *keys: str) -> list[dict[str, Any]]:
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in keys]
+
+
+def _staging_containers(cluster: Cluster, model: Model, target: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(init containers, main container) that put the model's weights into `target` and mark it
+    staged, from where `models[].weightsFrom` says: every value an argument or an env var."""
+    source = model.weights_from
+    common = {"imagePullPolicy": "IfNotPresent", "securityContext": podpolicy.container_security(),
+              "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}},
+              "volumeMounts": [{"name": "source", "mountPath": SOURCE_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}]}
+    env: list[dict[str, Any]] = [{"name": "HOME", "value": "/tmp"}]
+    if isinstance(source, S3Source):
+        env.append({"name": "AWS_DEFAULT_REGION", "value": source.region or cluster.region})
+        if source.credentials_secret:
+            env += _secret_env(source.credentials_secret, *AWS_KEYS)
+        sync = ["aws", "s3", "sync", source.uri, target, "--only-show-errors",
+                *(["--endpoint-url", source.endpoint_url] if source.endpoint_url else [])]
+        init = [{"name": "sync", "image": source.image, "command": [literal_arg(a) for a in sync], "env": env,
+                 **common}]
+        return init, {"name": "stage", "image": model.image, **common,
+                      "command": ["python3", "-c", literal_arg(MARK_SCRIPT), literal_arg(target)],
+                      "env": [{"name": "HOME", "value": "/tmp"}]}
+    if source.endpoint:
+        env.append({"name": "HF_ENDPOINT", "value": source.endpoint})
+    if source.token_secret:
+        env += _secret_env(source.token_secret, HF_TOKEN_KEY)
+    args = [model.weights, target, model.weights_revision or ""]
+    return [], {"name": "stage", "image": model.image, **common, "env": env,
+                "command": ["python3", "-c", *(literal_arg(a) for a in (HUB_SCRIPT, *args))]}
+
+
 def _staging_job(scope: Scope, cluster: Cluster, model: Model, zone: int, plan: WeightsPlan,
                  deadline: dt.datetime) -> Obj:
     """Download the weights at their pinned revision into one zone's source (idempotent: files
     present are skipped), then mark the revision staged."""
     name = staging_name(model, zone)
     ns = weights_namespace(scope)
-    target = f"{SOURCE_MOUNT}/{revision_dir(model)}"
-    revision = f", revision={model.weights_revision!r}" if model.weights_revision else ""
-    script = ("from huggingface_hub import snapshot_download\n"
-              f"snapshot_download(repo_id={model.weights!r}, local_dir={target!r}{revision})\n"
-              f"open({target + STAGED_SUFFIX!r}, 'w').close()\n")
+    init, stage = _staging_containers(cluster, model, f"{SOURCE_MOUNT}/{revision_dir(model)}")
     deadline_seconds = int(STAGING_DEADLINE_FACTOR * plan.staging.value)
     labels = {**meta(scope, "warm-gate", name)["labels"], **STAGING_ROLE}
+    pod: dict[str, Any] = {
+        "restartPolicy": "OnFailure",
+        "securityContext": podpolicy.pod_security(podpolicy.RUN_AS_USER),
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,
+        # In the source's zone: a WaitForFirstConsumer class creates the volume there.
+        "nodeSelector": {podpolicy.ZONE: cluster.zones[zone]},
+        **({"initContainers": init} if init else {}),
+        "containers": [stage],
+        "volumes": [{"name": "source", "persistentVolumeClaim": {"claimName": source_claim(model, zone)}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}],
+    }
     return Obj({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {**meta(scope, "warm-gate", name, ns), "annotations": {
@@ -168,28 +222,7 @@ def _staging_job(scope: Scope, cluster: Cluster, model: Model, zone: int, plan: 
         "spec": {
             "backoffLimit": 3,
             "activeDeadlineSeconds": deadline_seconds,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "securityContext": podpolicy.pod_security(podpolicy.RUN_AS_USER),
-                    "serviceAccountName": SERVICE_ACCOUNT,
-                    "automountServiceAccountToken": False,
-                    # In the source's zone: a WaitForFirstConsumer class creates the volume there.
-                    "nodeSelector": {podpolicy.ZONE: cluster.zones[zone]},
-                    "containers": [{
-                        "name": "stage", "image": model.image, "imagePullPolicy": "IfNotPresent",
-                        "command": ["python3", "-c", literal_arg(script)],
-                        "env": [{"name": "HOME", "value": "/tmp"}],
-                        "resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}},
-                        "volumeMounts": [{"name": "source", "mountPath": SOURCE_MOUNT},
-                                         {"name": "tmp", "mountPath": "/tmp"}],
-                        "securityContext": podpolicy.container_security(),
-                    }],
-                    "volumes": [{"name": "source", "persistentVolumeClaim": {"claimName": source_claim(model, zone)}},
-                                {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}],
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     })
 

@@ -1,8 +1,8 @@
 """Weight distribution: can every GPU node hold its models' weights before it must serve?
 
 The path is hub -> per-zone source -> node cache:
-1. The staging Jobs download each model's weights, at its pinned revision, from the model hub into
-   one source file system per zone (in parallel, one Job per zone), at the hub rate of
+1. The staging Jobs download each model's weights, at its pinned revision, from the model hub (or
+   object storage, models[].weightsFrom) into one source file system per zone (in parallel, one Job per zone), at the hub rate of
    profiles.yaml `timings.image_pull_seconds_per_gib`.
 2. On every GPU node, a cache filler copies the pool's models from its zone's sources onto the
    node's local disk (instance store); the engine then loads from local NVMe.
@@ -28,6 +28,7 @@ from peaknight.plan.figure import Figure
 from peaknight.spec import profiles
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
 from peaknight.spec.stack import Cluster, Model, Policy, StackSpec, WeightSource
+from peaknight.spec.weights_from import S3Source
 
 GIB = 1024 ** 3
 GB = 1000 ** 3
@@ -62,10 +63,14 @@ def weights_gib(model: Model) -> float:
 
 
 def staging_seconds(model: Model) -> Figure:
-    """Downloading the weights from the hub into one zone's source (zones stage in parallel)."""
+    """Downloading the weights from where models[].weightsFrom says into one zone's source (zones
+    stage in parallel), at the hub rate for either kind (est.: no published figure for one
+    `aws s3 sync` stream; rehearse it)."""
     rate = profiles.load().timings.image_pull_seconds_per_gib
     value = math.ceil(weights_gib(model) * rate)
-    return Figure(value, f"{weights_gib(model):g} GiB x {rate:g} s/GiB (hub rate, profiles timings) = {value} s")
+    origin = model.weights_from.uri if isinstance(model.weights_from, S3Source) else "the hub"
+    return Figure(value, f"{weights_gib(model):g} GiB from {origin} x {rate:g} s/GiB (hub rate, profiles timings) "
+                         f"= {value} s")
 
 
 def fill_seconds(policy: Policy) -> Figure:

@@ -1,4 +1,10 @@
-"""The public Pulumi components: GpuNodePool, InferenceService, Autoscaler, LiveEdge, ClusterStack.
+"""The public Pulumi components: ClusterBase, GpuNodePool, InferenceService, InferenceRouter,
+Autoscaler, WarmGate, LiveEdge, ClusterStack.
+
+A program of one's own composes them so that everything an object references is registered too:
+ClusterBase holds the namespaces, PriorityClasses and Gateway the others' objects name,
+InferenceRouter a colocated model's InferencePool and endpoint picker (its route's backend), and
+WarmGate the node cache its servers mount (README, "Using the components in your own program").
 
 Each is a `pulumi.ComponentResource` that takes the typed Args of builders/parts.py, records them
 (`.args`), registers every object of `args.unit` (the same Unit `peaknight render` writes) as its
@@ -110,6 +116,43 @@ def _cloud_resource(cloud: CloudResource, name: str, parent: pulumi.Resource) ->
                                  pulumi.ResourceOptions(parent=parent, protect=cloud.protect))
 
 
+class ClusterBase(_UnitComponent):
+    """What every other component's objects stand on in one cluster: the event's namespaces
+    (inference, edge, monitoring, weights), its PriorityClasses (assistant, serving, warm) and the
+    Gateway the models' routes attach to (with its Envoy data plane when `args.gateway` is planned).
+    Declare it first and let the others depend on it.
+
+    Outputs: `namespaces` (the four namespace names), `priority_classes`, `gateway_name`."""
+
+    def __init__(self, name: str, args: parts.ClusterBaseArgs, opts: pulumi.ResourceOptions | None = None, *,
+                 prefix: str | None = None, needed_by: NeededBy | None = None):
+        super().__init__("ClusterBase", name, args, opts, prefix, needed_by)
+        names = {kind: [o.name for o in self._unit.objects if o.kind == kind]
+                 for kind in ("Namespace", "PriorityClass", "Gateway")}
+        self.namespaces: pulumi.Output[list[str]] = pulumi.Output.from_input(names["Namespace"])
+        self.priority_classes: pulumi.Output[list[str]] = pulumi.Output.from_input(names["PriorityClass"])
+        self.gateway_name: pulumi.Output[str] = pulumi.Output.from_input(names["Gateway"][0])
+        self.register_outputs({"namespaces": self.namespaces, "priority_classes": self.priority_classes,
+                               "gateway_name": self.gateway_name})
+
+
+class InferenceRouter(_UnitComponent):
+    """A colocated model's prefix- and load-aware routing in one cluster: the InferencePool its
+    route sends to and the endpoint picker (llm-d-router's EPP: Deployment, Service, config, RBAC)
+    the pool asks. A disaggregated model's router is SGLang's, inside its InferenceService.
+
+    Outputs: `pool_name`, `endpoint_picker` (the EPP's Service)."""
+
+    def __init__(self, name: str, args: parts.InferenceRouterArgs, opts: pulumi.ResourceOptions | None = None, *,
+                 prefix: str | None = None, needed_by: NeededBy | None = None):
+        super().__init__("InferenceRouter", name, args, opts, prefix, needed_by)
+        pool = next(o for o in self._unit.objects if o.kind == "InferencePool")
+        self.pool_name: pulumi.Output[str] = pulumi.Output.from_input(pool.name)
+        self.endpoint_picker: pulumi.Output[str] = pulumi.Output.from_input(
+            pool.manifest["spec"]["endpointPickerRef"]["name"])
+        self.register_outputs({"pool_name": self.pool_name, "endpoint_picker": self.endpoint_picker})
+
+
 class GpuNodePool(_UnitComponent):
     """One GPU pool in one cluster, declared by the cluster's provisioner.
 
@@ -206,8 +249,8 @@ class WarmGate(_UnitComponent):
 
 
 class _ClusterPart(_UnitComponent):
-    """The parts of a cluster that are not public components (base, routers, monitoring, network
-    policies)."""
+    """The parts of a cluster that are not public components (monitoring, network policies,
+    admission, load replay, GitOps add-ons)."""
 
     def __init__(self, name: str, args: parts.PartArgs, opts: pulumi.ResourceOptions, *, prefix: str,
                  needed_by: NeededBy | None):
@@ -241,15 +284,14 @@ class ClusterStack(pulumi.ComponentResource):
         def declare(component: Callable[..., _UnitComponent], part: parts.PartArgs) -> Any:
             return component(f"{name}/{part.unit.name}", part, child, prefix=name, needed_by=needed_by)
 
-        declare(_ClusterPart, cluster_parts.base)
+        self.base: ClusterBase = declare(ClusterBase, cluster_parts.base)
         self.pools: list[GpuNodePool] = [declare(GpuNodePool, p) for p in cluster_parts.pools]
         self.services: list[InferenceService] = []
         self.autoscalers: list[Autoscaler] = []
         for service_args, autoscaler_args in cluster_parts.services:
             self.services.append(declare(InferenceService, service_args))
             self.autoscalers.append(declare(Autoscaler, autoscaler_args))
-        for router in cluster_parts.routers:
-            declare(_ClusterPart, router)
+        self.routers: list[InferenceRouter] = [declare(InferenceRouter, r) for r in cluster_parts.routers]
         declare(WarmGate, cluster_parts.warm_gate)
         declare(_ClusterPart, cluster_parts.monitoring)
         self.edges: list[LiveEdge] = [declare(LiveEdge, e) for e in cluster_parts.edges]

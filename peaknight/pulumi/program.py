@@ -68,9 +68,11 @@ def spec_from_pulumi_config() -> StackSpec:
     """Validate every `peaknight:*` key Pulumi passed exactly as the CLI validates the stack file:
     unknown keys and plain-text kubeconfigs included (stack_config.raw_config)."""
     source = f"Pulumi config of stack {pulumi.get_stack()}"
-    # Pulumi.yaml's stackConfigDir: the calibration file sits beside the stack files, as for the CLI.
-    profiles.use_calibration(config.project_root() / "stacks" / profiles.CALIBRATION_FILE)
-    return config.parse(stack_config.raw_config(source), source)
+    # Pulumi.yaml's stackConfigDir: the calibration file (and a stack's own profiles file) sit beside
+    # the stack files, as for the CLI.
+    stacks = config.project_root() / "stacks"
+    profiles.use_calibration(stacks / profiles.CALIBRATION_FILE)
+    return config.parse(stack_config.raw_config(source), source, base=stacks)
 
 
 def main() -> None:

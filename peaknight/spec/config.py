@@ -28,6 +28,7 @@ from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
 from peaknight.spec import profiles
+from peaknight.spec.weights_from import WEIGHTS_FROM, S3Source
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = "peaknight"
@@ -113,10 +114,11 @@ def resolve_stack_path(stack: str, root: Path | None = None) -> Path:
 
 
 def load_stack(stack: str) -> LoadedStack:
-    """The stack file, with the calibration file beside it read above the shipped profiles."""
+    """The stack file, with the calibration file beside it read above the shipped profiles (and
+    its own profiles file, `peaknight:profiles`, relative to it)."""
     path = resolve_stack_path(stack)
     profiles.use_calibration(path.parent / profiles.CALIBRATION_FILE)
-    return LoadedStack(path, parse(read_stack_file(path), str(path)))
+    return LoadedStack(path, parse(read_stack_file(path), str(path), base=path.parent))
 
 
 # Bounds on the file itself, checked before anything is built from it. The shipped stacks are
@@ -240,8 +242,11 @@ def top_level_keys() -> list[str]:
     return [_alias(f) for f in dataclasses.fields(StackSpec)]
 
 
-def parse(raw: dict[str, Any], source: str) -> StackSpec:
-    """Validate raw config into a StackSpec, or raise ConfigError listing every problem."""
+def parse(raw: dict[str, Any], source: str, base: Path | None = None) -> StackSpec:
+    """Validate raw config (the `peaknight:` keys, prefix stripped, as a stack file holds them) into
+    a StackSpec, or raise ConfigError listing every problem, one line each naming `source`, the key
+    path and what was expected: the CLI's validation, for a program of one's own. A relative
+    `profiles` path is read from `base` (default: the working directory)."""
     raw = dict(raw)
     problems = _check_secrets(raw, source)
     known = set(top_level_keys())
@@ -275,6 +280,26 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
+    if spec.profiles is not None:
+        own = (base or Path.cwd()) / spec.profiles
+        if not own.is_file():
+            raise ConfigError([Problem(source, f"{NAMESPACE}:profiles", "a profiles file (relative to the stack "
+                                       "file)", f"no file at {own}")])
+        spec = dataclasses.replace(spec, profiles=str(own.resolve()))
+    return check(spec, source)
+
+
+def check(spec: StackSpec, source: str = "StackSpec built in code") -> StackSpec:
+    """The rules across keys (references, sums, the profiles a model needs, the stage's policy),
+    with the stack's own profiles file read above the shipped table: what every stack file passes
+    after its types, and what a spec built in code passes before it is planned (pk.capacity_plan),
+    so both fail the same way, one line per problem. Returns `spec`."""
+    profiles.use_profiles(Path(spec.profiles) if spec.profiles is not None else None)
+    try:
+        profiles.load()
+    except ConfigError:
+        profiles.use_profiles(None)
+        raise
     problems = list(_cross_checks(spec, source))
     if problems:
         raise ConfigError(problems)
@@ -315,8 +340,9 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
                                        for o in errors):
             continue  # a list emptied by its own items' errors: those errors say what is wrong
         if kind == "union_tag_not_found" or (kind == "union_tag_invalid" and not isinstance(e["input"], dict)):
+            members = TAGGED.get(next((str(p) for p in reversed(_untagged(loc)) if isinstance(p, str)), ""), {})
             problems.append(Problem(source, _path(loc), "a mapping with a kind (one of "
-                                    + ", ".join(PROVISIONER_SETTINGS) + ")", _show(e["input"])))
+                                    + ", ".join(members) + ")", _show(e["input"])))
             continue
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
@@ -361,7 +387,7 @@ def _keys_at(loc: tuple) -> list[str]:
         if isinstance(part, int):
             continue
         if _is_tag(loc, i):
-            cls = PROVISIONER_SETTINGS[part]
+            cls = TAGGED[loc[i - 1]][part]
             continue
         hints = typing.get_type_hints(cls)
         field = next((f for f in dataclasses.fields(cls) if _alias(f) == part), None)
@@ -373,9 +399,13 @@ def _keys_at(loc: tuple) -> list[str]:
     return [_alias(f) for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
 
 
+# The tagged unions of the spec, by the key that holds one: kind -> member class.
+TAGGED: dict[str, dict[str, type]] = {"provisioner": PROVISIONER_SETTINGS, "weightsFrom": WEIGHTS_FROM}
+
+
 def _is_tag(loc: tuple, i: int) -> bool:
     """Pydantic puts the chosen member of a tagged union (`provisioner.<kind>`) in the location."""
-    return i > 0 and loc[i - 1] == "provisioner" and loc[i] in PROVISIONER_SETTINGS
+    return i > 0 and isinstance(loc[i - 1], str) and loc[i] in TAGGED.get(loc[i - 1], {})
 
 
 def _untagged(loc: tuple) -> tuple:
@@ -621,6 +651,8 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
         yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
                 f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
     yield from _unpinned(spec, P, f"models[{i}].image", model.image)
+    if isinstance(model.weights_from, S3Source):
+        yield from _unpinned(spec, P, f"models[{i}].weightsFrom.image", model.weights_from.image)
 
 
 def _check_shared_instance_types(spec: StackSpec, P: Any) -> Iterable[Problem]:

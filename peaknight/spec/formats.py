@@ -151,9 +151,10 @@ def _local(value: dt.datetime) -> dt.datetime:
     return value
 
 
-def _relative_dir(value: str) -> str:
+def _path(value: str) -> str:
+    """A file or directory the kit reads or writes (never a command line): any path a file system holds."""
     if not value or "\x00" in value or len(value) > 1024 or any(c in value for c in "\n\r"):
-        raise ValueError("a directory path")
+        raise ValueError("a path (at most 1,024 characters, no NUL or line break)")
     return value
 
 
@@ -168,5 +169,6 @@ HttpUrl = Annotated[str, AfterValidator(_url)]
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
 IamRole = Annotated[str, _fullmatch(_IAM_ROLE, "an IAM role name (at most 64 of letters, digits, +=,.@_-)")]
 LocalTime = Annotated[dt.datetime, BeforeValidator(_no_epoch), AfterValidator(_local)]
-Directory = Annotated[str, AfterValidator(_relative_dir)]
+Directory = Annotated[str, AfterValidator(_path)]
+FilePath = Annotated[str, AfterValidator(_path)]
 StorageClasses = Annotated[str | dict[str, str], PlainValidator(_storage_classes, json_schema_input_type=str | dict[str, str])]

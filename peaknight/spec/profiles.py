@@ -1,11 +1,11 @@
-"""The shipped hardware and serving profiles (data/profiles.yaml) as typed, read-only tables.
+"""The hardware and serving profiles as typed, read-only tables: the shipped data/profiles.yaml,
+with a stack's own profiles file and the calibration file above it (one layering: load).
 
-Loaded once per process: the planner, the config validator and the simulator all read the same
+Loaded once per stack: the planner, the config validator and the simulator all read the same
 table, so a number changed in the data file changes every consumer together.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from contextlib import contextmanager
 from functools import cache
@@ -34,6 +34,7 @@ class InstanceType:
     cloud: str                        # aws, volcengine: which provisioners may launch it
     regions: tuple[str, ...]          # where its source shows it on sale
     interconnect: Interconnect | None = None
+    source: str = ""
 
     def sold_in(self, region: str) -> bool:
         return region in self.regions
@@ -80,6 +81,7 @@ class ModelClass:
     image_gib: float
     weights_gib: float
     architecture: Architecture
+    source: str = ""   # where the figures come from (required in a stack's own profiles file)
 
 
 COLOCATED = "colocated"
@@ -218,23 +220,36 @@ class Profiles:
     edge_network: EdgeNetwork
 
 
-# The calibration file beside the stack files: throughput rows measured in a rehearsal
-# (`peaknight calibrate --write`), read above the shipped table. Set by config.load_stack and the
-# Pulumi program for the project's stacks/; rows() below says its format.
+# Files read above the shipped table, lowest first: the stack's own profiles file
+# (`peaknight:profiles`: model classes, GPUs, instance types and throughput rows of its own, set by
+# config.parse), the calibration file beside the stack files (throughput rows measured in a
+# rehearsal by `peaknight calibrate --write`, set by config.load_stack and the Pulumi program), then
+# rows calibrate has not written yet (with_rows). A row replaces the one below it of the same
+# row_key; spec/profile_files.py validates both files.
 CALIBRATION_FILE = "calibration.yaml"
-_overlay: dict[str, Any] = {"path": None, "rows": ()}
+_overlay: dict[str, Any] = {"profiles": None, "calibration": None, "rows": ()}
+
+
+def use_profiles(path: Path | None) -> None:
+    """Read the stack's own profiles file `path` above the shipped table from now on."""
+    _use("profiles", path)
 
 
 def use_calibration(path: Path | None) -> None:
     """Read `path` (when it exists) above the shipped throughput rows from now on."""
-    if path != _overlay["path"]:
-        _overlay["path"] = path
-        _forget()
+    _use("calibration", path)
+
+
+def _use(layer: str, path: Path | None) -> None:
+    """Read the layer from `path` from now on: re-read even when the path is the same, since the
+    file may have changed since (`calibrate --write`, an edited profiles file in a long process)."""
+    _overlay[layer] = path
+    _forget()
 
 
 def _forget() -> None:
-    """Drop the cached table: the calibrated rows changed. Through the cached function itself,
-    which a test may have stood another load() in front of."""
+    """Drop the cached table (the shipped file stays parsed: _shipped). Through the cached function
+    itself, which a test may have stood another load() in front of."""
     _CACHED.cache_clear()
 
 
@@ -252,34 +267,39 @@ def with_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[None]:
         _forget()
 
 
+@cache
+def _shipped() -> dict[str, Any]:
+    return yaml.load((Path(__file__).parent.parent / "data" / "profiles.yaml").read_text(),
+                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _tables() -> dict[str, Any]:
+    """The shipped tables with the stack's own profiles file above them, as YAML holds them."""
+    from peaknight.spec import profile_files  # it imports config, which imports this module
+    shipped, path = _shipped(), _overlay["profiles"]
+    if path is None:
+        return shipped
+    own = profile_files.own(path, shipped)
+    return {**shipped, **{k: {**shipped[k], **own[k]} for k in ("gpus", "instance_types", "model_classes")},
+            "throughput": [*shipped["throughput"], *own["throughput"]]}
+
+
 def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
     """The rows of a calibration file: `throughput:` a list of rows with every field of a shipped
     row (model_class, gpu, topology, prefill_tps, decode_tps, input/output tokens, prefix-cache hit
     rate, ITL, latency_target, source) and `measured`. A missing file has none; a bad
     one is bad input (ConfigError, one line per problem)."""
-    from peaknight.spec.config import ConfigError, Problem  # config imports this module
+    from peaknight.spec import profile_files
+    from peaknight.spec.config import ConfigError, Problem
     if path is None or not path.is_file():
         return []
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError([Problem(str(path), "(file)", "a readable YAML calibration file", str(err).splitlines()[0])])
-    rows = raw.get("throughput") if isinstance(raw, dict) else None
+    raw = profile_files.read(path, "calibration file")
+    rows = raw.get("throughput")
     if not isinstance(rows, list):
         raise ConfigError([Problem(str(path), "throughput", "a list of throughput rows", type(rows).__name__)])
-    fields = {f.name: f for f in dataclasses.fields(Throughput)}
-    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
-    problems = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            problems.append(Problem(str(path), f"throughput[{i}]", "a mapping", repr(row)))
-            continue
-        problems += [Problem(str(path), f"throughput[{i}].{n}", "this required key") for n in required if n not in row]
-        problems += [Problem(str(path), f"throughput[{i}].{n}", "a known key", "an unknown key")
-                     for n in row if n not in fields]
-        problems += [Problem(str(path), f"throughput[{i}].{n}", "a positive number", repr(row.get(n)))
-                     for n in ("prefill_tps", "decode_tps") if n in row
-                     and not (isinstance(row[n], (int, float)) and not isinstance(row[n], bool) and row[n] > 0)]
+    tables = _tables()
+    problems = [p for i, row in enumerate(rows) for p in profile_files.row_problems(
+        str(path), f"throughput[{i}]", row, tables["gpus"], tables["model_classes"])]
     if problems:
         raise ConfigError(problems)
     return rows
@@ -287,16 +307,16 @@ def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
 
 @cache
 def load() -> Profiles:
-    """Parse the packaged profile table, with calibrated rows above it (cached: it is read on
-    every plan)."""
-    raw = yaml.load((Path(__file__).parent.parent / "data" / "profiles.yaml").read_text(),
-                    Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    """Parse the packaged profile table, with the stack's own file and calibrated rows above it
+    (cached: it is read on every plan)."""
+    raw = _tables()
     throughput = {mapping_key(row): _row(row)
-                  for row in [*raw["throughput"], *calibrated_rows(_overlay["path"]), *_overlay["rows"]]}
+                  for row in [*raw["throughput"], *calibrated_rows(_overlay["calibration"]), *_overlay["rows"]]}
     return Profiles(
         gpus={name: row["memory_gib"] for name, row in raw["gpus"].items()},
         instance_types={name: InstanceType(name, row["gpu"], row["gpus"], row["cloud"], tuple(row["regions"]),
-                                           Interconnect(**row["interconnect"]) if "interconnect" in row else None)
+                                           Interconnect(**row["interconnect"]) if "interconnect" in row else None,
+                                           row.get("source", ""))
                         for name, row in raw["instance_types"].items()},
         model_classes={name: ModelClass(name=name, **{**row, "architecture": Architecture(**row["architecture"])})
                        for name, row in raw["model_classes"].items()},

@@ -17,6 +17,7 @@ from pydantic.dataclasses import dataclass
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import ProvisionerSettings, default_settings
 from peaknight.spec import formats
+from peaknight.spec.weights_from import HubSource, WeightsFrom
 
 # Stack files must use the camelCase aliases (config.parse validates with by_name=False); code may
 # build and dataclasses.replace() specs by field name.
@@ -293,13 +294,17 @@ class Ladder:
 @dataclass(config=STRICT, kw_only=True)
 class Model:
     name: ServiceName
-    model_class: str = Field(description="model class from the profile table, e.g. moe-671b")
+    model_class: str = Field(description="model class from the profile table (shipped, or the stack's own "
+                             "profiles file), e.g. moe-671b")
     engine: Engine
     image: formats.Image
     weights: formats.Weights = Field(description="model id or path the engine loads")
     weights_revision: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]] = Field(
         default=None, description="the weights' commit (40 hex): staged exactly, as images are pinned by digest; "
         "required where policy.requireImageDigests")
+    weights_from: WeightsFrom = Field(default_factory=HubSource, description="where the staging Jobs download "
+                                         "the weights from: the hub (kind hub: endpoint, tokenSecret) or object "
+                                         "storage (kind s3: uri, image, endpointUrl, region, credentialsSecret)")
     pool: Name
     peak_tokens_per_minute: float = Field(gt=0, le=1e13, description="forecast peak, before scale (at most "
                                           "1e13: 150 times the gala's 63.3 B record)")
@@ -430,3 +435,6 @@ class StackSpec:
                                      "releases; required with renderDirectory")
     load_replay: Optional[LoadReplay] = Field(default=None, description="rehearsal only: replay the night's "
                                               "demand curve against each model (inference-perf)")
+    profiles: Optional[formats.FilePath] = Field(default=None, description="the stack's own profiles file (model "
+                                                 "classes, GPUs, instance types, throughput rows), relative to the "
+                                                 "stack file; read above the shipped profiles.yaml")

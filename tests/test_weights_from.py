@@ -1,0 +1,175 @@
+"""Where weights are staged from (models[].weightsFrom): the hub with a token Secret and an endpoint,
+object storage (S3 and compatible). Each value is validated by grammar at parse and reaches the
+staging Job as an argument or an environment variable; the rendered commands are run here, the
+AWS CLI for real against a stand-in S3-compatible store."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import require_tool
+from peaknight.builders import event, warmup
+from peaknight.cli import main as cli
+from peaknight.spec import config, profiles
+from s3_fake import FakeS3
+
+OWN = Path(__file__).parent / "own_model"
+WEIGHTS = "Qwen/Qwen3-32B-FP8"
+TARGET = f"/source/{WEIGHTS}/unpinned"
+AWS_CLI = "amazon/aws-cli:2.17.0"
+
+
+@pytest.fixture(autouse=True)
+def _shipped_profiles():
+    yield
+    profiles.use_profiles(None)
+
+
+def variant(tmp_path: Path, weights_from: dict[str, Any], **policy: Any) -> Path:
+    """The own-model stack (one cluster, one model) with the model's weightsFrom set."""
+    shutil.copy(OWN / "profiles.yaml", tmp_path / "profiles.yaml")
+    doc = yaml.safe_load((OWN / "Pulumi.own-model.yaml").read_text())
+    doc["config"]["peaknight:models"][0]["weightsFrom"] = weights_from
+    doc["config"]["peaknight:policy"].update(policy)
+    path = tmp_path / "Pulumi.own-model.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def staging(stack: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The zone-0 staging Job's pod spec and the weights-download NetworkPolicy."""
+    objects = event.build(config.load_stack(str(stack)).spec)
+    found = {(o.kind, o.name): o.manifest for u in objects.clusters[0].units for o in u.objects}
+    return (found[("Job", "stage-assistant-z0")]["spec"]["template"]["spec"],
+            found[("NetworkPolicy", "weights-download")])
+
+
+def resolved_env(container: dict[str, Any], secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The container's environment as the kubelet sets it, Secret keys looked up in `secrets`."""
+    env = {}
+    for var in container["env"]:
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        env[var["name"]] = secrets[ref["name"]][ref["key"]] if ref else var["value"]
+    return env
+
+
+def run_in_pod(command: list[str], env: dict[str, str], target: Path) -> subprocess.CompletedProcess:
+    """Run a rendered command here, with the source volume's path standing in for /source."""
+    argv = [str(target) if a == TARGET else a for a in command]
+    argv[0] = sys.executable if argv[0] == "python3" else require_tool(argv[0])
+    return subprocess.run(argv, env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_hub_token_and_endpoint_reach_snapshot_download_as_arguments_and_env(tmp_path):
+    stack = variant(tmp_path, {"kind": "hub", "tokenSecret": "hf-token", "endpoint": "https://hf-mirror.example.com"})
+    pod, netpol = staging(stack)
+    assert "initContainers" not in pod
+    (stage,) = pod["containers"]
+    assert stage["command"] == ["python3", "-c", warmup.HUB_SCRIPT, WEIGHTS, TARGET, ""]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}} in stage["env"]
+    assert {"name": "HF_ENDPOINT", "value": "https://hf-mirror.example.com"} in stage["env"]
+    assert netpol["spec"]["egress"] == [{"ports": [{"protocol": "TCP", "port": 443}]}]
+    # The script as the pod runs it, against a huggingface_hub that records what it was asked.
+    stub = tmp_path / "stub" / "huggingface_hub"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(
+        "import json, os\n"
+        "def snapshot_download(**kwargs):\n"
+        "    os.makedirs(kwargs['local_dir'])\n"
+        "    env = {k: os.environ.get(k) for k in ('HF_TOKEN', 'HF_ENDPOINT')}\n"
+        "    json.dump({**kwargs, **env}, open(os.path.join(kwargs['local_dir'], 'called.json'), 'w'))\n")
+    target = tmp_path / "source" / "rev"
+    env = {**resolved_env(stage, {"hf-token": {"HF_TOKEN": "hf_secret"}}), "PYTHONPATH": str(stub.parent)}
+    run = run_in_pod(stage["command"], env, target)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((target / "called.json").read_text()) == {
+        "repo_id": WEIGHTS, "local_dir": str(target), "revision": None, "HF_TOKEN": "hf_secret",
+        "HF_ENDPOINT": "https://hf-mirror.example.com"}
+    assert (tmp_path / "source" / "rev.staged").exists()
+
+
+def test_s3_compatible_store_is_synced_by_the_aws_cli_as_rendered(tmp_path):
+    objects = {"models/qwen3-32b/config.json": b"{}", "models/qwen3-32b/model-00001.safetensors": b"w" * 4096,
+               "models/other/x": b"not this prefix"}
+    with FakeS3("weights", objects) as s3:
+        stack = variant(tmp_path, {"kind": "s3", "uri": "s3://weights/models/qwen3-32b", "image": AWS_CLI,
+                                   "endpointUrl": s3.url, "region": "us-east-1", "credentialsSecret": "weights-s3"})
+        pod, netpol = staging(stack)
+        (sync,) = pod["initContainers"]
+        assert sync["image"] == AWS_CLI
+        assert sync["command"] == ["aws", "s3", "sync", "s3://weights/models/qwen3-32b", TARGET, "--only-show-errors",
+                                   "--endpoint-url", s3.url]
+        env = resolved_env(sync, {"weights-s3": {"AWS_ACCESS_KEY_ID": "AKIAFAKE", "AWS_SECRET_ACCESS_KEY": "x"}})
+        assert env == {"HOME": "/tmp", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIAFAKE",
+                       "AWS_SECRET_ACCESS_KEY": "x"}
+        target = tmp_path / "source" / "rev"
+        run = run_in_pod(sync["command"], {**env, "HOME": str(tmp_path)}, target)
+        assert run.returncode == 0, run.stderr
+        assert s3.access_keys == {"AKIAFAKE"}
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == ["config.json", "model-00001.safetensors"]
+    assert (target / "model-00001.safetensors").read_bytes() == b"w" * 4096
+    (stage,) = pod["containers"]
+    assert not (tmp_path / "source" / "rev.staged").exists()
+    run = run_in_pod(stage["command"], resolved_env(stage, {}), target)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "source" / "rev.staged").exists()
+    # The staging Jobs may reach the store's port beside HTTPS.
+    port = int(s3.url.rsplit(":", 1)[1])
+    assert netpol["spec"]["egress"] == [{"ports": [{"protocol": "TCP", "port": p} for p in sorted({443, port})]}]
+
+
+def test_s3_without_credentials_uses_the_pods_identity_and_the_clusters_region(tmp_path):
+    pod, _ = staging(variant(tmp_path, {"kind": "s3", "uri": "s3://weights/qwen3", "image": AWS_CLI}))
+    (sync,) = pod["initContainers"]
+    assert sync["command"] == ["aws", "s3", "sync", "s3://weights/qwen3", TARGET, "--only-show-errors"]
+    assert sync["env"] == [{"name": "HOME", "value": "/tmp"}, {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"}]
+
+
+@pytest.mark.parametrize("weights_from,line", [
+    ({"kind": "s3", "uri": "s3://weights/x;rm -rf /", "image": AWS_CLI},
+     "peaknight:models[0].weightsFrom.uri: expected s3://<bucket>/<prefix>: a bucket name (3-63 of a-z, 0-9, '.', "
+     "'-') and path segments of letters, digits, '.', '_', '-' (no '..'); found 's3://weights/x;rm -rf /'"),
+    ({"kind": "s3", "uri": "s3://weights/../etc", "image": AWS_CLI},
+     "peaknight:models[0].weightsFrom.uri: expected s3://<bucket>/<prefix>: a bucket name (3-63 of a-z, 0-9, '.', "
+     "'-') and path segments of letters, digits, '.', '_', '-' (no '..'); found 's3://weights/../etc'"),
+    ({"kind": "s3", "uri": "s3://weights/x"},
+     "peaknight:models[0].weightsFrom.image: expected this required key; found nothing"),
+    ({"tokenSecret": "hf-token", "endpoint": "https://hub.example.com/$(cat /etc/passwd)"},
+     "peaknight:models[0].weightsFrom.endpoint: expected an http(s) URL: scheme, host, optional port and path (no "
+     "query, spaces or quotes); found 'https://hub.example.com/$(cat /etc/passwd)'"),
+    ({"kind": "hub", "tokenSecret": "HF Token"},
+     "peaknight:models[0].weightsFrom.tokenSecret: expected a lower-case DNS label of at most 40 characters (a-z, "
+     "0-9, '-'); found 'HF Token'"),
+    ({"kind": "gcs", "uri": "gs://weights"},
+     "peaknight:models[0].weightsFrom.kind: expected one of hub, s3; found 'gcs'"),
+    ({"kind": "s3", "uri": "s3://weights/x", "image": AWS_CLI, "endpointURL": "http://minio:9000"},
+     "peaknight:models[0].weightsFrom.endpointURL: expected a known key (credentialsSecret, endpointUrl, image, kind, "
+     "region, uri); found an unknown key (did you mean 'endpointUrl'?)"),
+])
+def test_bad_weights_from_is_one_line(tmp_path, capsys, weights_from, line):
+    stack = variant(tmp_path, weights_from)
+    assert cli.main(["plan", str(stack)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"{stack}: {line}"]
+
+
+def test_the_aws_cli_image_is_pinned_where_the_policy_asks(tmp_path, capsys):
+    stack = variant(tmp_path, {"kind": "s3", "uri": "s3://weights/x", "image": AWS_CLI}, requireImageDigests=True)
+    assert cli.main(["plan", str(stack)]) == 2
+    assert (f"{stack}: peaknight:models[0].weightsFrom.image: expected an image pinned by digest (…@sha256:<64 hex>) "
+            f"in a rehearsal stack; found '{AWS_CLI}'") in capsys.readouterr().err.splitlines()
+
+
+@pytest.mark.parametrize("weights_from", [{"kind": "hub", "tokenSecret": "hf-token", "endpoint": "https://hf.example"},
+                                          {"kind": "s3", "uri": "s3://weights/x", "image": AWS_CLI,
+                                           "endpointUrl": "http://minio.storage:9000", "credentialsSecret": "s3"}],
+                         ids=["hub", "s3"])
+def test_both_sources_validate(tmp_path, capsys, weights_from):
+    assert cli.main(["validate", str(variant(tmp_path, weights_from))]) == 0, capsys.readouterr()
