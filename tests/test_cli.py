@@ -4,6 +4,7 @@ mean" for commands, and render owns its output directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -14,6 +15,7 @@ import yaml
 
 from peaknight.cli import main as cli
 from peaknight.cli import render
+from peaknight.spec import config
 from conftest import STACKS
 
 EXE = str(Path(sys.executable).parent / "peaknight")
@@ -58,6 +60,17 @@ def test_an_unknown_stack_name_lists_the_stacks(capsys: pytest.CaptureFixture) -
     assert (code, out) == (2, "")
     assert err == (f"{STACKS / 'Pulumi.broadcst.yaml'}: STACK: expected a stack name (one of: broadcast, gala-vke, rehearsal) "
                    "or a path to a stack file; found 'broadcst' (did you mean 'broadcast'?)\n")
+
+
+def test_stack_names_resolve_in_the_folder_peaknight_stacks_names(capsys, tmp_path, monkeypatch) -> None:
+    """A team keeps its stacks elsewhere: PEAKNIGHT_STACKS=DIR makes `plan NAME` read DIR/Pulumi.NAME.yaml,
+    and an unknown name lists DIR's stacks."""
+    shutil.copy(STACKS / "Pulumi.rehearsal.yaml", tmp_path / "Pulumi.dress.yaml")
+    monkeypatch.setenv(config.STACKS_ENV, str(tmp_path))
+    assert _run(capsys, "plan", "dress")[0] == 0
+    code, _, err = _run(capsys, "plan", "rehearsal")
+    assert (code, err) == (2, f"{tmp_path / 'Pulumi.rehearsal.yaml'}: STACK: expected a stack name (one of: dress) "
+                              "or a path to a stack file; found 'rehearsal'\n")
 
 
 def test_a_plot_into_a_missing_directory_is_bad_input(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
