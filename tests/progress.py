@@ -26,9 +26,12 @@ class FileProgress:
         if not self.left:  # every worker collects the same tests
             self.left.update(nodeid.split("::")[0] for nodeid in ids)
 
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        """A worker starts a test (before its fixtures): the file's clock starts at its first."""
+        self.started.setdefault(nodeid.split("::")[0], time.monotonic())
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         path = report.nodeid.split("::")[0]
-        self.started.setdefault(path, time.monotonic())
         rank = ("passed", "skipped", "failed")
         worst = self.worst.get(report.nodeid, "passed")
         self.worst[report.nodeid] = max(worst, report.outcome, key=rank.index)
