@@ -25,10 +25,13 @@ from peaknight.builders.podpolicy import POOL_LABEL
 from peaknight.engines.base import PORT
 from peaknight.pulumi.addons import ClusterAddons
 
-# Typed pulumi-kubernetes classes for core kinds; anything else is a CustomResource (its CRD comes
-# from an add-on). Dict inputs with camelCase keys pass through to the object unchanged.
+# Typed pulumi-kubernetes classes for every core kind the kit renders (tests/test_typed_kinds.py
+# holds this to the kinds of the render and to pulumi-kubernetes' own classes); anything else is a
+# CustomResource (its CRD comes from an add-on). Dict inputs with camelCase keys pass through to the
+# object unchanged.
 TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "PersistentVolume"): k8s.core.v1.PersistentVolume,
     ("v1", "Service"): k8s.core.v1.Service,
     ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
     ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaim,
@@ -36,7 +39,9 @@ TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("v1", "ResourceQuota"): k8s.core.v1.ResourceQuota,
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
     ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
+    ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
     ("batch/v1", "Job"): k8s.batch.v1.Job,
+    ("batch/v1", "CronJob"): k8s.batch.v1.CronJob,
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
     ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
