@@ -70,3 +70,6 @@ def test_each_kind_registers_under_its_package_type_token(tmp_path):
             f"{PACKAGE}:{api_version}:{kind}"
         assert registered[obj.key].typ == token
         assert registered[obj.key].inputs["metadata"] == obj.manifest["metadata"]
+        # A kind that used to be a CustomResource keeps that URN through an alias: updated in place.
+        former = f"{PACKAGE}:{api_version}:{kind}"
+        assert (former in registered[obj.key].aliases) == ((api_version, kind) in components.FORMERLY_CUSTOM)

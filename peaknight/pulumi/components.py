@@ -50,6 +50,11 @@ TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
 }
 
+# Kinds registered as CustomResources (type `kubernetes:<apiVersion>:<kind>`) before they had a row
+# above: the alias keeps their URNs, so an existing stack updates them in place instead of
+# replacing them (broadcast protects its weight volumes, which a replacement would have to delete).
+FORMERLY_CUSTOM = {("v1", "PersistentVolume"), ("apps/v1", "StatefulSet"), ("batch/v1", "CronJob")}
+
 # What a component's objects wait for: the add-on releases that serve their CRDs or metrics APIs
 # (ClusterStack passes its ClusterAddons.needed_by; a program of one's own may pass nothing).
 NeededBy = Callable[[Obj], Sequence[pulumi.Resource]]
@@ -62,9 +67,13 @@ def _snake(key: str) -> str:
 def resource_for(obj: Obj, name: str, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
     """The typed resource for a core kind, a CustomResource otherwise, from the manifest dict."""
     manifest = obj.manifest
-    ctor = TYPED.get((manifest["apiVersion"], manifest["kind"]))
+    key = (manifest["apiVersion"], manifest["kind"])
+    ctor = TYPED.get(key)
     fields = {_snake(k): v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
     if ctor is not None:
+        if key in FORMERLY_CUSTOM:
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                aliases=[pulumi.Alias(type_=f"kubernetes:{key[0]}:{key[1]}")]))
         return ctor(name, opts=opts, **fields)
     return k8s.apiextensions.CustomResource(name, api_version=manifest["apiVersion"], kind=manifest["kind"],
                                             opts=opts, **fields)
