@@ -47,7 +47,7 @@ def vke_run():
         program.main()
 
     cfg = pulumi_config(raw)
-    return spec, capacity.plan(spec), run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg))
+    return spec, capacity.plan(spec), run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg), preview=True)
 
 
 def test_one_vke_node_pool_per_pool_and_zone_with_the_plans_arguments(vke_run):
@@ -108,7 +108,7 @@ def test_a_vke_cluster_without_credentials_is_one_clear_error():
         program.main()
 
     with pytest.raises(Exception) as err:
-        run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg))
+        run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg), preview=True)
     assert ("peaknight:volcengine-access-key-vke-bj-01, peaknight:volcengine-secret-key-vke-bj-01: expected the "
             "cluster's Volcano Engine access and secret key as secrets") in str(err.value)
 

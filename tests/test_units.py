@@ -20,7 +20,7 @@ def night():
 
 def test_the_plan_table_is_in_tokens_per_minute_like_its_summary(stack_name: str) -> None:
     plan = event.build(config.load_stack(stack_name).spec).plan
-    lines = report.table(plan, explain=True).splitlines()
+    lines = report.table(plan, [], explain=True).splitlines()
     header = lines[0].split()
     assert "tok/min" in header and "tok/s" not in header
     first = plan.clusters[0].models[0]
@@ -31,7 +31,7 @@ def test_the_plan_table_is_in_tokens_per_minute_like_its_summary(stack_name: str
     # A disaggregated model counts once, at its scarcer phase's capacity.
     capacity = sum(min(m.capacity_tps.value for m in c.phases(name)) for c in plan.clusters
                    for name in {m.model for m in c.models})
-    assert "capacity " + si(capacity * 60) + " tok/min" in report.summary(plan)
+    assert "capacity " + si(capacity * 60) + " tok/min" in report.summary(plan, [])
     # --explain derives per-replica rates in tokens/s and says so before it does
     assert "(rates below are tokens/s, the profiles' unit; the tables show them x 60 in tok/min)" in lines
 

@@ -25,7 +25,8 @@ def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-def table(plan: CapacityPlan, explain: bool = False) -> str:
+def table(plan: CapacityPlan, refused: Sequence[str], explain: bool = False) -> str:
+    """The plan's tables and its total line; `refused` are the gate's SHORT lines (plan/gate.py)."""
     rows = [("cluster", "model", "replicas", "floor", "GPUs", "nodes", f"capacity {RATE_UNIT}",
              f"forecast {RATE_UNIT}", "headroom", "warm-up", "surge", "rollout", "")]
     for c in plan.clusters:
@@ -58,7 +59,7 @@ def table(plan: CapacityPlan, explain: bool = False) -> str:
         lines += [origin_line(plan.origin(name)) for name in dict.fromkeys(e.edge for c in plan.clusters for e in c.edges)]
     lines.append("")
     lines.append(f"{capacity_meaning(plan.survives_zone_loss)}; headroom = capacity / forecast")
-    lines.append(summary(plan))
+    lines.append(summary(plan, refused))
     if explain:
         lines.append("")
         lines.append(f"(rates below are tokens/s, the profiles' unit; the tables show them x 60 in {RATE_UNIT})")
@@ -115,14 +116,14 @@ def cloud_pools(units: Sequence[tuple[str, Unit]]) -> str:
     return "\n".join(_columns(rows)) if len(rows) > 1 else ""
 
 
-def summary(plan: CapacityPlan) -> str:
-    """One line of the night's totals."""
+def summary(plan: CapacityPlan, refused: Sequence[str]) -> str:
+    """One line of the night's totals: "covered" only when the gate refuses nothing."""
     models = [m for c in plan.clusters for m in c.models]
     gpus = sum(int(m.gpus.value) for m in models)
     nodes = sum(c.nodes for c in plan.clusters)
     rates = [r for c in plan.clusters for r in c.model_rates().values()]
     demand = per_minute(sum(d for d, _ in rates))
     capacity = per_minute(sum(c for _, c in rates))
-    short = len(plan.short)
     return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {si(demand)} {RATE_UNIT}, "
-            f"capacity {si(capacity)} {RATE_UNIT}; {'all models and edges covered' if not short else f'{short} SHORT'}")
+            f"capacity {si(capacity)} {RATE_UNIT}; "
+            + (f"{len(refused)} SHORT" if refused else "all models and edges covered"))

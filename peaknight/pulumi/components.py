@@ -90,14 +90,23 @@ def kubernetes_provider(opts: pulumi.ResourceOptions | None) -> pulumi.ProviderR
     return next((p for p in candidates if isinstance(p, k8s.Provider)), None)
 
 
+def refuse(lines: Sequence[str]) -> None:
+    """Stop the program with the gate's SHORT lines (plan/gate.py), as `peaknight plan` prints
+    them, before anything is registered: one line each, no traceback."""
+    if lines:
+        raise pulumi.RunError("\n".join(lines))
+
+
 class _UnitComponent(pulumi.ComponentResource):
     """Registers one Unit: the shared body of every component below. `prefix` names the resources
-    (`<prefix>/<kind>.<namespace>.<name>`); it defaults to the component's own name."""
+    (`<prefix>/<kind>.<namespace>.<name>`); it defaults to the component's own name. A public
+    component passes its args' `refusals`: it registers nothing for a plan the gate refuses."""
 
     _unit: Unit
 
     def __init__(self, component: str, name: str, args: parts.PartArgs, opts: pulumi.ResourceOptions | None,
-                 prefix: str | None, needed_by: NeededBy | None):
+                 prefix: str | None, needed_by: NeededBy | None, refusals: Sequence[str] = ()):
+        refuse(refusals)
         super().__init__(f"peaknight:index:{component}", name, None, opts)
         self.args = args
         self._unit = args.unit
@@ -132,7 +141,7 @@ class GpuNodePool(_UnitComponent):
 
     def __init__(self, name: str, args: parts.GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("GpuNodePool", name, args, opts, prefix, needed_by)
+        super().__init__("GpuNodePool", name, args, opts, prefix, needed_by, args.refusals)
         self.gpu_limit: pulumi.Output[int] = pulumi.Output.from_input(int(args.plan.gpu_limit.value))
         self.planned_nodes: pulumi.Output[int] = pulumi.Output.from_input(int(args.plan.nodes.value))
         self.node_selector: pulumi.Output[dict[str, str]] = pulumi.Output.from_input({POOL_LABEL: args.pool.name})
@@ -148,7 +157,7 @@ class InferenceService(_UnitComponent):
 
     def __init__(self, name: str, args: parts.InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("InferenceService", name, args, opts, prefix, needed_by)
+        super().__init__("InferenceService", name, args, opts, prefix, needed_by, args.refusals)
         service = self._object("Service", args.model.name)
         meta = service.metadata  # type: ignore[attr-defined]
         self.service_name: pulumi.Output[str] = meta.apply(lambda m: m["name"])
@@ -172,7 +181,7 @@ class Autoscaler(_UnitComponent):
 
     def __init__(self, name: str, args: parts.AutoscalerArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("Autoscaler", name, args, opts, prefix, needed_by)
+        super().__init__("Autoscaler", name, args, opts, prefix, needed_by, args.refusals)
         obj = self._unit.objects[-1]
         spec: dict[str, Any] = obj.manifest["spec"]
         keda = obj.kind == "ScaledObject"
@@ -193,7 +202,7 @@ class LiveEdge(_UnitComponent):
 
     def __init__(self, name: str, args: parts.LiveEdgeArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("LiveEdge", name, args, opts, prefix, needed_by)
+        super().__init__("LiveEdge", name, args, opts, prefix, needed_by, args.refusals)
         service = self._object("Service", args.edge.name)
         self.service_name: pulumi.Output[str] = service.metadata.apply(  # type: ignore[attr-defined]
             lambda m: m["name"])
@@ -213,7 +222,7 @@ class WarmGate(_UnitComponent):
 
     def __init__(self, name: str, args: parts.WarmGateArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("WarmGate", name, args, opts, prefix, needed_by)
+        super().__init__("WarmGate", name, args, opts, prefix, needed_by, args.refusals)
         self.staging_waits: pulumi.Output[list[str]] = pulumi.Output.from_input(
             [o.manifest["metadata"]["annotations"]["peaknight.io/wait"] for o in args.unit.objects if o.kind == "Job"])
         self.register_outputs({"staging_waits": self.staging_waits})
@@ -237,6 +246,7 @@ class ClusterStack(pulumi.ComponentResource):
     Outputs: `gpus` and `nodes` planned for the cluster, and `model_urls` (model -> in-cluster URL)."""
 
     def __init__(self, name: str, args: parts.ClusterStackArgs, opts: pulumi.ResourceOptions):
+        refuse(args.refusals)
         # Formerly `peaknight:index:Cluster`: the alias keeps every URN under it, so an existing
         # stack updates in place instead of replacing (protected) resources.
         super().__init__("peaknight:index:ClusterStack", name, None, pulumi.ResourceOptions.merge(
