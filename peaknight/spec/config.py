@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
+from peaknight.spec import moved
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
@@ -277,8 +278,7 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
         if key.startswith(SECRET_PREFIXES):
             raw.pop(key)
         elif key not in known:
-            problems.append(Problem(source, f"{NAMESPACE}:{key}", "a known key", "an unknown key",
-                                    _suggest(key, known, prefix=f"{NAMESPACE}:")))
+            problems.append(_unknown_key(source, key, "a known key", _suggest(key, known, prefix=f"{NAMESPACE}:")))
             raw.pop(key)
     policy = raw.get("policy")
     if isinstance(policy, dict):
@@ -348,8 +348,8 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
             continue
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
-            problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
-                                    "an unknown key", _suggest(str(loc[-1]), allowed)))
+            problems.append(_unknown_key(source, _path(loc)[len(NAMESPACE) + 1:], "a known key" + (
+                f" ({', '.join(sorted(allowed))})" if allowed else ""), _suggest(str(loc[-1]), allowed)))
         elif kind in ("too_short", "too_long"):
             limit = e["ctx"]["min_length" if kind == "too_short" else "max_length"]
             problems.append(Problem(source, _path(loc), f"{'at least' if kind == 'too_short' else 'at most'} {limit} "
@@ -369,6 +369,16 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
             message = re.sub(r"^(Input should be|Value error,)\s*", "", e["msg"])
             problems.append(Problem(source, _path(loc), message, _show(e["input"])))
     return problems
+
+
+def _unknown_key(source: str, path: str, expected: str, hint: str) -> Problem:
+    """A key this format does not have: where it went when an earlier format had it (moved.py),
+    else what the format allows here and the closest spelling."""
+    row = moved.find(path)
+    if row is None:
+        return Problem(source, f"{NAMESPACE}:{path}", expected, "an unknown key", hint)
+    return Problem(source, f"{NAMESPACE}:{path}", f"{row.new_at(path)} instead: the key moved in {row.release} ({row.edit}; "
+                   "CHANGELOG.md)", "a key of an earlier stack format")
 
 
 def _path(loc: tuple) -> str:
