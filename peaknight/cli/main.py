@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from peaknight.builders import event
-from peaknight.cli import errors
+from peaknight.cli import errors, fleet
 from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
 from peaknight.plan import capacity, gate
 from peaknight.provisioners import registry as provisioners
@@ -64,18 +64,26 @@ def _warn_placeholders(loaded: config.LoadedStack) -> None:
 
 def _plan(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
+    only = fleet.selection(loaded.spec, args)
     plan = capacity.plan(loaded.spec)
-    refused = gate.stack(loaded.spec, plan)
-    print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
-    print(plan_report.table(plan, refused, explain=args.explain))
-    pools = plan_report.cloud_pools(event.pool_units(loaded.spec, plan))
-    if pools:
-        print("")
-        print(pools)
-    for warning in (*plan.warnings, *provisioners.warnings(loaded.spec)):
+    refused = gate.stack(loaded.spec, plan)  # the whole stack's, whatever the flags show
+    warnings = [*plan.warnings, *provisioners.warnings(loaded.spec)]
+    cloud = plan_report.cloud_pools(event.pool_units(loaded.spec, plan), only)
+    if args.format == "json":
+        fleet.dump({"stack": loaded.name, "file": str(loaded.path),
+                    **plan_report.document(plan, refused, warnings, only, cloud, args.explain)})
+    else:
+        print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
+        print(plan_report.table(plan, refused, explain=args.explain, selection=only))
+        pools = plan_report.cloud_table(cloud)
+        if pools:
+            print("")
+            print(pools)
+    for warning in warnings:
         errors.warn(warning)
-    for line in refused:
-        print(line)
+    if args.format == "text":
+        for line in refused:
+            print(line)
     return CHECK_FAILED if refused else OK
 
 
@@ -151,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="print the capacity plan; exit 1 if any model is short")
     pl.add_argument("stack", help=stack_help)
     pl.add_argument("--explain", action="store_true", help="show how every figure was derived")
+    fleet.add_arguments(pl)
     v = sub.add_parser("validate", help="policy checks + API schema and CRD validation of every object; exit 1 "
                                         "listing every violation")
     v.add_argument("stack", help=stack_help)
