@@ -10,9 +10,11 @@ import json
 import pytest
 
 from peaknight.cli import main as cli
+from peaknight.cli import simulate
 from peaknight.plan import report
 from peaknight.spec import config
 from test_config import write_variant
+from test_diff import repo  # noqa: F401  (the fixture: the kit in a scratch git repository)
 from test_gate import quota
 
 
@@ -107,3 +109,47 @@ def test_json_of_a_short_plan_carries_the_gates_lines(tmp_path, capsys):
     assert doc["short"] == [line for line in text.splitlines() if line.startswith("SHORT: ")] and len(doc["short"]) == 4
     assert doc["total"]["short"] == 4
     assert {r["status"] for g in doc["groups"] for r in g["models"] if r["model"] == "greetings"} == {"SHORT"}
+
+
+# ---- simulate ---------------------------------------------------------------------------------
+
+def test_simulate_json_carries_the_table_and_the_filters_narrow_the_night(capsys):
+    code, text, _ = run(capsys, "simulate", "broadcast")
+    code_json, out, _ = run(capsys, "simulate", "broadcast", "--format", "json")
+    doc = json.loads(out)
+    assert code == code_json == 0
+    lines = [line.split() for line in text.splitlines()]
+    for r in doc["models"]:  # a row per workload, over the clusters replaying it: not one per cluster
+        assert " ".join([r["model"], *(show(r[key]) for key, _, show in simulate.COLUMNS)]).split() in lines
+        assert r["clusters"] == 16
+    assert len(doc["clusters"]) == 16 and doc["faults"] == []
+    code, out, _ = run(capsys, "simulate", "broadcast", "--cluster", "gala-hk-01", "--model", "chat",
+                       "--format", "json")
+    one = json.loads(out)
+    assert one["clusters"] == ["gala-hk-01"]
+    assert [(r["model"], r["clusters"]) for r in one["models"]] == [("chat-prefill", 1), ("chat-decode", 1)]
+    whole = {r["model"]: r for r in doc["models"]}
+    for r in one["models"]:  # the 16 clusters have the same plan: one of them holds a sixteenth
+        assert r["gpu_hours"] * 16 == pytest.approx(whole[r["model"]]["gpu_hours"])
+    code, out, err = run(capsys, "simulate", "broadcast", "--cluster", "gala-hk-9")
+    assert (code, out) == (2, "") and err.startswith("--cluster: --cluster: expected a cluster of the stack (")
+
+
+# ---- diff -------------------------------------------------------------------------------------
+
+def test_diff_narrows_to_a_cluster_and_a_model_and_speaks_json(repo, capsys):
+    rollout = repo / "peaknight" / "plan" / "rollout.py"  # every workload's drain budget
+    rollout.write_text(rollout.read_text().replace("DRAIN_SECONDS = 300", "DRAIN_SECONDS = 360"))
+    stack = repo / "stacks" / "Pulumi.rehearsal.yaml"
+    code, out, _ = run(capsys, "diff", str(stack), "--base", "HEAD", "--cluster", "reh-bj-01", "--model", "greetings",
+                       "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["objects"]
+    assert all(c["clusters"] == ["reh-bj-01"] and "greetings" in c["object"] for c in doc["objects"])
+    (deployment,) = [c for c in doc["objects"] if c["object"] == "Deployment gala-2026-rehearsal-inference/greetings"]
+    assert deployment["change"] == "~"
+    assert "~ spec.template.spec.terminationGracePeriodSeconds: 330 -> 390" in deployment["lines"]
+    assert list(doc["models"]) == ["greetings"] and doc["models"]["greetings"]["head"]["gpus"] > 0
+    code, out, _ = run(capsys, "diff", str(stack), "--base", "HEAD", "--cluster", "reh-bj-01", "--model", "greetings")
+    assert "  ~ Deployment gala-2026-rehearsal-inference/greetings  [reh-bj-01]" in out.splitlines()
+    assert "(over 1 clusters)" in out and "chat" not in out.split("objects:")[1]

@@ -139,7 +139,12 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    print(review.report(args.stack, args.base))
+    only = fleet.selection(config.load_stack(args.stack).spec, args) if args.cluster or args.model else \
+        plan_report.EVERYTHING
+    if args.format == "json":
+        fleet.dump(review.document(args.stack, args.base, only))
+    else:
+        print(review.report(args.stack, args.base, only))
     return OK
 
 
@@ -171,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
                                     "GITREF -> working tree")
     d.add_argument("stack", help=stack_help)
     d.add_argument("--base", required=True, help="git revision to compare with (e.g. origin/main)")
+    fleet.add_arguments(d)
     simulate_cmd.add_parser(sub, stack_help)
     calibrate_cmd.add_parser(sub, stack_help)
     c = sub.add_parser("crds", help="the pinned upstream CRDs validate uses")
