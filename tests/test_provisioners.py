@@ -121,7 +121,8 @@ def test_plan_gala_vke_covers_the_peak_with_a_zone_lost_and_prints_the_node_pool
     chat = next(m for m in spec.models if m.name == "chat")
     assert chat.peak_tokens_per_minute == 63.3e9 and spec.policy.survive_zone_loss
     pool = capacity.plan(spec).cluster("vke-bj-01").pool("h20")
-    # The 40 clusters declare the same node pools: one set of rows, `+39`.
+    # The 40 clusters declare the same node pools: one set of rows, `+39`, the clusters listed once.
+    assert "vke-bj-01 +39: the same node pools in each of 40 clusters: vke-bj-01, vke-bj-02, " in out
     assert (f"vke-bj-01 +39  h20-cn-beijing-a  ecs.hpcpni3ln.45xlarge in cn-beijing-a: min {pool.zone_floor_nodes[0]:,} "
             f"(floor), max {pool.zone_nodes[0] + pool.zone_surge_nodes:,} nodes") in out
 

@@ -125,7 +125,7 @@ class Group:
 
     @property
     def label(self) -> str:
-        return self.clusters[0] if len(self.clusters) == 1 else f"{self.clusters[0]} +{len(self.clusters) - 1}"
+        return _label(self.clusters)
 
 
 def same(items: Iterable[tuple[str, T]]) -> list[tuple[tuple[str, ...], T]]:
@@ -254,9 +254,15 @@ def cloud_pools(units: Sequence[tuple[str, Unit]], selection: Selection = EVERYT
 def cloud_table(found: list[tuple[tuple[str, ...], list[dict[str, str]]]]) -> str:
     """The cloud node pools as a table (cluster, name, what it holds), or nothing."""
     rows = [("cluster", "cloud node pool", "holds")]
-    rows += [(names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}", p["name"], p["holds"])
-             for names, pools in found for p in pools]
-    return "\n".join(_columns(rows)) if len(rows) > 1 else ""
+    rows += [(_label(names), p["name"], p["holds"]) for names, pools in found for p in pools]
+    shared = [f"{_label(names)}: the same node pools in each of {len(names)} clusters: {', '.join(names)}"
+              for names, _ in found if len(names) > 1]
+    return "\n".join([*_columns(rows), *shared]) if len(rows) > 1 else ""
+
+
+def _label(clusters: Sequence[str]) -> str:
+    """A group's name in a table: its first cluster, and how many more share its rows."""
+    return clusters[0] if len(clusters) == 1 else f"{clusters[0]} +{len(clusters) - 1}"
 
 
 def totals(plan: CapacityPlan, refused: Sequence[str]) -> dict[str, Any]:
