@@ -153,3 +153,14 @@ def test_diff_narrows_to_a_cluster_and_a_model_and_speaks_json(repo, capsys):
     code, out, _ = run(capsys, "diff", str(stack), "--base", "HEAD", "--cluster", "reh-bj-01", "--model", "greetings")
     assert "  ~ Deployment gala-2026-rehearsal-inference/greetings  [reh-bj-01]" in out.splitlines()
     assert "(over 1 clusters)" in out and "chat" not in out.split("objects:")[1]
+
+
+def test_the_plot_of_one_cluster_draws_that_clusters_capacity(tmp_path, monkeypatch, capsys):
+    """Demand replayed for one cluster is drawn against that cluster's planned capacity, not the fleet's."""
+    drawn = {}
+    monkeypatch.setattr(simulate.night_plot, "write", lambda spec, results, path, plan, *rest: drawn.update(
+        plan=plan, models=[r.model for r in results]))
+    code, _, _ = run(capsys, "simulate", "rehearsal", "--step", "30", "--cluster", "reh-nx-01", "--model", "greetings",
+                     "--plot", str(tmp_path / "night.png"))
+    assert code == 0
+    assert [c.name for c in drawn["plan"].clusters] == ["reh-nx-01"] and drawn["models"] == ["greetings"]

@@ -173,9 +173,11 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         errors.writable_file(Path(args.plot), "--plot")  # before the night is replayed, not after
     objects = event.build(spec)
-    # Only the selected clusters are replayed; every model is (a ladder's fallback serves another's
-    # overflow), and the selected models' workloads are reported.
-    objects = dataclasses.replace(objects, clusters=tuple(c for c in objects.clusters if only.cluster(c.cluster.name)))
+    # Only the selected clusters are replayed (and their plan is the plot's capacity); every model
+    # is (a ladder's fallback serves another's overflow), and the selected models' workloads are reported.
+    objects = dataclasses.replace(
+        objects, clusters=tuple(c for c in objects.clusters if only.cluster(c.cluster.name)),
+        plan=dataclasses.replace(objects.plan, clusters=tuple(c for c in objects.plan.clusters if only.cluster(c.name))))
     model_of = {w: m.name for m in spec.models for w in workload_names(m)}
     results = [r for r in simulator.simulate(spec, objects, args.step, injected) if only.model(model_of[r.model])]
     rows = [row(r, spec.slo.unmet_tokens_pct) for r in results]
