@@ -3,6 +3,7 @@ plan that cannot serve the night with the same SHORT lines; `validate --strict` 
 a broadcast stage refuse placeholder digests and revisions, one line per key."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,9 @@ def test_plan_render_and_the_program_refuse_with_the_same_lines(edit, tmp_path, 
 
 
 def test_the_lines_name_the_cluster_the_part_and_the_figures(tmp_path, capsys):
-    short, _ = plan_lines(write_variant(tmp_path, small_groups, "rehearsal"), capsys)
-    spec = config.load_stack(str(write_variant(tmp_path, small_groups, "rehearsal"))).spec
+    path = write_variant(tmp_path, small_groups, "rehearsal")
+    short, _ = plan_lines(path, capsys)
+    spec = config.load_stack(str(path)).spec
     pool = capacity.plan(spec).cluster("reh-bj-01").pool("h200")
     need = int(pool.nodes.value) + pool.surge_nodes
     assert (f"SHORT: cluster 'reh-bj-01': pool 'h200' is short: its node groups hold 1 (h200-a) = 1 nodes, the plan "
@@ -106,7 +108,7 @@ def test_each_public_component_alone_refuses_its_own_lines(tmp_path, capsys):
     assert cluster.refusals == [line for line in short if "cluster 'reh-bj-01'" in line]
 
 
-def test_a_plan_the_gate_accepts_is_not_refused(tmp_path, capsys):
+def test_a_plan_the_gate_accepts_is_not_refused(capsys):
     assert cli.main(["plan", "rehearsal"]) == 0
     assert "all models and edges covered" in capsys.readouterr().out
 
@@ -147,3 +149,20 @@ def test_a_broadcast_stack_that_never_mentions_router_is_told_what_to_set(tmp_pa
         f"{path}: peaknight:router.image: expected an image pinned by digest (…@sha256:<64 hex>) in a broadcast stack: "
         f"set peaknight:router.image to {image}@sha256:<your registry's digest> (crane digest {image}); found "
         f"'{image}', the kit's default for a stack that does not set it"]
+
+
+def test_an_edge_short_of_its_egress_is_refused_by_its_component():
+    """No shipped sizing leaves an edge short (pods and nodes are sized for the egress), so the
+    plan is made short by hand: the LiveEdge says what `plan` would."""
+    spec = config.load_stack("rehearsal").spec
+    args = parts_of(spec, capacity.plan(spec), "reh-bj-01").edges[0]
+    short = dataclasses.replace(args, plan=dataclasses.replace(args.plan, short=True))
+    (line,) = short.refusals
+    e = args.plan
+    assert line == (f"SHORT: cluster 'reh-bj-01': edge 'gala-live' is short: it sends "
+                    f"{min(e.capacity_gbps.value, e.node_gbps.value):,.0f} Gbps for a forecast of "
+                    f"{e.egress_gbps.value:,.0f} Gbps (pods: {e.capacity_gbps.why}; nodes: {e.node_gbps.why})")
+    assert args.refusals == []
+    with pytest.raises(Exception) as err:
+        run_components(lambda p: {"x": pk.LiveEdge("edge", short, pulumi.ResourceOptions(provider=p)).urn})
+    assert line in str(err.value).splitlines()
