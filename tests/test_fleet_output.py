@@ -164,3 +164,13 @@ def test_the_plot_of_one_cluster_draws_that_clusters_capacity(tmp_path, monkeypa
                      "--plot", str(tmp_path / "night.png"))
     assert code == 0
     assert [c.name for c in drawn["plan"].clusters] == ["reh-nx-01"] and drawn["models"] == ["greetings"]
+
+
+def test_json_of_a_plan_over_the_envelope_names_the_excess(tmp_path, capsys):
+    path = write_variant(tmp_path, lambda cfg: cfg["peaknight:gpuPools"][2].update(maxGpusPerCluster=1000))
+    code, out, _ = run(capsys, "plan", str(path), "--format", "json")
+    doc = json.loads(out)
+    assert code == 1 and set(doc) == {"stack", "file", "envelope"} and len(doc["envelope"]) == 16
+    assert doc["envelope"][0] == ("cluster 'gala-bj-01': pool 'h100' needs 3,488 GPUs, its maxGpusPerCluster is 1,000: "
+                                  "over by 2,488")
+    assert run(capsys, "plan", str(path))[0] == 1  # the text keeps its lines on stderr

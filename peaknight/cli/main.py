@@ -65,7 +65,13 @@ def _warn_placeholders(loaded: config.LoadedStack) -> None:
 def _plan(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
     only = fleet.selection(loaded.spec, args)
-    plan = capacity.plan(loaded.spec)
+    try:
+        plan = capacity.plan(loaded.spec)
+    except capacity.EnvelopeError as err:
+        if args.format != "json":
+            raise
+        fleet.dump({"stack": loaded.name, "file": str(loaded.path), "envelope": err.problems})
+        return CHECK_FAILED
     refused = gate.stack(loaded.spec, plan)  # the whole stack's, whatever the flags show
     warnings = [*plan.warnings, *provisioners.warnings(loaded.spec)]
     cloud = plan_report.cloud_pools(event.pool_units(loaded.spec, plan), only)
