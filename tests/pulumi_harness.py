@@ -79,16 +79,18 @@ def stack_config(path: Path, kubeconfigs: bool = True) -> dict[str, str]:
 
 
 def run_program(path: Path, kubeconfigs: bool = True, secret: bool = True,
-                extra: dict[str, str] | None = None) -> RecordingMocks:
+                extra: dict[str, str] | None = None, preview: bool = False) -> RecordingMocks:
     """Run peaknight.pulumi.program.main() for the stack at `path` under mocks; return what
     registered. Kubeconfigs are Pulumi secrets (as `pulumi config set --secret` makes them) unless
-    `secret` is False; `extra` adds config keys as Pulumi would pass them."""
+    `secret` is False; `extra` adds config keys as Pulumi would pass them; `preview` runs it as
+    `pulumi preview` does (else as `pulumi up`, which refuses a broadcast stage's placeholders)."""
     def main() -> None:
         from peaknight.pulumi import program
         program.main()
 
     config_ = {**stack_config(path, kubeconfigs), **(extra or {})}
-    return run_under_mocks(main, path.stem.split(".")[-1], config_, secret_keys(config_) if secret else [])
+    return run_under_mocks(main, path.stem.split(".")[-1], config_, secret_keys(config_) if secret else [],
+                           preview=preview)
 
 
 def secret_keys(config_: dict[str, str]) -> list[str]:
@@ -98,12 +100,13 @@ def secret_keys(config_: dict[str, str]) -> list[str]:
 
 
 def run_under_mocks(body: Callable[[], Any], stack: str, config_: dict[str, str],
-                    secret_keys: list[str] | None = None, project: str = "peaknight") -> RecordingMocks:
+                    secret_keys: list[str] | None = None, project: str = "peaknight",
+                    preview: bool = False) -> RecordingMocks:
     """Run `body` as a Pulumi program under recording mocks with `config_` set (`secret_keys`
     marked secret); an Output `body` returns is awaited, so checks inside its apply run. bench/program
     runs the kit's program and its bare floor through here, so both pay the same mock costs."""
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview)
     pulumi.runtime.set_all_config(config_, secret_keys or [])
 
     @pulumi.runtime.test

@@ -143,7 +143,7 @@ def test_plan_command_prints_the_table_and_exits_0(capsys):
     assert cli.main(["plan", "broadcast", "--explain"]) == 0
     out = capsys.readouterr().out
     assert "all models and edges covered" in out
-    assert "gala-bj-01  chat-prefill" in out
+    assert "gala-bj-01 +15  chat-prefill" in out  # 16 clusters with the same plan: one row each
     assert "peak: ceil(65,937,500 x headroom 1.05 / (343,540 x util 0.85)) = 238; +119 so that 238 survive losing 1 of 3 zones" in out
 
 

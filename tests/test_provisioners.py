@@ -49,7 +49,7 @@ def vke_run():
         program.main()
 
     cfg = pulumi_config(raw)
-    return spec, capacity.plan(spec), run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg))
+    return spec, capacity.plan(spec), run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg), preview=True)
 
 
 def test_one_vke_node_pool_per_pool_and_zone_with_the_plans_arguments(vke_run):
@@ -110,7 +110,7 @@ def test_a_vke_cluster_without_credentials_is_one_clear_error():
         program.main()
 
     with pytest.raises(Exception) as err:
-        run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg))
+        run_under_mocks(main, "gala-vke", cfg, secret_keys(cfg), preview=True)
     assert ("peaknight:volcengine-access-key-vke-bj-01, peaknight:volcengine-secret-key-vke-bj-01: expected the "
             "cluster's Volcano Engine access and secret key as secrets") in str(err.value)
 
@@ -123,7 +123,9 @@ def test_plan_gala_vke_covers_the_peak_with_a_zone_lost_and_prints_the_node_pool
     chat = next(m for m in spec.models if m.name == "chat")
     assert chat.peak_tokens_per_minute == 63.3e9 and spec.policy.survive_zone_loss
     pool = capacity.plan(spec).cluster("vke-bj-01").pool("h20")
-    assert (f"vke-bj-01  h20-cn-beijing-a  ecs.hpcpni3ln.45xlarge in cn-beijing-a: min {pool.zone_floor_nodes[0]:,} "
+    # The 40 clusters declare the same node pools: one set of rows, `+39`, the clusters listed once.
+    assert "vke-bj-01 +39: the same node pools in each of 40 clusters: vke-bj-01, vke-bj-02, " in out
+    assert (f"vke-bj-01 +39  h20-cn-beijing-a  ecs.hpcpni3ln.45xlarge in cn-beijing-a: min {pool.zone_floor_nodes[0]:,} "
             f"(floor), max {pool.zone_nodes[0] + pool.zone_surge_nodes:,} nodes") in out
 
 

@@ -90,17 +90,21 @@ def test_the_console_script_runs_the_main_job(tmp_path):
 
 
 def test_placeholder_digests_are_warned_about(capsys, tmp_path):
-    spec = nights.spec("broadcast")
-    placeholders = config.placeholder_images(spec)
-    assert placeholders and all(i.endswith("@sha256:" + "0" * 64) for i in placeholders)
+    """One warning per key (file, key path, what to set); `validate --strict` refuses the same lines."""
+    loaded = config.load_stack("broadcast")
+    lines = [str(p) for p in config.placeholders(loaded.spec, str(loaded.path))]
+    # 3 model images, the edge's 3 images, the endpoint picker's, and 3 weights revisions.
+    assert len(lines) == 10
     assert cli.main(["render", "broadcast", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr()
-    for image in placeholders:  # on stderr: stdout stays the render's summary
-        assert f"warning: {image.split('@')[0]} is pinned to the placeholder digest" in out.err
+    for line in lines:  # on stderr: stdout stays the render's summary
+        assert f"warning: {line}\n" in out.err
     assert "warning:" not in out.out
-    assert config.placeholder_images(nights.spec("rehearsal")) == []
-    for model in ("chat", "greetings", "deep-think"):
-        assert f"warning: model '{model}' weights are pinned to the placeholder revision" in out.err
+    assert (f"{loaded.path}: peaknight:models[0].image: expected your registry's digest of lmsysorg/sglang:v0.5.4 "
+            "(crane digest lmsysorg/sglang:v0.5.4); found the all-zero placeholder digest") in lines
+    assert (f"{loaded.path}: peaknight:models[0].weightsRevision: expected the commit of deepseek-ai/DeepSeek-V3 your "
+            "mirror holds (40 hex); found the all-zero placeholder revision") in lines
+    assert config.placeholders(config.load_stack("rehearsal").spec, "rehearsal") == []
 
 
 def test_a_misspelt_field_of_a_custom_resource_is_an_error():

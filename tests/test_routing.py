@@ -194,7 +194,9 @@ def test_router_image_must_be_pinned_in_a_broadcast(tmp_path):
         config.load_stack(str(path))
     assert [str(p) for p in err.value.problems] == [
         f"{path}: peaknight:router.image: expected an image pinned by digest (…@sha256:<64 hex>) in a broadcast "
-        "stack; found 'ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0'"]
+        "stack: set peaknight:router.image to ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0@sha256:<your "
+        "registry's digest> (crane digest ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0); found "
+        "'ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0', the kit's default for a stack that does not set it"]
 
 
 def test_a_model_named_after_another_models_endpoint_picker_is_refused(tmp_path):

@@ -139,11 +139,11 @@ def test_explain_says_which_bound_applied(capsys):
     assert cli.main(["plan", "broadcast", "--explain"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    decode = lines[lines.index("gala-bj-01/chat-decode:") + 1]
+    decode = lines[lines.index("gala-bj-01 +15/chat-decode:") + 1]
     assert "338,720: the profile's; the KV-cache memory bound allows" in decode
-    greetings = lines[lines.index("gala-bj-01/greetings:") + 1]
+    greetings = lines[lines.index("gala-bj-01 +15/greetings:") + 1]
     assert "bound by KV-cache memory, below the profile's" in greetings
-    assert "gala-bj-01  chat-prefill" in out and "gala-bj-01  chat-decode" in out
+    assert "gala-bj-01 +15  chat-prefill" in out and "gala-bj-01 +15  chat-decode" in out
 
 
 def test_sglang_refuses_prefill_and_decode_tp_that_do_not_divide():

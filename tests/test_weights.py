@@ -15,6 +15,8 @@ from peaknight.cli import main as cli
 from peaknight.engines.base import MODEL_DIR, weights_path
 from peaknight.plan import capacity
 from peaknight.review import policy
+from peaknight.spec import config
+from conftest import STACKS
 from test_config import write_variant
 
 
@@ -218,3 +220,26 @@ def test_the_fill_script_copies_resumes_marks_ready_and_keeps_one_older_revision
     assert (dst / "sub" / "config.json").read_bytes() == b"{}"
     assert (base / f"{chat.weights_revision}.ready").exists()
     assert (base / "old2").exists() and not (base / "old1").exists() and not (base / "old1.ready").exists()
+
+
+def _existing_groups(raw: dict, region: str | None = None) -> dict:
+    """Every cluster of the stack on node groups that exist (large enough), in `region` if given."""
+    groups = [{"pool": p["name"], "name": f"{p['name']}-group", "nodes": 4000} for p in raw["gpuPools"]]
+    raw["clusters"] = [{**c, "provisioner": {"kind": "existing", "groups": groups},
+                        **({"region": region} if region else {})} for c in raw["clusters"]]
+    return raw
+
+
+def test_existing_groups_in_an_aws_region_size_their_sources_without_a_warning():
+    """us-east-1 sells the catalog's AWS types: FSx for Lustre's figures are the region's own."""
+    raw = _existing_groups(config.read_stack_file(STACKS / "Pulumi.rehearsal.yaml"))
+    plan = capacity.plan(config.parse(raw, "t"))
+    assert not [w for w in plan.warnings if "outside AWS" in w]
+
+
+def test_existing_groups_outside_aws_still_get_the_warning():
+    raw = _existing_groups(config.read_stack_file(STACKS / "Pulumi.gala-vke.yaml"))
+    raw["clusters"], raw["scale"] = [dict(c, share=0.5) for c in raw["clusters"][:2]], 0.01
+    warnings = [w for w in capacity.plan(config.parse(raw, "t")).warnings if "outside AWS" in w]
+    assert warnings == ["vke-bj-01, vke-bj-02 size their weight sources with FSx for Lustre's figures (1000 MB/s/TiB) "
+                        "outside AWS: set clusters[].weightSource to your file system's measured ones"]

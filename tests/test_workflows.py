@@ -54,6 +54,9 @@ def test_merge_ups_rehearsal_and_broadcast_waits_for_approval() -> None:
     assert _steps(rehearsal, "pulumi/actions@")[0]["with"]["stack-name"].endswith("/rehearsal")
     assert broadcast["needs"] == "rehearsal" and broadcast["environment"] == "broadcast"
     assert _steps(broadcast, "pulumi/actions@")[0]["with"]["stack-name"].endswith("/broadcast")
+    # The night's stack is never applied while it still carries a placeholder digest or revision.
+    assert [s["run"] for s in broadcast["steps"] if "validate" in s.get("run", "")] == [
+        ".venv/bin/peaknight validate broadcast --strict"]
     assert wf["concurrency"]["cancel-in-progress"] is False
 
 

@@ -18,6 +18,7 @@ from peaknight.addons import gitops
 from peaknight.builders import admission, autoscaling, cluster_base, inference, loadreplay, monitoring, network, routing, warmup
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
+from peaknight.plan import gate
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
 from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners import registry as provisioners
@@ -44,6 +45,11 @@ class GpuNodePoolArgs:
     def unit(self) -> Unit:
         return provisioners.for_cluster(self.cluster).pool(self.scope, self.cluster, self.pool, self.plan)
 
+    @property
+    def refusals(self) -> list[str]:
+        """The gate's lines about this pool: its provisioner cannot hold the plan."""
+        return gate.pools(self.cluster, [self.plan])
+
 
 @dataclass(frozen=True, kw_only=True)
 class InferenceServiceArgs:
@@ -64,6 +70,11 @@ class InferenceServiceArgs:
     def unit(self) -> Unit:
         return inference.build(self.scope, self.cluster, self.model, self.plan, self.prefill)
 
+    @property
+    def refusals(self) -> list[str]:
+        """The gate's lines about these workloads: short of their forecast."""
+        return gate.workloads(self.workloads)
+
 
 @dataclass(frozen=True, kw_only=True)
 class AutoscalerArgs:
@@ -77,6 +88,11 @@ class AutoscalerArgs:
     def unit(self) -> Unit:
         t = self.target
         return autoscaling.build(self.scope, self.slo, t.cluster, t.model, t.workloads, t.unit)
+
+    @property
+    def refusals(self) -> list[str]:
+        """Its service's: an autoscaler cannot scale past the quota that makes the service short."""
+        return self.target.refusals
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +124,11 @@ class LiveEdgeArgs:
     def unit(self) -> Unit:
         return live.build(self.scope, self.cluster, self.edge, self.plan)
 
+    @property
+    def refusals(self) -> list[str]:
+        """The gate's lines about this edge: short of its egress."""
+        return gate.edges([self.plan])
+
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterBaseArgs:
@@ -138,6 +159,11 @@ class WarmGateArgs:
     def unit(self) -> Unit:
         cache_path = provisioners.for_cluster(self.cluster).weights_cache_path()
         return warmup.build(self.scope, self.cluster, self.models, self.weights, cache_path)
+
+    @property
+    def refusals(self) -> list[str]:
+        """The gate's lines about these weights: not warm before the window."""
+        return gate.weights(self.weights)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,6 +299,11 @@ class ClusterStackArgs:
     @cached_property
     def parts(self) -> ClusterParts:
         return cluster_parts(self.spec, self.plan, self.cluster)
+
+    @property
+    def refusals(self) -> list[str]:
+        """The gate's lines about the whole cluster (every part's)."""
+        return gate.cluster(self.cluster, self.plan)
 
     @property
     def units(self) -> tuple[Unit, ...]:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from peaknight.builders import event
-from peaknight.cli import errors
+from peaknight.cli import errors, fleet
 from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
-from peaknight.plan import capacity, weights
+from peaknight.plan import capacity, gate
 from peaknight.provisioners import registry as provisioners
 from peaknight.spec import config
 from peaknight.review import crds as pinned_crds
@@ -27,7 +27,6 @@ from peaknight.cli import render
 from peaknight.review import diff as review
 from peaknight.cli import simulate as simulate_cmd
 from peaknight.cli import calibrate as calibrate_cmd
-from peaknight.spec.stack import StackSpec
 
 def _render(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
@@ -35,10 +34,10 @@ def _render(args: argparse.Namespace) -> int:
     errors.writable_dir(out, "--out")
     render.previous_clusters(out)  # refuse a foreign directory before the (slower) build
     objects = event.build(loaded.spec)
-    problems = provisioners.problems(loaded.spec, objects.plan)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
+    refused = gate.stack(loaded.spec, objects.plan)
+    for line in refused:
+        print(line, file=sys.stderr)
+    if refused:
         return CHECK_FAILED
     try:
         written = render.write(objects, out)
@@ -50,38 +49,48 @@ def _render(args: argparse.Namespace) -> int:
         print(f"  {cluster}: {n} objects")
     for cluster in written.removed:
         print(f"  {cluster}: removed (no longer in the stack)")
-    print(plan_report.summary(objects.plan))
-    _warn_placeholders(loaded.spec)
+    print(plan_report.summary(objects.plan, refused))
+    _warn_placeholders(loaded)
     for warning in (*objects.plan.warnings, *provisioners.warnings(loaded.spec)):
         errors.warn(warning)
     return OK
 
 
-def _warn_placeholders(spec: StackSpec) -> None:
-    """One line per image a shipped stack pins to the placeholder digest."""
-    for image in config.placeholder_images(spec):
-        errors.warn(f"{image.split('@')[0]} is pinned to the placeholder digest: set your registry's digest "
-                    "(crane digest <image>) before the night")
-    for model in config.placeholder_revisions(spec):
-        errors.warn(f"model '{model}' weights are pinned to the placeholder revision: set weightsRevision to the "
-                    "commit your mirror holds before the night")
+def _warn_placeholders(loaded: config.LoadedStack) -> None:
+    """One line per key a shipped stack pins to a placeholder (validate --strict refuses them)."""
+    for problem in config.placeholders(loaded.spec, str(loaded.path)):
+        errors.warn(str(problem))
 
 
 def _plan(args: argparse.Namespace) -> int:
     loaded = config.load_stack(args.stack)
-    plan = capacity.plan(loaded.spec)
-    print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
-    print(plan_report.table(plan, explain=args.explain))
-    pools = plan_report.cloud_pools(event.pool_units(loaded.spec, plan))
-    if pools:
-        print("")
-        print(pools)
-    for warning in (*plan.warnings, *provisioners.warnings(loaded.spec)):
+    only = fleet.selection(loaded.spec, args)
+    try:
+        plan = capacity.plan(loaded.spec)
+    except capacity.EnvelopeError as err:
+        if args.format != "json":
+            raise
+        fleet.dump({"stack": loaded.name, "file": str(loaded.path), "envelope": err.problems})
+        return CHECK_FAILED
+    refused = gate.stack(loaded.spec, plan)  # the whole stack's, whatever the flags show
+    warnings = [*plan.warnings, *provisioners.warnings(loaded.spec)]
+    cloud = plan_report.cloud_pools(event.pool_units(loaded.spec, plan), only)
+    if args.format == "json":
+        fleet.dump({"stack": loaded.name, "file": str(loaded.path),
+                    **plan_report.document(plan, refused, warnings, only, cloud, args.explain)})
+    else:
+        print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
+        print(plan_report.table(plan, refused, explain=args.explain, selection=only))
+        pools = plan_report.cloud_table(cloud)
+        if pools:
+            print("")
+            print(pools)
+    for warning in warnings:
         errors.warn(warning)
-    problems = [*provisioners.problems(loaded.spec, plan), *(weights.shortfall(w) for w in plan.late)]
-    for problem in problems:
-        print(f"SHORT: {problem}")
-    return CHECK_FAILED if plan.short or problems else OK
+    if args.format == "text":
+        for line in refused:
+            print(line)
+    return CHECK_FAILED if refused else OK
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -103,10 +112,13 @@ def _validate(args: argparse.Namespace) -> int:
                 seen[key] = ([f"{p} [schema]" for p in k8s_schema.validate(obj.manifest, crds)]
                              + [f"{p} [api]" for p in apiserver.validate(obj.manifest)])
             problems += [f"{cluster.cluster.name}: {p}" for p in seen[key]]
+    if args.strict:  # ready for the night: a placeholder digest or revision is a violation
+        problems = [*map(str, config.placeholders(loaded.spec, str(loaded.path))), *problems]
+    else:
+        _warn_placeholders(loaded)
     for problem in problems:
         print(problem)
     verdict = f"{len(problems)} violation(s)" if problems else "policy checks and API/CRD schemas pass"
-    _warn_placeholders(loaded.spec)
     if crds is None:
         for kind in pinned_crds.unvalidated_kinds():
             errors.warn(f"{kind}: its pinned CRD is not in {pinned_crds.directory()}: these objects are checked by "
@@ -133,7 +145,12 @@ def _crds(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    print(review.report(args.stack, args.base))
+    only = fleet.selection(config.load_stack(args.stack).spec, args) if args.cluster or args.model else \
+        plan_report.EVERYTHING
+    if args.format == "json":
+        fleet.dump(review.document(args.stack, args.base, only))
+    else:
+        print(review.report(args.stack, args.base, only))
     return OK
 
 
@@ -153,15 +170,19 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="print the capacity plan; exit 1 if any model is short")
     pl.add_argument("stack", help=stack_help)
     pl.add_argument("--explain", action="store_true", help="show how every figure was derived")
+    fleet.add_arguments(pl)
     v = sub.add_parser("validate", help="policy checks + API schema and CRD validation of every object; exit 1 "
                                         "listing every violation")
     v.add_argument("stack", help=stack_help)
     v.add_argument("--crds", help="directory of CustomResourceDefinitions (default: the pinned ones, "
                                   "peaknight/review/crds.lock.yaml, from $PEAKNIGHT_CRDS or the checkout's cache)")
+    v.add_argument("--strict", action="store_true", help="also refuse images pinned to the all-zero placeholder "
+                   "digest and weights to the placeholder revision (warnings otherwise): the stack is ready to deploy")
     d = sub.add_parser("diff", help="what a change does: objects, planned capacity and the simulated night, "
                                     "GITREF -> working tree")
     d.add_argument("stack", help=stack_help)
     d.add_argument("--base", required=True, help="git revision to compare with (e.g. origin/main)")
+    fleet.add_arguments(d)
     simulate_cmd.add_parser(sub, stack_help)
     calibrate_cmd.add_parser(sub, stack_help)
     c = sub.add_parser("crds", help="the pinned upstream CRDs validate uses")

@@ -6,11 +6,13 @@ the stack's `slo.unmetTokensPct`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from peaknight.cli import errors
+from peaknight.cli import errors, fleet
+from peaknight.plan.capacity import workload_names
 from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.sim import plot as night_plot
@@ -23,21 +25,33 @@ from peaknight.spec.stack import StackSpec
 STEP_RANGE = (1.0, 60.0)
 
 
-def table(results: list[ModelResult], slo_pct: float) -> str:
-    """Per model: where its demand went (served, by the fallback, shortened, shed with 429, unmet),
-    then GPU-hours against the oracle."""
-    rows: list[tuple[str, ...]] = [("model", "clusters", "served", "by fallback", "shortened", "shed 429",
-                                    "unmet tokens", "unmet min", "GPU-hours", "oracle GPU-h", "ratio",
-                                    "forecast unserved", "")]
-    for r in results:
-        rows.append((r.model, str(r.clusters), *(f"{r.share(x):.3f}%" for x in (
-                     r.served_tokens, r.fallback_tokens, r.shortened_tokens, r.shed_tokens)),
-                     f"{r.unmet_pct:.3f}%", str(len(r.unmet_minutes)),
-                     f"{r.gpu_hours:,.0f}", f"{r.oracle_gpu_hours:,.0f}", f"{r.oracle_ratio:.2f}",
-                     f"{r.unserved_pct:.3f}%", "ok" if r.unserved_pct <= slo_pct else "OVER SLO"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-             for row in rows]
+# (JSON key, header) of each figure per workload, and how the table shows it.
+COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("clusters", "clusters", str), ("served_pct", "served", lambda x: f"{x:.3f}%"),
+    ("fallback_pct", "by fallback", lambda x: f"{x:.3f}%"), ("shortened_pct", "shortened", lambda x: f"{x:.3f}%"),
+    ("shed_pct", "shed 429", lambda x: f"{x:.3f}%"), ("unmet_pct", "unmet tokens", lambda x: f"{x:.3f}%"),
+    ("unmet_minutes", "unmet min", str), ("gpu_hours", "GPU-hours", lambda x: f"{x:,.0f}"),
+    ("oracle_gpu_hours", "oracle GPU-h", lambda x: f"{x:,.0f}"), ("oracle_ratio", "ratio", lambda x: f"{x:.2f}"),
+    ("unserved_pct", "forecast unserved", lambda x: f"{x:.3f}%"), ("status", "", str))
+
+
+def row(r: ModelResult, slo_pct: float) -> dict[str, Any]:
+    """One workload's night over the clusters replayed: where its demand went, GPU-hours, the verdict."""
+    return {"model": r.model, "clusters": r.clusters, "served_pct": r.share(r.served_tokens),
+            "fallback_pct": r.share(r.fallback_tokens), "shortened_pct": r.share(r.shortened_tokens),
+            "shed_pct": r.share(r.shed_tokens), "unmet_pct": r.unmet_pct, "unmet_minutes": len(r.unmet_minutes),
+            "gpu_hours": r.gpu_hours, "oracle_gpu_hours": r.oracle_gpu_hours, "oracle_ratio": r.oracle_ratio,
+            "unserved_pct": r.unserved_pct, "status": "ok" if r.unserved_pct <= slo_pct else "OVER SLO"}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Per workload: where its demand went (served, by the fallback, shortened, shed with 429,
+    unmet), then GPU-hours against the oracle."""
+    cells: list[tuple[str, ...]] = [("model", *(header for _, header, _ in COLUMNS))]
+    cells += [(r["model"], *(show(r[key]) for key, _, show in COLUMNS)) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
+             for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -154,16 +168,32 @@ def run(args: argparse.Namespace) -> int:
                                                  f"{STEP_RANGE[1]:g}", str(args.step))])
     loaded = config.load_stack(args.stack)
     spec = loaded.spec
+    only = fleet.selection(spec, args)
     injected = faults(spec, args)
     if args.plot:
         errors.writable_file(Path(args.plot), "--plot")  # before the night is replayed, not after
     objects = event.build(spec)
-    results = simulator.simulate(spec, objects, args.step, injected)
+    # Only the selected clusters are replayed (and their plan is the plot's capacity); every model
+    # is (a ladder's fallback serves another's overflow), and the selected models' workloads are reported.
+    objects = dataclasses.replace(
+        objects, clusters=tuple(c for c in objects.clusters if only.cluster(c.cluster.name)),
+        plan=dataclasses.replace(objects.plan, clusters=tuple(c for c in objects.plan.clusters if only.cluster(c.name))))
+    model_of = {w: m.name for m in spec.models for w in workload_names(m)}
+    results = [r for r in simulator.simulate(spec, objects, args.step, injected) if only.model(model_of[r.model])]
+    rows = [row(r, spec.slo.unmet_tokens_pct) for r in results]
+    code = 1 if any(r["status"] != "ok" for r in rows) else 0
+    if args.format == "json":
+        fleet.dump({"stack": loaded.name, "file": str(loaded.path), "step_s": args.step,
+                    "clusters": [c.cluster.name for c in objects.clusters], "faults": describe(spec, injected),
+                    "slo_unmet_tokens_pct": spec.slo.unmet_tokens_pct, "models": rows})
+        return code
     print(f"simulated night of stack '{loaded.name}' ({loaded.path}), {args.step:g} s steps, "
           f"{spec.event.window.start:%Y-%m-%d %H:%M} to {spec.event.window.end:%H:%M} {spec.event.time_zone}")
+    if only.clusters is not None:
+        print(f"clusters: {', '.join(c.cluster.name for c in objects.clusters)} (of {len(spec.clusters)})")
     for line in describe(spec, injected):
         print(f"fault: {line}")
-    print(table(results, spec.slo.unmet_tokens_pct))
+    print(table(rows))
     print("served: by the model's own replicas in full; by fallback: its ladder's fallback model (step 2); "
           "shortened: output the cap removed (step 1); shed 429: refused at the gateway with Retry-After "
           "(step 3); unmet: queued past the TTFT SLO")
@@ -177,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
             raise config.ConfigError([config.Problem(args.plot, "--plot", "a writable file path",
                                                      err.strerror or str(err))]) from None
         print(f"plot written to {args.plot}")
-    return 1 if any(r.unserved_pct > spec.slo.unmet_tokens_pct for r in results) else 0
+    return code
 
 
 def add_parser(sub: argparse._SubParsersAction, stack_help: str) -> None:
@@ -186,6 +216,7 @@ def add_parser(sub: argparse._SubParsersAction, stack_help: str) -> None:
     s.add_argument("stack", help=stack_help)
     s.add_argument("--plot", help="write demand, ready capacity and replicas through the night to this PNG")
     s.add_argument("--step", type=float, default=10.0, help="simulation step in seconds (default 10)")
+    fleet.add_arguments(s)
     when_help = "a moment's name, a local HH:MM on the night, or YYYY-MM-DDTHH:MM"
     s.add_argument("--lose-zone", metavar="ZONE", help="lose this zone (in every cluster that has it) --at a time")
     s.add_argument("--at", metavar="WHEN", help=f"when --lose-zone happens: {when_help}")

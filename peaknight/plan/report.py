@@ -1,11 +1,18 @@
-"""The capacity plan as the tables SREs read: per cluster and model, per cluster and edge, and totals."""
+"""The capacity plan as the tables SREs read (per cluster and model, per cluster and edge, and
+totals) and as `--format json` gives it: one row per figure set, clusters with the same plan together."""
 from __future__ import annotations
 
-from typing import Sequence
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from peaknight.builders.objects import Unit
-from peaknight.plan.capacity import CapacityPlan, OriginPlan
+from peaknight.plan.capacity import CapacityPlan, ClusterPlan, EdgePlan, ModelPlan, OriginPlan, PoolPlan
+from peaknight.plan.weights import WeightsPlan
 from peaknight.plan.units import RATE_UNIT, capacity_meaning, per_minute
+
+
+T = TypeVar("T")
 
 
 def si(x: float) -> str:
@@ -25,73 +32,193 @@ def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-def table(plan: CapacityPlan, explain: bool = False) -> str:
-    rows = [("cluster", "model", "replicas", "floor", "GPUs", "nodes", f"capacity {RATE_UNIT}",
-             f"forecast {RATE_UNIT}", "headroom", "warm-up", "surge", "rollout", "")]
-    for c in plan.clusters:
-        for m in c.models:
-            rows.append((c.name, m.name, f"{int(m.replicas.value):,}", f"{int(m.floor_replicas.value):,}",
-                         f"{int(m.gpus.value):,}", f"{int(m.nodes.value):,}", si(per_minute(m.capacity_tps.value)),
-                         si(per_minute(m.demand_tps.value)), f"{m.headroom:.3f}", duration(m.warmup.value),
-                         f"{int(m.surge.value):,}", duration(m.rollout.value), "SHORT" if m.short else "ok"))
-    lines = _columns(rows)
-    weights = [("cluster", "model", "staging", "source/zone GiB", "source MB/s", "node fill", "slack", "")]
-    for c in plan.clusters:
-        for w in c.weights:
-            weights.append((c.name, w.model, duration(w.staging.value), f"{int(w.source_gib.value):,}",
-                            f"{w.source_mbps.value:,.0f}", duration(w.fill.value),
-                            duration(w.slack.value) if not w.late else f"-{duration(-w.slack.value)}",
-                            "LATE" if w.late else "ok"))
-    lines += [""] + _columns(weights)
-    edges = [("cluster", "edge", "pods", "max pods", "shields", "nodes", "viewers", "capacity Gbps", "forecast Gbps",
-              "origin Gbps", "headroom", "")]
-    for c in plan.clusters:
-        for e in c.edges:
-            edges.append((c.name, e.edge, f"{int(e.pods.value):,}", f"{int(e.max_pods.value):,}",
-                          f"{int(e.shields.value):,}", f"{int(e.nodes.value):,}", si(e.viewers.value),
-                          f"{min(e.capacity_gbps.value, e.node_gbps.value):,.0f}",
-                          f"{e.egress_gbps.value:,.0f}", f"{e.origin_gbps.value:,.3f}",
-                          f"{min(e.capacity_gbps.value, e.node_gbps.value) / e.egress_gbps.value:.3f}",
-                          "SHORT" if e.short else "ok"))
-    if len(edges) > 1:
-        lines += [""] + _columns(edges)
-        lines += [origin_line(plan.origin(name)) for name in dict.fromkeys(e.edge for c in plan.clusters for e in c.edges)]
+@dataclass(frozen=True)
+class Selection:
+    """What a fleet's report shows: the named clusters and models (None: all of them)."""
+
+    clusters: frozenset[str] | None = None
+    models: frozenset[str] | None = None
+
+    def cluster(self, name: str) -> bool:
+        return self.clusters is None or name in self.clusters
+
+    def model(self, name: str) -> bool:
+        """`name` is a model's (a workload's model for a disaggregated model's phases)."""
+        return self.models is None or name in self.models
+
+
+EVERYTHING = Selection()
+
+
+@dataclass(frozen=True)
+class Column:
+    """One figure of a table: its key in `--format json`, its header and how the table shows it."""
+
+    key: str
+    header: str
+    show: Callable[[Any], str]
+
+
+def _count(x: float) -> str:
+    return f"{int(x):,}"
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def _slack(seconds: float) -> str:
+    return duration(seconds) if seconds >= 0 else f"-{duration(-seconds)}"
+
+
+MODEL_COLUMNS = (Column("replicas", "replicas", _count), Column("floor", "floor", _count),
+                 Column("gpus", "GPUs", _count), Column("nodes", "nodes", _count),
+                 Column("capacity_tpm", f"capacity {RATE_UNIT}", si), Column("forecast_tpm", f"forecast {RATE_UNIT}", si),
+                 Column("headroom", "headroom", _ratio), Column("warmup_s", "warm-up", lambda x: duration(x)),
+                 Column("surge", "surge", _count), Column("rollout_s", "rollout", lambda x: duration(x)),
+                 Column("status", "", str))
+WEIGHT_COLUMNS = (Column("staging_s", "staging", lambda x: duration(x)), Column("source_gib", "source/zone GiB", _count),
+                  Column("source_mbps", "source MB/s", lambda x: f"{x:,.0f}"), Column("fill_s", "node fill", lambda x: duration(x)),
+                  Column("slack_s", "slack", _slack), Column("status", "", str))
+EDGE_COLUMNS = (Column("pods", "pods", _count), Column("max_pods", "max pods", _count), Column("shields", "shields", _count),
+                Column("nodes", "nodes", _count), Column("viewers", "viewers", si),
+                Column("capacity_gbps", "capacity Gbps", lambda x: f"{x:,.0f}"),
+                Column("forecast_gbps", "forecast Gbps", lambda x: f"{x:,.0f}"),
+                Column("origin_gbps", "origin Gbps", lambda x: f"{x:,.3f}"), Column("headroom", "headroom", _ratio),
+                Column("status", "", str))
+
+
+def model_row(m: ModelPlan) -> dict[str, Any]:
+    return {"model": m.name, "replicas": int(m.replicas.value), "floor": int(m.floor_replicas.value),
+            "gpus": int(m.gpus.value), "nodes": int(m.nodes.value), "capacity_tpm": per_minute(m.capacity_tps.value),
+            "forecast_tpm": per_minute(m.demand_tps.value), "headroom": m.headroom, "warmup_s": m.warmup.value,
+            "surge": int(m.surge.value), "rollout_s": m.rollout.value, "status": "SHORT" if m.short else "ok"}
+
+
+def weight_row(w: WeightsPlan) -> dict[str, Any]:
+    return {"model": w.model, "staging_s": w.staging.value, "source_gib": int(w.source_gib.value),
+            "source_mbps": w.source_mbps.value, "fill_s": w.fill.value, "slack_s": w.slack.value,
+            "status": "LATE" if w.late else "ok"}
+
+
+def edge_row(e: EdgePlan) -> dict[str, Any]:
+    sends = min(e.capacity_gbps.value, e.node_gbps.value)  # pods or nodes, whichever sends less
+    return {"edge": e.edge, "pods": int(e.pods.value), "max_pods": int(e.max_pods.value), "shields": int(e.shields.value),
+            "nodes": int(e.nodes.value), "viewers": e.viewers.value, "capacity_gbps": sends,
+            "forecast_gbps": e.egress_gbps.value, "origin_gbps": e.origin_gbps.value,
+            "headroom": sends / e.egress_gbps.value, "status": "SHORT" if e.short else "ok"}
+
+
+def pool_row(p: PoolPlan) -> dict[str, Any]:
+    return {"pool": p.pool, "nodes": int(p.nodes.value), "gpu_limit": int(p.gpu_limit.value),
+            "zone_nodes": list(p.zone_nodes), "zone_floor_nodes": list(p.zone_floor_nodes), "disk_gib": int(p.disk_gib.value)}
+
+
+@dataclass(frozen=True)
+class Group:
+    """Clusters whose plans show the same figures: one set of rows for all of them (16 identical
+    clusters are 5 model rows, not 80). `plan` is the first cluster's, for `--explain`."""
+
+    clusters: tuple[str, ...]
+    plan: ClusterPlan
+    rows: dict[str, list[dict[str, Any]]]
+
+    @property
+    def label(self) -> str:
+        return _label(self.clusters)
+
+
+def same(items: Iterable[tuple[str, T]]) -> list[tuple[tuple[str, ...], T]]:
+    """(clusters, value) for each distinct value of (cluster, value) pairs, in first-seen order."""
+    found: dict[str, tuple[list[str], T]] = {}
+    for cluster, value in items:
+        found.setdefault(json.dumps(value, sort_keys=True, default=str), ([], value))[0].append(cluster)
+    return [(tuple(names), value) for names, value in found.values()]
+
+
+def groups(plan: CapacityPlan, selection: Selection = EVERYTHING) -> list[Group]:
+    """The selected clusters, grouped by the figures the report shows of them."""
+    plans = {c.name: c for c in plan.clusters}
+    every = selection.models is None
+
+    def rows(c: ClusterPlan) -> dict[str, list[dict[str, Any]]]:
+        return {"models": [model_row(m) for m in c.models if selection.model(m.model)],
+                "weights": [weight_row(w) for w in c.weights if selection.model(w.model)],
+                "edges": [edge_row(e) for e in c.edges] if every else [],
+                "pools": [pool_row(p) for p in c.pools] if every else [],
+                "gateway": [{"pods": int(c.gateway.pods.value), "max_pods": int(c.gateway.max_pods.value)}]
+                if every and c.gateway else []}
+    return [Group(names, plans[names[0]], r)
+            for names, r in same((c.name, rows(c)) for c in plan.clusters if selection.cluster(c.name))]
+
+
+def _table(found: list[Group], part: str, first: str, columns: tuple[Column, ...]) -> list[str]:
+    rows = [("cluster", first, *(c.header for c in columns))]
+    rows += [(g.label, r[first], *(c.show(r[c.key]) for c in columns)) for g in found for r in g.rows[part]]
+    return _columns(rows) if len(rows) > 1 else []
+
+
+def table(plan: CapacityPlan, refused: Sequence[str], explain: bool = False,
+          selection: Selection = EVERYTHING) -> str:
+    """The plan's tables and its total line; `refused` are the gate's SHORT lines (plan/gate.py).
+    Clusters with the same figures share their rows (`<first> +N`, listed below the tables)."""
+    found = groups(plan, selection)
+    lines = _table(found, "models", "model", MODEL_COLUMNS)
+    lines += [""] + _table(found, "weights", "model", WEIGHT_COLUMNS)
+    edges = _table(found, "edges", "edge", EDGE_COLUMNS)
+    if edges:
+        lines += [""] + edges
+        lines += [origin_line(origin_row(plan.origin(name))) for name in _edges(found)]
+    shared = [g for g in found if len(g.clusters) > 1]
+    if shared:
+        lines.append("")
+        lines += [f"{g.label}: the same plan in each of {len(g.clusters)} clusters (figures are per cluster): "
+                  + ", ".join(g.clusters) for g in shared]
     lines.append("")
     lines.append(f"{capacity_meaning(plan.survives_zone_loss)}; headroom = capacity / forecast")
-    lines.append(summary(plan))
+    lines.append(summary(plan, refused))
     if explain:
         lines.append("")
         lines.append(f"(rates below are tokens/s, the profiles' unit; the tables show them x 60 in {RATE_UNIT})")
-        for c in plan.clusters:
-            for m in c.models:
-                lines.append(f"{c.name}/{m.name}:")
-                for label, fig in (("per replica", m.replica_tps), ("forecast", m.demand_tps), ("replicas", m.replicas),
-                                   ("floor", m.floor_replicas), ("GPUs", m.gpus), ("nodes", m.nodes),
-                                   ("capacity", m.capacity_tps), ("max replicas", m.max_replicas),
-                                   ("warm-up", m.warmup), ("surge", m.surge), ("rollout", m.rollout),
-                                   ("route timeout", m.longest_answer)):
-                    lines.append(f"  {label}: {fig.why}")
-                w = c.weight(m.model)
-                for label, fig in (("weights staging", w.staging), ("weight source per zone", w.source_gib),
-                                   ("source throughput", w.source_mbps), ("node cache fill", w.fill),
-                                   ("warm-gate slack", w.slack)):
-                    lines.append(f"  {label}: {fig.why}")
-            for p in c.pools:
-                zones = "/".join(map(str, p.zone_nodes))
-                floors = "/".join(map(str, p.zone_floor_nodes))
-                lines.append(f"{c.name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}; "
-                             f"per zone {zones} (floor {floors}); local disk {p.disk_gib.why}")
-            if c.gateway:
-                lines.append(f"{c.name}/gateway: Envoy pods {c.gateway.pods.why}; at most {c.gateway.max_pods.why}")
-            for e in c.edges:
-                lines.append(f"{c.name}/edge {e.edge}:")
-                for label, fig in (("viewers", e.viewers), ("mix", e.mix_kbps), ("egress", e.egress_gbps),
-                                   ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps),
-                                   ("shield fetch", e.shield_fetch_gbps), ("shields", e.shields),
-                                   ("origin egress", e.origin_gbps), ("origin requests", e.origin_rps),
-                                   ("pods per node", e.pods_per_node), ("nodes", e.nodes), ("node egress", e.node_gbps)):
-                    lines.append(f"  {label}: {fig.why}")
+        for g in found:
+            lines += _explain(g, selection)
     return "\n".join(lines)
+
+
+def _explain(group: Group, selection: Selection) -> list[str]:
+    """How each figure of a group's plan was derived (the same in each of its clusters)."""
+    c, name, lines = group.plan, group.label, []
+    for m in (m for m in c.models if selection.model(m.model)):
+        lines.append(f"{name}/{m.name}:")
+        for label, fig in (("per replica", m.replica_tps), ("forecast", m.demand_tps), ("replicas", m.replicas),
+                           ("floor", m.floor_replicas), ("GPUs", m.gpus), ("nodes", m.nodes),
+                           ("capacity", m.capacity_tps), ("max replicas", m.max_replicas),
+                           ("warm-up", m.warmup), ("surge", m.surge), ("rollout", m.rollout),
+                           ("route timeout", m.longest_answer)):
+            lines.append(f"  {label}: {fig.why}")
+        w = c.weight(m.model)
+        for label, fig in (("weights staging", w.staging), ("weight source per zone", w.source_gib),
+                           ("source throughput", w.source_mbps), ("node cache fill", w.fill),
+                           ("warm-gate slack", w.slack)):
+            lines.append(f"  {label}: {fig.why}")
+    if selection.models is not None:
+        return lines
+    for p in c.pools:
+        zones = "/".join(map(str, p.zone_nodes))
+        floors = "/".join(map(str, p.zone_floor_nodes))
+        lines.append(f"{name}/pool {p.pool}: nodes {p.nodes.why}; GPU limit {p.gpu_limit.why}; "
+                     f"per zone {zones} (floor {floors}); local disk {p.disk_gib.why}")
+    if c.gateway:
+        lines.append(f"{name}/gateway: Envoy pods {c.gateway.pods.why}; at most {c.gateway.max_pods.why}")
+    for e in c.edges:
+        lines.append(f"{name}/edge {e.edge}:")
+        for label, fig in (("viewers", e.viewers), ("mix", e.mix_kbps), ("egress", e.egress_gbps),
+                           ("pods", e.pods), ("max pods", e.max_pods), ("capacity", e.capacity_gbps),
+                           ("shield fetch", e.shield_fetch_gbps), ("shields", e.shields),
+                           ("origin egress", e.origin_gbps), ("origin requests", e.origin_rps),
+                           ("pods per node", e.pods_per_node), ("nodes", e.nodes), ("node egress", e.node_gbps)):
+            lines.append(f"  {label}: {fig.why}")
+    return lines
 
 
 def duration(seconds: float) -> str:
@@ -100,29 +227,71 @@ def duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
-def origin_line(origin: OriginPlan) -> str:
+def origin_row(origin: OriginPlan) -> dict[str, Any]:
+    """The origin's figures for the whole night (what `origin_line` says)."""
+    return {"edge": origin.edge, "gbps": origin.gbps.value, "rps": origin.rps.value, "shields": origin.shields,
+            "night_tb": origin.night_tb, "window_hours": origin.window_hours,
+            "viewer_gbps": origin.viewer_gbps.value, "offload": origin.offload}
+
+
+def origin_line(o: dict[str, Any]) -> str:
     """The origin's view of the whole event: what it must serve, and what a backup inherits on failover."""
-    return (f"origin of '{origin.edge}' for the night: {origin.gbps.value:,.2f} Gbps and {origin.rps.value:,.0f} req/s "
-            f"at peak from {origin.shields:,} shields ({origin.night_tb:,.2f} TB over the {origin.window_hours:g} h "
-            f"window); viewers get {origin.viewer_gbps.value / 1000:,.1f} Tbps: offload at the origin "
-            f"{origin.offload:.4%}; a backup origin takes the same load from the same shields")
+    return (f"origin of '{o['edge']}' for the night: {o['gbps']:,.2f} Gbps and {o['rps']:,.0f} req/s "
+            f"at peak from {o['shields']:,} shields ({o['night_tb']:,.2f} TB over the {o['window_hours']:g} h "
+            f"window); viewers get {o['viewer_gbps'] / 1000:,.1f} Tbps: offload at the origin "
+            f"{o['offload']:.4%}; a backup origin takes the same load from the same shields")
 
 
-def cloud_pools(units: Sequence[tuple[str, Unit]]) -> str:
-    """The cloud's node pools the provisioners declare (cluster, name, summary), or nothing."""
+def cloud_pools(units: Sequence[tuple[str, Unit]], selection: Selection = EVERYTHING) -> list[tuple[tuple[str, ...], list[dict[str, str]]]]:
+    """The cloud's node pools the provisioners declare ({name, holds}), clusters with the same ones together."""
+    per_cluster: dict[str, list[dict[str, str]]] = {}
+    for cluster, unit in units:
+        if selection.cluster(cluster):
+            per_cluster.setdefault(cluster, []).extend({"name": c.name, "holds": c.summary} for c in unit.cloud)
+    return [(names, pools) for names, pools in same(per_cluster.items()) if pools]
+
+
+def cloud_table(found: list[tuple[tuple[str, ...], list[dict[str, str]]]]) -> str:
+    """The cloud node pools as a table (cluster, name, what it holds), or nothing."""
     rows = [("cluster", "cloud node pool", "holds")]
-    rows += [(cluster, c.name, c.summary) for cluster, unit in units for c in unit.cloud]
-    return "\n".join(_columns(rows)) if len(rows) > 1 else ""
+    rows += [(_label(names), p["name"], p["holds"]) for names, pools in found for p in pools]
+    shared = [f"{_label(names)}: the same node pools in each of {len(names)} clusters: {', '.join(names)}"
+              for names, _ in found if len(names) > 1]
+    return "\n".join([*_columns(rows), *shared]) if len(rows) > 1 else ""
 
 
-def summary(plan: CapacityPlan) -> str:
-    """One line of the night's totals."""
-    models = [m for c in plan.clusters for m in c.models]
-    gpus = sum(int(m.gpus.value) for m in models)
-    nodes = sum(c.nodes for c in plan.clusters)
+def _label(clusters: Sequence[str]) -> str:
+    """A group's name in a table: its first cluster, and how many more share its rows."""
+    return clusters[0] if len(clusters) == 1 else f"{clusters[0]} +{len(clusters) - 1}"
+
+
+def totals(plan: CapacityPlan, refused: Sequence[str]) -> dict[str, Any]:
+    """The night's totals, whatever a report selects: what the gate judged."""
     rates = [r for c in plan.clusters for r in c.model_rates().values()]
-    demand = per_minute(sum(d for d, _ in rates))
-    capacity = per_minute(sum(c for _, c in rates))
-    short = len(plan.short)
-    return (f"total: {len(plan.clusters)} clusters, {gpus:,} GPUs on {nodes:,} nodes; forecast {si(demand)} {RATE_UNIT}, "
-            f"capacity {si(capacity)} {RATE_UNIT}; {'all models and edges covered' if not short else f'{short} SHORT'}")
+    return {"clusters": len(plan.clusters), "gpus": sum(int(m.gpus.value) for c in plan.clusters for m in c.models),
+            "nodes": sum(c.nodes for c in plan.clusters), "forecast_tpm": per_minute(sum(d for d, _ in rates)),
+            "capacity_tpm": per_minute(sum(c for _, c in rates)), "short": len(refused)}
+
+
+def summary(plan: CapacityPlan, refused: Sequence[str]) -> str:
+    """One line of the night's totals: "covered" only when the gate refuses nothing."""
+    t = totals(plan, refused)
+    return (f"total: {t['clusters']} clusters, {t['gpus']:,} GPUs on {t['nodes']:,} nodes; forecast "
+            f"{si(t['forecast_tpm'])} {RATE_UNIT}, capacity {si(t['capacity_tpm'])} {RATE_UNIT}; "
+            + (f"{t['short']} SHORT" if t["short"] else "all models and edges covered"))
+
+
+def _edges(found: list[Group]) -> list[str]:
+    return list(dict.fromkeys(r["edge"] for g in found for r in g.rows["edges"]))
+
+
+def document(plan: CapacityPlan, refused: Sequence[str], warnings: Sequence[str], selection: Selection,
+             cloud: list[tuple[tuple[str, ...], list[dict[str, str]]]], explain: bool = False) -> dict[str, Any]:
+    """`peaknight plan --format json`: every figure of the tables (unrounded), the origin lines, the
+    cloud node pools, the total, the SHORT lines and the warnings (README, "plan --format json")."""
+    found = groups(plan, selection)
+    return {"groups": [{"clusters": list(g.clusters), **g.rows, **({"explain": _explain(g, selection)} if explain else {})}
+                       for g in found],
+            "origins": [origin_row(plan.origin(name)) for name in _edges(found)],
+            "cloud_pools": [{"clusters": list(names), "pools": pools} for names, pools in cloud],
+            "total": totals(plan, refused), "short": list(refused), "warnings": list(warnings)}

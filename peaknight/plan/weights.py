@@ -123,10 +123,11 @@ def plan_cluster(spec: StackSpec, cluster: Cluster, zone_fleet: dict[str, int], 
 
 def warnings(spec: StackSpec) -> list[str]:
     """A cluster outside AWS sizing its weight sources with the FSx for Lustre defaults: the kit
-    ships no published figure for another cloud's file system, so the operator must give one."""
+    ships no published figure for another cloud's file system, so the operator must give one. A
+    provisioner that names no cloud (`existing`) is where its region is."""
     default = WeightSource()
-    names = [c.name for c in spec.clusters
-             if PROVISIONER_CLOUD[c.provisioner.kind] != "aws" and c.weight_source == default]
+    names = [c.name for c in spec.clusters if c.weight_source == default
+             and (PROVISIONER_CLOUD[c.provisioner.kind] or profiles.region_cloud(c.region)) != "aws"]
     if not names:
         return []
     which = ", ".join(names) if len(names) <= 3 else f"{len(names)} clusters ({names[0]}, ...)"

@@ -78,7 +78,8 @@ class Provisioner(Protocol):
 
     def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
         """Why the pool's nodes cannot hold the plan (a cloud's limit, a group too small): one
-        line each; `plan` prints them and exits 1, `render` refuses to write."""
+        line each; the gate (plan/gate.py) makes them `SHORT:` lines that `plan`, `render`, the
+        Pulumi program and the GpuNodePool component refuse the plan with."""
 
     def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
         """What the operator should know before the night but may accept (`plan` and `render`

@@ -5,7 +5,6 @@ from peaknight.provisioners.base import Provisioner
 from peaknight.provisioners.existing import Existing
 from peaknight.provisioners.karpenter import KarpenterAws
 from peaknight.provisioners.vke import VolcengineVke
-from peaknight.plan.capacity import CapacityPlan
 from peaknight.spec.stack import Cluster, StackSpec
 
 REGISTRY: dict[str, Provisioner] = {p.kind: p for p in (KarpenterAws(), VolcengineVke(), Existing())}
@@ -14,12 +13,6 @@ REGISTRY: dict[str, Provisioner] = {p.kind: p for p in (KarpenterAws(), Volcengi
 def for_cluster(cluster: Cluster) -> Provisioner:
     """The provisioner a cluster's config chose."""
     return REGISTRY[cluster.provisioner.kind]
-
-
-def problems(spec: StackSpec, plan: CapacityPlan) -> list[str]:
-    """Every pool whose provisioner cannot hold its plan, one line each."""
-    return [line for cluster, cplan in zip(spec.clusters, plan.clusters)
-            for pool in cplan.pools for line in for_cluster(cluster).problems(cluster, pool)]
 
 
 def warnings(spec: StackSpec) -> list[str]:

@@ -31,10 +31,13 @@ from peaknight.builders.podpolicy import POOL_LABEL
 from peaknight.engines.base import PORT
 from peaknight.pulumi.addons import ClusterAddons
 
-# Typed pulumi-kubernetes classes for core kinds; anything else is a CustomResource (its CRD comes
-# from an add-on). Dict inputs with camelCase keys pass through to the object unchanged.
+# Typed pulumi-kubernetes classes for every core kind the kit renders (tests/test_typed_kinds.py
+# holds this to the kinds of the render and to pulumi-kubernetes' own classes); anything else is a
+# CustomResource (its CRD comes from an add-on). Dict inputs with camelCase keys pass through to the
+# object unchanged.
 TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "PersistentVolume"): k8s.core.v1.PersistentVolume,
     ("v1", "Service"): k8s.core.v1.Service,
     ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
     ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaim,
@@ -42,7 +45,9 @@ TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("v1", "ResourceQuota"): k8s.core.v1.ResourceQuota,
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
     ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
+    ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
     ("batch/v1", "Job"): k8s.batch.v1.Job,
+    ("batch/v1", "CronJob"): k8s.batch.v1.CronJob,
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
     ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
@@ -50,6 +55,11 @@ TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
 }
+
+# Kinds registered as CustomResources (type `kubernetes:<apiVersion>:<kind>`) before they had a row
+# above: the alias keeps their URNs, so an existing stack updates them in place instead of
+# replacing them (broadcast protects its weight volumes, which a replacement would have to delete).
+FORMERLY_CUSTOM = {("v1", "PersistentVolume"), ("apps/v1", "StatefulSet"), ("batch/v1", "CronJob")}
 
 # What a component's objects wait for: the add-on releases that serve their CRDs or metrics APIs
 # (ClusterStack passes its ClusterAddons.needed_by; a program of one's own may pass nothing).
@@ -63,9 +73,13 @@ def _snake(key: str) -> str:
 def resource_for(obj: Obj, name: str, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
     """The typed resource for a core kind, a CustomResource otherwise, from the manifest dict."""
     manifest = obj.manifest
-    ctor = TYPED.get((manifest["apiVersion"], manifest["kind"]))
+    key = (manifest["apiVersion"], manifest["kind"])
+    ctor = TYPED.get(key)
     fields = {_snake(k): v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
     if ctor is not None:
+        if key in FORMERLY_CUSTOM:
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                aliases=[pulumi.Alias(type_=f"kubernetes:{key[0]}:{key[1]}")]))
         return ctor(name, opts=opts, **fields)
     return k8s.apiextensions.CustomResource(name, api_version=manifest["apiVersion"], kind=manifest["kind"],
                                             opts=opts, **fields)
@@ -82,14 +96,23 @@ def kubernetes_provider(opts: pulumi.ResourceOptions | None) -> pulumi.ProviderR
     return next((p for p in candidates if isinstance(p, k8s.Provider)), None)
 
 
+def refuse(lines: Sequence[str]) -> None:
+    """Stop the program with the gate's SHORT lines (plan/gate.py), as `peaknight plan` prints
+    them, before anything is registered: one line each, no traceback."""
+    if lines:
+        raise pulumi.RunError("\n".join(lines))
+
+
 class _UnitComponent(pulumi.ComponentResource):
     """Registers one Unit: the shared body of every component below. `prefix` names the resources
-    (`<prefix>/<kind>.<namespace>.<name>`); it defaults to the component's own name."""
+    (`<prefix>/<kind>.<namespace>.<name>`); it defaults to the component's own name. A public
+    component passes its args' `refusals`: it registers nothing for a plan the gate refuses."""
 
     _unit: Unit
 
     def __init__(self, component: str, name: str, args: parts.PartArgs, opts: pulumi.ResourceOptions | None,
-                 prefix: str | None, needed_by: NeededBy | None):
+                 prefix: str | None, needed_by: NeededBy | None, refusals: Sequence[str] = ()):
+        refuse(refusals)
         super().__init__(f"peaknight:index:{component}", name, None, opts)
         self.args = args
         self._unit = args.unit
@@ -161,7 +184,7 @@ class GpuNodePool(_UnitComponent):
 
     def __init__(self, name: str, args: parts.GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("GpuNodePool", name, args, opts, prefix, needed_by)
+        super().__init__("GpuNodePool", name, args, opts, prefix, needed_by, args.refusals)
         self.gpu_limit: pulumi.Output[int] = pulumi.Output.from_input(int(args.plan.gpu_limit.value))
         self.planned_nodes: pulumi.Output[int] = pulumi.Output.from_input(int(args.plan.nodes.value))
         self.node_selector: pulumi.Output[dict[str, str]] = pulumi.Output.from_input({POOL_LABEL: args.pool.name})
@@ -177,7 +200,7 @@ class InferenceService(_UnitComponent):
 
     def __init__(self, name: str, args: parts.InferenceServiceArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("InferenceService", name, args, opts, prefix, needed_by)
+        super().__init__("InferenceService", name, args, opts, prefix, needed_by, args.refusals)
         service = self._object("Service", args.model.name)
         meta = service.metadata  # type: ignore[attr-defined]
         self.service_name: pulumi.Output[str] = meta.apply(lambda m: m["name"])
@@ -201,7 +224,7 @@ class Autoscaler(_UnitComponent):
 
     def __init__(self, name: str, args: parts.AutoscalerArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("Autoscaler", name, args, opts, prefix, needed_by)
+        super().__init__("Autoscaler", name, args, opts, prefix, needed_by, args.refusals)
         obj = self._unit.objects[-1]
         spec: dict[str, Any] = obj.manifest["spec"]
         keda = obj.kind == "ScaledObject"
@@ -222,7 +245,7 @@ class LiveEdge(_UnitComponent):
 
     def __init__(self, name: str, args: parts.LiveEdgeArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("LiveEdge", name, args, opts, prefix, needed_by)
+        super().__init__("LiveEdge", name, args, opts, prefix, needed_by, args.refusals)
         service = self._object("Service", args.edge.name)
         self.service_name: pulumi.Output[str] = service.metadata.apply(  # type: ignore[attr-defined]
             lambda m: m["name"])
@@ -242,7 +265,7 @@ class WarmGate(_UnitComponent):
 
     def __init__(self, name: str, args: parts.WarmGateArgs, opts: pulumi.ResourceOptions | None = None, *,
                  prefix: str | None = None, needed_by: NeededBy | None = None):
-        super().__init__("WarmGate", name, args, opts, prefix, needed_by)
+        super().__init__("WarmGate", name, args, opts, prefix, needed_by, args.refusals)
         self.staging_waits: pulumi.Output[list[str]] = pulumi.Output.from_input(
             [o.manifest["metadata"]["annotations"]["peaknight.io/wait"] for o in args.unit.objects if o.kind == "Job"])
         self.register_outputs({"staging_waits": self.staging_waits})
@@ -266,6 +289,7 @@ class ClusterStack(pulumi.ComponentResource):
     Outputs: `gpus` and `nodes` planned for the cluster, and `model_urls` (model -> in-cluster URL)."""
 
     def __init__(self, name: str, args: parts.ClusterStackArgs, opts: pulumi.ResourceOptions):
+        refuse(args.refusals)
         # Formerly `peaknight:index:Cluster`: the alias keeps every URN under it, so an existing
         # stack updates in place instead of replacing (protected) resources.
         super().__init__("peaknight:index:ClusterStack", name, None, pulumi.ResourceOptions.merge(

@@ -11,12 +11,12 @@ import pulumi_kubernetes as k8s
 import pulumi_volcengine as volcengine
 
 from peaknight.builders import event
-from peaknight.plan import capacity
+from peaknight.plan import capacity, gate
 from peaknight.pulumi import stack_config
 from peaknight.spec import profiles
-from peaknight.pulumi.components import ClusterStack
+from peaknight.pulumi.components import ClusterStack, refuse
 from peaknight.spec import config
-from peaknight.spec.stack import Cluster, StackSpec
+from peaknight.spec.stack import Cluster, StackSpec, Stage
 
 
 def provider_for(spec: StackSpec, cluster_name: str, adopt_existing: bool) -> k8s.Provider:
@@ -51,10 +51,12 @@ def cloud_providers(cluster: Cluster) -> list[pulumi.ProviderResource]:
 
 def deploy(spec: StackSpec) -> list[ClusterStack]:
     """Declare every object of the event, one ClusterStack per cluster under its own providers
-    (Kubernetes, and the cloud's where its provisioner declares cloud resources).
+    (Kubernetes, and the cloud's where its provisioner declares cloud resources), unless the gate
+    refuses the plan: then nothing, and the SHORT lines `peaknight plan` prints for every cluster.
     With `peaknight:gitops` the add-ons are objects of a part of their own (Argo CD / Flux), which a
     render directory can hold; otherwise Helm releases every object that needs one waits for."""
     objects = event.build(spec)
+    refuse(gate.stack(spec, objects.plan))
     stacks = []
     for cluster_objects in objects.clusters:
         cluster = cluster_objects.cluster
@@ -64,21 +66,40 @@ def deploy(spec: StackSpec) -> list[ClusterStack]:
     return stacks
 
 
+def source() -> str:
+    """How config problems name where the config came from."""
+    return f"Pulumi config of stack {pulumi.get_stack()}"
+
+
 def spec_from_pulumi_config() -> StackSpec:
     """Validate every `peaknight:*` key Pulumi passed exactly as the CLI validates the stack file:
     unknown keys and plain-text kubeconfigs included (stack_config.raw_config)."""
-    source = f"Pulumi config of stack {pulumi.get_stack()}"
     # Pulumi.yaml's stackConfigDir: the calibration file (and a stack's own profiles file) sit beside
     # the stack files, as for the CLI.
     stacks = config.project_root() / "stacks"
     profiles.use_calibration(stacks / profiles.CALIBRATION_FILE)
-    return config.parse(stack_config.raw_config(source), source, base=stacks)
+    return config.parse(stack_config.raw_config(source()), source(), base=stacks)
+
+
+def check_placeholders(spec: StackSpec) -> None:
+    """`pulumi up` of a broadcast stage refuses images and weights pinned to the all-zero
+    placeholders (nothing a node can pull on the night), one line each as `validate --strict`
+    prints them; a preview (the pull-request check of the shipped stack) and a rehearsal warn, as
+    `peaknight render` does."""
+    problems = config.placeholders(spec, source())
+    if problems and spec.policy.stage is Stage.BROADCAST and not pulumi.runtime.is_dry_run():
+        raise config.ConfigError(problems)
+    for problem in problems:
+        pulumi.log.warn(str(problem))
 
 
 def main() -> None:
-    """Entry point of __main__.py: config errors surface as one line each, no traceback."""
+    """Entry point of __main__.py: config errors, placeholders in a broadcast `pulumi up` and a plan
+    the gate refuses surface as one line each, no traceback."""
     try:
-        stacks = deploy(spec_from_pulumi_config())
+        spec = spec_from_pulumi_config()
+        check_placeholders(spec)
+        stacks = deploy(spec)
     except (config.ConfigError, capacity.EnvelopeError) as err:
         raise pulumi.RunError(str(err)) from None
     pulumi.export("clusters", [s.args.cluster.name for s in stacks])

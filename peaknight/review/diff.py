@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from peaknight.spec.config import ConfigError, Problem, resolve_stack_path
-from peaknight.plan.report import si
+from peaknight.plan.report import EVERYTHING, Selection, si
 from peaknight.plan.units import RATE_UNIT
 
 SNAPSHOT = Path(__file__).with_name("snapshot.py")
@@ -178,13 +178,22 @@ def _generic(lines: Iterator[str], cluster: str) -> tuple[str, ...]:
 CLUSTER = "<cluster>"
 
 
-def objects_section(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
-    """Added / removed / changed objects; identical changes across clusters printed once."""
+def named_after(name: str, models: frozenset[str] | None) -> bool:
+    """Whether an object or workload name is one of the models' (`chat`, `chat-decode`,
+    `stage-chat-z0`, `rules-chat`: the model's name between dashes); every name without a filter."""
+    return models is None or any(re.search(rf"(^|-){re.escape(m)}(-|$)", name) for m in models)
+
+
+def object_changes(base: dict[str, Any], head: dict[str, Any], selection: Selection = EVERYTHING) -> list[dict[str, Any]]:
+    """Added / removed / changed objects of the selected clusters (and models), each identical change
+    once with the clusters it is made in: {change: + - ~, object, clusters, lines}."""
     grouped: dict[tuple[str, str, tuple[str, ...]], list[str]] = defaultdict(list)
-    clusters = sorted(set(base) | set(head))
-    for cluster in clusters:
+    for cluster in sorted(c for c in set(base) | set(head) if selection.cluster(c)):
         old, new = base.get(cluster, {}), head.get(cluster, {})
         for key in sorted(set(old) | set(new)):
+            manifest = new.get(key, old.get(key, {}))
+            if not named_after(str(manifest.get("metadata", {}).get("name", key)), selection.models):
+                continue
             if key not in old:
                 grouped[("+", _title(key, new[key]), ())].append(cluster)
             elif key not in new:
@@ -193,27 +202,36 @@ def objects_section(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
                 lines = _generic(changes(old[key], new[key]), cluster)
                 if lines:
                     grouped[("~", _title(key, new[key]), lines)].append(cluster)
-    counts = {mark: sum(len(c) for (m, _, _), c in grouped.items() if m == mark) for mark in "+-~"}
-    out = [f"objects: {counts['+']} added, {counts['-']} removed, {counts['~']} changed "
-           f"(over {len(clusters)} clusters)"]
-    for (mark, title, lines), names in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        out.append(f"  {mark} {title}  [{_clusters(names, len(clusters))}]")
-        out += [f"      {line}" for line in lines]
+    return [{"change": mark, "object": title, "clusters": names, "lines": list(lines)}
+            for (mark, title, lines), names in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+
+
+def objects_section(base: dict[str, Any], head: dict[str, Any], selection: Selection = EVERYTHING) -> list[str]:
+    """Added / removed / changed objects; identical changes across clusters printed once."""
+    found = object_changes(base, head, selection)
+    total = len([c for c in set(base) | set(head) if selection.cluster(c)])
+    counts = {mark: sum(len(c["clusters"]) for c in found if c["change"] == mark) for mark in "+-~"}
+    out = [f"objects: {counts['+']} added, {counts['-']} removed, {counts['~']} changed (over {total} clusters)"]
+    for c in found:
+        out.append(f"  {c['change']} {c['object']}  [{_clusters(c['clusters'], total)}]")
+        out += [f"      {line}" for line in c["lines"]]
     return out
 
 
-def cloud_section(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
-    """Cloud resources (a provisioner's node pools), diffed like objects: each becomes a manifest
-    of kind <type token> named by its name, with its protect flag and properties. Nothing when
-    neither side has any."""
-    def as_manifests(side: dict[str, Any]) -> dict[str, Any]:
-        return {cluster: {key: {"kind": r["type"], "metadata": {"name": r["name"]}, "protect": r["protect"],
-                                "properties": r["properties"]} for key, r in resources.items()}
-                for cluster, resources in side.items()}
+def _cloud_manifests(side: dict[str, Any]) -> dict[str, Any]:
+    """Each cloud resource as a manifest of kind <type token> named by its name, with its protect
+    flag and properties, so cloud resources diff like objects."""
+    return {cluster: {key: {"kind": r["type"], "metadata": {"name": r["name"]}, "protect": r["protect"],
+                            "properties": r["properties"]} for key, r in resources.items()}
+            for cluster, resources in side.items()}
 
+
+def cloud_section(base: dict[str, Any], head: dict[str, Any], selection: Selection = EVERYTHING) -> list[str]:
+    """Cloud resources (a provisioner's node pools), diffed like objects. Nothing when neither side
+    has any."""
     if not any(base.values()) and not any(head.values()):
         return []
-    first, *rest = objects_section(as_manifests(base), as_manifests(head))
+    first, *rest = objects_section(_cloud_manifests(base), _cloud_manifests(head), selection)
     return [first.replace("objects:", "cloud resources:", 1), *rest]
 
 
@@ -252,14 +270,15 @@ def _pairs(old: dict[str, Any], new: dict[str, Any], figures: tuple, per_line: i
 
 
 def summary_section(base_plan: dict[str, Any] | None, head_plan: dict[str, Any],
-                    base_night: dict[str, Any] | None, head_night: dict[str, Any] | None) -> list[str]:
+                    base_night: dict[str, Any] | None, head_night: dict[str, Any] | None,
+                    selection: Selection = EVERYTHING) -> list[str]:
     """Per model what the plan and the simulated night say, base -> head: a changed model in a few
     lines, the unchanged ones together on one. Capacity as `peaknight plan` defines it, in tok/min."""
     old_models = base_plan["models"] if base_plan else {}
     old_night, new_night = base_night or {}, head_night or {}
     out = [f"summary, all clusters (capacity as `peaknight plan` states it, in {RATE_UNIT}):"]
     unchanged = []
-    for name in sorted(set(old_models) | set(head_plan["models"])):
+    for name in sorted(n for n in set(old_models) | set(head_plan["models"]) if named_after(n, selection.models)):
         old, new = old_models.get(name, {}), head_plan["models"].get(name, {})
         night_old, night_new = old_night.get(name, {}), new_night.get(name, {})
         if old == new and night_old == night_new:
@@ -287,10 +306,14 @@ def summary_section(base_plan: dict[str, Any] | None, head_plan: dict[str, Any],
     return out
 
 
-def report(stack: str, ref: str) -> str:
+def snapshots(stack: str, ref: str) -> tuple[Path, str, dict[str, Any] | None, dict[str, Any]]:
+    """(repository, stack file inside it, the base's snapshot or None, the working tree's)."""
     root, stack_rel = locate(stack)
-    base = base_snapshot(root, stack_rel, ref)
-    head = take(root, stack_rel, "working tree")
+    return root, stack_rel, base_snapshot(root, stack_rel, ref), take(root, stack_rel, "working tree")
+
+
+def report(stack: str, ref: str, selection: Selection = EVERYTHING) -> str:
+    root, stack_rel, base, head = snapshots(stack, ref)
     header = f"peaknight diff {stack_rel}: {ref} -> working tree ({root})"
     if base is None:
         header += f"\n(the stack file does not exist at {ref}: everything is added)"
@@ -298,8 +321,25 @@ def report(stack: str, ref: str) -> str:
         header += f"\n(the code at {ref} has no simulator: its side of the simulated night is 'none')"
     lines = [header, ""]
     lines += summary_section(base["plan"] if base else None, head["plan"], base["simulation"] if base else None,
-                             head["simulation"])
-    lines += ["", *objects_section(base["objects"] if base else {}, head["objects"])]
-    cloud = cloud_section(base.get("cloud", {}) if base else {}, head.get("cloud", {}))
+                             head["simulation"], selection)
+    lines += ["", *objects_section(base["objects"] if base else {}, head["objects"], selection)]
+    cloud = cloud_section(base.get("cloud", {}) if base else {}, head.get("cloud", {}), selection)
     lines += ["", *cloud] if cloud else []
     return "\n".join(lines)
+
+
+def document(stack: str, ref: str, selection: Selection = EVERYTHING) -> dict[str, Any]:
+    """`peaknight diff --format json`: the summary's figures per workload on both sides (all
+    clusters), and every object and cloud resource change of the selection with its clusters."""
+    _, stack_rel, base, head = snapshots(stack, ref)
+    old_plan = base["plan"] if base else {"models": {}, "gpu_limit": None, "short": []}
+    old_night, new_night = (base or {}).get("simulation") or {}, head["simulation"] or {}
+    names = sorted(n for n in set(old_plan["models"]) | set(head["plan"]["models"]) if named_after(n, selection.models))
+    return {"stack": stack_rel, "base": ref,
+            "models": {n: {"base": old_plan["models"].get(n), "head": head["plan"]["models"].get(n),
+                           "night_base": old_night.get(n), "night_head": new_night.get(n)} for n in names},
+            "gpu_limit": {"base": old_plan["gpu_limit"], "head": head["plan"]["gpu_limit"]},
+            "short": {"base": old_plan["short"], "head": head["plan"]["short"]},
+            "objects": object_changes(base["objects"] if base else {}, head["objects"], selection),
+            "cloud": object_changes(_cloud_manifests(base.get("cloud", {}) if base else {}),
+                                    _cloud_manifests(head.get("cloud", {})), selection)}

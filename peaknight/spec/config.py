@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
+from peaknight.spec import moved
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
@@ -210,31 +211,61 @@ def _load_bounded(text: str, source: str) -> Any:
         raise ConfigError([Problem(source, "(file)", "valid YAML values", str(err))]) from None
 
 
-def placeholder_images(spec: StackSpec) -> list[str]:
-    """Images still pinned to the all-zero placeholder digest: valid config, but not pullable.
-    The CLI warns about them so nobody takes a shipped stack to the night unchanged."""
-    images = ({m.image for m in spec.models} | {i for e in spec.edges for _, i in _edge_images(e)}
-              | {spec.router.image})
+@dataclass(frozen=True)
+class Pinned:
+    """An image the stack runs, at its key path (`models[0].image`), with the kit's default when
+    the stack may leave the key out (None: the stack must set it)."""
+
+    path: str
+    image: str
+    default: str | None = None
+
+
+def _default(field: dataclasses.Field) -> Any:
+    """A field's default, whether plain or a pydantic Field(default=...)."""
+    return getattr(field.default, "default", field.default)
+
+
+def pinned_images(spec: StackSpec) -> list[Pinned]:
+    """Every image of the stack, once per key that names it."""
+    found = [Pinned(f"models[{i}].image", m.image) for i, m in enumerate(spec.models)]
+    found += [Pinned(f"models[{i}].weightsFrom.image", m.weights_from.image) for i, m in enumerate(spec.models)
+              if isinstance(m.weights_from, S3Source)]
+    found += [Pinned(f"edges[{i}].{_alias(f)}", getattr(e, f.name), _default(f)) for i, e in enumerate(spec.edges)
+              for f in dataclasses.fields(e) if f.name.endswith("image")]
+    router = next(f for f in dataclasses.fields(spec.router) if f.name == "image")
+    found.append(Pinned("router.image", spec.router.image, _default(router)))
     if spec.load_replay is not None:
-        images.add(spec.load_replay.image)
-    return sorted(i for i in images if i.endswith(PLACEHOLDER_DIGEST))
+        found.append(Pinned("loadReplay.image", spec.load_replay.image))
+    return found
 
 
-def placeholder_revisions(spec: StackSpec) -> list[str]:
-    """Models whose weights are pinned to the all-zero placeholder revision."""
-    return sorted(m.name for m in spec.models if m.weights_revision == PLACEHOLDER_REVISION)
+def placeholders(spec: StackSpec, source: str) -> list[Problem]:
+    """Images pinned to the all-zero placeholder digest and weights to the placeholder revision,
+    one line per key: valid config (the shipped stacks carry them, since only the operator's
+    registry and mirror know the real ones) but nothing a cluster can pull. `render` and `validate`
+    warn with these lines; `validate --strict` and `pulumi up` of a broadcast stage refuse them."""
+    P = lambda path, expected, found: Problem(source, f"{NAMESPACE}:{path}", expected, found)  # noqa: E731
+    lines = [P(pin.path, f"your registry's digest of {pin.image[:-len(PLACEHOLDER_DIGEST)]} (crane digest "
+               f"{pin.image[:-len(PLACEHOLDER_DIGEST)]})", "the all-zero placeholder digest")
+             for pin in pinned_images(spec) if pin.image.endswith(PLACEHOLDER_DIGEST)]
+    lines += [P(f"models[{i}].weightsRevision", f"the commit of {m.weights} your mirror holds (40 hex)",
+                "the all-zero placeholder revision")
+              for i, m in enumerate(spec.models) if m.weights_revision == PLACEHOLDER_REVISION]
+    return lines
 
 
-def _edge_images(edge: Any) -> list[tuple[str, str]]:
-    """(stack-file key, image) of every image an edge runs: nginx and its sidecars."""
-    return [(_alias(f), getattr(edge, f.name)) for f in dataclasses.fields(edge) if f.name.endswith("image")]
-
-
-def _unpinned(spec: StackSpec, P: Any, path: str, image: str) -> Iterable[Problem]:
-    """An image that must be pinned by digest (the stage asks for it) and is not."""
-    if spec.policy.require_image_digests and not IMAGE_DIGEST.search(image):
-        yield P(path, f"an image pinned by digest (…@sha256:<64 hex>) in a {spec.policy.stage.value} stack",
-                _show(image))
+def _unpinned(spec: StackSpec, P: Any, pin: Pinned) -> Iterable[Problem]:
+    """An image that must be pinned by digest (the stage asks for it) and is not. Left to the kit's
+    default (a tag), the line says what to set."""
+    if not spec.policy.require_image_digests or IMAGE_DIGEST.search(pin.image):
+        return
+    expected = f"an image pinned by digest (…@sha256:<64 hex>) in a {spec.policy.stage.value} stack"
+    if pin.image == pin.default:
+        yield P(pin.path, f"{expected}: set {NAMESPACE}:{pin.path} to {pin.image}@sha256:<your registry's digest> "
+                f"(crane digest {pin.image})", f"'{pin.image}', the kit's default for a stack that does not set it")
+    else:
+        yield P(pin.path, expected, _show(pin.image))
 
 
 def top_level_keys() -> list[str]:
@@ -254,8 +285,7 @@ def parse(raw: dict[str, Any], source: str, base: Path | None = None) -> StackSp
         if key.startswith(SECRET_PREFIXES):
             raw.pop(key)
         elif key not in known:
-            problems.append(Problem(source, f"{NAMESPACE}:{key}", "a known key", "an unknown key",
-                                    _suggest(key, known, prefix=f"{NAMESPACE}:")))
+            problems.append(_unknown_key(source, key, "a known key", _suggest(key, known, prefix=f"{NAMESPACE}:")))
             raw.pop(key)
     policy = raw.get("policy")
     if isinstance(policy, dict):
@@ -346,8 +376,8 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
             continue
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
-            problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
-                                    "an unknown key", _suggest(str(loc[-1]), allowed)))
+            problems.append(_unknown_key(source, _path(loc)[len(NAMESPACE) + 1:], "a known key" + (
+                f" ({', '.join(sorted(allowed))})" if allowed else ""), _suggest(str(loc[-1]), allowed)))
         elif kind in ("too_short", "too_long"):
             limit = e["ctx"]["min_length" if kind == "too_short" else "max_length"]
             problems.append(Problem(source, _path(loc), f"{'at least' if kind == 'too_short' else 'at most'} {limit} "
@@ -367,6 +397,16 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
             message = re.sub(r"^(Input should be|Value error,)\s*", "", e["msg"])
             problems.append(Problem(source, _path(loc), message, _show(e["input"])))
     return problems
+
+
+def _unknown_key(source: str, path: str, expected: str, hint: str) -> Problem:
+    """A key this format does not have: where it went when an earlier format had it (moved.py),
+    else what the format allows here and the closest spelling."""
+    row = moved.find(path)
+    if row is None:
+        return Problem(source, f"{NAMESPACE}:{path}", expected, "an unknown key", hint)
+    return Problem(source, f"{NAMESPACE}:{path}", f"{row.new_at(path)} instead: the key moved in {row.release} ({row.edit}; "
+                   "CHANGELOG.md)", "a key of an earlier stack format")
 
 
 def _path(loc: tuple) -> str:
@@ -489,7 +529,6 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         if spec.policy.stage is Stage.BROADCAST:
             # The night's capacity serves viewers only: synthetic load would take it from them.
             yield P("loadReplay", "no load replay in a broadcast stack (rehearsal stages only)", "loadReplay")
-        yield from _unpinned(spec, P, "loadReplay.image", spec.load_replay.image)
 
     yield from _duplicates(spec.gpu_pools, "gpuPools", source)
     for i, pool in enumerate(spec.gpu_pools):
@@ -522,7 +561,8 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         yield from _check_auth(i, model, spec, P)
         yield from _check_ladder(i, model, spec, P)
 
-    yield from _unpinned(spec, P, "router.image", spec.router.image)
+    for pin in pinned_images(spec):
+        yield from _unpinned(spec, P, pin)
     # Each model's endpoint picker is named <model>-epp (builders/routing.py): no model may be called so.
     names = {m.name for m in spec.models}
     for i, model in enumerate(spec.models):
@@ -533,8 +573,6 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):
         yield from _duplicates(edge.renditions, f"edges[{i}].renditions", source)
-        for key, image in _edge_images(edge):
-            yield from _unpinned(spec, P, f"edges[{i}].{key}", image)
         share = sum(r.share for r in edge.renditions)
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
@@ -650,9 +688,6 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
     if spec.policy.require_image_digests and model.weights_revision is None:
         yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
                 f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
-    yield from _unpinned(spec, P, f"models[{i}].image", model.image)
-    if isinstance(model.weights_from, S3Source):
-        yield from _unpinned(spec, P, f"models[{i}].weightsFrom.image", model.weights_from.image)
 
 
 def _check_shared_instance_types(spec: StackSpec, P: Any) -> Iterable[Problem]:

@@ -341,3 +341,10 @@ def offered(instance_types: Iterable[str], cloud: str, region: str) -> list[str]
     """Those of `instance_types` that `cloud` sells in `region`, in the given order."""
     table = load().instance_types
     return [t for t in instance_types if t in table and table[t].cloud == cloud and table[t].sold_in(region)]
+
+
+def region_cloud(region: str) -> str | None:
+    """The cloud whose catalog instance types are sold in `region` (us-east-1: aws), or None when
+    none or several are: where a cluster whose provisioner names no cloud (`existing`) runs."""
+    clouds = {t.cloud for t in load().instance_types.values() if t.sold_in(region)}
+    return clouds.pop() if len(clouds) == 1 else None
