@@ -104,7 +104,7 @@ def test_each_public_component_alone_refuses_its_own_lines(tmp_path, capsys):
         with pytest.raises(Exception) as err:
             run_components(lambda p: {"x": component("x", args, pulumi.ResourceOptions(provider=p)).urn})
         assert [line for line in str(err.value).splitlines() if line.startswith(SHORT)] == expected, component
-    cluster = pk.ClusterStackArgs(spec, capacity.plan(spec).cluster("reh-bj-01"), spec.clusters[0])
+    cluster = pk.ClusterStackArgs(spec=spec, plan=capacity.plan(spec).cluster("reh-bj-01"), cluster=spec.clusters[0])
     assert cluster.refusals == [line for line in short if "cluster 'reh-bj-01'" in line]
 
 
