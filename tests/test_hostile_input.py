@@ -2,12 +2,18 @@
 names the key, for every command, before anything is built or written (issue 13's reproducers)."""
 from __future__ import annotations
 
+import dataclasses
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from peaknight.cli import main as cli
 from peaknight.edges import nginx as edge_nginx
+from peaknight.plan import capacity
+from peaknight.spec import origins as origin_grammar
 from peaknight.spec.origins import Origin
 from peaknight.spec import config
 from conftest import require_tool
@@ -80,6 +86,25 @@ CASES = {
     "Prometheus URL with a quote": (_set(["peaknight:clusters", 0, "prometheusUrl"], 'http://p:9090/"x'),
                                     "clusters[0].prometheusUrl", "an http(s) URL: scheme, host, optional port and "
                                     "path (no query, spaces or quotes); found 'http://p:9090/\"x'"),
+    # Numbers at their limits (issue 29): each range keeps every derived figure finite.
+    "utilisation of 1e-300 (hung the zone-loss count)": (
+        _set(["peaknight:policy", "targetUtilisation"], 1e-300), "policy.targetUtilisation",
+        "greater than or equal to 0.01; found 1e-300"),
+    "ITL objective of 1e-300": (_set(["peaknight:slo", "itlP99Seconds"], 1e-300), "slo.itlP99Seconds",
+                                "greater than or equal to 0.001; found 1e-300"),
+    "weight source of 1e-300 MB/s/TiB": (_set(["peaknight:clusters", 0, "weightSource"], {"mbpsPerTib": 1e-300}),
+                                         "clusters[0].weightSource.mbpsPerTib",
+                                         "greater than or equal to 1; found 1e-300"),
+    "shield cache of 1e30 GiB": (_set(["peaknight:edges", 0, "shieldCacheGib"], 10**30), "edges[0].shieldCacheGib",
+                                 f"less than or equal to 4096; found {10**30}"),
+    "segments of 1e-300 s": (_set(["peaknight:edges", 0, "segmentSeconds"], 1e-300), "edges[0].segmentSeconds",
+                             "greater than or equal to 1; found 1e-300"),
+    "parts of 1e-300 s": (_set(["peaknight:edges", 0, "partSeconds"], 1e-300), "edges[0].partSeconds",
+                          "greater than or equal to 0.1; found 1e-300"),
+    "context past maxModelLen (ZeroDivisionError)": (
+        _set(["peaknight:models", 0, "meanContextTokens"], 16777216), "models[0].meanContextTokens",
+        "at most the model's maxModelLen (32,768): a request holds no more context than the engine admits; "
+        "found 16777216"),
 }
 
 
@@ -179,3 +204,85 @@ def test_diff_of_a_hostile_stack_is_bad_input_in_one_line(repo, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "Traceback" not in lines[0]
     assert lines[0].endswith(f"{stack}: line 6: expected at most 100,000 YAML nodes (aliases expanded); found more")
+
+
+def test_a_context_larger_than_the_kv_cache_is_refused(tmp_path, capsys):
+    """Within maxModelLen but more than one group's KV cache holds (greetings on H100: 467,723
+    tokens, on H200: 875,036): no request decoding, and the mixed rate a division by zero."""
+    def edit(cfg):
+        cfg["peaknight:models"][1].update(maxModelLen=2**24, meanContextTokens=500_000)
+    path = write_variant(tmp_path, edit)
+    code, lines = run_render(path, tmp_path, capsys)
+    assert (code, lines) == (2, [f"{path}: peaknight:models[1].meanContextTokens: expected at most the 467,723 tokens "
+                                 "one H100-80G group's KV cache holds (vllm colocated (1 GPUs tp1 dp1 ep1, KV bf16)): "
+                                 "else no request fits and the model decodes nothing; found 500000"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_zone_loss_count_is_a_closed_form():
+    """`replicas_for` counted up one replica at a time: a count of 1e12 hung every command. In a
+    subprocess with a timeout, so a regression fails instead of hanging the suite."""
+    code = ("from peaknight.plan import capacity; from peaknight.spec import config; "
+            "spec = config.load_stack('broadcast').spec; "
+            "print(capacity.replicas_for(1e12, 1.0, spec, 3, 'x').value)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    serving = math.ceil(1e12 * spec_policy_ratio("broadcast") - 1e-9)
+    assert int(result.stdout) == -(-serving * 3 // 2)
+    assert int(result.stdout) - math.ceil(int(result.stdout) / 3) >= serving
+
+
+def spec_policy_ratio(stack: str) -> float:
+    policy = config.load_stack(stack).spec.policy
+    return policy.headroom / policy.target_utilisation
+
+
+@pytest.mark.parametrize("zones", [2, 3, 5])
+def test_the_closed_form_is_the_smallest_count_surviving_a_zone(zones):
+    spec = config.load_stack("broadcast").spec
+    ratio = spec_policy_ratio("broadcast")
+    for demand in range(0, 400, 7):
+        total = int(capacity.replicas_for(float(demand), ratio, spec, zones, "x").value)
+        serving = math.ceil(demand - 1e-9)
+        assert total - math.ceil(total / zones) >= serving
+        assert total == 0 or (total - 1) - math.ceil((total - 1) / zones) < serving
+
+
+def test_a_million_kbps_rendition_renders_an_nginx_conf_nginx_accepts(tmp_path):
+    """306 shields behind one edge tier overflowed the upstream's fixed 64k zone
+    (ngx_slab_alloc() failed): the zone is sized from the server count."""
+    require_tool("nginx")
+    path = write_variant(tmp_path, _set(["peaknight:edges", 0, "renditions", 0, "bitrateKbps"], 1_000_000),
+                         base="rehearsal")
+    spec = config.load_stack(str(path)).spec
+    plan = capacity.plan(spec)
+    shields = max(int(c.edge(spec.edges[0].name).shields.value) for c in plan.clusters)
+    assert shields > 64
+    _nginx_accepts(spec.edges[0], shields)
+
+
+def test_a_hundred_zones_of_shields_render_an_nginx_conf_nginx_accepts():
+    """A broadcast cluster of 100 zones has a shield per zone at least: 100 servers in the edges'
+    upstream."""
+    require_tool("nginx")
+    _nginx_accepts(config.load_stack("rehearsal").spec.edges[0], 100)
+
+
+def _nginx_accepts(edge, shields: int) -> None:
+    local = dataclasses.replace(edge, origins=tuple(f"{o.scheme}://127.0.0.1:{o.port}" for o in origin_grammar.of(edge)))
+    for tier in (edge_nginx.shield_tier(local),
+                 edge_nginx.edge_tier([f"127.0.{i // 250}.{i % 250 + 1}:8080" for i in range(shields)])):
+        with workdir() as tmp:
+            result = NginxServer(local, tier, tmp).check()
+        assert result.returncode == 0, result.stderr
+
+
+def test_the_pulumi_program_gives_the_clis_line_for_a_number_out_of_range(tmp_path, capsys):
+    from pulumi_harness import run_program
+    path = write_variant(tmp_path, _set(["peaknight:policy", "targetUtilisation"], 1e-300))
+    assert cli.main(["plan", str(path)]) == 2
+    line = capsys.readouterr().err.strip()
+    with pytest.raises(Exception) as err:
+        run_program(path)
+    assert line.replace(str(path), "Pulumi config of stack variant") in str(err.value).splitlines()
+    assert "Traceback" not in str(err.value)

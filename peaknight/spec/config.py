@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
+from peaknight.plan import memory
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
@@ -588,6 +589,9 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
         yield P(f"models[{i}].pool", "the name of a pool in peaknight:gpuPools (" + ", ".join(pools) + ")",
                 _show(model.pool), _suggest(model.pool, pools))
         return
+    if model.mean_context_tokens is not None and model.mean_context_tokens > model.max_model_len:
+        yield P(f"models[{i}].meanContextTokens", f"at most the model's maxModelLen ({model.max_model_len:,}): a "
+                "request holds no more context than the engine admits", str(model.mean_context_tokens))
     shapes, found = set(), []
     for gpu in (g for g in pool.gpus if g in table.gpus):  # unknown GPUs are reported on the pool
         row = table.throughput.get(profiles.row_key(model.model_class, gpu, model.engine.value, model.topology.value))
@@ -602,6 +606,7 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
         else:
             shapes.add(row.gpus_per_replica)
             found.append(row)
+            yield from _check_context(i, model, row, P)
     if len(shapes) > 1:
         yield P(f"models[{i}].pool", "a pool whose GPUs all give the same GPUs per replica",
                 f"{sorted(shapes)} across {', '.join(pool.gpus)}")
@@ -621,6 +626,19 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
         yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
                 f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
     yield from _unpinned(spec, P, f"models[{i}].image", model.image)
+
+
+def _check_context(i: int, model: Model, row: profiles.Throughput, P: Any) -> Iterable[Problem]:
+    """The KV-cache bound divides a group's KV tokens by meanContextTokens (plan/memory.py): a
+    request larger than the whole cache leaves no request decoding, and the model no rate at all."""
+    context = model.mean_context_tokens
+    if context is None or context > model.max_model_len:   # the latter is reported once, on the model
+        return
+    held = int(memory.kv_tokens(row).value)
+    if context > held:
+        yield P(f"models[{i}].meanContextTokens", f"at most the {held:,} tokens one {row.gpu} group's KV cache "
+                f"holds ({row.topology.describe()}): else no request fits and the model decodes nothing",
+                str(context))
 
 
 def _check_shared_instance_types(spec: StackSpec, P: Any) -> Iterable[Problem]:
