@@ -3,20 +3,25 @@ names the key, for every command, before anything is built or written (issue 13'
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from peaknight.cli import main as cli
 from peaknight.edges import nginx as edge_nginx
 from peaknight.plan import capacity
 from peaknight.spec import origins as origin_grammar
 from peaknight.spec.origins import Origin
-from peaknight.spec import config
-from conftest import require_tool
+from peaknight.spec import config, profiles
+from conftest import STACKS, require_tool
 from edge_harness import NginxServer, workdir
 from test_config import _set, run_render, write_variant
 from test_diff import repo  # noqa: F401  (fixture)
@@ -153,14 +158,36 @@ def test_the_alias_bomb_is_refused_before_it_expands():
     """A few hundred bytes that expand to 9**9 strings: measured, never built."""
     assert len(BOMB) < 500
     with pytest.raises(config.ConfigError):
-        config._load_bounded(BOMB.decode(), "bomb")
+        config.load_yaml(BOMB.decode(), "bomb")
 
 
-def test_an_endless_file_is_read_no_further_than_the_limit():
+def test_a_file_past_the_limit_is_read_no_further(tmp_path):
+    big = tmp_path / "Pulumi.big.yaml"
+    big.write_bytes(b"#" * (config.MAX_BYTES + 1))
     with pytest.raises(config.ConfigError) as err:
-        config.read_stack_file(Path("/dev/zero"))
-    assert [str(p) for p in err.value.problems] == ["/dev/zero: (file): expected a stack file of at most 1,048,576 "
-                                                    "bytes; found more"]
+        config.read_stack_file(big)
+    assert [str(p) for p in err.value.problems] == [f"{big}: (file): expected a readable stack file, at most "
+                                                    "1,048,576 bytes; found more"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "urandom", "zero link", "directory"])
+def test_a_stack_that_is_no_regular_file_is_refused_without_reading(kind, tmp_path, capsys):
+    """A FIFO blocked the reader forever, /dev/urandom never ends: each is refused by what it is.
+    In a subprocess with a timeout, so a regression fails instead of hanging."""
+    path = tmp_path / "Pulumi.odd.yaml"
+    found = {"fifo": "a FIFO", "urandom": "a character device", "zero link": "a character device",
+             "directory": "a directory"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to("/dev/urandom" if kind == "urandom" else "/dev/zero")
+    result = subprocess.run([sys.executable, "-m", "peaknight.cli.main", "plan", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [f"{path}: (file): expected a readable stack file, a regular file; "
+                                          f"found {found}"]
 
 
 def test_render_onto_a_file_is_bad_input(tmp_path, capsys):
@@ -286,3 +313,189 @@ def test_the_pulumi_program_gives_the_clis_line_for_a_number_out_of_range(tmp_pa
         run_program(path)
     assert line.replace(str(path), "Pulumi config of stack variant") in str(err.value).splitlines()
     assert "Traceback" not in str(err.value)
+
+
+# ---- results files and calibration.yaml are input too (issue 29) ------------------------------
+
+RESULTS_CLUSTER, RESULTS_MODEL = "reh-bj-01", "greetings"   # greetings: dense-8b, sized by the H100 row
+STAGE = {"successes": {"throughput": {"input_tokens_per_sec": 5400.0, "output_tokens_per_sec": 3600.0},
+                       "latency": {"time_to_first_token": {"p99": 0.5}, "inter_token_latency": {"p99": 0.02}}},
+         "failures": {"count": 0}, "load_summary": {"count": 2160}}
+
+
+def _results_project(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A project (the tests' rehearsal and broadcast stacks) and a results directory of one pod
+    that ran one stage: 9,000 tok/s on one replica, about the shipped H100 row's 9,276 at its mix.
+    Returns (stack, results, the pod's directory)."""
+    stacks = tmp_path / "project" / "stacks"
+    stacks.mkdir(parents=True)
+    for name in ("rehearsal", "broadcast"):
+        (stacks / f"Pulumi.{name}.yaml").write_text((STACKS / f"Pulumi.{name}.yaml").read_text())
+    pod = tmp_path / "results" / RESULTS_CLUSTER / RESULTS_MODEL / "pod-0"
+    pod.mkdir(parents=True)
+    (pod / "config.yaml").write_text(yaml.safe_dump({"load": {"stages": [{"rate": 36.0, "duration": 60}]},
+                                                     "data": {"input_distribution": {"mean": 150},
+                                                              "output_distribution": {"mean": 100}}}))
+    (pod / "stage_0_lifecycle_metrics.json").write_text(json.dumps(STAGE))
+    (pod / "inference-perf.partial.stage_0.yaml").write_text(
+        "run: {time: {start: '2026-02-16T12:00:00Z', end: '2026-02-16T12:01:00Z'}}\n")
+    return stacks / "Pulumi.rehearsal.yaml", tmp_path / "results", pod
+
+
+def _export(path: Path, value: Any) -> None:
+    """A Prometheus export: `value` replicas up over the stage."""
+    start = int(dt.datetime(2026, 2, 16, 12, tzinfo=dt.timezone.utc).timestamp())
+    path.write_text(json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"service": RESULTS_MODEL}, "values": [[t, value] for t in range(start, start + 61, 15)]}]}}))
+
+
+def _calibrate(stack: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`peaknight calibrate --write` in a subprocess with a timeout: a FIFO or /dev/urandom used to
+    hang it, so a regression fails instead of hanging the suite."""
+    return subprocess.run([sys.executable, "-m", "peaknight.cli.main", "calibrate", str(stack), "--results",
+                           str(results), "--write", *extra], capture_output=True, text=True, timeout=120)
+
+
+def _refused(result: subprocess.CompletedProcess, stack: Path) -> list[str]:
+    assert (result.returncode, result.stdout) == (2, ""), result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (stack.parent / profiles.CALIBRATION_FILE).exists()
+    return result.stderr.splitlines()
+
+
+def test_plausible_results_calibrate(tmp_path):
+    """The baseline the hostile variants below spoil: these results make a row and write it."""
+    stack, results, _ = _results_project(tmp_path)
+    result = _calibrate(stack, results, "--replicas", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (stack.parent / profiles.CALIBRATION_FILE).exists()
+
+
+def test_replicas_of_1e_300_are_refused(tmp_path):
+    """The export said 1e-300 replicas: a row of 4.2e304 tok/s was written, 5,760 GPUs dropped."""
+    stack, results, _ = _results_project(tmp_path)
+    export = results / RESULTS_CLUSTER / "prometheus.json"
+    _export(export, "1e-300")
+    assert _refused(_calibrate(stack, results), stack) == [
+        f"{export}: data.result[service=greetings].values: expected [unix time, \"replicas up\"] pairs: a finite time "
+        "and a whole number from 0 to 150,000; found [1771243200, '1e-300']"]
+
+
+def test_a_row_outside_the_shipped_rows_plausible_range_is_never_written(tmp_path):
+    """Every number finite and in range, but a rate 1e300 times the shipped row's."""
+    stack, results, pod = _results_project(tmp_path)
+    (pod / "stage_0_lifecycle_metrics.json").write_text(json.dumps(
+        {**STAGE, "successes": {**STAGE["successes"], "throughput": {"input_tokens_per_sec": 6e299,
+                                                                      "output_tokens_per_sec": 4e299}}}))
+    lines = _refused(_calibrate(stack, results, "--replicas", "1"), stack)
+    assert lines == [f"{pod.parent}: stage 0: expected a measurement giving a rate within 1/1,000 to 4x the shipped "
+                     "row's (prefill 20,400 and decode 5,103 tok/s: dense-8b on H100-80G); found 1e+300 tok/s per "
+                     "replica over 1 replicas: prefill 2.19906e+300, decode 5.50088e+299"]
+
+
+@pytest.mark.parametrize("key, value, found", [
+    ("inter_token_latency", float("inf"), "inf"),
+    ("inter_token_latency", 0, "0"),
+    ("time_to_first_token", -1, "-1"),
+])
+def test_latencies_must_be_finite_and_above_zero(tmp_path, key, value, found):
+    stack, results, pod = _results_project(tmp_path)
+    latency = {**STAGE["successes"]["latency"], key: {"p99": value}}
+    (pod / "stage_0_lifecycle_metrics.json").write_text(json.dumps(
+        {**STAGE, "successes": {**STAGE["successes"], "latency": latency}}))
+    assert _refused(_calibrate(stack, results, "--replicas", "1"), stack) == [
+        f"{pod}/stage_0_lifecycle_metrics.json: successes.latency.{key}.p99: expected a number (inference-perf "
+        f"0.7.0's per-stage report), a finite number above 0 and at most 86,400; found {found}"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "urandom", "zero link", "directory"])
+def test_a_results_file_that_is_no_regular_file_is_refused(tmp_path, kind):
+    """A FIFO and /dev/urandom hung calibrate, /dev/zero was a MemoryError."""
+    stack, results, pod = _results_project(tmp_path)
+    report = pod / "stage_0_lifecycle_metrics.json"
+    report.unlink()
+    found = {"fifo": "a FIFO", "urandom": "a character device", "zero link": "a character device",
+             "directory": "a directory"}[kind]
+    if kind == "fifo":
+        os.mkfifo(report)
+    elif kind == "directory":
+        report.mkdir()
+    else:
+        report.symlink_to("/dev/urandom" if kind == "urandom" else "/dev/zero")
+    assert _refused(_calibrate(stack, results, "--replicas", "1"), stack) == [
+        f"{report}: (file): expected inference-perf 0.7.0's per-stage report, a regular file; found {found}"]
+
+
+def test_an_export_linked_to_dev_zero_is_refused(tmp_path):
+    stack, results, _ = _results_project(tmp_path)
+    export = results / RESULTS_CLUSTER / "prometheus.json"
+    export.symlink_to("/dev/zero")
+    assert _refused(_calibrate(stack, results), stack) == [
+        f"{export}: (file): expected a Prometheus range-query answer (/api/v1/query_range, resultType matrix), a "
+        "regular file; found a character device"]
+
+
+def test_a_hundred_thousand_stages_are_one_line(tmp_path):
+    """199,994 lines of output for 100,000 stages: the file is past a report's size."""
+    stack, results, pod = _results_project(tmp_path)
+    ran = yaml.safe_load((pod / "config.yaml").read_text())
+    ran["load"]["stages"] = [{"rate": 1.0, "duration": 1}] * 100_000
+    (pod / "config.yaml").write_text(json.dumps(ran))
+    assert _refused(_calibrate(stack, results, "--replicas", "1"), stack) == [
+        f"{pod}/config.yaml: (file): expected inference-perf's config.yaml (the config the pod ran), at most "
+        "1,048,576 bytes; found more"]
+
+
+def test_more_stages_than_a_replay_has_are_one_line(tmp_path):
+    stack, results, pod = _results_project(tmp_path)
+    ran = yaml.safe_load((pod / "config.yaml").read_text())
+    ran["load"]["stages"] = [{"rate": 1.0, "duration": 60}] * 2000
+    (pod / "config.yaml").write_text(json.dumps(ran))
+    assert _refused(_calibrate(stack, results, "--replicas", "1"), stack) == [
+        f"{pod}/config.yaml: load.stages: expected at most 1,440 stages (a 24 h window in 1-minute steps); found "
+        "2,000"]
+
+
+def test_problems_past_the_limit_are_counted_in_one_line(tmp_path):
+    """Stages whose reports are all missing: a hundred lines, then one counting the rest."""
+    stack, results, pod = _results_project(tmp_path)
+    ran = yaml.safe_load((pod / "config.yaml").read_text())
+    ran["load"]["stages"] = [{"rate": 1.0, "duration": 60}] * 1000
+    (pod / "config.yaml").write_text(yaml.safe_dump(ran))
+    lines = _refused(_calibrate(stack, results, "--replicas", "1"), stack)
+    assert len(lines) == 101
+    assert lines[-1] == f"{results}: --results: expected at most 100 problems listed; found 899 more"
+
+
+@pytest.mark.parametrize("edit, line", [
+    (lambda row: row.update(prefill_tps=float("inf")), "throughput[0].prefill_tps, decode_tps: expected a rate within "
+     "1/1,000 to 4x the shipped row's (prefill 20,400 and decode 5,103 tok/s: dense-8b on H100-80G); found inf, 5103"),
+    (lambda row: row.update(itl_seconds=0), "throughput[0].itl_seconds: expected the shipped row's value (a "
+     "calibration changes only prefill_tps, decode_tps, latency_target, source, measured); found 0"),
+    (lambda row: row.update(topology="colocated"), "throughput[0]: expected a row of a shipped model class, GPU, "
+     "engine and mode (peaknight/data/profiles.yaml); found {'decode_tps': 5103, 'gpu': 'H100-80G', 'input_tokens': 2..."),
+    (lambda row: row.update(source="measured\nfake: line"), "throughput[0].source: expected one line of text (at most "
+     "1000 printable characters); found 'measured\\nfake: line'"),
+])
+def test_a_hostile_calibration_file_is_one_line_per_problem(tmp_path, capsys, edit, line):
+    """calibration.yaml gave 6 tracebacks and took .inf and an ITL of 0."""
+    stack, _, _ = _results_project(tmp_path)
+    row = dict(profiles.shipped_rows()[profiles.row_key("dense-8b", "H100-80G", "vllm", "colocated")])
+    edit(row)
+    target = stack.parent / profiles.CALIBRATION_FILE
+    target.write_text(yaml.safe_dump({"throughput": [row]}))
+    try:
+        assert cli.main(["plan", str(stack)]) == 2
+    finally:
+        profiles.use_calibration(None)
+    assert capsys.readouterr().err.splitlines() == [f"{target}: {line}"]
+
+
+def test_a_calibration_file_that_is_a_fifo_is_refused(tmp_path):
+    stack, _, _ = _results_project(tmp_path)
+    target = stack.parent / profiles.CALIBRATION_FILE
+    os.mkfifo(target)
+    result = subprocess.run([sys.executable, "-m", "peaknight.cli.main", "plan", str(stack)], capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [
+        f"{target}: (file): expected a readable YAML calibration file, a regular file; found a FIFO"])

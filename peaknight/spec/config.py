@@ -28,7 +28,7 @@ from peaknight.plan import memory
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
-from peaknight.spec import profiles
+from peaknight.spec import files, profiles
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = "peaknight"
@@ -133,23 +133,10 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def read_stack_file(path: Path) -> dict[str, Any]:
     """The `peaknight:` keys of a Pulumi stack file, prefix stripped. Other namespaces are ignored."""
     source = str(path)
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError([Problem(source, "(file)", "a readable stack file", "no such file")]) from None
-    except OSError as err:
-        raise ConfigError([Problem(source, "(file)", "a readable stack file", err.strerror or str(err))]) from None
-    if len(data) > MAX_BYTES:
-        raise ConfigError([Problem(source, "(file)", f"a stack file of at most {MAX_BYTES:,} bytes", "more")])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError([Problem(source, "(file)", "UTF-8 text", f"byte 0x{data[err.start]:02x} at offset "
-                                   f"{err.start}")]) from None
-    doc = _load_bounded(text, source)
+    text = read_input(path, MAX_BYTES, "a readable stack file")
+    doc = load_yaml(text, source)
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
-        raise ConfigError([Problem(source, "config", "a mapping of Pulumi config keys", _show(doc))])
+        raise ConfigError([Problem(source, "config", "a mapping of Pulumi config keys", show(doc))])
     prefix = NAMESPACE + ":"
     raw = {key[len(prefix):]: value for key, value in doc["config"].items()
            if isinstance(key, str) and key.startswith(prefix)}
@@ -158,7 +145,23 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _load_bounded(text: str, source: str) -> Any:
+def read_input(path: Path, limit: int, what: str) -> str:
+    """The text of an input file (a stack file, calibration.yaml, a rehearsal's results), read as
+    hostile: a regular file of at most `limit` bytes (files.py), UTF-8; else a ConfigError whose
+    one line expects `what`."""
+    source = str(path)
+    try:
+        data = files.read_bounded(path, limit)
+    except files.Refused as err:
+        raise ConfigError([Problem(source, "(file)", err.describe(what), err.found)]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([Problem(source, "(file)", "UTF-8 text", f"byte 0x{data[err.start]:02x} at offset "
+                                   f"{err.start}")]) from None
+
+
+def load_yaml(text: str, source: str) -> Any:
     """YAML to Python, after a streaming pass over the parser's events has measured the document
     as it would expand (aliases counted at the size of what they point to): deeper than MAX_DEPTH
     or larger than MAX_NODES is refused before any object is built."""
@@ -233,7 +236,7 @@ def _unpinned(spec: StackSpec, P: Any, path: str, image: str) -> Iterable[Proble
     """An image that must be pinned by digest (the stage asks for it) and is not."""
     if spec.policy.require_image_digests and not IMAGE_DIGEST.search(image):
         yield P(path, f"an image pinned by digest (…@sha256:<64 hex>) in a {spec.policy.stage.value} stack",
-                _show(image))
+                show(image))
 
 
 def top_level_keys() -> list[str]:
@@ -317,7 +320,7 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
             continue  # a list emptied by its own items' errors: those errors say what is wrong
         if kind == "union_tag_not_found" or (kind == "union_tag_invalid" and not isinstance(e["input"], dict)):
             problems.append(Problem(source, _path(loc), "a mapping with a kind (one of "
-                                    + ", ".join(PROVISIONER_SETTINGS) + ")", _show(e["input"])))
+                                    + ", ".join(PROVISIONER_SETTINGS) + ")", show(e["input"])))
             continue
         if kind in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _keys_at(loc[:-1])
@@ -326,21 +329,21 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
         elif kind in ("too_short", "too_long"):
             limit = e["ctx"]["min_length" if kind == "too_short" else "max_length"]
             problems.append(Problem(source, _path(loc), f"{'at least' if kind == 'too_short' else 'at most'} {limit} "
-                                    f"item{'s' if limit != 1 else ''}", _show(e["input"])))
+                                    f"item{'s' if limit != 1 else ''}", show(e["input"])))
         elif kind == "union_tag_invalid":
             choices = re.findall(r"'([^']*)'", e["ctx"]["expected_tags"])
             tag = str(e["ctx"]["tag"])
-            problems.append(Problem(source, _path(loc + ("kind",)), "one of " + ", ".join(choices), _show(tag),
+            problems.append(Problem(source, _path(loc + ("kind",)), "one of " + ", ".join(choices), show(tag),
                                     _suggest(tag, choices)))
         elif kind == "missing":
             problems.append(Problem(source, _path(loc), "this required key", "nothing"))
         elif kind == "enum":
             choices = re.findall(r"'([^']*)'", e["ctx"]["expected"])
-            problems.append(Problem(source, _path(loc), "one of " + ", ".join(choices), _show(e["input"]),
+            problems.append(Problem(source, _path(loc), "one of " + ", ".join(choices), show(e["input"]),
                                     _suggest(str(e["input"]), choices)))
         else:
             message = re.sub(r"^(Input should be|Value error,)\s*", "", e["msg"])
-            problems.append(Problem(source, _path(loc), message, _show(e["input"])))
+            problems.append(Problem(source, _path(loc), message, show(e["input"])))
     return problems
 
 
@@ -404,7 +407,7 @@ def _suggest(word: str, candidates: Iterable[Any], prefix: str = "") -> str:
     return f"'{prefix}{close[0]}'" if close else ""
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     text = repr(value.value if isinstance(value, Enum) else value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -466,13 +469,13 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     for i, pool in enumerate(spec.gpu_pools):
         for j, gpu in enumerate(pool.gpus):
             if gpu not in table.gpus:
-                yield P(f"gpuPools[{i}].gpus[{j}]", "one of " + ", ".join(table.gpus), _show(gpu), _suggest(gpu, table.gpus))
+                yield P(f"gpuPools[{i}].gpus[{j}]", "one of " + ", ".join(table.gpus), show(gpu), _suggest(gpu, table.gpus))
         counts = set()
         for j, name in enumerate(pool.instance_types):
             itype = table.instance_types.get(name)
             if itype is None:
                 yield P(f"gpuPools[{i}].instanceTypes[{j}]", "an instance type from the profile catalog ("
-                        + ", ".join(table.instance_types) + ")", _show(name), _suggest(name, table.instance_types))
+                        + ", ".join(table.instance_types) + ")", show(name), _suggest(name, table.instance_types))
             elif itype.gpu not in pool.gpus:
                 yield P(f"gpuPools[{i}].instanceTypes[{j}]", f"an instance type with one of the pool's GPUs "
                         f"({', '.join(pool.gpus)})", f"'{name}' carries {itype.gpu}")
@@ -499,7 +502,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     for i, model in enumerate(spec.models):
         if model.name.endswith("-epp") and model.name[:-len("-epp")] in names:
             yield P(f"models[{i}].name", f"a name other than '{model.name[:-4]}' + '-epp' (that model's endpoint "
-                    "picker is named so)", _show(model.name))
+                    "picker is named so)", show(model.name))
 
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):
@@ -513,7 +516,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
             node = table.edge_instance_types.get(name)
             if node is None:
                 yield P(f"edges[{i}].nodeInstanceTypes[{j}]", "an instance type from the profile catalog's "
-                        "edge_instance_types (" + ", ".join(table.edge_instance_types) + ")", _show(name),
+                        "edge_instance_types (" + ", ".join(table.edge_instance_types) + ")", show(name),
                         _suggest(name, table.edge_instance_types))
             elif node.vcpus < edge.pod_cpu or node.memory_gib < edge.pod_memory_gib:
                 yield P(f"edges[{i}].nodeInstanceTypes[{j}]", f"a node that holds one edge pod ({edge.pod_cpu} CPUs, "
@@ -546,7 +549,7 @@ def _check_auth(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Probl
     if auth.type is AuthType.JWT and auth.jwks_uri is None:
         yield P(f"models[{i}].auth.jwksUri", "the issuer's JWKS URL for auth type jwt", "nothing")
     if auth.type is not AuthType.JWT and (auth.jwks_uri or auth.issuer):
-        yield P(f"models[{i}].auth.type", "jwt where jwksUri or issuer is set", _show(auth.type))
+        yield P(f"models[{i}].auth.type", "jwt where jwksUri or issuer is set", show(auth.type))
     if auth.type is AuthType.NONE and spec.policy.stage is Stage.BROADCAST:
         yield P(f"models[{i}].auth.type", "apiKey or jwt in a broadcast stack (its routes are public)", "'none'")
 
@@ -571,7 +574,7 @@ def _check_ladder(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Pro
         yield P(f"models[{i}].ladder.fallback", "another model of peaknight:models", f"'{model.name}' itself")
     elif fallback is None:
         yield P(f"models[{i}].ladder.fallback", "the name of another model in peaknight:models ("
-                + ", ".join(others) + ")", _show(ladder.fallback), _suggest(ladder.fallback, others))
+                + ", ".join(others) + ")", show(ladder.fallback), _suggest(ladder.fallback, others))
     elif not ENGINES[fallback.engine].serves_aliases:
         yield P(f"models[{i}].ladder.fallback", "a model whose engine answers to another model's name too ("
                 + ", ".join(e.value for e, impl in ENGINES.items() if impl.serves_aliases) + ")",
@@ -581,13 +584,13 @@ def _check_ladder(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Pro
 def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> Iterable[Problem]:
     table = profiles.load()
     if model.model_class not in table.model_classes:
-        yield P(f"models[{i}].modelClass", "one of " + ", ".join(table.model_classes), _show(model.model_class),
+        yield P(f"models[{i}].modelClass", "one of " + ", ".join(table.model_classes), show(model.model_class),
                 _suggest(model.model_class, table.model_classes))
         return
     pool = pools.get(model.pool)
     if pool is None:
         yield P(f"models[{i}].pool", "the name of a pool in peaknight:gpuPools (" + ", ".join(pools) + ")",
-                _show(model.pool), _suggest(model.pool, pools))
+                show(model.pool), _suggest(model.pool, pools))
         return
     if model.mean_context_tokens is not None and model.mean_context_tokens > model.max_model_len:
         yield P(f"models[{i}].meanContextTokens", f"at most the model's maxModelLen ({model.max_model_len:,}): a "
@@ -684,7 +687,7 @@ def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
             if own and not any(t.sold_in(cluster.region) for t in own):
                 where = "; ".join(f"{t.name} in {', '.join(t.regions)}" for t in own)
                 yield P(f"clusters[{i}].region", f"a region that sells pool '{pool.name}''s {cloud} GPUs "
-                        f"({where})", _show(cluster.region))
+                        f"({where})", show(cluster.region))
             elif not own:
                 yield P(f"clusters[{i}].provisioner.kind", f"a provisioner whose cloud sells pool "
                         f"'{pool.name}''s instance types", f"'{cluster.provisioner.kind}' ({cloud})")
@@ -711,4 +714,4 @@ def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterabl
         for j, group in enumerate(settings.groups):
             if group.pool not in pools:
                 yield P(f"clusters[{i}].provisioner.groups[{j}].pool", "the name of a pool in "
-                        f"peaknight:gpuPools ({', '.join(pools)})", _show(group.pool), _suggest(group.pool, pools))
+                        f"peaknight:gpuPools ({', '.join(pools)})", show(group.pool), _suggest(group.pool, pools))

@@ -252,45 +252,120 @@ def with_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[None]:
         _forget()
 
 
+# What a calibrated row may say, judged against the shipped row it replaces (same model class,
+# GPU, engine and topology, so the same hardware doing the same work). Faster than 4x the shipped
+# figure is refused: the shipped rows are published peaks on that hardware, and a row faster than
+# them sheds GPUs the night needs (a results file claiming 1e-300 replicas made a row of 4.2e304
+# tok/s and dropped 5,760 GPUs from the broadcast). Slower than a thousandth is refused too: such a
+# measurement is a broken run, and the fleet it asks for is a thousand times the shipped plan's.
+PLAUSIBLE_FASTER = 4.0
+PLAUSIBLE_SLOWER = 1000.0
+# The only fields a calibrated row changes from the shipped row (calibration.py writes them).
+CALIBRATED_FIELDS = ("prefill_tps", "decode_tps", "latency_target", "source", "measured")
+# A calibration file holds at most one row per shipped row: a few KiB each.
+MAX_CALIBRATION_BYTES = 1 << 20
+MAX_TEXT = 1000   # characters of a calibrated row's latency_target, source or measured
+
+
+def implausible(shipped: Mapping[str, Any], prefill_tps: float, decode_tps: float) -> str:
+    """What a calibrated row's rates should have been, or "" when they are plausible: finite and
+    within PLAUSIBLE_SLOWER / PLAUSIBLE_FASTER of the shipped row's."""
+    for have, ship in ((prefill_tps, shipped["prefill_tps"]), (decode_tps, shipped["decode_tps"])):
+        if not (isinstance(have, (int, float)) and not isinstance(have, bool)
+                and ship / PLAUSIBLE_SLOWER <= have <= ship * PLAUSIBLE_FASTER):
+            return (f"a rate within 1/{PLAUSIBLE_SLOWER:,.0f} to {PLAUSIBLE_FASTER:g}x the shipped row's (prefill "
+                    f"{shipped['prefill_tps']:,} and decode {shipped['decode_tps']:,} tok/s: "
+                    f"{shipped['model_class']} on {shipped['gpu']})")
+    return ""
+
+
 def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
-    """The rows of a calibration file: `throughput:` a list of rows with every field of a shipped
-    row (model_class, gpu, topology, prefill_tps, decode_tps, input/output tokens, prefix-cache hit
-    rate, ITL, latency_target, source) and `measured`. A missing file has none; a bad
-    one is bad input (ConfigError, one line per problem)."""
-    from peaknight.spec.config import ConfigError, Problem  # config imports this module
-    if path is None or not path.is_file():
+    """The rows of a calibration file: `throughput:` a list of rows, each a shipped row (same
+    identity and every other field) with CALIBRATED_FIELDS changed, at most one per shipped row,
+    its rates plausible (implausible()). A missing file has none; anything else wrong is bad input
+    (ConfigError, one line per problem): the file is read as hostile (config.read_input)."""
+    from peaknight.spec import config  # config imports this module
+    if path is None or not path.exists():
         return []
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError([Problem(str(path), "(file)", "a readable YAML calibration file", str(err).splitlines()[0])])
+    source = str(path)
+    raw = config.load_yaml(config.read_input(path, MAX_CALIBRATION_BYTES, "a readable YAML calibration file"),
+                           source)
     rows = raw.get("throughput") if isinstance(raw, dict) else None
     if not isinstance(rows, list):
-        raise ConfigError([Problem(str(path), "throughput", "a list of throughput rows", type(rows).__name__)])
-    fields = {f.name: f for f in dataclasses.fields(Throughput)}
-    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
-    problems = []
+        raise config.ConfigError([config.Problem(source, "throughput", "a list of throughput rows",
+                                                 config.show(rows))])
+    shipped = shipped_rows()
+    problems, seen = [], set()
     for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            problems.append(Problem(str(path), f"throughput[{i}]", "a mapping", repr(row)))
+        where = f"throughput[{i}]"
+        key = _identity(row)
+        base = shipped.get(key) if key else None
+        if base is None:
+            problems.append(config.Problem(source, where, "a row of a shipped model class, GPU, engine and mode "
+                                           "(peaknight/data/profiles.yaml)", config.show(key or row)))
             continue
-        problems += [Problem(str(path), f"throughput[{i}].{n}", "this required key") for n in required if n not in row]
-        problems += [Problem(str(path), f"throughput[{i}].{n}", "a known key", "an unknown key")
-                     for n in row if n not in fields]
-        problems += [Problem(str(path), f"throughput[{i}].{n}", "a positive number", repr(row.get(n)))
-                     for n in ("prefill_tps", "decode_tps") if n in row
-                     and not (isinstance(row[n], (int, float)) and not isinstance(row[n], bool) and row[n] > 0)]
+        if key in seen:
+            problems.append(config.Problem(source, where, "one row per shipped row", f"{key} again"))
+        seen.add(key)
+        for name in sorted(set(base) | set(row)):
+            if name in CALIBRATED_FIELDS:
+                continue
+            if not _same(name, row.get(name), base.get(name)):
+                problems.append(config.Problem(source, f"{where}.{name}", "the shipped row's value (a calibration "
+                                               f"changes only {', '.join(CALIBRATED_FIELDS)})",
+                                               config.show(row.get(name))))
+        for name in CALIBRATED_FIELDS[2:]:
+            text = row.get(name, "")
+            if not (isinstance(text, str) and len(text) <= MAX_TEXT and text.isprintable()):
+                problems.append(config.Problem(source, f"{where}.{name}", f"one line of text (at most {MAX_TEXT} "
+                                               "printable characters)", config.show(text)))
+        wrong = implausible(base, row.get("prefill_tps"), row.get("decode_tps"))
+        if wrong:
+            problems.append(config.Problem(source, f"{where}.prefill_tps, decode_tps", wrong,
+                                           f"{config.show(row.get('prefill_tps'))}, "
+                                           f"{config.show(row.get('decode_tps'))}"))
     if problems:
-        raise ConfigError(problems)
+        raise config.ConfigError(problems)
     return rows
+
+
+def _same(field: str, value: Any, shipped: Any) -> bool:
+    """A row's field as the shipped row has it (a topology compared as what it describes: a row
+    written from the dataclass spells out its empty groups)."""
+    if field != "topology":
+        return value == shipped
+    try:
+        return _topology(value) == _topology(shipped)
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def _identity(row: Any) -> tuple[str, str, str, str] | None:
+    """mapping_key of a row that has the shape for one, else None."""
+    try:
+        key = mapping_key(row)
+    except (KeyError, TypeError):
+        return None
+    return key if all(isinstance(part, str) for part in key) else None
+
+
+@cache
+def _raw() -> dict[str, Any]:
+    """The packaged profile table as YAML holds it."""
+    return yaml.load((Path(__file__).parent.parent / "data" / "profiles.yaml").read_text(),
+                     Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def shipped_rows() -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """The shipped throughput rows by identity: what calibrated rows are judged against."""
+    return {mapping_key(row): row for row in _raw()["throughput"]}
 
 
 @cache
 def load() -> Profiles:
     """Parse the packaged profile table, with calibrated rows above it (cached: it is read on
     every plan)."""
-    raw = yaml.load((Path(__file__).parent.parent / "data" / "profiles.yaml").read_text(),
-                    Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    raw = _raw()
     throughput = {mapping_key(row): _row(row)
                   for row in [*raw["throughput"], *calibrated_rows(_overlay["path"]), *_overlay["rows"]]}
     return Profiles(
