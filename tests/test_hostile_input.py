@@ -224,7 +224,7 @@ def test_the_template_quotes_an_origin_even_past_validation(monkeypatch):
 
 
 def test_diff_of_a_hostile_stack_is_bad_input_in_one_line(repo, capsys):
-    """`diff` renders each side in its own process: the head side's refusal comes back as one line."""
+    """The head side's refusal comes back as one line, naming the side and the file."""
     stack = repo / "stacks" / "Pulumi.rehearsal.yaml"
     stack.write_bytes(BOMB)
     assert cli.main(["diff", str(stack), "--base", "HEAD"]) == 2
