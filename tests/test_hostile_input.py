@@ -32,6 +32,8 @@ INJECTION = ('origin-b.live.internal:8080 backup; } server { listen 8080; locati
              'unused { server 127.0.0.1:9; server 127.0.0.1:9')
 ORIGIN = "host:port, http://host:port or https://host[:port] (no path, user or query)"
 IMAGE = "an image reference ([registry/]repository[:tag][@sha256:<digest>])"
+RENDER_DIR = ("a relative directory inside the project: letters, digits, '.', '_', '-' and '/', no leading '/' and no "
+              "segment starting with '.'")
 
 # (edit, key, expected) : the one line each variant must give, after "<file>: peaknight:<key>: expected ".
 CASES = {
@@ -106,6 +108,23 @@ CASES = {
                              "greater than or equal to 1; found 1e-300"),
     "parts of 1e-300 s": (_set(["peaknight:edges", 0, "partSeconds"], 1e-300), "edges[0].partSeconds",
                           "greater than or equal to 0.1; found 1e-300"),
+    # Paths, tags and hosts by their real grammars (issue 29).
+    "render directory /etc/cron.d": (_set(["peaknight:renderDirectory"], "/etc/cron.d"), "renderDirectory",
+                                     f"{RENDER_DIR}; found '/etc/cron.d'"),
+    "render directory climbing out": (_set(["peaknight:renderDirectory"], "../../../../root/.ssh"), "renderDirectory",
+                                      f"{RENDER_DIR}; found '../../../../root/.ssh'"),
+    "image tag with an Arabic-Indic digit": (_set(["peaknight:edges", 0, "image"], "nginx:v\u0661"), "edges[0].image",
+                                             f"{IMAGE}; found 'nginx:v\u0661'"),
+    "image path with a Unicode letter": (_set(["peaknight:models", 0, "image"], "ngin\u00e9x:1"), "models[0].image",
+                                         f"{IMAGE}; found 'ngin\u00e9x:1'"),
+    "origin with a trailing newline": (_set(["peaknight:edges", 0, "origins", 0], "origin-a.live.internal:8080\n"),
+                                       "edges[0].origins[0]", f"{ORIGIN}; found 'origin-a.live.internal:8080\\n'"),
+    "server name with a trailing newline": (_set(["peaknight:edges", 0, "originServerName"], "origin.example.com\n"),
+                                            "edges[0].originServerName", "a DNS name or IPv4 address as host "
+                                            "(letters, digits, '-', '.'); found 'origin.example.com\\n'"),
+    "weights revision with a trailing newline": (_set(["peaknight:models", 0, "weightsRevision"], "0" * 40 + "\n"),
+                                                 "models[0].weightsRevision", "a commit: 40 lower-case hex digits; "
+                                                 f"found '{'0' * 40}\\n'"),
     "context past maxModelLen (ZeroDivisionError)": (
         _set(["peaknight:models", 0, "meanContextTokens"], 16777216), "models[0].meanContextTokens",
         "at most the model's maxModelLen (32,768): a request holds no more context than the engine admits; "
@@ -499,3 +518,49 @@ def test_a_calibration_file_that_is_a_fifo_is_refused(tmp_path):
                             text=True, timeout=60)
     assert (result.returncode, result.stderr.splitlines()) == (2, [
         f"{target}: (file): expected a readable YAML calibration file, a regular file; found a FIFO"])
+
+
+
+def test_a_raw_newline_cannot_forge_a_line_of_its_own(tmp_path, capsys):
+    """A key and a value carrying a newline and a fake problem line: printed escaped, one line each."""
+    forged = "\n/etc/passwd: peaknight:scale: expected nothing; found root"
+    def edit(cfg):
+        cfg["peaknight:scale" + forged] = 1
+        cfg["peaknight:clusters"][0]["name"] = "reh" + forged
+    path = write_variant(tmp_path, edit, base="rehearsal")
+    code, lines = run_render(path, tmp_path, capsys)
+    assert code == 2 and len(lines) == 2, lines
+    assert all(line.startswith(f"{path}: peaknight:") and "\\n/etc/passwd" in line for line in lines)
+
+
+@pytest.mark.parametrize("value, found", [("", "found an empty value"), ("loop", "found a symlink loop")])
+def test_an_empty_or_looping_crd_mirror_is_one_line_and_no_download(value, found, tmp_path, monkeypatch, capsys):
+    from peaknight.review import crds
+    if value == "loop":
+        (tmp_path / "a").symlink_to(tmp_path / "b")
+        (tmp_path / "b").symlink_to(tmp_path / "a")
+        value = str(tmp_path / "a")
+    monkeypatch.setenv(crds.ENV, value)
+    monkeypatch.setattr(crds.urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded"))
+    crds._verified.cache_clear()
+    for argv in (["validate", "rehearsal"], ["crds", "fetch"]):
+        assert cli.main(argv) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].endswith(found) and crds.ENV in lines[0], lines
+
+
+def test_a_fifo_in_the_crd_mirror_is_refused_without_reading(tmp_path):
+    from peaknight.review import crds
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for pin in crds.pins():
+        source = crds.directory() / pin.file
+        if source.is_file():
+            (mirror / pin.file).write_bytes(source.read_bytes())
+    fifo = mirror / crds.pins()[0].file
+    fifo.unlink()
+    os.mkfifo(fifo)
+    result = subprocess.run([sys.executable, "-m", "peaknight.cli.main", "crds", "fetch"], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, crds.ENV: str(mirror)})
+    assert (result.returncode, result.stderr.splitlines()) == (2, [
+        f"{fifo}: expected the pinned CRD, a regular file; found a FIFO"])

@@ -47,7 +47,7 @@ def project_root(start: Path | None = None) -> Path:
             return folder
     return here
 
-IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")
 # The digest the shipped stacks carry where only the operator's registry knows the real one.
 PLACEHOLDER_DIGEST = "@sha256:" + "0" * 64
 # Likewise for weights: only the operator's mirror knows the revision it holds.
@@ -69,9 +69,17 @@ class Problem:
     hint: str = ""
 
     def __str__(self) -> str:
-        found = f"; found {self.found}" if self.found else ""
-        hint = f" (did you mean {self.hint}?)" if self.hint else ""
-        return f"{self.source}: {self.path}: expected {self.expected}{found}{hint}"
+        """One line whatever the parts hold: a raw newline in a key, a value or a file name is
+        printed escaped, so a hostile file cannot forge lines of its own."""
+        found = f"; found {escaped(self.found)}" if self.found else ""
+        hint = f" (did you mean {escaped(self.hint)}?)" if self.hint else ""
+        return f"{escaped(self.source)}: {escaped(self.path)}: expected {escaped(self.expected)}{found}{hint}"
+
+
+def escaped(text: str) -> str:
+    """`text` with every unprintable character (newline, carriage return, line separators,
+    escape sequences) written as its Python escape."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):

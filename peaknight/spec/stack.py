@@ -308,7 +308,7 @@ class Model:
     engine: Engine
     image: formats.Image
     weights: formats.Weights = Field(description="model id or path the engine loads")
-    weights_revision: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]] = Field(
+    weights_revision: Optional[formats.Commit] = Field(
         default=None, description="the weights' commit (40 hex): staged exactly, as images are pinned by digest; "
         "required where policy.requireImageDigests")
     pool: Name
