@@ -564,3 +564,36 @@ def test_a_fifo_in_the_crd_mirror_is_refused_without_reading(tmp_path):
                             text=True, timeout=60, env={**os.environ, crds.ENV: str(mirror)})
     assert (result.returncode, result.stderr.splitlines()) == (2, [
         f"{fifo}: expected the pinned CRD, a regular file; found a FIFO"])
+
+
+def test_every_problem_of_a_file_shows_in_one_pass(tmp_path, capsys):
+    """Bad values stopped the checks across keys: the held-out World Cup stack showed 4 problems,
+    then 8 more once those were fixed. Value problems and cross-key problems now come together, in
+    the file's own indices (models[0] is set aside, models[2]'s image is still models[2])."""
+    def edit(cfg):
+        cfg["peaknight:models"][0]["engine"] = "vlm"                      # value: models[0] set aside
+        cfg["peaknight:gpuPools"][0]["maxGpusPerCluster"] = -1            # value: falls back to its default
+        cfg["peaknight:clusters"][0]["share"] = 0.5                       # across keys: the shares' sum
+        cfg["peaknight:models"][1]["pool"] = "nope"                       # across keys: a reference
+        cfg["peaknight:models"][1].pop("weightsRevision")                 # across keys, behind that reference
+        cfg["peaknight:models"][2]["image"] = "vllm/vllm-openai:v0.11.0"  # across keys: unpinned in broadcast
+    path = write_variant(tmp_path, edit)
+    code, lines = run_render(path, tmp_path, capsys)
+    assert code == 2
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        "peaknight:gpuPools[0].maxGpusPerCluster", "peaknight:models[0].engine", "peaknight:clusters[*].share",
+        "peaknight:models[1].weightsRevision", "peaknight:models[1].pool", "peaknight:models[2].image"]
+    assert lines[2] == f"{path}: peaknight:clusters[*].share: expected shares that add up to 1; found 1.4375"
+
+
+def test_what_a_set_aside_value_would_cause_is_not_reported(tmp_path, capsys):
+    """A rendition whose bitrate is bad is set aside: the shares left do not add up to 1, which
+    is no problem of its own; a pool set aside leaves its models' references alone."""
+    def edit(cfg):
+        cfg["peaknight:edges"][0]["renditions"][0]["bitrateKbps"] = -1
+        cfg["peaknight:gpuPools"][1]["gpus"] = "H100-80G"
+    path = write_variant(tmp_path, edit)
+    code, lines = run_render(path, tmp_path, capsys)
+    assert code == 2
+    assert [line.split(": ", 2)[1] for line in lines] == ["peaknight:gpuPools[1].gpus",
+                                                          "peaknight:edges[0].renditions[0].bitrateKbps"]

@@ -12,7 +12,6 @@ import datetime as dt
 import difflib
 import os
 import re
-import typing
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
@@ -28,10 +27,10 @@ from peaknight.plan import memory
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
-from peaknight.spec import files, profiles
+from peaknight.spec import files, keys, partial, profiles
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
-NAMESPACE = "peaknight"
+NAMESPACE = keys.NAMESPACE
 KUBECONFIG_PREFIX = "kubeconfig-"
 # A volcengine-vke cluster's credentials for its Volcano Engine provider: secrets, like kubeconfigs.
 VOLCENGINE_PREFIXES = ("volcengine-access-key-", "volcengine-secret-key-")
@@ -237,7 +236,7 @@ def placeholder_revisions(spec: StackSpec) -> list[str]:
 
 def _edge_images(edge: Any) -> list[tuple[str, str]]:
     """(stack-file key, image) of every image an edge runs: nginx and its sidecars."""
-    return [(_alias(f), getattr(edge, f.name)) for f in dataclasses.fields(edge) if f.name.endswith("image")]
+    return [(keys.alias(f), getattr(edge, f.name)) for f in dataclasses.fields(edge) if f.name.endswith("image")]
 
 
 def _unpinned(spec: StackSpec, P: Any, path: str, image: str) -> Iterable[Problem]:
@@ -249,7 +248,7 @@ def _unpinned(spec: StackSpec, P: Any, path: str, image: str) -> Iterable[Proble
 
 def top_level_keys() -> list[str]:
     """The camelCase top-level config keys, as `pulumi config set` spells them."""
-    return [_alias(f) for f in dataclasses.fields(StackSpec)]
+    return [keys.alias(f) for f in dataclasses.fields(StackSpec)]
 
 
 def parse(raw: dict[str, Any], source: str) -> StackSpec:
@@ -283,14 +282,30 @@ def parse(raw: dict[str, Any], source: str) -> StackSpec:
             # No stage, no defaults: the keys it would have filled in are not problems of their own.
             found = [p for p in found if not (p.path.startswith(f"{NAMESPACE}:policy.") and p.path != stage
                                               and p.expected == "this required key")]
-        problems.extend(found)
+        problems += found + _cross_checks_set_aside(raw, err, source)
         raise ConfigError(problems) from None
-    if problems:
-        raise ConfigError(problems)
-    problems = list(_cross_checks(spec, source))
+    problems += _cross_checks(spec, source)
     if problems:
         raise ConfigError(problems)
     return spec
+
+
+def _cross_checks_set_aside(raw: dict[str, Any], err: ValidationError, source: str) -> list[Problem]:
+    """The cross-key problems of a file with bad values too, so every problem shows in one pass:
+    on the config with those values set aside (partial.py), read back in the file's indices."""
+    aside = partial.set_aside(raw, err.errors(include_url=False))
+    if aside is None:
+        return []
+    try:
+        spec = _SPEC_ADAPTER.validate_python(aside.raw, by_alias=True, by_name=False)
+    except ValidationError:
+        return []  # setting one value aside broke another: the values' own problems stand alone
+    out = []
+    for problem in _cross_checks(spec, source):
+        loc = aside.original(keys.parse_path(problem.path))
+        if not aside.hides(loc, f"{problem.expected} {problem.found}"):
+            out.append(dataclasses.replace(problem, path=keys.path(loc)))
+    return out
 
 
 def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
@@ -327,87 +342,32 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
                                        for o in errors):
             continue  # a list emptied by its own items' errors: those errors say what is wrong
         if kind == "union_tag_not_found" or (kind == "union_tag_invalid" and not isinstance(e["input"], dict)):
-            problems.append(Problem(source, _path(loc), "a mapping with a kind (one of "
+            problems.append(Problem(source, keys.path(loc), "a mapping with a kind (one of "
                                     + ", ".join(PROVISIONER_SETTINGS) + ")", show(e["input"])))
             continue
-        if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-            allowed = _keys_at(loc[:-1])
-            problems.append(Problem(source, _path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
+        if kind in partial.UNKNOWN_KEY:
+            allowed = keys.keys_at(loc[:-1])
+            problems.append(Problem(source, keys.path(loc), "a known key" + (f" ({', '.join(sorted(allowed))})" if allowed else ""),
                                     "an unknown key", _suggest(str(loc[-1]), allowed)))
         elif kind in ("too_short", "too_long"):
             limit = e["ctx"]["min_length" if kind == "too_short" else "max_length"]
-            problems.append(Problem(source, _path(loc), f"{'at least' if kind == 'too_short' else 'at most'} {limit} "
+            problems.append(Problem(source, keys.path(loc), f"{'at least' if kind == 'too_short' else 'at most'} {limit} "
                                     f"item{'s' if limit != 1 else ''}", show(e["input"])))
         elif kind == "union_tag_invalid":
             choices = re.findall(r"'([^']*)'", e["ctx"]["expected_tags"])
             tag = str(e["ctx"]["tag"])
-            problems.append(Problem(source, _path(loc + ("kind",)), "one of " + ", ".join(choices), show(tag),
+            problems.append(Problem(source, keys.path(loc + ("kind",)), "one of " + ", ".join(choices), show(tag),
                                     _suggest(tag, choices)))
         elif kind == "missing":
-            problems.append(Problem(source, _path(loc), "this required key", "nothing"))
+            problems.append(Problem(source, keys.path(loc), "this required key", "nothing"))
         elif kind == "enum":
             choices = re.findall(r"'([^']*)'", e["ctx"]["expected"])
-            problems.append(Problem(source, _path(loc), "one of " + ", ".join(choices), show(e["input"]),
+            problems.append(Problem(source, keys.path(loc), "one of " + ", ".join(choices), show(e["input"]),
                                     _suggest(str(e["input"]), choices)))
         else:
             message = re.sub(r"^(Input should be|Value error,)\s*", "", e["msg"])
-            problems.append(Problem(source, _path(loc), message, show(e["input"])))
+            problems.append(Problem(source, keys.path(loc), message, show(e["input"])))
     return problems
-
-
-def _path(loc: tuple) -> str:
-    out = NAMESPACE + ":"
-    loc = _untagged(loc)
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if i else "") + str(part)
-    return out
-
-
-def _keys_at(loc: tuple) -> list[str]:
-    """Allowed keys of the dataclass found by walking `loc` from StackSpec (for "did you mean")."""
-    cls: Any = StackSpec
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            continue
-        if _is_tag(loc, i):
-            cls = PROVISIONER_SETTINGS[part]
-            continue
-        hints = typing.get_type_hints(cls)
-        field = next((f for f in dataclasses.fields(cls) if _alias(f) == part), None)
-        if field is None:
-            return []
-        cls = _dataclass_in(hints[field.name])
-        if cls is None:
-            return []
-    return [_alias(f) for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
-
-
-def _is_tag(loc: tuple, i: int) -> bool:
-    """Pydantic puts the chosen member of a tagged union (`provisioner.<kind>`) in the location."""
-    return i > 0 and loc[i - 1] == "provisioner" and loc[i] in PROVISIONER_SETTINGS
-
-
-def _untagged(loc: tuple) -> tuple:
-    """The location as the stack file spells it: without the union's tag."""
-    return tuple(part for i, part in enumerate(loc) if not _is_tag(loc, i))
-
-
-def _dataclass_in(tp: Any) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return tp
-    for arg in typing.get_args(tp):
-        found = _dataclass_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _alias(field: dataclasses.Field) -> str:
-    head, *rest = field.name.split("_")
-    return head + "".join(w.capitalize() for w in rest)
 
 
 def _suggest(word: str, candidates: Iterable[Any], prefix: str = "") -> str:
@@ -590,19 +550,26 @@ def _check_ladder(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Pro
 
 
 def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """The model's own keys first (each stands alone), then what its class and pool make of it:
+    an unknown class or pool stops only the checks that need them."""
+    if spec.policy.require_image_digests and model.weights_revision is None:
+        yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
+                f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
+    yield from _unpinned(spec, P, f"models[{i}].image", model.image)
+    if model.mean_context_tokens is not None and model.mean_context_tokens > model.max_model_len:
+        yield P(f"models[{i}].meanContextTokens", f"at most the model's maxModelLen ({model.max_model_len:,}): a "
+                "request holds no more context than the engine admits", str(model.mean_context_tokens))
     table = profiles.load()
-    if model.model_class not in table.model_classes:
-        yield P(f"models[{i}].modelClass", "one of " + ", ".join(table.model_classes), show(model.model_class),
-                _suggest(model.model_class, table.model_classes))
-        return
     pool = pools.get(model.pool)
     if pool is None:
         yield P(f"models[{i}].pool", "the name of a pool in peaknight:gpuPools (" + ", ".join(pools) + ")",
                 show(model.pool), _suggest(model.pool, pools))
+    if model.model_class not in table.model_classes:
+        yield P(f"models[{i}].modelClass", "one of " + ", ".join(table.model_classes), show(model.model_class),
+                _suggest(model.model_class, table.model_classes))
         return
-    if model.mean_context_tokens is not None and model.mean_context_tokens > model.max_model_len:
-        yield P(f"models[{i}].meanContextTokens", f"at most the model's maxModelLen ({model.max_model_len:,}): a "
-                "request holds no more context than the engine admits", str(model.mean_context_tokens))
+    if pool is None:
+        return
     shapes, found = set(), []
     for gpu in (g for g in pool.gpus if g in table.gpus):  # unknown GPUs are reported on the pool
         row = table.throughput.get(profiles.row_key(model.model_class, gpu, model.engine.value, model.topology.value))
@@ -633,10 +600,6 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
                 yield P(f"models[{i}].engine", f"an engine that can serve {topology.describe()}",
                         f"{model.engine.value}: {reason}")
                 break
-    if spec.policy.require_image_digests and model.weights_revision is None:
-        yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
-                f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
-    yield from _unpinned(spec, P, f"models[{i}].image", model.image)
 
 
 def _check_context(i: int, model: Model, row: profiles.Throughput, P: Any) -> Iterable[Problem]:
