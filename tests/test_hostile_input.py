@@ -108,6 +108,12 @@ CASES = {
                              "greater than or equal to 1; found 1e-300"),
     "parts of 1e-300 s": (_set(["peaknight:edges", 0, "partSeconds"], 1e-300), "edges[0].partSeconds",
                           "greater than or equal to 0.1; found 1e-300"),
+    "pod egress of 1e-300 Gbps (OverflowError)": (_set(["peaknight:edges", 0, "podEgressGbps"], 1e-300),
+                                                  "edges[0].podEgressGbps", "at least the top rendition's 6,000 kbps "
+                                                  "(0.006 Gbps): else one pod serves nobody; found 1e-300"),
+    "shield egress of 1e-300 Gbps": (_set(["peaknight:edges", 0, "shieldEgressGbps"], 1e-300),
+                                     "edges[0].shieldEgressGbps", "at least the whole ladder's 10,600 kbps (0.0106 "
+                                     "Gbps): else one pod serves nobody; found 1e-300"),
     # Paths, tags and hosts by their real grammars (issue 29).
     "render directory /etc/cron.d": (_set(["peaknight:renderDirectory"], "/etc/cron.d"), "renderDirectory",
                                      f"{RENDER_DIR}; found '/etc/cron.d'"),
@@ -597,3 +603,12 @@ def test_what_a_set_aside_value_would_cause_is_not_reported(tmp_path, capsys):
     assert code == 2
     assert [line.split(": ", 2)[1] for line in lines] == ["peaknight:gpuPools[1].gpus",
                                                           "peaknight:edges[0].renditions[0].bitrateKbps"]
+
+
+
+def test_load_pods_of_1e_300_requests_per_second_are_refused(tmp_path, capsys):
+    """The load Job's pods are the peak's requests/s over this: 1e-300 rendered a Job of 1e300+ pods."""
+    path = write_variant(tmp_path, _set(["peaknight:loadReplay", "podRequestsPerSecond"], 1e-300), base="rehearsal")
+    code, lines = run_render(path, tmp_path, capsys)
+    assert (code, lines) == (2, [f"{path}: peaknight:loadReplay.podRequestsPerSecond: expected greater than or equal "
+                                 "to 1; found 1e-300"])

@@ -480,6 +480,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         share = sum(r.share for r in edge.renditions)
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
+        yield from _check_egress(i, edge, P)
         for j, name in enumerate(edge.node_instance_types):
             node = table.edge_instance_types.get(name)
             if node is None:
@@ -496,6 +497,19 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         elif schemes[0] == "http" and (edge.origin_server_name or edge.origin_ca_secret):
             key = "originServerName" if edge.origin_server_name else "originCaSecret"
             yield P(f"edges[{i}].{key}", "https origins for a TLS setting", "http origins")
+
+
+def _check_egress(i: int, edge: Any, P: Any) -> Iterable[Problem]:
+    """The plan divides the viewers' egress by a pod's, and the shields' fetch by a shield's: a pod
+    that cannot send one viewer's top rendition, or a shield one copy of the whole ladder, serves
+    nobody, and the counts it would plan grow past what a float holds."""
+    top = max(r.bitrate_kbps for r in edge.renditions)
+    ladder = sum(r.bitrate_kbps for r in edge.renditions)
+    for key, gbps, need, what in (("podEgressGbps", edge.pod_egress_gbps, top, "the top rendition's"),
+                                  ("shieldEgressGbps", edge.shield_egress_gbps, ladder, "the whole ladder's")):
+        if gbps * 1e6 < need:
+            yield P(f"edges[{i}].{key}", f"at least {what} {need:,} kbps ({need / 1e6:g} Gbps): else one pod "
+                    "serves nobody", f"{gbps:g}")
 
 
 def _workload_names(spec: StackSpec, P: Any) -> Iterable[Problem]:

@@ -424,8 +424,9 @@ class LoadReplay:
                               "this long (a ramp becomes steps)")
     request_tokens: int = Field(default=2000, ge=2, le=1_000_000, description="tokens per request, input plus "
                                 "output, split by the model's inputShare")
-    pod_requests_per_second: float = Field(default=200, gt=0, le=10_000, description="most requests/s one load "
-                                           "pod sends: the Job runs enough pods for the model's peak")
+    pod_requests_per_second: float = Field(default=200, ge=1, le=10_000, description="most requests/s one load "
+                                           "pod sends: the Job runs enough pods for the model's peak (at least 1: "
+                                           "the pods are the peak's requests/s over this, a Job's count an int32)")
     results_gib: int = Field(default=10, ge=1, le=1000, description="size of the cluster's results volume")
 
 
