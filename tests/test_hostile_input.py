@@ -612,3 +612,12 @@ def test_load_pods_of_1e_300_requests_per_second_are_refused(tmp_path, capsys):
     code, lines = run_render(path, tmp_path, capsys)
     assert (code, lines) == (2, [f"{path}: peaknight:loadReplay.podRequestsPerSecond: expected greater than or equal "
                                  "to 1; found 1e-300"])
+
+
+
+def test_a_crd_mirror_path_with_a_newline_stays_one_line(tmp_path, monkeypatch, capsys):
+    from peaknight.review import crds
+    monkeypatch.setenv(crds.ENV, str(tmp_path / "no\nsuch"))
+    assert cli.main(["crds", "fetch"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path}/no\\nsuch: PEAKNIGHT_CRDS: expected a directory of CRD files; found no such directory"]
