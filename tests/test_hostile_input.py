@@ -499,6 +499,8 @@ def test_problems_past_the_limit_are_counted_in_one_line(tmp_path):
      "calibration changes only prefill_tps, decode_tps, latency_target, source, measured); found 0"),
     (lambda row: row.update(topology="colocated"), "throughput[0]: expected a row of a shipped model class, GPU, "
      "engine and mode (peaknight/data/profiles.yaml); found {'decode_tps': 5103, 'gpu': 'H100-80G', 'input_tokens': 2..."),
+    (lambda row: row.update({1: 2}), "throughput[0].1: expected the shipped row's value (a calibration changes "
+     "only prefill_tps, decode_tps, latency_target, source, measured); found 2"),
     (lambda row: row.update(source="measured\nfake: line"), "throughput[0].source: expected one line of text (at most "
      "1000 printable characters); found 'measured\\nfake: line'"),
 ])

@@ -307,7 +307,7 @@ def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
         if key in seen:
             problems.append(config.Problem(source, where, "one row per shipped row", f"{key} again"))
         seen.add(key)
-        for name in sorted(set(base) | set(row)):
+        for name in sorted(set(base) | set(row), key=str):
             if name in CALIBRATED_FIELDS:
                 continue
             if not _same(name, row.get(name), base.get(name)):
