@@ -623,3 +623,18 @@ def test_a_crd_mirror_path_with_a_newline_stays_one_line(tmp_path, monkeypatch, 
     assert cli.main(["crds", "fetch"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"{tmp_path}/no\\nsuch: PEAKNIGHT_CRDS: expected a directory of CRD files; found no such directory"]
+
+
+@pytest.mark.parametrize("name, text, line", [
+    ("stage_0_lifecycle_metrics.json", "null", "(file): expected inference-perf 0.7.0's per-stage report; found an "
+     "empty document"),
+    ("inference-perf.partial.stage_0.yaml", "run: [1, 2]\n", "run.time.start: expected the stage's wall-clock time "
+     "(ISO 8601, in the years 2000-2100); found nothing"),
+])
+def test_results_of_the_wrong_shape_are_one_line(tmp_path, name, text, line):
+    """A report of null skipped its stage silently (then max() of no stages was a traceback); a
+    `run` that is no mapping was an AttributeError."""
+    stack, results, pod = _results_project(tmp_path)
+    (pod / name).write_text(text)
+    lines = _refused(_calibrate(stack, results, "--replicas", "1"), stack)
+    assert lines[0] == f"{pod / name}: {line}"

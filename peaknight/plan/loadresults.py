@@ -133,7 +133,10 @@ class _Reader:
 
     def load(self, path: Path, parse: Callable[[str], Any], what: str, limit: int = MAX_REPORT_BYTES) -> Any:
         try:
-            return parse(config.read_input(path, limit, what))
+            value = parse(config.read_input(path, limit, what))
+            if value is None:
+                self.fail(path, "(file)", what, "an empty document")
+            return value
         except ConfigError as err:
             for p in err.problems:
                 self.fail(Path(p.source), p.path, p.expected, p.found)
@@ -165,7 +168,9 @@ class _Reader:
 
 
     def time(self, data: Any, path: Path, key: str) -> dt.datetime | None:
-        value = ((data.get("run") or {}).get("time") or {}).get(key) if isinstance(data, dict) else None
+        value: Any = data
+        for part in ("run", "time", key):
+            value = value.get(part) if isinstance(value, dict) else None
         if isinstance(value, (str, dt.datetime)):
             try:
                 when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
