@@ -6,8 +6,12 @@ held-out World Cup stack: 4 problems, then 8 more). Here each bad value is set a
 default falls back to it (a policy key to its stage's), an unknown key is dropped, and a list item
 whose required value is bad is taken out. The cross-checks then run on what remains; their
 problems are read back in the file's own indices, and any that could stem from what was set aside
-is left out (the bad value itself is reported already): one at or under a set-aside key, one over
-all items of a list that lost an item (`[*]`), one naming a removed item.
+is left out (the bad value itself is reported already): one at or under a set-aside key (for a
+value inside a provisioner, the whole provisioner: its kind may be what is wrong) or naming it (a
+check that reads a defaulted key says which), one over all
+items of a list that lost an item (`[*]`), one naming a removed item or the top-level list that
+lost it (a reference to it), one inside the object owning a nested list that lost an item (a
+cluster that lost a zone no longer matches its subnets).
 """
 from __future__ import annotations
 
@@ -45,10 +49,13 @@ class Aside:
 
     def hides(self, loc: tuple, text: str) -> bool:
         """Whether a cross-check problem at (original) `loc` could stem from what was set aside."""
-        if any(loc[:len(c)] == c for c in self.cleared):
+        if any(loc[:len(c)] == c or (isinstance(c[-1], str) and c[-1] in text) for c in self.cleared):
             return True
-        if any(loc[:len(c)] == c and loc[len(c):len(c) + 1] == ("*",) for c in self.removed):
-            return True
+        for c in self.removed:
+            owner = c[:-1] if len(c) > 1 else None
+            if loc[:len(c) + 1] == c + ("*",) or (owner and loc[:len(owner)] == owner) \
+                    or (owner is None and keys.path(c) in text):
+                return True
         return any(f"'{name}'" in text for name in self.names)
 
 
@@ -57,30 +64,39 @@ def set_aside(raw: dict[str, Any], errors: Iterable[ErrorDetails]) -> Aside | No
     no default outside any list: the stage, the event's window)."""
     aside = Aside(copy.deepcopy(raw))
     removals: dict[tuple, set[int]] = {}
+    keyed: list[tuple] = []      # keys defaulted or dropped: what was inside them went with them
     for error in errors:
         loc = tuple(error["loc"])
         point = loc if error["type"] in UNKNOWN_KEY else _repair_point(loc)
         if point is None:
             return None
         spelled = keys.untagged(point)
+        union = next((i for i in range(len(loc)) if keys.is_tag(loc, i)), None)
+        if union is not None:
+            aside.cleared.append(keys.untagged(loc[:union]))
+        aside.cleared.append(spelled)
         if isinstance(spelled[-1], int):
             removals.setdefault(spelled[:-1], set()).add(spelled[-1])
-        elif spelled[0] == "policy" and len(spelled) == 2:
+            continue
+        keyed.append(spelled)
+        if spelled[0] == "policy" and len(spelled) == 2:
             stage = aside.raw["policy"].get("stage")
             if stage not in POLICY_DEFAULTS or spelled[1] not in POLICY_DEFAULTS[stage]:
                 return None
-            aside.raw["policy"][spelled[1]] = POLICY_DEFAULTS[stage][spelled[1]]
+            aside.raw["policy"][spelled[1]] = copy.deepcopy(POLICY_DEFAULTS[stage][spelled[1]])
         else:
             parent = _at(aside.raw, spelled[:-1])
             if isinstance(parent, dict):
                 parent.pop(spelled[-1], None)
-        aside.cleared.append(spelled)
-    for container, indices in removals.items():
+    # Deepest lists first: taking out a cluster shifts the indices every list inside a later one is found by.
+    for container, indices in sorted(removals.items(), key=lambda item: -len(item[0])):
+        if any(container[:len(k)] == k for k in keyed):
+            continue
         items = _at(aside.raw, container)
-        if not isinstance(items, list):
+        if not isinstance(items, list) or max(indices) >= len(items):
             return None
         for i in sorted(indices, reverse=True):
-            name = items[i].get("name") if i < len(items) and isinstance(items[i], dict) else None
+            name = items[i].get("name") if isinstance(items[i], dict) else None
             if isinstance(name, str):
                 aside.names.add(name)
             del items[i]
