@@ -667,3 +667,13 @@ def test_a_value_set_aside_causes_no_problem_of_its_own(base, edit, keys, tmp_pa
     code, lines = run_render(path, tmp_path, capsys)
     assert code == 2 and lines
     assert all(any(line.startswith(f"{path}: peaknight:{key}") for key in keys) for line in lines), lines
+
+
+
+def test_the_pulumi_program_refuses_a_value_nested_past_recursion_in_one_line():
+    """Pulumi hands each value over as JSON: 100,000 levels were a RecursionError traceback."""
+    from pulumi_harness import run_program
+    with pytest.raises(Exception) as err:
+        run_program(STACKS / "Pulumi.rehearsal.yaml", extra={"peaknight:scale": "[" * 100_000 + "]" * 100_000})
+    assert ("Pulumi config of stack rehearsal: peaknight:scale: expected at most 32 levels of nesting; found more"
+            in str(err.value).splitlines())
