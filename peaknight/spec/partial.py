@@ -7,11 +7,11 @@ default falls back to it (a policy key to its stage's), an unknown key is droppe
 whose required value is bad is taken out. The cross-checks then run on what remains; their
 problems are read back in the file's own indices, and any that could stem from what was set aside
 is left out (the bad value itself is reported already): one at or under a set-aside key (for a
-value inside a provisioner, the whole provisioner: its kind may be what is wrong) or naming it (a
-check that reads a defaulted key says which), one over all
-items of a list that lost an item (`[*]`), one naming a removed item or the top-level list that
-lost it (a reference to it), one inside the object owning a nested list that lost an item (a
-cluster that lost a zone no longer matches its subnets).
+value inside a provisioner, the whole provisioner: its kind may be what is wrong) or beside it
+naming it (a check on the same object that reads a defaulted key says which), one over all items
+of a list that lost an item (`[*]`), one naming a removed item or the top-level list that lost it
+(a reference to it), one inside the object owning a nested list that lost an item (a cluster that
+lost a zone no longer matches its subnets).
 """
 from __future__ import annotations
 
@@ -49,8 +49,9 @@ class Aside:
 
     def hides(self, loc: tuple, text: str) -> bool:
         """Whether a cross-check problem at (original) `loc` could stem from what was set aside."""
-        if any(loc[:len(c)] == c or (isinstance(c[-1], str) and c[-1] in text) for c in self.cleared):
-            return True
+        for c in self.cleared:
+            if loc[:len(c)] == c or (isinstance(c[-1], str) and loc[:len(c) - 1] == c[:-1] and c[-1] in text):
+                return True
         for c in self.removed:
             owner = c[:-1] if len(c) > 1 else None
             if loc[:len(c) + 1] == c + ("*",) or (owner and loc[:len(owner)] == owner) \
