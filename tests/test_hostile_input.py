@@ -677,3 +677,14 @@ def test_the_pulumi_program_refuses_a_value_nested_past_recursion_in_one_line():
         run_program(STACKS / "Pulumi.rehearsal.yaml", extra={"peaknight:scale": "[" * 100_000 + "]" * 100_000})
     assert ("Pulumi config of stack rehearsal: peaknight:scale: expected at most 32 levels of nesting; found more"
             in str(err.value).splitlines())
+
+
+def test_a_defaulted_key_hides_nothing_beyond_its_own_object(tmp_path, capsys):
+    """An edge's bad image falls back to its default; a model's unpinned image is still reported."""
+    def edit(cfg):
+        cfg["peaknight:edges"][0]["image"] = "`id`"
+        cfg["peaknight:models"][2]["image"] = "vllm/vllm-openai:v0.11.0"
+    path = write_variant(tmp_path, edit)
+    code, lines = run_render(path, tmp_path, capsys)
+    assert code == 2
+    assert [line.split(": ", 2)[1] for line in lines] == ["peaknight:edges[0].image", "peaknight:models[2].image"]
