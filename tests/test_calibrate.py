@@ -268,7 +268,8 @@ def test_malformed_reports_are_one_line_each(measured, capsys, tmp_path):
     assert lines[0].startswith(f"{pod}/stage_0_lifecycle_metrics.json: (file): expected inference-perf 0.7.0's "
                                "per-stage report; found ")
     assert lines[1] == (f"{pod}/stage_1_lifecycle_metrics.json: successes.latency.time_to_first_token.p99: expected "
-                        "a number (inference-perf 0.7.0's per-stage report); found nothing")
+                        "a number (inference-perf 0.7.0's per-stage report), a finite number above 0 and at most 86,400; "
+                        "found nothing")
 
 
 def test_replicas_must_be_known(measured, capsys, tmp_path):
@@ -322,7 +323,7 @@ def test_a_malformed_prometheus_export_is_one_line(measured, capsys, tmp_path):
 @pytest.mark.parametrize("argv, line", [
     (["--results", "/nonexistent/results"], "/nonexistent/results: --results: expected a directory of load replay "
                                             "results (DIR/<cluster>/<model>/pod-<i>/); found no such directory"),
-    (["--results", ".", "--replicas", "0"], "(command line): --replicas: expected a whole number of at least 1; found 0"),
+    (["--results", ".", "--replicas", "0"], "(command line): --replicas: expected a whole number from 1 to 150,000; found 0"),
 ])
 def test_bad_arguments_are_one_line(capsys, argv, line):
     code, out, err = _calibrate(capsys, "rehearsal", *argv)

@@ -1,15 +1,17 @@
 """`peaknight diff`: in a scratch git repository holding the kit, one more red-packet round shows
-up as its manifests, its planned pre-scale and its simulated night; a code change shows up too,
-because each side is rendered by its own revision's code."""
+up as its manifests, its planned pre-scale and its simulated night; both sides are rendered by the
+installed kit, so the repository's own code never runs (a marker file proves it)."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from peaknight.plan import capacity
 from peaknight.plan.report import si
@@ -82,14 +84,46 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
     assert chat[night + 1].split("; demand tokens: ")[1].count("(+") == 1
 
 
-def test_a_code_change_shows_without_a_stack_change(repo: Path, capsys: pytest.CaptureFixture) -> None:
-    """The base side runs the base's code: a builder change alone is visible in review."""
-    inference = repo / "peaknight" / "plan" / "rollout.py"  # the drain budget the builder uses
-    inference.write_text(inference.read_text().replace("DRAIN_SECONDS = 300", "DRAIN_SECONDS = 360"))
-    code, out, _ = _diff(capsys, repo / "stacks" / "Pulumi.rehearsal.yaml")
+MARKER_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
+
+
+def test_diff_runs_none_of_the_repositorys_code(repo: Path, capsys: pytest.CaptureFixture, tmp_path_factory) -> None:
+    """A vendor's or a pull request's checkout: its peaknight/ (at the base and in the working tree)
+    and its sitecustomize would write a marker when imported. Both sides render with the installed
+    kit, so the marker never appears; a builder change in that checkout changes nothing either."""
+    marker = tmp_path_factory.mktemp("marker") / "ran"
+    code_files = [repo / "peaknight" / "__init__.py", repo / "peaknight" / "spec" / "config.py", repo / "sitecustomize.py",
+                  repo / "stacks" / "sitecustomize.py"]
+    for path in code_files:
+        path.write_text(MARKER_CODE.format(marker=str(marker)))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "code that must not run")
+    for path in code_files:
+        path.write_text(MARKER_CODE.format(marker=str(marker)) + "# the working tree's edit\n")
+    stack = repo / "stacks" / "Pulumi.rehearsal.yaml"
+    stack.write_text(stack.read_text().replace("stage: rehearsal", "stage: rehearsal\n    headroom: 1.1", 1))
+    code, out, err = _diff(capsys, stack)
+    assert (code, err) == (0, "")
+    assert not marker.exists()
+    assert "objects: 0 added, 0 removed, 0 changed" not in out   # the stack change itself shows
+
+
+def test_the_base_reads_its_own_calibration_file(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    """The base side plans with the calibration file as it was at the base: a row measured since
+    shows as a change."""
+    from peaknight.spec import profiles
+    stack = repo / "stacks" / "Pulumi.rehearsal.yaml"
+    row = dict(profiles.shipped_rows()[profiles.row_key("dense-8b", "H100-80G", "vllm", "colocated")])
+    row.update(prefill_tps=row["prefill_tps"] / 2, decode_tps=row["decode_tps"] / 2, source="measured: test",
+               measured="test")
+    (repo / "stacks" / profiles.CALIBRATION_FILE).write_text(yaml.safe_dump({"throughput": [row]}))
+    try:
+        code, out, _ = _diff(capsys, stack)
+    finally:
+        profiles.use_calibration(None)
     assert code == 0
-    assert "      ~ spec.template.spec.terminationGracePeriodSeconds: 330 -> 390" in out.splitlines()
-    assert "  ~ Deployment gala-2026-rehearsal-inference/greetings  [all 4 clusters]" in out.splitlines()
+    block = "\n".join(out.split("\n  greetings:\n")[1].splitlines()[:3])
+    assert re.search(r"GPUs: [\d,]+ -> [\d,]+ \(\+", block), block   # half the rate: more GPUs at the head
 
 
 def test_a_new_stack_file_is_all_added(repo: Path, capsys: pytest.CaptureFixture) -> None:

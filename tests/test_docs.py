@@ -6,7 +6,7 @@ import re
 
 from peaknight.provisioners import settings
 from peaknight.spec import stack as spec, weights_from
-from peaknight.spec.config import _alias
+from peaknight.spec.keys import alias
 from conftest import ROOT
 
 CONFIG_CLASSES = (spec.Event, spec.Window, spec.Moment, spec.Policy, spec.Slo, spec.Cluster, spec.Addons, spec.GpuPool,
@@ -28,9 +28,9 @@ def undocumented(readme: str) -> list[str]:
     missing = []
     for cls in CONFIG_CLASSES:
         for f in dataclasses.fields(cls):
-            word = re.compile(rf"(?<![A-Za-z]){_alias(f)}(?![A-Za-z])")
+            word = re.compile(rf"(?<![A-Za-z]){alias(f)}(?![A-Za-z])")
             if not any(word.search(span) for span in spans):
-                missing.append(f"{cls.__name__}.{_alias(f)}")
+                missing.append(f"{cls.__name__}.{alias(f)}")
     return missing
 
 

@@ -138,9 +138,8 @@ def test_simulate_json_carries_the_table_and_the_filters_narrow_the_night(capsys
 # ---- diff -------------------------------------------------------------------------------------
 
 def test_diff_narrows_to_a_cluster_and_a_model_and_speaks_json(repo, capsys):
-    rollout = repo / "peaknight" / "plan" / "rollout.py"  # every workload's drain budget
-    rollout.write_text(rollout.read_text().replace("DRAIN_SECONDS = 300", "DRAIN_SECONDS = 360"))
-    stack = repo / "stacks" / "Pulumi.rehearsal.yaml"
+    stack = repo / "stacks" / "Pulumi.rehearsal.yaml"  # greetings' engine moves to the next patch release
+    stack.write_text(stack.read_text().replace("image: vllm/vllm-openai:v0.11.0", "image: vllm/vllm-openai:v0.11.1", 1))
     code, out, _ = run(capsys, "diff", str(stack), "--base", "HEAD", "--cluster", "reh-bj-01", "--model", "greetings",
                        "--format", "json")
     doc = json.loads(out)
@@ -148,7 +147,8 @@ def test_diff_narrows_to_a_cluster_and_a_model_and_speaks_json(repo, capsys):
     assert all(c["clusters"] == ["reh-bj-01"] and "greetings" in c["object"] for c in doc["objects"])
     (deployment,) = [c for c in doc["objects"] if c["object"] == "Deployment gala-2026-rehearsal-inference/greetings"]
     assert deployment["change"] == "~"
-    assert "~ spec.template.spec.terminationGracePeriodSeconds: 330 -> 390" in deployment["lines"]
+    assert "~ spec.template.spec.containers[engine].image: vllm/vllm-openai:v0.11.0 -> vllm/vllm-openai:v0.11.1" \
+        in deployment["lines"]
     assert list(doc["models"]) == ["greetings"] and doc["models"]["greetings"]["head"]["gpus"] > 0
     code, out, _ = run(capsys, "diff", str(stack), "--base", "HEAD", "--cluster", "reh-bj-01", "--model", "greetings")
     assert "  ~ Deployment gala-2026-rehearsal-inference/greetings  [reh-bj-01]" in out.splitlines()

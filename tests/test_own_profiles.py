@@ -167,8 +167,9 @@ def test_calibration_rows_sit_above_the_stacks_own_rows(tmp_path, capsys):
     (tmp_path / profiles.CALIBRATION_FILE).write_text(yaml.safe_dump({"throughput": [{**measured, "gpu": "L4"}]}))
     code, _, err = run(capsys, "plan", str(stack))
     assert code == 2
-    assert err == [f"{tmp_path}/calibration.yaml: throughput[0].gpu: expected a GPU of the shipped profiles or of "
-                   "this file (H100-80G, H20-96G, H200-141G, L20-48G, L40S-48G); found 'L4'"]
+    assert err == [f"{tmp_path}/calibration.yaml: throughput[0]: expected a row of a model class, GPU, engine and mode "
+                   "the profiles have (peaknight/data/profiles.yaml, or the stack's own profiles file); found "
+                   "('dense-32b', 'L4', 'vllm', 'colocated')"]
 
 
 def test_the_pulumi_program_reads_the_stacks_own_file_beside_the_stack_files(tmp_path, monkeypatch):

@@ -45,9 +45,9 @@ def add_parser(sub: Any, stack_help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.replicas is not None and args.replicas < 1:
-        raise config.ConfigError([config.Problem("(command line)", "--replicas", "a whole number of at least 1",
-                                                 str(args.replicas))])
+    if args.replicas is not None and not 1 <= args.replicas <= loadresults.MAX_REPLICAS:
+        raise config.ConfigError([config.Problem("(command line)", "--replicas", "a whole number from 1 to "
+                                                 f"{loadresults.MAX_REPLICAS:,}", str(args.replicas))])
     loaded = config.load_stack(args.stack)
     target = loaded.path.parent / profiles.CALIBRATION_FILE
     if args.write:

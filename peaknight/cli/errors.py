@@ -82,12 +82,13 @@ def run(body: Callable[[], int]) -> int:
         _silence_stdout()
         return OK
     except (config.ConfigError, CrdsUnavailable) as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
+        for problem in err.problems:   # escaped: a path or variable holding a newline stays one line
+            print(config.escaped(str(problem)), file=sys.stderr)
         return BAD_INPUT
     except OSError as err:  # a path the checks above could not foresee (a full disk, a race)
         where = err.filename or "(output)"
-        print(f"{where}: expected a path this command can use; found {err.strerror or err}", file=sys.stderr)
+        print(config.escaped(f"{where}: expected a path this command can use; found {err.strerror or err}"),
+              file=sys.stderr)
         return BAD_INPUT
 
 

@@ -32,6 +32,12 @@ SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"   # the nginx image's (Deb
 SECRET_NAME_SUFFIX = "-secure-link"
 SECRET_KEY = "secure-link.conf"
 KEYS_PER_ZONE_MB = 8000   # nginx docs: a 1 MB keys zone holds about 8,000 keys
+# The upstream's shared zone holds every server's peer state: measured with nginx -t, 64 KiB held 64
+# servers and 1 MiB 1,312 (about 0.8 KiB each, after 11 KiB of its own); a fixed 64k failed at the
+# edge tier of ~100 shields (ngx_slab_alloc() failed). Sized from the server count with 2 KiB each,
+# which leaves room for the longest names a Service address has.
+UPSTREAM_ZONE_BASE_KB = 64
+UPSTREAM_ZONE_KB_PER_SERVER = 2
 # Immutable media: segments, LL-HLS parts, init sections, subtitles (one list for location and log).
 SEGMENT_EXTENSIONS = ("ts", "m4s", "mp4", "m4a", "aac", "vtt")
 CACHE_FILL = 0.8          # max_size below the cache volume: temp files share it, and a full emptyDir evicts the pod
@@ -239,6 +245,7 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
         "segment_ttl": edge.segment_ttl_seconds,
         "negative_ttl": edge.negative_ttl_seconds,
         "keys_zone_mb": max(10, math.ceil(objects / KEYS_PER_ZONE_MB)),
+        "upstream_zone_kb": UPSTREAM_ZONE_BASE_KB + UPSTREAM_ZONE_KB_PER_SERVER * len(tier.servers),
         "cache_max_mb": math.floor(volume_gib * 1024 * CACHE_FILL),
         "cache_min_free_mb": math.ceil(volume_gib * 1024 * MIN_FREE),
         "origin_host": edge.origin_server_name or origins[0].host,

@@ -13,6 +13,9 @@ the plan sized the model by (capacity.sizing_row: the slowest GPU its pool may b
 several clusters or models measure one row, the lowest measurement wins: the plan must hold in
 every cluster. A disaggregated model is not calibrated here: one replica's mixed rate says nothing
 of its prefill and decode groups apart (rows() returns it as skipped).
+
+A derived row outside the plausible range of the shipped row it replaces (profiles.implausible:
+at most 4x faster, a thousandth as fast) is never a row: the results that made it are bad input.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from peaknight.builders import loadreplay
 from peaknight.plan import capacity
 from peaknight.plan.loadresults import ModelResults, StageResult
 from peaknight.spec import profiles
+from peaknight.spec.config import ConfigError, Problem
 from peaknight.spec.stack import StackSpec
 
 
@@ -78,17 +82,26 @@ def rows(spec: StackSpec, stack: str,
     """The calibrated rows (lowest measurement per row), the results no stage of which met the
     objective (nothing to calibrate from), and those of disaggregated models (not calibrated)."""
     best: dict[tuple[str, str, str, str], Calibrated] = {}
-    missed, skipped = [], []
+    missed, skipped, problems = [], [], []
     colocated = {m.name for m in spec.models if not m.disaggregated}
     for results in measured:
         if results.model not in colocated:
             skipped.append(results)
             continue
         row = _row(spec, stack, results)
+        wrong = row and profiles.implausible(profiles.shipped_rows()[row.key], row.new["prefill_tps"],
+                                             row.new["decode_tps"])
         if row is None:
             missed.append(results)
+        elif wrong:
+            problems.append(Problem(results.source, f"stage {row.stage.index}", f"a measurement giving {wrong}",
+                                    f"{row.stage.per_replica:,.6g} tok/s per replica over {row.stage.replicas:g} "
+                                    f"replicas: prefill {row.new['prefill_tps']:,.6g}, decode "
+                                    f"{row.new['decode_tps']:,.6g}"))
         elif row.key not in best or row.new["prefill_tps"] < best[row.key].new["prefill_tps"]:
             best[row.key] = row
+    if problems:
+        raise ConfigError(problems)
     return sorted(best.values(), key=lambda r: r.key), missed, skipped
 
 

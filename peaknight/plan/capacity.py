@@ -365,9 +365,10 @@ def replicas_for(demand: float, per_replica: float, spec: StackSpec, zones: int,
            f"{policy.target_utilisation:g})) = {serving}")
     if not policy.survive_zone_loss:
         return Figure(serving, why)
-    total = serving
-    while total - math.ceil(total / zones) < serving:
-        total += 1
+    # Losing the largest zone leaves total - ceil(total / zones) = floor(total x (zones - 1) / zones)
+    # replicas, so the smallest total keeping `serving` is ceil(serving x zones / (zones - 1)), in
+    # integers: a closed form, never a count up (config requires 2 zones at least for zone loss).
+    total = -(-serving * zones // (zones - 1))
     return Figure(total, f"{why}; +{total - serving} so that {serving} survive losing 1 of {zones} zones")
 
 

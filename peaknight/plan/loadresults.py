@@ -19,11 +19,19 @@ The pods of one model run the same stages at the same time, each with an equal s
 a stage's throughput is their sum, its p99 latencies the worst pod's (an upper bound of the
 fleet's p99), its failures their sum. Anything missing or malformed is one problem line naming the
 file, the key and what was expected: the CLI exits 2 and derives nothing from partial results.
+
+Every file is hostile input (config.read_input: regular files only, bounded), and so is every
+number in it: finite and in the range its meaning allows, else one line saying so. The output is
+bounded as well: at most MAX_STAGES stages per pod, MAX_ENTRIES entries per directory,
+MAX_SAMPLES per series, MAX_PROBLEMS lines of problems (then one line counting the rest).
 """
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +40,30 @@ from typing import Any, Callable
 import yaml
 
 from peaknight.builders import loadreplay
+from peaknight.spec import config, formats
 from peaknight.spec.config import ConfigError, Problem
 from peaknight.spec.stack import StackSpec
 
 PROMETHEUS_EXPORT = "prometheus.json"
 _REPORT = "inference-perf 0.7.0's per-stage report"
 _POD = re.compile(r"pod-\d+")
+# inference-perf's reports and config are a few KiB; a Prometheus export holds at most
+# MAX_SAMPLES samples (~30 bytes each) per series, a series per model.
+MAX_REPORT_BYTES = 1 << 20
+MAX_EXPORT_BYTES = 64 << 20
+# A replay is the window (at most 24 h: config.MAX_WINDOW) in stages of at least a minute
+# (loadReplay.stepMinutes): more stages than that are not a replay the kit rendered.
+MAX_STAGES = int(config.MAX_WINDOW.total_seconds() // 60)
+# Prometheus answers a range query with at most 11,000 points per series (its own limit).
+MAX_SAMPLES = 11_000
+# No level of the layout holds more: the stack's clusters and models, a Job's load pods (1,000 pods
+# of the default 200 requests/s replay 200,000 requests/s).
+MAX_ENTRIES = 1_000
+# Replicas up are a count of scrape targets: at most a cluster's 150,000 pods (the envelope).
+MAX_REPLICAS = 150_000
+MAX_COUNT = 2**53        # requests counted: whole numbers a float holds exactly
+MAX_TOKENS = 2**24       # a request's mean length: at most the longest context a model takes
+MAX_PROBLEMS = 100
 
 
 @dataclass(frozen=True)
@@ -87,55 +113,126 @@ class _Reader:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.more = 0            # problems past MAX_PROBLEMS, counted
 
     def fail(self, path: Path, key: str, expected: str, found: str = "") -> None:
-        self.problems.append(Problem(str(path), key, expected, found))
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(Problem(str(path), key, expected, found))
+        else:
+            self.more += 1
 
-    def load(self, path: Path, parse: Callable[[str], Any], what: str) -> Any:
+    @property
+    def failed(self) -> int:
+        return len(self.problems) + self.more
+
+    def report(self, results: Path) -> list[Problem]:
+        """The problems, the ones past MAX_PROBLEMS as one line counting them."""
+        more = [Problem(str(results), "--results", f"at most {MAX_PROBLEMS} problems listed",
+                        f"{self.more:,} more")] if self.more else []
+        return self.problems + more
+
+    def load(self, path: Path, parse: Callable[[str], Any], what: str, limit: int = MAX_REPORT_BYTES) -> Any:
         try:
-            return parse(path.read_text())
-        except FileNotFoundError:
-            self.fail(path, "(file)", what, "no such file")
-        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+            value = parse(config.read_input(path, limit, what))
+            if value is None:
+                self.fail(path, "(file)", what, "an empty document")
+            return value
+        except ConfigError as err:
+            for p in err.problems:
+                self.fail(Path(p.source), p.path, p.expected, p.found)
+        except (ValueError, RecursionError, yaml.YAMLError) as err:
             self.fail(path, "(file)", what, str(err).splitlines()[0] if str(err) else type(err).__name__)
         return None
 
-    def number(self, data: Any, path: Path, key: str, expected: str) -> float | None:
+    def number(self, data: Any, path: Path, key: str, expected: str, low: float = 0, high: float = math.inf,
+               whole: bool = False, above: bool = False) -> float | None:
+        """The number at dotted `key`: finite, from `low` (excluded where `above`) to `high`, a
+        whole number where `whole`; else a problem and None."""
         value: Any = data
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
-            self.fail(path, key, expected, "nothing" if value is None else repr(value))
+        if not _in_range(value, low, high, whole, above):
+            self.fail(path, key, f"{expected}, {_range(low, high, whole, above)}",
+                      "nothing" if value is None else config.show(value))
             return None
         return float(value)
 
+    def entries(self, folder: Path) -> list[Path]:
+        """The directories in `folder`, sorted; more than MAX_ENTRIES entries is a problem."""
+        with os.scandir(folder) as it:
+            listed = list(itertools.islice(it, MAX_ENTRIES + 1))
+        if len(listed) > MAX_ENTRIES:
+            self.fail(folder, "(directory)", f"at most {MAX_ENTRIES:,} entries", "more")
+            return []
+        return sorted(Path(e.path) for e in listed if e.is_dir())
+
+
     def time(self, data: Any, path: Path, key: str) -> dt.datetime | None:
-        value = ((data.get("run") or {}).get("time") or {}).get(key) if isinstance(data, dict) else None
-        if value:
+        value: Any = data
+        for part in ("run", "time", key):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, (str, dt.datetime)):
             try:
-                return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+                when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
             except ValueError:
                 pass
-        self.fail(path, f"run.time.{key}", "the stage's wall-clock time (ISO 8601)", repr(value) if value else "nothing")
+            else:
+                if formats.YEARS[0] <= when.year <= formats.YEARS[1]:
+                    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)  # no offset: UTC
+        self.fail(path, f"run.time.{key}", f"the stage's wall-clock time (ISO 8601, in the years {formats.YEARS[0]}-"
+                  f"{formats.YEARS[1]})", config.show(value) if value else "nothing")
         return None
+
+
+def _in_range(value: Any, low: float, high: float, whole: bool, above: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return (value > low if above else value >= low) and value <= high and (not whole or float(value).is_integer())
+
+
+def _range(low: float, high: float, whole: bool, above: bool) -> str:
+    """How _in_range's bounds read in a problem line."""
+    kind = "a whole number" if whole else "a finite number"
+    top = "" if high == math.inf else f" and at most {high:,g}"
+    return f"{kind} {'above' if above else 'of at least'} {low:g}{top}"
+
+def _yaml(path: Path) -> Callable[[str], Any]:
+    """YAML of a results file, bounded like a stack file (config.load_yaml)."""
+    return lambda text: config.load_yaml(text, str(path))
 
 
 def _stages(r: _Reader, pod: Path) -> list[dict[str, Any]] | None:
-    config = r.load(pod / "config.yaml", yaml.safe_load, "inference-perf's config.yaml (the config the pod ran)")
-    stages = ((config or {}).get("load") or {}).get("stages") if isinstance(config, dict) else None
-    if config is None:
+    path = pod / "config.yaml"
+    ran = r.load(path, _yaml(path), "inference-perf's config.yaml (the config the pod ran)")
+    if ran is None:
         return None
+    stages = (ran.get("load") or {}).get("stages") if isinstance(ran, dict) and isinstance(ran.get("load"), dict) \
+        else None
     if not (isinstance(stages, list) and stages and all(isinstance(s, dict) for s in stages)):
-        r.fail(pod / "config.yaml", "load.stages", "the replay's stages (rate, duration)", repr(stages))
+        r.fail(path, "load.stages", "the replay's stages (rate, duration)", config.show(stages))
         return None
-    sizes = [r.number(config, pod / "config.yaml", f"data.{d}_distribution.mean", "the request length (tokens)")
-             for d in ("input", "output")]
+    if len(stages) > MAX_STAGES:
+        r.fail(path, "load.stages", f"at most {MAX_STAGES:,} stages (a 24 h window in 1-minute steps)",
+               f"{len(stages):,}")
+        return None
+    sizes = [r.number(ran, path, f"data.{d}_distribution.mean", "the request length (tokens)", high=MAX_TOKENS,
+                      above=True) for d in ("input", "output")]
     for n, stage in enumerate(stages):
-        for key in ("rate", "duration"):
-            value = stage.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                r.fail(pod / "config.yaml", f"load.stages[{n}].{key}", "a positive number", repr(value))
+        r.number(stage, path, "rate", f"load.stages[{n}].rate: requests/s", high=MAX_COUNT, above=True)
+        r.number(stage, path, "duration", f"load.stages[{n}].duration: seconds", high=86400, whole=True, above=True)
     return [{**s, "tokens": sum(x for x in sizes if x is not None)} for s in stages]
+
+
+# What each report number is, and its range: rates and counts from 0, latencies above 0 (a p99
+# of 0 or infinity is no measurement).
+_REPORT_NUMBERS: dict[str, dict[str, Any]] = {
+    "successes.throughput.input_tokens_per_sec": dict(),
+    "successes.throughput.output_tokens_per_sec": dict(),
+    "successes.latency.time_to_first_token.p99": dict(above=True, high=86400),
+    "successes.latency.inter_token_latency.p99": dict(above=True, high=86400),
+    "failures.count": dict(whole=True, high=MAX_COUNT),
+    "load_summary.count": dict(whole=True, high=MAX_COUNT),
+}
 
 
 def _pod_stage(r: _Reader, pod: Path, n: int) -> dict[str, Any] | None:
@@ -143,38 +240,63 @@ def _pod_stage(r: _Reader, pod: Path, n: int) -> dict[str, Any] | None:
     data = r.load(path, json.loads, _REPORT)
     if data is None:
         return None
-    got = {key: r.number(data, path, key, f"a number ({_REPORT})") for key in (
-        "successes.throughput.input_tokens_per_sec", "successes.throughput.output_tokens_per_sec",
-        "successes.latency.time_to_first_token.p99", "successes.latency.inter_token_latency.p99",
-        "failures.count", "load_summary.count")}
+    got = {key: r.number(data, path, key, f"a number ({_REPORT})", **bounds)
+           for key, bounds in _REPORT_NUMBERS.items()}
     partial = pod / f"inference-perf.partial.stage_{n}.yaml"
-    times = r.load(partial, yaml.safe_load, "inference-perf 0.7.0's partial report of the stage (run.time)")
+    times = r.load(partial, _yaml(partial), "inference-perf 0.7.0's partial report of the stage (run.time)")
     start, end = (r.time(times, partial, k) for k in ("start", "end")) if times is not None else (None, None)
     if None in got.values() or start is None or end is None:
+        return None
+    if end < start:
+        r.fail(partial, "run.time.end", "a time after run.time.start", str(end))
         return None
     return {**got, "start": start, "end": end}
 
 
 def _series(r: _Reader, export: Path, model: str) -> tuple[tuple[float, float], ...] | None:
     """(unix time, replicas up) of `model` from the cluster's Prometheus export, in time order."""
-    data = r.load(export, json.loads, "a Prometheus range-query answer (/api/v1/query_range, resultType matrix)")
+    data = r.load(export, json.loads, "a Prometheus range-query answer (/api/v1/query_range, resultType matrix)",
+                  MAX_EXPORT_BYTES)
     if data is None:
         return None
     inner = data.get("data") if isinstance(data, dict) else None
     result = inner.get("result") if isinstance(inner, dict) else None
     if not isinstance(result, list):
-        r.fail(export, "data.result", "a list of series (resultType matrix)", repr(result))
+        r.fail(export, "data.result", "a list of series (resultType matrix)", config.show(result))
         return None
     series = [s for s in result if isinstance(s, dict) and isinstance(s.get("metric"), dict)
               and s["metric"].get("service") == model]
     if not series:
         r.fail(export, "data.result", f"a series with metric.service '{model}'", "none")
         return None
-    try:
-        return tuple(sorted((float(t), float(v)) for s in series for t, v in s["values"]))
-    except (KeyError, TypeError, ValueError) as err:
-        r.fail(export, f"data.result[service={model}].values", "[unix time, \"value\"] pairs", str(err) or repr(err))
+    key = f"data.result[service={model}].values"
+    samples: list[Any] = []
+    for s in series:
+        values = s.get("values")
+        samples += values if isinstance(values, list) else [None]
+    if len(samples) > MAX_SAMPLES:
+        r.fail(export, key, f"at most {MAX_SAMPLES:,} samples (Prometheus' most points per series)", f"{len(samples):,}")
         return None
+    out = []
+    for sample in samples:
+        pair = _sample(sample)
+        if pair is None:
+            r.fail(export, key, f"[unix time, \"replicas up\"] pairs: a finite time and a whole number from 0 to "
+                   f"{MAX_REPLICAS:,}", config.show(sample))
+            return None
+        out.append(pair)
+    return tuple(sorted(out))
+
+
+def _sample(sample: Any) -> tuple[float, float] | None:
+    """One [time, "value"] pair as Prometheus writes it, or None when it is not one."""
+    if not (isinstance(sample, list) and len(sample) == 2) or isinstance(sample[0], bool):
+        return None
+    try:
+        t, v = float(sample[0]), float(sample[1])
+    except (TypeError, ValueError):
+        return None
+    return (t, v) if math.isfinite(t) and _in_range(v, 0, MAX_REPLICAS, True, False) else None
 
 
 def _mean(r: _Reader, export: Path, model: str, series: tuple[tuple[float, float], ...], start: dt.datetime,
@@ -197,46 +319,46 @@ def read(spec: StackSpec, results: Path, replicas: int | None) -> list[ModelResu
     clusters = {c.name for c in spec.clusters}
     models = {m.name for m in spec.models}
     out = []
-    for cluster_dir in sorted(p for p in results.iterdir() if p.is_dir()):
+    for cluster_dir in r.entries(results):
         if cluster_dir.name not in clusters:
             r.fail(cluster_dir, "(directory)", f"a cluster of the stack ({', '.join(sorted(clusters))})",
                    repr(cluster_dir.name))
             continue
         export = cluster_dir / PROMETHEUS_EXPORT
-        if replicas is None and not export.is_file():
+        if replicas is None and not export.exists():
             r.fail(export, "(file)", "the replicas serving each model (a Prometheus export) or --replicas N",
                    "no such file")
             continue
-        for model_dir in sorted(p for p in cluster_dir.iterdir() if p.is_dir()):
+        for model_dir in r.entries(cluster_dir):
             if model_dir.name not in models:
                 r.fail(model_dir, "(directory)", f"a model of the stack ({', '.join(sorted(models))})",
                        repr(model_dir.name))
                 continue
-            series = _series(r, export, model_dir.name) if export.is_file() else ()
+            series = _series(r, export, model_dir.name) if export.exists() else ()
             found = _model(r, model_dir, export, series, replicas) if series is not None else None
             if found is not None and series is not None:
                 out.append(ModelResults(cluster_dir.name, model_dir.name, found[0], found[1], str(model_dir), series))
-    if not out and not r.problems:
+    if not out and not r.failed:
         r.fail(results, "--results", "at least one DIR/<cluster>/<model>/pod-<i>/ of "
                f"{loadreplay.TOOL} reports", "none")
-    if r.problems:
-        raise ConfigError(r.problems)
+    if r.failed:
+        raise ConfigError(r.report(results))
     return out
 
 
 def _model(r: _Reader, model_dir: Path, export: Path, series: tuple[tuple[float, float], ...],
            replicas: int | None) -> tuple[int, tuple[StageResult, ...]] | None:
-    pods = sorted(p for p in model_dir.iterdir() if p.is_dir() and _POD.fullmatch(p.name))
+    pods = [p for p in r.entries(model_dir) if _POD.fullmatch(p.name)]
     if not pods:
         r.fail(model_dir, "(directory)", "pod-<i>/ directories of inference-perf reports", "none")
         return None
-    before = len(r.problems)
+    before = r.failed
     plans = [_stages(r, pod) for pod in pods]
     counts = {len(p) for p in plans if p is not None}
     if len(counts) > 1:
         r.fail(model_dir, "pod-*/config.yaml load.stages", "the same stages in every pod of the model",
                ", ".join(f"{pod.name}: {len(p)}" for pod, p in zip(pods, plans) if p is not None))
-    if len(r.problems) > before:
+    if r.failed > before:
         return None
     stages = []
     for n, stage in enumerate(plans[0] or []):
@@ -257,4 +379,4 @@ def _model(r: _Reader, model_dir: Path, export: Path, series: tuple[tuple[float,
             failures=int(sum(p["failures.count"] for p in got)), sent=int(sum(p["load_summary.count"] for p in got)),
             request_tokens=float(stage["tokens"]), seconds=int(stage["duration"]), start=start, end=end,
             replicas=serving))
-    return (len(pods), tuple(stages)) if len(r.problems) == before else None
+    return (len(pods), tuple(stages)) if r.failed == before else None

@@ -89,7 +89,8 @@ class ExistingGroup:
 
     pool: str = Field(description="the kit's GPU pool these nodes serve")
     name: NodeGroupName = Field(description="the group's own name, for the operator")
-    nodes: int = Field(ge=0, description="nodes the group can hold (its maximum size)")
+    nodes: int = Field(ge=0, le=5000, description="nodes the group can hold (its maximum size; at most a "
+                       "cluster's 5,000, the Kubernetes envelope)")
 
 
 @dataclass(config=_STRICT, kw_only=True)

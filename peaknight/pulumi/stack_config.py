@@ -44,6 +44,9 @@ def raw_config(source: str) -> dict[str, Any]:
             raw[name] = json.loads(text) if isinstance(text, str) else text
         except json.JSONDecodeError:
             raw[name] = text
+        except RecursionError:   # the stack file's depth bound, for a value Pulumi hands over as JSON
+            raise config.ConfigError([config.Problem(source, key, f"at most {config.MAX_DEPTH} levels of "
+                                                     "nesting", "more")]) from None
     if not raw:
         raise config.ConfigError([config.Problem(source, "config", f"keys under the '{config.NAMESPACE}:' namespace",
                                                  "none")])

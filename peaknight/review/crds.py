@@ -8,6 +8,7 @@ assumed to exist.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import urllib.error
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import yaml
 
+from peaknight.spec import files as input_files
 from peaknight.spec.config import project_root
 
 LOCK = Path(__file__).with_name("crds.lock.yaml")
 ENV = "PEAKNIGHT_CRDS"
 FETCH_TIMEOUT_SECONDS = 30
+# The largest pinned CRD is 1.4 MB (Envoy Gateway's EnvoyProxy): a mirror's file is read no further.
+MAX_CRD_BYTES = 16 << 20
 # The one line an operator (or `make test`) gets when no verified CRDs can be had.
 HOW_TO = (f"the pinned CRDs are not available{{why}}: run `peaknight crds fetch` with internet access, or set "
           f"{ENV}=DIR to a directory holding the files of peaknight/review/crds.lock.yaml")
@@ -89,10 +93,16 @@ def check(directory: Path) -> list[str]:
     problems = []
     for pin in pins():
         path = directory / pin.file
-        if not path.is_file():
+        if not path.exists():
             if not pin.mirror_optional:
                 problems.append(f"{path}: expected the pinned CRD ({pin.source}); found no such file")
-        elif (digest := _digest(path.read_bytes())) != pin.sha256:
+            continue
+        try:
+            digest = _digest(input_files.read_bounded(path, MAX_CRD_BYTES))
+        except input_files.Refused as err:
+            problems.append(f"{path}: expected {err.describe('the pinned CRD')}; found {err.found}")
+            continue
+        if digest != pin.sha256:
             problems.append(f"{path}: expected sha256 {pin.sha256} (crds.lock.yaml); found {digest}")
     return problems
 
@@ -106,9 +116,23 @@ def _verified(directory: Path) -> tuple[Path, ...]:
 
 
 def directory() -> Path:
-    """Where the pinned CRDs are read from: $PEAKNIGHT_CRDS, else the checkout's cache."""
-    mirror = os.environ.get(ENV)
-    return Path(mirror).resolve() if mirror else cache_dir()
+    """Where the pinned CRDs are read from: $PEAKNIGHT_CRDS whenever it is set (an empty value is a
+    mistake to report, never a reason to download), else the checkout's cache."""
+    if ENV not in os.environ:
+        return cache_dir()
+    mirror = os.environ[ENV]
+    if not mirror:
+        raise CrdsUnavailable([f"{ENV}: expected a directory of CRD files (or the variable unset); found an empty "
+                               "value"])
+    try:
+        return Path(mirror).resolve(strict=True)
+    except FileNotFoundError:
+        reason = "no such directory"
+    except RuntimeError:                       # a symlink loop (Python before 3.13)
+        reason = "a symlink loop"
+    except OSError as err:
+        reason = "a symlink loop" if err.errno == errno.ELOOP else (err.strerror or str(err))
+    raise CrdsUnavailable([f"{mirror}: {ENV}: expected a directory of CRD files; found {reason}"])
 
 
 def unvalidated_kinds() -> tuple[str, ...]:
@@ -120,10 +144,9 @@ def files() -> tuple[Path, ...]:
     """The pinned CRD files, verified: from $PEAKNIGHT_CRDS if set, else the checkout's cache.
     Raises CrdsUnavailable naming what is wrong and, for an empty cache, what to do."""
     where = directory()
-    if os.environ.get(ENV):
+    if ENV in os.environ:
         if not where.is_dir():
-            raise CrdsUnavailable([f"{os.environ[ENV]}: {ENV}: expected a directory of CRD files; found no such "
-                                   "directory"])
+            raise CrdsUnavailable([f"{os.environ[ENV]}: {ENV}: expected a directory of CRD files; found a file"])
     elif not all((where / pin.file).is_file() for pin in pins() if not pin.mirror_optional):
         raise CrdsUnavailable([HOW_TO.format(why=f" (none in {where})")])
     return _verified(where)
@@ -133,7 +156,7 @@ def fetch(timeout: float = FETCH_TIMEOUT_SECONDS) -> tuple[Path, list[str]]:
     """Fill the cache from each pin's source (or verify $PEAKNIGHT_CRDS when set): (directory,
     files downloaded). A file already cached and verified is not downloaded again; a download
     whose hash differs is not kept. Raises CrdsUnavailable on the first failure."""
-    if os.environ.get(ENV):
+    if ENV in os.environ:
         return files()[0].parent, []
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,12 @@
-"""`peaknight diff STACK --base GITREF`: what a change does, for code review.
+"""`peaknight diff STACK --base GITREF`: what a change to a stack does, for code review.
 
-Both sides are rendered by their own revision's code: the base from `git archive GITREF` unpacked
-into a temporary directory, the head from the working tree, each through snapshot.py in a
-subprocess. Running the current code on the base's stack file would be simpler, but a pull request
-that changes a builder (not the stack file) would then show no difference at all; the cost of
-this choice is that the base must still run with today's installed dependencies.
+Both sides are rendered by the installed kit's own code: the base from the stack file (and the
+calibration file beside it) as they are at GITREF, read out of git as data (`git cat-file`, which
+runs no hooks, filters or textconv), the head from the working tree. No code of the repository
+holding STACK is imported or run: that repository may be a vendor's or a pull request's checkout,
+and diffing a stack must not hand it the reviewer's machine (README, "Security"). The cost is that a
+change to the kit's code alone shows nothing here: review it as code, or diff the two renders
+(`peaknight render` from each checkout you trust).
 
 The output is for a reviewer's first screen: the summary first (per model: capacity, forecast,
 replicas, GPUs, nodes, pre-scales and the simulated night, base -> head; unchanged models on one
@@ -15,22 +17,21 @@ moved alert is not shown as deleted and re-added.
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
-import sys
-import tarfile
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from peaknight.spec.config import ConfigError, Problem, resolve_stack_path
+from peaknight.plan.capacity import EnvelopeError
 from peaknight.plan.report import EVERYTHING, Selection, si
 from peaknight.plan.units import RATE_UNIT
+from peaknight.review import snapshot
+from peaknight.spec import profiles
+from peaknight.spec.config import MAX_BYTES, ConfigError, Problem, resolve_stack_path
 
-SNAPSHOT = Path(__file__).with_name("snapshot.py")
 MAX_VALUE = 100  # characters of a value shown in a change line
 
 
@@ -48,32 +49,47 @@ def locate(stack: str) -> tuple[Path, str]:
     return root, str(path.relative_to(root))
 
 
-def take(root: Path, stack_rel: str, side: str) -> dict[str, Any]:
-    """Run snapshot.py against the checkout at `root`; a config error there is bad input."""
-    proc = subprocess.run([sys.executable, str(SNAPSHOT), str(root), str(root / stack_rel)], cwd=root,
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise ConfigError([Problem(side, "(render)", "a revision whose code renders the stack",
-                                   (proc.stderr.strip().splitlines() or ["no output"])[-1])])
-    snap = json.loads(proc.stdout)
-    if "error" in snap:
-        raise ConfigError([Problem(side, "(stack)", "a stack that loads", line) for line in snap["error"]])
-    return snap
+def take(stack: Path, side: str, shown: str) -> dict[str, Any]:
+    """The snapshot of one side; its stack's problems are bad input, each line naming the side
+    and the file as the reviewer knows it (`shown`)."""
+    def named(line: str) -> str:
+        return line.replace(str(stack), shown)
+    try:
+        return snapshot.snapshot(stack)
+    except ConfigError as err:
+        raise ConfigError([Problem(side, "(stack)", "a stack that loads",
+                                   named(str(p))) for p in err.problems]) from None
+    except EnvelopeError as err:
+        raise ConfigError([Problem(side, "(stack)", "a stack that loads", named(line)) for line in err.problems]) from None
+
+
+def _blob(root: Path, sha: str, rel: str) -> bytes | None:
+    """A file as it is at `sha`, read as data (at most a stack file's bound); None when absent."""
+    size = _git(root, "cat-file", "-s", f"{sha}:{rel}")
+    if size.returncode != 0:
+        return None
+    if int(size.stdout.decode().strip() or 0) > MAX_BYTES:
+        raise ConfigError([Problem(f"{sha[:12]}:{rel}", "(file)", f"a file of at most {MAX_BYTES:,} bytes", "more")])
+    return _git(root, "cat-file", "blob", f"{sha}:{rel}").stdout
 
 
 def base_snapshot(root: Path, stack_rel: str, ref: str) -> dict[str, Any] | None:
-    """The base revision's snapshot; None when the stack file did not exist there (all added)."""
-    commit = _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    """The base revision's snapshot, by this kit's code; None when the stack file did not exist
+    there (all added)."""
+    commit = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
     if commit.returncode != 0:
         raise ConfigError([Problem(str(root), "--base", "a git revision of this repository", repr(ref))])
     sha = commit.stdout.decode().strip()
-    if _git(root, "cat-file", "-e", f"{sha}:{stack_rel}").returncode != 0:
+    stack = _blob(root, sha, stack_rel)
+    if stack is None:
         return None
-    archive = _git(root, "archive", "--format=tar", sha)
+    rel = Path(stack_rel)
+    calibration = _blob(root, sha, str(rel.parent / profiles.CALIBRATION_FILE))
     with tempfile.TemporaryDirectory(prefix="peaknight-base-") as tmp:
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(tmp, filter="data")
-        return take(Path(tmp), stack_rel, f"base {ref} ({sha[:12]})")
+        (Path(tmp) / rel.name).write_bytes(stack)
+        if calibration is not None:
+            (Path(tmp) / profiles.CALIBRATION_FILE).write_bytes(calibration)
+        return take(Path(tmp) / rel.name, f"base {ref} ({sha[:12]})", f"{sha[:12]}:{stack_rel}")
 
 
 # ---- semantic diff of two objects -------------------------------------------------------------
@@ -292,11 +308,8 @@ def summary_section(base_plan: dict[str, Any] | None, head_plan: dict[str, Any],
                  for moment in moments if old.get("moments", {}).get(moment) != new.get("moments", {}).get(moment)]
         if moved:
             out.append(f"    pre-scale replicas: {'; '.join(moved)}")
-        if head_night is None:
-            out.append("    simulated night: no simulator at the working tree")
-        else:
-            out += [f"    simulated night: {line}" if i == 0 else f"      {line}"
-                    for i, line in enumerate(_pairs(night_old, night_new, NIGHT_FIGURES, 2))]
+        out += [f"    simulated night: {line}" if i == 0 else f"      {line}"
+                for i, line in enumerate(_pairs(night_old, night_new, NIGHT_FIGURES, 2))]
     if unchanged:
         out.append(f"  unchanged: {', '.join(unchanged)}")
     out.append(f"  node pool GPU limits: {_delta(base_plan['gpu_limit'] if base_plan else None, head_plan['gpu_limit'])}")
@@ -309,7 +322,8 @@ def summary_section(base_plan: dict[str, Any] | None, head_plan: dict[str, Any],
 def snapshots(stack: str, ref: str) -> tuple[Path, str, dict[str, Any] | None, dict[str, Any]]:
     """(repository, stack file inside it, the base's snapshot or None, the working tree's)."""
     root, stack_rel = locate(stack)
-    return root, stack_rel, base_snapshot(root, stack_rel, ref), take(root, stack_rel, "working tree")
+    return root, stack_rel, base_snapshot(root, stack_rel, ref), take(root / stack_rel, "working tree",
+                                                                       str(root / stack_rel))
 
 
 def report(stack: str, ref: str, selection: Selection = EVERYTHING) -> str:
@@ -317,8 +331,6 @@ def report(stack: str, ref: str, selection: Selection = EVERYTHING) -> str:
     header = f"peaknight diff {stack_rel}: {ref} -> working tree ({root})"
     if base is None:
         header += f"\n(the stack file does not exist at {ref}: everything is added)"
-    elif base["simulation"] is None:
-        header += f"\n(the code at {ref} has no simulator: its side of the simulated night is 'none')"
     lines = [header, ""]
     lines += summary_section(base["plan"] if base else None, head["plan"], base["simulation"] if base else None,
                              head["simulation"], selection)

@@ -12,7 +12,6 @@ import datetime as dt
 import difflib
 import os
 import re
-import typing
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
@@ -24,15 +23,16 @@ from pydantic import TypeAdapter, ValidationError
 
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
+from peaknight.plan import memory
 from peaknight.spec import moved
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
-from peaknight.spec import profiles
-from peaknight.spec.weights_from import WEIGHTS_FROM, S3Source
+from peaknight.spec import files, keys, partial, profiles
+from peaknight.spec.weights_from import S3Source
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
-NAMESPACE = "peaknight"
+NAMESPACE = keys.NAMESPACE
 KUBECONFIG_PREFIX = "kubeconfig-"
 # A volcengine-vke cluster's credentials for its Volcano Engine provider: secrets, like kubeconfigs.
 VOLCENGINE_PREFIXES = ("volcengine-access-key-", "volcengine-secret-key-")
@@ -48,7 +48,7 @@ def project_root(start: Path | None = None) -> Path:
             return folder
     return here
 
-IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+IMAGE_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")
 # The digest the shipped stacks carry where only the operator's registry knows the real one.
 PLACEHOLDER_DIGEST = "@sha256:" + "0" * 64
 # Likewise for weights: only the operator's mirror knows the revision it holds.
@@ -70,9 +70,17 @@ class Problem:
     hint: str = ""
 
     def __str__(self) -> str:
-        found = f"; found {self.found}" if self.found else ""
-        hint = f" (did you mean {self.hint}?)" if self.hint else ""
-        return f"{self.source}: {self.path}: expected {self.expected}{found}{hint}"
+        """One line whatever the parts hold: a raw newline in a key, a value or a file name is
+        printed escaped, so a hostile file cannot forge lines of its own."""
+        found = f"; found {escaped(self.found)}" if self.found else ""
+        hint = f" (did you mean {escaped(self.hint)}?)" if self.hint else ""
+        return f"{escaped(self.source)}: {escaped(self.path)}: expected {escaped(self.expected)}{found}{hint}"
+
+
+def escaped(text: str) -> str:
+    """`text` with every unprintable character (newline, carriage return, line separators,
+    escape sequences) written as its Python escape."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):
@@ -135,23 +143,10 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def read_stack_file(path: Path) -> dict[str, Any]:
     """The `peaknight:` keys of a Pulumi stack file, prefix stripped. Other namespaces are ignored."""
     source = str(path)
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError([Problem(source, "(file)", "a readable stack file", "no such file")]) from None
-    except OSError as err:
-        raise ConfigError([Problem(source, "(file)", "a readable stack file", err.strerror or str(err))]) from None
-    if len(data) > MAX_BYTES:
-        raise ConfigError([Problem(source, "(file)", f"a stack file of at most {MAX_BYTES:,} bytes", "more")])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError([Problem(source, "(file)", "UTF-8 text", f"byte 0x{data[err.start]:02x} at offset "
-                                   f"{err.start}")]) from None
-    doc = _load_bounded(text, source)
+    text = read_input(path, MAX_BYTES, "a readable stack file")
+    doc = load_yaml(text, source)
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
-        raise ConfigError([Problem(source, "config", "a mapping of Pulumi config keys", _show(doc))])
+        raise ConfigError([Problem(source, "config", "a mapping of Pulumi config keys", show(doc))])
     prefix = NAMESPACE + ":"
     raw = {key[len(prefix):]: value for key, value in doc["config"].items()
            if isinstance(key, str) and key.startswith(prefix)}
@@ -160,7 +155,23 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _load_bounded(text: str, source: str) -> Any:
+def read_input(path: Path, limit: int, what: str) -> str:
+    """The text of an input file (a stack file, calibration.yaml, a rehearsal's results), read as
+    hostile: a regular file of at most `limit` bytes (files.py), UTF-8; else a ConfigError whose
+    one line expects `what`."""
+    source = str(path)
+    try:
+        data = files.read_bounded(path, limit)
+    except files.Refused as err:
+        raise ConfigError([Problem(source, "(file)", err.describe(what), err.found)]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([Problem(source, "(file)", "UTF-8 text", f"byte 0x{data[err.start]:02x} at offset "
+                                   f"{err.start}")]) from None
+
+
+def load_yaml(text: str, source: str) -> Any:
     """YAML to Python, after a streaming pass over the parser's events has measured the document
     as it would expand (aliases counted at the size of what they point to): deeper than MAX_DEPTH
     or larger than MAX_NODES is refused before any object is built."""
@@ -231,7 +242,7 @@ def pinned_images(spec: StackSpec) -> list[Pinned]:
     found = [Pinned(f"models[{i}].image", m.image) for i, m in enumerate(spec.models)]
     found += [Pinned(f"models[{i}].weightsFrom.image", m.weights_from.image) for i, m in enumerate(spec.models)
               if isinstance(m.weights_from, S3Source)]
-    found += [Pinned(f"edges[{i}].{_alias(f)}", getattr(e, f.name), _default(f)) for i, e in enumerate(spec.edges)
+    found += [Pinned(f"edges[{i}].{keys.alias(f)}", getattr(e, f.name), _default(f)) for i, e in enumerate(spec.edges)
               for f in dataclasses.fields(e) if f.name.endswith("image")]
     router = next(f for f in dataclasses.fields(spec.router) if f.name == "image")
     found.append(Pinned("router.image", spec.router.image, _default(router)))
@@ -265,12 +276,12 @@ def _unpinned(spec: StackSpec, P: Any, pin: Pinned) -> Iterable[Problem]:
         yield P(pin.path, f"{expected}: set {NAMESPACE}:{pin.path} to {pin.image}@sha256:<your registry's digest> "
                 f"(crane digest {pin.image})", f"'{pin.image}', the kit's default for a stack that does not set it")
     else:
-        yield P(pin.path, expected, _show(pin.image))
+        yield P(pin.path, expected, show(pin.image))
 
 
 def top_level_keys() -> list[str]:
     """The camelCase top-level config keys, as `pulumi config set` spells them."""
-    return [_alias(f) for f in dataclasses.fields(StackSpec)]
+    return [keys.alias(f) for f in dataclasses.fields(StackSpec)]
 
 
 def parse(raw: dict[str, Any], source: str, base: Path | None = None) -> StackSpec:
@@ -306,34 +317,64 @@ def parse(raw: dict[str, Any], source: str, base: Path | None = None) -> StackSp
             # No stage, no defaults: the keys it would have filled in are not problems of their own.
             found = [p for p in found if not (p.path.startswith(f"{NAMESPACE}:policy.") and p.path != stage
                                               and p.expected == "this required key")]
-        problems.extend(found)
+        problems += found + _cross_checks_set_aside(raw, err, source, base)
         raise ConfigError(problems) from None
-    if problems:
-        raise ConfigError(problems)
-    if spec.profiles is not None:
-        own = (base or Path.cwd()) / spec.profiles
-        if not own.is_file():
-            raise ConfigError([Problem(source, f"{NAMESPACE}:profiles", "a profiles file (relative to the stack "
-                                       "file)", f"no file at {own}")])
-        spec = dataclasses.replace(spec, profiles=str(own.resolve()))
-    return check(spec, source)
+    spec = _own_profiles(spec, source, base, problems)
+    return check(spec, source, earlier=problems)
 
 
-def check(spec: StackSpec, source: str = "StackSpec built in code") -> StackSpec:
+def _own_profiles(spec: StackSpec, source: str, base: Path | None, earlier: list[Problem]) -> StackSpec:
+    """The spec with its `profiles` path resolved against `base` (the stack file's folder); a
+    missing file is reported with the problems found before it (`earlier`)."""
+    if spec.profiles is None:
+        return spec
+    own = (base or Path.cwd()) / spec.profiles
+    if not own.is_file():
+        raise ConfigError([*earlier, Problem(source, f"{NAMESPACE}:profiles", "a profiles file (relative to the "
+                                              "stack file)", f"no file at {own}")])
+    return dataclasses.replace(spec, profiles=str(own.resolve()))
+
+
+def check(spec: StackSpec, source: str = "StackSpec built in code", earlier: Iterable[Problem] = ()) -> StackSpec:
     """The rules across keys (references, sums, the profiles a model needs, the stage's policy),
     with the stack's own profiles file read above the shipped table: what every stack file passes
     after its types, and what a spec built in code passes before it is planned (pk.capacity_plan),
-    so both fail the same way, one line per problem. Returns `spec`."""
+    so both fail the same way, one line per problem, after the `earlier` problems of the same file
+    (all of a file's problems in one pass). Returns `spec`."""
+    problems = list(earlier)
     profiles.use_profiles(Path(spec.profiles) if spec.profiles is not None else None)
     try:
         profiles.load()
-    except ConfigError:
+    except ConfigError as err:
         profiles.use_profiles(None)
-        raise
-    problems = list(_cross_checks(spec, source))
+        raise ConfigError([*problems, *err.problems]) from None
+    problems += _cross_checks(spec, source)
     if problems:
         raise ConfigError(problems)
     return spec
+
+
+def _cross_checks_set_aside(raw: dict[str, Any], err: ValidationError, source: str,
+                            base: Path | None) -> list[Problem]:
+    """The cross-key problems of a file with bad values too, so every problem shows in one pass:
+    on the config with those values set aside (partial.py), read back in the file's indices, with
+    the stack's own profiles file above the shipped table as `check` reads it."""
+    aside = partial.set_aside(raw, err.errors(include_url=False))
+    if aside is None:
+        return []
+    try:
+        spec = _own_profiles(_SPEC_ADAPTER.validate_python(aside.raw, by_alias=True, by_name=False), source, base, [])
+        profiles.use_profiles(Path(spec.profiles) if spec.profiles is not None else None)
+        profiles.load()
+    except (ValidationError, ConfigError):
+        profiles.use_profiles(None)
+        return []  # setting one value aside broke another, or its profiles file is bad: those problems stand alone
+    out = []
+    for problem in _cross_checks(spec, source):
+        loc = aside.original(keys.parse_path(problem.path))
+        if not aside.hides(loc, f"{problem.expected} {problem.found}"):
+            out.append(dataclasses.replace(problem, path=keys.path(loc)))
+    return out
 
 
 def _check_secrets(raw: dict[str, Any], source: str) -> list[Problem]:
@@ -370,32 +411,32 @@ def _from_pydantic(err: ValidationError, source: str) -> list[Problem]:
                                        for o in errors):
             continue  # a list emptied by its own items' errors: those errors say what is wrong
         if kind == "union_tag_not_found" or (kind == "union_tag_invalid" and not isinstance(e["input"], dict)):
-            members = TAGGED.get(next((str(p) for p in reversed(_untagged(loc)) if isinstance(p, str)), ""), {})
-            problems.append(Problem(source, _path(loc), "a mapping with a kind (one of "
-                                    + ", ".join(members) + ")", _show(e["input"])))
+            members = keys.TAGGED.get(next((str(p) for p in reversed(keys.untagged(loc)) if isinstance(p, str)), ""), {})
+            problems.append(Problem(source, keys.path(loc), "a mapping with a kind (one of "
+                                    + ", ".join(members) + ")", show(e["input"])))
             continue
-        if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-            allowed = _keys_at(loc[:-1])
-            problems.append(_unknown_key(source, _path(loc)[len(NAMESPACE) + 1:], "a known key" + (
+        if kind in partial.UNKNOWN_KEY:
+            allowed = keys.keys_at(loc[:-1])
+            problems.append(_unknown_key(source, keys.path(loc)[len(NAMESPACE) + 1:], "a known key" + (
                 f" ({', '.join(sorted(allowed))})" if allowed else ""), _suggest(str(loc[-1]), allowed)))
         elif kind in ("too_short", "too_long"):
             limit = e["ctx"]["min_length" if kind == "too_short" else "max_length"]
-            problems.append(Problem(source, _path(loc), f"{'at least' if kind == 'too_short' else 'at most'} {limit} "
-                                    f"item{'s' if limit != 1 else ''}", _show(e["input"])))
+            problems.append(Problem(source, keys.path(loc), f"{'at least' if kind == 'too_short' else 'at most'} {limit} "
+                                    f"item{'s' if limit != 1 else ''}", show(e["input"])))
         elif kind == "union_tag_invalid":
             choices = re.findall(r"'([^']*)'", e["ctx"]["expected_tags"])
             tag = str(e["ctx"]["tag"])
-            problems.append(Problem(source, _path(loc + ("kind",)), "one of " + ", ".join(choices), _show(tag),
+            problems.append(Problem(source, keys.path(loc + ("kind",)), "one of " + ", ".join(choices), show(tag),
                                     _suggest(tag, choices)))
         elif kind == "missing":
-            problems.append(Problem(source, _path(loc), "this required key", "nothing"))
+            problems.append(Problem(source, keys.path(loc), "this required key", "nothing"))
         elif kind == "enum":
             choices = re.findall(r"'([^']*)'", e["ctx"]["expected"])
-            problems.append(Problem(source, _path(loc), "one of " + ", ".join(choices), _show(e["input"]),
+            problems.append(Problem(source, keys.path(loc), "one of " + ", ".join(choices), show(e["input"]),
                                     _suggest(str(e["input"]), choices)))
         else:
             message = re.sub(r"^(Input should be|Value error,)\s*", "", e["msg"])
-            problems.append(Problem(source, _path(loc), message, _show(e["input"])))
+            problems.append(Problem(source, keys.path(loc), message, show(e["input"])))
     return problems
 
 
@@ -409,71 +450,12 @@ def _unknown_key(source: str, path: str, expected: str, hint: str) -> Problem:
                    "CHANGELOG.md)", "a key of an earlier stack format")
 
 
-def _path(loc: tuple) -> str:
-    out = NAMESPACE + ":"
-    loc = _untagged(loc)
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if i else "") + str(part)
-    return out
-
-
-def _keys_at(loc: tuple) -> list[str]:
-    """Allowed keys of the dataclass found by walking `loc` from StackSpec (for "did you mean")."""
-    cls: Any = StackSpec
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            continue
-        if _is_tag(loc, i):
-            cls = TAGGED[loc[i - 1]][part]
-            continue
-        hints = typing.get_type_hints(cls)
-        field = next((f for f in dataclasses.fields(cls) if _alias(f) == part), None)
-        if field is None:
-            return []
-        cls = _dataclass_in(hints[field.name])
-        if cls is None:
-            return []
-    return [_alias(f) for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
-
-
-# The tagged unions of the spec, by the key that holds one: kind -> member class.
-TAGGED: dict[str, dict[str, type]] = {"provisioner": PROVISIONER_SETTINGS, "weightsFrom": WEIGHTS_FROM}
-
-
-def _is_tag(loc: tuple, i: int) -> bool:
-    """Pydantic puts the chosen member of a tagged union (`provisioner.<kind>`) in the location."""
-    return i > 0 and isinstance(loc[i - 1], str) and loc[i] in TAGGED.get(loc[i - 1], {})
-
-
-def _untagged(loc: tuple) -> tuple:
-    """The location as the stack file spells it: without the union's tag."""
-    return tuple(part for i, part in enumerate(loc) if not _is_tag(loc, i))
-
-
-def _dataclass_in(tp: Any) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return tp
-    for arg in typing.get_args(tp):
-        found = _dataclass_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _alias(field: dataclasses.Field) -> str:
-    head, *rest = field.name.split("_")
-    return head + "".join(w.capitalize() for w in rest)
-
-
 def _suggest(word: str, candidates: Iterable[Any], prefix: str = "") -> str:
     close = difflib.get_close_matches(word, [str(c) for c in candidates if c is not None], n=1, cutoff=0.6)
     return f"'{prefix}{close[0]}'" if close else ""
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     text = repr(value.value if isinstance(value, Enum) else value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -534,13 +516,13 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     for i, pool in enumerate(spec.gpu_pools):
         for j, gpu in enumerate(pool.gpus):
             if gpu not in table.gpus:
-                yield P(f"gpuPools[{i}].gpus[{j}]", "one of " + ", ".join(table.gpus), _show(gpu), _suggest(gpu, table.gpus))
+                yield P(f"gpuPools[{i}].gpus[{j}]", "one of " + ", ".join(table.gpus), show(gpu), _suggest(gpu, table.gpus))
         counts = set()
         for j, name in enumerate(pool.instance_types):
             itype = table.instance_types.get(name)
             if itype is None:
                 yield P(f"gpuPools[{i}].instanceTypes[{j}]", "an instance type from the profile catalog ("
-                        + ", ".join(table.instance_types) + ")", _show(name), _suggest(name, table.instance_types))
+                        + ", ".join(table.instance_types) + ")", show(name), _suggest(name, table.instance_types))
             elif itype.gpu not in pool.gpus:
                 yield P(f"gpuPools[{i}].instanceTypes[{j}]", f"an instance type with one of the pool's GPUs "
                         f"({', '.join(pool.gpus)})", f"'{name}' carries {itype.gpu}")
@@ -568,7 +550,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     for i, model in enumerate(spec.models):
         if model.name.endswith("-epp") and model.name[:-len("-epp")] in names:
             yield P(f"models[{i}].name", f"a name other than '{model.name[:-4]}' + '-epp' (that model's endpoint "
-                    "picker is named so)", _show(model.name))
+                    "picker is named so)", show(model.name))
 
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):
@@ -576,11 +558,12 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         share = sum(r.share for r in edge.renditions)
         if abs(share - 1) > 1e-6:
             yield P(f"edges[{i}].renditions[*].share", "shares that add up to 1", f"{share:.6g}")
+        yield from _check_egress(i, edge, P)
         for j, name in enumerate(edge.node_instance_types):
             node = table.edge_instance_types.get(name)
             if node is None:
                 yield P(f"edges[{i}].nodeInstanceTypes[{j}]", "an instance type from the profile catalog's "
-                        "edge_instance_types (" + ", ".join(table.edge_instance_types) + ")", _show(name),
+                        "edge_instance_types (" + ", ".join(table.edge_instance_types) + ")", show(name),
                         _suggest(name, table.edge_instance_types))
             elif node.vcpus < edge.pod_cpu or node.memory_gib < edge.pod_memory_gib:
                 yield P(f"edges[{i}].nodeInstanceTypes[{j}]", f"a node that holds one edge pod ({edge.pod_cpu} CPUs, "
@@ -592,6 +575,19 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         elif schemes[0] == "http" and (edge.origin_server_name or edge.origin_ca_secret):
             key = "originServerName" if edge.origin_server_name else "originCaSecret"
             yield P(f"edges[{i}].{key}", "https origins for a TLS setting", "http origins")
+
+
+def _check_egress(i: int, edge: Any, P: Any) -> Iterable[Problem]:
+    """The plan divides the viewers' egress by a pod's, and the shields' fetch by a shield's: a pod
+    that cannot send one viewer's top rendition, or a shield one copy of the whole ladder, serves
+    nobody, and the counts it would plan grow past what a float holds."""
+    top = max(r.bitrate_kbps for r in edge.renditions)
+    ladder = sum(r.bitrate_kbps for r in edge.renditions)
+    for key, gbps, need, what in (("podEgressGbps", edge.pod_egress_gbps, top, "the top rendition's"),
+                                  ("shieldEgressGbps", edge.shield_egress_gbps, ladder, "the whole ladder's")):
+        if gbps * 1e6 < need:
+            yield P(f"edges[{i}].{key}", f"at least {what} {need:,} kbps ({need / 1e6:g} Gbps): else one pod "
+                    "serves nobody", f"{gbps:g}")
 
 
 def _workload_names(spec: StackSpec, P: Any) -> Iterable[Problem]:
@@ -613,7 +609,7 @@ def _check_auth(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Probl
     if auth.type is AuthType.JWT and auth.jwks_uri is None:
         yield P(f"models[{i}].auth.jwksUri", "the issuer's JWKS URL for auth type jwt", "nothing")
     if auth.type is not AuthType.JWT and (auth.jwks_uri or auth.issuer):
-        yield P(f"models[{i}].auth.type", "jwt where jwksUri or issuer is set", _show(auth.type))
+        yield P(f"models[{i}].auth.type", "jwt where jwksUri or issuer is set", show(auth.type))
     if auth.type is AuthType.NONE and spec.policy.stage is Stage.BROADCAST:
         yield P(f"models[{i}].auth.type", "apiKey or jwt in a broadcast stack (its routes are public)", "'none'")
 
@@ -638,7 +634,7 @@ def _check_ladder(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Pro
         yield P(f"models[{i}].ladder.fallback", "another model of peaknight:models", f"'{model.name}' itself")
     elif fallback is None:
         yield P(f"models[{i}].ladder.fallback", "the name of another model in peaknight:models ("
-                + ", ".join(others) + ")", _show(ladder.fallback), _suggest(ladder.fallback, others))
+                + ", ".join(others) + ")", show(ladder.fallback), _suggest(ladder.fallback, others))
     elif not ENGINES[fallback.engine].serves_aliases:
         yield P(f"models[{i}].ladder.fallback", "a model whose engine answers to another model's name too ("
                 + ", ".join(e.value for e, impl in ENGINES.items() if impl.serves_aliases) + ")",
@@ -646,15 +642,24 @@ def _check_ladder(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Pro
 
 
 def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """The model's own keys first (each stands alone), then what its class and pool make of it:
+    an unknown class or pool stops only the checks that need them."""
+    if spec.policy.require_image_digests and model.weights_revision is None:
+        yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
+                f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
+    if model.mean_context_tokens is not None and model.mean_context_tokens > model.max_model_len:
+        yield P(f"models[{i}].meanContextTokens", f"at most the model's maxModelLen ({model.max_model_len:,}): a "
+                "request holds no more context than the engine admits", str(model.mean_context_tokens))
     table = profiles.load()
-    if model.model_class not in table.model_classes:
-        yield P(f"models[{i}].modelClass", "one of " + ", ".join(table.model_classes), _show(model.model_class),
-                _suggest(model.model_class, table.model_classes))
-        return
     pool = pools.get(model.pool)
     if pool is None:
         yield P(f"models[{i}].pool", "the name of a pool in peaknight:gpuPools (" + ", ".join(pools) + ")",
-                _show(model.pool), _suggest(model.pool, pools))
+                show(model.pool), _suggest(model.pool, pools))
+    if model.model_class not in table.model_classes:
+        yield P(f"models[{i}].modelClass", "one of " + ", ".join(table.model_classes), show(model.model_class),
+                _suggest(model.model_class, table.model_classes))
+        return
+    if pool is None:
         return
     shapes, found = set(), []
     for gpu in (g for g in pool.gpus if g in table.gpus):  # unknown GPUs are reported on the pool
@@ -670,6 +675,7 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
         else:
             shapes.add(row.gpus_per_replica)
             found.append(row)
+            yield from _check_context(i, model, row, P)
     if len(shapes) > 1:
         yield P(f"models[{i}].pool", "a pool whose GPUs all give the same GPUs per replica",
                 f"{sorted(shapes)} across {', '.join(pool.gpus)}")
@@ -685,9 +691,19 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
                 yield P(f"models[{i}].engine", f"an engine that can serve {topology.describe()}",
                         f"{model.engine.value}: {reason}")
                 break
-    if spec.policy.require_image_digests and model.weights_revision is None:
-        yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
-                f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
+
+
+def _check_context(i: int, model: Model, row: profiles.Throughput, P: Any) -> Iterable[Problem]:
+    """The KV-cache bound divides a group's KV tokens by meanContextTokens (plan/memory.py): a
+    request larger than the whole cache leaves no request decoding, and the model no rate at all."""
+    context = model.mean_context_tokens
+    if context is None or context > model.max_model_len:   # the latter is reported once, on the model
+        return
+    held = int(memory.kv_tokens(row).value)
+    if context > held:
+        yield P(f"models[{i}].meanContextTokens", f"at most the {held:,} tokens one {row.gpu} group's KV cache "
+                f"holds ({row.topology.describe()}): else no request fits and the model decodes nothing",
+                str(context))
 
 
 def _check_shared_instance_types(spec: StackSpec, P: Any) -> Iterable[Problem]:
@@ -733,7 +749,7 @@ def _check_clouds(spec: StackSpec, P: Any) -> Iterable[Problem]:
             if own and not any(t.sold_in(cluster.region) for t in own):
                 where = "; ".join(f"{t.name} in {', '.join(t.regions)}" for t in own)
                 yield P(f"clusters[{i}].region", f"a region that sells pool '{pool.name}''s {cloud} GPUs "
-                        f"({where})", _show(cluster.region))
+                        f"({where})", show(cluster.region))
             elif not own:
                 yield P(f"clusters[{i}].provisioner.kind", f"a provisioner whose cloud sells pool "
                         f"'{pool.name}''s instance types", f"'{cluster.provisioner.kind}' ({cloud})")
@@ -760,4 +776,4 @@ def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterabl
         for j, group in enumerate(settings.groups):
             if group.pool not in pools:
                 yield P(f"clusters[{i}].provisioner.groups[{j}].pool", "the name of a pool in "
-                        f"peaknight:gpuPools ({', '.join(pools)})", _show(group.pool), _suggest(group.pool, pools))
+                        f"peaknight:gpuPools ({', '.join(pools)})", show(group.pool), _suggest(group.pool, pools))

@@ -26,15 +26,17 @@ _DNS1123_LABEL = re.compile(rf"[a-z0-9](?:[-a-z0-9]{{0,{NAME_MAX - 2}}}[a-z0-9])
 _DNS1035_LABEL = re.compile(rf"[a-z](?:[-a-z0-9]{{0,{NAME_MAX - 2}}}[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
 _LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
-# distribution/reference: domain, path components, tag, digest.
+# distribution/reference: domain, path components, tag, digest; ASCII only (its \w is Go's, [A-Za-z0-9_]:
+# no registry takes a Unicode letter or digit).
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _IMAGE = re.compile(rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
                     r"(?::[\w][\w.-]{0,127})?"
-                    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+                    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?", re.ASCII)
 IMAGE_NAME_MAX = 255
-# A Hugging Face repo id (org/name) or a path under the weights volume: plain path segments only.
-_WEIGHTS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
+# A relative path of plain segments, none starting with '.' (so never '.' or '..'): a Hugging Face
+# repo id (org/name) or a path under the weights volume, and the render directory inside the project.
+_RELATIVE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
 # IAM role names: alphanumerics and +=,.@_- up to 64 (AWS IAM CreateRole).
 _IAM_ROLE = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
@@ -99,7 +101,7 @@ def image_reference(value: str) -> str:
 
 
 def _weights(value: str) -> str:
-    if len(value) > 256 or not _WEIGHTS.fullmatch(value) or ".." in value.split("/"):
+    if len(value) > 256 or not _RELATIVE_PATH.fullmatch(value):
         raise ValueError("a model id (org/name) or a relative path under the weights volume: letters, digits, "
                          "'.', '_', '-' and '/', no '..'")
     return value
@@ -158,6 +160,15 @@ def _path(value: str) -> str:
     return value
 
 
+def _relative_dir(value: str) -> str:
+    """`pulumi up` writes every object's YAML under it (the providers' renderYamlToDirectory): a
+    path inside the project, never /etc/cron.d or ../../root/.ssh."""
+    if len(value) > 1024 or not _RELATIVE_PATH.fullmatch(value):
+        raise ValueError("a relative directory inside the project: letters, digits, '.', '_', '-' and '/', no "
+                         "leading '/' and no segment starting with '.'")
+    return value
+
+
 DnsLabel = Annotated[str, AfterValidator(_dns1123_label)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 Subdomain = Annotated[str, AfterValidator(_subdomain)]
@@ -167,8 +178,10 @@ Weights = Annotated[str, AfterValidator(_weights)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 HttpUrl = Annotated[str, AfterValidator(_url)]
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
+# A git commit as Hugging Face pins a revision: 40 lower-case hex digits, nothing around them.
+Commit = Annotated[str, _fullmatch(re.compile(r"[0-9a-f]{40}"), "a commit: 40 lower-case hex digits")]
 IamRole = Annotated[str, _fullmatch(_IAM_ROLE, "an IAM role name (at most 64 of letters, digits, +=,.@_-)")]
 LocalTime = Annotated[dt.datetime, BeforeValidator(_no_epoch), AfterValidator(_local)]
-Directory = Annotated[str, AfterValidator(_path)]
+Directory = Annotated[str, AfterValidator(_relative_dir)]
 FilePath = Annotated[str, AfterValidator(_path)]
 StorageClasses = Annotated[str | dict[str, str], PlainValidator(_storage_classes, json_schema_input_type=str | dict[str, str])]

@@ -13,8 +13,9 @@ from typing import Any
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # A DNS name (RFC 1123 labels) or a dotted IPv4 address: what `server` takes and SNI can carry.
-_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-_ORIGIN = re.compile(r"^(?:(?P<scheme>[a-z]+)://)?(?P<host>[^:/]+)(?::(?P<port>[0-9]{1,5}))?$")
+# Matched whole (fullmatch; \Z in the lookahead): `$` would also match before a trailing newline.
+_HOST = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_ORIGIN = re.compile(r"(?:(?P<scheme>[a-z]+)://)?(?P<host>[^:/]+)(?::(?P<port>[0-9]{1,5}))?")
 
 
 @dataclass(frozen=True)
@@ -37,14 +38,14 @@ class Origin:
 
 
 def check_host(host: str) -> str:
-    if not _HOST.match(host):
+    if not _HOST.fullmatch(host):
         raise ValueError("a DNS name or IPv4 address as host (letters, digits, '-', '.')")
     return host
 
 
 def parse(text: str) -> Origin:
     """One origin, or ValueError saying what was expected (config.py prints it on one line)."""
-    match = _ORIGIN.match(text)
+    match = _ORIGIN.fullmatch(text)
     if not match:
         raise ValueError("host:port, http://host:port or https://host[:port] (no path, user or query)")
     scheme = match["scheme"] or "http"

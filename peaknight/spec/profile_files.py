@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
 from peaknight.spec import profiles
-from peaknight.spec.config import ConfigError, Problem, _load_bounded
+from peaknight.spec.config import ConfigError, Problem, load_yaml, read_input
 from peaknight.spec.stack import Engine, ServingMode
 
 # What a stack's own file may declare: the tables a model and its pool are looked up in. Timings,
@@ -40,20 +40,11 @@ _FROM_KEY = {"instance_types": "name", "model_classes": "name"}
 
 
 def read(path: Path, what: str) -> dict[str, Any]:
-    """The file's top-level mapping, or ConfigError naming the file."""
+    """The file's top-level mapping, or ConfigError naming the file. Read as the stack file is: a
+    regular file of bounded size (config.read_input), one YAML document bounded in depth and size
+    with aliases counted expanded (config.load_yaml)."""
     source = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ConfigError([Problem(source, "(file)", f"a readable {what}", err.strerror or str(err))]) from None
-    if len(data) > MAX_BYTES:
-        raise ConfigError([Problem(source, "(file)", f"a {what} of at most {MAX_BYTES:,} bytes", "more")])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError([Problem(source, "(file)", f"a {what} in UTF-8", str(err))]) from None
-    # The stack file's reader: bounded in depth and size with aliases expanded, one YAML document.
-    raw = _load_bounded(text, source)
+    raw = load_yaml(read_input(path, MAX_BYTES, f"a readable {what} of at most {MAX_BYTES:,} bytes"), source)
     if not isinstance(raw, dict):
         raise ConfigError([Problem(source, "(file)", f"a {what}: a mapping", type(raw).__name__)])
     return raw

@@ -284,25 +284,108 @@ def _tables() -> dict[str, Any]:
             "throughput": [*shipped["throughput"], *own["throughput"]]}
 
 
+# What a calibrated row may say, judged against the shipped row it replaces (same model class,
+# GPU, engine and topology, so the same hardware doing the same work). Faster than 4x the shipped
+# figure is refused: the shipped rows are published peaks on that hardware, and a row faster than
+# them sheds GPUs the night needs (a results file claiming 1e-300 replicas made a row of 4.2e304
+# tok/s and dropped 5,760 GPUs from the broadcast). Slower than a thousandth is refused too: such a
+# measurement is a broken run, and the fleet it asks for is a thousand times the shipped plan's.
+PLAUSIBLE_FASTER = 4.0
+PLAUSIBLE_SLOWER = 1000.0
+# The only fields a calibrated row changes from the shipped row (calibration.py writes them).
+CALIBRATED_FIELDS = ("prefill_tps", "decode_tps", "latency_target", "source", "measured")
+# A calibration file holds at most one row per shipped row: a few KiB each.
+MAX_CALIBRATION_BYTES = 1 << 20
+MAX_TEXT = 1000   # characters of a calibrated row's latency_target, source or measured
+
+
+def implausible(shipped: Mapping[str, Any], prefill_tps: float, decode_tps: float) -> str:
+    """What a calibrated row's rates should have been, or "" when they are plausible: finite and
+    within PLAUSIBLE_SLOWER / PLAUSIBLE_FASTER of the shipped row's."""
+    for have, ship in ((prefill_tps, shipped["prefill_tps"]), (decode_tps, shipped["decode_tps"])):
+        if not (isinstance(have, (int, float)) and not isinstance(have, bool)
+                and ship / PLAUSIBLE_SLOWER <= have <= ship * PLAUSIBLE_FASTER):
+            return (f"a rate within 1/{PLAUSIBLE_SLOWER:,.0f} to {PLAUSIBLE_FASTER:g}x the shipped row's (prefill "
+                    f"{shipped['prefill_tps']:,} and decode {shipped['decode_tps']:,} tok/s: "
+                    f"{shipped['model_class']} on {shipped['gpu']})")
+    return ""
+
+
 def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
-    """The rows of a calibration file: `throughput:` a list of rows with every field of a shipped
-    row (model_class, gpu, topology, prefill_tps, decode_tps, input/output tokens, prefix-cache hit
-    rate, ITL, latency_target, source) and `measured`. A missing file has none; a bad
-    one is bad input (ConfigError, one line per problem)."""
-    from peaknight.spec import profile_files
-    from peaknight.spec.config import ConfigError, Problem
-    if path is None or not path.is_file():
+    """The rows of a calibration file: `throughput:` a list of rows, each a shipped row (same
+    identity and every other field) with CALIBRATED_FIELDS changed, at most one per shipped row,
+    its rates plausible (implausible()). A missing file has none; anything else wrong is bad input
+    (ConfigError, one line per problem): the file is read as hostile (config.read_input)."""
+    from peaknight.spec import config  # config imports this module
+    if path is None or not path.exists():
         return []
-    raw = profile_files.read(path, "calibration file")
-    rows = raw.get("throughput")
+    source = str(path)
+    raw = config.load_yaml(config.read_input(path, MAX_CALIBRATION_BYTES, "a readable YAML calibration file"),
+                           source)
+    rows = raw.get("throughput") if isinstance(raw, dict) else None
     if not isinstance(rows, list):
-        raise ConfigError([Problem(str(path), "throughput", "a list of throughput rows", type(rows).__name__)])
-    tables = _tables()
-    problems = [p for i, row in enumerate(rows) for p in profile_files.row_problems(
-        str(path), f"throughput[{i}]", row, tables["gpus"], tables["model_classes"])]
+        raise config.ConfigError([config.Problem(source, "throughput", "a list of throughput rows",
+                                                 config.show(rows))])
+    shipped = shipped_rows()
+    problems, seen = [], set()
+    for i, row in enumerate(rows):
+        where = f"throughput[{i}]"
+        key = _identity(row)
+        base = shipped.get(key) if key else None
+        if base is None:
+            problems.append(config.Problem(source, where, "a row of a model class, GPU, engine and mode the profiles "
+                                           "have (peaknight/data/profiles.yaml, or the stack's own profiles file)",
+                                           config.show(key or row)))
+            continue
+        if key in seen:
+            problems.append(config.Problem(source, where, "one row per shipped row", f"{key} again"))
+        seen.add(key)
+        for name in sorted(set(base) | set(row), key=str):
+            if name in CALIBRATED_FIELDS:
+                continue
+            if not _same(name, row.get(name), base.get(name)):
+                problems.append(config.Problem(source, f"{where}.{name}", "the shipped row's value (a calibration "
+                                               f"changes only {', '.join(CALIBRATED_FIELDS)})",
+                                               config.show(row.get(name))))
+        for name in CALIBRATED_FIELDS[2:]:
+            text = row.get(name, "")
+            if not (isinstance(text, str) and len(text) <= MAX_TEXT and text.isprintable()):
+                problems.append(config.Problem(source, f"{where}.{name}", f"one line of text (at most {MAX_TEXT} "
+                                               "printable characters)", config.show(text)))
+        wrong = implausible(base, row.get("prefill_tps"), row.get("decode_tps"))
+        if wrong:
+            problems.append(config.Problem(source, f"{where}.prefill_tps, decode_tps", wrong,
+                                           f"{config.show(row.get('prefill_tps'))}, "
+                                           f"{config.show(row.get('decode_tps'))}"))
     if problems:
-        raise ConfigError(problems)
+        raise config.ConfigError(problems)
     return rows
+
+
+def _same(field: str, value: Any, shipped: Any) -> bool:
+    """A row's field as the shipped row has it (a topology compared as what it describes: a row
+    written from the dataclass spells out its empty groups)."""
+    if field != "topology":
+        return value == shipped
+    try:
+        return _topology(value) == _topology(shipped)
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def _identity(row: Any) -> tuple[str, str, str, str] | None:
+    """mapping_key of a row that has the shape for one, else None."""
+    try:
+        key = mapping_key(row)
+    except (KeyError, TypeError):
+        return None
+    return key if all(isinstance(part, str) for part in key) else None
+
+
+def shipped_rows() -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """The throughput rows a calibration may replace, by identity: the shipped table's and the
+    stack's own profiles file's (a team calibrates its own model like ours)."""
+    return {mapping_key(row): row for row in _tables()["throughput"]}
 
 
 @cache

@@ -36,6 +36,11 @@ def _origin(value: str) -> str:
     origin_grammar.parse(value)
     return value
 Fraction = Annotated[float, Field(gt=0, le=1)]
+# What one edge or shield pod sends: at most one 400 Gb/s port.
+EgressGbps = Annotated[float, Field(gt=0, le=400)]
+# An edge or shield pod's cache volume: at most 4 TiB, what a node's local disk holds (nginx's
+# max_size is rendered from it in MB).
+CacheGib = Annotated[int, Field(gt=0, le=4096)]
 
 
 class Stage(str, Enum):
@@ -139,7 +144,9 @@ class Policy:
     protect: bool
     scale_to_zero: bool
     require_image_digests: bool
-    target_utilisation: Fraction
+    # At least 1%: the edges' HPA renders it as a whole percent (averageUtilization must be at least
+    # 1, live.py), and every replica count grows as 1 / it.
+    target_utilisation: Annotated[float, Field(ge=0.01, le=1)]
     headroom: Annotated[float, Field(ge=1, le=5)]
     survive_zone_loss: bool
     rollout_hours: Annotated[float, Field(gt=0, le=48)]
@@ -161,7 +168,9 @@ class Policy:
 class Slo:
     unmet_tokens_pct: float = Field(default=0.5, ge=0, le=100, description="max % of tokens unserved")
     ttft_p99_seconds: float = Field(default=2.0, gt=0, le=600)
-    itl_p99_seconds: float = Field(default=0.05, gt=0, le=60)
+    itl_p99_seconds: float = Field(default=0.05, ge=0.001, le=60, description="at least 1 ms: the memory bound "
+                                   "decodes concurrency / this tokens/s, and a p99 under a millisecond is finer than "
+                                   "the engines' latency histograms can tell (an objective no alert could check)")
     edge_hit_ratio: Fraction = Field(default=0.95, description="share of cacheable edge requests answered "
                                      "from the cache (HIT, STALE, UPDATING, REVALIDATED)")
     edge_error_ratio: Fraction = Field(default=0.001, description="most share of live-edge responses that may "
@@ -192,10 +201,12 @@ class WeightSource:
     for the fleet it must feed. Defaults: FSx for Lustre PERSISTENT_2 at 1,000 MB/s/TiB, created
     at 1,200 GiB and grown in 2,400 GiB steps, up to 1,200 Gb/s per client (docs/facts.md)."""
 
-    mbps_per_tib: float = Field(default=1000, gt=0, le=100000, description="read throughput per TiB provisioned")
+    mbps_per_tib: float = Field(default=1000, ge=1, le=100000, description="read throughput per TiB provisioned "
+                                "(at least 1: the source is sized fleet MB/s / this, and the slowest class sold, FSx "
+                                "for Lustre HDD, gives 12; below 1 the size outgrows any storage request)")
     min_gib: int = Field(default=1200, gt=0, le=10**7, description="smallest size the class provisions")
     step_gib: int = Field(default=2400, gt=0, le=10**7, description="sizes above the smallest grow in these steps")
-    client_gbps: float = Field(default=1200, gt=0, le=100000, description="the most one node reads from it "
+    client_gbps: float = Field(default=1200, ge=1, le=100000, description="the most one node reads from it "
                                "(FSx for Lustre: up to 1,200 Gb/s per client with EFA; a node without EFA "
                                "reads at its ENA bandwidth)")
 
@@ -299,7 +310,7 @@ class Model:
     engine: Engine
     image: formats.Image
     weights: formats.Weights = Field(description="model id or path the engine loads")
-    weights_revision: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]] = Field(
+    weights_revision: Optional[formats.Commit] = Field(
         default=None, description="the weights' commit (40 hex): staged exactly, as images are pinned by digest; "
         "required where policy.requireImageDigests")
     weights_from: WeightsFrom = Field(default_factory=HubSource, description="where the staging Jobs download "
@@ -357,9 +368,13 @@ class Edge:
                                              "holding the CA bundle that signs them; default the image's system CAs")
     peak_viewers: int = Field(gt=0, le=10**10, description="peak concurrent viewers, before scale")
     renditions: tuple[Rendition, ...] = Field(min_length=1)
-    segment_seconds: float = Field(default=4.0, gt=0, le=20)
-    part_seconds: float = Field(default=0.5, gt=0, le=2, description="LL-HLS part duration")
-    pod_egress_gbps: float = Field(default=20.0, gt=0, le=400, description="egress one edge pod sustains (at most "
+    segment_seconds: float = Field(default=4.0, ge=1, le=20, description="at least 1 s: a playlist's target "
+                                   "duration is whole seconds (RFC 8216 EXT-X-TARGETDURATION), and nginx counts the "
+                                   "shields' failover window (3 segments) in whole seconds")
+    part_seconds: float = Field(default=0.5, ge=0.1, le=2, description="LL-HLS part duration; at least 0.1 s: the "
+                                "cache keeps segmentTtlSeconds / partSeconds parts per rendition in one shared keys "
+                                "zone (at 0.1 s and a day's TTL, 108 MB per rendition already)")
+    pod_egress_gbps: EgressGbps = Field(default=20.0, description="egress one edge pod sustains (at most "
                                    "one 400 Gb/s port)")
     image: formats.Image = "nginx:1.27.3"
     exporter_image: formats.Image = Field(default="nginx/nginx-prometheus-exporter:1.4.2",
@@ -372,7 +387,7 @@ class Edge:
     segment_ttl_seconds: int = Field(default=3600, ge=60, le=86400, description="segments and parts are immutable: "
                                      "cached this long (SRS's edge uses 60 min)")
     negative_ttl_seconds: int = Field(default=1, ge=1, le=10, description="how long a 404 is cached")
-    cache_gib: int = Field(default=20, gt=0, le=4096, description="on-pod cache volume (emptyDir) per edge pod")
+    cache_gib: CacheGib = Field(default=20, description="on-pod cache volume (emptyDir) per edge pod")
     pod_cpu: int = Field(default=8, gt=0, le=192, description="CPUs per edge pod; one nginx worker each")
     pod_memory_gib: int = Field(default=8, gt=0, le=2048)
     burst: float = Field(default=2.0, ge=1, le=5, description="HPA maxReplicas as a multiple of the planned "
@@ -381,8 +396,8 @@ class Edge:
                                                  "types of the edge's own node pool (profile catalog edge_instance_types)")
     max_token_lifetime_seconds: int = Field(default=21600, ge=20, le=10**8, description="viewer tokens expiring "
                                             "further ahead are refused (nginx compares decimal digits: see README)")
-    shield_egress_gbps: float = Field(default=20.0, gt=0, description="egress one shield pod sustains")
-    shield_cache_gib: int = Field(default=50, gt=0, description="cache volume (emptyDir) per shield pod")
+    shield_egress_gbps: EgressGbps = Field(default=20.0, description="egress one shield pod sustains")
+    shield_cache_gib: CacheGib = Field(default=50, description="cache volume (emptyDir) per shield pod")
     min_shields: int = Field(default=2, ge=1, le=64, description="shields per cluster at least (the plan "
                              "may need more); with zone loss, at least one per zone")
     source_ranges: tuple[formats.Cidr, ...] = Field(default=(), description="CIDRs (viewer ISPs, CDNs) allowed to the "
@@ -414,8 +429,9 @@ class LoadReplay:
                               "this long (a ramp becomes steps)")
     request_tokens: int = Field(default=2000, ge=2, le=1_000_000, description="tokens per request, input plus "
                                 "output, split by the model's inputShare")
-    pod_requests_per_second: float = Field(default=200, gt=0, le=10_000, description="most requests/s one load "
-                                           "pod sends: the Job runs enough pods for the model's peak")
+    pod_requests_per_second: float = Field(default=200, ge=1, le=10_000, description="most requests/s one load "
+                                           "pod sends: the Job runs enough pods for the model's peak (at least 1: "
+                                           "the pods are the peak's requests/s over this, a Job's count an int32)")
     results_gib: int = Field(default=10, ge=1, le=1000, description="size of the cluster's results volume")
 
 
