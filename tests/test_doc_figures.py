@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import nights
 from conftest import ROOT
 from peaknight.plan.report import duration
+from peaknight.sim import simulator
 
 DOCS = [ROOT / "docs" / "runbook.md", ROOT / "docs" / "operations.md"]
 MARK = re.compile(r"([0-9][0-9,.:hm]*)<!-- kit: ([\w.-]+) -->")
@@ -50,6 +52,12 @@ def _staging_jobs() -> list[tuple[dt.datetime, int]]:
 
 def _weights() -> list[Any]:
     return [w for c in nights.plan("broadcast").clusters for w in c.weights]
+
+
+@cache
+def _simulated() -> list[simulator.ModelResult]:
+    """`peaknight simulate broadcast`'s results (some seconds: once per session)."""
+    return simulator.simulate(nights.spec("broadcast"), nights.objects("broadcast"))
 
 
 def _clock(t: dt.datetime) -> str:
@@ -89,6 +97,9 @@ FIGURES: dict[str, Callable[[], str]] = {
     "broadcast.chat.parallel": lambda: _count(
         _object("BackendTrafficPolicy", "chat")["spec"]["circuitBreaker"]["maxParallelRequests"]),
     "broadcast.chat.source-gib": lambda: _count(next(w.source_gib.value for w in _weights() if w.model == "chat")),
+    # `peaknight simulate broadcast`: the GPU-hours of chat's two workloads
+    "broadcast.chat.gpu-hours": lambda: _count(sum(r.gpu_hours for r in _simulated()
+                                                   if r.model in ("chat-prefill", "chat-decode"))),
     # the cold lead: warmupHours - staging - slack, as plan/weights.py derives the slack
     "broadcast.chat.cold-lead-minutes": lambda: _count(next(
         (nights.spec("broadcast").policy.warmup_hours * 3600 - w.staging.value - w.slack.value) / 60
