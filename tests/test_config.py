@@ -149,6 +149,10 @@ CASES = {
         _set(["peaknight:event", "moments", 0, "at"], "2026-02-16T18:00:00"),
         ["{f}: peaknight:event.moments[0].at: expected a time inside the window 2026-02-16 19:30:00..2026-02-17 "
          "00:45:00; found 2026-02-16 18:00:00"]),
+    "runbook URL that is not a web page": (
+        _set(["peaknight:event", "runbookUrl"], "javascript:alert(1)"),
+        ["{f}: peaknight:event.runbookUrl: expected an http(s) URL: scheme, host, optional port and path (no query, "
+         "spaces or quotes); found 'javascript:alert(1)'"]),
     "unknown time zone": (
         _set(["peaknight:event", "timeZone"], "Asia/Shangai"),
         ["{f}: peaknight:event.timeZone: expected an IANA time zone such as Asia/Shanghai; found 'Asia/Shangai'"]),

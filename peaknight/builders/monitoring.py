@@ -17,7 +17,7 @@ from peaknight.engines import registry as engines
 from peaknight.engines.base import SERVING_PATHS, EngineMetrics
 from peaknight.plan import admission
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
-from peaknight.builders import autoscaling, routing
+from peaknight.builders import autoscaling, routing, runbook
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
 from peaknight.spec.stack import Cluster, Edge, Model, StackSpec
@@ -93,7 +93,7 @@ def _alert(scope: Scope, name: str, expr: str, for_: str, severity: str, summary
            **labels: str) -> dict[str, Any]:
     return {"alert": name, "expr": expr, "for": for_,
             "labels": {"severity": severity, "event": scope.event.name, **labels},
-            "annotations": {"summary": summary, "description": description}}
+            "annotations": {"summary": summary, "description": description, "runbook_url": runbook.url(scope, name)}}
 
 
 def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan,

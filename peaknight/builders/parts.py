@@ -15,7 +15,8 @@ from functools import cached_property
 from typing import Protocol, Sequence
 
 from peaknight.addons import gitops
-from peaknight.builders import admission, autoscaling, cluster_base, inference, loadreplay, monitoring, network, routing, warmup
+from peaknight.builders import (admission, autoscaling, cluster_base, dashboards, inference, loadreplay, monitoring,
+                                 network, routing, warmup)
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
 from peaknight.plan import gate
@@ -168,7 +169,8 @@ class WarmGateArgs:
 
 @dataclass(frozen=True, kw_only=True)
 class MonitoringArgs:
-    """The cluster's rules and alerts: they quote the stack's SLO over every model and edge."""
+    """The cluster's rules and alerts, which quote the stack's SLO over every model and edge, and the
+    dashboards that read them against the plan."""
 
     spec: StackSpec
     cluster: Cluster
@@ -176,7 +178,8 @@ class MonitoringArgs:
 
     @cached_property
     def unit(self) -> Unit:
-        return monitoring.build(self.spec, self.cluster, self.plan)
+        rules = monitoring.build(self.spec, self.cluster, self.plan)
+        return dataclasses.replace(rules, objects=(*rules.objects, dashboards.build(self.spec, self.cluster, self.plan)))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -287,7 +287,7 @@ class KarpenterAws:
                        "Karpenter cannot launch nodes (not a capacity shortage)",
                        f"{CLOUD_ERRORS_METRIC}{{method=\"Create\"}} counted errors other than {ICE} over 10m: an "
                        "EC2 quota, IAM role, subnet or launch template problem. Replicas that need a new node stay "
-                       "pending: `kubectl -n karpenter logs deploy/karpenter | grep -i error`, "
+                       "pending: `kubectl -n kube-system logs deploy/karpenter | grep -i error`, "
                        "`kubectl get nodeclaims`."),
             NodeSignal("PeaknightInsufficientCapacity", errors("="), "5m", "warning",
                        f"EC2 has no capacity for some of the GPU pools' instance types ({ICE})",

@@ -107,6 +107,11 @@ class Moment:
     ramp_minutes: int = Field(default=2, ge=0, le=60, description="rise from baseline to load")
 
 
+# The runbook the alerts link to: this repository's docs/runbook.md on main. A team that deploys
+# from its own copy points `event.runbookUrl` at that copy's file.
+DEFAULT_RUNBOOK_URL = "https://github.com/peaknight/peaknight/blob/main/docs/runbook.md"
+
+
 @dataclass(config=STRICT, kw_only=True)
 class Event:
     name: Name
@@ -114,6 +119,8 @@ class Event:
     window: Window
     baseline: Fraction = Field(description="demand between moments, as a fraction of peak")
     moments: tuple[Moment, ...] = Field(min_length=1)
+    runbook_url: formats.HttpUrl = Field(default=DEFAULT_RUNBOOK_URL, description="the runbook every alert links to "
+                                         "(`runbook_url` annotation: this URL + `#` + the alert's anchor)")
     over: bool = Field(default=False, description="set true after the window and `pulumi up`: the moment "
                        "floors (cron triggers) and the node-pool freeze are removed, because their five-field "
                        "crons carry no year and would fire again on the same date next year")
