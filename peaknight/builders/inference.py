@@ -12,7 +12,7 @@ from typing import Any
 
 from peaknight.engines import registry as engines
 from peaknight.engines import sglang
-from peaknight.engines.base import MODEL_DIR, PORT, SERVING_PATHS, Role
+from peaknight.engines.base import JIT_CACHE_DIR, MODEL_DIR, PORT, SERVING_PATHS, Role
 from peaknight.spec import profiles
 from peaknight.plan import rollout
 from peaknight.plan.capacity import ROUTER_POD_VCPU, ModelPlan
@@ -85,9 +85,12 @@ def _backends(model: Model, primary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def startup_budget(model: Model) -> int:
-    """Seconds the startup probe allows: twice the profile's load time, never under the floor."""
+    """Seconds the startup probe allows: twice the profile's load time plus the engine's cold
+    compile (a node's first start finds its JIT caches empty), never under the floor. A probe that
+    gave up sooner would kill a first start mid-compile, and a group's restart policy
+    (RecreateGroupOnPodRestart) would start the whole group cold again: a loop."""
     load = profiles.load().model_classes[model.model_class].startup_seconds
-    return max(STARTUP_FLOOR_SECONDS, 2 * load)
+    return max(STARTUP_FLOOR_SECONDS, 2 * load + engines.engine_for(model).cold_compile_seconds)
 
 
 def shm_gib(gpus: int) -> int:
@@ -107,15 +110,17 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
         "image": model.image,
         "imagePullPolicy": "IfNotPresent",
         "command": engine.command(model, topology, role, fallback_for(scope, model)),
-        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.env()],
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.identity_env(),
+                *engine.cache_env(model), *engine.env()],
         "resources": {
             "requests": {**devices, "cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
             "limits": {**devices, "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "weights", "mountPath": MODEL_DIR, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
-        # Read-only root: the engine writes only /tmp (HOME: its caches), /dev/shm and nothing else.
+                         {"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "jit", "mountPath": JIT_CACHE_DIR}],
+        # Read-only root: the engine writes only /tmp (HOME), /dev/shm and its JIT caches on the node.
         "securityContext": podpolicy.container_security(),
     }
     if engine.serves_http(role):
@@ -161,6 +166,7 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEAD
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib(gpus)}Gi"}},
             {"name": "weights", "persistentVolumeClaim": {"claimName": warmup.cache_claim(model.pool), "readOnly": True}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "50Gi"}},
+            {"name": "jit", "persistentVolumeClaim": {"claimName": warmup.jit_claim(model.pool)}},
         ],
     }
 
