@@ -181,6 +181,11 @@ class ServingEngine(ABC):
         """Environment the engine's timing depends on, pinned so the probes' figures stay true."""
         return []
 
+    def metric_ranks(self, topology: Topology) -> int:
+        """How many schedulers of one replica export their own queue and KV-cache gauges (one
+        series each): the autoscaler averages them per server, and its queue target is per rank."""
+        return 1
+
     def identity_env(self) -> list[dict[str, str]]:
         """USER and LOGNAME for a UID the image's passwd does not know (ENGINE_USER_NAME says why)."""
         return [{"name": "USER", "value": ENGINE_USER_NAME}, {"name": "LOGNAME", "value": ENGINE_USER_NAME}]

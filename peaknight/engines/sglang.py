@@ -143,6 +143,14 @@ class Sglang(ServingEngine):
     def env(self) -> list[dict[str, str]]:
         return [{"name": "SGLANG_HEALTH_CHECK_TIMEOUT", "value": str(HEALTH_CHECK_TIMEOUT_SECONDS)}]
 
+    def metric_ranks(self, topology: Topology) -> int:
+        """With DP attention every DP rank runs its own scheduler with its own waiting queue and KV
+        pool, and each exports sglang:num_queue_reqs and sglang:token_usage labelled with its
+        tp_rank, pp_rank and dp_rank (managers/scheduler_metrics_mixin.py init_metrics;
+        scheduler.py current_scheduler_metrics_enabled: attn_tp_rank 0 of each); without it, one."""
+        group = topology.group
+        return group.dp if group and group.dp > 1 else 1
+
     def own_caches(self, root: str) -> dict[str, str]:
         # compile_utils.py sets DG_JIT_CACHE_DIR from SGL_DG_CACHE_DIR (the SGL_ spelling: the
         # SGLANG_DG_CACHE_DIR in environ.py is read by nothing); compilation/backend.py keeps its
