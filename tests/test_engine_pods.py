@@ -1,4 +1,5 @@
-"""Engine pods that start as their UID and keep what they compile (issue 24, findings 1, 2 and 10).
+"""Engine pods that start as their UID and keep what they compile, and the router in front of
+them (issue 24, findings 1, 2, 8 (router part) and 10).
 
 Finding 1: the pinned images have no passwd entry for UID 1000, and torch's inductor cache names
 its default directory after getpass.getuser() (torch/_inductor/runtime/cache_dir_utils.py
@@ -12,6 +13,7 @@ Finding 10: a staging Job as UID 1000 could not write the root-owned root of a f
 from __future__ import annotations
 
 import copy
+import math
 import os
 import stat
 import subprocess
@@ -35,6 +37,7 @@ from peaknight.spec.stack import Engine
 # (SGL_DG_CACHE_DIR -> DG_JIT_CACHE_DIR) and compilation/backend.py (SGLANG_CACHE_DIR); vllm 0.11.0
 # envs.py (VLLM_CACHE_ROOT, whose torch_compile_cache compilation/backends.py writes).
 COMMON_CACHES = {"TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "FLASHINFER_WORKSPACE_BASE"}
+CLUSTER = "gala-bj-01"
 ENGINE_CACHES = {Engine.SGLANG: {"SGL_DG_CACHE_DIR", "SGLANG_CACHE_DIR"}, Engine.VLLM: {"VLLM_CACHE_ROOT"}}
 
 
@@ -190,3 +193,25 @@ def test_chown_is_allowed_only_in_the_baseline_weights_namespace(broadcast):
     moved.manifest["metadata"]["namespace"] = f"{spec.event.name}-inference"
     found = [f for _, f in policy.restricted_pod_security(ctx, c.cluster.name, [moved])]
     assert any("adds capabilities ['CHOWN']" in f for f in found)
+
+
+def test_the_router_bounds_what_it_admits_and_retries_once(broadcast):
+    """Finding 8 (part): sglang-router's defaults are no limit (--max-concurrent-requests -1) and 5
+    attempts with backoff to 30 s (sglang_router/router_args.py, wheels 0.2.1 and 0.3.2). Rendered:
+    its token bucket sized to the burst ceiling's requests/s over the router pods, no queue, and
+    two attempts."""
+    objects = broadcast
+    decode = objects.plan.cluster(CLUSTER).model("chat-decode")
+    router = next(o.manifest for u in objects.clusters[0].units for o in u.objects
+                  if o.kind == "Deployment" and o.name == "chat-router")
+    cmd = router["spec"]["template"]["spec"]["containers"][0]["command"]
+
+    def flag(name: str) -> str:
+        return cmd[cmd.index(name) + 1]
+    rps = decode.max_replicas.value * decode.replica_tps.value / profiles.load().gateway.tokens_per_request
+    expected = math.ceil(rps / decode.router_pods.value)
+    assert int(flag("--max-concurrent-requests")) == int(flag("--rate-limit-tokens-per-second")) == expected > 0
+    assert flag("--queue-size") == "0"
+    assert flag("--retry-max-retries") == "2" and int(flag("--retry-max-backoff-ms")) <= 1000
+    assert router["metadata"]["annotations"]["peaknight.io/max-concurrent-requests"].endswith(
+        f"= {expected} requests per router pod")

@@ -14,7 +14,7 @@ from peaknight.engines import registry as engines
 from peaknight.engines import sglang
 from peaknight.engines.base import JIT_CACHE_DIR, MODEL_DIR, PORT, SERVING_PATHS, Role
 from peaknight.spec import profiles
-from peaknight.plan import rollout
+from peaknight.plan import admission as admission_plan, rollout
 from peaknight.plan.capacity import ROUTER_POD_VCPU, ModelPlan
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders import admission, podpolicy, warmup
@@ -324,12 +324,17 @@ def router_command(scope: Scope, model: Model, prefill: ModelPlan, decode: Model
     server that holds it. Only group leaders (worker index 0) serve HTTP."""
     def selector_args(plan: ModelPlan) -> list[str]:
         return [f"{k}={v}" for k, v in serving_pods(scope, model, plan).items()]
+    limit = str(int(admission_plan.router_requests(decode).value))
     return ["python3", "-m", "sglang_router.launch_router", "--host", "0.0.0.0", "--port", str(PORT),
             "--pd-disaggregation", "--policy", "cache_aware",
             "--service-discovery", "--service-discovery-namespace", inference_namespace(scope),
             "--service-discovery-port", str(PORT),
             "--prefill-selector", *selector_args(prefill), "--decode-selector", *selector_args(decode),
-            "--worker-startup-timeout-secs", str(startup_budget(model))]
+            "--worker-startup-timeout-secs", str(startup_budget(model)),
+            # Bounded (sglang-router's defaults: -1, no limit; 5 attempts): plan/admission.router_requests.
+            "--max-concurrent-requests", limit, "--rate-limit-tokens-per-second", limit, "--queue-size", "0",
+            "--retry-max-retries", str(admission_plan.ROUTER_ATTEMPTS),
+            "--retry-max-backoff-ms", str(admission_plan.ROUTER_RETRY_BACKOFF_MS)]
 
 
 def _router(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -> list[Obj]:
@@ -354,7 +359,9 @@ def _router(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -
     }
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {**meta(scope, "router", name, ns), "annotations": {"peaknight.io/replicas": decode.router_pods.why}},
+        "metadata": {**meta(scope, "router", name, ns), "annotations": {
+            "peaknight.io/replicas": decode.router_pods.why,
+            "peaknight.io/max-concurrent-requests": admission_plan.router_requests(decode).why}},
         "spec": {
             "replicas": replicas, "selector": {"matchLabels": pods},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
