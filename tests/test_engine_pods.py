@@ -1,5 +1,5 @@
-"""Engine pods that start as their UID and keep what they compile, and the router in front of
-them (issue 24, findings 1, 2, 8 (router part) and 10).
+"""Engine pods that start as their UID and keep what they compile, the fabric they request, and
+the router in front of them (issue 24, findings 1, 2, 8 (router part), 10 and 11).
 
 Finding 1: the pinned images have no passwd entry for UID 1000, and torch's inductor cache names
 its default directory after getpass.getuser() (torch/_inductor/runtime/cache_dir_utils.py
@@ -23,6 +23,7 @@ import pytest
 
 import nights
 from peaknight.builders import podpolicy, warmup
+from peaknight.cli import main as cli
 from peaknight.builders.inference import startup_budget
 from peaknight.engines import registry as engines
 from peaknight.engines.base import JIT_CACHE_DIR, revision_dir
@@ -30,6 +31,7 @@ from peaknight.provisioners import registry as provisioners
 from peaknight.review import policy
 from peaknight.spec import profiles
 from peaknight.spec.stack import Engine
+from test_config import write_variant
 
 # Each cache variable the pinned engines (and the libraries they ship) read, and where:
 # torch 2.8.0 torch/_inductor/runtime/cache_dir_utils.py (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR);
@@ -215,3 +217,33 @@ def test_the_router_bounds_what_it_admits_and_retries_once(broadcast):
     assert flag("--retry-max-retries") == "2" and int(flag("--retry-max-backoff-ms")) <= 1000
     assert router["metadata"]["annotations"]["peaknight.io/max-concurrent-requests"].endswith(
         f"= {expected} requests per router pod")
+
+
+def test_efa_per_instance_type_and_hugepages_with_it(broadcast):
+    """Finding 11: each group requests its cluster's instance types' own EFA count (p5 32 for
+    deep-think on h100; p5en 16 for chat in us-east-1), and 2 MiB huge pages beside it as AWS's
+    EKS EFA guide does; a pod of one node requests neither."""
+    for model, workload, role, pod in _engine_pods(broadcast):
+        limits = pod["containers"][0]["resources"]["limits"]
+        requests = pod["containers"][0]["resources"]["requests"]
+        if model.name == "greetings":
+            assert "vpc.amazonaws.com/efa" not in limits and "hugepages-2Mi" not in limits
+            continue
+        expected = {"deep-think": "32", "chat": "16"}[model.name]
+        assert limits["vpc.amazonaws.com/efa"] == requests["vpc.amazonaws.com/efa"] == expected, workload.name
+        assert limits["hugepages-2Mi"] == requests["hugepages-2Mi"] == "5120Mi"
+    # Where the region sells p5e only beside p5en, the plan says what that costs.
+    warnings = [w for w in broadcast.plan.warnings if "EFA" in w]
+    assert warnings == ["pool 'h200' in us-east-2 (4 clusters): its groups request 16 EFA devices, the fewest of its "
+                        "instance types; on p5e.48xlarge 32 the rest sit idle (one EFA count per pool uses them all)"]
+
+
+def test_spot_alone_cannot_hold_a_group(tmp_path, capsys):
+    """Finding 11: a stack whose only capacity is spot and whose models span nodes is a config error."""
+    def spot_only(cfg):
+        cfg["peaknight:policy"]["capacityTypes"] = ["spot"]
+    path = write_variant(tmp_path, spot_only, base="rehearsal")
+    assert cli.main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "peaknight:policy.capacityTypes: expected on-demand or reserved capacity for models[0] ('chat'" in err
+    assert "one reclaimed spot node recreates the whole group, cold" in err and "Traceback" not in err

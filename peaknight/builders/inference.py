@@ -105,6 +105,8 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
     devices = {"nvidia.com/gpu": str(gpus)}
     if plan.interconnect:  # a replica spanning nodes talks over the pool's high-speed network
         devices[plan.interconnect.resource] = str(plan.interconnect.devices)
+        if plan.interconnect.hugepages_mib:  # libfabric's EFA buffers (profiles.yaml says whose practice)
+            devices["hugepages-2Mi"] = f"{plan.interconnect.hugepages_mib}Mi"
     container: dict[str, Any] = {
         "name": "engine",
         "image": model.image,

@@ -647,6 +647,10 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
                 yield P(f"models[{i}].engine", f"an engine that can serve {topology.describe()}",
                         f"{model.engine.value}: {reason}")
                 break
+            if topology.spans_nodes and set(spec.policy.capacity_types) <= {CapacityType.SPOT}:
+                yield P("policy.capacityTypes", f"on-demand or reserved capacity for models[{i}] ('{model.name}', "
+                        f"{topology.describe()}): one reclaimed spot node recreates the whole group, cold", "spot")
+                break
     if spec.policy.require_image_digests and model.weights_revision is None:
         yield P(f"models[{i}].weightsRevision", "the weights' commit (40 hex) in a "
                 f"{spec.policy.stage.value} stack: weights are pinned like images", "nothing")
