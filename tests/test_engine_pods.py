@@ -137,6 +137,8 @@ def test_the_startup_probe_outlasts_a_cold_compile_so_no_group_restarts_in_its_f
         probe = c["startupProbe"]
         allowed = probe["periodSeconds"] * probe["failureThreshold"]
         assert allowed >= 2 * load + engine.cold_compile_seconds == startup_budget(model)
+        why = workload.manifest["metadata"]["annotations"]["peaknight.io/startup-budget"]
+        assert why.endswith(f"= {startup_budget(model)} s") and engine.cold_compile_source in why
         if workload.kind == "LeaderWorkerSet":
             groups += 1
             assert workload.manifest["spec"]["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupOnPodRestart"

@@ -16,6 +16,7 @@ from peaknight.engines.base import JIT_CACHE_DIR, MODEL_DIR, PORT, SERVING_PATHS
 from peaknight.spec import profiles
 from peaknight.plan import admission as admission_plan, rollout
 from peaknight.plan.capacity import ROUTER_POD_VCPU, ModelPlan
+from peaknight.plan.figure import Figure
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders import admission, podpolicy, warmup
 from peaknight.builders.objects import Obj, Scope, Tier, Unit, inference_namespace, labels, meta, priority_class
@@ -85,12 +86,20 @@ def _backends(model: Model, primary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def startup_budget(model: Model) -> int:
-    """Seconds the startup probe allows: twice the profile's load time plus the engine's cold
-    compile (a node's first start finds its JIT caches empty), never under the floor. A probe that
-    gave up sooner would kill a first start mid-compile, and a group's restart policy
-    (RecreateGroupOnPodRestart) would start the whole group cold again: a loop."""
+    """Seconds the startup probe allows (startup_budget_figure says how)."""
+    return int(startup_budget_figure(model).value)
+
+
+def startup_budget_figure(model: Model) -> Figure:
+    """Twice the profile's load time plus the engine's cold compile (a node's first start finds its
+    JIT caches empty), never under the floor. A probe that gave up sooner would kill a first start
+    mid-compile, and a group's restart policy (RecreateGroupOnPodRestart) would start the whole
+    group cold again: a loop."""
     load = profiles.load().model_classes[model.model_class].startup_seconds
-    return max(STARTUP_FLOOR_SECONDS, 2 * load + engines.engine_for(model).cold_compile_seconds)
+    engine = engines.engine_for(model)
+    value = max(STARTUP_FLOOR_SECONDS, 2 * load + engine.cold_compile_seconds)
+    return Figure(value, f"max(floor {STARTUP_FLOOR_SECONDS}, 2 x load {load} + cold compile "
+                         f"{engine.cold_compile_seconds} ({engine.cold_compile_source})) = {value} s")
 
 
 def shm_gib(gpus: int) -> int:
@@ -192,6 +201,7 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
     if plan.phase == "prefill":  # where the router finds the prefill server's bootstrap port
         leader_meta = {**template_meta, "annotations": {sglang.BOOTSTRAP_ANNOTATION: str(sglang.BOOTSTRAP_PORT)}}
     annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why,
+                   "peaknight.io/startup-budget": startup_budget_figure(model).why,
                    "peaknight.io/rollout": f"surge {plan.surge.why}; {plan.rollout.why}"}
     floor = int(plan.floor_replicas.value)
     if plan.nodes_per_replica == 1:
