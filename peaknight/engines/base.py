@@ -4,7 +4,9 @@ The inference builder, the autoscaler's Prometheus trigger, the drain hook and t
 never test which engine a model runs; they ask its `ServingEngine` (engines/registry.py finds it
 by the spec's `Engine`). Each engine module (vllm.py, sglang.py) owns its command line for the
 leader and, when a replica spans nodes, for the workers; whether it can serve a topology at all;
-its metric names; its probes and how long each endpoint may take to answer; and its drain hook.
+its metric names and how many ranks export them; its probes, how long each endpoint may take to
+answer and how long a first start compiles; the environment that names its user and puts its JIT
+caches on the node's disk; and its drain hook.
 Every figure an engine states cites the engine's own source at the version the stacks pin.
 """
 from __future__ import annotations
