@@ -26,6 +26,26 @@ def _find(cluster, kind: str, name: str) -> dict:
     return next(o.manifest for u in cluster.units for o in u.objects if o.kind == kind and o.name == name)
 
 
+def answer(overrides: list[dict], status: int, source: str, headers: dict[str, str]) -> tuple[int, str | None]:
+    """The status and Retry-After a client gets for a response, under Envoy Gateway's
+    responseOverride rules as its CRD states them (pinned BackendTrafficPolicy CRD): the first rule
+    whose `source` matches (All by default), any of its `statusCodes` and all of its
+    `responseHeaders` (Exact by default) replaces the status and sets its headers."""
+    for rule in overrides:
+        match = rule["match"]
+        if rule.get("source", "All") not in ("All", source):
+            continue
+        if not any(c["value"] == status for c in match["statusCodes"]):
+            continue
+        wanted = match.get("responseHeaders", [])
+        assert all(h["value"].get("type", "Exact") == "Exact" for h in wanted)   # the only type the kit uses
+        if not all(headers.get(h["name"].lower()) == h["value"]["value"] for h in wanted):
+            continue
+        set_headers = {h["name"]: h["value"] for h in rule["response"]["header"]["set"]}
+        return rule["response"]["statusCode"], set_headers.get("Retry-After")
+    return status, None
+
+
 def test_the_policy_holds_the_plans_limits_and_answers_429_with_retry_after() -> None:
     # A colocated model with a ladder: its route reaches its replicas, so each gets its limit.
     raw = config.read_stack_file(config.resolve_stack_path("broadcast"))
@@ -52,6 +72,11 @@ def test_the_policy_holds_the_plans_limits_and_answers_429_with_retry_after() ->
         assert o["response"]["statusCode"] == 429
         assert o["response"]["header"]["set"] == [{"name": "Retry-After", "value": str(chat.admission.retry_after_seconds)}]
     assert btp["spec"]["targetRefs"][0]["name"] == "greetings"
+    # Shedding is a 429; an outage stays a 503 (issue 24, finding 8).
+    assert answer(overrides, 503, "Local", {"x-envoy-overloaded": "true"}) == (429, str(chat.admission.retry_after_seconds))
+    assert answer(overrides, 503, "Local", {}) == (503, None)            # "no healthy upstream"
+    assert answer(overrides, 503, "Backend", {"x-envoy-overloaded": "true"}) == (503, None)   # the engine's own
+    assert answer(overrides, 429, "Local", {}) == (429, str(chat.admission.retry_after_seconds))
     # A disaggregated model's route reaches its router's pods, not its replicas: no per-replica limit.
     assert "perEndpoint" not in _find(cluster, "BackendTrafficPolicy", "chat")["spec"]["circuitBreaker"]
 

@@ -63,15 +63,23 @@ def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     # objective (its completions at target utilisation, 1,000 tokens a request), and KV-cache use
     # against the same share of the replica the plan uses (plan/saturation.py).
     assert (queue["name"], kv["name"]) == ("queue", "kv-cache")
-    # chat-decode: a 16-node decode group's share of the model's mix, 2,303 waiting requests.
-    assert queue["metadata"]["threshold"] == str(math.floor(plan.replica_tps.value * 0.85 / 1000 * 2.0)) == "2303"
+    # chat-decode: a 16-node decode group's share of the model's mix, 2,303 waiting requests, over
+    # its 128 DP ranks (each queues its own, and the trigger reads a server's mean over its ranks).
+    replica_queue = math.floor(plan.replica_tps.value * 0.85 / 1000 * 2.0)
+    assert (replica_queue, plan.topology.group.dp) == (2303, 128)
+    assert queue["metadata"]["threshold"] == f"{replica_queue / 128:g}" == "17.9922"
     assert kv["metadata"]["threshold"] == "0.85"
     # The engines' own names (vLLM 0.11.0: vllm/v1/metrics/loggers.py; SGLang 0.5.4, which chat runs),
-    # read from the decode servers (their Service's label) like the token rate.
+    # read from the decode servers (their Service's label), averaged per server over its ranks.
     where = '{model_name="chat",namespace="gala-2026-inference",service="chat-decode"}'
-    assert queue["metadata"]["query"].startswith(f"sum(vllm:num_requests_waiting{where})")
-    assert kv["metadata"]["query"].startswith(f"sum(vllm:kv_cache_usage_perc{where})")
+    assert queue["metadata"]["query"].startswith(f"sum(avg by (pod) (vllm:num_requests_waiting{where}))")
+    assert kv["metadata"]["query"].startswith(f"sum(avg by (pod) (vllm:kv_cache_usage_perc{where}))")
     assert "sglang:num_queue_reqs" in queue["metadata"]["query"] and "sglang:token_usage" in kv["metadata"]["query"]
+    # The prefill groups scale on their own queue and KV cache, and on the tokens the decode servers count.
+    pre = _units(objects, "gala-bj-01", "Autoscaler")["chat"].objects[0].manifest["spec"]["triggers"]
+    assert 'service="chat-decode"' in pre[0]["metadata"]["query"]
+    assert all('service="chat-prefill"' in t["metadata"]["query"] and "chat-decode" not in t["metadata"]["query"]
+               for t in pre[1:3])
     # Only the token rate wakes a model from zero; an empty answer is no load for all three.
     assert [t["metadata"]["activationThreshold"] for t in (prom, queue, kv)] == ["1", "0", "0"]
     assert {t["metadata"]["ignoreNullValues"] for t in (prom, queue, kv)} == {"true"}

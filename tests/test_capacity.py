@@ -98,7 +98,10 @@ def test_single_sku_pool_is_warned_about_per_region(broadcast):
         f"pool 'h200' can be satisfied by a single instance type (p5en.48xlarge) in us-west-2 (6 clusters): {tail}",
         f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-east-1 (6 clusters): {tail}",
         f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-west-2 (6 clusters): {tail}",
-        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-east-2 (4 clusters): {tail}")
+        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-east-2 (4 clusters): {tail}",
+        # Issue 24, finding 11: where p5e and p5en both launch, chat's groups can request only p5en's 16 EFA.
+        "pool 'h200' in us-east-2 (4 clusters): its groups request 16 EFA devices, the fewest of its instance "
+        "types; on p5e.48xlarge 32 the rest sit idle (one EFA count per pool uses them all)")
 
 
 def test_a_plan_beyond_the_envelope_is_an_error_naming_cluster_and_excess(broadcast, tmp_path, capsys):

@@ -276,7 +276,8 @@ def test_a_one_model_program_of_public_components_registers_what_its_objects_ref
     ns = f"{spec.event.name}-inference"
     tier = f"{spec.event.name}-{'assistant' if served.tier.value == 'assistant' else 'serving'}"
     missing = {("Namespace", None, ns), ("PriorityClass", None, tier), ("Gateway", ns, f"{spec.event.name}-gateway"),
-               ("PersistentVolumeClaim", ns, f"{served.pool}-weights-cache")}
+               ("PersistentVolumeClaim", ns, f"{served.pool}-weights-cache"),
+               ("PersistentVolumeClaim", ns, f"{served.pool}-jit-cache")}   # the WarmGate makes both
     if not served.disaggregated:
         missing.add(("InferencePool", ns, model))
     assert unregistered(mocks) == missing | {s for s in operator_secrets(spec) if s[1] == ns}

@@ -89,7 +89,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "broadcast.quota": lambda: _count(int(_object("ResourceQuota", "gpus")["spec"]["hard"]["requests.nvidia.com/gpu"])),
     # operations.md: autoscaling, routing, admission, weights
     "broadcast.chat-decode.tokens-threshold": lambda: _count(int(_trigger("chat-decode", "tokens"))),
-    "broadcast.chat-decode.queue-target": lambda: _count(int(_trigger("chat-decode", "queue"))),
+    "broadcast.chat-decode.queue-target": lambda: f'{float(_trigger("chat-decode", "queue")):,.4f}',
     "broadcast.greetings.epp-replicas": lambda: _count(_object("Deployment", "greetings-epp")["spec"]["replicas"]),
     "broadcast.chat.slots": lambda: _count(_annotated_result("BackendTrafficPolicy", "chat", "slots")),
     "broadcast.chat.queue": lambda: _count(_annotated_result("BackendTrafficPolicy", "chat", "queue")),

@@ -126,8 +126,8 @@ def test_validate_strict_refuses_the_placeholders_the_default_validate_warns_abo
     assert cli.main(["validate", "broadcast", "--strict"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[:-1] == lines
-    objects = len(nights.manifests("broadcast"))   # 163 a cluster, dashboards included
-    assert objects == 16 * 163 and out[-1] == f"stack 'broadcast': {objects} objects in 16 clusters: 10 violation(s)"
+    objects = len(nights.manifests("broadcast"))
+    assert out[-1] == f"stack 'broadcast': {objects} objects in 16 clusters: 10 violation(s)"
     assert cli.main(["validate", "rehearsal", "--strict"]) == 0
 
 

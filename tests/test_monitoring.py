@@ -20,12 +20,12 @@ from peaknight.edges import live as edges
 from peaknight.engines import registry as engines
 from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
-from peaknight.builders import monitoring
+from peaknight.builders import autoscaling, monitoring
 from peaknight.plan import admission
 from peaknight.plan.capacity import EdgePlan, ModelPlan
 from peaknight.builders.inference import startup_budget
 from peaknight.builders.objects import edge_namespace, inference_namespace
-from peaknight.spec.stack import Edge, Model, StackSpec
+from peaknight.spec.stack import Edge, Engine, Model, StackSpec
 
 EVAL = "1m"
 
@@ -136,6 +136,15 @@ def _model_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict,
     return cases
 
 
+def _rank_labels(model: Model, rank: int) -> dict[str, str]:
+    """The per-scheduler labels of an engine's gauges: SGLang 0.5.4 labels each DP rank's
+    (srt/managers/scheduler_metrics_mixin.py init_metrics), vLLM 0.11.0 each engine's
+    (vllm/v1/metrics/loggers.py)."""
+    if model.engine is Engine.SGLANG:
+        return {"engine_type": "unified", "tp_rank": str(rank), "pp_rank": "0", "dp_rank": str(rank)}
+    return {"engine": str(rank)}
+
+
 def _pod(workload: ModelPlan, group: int = 0, worker: int = 0) -> str:
     """A pod of the workload: a Deployment's `<name>-<hash>-<5>`, or an LWS group's leader
     `<name>-<group>` (worker 0) or worker `<name>-<group>-<worker>`."""
@@ -183,11 +192,20 @@ def _ladder_cases(spec: StackSpec, model: Model, plan: ModelPlan, rules: dict,
     ready = [(_series("kube_pod_status_ready", namespace=ns, pod=p, condition="true"), "1x30") for p in pods + others]
     queue = admission.queue(spec, plan).value
     cases = []
-    for share, waiting, step in ((0.5, 0, 0), (0.95, 0, 1), (0.95, math.ceil(0.9 * queue) * 2, 3)):
+    for share, waiting, step in ((0.5, 0, 0), (0.95, 0, 1), (0.95, (math.ceil(0.9 * queue) + 1) * 2, 3)):
         per_second = share * 2 * plan.replica_tps.value
         series = ready + [(_series(e.prompt_tokens_metric, **ids), _counter(per_second * model.input_share)),
-                          (_series(e.generation_tokens_metric, **ids), _counter(per_second * (1 - model.input_share))),
-                          (_series(e.waiting_metric, **ids), f"{waiting}x30")]
+                          (_series(e.generation_tokens_metric, **ids), _counter(per_second * (1 - model.input_share)))]
+        # The waiting requests as the engine exports them: the two replicas' leaders, one series per
+        # scheduler rank on the leader's node (tests/test_engine_metric_fixtures.py says whose
+        # shape), sharing `waiting` evenly; the other phase's servers idle.
+        for w in workloads:
+            ranks = autoscaling.ranks(model, w)
+            per_pod = max(1, ranks // w.nodes_per_replica)
+            share_of = waiting / (2 * ranks) if w is plan else 0
+            labels = {"namespace": ns, "model_name": model.name, **({"service": w.name} if w.phase else {})}
+            series += [(_series(e.waiting_metric, **labels, pod=_pod(w, group=g), **_rank_labels(model, r)),
+                        f"{share_of:g}x30") for g in (0, 1) for r in range(per_pod)]
         case = _case(series, alert, "10m", step > 0)
         for expected in case["alert_rule_test"][0]["exp_alerts"]:
             expected["exp_annotations"] = {k: v.replace("{{ $value }}", str(step))

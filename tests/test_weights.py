@@ -147,9 +147,12 @@ def test_a_filler_per_pool_and_zone_reads_only_its_zones_sources(broadcast):
         assert {"key": podpolicy.POOL_LABEL, "operator": "In", "values": ["h200"]} in exprs
         claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
         assert claims == {"h200-weights-cache", f"chat-weights-z{i}"}
-        fill = pod["initContainers"][0]
+        own, fill = pod["initContainers"]
         assert fill["securityContext"]["runAsUser"] == 0
         assert fill["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        # Before the copy: the engines' JIT cache handed to their user, with CHOWN and nothing more.
+        assert own["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+        assert own["command"][3:] == [str(podpolicy.RUN_AS_USER), f"{warmup.CACHE_MOUNT}/{warmup.JIT_SUBDIR}"]
         assert fill["securityContext"]["allowPrivilegeEscalation"] is False
 
 

@@ -71,7 +71,8 @@ def run_in_pod(command: list[str], env: dict[str, str], target: Path) -> subproc
 def test_hub_token_and_endpoint_reach_snapshot_download_as_arguments_and_env(tmp_path):
     stack = variant(tmp_path, {"kind": "hub", "tokenSecret": "hf-token", "endpoint": "https://hf-mirror.example.com"})
     pod, netpol = staging(stack)
-    assert "initContainers" not in pod
+    # Only the owner step before it (tests/test_engine_pods.py: the volume's root is root's).
+    assert [c["name"] for c in pod["initContainers"]] == ["own-dirs"]
     (stage,) = pod["containers"]
     assert stage["command"] == ["python3", "-c", warmup.HUB_SCRIPT, WEIGHTS, TARGET, ""]
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}} in stage["env"]
@@ -103,7 +104,8 @@ def test_s3_compatible_store_is_synced_by_the_aws_cli_as_rendered(tmp_path):
         stack = variant(tmp_path, {"kind": "s3", "uri": "s3://weights/models/qwen3-32b", "image": AWS_CLI,
                                    "endpointUrl": s3.url, "region": "us-east-1", "credentialsSecret": "weights-s3"})
         pod, netpol = staging(stack)
-        (sync,) = pod["initContainers"]
+        own, sync = pod["initContainers"]
+        assert own["name"] == "own-dirs"
         assert sync["image"] == AWS_CLI
         assert sync["command"] == ["aws", "s3", "sync", "s3://weights/models/qwen3-32b", TARGET, "--only-show-errors",
                                    "--endpoint-url", s3.url]
@@ -128,7 +130,7 @@ def test_s3_compatible_store_is_synced_by_the_aws_cli_as_rendered(tmp_path):
 
 def test_s3_without_credentials_uses_the_pods_identity_and_the_clusters_region(tmp_path):
     pod, _ = staging(variant(tmp_path, {"kind": "s3", "uri": "s3://weights/qwen3", "image": AWS_CLI}))
-    (sync,) = pod["initContainers"]
+    _, sync = pod["initContainers"]
     assert sync["command"] == ["aws", "s3", "sync", "s3://weights/qwen3", TARGET, "--only-show-errors"]
     assert sync["env"] == [{"name": "HOME", "value": "/tmp"}, {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"}]
 

@@ -15,9 +15,11 @@ What Envoy Gateway does with it, read in envoyproxy/gateway at the pinned CRDs' 
   a 500 direct response when its own config has no rate-limit service (buildGlobalRateLimit,
   "enable Ratelimit in the EnvoyGateway config"), a setting the kit does not own.
 - `responseOverride` (the custom_response filter, first in Envoy Gateway's filter order, so it sees
-  every local reply): Envoy's own 503s (source Local: circuit-breaker overflow, no ready replica)
-  and the rate limiter's 429 become a 429 with `Retry-After`; Envoy Gateway sets Retry-After
-  nowhere itself. A model server's own 503 (source Backend) passes unchanged.
+  every local reply): Envoy's circuit-breaker overflow (a local 503 that Envoy's router marks
+  `x-envoy-overloaded: true`: envoy docs, router filter, "x-envoy-overloaded") and the rate
+  limiter's 429 become a 429 with `Retry-After`; Envoy Gateway sets Retry-After nowhere itself.
+  Every other 503 stays a 503: "no healthy upstream" (no ready replica: an outage, not shedding),
+  and a model server's own (source Backend).
 """
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # The header the SecurityPolicy writes the authenticated client's id into (apiKeyAuth
 # forwardClientIDHeader; jwt claimToHeaders of `sub`): what the per-client limit counts by.
 CLIENT_HEADER = "x-peaknight-client"
+# The header Envoy's router sets on the 503 it answers when a request is dropped by upstream
+# circuit breaking (or maintenance mode), and not on "no healthy upstream": what tells shedding
+# from an outage.
+OVERLOADED = {"responseHeaders": [{"name": "x-envoy-overloaded", "value": {"type": "Exact", "value": "true"}}]}
 
 
 def _client_rule(model: Model, plan: admission.AdmissionPlan) -> dict[str, Any] | None:
@@ -57,9 +63,9 @@ def policy(scope: Scope, model: Model, plan: admission.AdmissionPlan) -> dict[st
                               if model.ladder and not model.disaggregated
                               else {"maxPendingRequests": parallel})},
         "responseOverride": [
-            {"match": {"statusCodes": [{"type": "Value", "value": code}]}, "source": "Local",
+            {"match": {"statusCodes": [{"type": "Value", "value": code}], **headers}, "source": "Local",
              "response": {"statusCode": 429, "header": {"set": [{"name": "Retry-After", "value": retry_after}]}}}
-            for code in (503, 429)],
+            for code, headers in ((503, OVERLOADED), (429, {}))],
     }
     rule = _client_rule(model, plan)
     if rule:

@@ -6,8 +6,11 @@ reactive autoscaler misses a one-minute ramp. The kit's KEDA ScaledObject theref
 - a Prometheus trigger on the tokens/s the replicas serve, target = one replica's capacity at the
   stack's target utilisation (the planner's own numbers), for the load nobody forecast;
 - two on what saturates a replica before its token rate does (plan/saturation.py): waiting
-  requests (target: the queue one replica clears within the TTFT objective) and KV-cache use
-  (target: policy.targetUtilisation of the cache), each from the engine's own metric names;
+  requests (target: the queue one replica clears within the TTFT objective, per scheduler rank)
+  and KV-cache use (target: policy.targetUtilisation of the cache), each from the engine's own
+  metric names, read from the workload's own servers (a prefill group's from the prefill
+  servers) and averaged per server over its ranks: an SGLang server with DP attention exports one
+  series per DP rank (8 on a leader), and a sum over them read 8 ranks at 11% as 0.88 of a replica;
 - one cron trigger per moment holding the floor at the plan's replicas for that moment, from the
   moment minus its lead (startup.lead: cold when the moment needs more nodes than any earlier
   floor, warm otherwise), in the event's time zone. KEDA feeds every trigger to one HPA and the
@@ -81,10 +84,13 @@ def _series(names: list[str], matchers: str) -> str:
     return f'{{__name__=~"{"|".join(names)}",{matchers}}}'
 
 
-def _first_sum(names: list[str], matchers: str) -> str:
-    """The sum of the first of `names` that has series: a model runs one engine (and vLLM's older
-    KV gauge name is a fallback), so one term answers; a lost target answers nothing, not 0."""
-    return " or ".join(f"sum({name}{{{matchers}}})" for name in names)
+def _per_server(names: list[str], matchers: str) -> str:
+    """Per server (pod), the mean of its ranks' series, summed over servers: servers' worth. Of the
+    first of `names` that has series: a model runs one engine (and vLLM's older KV gauge name is a
+    fallback), so one term answers; a lost target answers nothing, not 0. Where a group spans
+    nodes only its leader is scraped, and its ranks stand for the group's (the prefill servers
+    balance round robin over decode's DP ranks: `--load-balance-method round_robin`)."""
+    return " or ".join(f"sum(avg by (pod) ({name}{{{matchers}}}))" for name in names)
 
 
 def _waiting() -> list[str]:
@@ -96,39 +102,56 @@ def _kv_gauges() -> list[str]:
 
 
 def requests_waiting(matchers: str) -> str:
-    """Requests waiting for a slot over the series `matchers` select."""
-    return _first_sum(_waiting(), matchers)
+    """Requests waiting for a slot per scheduler rank, a server's mean, summed over the servers
+    `matchers` select (against a per-rank target: saturation.rank_queue_target)."""
+    return _per_server(_waiting(), matchers)
 
 
 def kv_cache_in_use(matchers: str) -> str:
-    """KV-cache use (0-1 per replica) summed over the series `matchers` select: replicas' worth."""
-    return _first_sum(_kv_gauges(), matchers)
+    """KV-cache use (0-1), a server's mean over its ranks, summed over the servers `matchers`
+    select: replicas' worth."""
+    return _per_server(_kv_gauges(), matchers)
 
 
 @dataclass(frozen=True)
 class Signal:
     """One load signal the autoscaler scales on: its KEDA trigger name, its External metric name
     (HPA via prometheus-adapter), the series it reads and its query (PromQL label matchers in, one
-    expression out), and its per-replica target from the plan."""
+    expression out), its per-replica target from the plan, and whose series it reads: the model's
+    served series (`own_servers` False: the tokens, counted once where requests end) or the
+    workload's own servers (a prefill group's queue is the prefill servers')."""
 
     trigger: str
     external_metric: str
     series: Callable[[str], str]
     query: Callable[[str], str]
-    target: Callable[[Scope, Slo, ModelPlan], Figure]
+    target: Callable[[Scope, Slo, Model, ModelPlan], Figure]
     integer: bool = True  # the target is a count (written without decimals)
+    own_servers: bool = False
 
-    def threshold(self, scope: Scope, slo: Slo, plan: ModelPlan) -> str:
-        value = self.target(scope, slo, plan).value
+    def threshold(self, scope: Scope, slo: Slo, model: Model, plan: ModelPlan) -> str:
+        value = self.target(scope, slo, model, plan).value
         return str(int(value)) if self.integer else f"{value:g}"
 
+    def labels(self, model: Model, plan: ModelPlan) -> dict[str, str]:
+        """The labels of the series this signal reads for workload `plan`."""
+        if self.own_servers and plan.phase:
+            return {"model_name": model.name, "service": plan.name}
+        return served_labels(model)
 
-def model_matchers(scope: Scope, model: Model) -> str:
+
+def model_matchers(scope: Scope, model: Model, labels: dict[str, str] | None = None) -> str:
     """The HPA's selector plus its namespace, as prometheus-adapter fills them in for an External
-    metric: the model's series in this cluster (engine metrics via ServiceMonitor). By key, as
-    prometheus-adapter writes <<.LabelMatchers>> (a label selector's String() sorts them)."""
-    labels = {**served_labels(model), "namespace": inference_namespace(scope)}
+    metric: the model's series in this cluster (engine metrics via ServiceMonitor), or those of
+    `labels`. By key, as prometheus-adapter writes <<.LabelMatchers>> (a label selector's String()
+    sorts them)."""
+    labels = {**(served_labels(model) if labels is None else labels), "namespace": inference_namespace(scope)}
     return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+
+
+def ranks(model: Model, plan: ModelPlan) -> int:
+    """Scheduler ranks of one replica that each export a queue and KV-cache series."""
+    return engines.engine_for(model).metric_ranks(plan.topology)
 
 
 def token_query(scope: Scope, model: Model) -> str:
@@ -145,11 +168,13 @@ def threshold(scope: Scope, plan: ModelPlan) -> Figure:
 
 
 SIGNALS = (
-    Signal("tokens", EXTERNAL_METRIC, token_series, tokens_per_second, lambda scope, slo, plan: threshold(scope, plan)),
+    Signal("tokens", EXTERNAL_METRIC, token_series, tokens_per_second,
+           lambda scope, slo, model, plan: threshold(scope, plan)),
     Signal("queue", "peaknight_model_requests_waiting", lambda m: _series(_waiting(), m), requests_waiting,
-           lambda scope, slo, plan: saturation.queue_target(scope.policy, slo, plan)),
+           lambda scope, slo, model, plan: saturation.rank_queue_target(scope.policy, slo, plan, ranks(model, plan)),
+           integer=False, own_servers=True),
     Signal("kv-cache", "peaknight_model_kv_cache_usage", lambda m: _series(_kv_gauges(), m), kv_cache_in_use,
-           lambda scope, slo, plan: saturation.kv_cache_target(scope.policy), integer=False),
+           lambda scope, slo, model, plan: saturation.kv_cache_target(scope.policy), integer=False, own_servers=True),
 )
 
 
@@ -204,7 +229,7 @@ def _annotations(scope: Scope, slo: Slo, model: Model, plan: ModelPlan) -> dict[
     floors = moment_floors(scope, model, plan)
     return {
         "peaknight.io/threshold": threshold(scope, plan).why,
-        "peaknight.io/queue-target": saturation.queue_target(scope.policy, slo, plan).why,
+        "peaknight.io/queue-target": saturation.rank_queue_target(scope.policy, slo, plan, ranks(model, plan)).why,
         "peaknight.io/kv-cache-target": saturation.kv_cache_target(scope.policy).why,
         "peaknight.io/max-replicas": plan.max_replicas.why,
         "peaknight.io/pre-scale": "; ".join(f"{name}: {replicas} replicas from {start:%H:%M} to {end:%H:%M} "
@@ -231,9 +256,9 @@ def scaled_object(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: 
     # relabel break) reads as no load: the schedule's floors hold the plan and the HPA's scale-down
     # stabilisation keeps what runs. Only a failing Prometheus trips the fallback. Only the token
     # rate wakes a scaled-to-zero model (at zero replicas there is no queue and no cache).
-    matchers = model_matchers(scope, model)
     triggers: list[dict[str, Any]] = [{"type": "prometheus", "name": s.trigger, "metadata": {
-        "serverAddress": cluster.prometheus_url, "query": s.query(matchers), "threshold": s.threshold(scope, slo, plan),
+        "serverAddress": cluster.prometheus_url, "query": s.query(model_matchers(scope, model, s.labels(model, plan))),
+        "threshold": s.threshold(scope, slo, model, plan),
         "activationThreshold": str(ACTIVATION_TPS if s.trigger == "tokens" else 0),
         "ignoreNullValues": "true"}} for s in SIGNALS]
     # Once the night is over nothing scheduled stays: KEDA's cron has no year and would fire again.
@@ -271,8 +296,9 @@ def hpa(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan,
     floor = max([int(plan.floor_replicas.value)] + [r for _, _, _, r, _ in moment_floors(scope, model, plan)])
     annotations = {**_annotations(scope, slo, model, plan),
                    "peaknight.io/query": token_query(scope, model),
-                   "peaknight.io/queries": "; ".join(f"{s.external_metric}: {s.query(model_matchers(scope, model))}"
-                                                     for s in SIGNALS),
+                   "peaknight.io/queries": "; ".join(
+                       f"{s.external_metric}: {s.query(model_matchers(scope, model, s.labels(model, plan)))}"
+                       for s in SIGNALS),
                    "peaknight.io/limitation": (f"HPA cannot pre-scale on a schedule or scale to zero: minReplicas is "
                                                f"the highest moment floor ({floor}) for the whole night; the External "
                                                f"metric {EXTERNAL_METRIC} comes from prometheus-adapter running the "
@@ -285,8 +311,9 @@ def hpa(scope: Scope, slo: Slo, cluster: Cluster, model: Model, plan: ModelPlan,
             "minReplicas": floor,
             "maxReplicas": ceiling,
             "metrics": [{"type": "External", "external": {
-                "metric": {"name": s.external_metric, "selector": {"matchLabels": served_labels(model)}},
-                "target": {"type": "AverageValue", "averageValue": s.threshold(scope, slo, plan)}}} for s in SIGNALS],
+                "metric": {"name": s.external_metric, "selector": {"matchLabels": s.labels(model, plan)}},
+                "target": {"type": "AverageValue", "averageValue": s.threshold(scope, slo, model, plan)}}}
+                for s in SIGNALS],
             "behavior": behavior(scope, ceiling),
         },
     })

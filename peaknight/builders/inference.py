@@ -12,10 +12,11 @@ from typing import Any
 
 from peaknight.engines import registry as engines
 from peaknight.engines import sglang
-from peaknight.engines.base import MODEL_DIR, PORT, SERVING_PATHS, Role
+from peaknight.engines.base import JIT_CACHE_DIR, MODEL_DIR, PORT, SERVING_PATHS, Role
 from peaknight.spec import profiles
-from peaknight.plan import rollout
+from peaknight.plan import admission as admission_plan, rollout
 from peaknight.plan.capacity import ROUTER_POD_VCPU, ModelPlan
+from peaknight.plan.figure import Figure
 from peaknight.builders.cluster_base import gateway_name
 from peaknight.builders import admission, podpolicy, warmup
 from peaknight.builders.objects import Obj, Scope, Tier, Unit, inference_namespace, labels, meta, priority_class
@@ -85,9 +86,20 @@ def _backends(model: Model, primary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def startup_budget(model: Model) -> int:
-    """Seconds the startup probe allows: twice the profile's load time, never under the floor."""
+    """Seconds the startup probe allows (startup_budget_figure says how)."""
+    return int(startup_budget_figure(model).value)
+
+
+def startup_budget_figure(model: Model) -> Figure:
+    """Twice the profile's load time plus the engine's cold compile (a node's first start finds its
+    JIT caches empty), never under the floor. A probe that gave up sooner would kill a first start
+    mid-compile, and a group's restart policy (RecreateGroupOnPodRestart) would start the whole
+    group cold again: a loop."""
     load = profiles.load().model_classes[model.model_class].startup_seconds
-    return max(STARTUP_FLOOR_SECONDS, 2 * load)
+    engine = engines.engine_for(model)
+    value = max(STARTUP_FLOOR_SECONDS, 2 * load + engine.cold_compile_seconds)
+    return Figure(value, f"max(floor {STARTUP_FLOOR_SECONDS}, 2 x load {load} + cold compile "
+                         f"{engine.cold_compile_seconds} ({engine.cold_compile_source})) = {value} s")
 
 
 def shm_gib(gpus: int) -> int:
@@ -102,20 +114,24 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
     devices = {"nvidia.com/gpu": str(gpus)}
     if plan.interconnect:  # a replica spanning nodes talks over the pool's high-speed network
         devices[plan.interconnect.resource] = str(plan.interconnect.devices)
+        if plan.interconnect.hugepages_mib:  # libfabric's EFA buffers (profiles.yaml says whose practice)
+            devices["hugepages-2Mi"] = f"{plan.interconnect.hugepages_mib}Mi"
     container: dict[str, Any] = {
         "name": "engine",
         "image": model.image,
         "imagePullPolicy": "IfNotPresent",
         "command": engine.command(model, topology, role, fallback_for(scope, model)),
-        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.env()],
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.identity_env(),
+                *engine.cache_env(model), *engine.env()],
         "resources": {
             "requests": {**devices, "cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
             "limits": {**devices, "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
         },
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "weights", "mountPath": MODEL_DIR, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
-        # Read-only root: the engine writes only /tmp (HOME: its caches), /dev/shm and nothing else.
+                         {"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "jit", "mountPath": JIT_CACHE_DIR}],
+        # Read-only root: the engine writes only /tmp (HOME), /dev/shm and its JIT caches on the node.
         "securityContext": podpolicy.container_security(),
     }
     if engine.serves_http(role):
@@ -161,6 +177,7 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEAD
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib(gpus)}Gi"}},
             {"name": "weights", "persistentVolumeClaim": {"claimName": warmup.cache_claim(model.pool), "readOnly": True}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "50Gi"}},
+            {"name": "jit", "persistentVolumeClaim": {"claimName": warmup.jit_claim(model.pool)}},
         ],
     }
 
@@ -184,6 +201,7 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
     if plan.phase == "prefill":  # where the router finds the prefill server's bootstrap port
         leader_meta = {**template_meta, "annotations": {sglang.BOOTSTRAP_ANNOTATION: str(sglang.BOOTSTRAP_PORT)}}
     annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why,
+                   "peaknight.io/startup-budget": startup_budget_figure(model).why,
                    "peaknight.io/rollout": f"surge {plan.surge.why}; {plan.rollout.why}"}
     floor = int(plan.floor_replicas.value)
     if plan.nodes_per_replica == 1:
@@ -318,12 +336,17 @@ def router_command(scope: Scope, model: Model, prefill: ModelPlan, decode: Model
     server that holds it. Only group leaders (worker index 0) serve HTTP."""
     def selector_args(plan: ModelPlan) -> list[str]:
         return [f"{k}={v}" for k, v in serving_pods(scope, model, plan).items()]
+    limit = str(int(admission_plan.router_requests(decode).value))
     return ["python3", "-m", "sglang_router.launch_router", "--host", "0.0.0.0", "--port", str(PORT),
             "--pd-disaggregation", "--policy", "cache_aware",
             "--service-discovery", "--service-discovery-namespace", inference_namespace(scope),
             "--service-discovery-port", str(PORT),
             "--prefill-selector", *selector_args(prefill), "--decode-selector", *selector_args(decode),
-            "--worker-startup-timeout-secs", str(startup_budget(model))]
+            "--worker-startup-timeout-secs", str(startup_budget(model)),
+            # Bounded (sglang-router's defaults: -1, no limit; 5 attempts): plan/admission.router_requests.
+            "--max-concurrent-requests", limit, "--rate-limit-tokens-per-second", limit, "--queue-size", "0",
+            "--retry-max-retries", str(admission_plan.ROUTER_ATTEMPTS),
+            "--retry-max-backoff-ms", str(admission_plan.ROUTER_RETRY_BACKOFF_MS)]
 
 
 def _router(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -> list[Obj]:
@@ -348,7 +371,9 @@ def _router(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -
     }
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {**meta(scope, "router", name, ns), "annotations": {"peaknight.io/replicas": decode.router_pods.why}},
+        "metadata": {**meta(scope, "router", name, ns), "annotations": {
+            "peaknight.io/replicas": decode.router_pods.why,
+            "peaknight.io/max-concurrent-requests": admission_plan.router_requests(decode).why}},
         "spec": {
             "replicas": replicas, "selector": {"matchLabels": pods},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},

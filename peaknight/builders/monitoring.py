@@ -96,6 +96,24 @@ def _alert(scope: Scope, name: str, expr: str, for_: str, severity: str, summary
             "annotations": {"summary": summary, "description": description, "runbook_url": runbook.url(scope, name)}}
 
 
+def fleet_requests(metric: str, namespace: str, model: Model, workloads: tuple[ModelPlan, ...]) -> str:
+    """Requests of the model's fleet (every phase) from a per-scheduler gauge: per server the mean
+    over the ranks it exports, times the replica's ranks, summed. An SGLang server with DP
+    attention exports one series per DP rank, and a group spanning nodes is scraped at its leader,
+    which carries its own node's ranks only (8 of chat-decode's 128): a plain sum read a sixteenth."""
+    terms = []
+    for w in workloads:
+        labels = {"namespace": namespace, "model_name": model.name, **({"service": w.name} if w.phase else {})}
+        term = f"sum(avg by (pod) ({metric}{_sel(**labels)}))"
+        ranks = autoscaling.ranks(model, w)
+        terms.append(term if ranks == 1 else f"{term} * {ranks}")
+    if len(terms) == 1:
+        return terms[0]
+    # A phase without series (its scrape broken: PeaknightEngineMetricsMissing says so) counts 0,
+    # so the other phase's requests still reach the ladder.
+    return " + ".join(f"({t} or vector(0))" for t in terms)
+
+
 def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan,
                 workloads: tuple[ModelPlan, ...] = ()) -> dict[str, Any]:
     """Recording rules for one model (tokens/min, queue, TTFT/ITL quantiles, KV cache, GPU use) and
@@ -107,7 +125,6 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
     workloads = workloads or (plan,)
     served = served_labels(model)
     sel = _sel(namespace=ns, **served)
-    every = _sel(namespace=ns, model_name=model.name)   # queues and running requests of every phase
     # The prefix cache is looked up where prompts are prefilled: a disaggregated model's prefill servers.
     prefilled = _sel(namespace=ns, model_name=model.name, service=f"{model.name}-prefill") if model.disaggregated else sel
     pods = {"namespace": ns, "pod": "~" + "|".join(pod_pattern(w.name, w.nodes_per_replica) for w in workloads)}
@@ -116,8 +133,8 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
         # The night's headline number: input + output tokens, per minute.
         ("model:tokens_per_minute:rate" + RATE_WINDOW,
          f"({engine_tokens_per_second(e, _matchers(namespace=ns, **served))}) * 60"),
-        ("model:requests_waiting:sum", f"sum({e.waiting_metric}{every})"),
-        ("model:requests_running:sum", f"sum({e.running_metric}{every})"),
+        ("model:requests_waiting:sum", fleet_requests(e.waiting_metric, ns, model, workloads)),
+        ("model:requests_running:sum", fleet_requests(e.running_metric, ns, model, workloads)),
         *[(f"model:ttft_seconds:p{int(q * 100)}", _quantile((e.ttft_histogram,), q, sel)) for q in (0.5, 0.99)],
         *[(f"model:itl_seconds:p{int(q * 100)}", _quantile(e.itl_histograms, q, sel)) for q in (0.5, 0.99)],
         ("model:kv_cache_usage:avg", " or ".join(f"avg({g}{sel})" for g in e.kv_cache_gauges)),

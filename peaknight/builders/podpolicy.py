@@ -51,6 +51,13 @@ def node_cache_security() -> dict[str, Any]:
     return {**container_security(), "runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0}
 
 
+def directory_owner_security() -> dict[str, Any]:
+    """A container that creates directories on a root-owned volume and hands them to RUN_AS_USER
+    (hostPath and the FSx for Lustre CSI driver apply no fsGroup): root with CHOWN alone, which
+    baseline Pod Security allows; every other restricted rule kept."""
+    return {**node_cache_security(), "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}}
+
+
 def pod_security(user: int) -> dict[str, Any]:
     """The pod-level half of the restricted profile: one unprivileged user and group own the pod's
     volumes (fsGroup), so a non-root engine can write its caches."""

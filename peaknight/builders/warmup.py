@@ -16,7 +16,16 @@ Weights travel hub (or object storage: models[].weightsFrom) -> per-zone source 
   instance-store RAID0 on Karpenter/AWS), then marks each revision ready;
 - the model servers mount that directory read-only (a hostPath PersistentVolume bound to a claim
   in their namespace, as KServe's LocalModelCache does) and an init container waits for the
-  revision's ready mark, so the engine never starts on half a model.
+  revision's ready mark, so the engine never starts on half a model;
+- beside the weights, the engines' JIT and compile caches (`JIT_SUBDIR` of the same directory, a
+  second hostPath volume the model servers mount read-write): the filler hands it to the engines'
+  user before it copies, so a restart on a node skips the compile its first start did.
+
+Ownership: the node cache is created root-owned and a fresh FSx for Lustre volume's root is
+root's (neither hostPath nor the FSx CSI driver applies fsGroup). A short init container, root
+with only CHOWN (podpolicy.directory_owner_security, allowed by the weights namespace's baseline
+level), creates the directories the unprivileged user writes and gives them to it: the JIT cache
+in the filler, the model's directory in each staging Job.
 
 Schedule: the staging Jobs are created by `pulumi up` but not awaited (`pulumi.com/skipAwait`:
 they run for hours, beyond pulumi-kubernetes' Job wait); their `peaknight.io/wait` annotation is
@@ -101,6 +110,28 @@ STAGED_SUFFIX = ".staged"
 # Files the filler copies at once: a node reads a Lustre file system fastest with many streams.
 FILL_STREAMS = 16
 STAGING_ROLE = {"peaknight.io/role": "weights-staging"}
+# The engines' JIT and compile caches: this subdirectory of the node cache (the filler's prune
+# works inside each model's weights directory and never reaches it).
+JIT_SUBDIR = ".jit"
+# The claim's nominal size (a hostPath volume enforces none): DeepGEMM's kernels for every M, the
+# inductor, triton and FlashInfer artefacts of a few models fit in a few tens of GiB.
+JIT_CACHE_GIB = 100
+# Creates each directory named after the user id (parents root's), hands it to that user and
+# leaves it readable to others (the root filler, with no DAC override, reads the staged weights).
+OWN_SCRIPT = ("import os,sys\n"
+              "uid=int(sys.argv[1])\n"
+              "for path in sys.argv[2:]:\n"
+              "    os.makedirs(path,exist_ok=True)\n"
+              "    os.chown(path,uid,uid)\n"
+              "    os.chmod(path,0o755)\n")
+
+
+def own_directories(image: str, mounts: list[dict[str, Any]], paths: Sequence[str]) -> dict[str, Any]:
+    """The init container that creates `paths` and gives them to the pods' unprivileged user."""
+    return {"name": "own-dirs", "image": image, "imagePullPolicy": "IfNotPresent",
+            "command": ["python3", "-c", literal_arg(OWN_SCRIPT), str(podpolicy.RUN_AS_USER),
+                        *(literal_arg(p) for p in paths)],
+            "resources": _TINY, "volumeMounts": mounts, "securityContext": podpolicy.directory_owner_security()}
 
 
 def staging_name(model: Model, zone: int) -> str:
@@ -116,6 +147,11 @@ def source_claim(model: Model, zone: int) -> str:
 def cache_claim(pool: str) -> str:
     """The node cache's claim, of the same name in the weights and the inference namespace."""
     return f"{pool}-weights-cache"
+
+
+def jit_claim(pool: str) -> str:
+    """The claim of the engines' JIT caches on the pool's nodes (inference namespace)."""
+    return f"{pool}-jit-cache"
 
 
 def _service_account(scope: Scope, namespace: str) -> Obj:
@@ -194,6 +230,9 @@ def _staging_job(scope: Scope, cluster: Cluster, model: Model, zone: int, plan: 
     name = staging_name(model, zone)
     ns = weights_namespace(scope)
     init, stage = _staging_containers(cluster, model, f"{SOURCE_MOUNT}/{revision_dir(model)}")
+    # The revision and its staged mark go into the model's directory, which the Job's user owns.
+    init = [own_directories(model.image, [{"name": "source", "mountPath": SOURCE_MOUNT}],
+                            [f"{SOURCE_MOUNT}/{model.weights}"]), *init]
     deadline_seconds = int(STAGING_DEADLINE_FACTOR * plan.staging.value)
     labels = {**meta(scope, "warm-gate", name)["labels"], **STAGING_ROLE}
     pod: dict[str, Any] = {
@@ -203,7 +242,7 @@ def _staging_job(scope: Scope, cluster: Cluster, model: Model, zone: int, plan: 
         "automountServiceAccountToken": False,
         # In the source's zone: a WaitForFirstConsumer class creates the volume there.
         "nodeSelector": {podpolicy.ZONE: cluster.zones[zone]},
-        **({"initContainers": init} if init else {}),
+        "initContainers": init,
         "containers": [stage],
         "volumes": [{"name": "source", "persistentVolumeClaim": {"claimName": source_claim(model, zone)}},
                     {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}],
@@ -244,6 +283,25 @@ def _cache_volume(scope: Scope, pool: str, path: str, gib: int, writer: bool) ->
                    "claimRef": {"namespace": ns, "name": cache_claim(pool)}}}
     pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(scope, "warm-gate", cache_claim(pool), ns),
            "spec": {"accessModes": modes, "storageClassName": "", "volumeName": name,
+                    "resources": {"requests": storage}}}
+    return [Obj(pv), Obj(pvc)]
+
+
+def _jit_volume(scope: Scope, pool: str, path: str) -> list[Obj]:
+    """The engines' JIT caches on the pool's nodes: a hostPath PersistentVolume of the node cache's
+    JIT_SUBDIR, pre-bound to its claim in the inference namespace, read-write (every node its own
+    directory, many pods writing: the caches' files are written to temporaries and renamed)."""
+    ns = inference_namespace(scope)
+    name = f"{scope.event.name}-{pool}-jit-cache"
+    storage = {"storage": f"{JIT_CACHE_GIB}Gi"}
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta(scope, "warm-gate", name),
+          "spec": {"capacity": storage, "accessModes": ["ReadWriteMany"], "persistentVolumeReclaimPolicy": "Retain",
+                   "storageClassName": "", "hostPath": {"path": f"{path}/{JIT_SUBDIR}", "type": "DirectoryOrCreate"},
+                   "nodeAffinity": {"required": podpolicy.pool_affinity(pool)["nodeAffinity"][
+                       "requiredDuringSchedulingIgnoredDuringExecution"]},
+                   "claimRef": {"namespace": ns, "name": jit_claim(pool)}}}
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta(scope, "warm-gate", jit_claim(pool), ns),
+           "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": name,
                     "resources": {"requests": storage}}}
     return [Obj(pv), Obj(pvc)]
 
@@ -295,9 +353,12 @@ def _filler(scope: Scope, cluster: Cluster, pool: str, zone: int, models: Sequen
             "command": ["python3", "-c", literal_arg(fill_script(models))],
             "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
             "volumeMounts": mounts, "securityContext": podpolicy.node_cache_security()}
+    # The JIT cache is the engines' before the first revision is marked ready (and so before any
+    # engine on the node starts: each waits for that mark).
+    own = own_directories(models[0].image, [{"name": "cache", "mountPath": CACHE_MOUNT}], [f"{CACHE_MOUNT}/{JIT_SUBDIR}"])
     # Root in the pod (podpolicy.NODE_CACHE_ENFORCE): no runAsNonRoot at the pod level.
     return _node_daemon(scope, f"fill-{pool}-z{zone}", weights_namespace(scope), placement,
-                        {"seccompProfile": dict(podpolicy.SECCOMP)}, [fill], volumes)
+                        {"seccompProfile": dict(podpolicy.SECCOMP)}, [own, fill], volumes)
 
 
 def wait_for_weights(model: Model) -> dict[str, Any]:
@@ -331,6 +392,7 @@ def build(scope: Scope, cluster: Cluster, models: Sequence[Model], weights: Sequ
         gib = math.ceil(CACHED_REVISIONS * sum(weights_gib(m) for m in served))
         objs += _cache_volume(scope, pool, cache_path, gib, writer=True)
         objs += _cache_volume(scope, pool, cache_path, gib, writer=False)
+        objs += _jit_volume(scope, pool, cache_path)
         objs += [_filler(scope, cluster, pool, zone, served) for zone in range(len(cluster.zones))]
     for model in models:
         for zone in range(len(cluster.zones)):

@@ -4,7 +4,9 @@ The inference builder, the autoscaler's Prometheus trigger, the drain hook and t
 never test which engine a model runs; they ask its `ServingEngine` (engines/registry.py finds it
 by the spec's `Engine`). Each engine module (vllm.py, sglang.py) owns its command line for the
 leader and, when a replica spans nodes, for the workers; whether it can serve a topology at all;
-its metric names; its probes and how long each endpoint may take to answer; and its drain hook.
+its metric names and how many ranks export them; its probes, how long each endpoint may take to
+answer and how long a first start compiles; the environment that names its user and puts its JIT
+caches on the node's disk; and its drain hook.
 Every figure an engine states cites the engine's own source at the version the stacks pin.
 """
 from __future__ import annotations
@@ -29,6 +31,15 @@ SERVING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 # The kubelet's own default timeoutSeconds: an endpoint that may take longer must say so.
 KUBELET_DEFAULT_TIMEOUT_SECONDS = 1
 STARTUP_PERIOD_SECONDS = 10
+# Where the engine's JIT and compile caches live inside the pod: a directory on the node's own disk
+# (builders/warmup.py binds it), so a restart on the same node reuses what the last start compiled.
+JIT_CACHE_DIR = "/var/cache/peaknight-jit"
+# The name the engine's user goes by. The images have no passwd entry for the pod's UID, and
+# torch's inductor cache names its default directory after getpass.getuser()
+# (torch/_inductor/runtime/cache_dir_utils.py default_cache_dir, torch 2.8.0 as both pinned engines
+# require), which reads LOGNAME, USER, LNAME, USERNAME before it falls back to pwd.getpwuid(): with
+# them set it never asks the passwd database (CPython Lib/getpass.py getuser).
+ENGINE_USER_NAME = "peaknight"
 
 
 class Role(str, Enum):
@@ -163,9 +174,37 @@ class ServingEngine(ABC):
     def probes(self, topology: Topology, role: Role, startup_budget_seconds: int) -> Probes:
         """Probes for `role`'s pod; the startup probe covers `startup_budget_seconds`."""
 
+    # Seconds a first start on a node may spend compiling before it serves (the JIT caches are
+    # empty there), at the upper end of what the engine's source or docs state, and that source.
+    cold_compile_seconds: ClassVar[int]
+    cold_compile_source: ClassVar[str]
+
     def env(self) -> list[dict[str, str]]:
         """Environment the engine's timing depends on, pinned so the probes' figures stay true."""
         return []
+
+    def metric_ranks(self, topology: Topology) -> int:
+        """How many schedulers of one replica export their own queue and KV-cache gauges (one
+        series each): the autoscaler averages them per server, and its queue target is per rank."""
+        return 1
+
+    def identity_env(self) -> list[dict[str, str]]:
+        """USER and LOGNAME for a UID the image's passwd does not know (ENGINE_USER_NAME says why)."""
+        return [{"name": "USER", "value": ENGINE_USER_NAME}, {"name": "LOGNAME", "value": ENGINE_USER_NAME}]
+
+    def cache_env(self, model: Model) -> list[dict[str, str]]:
+        """Every JIT and compile cache the engine writes, under JIT_CACHE_DIR/<model>: torch inductor
+        (TORCHINDUCTOR_CACHE_DIR, cache_dir_utils.cache_dir), triton (TRITON_CACHE_DIR) and
+        FlashInfer (FLASHINFER_WORKSPACE_BASE, flashinfer/jit/env.py: its cache is
+        <base>/.cache/flashinfer), then the engine's own."""
+        root = f"{JIT_CACHE_DIR}/{model.name}"
+        common = {"TORCHINDUCTOR_CACHE_DIR": f"{root}/inductor", "TRITON_CACHE_DIR": f"{root}/triton",
+                  "FLASHINFER_WORKSPACE_BASE": f"{root}/flashinfer"}
+        return [{"name": k, "value": v} for k, v in {**common, **self.own_caches(root)}.items()]
+
+    def own_caches(self, root: str) -> dict[str, str]:
+        """The engine's own cache variables, each a directory under `root`."""
+        return {}
 
     def serves_http(self, role: Role) -> bool:
         """Whether `role`'s pod listens on PORT (the leader always does)."""

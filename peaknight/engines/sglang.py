@@ -133,8 +133,29 @@ class Sglang(ServingEngine):
                         f"(server_args.validate_disagg_tp_size), and {serving.prefill.tp} and {serving.decode.tp} are not")
         return super().cannot_serve(topology)
 
+    # sglang/srt/layers/deep_gemm_wrapper/compile_utils.py: with SGLANG_JIT_DEEPGEMM_PRECOMPILE (on
+    # by default) the first rank on each node compiles DeepGEMM's FP8 kernels for every M before
+    # serving, and warns "It may take a long time (typically 10-20 mins)" unless its cache holds them.
+    cold_compile_seconds = 1200
+    cold_compile_source = ("sglang 0.5.4 deep_gemm_wrapper/compile_utils.py: DeepGEMM JIT precompile "
+                           "'typically 10-20 mins' on an empty cache")
+
     def env(self) -> list[dict[str, str]]:
         return [{"name": "SGLANG_HEALTH_CHECK_TIMEOUT", "value": str(HEALTH_CHECK_TIMEOUT_SECONDS)}]
+
+    def metric_ranks(self, topology: Topology) -> int:
+        """With DP attention every DP rank runs its own scheduler with its own waiting queue and KV
+        pool, and each exports sglang:num_queue_reqs and sglang:token_usage labelled with its
+        tp_rank, pp_rank and dp_rank (managers/scheduler_metrics_mixin.py init_metrics;
+        scheduler.py current_scheduler_metrics_enabled: attn_tp_rank 0 of each); without it, one."""
+        group = topology.group
+        return group.dp if group and group.dp > 1 else 1
+
+    def own_caches(self, root: str) -> dict[str, str]:
+        # compile_utils.py sets DG_JIT_CACHE_DIR from SGL_DG_CACHE_DIR (the SGL_ spelling: the
+        # SGLANG_DG_CACHE_DIR in environ.py is read by nothing); compilation/backend.py keeps its
+        # torch.compile artefacts under SGLANG_CACHE_DIR/torch_compile_cache (default ~/.cache/sglang).
+        return {"SGL_DG_CACHE_DIR": f"{root}/deep_gemm", "SGLANG_CACHE_DIR": f"{root}/sglang"}
 
     def serves_http(self, role: Role) -> bool:
         return True

@@ -56,6 +56,16 @@ class Vllm(ServingEngine):
     # will respond to any of the provided names"; responses and metrics carry the first.
     serves_aliases = True
 
+    # vLLM V1 compiles with torch.compile by default and keeps the result under
+    # VLLM_CACHE_ROOT/torch_compile_cache (vllm/compilation/backends.py; docs.vllm.ai design/
+    # torch_compile). No public figure for a cold compile of these models: est., unproven.
+    cold_compile_seconds = 300
+    cold_compile_source = ("est., unproven: vLLM 0.11.0 torch.compile on an empty VLLM_CACHE_ROOT "
+                           "(vllm/compilation/backends.py); no public measurement for these models")
+
+    def own_caches(self, root: str) -> dict[str, str]:
+        return {"VLLM_CACHE_ROOT": f"{root}/vllm"}
+
     def command(self, model: Model, topology: Topology, role: Role, aliases: tuple[str, ...] = ()) -> list[str]:
         if role is Role.WORKER:
             # A Ray worker: joins the leader's head (retrying while the head starts: LWS starts

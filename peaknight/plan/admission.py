@@ -71,3 +71,29 @@ def ladder_thresholds(spec: StackSpec) -> tuple[Figure, Figure]:
     return (Figure(util, f"demand at {util:g} x the ready replicas' rate (policy.targetUtilisation: the plan's "
                          "operating point; above it the fleet runs beyond its plan)"),
             Figure(1.0, "demand at 1 x the ready replicas' rate (a queue forms)"))
+
+
+# One retry: a request whose prefill or decode server just went away gets one more pair; more
+# attempts multiply the load of a fleet that is already failing (sglang-router's default is 5,
+# with backoff up to 30 s). sglang-router counts the first attempt: --disable-retries is "equivalent
+# to setting retry_max_retries=1" (sglang_router/router_args.py, wheels 0.2.1 and 0.3.2).
+ROUTER_ATTEMPTS = 2
+ROUTER_RETRY_BACKOFF_MS = 500
+
+
+def router_requests(decode: ModelPlan) -> Figure:
+    """What one pod of a disaggregated model's router admits. sglang-router admits with a token
+    bucket (sgl-router src/middleware.rs concurrency_limit_middleware): a request takes a token and
+    gives it back once its response has started, and the bucket refills at
+    --rate-limit-tokens-per-second (default: its size, --max-concurrent-requests). So the size
+    bounds the requests one router pod starts per second and holds before their responses start:
+    the burst ceiling's requests/s (decode max replicas x replica tok/s / tokens per request) over
+    the router pods. With no queue (--queue-size 0) a request over it is answered 429 at once."""
+    assert decode.router_pods is not None
+    tpr = profiles.load().gateway.tokens_per_request
+    pods = int(decode.router_pods.value)
+    rps = decode.max_replicas.value * decode.replica_tps.value / tpr
+    per_pod = max(1, math.ceil(rps / pods))
+    return Figure(per_pod, f"ceil({int(decode.max_replicas.value)} decode replicas at the burst ceiling x "
+                           f"{decode.replica_tps.value:,.0f} tok/s / {tpr} tok per request = {rps:,.0f} req/s "
+                           f"/ {pods} router pods) = {per_pod} requests per router pod")

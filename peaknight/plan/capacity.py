@@ -89,6 +89,7 @@ class PoolPlan:
     zone_floor_nodes: tuple[int, ...] = ()  # nodes per zone holding the baseline floor
     surge_nodes: int = 0              # room above the plan: the larger of burst and a rollout's surge
     disk_gib: Figure = Figure(0, "")  # node-local disk for images and weights
+    groups: tuple[str, ...] = ()      # its workloads whose replica spans nodes (a LeaderWorkerSet group)
 
     @property
     def zone_surge_nodes(self) -> int:
@@ -345,10 +346,18 @@ def gpus_per_node(pool: GpuPool) -> int:
     return profiles.load().instance_types[pool.instance_types[0]].gpus
 
 
-def interconnect(pool: GpuPool) -> profiles.Interconnect | None:
-    """The interconnect every instance type of the pool brings (the fewest devices of any), or
-    None when one of them has none: a spanning replica may land on any of the pool's types."""
-    found = [profiles.load().instance_types[t].interconnect for t in pool.instance_types]
+def cluster_types(pool: GpuPool, cluster: Cluster) -> list[str]:
+    """The pool's instance types a node of `cluster` may be (those its cloud sells in its region)."""
+    cloud = PROVISIONER_CLOUD[cluster.provisioner.kind]
+    return profiles.offered(pool.instance_types, cloud, cluster.region) if cloud else list(pool.instance_types)
+
+
+def interconnect(pool: GpuPool, cluster: Cluster) -> profiles.Interconnect | None:
+    """The interconnect every instance type of the pool that `cluster` may launch brings (the
+    fewest devices of any: a pod requests one count, and a spanning replica may land on any of
+    them), or None when one of them has none. Per cluster: where a region sells only p5en, its
+    groups request p5en's 16 EFA devices; where it sells only p5 or p5e, their 32."""
+    found = [profiles.load().instance_types[t].interconnect for t in cluster_types(pool, cluster)]
     if not found or any(i is None for i in found) or len({i.resource for i in found if i}) > 1:
         return None
     return min((i for i in found if i), key=lambda i: i.devices)
@@ -385,7 +394,8 @@ def plan(spec: StackSpec, *, envelope: bool = True) -> CapacityPlan:
     if envelope:
         _check_envelope(spec, clusters)
     hours = (spec.event.window.end - spec.event.window.start).total_seconds() / 3600
-    return CapacityPlan(clusters, (*_warnings(spec), *_slow_rollouts(spec, clusters), *weights.warnings(spec)),
+    return CapacityPlan(clusters, (*_warnings(spec), *_idle_fabric(spec, clusters), *_slow_rollouts(spec, clusters),
+                                   *weights.warnings(spec)),
                         spec.policy.survive_zone_loss, hours)
 
 
@@ -452,7 +462,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             short=capacity < peak * (1 - 1e-9),
             router_pods=plan_router(spec, cluster, peak) if phase == "decode" else None,
             # Prefill and decode groups also send the KV cache between nodes over it.
-            interconnect=interconnect(pool) if nodes_per_replica > 1 or phase else None,
+            interconnect=interconnect(pool, cluster) if nodes_per_replica > 1 or phase else None,
         ))
         pool_nodes[pool.name].append((n, models[-1].name))
         pool_surge[pool.name] += surge_nodes
@@ -473,7 +483,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                               zone_nodes=_zone_sum(pool_zones[name], zones),
                               zone_floor_nodes=_zone_sum(pool_floor[name], zones),
                               surge_nodes=extra,
-                              disk_gib=disk_gib(spec, name)))
+                              disk_gib=disk_gib(spec, name),
+                              groups=tuple(m.name for m in models if m.pool == name and m.nodes_per_replica > 1)))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
     # Each pool's largest zone at its ceiling: the fleet one zone's weight sources must feed.
     fleet = {p.pool: max(p.zone_nodes, default=0) + p.zone_surge_nodes for p in plans}
@@ -708,6 +719,28 @@ def _warnings(spec: StackSpec) -> Iterable[str]:
                 clusters = ", ".join(names) if len(names) <= 3 else f"{len(names)} clusters"
                 yield (f"pool '{pool.name}' can be satisfied by a single instance type ({types[0]}) in {region} "
                        f"({clusters}): one SKU running out leaves it without capacity")
+
+
+def _idle_fabric(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> Iterable[str]:
+    """A pool whose instance types in one region bring different EFA counts: its groups request the
+    fewest, so on the others part of the fabric sits idle (one warning per pool and region)."""
+    pools = {p.name: p for p in spec.gpu_pools}
+    by_name = {c.name: c for c in spec.clusters}
+    seen: dict[tuple[str, str], list[str]] = {}
+    for c in clusters:
+        cluster = by_name[c.name]
+        for pool in {m.pool for m in c.models if m.interconnect is not None}:
+            seen.setdefault((pool, cluster.region), []).append(c.name)
+    for (pool, region), names in seen.items():
+        table = profiles.load().instance_types
+        counts = {t: i.devices for t in cluster_types(pools[pool], by_name[names[0]])
+                  if (i := table[t].interconnect) is not None}
+        if len(set(counts.values())) > 1:
+            fewest = min(counts.values())
+            idle = ", ".join(f"{t} {n}" for t, n in counts.items() if n > fewest)
+            where = ", ".join(names) if len(names) <= 3 else f"{len(names)} clusters"
+            yield (f"pool '{pool}' in {region} ({where}): its groups request {fewest} EFA devices, the fewest of its "
+                   f"instance types; on {idle} the rest sit idle (one EFA count per pool uses them all)")
 
 
 def _slow_rollouts(spec: StackSpec, clusters: Iterable[ClusterPlan]) -> Iterable[str]:

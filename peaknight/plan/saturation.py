@@ -29,6 +29,18 @@ def queue_target(policy: Policy, slo: Slo, plan: ModelPlan) -> Figure:
                          f"TTFT objective {slo.ttft_p99_seconds:g} s)) = {value} waiting requests per replica")
 
 
+def rank_queue_target(policy: Policy, slo: Slo, plan: ModelPlan, ranks: int) -> Figure:
+    """Waiting requests per scheduler rank the autoscaler aims for: the replica's queue target
+    shared over the `ranks` schedulers that each queue their own requests (SGLang's DP ranks), as
+    the trigger reads each server's mean over its ranks."""
+    replica = queue_target(policy, slo, plan)
+    if ranks == 1:
+        return replica
+    value = replica.value / ranks
+    return Figure(value, f"{replica.value:g} per replica / {ranks} DP ranks, each queueing its own = {value:g} "
+                         f"waiting requests per rank; replica: {replica.why}")
+
+
 def kv_cache_target(policy: Policy) -> Figure:
     """KV-cache use (0-1) per replica the autoscaler aims for: the same share of the replica the plan
     counts on for throughput (policy.targetUtilisation). Above it the engine runs out of KV blocks

@@ -78,12 +78,19 @@ def _node_class(scope: Scope, cluster: Cluster, name: str, component: str, volum
             "spec": spec}
 
 
+def capacity_types(scope: Scope, groups: Sequence[str] = ()) -> list[str]:
+    """The stage's capacity types, without spot for a pool that holds groups spanning nodes: one
+    reclaimed node recreates its whole group (RecreateGroupOnPodRestart), cold, so a rehearsal on
+    spot would time its groups' reclaims, not its autoscaler's lead."""
+    return [c.value for c in scope.policy.capacity_types if not (groups and c is CapacityType.SPOT)]
+
+
 def _node_pool(scope: Scope, cluster: Cluster, name: str, component: str, instance_types: Sequence[str],
                labels: dict[str, str], taint: dict[str, str], limits: dict[str, str],
-               annotations: dict[str, str]) -> dict[str, Any]:
+               annotations: dict[str, str], groups: Sequence[str] = ()) -> dict[str, Any]:
     """A NodePool of one of the kit's pools: its label and taint on every node, the stage's
-    capacity types, the cluster's zones, and no voluntary disruption from the freeze's lead
-    before the window to its end."""
+    capacity types (no spot where `groups` span nodes), the cluster's zones, and no voluntary
+    disruption from the freeze's lead before the window to its end."""
     budgets = [] if scope.event.over else [freeze_budget(scope, _settings(cluster).freeze_lead_minutes)]
     return {
         "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
@@ -95,8 +102,7 @@ def _node_pool(scope: Scope, cluster: Cluster, name: str, component: str, instan
                     "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name},
                     "requirements": [
                         {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": list(instance_types)},
-                        {"key": CAPACITY_TYPE, "operator": "In",
-                         "values": [c.value for c in scope.policy.capacity_types]},
+                        {"key": CAPACITY_TYPE, "operator": "In", "values": capacity_types(scope, groups)},
                         {"key": podpolicy.ZONE, "operator": "In", "values": list(cluster.zones)},
                     ],
                     "taints": [taint],
@@ -123,7 +129,10 @@ def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Uni
     node_pool = _node_pool(scope, cluster, pool.name, "gpu-node-pool", offered(pool, CLOUD, cluster.region),
                            {"nvidia.com/gpu.present": "true"}, podpolicy.GPU_TAINT,
                            {"nvidia.com/gpu": str(int(plan.gpu_limit.value))},
-                           {"peaknight.io/gpu-limit": plan.gpu_limit.why, "peaknight.io/planned-nodes": plan.nodes.why})
+                           {"peaknight.io/gpu-limit": plan.gpu_limit.why, "peaknight.io/planned-nodes": plan.nodes.why,
+                            **({"peaknight.io/capacity-types": f"no spot: {', '.join(plan.groups)} span nodes"}
+                               if plan.groups and CapacityType.SPOT in scope.policy.capacity_types else {})},
+                           plan.groups)
     return Unit("GpuNodePool", pool.name, (Obj(node_class, protect=protect), Obj(node_pool, protect=protect)))
 
 

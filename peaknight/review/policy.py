@@ -141,7 +141,8 @@ def immutable_images(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterabl
 
 def _pod_security(pod: dict[str, Any], root_allowed: bool = False) -> Iterator[str]:
     """Pod Security Standards, `restricted` profile (the namespaces enforce it as well); with
-    `root_allowed`, every rule but running as root (the node-cache fillers)."""
+    `root_allowed`, every rule but running as root and adding CHOWN (the node-cache fillers and
+    the containers that hand directories to the engines' user: podpolicy.directory_owner_security)."""
     for field in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(field):
             yield f"{field} is true"
@@ -159,8 +160,9 @@ def _pod_security(pod: dict[str, Any], root_allowed: bool = False) -> Iterator[s
         caps = sc.get("capabilities") or {}
         if "ALL" not in (caps.get("drop") or []):
             yield f"{name} does not drop ALL capabilities"
-        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
-            yield f"{name} adds capabilities {sorted(set(caps['add']) - {'NET_BIND_SERVICE'})}"
+        allowed = {"NET_BIND_SERVICE", "CHOWN"} if root_allowed else {"NET_BIND_SERVICE"}
+        if set(caps.get("add") or []) - allowed:
+            yield f"{name} adds capabilities {sorted(set(caps['add']) - allowed)}"
         if not root_allowed and not sc.get("runAsNonRoot", psc.get("runAsNonRoot")):
             yield f"{name} may run as root (runAsNonRoot not true)"
         if not root_allowed and sc.get("runAsUser", psc.get("runAsUser")) == 0:

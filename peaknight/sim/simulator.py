@@ -15,7 +15,8 @@ every `step` seconds from the first pre-scale to the window's end:
   the TTFT SLO are unmet (the user has given up on them);
 - the autoscaler's three load signals, read from its triggers (or External metrics) by name:
   `tokens`, the tokens/s served over the rate window; `queue`, the queued tokens as requests
-  (profiles' tokens per request) against the waiting-requests target; `kv-cache`, each ready
+  (profiles' tokens per request), shared evenly over each replica's scheduler ranks as the trigger
+  reads them (a server's mean over its ranks), against the waiting-requests target per rank; `kv-cache`, each ready
   replica's KV use taken as the share of its full rate it serves (its concurrent requests grow with
   the tokens it emits at the per-user rate), summed against the KV target. A trigger the replay
   does not know stops it rather than being skipped.
@@ -170,7 +171,7 @@ class Settings:
     cooldown: int
     ignore_null: bool = True                      # the Prometheus trigger's ignoreNullValues
     fallback: Optional["Fallback"] = None
-    queue_target: Optional[float] = None          # waiting requests per replica (queue trigger)
+    queue_target: Optional[float] = None          # waiting requests per rank (queue trigger)
     kv_target: Optional[float] = None             # KV-cache use per replica (kv-cache trigger)
 
     @property
@@ -446,6 +447,7 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
     served_window: deque[tuple[float, float]] = deque()
     served_sum, queue, last_active = 0.0, 0.0, start
     per_request = profiles.load().gateway.tokens_per_request
+    ranks = autoscaling.ranks(model, plan)
     next_sync = next_poll = start
     failures, zone_lost = 0, zone is None
     trace = Trace()
@@ -458,7 +460,7 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
         token = "ok" if state == "ok" or (state == "empty" and cfg.keda and cfg.ignore_null) else "failing"
         # The queued tokens as requests, and the ready replicas' KV use as the share of their full
         # rate the served tokens take (module docstring).
-        waiting, kv_in_use = queue / per_request, rate / tps
+        waiting, kv_in_use = queue / per_request / ranks, rate / tps
         if state == "empty" and token == "ok":
             rate = waiting = kv_in_use = 0.0
         if not zone_lost and t >= faults.lose_at:

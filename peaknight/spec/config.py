@@ -691,6 +691,10 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
                 yield P(f"models[{i}].engine", f"an engine that can serve {topology.describe()}",
                         f"{model.engine.value}: {reason}")
                 break
+            if topology.spans_nodes and set(spec.policy.capacity_types) <= {CapacityType.SPOT}:
+                yield P("policy.capacityTypes", f"on-demand or reserved capacity for models[{i}] ('{model.name}', "
+                        f"{topology.describe()}): one reclaimed spot node recreates the whole group, cold", "spot")
+                break
 
 
 def _check_context(i: int, model: Model, row: profiles.Throughput, P: Any) -> Iterable[Problem]:

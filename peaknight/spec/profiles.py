@@ -24,6 +24,7 @@ class Interconnect:
     network_key: str    # node label: equal values are one network domain
     kv_transfer: str = "mooncake"  # the SGLang KV transfer backend over it (--disaggregation-transfer-backend)
     moe_a2a: str = "deepep"        # the expert-parallel all-to-all over it (--moe-a2a-backend; none: NCCL)
+    hugepages_mib: int = 0         # 2 MiB huge pages a pod using it requests (libfabric's EFA provider)
 
 
 @dataclass(frozen=True)
