@@ -202,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
           "forecast's); oracle = ready exactly when needed at target utilisation")
     if args.plot:
         try:
-            night_plot.write(spec, results, Path(args.plot), objects.plan, injected, describe(spec, injected))
+            night_plot.write(spec, results, Path(args.plot), objects.plan, injected, describe(spec, injected),
+                             args.plot_style)
         except OSError as err:  # what the check cannot foresee: a full disk
             raise config.ConfigError([config.Problem(args.plot, "--plot", "a writable file path",
                                                      err.strerror or str(err))]) from None
@@ -215,6 +216,10 @@ def add_parser(sub: argparse._SubParsersAction, stack_help: str) -> None:
                                         "exceeds the SLO")
     s.add_argument("stack", help=stack_help)
     s.add_argument("--plot", help="write demand, ready capacity and replicas through the night to this PNG")
+    s.add_argument("--plot-style", choices=night_plot.STYLES, default="planning",
+                   help="planning: portrait, a panel per workload with replicas on a second axis (default); "
+                        "war-room: landscape 16:9, one rate scale per panel, the headroom band, the alert "
+                        "thresholds and the moments named above the panels")
     s.add_argument("--step", type=float, default=10.0, help="simulation step in seconds (default 10)")
     fleet.add_arguments(s)
     when_help = "a moment's name, a local HH:MM on the night, or YYYY-MM-DDTHH:MM"
