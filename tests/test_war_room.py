@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import nights
-from peaknight.cli import main as cli
+from peaknight.cli import main as cli, simulate
 from peaknight.sim import plot, simulator, war_room
 from peaknight.spec.stack import StackSpec
 
@@ -103,8 +103,8 @@ def test_a_fault_and_crowded_moments_still_overprint_nothing(broadcast) -> None:
     moments = [dataclasses.replace(m, at=spec.event.moments[2].at + dt.timedelta(minutes=2 * i))
                for i, m in enumerate(spec.event.moments)]
     crowded = dataclasses.replace(spec, event=dataclasses.replace(spec.event, moments=moments))
-    faults = simulator.Faults(lose_zone="us-east-1a", lose_at=7800.0)
-    fig = war_room.figure(crowded, results, plan, faults, ["zone us-east-1a lost at 21:40"])
+    faults = simulator.Faults(lose_zone="us-east-1a", lose_at=7800.0, surge=(4500.0, 0.9, 10.0))
+    fig = war_room.figure(crowded, results, plan, faults, simulate.describe(spec, faults))   # the title's two lines
     try:
         assert overlaps(fig) == []
         strip = fig.axes[0]

@@ -12,6 +12,7 @@ are up.
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,17 @@ def mark_moments(ax: Any, spec: StackSpec) -> None:
                     textcoords="offset points", fontsize=8)
 
 
+TITLE_WIDTH = 120   # characters a line of the title holds on the narrower (planning) figure
+
+
 def title(spec: StackSpec, labels: tuple[str, ...] | list[str] = ()) -> str:
     """The event's name, local date and window, never a generic "night" (a morning event is none)."""
     window = spec.event.window
     end = f"{window.end:%H:%M}" if window.end.date() == window.start.date() else f"{window.end:%Y-%m-%d %H:%M}"
     text = (f"{spec.event.name}, {window.start:%Y-%m-%d %H:%M} to {end} {spec.event.time_zone}: "
             "replayed through the rendered autoscalers")
-    return text + (" (" + "; ".join(labels) + ")" if labels else "")
+    # The injected faults below it, wrapped: a title never runs off the page.
+    return "\n".join([text, *textwrap.wrap("; ".join(labels), TITLE_WIDTH)])
 
 
 def draw_faults(ax: Any, spec: StackSpec, result: ModelResult, faults: Faults, start: dt.datetime,

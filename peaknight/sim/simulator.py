@@ -587,7 +587,7 @@ class ModelResult:
         oracle's ratio also counts what headroom and zone N+1 cost on purpose)."""
         return self.gpu_hours / self.policy_oracle_gpu_hours if self.policy_oracle_gpu_hours else math.inf
 
-    def add(self, trace: Trace, copies: int, prices: tuple[Optional[float], ...] = ()) -> None:
+    def add(self, trace: Trace, copies: int, prices: tuple[Optional[float], ...]) -> None:
         """`trace` replayed in `copies` clusters, at `prices` (USD per GPU-hour, one per cluster)."""
         self.clusters += copies
         price = None if any(p is None for p in prices) else sum(p for p in prices if p is not None)
@@ -642,7 +642,7 @@ def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: floa
             for obj in scalers[name].objects:  # one per workload: a disaggregated model's prefill and decode groups
                 plan = objects.plan.cluster(cluster.cluster.name).model(obj.name)
                 key = json.dumps([obj.name, obj.manifest, plan.replica_tps.value, plan.demand_tps.value,
-                                  plan.gpus_per_replica, zone, fallback], sort_keys=True)
+                                  plan.gpus_per_replica, zone, len(zones), fallback], sort_keys=True)
                 keys[name] = key
                 if key not in replays:
                     replays[key] = replay(spec, models[name], plan, obj.manifest, step, faults, zone,

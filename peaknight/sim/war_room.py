@@ -22,6 +22,7 @@ from peaknight.spec.stack import StackSpec
 
 SIZE = (16.0, 9.0)   # inches: a 16:9 screen
 GAP_PX = 6.0         # the least room between two moment names on one row of the strip
+LINE_SPACING = 1.5   # a strip row's height over its text's
 
 
 def panel_title(spec: StackSpec, result: ModelResult) -> str:
@@ -63,26 +64,25 @@ def _panel(ax: Any, spec: StackSpec, result: ModelResult, plan: CapacityPlan, fa
     ax.grid(alpha=0.3)
 
 
-def name_moments(strip: Any, spec: StackSpec, renderer: Any) -> None:
+def stagger(strip: Any, spec: StackSpec, renderer: Any) -> list[list[Any]]:
     """Each moment's name and local time in the strip above a column, at its start (right-aligned at
-    its end where it would run past the axes), on the first row where it touches no other name."""
+    its end where it would run past the axes), on the first row where it touches no other name:
+    the rows, top first (their heights are set once the strip is sized for them)."""
     rows: list[list[Any]] = []
-    texts = []
     for moment in sorted(spec.event.moments, key=lambda m: m.at):
         text = strip.text(moment.at, 0.5, f"{moment.name} {moment.at:%H:%M}", fontsize=8, va="center",
-                          ha="left", transform=strip.get_xaxis_transform())
+                          ha="left", transform=strip.get_xaxis_transform(), in_layout=False)
         if text.get_window_extent(renderer).x1 > strip.get_window_extent(renderer).x1:
             text.set_x(moment_end(moment))
             text.set_horizontalalignment("right")
         box = text.get_window_extent(renderer)
-        row = next((i for i, placed in enumerate(rows)
-                    if all(box.x0 > b.x1 + GAP_PX or box.x1 < b.x0 - GAP_PX for b in placed)), len(rows))
+        row = next((i for i, placed in enumerate(rows) if all(
+            box.x0 > b.x1 + GAP_PX or box.x1 < b.x0 - GAP_PX for b in (t.get_window_extent(renderer) for t in placed))),
+            len(rows))
         if row == len(rows):
             rows.append([])
-        rows[row].append(box)
-        texts.append((text, row))
-    for text, row in texts:
-        text.set_y(1 - (row + 0.5) / max(len(rows), 1))
+        rows[row].append(text)
+    return rows
 
 
 def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan, faults: Faults = NO_FAULTS,
@@ -97,7 +97,7 @@ def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan, faul
     cols = 1 if len(results) <= 3 else 2
     rows = math.ceil(len(results) / cols)
     fig: Any = plt.figure(figsize=SIZE, layout="constrained")
-    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[0.35] + [1.0] * rows)
+    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[0.2] + [1.0] * rows)   # the strip: resized below
     start = spec.event.window.start
     strips: list[Any] = [fig.add_subplot(grid[0, c]) for c in range(cols)]
     panels: list[Any] = []
@@ -126,9 +126,19 @@ def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan, faul
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=3, fontsize=8, frameon=False,
                title=f"{capacity_meaning(plan.survives_zone_loss)}; {READY_MEANING}", title_fontsize=8)
     fig.suptitle(title(spec, labels), fontsize=12)
-    fig.canvas.draw()              # lay out once, then freeze it: the names below are placed in pixels
-    fig.set_layout_engine("none")
+    # Lay out once to measure the names, size the strips for their rows, lay out again and freeze:
+    # each row then gets a line's height of its strip.
+    fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    for strip in strips:
-        name_moments(strip, spec, renderer)
+    staggered = [stagger(strip, spec, renderer) for strip in strips]
+    texts = [t for rows_ in staggered for row in rows_ for t in row]
+    line = max([t.get_window_extent(renderer).height for t in texts] + [1.0]) * LINE_SPACING
+    needed = max([len(r) for r in staggered] + [1]) * line
+    grid.set_height_ratios([needed / panels[0].get_window_extent(renderer).height] + [1.0] * rows)
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    for rows_ in staggered:
+        for i, row in enumerate(rows_):
+            for text in row:
+                text.set_y(1 - (i + 0.5) / len(rows_))
     return fig
