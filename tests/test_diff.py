@@ -4,6 +4,7 @@ installed kit, so the repository's own code never runs (a marker file proves it)
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from peaknight.plan import capacity
-from peaknight.plan.report import si
+from peaknight.plan.report import duration, si
 from peaknight.cli import main as cli
 from peaknight.review import diff as review
 from peaknight.spec import config
@@ -81,7 +82,8 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
     night = next(i for i, line in enumerate(chat) if line.startswith("    simulated night: "))
     assert chat[night].startswith("    simulated night: unmet tokens: 0.000% (unchanged); GPU-hours: ")
     assert chat[night + 1].startswith("      oracle GPU-hours: ") and "(+" in chat[night + 1]
-    assert chat[night + 1].split("; demand tokens: ")[1].count("(+") == 1
+    assert "; policy oracle GPU-hours: " in chat[night + 1]
+    assert chat[night + 2].startswith("      cost: $") and chat[night + 2].split("; demand tokens: ")[1].count("(+") == 1
 
 
 MARKER_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
@@ -175,7 +177,9 @@ def test_raising_one_models_peak_reads_in_one_screen(repo: Path, capsys: pytest.
     assert any("rules[PeaknightTokensAboveCapacity].annotations.summary: greetings in <cluster>: " in line
                for line in lines)
     assert any("rules[PeaknightNodePoolAtGpuLimit{nodepool=hopper}].expr: " in line for line in lines)
-    assert len(lines) < 70   # the summary, then each changed object once for all clusters
+    # the summary (its cost lines too), then each changed object once for all clusters, with what
+    # `pulumi up` does beyond a patch (the dashboards ConfigMap is replaced)
+    assert len(lines) < 75
 
 
 def test_rules_and_containers_are_matched_by_name_not_position() -> None:
@@ -217,3 +221,55 @@ def test_vke_node_pools_show_in_the_diff(repo: Path, capsys: pytest.CaptureFixtu
     assert "  ~ volcengine:vke/nodePool:NodePool h20-cn-beijing-a  [all 2 clusters]" in out
     low, high = before.zone_nodes[0] + before.zone_surge_nodes, after.zone_nodes[0] + after.zone_surge_nodes
     assert f"      ~ properties.autoScaling.maxReplicas: {low} -> {high}" in out
+
+
+def _greetings_image(stack: Path, tag: str) -> None:
+    """greetings' engine image to another tag (the one vllm image of the stack)."""
+    text = stack.read_text()
+    assert text.count("vllm/vllm-openai:v0.11.0@") == 1
+    stack.write_text(text.replace("vllm/vllm-openai:v0.11.0@", f"vllm/vllm-openai:{tag}@"))
+
+
+def test_an_image_change_prints_its_rollout_and_cost(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    """The Deployment rolls its peak replicas in every cluster for as long as the plan says; the
+    staging Jobs, whose pod template Pulumi cannot patch, are replaced; the cost does not move."""
+    stack = repo / "stacks" / "Pulumi.broadcast.yaml"
+    _greetings_image(stack, "v0.11.1")
+    code, out, _ = _diff(capsys, stack)
+    assert code == 0
+    plan = capacity.plan(config.load_stack(str(stack)).spec)
+    greetings = [c.model("greetings") for c in plan.clusters]
+    replicas = sum(int(m.replicas.value) for m in greetings)
+    longest = max(m.rollout.value for m in greetings)
+    block = out.split("~ Deployment gala-2026-inference/greetings  [all 16 clusters]\n")[1].split("\n  ~ ")[0]
+    assert (f"=> rolling update: {replicas:,} replicas over 16 clusters, {duration(longest)} per the plan "
+            f"({int(greetings[0].surge.value)} a wave, at peak replicas)") in block
+    job = out.split("~ Job gala-2026-weights/stage-greetings-z0  [all 16 clusters]\n")[1].split("\n  ~ ")[0]
+    assert "=> replaced, not updated (pulumi-kubernetes will not patch spec.template)" in job
+    rollout = next(line for line in out.splitlines() if line.startswith("rollout: "))
+    assert f"the longest {duration(longest)} (Deployment gala-2026-inference/greetings)" in rollout
+    assert "48 objects replaced" in rollout   # three staging Jobs in 16 clusters
+    night = next(line for line in out.splitlines() if line.startswith("  the night's cost: "))
+    assert re.fullmatch(r"  the night's cost: by the plan \$[0-9,]+ \(unchanged\); simulated \$[0-9,]+ \(unchanged\)", night)
+    code = cli.main(["diff", str(stack), "--base", "HEAD", "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    change = next(c for c in doc["objects"] if c["object"] == "Deployment gala-2026-inference/greetings")
+    assert change["rollout"] == {"replicas": replicas, "clusters": 16, "seconds": longest,
+                                 "surge": int(greetings[0].surge.value)}
+    assert change["replaced_by"] == []
+    assert doc["cost_usd"]["base"] == doc["cost_usd"]["head"] > 0
+
+
+def test_a_price_change_shows_in_the_diffs_cost(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    stack = repo / "stacks" / "Pulumi.broadcast.yaml"
+    stack.write_text(stack.read_text().replace("  peaknight:scale: 1.0\n", "  peaknight:scale: 1.0\n  peaknight:prices:\n"
+                                               "    p5.48xlarge: {us-east-1: 1.0, us-east-2: 1.0, us-west-2: 1.0}\n"))
+    code = cli.main(["diff", str(stack), "--base", "HEAD", "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["objects"] == []          # a price changes no object
+    assert doc["cost_usd"]["head"] < doc["cost_usd"]["base"]
+    assert doc["cost_usd"]["night_head"] < doc["cost_usd"]["night_base"]
+    code, out, _ = _diff(capsys, stack)
+    night = next(line for line in out.splitlines() if line.startswith("  the night's cost: "))
+    assert re.fullmatch(r"  the night's cost: by the plan \$[0-9,]+ -> \$[0-9,]+ \(-\$[0-9,]+\); "
+                        r"simulated \$[0-9,]+ -> \$[0-9,]+ \(-\$[0-9,]+\)", night)

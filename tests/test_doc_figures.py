@@ -14,10 +14,11 @@ import pytest
 
 import nights
 from conftest import ROOT
+from peaknight.plan import cost
 from peaknight.plan.report import duration
 from peaknight.sim import simulator
 
-DOCS = [ROOT / "docs" / "runbook.md", ROOT / "docs" / "operations.md"]
+DOCS = [ROOT / "docs" / "runbook.md", ROOT / "docs" / "operations.md", ROOT / "docs" / "facts.md"]
 MARK = re.compile(r"([0-9][0-9,.:hm]*)<!-- kit: ([\w.-]+) -->")
 CLUSTER = "gala-bj-01"
 
@@ -100,6 +101,12 @@ FIGURES: dict[str, Callable[[], str]] = {
     # `peaknight simulate broadcast`: the GPU-hours of chat's two workloads
     "broadcast.chat.gpu-hours": lambda: _count(sum(r.gpu_hours for r in _simulated()
                                                    if r.model in ("chat-prefill", "chat-decode"))),
+    # facts.md: what the night costs at the catalog's prices, by the plan and replayed
+    "broadcast.plan-cost": lambda: _count(cost.PlanCost(nights.spec("broadcast"), nights.plan("broadcast")).night()),
+    "broadcast.simulated-cost": lambda: _count(sum(r.cost_usd for r in _simulated())),
+    "broadcast.oracle-cost": lambda: _count(sum(r.oracle_cost_usd for r in _simulated())),
+    "broadcast.policy-oracle-cost": lambda: _count(sum(r.policy_oracle_cost_usd for r in _simulated())),
+    "broadcast.policy-ratio": lambda: f"{sum(r.gpu_hours for r in _simulated()) / sum(r.policy_oracle_gpu_hours for r in _simulated()):.2f}",
     # the cold lead: warmupHours - staging - slack, as plan/weights.py derives the slack
     "broadcast.chat.cold-lead-minutes": lambda: _count(next(
         (nights.spec("broadcast").policy.warmup_hours * 3600 - w.staging.value - w.slack.value) / 60

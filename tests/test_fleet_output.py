@@ -56,7 +56,7 @@ def test_json_carries_every_figure_of_the_table(broadcast_plan):
     lines = [line.split() for line in text.splitlines()]
     for group in doc["groups"]:
         label = group["clusters"][0] + (f" +{len(group['clusters']) - 1}" if len(group["clusters"]) > 1 else "")
-        for part, first, columns in (("models", "model", report.MODEL_COLUMNS), ("weights", "model", report.WEIGHT_COLUMNS),
+        for part, first, columns in (("models", "model", report.COSTED_MODEL_COLUMNS), ("weights", "model", report.WEIGHT_COLUMNS),
                                      ("edges", "edge", report.EDGE_COLUMNS)):
             assert group[part]
             for row in group[part]:

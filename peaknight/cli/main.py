@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from peaknight.builders import event
 from peaknight.cli import errors, fleet
 from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
-from peaknight.plan import capacity, gate
+from peaknight.plan import capacity, cost, gate
 from peaknight.provisioners import registry as provisioners
 from peaknight.spec import config
 from peaknight.review import crds as pinned_crds
@@ -75,12 +75,13 @@ def _plan(args: argparse.Namespace) -> int:
     refused = gate.stack(loaded.spec, plan)  # the whole stack's, whatever the flags show
     warnings = [*plan.warnings, *provisioners.warnings(loaded.spec)]
     cloud = plan_report.cloud_pools(event.pool_units(loaded.spec, plan), only)
+    costs = cost.PlanCost(loaded.spec, plan)
     if args.format == "json":
         fleet.dump({"stack": loaded.name, "file": str(loaded.path),
-                    **plan_report.document(plan, refused, warnings, only, cloud, args.explain)})
+                    **plan_report.document(plan, refused, warnings, only, cloud, args.explain, costs)})
     else:
         print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
-        print(plan_report.table(plan, refused, explain=args.explain, selection=only))
+        print(plan_report.table(plan, refused, explain=args.explain, selection=only, costs=costs))
         pools = plan_report.cloud_table(cloud)
         if pools:
             print("")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from peaknight.cli import errors, fleet
+from peaknight.plan import cost
 from peaknight.plan.capacity import workload_names
 from peaknight.spec import config
 from peaknight.builders import event
@@ -32,6 +33,10 @@ COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("shed_pct", "shed 429", lambda x: f"{x:.3f}%"), ("unmet_pct", "unmet tokens", lambda x: f"{x:.3f}%"),
     ("unmet_minutes", "unmet min", str), ("gpu_hours", "GPU-hours", lambda x: f"{x:,.0f}"),
     ("oracle_gpu_hours", "oracle GPU-h", lambda x: f"{x:,.0f}"), ("oracle_ratio", "ratio", lambda x: f"{x:.2f}"),
+    ("policy_oracle_gpu_hours", "policy oracle GPU-h", lambda x: f"{x:,.0f}"),
+    ("policy_ratio", "policy ratio", lambda x: f"{x:.2f}"),
+    ("cost_usd", "cost", cost.usd), ("oracle_cost_usd", "oracle cost", cost.usd),
+    ("policy_oracle_cost_usd", "policy oracle cost", cost.usd),
     ("unserved_pct", "forecast unserved", lambda x: f"{x:.3f}%"), ("status", "", str))
 
 
@@ -41,6 +46,8 @@ def row(r: ModelResult, slo_pct: float) -> dict[str, Any]:
             "fallback_pct": r.share(r.fallback_tokens), "shortened_pct": r.share(r.shortened_tokens),
             "shed_pct": r.share(r.shed_tokens), "unmet_pct": r.unmet_pct, "unmet_minutes": len(r.unmet_minutes),
             "gpu_hours": r.gpu_hours, "oracle_gpu_hours": r.oracle_gpu_hours, "oracle_ratio": r.oracle_ratio,
+            "policy_oracle_gpu_hours": r.policy_oracle_gpu_hours, "policy_ratio": r.policy_ratio,
+            "cost_usd": r.cost_usd, "oracle_cost_usd": r.oracle_cost_usd, "policy_oracle_cost_usd": r.policy_oracle_cost_usd,
             "unserved_pct": r.unserved_pct, "status": "ok" if r.unserved_pct <= slo_pct else "OVER SLO"}
 
 
@@ -54,6 +61,18 @@ def table(rows: list[dict[str, Any]]) -> str:
              for line in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def night_line(night: dict[str, Any]) -> str:
+    """The event's totals: what it holds and costs against both oracles."""
+    def ratio(oracle: float) -> str:
+        return f"{night['gpu_hours'] / oracle:.2f}x" if oracle else "n/a"
+    return (f"total: {night['gpu_hours']:,.0f} GPU-hours, {cost.usd(night['cost_usd'])}; oracle "
+            f"{night['oracle_gpu_hours']:,.0f} GPU-hours, {cost.usd(night['oracle_cost_usd'])} "
+            f"({ratio(night['oracle_gpu_hours'])}); policy oracle {night['policy_oracle_gpu_hours']:,.0f} GPU-hours, "
+            f"{cost.usd(night['policy_oracle_cost_usd'])} ({ratio(night['policy_oracle_gpu_hours'])}: the waste the "
+            "scaling can act on); on-demand prices per GPU-hour of each pool's dearest instance type in its "
+            "cluster's region (peaknight:prices overrides)")
 
 
 def when(spec: StackSpec, flag: str, value: str) -> float:
@@ -182,10 +201,15 @@ def run(args: argparse.Namespace) -> int:
     results = [r for r in simulator.simulate(spec, objects, args.step, injected) if only.model(model_of[r.model])]
     rows = [row(r, spec.slo.unmet_tokens_pct) for r in results]
     code = 1 if any(r["status"] != "ok" for r in rows) else 0
+    night = {"gpu_hours": sum(r["gpu_hours"] for r in rows), "oracle_gpu_hours": sum(r["oracle_gpu_hours"] for r in rows),
+             "cost_usd": cost.total(r["cost_usd"] for r in rows),
+             "oracle_cost_usd": cost.total(r["oracle_cost_usd"] for r in rows),
+             "policy_oracle_gpu_hours": sum(r["policy_oracle_gpu_hours"] for r in rows),
+             "policy_oracle_cost_usd": cost.total(r["policy_oracle_cost_usd"] for r in rows)}
     if args.format == "json":
         fleet.dump({"stack": loaded.name, "file": str(loaded.path), "step_s": args.step,
                     "clusters": [c.cluster.name for c in objects.clusters], "faults": describe(spec, injected),
-                    "slo_unmet_tokens_pct": spec.slo.unmet_tokens_pct, "models": rows})
+                    "slo_unmet_tokens_pct": spec.slo.unmet_tokens_pct, "models": rows, "night": night})
         return code
     print(f"simulated night of stack '{loaded.name}' ({loaded.path}), {args.step:g} s steps, "
           f"{spec.event.window.start:%Y-%m-%d %H:%M} to {spec.event.window.end:%H:%M} {spec.event.time_zone}")
@@ -194,15 +218,20 @@ def run(args: argparse.Namespace) -> int:
     for line in describe(spec, injected):
         print(f"fault: {line}")
     print(table(rows))
+    print(night_line(night))
     print("served: by the model's own replicas in full; by fallback: its ladder's fallback model (step 2); "
           "shortened: output the cap removed (step 1); shed 429: refused at the gateway with Retry-After "
           "(step 3); unmet: queued past the TTFT SLO")
     print(f"SLO: at most {spec.slo.unmet_tokens_pct:g}% of the forecast's tokens unserved (unmet: it would wait past "
           f"the {spec.slo.ttft_p99_seconds:g} s TTFT SLO, or shed with 429; a surge's own demand is not the "
-          "forecast's); oracle = ready exactly when needed at target utilisation")
+          "forecast's); oracle = ready exactly when needed at target utilisation; policy oracle = ready exactly "
+          f"when needed with the plan's own headroom ({spec.policy.headroom:g})"
+          + (" and zone N+1 (surviving the loss of a zone)" if spec.policy.survive_zone_loss else "")
+          + ": GPU-hours over it are the waste the scaling can act on")
     if args.plot:
         try:
-            night_plot.write(spec, results, Path(args.plot), objects.plan, injected, describe(spec, injected))
+            night_plot.write(spec, results, Path(args.plot), objects.plan, injected, describe(spec, injected),
+                             args.plot_style)
         except OSError as err:  # what the check cannot foresee: a full disk
             raise config.ConfigError([config.Problem(args.plot, "--plot", "a writable file path",
                                                      err.strerror or str(err))]) from None
@@ -215,6 +244,10 @@ def add_parser(sub: argparse._SubParsersAction, stack_help: str) -> None:
                                         "exceeds the SLO")
     s.add_argument("stack", help=stack_help)
     s.add_argument("--plot", help="write demand, ready capacity and replicas through the night to this PNG")
+    s.add_argument("--plot-style", choices=night_plot.STYLES, default="planning",
+                   help="planning: portrait, a panel per workload with replicas on a second axis (default); "
+                        "war-room: landscape 16:9, one rate scale per panel, the headroom band, the alert "
+                        "thresholds and the moments named above the panels")
     s.add_argument("--step", type=float, default=10.0, help="simulation step in seconds (default 10)")
     fleet.add_arguments(s)
     when_help = "a moment's name, a local HH:MM on the night, or YYYY-MM-DDTHH:MM"

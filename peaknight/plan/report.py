@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from peaknight.builders.objects import Unit
+from peaknight.plan.cost import PlanCost, unpriced, usd, window_hours
 from peaknight.plan.capacity import CapacityPlan, ClusterPlan, EdgePlan, ModelPlan, OriginPlan, PoolPlan
 from peaknight.plan.weights import WeightsPlan
 from peaknight.plan.units import RATE_UNIT, capacity_meaning, per_minute
@@ -77,6 +78,8 @@ MODEL_COLUMNS = (Column("replicas", "replicas", _count), Column("floor", "floor"
                  Column("headroom", "headroom", _ratio), Column("warmup_s", "warm-up", lambda x: duration(x)),
                  Column("surge", "surge", _count), Column("rollout_s", "rollout", lambda x: duration(x)),
                  Column("status", "", str))
+# With costs: the workload's planned nodes over the window, before the status.
+COSTED_MODEL_COLUMNS = (*MODEL_COLUMNS[:-1], Column("cost_usd", "cost", usd), MODEL_COLUMNS[-1])
 WEIGHT_COLUMNS = (Column("staging_s", "staging", lambda x: duration(x)), Column("source_gib", "source/zone GiB", _count),
                   Column("source_mbps", "source MB/s", lambda x: f"{x:,.0f}"), Column("fill_s", "node fill", lambda x: duration(x)),
                   Column("slack_s", "slack", _slack), Column("status", "", str))
@@ -136,13 +139,17 @@ def same(items: Iterable[tuple[str, T]]) -> list[tuple[tuple[str, ...], T]]:
     return [(tuple(names), value) for names, value in found.values()]
 
 
-def groups(plan: CapacityPlan, selection: Selection = EVERYTHING) -> list[Group]:
-    """The selected clusters, grouped by the figures the report shows of them."""
+def groups(plan: CapacityPlan, selection: Selection = EVERYTHING, costs: PlanCost | None = None) -> list[Group]:
+    """The selected clusters, grouped by the figures the report shows of them (with `costs`, each
+    workload's cost too: clusters at different prices are different groups)."""
     plans = {c.name: c for c in plan.clusters}
     every = selection.models is None
 
+    def model(m: ModelPlan) -> dict[str, Any]:
+        return {**model_row(m), "cost_usd": costs.of(m)} if costs else model_row(m)
+
     def rows(c: ClusterPlan) -> dict[str, list[dict[str, Any]]]:
-        return {"models": [model_row(m) for m in c.models if selection.model(m.model)],
+        return {"models": [model(m) for m in c.models if selection.model(m.model)],
                 "weights": [weight_row(w) for w in c.weights if selection.model(w.model)],
                 "edges": [edge_row(e) for e in c.edges] if every else [],
                 "pools": [pool_row(p) for p in c.pools] if every else [],
@@ -159,11 +166,12 @@ def _table(found: list[Group], part: str, first: str, columns: tuple[Column, ...
 
 
 def table(plan: CapacityPlan, refused: Sequence[str], explain: bool = False,
-          selection: Selection = EVERYTHING) -> str:
+          selection: Selection = EVERYTHING, costs: PlanCost | None = None) -> str:
     """The plan's tables and its total line; `refused` are the gate's SHORT lines (plan/gate.py).
-    Clusters with the same figures share their rows (`<first> +N`, listed below the tables)."""
-    found = groups(plan, selection)
-    lines = _table(found, "models", "model", MODEL_COLUMNS)
+    Clusters with the same figures share their rows (`<first> +N`, listed below the tables).
+    With `costs`, a cost column and the night's cost per workload and in total."""
+    found = groups(plan, selection, costs)
+    lines = _table(found, "models", "model", COSTED_MODEL_COLUMNS if costs else MODEL_COLUMNS)
     lines += [""] + _table(found, "weights", "model", WEIGHT_COLUMNS)
     edges = _table(found, "edges", "edge", EDGE_COLUMNS)
     if edges:
@@ -177,6 +185,8 @@ def table(plan: CapacityPlan, refused: Sequence[str], explain: bool = False,
     lines.append("")
     lines.append(f"{capacity_meaning(plan.survives_zone_loss)}; headroom = capacity / forecast")
     lines.append(summary(plan, refused))
+    if costs:
+        lines.append(cost_line(costs, selection))
     if explain:
         lines.append("")
         lines.append(f"(rates below are tokens/s, the profiles' unit; the tables show them x 60 in {RATE_UNIT})")
@@ -281,17 +291,35 @@ def summary(plan: CapacityPlan, refused: Sequence[str]) -> str:
             + (f"{t['short']} SHORT" if t["short"] else "all models and edges covered"))
 
 
+def cost_document(costs: PlanCost, selection: Selection = EVERYTHING) -> dict[str, Any]:
+    """The night's cost by the plan: each selected workload over every cluster, and the stack's."""
+    models = {m.name: m.model for c in costs.plan.clusters for m in c.models}
+    return {"window_hours": window_hours(costs.spec), "night_usd": costs.night(),
+            "models": {name: x for name, x in costs.per_workload().items() if selection.model(models[name])}}
+
+
+def cost_line(costs: PlanCost, selection: Selection = EVERYTHING) -> str:
+    """One line: the stack's cost and each selected workload's (all clusters), and what it counts."""
+    doc = cost_document(costs, selection)
+    return (f"cost: {usd(doc['night_usd'])} for the {doc['window_hours']:g} h window at on-demand prices "
+            "(planned GPU nodes held all window, each pool's dearest instance type; peaknight:prices overrides): "
+            + ", ".join(f"{name} {usd(x)}" for name, x in doc["models"].items())
+            + "".join(f"; no price for {t} in {region}: set peaknight:prices" for t, region in unpriced(costs.spec)))
+
+
 def _edges(found: list[Group]) -> list[str]:
     return list(dict.fromkeys(r["edge"] for g in found for r in g.rows["edges"]))
 
 
 def document(plan: CapacityPlan, refused: Sequence[str], warnings: Sequence[str], selection: Selection,
-             cloud: list[tuple[tuple[str, ...], list[dict[str, str]]]], explain: bool = False) -> dict[str, Any]:
+             cloud: list[tuple[tuple[str, ...], list[dict[str, str]]]], explain: bool = False,
+             costs: PlanCost | None = None) -> dict[str, Any]:
     """`peaknight plan --format json`: every figure of the tables (unrounded), the origin lines, the
-    cloud node pools, the total, the SHORT lines and the warnings (README, "plan --format json")."""
-    found = groups(plan, selection)
+    cloud node pools, the total, the cost, the SHORT lines and the warnings (README, "plan --format json")."""
+    found = groups(plan, selection, costs)
     return {"groups": [{"clusters": list(g.clusters), **g.rows, **({"explain": _explain(g, selection)} if explain else {})}
                        for g in found],
             "origins": [origin_row(plan.origin(name)) for name in _edges(found)],
             "cloud_pools": [{"clusters": list(names), "pools": pools} for names, pools in cloud],
-            "total": totals(plan, refused), "short": list(refused), "warnings": list(warnings)}
+            "total": totals(plan, refused), **({"cost": cost_document(costs, selection)} if costs else {}),
+            "short": list(refused), "warnings": list(warnings)}

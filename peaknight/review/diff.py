@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from peaknight.plan.capacity import EnvelopeError
-from peaknight.plan.report import EVERYTHING, Selection, si
+from peaknight.plan import cost
+from peaknight.plan.cost import usd
+from peaknight.plan.report import EVERYTHING, Selection, duration, si
 from peaknight.plan.units import RATE_UNIT
-from peaknight.review import snapshot
+from peaknight.review import replace, snapshot
 from peaknight.spec import profiles
 from peaknight.spec.config import MAX_BYTES, ConfigError, Problem, resolve_stack_path
 
@@ -200,10 +202,31 @@ def named_after(name: str, models: frozenset[str] | None) -> bool:
     return models is None or any(re.search(rf"(^|-){re.escape(m)}(-|$)", name) for m in models)
 
 
-def object_changes(base: dict[str, Any], head: dict[str, Any], selection: Selection = EVERYTHING) -> list[dict[str, Any]]:
+Rollouts = dict[str, dict[str, dict[str, Any]]]   # cluster -> workload -> {replicas, surge, rollout_s}
+
+
+def rollout(manifest: dict[str, Any], clusters: list[str], rollouts: Rollouts) -> dict[str, Any]:
+    """What rolling `manifest`'s pods in `clusters` takes: the plan's peak replicas and rollout time
+    for a model's workload (the longest cluster's); a workload the plan does not size rolls the
+    replicas its manifest sets (None: the autoscaler's or one pod a node), with no time."""
+    name = str(manifest.get("metadata", {}).get("name"))
+    planned = [rollouts.get(c, {}).get(name) for c in clusters]
+    if all(planned):
+        return {"replicas": sum(p["replicas"] for p in planned if p), "clusters": len(clusters),
+                "seconds": max(p["rollout_s"] for p in planned if p), "surge": max(p["surge"] for p in planned if p)}
+    each = manifest.get("spec", {}).get("replicas")
+    return {"replicas": each * len(clusters) if isinstance(each, int) else None, "clusters": len(clusters),
+            "seconds": None, "surge": None}
+
+
+def object_changes(base: dict[str, Any], head: dict[str, Any], selection: Selection = EVERYTHING,
+                   rollouts: Rollouts | None = None) -> list[dict[str, Any]]:
     """Added / removed / changed objects of the selected clusters (and models), each identical change
-    once with the clusters it is made in: {change: + - ~, object, clusters, lines}."""
+    once with the clusters it is made in: {change: + - ~, object, clusters, lines}; a changed one
+    also says which of its fields make Pulumi replace it (`replaced_by`, replace.py) and, when it
+    rolls its pods, what that takes per the head's plan (`rollout`, else None)."""
     grouped: dict[tuple[str, str, tuple[str, ...]], list[str]] = defaultdict(list)
+    manifests: dict[tuple[str, str, tuple[str, ...]], dict[str, Any]] = {}
     for cluster in sorted(c for c in set(base) | set(head) if selection.cluster(c)):
         old, new = base.get(cluster, {}), head.get(cluster, {})
         for key in sorted(set(old) | set(new)):
@@ -218,19 +241,69 @@ def object_changes(base: dict[str, Any], head: dict[str, Any], selection: Select
                 lines = _generic(changes(old[key], new[key]), cluster)
                 if lines:
                     grouped[("~", _title(key, new[key]), lines)].append(cluster)
-    return [{"change": mark, "object": title, "clusters": names, "lines": list(lines)}
-            for (mark, title, lines), names in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+                    manifests[("~", _title(key, new[key]), lines)] = new[key]
+    found = []
+    for (mark, title, lines), names in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        change: dict[str, Any] = {"change": mark, "object": title, "clusters": names, "lines": list(lines)}
+        if mark == "~":
+            manifest = manifests[(mark, title, lines)]
+            change["replaced_by"] = replace.forcing(manifest, lines)
+            change["rollout"] = rollout(manifest, names, rollouts or {}) if replace.rolls(manifest, lines) else None
+        found.append(change)
+    return found
 
 
-def objects_section(base: dict[str, Any], head: dict[str, Any], selection: Selection = EVERYTHING) -> list[str]:
-    """Added / removed / changed objects; identical changes across clusters printed once."""
-    found = object_changes(base, head, selection)
+def consequence(change: dict[str, Any]) -> str | None:
+    """What `pulumi up` does beyond patching a changed object: replace it, or roll its pods."""
+    if change.get("replaced_by"):
+        return (f"=> replaced, not updated (pulumi-kubernetes will not patch {', '.join(change['replaced_by'])}): "
+                "deleted and created again in each cluster")
+    r = change.get("rollout")
+    if r is None:
+        return None
+    each = "" if r["replicas"] is None else f"{r['replicas']:,} replicas"
+    took = (f", {duration(r['seconds'])} per the plan ({r['surge']:,} a wave, at peak replicas)"
+            if r["seconds"] is not None else ", a time the plan does not size")
+    return f"=> rolling update: {each or 'its pods'} over {r['clusters']} cluster{'s' if r['clusters'] > 1 else ''}{took}"
+
+
+def rollout_summary(found: list[dict[str, Any]]) -> str | None:
+    """One line over the changes: how many replicas roll, the longest rollout, what is replaced."""
+    rolled = [c for c in found if c.get("rollout")]
+    replaced = [c for c in found if c.get("replaced_by")]
+    if not rolled and not replaced:
+        return None
+    timed = [c for c in rolled if c["rollout"]["seconds"] is not None]
+    parts = []
+    if rolled:
+        replicas = sum(c["rollout"]["replicas"] or 0 for c in rolled)
+        parts.append(f"{len(rolled)} workload{'s' if len(rolled) > 1 else ''} roll{'' if len(rolled) > 1 else 's'} "
+                     f"{'their' if len(rolled) > 1 else 'its'} pods" + (f", {replicas:,} replicas counted" if replicas else ""))
+    if timed:
+        longest = max(timed, key=lambda c: c["rollout"]["seconds"])
+        parts.append(f"the longest {duration(longest['rollout']['seconds'])} ({longest['object']})")
+    if replaced:
+        count = sum(len(c["clusters"]) for c in replaced)
+        parts.append(f"{count} object{'s' if count > 1 else ''} replaced "
+                     "(" + ", ".join(c["object"] for c in replaced[:3]) + (", ..." if len(replaced) > 3 else "") + ")")
+    return "rollout: " + "; ".join(parts)
+
+
+def objects_section(base: dict[str, Any], head: dict[str, Any], selection: Selection = EVERYTHING,
+                    rollouts: Rollouts | None = None) -> list[str]:
+    """Added / removed / changed objects; identical changes across clusters printed once, each with
+    what it does beyond a patch (a rollout, a replacement) and a line over them all."""
+    found = object_changes(base, head, selection, rollouts)
     total = len([c for c in set(base) | set(head) if selection.cluster(c)])
     counts = {mark: sum(len(c["clusters"]) for c in found if c["change"] == mark) for mark in "+-~"}
     out = [f"objects: {counts['+']} added, {counts['-']} removed, {counts['~']} changed (over {total} clusters)"]
+    summary = rollout_summary(found)
+    out += [summary] if summary else []
     for c in found:
         out.append(f"  {c['change']} {c['object']}  [{_clusters(c['clusters'], total)}]")
         out += [f"      {line}" for line in c["lines"]]
+        then = consequence(c)
+        out += [f"      {then}"] if then else []
     return out
 
 
@@ -273,16 +346,22 @@ def _delta(old: float | None, new: float | None, fmt: Callable[[float], str] = _
 PLAN_FIGURES: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("capacity_tpm", f"capacity {RATE_UNIT}", si), ("forecast_tpm", f"forecast {RATE_UNIT}", si),
     ("replicas", "peak replicas", _count), ("floor", "floor replicas", _count),
-    ("gpus", "GPUs", _count), ("nodes", "nodes", _count))
+    ("gpus", "GPUs", _count), ("nodes", "nodes", _count), ("cost_usd", "cost by the plan", usd))
 NIGHT_FIGURES: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("unmet_pct", "unmet tokens", _pct), ("gpu_hours", "GPU-hours", _count),
-    ("oracle_gpu_hours", "oracle GPU-hours", _count), ("demand_tokens", "demand tokens", si))
+    ("oracle_gpu_hours", "oracle GPU-hours", _count), ("policy_oracle_gpu_hours", "policy oracle GPU-hours", _count),
+    ("cost_usd", "cost", usd), ("demand_tokens", "demand tokens", si))
 
 
 def _pairs(old: dict[str, Any], new: dict[str, Any], figures: tuple, per_line: int) -> list[str]:
     """`label: old -> new (+d)` for each figure, `per_line` to a line, joined by '; '."""
     cells = [f"{label}: {_delta(old.get(key), new.get(key), fmt)}" for key, label, fmt in figures]
     return ["; ".join(cells[i:i + per_line]) for i in range(0, len(cells), per_line)]
+
+
+def night_cost(night: dict[str, Any] | None) -> float | None:
+    """The simulated night's cost over its workloads; None without a side or a price."""
+    return cost.total(r.get("cost_usd") for r in night.values()) if night else None
 
 
 def summary_section(base_plan: dict[str, Any] | None, head_plan: dict[str, Any],
@@ -313,6 +392,8 @@ def summary_section(base_plan: dict[str, Any] | None, head_plan: dict[str, Any],
     if unchanged:
         out.append(f"  unchanged: {', '.join(unchanged)}")
     out.append(f"  node pool GPU limits: {_delta(base_plan['gpu_limit'] if base_plan else None, head_plan['gpu_limit'])}")
+    out.append(f"  the night's cost: by the plan {_delta(base_plan.get('cost_usd') if base_plan else None, head_plan.get('cost_usd'), usd)}; "
+               f"simulated {_delta(night_cost(base_night), night_cost(head_night), usd)}")
     short_old, short_new = set(base_plan["short"]) if base_plan else set(), set(head_plan["short"])
     if short_old != short_new:
         out.append(f"  short models: {sorted(short_old) or 'none'} -> {sorted(short_new) or 'none'}")
@@ -334,7 +415,8 @@ def report(stack: str, ref: str, selection: Selection = EVERYTHING) -> str:
     lines = [header, ""]
     lines += summary_section(base["plan"] if base else None, head["plan"], base["simulation"] if base else None,
                              head["simulation"], selection)
-    lines += ["", *objects_section(base["objects"] if base else {}, head["objects"], selection)]
+    lines += ["", *objects_section(base["objects"] if base else {}, head["objects"], selection,
+                                   head["plan"]["rollouts"])]
     cloud = cloud_section(base.get("cloud", {}) if base else {}, head.get("cloud", {}), selection)
     lines += ["", *cloud] if cloud else []
     return "\n".join(lines)
@@ -351,7 +433,10 @@ def document(stack: str, ref: str, selection: Selection = EVERYTHING) -> dict[st
             "models": {n: {"base": old_plan["models"].get(n), "head": head["plan"]["models"].get(n),
                            "night_base": old_night.get(n), "night_head": new_night.get(n)} for n in names},
             "gpu_limit": {"base": old_plan["gpu_limit"], "head": head["plan"]["gpu_limit"]},
+            "cost_usd": {"base": old_plan.get("cost_usd"), "head": head["plan"]["cost_usd"],
+                         "night_base": night_cost(old_night), "night_head": night_cost(new_night)},
             "short": {"base": old_plan["short"], "head": head["plan"]["short"]},
-            "objects": object_changes(base["objects"] if base else {}, head["objects"], selection),
+            "objects": object_changes(base["objects"] if base else {}, head["objects"], selection,
+                                      head["plan"]["rollouts"]),
             "cloud": object_changes(_cloud_manifests(base.get("cloud", {}) if base else {}),
                                     _cloud_manifests(head.get("cloud", {})), selection)}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from peaknight.builders import event
+from peaknight.plan import cost
 from peaknight.sim import simulator
 from peaknight.spec import config
 
@@ -20,12 +21,15 @@ def snapshot(stack: Path) -> dict[str, Any]:
     spec = config.load_stack(str(stack)).spec
     objects = event.build(spec)
     models: dict[str, dict[str, Any]] = {}
+    costs = cost.PlanCost(spec, objects.plan)
     for cluster in objects.plan.clusters:
         for m in cluster.models:
             # Per workload (a disaggregated model's prefill and decode groups each), as `plan` and
             # `simulate` report them.
             row = models.setdefault(m.name, {"replicas": 0, "floor": 0, "gpus": 0, "nodes": 0, "capacity_tpm": 0.0,
-                                             "forecast_tpm": 0.0, "moments": {}})
+                                             "forecast_tpm": 0.0, "cost_usd": 0.0, "moments": {}})
+            part = costs.of(m)
+            row["cost_usd"] = None if part is None or row["cost_usd"] is None else row["cost_usd"] + part
             for key, fig in (("replicas", m.replicas), ("floor", m.floor_replicas), ("gpus", m.gpus), ("nodes", m.nodes)):
                 row[key] += int(fig.value)
             row["capacity_tpm"] += m.capacity_tps.value * 60
@@ -38,9 +42,16 @@ def snapshot(stack: Path) -> dict[str, Any]:
                                            "properties": r.properties} for u in c.units for r in u.cloud}
                   for c in objects.clusters},
         "plan": {"models": models, "short": [f"{p.cluster}/{p.name}" for p in objects.plan.short],
-                 "gpu_limit": sum(int(p.gpu_limit.value) for c in objects.plan.clusters for p in c.pools)},
+                 "gpu_limit": sum(int(p.gpu_limit.value) for c in objects.plan.clusters for p in c.pools),
+                 "cost_usd": costs.night(),
+                 # What a rolling update of each workload takes in each cluster, per the plan (at peak).
+                 "rollouts": {c.name: {m.name: {"replicas": int(m.replicas.value), "surge": int(m.surge.value),
+                                                "rollout_s": m.rollout.value} for m in c.models}
+                              for c in objects.plan.clusters}},
         "simulation": {r.model: {"demand_tokens": r.demand_tokens, "unmet_pct": r.unmet_pct,
                                  "unmet_tokens": r.unmet_tokens, "gpu_hours": r.gpu_hours,
-                                 "oracle_gpu_hours": r.oracle_gpu_hours}
+                                 "oracle_gpu_hours": r.oracle_gpu_hours,
+                                 "policy_oracle_gpu_hours": r.policy_oracle_gpu_hours, "cost_usd": r.cost_usd,
+                                 "oracle_cost_usd": r.oracle_cost_usd, "policy_oracle_cost_usd": r.policy_oracle_cost_usd}
                        for r in simulator.simulate(spec, objects)},
     }

@@ -12,6 +12,7 @@ are up.
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,23 @@ def mark_moments(ax: Any, spec: StackSpec) -> None:
                     textcoords="offset points", fontsize=8)
 
 
-def _draw_faults(ax: Any, spec: StackSpec, result: ModelResult, faults: Faults, start: dt.datetime) -> None:
-    """Each injected fault where it happens, clipped to the plot."""
+TITLE_WIDTH = 120   # characters a line of the title holds on the narrower (planning) figure
+
+
+def title(spec: StackSpec, labels: tuple[str, ...] | list[str] = ()) -> str:
+    """The event's name, local date and window, never a generic "night" (a morning event is none)."""
+    window = spec.event.window
+    end = f"{window.end:%H:%M}" if window.end.date() == window.start.date() else f"{window.end:%Y-%m-%d %H:%M}"
+    text = (f"{spec.event.name}, {window.start:%Y-%m-%d %H:%M} to {end} {spec.event.time_zone}: "
+            "replayed through the rendered autoscalers")
+    # The injected faults below it, wrapped: a title never runs off the page.
+    return "\n".join([text, *textwrap.wrap("; ".join(labels), TITLE_WIDTH)])
+
+
+def draw_faults(ax: Any, spec: StackSpec, result: ModelResult, faults: Faults, start: dt.datetime,
+                named: bool = True) -> None:
+    """Each injected fault where it happens, clipped to the plot; a lost zone is named beside its
+    line, or (`named` False: the war room, where text has its own places) in the legend."""
     first, last = result.trace.times[0], result.trace.times[-1]
 
     def at(t: float) -> dt.datetime:
@@ -52,9 +68,11 @@ def _draw_faults(ax: Any, spec: StackSpec, result: ModelResult, faults: Faults, 
         ax.axvspan(at(faults.surge[0]), at(faults.surge[0] + faults.surge[2] * 60 + 2 * SURGE_RAMP), color="tab:orange",
                    alpha=0.2, lw=0, label=f"unforecast surge ({faults.surge[1]:g} of peak)")
     if faults.lose_zone:
-        ax.axvline(at(faults.lose_at), color="black", lw=1.5, ls=":")
-        ax.annotate(f"zone {faults.lose_zone} lost", (at(faults.lose_at), 0.5), xycoords=("data", "axes fraction"),
-                    xytext=(3, 0), textcoords="offset points", fontsize=8, rotation=90)
+        ax.axvline(at(faults.lose_at), color="black", lw=1.5, ls=":",
+                   label=None if named else f"zone {faults.lose_zone} lost")
+        if named:
+            ax.annotate(f"zone {faults.lose_zone} lost", (at(faults.lose_at), 0.5), xycoords=("data", "axes fraction"),
+                        xytext=(3, 0), textcoords="offset points", fontsize=8, rotation=90)
     if faults.prometheus_empty_until is not None:
         ax.axvspan(at(first), at(faults.prometheus_empty_until), color="tab:gray", alpha=0.15, lw=0,
                    label="Prometheus empty")
@@ -98,7 +116,7 @@ def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan, faul
         right.set_ylabel("replicas")
         right.set_ylim(bottom=0)
         mark_moments(ax, spec)
-        _draw_faults(ax, spec, result, faults, start)
+        draw_faults(ax, spec, result, faults, start)
         ladder = (f"; shortened {result.share(result.shortened_tokens):.3f}%, by fallback "
                   f"{result.share(result.fallback_tokens):.3f}%, shed 429 {result.share(result.shed_tokens):.3f}%"
                   if any(m.name == result.model and m.ladder for m in spec.models) else "")
@@ -110,17 +128,23 @@ def figure(spec: StackSpec, results: list[ModelResult], plan: CapacityPlan, faul
         ax.grid(alpha=0.3)
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     axes[-1, 0].set_xlabel(f"local time ({spec.event.time_zone})")
-    fig.suptitle(f"{spec.event.name}: simulated night" + (" (" + "; ".join(labels) + ")" if labels else ""),
-                 fontsize=12)
+    fig.suptitle(title(spec, labels), fontsize=12)
     fig.text(0.01, 0.002, f"{capacity_meaning(plan.survives_zone_loss)}; {READY_MEANING}", fontsize=8)
     fig.tight_layout(rect=(0, 0.015, 1, 1))
     return fig
 
 
+# `simulate --plot-style`: the planning chart (portrait, replicas on a second axis) or the war
+# room's landscape screen (peaknight/sim/war_room.py).
+STYLES = ("planning", "war-room")
+
+
 def write(spec: StackSpec, results: list[ModelResult], path: Path, plan: CapacityPlan, faults: Faults = NO_FAULTS,
-          labels: tuple[str, ...] | list[str] = ()) -> None:
+          labels: tuple[str, ...] | list[str] = (), style: str = "planning") -> None:
     import matplotlib.pyplot as plt
 
-    fig = figure(spec, results, plan, faults, labels)
+    from peaknight.sim import war_room
+
+    fig = (war_room.figure if style == "war-room" else figure)(spec, results, plan, faults, labels)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -58,8 +58,8 @@ from typing import Any, Optional
 
 from peaknight.builders import autoscaling
 from peaknight.spec import forecast
-from peaknight.plan import admission, startup
-from peaknight.plan.capacity import ModelPlan, zone_split
+from peaknight.plan import admission, cost, startup
+from peaknight.plan.capacity import ModelPlan, replicas_for, zone_split
 from peaknight.spec import profiles
 from peaknight.builders.event import EventObjects, build
 from peaknight.spec.stack import Model, StackSpec
@@ -372,6 +372,8 @@ class Trace:
     unmet_minutes: set[int] = field(default_factory=set)
     gpu_seconds: float = 0.0
     oracle_gpu_seconds: float = 0.0
+    # The oracle under the plan's own policy: headroom and zone N+1, still ready exactly when needed.
+    policy_oracle_gpu_seconds: float = 0.0
     forecast_tokens: float = 0.0      # the demand the forecast holds (all of it without a surge)
     unserved_forecast_tokens: float = 0.0   # its share of the unmet and shed tokens: what the SLO judges
     shortened_tokens: float = 0.0     # not generated: answers capped by ladder step 1
@@ -440,6 +442,7 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
     end = (window.end - window.start).total_seconds()
     start = min([0.0] + [c.start for c in cfg.crons]) - 60
     tps, gpr, util = plan.replica_tps.value, plan.gpus_per_replica, spec.policy.target_utilisation
+    zones = len(next(c.zones for c in spec.clusters if c.name == plan.cluster))
     pods = _Pods(cfg.min_replicas, startup.ready_seconds(spec.policy, model, True).value,
                  startup.ready_seconds(spec.policy, model, False).value,
                  lambda t: faults.blocked_until(model.pool, t))
@@ -529,6 +532,7 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
                     trace.unmet_minutes.add(int(t // 60))
             trace.gpu_seconds += pods.count * gpr * step
             trace.oracle_gpu_seconds += math.ceil(demand / (tps * util) - 1e-9) * gpr * step
+            trace.policy_oracle_gpu_seconds += replicas_for(demand, tps, spec, zones, model.name).value * gpr * step
         t += step
     return trace
 
@@ -544,6 +548,11 @@ class ModelResult:
     unmet_minutes: set[int] = field(default_factory=set)
     gpu_hours: float = 0.0
     oracle_gpu_hours: float = 0.0
+    policy_oracle_gpu_hours: float = 0.0
+    # USD at each cluster's GPU-hour price (plan/cost.py); None where a cluster's pool has no price.
+    cost_usd: Optional[float] = 0.0
+    oracle_cost_usd: Optional[float] = 0.0
+    policy_oracle_cost_usd: Optional[float] = 0.0
     shortened_tokens: float = 0.0
     fallback_tokens: float = 0.0
     shed_tokens: float = 0.0
@@ -574,8 +583,23 @@ class ModelResult:
     def oracle_ratio(self) -> float:
         return self.gpu_hours / self.oracle_gpu_hours if self.oracle_gpu_hours else math.inf
 
-    def add(self, trace: Trace, copies: int) -> None:
+    @property
+    def policy_ratio(self) -> float:
+        """GPU-hours over the policy oracle's: the waste the kit's own scaling can act on (the raw
+        oracle's ratio also counts what headroom and zone N+1 cost on purpose)."""
+        return self.gpu_hours / self.policy_oracle_gpu_hours if self.policy_oracle_gpu_hours else math.inf
+
+    def add(self, trace: Trace, copies: int, prices: tuple[Optional[float], ...]) -> None:
+        """`trace` replayed in `copies` clusters, at `prices` (USD per GPU-hour, one per cluster)."""
         self.clusters += copies
+        price = None if any(p is None for p in prices) else sum(p for p in prices if p is not None)
+        if (self.cost_usd is not None and self.oracle_cost_usd is not None and self.policy_oracle_cost_usd is not None
+                and price is not None):
+            self.cost_usd += trace.gpu_seconds * price / 3600
+            self.oracle_cost_usd += trace.oracle_gpu_seconds * price / 3600
+            self.policy_oracle_cost_usd += trace.policy_oracle_gpu_seconds * price / 3600
+        else:
+            self.cost_usd = self.oracle_cost_usd = self.policy_oracle_cost_usd = None
         self.demand_tokens += trace.demand_tokens * copies
         self.unmet_tokens += trace.unmet_tokens * copies
         self.shortened_tokens += trace.shortened_tokens * copies
@@ -586,6 +610,7 @@ class ModelResult:
         self.unmet_minutes |= trace.unmet_minutes
         self.gpu_hours += trace.gpu_seconds * copies / 3600
         self.oracle_gpu_hours += trace.oracle_gpu_seconds * copies / 3600
+        self.policy_oracle_gpu_hours += trace.policy_oracle_gpu_seconds * copies / 3600
         total = self.trace
         if not total.times:
             total.times = list(trace.times)
@@ -606,7 +631,8 @@ def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: floa
     models = {m.name: m for m in spec.models}
     order = sorted(models, key=lambda n: 0 if any(m.ladder and m.ladder.fallback == n for m in spec.models) else 1)
     replays: dict[str, Trace] = {}
-    groups: dict[str, tuple[str, int]] = {}   # replay key -> (workload, clusters replaying it)
+    # replay key -> (workload, clusters replaying it, their USD per GPU-hour)
+    groups: dict[str, tuple[str, int, tuple[Optional[float], ...]]] = {}
     for cluster in objects.clusters:
         zones = cluster.cluster.zones
         zone = (zones.index(faults.lose_zone), len(zones)) if faults.lose_zone in zones else None
@@ -618,16 +644,17 @@ def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: floa
             for obj in scalers[name].objects:  # one per workload: a disaggregated model's prefill and decode groups
                 plan = objects.plan.cluster(cluster.cluster.name).model(obj.name)
                 key = json.dumps([obj.name, obj.manifest, plan.replica_tps.value, plan.demand_tps.value,
-                                  plan.gpus_per_replica, zone, fallback], sort_keys=True)
+                                  plan.gpus_per_replica, zone, len(zones), fallback], sort_keys=True)
                 keys[name] = key
                 if key not in replays:
                     replays[key] = replay(spec, models[name], plan, obj.manifest, step, faults, zone,
                                           replays[fallback] if fallback else None)
-                copies = groups.get(key, (obj.name, 0))[1]
-                groups[key] = (obj.name, copies + 1)
+                _, copies, prices = groups.get(key, (obj.name, 0, ()))
+                price = cost.gpu_hour_price(spec, plan.pool, cluster.cluster.region)
+                groups[key] = (obj.name, copies + 1, (*prices, price))
     # Results per workload: each phase of a disaggregated model serves the model's whole demand
     # with its own groups, and is short where it is short.
-    results = {name: ModelResult(name) for name in dict.fromkeys(name for name, _ in groups.values())}
-    for key, (name, copies) in groups.items():
-        results[name].add(replays[key], copies)
+    results = {name: ModelResult(name) for name in dict.fromkeys(name for name, _, _ in groups.values())}
+    for key, (name, copies, prices) in groups.items():
+        results[name].add(replays[key], copies, prices)
     return list(results.values())

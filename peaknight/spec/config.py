@@ -512,6 +512,10 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
             # The night's capacity serves viewers only: synthetic load would take it from them.
             yield P("loadReplay", "no load replay in a broadcast stack (rehearsal stages only)", "loadReplay")
 
+    for name in spec.prices:
+        if name not in table.instance_types:
+            yield P(f"prices.{name}", "an instance type from the profile catalog (" + ", ".join(table.instance_types)
+                    + ")", "an unknown instance type", _suggest(name, table.instance_types))
     yield from _duplicates(spec.gpu_pools, "gpuPools", source)
     for i, pool in enumerate(spec.gpu_pools):
         for j, gpu in enumerate(pool.gpus):

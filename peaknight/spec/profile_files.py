@@ -110,7 +110,7 @@ def entry_problems(source: str, section: str, path: str, entry: Any) -> list[Pro
     cls = _KINDS[section]
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != _FROM_KEY.get(section)}
     problems = [Problem(source, f"{path}.{n}", "this required key") for n, f in fields.items()
-                if n not in entry and f.default is dataclasses.MISSING]
+                if n not in entry and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     problems += [Problem(source, f"{path}.{n}", "a known key (" + ", ".join(fields) + ")", "an unknown key")
                  for n in entry if n not in fields]
     if problems:

@@ -6,7 +6,7 @@ table, so a number changed in the data file changes every consumer together.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -36,6 +36,10 @@ class InstanceType:
     regions: tuple[str, ...]          # where its source shows it on sale
     interconnect: Interconnect | None = None
     source: str = ""
+    # On-demand USD per instance-hour per region, and where each figure comes from (or "est." and
+    # its derivation): what the night costs (plan/cost.py). A region without one has no cost.
+    prices: Mapping[str, float] = field(default_factory=dict)
+    price_source: str = ""
 
     def sold_in(self, region: str) -> bool:
         return region in self.regions
@@ -400,7 +404,8 @@ def load() -> Profiles:
         gpus={name: row["memory_gib"] for name, row in raw["gpus"].items()},
         instance_types={name: InstanceType(name, row["gpu"], row["gpus"], row["cloud"], tuple(row["regions"]),
                                            Interconnect(**row["interconnect"]) if "interconnect" in row else None,
-                                           row.get("source", ""))
+                                           row.get("source", ""), dict(row.get("prices") or {}),
+                                           row.get("price_source", ""))
                         for name, row in raw["instance_types"].items()},
         model_classes={name: ModelClass(name=name, **{**row, "architecture": Architecture(**row["architecture"])})
                        for name, row in raw["model_classes"].items()},

@@ -41,6 +41,9 @@ EgressGbps = Annotated[float, Field(gt=0, le=400)]
 # An edge or shield pod's cache volume: at most 4 TiB, what a node's local disk holds (nginx's
 # max_size is rendered from it in MB).
 CacheGib = Annotated[int, Field(gt=0, le=4096)]
+# USD per instance-hour: above 0 (a free node would hide the cost of a change) and at most 10,000
+# (100x the dearest GPU instance on sale), so a night's cost stays a finite, printable figure.
+InstancePrice = Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)]
 
 
 class Stage(str, Enum):
@@ -458,6 +461,9 @@ class StackSpec:
                                      "releases; required with renderDirectory")
     load_replay: Optional[LoadReplay] = Field(default=None, description="rehearsal only: replay the night's "
                                               "demand curve against each model (inference-perf)")
+    prices: dict[formats.Subdomain, dict[formats.LabelValue, InstancePrice]] = Field(
+        default_factory=dict, description="instance type -> region -> on-demand USD per instance-hour, above the "
+        "profile catalog's prices (your contract's)")
     profiles: Optional[formats.FilePath] = Field(default=None, description="the stack's own profiles file (model "
                                                  "classes, GPUs, instance types, throughput rows), relative to the "
                                                  "stack file; read above the shipped profiles.yaml")
