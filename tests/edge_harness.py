@@ -149,10 +149,11 @@ class _OriginServer(ThreadingHTTPServer):
 
 class Origin:
     """An HTTP origin for the stream. `fault` makes it fail as a bad night would: dead (closes every
-    connection unanswered), hung (never answers), slow (answers after 3 s) or 500 (answers 500)."""
+    connection unanswered), hung (never answers), slow (answers after `slow_seconds`, 3 s unless
+    set) or 500 (answers 500)."""
 
     def __init__(self, stream: Stream, tls: ssl.SSLContext | None = None):
-        self.stream, self.fault = stream, ""
+        self.stream, self.fault, self.slow_seconds = stream, "", 3.0
         self.requests: Counter[str] = Counter()
         self.bytes = 0
         self.queries: list[str] = []
@@ -192,7 +193,7 @@ class Origin:
                     self.close_connection = True
                     return
                 if fault == "slow":
-                    time.sleep(3)
+                    time.sleep(origin.slow_seconds)
                 url = urlsplit(self.path)
                 with origin._lock:
                     origin.requests[url.path] += 1

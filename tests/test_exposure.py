@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import nights
-from peaknight.builders import event, network
+from peaknight.builders import cluster_base, event, network
 from peaknight.builders.objects import edge_namespace, inference_namespace, monitoring_namespace
 from peaknight.edges import live, logs as edge_logs
 from peaknight.engines import base as engines
@@ -103,9 +103,31 @@ def test_every_kit_namespace_denies_by_default_and_resolves_names_only_through_k
 def _callers(spec) -> tuple[str, Pod, Pod]:
     """The inference namespace, the Gateway's Envoy pod and Prometheus."""
     ns = inference_namespace(spec)
-    envoy = Pod("envoy-gateway-system", {network.OWNING_GATEWAY: f"{spec.event.name}-gateway",
-                                         network.OWNING_GATEWAY_NAMESPACE: ns})
-    return ns, envoy, Pod("monitoring", network.PROMETHEUS_POD)
+    return ns, _envoy(spec, "envoy-gateway-system"), Pod("monitoring", network.PROMETHEUS_POD)
+
+
+def _envoy(spec, namespace: str) -> Pod:
+    """A pod wearing Envoy Gateway's labels for the event's Gateway, in `namespace`."""
+    return Pod(namespace, {cluster_base.OWNING_GATEWAY_NAME: f"{spec.event.name}-gateway",
+                           cluster_base.OWNING_GATEWAY_NAMESPACE: inference_namespace(spec)})
+
+
+def test_a_pod_wearing_the_gateways_labels_elsewhere_reaches_nothing_behind_it(broadcast):
+    """Labels are the pod author's to choose; the namespace label is the API server's. A pod in any
+    namespace but Envoy Gateway's that copies the proxies' labels reaches no server, router or
+    endpoint picker (which would skip the SecurityPolicy's authentication)."""
+    spec, manifests = broadcast
+    policies = _of(manifests, "NetworkPolicy")
+    ns = inference_namespace(spec)
+    targets = [(Pod(ns, _pod_labels(manifests, "Deployment", "greetings")), engines.PORT),
+               (Pod(ns, _pod_labels(manifests, "Deployment", "chat-router")), engines.PORT),
+               (Pod(ns, _pod_labels(manifests, "Deployment", "greetings-epp")), 9002)]
+    for target, port in targets:
+        assert allowed(policies, _envoy(spec, "envoy-gateway-system"), target, port)
+        for namespace in (ns, "default", "tenant-a", edge_namespace(spec)):
+            assert not allowed(policies, _envoy(spec, namespace), target, port), (namespace, target)
+    peers = [peer for p in policies for rule in p["spec"].get("ingress", []) for peer in rule.get("from", [])]
+    assert all(peer.get("namespaceSelector") != {} for peer in peers), "no peer admits every namespace"
 
 
 def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
@@ -145,8 +167,24 @@ def test_a_disaggregated_model_is_reached_through_its_router_and_sends_its_kv_ca
     # KV bootstrap (8998) and the transfer side channels (ports the engine picks), both ways.
     assert allowed(policies, decode, prefill, 8998) and allowed(policies, prefill, decode, 41234)
     assert not allowed(policies, router, Pod(ns, _pod_labels(manifests, "Deployment", "greetings")), engines.PORT)
-    # Service discovery: the router watches pods through the API server.
+    # Service discovery: the router watches pods through the API server (no addresses given: its ports).
     assert allowed(policies, router, Pod("default", ip="10.100.0.1"), 443)
+
+
+def test_with_the_api_servers_addresses_the_pickers_and_routers_reach_it_alone(tmp_path):
+    path = write_variant(tmp_path, _set(["peaknight:clusters", 0, "apiServerCidrs"], ["10.100.0.1/32", "10.0.8.0/24"]))
+    spec = config.load_stack(str(path)).spec
+    manifests = [o.manifest for u in event.build(spec).clusters[0].units for o in u.objects]
+    policies = _of(manifests, "NetworkPolicy")
+    for name in ("chat-router", "greetings-epp"):
+        pod = Pod(inference_namespace(spec), _pod_labels(manifests, "Deployment", name))
+        assert allowed(policies, pod, Pod("default", ip="10.100.0.1"), 443)
+        assert allowed(policies, pod, Pod("default", ip="10.0.8.77"), 6443)
+        assert not allowed(policies, pod, Pod("elsewhere", ip="203.0.113.5"), 443), name
+        assert not allowed(policies, pod, Pod("elsewhere", ip="169.254.169.254"), 443), name
+    assert not [p for p in config.placeholders(spec, str(path)) if p.path.endswith("clusters[0].apiServerCidrs")]
+    assert [p.path for p in config.placeholders(spec, str(path)) if "apiServerCidrs" in p.path][0] == \
+        "peaknight:clusters[1].apiServerCidrs"
 
 
 def test_viewers_reach_the_edge_the_edge_its_shields_and_only_shields_the_origins(broadcast):
@@ -219,22 +257,59 @@ def test_every_route_requires_an_api_key_by_default(broadcast):
 
 
 def test_jwt_auth_checks_tokens_against_the_issuer(tmp_path):
-    auth = {"type": "jwt", "jwksUri": "https://id.example.com/jwks.json", "issuer": "https://id.example.com"}
+    auth = {"type": "jwt", "jwksUri": "https://id.example.com/jwks.json", "issuer": "https://id.example.com",
+            "audiences": ["gala-assistant"]}
     spec = config.load_stack(str(write_variant(tmp_path, _set(["peaknight:models", 1, "auth"], auth)))).spec
     manifests = [o.manifest for u in event.build(spec).clusters[0].units for o in u.objects]
     policy = next(p for p in _of(manifests, "SecurityPolicy") if p["metadata"]["name"] == "greetings")
     assert policy["spec"]["jwt"] == {"providers": [{"name": "greetings", "issuer": "https://id.example.com",
+                                                    "audiences": ["gala-assistant"],
                                                     "remoteJWKS": {"uri": "https://id.example.com/jwks.json"}}]}
 
 
 @pytest.mark.parametrize("auth,line", [
     ({"type": "none"}, "models[0].auth.type: expected apiKey or jwt in a broadcast stack (its routes are public); "
                        "found 'none'"),
-    ({"type": "jwt"}, "models[0].auth.jwksUri: expected the issuer's JWKS URL for auth type jwt; found nothing"),
+    ({"type": "jwt", "jwksUri": "http://id.example.com/jwks.json", "issuer": "https://id.example.com",
+      "audiences": ["a"]},
+     "models[0].auth.jwksUri: expected an https URL (a key set fetched over http can be swapped on the way); "
+     "found 'http://id.example.com/jwks.json'"),
+    ({"type": "jwt", "jwksUri": "https://169.254.169.254/latest/meta-data", "issuer": "https://id.example.com",
+      "audiences": ["a"]},
+     "models[0].auth.jwksUri: expected an https URL of a public key server, not a link-local, loopback or metadata "
+     "address; found 'https://169.254.169.254/latest/meta-data'"),
+    ({"type": "jwt", "jwksUri": "https://[fd00:ec2::254]/keys", "issuer": "https://id.example.com",
+      "audiences": ["a"]},
+     "models[0].auth.jwksUri: expected an https URL of a public key server, not a link-local, loopback or metadata "
+     "address; found 'https://[fd00:ec2::254]/keys'"),
+    ({"type": "apiKey", "audiences": ["a"]},
+     "models[0].auth.type: expected jwt where jwksUri, issuer or audiences is set; found 'apiKey'"),
 ])
 def test_auth_that_would_leave_a_route_open_is_refused(auth, line, tmp_path, capsys):
     path = write_variant(tmp_path, _set(["peaknight:models", 0, "auth"], auth))
     assert run_render(path, tmp_path, capsys) == (2, [f"{path}: peaknight:{line}"])
+
+
+def test_jwt_needs_its_key_set_issuer_and_audience_all_named_at_once(tmp_path, capsys):
+    """Without issuer and audience any token the key set verifies passes, whoever it was minted for."""
+    path = write_variant(tmp_path, _set(["peaknight:models", 0, "auth"], {"type": "jwt"}))
+    assert run_render(path, tmp_path, capsys) == (2, [
+        f"{path}: peaknight:models[0].auth.jwksUri: expected the issuer's JWKS URL (https) for auth type jwt; "
+        "found nothing",
+        f"{path}: peaknight:models[0].auth.issuer: expected the iss claim tokens must carry, for auth type jwt; "
+        "found nothing",
+        f"{path}: peaknight:models[0].auth.audiences: expected the aud claims accepted (one at least), for auth "
+        "type jwt; found nothing"])
+
+
+def test_the_gateway_serves_https_only_with_the_operators_certificate(broadcast):
+    spec, manifests = broadcast
+    [gateway] = _of(manifests, "Gateway")
+    assert gateway["spec"]["listeners"] == [{
+        "name": "https", "protocol": "HTTPS", "port": 443,
+        "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": f"{spec.event.name}-gateway-tls"}]},
+        "allowedRoutes": {"namespaces": {"from": "Same"}}}]
+    assert gateway["metadata"]["namespace"] == inference_namespace(spec)   # the Secret's namespace too
 
 
 def test_every_pod_has_its_own_tokenless_account_and_a_read_only_root(broadcast):

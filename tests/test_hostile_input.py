@@ -132,6 +132,28 @@ CASES = {
     "weights revision with a trailing newline": (_set(["peaknight:models", 0, "weightsRevision"], "0" * 40 + "\n"),
                                                  "models[0].weightsRevision", "a commit: 40 lower-case hex digits; "
                                                  f"found '{'0' * 40}\\n'"),
+    # The public gateway (issue 29 part B): a key set over http, or from the metadata service.
+    "JWKS over http": (_set(["peaknight:models", 0, "auth"], {"type": "jwt", "jwksUri": "http://id.example.com/k",
+                                                                "issuer": "https://id.example.com", "audiences": ["a"]}),
+                       "models[0].auth.jwksUri", "an https URL (a key set fetched over http can be swapped on the "
+                       "way); found 'http://id.example.com/k'"),
+    "JWKS from the metadata address": (
+        _set(["peaknight:models", 0, "auth"], {"type": "jwt", "jwksUri": "http://169.254.169.254/latest/meta-data",
+                                               "issuer": "https://id.example.com", "audiences": ["a"]}),
+        "models[0].auth.jwksUri", "an https URL (a key set fetched over http can be swapped on the way); found "
+        "'http://169.254.169.254/latest/meta-data'"),
+    "JWT audience with a space": (_set(["peaknight:models", 0, "auth"], {"type": "jwt", "jwksUri": "https://id.x/k",
+                                                                         "issuer": "https://id.x", "audiences": ["a b"]}),
+                                  "models[0].auth.audiences[0]", "an audience: 1-253 printable ASCII characters, no "
+                                  "spaces or quotes; found 'a b'"),
+    "API server address not a CIDR": (_set(["peaknight:clusters", 0, "apiServerCidrs"], ["10.0.0.1/8"]),
+                                      "clusters[0].apiServerCidrs[0]", "a CIDR such as 203.0.113.0/24 (network "
+                                      "address, prefix length); found '10.0.0.1/8'"),
+    "gateway namespace not a label": (_set(["peaknight:clusters", 0, "gatewayNamespace"], "Envoy Gateway"),
+                                      "clusters[0].gatewayNamespace", "a lower-case DNS label of at most 40 "
+                                      "characters (a-z, 0-9, '-'); found 'Envoy Gateway'"),
+    "origin latency of 1e300 s": (_set(["peaknight:edges", 0, "originLatencySeconds"], 1e300),
+                                  "edges[0].originLatencySeconds", "less than or equal to 10; found 1e+300"),
     "context past maxModelLen (ZeroDivisionError)": (
         _set(["peaknight:models", 0, "meanContextTokens"], 16777216), "models[0].meanContextTokens",
         "at most the model's maxModelLen (32,768): a request holds no more context than the engine admits; "

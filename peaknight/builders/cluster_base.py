@@ -15,6 +15,11 @@ from peaknight.spec.stack import Cluster
 # Envoy Gateway labels the data-plane pods of a Gateway with its name and namespace.
 OWNING_GATEWAY_NAME = "gateway.envoyproxy.io/owning-gateway-name"
 OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
+# The Gateway's one listener: HTTPS with the certificate in this Secret (the operator creates it, or
+# cert-manager does: README "Security"). No HTTP listener, not even a redirect: a client that
+# follows one has already sent its API key or bearer token in clear.
+HTTPS_PORT = 443
+TLS_SECRET_SUFFIX = "-gateway-tls"
 # The Envoy HPA's CPU target: room for a burst to land before new pods are ready.
 ENVOY_CPU_TARGET_PCT = 60
 
@@ -26,6 +31,12 @@ _TIER_MEANING = {Tier.ASSISTANT: "the assistant's model servers (models[].tier a
 
 def gateway_name(scope: Scope) -> str:
     return f"{scope.event.name}-gateway"
+
+
+def tls_secret(scope: Scope) -> str:
+    """The kubernetes.io/tls Secret (tls.crt, tls.key) the Gateway's HTTPS listener serves, in the
+    inference namespace beside the Gateway."""
+    return f"{scope.event.name}{TLS_SECRET_SUFFIX}"
 
 
 def envoy_proxy(scope: Scope, plan: GatewayPlan) -> dict[str, Any]:
@@ -79,7 +90,8 @@ def build(scope: Scope, cluster: Cluster, gateway: GatewayPlan | None = None) ->
     }) for tier in Tier]
     gateway_spec: dict[str, Any] = {
         "gatewayClassName": cluster.gateway_class,
-        "listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
+        "listeners": [{"name": "https", "protocol": "HTTPS", "port": HTTPS_PORT,
+                       "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": tls_secret(scope)}]},
                        "allowedRoutes": {"namespaces": {"from": "Same"}}}],
     }
     if gateway is not None:

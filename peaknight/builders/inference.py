@@ -284,9 +284,8 @@ def security_policy(scope: Scope, model: Model) -> dict[str, Any]:
                               **admission.client_header(model)}
     elif auth.type is AuthType.JWT:
         provider: dict[str, Any] = {"name": model.name, "remoteJWKS": {"uri": auth.jwks_uri},
+                                    "issuer": auth.issuer, "audiences": list(auth.audiences),
                                     **admission.client_header(model)}
-        if auth.issuer:
-            provider["issuer"] = auth.issuer
         body["jwt"] = {"providers": [provider]}
     return {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "SecurityPolicy",
             "metadata": meta(scope, "inference", model.name, inference_namespace(scope)), "spec": body}
@@ -394,7 +393,9 @@ def _router(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -
         _service(scope, model.name, pods),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(scope, "router", name, ns),
              "spec": {"maxUnavailable": 1, "selector": {"matchLabels": pods}}}),
-        Obj({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(scope, "router", name, ns)}),
+        # The account mounts no token by default: only the router's own pods opt in (they read the API).
+        Obj({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(scope, "router", name, ns),
+             "automountServiceAccountToken": False}),
         Obj({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(scope, "router", name, ns),
              "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]}),
         Obj({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",

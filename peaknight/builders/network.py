@@ -3,12 +3,16 @@
 Allowed, and nothing else:
 - every pod -> the cluster DNS (kube-dns in kube-system, port 53);
 - the Gateway's Envoy proxies -> each model server's HTTP port (the only way in for clients), or
-  the model's router where it is disaggregated;
+  the model's router where it is disaggregated. A proxy is known by its namespace (the
+  `kubernetes.io/metadata.name` label the API server sets, clusters[].gatewayNamespace: Envoy
+  Gateway's controller namespace, where it runs the proxies) and Envoy Gateway's `owning-gateway`
+  labels: labels alone any pod in any namespace could wear, and so pass authentication;
 - Prometheus -> the metrics ports it scrapes (the model servers serve /metrics on their HTTP port);
 - the Gateway's Envoy proxies -> each model's endpoint picker (EPP) on its ext_proc gRPC port; the
   EPP -> the pods that serve the model's HTTP (it reads their /metrics there) and -> the API server
-  (it watches its InferencePool and pods; the API server has no pod labels to select, so any
-  address on 443/6443);
+  (it watches its InferencePool and pods; the API server has no pod labels to select, so its
+  addresses, clusters[].apiServerCidrs, on 443/6443: only the cluster knows them, and without
+  them any address on those ports, which `validate` warns about);
 - the pods of one model <-> each other, where a replica spans nodes (the LeaderWorkerSet group's
   rendezvous and NCCL traffic use ports the engines choose) or the model is disaggregated (the
   decode servers fetch the KV cache from the prefill servers: bootstrap port and transfer side
@@ -35,7 +39,7 @@ from typing import Any
 
 from peaknight.addons import releases
 from peaknight.builders import loadreplay, routing, warmup
-from peaknight.builders.cluster_base import gateway_name
+from peaknight.builders.cluster_base import OWNING_GATEWAY_NAME, OWNING_GATEWAY_NAMESPACE, gateway_name
 from peaknight.builders import inference
 from peaknight.builders.inference import selector as model_selector, serving_pods
 from peaknight.builders.objects import (Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace,
@@ -51,9 +55,6 @@ from peaknight.spec.stack import Cluster, StackSpec
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"   # set by the API server on every namespace
 KUBE_DNS = {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: "kube-system"}},
             "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
-# Envoy Gateway labels each proxy pod with the Gateway it serves (internal/gatewayapi/translator.go).
-OWNING_GATEWAY = "gateway.envoyproxy.io/owning-gateway-name"
-OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
 # prometheus-operator labels every Prometheus pod it runs with this name.
 PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus"}
 HTTPS = 443
@@ -97,10 +98,25 @@ def _prometheus(cluster: Cluster) -> dict[str, Any]:
             "podSelector": {"matchLabels": PROMETHEUS_POD}}
 
 
+def _api_server(cluster: Cluster) -> dict[str, Any]:
+    """Egress to the API server: its addresses where the stack gives them, else its ports alone."""
+    rule: dict[str, Any] = {"ports": _ports(*API_SERVER_PORTS)}
+    if cluster.api_server_cidrs:
+        rule["to"] = [{"ipBlock": {"cidr": cidr}} for cidr in cluster.api_server_cidrs]
+    return rule
+
+
+def gateway_proxies(spec: StackSpec, cluster: Cluster) -> dict[str, Any]:
+    """The Gateway's Envoy proxies as a peer no other pod can pass for: Envoy Gateway's namespace
+    by the label the API server sets, and the labels it gives the event Gateway's proxies."""
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_LABEL: cluster.gateway_namespace}},
+            "podSelector": {"matchLabels": {OWNING_GATEWAY_NAME: gateway_name(spec),
+                                            OWNING_GATEWAY_NAMESPACE: inference_namespace(spec)}}}
+
+
 def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj]:
     ns = inference_namespace(spec)
-    gateway = {"namespaceSelector": {}, "podSelector": {"matchLabels": {OWNING_GATEWAY: gateway_name(spec),
-                                                                        OWNING_GATEWAY_NAMESPACE: ns}}}
+    gateway = gateway_proxies(spec, cluster)
     objs = _namespace_baseline(spec, ns)
     # Rehearsal: the load replay's pods (in the weights namespace, beside the weight sources whose
     # tokenizer they read) call the model servers directly (builders/loadreplay.py).
@@ -110,8 +126,7 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
         workloads = plan.phases(model.name)
         if model.disaggregated:
             # Clients reach a disaggregated model through its router only; the router: from the
-            # Gateway, to the servers' HTTP port and to the API server (it watches the namespace's
-            # pods; the API server's address is the cluster's, so by port).
+            # Gateway, to the servers' HTTP port and to the API server (it watches the namespace's pods).
             router = {"matchLabels": inference.router_selector(spec, model)}
             objs.append(_policy(spec, f"{model.name}-serving", ns, pods,
                                 [{"from": [{"podSelector": router}, _prometheus(cluster), *load],
@@ -119,7 +134,7 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
             objs.append(_policy(spec, inference.router_name(model), ns, router,
                                 [{"from": [gateway], "ports": _ports(engines.PORT)}],
                                 [{"to": [{"podSelector": pods}], "ports": _ports(engines.PORT)},
-                                 {"ports": _ports(*API_SERVER_PORTS)}]))
+                                 _api_server(cluster)]))
         else:
             # The Gateway's Envoy sends to the pod its InferencePool's endpoint picker chose.
             epp = {"podSelector": {"matchLabels": routing.epp_selector(spec, model)}}
@@ -131,7 +146,7 @@ def _inference(spec: StackSpec, cluster: Cluster, plan: ClusterPlan) -> list[Obj
                                 [{"from": [gateway], "ports": _ports(routing.EPP_GRPC_PORT)},
                                  {"from": [_prometheus(cluster)], "ports": _ports(routing.EPP_METRICS_PORT)}],
                                 [{"to": [serving], "ports": _ports(engines.PORT)},
-                                 {"ports": _ports(*API_SERVER_PORTS)}]))
+                                 _api_server(cluster)]))
         if model.disaggregated or any(w.nodes_per_replica > 1 for w in workloads):
             # A group's rendezvous and NCCL, and between prefill and decode servers the KV bootstrap
             # and transfer side channels: ports the engines choose.

@@ -23,6 +23,7 @@ from peaknight.review import crds as pinned_crds
 from peaknight.review import schema as k8s_schema
 from peaknight.plan import report as plan_report
 from peaknight.review import apiserver, policy
+from peaknight.review.cel import Unevaluated
 from peaknight.cli import render
 from peaknight.review import diff as review
 from peaknight.cli import simulate as simulate_cmd
@@ -105,6 +106,7 @@ def _validate(args: argparse.Namespace) -> int:
     problems = [str(v) for v in policy.check_event(objects)]
     count = 0
     seen: dict[str, list[str]] = {}  # clusters repeat most objects verbatim: validate each once
+    unevaluated: set[Unevaluated] = set()  # CRD rules the CEL engine cannot evaluate, said once each
     for cluster in objects.clusters:
         for obj in (o for u in cluster.units for o in u.objects):
             count += 1
@@ -112,11 +114,14 @@ def _validate(args: argparse.Namespace) -> int:
             if key not in seen:
                 seen[key] = ([f"{p} [schema]" for p in k8s_schema.validate(obj.manifest, crds)]
                              + [f"{p} [api]" for p in apiserver.validate(obj.manifest)])
+                unevaluated.update(k8s_schema.unevaluated_rules(obj.manifest, crds))
             problems += [f"{cluster.cluster.name}: {p}" for p in seen[key]]
     if args.strict:  # ready for the night: a placeholder digest or revision is a violation
         problems = [*map(str, config.placeholders(loaded.spec, str(loaded.path))), *problems]
     else:
         _warn_placeholders(loaded)
+    for rule in sorted(unevaluated, key=str):
+        errors.warn(str(rule))
     for problem in problems:
         print(problem)
     verdict = f"{len(problems)} violation(s)" if problems else "policy checks and API/CRD schemas pass"

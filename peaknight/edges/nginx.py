@@ -129,36 +129,41 @@ def shield_tier(edge: Edge) -> Tier:
 
 def _timings(edge: Edge, origins: int) -> dict[str, int]:
     """Timeouts of both tiers, in ms. The shield owns failover between origins within a bounded
-    budget; the edge waits out that budget before it gives up on a shield, so one slow origin never
-    turns into a second fetch through another shield."""
+    budget; the edge waits out that budget (and a wait on the shield's cache lock before it) before
+    it gives up on a shield, so a slow origin never turns into a second fetch through another
+    shield, nor into an edge marking its shield down."""
     seg, part = edge.segment_seconds * 1000, edge.part_seconds * 1000
+    latency = edge.origin_latency_seconds * 1000
     connect = CONNECT_TIMEOUT_MS
+    # A slow answer is still an answer: the backup is likely as slow (one packager behind both),
+    # and an error costs the viewer more than a late part. An origin that has not started
+    # answering a part or segment a whole segment past its measured latency is hung: by then the
+    # viewer has stalled that long anyway, and the next origin is tried.
+    media_read = math.ceil(max(1000, 2 * part, seg + latency))
     # LL-HLS: a reload asks for the next part (held about one part) or for the next whole segment
-    # (held up to one target duration). Held longer, the origin is hung or its encoder stalled, and
-    # the shield tries the backup: a hold any longer would keep every viewer collapsed on that
-    # reload waiting whenever it is the one request that probes a hung primary.
-    playlist_read = math.ceil(seg + 1000)
-    # A part or segment exists when it is asked for (the playlist listed it): an upstream that has
-    # not started answering within two parts (1 s at least) is hung, and the next one is tried.
-    media_read = math.ceil(max(1000, 2 * part))
+    # (held up to one target duration), answered after the origin's latency. Held longer, the
+    # origin is hung or its encoder stalled, and the shield tries the backup.
+    playlist_read = math.ceil(seg + 1000 + latency)
     shield_media_budget = origins * (connect + media_read)
     shield_playlist_budget = origins * (connect + playlist_read)
+    # Requests for an object being fetched wait for that one fetch at the shield, then go uncached.
+    shield_media_lock = media_read
     return {
         "connect_timeout_ms": connect,
         "shield_playlist_read_ms": playlist_read,
         "shield_media_read_ms": media_read,
         "shield_media_budget_ms": shield_media_budget,
         "shield_playlist_budget_ms": shield_playlist_budget,
-        "edge_media_read_ms": shield_media_budget + connect,
+        "edge_media_read_ms": shield_media_lock + shield_media_budget + connect,
         "edge_playlist_read_ms": shield_playlist_budget + connect,
         # A reload held on a hung primary is asked again (then of the backup, once the primary is
-        # marked down by the failed part fetches) after two parts, 1 s at least.
+        # marked down by the failed part fetches) once a part fetch would have timed out.
         "shield_playlist_lock_age_ms": media_read,
         # nginx re-checks a cache lock every 500 ms at most (ngx_http_file_cache.c): the edge's
         # collapsed part requests re-check once, at a quarter part, and then go to their shield
         # uncached rather than wait for the next 500 ms tick. The shield keeps its lock (origin).
         "edge_media_lock_timeout_ms": math.ceil(part / 4),
-        "shield_media_lock_timeout_ms": math.ceil(2 * seg),
+        "shield_media_lock_timeout_ms": shield_media_lock,
     }
 
 
@@ -242,6 +247,7 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
         # counts whole seconds): a hung primary costs one probe per 12 s, not one per segment.
         "fail_timeout": math.ceil(3 * edge.segment_seconds),
         "playlist_ttl": edge.playlist_ttl_seconds,
+        "blocking_playlist_ttl": max(edge.playlist_ttl_seconds, math.ceil(edge.segment_seconds)),
         "segment_ttl": edge.segment_ttl_seconds,
         "negative_ttl": edge.negative_ttl_seconds,
         "keys_zone_mb": max(10, math.ceil(objects / KEYS_PER_ZONE_MB)),

@@ -3,10 +3,9 @@ CRDs' validation rules (CEL `x-kubernetes-validations`) on the fields the kit se
 
 The schemas (schema.py) check types and fields; the API server also runs name validation
 (apimachinery's IsDNS1123Label / IsDNS1035Label / IsDNS1123Subdomain, IsQualifiedName,
-IsValidLabelValue) and, for custom resources, each CRD's CEL rules. The rules below are the
-NodePool and ScaledObject rules that constrain fields the kit fills in, written out in Python with
-the CRD's own message; rules on fields the kit never sets, and transition rules (`oldSelf`), are
-left to the API server.
+IsValidLabelValue) and, for custom resources, each CRD's CEL rules: those a CEL engine evaluates
+(review/cel.py, run with the schemas), and here, written out in Python with the CRD's own message,
+the NodePool rules it cannot (Kubernetes' own CEL extensions) on fields the kit fills in.
 """
 from __future__ import annotations
 
@@ -65,16 +64,10 @@ def _labels(where: str, labels: dict[str, Any]) -> Iterator[str]:
             yield f"{where}: label {key} value {value!r} is not a valid label value"
 
 
-def _scaled_object(spec: dict[str, Any]) -> Iterator[str]:
-    if "minReplicaCount" in spec and spec["minReplicaCount"] > spec.get("maxReplicaCount", 100):
-        yield "spec: minReplicaCount must be less than or equal to maxReplicaCount"
-
-
-# The kit's own CRD rules, and each provisioner's for the kinds it declares.
+# Each provisioner's hand-written rules for the kinds it declares: the CRD rules the CEL engine
+# cannot evaluate (review/cel.py: the NodePool's label rules use Kubernetes' find()).
 CEL_RULES: dict[tuple[str, str], Callable[[dict[str, Any]], Iterator[str]]] = {
-    ("keda.sh/v1alpha1", "ScaledObject"): _scaled_object,
-    **{kind: rule for p in provisioners.REGISTRY.values() for kind, rule in p.api_rules.items()},
-}
+    kind: rule for p in provisioners.REGISTRY.values() for kind, rule in p.api_rules.items()}
 
 
 def validate(manifest: dict[str, Any]) -> list[str]:

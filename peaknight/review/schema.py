@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from peaknight.review import crds
+from peaknight.review import cel, crds
 
 KUBERNETES_VERSION = "1.33"
 # CRDs of kinds the kit renders that the pinned list does not carry yet (see its README).
@@ -111,8 +111,25 @@ def _problems(manifest_json: str, against: tuple[Path, ...], skipped: tuple[str,
     if schema is None:
         return (f"{name}: no CRD in {where} serves {manifest['apiVersion']} {manifest['kind']}",)
     validator = jsonschema.Draft7Validator(schema)
-    return tuple(f"{name}: {e.message} at {'.'.join(map(str, e.absolute_path)) or '(root)'}"
-                 for e in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path))))
+    problems = tuple(f"{name}: {e.message} at {'.'.join(map(str, e.absolute_path)) or '(root)'}"
+                     for e in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path))))
+    # The CRD's CEL rules assume a well-typed object: run them once the schema holds.
+    return problems or tuple(f"{name}: {p} [cel]" for p in _cel(manifest_json, against).problems)
+
+
+@lru_cache(maxsize=8192)
+def _cel(manifest_json: str, against: tuple[Path, ...]) -> cel.Result:
+    """The CRD's CEL rules on one custom resource, once per object and set of CRDs."""
+    manifest = json.loads(manifest_json)
+    schema = crd_schemas(against).get((manifest.get("apiVersion"), manifest.get("kind")))
+    return cel.check(manifest, schema) if schema else cel.Result([], [])
+
+
+def unevaluated_rules(manifest: dict[str, Any], crd_dir: Path | None = None) -> list[cel.Unevaluated]:
+    """The CRD rules on this custom resource that the CEL engine could not evaluate."""
+    if is_core(manifest):
+        return []
+    return _cel(json.dumps(manifest, sort_keys=True), crd_files(crd_dir)).unevaluated
 
 
 @cache

@@ -252,8 +252,8 @@ def pinned_images(spec: StackSpec) -> list[Pinned]:
 
 
 def placeholders(spec: StackSpec, source: str) -> list[Problem]:
-    """Images pinned to the all-zero placeholder digest and weights to the placeholder revision,
-    one line per key: valid config (the shipped stacks carry them, since only the operator's
+    """Images pinned to the all-zero placeholder digest, weights to the placeholder revision and
+    clusters without their API server's addresses, one line per key: valid config (the shipped stacks carry them, since only the operator's
     registry and mirror know the real ones) but nothing a cluster can pull. `render` and `validate`
     warn with these lines; `validate --strict` and `pulumi up` of a broadcast stage refuse them."""
     P = lambda path, expected, found: Problem(source, f"{NAMESPACE}:{path}", expected, found)  # noqa: E731
@@ -263,6 +263,14 @@ def placeholders(spec: StackSpec, source: str) -> list[Problem]:
     lines += [P(f"models[{i}].weightsRevision", f"the commit of {m.weights} your mirror holds (40 hex)",
                 "the all-zero placeholder revision")
               for i, m in enumerate(spec.models) if m.weights_revision == PLACEHOLDER_REVISION]
+    # Every model has an endpoint picker or a router that watches the API: without the API server's
+    # addresses their NetworkPolicies can only open its ports, to any address. Only the cluster
+    # knows them, so a rehearsal may go without; the night's clusters may not.
+    if spec.policy.stage is Stage.BROADCAST and spec.models:
+        lines += [P(f"clusters[{i}].apiServerCidrs", "the API server's addresses, so the endpoint pickers and "
+                    "routers reach it alone (kubectl get endpointslices -n default -l "
+                    "kubernetes.io/service-name=kubernetes)", "nothing (any address on 443/6443)")
+                  for i, c in enumerate(spec.clusters) if not c.api_server_cidrs]
     return lines
 
 
@@ -610,10 +618,16 @@ def _workload_names(spec: StackSpec, P: Any) -> Iterable[Problem]:
 def _check_auth(i: int, model: Model, spec: StackSpec, P: Any) -> Iterable[Problem]:
     """The gateway's SecurityPolicy needs a key set for jwt; a broadcast's public routes need one at all."""
     auth = model.auth
-    if auth.type is AuthType.JWT and auth.jwks_uri is None:
-        yield P(f"models[{i}].auth.jwksUri", "the issuer's JWKS URL for auth type jwt", "nothing")
-    if auth.type is not AuthType.JWT and (auth.jwks_uri or auth.issuer):
-        yield P(f"models[{i}].auth.type", "jwt where jwksUri or issuer is set", show(auth.type))
+    if auth.type is AuthType.JWT:
+        # Without issuer and audience, any token the key set verifies is accepted, whoever it was minted for.
+        required = (("jwksUri", auth.jwks_uri, "the issuer's JWKS URL (https) for auth type jwt"),
+                    ("issuer", auth.issuer, "the iss claim tokens must carry, for auth type jwt"),
+                    ("audiences", auth.audiences, "the aud claims accepted (one at least), for auth type jwt"))
+        for key, value, what in required:
+            if not value:
+                yield P(f"models[{i}].auth.{key}", what, "nothing")
+    elif auth.jwks_uri or auth.issuer or auth.audiences:
+        yield P(f"models[{i}].auth.type", "jwt where jwksUri, issuer or audiences is set", show(auth.type))
     if auth.type is AuthType.NONE and spec.policy.stage is Stage.BROADCAST:
         yield P(f"models[{i}].auth.type", "apiKey or jwt in a broadcast stack (its routes are public)", "'none'")
 

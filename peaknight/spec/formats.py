@@ -40,6 +40,8 @@ _RELATIVE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9]{0,61}[A-Za-z0-9])?")
 # IAM role names: alphanumerics and +=,.@_- up to 64 (AWS IAM CreateRole).
 _IAM_ROLE = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
+# The EC2 instance metadata service's IPv6 address (not link-local by prefix, so named).
+_EC2_METADATA_V6 = ipaddress.ip_address("fd00:ec2::254")
 _URL = re.compile(r"(https?)://([^/:?#\s]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?(/[A-Za-z0-9._~/-]*)?")
 # The broadcast night: years a clock of the kit reasons about (a cron line carries no year, and
 # the zone database's offsets are only meaningful here); anything else is a typo.
@@ -127,6 +129,24 @@ def _url(value: str) -> str:
     return value
 
 
+def _public_https_url(value: str) -> str:
+    """Where the gateway fetches a JWT issuer's keys: https only, since a key set fetched in clear
+    can be swapped on the way; and never a link-local address (the cloud metadata service at
+    169.254.169.254 or fd00:ec2::254 would answer the gateway with the node's credentials)."""
+    _url(value)
+    match = _URL.fullmatch(value)
+    assert match is not None
+    if match.group(1) != "https":
+        raise ValueError("an https URL (a key set fetched over http can be swapped on the way)")
+    try:
+        address = ipaddress.ip_address(match.group(2).strip("[]"))
+    except ValueError:
+        return value
+    if address.is_link_local or address.is_loopback or address.is_unspecified or address == _EC2_METADATA_V6:
+        raise ValueError("an https URL of a public key server, not a link-local, loopback or metadata address")
+    return value
+
+
 @cache
 def time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
@@ -177,6 +197,10 @@ Image = Annotated[str, AfterValidator(image_reference)]
 Weights = Annotated[str, AfterValidator(_weights)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 HttpUrl = Annotated[str, AfterValidator(_url)]
+PublicHttpsUrl = Annotated[str, AfterValidator(_public_https_url)]
+# A JWT audience (RFC 7519 aud): printable ASCII without quotes or spaces, as Envoy compares it verbatim.
+Audience = Annotated[str, _fullmatch(re.compile(r"[!#-&(-~]{1,253}"), "an audience: 1-253 printable ASCII "
+                                                                        "characters, no spaces or quotes")]
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
 # A git commit as Hugging Face pins a revision: 40 lower-case hex digits, nothing around them.
 Commit = Annotated[str, _fullmatch(re.compile(r"[0-9a-f]{40}"), "a commit: 40 lower-case hex digits")]

@@ -231,6 +231,12 @@ class Cluster:
     provisioner: ProvisionerSettings = Field(default_factory=default_settings,
                                              description="how the cluster gets GPU nodes (peaknight/provisioners/)")
     gateway_class: formats.Subdomain = Field(default="eg", description="GatewayClass the model routes attach to")
+    gateway_namespace: formats.DnsLabel = Field(
+        default="envoy-gateway-system", description="where Envoy Gateway runs the Gateway's Envoy proxies (its "
+        "controller's namespace): the only namespace the NetworkPolicies admit them from")
+    api_server_cidrs: tuple[formats.Cidr, ...] = Field(
+        default=(), max_length=64, description="the API server's addresses (the kubernetes Service's endpoints): "
+        "the only addresses the endpoint pickers and routers may reach; none: any address on 443/6443, a warning")
     prometheus_url: formats.HttpUrl = Field(default="http://prometheus-operated.monitoring.svc:9090",
                                 description="Prometheus that KEDA and prometheus-adapter query: the "
                                 "prometheusStack add-on's (namespace monitoring), or your own")
@@ -271,8 +277,12 @@ class Auth:
     type: AuthType = Field(default=AuthType.API_KEY, description="apiKey: keys in the Secret <model>-api-keys, "
                            "sent in the x-api-key header; jwt: bearer tokens checked against jwksUri; none: open "
                            "(refused in a broadcast stack)")
-    jwks_uri: Optional[formats.HttpUrl] = Field(default=None, description="jwt: where the issuer publishes its keys")
+    jwks_uri: Optional[formats.PublicHttpsUrl] = Field(default=None, description="jwt: where the issuer publishes "
+                                                       "its keys (https: a key set fetched in clear can be swapped)")
     issuer: Optional[formats.HttpUrl] = Field(default=None, description="jwt: the iss claim a token must carry")
+    audiences: tuple[formats.Audience, ...] = Field(default=(), max_length=8, description="jwt: aud claims accepted "
+                                                    "(one at least: a token the issuer minted for another service "
+                                                    "is refused)")
 
 
 class ModelTier(str, Enum):
@@ -384,6 +394,9 @@ class Edge:
     part_seconds: float = Field(default=0.5, ge=0.1, le=2, description="LL-HLS part duration; at least 0.1 s: the "
                                 "cache keeps segmentTtlSeconds / partSeconds parts per rendition in one shared keys "
                                 "zone (at 0.1 s and a day's TTL, 108 MB per rendition already)")
+    origin_latency_seconds: float = Field(default=0.5, ge=0.01, le=10, description="the origins' measured time "
+                                          "to answer a part or segment (p99, from where the shields run): the "
+                                          "shields wait this plus one segment before they take an origin as hung")
     pod_egress_gbps: EgressGbps = Field(default=20.0, description="egress one edge pod sustains (at most "
                                    "one 400 Gb/s port)")
     image: formats.Image = "nginx:1.27.3"
