@@ -50,6 +50,15 @@ class Stage(str, Enum):
     REHEARSAL = "rehearsal"
 
 
+class LossScope(str, Enum):
+    """What a stack plans to survive losing whole (plan/loss.py): nothing, any one cluster, or any
+    one region with every cluster in it."""
+
+    NONE = "none"
+    CLUSTER = "cluster"
+    REGION = "region"
+
+
 class CapacityType(str, Enum):
     """How a pool's nodes are bought, in the order the kit prefers them; each provisioner maps
     these to its cloud's terms."""
@@ -131,11 +140,11 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
     # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
     "broadcast": dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
                                 requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
-                                surviveZoneLoss=True, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
+                                surviveZoneLoss=True, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
     # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
     "rehearsal": dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
                                 requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
-                                surviveZoneLoss=False, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
+                                surviveZoneLoss=False, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
 }
 
 
@@ -156,6 +165,10 @@ class Policy:
     target_utilisation: Annotated[float, Field(ge=0.01, le=1)]
     headroom: Annotated[float, Field(ge=1, le=5)]
     survive_zone_loss: bool
+    # Whole-cluster or whole-region loss: the others are sized to absorb its share (plan/loss.py),
+    # at `loss_utilisation` of their replicas' throughput (an incident runs hotter than the plan).
+    survive_loss: LossScope
+    loss_utilisation: Annotated[float, Field(ge=0.01, le=1)]
     rollout_hours: Annotated[float, Field(gt=0, le=48)]
     # How long before the window `pulumi up` creates the warm gate: the budget in which weights are
     # staged into every zone's source and the floor's node caches filled (plan/weights.py).
