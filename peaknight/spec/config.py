@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -469,11 +469,36 @@ def _duplicates(items: Iterable[Any], key: str, source: str) -> Iterable[Problem
             yield Problem(source, f"{NAMESPACE}:{key}[{i}].name", "a unique name", f"'{item.name}' more than once")
 
 
+def _steering(spec: StackSpec, P: Callable[..., Problem]) -> Iterable[Problem]:
+    """One global name lives in one cloud's DNS: every cluster on that cloud, the zone ID in its
+    form, and every name (global and per cluster) a DNS name of at most 253 characters."""
+    steering = spec.steering
+    if steering is None:
+        return
+    clouds = {PROVISIONER_CLOUD[c.provisioner.kind] for c in spec.clusters}
+    if len(clouds) != 1 or None in clouds:
+        first = PROVISIONER_CLOUD[spec.clusters[0].provisioner.kind]
+        odd = [f"{c.name}: {c.provisioner.kind}" for c in spec.clusters
+               if PROVISIONER_CLOUD[c.provisioner.kind] is None or PROVISIONER_CLOUD[c.provisioner.kind] != first]
+        yield P("steering", "every cluster on one cloud with DNS the kit declares (karpenter-aws: Route 53, "
+                "volcengine-vke: TrafficRoute)", ", ".join(odd))
+    elif clouds == {"volcengine"} and not steering.zone_id.isdigit():
+        yield P("steering.zoneId", "a TrafficRoute zone ID (digits) for volcengine-vke clusters", repr(steering.zone_id))
+    elif clouds == {"aws"} and steering.zone_id.isdigit():
+        yield P("steering.zoneId", "a Route 53 hosted zone ID (Z...) for karpenter-aws clusters", repr(steering.zone_id))
+    names = [steering.api_name(spec.event.name), *(steering.edge_name(spec.event.name, e.name) for e in spec.edges)]
+    longest = max((steering.target(n, c.name) for n in names for c in spec.clusters), key=len)
+    if len(longest) > 253:
+        yield P("steering.domain", "a domain short enough that every name under it has at most 253 characters",
+                f"{len(longest)} characters in {longest}")
+
+
 def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     """Rules that span keys: references, sums, the stage's policy. All reported, not the first."""
     table = profiles.load()
     P = lambda path, expected, found="", hint="": Problem(source, f"{NAMESPACE}:{path}", expected, found, hint)  # noqa: E731
 
+    yield from _steering(spec, P)
     if spec.render_directory and spec.gitops is None:
         # pulumi-kubernetes cannot render a helm.v3.Release (pulumi/pulumi-kubernetes#1716).
         yield P("gitops", "argocd or flux when peaknight:renderDirectory is set (add-ons as GitOps objects)",

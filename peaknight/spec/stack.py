@@ -8,7 +8,7 @@ reports every problem at once. Per-field ``description`` text doubles as the con
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel, to_snake
@@ -456,6 +456,48 @@ class LoadReplay:
 
 
 @dataclass(config=STRICT, kw_only=True)
+class HealthCheck:
+    """How the global name's DNS tells a dark cluster: the cloud's checkers probe each cluster's
+    own name, and a cluster failing `failure_threshold` probes in a row leaves the answers."""
+
+    interval_seconds: Literal[10, 30] = Field(default=10, description="seconds between probes (Route 53 "
+                                              "RequestInterval: 10 or 30)")
+    failure_threshold: int = Field(default=3, ge=1, le=10, description="probes failed in a row before the "
+                                   "cluster leaves the answers (Route 53 FailureThreshold: 1-10)")
+    api_path: formats.UrlPath = Field(description="the path each cluster's gateway answers 2xx to without "
+                                      "credentials (the kit routes none: the operator's health route)")
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Steering:
+    """One global name per event for the AI endpoints and one per live edge, resolved to the
+    clusters by weight (their shares) with health checks, in the clusters' cloud DNS
+    (builders/steering.py)."""
+
+    domain: formats.Subdomain = Field(description="the hosted zone's domain; the names are api.<event>.<domain> "
+                                      "and <edge>.live.<event>.<domain>")
+    zone_id: formats.DnsZoneId = Field(description="the hosted zone: a Route 53 zone ID on AWS, the TrafficRoute "
+                                       "zone ID (digits) on Volcano Engine")
+    ttl_seconds: int = Field(default=30, ge=5, le=3600, description="seconds resolvers cache an answer: part of "
+                             "how long a lost cluster's users wait")
+    health_check: HealthCheck
+
+    def api_name(self, event: str) -> str:
+        return f"api.{event}.{self.domain}"
+
+    def edge_name(self, event: str, edge: str) -> str:
+        return f"{edge}.live.{event}.{self.domain}"
+
+    def target(self, name: str, cluster: str) -> str:
+        """A cluster's own name for a global one (`api.<cluster>.<event>.<domain>`): the operator points
+        it at that cluster's gateway or edge load balancer; the health check probes it."""
+        head, rest = name.split(".", 1)
+        if head == "api":
+            return f"api.{cluster}.{rest}"
+        return f"{head}.{cluster}.{rest.split('.', 1)[1]}"
+
+
+@dataclass(config=STRICT, kw_only=True)
 class StackSpec:
     event: Event
     policy: Policy
@@ -469,6 +511,8 @@ class StackSpec:
     render_directory: Optional[formats.Directory] = Field(default=None, description="GitOps output of pulumi up")
     gitops: Optional[GitOps] = Field(default=None, description="add-ons as Argo CD or Flux objects, not Helm "
                                      "releases; required with renderDirectory")
+    steering: Optional[Steering] = Field(default=None, description="global names steered to the clusters by "
+                                         "weight with health checks")
     load_replay: Optional[LoadReplay] = Field(default=None, description="rehearsal only: replay the night's "
                                               "demand curve against each model (inference-perf)")
     profiles: Optional[formats.FilePath] = Field(default=None, description="the stack's own profiles file (model "
