@@ -126,3 +126,16 @@ def test_bad_loss_keys_are_one_line_each(tmp_path, capsys, key, value, expected)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if f"peaknight:policy.{key}" in line]
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in err
+
+
+def test_the_live_edge_holds_the_viewers_it_takes_after_the_loss():
+    spec = surviving("region", util=0.85)
+    for c in capacity.plan(spec).clusters:
+        for e in c.edges:
+            edge = next(x for x in spec.edges if x.name == e.edge)
+            after = e.egress_gbps.value * 1.6   # share 0.0625 -> 0.1
+            need = math.ceil(after * spec.policy.headroom / (edge.pod_egress_gbps * 0.85) - 1e-9)
+            assert e.pods.value == need and "absorbing region 'us-" in e.pods.why
+            assert e.max_pods.value >= need
+    plain = capacity.plan(nights.spec("broadcast")).clusters[0].edges[0]
+    assert "absorbing" not in plain.pods.why

@@ -389,13 +389,18 @@ def replicas_for(demand: float, per_replica: float, spec: StackSpec, zones: int,
     return Figure(total, f"{why}; +{total - serving} so that {serving} survive losing 1 of {zones} zones")
 
 
-def absorbing(demand: float, per_replica: float, spec: StackSpec, absorbed: loss.Absorb) -> Figure:
-    """Replicas that carry `demand` (the share after the worst loss) at headroom and the policy's
-    loss utilisation, every zone up (plan/loss.py: a loss and a zone loss together are not planned)."""
+def holding_loss(fig: Figure, demand: float, per_replica: float, spec: StackSpec,
+                 absorbed: loss.Absorb | None) -> Figure:
+    """`fig` raised to the replicas that carry `demand` (the share after the worst loss) at headroom
+    and the policy's loss utilisation, every zone up (plan/loss.py: a loss and a zone loss together
+    are not planned); `fig` itself without a loss to absorb."""
+    if absorbed is None:
+        return fig
     policy = spec.policy
     n = math.ceil(demand * policy.headroom / (per_replica * policy.loss_utilisation) - 1e-9)
-    return Figure(n, f"absorbing {absorbed.lost}: ceil({demand:,.0f} x headroom {policy.headroom:g} / "
-                     f"({per_replica:,.0f} x loss util {policy.loss_utilisation:g})) = {n}")
+    return Figure(max(int(fig.value), n), f"max({fig.why}; absorbing {absorbed.lost}: ceil({demand:,.0f} x headroom "
+                                          f"{policy.headroom:g} / ({per_replica:,.0f} x loss util "
+                                          f"{policy.loss_utilisation:g})) = {n})")
 
 
 def zone_split(replicas: int, zones: int) -> list[int]:
@@ -451,10 +456,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         def sized(load: float, label: str) -> Figure:
             """Replicas for `load` x peak, and for the loss the policy absorbs, never above the
             model's quota (the plan then reports it short)."""
-            fig = replicas_for(peak * load, per_replica.value, spec, zones, label)
-            if absorbed:
-                more = absorbing(lost_peak * load, per_replica.value, spec, absorbed)
-                fig = Figure(max(fig.value, more.value), f"max({fig.why}; {more.why})")
+            fig = holding_loss(replicas_for(peak * load, per_replica.value, spec, zones, label),
+                               lost_peak * load, per_replica.value, spec, absorbed)
             quota = model.max_replicas_per_cluster
             if quota is not None and fig.value > quota:
                 return Figure(quota, f"{fig.why}; capped at maxReplicasPerCluster {quota}")
@@ -616,7 +619,11 @@ def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
     viewers = edge.peak_viewers * spec.scale * cluster.share
     mix = sum(r.bitrate_kbps * r.share for r in edge.renditions)
     egress = viewers * mix / 1e6
-    pods = replicas_for(egress, edge.pod_egress_gbps, spec, zones, f"Gbps over pods of {edge.pod_egress_gbps:g} Gbps")
+    absorbed = loss.absorb(spec, cluster)
+    pods = holding_loss(replicas_for(egress, edge.pod_egress_gbps, spec, zones, f"Gbps over pods of "
+                                     f"{edge.pod_egress_gbps:g} Gbps"),
+                        egress / cluster.share * absorbed.share.value if absorbed else 0.0,
+                        edge.pod_egress_gbps, spec, absorbed)
     p = int(pods.value)
     ceiling = max(p, math.ceil(p * edge.burst - 1e-9))
     serving = p - (max(zone_split(p, zones)) if spec.policy.survive_zone_loss else 0)
