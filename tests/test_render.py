@@ -93,8 +93,9 @@ def test_placeholder_digests_are_warned_about(capsys, tmp_path):
     """One warning per key (file, key path, what to set); `validate --strict` refuses the same lines."""
     loaded = config.load_stack("broadcast")
     lines = [str(p) for p in config.placeholders(loaded.spec, str(loaded.path))]
-    # 3 model images, the edge's 3 images, the endpoint picker's, and 3 weights revisions.
-    assert len(lines) == 10
+    # 3 model images, the edge's 3 images, the endpoint picker's, 3 weights revisions, and the
+    # global names' hosted zone and domain (peaknight:steering).
+    assert len(lines) == 12
     assert cli.main(["render", "broadcast", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr()
     for line in lines:  # on stderr: stdout stays the render's summary
@@ -104,6 +105,10 @@ def test_placeholder_digests_are_warned_about(capsys, tmp_path):
             "(crane digest lmsysorg/sglang:v0.5.4); found the all-zero placeholder digest") in lines
     assert (f"{loaded.path}: peaknight:models[0].weightsRevision: expected the commit of deepseek-ai/DeepSeek-V3 your "
             "mirror holds (40 hex); found the all-zero placeholder revision") in lines
+    assert (f"{loaded.path}: peaknight:steering.zoneId: expected your hosted zone's ID (aws route53 "
+            "list-hosted-zones-by-name); found the all-zero placeholder zone") in lines
+    assert (f"{loaded.path}: peaknight:steering.domain: expected your event's domain (the hosted zone's); found "
+            "'gala.example.com', under example.com (reserved for examples, RFC 2606)") in lines
     assert config.placeholders(config.load_stack("rehearsal").spec, "rehearsal") == []
 
 

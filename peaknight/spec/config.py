@@ -252,8 +252,8 @@ def pinned_images(spec: StackSpec) -> list[Pinned]:
 
 
 def placeholders(spec: StackSpec, source: str) -> list[Problem]:
-    """Images pinned to the all-zero placeholder digest and weights to the placeholder revision,
-    one line per key: valid config (the shipped stacks carry them, since only the operator's
+    """Images pinned to the all-zero placeholder digest, weights to the placeholder revision and
+    global names to the placeholder zone and example domain, one line per key: valid config (the shipped stacks carry them, since only the operator's
     registry and mirror know the real ones) but nothing a cluster can pull. `render` and `validate`
     warn with these lines; `validate --strict` and `pulumi up` of a broadcast stage refuse them."""
     P = lambda path, expected, found: Problem(source, f"{NAMESPACE}:{path}", expected, found)  # noqa: E731
@@ -263,6 +263,12 @@ def placeholders(spec: StackSpec, source: str) -> list[Problem]:
     lines += [P(f"models[{i}].weightsRevision", f"the commit of {m.weights} your mirror holds (40 hex)",
                 "the all-zero placeholder revision")
               for i, m in enumerate(spec.models) if m.weights_revision == PLACEHOLDER_REVISION]
+    if spec.steering is not None and spec.steering.zone_id.strip("Z0") == "":
+        lines.append(P("steering.zoneId", "your hosted zone's ID (aws route53 list-hosted-zones-by-name)",
+                       "the all-zero placeholder zone"))
+    if spec.steering is not None and f".{spec.steering.domain}".endswith(".example.com"):
+        lines.append(P("steering.domain", "your event's domain (the hosted zone's)",
+                       f"'{spec.steering.domain}', under example.com (reserved for examples, RFC 2606)"))
     return lines
 
 
