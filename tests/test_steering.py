@@ -144,6 +144,18 @@ def test_hostile_steering_keys_are_one_line_each(tmp_path, capsys, edit, line):
     assert len(found) == 1 and line in found[0], err
 
 
+def test_names_that_would_collide_with_the_global_names_are_refused(tmp_path, capsys):
+    def colliding(cfg: dict[str, Any]) -> None:
+        cfg["peaknight:edges"][0]["name"] = "api"
+        cfg["peaknight:clusters"][1]["name"] = "live"
+    assert cli.main(["plan", str(write_variant(tmp_path, colliding))]) == 2
+    err = capsys.readouterr().err
+    assert ("peaknight:edges[0].name: expected a name other than 'api' with peaknight:steering (the assistant's "
+            "names); found 'api'") in err
+    assert ("peaknight:clusters[1].name: expected a name other than 'live' with peaknight:steering (the edges' "
+            "global names); found 'live'") in err
+
+
 def test_steering_over_clusters_the_kit_declares_no_dns_for_is_refused(tmp_path, capsys):
     def existing(cfg: dict[str, Any]) -> None:
         cfg["peaknight:steering"] = STEERING

@@ -52,13 +52,14 @@ def weight(spec: StackSpec, cluster: Cluster, top: int) -> int:
     largest = max(c.share for c in spec.clusters)
     return max(1, round(cluster.share / largest * top))
 
+
 def entries(spec: StackSpec, steering: Steering, cluster: Cluster, top: int) -> list[Entry]:
+    """The cluster's part of the assistant's name and of each live edge's."""
     event, w = spec.event.name, weight(spec, cluster, top)
-    api = steering.api_name(event)
-    out = [Entry("api", api, steering.target(api, cluster.name), steering.health_check.api_path, w)]
-    for edge in spec.edges:
-        name = steering.edge_name(event, edge.name)
-        out.append(Entry(edge.name, name, steering.target(name, cluster.name), EDGE_HEALTH_PATH, w))
+    out = [Entry("api", steering.api_name(event), steering.api_name(event, cluster.name),
+                 steering.health_check.api_path, w)]
+    out += [Entry(edge.name, steering.edge_name(event, edge.name), steering.edge_name(event, edge.name, cluster.name),
+                  EDGE_HEALTH_PATH, w) for edge in spec.edges]
     return out
 
 def _route53(spec: StackSpec, steering: Steering, cluster: Cluster) -> list[CloudResource]:

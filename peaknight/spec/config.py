@@ -492,8 +492,17 @@ def _steering(spec: StackSpec, P: Callable[..., Problem]) -> Iterable[Problem]:
         yield P("steering.zoneId", "a TrafficRoute zone ID (digits) for volcengine-vke clusters", repr(steering.zone_id))
     elif clouds == {"aws"} and steering.zone_id.isdigit():
         yield P("steering.zoneId", "a Route 53 hosted zone ID (Z...) for karpenter-aws clusters", repr(steering.zone_id))
-    names = [steering.api_name(spec.event.name), *(steering.edge_name(spec.event.name, e.name) for e in spec.edges)]
-    longest = max((steering.target(n, c.name) for n in names for c in spec.clusters), key=len)
+    for i, e in enumerate(spec.edges):
+        if e.name == "api":   # api.<cluster>.<event>.<domain> is the assistant's own name in each cluster
+            yield P(f"edges[{i}].name", "a name other than 'api' with peaknight:steering (the assistant's names)",
+                    repr(e.name))
+    for i, c in enumerate(spec.clusters):
+        if c.name == "live":   # <edge>.live.<event>.<domain> is the edge's global name
+            yield P(f"clusters[{i}].name", "a name other than 'live' with peaknight:steering (the edges' global "
+                    "names)", repr(c.name))
+    event = spec.event.name
+    longest = max((name for c in spec.clusters for name in (steering.api_name(event, c.name), *(
+        steering.edge_name(event, e.name, c.name) for e in spec.edges))), key=len)
     if len(longest) > 253:
         yield P("steering.domain", "a domain short enough that every name under it has at most 253 characters",
                 f"{len(longest)} characters in {longest}")

@@ -482,19 +482,15 @@ class Steering:
                              "how long a lost cluster's users wait")
     health_check: HealthCheck
 
-    def api_name(self, event: str) -> str:
-        return f"api.{event}.{self.domain}"
+    def api_name(self, event: str, cluster: str | None = None) -> str:
+        """The assistant's global name, or with `cluster` that cluster's own name for it
+        (`api.<cluster>.<event>.<domain>`): the operator points it at the cluster's gateway load
+        balancer, and the health check probes it."""
+        return f"api.{cluster + '.' if cluster else ''}{event}.{self.domain}"
 
-    def edge_name(self, event: str, edge: str) -> str:
-        return f"{edge}.live.{event}.{self.domain}"
-
-    def target(self, name: str, cluster: str) -> str:
-        """A cluster's own name for a global one (`api.<cluster>.<event>.<domain>`): the operator points
-        it at that cluster's gateway or edge load balancer; the health check probes it."""
-        head, rest = name.split(".", 1)
-        if head == "api":
-            return f"api.{cluster}.{rest}"
-        return f"{head}.{cluster}.{rest.split('.', 1)[1]}"
+    def edge_name(self, event: str, edge: str, cluster: str | None = None) -> str:
+        """A live edge's global name, or with `cluster` that cluster's own name for it."""
+        return f"{edge}.{cluster or 'live'}.{event}.{self.domain}"
 
 
 @dataclass(config=STRICT, kw_only=True)
