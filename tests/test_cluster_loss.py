@@ -73,7 +73,7 @@ def test_the_dark_cluster_and_a_survivor_replayed_step_by_step():
     spec = nights.spec("broadcast")
     objects = event.build(spec)
     model, plan, manifest = _chat(spec, objects)
-    at, move = _at(spec, "red-packet-2"), steering.move_seconds(spec.steering)
+    at, move = _at(spec, "red-packet-2"), steering.move_seconds(spec)
     faults = simulator.Faults(lose_clusters=("gala-bj-01",), lose_at=at, lost="cluster gala-bj-01", move_after=move)
     dark = simulator.replay(spec, model, plan, manifest, faults=faults,
                             loss=simulator.losing(spec, faults, "gala-bj-01"))
@@ -96,7 +96,7 @@ def test_the_night_s_forecast_is_moved_not_lost():
     at = _at(spec, "red-packet-2")
     calm = {r.model: r.forecast_tokens for r in simulator.simulate(spec, step=30)}
     faults = simulator.Faults(lose_clusters=tuple(c.name for c in spec.clusters if c.region == "us-east-1"),
-                              lose_at=at, lost="region us-east-1", move_after=steering.move_seconds(spec.steering))
+                              lose_at=at, lost="region us-east-1", move_after=steering.move_seconds(spec))
     lost = {r.model: r.forecast_tokens for r in simulator.simulate(spec, step=30, faults=faults)}
     assert lost == pytest.approx(calm, rel=1e-9)
 
@@ -116,3 +116,14 @@ def test_bad_loss_flags_exit_2_with_one_line(args, line, capsys):
     assert cli.main(["simulate", "broadcast", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(line)
+
+
+@pytest.mark.parametrize("args, fault", [
+    (["--lose-region", "us-east-1", "--at", "red-packet-2"], "fault: region us-east-1 lost at 21:40 (6 clusters)"),
+    (["--lose-cluster", "gala-hk-01", "--at", "opening"], "fault: cluster gala-hk-01 lost at 20:00"),
+])
+def test_the_shipped_night_asks_to_survive_a_region_and_does(args, fault, capsys):
+    assert nights.spec("broadcast").policy.survive_loss.value == "region"
+    assert cli.main(["simulate", "broadcast", *args]) == 0
+    out = capsys.readouterr().out
+    assert fault in out and statuses(out) == ["ok"] * 5

@@ -92,7 +92,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "broadcast.loss-region-85-gpus": lambda: _count(_loss_gpus(survive_loss=LossScope.REGION, loss_utilisation=0.85)),
     "broadcast.loss-region-no-zone-gpus": lambda: _count(_loss_gpus(survive_loss=LossScope.REGION,
                                                                      survive_zone_loss=False)),
-    "broadcast.users-move-seconds": lambda: _count(steering.move_seconds(nights.spec("broadcast").steering)),
+    "broadcast.users-move-seconds": lambda: _count(steering.move_seconds(nights.spec("broadcast"))),
     "broadcast.window-end": lambda: _clock(_window().end),
     "broadcast.pulumi-up": lambda: _clock(_window().start - dt.timedelta(hours=nights.spec("broadcast").policy.warmup_hours)),
     "broadcast.staging": lambda: duration(max(w.staging.value for w in _weights())),

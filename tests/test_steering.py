@@ -3,6 +3,7 @@ health checks with its cloud resources, the program registers them under the clu
 provider, a stack without a cluster re-weights the rest, and the new keys refuse hostile input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,23 @@ def test_vke_clusters_get_trafficroute_weighted_records_under_their_volcengine_p
 
 
 def test_users_move_after_the_health_checks_fail_and_the_ttl_runs_out():
-    assert steering.move_seconds(nights.spec("broadcast").steering) == 10 * 3 + 30
-    assert steering.move_seconds(None) == float("inf")
+    spec = nights.spec("broadcast")
+    assert steering.move_seconds(spec) == 10 * 3 + 30
+    assert steering.move_seconds(dataclasses.replace(spec, steering=None)) == float("inf")
+
+
+def test_on_vke_without_health_checks_a_dark_clusters_users_stay(tmp_path, capsys):
+    """TrafficRoute's records carry no health check here: simulate says so and nobody moves."""
+    raw = two_vke_clusters()
+    raw["steering"] = dict(STEERING, zoneId="123456")
+    path = tmp_path / "Pulumi.vke.yaml"
+    path.write_text(yaml.safe_dump({"config": {f"peaknight:{k}": v for k, v in raw.items()}}))
+    spec = config.load_stack(str(path)).spec
+    assert steering.move_seconds(spec) == float("inf")
+    assert cli.main(["simulate", str(path), "--step", "30", "--lose-cluster", spec.clusters[0].name,
+                     "--at", spec.event.moments[0].name]) == 1
+    assert (f"cluster {spec.clusters[0].name} lost at") in (out := capsys.readouterr().out)
+    assert "its DNS has no health check (TrafficRoute), so its users stay on it until the on-call disables its records" in out
 
 
 @pytest.mark.parametrize("edit, line", [

@@ -101,9 +101,17 @@ def unit(spec: StackSpec, steering: Steering, cluster: Cluster) -> Unit:
     build = _BY_CLOUD[PROVISIONER_CLOUD[cluster.provisioner.kind] or ""]
     return Unit("GlobalSteering", "steering", (), tuple(build(spec, steering, cluster)))
 
-def move_seconds(steering: Steering | None) -> float:
+def health_checked(spec: StackSpec) -> bool:
+    """Whether the clusters' DNS drops a dark cluster by itself: Route 53's health checks do;
+    TrafficRoute's records here have none."""
+    return spec.steering is not None and all(PROVISIONER_CLOUD[c.provisioner.kind] == "aws" for c in spec.clusters)
+
+
+def move_seconds(spec: StackSpec) -> float:
     """How long after a cluster goes dark its users reach the others: the health check's failures
-    in a row, then resolvers' cached answers expiring (the TTL). Without steering, never."""
-    if steering is None:
+    in a row, then resolvers' cached answers expiring (the TTL). Never without health checks (no
+    steering, or a cloud whose DNS has none: the on-call takes the records out by hand)."""
+    if spec.steering is None or not health_checked(spec):
         return float("inf")
-    return steering.health_check.interval_seconds * steering.health_check.failure_threshold + steering.ttl_seconds
+    check = spec.steering.health_check
+    return check.interval_seconds * check.failure_threshold + spec.steering.ttl_seconds

@@ -150,7 +150,7 @@ def faults(spec: StackSpec, args: argparse.Namespace) -> simulator.Faults:
     return simulator.Faults(
         surge=surge,
         lose_zone=args.lose_zone, lose_at=lose_at, prometheus_empty_until=empty,
-        lose_clusters=lost, move_after=steering.move_seconds(spec.steering),
+        lose_clusters=lost, move_after=steering.move_seconds(spec),
         lost=f"cluster {args.lose_cluster}" if args.lose_cluster else f"region {args.lose_region}" if lost else "",
         prometheus_down=(down, down + 60 * args.down_minutes) if down is not None else None,
         no_capacity=(args.no_capacity, blocked, blocked + 60 * args.no_capacity_minutes)
@@ -161,6 +161,8 @@ def moved(spec: StackSpec, f: simulator.Faults) -> str:
     """When the lost clusters' users reach the others, and why then."""
     if spec.steering is None:
         return "no peaknight:steering, so its users stay on it"
+    if not steering.health_checked(spec):
+        return "its DNS has no health check (TrafficRoute), so its users stay on it until the on-call disables its records"
     check = spec.steering.health_check
     if len(f.lose_clusters) == len(spec.clusters):
         return "no cluster is left for its users"

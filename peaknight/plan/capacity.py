@@ -393,14 +393,16 @@ def holding_loss(fig: Figure, demand: float, per_replica: float, spec: StackSpec
                  absorbed: loss.Absorb | None) -> Figure:
     """`fig` raised to the replicas that carry `demand` (the share after the worst loss) at headroom
     and the policy's loss utilisation, every zone up (plan/loss.py: a loss and a zone loss together
-    are not planned); `fig` itself without a loss to absorb."""
+    are not planned); `fig` itself, derivation and all, when it holds the loss already (the
+    capacity-after-a-loss figure of `--explain` shows by how much) or there is none to absorb."""
     if absorbed is None:
         return fig
     policy = spec.policy
     n = math.ceil(demand * policy.headroom / (per_replica * policy.loss_utilisation) - 1e-9)
-    return Figure(max(int(fig.value), n), f"max({fig.why}; absorbing {absorbed.lost}: ceil({demand:,.0f} x headroom "
-                                          f"{policy.headroom:g} / ({per_replica:,.0f} x loss util "
-                                          f"{policy.loss_utilisation:g})) = {n})")
+    if n <= fig.value:
+        return fig
+    return Figure(n, f"{fig.why}; raised to absorb {absorbed.lost}: ceil({demand:,.0f} x headroom {policy.headroom:g} "
+                     f"/ ({per_replica:,.0f} x loss util {policy.loss_utilisation:g})) = {n}")
 
 
 def zone_split(replicas: int, zones: int) -> list[int]:

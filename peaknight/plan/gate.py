@@ -36,11 +36,12 @@ def workloads(plans: Iterable[ModelPlan]) -> list[str]:
 
 def losses(plans: Iterable[ModelPlan]) -> list[str]:
     """A workload that cannot carry its share after the loss `policy.surviveLoss` asks the stack to
-    survive (plan/loss.py): only a quota caps the replicas the plan would give it."""
+    survive (plan/loss.py): only a quota caps the replicas the plan would give it. A workload short
+    of its own forecast already has its line."""
     return [f"{PREFIX}cluster '{m.cluster}': model '{m.name}' cannot absorb the loss: capacity "
             f"{si(per_minute(m.loss_capacity_tps.value))} {RATE_UNIT} for {si(per_minute(m.loss_demand_tps.value))} "
             f"{RATE_UNIT} (forecast {m.loss_demand_tps.why}; replicas {m.replicas.why})"
-            for m in plans if m.loss_short and m.loss_capacity_tps and m.loss_demand_tps]
+            for m in plans if m.loss_short and not m.short and m.loss_capacity_tps and m.loss_demand_tps]
 
 
 def edges(plans: Iterable[EdgePlan]) -> list[str]:
