@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,19 @@ def test_the_live_edge_holds_the_viewers_it_takes_after_the_loss():
     assert [m.replicas for m in shipped.models] == [m.replicas for m in plain.models]
     assert all(m.loss_capacity_tps and m.loss_demand_tps and m.loss_capacity_tps.value >= m.loss_demand_tps.value
                for m in shipped.models)
+
+
+def test_the_envelope_still_holds_a_plan_for_loss(tmp_path, capsys):
+    """gala-vke cut to two clusters plans at 4,963 nodes each; holding the other's share too
+    (2x at 0.95 outgrows N+1 by zone's 1.5x) would put 5,914 in each: over the 5,000-node envelope,
+    each cluster named, nothing planned."""
+    def two(cfg: dict[str, Any]) -> None:
+        cfg["peaknight:policy"]["surviveLoss"] = "cluster"
+    names = [c.name for c in nights.spec("gala-vke").clusters[:2]]
+    assert cli.main(["plan", str(write_variant(tmp_path, lambda cfg: None, "gala-vke", clusters=names))]) == 0
+    capsys.readouterr()
+    assert cli.main(["plan", str(write_variant(tmp_path, two, "gala-vke", clusters=names))]) == 1
+    out = capsys.readouterr()
+    text = out.out + out.err
+    for name in names:
+        assert f"cluster '{name}': 5,914 nodes planned, envelope 5,000: over by 914" in text
