@@ -20,6 +20,7 @@ what plan/loss.py sizes the survivors for.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from peaknight.builders.objects import CloudResource, Unit
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
 from peaknight.spec.stack import Cluster, StackSpec, Steering
@@ -36,6 +37,7 @@ TRAFFICROUTE_MAX_WEIGHT = 100
 EDGE_HEALTH_PATH = "/healthz"
 PORT = 80
 
+
 @dataclass(frozen=True)
 class Entry:
     """One cluster's part of one global name: where it points, how it is probed, its weight."""
@@ -45,6 +47,7 @@ class Entry:
     target: str    # the cluster's own name for it
     path: str      # the health check's path
     weight: int
+
 
 def weight(spec: StackSpec, cluster: Cluster, top: int) -> int:
     """The cluster's share on the DNS's integer scale, the largest share at `top`; at least 1, so a
@@ -61,6 +64,7 @@ def entries(spec: StackSpec, steering: Steering, cluster: Cluster, top: int) -> 
     out += [Entry(edge.name, steering.edge_name(event, edge.name), steering.edge_name(event, edge.name, cluster.name),
                   EDGE_HEALTH_PATH, w) for edge in spec.edges]
     return out
+
 
 def _route53(spec: StackSpec, steering: Steering, cluster: Cluster) -> list[CloudResource]:
     out = []
@@ -82,6 +86,7 @@ def _route53(spec: StackSpec, steering: Steering, cluster: Cluster) -> list[Clou
                    f"TTL {steering.ttl_seconds} s"))
     return out
 
+
 def _trafficroute(spec: StackSpec, steering: Steering, cluster: Cluster) -> list[CloudResource]:
     out = []
     for e in entries(spec, steering, cluster, TRAFFICROUTE_MAX_WEIGHT):
@@ -94,12 +99,15 @@ def _trafficroute(spec: StackSpec, steering: Steering, cluster: Cluster) -> list
                    f"TTL {steering.ttl_seconds} s, no health check (none in pulumi-volcengine 0.0.47)"))
     return out
 
+
 _BY_CLOUD = {"aws": _route53, "volcengine": _trafficroute}
+
 
 def unit(spec: StackSpec, steering: Steering, cluster: Cluster) -> Unit:
     """The cluster's part of the global names, in its cloud's DNS (config checks it has one here)."""
     build = _BY_CLOUD[PROVISIONER_CLOUD[cluster.provisioner.kind] or ""]
     return Unit("GlobalSteering", "steering", (), tuple(build(spec, steering, cluster)))
+
 
 def health_checked(spec: StackSpec) -> bool:
     """Whether the clusters' DNS drops a dark cluster by itself: Route 53's health checks do;
