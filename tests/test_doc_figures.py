@@ -4,6 +4,7 @@ from the tests' broadcast night (its plan and its rendered objects), formatted a
 A figure that drifts from the render, or a key nothing computes, fails here."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Callable
@@ -14,9 +15,11 @@ import pytest
 
 import nights
 from conftest import ROOT
-from peaknight.plan import cost
+from peaknight.builders import steering
+from peaknight.plan import capacity, cost
 from peaknight.plan.report import duration
 from peaknight.sim import simulator
+from peaknight.spec.stack import LossScope
 
 DOCS = [ROOT / "docs" / "runbook.md", ROOT / "docs" / "operations.md", ROOT / "docs" / "facts.md"]
 MARK = re.compile(r"([0-9][0-9,.:hm]*)<!-- kit: ([\w.-]+) -->")
@@ -69,6 +72,15 @@ def _count(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def _loss_gpus(**policy: Any) -> int:
+    """The GPUs `plan` says policy.surviveLoss costs the broadcast night with `policy` changed."""
+    spec = nights.spec("broadcast")
+    spec = dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, **policy))
+    gpus = capacity.plan(spec).loss_gpus
+    assert gpus is not None
+    return int(gpus.value)
+
+
 def _window() -> Any:
     return nights.spec("broadcast").event.window
 
@@ -76,6 +88,11 @@ def _window() -> Any:
 FIGURES: dict[str, Callable[[], str]] = {
     # runbook.md: the T-minus timeline
     "broadcast.window-start": lambda: _clock(_window().start),
+    "broadcast.loss-region-gpus": lambda: _count(_loss_gpus(survive_loss=LossScope.REGION)),
+    "broadcast.loss-region-85-gpus": lambda: _count(_loss_gpus(survive_loss=LossScope.REGION, loss_utilisation=0.85)),
+    "broadcast.loss-region-no-zone-gpus": lambda: _count(_loss_gpus(survive_loss=LossScope.REGION,
+                                                                     survive_zone_loss=False)),
+    "broadcast.users-move-seconds": lambda: _count(steering.move_seconds(nights.spec("broadcast"))),
     "broadcast.window-end": lambda: _clock(_window().end),
     "broadcast.pulumi-up": lambda: _clock(_window().start - dt.timedelta(hours=nights.spec("broadcast").policy.warmup_hours)),
     "broadcast.staging": lambda: duration(max(w.staging.value for w in _weights())),

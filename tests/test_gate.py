@@ -119,7 +119,7 @@ def test_a_plan_the_gate_accepts_is_not_refused(capsys):
 def test_validate_strict_refuses_the_placeholders_the_default_validate_warns_about(capsys):
     loaded = config.load_stack("broadcast")
     lines = [str(p) for p in config.placeholders(loaded.spec, str(loaded.path))]
-    assert len(lines) == 10 + 16   # test_render: the pins, and each cluster's API server addresses
+    assert len(lines) == 10 + 16 + 2   # test_render: the pins, each cluster's API server addresses, the steering's zone and domain
     assert cli.main(["validate", "broadcast"]) == 0
     err = capsys.readouterr().err
     assert all(f"warning: {line}" in err for line in lines)
@@ -127,7 +127,7 @@ def test_validate_strict_refuses_the_placeholders_the_default_validate_warns_abo
     out = capsys.readouterr().out.splitlines()
     assert out[:-1] == lines
     objects = len(nights.manifests("broadcast"))
-    assert out[-1] == f"stack 'broadcast': {objects} objects in 16 clusters: 26 violation(s)"
+    assert out[-1] == f"stack 'broadcast': {objects} objects in 16 clusters: 28 violation(s)"
     assert cli.main(["validate", "rehearsal", "--strict"]) == 0
 
 

@@ -93,9 +93,10 @@ def test_placeholder_digests_are_warned_about(capsys, tmp_path):
     """One warning per key (file, key path, what to set); `validate --strict` refuses the same lines."""
     loaded = config.load_stack("broadcast")
     lines = [str(p) for p in config.placeholders(loaded.spec, str(loaded.path))]
-    # 3 model images, the edge's 3 images, the endpoint picker's, and 3 weights revisions; and
-    # each of the 16 clusters' API server addresses, which only the cluster knows.
-    assert len(lines) == 10 + 16
+    # 3 model images, the edge's 3 images, the endpoint picker's, and 3 weights revisions; each of
+    # the 16 clusters' API server addresses, which only the cluster knows; and the global names'
+    # hosted zone and domain (peaknight:steering).
+    assert len(lines) == 10 + 16 + 2
     assert cli.main(["render", "broadcast", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr()
     for line in lines:  # on stderr: stdout stays the render's summary
@@ -108,6 +109,10 @@ def test_placeholder_digests_are_warned_about(capsys, tmp_path):
     assert (f"{loaded.path}: peaknight:clusters[15].apiServerCidrs: expected the API server's addresses, so the "
             "endpoint pickers and routers reach it alone (kubectl get endpointslices -n default -l "
             "kubernetes.io/service-name=kubernetes); found nothing (any address on 443/6443)") in lines
+    assert (f"{loaded.path}: peaknight:steering.zoneId: expected your hosted zone's ID (aws route53 "
+            "list-hosted-zones-by-name); found the all-zero placeholder zone") in lines
+    assert (f"{loaded.path}: peaknight:steering.domain: expected your event's domain (the hosted zone's); found "
+            "'gala.example.com', under example.com (reserved for examples, RFC 2606)") in lines
     assert config.placeholders(config.load_stack("rehearsal").spec, "rehearsal") == []
 
 

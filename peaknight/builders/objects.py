@@ -61,6 +61,14 @@ class CloudResource:
         """Stable identity within a cluster: the type's last part and the name."""
         return f"{self.type.rsplit(':', 1)[-1].lower()}.{self.name}"
 
+    @staticmethod
+    def ref(other: "CloudResource") -> str:
+        """A property that is another cloud resource's ID, known only once the cloud created it
+        (a Route 53 record's health check): `${<key>.id}` in the render, that resource's `id`
+        output in the program, which registers `other` first. No stack string holds a `$`
+        (spec/formats.py), so only the kit writes one."""
+        return "${" + other.key + ".id}"
+
 
 @dataclass(frozen=True)
 class Unit:

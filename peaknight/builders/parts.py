@@ -16,14 +16,14 @@ from typing import Protocol, Sequence
 
 from peaknight.addons import gitops
 from peaknight.builders import (admission, autoscaling, cluster_base, dashboards, inference, loadreplay, monitoring,
-                                 network, routing, warmup)
+                                 network, routing, steering, warmup)
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
 from peaknight.plan import gate
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
 from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners import registry as provisioners
-from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, Slo, StackSpec
+from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, Slo, StackSpec, Steering
 
 
 class PartArgs(Protocol):
@@ -237,6 +237,19 @@ class LoadReplayArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SteeringArgs:
+    """The cluster's part of the event's global names (builders/steering.py): cloud resources only."""
+
+    spec: StackSpec
+    steering: Steering
+    cluster: Cluster
+
+    @cached_property
+    def unit(self) -> Unit:
+        return steering.unit(self.spec, self.steering, self.cluster)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterParts:
     """Every part of one cluster, in the order they are declared."""
 
@@ -250,13 +263,14 @@ class ClusterParts:
     network: NetworkPoliciesArgs
     admission: AdmissionArgs
     load_replay: LoadReplayArgs | None = None
+    steering: SteeringArgs | None = None
     gitops_addons: GitOpsAddonsArgs | None = None
 
     def kit(self) -> tuple[PartArgs, ...]:
         """The kit's own parts: everything but the GitOps add-ons."""
         return (self.base, *self.pools, *(p for pair in self.services for p in pair), *self.routers, self.warm_gate,
                 self.monitoring, *self.edges, self.network, self.admission,
-                *((self.load_replay,) if self.load_replay else ()))
+                *((self.load_replay,) if self.load_replay else ()), *((self.steering,) if self.steering else ()))
 
     def all(self) -> tuple[PartArgs, ...]:
         return (*self.kit(), *((self.gitops_addons,) if self.gitops_addons else ()))
@@ -284,6 +298,7 @@ def cluster_parts(spec: StackSpec, plan: ClusterPlan, cluster: Cluster) -> Clust
         network=NetworkPoliciesArgs(spec=spec, cluster=cluster, plan=plan),
         admission=AdmissionArgs(spec=spec, cluster=cluster, plan=plan),
         load_replay=LoadReplayArgs(spec=spec, cluster=cluster, plan=plan) if loadreplay.enabled(spec) else None,
+        steering=SteeringArgs(spec=spec, steering=spec.steering, cluster=cluster) if spec.steering else None,
     )
     if spec.gitops is None:
         return kit

@@ -15,7 +15,7 @@ from peaknight.cli import errors, fleet
 from peaknight.plan import cost
 from peaknight.plan.capacity import workload_names
 from peaknight.spec import config
-from peaknight.builders import event
+from peaknight.builders import event, steering
 from peaknight.sim import plot as night_plot
 from peaknight.sim import simulator
 from peaknight.sim.simulator import ModelResult
@@ -127,8 +127,21 @@ def faults(spec: StackSpec, args: argparse.Namespace) -> simulator.Faults:
     if args.lose_zone is not None and args.lose_zone not in zones:
         problems.append(config.Problem("--lose-zone", "--lose-zone", "a zone of the stack's clusters ("
                                        + ", ".join(sorted(zones)) + ")", repr(args.lose_zone)))
-    if args.lose_zone is not None and args.at is None:
-        problems.append(config.Problem("--at", "--at", "the time the zone is lost", "nothing"))
+    clusters = {c.name for c in spec.clusters}
+    regions = {c.region for c in spec.clusters}
+    if args.lose_cluster is not None and args.lose_cluster not in clusters:
+        problems.append(config.Problem("--lose-cluster", "--lose-cluster", "a cluster of the stack ("
+                                       + ", ".join(sorted(clusters)) + ")", repr(args.lose_cluster)))
+    if args.lose_region is not None and args.lose_region not in regions:
+        problems.append(config.Problem("--lose-region", "--lose-region", "a region of the stack's clusters ("
+                                       + ", ".join(sorted(regions)) + ")", repr(args.lose_region)))
+    losses = [f for f, v in (("--lose-zone", args.lose_zone), ("--lose-cluster", args.lose_cluster),
+                             ("--lose-region", args.lose_region)) if v is not None]
+    if len(losses) > 1:
+        problems.append(config.Problem(losses[1], losses[1], "one of --lose-zone, --lose-cluster, --lose-region "
+                                       "(one --at)", " and ".join(losses)))
+    if losses and args.at is None:
+        problems.append(config.Problem("--at", "--at", f"the time {losses[0]} happens", "nothing"))
     if args.no_capacity is not None and args.no_capacity not in pools:
         problems.append(config.Problem("--no-capacity", "--no-capacity", "a pool of the stack ("
                                        + ", ".join(sorted(pools)) + ")", repr(args.no_capacity)))
@@ -152,12 +165,28 @@ def faults(spec: StackSpec, args: argparse.Namespace) -> simulator.Faults:
         raise config.ConfigError(problems) from None
     if problems:
         raise config.ConfigError(problems)
+    lost = tuple(c.name for c in spec.clusters if c.name == args.lose_cluster or c.region == args.lose_region)
     return simulator.Faults(
         surge=surge,
         lose_zone=args.lose_zone, lose_at=lose_at, prometheus_empty_until=empty,
+        lose_clusters=lost, move_after=steering.move_seconds(spec),
+        lost=f"cluster {args.lose_cluster}" if args.lose_cluster else f"region {args.lose_region}" if lost else "",
         prometheus_down=(down, down + 60 * args.down_minutes) if down is not None else None,
         no_capacity=(args.no_capacity, blocked, blocked + 60 * args.no_capacity_minutes)
         if args.no_capacity is not None and blocked is not None else None)
+
+
+def moved(spec: StackSpec, f: simulator.Faults) -> str:
+    """When the lost clusters' users reach the others, and why then."""
+    if spec.steering is None:
+        return "no peaknight:steering, so its users stay on it"
+    if not steering.health_checked(spec):
+        return "its DNS has no health check (TrafficRoute), so its users stay on it until the on-call disables its records"
+    check = spec.steering.health_check
+    if len(f.lose_clusters) == len(spec.clusters):
+        return "no cluster is left for its users"
+    return (f"its users reach the others {f.move_after:g} s later ({check.failure_threshold} failed health "
+            f"checks {check.interval_seconds} s apart, then the {spec.steering.ttl_seconds} s TTL)")
 
 
 def describe(spec: StackSpec, f: simulator.Faults) -> list[str]:
@@ -171,6 +200,9 @@ def describe(spec: StackSpec, f: simulator.Faults) -> list[str]:
         out.append(f"unforecast surge to {f.surge[1]:g} of peak at {clock(f.surge[0])} for {f.surge[2]:g} min")
     if f.lose_zone:
         out.append(f"zone {f.lose_zone} lost at {clock(f.lose_at)} in every cluster that has it")
+    if f.lose_clusters:
+        many = f" ({len(f.lose_clusters)} clusters)" if len(f.lose_clusters) > 1 else ""
+        out.append(f"{f.lost} lost at {clock(f.lose_at)}{many}: " + moved(spec, f))
     if f.prometheus_empty_until is not None:
         out.append(f"Prometheus answers with no series until {clock(f.prometheus_empty_until)}")
     if f.prometheus_down:
@@ -252,7 +284,9 @@ def add_parser(sub: argparse._SubParsersAction, stack_help: str) -> None:
     fleet.add_arguments(s)
     when_help = "a moment's name, a local HH:MM on the night, or YYYY-MM-DDTHH:MM"
     s.add_argument("--lose-zone", metavar="ZONE", help="lose this zone (in every cluster that has it) --at a time")
-    s.add_argument("--at", metavar="WHEN", help=f"when --lose-zone happens: {when_help}")
+    s.add_argument("--lose-cluster", metavar="NAME", help="lose this whole cluster --at a time")
+    s.add_argument("--lose-region", metavar="REGION", help="lose every cluster in this region --at a time")
+    s.add_argument("--at", metavar="WHEN", help=f"when --lose-zone, --lose-cluster or --lose-region happens: {when_help}")
     s.add_argument("--prometheus-empty-until", metavar="WHEN",
                    help=f"Prometheus answers with no series from the start (first install) until {when_help}")
     s.add_argument("--prometheus-down", metavar="WHEN", help=f"Prometheus fails from {when_help} ...")

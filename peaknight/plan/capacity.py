@@ -6,12 +6,13 @@ plan on the night must be able to check it by hand. Rounding always goes up.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterable
 
 from peaknight.engines.base import Topology
-from peaknight.plan import memory, rollout, startup, weights
+from peaknight.plan import loss, memory, rollout, startup, weights
 from peaknight.plan.figure import Figure
 from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
@@ -52,6 +53,16 @@ class ModelPlan:
     phase: str = ""
     serving: profiles.ServingTopology | None = None  # the throughput row's topology: what is rendered
     router_pods: Figure | None = None  # decode plan of a disaggregated model: its router's pods
+    # With policy.surviveLoss: this cluster's forecast after the worst loss it absorbs, and what all
+    # its replicas serve then at policy.lossUtilisation (plan/loss.py); None without the option.
+    loss_demand_tps: Figure | None = None
+    loss_capacity_tps: Figure | None = None
+
+    @property
+    def loss_short(self) -> bool:
+        """Cannot absorb the loss the policy asks it to survive (a quota capped its replicas)."""
+        return (self.loss_demand_tps is not None and self.loss_capacity_tps is not None
+                and self.loss_capacity_tps.value < self.loss_demand_tps.value * (1 - 1e-9))
 
     @property
     def name(self) -> str:
@@ -217,6 +228,12 @@ class CapacityPlan:
     warnings: tuple[str, ...]
     survives_zone_loss: bool
     window_hours: float = 0.0
+    # With policy.surviveLoss: the GPUs the option adds over the same plan without it.
+    loss_gpus: Figure | None = None
+
+    @property
+    def gpus(self) -> int:
+        return sum(int(m.gpus.value) for c in self.clusters for m in c.models)
 
     def cluster(self, name: str) -> ClusterPlan:
         return next(c for c in self.clusters if c.name == name)
@@ -381,6 +398,22 @@ def replicas_for(demand: float, per_replica: float, spec: StackSpec, zones: int,
     return Figure(total, f"{why}; +{total - serving} so that {serving} survive losing 1 of {zones} zones")
 
 
+def holding_loss(fig: Figure, demand: float, per_replica: float, spec: StackSpec,
+                 absorbed: loss.Absorb | None) -> Figure:
+    """`fig` raised to the replicas that carry `demand` (the share after the worst loss) at headroom
+    and the policy's loss utilisation, every zone up (plan/loss.py: a loss and a zone loss together
+    are not planned); `fig` itself, derivation and all, when it holds the loss already (the
+    capacity-after-a-loss figure of `--explain` shows by how much) or there is none to absorb."""
+    if absorbed is None:
+        return fig
+    policy = spec.policy
+    n = math.ceil(demand * policy.headroom / (per_replica * policy.loss_utilisation) - 1e-9)
+    if n <= fig.value:
+        return fig
+    return Figure(n, f"{fig.why}; raised to absorb {absorbed.lost}: ceil({demand:,.0f} x headroom {policy.headroom:g} "
+                     f"/ ({per_replica:,.0f} x loss util {policy.loss_utilisation:g})) = {n}")
+
+
 def zone_split(replicas: int, zones: int) -> list[int]:
     """Replicas per zone under a maxSkew-1 topology spread: as even as possible."""
     return [replicas // zones + (1 if z < replicas % zones else 0) for z in range(zones)]
@@ -396,7 +429,19 @@ def plan(spec: StackSpec, *, envelope: bool = True) -> CapacityPlan:
     hours = (spec.event.window.end - spec.event.window.start).total_seconds() / 3600
     return CapacityPlan(clusters, (*_warnings(spec), *_idle_fabric(spec, clusters), *_slow_rollouts(spec, clusters),
                                    *weights.warnings(spec)),
-                        spec.policy.survive_zone_loss, hours)
+                        spec.policy.survive_zone_loss, hours, _loss_gpus(spec, clusters))
+
+
+def _loss_gpus(spec: StackSpec, clusters: tuple[ClusterPlan, ...]) -> Figure | None:
+    """What surviving the loss costs: the GPUs over the same stack planned without the option."""
+    if spec.policy.survive_loss is loss.NONE:
+        return None
+    without = plan(dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, survive_loss=loss.NONE)),
+                   envelope=False).gpus
+    held = sum(int(m.gpus.value) for c in clusters for m in c.models)
+    return Figure(held - without, f"surviving the loss of any one {spec.policy.survive_loss.value} at loss util "
+                                  f"{spec.policy.loss_utilisation:g}: {held:,} GPUs - {without:,} without it = "
+                                  f"+{held - without:,} GPUs")
 
 
 def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) -> ClusterPlan:
@@ -407,6 +452,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     pool_surge: dict[str, int] = {name: 0 for name in pools}
     pool_burst: dict[str, int] = {name: 0 for name in pools}
     zones = len(cluster.zones)
+    absorbed = loss.absorb(spec, cluster)
     for model, phase, row, per_replica in (w for m in spec.models for w in workloads(m, pools[m.pool], spec.slo.itl_p99_seconds)):
         pool = pools[model.pool]
         gpn = gpus_per_node(pool)
@@ -417,9 +463,13 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
         demand = Figure(peak, f"{model.peak_tokens_per_minute:,.0f} tok/min / 60 x scale {spec.scale:g} "
                               f"x share {cluster.share:g} = {peak:,.0f} tok/s")
 
+        lost_peak = peak / cluster.share * absorbed.share.value if absorbed else 0.0
+
         def sized(load: float, label: str) -> Figure:
-            """Replicas for `load` x peak, never above the model's quota (the plan then reports it short)."""
-            fig = replicas_for(peak * load, per_replica.value, spec, zones, label)
+            """Replicas for `load` x peak, and for the loss the policy absorbs, never above the
+            model's quota (the plan then reports it short)."""
+            fig = holding_loss(replicas_for(peak * load, per_replica.value, spec, zones, label),
+                               lost_peak * load, per_replica.value, spec, absorbed)
             quota = model.max_replicas_per_cluster
             if quota is not None and fig.value > quota:
                 return Figure(quota, f"{fig.why}; capped at maxReplicasPerCluster {quota}")
@@ -461,6 +511,12 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                                           f" x {per_replica.value:,.0f} x util {spec.policy.target_utilisation:g}"),
             short=capacity < peak * (1 - 1e-9),
             router_pods=plan_router(spec, cluster, peak) if phase == "decode" else None,
+            loss_demand_tps=Figure(lost_peak, f"{demand.value:,.0f} tok/s x {absorbed.share.value:.4g} / share "
+                                              f"{cluster.share:g} ({absorbed.share.why}) = {lost_peak:,.0f} tok/s")
+            if absorbed else None,
+            loss_capacity_tps=Figure(r * per_replica.value * spec.policy.loss_utilisation,
+                                     f"{r} replicas (no zone lost) x {per_replica.value:,.0f} x loss util "
+                                     f"{spec.policy.loss_utilisation:g}") if absorbed else None,
             # Prefill and decode groups also send the KV cache between nodes over it.
             interconnect=interconnect(pool, cluster) if nodes_per_replica > 1 or phase else None,
         ))
@@ -576,7 +632,11 @@ def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
     viewers = edge.peak_viewers * spec.scale * cluster.share
     mix = sum(r.bitrate_kbps * r.share for r in edge.renditions)
     egress = viewers * mix / 1e6
-    pods = replicas_for(egress, edge.pod_egress_gbps, spec, zones, f"Gbps over pods of {edge.pod_egress_gbps:g} Gbps")
+    absorbed = loss.absorb(spec, cluster)
+    pods = holding_loss(replicas_for(egress, edge.pod_egress_gbps, spec, zones, f"Gbps over pods of "
+                                     f"{edge.pod_egress_gbps:g} Gbps"),
+                        egress / cluster.share * absorbed.share.value if absorbed else 0.0,
+                        edge.pod_egress_gbps, spec, absorbed)
     p = int(pods.value)
     ceiling = max(p, math.ceil(p * edge.burst - 1e-9))
     serving = p - (max(zone_split(p, zones)) if spec.policy.survive_zone_loss else 0)

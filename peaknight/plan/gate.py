@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from peaknight.plan import loss
 from peaknight.plan.capacity import CapacityPlan, ClusterPlan, EdgePlan, ModelPlan, PoolPlan
 from peaknight.plan.report import si
 from peaknight.plan.units import RATE_UNIT, per_minute
@@ -31,6 +32,16 @@ def workloads(plans: Iterable[ModelPlan]) -> list[str]:
     return [f"{PREFIX}cluster '{m.cluster}': model '{m.name}' is short: capacity {si(per_minute(m.capacity_tps.value))} "
             f"{RATE_UNIT} for a forecast of {si(per_minute(m.demand_tps.value))} {RATE_UNIT} (replicas {m.replicas.why})"
             for m in plans if m.short]
+
+
+def losses(plans: Iterable[ModelPlan]) -> list[str]:
+    """A workload that cannot carry its share after the loss `policy.surviveLoss` asks the stack to
+    survive (plan/loss.py): only a quota caps the replicas the plan would give it. A workload short
+    of its own forecast already has its line."""
+    return [f"{PREFIX}cluster '{m.cluster}': model '{m.name}' cannot absorb the loss: capacity "
+            f"{si(per_minute(m.loss_capacity_tps.value))} {RATE_UNIT} for {si(per_minute(m.loss_demand_tps.value))} "
+            f"{RATE_UNIT} (forecast {m.loss_demand_tps.why}; replicas {m.replicas.why})"
+            for m in plans if m.loss_short and not m.short and m.loss_capacity_tps and m.loss_demand_tps]
 
 
 def edges(plans: Iterable[EdgePlan]) -> list[str]:
@@ -53,9 +64,11 @@ def weights(plans: Iterable[WeightsPlan]) -> list[str]:
 
 def cluster(cluster: Cluster, plan: ClusterPlan) -> list[str]:
     """Every refusal of one cluster's plan."""
-    return [*workloads(plan.models), *edges(plan.edges), *pools(cluster, plan.pools), *weights(plan.weights)]
+    return [*workloads(plan.models), *losses(plan.models), *edges(plan.edges), *pools(cluster, plan.pools), *weights(plan.weights)]
 
 
 def stack(spec: StackSpec, plan: CapacityPlan) -> list[str]:
-    """Every refusal of the stack's plan, cluster by cluster."""
-    return [line for c, p in zip(spec.clusters, plan.clusters) for line in cluster(c, p)]
+    """Every refusal of the stack's plan: a loss it asks to survive that no cluster is left to
+    absorb, then cluster by cluster."""
+    return [*(f"{PREFIX}{line}" for line in loss.unabsorbable(spec)),
+            *(line for c, p in zip(spec.clusters, plan.clusters) for line in cluster(c, p))]

@@ -185,6 +185,8 @@ def table(plan: CapacityPlan, refused: Sequence[str], explain: bool = False,
     lines.append("")
     lines.append(f"{capacity_meaning(plan.survives_zone_loss)}; headroom = capacity / forecast")
     lines.append(summary(plan, refused))
+    if plan.loss_gpus:
+        lines.append(f"loss: {plan.loss_gpus.why}")
     if costs:
         lines.append(cost_line(costs, selection))
     if explain:
@@ -204,8 +206,10 @@ def _explain(group: Group, selection: Selection) -> list[str]:
                            ("floor", m.floor_replicas), ("GPUs", m.gpus), ("nodes", m.nodes),
                            ("capacity", m.capacity_tps), ("max replicas", m.max_replicas),
                            ("warm-up", m.warmup), ("surge", m.surge), ("rollout", m.rollout),
-                           ("route timeout", m.longest_answer)):
-            lines.append(f"  {label}: {fig.why}")
+                           ("route timeout", m.longest_answer), ("forecast after a loss", m.loss_demand_tps),
+                           ("capacity after a loss", m.loss_capacity_tps)):
+            if fig is not None:
+                lines.append(f"  {label}: {fig.why}")
         w = c.weight(m.model)
         for label, fig in (("weights staging", w.staging), ("weight source per zone", w.source_gib),
                            ("source throughput", w.source_mbps), ("node cache fill", w.fill),
@@ -322,4 +326,5 @@ def document(plan: CapacityPlan, refused: Sequence[str], warnings: Sequence[str]
             "origins": [origin_row(plan.origin(name)) for name in _edges(found)],
             "cloud_pools": [{"clusters": list(names), "pools": pools} for names, pools in cloud],
             "total": totals(plan, refused), **({"cost": cost_document(costs, selection)} if costs else {}),
-            "short": list(refused), "warnings": list(warnings)}
+            "short": list(refused), "warnings": list(warnings),
+            "loss_gpus": int(plan.loss_gpus.value) if plan.loss_gpus else None}

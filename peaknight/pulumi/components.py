@@ -123,8 +123,9 @@ class _UnitComponent(pulumi.ComponentResource):
             self.resources[obj.key] = resource_for(obj, f"{prefix}/{obj.key}", pulumi.ResourceOptions(
                 parent=self, provider=provider, protect=obj.protect, ignore_changes=list(obj.ignore_changes) or None,
                 depends_on=list(needed_by(obj)) if needed_by else None))
-        self.cloud_resources: dict[str, pulumi.CustomResource] = {
-            cloud.key: _cloud_resource(cloud, f"{prefix}/{cloud.key}", self) for cloud in self._unit.cloud}
+        self.cloud_resources: dict[str, pulumi.CustomResource] = {}
+        for cloud in self._unit.cloud:
+            self.cloud_resources[cloud.key] = _cloud_resource(cloud, f"{prefix}/{cloud.key}", self, self.cloud_resources)
 
     def _object(self, kind: str, name: str) -> pulumi.CustomResource:
         """The registered resource of this unit's object of `kind` named `name`."""
@@ -132,11 +133,21 @@ class _UnitComponent(pulumi.ComponentResource):
         return self.resources[obj.key]
 
 
-def _cloud_resource(cloud: CloudResource, name: str, parent: pulumi.Resource) -> pulumi.CustomResource:
-    """A provisioner's cloud resource by its type token: the provider package's plugin serves it,
-    with the provider the component inherited for that package."""
-    return pulumi.CustomResource(cloud.type, name, dict(cloud.properties),
+def _cloud_resource(cloud: CloudResource, name: str, parent: pulumi.Resource,
+                    earlier: dict[str, pulumi.CustomResource]) -> pulumi.CustomResource:
+    """A cloud resource by its type token: the provider package's plugin serves it, with the
+    provider the component inherited for that package. A property naming an earlier resource of
+    the unit (CloudResource.ref) is that resource's `id` output."""
+    properties = {k: _resolve(v, earlier) for k, v in cloud.properties.items()}
+    return pulumi.CustomResource(cloud.type, name, properties,
                                  pulumi.ResourceOptions(parent=parent, protect=cloud.protect))
+
+
+def _resolve(value: Any, earlier: dict[str, pulumi.CustomResource]) -> Any:
+    """`${<key>.id}` (CloudResource.ref) as the `id` output of the unit's resource of that key."""
+    if isinstance(value, str) and value.startswith("${") and value.endswith(".id}"):
+        return earlier[value[2:-4]].id
+    return value
 
 
 class ClusterBase(_UnitComponent):
@@ -323,6 +334,8 @@ class ClusterStack(pulumi.ComponentResource):
         declare(_ClusterPart, cluster_parts.admission)
         if cluster_parts.load_replay is not None:
             declare(_ClusterPart, cluster_parts.load_replay)
+        if cluster_parts.steering is not None:
+            declare(_ClusterPart, cluster_parts.steering)
         if cluster_parts.gitops_addons is not None:
             declare(_ClusterPart, cluster_parts.gitops_addons)
         self.gpus: pulumi.Output[int] = pulumi.Output.from_input(sum(int(m.gpus.value) for m in args.plan.models))

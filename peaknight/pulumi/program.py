@@ -7,6 +7,7 @@ from the same parts the offline render walks (event.build), registered by the pu
 from __future__ import annotations
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pulumi_volcengine as volcengine
 
@@ -33,9 +34,13 @@ def provider_for(spec: StackSpec, cluster_name: str, adopt_existing: bool) -> k8
                         enable_server_side_apply=True, upsert_existing_objects=adopt_existing)
 
 
-def cloud_providers(cluster: Cluster) -> list[pulumi.ProviderResource]:
-    """The cluster's cloud provider when its provisioner declares cloud resources: Volcano Engine
-    in the cluster's region, credentials from the cluster's two secrets."""
+def cloud_providers(spec: StackSpec, cluster: Cluster) -> list[pulumi.ProviderResource]:
+    """The cluster's cloud provider when it declares cloud resources: Volcano Engine in the
+    cluster's region, credentials from the cluster's two secrets (VKE node pools, its global
+    records); AWS in the cluster's region, credentials from the environment as for the AWS CLI
+    (Route 53 records and health checks of `peaknight:steering`)."""
+    if cluster.provisioner.kind == "karpenter-aws" and spec.steering is not None:
+        return [aws.Provider(f"aws-{cluster.name}", region=cluster.region)]
     if cluster.provisioner.kind != "volcengine-vke":
         return []
     cfg = pulumi.Config(config.NAMESPACE)
@@ -61,7 +66,7 @@ def deploy(spec: StackSpec) -> list[ClusterStack]:
     for cluster_objects in objects.clusters:
         cluster = cluster_objects.cluster
         provider = provider_for(spec, cluster.name, cluster.adopt_existing)
-        opts = pulumi.ResourceOptions(providers=[provider, *cloud_providers(cluster)])
+        opts = pulumi.ResourceOptions(providers=[provider, *cloud_providers(spec, cluster)])
         stacks.append(ClusterStack(cluster.name, cluster_objects, opts))
     return stacks
 

@@ -73,6 +73,13 @@ def draw_faults(ax: Any, spec: StackSpec, result: ModelResult, faults: Faults, s
         if named:
             ax.annotate(f"zone {faults.lose_zone} lost", (at(faults.lose_at), 0.5), xycoords=("data", "axes fraction"),
                         xytext=(3, 0), textcoords="offset points", fontsize=8, rotation=90)
+    if faults.lose_clusters:
+        # Dark until the users move (health checks, then the TTL); the whole plot when they never do.
+        ax.axvline(at(faults.lose_at), color="black", lw=1.5, ls="--")
+        ax.axvspan(at(faults.lose_at), at(faults.lose_at + faults.move_after), color="black", alpha=0.12, lw=0,
+                   label=f"{faults.lost} dark, users not yet moved")
+        ax.annotate(f"{faults.lost} lost", (at(faults.lose_at), 0.5), xycoords=("data", "axes fraction"),
+                    xytext=(3, 0), textcoords="offset points", fontsize=8, rotation=90)
     if faults.prometheus_empty_until is not None:
         ax.axvspan(at(first), at(faults.prometheus_empty_until), color="tab:gray", alpha=0.15, lw=0,
                    label="Prometheus empty")

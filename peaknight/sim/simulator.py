@@ -30,7 +30,13 @@ Faults (`Faults`, each a `peaknight simulate` flag) replay what a real cluster w
   or fails with it false; Prometheus down for a period: the token metric fails. KEDA counts a
   failure per poll and, past fallback.failureThreshold, answers fallback.replicas per
   fallback.behavior (KEDA pkg/fallback); a failing metric never lets the HPA scale down;
-- no capacity for a pool for a period: replicas that need a new node wait until it ends.
+- no capacity for a pool for a period: replicas that need a new node wait until it ends;
+- a whole cluster or region lost at a time (`Loss`): its clusters go dark (no replicas, no
+  autoscaler, no gateway: their users' tokens are unmet, not shed) until global steering moves the
+  users, the health checks' failures then the DNS TTL later (builders/steering.py); from then the
+  others take the lost share in proportion to their own, their autoscalers scale up, warm where
+  a node the pool holds is free and cold on new nodes, with the ladder in between. Without
+  `peaknight:steering` the users never move.
 
 The ladder (`models[].ladder`, thresholds from plan/admission.py) and an unforecast surge:
 
@@ -48,6 +54,7 @@ Not modelled: Prometheus scrape jitter beyond the rate window; clients retrying 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -116,11 +123,35 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class Loss:
+    """A lost cluster or region as one cluster's replay sees it: when it happened, when the users
+    moved, and whether this cluster went dark (its replicas and control plane gone) or takes
+    `factor` times its own demand from then on (the lost share re-divided by weight)."""
+
+    at: float
+    moved_at: float
+    dark: bool
+    factor: float = 1.0
+
+    def demand(self, t: float) -> float:
+        """This cluster's demand at `t` as a multiple of its own forecast."""
+        if t < self.moved_at:
+            return 1.0
+        return 0.0 if self.dark else self.factor
+
+
+@dataclass(frozen=True)
 class Faults:
     """What goes wrong during the replay; times are seconds from the window's start."""
 
     lose_zone: Optional[str] = None
     lose_at: float = 0.0
+    # Whole clusters lost at lose_at (`--lose-cluster`, or every cluster of `--lose-region`), as
+    # `lost` names them; their users reach the others `move_after` seconds later (health checks,
+    # then the TTL: builders/steering.py), never without global steering.
+    lose_clusters: tuple[str, ...] = ()
+    lost: str = ""
+    move_after: float = math.inf
     prometheus_empty_until: Optional[float] = None          # empty from before the first pre-scale
     prometheus_down: Optional[tuple[float, float]] = None   # (start, end)
     no_capacity: Optional[tuple[str, float, float]] = None  # (pool, start, end)
@@ -430,13 +461,12 @@ class _Pods:
 
 def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, Any], step: float = 10.0,
            faults: Faults = NO_FAULTS, zone: Optional[tuple[int, int]] = None,
-           spare_of: Optional[Trace] = None) -> Trace:
+           spare_of: Optional[Trace] = None, loss: Optional[Loss] = None) -> Trace:
     """One model in one cluster through the night under the given autoscaler manifest; `zone` is
     (index, zones) of the lost zone in this cluster, None where the cluster does not have it;
     `spare_of` the replay of the model's ladder fallback in the same cluster (its spare rate takes
-    step 2's share)."""
+    step 2's share); `loss` a lost cluster or region: this cluster dark, or taking its users."""
     cap_at, fallback_at = (f.value for f in admission.ladder_thresholds(spec))
-    ladder = model.ladder
     cfg = settings(spec, manifest)
     window = spec.event.window
     end = (window.end - window.start).total_seconds()
@@ -470,6 +500,10 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
             index, zones = zone  # type: ignore[misc]
             pods.lose(t, zone_split(pods.count, zones)[index])
             zone_lost = True
+        dark = loss is not None and loss.dark and t >= loss.at
+        if dark:   # the cluster is gone: no replicas, no autoscaler, nothing comes back tonight
+            pods.groups, pods.count = [], 0
+            next_poll = next_sync = math.inf
         if cfg.keda:
             while next_poll <= t:                 # KEDA: activation and scale to / from zero
                 failures = failures + 1 if token == "failing" else 0
@@ -489,11 +523,14 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
             next_sync += autoscaling.HPA_SYNC_SECONDS
         when = window.start + dt.timedelta(seconds=t)
         load = forecast.load_at(spec.event, when)
-        demand = max(load, faults.surge_load(t) if load else 0.0) * plan.demand_tps.value
-        forecast_share = load * plan.demand_tps.value / demand if demand else 0.0
+        moved = loss.demand(t) if loss else 1.0
+        demand = max(load, faults.surge_load(t) if load else 0.0) * plan.demand_tps.value * moved
+        forecast_share = load * plan.demand_tps.value * moved / demand if demand else 0.0
         capacity = pods.ready(t) * tps
         pressure = demand / capacity if capacity else math.inf
         shortened = offloaded = 0.0
+        # A dark cluster has no gateway to cap, fall back or refuse: its users' tokens go unmet.
+        ladder = None if dark else model.ladder
         if ladder is not None and pressure >= cap_at:
             shortened = demand * (1 - model.input_share) * ladder.cap_saving
         if ladder is not None and ladder.fallback and spare_of is not None and pressure >= fallback_at and t >= 0:
@@ -623,6 +660,19 @@ class ModelResult:
             setattr(total, series, [a + b * copies for a, b in zip(mine, getattr(trace, series))])
 
 
+def losing(spec: StackSpec, faults: Faults, cluster: str) -> Optional[Loss]:
+    """What a lost cluster or region means for `cluster`: dark if it is one of them, else, once the
+    users move, its demand x 1 / (1 - the lost share) (the DNS re-divides by weight, plan/loss.py).
+    With every cluster lost, or no steering, nobody moves."""
+    if not faults.lose_clusters:
+        return None
+    lost = sum(c.share for c in spec.clusters if c.name in faults.lose_clusters)
+    moved_at = faults.lose_at + faults.move_after if lost < 1 else math.inf
+    if cluster in faults.lose_clusters:
+        return Loss(faults.lose_at, moved_at, dark=True)
+    return Loss(faults.lose_at, moved_at, dark=False, factor=1 / (1 - lost))
+
+
 def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: float = 10.0,
              faults: Faults = NO_FAULTS) -> list[ModelResult]:
     """Every model in every cluster; identical (autoscaler, plan, lost zone, fallback) replays run
@@ -636,6 +686,7 @@ def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: floa
     for cluster in objects.clusters:
         zones = cluster.cluster.zones
         zone = (zones.index(faults.lose_zone), len(zones)) if faults.lose_zone in zones else None
+        loss = losing(spec, faults, cluster.cluster.name)
         scalers = {u.name: u for u in cluster.units if u.component == "Autoscaler"}
         keys: dict[str, str] = {}   # model -> its replay key: what a ladder falling back on it reads
         for name in order:
@@ -644,11 +695,12 @@ def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: floa
             for obj in scalers[name].objects:  # one per workload: a disaggregated model's prefill and decode groups
                 plan = objects.plan.cluster(cluster.cluster.name).model(obj.name)
                 key = json.dumps([obj.name, obj.manifest, plan.replica_tps.value, plan.demand_tps.value,
-                                  plan.gpus_per_replica, zone, len(zones), fallback], sort_keys=True)
+                                  plan.gpus_per_replica, zone, len(zones), fallback,
+                                  loss and dataclasses.astuple(loss)], sort_keys=True)
                 keys[name] = key
                 if key not in replays:
                     replays[key] = replay(spec, models[name], plan, obj.manifest, step, faults, zone,
-                                          replays[fallback] if fallback else None)
+                                          replays[fallback] if fallback else None, loss)
                 _, copies, prices = groups.get(key, (obj.name, 0, ()))
                 price = cost.gpu_hour_price(spec, plan.pool, cluster.cluster.region)
                 groups[key] = (obj.name, copies + 1, (*prices, price))

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -252,9 +252,10 @@ def pinned_images(spec: StackSpec) -> list[Pinned]:
 
 
 def placeholders(spec: StackSpec, source: str) -> list[Problem]:
-    """Images pinned to the all-zero placeholder digest, weights to the placeholder revision and
-    clusters without their API server's addresses, one line per key: valid config (the shipped stacks carry them, since only the operator's
-    registry and mirror know the real ones) but nothing a cluster can pull. `render` and `validate`
+    """Images pinned to the all-zero placeholder digest, weights to the placeholder revision,
+    clusters without their API server's addresses and global names in the placeholder zone and
+    example domain, one line per key: valid config (the shipped stacks carry them, since only the
+    operator's registry, mirror, cluster and DNS know the real ones) but nothing a night can run on. `render` and `validate`
     warn with these lines; `validate --strict` and `pulumi up` of a broadcast stage refuse them."""
     P = lambda path, expected, found: Problem(source, f"{NAMESPACE}:{path}", expected, found)  # noqa: E731
     lines = [P(pin.path, f"your registry's digest of {pin.image[:-len(PLACEHOLDER_DIGEST)]} (crane digest "
@@ -271,6 +272,12 @@ def placeholders(spec: StackSpec, source: str) -> list[Problem]:
                     "routers reach it alone (kubectl get endpointslices -n default -l "
                     "kubernetes.io/service-name=kubernetes)", "nothing (any address on 443/6443)")
                   for i, c in enumerate(spec.clusters) if not c.api_server_cidrs]
+    if spec.steering is not None and spec.steering.zone_id.strip("Z0") == "":
+        lines.append(P("steering.zoneId", "your hosted zone's ID (aws route53 list-hosted-zones-by-name)",
+                       "the all-zero placeholder zone"))
+    if spec.steering is not None and f".{spec.steering.domain}".endswith(".example.com"):
+        lines.append(P("steering.domain", "your event's domain (the hosted zone's)",
+                       f"'{spec.steering.domain}', under example.com (reserved for examples, RFC 2606)"))
     return lines
 
 
@@ -477,11 +484,45 @@ def _duplicates(items: Iterable[Any], key: str, source: str) -> Iterable[Problem
             yield Problem(source, f"{NAMESPACE}:{key}[{i}].name", "a unique name", f"'{item.name}' more than once")
 
 
+def _steering(spec: StackSpec, P: Callable[..., Problem]) -> Iterable[Problem]:
+    """One global name lives in one cloud's DNS: every cluster on that cloud, the zone ID in its
+    form, and every name (global and per cluster) a DNS name of at most 253 characters."""
+    steering = spec.steering
+    if steering is None:
+        return
+    clouds = {PROVISIONER_CLOUD[c.provisioner.kind] for c in spec.clusters}
+    if len(clouds) != 1 or None in clouds:
+        first = PROVISIONER_CLOUD[spec.clusters[0].provisioner.kind]
+        odd = [f"{c.name}: {c.provisioner.kind}" for c in spec.clusters
+               if PROVISIONER_CLOUD[c.provisioner.kind] is None or PROVISIONER_CLOUD[c.provisioner.kind] != first]
+        yield P("steering", "every cluster on one cloud with DNS the kit declares (karpenter-aws: Route 53, "
+                "volcengine-vke: TrafficRoute)", ", ".join(odd))
+    elif clouds == {"volcengine"} and not steering.zone_id.isdigit():
+        yield P("steering.zoneId", "a TrafficRoute zone ID (digits) for volcengine-vke clusters", repr(steering.zone_id))
+    elif clouds == {"aws"} and steering.zone_id.isdigit():
+        yield P("steering.zoneId", "a Route 53 hosted zone ID (Z...) for karpenter-aws clusters", repr(steering.zone_id))
+    for i, e in enumerate(spec.edges):
+        if e.name == "api":   # api.<cluster>.<event>.<domain> is the assistant's own name in each cluster
+            yield P(f"edges[{i}].name", "a name other than 'api' with peaknight:steering (the assistant's names)",
+                    repr(e.name))
+    for i, c in enumerate(spec.clusters):
+        if c.name == "live":   # <edge>.live.<event>.<domain> is the edge's global name
+            yield P(f"clusters[{i}].name", "a name other than 'live' with peaknight:steering (the edges' global "
+                    "names)", repr(c.name))
+    event = spec.event.name
+    longest = max((name for c in spec.clusters for name in (steering.api_name(event, c.name), *(
+        steering.edge_name(event, e.name, c.name) for e in spec.edges))), key=len)
+    if len(longest) > 253:
+        yield P("steering.domain", "a domain short enough that every name under it has at most 253 characters",
+                f"{len(longest)} characters in {longest}")
+
+
 def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
     """Rules that span keys: references, sums, the stage's policy. All reported, not the first."""
     table = profiles.load()
     P = lambda path, expected, found="", hint="": Problem(source, f"{NAMESPACE}:{path}", expected, found, hint)  # noqa: E731
 
+    yield from _steering(spec, P)
     if spec.render_directory and spec.gitops is None:
         # pulumi-kubernetes cannot render a helm.v3.Release (pulumi/pulumi-kubernetes#1716).
         yield P("gitops", "argocd or flux when peaknight:renderDirectory is set (add-ons as GitOps objects)",

@@ -203,6 +203,12 @@ Audience = Annotated[str, _fullmatch(re.compile(r"[!#-&(-~]{1,253}"), "an audien
                                                                         "characters, no spaces or quotes")]
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
 # A git commit as Hugging Face pins a revision: 40 lower-case hex digits, nothing around them.
+# A URL path a health checker requests: no query, no escapes, nothing a checker would re-encode.
+UrlPath = Annotated[str, _fullmatch(re.compile(r"/[A-Za-z0-9._~/-]{0,254}"), "a URL path: '/' then at most 254 "
+                                    "of A-Z, a-z, 0-9, '.', '_', '~', '/', '-'")]
+# A Route 53 hosted zone ID (Z and upper-case letters and digits) or a TrafficRoute zone ID (digits).
+DnsZoneId = Annotated[str, _fullmatch(re.compile(r"Z[A-Z0-9]{1,31}|[0-9]{1,19}"), "a hosted zone ID: a Route 53 "
+                                      "ID (Z then at most 31 of A-Z, 0-9) or a TrafficRoute zone ID (digits)")]
 Commit = Annotated[str, _fullmatch(re.compile(r"[0-9a-f]{40}"), "a commit: 40 lower-case hex digits")]
 IamRole = Annotated[str, _fullmatch(_IAM_ROLE, "an IAM role name (at most 64 of letters, digits, +=,.@_-)")]
 LocalTime = Annotated[dt.datetime, BeforeValidator(_no_epoch), AfterValidator(_local)]

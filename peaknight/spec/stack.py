@@ -8,7 +8,7 @@ reports every problem at once. Per-field ``description`` text doubles as the con
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel, to_snake
@@ -51,6 +51,15 @@ class Stage(str, Enum):
 
     BROADCAST = "broadcast"
     REHEARSAL = "rehearsal"
+
+
+class LossScope(str, Enum):
+    """What a stack plans to survive losing whole (plan/loss.py): nothing, any one cluster, or any
+    one region with every cluster in it."""
+
+    NONE = "none"
+    CLUSTER = "cluster"
+    REGION = "region"
 
 
 class CapacityType(str, Enum):
@@ -134,11 +143,11 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
     # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
     "broadcast": dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
                                 requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
-                                surviveZoneLoss=True, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
+                                surviveZoneLoss=True, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
     # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
     "rehearsal": dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
                                 requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
-                                surviveZoneLoss=False, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
+                                surviveZoneLoss=False, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
 }
 
 
@@ -159,6 +168,10 @@ class Policy:
     target_utilisation: Annotated[float, Field(ge=0.01, le=1)]
     headroom: Annotated[float, Field(ge=1, le=5)]
     survive_zone_loss: bool
+    # Whole-cluster or whole-region loss: the others are sized to absorb its share (plan/loss.py),
+    # at `loss_utilisation` of their replicas' throughput (an incident runs hotter than the plan).
+    survive_loss: LossScope
+    loss_utilisation: Annotated[float, Field(ge=0.01, le=1)]
     rollout_hours: Annotated[float, Field(gt=0, le=48)]
     # How long before the window `pulumi up` creates the warm gate: the budget in which weights are
     # staged into every zone's source and the floor's node caches filled (plan/weights.py).
@@ -459,6 +472,44 @@ class LoadReplay:
 
 
 @dataclass(config=STRICT, kw_only=True)
+class HealthCheck:
+    """How the global name's DNS tells a dark cluster: the cloud's checkers probe each cluster's
+    own name, and a cluster failing `failure_threshold` probes in a row leaves the answers."""
+
+    interval_seconds: Literal[10, 30] = Field(default=10, description="seconds between probes (Route 53 "
+                                              "RequestInterval: 10 or 30)")
+    failure_threshold: int = Field(default=3, ge=1, le=10, description="probes failed in a row before the "
+                                   "cluster leaves the answers (Route 53 FailureThreshold: 1-10)")
+    api_path: formats.UrlPath = Field(description="the path each cluster's gateway answers 2xx to without "
+                                      "credentials (the kit routes none: the operator's health route)")
+
+
+@dataclass(config=STRICT, kw_only=True)
+class Steering:
+    """One global name per event for the AI endpoints and one per live edge, resolved to the
+    clusters by weight (their shares) with health checks, in the clusters' cloud DNS
+    (builders/steering.py)."""
+
+    domain: formats.Subdomain = Field(description="the hosted zone's domain; the names are api.<event>.<domain> "
+                                      "and <edge>.live.<event>.<domain>")
+    zone_id: formats.DnsZoneId = Field(description="the hosted zone: a Route 53 zone ID on AWS, the TrafficRoute "
+                                       "zone ID (digits) on Volcano Engine")
+    ttl_seconds: int = Field(default=30, ge=5, le=3600, description="seconds resolvers cache an answer: part of "
+                             "how long a lost cluster's users wait")
+    health_check: HealthCheck
+
+    def api_name(self, event: str, cluster: str | None = None) -> str:
+        """The assistant's global name, or with `cluster` that cluster's own name for it
+        (`api.<cluster>.<event>.<domain>`): the operator points it at the cluster's gateway load
+        balancer, and the health check probes it."""
+        return f"api.{cluster + '.' if cluster else ''}{event}.{self.domain}"
+
+    def edge_name(self, event: str, edge: str, cluster: str | None = None) -> str:
+        """A live edge's global name, or with `cluster` that cluster's own name for it."""
+        return f"{edge}.{cluster or 'live'}.{event}.{self.domain}"
+
+
+@dataclass(config=STRICT, kw_only=True)
 class StackSpec:
     event: Event
     policy: Policy
@@ -472,6 +523,8 @@ class StackSpec:
     render_directory: Optional[formats.Directory] = Field(default=None, description="GitOps output of pulumi up")
     gitops: Optional[GitOps] = Field(default=None, description="add-ons as Argo CD or Flux objects, not Helm "
                                      "releases; required with renderDirectory")
+    steering: Optional[Steering] = Field(default=None, description="global names steered to the clusters by "
+                                         "weight with health checks")
     load_replay: Optional[LoadReplay] = Field(default=None, description="rehearsal only: replay the night's "
                                               "demand curve against each model (inference-perf)")
     prices: dict[formats.Subdomain, dict[formats.LabelValue, InstancePrice]] = Field(
