@@ -446,6 +446,17 @@ class LoadReplay:
 
 
 @dataclass(config=STRICT, kw_only=True)
+class GitOpsRepository:
+    """The Git repository holding `peaknight render`'s output: each cluster's root (an Argo CD
+    Application, or a Flux GitRepository with its Kustomizations) syncs `path/<cluster>` from it
+    (peaknight/addons/bootstrap.py)."""
+
+    url: formats.GitUrl = Field(description="https:// or ssh:// URL the GitOps controller clones")
+    revision: formats.GitRevision = Field(default="main", description="branch, tag or commit the roots follow")
+    path: formats.RepositoryPath = Field(description="the render directory (`render --out`) inside the repository")
+
+
+@dataclass(config=STRICT, kw_only=True)
 class StackSpec:
     event: Event
     policy: Policy
@@ -459,6 +470,9 @@ class StackSpec:
     render_directory: Optional[formats.Directory] = Field(default=None, description="GitOps output of pulumi up")
     gitops: Optional[GitOps] = Field(default=None, description="add-ons as Argo CD or Flux objects, not Helm "
                                      "releases; required with renderDirectory")
+    gitops_repository: Optional[GitOpsRepository] = Field(default=None, description="where the rendered "
+                                                          "manifests are committed: what each cluster's GitOps "
+                                                          "root syncs; required with gitops")
     load_replay: Optional[LoadReplay] = Field(default=None, description="rehearsal only: replay the night's "
                                               "demand curve against each model (inference-perf)")
     prices: dict[formats.Subdomain, dict[formats.LabelValue, InstancePrice]] = Field(
