@@ -134,11 +134,13 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
     # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
     "broadcast": dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
                                 requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
-                                surviveZoneLoss=True, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
+                                surviveZoneLoss=True, rolloutHours=3, warmupHours=12, weightsFillMinutes=60,
+                                floorsFallBetweenMoments=False),
     # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
     "rehearsal": dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
                                 requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
-                                surviveZoneLoss=False, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
+                                surviveZoneLoss=False, rolloutHours=3, warmupHours=12, weightsFillMinutes=60,
+                                floorsFallBetweenMoments=False),
 }
 
 
@@ -166,6 +168,9 @@ class Policy:
     # How long a zone's whole peak fleet may take to fill its node caches from the zone's source:
     # the source is sized for it, and a cold replica's start counts it.
     weights_fill_minutes: Annotated[int, Field(gt=0, le=1440)]
+    # Broadcast: let the floors (and the pools' nodes) fall to the baseline in gaps between moments
+    # long enough for it (plan/gaps.py); off, each moment's floor is held to the window's end.
+    floors_fall_between_moments: bool
 
     @classmethod
     def for_stage(cls, stage: Stage, **overrides: Any) -> "Policy":
