@@ -52,11 +52,14 @@ def test_a_mirror_without_an_optional_pin_names_the_kinds_it_leaves_unvalidated(
     """Only a pin marked mirror_optional may be missing; its kinds are then named, never silently
     passed: `validate` warns, and every other kind is still checked against its CRD."""
     optional = [p for p in crds.pins() if p.mirror_optional]
-    assert [p.kinds for p in optional] == [("gateway.envoyproxy.io/SecurityPolicy",)]
+    kinds = ("source.toolkit.fluxcd.io/GitRepository", "kustomize.toolkit.fluxcd.io/Kustomization",
+             "gateway.envoyproxy.io/SecurityPolicy")
+    assert [k for p in optional for k in p.kinds] == list(kinds)
     bare = _copy(mirror, tmp_path / "mirror")
-    (bare / optional[0].file).unlink(missing_ok=True)
+    for pin in optional:
+        (bare / pin.file).unlink(missing_ok=True)
     monkeypatch.setenv(crds.ENV, str(bare))
-    assert crds.check(bare) == [] and crds.unvalidated_kinds() == ("gateway.envoyproxy.io/SecurityPolicy",)
+    assert crds.check(bare) == [] and crds.unvalidated_kinds() == kinds
     policy = {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "SecurityPolicy", "metadata": {"name": "x"}}
     assert k8s_schema.validate(policy, None) == []
     assert k8s_schema.validate({**policy, "kind": "Unknown"}, None) == [

@@ -29,13 +29,30 @@ COMPONENT = "GitOpsAddons"
 FLUX_INTERVAL = "10m"
 # Same budget the Pulumi shell gives a Helm release (pulumi/addons.py TIMEOUT_SECONDS).
 TIMEOUT = "900s"
+# Argo CD applies a sync's resources wave by wave, lowest first (the default wave is 0).
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 
 
-def argocd_application(spec: StackSpec, release: AddonRelease) -> dict[str, Any]:
+def waves(releases: tuple[AddonRelease, ...]) -> dict[str, int]:
+    """Add-on -> its Application's sync wave: below 0 (the kit's objects' default wave), each
+    add-on one wave after the deepest add-on it needs (their CRDs are in its chart's objects)."""
+    by_addon = {r.addon: r for r in releases}
+    depth: dict[str, int] = {}
+
+    def level(addon: str) -> int:
+        if addon not in depth:
+            depth[addon] = 1 + max((level(n) for n in by_addon[addon].needs if n in by_addon), default=-1)
+        return depth[addon]
+
+    deepest = max((level(a) for a in by_addon), default=0)
+    return {addon: level(addon) - deepest - 1 for addon in by_addon}
+
+
+def argocd_application(spec: StackSpec, release: AddonRelease, wave: int) -> dict[str, Any]:
     """One Application: the pinned chart at its pinned version with the release's values. An OCI
     chart is Argo CD's native OCI source (oci://registry/chart, path '.'); a classic one names its
     repository and chart. Automated sync without pruning: nothing is deleted on broadcast night by
-    a sync, as with the kit's own objects."""
+    a sync, as with the kit's own objects. `wave` orders it in the cluster's root (bootstrap.py)."""
     chart = release.chart
     if chart.oci:
         source: dict[str, Any] = {"repoURL": chart.ref, "path": ".", "targetRevision": chart.version}
@@ -44,7 +61,8 @@ def argocd_application(spec: StackSpec, release: AddonRelease) -> dict[str, Any]
     source["helm"] = {"releaseName": release.name, "valuesObject": release.values}
     return {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-        "metadata": meta(spec, "addon", release.name, ARGOCD_NAMESPACE),
+        "metadata": {**meta(spec, "addon", release.name, ARGOCD_NAMESPACE),
+                     "annotations": {SYNC_WAVE: str(wave)}},
         "spec": {
             "project": "default",
             "source": source,
@@ -95,7 +113,8 @@ def gitops_objects(spec: StackSpec, cluster_releases: tuple[AddonRelease, ...]) 
     """The GitOps objects of one cluster's add-ons, as `spec.gitops` chooses."""
     protect = bool(spec.policy.protect)
     if spec.gitops is GitOps.ARGOCD:
-        return tuple(Obj(argocd_application(spec, r), protect=protect) for r in cluster_releases)
+        wave = waves(cluster_releases)
+        return tuple(Obj(argocd_application(spec, r, wave[r.addon]), protect=protect) for r in cluster_releases)
     out = []
     for r in cluster_releases:
         out += [Obj(flux_repository(spec, r), protect=protect), Obj(flux_release(spec, r), protect=protect)]

@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 from peaknight.engines import registry as engines
 from peaknight.plan import saturation, startup
+from peaknight.plan.gaps import MAX_STABILIZATION_SECONDS
 from peaknight.plan.capacity import Figure, ModelPlan
 from peaknight.spec.forecast import moment_end
 from peaknight.builders.monitoring import engine_tokens_per_second, served_labels
@@ -182,15 +183,20 @@ def moment_floors(scope: Scope, model: Model, plan: ModelPlan) -> list[tuple[str
     """(moment, start, end, replicas, lead) per moment, in time order. A moment that needs more
     replicas than every earlier floor needs new nodes (cold lead); otherwise the pool's nodes,
     frozen through the window and kept warm by the pre-puller, are already there. A broadcast
-    holds each floor to the window's end; a rehearsal until the moment's load is back at baseline."""
-    held = int(plan.floor_replicas.value)
+    holds each floor to the window's end, or to the next gap where floors fall (plan/gaps.py: the
+    next moment after it is cold); a rehearsal until the moment's load is back at baseline."""
+    baseline = held = int(plan.floor_replicas.value)
     hold_to_window_end = scope.policy.stage is Stage.BROADCAST
+    rises_cold = {gap.before for gap in plan.gaps}  # plan/gaps.py: the moments after a gap where floors fell
     out = []
     for m in sorted(scope.event.moments, key=lambda m: m.at):
+        if m.name in rises_cold:
+            held = baseline  # the pool's nodes went in the gap: the next rise is cold
         replicas = plan.replicas_for(m.name)
         lead = startup.lead(scope.policy, model, warm=replicas <= held)
         held = max(held, replicas)
-        end = scope.event.window.end if hold_to_window_end else moment_end(m)
+        fall = next((g.start for g in plan.gaps if g.start >= m.at), None)
+        end = (fall or scope.event.window.end) if hold_to_window_end else moment_end(m)
         out.append((m.name, m.at - dt.timedelta(seconds=lead.value), end, replicas, lead))
     return out
 
@@ -201,8 +207,6 @@ def _cron(scope: Scope, name: str, start: dt.datetime, end: dt.datetime, replica
         "desiredReplicas": str(replicas)}}
 
 
-# The HPA's stabilisation windows may not exceed an hour (autoscaling/v2 validation).
-MAX_STABILIZATION_SECONDS = 3600
 DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS = 300
 
 
@@ -239,6 +243,9 @@ def _annotations(scope: Scope, slo: Slo, model: Model, plan: ModelPlan) -> dict[
                                     "node pool is frozen for the window, so a removed replica frees no GPU and would "
                                     f"be cold for the next moment; above them {MAX_STABILIZATION_SECONDS} s "
                                     "stabilisation; after the window the floors lapse and the fleet scales down"
+                                    + "".join(f"; floors fall to the baseline from {g.start:%H:%M} after {g.after} "
+                                              f"(the node pool's freeze open until {g.end:%H:%M}), rising cold for "
+                                              f"{g.before}" for g in plan.gaps)
                                     if scope.policy.stage is Stage.BROADCAST else
                                     f"HPA default: {DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS} s stabilisation, "
                                     "then up to 100% per 15 s"),

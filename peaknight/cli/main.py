@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
+from peaknight.addons import bootstrap
 from peaknight.builders import event
 from peaknight.cli import errors, fleet
 from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
@@ -107,14 +108,18 @@ def _validate(args: argparse.Namespace) -> int:
     count = 0
     seen: dict[str, list[str]] = {}  # clusters repeat most objects verbatim: validate each once
     unevaluated: set[Unevaluated] = set()  # CRD rules the CEL engine cannot evaluate, said once each
+    kinds = set()
     for cluster in objects.clusters:
-        for obj in (o for u in cluster.units for o in u.objects):
+        # The objects and, with gitops, the cluster's root that `render` writes beside them.
+        roots = bootstrap.roots(loaded.spec, cluster.cluster)
+        for manifest in (*(o.manifest for u in cluster.units for o in u.objects), *roots):
             count += 1
-            key = json.dumps(obj.manifest, sort_keys=True)
+            kinds.add(k8s_schema.kind_of(manifest))
+            key = json.dumps(manifest, sort_keys=True)
             if key not in seen:
-                seen[key] = ([f"{p} [schema]" for p in k8s_schema.validate(obj.manifest, crds)]
-                             + [f"{p} [api]" for p in apiserver.validate(obj.manifest)])
-                unevaluated.update(k8s_schema.unevaluated_rules(obj.manifest, crds))
+                seen[key] = ([f"{p} [schema]" for p in k8s_schema.validate(manifest, crds)]
+                             + [f"{p} [api]" for p in apiserver.validate(manifest)])
+                unevaluated.update(k8s_schema.unevaluated_rules(manifest, crds))
             problems += [f"{cluster.cluster.name}: {p}" for p in seen[key]]
     if args.strict:  # ready for the night: a placeholder digest or revision is a violation
         problems = [*map(str, config.placeholders(loaded.spec, str(loaded.path))), *problems]
@@ -126,7 +131,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(problem)
     verdict = f"{len(problems)} violation(s)" if problems else "policy checks and API/CRD schemas pass"
     if crds is None:
-        for kind in pinned_crds.unvalidated_kinds():
+        for kind in (k for k in pinned_crds.unvalidated_kinds() if k in kinds):
             errors.warn(f"{kind}: its pinned CRD is not in {pinned_crds.directory()}: these objects are checked by "
                         "the kit's own rules only (`peaknight crds fetch` with internet access brings it)")
     print(f"stack '{loaded.name}': {count} objects in {len(objects.clusters)} clusters: {verdict}")

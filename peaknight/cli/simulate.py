@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 from peaknight.cli import errors, fleet
 from peaknight.plan import cost
+from peaknight.plan.gaps import Gap
 from peaknight.plan.capacity import workload_names
 from peaknight.spec import config
 from peaknight.builders import event, steering
@@ -38,6 +39,51 @@ COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("cost_usd", "cost", cost.usd), ("oracle_cost_usd", "oracle cost", cost.usd),
     ("policy_oracle_cost_usd", "policy oracle cost", cost.usd),
     ("unserved_pct", "forecast unserved", lambda x: f"{x:.3f}%"), ("status", "", str))
+
+
+def replay(spec: StackSpec, only: fleet.Selection, step: float,
+           injected: simulator.Faults) -> tuple[event.EventObjects, list[ModelResult]]:
+    """The night of the selected clusters, and the selected models' workloads in it. Only the
+    selected clusters are replayed (and their plan is the plot's capacity); every model is (a
+    ladder's fallback serves another's overflow)."""
+    objects = event.build(spec)
+    objects = dataclasses.replace(
+        objects, clusters=tuple(c for c in objects.clusters if only.cluster(c.cluster.name)),
+        plan=dataclasses.replace(objects.plan, clusters=tuple(c for c in objects.plan.clusters if only.cluster(c.name))))
+    model_of = {w: m.name for m in spec.models for w in workload_names(m)}
+    return objects, [r for r in simulator.simulate(spec, objects, step, injected) if only.model(model_of[r.model])]
+
+
+def _unmet_pct(results: list[ModelResult]) -> float:
+    demand = sum(r.demand_tokens for r in results)
+    return 100 * sum(r.unmet_tokens + r.shed_tokens for r in results) / demand if demand else 0.0
+
+
+def floors_fall(spec: StackSpec, only: fleet.Selection, step: float, injected: simulator.Faults,
+                results: list[ModelResult], gaps: tuple[Gap, ...]) -> dict[str, Any]:
+    """`policy.floorsFallBetweenMoments` against the same night with the floors held (the default):
+    the money the gaps save and the risk they take (tokens unserved, unmet or shed: with `--surge`
+    in a gap, what a surge there costs)."""
+    held_spec = dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, floors_fall_between_moments=False))
+    _, held = replay(held_spec, only, step, injected)
+    spent = cost.total(r.cost_usd for r in results)
+    held_cost = cost.total(r.cost_usd for r in held)
+    return {"gaps": [{"after": g.after, "before": g.before, "start": f"{g.start:%H:%M}", "end": f"{g.end:%H:%M}"}
+                     for g in gaps],
+            "gpu_hours": sum(r.gpu_hours for r in results), "held_gpu_hours": sum(r.gpu_hours for r in held),
+            "cost_usd": spent, "held_cost_usd": held_cost,
+            "saved_usd": None if spent is None or held_cost is None else held_cost - spent,
+            "unserved_pct": _unmet_pct(results), "held_unserved_pct": _unmet_pct(held)}
+
+
+def floors_fall_line(f: dict[str, Any], spec: StackSpec) -> str:
+    """What letting the floors fall between moments saves and risks, beside holding them."""
+    saved = "no price" if f["saved_usd"] is None else cost.usd(f["saved_usd"])
+    spans = ", ".join(f"{g['after']} -> {g['before']} {g['start']}-{g['end']}" for g in f["gaps"])
+    return (f"floors fall between moments (policy.floorsFallBetweenMoments) in {spans} {spec.event.time_zone}: "
+            f"{f['gpu_hours']:,.0f} GPU-hours vs {f['held_gpu_hours']:,.0f} with the floors held, saves {saved}; "
+            f"tokens unserved {f['unserved_pct']:.3g}% vs {f['held_unserved_pct']:.3g}% held (a surge in a gap: "
+            "--surge)")
 
 
 def row(r: ModelResult, slo_pct: float) -> dict[str, Any]:
@@ -223,14 +269,7 @@ def run(args: argparse.Namespace) -> int:
     injected = faults(spec, args)
     if args.plot:
         errors.writable_file(Path(args.plot), "--plot")  # before the night is replayed, not after
-    objects = event.build(spec)
-    # Only the selected clusters are replayed (and their plan is the plot's capacity); every model
-    # is (a ladder's fallback serves another's overflow), and the selected models' workloads are reported.
-    objects = dataclasses.replace(
-        objects, clusters=tuple(c for c in objects.clusters if only.cluster(c.cluster.name)),
-        plan=dataclasses.replace(objects.plan, clusters=tuple(c for c in objects.plan.clusters if only.cluster(c.name))))
-    model_of = {w: m.name for m in spec.models for w in workload_names(m)}
-    results = [r for r in simulator.simulate(spec, objects, args.step, injected) if only.model(model_of[r.model])]
+    objects, results = replay(spec, only, args.step, injected)
     rows = [row(r, spec.slo.unmet_tokens_pct) for r in results]
     code = 1 if any(r["status"] != "ok" for r in rows) else 0
     night = {"gpu_hours": sum(r["gpu_hours"] for r in rows), "oracle_gpu_hours": sum(r["oracle_gpu_hours"] for r in rows),
@@ -238,6 +277,9 @@ def run(args: argparse.Namespace) -> int:
              "oracle_cost_usd": cost.total(r["oracle_cost_usd"] for r in rows),
              "policy_oracle_gpu_hours": sum(r["policy_oracle_gpu_hours"] for r in rows),
              "policy_oracle_cost_usd": cost.total(r["policy_oracle_cost_usd"] for r in rows)}
+    gaps = objects.plan.clusters[0].models[0].gaps if objects.plan.clusters else ()
+    if gaps:
+        night["floors_fall"] = floors_fall(spec, only, args.step, injected, results, gaps)
     if args.format == "json":
         fleet.dump({"stack": loaded.name, "file": str(loaded.path), "step_s": args.step,
                     "clusters": [c.cluster.name for c in objects.clusters], "faults": describe(spec, injected),
@@ -251,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"fault: {line}")
     print(table(rows))
     print(night_line(night))
+    if gaps:
+        print(floors_fall_line(night["floors_fall"], spec))
     print("served: by the model's own replicas in full; by fallback: its ladder's fallback model (step 2); "
           "shortened: output the cap removed (step 1); shed 429: refused at the gateway with Retry-After "
           "(step 3); unmet: queued past the TTFT SLO")

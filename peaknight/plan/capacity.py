@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from peaknight.engines.base import Topology
-from peaknight.plan import loss, memory, rollout, startup, weights
+from peaknight.plan import gaps, loss, memory, rollout, startup, weights
 from peaknight.plan.figure import Figure
+from peaknight.plan.gaps import Gap
 from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
 from peaknight.spec import profiles
@@ -57,6 +58,7 @@ class ModelPlan:
     # its replicas serve then at policy.lossUtilisation (plan/loss.py); None without the option.
     loss_demand_tps: Figure | None = None
     loss_capacity_tps: Figure | None = None
+    gaps: tuple[Gap, ...] = ()        # where its floors fall to the baseline between moments (plan/gaps.py)
 
     @property
     def loss_short(self) -> bool:
@@ -101,6 +103,7 @@ class PoolPlan:
     surge_nodes: int = 0              # room above the plan: the larger of burst and a rollout's surge
     disk_gib: Figure = Figure(0, "")  # node-local disk for images and weights
     groups: tuple[str, ...] = ()      # its workloads whose replica spans nodes (a LeaderWorkerSet group)
+    gaps: tuple[Gap, ...] = ()        # where its nodes may go between moments (plan/gaps.py)
 
     @property
     def zone_surge_nodes(self) -> int:
@@ -453,6 +456,9 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     pool_burst: dict[str, int] = {name: 0 for name in pools}
     zones = len(cluster.zones)
     absorbed = loss.absorb(spec, cluster)
+    # The lead the warm gate is sized for; also how far apart moments must be for floors to fall.
+    cold_lead = startup.longest_cold_lead(spec.policy, spec.models)
+    floor_gaps = gaps.fall_gaps(spec.event, spec.policy, cold_lead)
     for model, phase, row, per_replica in (w for m in spec.models for w in workloads(m, pools[m.pool], spec.slo.itl_p99_seconds)):
         pool = pools[model.pool]
         gpn = gpus_per_node(pool)
@@ -519,6 +525,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                                      f"{spec.policy.loss_utilisation:g}") if absorbed else None,
             # Prefill and decode groups also send the KV cache between nodes over it.
             interconnect=interconnect(pool, cluster) if nodes_per_replica > 1 or phase else None,
+            gaps=floor_gaps,
         ))
         pool_nodes[pool.name].append((n, models[-1].name))
         pool_surge[pool.name] += surge_nodes
@@ -540,11 +547,11 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                               zone_floor_nodes=_zone_sum(pool_floor[name], zones),
                               surge_nodes=extra,
                               disk_gib=disk_gib(spec, name),
-                              groups=tuple(m.name for m in models if m.pool == name and m.nodes_per_replica > 1)))
+                              groups=tuple(m.name for m in models if m.pool == name and m.nodes_per_replica > 1),
+                              gaps=floor_gaps))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
     # Each pool's largest zone at its ceiling: the fleet one zone's weight sources must feed.
     fleet = {p.pool: max(p.zone_nodes, default=0) + p.zone_surge_nodes for p in plans}
-    cold_lead = startup.longest_cold_lead(spec.policy, spec.models)
     return ClusterPlan(cluster.name, tuple(models), tuple(plans), edges, plan_gateway(spec, cluster, models),
                        tuple(weights.plan_cluster(spec, cluster, fleet, cold_lead)))
 

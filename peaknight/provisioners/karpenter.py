@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import Obj, Scope, Unit, meta
 from peaknight.plan.capacity import PoolPlan
+from peaknight.plan.gaps import Gap
 from peaknight.provisioners.base import Finding, NodeSignal, offered
 from peaknight.provisioners.settings import KarpenterAwsSettings
 from peaknight.spec.stack import CapacityType, Cluster, GpuPool
@@ -29,12 +30,27 @@ ICE = "InsufficientCapacityError"   # pkg/cloudprovider/metrics/cloudprovider.go
 AMI_ALIAS = "al2023@v20260209"
 
 
+def _nodes_zero(scope: Scope, begin: dt.datetime, end: dt.datetime) -> dict[str, str]:
+    """`nodes: "0"` from `begin` to `end` (local; a UTC cron, as Karpenter reads it): no reason
+    (consolidation, emptiness, drift) may take a node in that time."""
+    return {"nodes": "0", "schedule": cron_at(to_utc(scope, begin)), "duration": go_duration(end - begin)}
+
+
 def freeze_budget(scope: Scope, lead_minutes: int) -> dict[str, str]:
-    """`nodes: "0"` from `lead_minutes` before the window's start (UTC cron, as Karpenter reads it)
-    to its end: no reason (consolidation, emptiness, drift) may take a node in that time."""
+    """The freeze from `lead_minutes` before the window's start to its end."""
+    return _nodes_zero(scope, scope.event.window.start - dt.timedelta(minutes=lead_minutes), scope.event.window.end)
+
+
+def freeze_budgets(scope: Scope, lead_minutes: int, gaps: Sequence[Gap] = ()) -> list[dict[str, str]]:
+    """The freeze, open in the gaps where the floors fall between moments (plan/gaps.py): there the
+    pool's emptied nodes may go, and the next moment's pre-scale starts cold on new ones."""
     begin = scope.event.window.start - dt.timedelta(minutes=lead_minutes)
-    return {"nodes": "0", "schedule": cron_at(to_utc(scope, begin)),
-            "duration": go_duration(scope.event.window.end - begin)}
+    spans = []
+    for gap in gaps:
+        spans.append((begin, gap.start))
+        begin = gap.end
+    spans.append((begin, scope.event.window.end))
+    return [_nodes_zero(scope, start, end) for start, end in spans]
 
 
 def _settings(cluster: Cluster) -> KarpenterAwsSettings:
@@ -87,11 +103,11 @@ def capacity_types(scope: Scope, groups: Sequence[str] = ()) -> list[str]:
 
 def _node_pool(scope: Scope, cluster: Cluster, name: str, component: str, instance_types: Sequence[str],
                labels: dict[str, str], taint: dict[str, str], limits: dict[str, str],
-               annotations: dict[str, str], groups: Sequence[str] = ()) -> dict[str, Any]:
+               annotations: dict[str, str], groups: Sequence[str] = (), gaps: Sequence[Gap] = ()) -> dict[str, Any]:
     """A NodePool of one of the kit's pools: its label and taint on every node, the stage's
     capacity types (no spot where `groups` span nodes), the cluster's zones, and no voluntary
-    disruption from the freeze's lead before the window to its end."""
-    budgets = [] if scope.event.over else [freeze_budget(scope, _settings(cluster).freeze_lead_minutes)]
+    disruption from the freeze's lead before the window to its end, but in `gaps`."""
+    budgets = [] if scope.event.over else freeze_budgets(scope, _settings(cluster).freeze_lead_minutes, gaps)
     return {
         "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
         "metadata": {**meta(scope, component, name), "annotations": annotations},
@@ -132,21 +148,34 @@ def _build(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Uni
                            {"peaknight.io/gpu-limit": plan.gpu_limit.why, "peaknight.io/planned-nodes": plan.nodes.why,
                             **({"peaknight.io/capacity-types": f"no spot: {', '.join(plan.groups)} span nodes"}
                                if plan.groups and CapacityType.SPOT in scope.policy.capacity_types else {})},
-                           plan.groups)
+                           plan.groups, plan.gaps)
     return Unit("GpuNodePool", pool.name, (Obj(node_class, protect=protect), Obj(node_pool, protect=protect)))
 
 
-def _covers(budget: dict[str, str], window: dict[str, str]) -> bool:
-    """A nodes-0 budget for every reason whose span holds the window's (cron minute hour day month)."""
+def _span(budget: dict[str, str]) -> tuple[dt.datetime, dt.datetime] | None:
+    """A nodes-0 budget for every reason: its span (cron minute hour day month, UTC); else None."""
     if budget.get("nodes") != "0" or budget.get("reasons") or "schedule" not in budget:
-        return False
+        return None
     try:
         start = _cron_time(budget["schedule"])
-        end = start + parse_go_duration(budget["duration"])
-        w_start = _cron_time(window["schedule"])
+        return start, start + parse_go_duration(budget["duration"])
     except (KeyError, ValueError):
-        return False
-    return start <= w_start and end >= w_start + parse_go_duration(window["duration"])
+        return None
+
+
+def _holes(budgets: Sequence[dict[str, str]], w_start: dt.datetime,
+           w_end: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The parts of the window (w_start, w_end) no nodes-0 budget covers."""
+    holes, at = [], w_start
+    for start, end in sorted(s for s in map(_span, budgets) if s):
+        if start > at:
+            holes.append((at, min(start, w_end)))
+        at = max(at, end)
+        if at >= w_end:
+            break
+    if at < w_end:
+        holes.append((at, w_end))
+    return [(a, b) for a, b in holes if a < b]
 
 
 def _cron_time(cron: str) -> dt.datetime:
@@ -248,10 +277,20 @@ class KarpenterAws:
                 yield obj, "broadcast node pool is not protected (protect=True)"
             budgets = obj.manifest.get("spec", {}).get("disruption", {}).get("budgets", [])
             budget = freeze_budget(scope, 0)
-            # After the night (event.over) the freeze is removed on purpose.
-            if obj.kind == "NodePool" and not scope.event.over and not any(_covers(b, budget) for b in budgets):
+            # After the night (event.over) the freeze is removed on purpose; with floors that fall
+            # between moments it is open between them (plan/gaps.py), never across a moment.
+            if obj.kind != "NodePool" or scope.event.over:
+                continue
+            moments = [_cron_time(cron_at(to_utc(scope, m.at))) for m in scope.event.moments]
+            w_start = _cron_time(budget["schedule"])
+            w_end = w_start + parse_go_duration(budget["duration"])
+            holes = [(a, b) for a, b in _holes(budgets, w_start, w_end)
+                     if not scope.policy.floors_fall_between_moments or any(a <= m < b for m in moments)]
+            if holes:
                 yield obj, (f"disruption budgets do not close the window: expected {budget} "
-                            f"(nodes 0 from the window's start in UTC for its length), found {budgets}")
+                            f"(nodes 0 from the window's start in UTC for its length"
+                            f"{', open only between moments' if scope.policy.floors_fall_between_moments else ''}), "
+                            f"found {budgets}")
 
     def edge_pool(self, scope: Scope, cluster: Cluster, name: str, instance_types: Sequence[str],
                   cpu_limit: int, why: str) -> tuple[Obj, ...]:

@@ -418,7 +418,8 @@ class Trace:
 
 class _Pods:
     """Replicas as (ready_at, count) groups, newest last; scale-down removes the newest (the
-    least ready, as the ReplicaSet controller does). Nodes stay once added (budget freeze)."""
+    least ready, as the ReplicaSet controller does). Nodes stay once added (budget freeze), but in
+    the gaps where floors fall."""
 
     def __init__(self, replicas: int, warm: float, cold: float, launch: Any = None):
         self.groups: list[list[float]] = [[-math.inf, replicas]] if replicas else []
@@ -444,6 +445,11 @@ class _Pods:
 
     def ready(self, now: float) -> int:
         return int(sum(n for t, n in self.groups if t <= now))
+
+    def release(self) -> None:
+        """The freeze is open (a gap where floors fall, plan/gaps.py): emptied nodes go, so the next
+        rise is cold."""
+        self.nodes = min(self.nodes, self.count)
 
     def lose(self, now: float, lost: int) -> None:
         """`lost` replicas and their nodes vanish (oldest first); their controller recreates them
@@ -522,6 +528,8 @@ def replay(spec: StackSpec, model: Model, plan: ModelPlan, manifest: dict[str, A
                                                                          waiting, kv_in_use)))
             next_sync += autoscaling.HPA_SYNC_SECONDS
         when = window.start + dt.timedelta(seconds=t)
+        if any(g.start <= when < g.end for g in plan.gaps):
+            pods.release()
         load = forecast.load_at(spec.event, when)
         moved = loss.demand(t) if loss else 1.0
         demand = max(load, faults.surge_load(t) if load else 0.0) * plan.demand_tps.value * moved

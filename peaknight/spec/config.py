@@ -527,6 +527,12 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         # pulumi-kubernetes cannot render a helm.v3.Release (pulumi/pulumi-kubernetes#1716).
         yield P("gitops", "argocd or flux when peaknight:renderDirectory is set (add-ons as GitOps objects)",
                 "nothing")
+    if spec.gitops is not None and spec.gitops_repository is None:
+        # Each cluster's root names the repository its controller syncs (addons/bootstrap.py).
+        yield P("gitopsRepository", "the Git repository of the rendered manifests ({url, revision, path}) when "
+                "peaknight:gitops is set", "nothing")
+    if spec.gitops_repository is not None and spec.gitops is None:
+        yield P("gitops", "argocd or flux when peaknight:gitopsRepository is set", "nothing")
     event = spec.event
     if event.window.end <= event.window.start:
         yield P("event.window.end", "a time after event.window.start", str(event.window.end))

@@ -43,6 +43,15 @@ _IAM_ROLE = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
 # The EC2 instance metadata service's IPv6 address (not link-local by prefix, so named).
 _EC2_METADATA_V6 = ipaddress.ip_address("fd00:ec2::254")
 _URL = re.compile(r"(https?)://([^/:?#\s]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?(/[A-Za-z0-9._~/-]*)?")
+# The Git repository a GitOps root syncs from, as both Argo CD and Flux's GitRepository take it:
+# https, or ssh:// with an optional user (Flux refuses the scp-like `git@host:org/repo`).
+_GIT_URL = re.compile(r"(https|ssh)://(?:([A-Za-z0-9._-]+)@)?([^/:?#\s@\[\]]+)(?::([0-9]{1,5}))?"
+                      r"(/[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*/?)")
+# A git ref name (git check-ref-format) narrowed to what a branch, tag or commit is written with:
+# '/'-separated components of letters, digits, '.', '_', '-', none starting with '.' or '-' or
+# ending with '.lock', no '..' anywhere, not ending with '.'.
+_GIT_REF_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+GIT_REF_MAX = 255
 # The broadcast night: years a clock of the kit reasons about (a cron line carries no year, and
 # the zone database's offsets are only meaningful here); anything else is a typo.
 YEARS = (2000, 2100)
@@ -189,6 +198,37 @@ def _relative_dir(value: str) -> str:
     return value
 
 
+def _git_url(value: str) -> str:
+    """Where each cluster's root reads its manifests (the Application's repoURL, the GitRepository's
+    url): a controller fetches it, so only its two URL grammars, no query, credentials or spaces."""
+    match = _GIT_URL.fullmatch(value)
+    expected = ("a Git repository URL: https://host[:port]/path or ssh://[user@]host[:port]/path (no "
+                "query, password or spaces; not the scp-like user@host:path, which Flux refuses)")
+    if (not match or (match.group(1) == "https" and match.group(2))
+            or (match.group(4) and not 1 <= int(match.group(4)) <= 65535)
+            or not all(_HOST_LABEL.fullmatch(p) for p in match.group(3).split("."))):
+        raise ValueError(expected)
+    return value
+
+
+def _git_revision(value: str) -> str:
+    """The root's revision: Argo CD's targetRevision, Flux's branch, tag ref or commit."""
+    parts = value.split("/")
+    if (len(value) > GIT_REF_MAX or ".." in value or value.endswith(".")
+            or not all(_GIT_REF_COMPONENT.fullmatch(p) and not p.endswith(".lock") for p in parts)):
+        raise ValueError("a branch, tag or commit as a git ref name (git check-ref-format): '/'-separated parts of "
+                         "letters, digits, '.', '_', '-', none starting with '.' or '-', no '..'")
+    return value
+
+
+def _repository_path(value: str) -> str:
+    """Where the render directory sits in the repository: the roots' paths are under it."""
+    if len(value) > 1024 or not _RELATIVE_PATH.fullmatch(value):
+        raise ValueError("a relative directory inside the repository: letters, digits, '.', '_', '-' and '/', no "
+                         "leading '/' and no segment starting with '.'")
+    return value
+
+
 DnsLabel = Annotated[str, AfterValidator(_dns1123_label)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 Subdomain = Annotated[str, AfterValidator(_subdomain)]
@@ -214,4 +254,7 @@ IamRole = Annotated[str, _fullmatch(_IAM_ROLE, "an IAM role name (at most 64 of 
 LocalTime = Annotated[dt.datetime, BeforeValidator(_no_epoch), AfterValidator(_local)]
 Directory = Annotated[str, AfterValidator(_relative_dir)]
 FilePath = Annotated[str, AfterValidator(_path)]
+GitUrl = Annotated[str, AfterValidator(_git_url)]
+GitRevision = Annotated[str, AfterValidator(_git_revision)]
+RepositoryPath = Annotated[str, AfterValidator(_repository_path)]
 StorageClasses = Annotated[str | dict[str, str], PlainValidator(_storage_classes, json_schema_input_type=str | dict[str, str])]

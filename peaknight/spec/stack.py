@@ -143,11 +143,13 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
     # Broadcast: capacity that cannot be reclaimed mid-show, N+1 by zone, everything pinned.
     "broadcast": dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
                                 requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
-                                surviveZoneLoss=True, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
+                                surviveZoneLoss=True, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3, warmupHours=12,
+                                weightsFillMinutes=60, floorsFallBetweenMoments=False),
     # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
     "rehearsal": dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
                                 requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
-                                surviveZoneLoss=False, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3, warmupHours=12, weightsFillMinutes=60),
+                                surviveZoneLoss=False, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3,
+                                warmupHours=12, weightsFillMinutes=60, floorsFallBetweenMoments=False),
 }
 
 
@@ -179,6 +181,9 @@ class Policy:
     # How long a zone's whole peak fleet may take to fill its node caches from the zone's source:
     # the source is sized for it, and a cold replica's start counts it.
     weights_fill_minutes: Annotated[int, Field(gt=0, le=1440)]
+    # Broadcast: let the floors (and the pools' nodes) fall to the baseline in gaps between moments
+    # long enough for it (plan/gaps.py); off, each moment's floor is held to the window's end.
+    floors_fall_between_moments: bool
 
     @classmethod
     def for_stage(cls, stage: Stage, **overrides: Any) -> "Policy":
@@ -510,6 +515,17 @@ class Steering:
 
 
 @dataclass(config=STRICT, kw_only=True)
+class GitOpsRepository:
+    """The Git repository holding `peaknight render`'s output: each cluster's root (an Argo CD
+    Application, or a Flux GitRepository with its Kustomizations) syncs `path/<cluster>` from it
+    (peaknight/addons/bootstrap.py)."""
+
+    url: formats.GitUrl = Field(description="https:// or ssh:// URL the GitOps controller clones")
+    revision: formats.GitRevision = Field(default="main", description="branch, tag or commit the roots follow")
+    path: formats.RepositoryPath = Field(description="the render directory (`render --out`) inside the repository")
+
+
+@dataclass(config=STRICT, kw_only=True)
 class StackSpec:
     event: Event
     policy: Policy
@@ -525,6 +541,9 @@ class StackSpec:
                                      "releases; required with renderDirectory")
     steering: Optional[Steering] = Field(default=None, description="global names steered to the clusters by "
                                          "weight with health checks")
+    gitops_repository: Optional[GitOpsRepository] = Field(default=None, description="where the rendered "
+                                                          "manifests are committed: what each cluster's GitOps "
+                                                          "root syncs; required with gitops")
     load_replay: Optional[LoadReplay] = Field(default=None, description="rehearsal only: replay the night's "
                                               "demand curve against each model (inference-perf)")
     prices: dict[formats.Subdomain, dict[formats.LabelValue, InstancePrice]] = Field(
