@@ -29,7 +29,8 @@ from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
 from peaknight.spec import files, keys, partial, profiles
-from peaknight.spec.weights_from import S3Source
+from peaknight.spec import formats, registry_mirror
+from peaknight.spec.weights_from import HubSource, S3Source
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = keys.NAMESPACE
@@ -549,6 +550,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
 
     for pin in pinned_images(spec):
         yield from _unpinned(spec, P, pin)
+    yield from _check_mirror(spec, P)
     # Each model's endpoint picker is named <model>-epp (builders/routing.py): no model may be called so.
     names = {m.name for m in spec.models}
     for i, model in enumerate(spec.models):
@@ -579,6 +581,41 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         elif schemes[0] == "http" and (edge.origin_server_name or edge.origin_ca_secret):
             key = "originServerName" if edge.origin_server_name else "originCaSecret"
             yield P(f"edges[{i}].{key}", "https origins for a TLS setting", "http origins")
+
+
+def _check_mirror(spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """Sources a China region reaches: a broadcast stack on VKE pulls images from a mirror and weights
+    from somewhere other than huggingface.co; a mirror's rule (spec/registry_mirror.py) must give
+    every image a valid reference of its own."""
+    mirror = spec.registry_mirror
+    if spec.policy.stage is Stage.BROADCAST and any(isinstance(c.provisioner, VolcengineVkeSettings)
+                                                    for c in spec.clusters):
+        if mirror is None:
+            yield P("registryMirror", "a registry mirror when a cluster uses volcengine-vke in a broadcast stack "
+                    "(docker.io, ghcr.io, quay.io and registry.k8s.io are not reliably reachable from China "
+                    "regions): {host: <instance>-<region>.cr.volces.com}, Volcano Engine CR", "nothing")
+        for i, model in enumerate(spec.models):
+            if isinstance(model.weights_from, HubSource) and model.weights_from.endpoint is None:
+                yield P(f"models[{i}].weightsFrom", "weights from a source a China region reaches when a cluster "
+                        "uses volcengine-vke in a broadcast stack: kind hub with an endpoint (a hub mirror), or "
+                        "kind s3 (Volcano Engine TOS)", "huggingface.co (kind hub without an endpoint)")
+    if mirror is None:
+        return
+    came_from: dict[str, tuple[str, str]] = {}
+    too_long = []
+    for pin in pinned_images(spec):
+        registry, path, _ = registry_mirror.split(pin.image)
+        try:
+            formats.image_reference(mirror.image(pin.image))
+        except ValueError:
+            too_long.append(pin.path)
+        earlier = came_from.setdefault(path, (registry, pin.path))
+        if earlier[0] != registry:
+            yield P(pin.path, f"an image that does not share its mirrored name with {earlier[1]} (both become "
+                    f"{mirror.host}/.../{path}: the mirror drops the registry)", f"{registry} and {earlier[0]}")
+    if too_long:
+        yield P("registryMirror.namespace", f"a prefix that keeps every image a valid reference (a name of at most "
+                f"{formats.IMAGE_NAME_MAX} characters)", f"too long for {', '.join(too_long)}")
 
 
 def _check_egress(i: int, edge: Any, P: Any) -> Iterable[Problem]:
