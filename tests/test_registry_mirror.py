@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import nights
+from peaknight.addons import releases
 from peaknight.builders import images
 from peaknight.builders.objects import Obj, Unit
 from peaknight.cli import main as cli
@@ -69,7 +70,7 @@ def _walk(value: Any) -> Iterator[str]:
 
 def test_every_rendered_container_image_of_the_vke_night_comes_from_the_mirror():
     spec = nights.spec("gala-vke")
-    assert spec.registry_mirror == MIRROR
+    assert spec.registry_mirror is not None and spec.registry_mirror.prefix == MIRROR.prefix
     found = [image for m in nights.manifests("gala-vke") for image in _images(m)]
     assert len(found) > 2000
     assert {i for i in found if not i.startswith("gala-cn-beijing.cr.volces.com/peaknight/")} == set()
@@ -147,3 +148,42 @@ def test_a_rehearsal_on_vke_may_pull_from_the_images_own_registries(tmp_path, ca
         cfg["peaknight:policy"] = {"stage": "rehearsal", "capacityTypes": ["on-demand"]}
     assert cli.main(["plan", str(_variant(tmp_path, rehearsal))]) in (0, 1)
     assert "registryMirror" not in capsys.readouterr().err
+
+
+def _vke_releases() -> list[Any]:
+    objects = nights.objects("gala-vke")
+    c = objects.clusters[0]
+    return list(releases.build(objects.spec, objects.plan.cluster(c.cluster.name), c.cluster,
+                               [obj for unit in c.units for obj in unit.objects]))
+
+
+def test_add_on_charts_come_from_the_mirrors_chart_repository_at_their_pins():
+    found = _vke_releases()
+    assert {r.addon for r in found} >= {releases.PROMETHEUS_STACK, releases.GPU_OPERATOR}
+    for release in found:
+        pinned = releases.chart(release.addon)
+        assert release.chart.repository == "oci://gala-cn-beijing.cr.volces.com/peaknight-charts"
+        assert (release.chart.name, release.chart.version) == (pinned.name, pinned.version)
+        assert release.chart.ref == f"oci://gala-cn-beijing.cr.volces.com/peaknight-charts/{pinned.name}"
+
+
+def test_kube_prometheus_stack_images_follow_the_mirrors_prefix():
+    stack = next(r for r in _vke_releases() if r.addon == releases.PROMETHEUS_STACK)
+    assert stack.values["global"]["imageRegistry"] == "gala-cn-beijing.cr.volces.com/peaknight"
+    # without a mirror, the chart's own registries
+    broadcast = nights.objects("broadcast")
+    c = broadcast.clusters[0]
+    plain = releases.build(broadcast.spec, broadcast.plan.cluster(c.cluster.name), c.cluster,
+                           [obj for unit in c.units for obj in unit.objects])
+    stack = next(r for r in plain if r.addon == releases.PROMETHEUS_STACK)
+    assert "imageRegistry" not in stack.values.get("global", {})
+    assert stack.chart.repository == releases.chart(releases.PROMETHEUS_STACK).repository
+
+
+@pytest.mark.parametrize("charts", ["http://charts.example.cn", "oci://Bad_Host/x", "oci://cr.example.cn/../x",
+                                    "s3://charts"])
+def test_a_chart_repository_is_oci_or_https(tmp_path, capsys, charts):
+    path = _variant(tmp_path, lambda c: c["peaknight:registryMirror"].update(charts=charts))
+    assert cli.main(["plan", str(path)]) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("warning")]
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: peaknight:registryMirror.charts: expected oci://"), lines

@@ -177,6 +177,7 @@ Image = Annotated[str, AfterValidator(image_reference)]
 Weights = Annotated[str, AfterValidator(_weights)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 HttpUrl = Annotated[str, AfterValidator(_url)]
+http_url = _url  # the same check, for a grammar that admits http(s) URLs among others
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
 # A git commit as Hugging Face pins a revision: 40 lower-case hex digits, nothing around them.
 Commit = Annotated[str, _fullmatch(re.compile(r"[0-9a-f]{40}"), "a commit: 40 lower-case hex digits")]

@@ -20,6 +20,8 @@ from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 
+from peaknight.spec import formats
+
 _STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_alias=True, validate_by_name=True,
                      frozen=True)
 DOCKER_HUB = "docker.io"
@@ -34,6 +36,17 @@ def _host(value: str) -> str:
         raise ValueError("a registry host (lower-case DNS labels with a '.', optional :port), e.g. "
                          "gala-cn-beijing.cr.volces.com")
     return value
+
+
+def _charts(value: str) -> str:
+    """An OCI registry path (`oci://<host>[/<path>]`, Helm's OCI support) or an https chart repository."""
+    if value.startswith("oci://"):
+        host, _, path = value[len("oci://"):].partition("/")
+        if _HOST.fullmatch(host) and (not path or _PATH.fullmatch(path)) and len(value) <= 255:
+            return value
+    elif value.startswith("https://"):
+        return formats.http_url(value)
+    raise ValueError("oci://<registry host>[/<path>] or an https:// Helm chart repository")
 
 
 def _namespace(value: str) -> str:
@@ -51,14 +64,21 @@ class RegistryMirror:
                                                         "(Volcano Engine CR: <instance>-<region>.cr.volces.com)")
     namespace: Optional[Annotated[str, AfterValidator(_namespace)]] = Field(
         default=None, description="a path prefix under the host (a CR namespace), before each image's own path")
+    charts: Optional[Annotated[str, AfterValidator(_charts)]] = Field(
+        default=None, description="where every add-on chart is pulled from at its pinned name and version: "
+        "oci://<host>/<path> or an https Helm repository (default each chart's own repository)")
+
+    @property
+    def prefix(self) -> str:
+        """What every mirrored image's path follows: the host and the namespace."""
+        return f"{self.host}/{self.namespace}" if self.namespace else self.host
 
     def image(self, reference: str) -> str:
         """`reference` as pulled from the mirror."""
         registry, path, rest = split(reference)
         if registry == self.host:
             return reference
-        prefix = f"{self.host}/{self.namespace}" if self.namespace else self.host
-        return f"{prefix}/{path}{rest}"
+        return f"{self.prefix}/{path}{rest}"
 
 
 def split(reference: str) -> tuple[str, str, str]:
