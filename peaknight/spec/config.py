@@ -593,7 +593,7 @@ def _check_mirror(spec: StackSpec, P: Any) -> Iterable[Problem]:
         if mirror is None:
             yield P("registryMirror", "a registry mirror when a cluster uses volcengine-vke in a broadcast stack "
                     "(docker.io, ghcr.io, quay.io and registry.k8s.io are not reliably reachable from China "
-                    "regions): {host: <instance>-<region>.cr.volces.com}, Volcano Engine CR", "nothing")
+                    "regions): {host: <your CR instance's domain>.cr.volces.com}, Volcano Engine CR", "nothing")
         for i, model in enumerate(spec.models):
             if isinstance(model.weights_from, HubSource) and model.weights_from.endpoint is None:
                 yield P(f"models[{i}].weightsFrom", "weights from a source a China region reaches when a cluster "

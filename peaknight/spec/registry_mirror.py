@@ -1,7 +1,7 @@
 """The image registry mirror (`peaknight:registryMirror`): where every image the kit renders is pulled from.
 
 A China region reaches docker.io, ghcr.io, quay.io and registry.k8s.io unreliably, so a VKE stack
-pulls from its own registry (Volcano Engine CR, `<instance>-<region>.cr.volces.com`). The rule is
+pulls from its own registry (a Volcano Engine CR instance, under cr.volces.com). The rule is
 one, so the operator can copy the images into the mirror by the same rule (docs/operations.md):
 
     [<registry>/]<path>[:<tag>][@<digest>]  ->  <host>[/<namespace>]/<path>[:<tag>][@<digest>]
@@ -61,7 +61,7 @@ class RegistryMirror:
     """One registry every rendered image is pulled from (the module docstring gives the rule)."""
 
     host: Annotated[str, AfterValidator(_host)] = Field(description="the mirror registry's host[:port] "
-                                                        "(Volcano Engine CR: <instance>-<region>.cr.volces.com)")
+                                                        "(Volcano Engine CR: the instance's domain under cr.volces.com)")
     namespace: Optional[Annotated[str, AfterValidator(_namespace)]] = Field(
         default=None, description="a path prefix under the host (a CR namespace), before each image's own path")
     charts: Optional[Annotated[str, AfterValidator(_charts)]] = Field(
