@@ -68,7 +68,10 @@ def test_one_vke_node_pool_per_pool_and_zone_with_the_plans_arguments(vke_run):
         assert node["instanceTypeIds"] == ["ecs.hpcpni3ln.45xlarge"]
         assert node["subnetIds"] == [settings.subnets[zone]]
         assert node["security"] == {"securityGroupIds": list(settings.security_group_ids)}
-        assert node["dataVolumes"] == [{"type": "ESSD_PL0", "size": int(pool_plan.disk_gib.value)}]
+        # the runtime's images on the first data disk, the node cache on the second at its mount point
+        assert node["additionalContainerStorageEnabled"] is True
+        assert node["dataVolumes"] == [{"type": "ESSD_PL0", "size": 200},
+                                       {"type": "ESSD_PL0", "size": 2600, "mountPoint": "/var/lib/peaknight/weights"}]
         kube = r.inputs["kubernetesConfig"]
         assert {"key": podpolicy.POOL_LABEL, "value": "h20"} in kube["labels"]
         assert kube["taints"] == [podpolicy.GPU_TAINT]
@@ -84,6 +87,19 @@ def test_disk_holds_three_copies_of_each_image_and_every_weights_twice(vke_run):
     # chat and deep-think (moe-671b: 20 GiB image, 642 GiB weights), greetings (dense-8b: 12, 9):
     # 3 x 52 + 2 x 1,293 (the node cache: the revision serving and the next) = 2,742 GiB.
     assert disk.value == 2800 and "= 2742 GiB" in disk.why
+
+
+def test_the_node_cache_is_on_the_second_data_disks_mount_point():
+    """Every hostPath PersistentVolume the warm gate and the engines use (node cache, JIT caches) is
+    on the VKE pools' mount point (else 2 x 642 GiB of weights would land on the 100 GiB system disk)."""
+    pool = next(iter(nights.objects("gala-vke").clusters[0].parts.pools)).unit.cloud[0]
+    mount = next(v["mountPoint"] for v in pool.properties["nodeConfig"]["dataVolumes"] if "mountPoint" in v)
+    paths = {m["spec"]["hostPath"]["path"] for m in nights.manifests("gala-vke", "vke-bj-01")
+             if m["kind"] == "PersistentVolume" and "hostPath" in m["spec"]}
+    assert len(paths) == 2 and all(p == mount or p.startswith(mount + "/") for p in paths), paths
+    plan = nights.plan("gala-vke").cluster("vke-bj-01").pool("h20")
+    assert (plan.image_disk_gib.value, plan.cache_disk_gib.value) == (200, 2600)
+    assert "= 156 GiB" in plan.image_disk_gib.why and "= 2586 GiB" in plan.cache_disk_gib.why
 
 
 def test_each_vke_cluster_has_its_own_volcengine_provider_with_secret_credentials(vke_run):

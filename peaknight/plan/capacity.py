@@ -89,6 +89,9 @@ class PoolPlan:
     zone_floor_nodes: tuple[int, ...] = ()  # nodes per zone holding the baseline floor
     surge_nodes: int = 0              # room above the plan: the larger of burst and a rollout's surge
     disk_gib: Figure = Figure(0, "")  # node-local disk for images and weights
+    # the same, split for a provisioner that gives each its own disk: the runtime's images, the node cache's weights
+    image_disk_gib: Figure = Figure(0, "")
+    cache_disk_gib: Figure = Figure(0, "")
     groups: tuple[str, ...] = ()      # its workloads whose replica spans nodes (a LeaderWorkerSet group)
 
     @property
@@ -484,6 +487,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                               zone_floor_nodes=_zone_sum(pool_floor[name], zones),
                               surge_nodes=extra,
                               disk_gib=disk_gib(spec, name),
+                              image_disk_gib=image_disk_gib(spec, name),
+                              cache_disk_gib=cache_disk_gib(spec, name),
                               groups=tuple(m.name for m in models if m.pool == name and m.nodes_per_replica > 1)))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
     # Each pool's largest zone at its ceiling: the fleet one zone's weight sources must feed.
@@ -567,6 +572,28 @@ def disk_gib(spec: StackSpec, pool: str) -> Figure:
     return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes)}) GiB + weights {weights.CACHED_REVISIONS} x "
                         f"({' + '.join(f'{c.weights_gib:g}' for c in classes)}) GiB = {images + cached:g} GiB, "
                         f"rounded up to {DISK_STEP_GIB} GiB steps: {size} GiB")
+
+
+def _stepped(gib: float) -> int:
+    return max(DISK_STEP_GIB, math.ceil(gib / DISK_STEP_GIB) * DISK_STEP_GIB)
+
+
+def image_disk_gib(spec: StackSpec, pool: str) -> Figure:
+    """The images' part of disk_gib, on a disk of its own (the container runtime's)."""
+    classes = [profiles.load().model_classes[m.model_class] for m in spec.models if m.pool == pool]
+    images = sum(3 * c.image_gib for c in classes)
+    size = _stepped(images)
+    return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes) or '0'}) GiB = {images:g} GiB, "
+                        f"in {DISK_STEP_GIB} GiB steps: {size} GiB")
+
+
+def cache_disk_gib(spec: StackSpec, pool: str) -> Figure:
+    """The node cache's part of disk_gib, on a disk of its own mounted where the cache lives."""
+    classes = [profiles.load().model_classes[m.model_class] for m in spec.models if m.pool == pool]
+    cached = weights.CACHED_REVISIONS * sum(c.weights_gib for c in classes)
+    size = _stepped(cached)
+    return Figure(size, f"weights {weights.CACHED_REVISIONS} x ({' + '.join(f'{c.weights_gib:g}' for c in classes) or '0'})"
+                        f" GiB = {cached:g} GiB, in {DISK_STEP_GIB} GiB steps: {size} GiB")
 
 
 def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:
