@@ -562,8 +562,7 @@ def disk_gib(spec: StackSpec, pool: str) -> Figure:
     """A GPU node's local disk: each model's image twice (running and next, while a rollout pulls)
     and extracted once more, plus every model's weights twice in the node cache (plan/weights.py):
     the revision serving and the next, while a rollout moves over."""
-    table = profiles.load()
-    classes = [table.model_classes[m.model_class] for m in spec.models if m.pool == pool]
+    classes = _pool_classes(spec, pool)
     if not classes:
         return Figure(DISK_STEP_GIB, f"no models: {DISK_STEP_GIB} GiB")
     images = sum(3 * c.image_gib for c in classes)
@@ -574,13 +573,19 @@ def disk_gib(spec: StackSpec, pool: str) -> Figure:
                         f"rounded up to {DISK_STEP_GIB} GiB steps: {size} GiB")
 
 
+def _pool_classes(spec: StackSpec, pool: str) -> list[profiles.ModelClass]:
+    """The model classes of the models the pool serves, once per model (each has its own image)."""
+    table = profiles.load()
+    return [table.model_classes[m.model_class] for m in spec.models if m.pool == pool]
+
+
 def _stepped(gib: float) -> int:
     return max(DISK_STEP_GIB, math.ceil(gib / DISK_STEP_GIB) * DISK_STEP_GIB)
 
 
 def image_disk_gib(spec: StackSpec, pool: str) -> Figure:
     """The images' part of disk_gib, on a disk of its own (the container runtime's)."""
-    classes = [profiles.load().model_classes[m.model_class] for m in spec.models if m.pool == pool]
+    classes = _pool_classes(spec, pool)
     images = sum(3 * c.image_gib for c in classes)
     size = _stepped(images)
     return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes) or '0'}) GiB = {images:g} GiB, "
@@ -589,7 +594,7 @@ def image_disk_gib(spec: StackSpec, pool: str) -> Figure:
 
 def cache_disk_gib(spec: StackSpec, pool: str) -> Figure:
     """The node cache's part of disk_gib, on a disk of its own mounted where the cache lives."""
-    classes = [profiles.load().model_classes[m.model_class] for m in spec.models if m.pool == pool]
+    classes = _pool_classes(spec, pool)
     cached = weights.CACHED_REVISIONS * sum(c.weights_gib for c in classes)
     size = _stepped(cached)
     return Figure(size, f"weights {weights.CACHED_REVISIONS} x ({' + '.join(f'{c.weights_gib:g}' for c in classes) or '0'})"
