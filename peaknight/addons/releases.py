@@ -285,7 +285,8 @@ def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster,
         out.append((KEDA, "keda", keda_values(spec, scaled)))
     if any(m.nodes_per_replica > 1 for m in plan.models):
         out.append((LWS, "lws", {}))
-    for resource in sorted({m.interconnect.resource for m in plan.models if m.interconnect}):
+    # An interconnect whose device plugin the cloud manages (VKE's RDMA component) has no chart here.
+    for resource in sorted({m.interconnect.resource for m in plan.models if m.interconnect} & set(INTERCONNECT_ADDON)):
         out.append((INTERCONNECT_ADDON[resource], INTERCONNECT_ADDON[resource], {}))
     uses = [use for obj in objects for use in metric_uses(obj)]
     if uses:

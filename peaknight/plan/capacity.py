@@ -14,7 +14,7 @@ from peaknight.engines.base import Topology
 from peaknight.plan import memory, rollout, startup, weights
 from peaknight.plan.figure import Figure
 from peaknight.plan.weights import WeightsPlan
-from peaknight.provisioners.settings import PROVISIONER_CLOUD
+from peaknight.provisioners.settings import PROVISIONER_CLOUD, VolcengineVkeSettings
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -360,10 +360,21 @@ def interconnect(pool: GpuPool, cluster: Cluster) -> profiles.Interconnect | Non
     fewest devices of any: a pod requests one count, and a spanning replica may land on any of
     them), or None when one of them has none. Per cluster: where a region sells only p5en, its
     groups request p5en's 16 EFA devices; where it sells only p5 or p5e, their 32."""
+    if isinstance(cluster.provisioner, VolcengineVkeSettings):
+        return _vke_rdma(cluster.provisioner)
     found = [profiles.load().instance_types[t].interconnect for t in cluster_types(pool, cluster)]
     if not found or any(i is None for i in found) or len({i.resource for i in found if i}) > 1:
         return None
     return min((i for i in found if i), key=lambda i: i.devices)
+
+
+def _vke_rdma(settings: VolcengineVkeSettings) -> profiles.Interconnect | None:
+    """A VKE cluster's RDMA, as its provisioner settings declare it: one HPC cluster per zone, so
+    the zone is the network domain a group's workers prefer their leader's."""
+    rdma = settings.rdma
+    if rdma is None:
+        return None
+    return profiles.Interconnect(resource=rdma.resource, devices=rdma.devices, network_key="topology.kubernetes.io/zone")
 
 
 def replicas_for(demand: float, per_replica: float, spec: StackSpec, zones: int, label: str) -> Figure:

@@ -66,6 +66,9 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
             "dataVolumes": [{"type": DISK_TYPE, "size": int(plan.image_disk_gib.value)},
                             {"type": DISK_TYPE, "size": int(plan.cache_disk_gib.value), "mountPoint": WEIGHTS_MOUNT}],
             "namePrefix": name,
+            # RDMA between nodes: the zone's pool in its HPC cluster (NodePoolNodeConfig.hpc_cluster_ids,
+            # one id supported).
+            **({"hpcClusterIds": [settings.rdma.hpc_clusters[zone]]} if settings.rdma else {}),
         },
         "kubernetesConfig": {
             "cordon": False,
@@ -97,8 +100,13 @@ class VolcengineVke(WithoutController):
         return WEIGHTS_MOUNT
 
     def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
-        """What the cloud would refuse: a zone's node pool above VKE's autoscaling maximum."""
+        """What the cloud would refuse: a zone's node pool above VKE's autoscaling maximum; and groups
+        that span nodes without RDMA between them (DeepEP's and Mooncake's devices would be missing)."""
+        settings = cluster.provisioner
+        rdma = [] if not plan.groups or not isinstance(settings, VolcengineVkeSettings) or settings.rdma else [
+            f"cluster '{cluster.name}': pool '{plan.pool}' runs groups that span nodes ({', '.join(plan.groups)}) "
+            f"without RDMA: set clusters[].provisioner.rdma (resource, devices, hpcClusters)"]
         ceilings = [n + plan.zone_surge_nodes for n in plan.zone_nodes]
-        return [f"cluster '{cluster.name}': pool '{plan.pool}' needs {c:,} nodes in {z}, a VKE node pool holds at "
+        return rdma + [f"cluster '{cluster.name}': pool '{plan.pool}' needs {c:,} nodes in {z}, a VKE node pool holds at "
                 f"most {MAX_REPLICAS:,} (add a cluster or lower its share)"
                 for z, c in zip(cluster.zones, ceilings) if c > MAX_REPLICAS]

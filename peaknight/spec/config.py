@@ -811,6 +811,9 @@ def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterabl
                 [f"a subnet for {', '.join(extra)}, not a zone of the cluster"] if extra else [])
             yield P(f"clusters[{i}].provisioner.subnets", f"one subnet per zone of the cluster "
                     f"({', '.join(cluster.zones)})", "; ".join(found))
+        if settings.rdma is not None and set(settings.rdma.hpc_clusters) != set(cluster.zones):
+            yield P(f"clusters[{i}].provisioner.rdma.hpcClusters", f"one HPC cluster per zone of the cluster "
+                    f"({', '.join(cluster.zones)})", ", ".join(settings.rdma.hpc_clusters) or "none")
         types = spec.policy.capacity_types
         if CapacityType.SPOT in types or CapacityType.ON_DEMAND not in types:
             yield P("policy.capacityTypes", f"on-demand and no spot when cluster '{cluster.name}' uses "
