@@ -125,6 +125,10 @@ def _clash(cfg: dict[str, Any]) -> None:
      "registry host"),
     (lambda c: c["peaknight:registryMirror"].update(namespace="../x"), "peaknight:registryMirror.namespace: expected "
      "a repository path prefix"),
+    (lambda c: c["peaknight:registryMirror"].update(host="cr.example.cn/$(reboot)"), "peaknight:registryMirror.host: "
+     "expected a registry host"),
+    (lambda c: c["peaknight:registryMirror"].update(namespace="peaknight\nwarning: forged"),
+     "peaknight:registryMirror.namespace: expected a repository path prefix"),
     (lambda c: c["peaknight:registryMirror"].update(namespace="a" * 100 + "/" + "b" * 99),
      "peaknight:registryMirror.namespace: expected a prefix that keeps every image a valid reference (a name of at "
      "most 255 characters); found too long for edges[0].exporterImage, edges[0].logExporterImage, router.image"),
