@@ -2,7 +2,7 @@
 
 A China region reaches docker.io, ghcr.io, quay.io and registry.k8s.io unreliably, so a VKE stack
 pulls from its own registry (a Volcano Engine CR instance, under cr.volces.com). The rule is
-one, so the operator can copy the images into the mirror by the same rule (docs/operations.md):
+one, so the operator can copy the images into the mirror by the same rule (README, docs/operations.md):
 
     [<registry>/]<path>[:<tag>][@<digest>]  ->  <host>[/<namespace>]/<path>[:<tag>][@<digest>]
 
