@@ -68,7 +68,11 @@ def test_one_vke_node_pool_per_pool_and_zone_with_the_plans_arguments(vke_run):
         assert node["instanceTypeIds"] == ["ecs.hpcpni3ln.45xlarge"]
         assert node["subnetIds"] == [settings.subnets[zone]]
         assert node["security"] == {"securityGroupIds": list(settings.security_group_ids)}
-        assert node["dataVolumes"] == [{"type": "ESSD_PL0", "size": int(pool_plan.disk_gib.value)}]
+        assert node["hpcClusterIds"] == [settings.rdma.hpc_clusters[zone]]  # the zone's HPC cluster, for RDMA
+        # the runtime's images on the first data disk, the node cache on the second at its mount point
+        assert node["additionalContainerStorageEnabled"] is True
+        assert node["dataVolumes"] == [{"type": "ESSD_PL0", "size": 200},
+                                       {"type": "ESSD_PL0", "size": 2600, "mountPoint": "/var/lib/peaknight/weights"}]
         kube = r.inputs["kubernetesConfig"]
         assert {"key": podpolicy.POOL_LABEL, "value": "h20"} in kube["labels"]
         assert kube["taints"] == [podpolicy.GPU_TAINT]
@@ -84,6 +88,19 @@ def test_disk_holds_three_copies_of_each_image_and_every_weights_twice(vke_run):
     # chat and deep-think (moe-671b: 20 GiB image, 642 GiB weights), greetings (dense-8b: 12, 9):
     # 3 x 52 + 2 x 1,293 (the node cache: the revision serving and the next) = 2,742 GiB.
     assert disk.value == 2800 and "= 2742 GiB" in disk.why
+
+
+def test_the_node_cache_is_on_the_second_data_disks_mount_point():
+    """Every hostPath PersistentVolume the warm gate and the engines use (node cache, JIT caches) is
+    on the VKE pools' mount point (else 2 x 642 GiB of weights would land on the 100 GiB system disk)."""
+    pool = next(iter(nights.objects("gala-vke").clusters[0].parts.pools)).unit.cloud[0]
+    mount = next(v["mountPoint"] for v in pool.properties["nodeConfig"]["dataVolumes"] if "mountPoint" in v)
+    paths = {m["spec"]["hostPath"]["path"] for m in nights.manifests("gala-vke", "vke-bj-01")
+             if m["kind"] == "PersistentVolume" and "hostPath" in m["spec"]}
+    assert len(paths) == 2 and all(p == mount or p.startswith(mount + "/") for p in paths), paths
+    plan = nights.plan("gala-vke").cluster("vke-bj-01").pool("h20")
+    assert (plan.image_disk_gib.value, plan.cache_disk_gib.value) == (200, 2600)
+    assert "= 156 GiB" in plan.image_disk_gib.why and "= 2586 GiB" in plan.cache_disk_gib.why
 
 
 def test_each_vke_cluster_has_its_own_volcengine_provider_with_secret_credentials(vke_run):
@@ -178,7 +195,7 @@ def test_a_region_that_does_not_sell_the_pools_gpu_is_a_config_error():
      "f: peaknight:clusters[0].provisioner.clusterId: expected a VKE cluster id (cc[a-z0-9]{6,40}); "
      "found 'cc-$(reboot)'"),
     (lambda c: c["provisioner"].update(subnet={}),
-     "f: peaknight:clusters[0].provisioner.subnet: expected a known key (clusterId, kind, securityGroupIds, "
+     "f: peaknight:clusters[0].provisioner.subnet: expected a known key (clusterId, kind, rdma, securityGroupIds, "
      "subnets); found an unknown key (did you mean 'subnets'?)"),
 ])
 def test_vke_settings_errors_are_one_line_each_naming_the_key(change, expected):
@@ -331,3 +348,54 @@ def test_volcengine_credentials_must_be_secrets_of_a_known_cluster():
         "volcengine-access-key-vke-bj-01 ...); found a plain-text value",
         "f: peaknight:volcengine-secret-key-vke-bj-99: expected a credential for a cluster in peaknight:clusters; "
         "found no cluster named 'vke-bj-99' (did you mean 'vke-bj-02'?)"]
+
+
+def _containers(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return template["spec"]["containers"]
+
+
+def test_every_pod_of_a_vke_group_requests_rdma_and_every_pool_names_its_hpc_cluster():
+    objects = nights.objects("gala-vke")
+    for c in objects.clusters:
+        settings = c.cluster.provisioner
+        groups = [o.manifest for u in c.units for o in u.objects if o.kind == "LeaderWorkerSet"]
+        assert {g["metadata"]["name"] for g in groups} == {"chat-decode", "deep-think-decode"}
+        for group in groups:
+            lws = group["spec"]["leaderWorkerTemplate"]
+            for template in (lws["leaderTemplate"], lws["workerTemplate"]):
+                for container in _containers(template):
+                    for side in ("requests", "limits"):
+                        assert container["resources"][side]["vke.volcengine.com/rdma"] == "8"
+        for pool in (r for p in c.parts.pools for r in p.unit.cloud):
+            zone = pool.properties["name"].removeprefix("h20-")
+            assert pool.properties["nodeConfig"]["hpcClusterIds"] == [settings.rdma.hpc_clusters[zone]]
+
+
+def _vke_variant(tmp_path, edit):
+    return write_variant(tmp_path, edit, base="gala-vke", clusters=["vke-bj-01"])
+
+
+def test_a_vke_group_without_rdma_is_refused_in_one_line(tmp_path, capsys):
+    path = _vke_variant(tmp_path, lambda c: c["peaknight:clusters"][0]["provisioner"].pop("rdma"))
+    assert cli.main(["plan", str(path)]) == 1
+    out = capsys.readouterr()
+    lines = [x for x in (out.out + out.err).splitlines() if "RDMA" in x]
+    assert lines == ["SHORT: cluster 'vke-bj-01': pool 'h20' runs groups that span nodes (chat-decode, deep-think-decode) "
+                     "without RDMA: set clusters[].provisioner.rdma (resource, devices, hpcClusters)"], lines
+
+
+@pytest.mark.parametrize("rdma, line", [
+    ({"resource": "vke.volcengine.com/rdma", "devices": 8, "hpcClusters": {"cn-beijing-a": "hpc-a"}},
+     "peaknight:clusters[0].provisioner.rdma.hpcClusters: expected one HPC cluster per zone of the cluster "
+     "(cn-beijing-a, cn-beijing-b, cn-beijing-c); found cn-beijing-a"),
+    ({"resource": "rdma $(x)", "devices": 8, "hpcClusters": {}},
+     "peaknight:clusters[0].provisioner.rdma.resource: expected an extended resource name"),
+    ({"devices": 8, "hpcClusters": {}}, "peaknight:clusters[0].provisioner.rdma.resource: expected this required key"),
+])
+def test_bad_vke_rdma_is_one_line(tmp_path, capsys, rdma, line):
+    def edit(cfg):
+        cfg["peaknight:clusters"][0]["provisioner"]["rdma"] = rdma
+    path = _vke_variant(tmp_path, edit)
+    assert cli.main(["plan", str(path)]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("warning")]
+    assert len(err) == 1 and err[0].startswith(f"{path}: {line}"), err

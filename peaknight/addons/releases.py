@@ -8,6 +8,7 @@ because the numbers that matter on the night must follow the night, not a copied
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -22,6 +23,7 @@ from peaknight.builders import autoscaling, podpolicy
 from peaknight.spec import profiles
 from peaknight.plan.capacity import ClusterPlan
 from peaknight.builders.objects import Obj
+from peaknight.spec.registry_mirror import RegistryMirror
 from peaknight.spec.stack import AutoscalerKind, Cluster, StackSpec
 
 CHARTS = Path(__file__).with_name("charts")  # package data: pinned charts and values
@@ -204,12 +206,25 @@ def keda_values(spec: StackSpec, scaled: int) -> dict[str, Any]:
 
 
 def prometheus_values(spec: StackSpec) -> dict[str, Any]:
-    """Scrape as often as the autoscalers read; keep the night until its review."""
+    """Scrape as often as the autoscalers read; keep the night until its review. With a registry
+    mirror, the chart's `global.imageRegistry` (which replaces each image's `registry`, before its
+    `repository`) is the mirror's prefix: the same names the kit's own images get."""
     window = spec.event.window.end - spec.event.window.start
     days = math.ceil(window.total_seconds() / 86400) + REVIEW_DAYS
     interval = f"{SCRAPE_SECONDS}s"
-    return {"prometheus": {"prometheusSpec": {"scrapeInterval": interval, "evaluationInterval": interval,
-                                              "retention": f"{days}d"}}}
+    values: dict[str, Any] = {"prometheus": {"prometheusSpec": {"scrapeInterval": interval,
+                                                                "evaluationInterval": interval,
+                                                                "retention": f"{days}d"}}}
+    if spec.registry_mirror is not None:
+        values["global"] = {"imageRegistry": spec.registry_mirror.prefix}
+    return values
+
+
+def from_mirror(pinned: Chart, mirror: RegistryMirror | None) -> Chart:
+    """The chart at its pinned name and version, from the mirror's chart repository when it names one."""
+    if mirror is None or mirror.charts is None:
+        return pinned
+    return dataclasses.replace(pinned, repository=mirror.charts)
 
 
 def custom_rule(use: MetricUse) -> dict[str, Any]:
@@ -270,7 +285,8 @@ def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster,
         out.append((KEDA, "keda", keda_values(spec, scaled)))
     if any(m.nodes_per_replica > 1 for m in plan.models):
         out.append((LWS, "lws", {}))
-    for resource in sorted({m.interconnect.resource for m in plan.models if m.interconnect}):
+    # An interconnect whose device plugin the cloud manages (VKE's RDMA component) has no chart here.
+    for resource in sorted({m.interconnect.resource for m in plan.models if m.interconnect} & set(INTERCONNECT_ADDON)):
         out.append((INTERCONNECT_ADDON[resource], INTERCONNECT_ADDON[resource], {}))
     uses = [use for obj in objects for use in metric_uses(obj)]
     if uses:
@@ -288,7 +304,7 @@ def build(spec: StackSpec, plan: ClusterPlan, cluster: Cluster, objects: Iterabl
     present = {addon for addon, _, _ in wanted}
     releases = []
     for addon, name, derived in wanted:
-        pinned = chart(addon)
+        pinned = from_mirror(chart(addon), spec.registry_mirror)
         needs = tuple(sorted({CRD_ADDON[kind] for kind in pinned.uses} & present - {addon}))
         releases.append(AddonRelease(addon, name, pinned, merge(file_values(addon, stage), derived), needs))
     return tuple(releases)

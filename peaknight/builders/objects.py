@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from peaknight.spec.registry_mirror import RegistryMirror
 from peaknight.spec.stack import Event, Policy
 
 PART_OF = "peaknight"
@@ -98,6 +99,10 @@ class Scope(Protocol):
     @property
     def policy(self) -> Policy: ...
 
+    @property
+    def registry_mirror(self) -> RegistryMirror | None:
+        """The registry every image is pulled from (None: each image's own)."""
+
 
 @dataclass(frozen=True)
 class EventScope:
@@ -106,6 +111,7 @@ class EventScope:
 
     event: Event
     policy: Policy
+    registry_mirror: RegistryMirror | None = None
 
 
 def labels(scope: Scope, component: str, name: str) -> dict[str, str]:

@@ -15,8 +15,8 @@ from functools import cached_property
 from typing import Protocol, Sequence
 
 from peaknight.addons import gitops
-from peaknight.builders import (admission, autoscaling, cluster_base, dashboards, inference, loadreplay, monitoring,
-                                 network, routing, steering, warmup)
+from peaknight.builders import (admission, autoscaling, cluster_base, dashboards, images, inference, loadreplay,
+                                 monitoring, network, routing, steering, warmup)
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
 from peaknight.plan import gate
@@ -69,7 +69,8 @@ class InferenceServiceArgs:
 
     @cached_property
     def unit(self) -> Unit:
-        return inference.build(self.scope, self.cluster, self.model, self.plan, self.prefill)
+        return images.mirrored(inference.build(self.scope, self.cluster, self.model, self.plan, self.prefill),
+                               self.scope.registry_mirror)
 
     @property
     def refusals(self) -> list[str]:
@@ -109,7 +110,8 @@ class InferenceRouterArgs:
 
     @cached_property
     def unit(self) -> Unit:
-        return routing.build(self.spec, self.model, self.plan, len(self.cluster.zones))
+        return images.mirrored(routing.build(self.spec, self.model, self.plan, len(self.cluster.zones)),
+                               self.spec.registry_mirror)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,7 +125,7 @@ class LiveEdgeArgs:
 
     @cached_property
     def unit(self) -> Unit:
-        return live.build(self.scope, self.cluster, self.edge, self.plan)
+        return images.mirrored(live.build(self.scope, self.cluster, self.edge, self.plan), self.scope.registry_mirror)
 
     @property
     def refusals(self) -> list[str]:
@@ -159,7 +161,8 @@ class WarmGateArgs:
     @cached_property
     def unit(self) -> Unit:
         cache_path = provisioners.for_cluster(self.cluster).weights_cache_path()
-        return warmup.build(self.scope, self.cluster, self.models, self.weights, cache_path)
+        return images.mirrored(warmup.build(self.scope, self.cluster, self.models, self.weights, cache_path),
+                               self.scope.registry_mirror)
 
     @property
     def refusals(self) -> list[str]:
@@ -233,7 +236,7 @@ class LoadReplayArgs:
 
     @cached_property
     def unit(self) -> Unit:
-        return loadreplay.build(self.spec, self.cluster, self.plan)
+        return images.mirrored(loadreplay.build(self.spec, self.cluster, self.plan), self.spec.registry_mirror)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,7 @@ from peaknight.plan import gaps, loss, memory, rollout, startup, weights
 from peaknight.plan.figure import Figure
 from peaknight.plan.gaps import Gap
 from peaknight.plan.weights import WeightsPlan
-from peaknight.provisioners.settings import PROVISIONER_CLOUD
+from peaknight.provisioners.settings import PROVISIONER_CLOUD, VolcengineVkeSettings
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -102,6 +102,9 @@ class PoolPlan:
     zone_floor_nodes: tuple[int, ...] = ()  # nodes per zone holding the baseline floor
     surge_nodes: int = 0              # room above the plan: the larger of burst and a rollout's surge
     disk_gib: Figure = Figure(0, "")  # node-local disk for images and weights
+    # the same, split for a provisioner that gives each its own disk: the runtime's images, the node cache's weights
+    image_disk_gib: Figure = Figure(0, "")
+    cache_disk_gib: Figure = Figure(0, "")
     groups: tuple[str, ...] = ()      # its workloads whose replica spans nodes (a LeaderWorkerSet group)
     gaps: tuple[Gap, ...] = ()        # where its nodes may go between moments (plan/gaps.py)
 
@@ -377,10 +380,21 @@ def interconnect(pool: GpuPool, cluster: Cluster) -> profiles.Interconnect | Non
     fewest devices of any: a pod requests one count, and a spanning replica may land on any of
     them), or None when one of them has none. Per cluster: where a region sells only p5en, its
     groups request p5en's 16 EFA devices; where it sells only p5 or p5e, their 32."""
+    if isinstance(cluster.provisioner, VolcengineVkeSettings):
+        return _vke_rdma(cluster.provisioner)
     found = [profiles.load().instance_types[t].interconnect for t in cluster_types(pool, cluster)]
     if not found or any(i is None for i in found) or len({i.resource for i in found if i}) > 1:
         return None
     return min((i for i in found if i), key=lambda i: i.devices)
+
+
+def _vke_rdma(settings: VolcengineVkeSettings) -> profiles.Interconnect | None:
+    """A VKE cluster's RDMA, as its provisioner settings declare it: one HPC cluster per zone, so
+    the zone is the network domain a group's workers prefer their leader's."""
+    rdma = settings.rdma
+    if rdma is None:
+        return None
+    return profiles.Interconnect(resource=rdma.resource, devices=rdma.devices, network_key="topology.kubernetes.io/zone")
 
 
 def replicas_for(demand: float, per_replica: float, spec: StackSpec, zones: int, label: str) -> Figure:
@@ -547,6 +561,8 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                               zone_floor_nodes=_zone_sum(pool_floor[name], zones),
                               surge_nodes=extra,
                               disk_gib=disk_gib(spec, name),
+                              image_disk_gib=image_disk_gib(spec, name),
+                              cache_disk_gib=cache_disk_gib(spec, name),
                               groups=tuple(m.name for m in models if m.pool == name and m.nodes_per_replica > 1),
                               gaps=floor_gaps))
     edges = tuple(plan_edge(spec, cluster, e) for e in spec.edges)
@@ -620,8 +636,7 @@ def disk_gib(spec: StackSpec, pool: str) -> Figure:
     """A GPU node's local disk: each model's image twice (running and next, while a rollout pulls)
     and extracted once more, plus every model's weights twice in the node cache (plan/weights.py):
     the revision serving and the next, while a rollout moves over."""
-    table = profiles.load()
-    classes = [table.model_classes[m.model_class] for m in spec.models if m.pool == pool]
+    classes = _pool_classes(spec, pool)
     if not classes:
         return Figure(DISK_STEP_GIB, f"no models: {DISK_STEP_GIB} GiB")
     images = sum(3 * c.image_gib for c in classes)
@@ -630,6 +645,34 @@ def disk_gib(spec: StackSpec, pool: str) -> Figure:
     return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes)}) GiB + weights {weights.CACHED_REVISIONS} x "
                         f"({' + '.join(f'{c.weights_gib:g}' for c in classes)}) GiB = {images + cached:g} GiB, "
                         f"rounded up to {DISK_STEP_GIB} GiB steps: {size} GiB")
+
+
+def _pool_classes(spec: StackSpec, pool: str) -> list[profiles.ModelClass]:
+    """The model classes of the models the pool serves, once per model (each has its own image)."""
+    table = profiles.load()
+    return [table.model_classes[m.model_class] for m in spec.models if m.pool == pool]
+
+
+def _stepped(gib: float) -> int:
+    return max(DISK_STEP_GIB, math.ceil(gib / DISK_STEP_GIB) * DISK_STEP_GIB)
+
+
+def image_disk_gib(spec: StackSpec, pool: str) -> Figure:
+    """The images' part of disk_gib, on a disk of its own (the container runtime's)."""
+    classes = _pool_classes(spec, pool)
+    images = sum(3 * c.image_gib for c in classes)
+    size = _stepped(images)
+    return Figure(size, f"images 3 x ({' + '.join(f'{c.image_gib:g}' for c in classes) or '0'}) GiB = {images:g} GiB, "
+                        f"in {DISK_STEP_GIB} GiB steps: {size} GiB")
+
+
+def cache_disk_gib(spec: StackSpec, pool: str) -> Figure:
+    """The node cache's part of disk_gib, on a disk of its own mounted where the cache lives."""
+    classes = _pool_classes(spec, pool)
+    cached = weights.CACHED_REVISIONS * sum(c.weights_gib for c in classes)
+    size = _stepped(cached)
+    return Figure(size, f"weights {weights.CACHED_REVISIONS} x ({' + '.join(f'{c.weights_gib:g}' for c in classes) or '0'})"
+                        f" GiB = {cached:g} GiB, in {DISK_STEP_GIB} GiB steps: {size} GiB")
 
 
 def plan_edge(spec: StackSpec, cluster: Cluster, edge: Edge) -> EdgePlan:

@@ -39,6 +39,26 @@ VkeClusterId = Annotated[str, _cloud_id(r"cc[a-z0-9]{6,40}", "a VKE cluster id")
 SubnetId = Annotated[str, _cloud_id(r"subnet-[a-z0-9]{6,40}", "a Volcano Engine subnet id")]
 SecurityGroupId = Annotated[str, _cloud_id(r"sg-[a-z0-9]{6,40}", "a Volcano Engine security group id")]
 NodeGroupName = Annotated[str, _cloud_id(r"[A-Za-z0-9._-]{1,63}", "a node group name")]
+# An extended resource name as the kubelet takes it: a domain prefix and a name.
+ExtendedResource = Annotated[str, _cloud_id(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
+                                            r"[A-Za-z0-9])?", "an extended resource name (<domain>/<name>)")]
+# The id of a Volcano Engine HPC cluster (its shape is not documented where the kit could read it:
+# letters, digits and '-', as every Volcano Engine id seen).
+HpcClusterId = Annotated[str, _cloud_id(r"[A-Za-z0-9-]{1,64}", "a Volcano Engine HPC cluster id")]
+
+
+@dataclass(config=_STRICT, kw_only=True)
+class VkeRdma:
+    """RDMA (RoCE) between the GPU nodes of a VKE cluster, for replicas that span nodes: each zone's
+    node pool in one HPC cluster, and every pod of a spanning group requesting the RDMA device
+    plugin's resource. No default for the resource name: it is the VKE RDMA component's, set it
+    from the cluster (`kubectl describe node`, allocatable)."""
+
+    resource: ExtendedResource = Field(description="the RDMA device plugin's extended resource (allocatable on "
+                                       "the nodes), requested by every pod of a group that spans nodes")
+    devices: int = Field(ge=1, le=64, description="how many of it one node brings (one pod per node takes all)")
+    hpc_clusters: dict[str, HpcClusterId] = Field(description="zone -> HPC cluster id: the node pool of that zone "
+                                                  "is placed in it (NodePool nodeConfig.hpcClusterIds)")
 
 
 @dataclass(config=_STRICT, kw_only=True)
@@ -76,6 +96,8 @@ class VolcengineVkeSettings:
     subnets: dict[str, SubnetId] = Field(description="zone -> subnet id: one per zone of the cluster")
     security_group_ids: tuple[SecurityGroupId, ...] = Field(min_length=1, description="security groups of "
                                                             "the GPU nodes")
+    rdma: Optional[VkeRdma] = Field(default=None, description="RDMA between the GPU nodes: required where a "
+                                    "model's replica spans nodes")
 
     @property
     def selects_reservations(self) -> bool:

@@ -30,6 +30,8 @@ MAX_REPLICAS = 2000
 # Cloud disk types the node pool accepts (NodePoolNodeConfigDataVolume.type); ESSD_PL0 is its default.
 DISK_TYPE = "ESSD_PL0"
 SYSTEM_DISK_GIB = 100
+# The node cache of weights (builders/warmup.py): the mount point of the pool's second data disk.
+WEIGHTS_MOUNT = "/var/lib/peaknight/weights"
 
 
 def pool_name(pool: GpuPool, zone: str) -> str:
@@ -57,11 +59,16 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
             "security": {"securityGroupIds": list(settings.security_group_ids)},
             "instanceChargeType": "PostPaid",
             "systemVolume": {"type": DISK_TYPE, "size": SYSTEM_DISK_GIB},
-            # The first data disk is the container runtime's storage: images, and room for the
-            # weights on local disk (plan: disk_gib).
+            # Two data disks: the container runtime's images on the first (additionalContainerStorage),
+            # the node cache of weights on the second, mounted where the kit's cache lives
+            # (weights_cache_path), so neither lands on the system disk nor crowds the other.
             "additionalContainerStorageEnabled": True,
-            "dataVolumes": [{"type": DISK_TYPE, "size": int(plan.disk_gib.value)}],
+            "dataVolumes": [{"type": DISK_TYPE, "size": int(plan.image_disk_gib.value)},
+                            {"type": DISK_TYPE, "size": int(plan.cache_disk_gib.value), "mountPoint": WEIGHTS_MOUNT}],
             "namePrefix": name,
+            # RDMA between nodes: the zone's pool in its HPC cluster (NodePoolNodeConfig.hpc_cluster_ids,
+            # one id supported).
+            **({"hpcClusterIds": [settings.rdma.hpc_clusters[zone]]} if settings.rdma else {}),
         },
         "kubernetesConfig": {
             "cordon": False,
@@ -74,7 +81,8 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
     types = ", ".join(properties["nodeConfig"]["instanceTypeIds"])
     summary = (f"{types} in {zone}: min {floor:,} (floor), max {ceiling:,} nodes "
                f"(peak {plan.zone_nodes[zone_index]:,} + surge {plan.zone_surge_nodes}), "
-               f"{int(plan.disk_gib.value)} GiB data disk")
+               f"data disks {int(plan.image_disk_gib.value)} GiB (images) + {int(plan.cache_disk_gib.value)} GiB at "
+               f"{WEIGHTS_MOUNT} (weights)")
     return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary)
 
 
@@ -87,9 +95,18 @@ class VolcengineVke(WithoutController):
         cloud = tuple(node_pool(scope, cluster, pool, plan, z) for z in range(len(cluster.zones)))
         return Unit("GpuNodePool", pool.name, (), cloud)
 
+    def weights_cache_path(self) -> str:
+        """The second data disk's mount point: the node cache never shares the runtime's disk."""
+        return WEIGHTS_MOUNT
+
     def problems(self, cluster: Cluster, plan: PoolPlan) -> list[str]:
-        """What the cloud would refuse: a zone's node pool above VKE's autoscaling maximum."""
+        """What the cloud would refuse: a zone's node pool above VKE's autoscaling maximum; and groups
+        that span nodes without RDMA between them (DeepEP's and Mooncake's devices would be missing)."""
+        settings = cluster.provisioner
+        rdma = [] if not plan.groups or not isinstance(settings, VolcengineVkeSettings) or settings.rdma else [
+            f"cluster '{cluster.name}': pool '{plan.pool}' runs groups that span nodes ({', '.join(plan.groups)}) "
+            f"without RDMA: set clusters[].provisioner.rdma (resource, devices, hpcClusters)"]
         ceilings = [n + plan.zone_surge_nodes for n in plan.zone_nodes]
-        return [f"cluster '{cluster.name}': pool '{plan.pool}' needs {c:,} nodes in {z}, a VKE node pool holds at "
+        return rdma + [f"cluster '{cluster.name}': pool '{plan.pool}' needs {c:,} nodes in {z}, a VKE node pool holds at "
                 f"most {MAX_REPLICAS:,} (add a cluster or lower its share)"
                 for z, c in zip(cluster.zones, ceilings) if c > MAX_REPLICAS]

@@ -29,7 +29,8 @@ from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
                                              VolcengineVkeSettings)
 from peaknight.spec import files, keys, partial, profiles
-from peaknight.spec.weights_from import S3Source
+from peaknight.spec import formats, registry_mirror
+from peaknight.spec.weights_from import HubSource, S3Source
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = keys.NAMESPACE
@@ -604,6 +605,7 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
 
     for pin in pinned_images(spec):
         yield from _unpinned(spec, P, pin)
+    yield from _check_mirror(spec, P)
     # Each model's endpoint picker is named <model>-epp (builders/routing.py): no model may be called so.
     names = {m.name for m in spec.models}
     for i, model in enumerate(spec.models):
@@ -634,6 +636,41 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         elif schemes[0] == "http" and (edge.origin_server_name or edge.origin_ca_secret):
             key = "originServerName" if edge.origin_server_name else "originCaSecret"
             yield P(f"edges[{i}].{key}", "https origins for a TLS setting", "http origins")
+
+
+def _check_mirror(spec: StackSpec, P: Any) -> Iterable[Problem]:
+    """Sources a China region reaches: a broadcast stack on VKE pulls images from a mirror and weights
+    from somewhere other than huggingface.co; a mirror's rule (spec/registry_mirror.py) must give
+    every image a valid reference of its own."""
+    mirror = spec.registry_mirror
+    if spec.policy.stage is Stage.BROADCAST and any(isinstance(c.provisioner, VolcengineVkeSettings)
+                                                    for c in spec.clusters):
+        if mirror is None:
+            yield P("registryMirror", "a registry mirror when a cluster uses volcengine-vke in a broadcast stack "
+                    "(docker.io, ghcr.io, quay.io and registry.k8s.io are not reliably reachable from China "
+                    "regions): {host: <your CR instance's domain>.cr.volces.com}, Volcano Engine CR", "nothing")
+        for i, model in enumerate(spec.models):
+            if isinstance(model.weights_from, HubSource) and model.weights_from.endpoint is None:
+                yield P(f"models[{i}].weightsFrom", "weights from a source a China region reaches when a cluster "
+                        "uses volcengine-vke in a broadcast stack: kind hub with an endpoint (a hub mirror), or "
+                        "kind s3 (Volcano Engine TOS)", "huggingface.co (kind hub without an endpoint)")
+    if mirror is None:
+        return
+    came_from: dict[str, tuple[str, str]] = {}
+    too_long = []
+    for pin in pinned_images(spec):
+        registry, path, _ = registry_mirror.split(pin.image)
+        try:
+            formats.image_reference(mirror.image(pin.image))
+        except ValueError:
+            too_long.append(pin.path)
+        earlier = came_from.setdefault(path, (registry, pin.path))
+        if earlier[0] != registry:
+            yield P(pin.path, f"an image that does not share its mirrored name with {earlier[1]} (both become "
+                    f"{mirror.host}/.../{path}: the mirror drops the registry)", f"{registry} and {earlier[0]}")
+    if too_long:
+        yield P("registryMirror.namespace", f"a prefix that keeps every image a valid reference (a name of at most "
+                f"{formats.IMAGE_NAME_MAX} characters)", f"too long for {', '.join(too_long)}")
 
 
 def _check_egress(i: int, edge: Any, P: Any) -> Iterable[Problem]:
@@ -835,6 +872,9 @@ def _check_provisioner(i: int, cluster: Any, spec: StackSpec, P: Any) -> Iterabl
                 [f"a subnet for {', '.join(extra)}, not a zone of the cluster"] if extra else [])
             yield P(f"clusters[{i}].provisioner.subnets", f"one subnet per zone of the cluster "
                     f"({', '.join(cluster.zones)})", "; ".join(found))
+        if settings.rdma is not None and set(settings.rdma.hpc_clusters) != set(cluster.zones):
+            yield P(f"clusters[{i}].provisioner.rdma.hpcClusters", f"one HPC cluster per zone of the cluster "
+                    f"({', '.join(cluster.zones)})", ", ".join(settings.rdma.hpc_clusters) or "none")
         types = spec.policy.capacity_types
         if CapacityType.SPOT in types or CapacityType.ON_DEMAND not in types:
             yield P("policy.capacityTypes", f"on-demand and no spot when cluster '{cluster.name}' uses "

@@ -241,6 +241,7 @@ PublicHttpsUrl = Annotated[str, AfterValidator(_public_https_url)]
 # A JWT audience (RFC 7519 aud): printable ASCII without quotes or spaces, as Envoy compares it verbatim.
 Audience = Annotated[str, _fullmatch(re.compile(r"[!#-&(-~]{1,253}"), "an audience: 1-253 printable ASCII "
                                                                         "characters, no spaces or quotes")]
+http_url = _url  # the same check, for a grammar that admits http(s) URLs among others
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
 # A git commit as Hugging Face pins a revision: 40 lower-case hex digits, nothing around them.
 # A URL path a health checker requests: no query, no escapes, nothing a checker would re-encode.

@@ -18,6 +18,7 @@ from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import ProvisionerSettings, default_settings
 from peaknight.spec import formats
 from peaknight.spec.weights_from import HubSource, WeightsFrom
+from peaknight.spec.registry_mirror import RegistryMirror
 
 # Stack files must use the camelCase aliases (config.parse validates with by_name=False); code may
 # build and dataclasses.replace() specs by field name.
@@ -549,6 +550,9 @@ class StackSpec:
     prices: dict[formats.Subdomain, dict[formats.LabelValue, InstancePrice]] = Field(
         default_factory=dict, description="instance type -> region -> on-demand USD per instance-hour, above the "
         "profile catalog's prices (your contract's)")
+    registry_mirror: Optional[RegistryMirror] = Field(
+        default=None, description="pull every rendered image from this registry (spec/registry_mirror.py's rule); "
+        "required on volcengine-vke in a broadcast stack")
     profiles: Optional[formats.FilePath] = Field(default=None, description="the stack's own profiles file (model "
                                                  "classes, GPUs, instance types, throughput rows), relative to the "
                                                  "stack file; read above the shipped profiles.yaml")
