@@ -46,8 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # Fixtures that run a real program at length: every test that uses one is in the real-tool tier.
 # `measured` runs inference-perf against a fake replica (test_calibrate.py, about 45 s); `live`
-# starts nginx shields and edges with viewers (test_edge_e2e.py).
-REAL_TOOL_FIXTURES = {"measured", "live"}
+# starts nginx shields and edges with viewers (test_edge_e2e.py); `repo` commits the kit's stacks
+# to a git repository of its own, and its tests run `peaknight diff` against it, git and both
+# sides' whole nights included (test_diff.py, about 2-3 s a test).
+REAL_TOOL_FIXTURES = {"measured", "live", "repo"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

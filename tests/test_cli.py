@@ -38,11 +38,13 @@ def closed_pipe(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProc
         os.close(write)
 
 
+@pytest.mark.realtool  # the installed kit run as its own process
 def test_a_closed_pipe_ends_quietly() -> None:
     result = closed_pipe("plan", "broadcast", "--explain")
     assert (result.returncode, result.stderr) == (0, "")
 
 
+@pytest.mark.realtool  # the installed kit run as its own process
 def test_version() -> None:
     result = subprocess.run([EXE, "--version"], capture_output=True, text=True)
     assert (result.returncode, result.stdout) == (0, f"peaknight {metadata.version('peaknight')}\n")

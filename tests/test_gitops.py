@@ -16,6 +16,7 @@ from peaknight.cli import main as cli
 from peaknight.review import crds
 from peaknight.review import schema as k8s_schema
 from peaknight.spec import config
+import nights
 from conftest import STACKS
 from pulumi_harness import normalise, run_program
 
@@ -23,8 +24,12 @@ HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 REPOSITORY = {"url": "https://git.example/peaknight-manifests.git", "revision": "release/2026", "path": "deploy/night"}
 
 
-def gitops_stack(tmp_path: Path, mode: str, render_directory: str | None = None, base: str = "rehearsal") -> Path:
+def gitops_stack(tmp_path: Path, mode: str, render_directory: str | None = None, base: str = "rehearsal",
+                 clusters: list[str] | None = None) -> Path:
+    """A GitOps variant of a stack; cut to `clusters` (nights.keep_clusters) for a Pulumi program run."""
     doc = yaml.safe_load((STACKS / f"Pulumi.{base}.yaml").read_text())
+    if clusters:
+        nights.keep_clusters(doc["config"], clusters)
     doc["config"]["peaknight:gitops"] = mode
     doc["config"]["peaknight:gitopsRepository"] = REPOSITORY
     if render_directory:
@@ -114,8 +119,9 @@ def _depends(mocks, cluster: str, name: str) -> tuple[str, ...]:
 def test_render_directory_program_declares_the_gitops_objects_and_no_helm_release(tmp_path: Path, mode: str) -> None:
     """pulumi-kubernetes cannot render a helm.v3.Release (pulumi/pulumi-kubernetes#1716): in GitOps
     mode the program declares the same objects `peaknight render` writes, add-ons included, each
-    under its cluster's rendering provider, and needs no kubeconfig."""
-    stack = gitops_stack(tmp_path, mode, render_directory="out")
+    under its cluster's rendering provider, and needs no kubeconfig. One cluster of each autoscaler
+    (KEDA, HPA): their add-ons differ."""
+    stack = gitops_stack(tmp_path, mode, render_directory="out", clusters=["reh-bj-01", "reh-hk-01"])
     mocks = run_program(stack, kubeconfigs=False)
     assert [r for r in mocks.resources if r.typ.startswith("kubernetes:helm.sh")] == []
     providers = {r.name: r.inputs for r in mocks.resources if r.typ == "pulumi:providers:kubernetes"}

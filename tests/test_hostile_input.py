@@ -27,6 +27,11 @@ from edge_harness import NginxServer, workdir
 from test_config import _set, run_render, write_variant
 from test_diff import repo  # noqa: F401  (fixture)
 
+# Tests that run the CLI as its own process under a timeout, so that a regression hangs (or eats the
+# memory of) that process rather than the suite: a second interpreter each, the real-tool tier.
+CLI_PROCESS = pytest.mark.realtool
+
+
 # The origin that, written unescaped into nginx.conf, served the signed-URL secret and every stream.
 INJECTION = ('origin-b.live.internal:8080 backup; } server { listen 8080; location /x { include '
              '/etc/nginx/secret/secure-link.conf; return 200 "secret=$secure_link_secret\\n"; } } upstream '
@@ -218,6 +223,7 @@ def test_a_file_past_the_limit_is_read_no_further(tmp_path):
                                                     "1,048,576 bytes; found more"]
 
 
+@CLI_PROCESS
 @pytest.mark.parametrize("kind", ["fifo", "urandom", "zero link", "directory"])
 def test_a_stack_that_is_no_regular_file_is_refused_without_reading(kind, tmp_path, capsys):
     """A FIFO blocked the reader forever, /dev/urandom never ends: each is refused by what it is.
@@ -294,6 +300,7 @@ def test_a_context_larger_than_the_kv_cache_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@CLI_PROCESS
 def test_the_zone_loss_count_is_a_closed_form():
     """`replicas_for` counted up one replica at a time: a count of 1e12 hung every command. In a
     subprocess with a timeout, so a regression fails instead of hanging the suite."""
@@ -411,6 +418,7 @@ def _refused(result: subprocess.CompletedProcess, stack: Path) -> list[str]:
     return result.stderr.splitlines()
 
 
+@CLI_PROCESS
 def test_plausible_results_calibrate(tmp_path):
     """The baseline the hostile variants below spoil: these results make a row and write it."""
     stack, results, _ = _results_project(tmp_path)
@@ -419,6 +427,7 @@ def test_plausible_results_calibrate(tmp_path):
     assert (stack.parent / profiles.CALIBRATION_FILE).exists()
 
 
+@CLI_PROCESS
 def test_replicas_of_1e_300_are_refused(tmp_path):
     """The export said 1e-300 replicas: a row of 4.2e304 tok/s was written, 5,760 GPUs dropped."""
     stack, results, _ = _results_project(tmp_path)
@@ -429,6 +438,7 @@ def test_replicas_of_1e_300_are_refused(tmp_path):
         "and a whole number from 0 to 150,000; found [1771243200, '1e-300']"]
 
 
+@CLI_PROCESS
 def test_a_row_outside_the_shipped_rows_plausible_range_is_never_written(tmp_path):
     """Every number finite and in range, but a rate 1e300 times the shipped row's."""
     stack, results, pod = _results_project(tmp_path)
@@ -446,6 +456,7 @@ def test_a_row_outside_the_shipped_rows_plausible_range_is_never_written(tmp_pat
     ("inter_token_latency", 0, "0"),
     ("time_to_first_token", -1, "-1"),
 ])
+@CLI_PROCESS
 def test_latencies_must_be_finite_and_above_zero(tmp_path, key, value, found):
     stack, results, pod = _results_project(tmp_path)
     latency = {**STAGE["successes"]["latency"], key: {"p99": value}}
@@ -456,6 +467,7 @@ def test_latencies_must_be_finite_and_above_zero(tmp_path, key, value, found):
         f"0.7.0's per-stage report), a finite number above 0 and at most 86,400; found {found}"]
 
 
+@CLI_PROCESS
 @pytest.mark.parametrize("kind", ["fifo", "urandom", "zero link", "directory"])
 def test_a_results_file_that_is_no_regular_file_is_refused(tmp_path, kind):
     """A FIFO and /dev/urandom hung calibrate, /dev/zero was a MemoryError."""
@@ -474,6 +486,7 @@ def test_a_results_file_that_is_no_regular_file_is_refused(tmp_path, kind):
         f"{report}: (file): expected inference-perf 0.7.0's per-stage report, a regular file; found {found}"]
 
 
+@CLI_PROCESS
 def test_an_export_linked_to_dev_zero_is_refused(tmp_path):
     stack, results, _ = _results_project(tmp_path)
     export = results / RESULTS_CLUSTER / "prometheus.json"
@@ -483,6 +496,7 @@ def test_an_export_linked_to_dev_zero_is_refused(tmp_path):
         "regular file; found a character device"]
 
 
+@CLI_PROCESS
 def test_a_hundred_thousand_stages_are_one_line(tmp_path):
     """199,994 lines of output for 100,000 stages: the file is past a report's size."""
     stack, results, pod = _results_project(tmp_path)
@@ -494,6 +508,7 @@ def test_a_hundred_thousand_stages_are_one_line(tmp_path):
         "1,048,576 bytes; found more"]
 
 
+@CLI_PROCESS
 def test_more_stages_than_a_replay_has_are_one_line(tmp_path):
     stack, results, pod = _results_project(tmp_path)
     ran = yaml.safe_load((pod / "config.yaml").read_text())
@@ -504,6 +519,7 @@ def test_more_stages_than_a_replay_has_are_one_line(tmp_path):
         "2,000"]
 
 
+@CLI_PROCESS
 def test_problems_past_the_limit_are_counted_in_one_line(tmp_path):
     """Stages whose reports are all missing: a hundred lines, then one counting the rest."""
     stack, results, pod = _results_project(tmp_path)
@@ -542,6 +558,7 @@ def test_a_hostile_calibration_file_is_one_line_per_problem(tmp_path, capsys, ed
     assert capsys.readouterr().err.splitlines() == [f"{target}: {line}"]
 
 
+@CLI_PROCESS
 def test_a_calibration_file_that_is_a_fifo_is_refused(tmp_path):
     stack, _, _ = _results_project(tmp_path)
     target = stack.parent / profiles.CALIBRATION_FILE
@@ -581,6 +598,7 @@ def test_an_empty_or_looping_crd_mirror_is_one_line_and_no_download(value, found
         assert len(lines) == 1 and lines[0].endswith(found) and crds.ENV in lines[0], lines
 
 
+@CLI_PROCESS
 def test_a_fifo_in_the_crd_mirror_is_refused_without_reading(tmp_path):
     from peaknight.review import crds
     mirror = tmp_path / "mirror"
@@ -655,6 +673,7 @@ def test_a_crd_mirror_path_with_a_newline_stays_one_line(tmp_path, monkeypatch, 
     ("inference-perf.partial.stage_0.yaml", "run: [1, 2]\n", "run.time.start: expected the stage's wall-clock time "
      "(ISO 8601, in the years 2000-2100); found nothing"),
 ])
+@CLI_PROCESS
 def test_results_of_the_wrong_shape_are_one_line(tmp_path, name, text, line):
     """A report of null skipped its stage silently (then max() of no stages was a traceback); a
     `run` that is no mapping was an AttributeError."""

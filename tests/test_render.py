@@ -74,6 +74,7 @@ def test_a_stack_file_outside_the_repo_renders(tmp_path, capsys):
     assert (tmp_path / "out" / "reh-bj-01" / "nodepool.h200.yaml").exists()
 
 
+@pytest.mark.realtool  # the installed kit run as its own process
 def test_render_stays_off_the_pulumi_sdk(tmp_path):
     code = ("import sys; from peaknight.cli import main as cli; rc = cli.main(['render', 'rehearsal', '--out', sys.argv[1]]); "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_kubernetes')); "
@@ -82,6 +83,7 @@ def test_render_stays_off_the_pulumi_sdk(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.realtool  # the installed kit run as its own process
 def test_the_console_script_runs_the_main_job(tmp_path):
     exe = Path(sys.executable).parent / "peaknight"
     result = subprocess.run([str(exe), "render", "broadcast", "--out", str(tmp_path)], capture_output=True, text=True)

@@ -15,7 +15,7 @@ import nights
 from peaknight.builders import steering
 from peaknight.cli import main as cli
 from peaknight.spec import config
-from pulumi_harness import run_program, run_under_mocks, secret_keys
+from pulumi_harness import run_under_mocks, secret_keys
 from test_config import write_variant
 from test_provisioners import pulumi_config, two_vke_clusters
 
