@@ -181,6 +181,7 @@ def test_the_pulumi_program_reads_the_stacks_own_file_beside_the_stack_files(tmp
     (tmp_path / "stacks").mkdir()
     stack = own_stack(tmp_path / "stacks")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(config.STACKS_ENV)   # the project's stacks/, as `pulumi up` in a checkout has it
     mocks = run_program(stack)
     deployment = next(r for r in mocks.resources if r.typ == "kubernetes:apps/v1:Deployment"
                       and r.name == "use1-01/deployment.own-model-inference.assistant")

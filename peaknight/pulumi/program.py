@@ -79,9 +79,9 @@ def source() -> str:
 def spec_from_pulumi_config() -> StackSpec:
     """Validate every `peaknight:*` key Pulumi passed exactly as the CLI validates the stack file:
     unknown keys and plain-text kubeconfigs included (stack_config.raw_config)."""
-    # Pulumi.yaml's stackConfigDir: the calibration file (and a stack's own profiles file) sit beside
-    # the stack files, as for the CLI.
-    stacks = config.project_root() / "stacks"
+    # The stack files' folder (Pulumi.yaml's stackConfigDir, or $PEAKNIGHT_STACKS as for the CLI):
+    # the calibration file and a stack's own profiles file sit beside them.
+    stacks = config.stacks_dir()
     profiles.use_calibration(stacks / profiles.CALIBRATION_FILE)
     return config.parse(stack_config.raw_config(source()), source(), base=stacks)
 
