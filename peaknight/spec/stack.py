@@ -145,12 +145,14 @@ POLICY_DEFAULTS: dict[str, dict[str, Any]] = {
     "broadcast": dict(capacityTypes=["reserved", "on-demand"], protect=True, scaleToZero=False,
                                 requireImageDigests=True, targetUtilisation=0.85, headroom=1.05,
                                 surviveZoneLoss=True, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3, warmupHours=12,
-                                weightsFillMinutes=60, floorsFallBetweenMoments=False),
+                                weightsFillMinutes=60, floorsFallBetweenMoments=False,
+                                allowUnproven=False),
     # Rehearsal: cheap capacity, nothing held outside the rehearsal window.
     "rehearsal": dict(capacityTypes=["spot", "on-demand"], protect=False, scaleToZero=True,
                                 requireImageDigests=False, targetUtilisation=0.85, headroom=1.0,
                                 surviveZoneLoss=False, surviveLoss="none", lossUtilisation=0.95, rolloutHours=3,
-                                warmupHours=12, weightsFillMinutes=60, floorsFallBetweenMoments=False),
+                                warmupHours=12, weightsFillMinutes=60, floorsFallBetweenMoments=False,
+                                allowUnproven=False),
 }
 
 
@@ -185,6 +187,10 @@ class Policy:
     # Broadcast: let the floors (and the pools' nodes) fall to the baseline in gaps between moments
     # long enough for it (plan/gaps.py); off, each moment's floor is held to the window's end.
     floors_fall_between_moments: bool
+    # Serving combinations and throughput figures no public source has run on the rendered fabric
+    # (issue 24): refused with a config error unless this is set; with it, the plan prints each as
+    # UNPROVEN and discounts it where a cited derating exists.
+    allow_unproven: bool
 
     @classmethod
     def for_stage(cls, stage: Stage, **overrides: Any) -> "Policy":
