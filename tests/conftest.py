@@ -82,14 +82,43 @@ def stack_name(request) -> str:
     return request.param
 
 
+class _Runs(dict):
+    """Stack name -> its program run. Under xdist the workers share one run of each stack through
+    files in the session's common temporary directory: a worker runs a stack's program unless
+    another has, under a lock, and reads the other's records from its pickle."""
+
+    def __init__(self, shared: Path) -> None:
+        super().__init__()
+        self.shared = shared
+
+    def __missing__(self, name: str):
+        import fcntl
+        import pickle
+
+        import nights
+        from pulumi_harness import run_program
+
+        done = self.shared / f"program-run-{name}.pickle"
+        with open(self.shared / f"program-run-{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if done.exists():
+                self[name] = pickle.loads(done.read_bytes())
+            else:
+                self[name] = run_program(nights.program_stack(name), preview=name == "broadcast")
+                done.write_bytes(pickle.dumps(self[name]))
+        return self[name]
+
+
 @pytest.fixture(scope="session")
-def runs():
+def runs(tmp_path_factory: pytest.TempPathFactory) -> _Runs:
     """The Pulumi program of both stacks under Pulumi's mocks, run once for every test that reads
     the recorded resources (the records are read-only data): broadcast as one cluster per shape
     (nights.program_stack; compare with nights.program_objects), the rehearsal whole. Broadcast runs
-    as `pulumi preview` does: its `pulumi up` refuses the shipped placeholder digests."""
-    import nights
-    from pulumi_harness import run_program
-
-    return {name: run_program(nights.program_stack(name), preview=name == "broadcast")
-            for name in ("broadcast", "rehearsal")}
+    as `pulumi preview` does: its `pulumi up` refuses the shipped placeholder digests. The first two
+    workers start from different stacks, so each runs one program and reads the other's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    made = _Runs(tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp())
+    order = ["broadcast", "rehearsal"]
+    for name in order[::-1] if worker == "gw1" else order:
+        made[name]
+    return made
