@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from peaknight.builders.objects import Obj, Scope, Unit
+from peaknight.builders.objects import CloudResource, Obj, Scope, Unit
 from peaknight.plan.capacity import PoolPlan
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, GpuPool
@@ -85,6 +85,10 @@ class Provisioner(Protocol):
         """What the operator should know before the night but may accept (`plan` and `render`
         print them)."""
 
+    def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+        """Cloud resources of the whole cluster, not of one pool (a cloud-managed device plugin),
+        declared with the cluster's base objects (ClusterBase)."""
+
     def weights_cache_path(self) -> str:
         """The directory on a GPU node's local disk that holds its node cache of weights
         (builders/warmup.py): on the fast local disk where the provisioner puts one."""
@@ -109,6 +113,9 @@ class WithoutController:
 
     def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
         return []
+
+    def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+        return ()
 
     def addon_values(self, cluster: Cluster) -> dict[str, Any]:
         return {}

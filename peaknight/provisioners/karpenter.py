@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import Obj, Scope, Unit, meta
+from peaknight.builders.objects import CloudResource, Obj, Scope, Unit, meta
 from peaknight.plan.capacity import PoolPlan
 from peaknight.plan.gaps import Gap
 from peaknight.provisioners.base import Finding, NodeSignal, offered
@@ -315,6 +315,10 @@ class KarpenterAws:
             return [f"cluster '{cluster.name}' allows reserved capacity but selects no capacity reservation "
                     "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
         return []
+
+    def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+        """The controller is a chart (the add-on), the EFA device plugin too: nothing in the cloud."""
+        return ()
 
     def weights_cache_path(self) -> str:
         """On the instance-store RAID0 the EC2NodeClass asks for: the EKS AMI's setup-local-disks

@@ -19,11 +19,13 @@ from typing import Any
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import CloudResource, Scope, Unit
 from peaknight.plan.capacity import PoolPlan
+from peaknight.provisioners import vke_rdma
 from peaknight.provisioners.base import WithoutController, offered
 from peaknight.provisioners.settings import VolcengineVkeSettings
 from peaknight.spec.stack import Cluster, GpuPool
 
 NODE_POOL = "volcengine:vke/nodePool:NodePool"
+ADDON = "volcengine:vke/addon:Addon"
 CLOUD = "volcengine"
 # pulumi-volcengine 0.0.47 NodePoolAutoScaling: maxReplicas "range in 1~2000".
 MAX_REPLICAS = 2000
@@ -86,10 +88,44 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
     return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary)
 
 
+def rdma_addon(scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+    """VKE's RDMA device plugin component on the cluster, as `provisioner.rdma.addon` names it
+    (pulumi-volcengine 0.0.47 vke.Addon: clusterId, name, version); protected like the node pools,
+    since VKE refuses to remove some add-ons (the provider's docs: "can not be removed")."""
+    settings = cluster.provisioner
+    if not isinstance(settings, VolcengineVkeSettings) or settings.rdma is None or settings.rdma.addon is None:
+        return ()
+    addon = settings.rdma.addon
+    properties: dict[str, Any] = {"clusterId": settings.cluster_id, "name": addon.name,
+                                  **({"version": addon.version} if addon.version else {})}
+    summary = (f"VKE add-on {addon.name} {addon.version or '(console version)'}: advertises "
+               f"{settings.rdma.resource} ({settings.rdma.devices} per node)")
+    return (CloudResource(ADDON, addon.name, properties, protect=scope.policy.protect, summary=summary),)
+
+
 class VolcengineVke(WithoutController):
     """The provisioner of `clusters[].provisioner.kind: volcengine-vke`."""
 
     kind = "volcengine-vke"
+
+    def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+        return rdma_addon(scope, cluster)
+
+    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+        """What about RDMA on VKE no public source confirms: the component's name (VKE's guide could
+        not be read), and the environment values the kit estimates (vke_rdma.py)."""
+        settings = cluster.provisioner
+        if not isinstance(settings, VolcengineVkeSettings) or settings.rdma is None:
+            return []
+        rdma = settings.rdma
+        component = (f"RDMA device plugin VKE add-on '{rdma.addon.name}' is unverified (no public source names "
+                     "VKE's component: check vke.get_support_addons)" if rdma.addon else
+                     "no RDMA device plugin declared (provisioner.rdma.addon): install VKE's RDMA component "
+                     "from the console")
+        guesses = vke_rdma.estimated(rdma.env)
+        env = (f"; est. RDMA environment {', '.join(guesses)} (no public VKE source: confirm with show_gids "
+               "on a node, or set provisioner.rdma.env)" if guesses else "")
+        return [f"cluster '{cluster.name}': {component}{env}"]
 
     def pool(self, scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
         cloud = tuple(node_pool(scope, cluster, pool, plan, z) for z in range(len(cluster.zones)))
