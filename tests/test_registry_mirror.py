@@ -119,8 +119,8 @@ def _clash(cfg: dict[str, Any]) -> None:
     (_no_mirror, "peaknight:registryMirror: expected a registry mirror when a cluster uses volcengine-vke in a "
      "broadcast stack"),
     (_hub, "peaknight:models[1].weightsFrom: expected weights from a source a China region reaches when a cluster "
-     "uses volcengine-vke in a broadcast stack: kind hub with an endpoint (a hub mirror), or kind s3 (Volcano Engine "
-     "TOS); found huggingface.co (kind hub without an endpoint)"),
+     "uses volcengine-vke in a broadcast stack: kind hub with an endpoint (a hub mirror), kind s3 (Volcano Engine "
+     "TOS) or kind modelscope; found huggingface.co (kind hub without an endpoint)"),
     (lambda c: c["peaknight:registryMirror"].update(host="Gala.CR"), "peaknight:registryMirror.host: expected a "
      "registry host"),
     (lambda c: c["peaknight:registryMirror"].update(namespace="../x"), "peaknight:registryMirror.namespace: expected "
@@ -242,3 +242,22 @@ def test_the_vke_nights_add_on_releases_carry_the_mirror_in_every_image_key():
                                   [obj for unit in c.units for obj in unit.objects]):
         for key in release.chart.images:
             assert _lookup(release.values, key.key) in (None, key.default), (release.addon, key)
+
+
+def test_a_vke_broadcast_may_stage_from_modelscope_and_its_image_comes_from_the_mirror(tmp_path, capsys):
+    def modelscope(cfg: dict[str, Any]) -> None:
+        cfg["peaknight:models"][1]["weightsFrom"] = {
+            "kind": "modelscope", "revision": "v1.0", "image": f"modelscope/modelscope:1.31.0{ZERO}"}
+    path = _variant(tmp_path, modelscope)
+    assert cli.main(["plan", str(path)]) == 0
+    assert "weightsFrom" not in capsys.readouterr().err
+    from peaknight.builders import event
+    from peaknight.spec import config
+    built = event.build(config.load_stack(str(path)).spec)
+    jobs = [o.manifest for u in built.clusters[0].units for o in u.objects
+            if o.kind == "Job" and o.name.startswith("stage-greetings")]
+    assert jobs
+    for job in jobs:
+        (stage,) = job["spec"]["template"]["spec"]["containers"]
+        assert stage["image"] == f"gala-cn-beijing.cr.volces.com/peaknight/modelscope/modelscope:1.31.0{ZERO}"
+        assert {"name": "MODELSCOPE_DOMAIN", "value": "www.modelscope.cn"} in stage["env"]
