@@ -478,3 +478,19 @@ def test_each_vke_cluster_registers_its_rdma_component_under_its_own_provider(vk
     # the add-ons of the kit's charts are Helm releases of the same program, per cluster
     releases = [r for r in mocks.resources if r.typ == "kubernetes:helm.sh/v3:Release"]
     assert {r.name.split("/")[0] for r in releases} == {c.name for c in spec.clusters}
+
+
+def test_plan_explain_cites_the_vke_figures_each_node_pool_uses(tmp_path, capsys):
+    path = _vke_variant(tmp_path, lambda cfg: None)
+    assert cli.main(["plan", str(path), "--explain"]) == 0
+    out = capsys.readouterr().out
+    lines = [x for x in out.splitlines() if x.startswith("vke-bj-01/h20-cn-beijing-")]
+    assert [x.split(" sources: ")[0] for x in lines] == [f"vke-bj-01/h20-{z}" for z in
+                                                          ("cn-beijing-a", "cn-beijing-b", "cn-beijing-c")]
+    for line in lines:
+        assert "ecs.hpcpni3ln.45xlarge: Volcano Engine ECS hpcpni3ln family, 8 x NVIDIA H20-SXM5-96GB" in line
+        assert f"max at most 2,000 nodes: {vke.MAX_REPLICAS_SOURCE}" in line
+        assert vke.DISK_TYPE_SOURCE in line and vke.HPC_SOURCE in line
+    # without --explain the table alone
+    assert cli.main(["plan", str(path)]) == 0
+    assert " sources: " not in capsys.readouterr().out

@@ -22,6 +22,7 @@ from peaknight.plan.capacity import PoolPlan
 from peaknight.provisioners import vke_rdma
 from peaknight.provisioners.base import WithoutController, offered
 from peaknight.provisioners.settings import VolcengineVkeSettings
+from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, GpuPool
 
 NODE_POOL = "volcengine:vke/nodePool:NodePool"
@@ -29,8 +30,11 @@ ADDON = "volcengine:vke/addon:Addon"
 CLOUD = "volcengine"
 # pulumi-volcengine 0.0.47 NodePoolAutoScaling: maxReplicas "range in 1~2000".
 MAX_REPLICAS = 2000
+MAX_REPLICAS_SOURCE = 'pulumi-volcengine 0.0.47 vke/_inputs.py NodePoolAutoScalingArgs.max_replicas ("range in 1~2000")'
 # Cloud disk types the node pool accepts (NodePoolNodeConfigDataVolume.type); ESSD_PL0 is its default.
 DISK_TYPE = "ESSD_PL0"
+DISK_TYPE_SOURCE = "pulumi-volcengine 0.0.47 vke/_inputs.py NodePoolNodeConfigDataVolumeArgs.type (its default)"
+HPC_SOURCE = "hpcClusterIds: pulumi-volcengine 0.0.47 vke/_inputs.py NodePoolNodeConfigArgs.hpc_cluster_ids (one id)"
 SYSTEM_DISK_GIB = 100
 # The node cache of weights (builders/warmup.py): the mount point of the pool's second data disk.
 WEIGHTS_MOUNT = "/var/lib/peaknight/weights"
@@ -85,7 +89,11 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
                f"(peak {plan.zone_nodes[zone_index]:,} + surge {plan.zone_surge_nodes}), "
                f"data disks {int(plan.image_disk_gib.value)} GiB (images) + {int(plan.cache_disk_gib.value)} GiB at "
                f"{WEIGHTS_MOUNT} (weights)")
-    return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary)
+    catalog = profiles.load().instance_types
+    sources = "; ".join([*(f"{t}: {catalog[t].source}" for t in properties["nodeConfig"]["instanceTypeIds"]),
+                         f"max at most {MAX_REPLICAS:,} nodes: {MAX_REPLICAS_SOURCE}", f"{DISK_TYPE}: {DISK_TYPE_SOURCE}",
+                         *([HPC_SOURCE] if settings.rdma else [])])
+    return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary, sources=sources)
 
 
 def rdma_addon(scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
