@@ -3,6 +3,7 @@ cluster), existing node groups checked against the plan, Karpenter's reserved ca
 config errors that keep a pool on the cloud and region that sell its GPUs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -461,10 +462,20 @@ def test_a_stacks_rdma_env_overrides_the_kits_and_the_plan_names_what_stays_esti
                      "provisioner.rdma.env)"], lines
 
 
-def test_the_vke_rdma_warning_is_one_line_for_all_the_clusters_it_applies_to(capsys):
+def test_the_vke_warnings_are_one_line_each_for_all_the_clusters_they_apply_to():
     from peaknight.provisioners import registry
-    lines = [x for x in registry.warnings(nights.spec("gala-vke")) if "RDMA" in x]
-    assert len(lines) == 1 and lines[0].startswith("clusters vke-bj-01, ... (40 clusters): RDMA device plugin"), lines
+    lines = registry.warnings(nights.spec("gala-vke"))
+    assert [x.split(": ", 1)[0] for x in lines] == ["clusters vke-bj-01, ... (40 clusters)"] * 2, lines
+    rdma, edge = lines
+    assert rdma.split(": ", 1)[1].startswith("RDMA device plugin VKE add-on 'rdma-device-plugin' is unverified")
+    # the live edge on VKE is sized from the AWS catalog, and its nodes are the operator's
+    assert edge.split(": ", 1)[1].startswith("edge 'gala-live' is sized from c6in.32xlarge (edge_instance_types: no "
+                                             "cited Volcano Engine catalog) and the kit declares no VKE node pool")
+    assert not any(o.kind in ("NodePool", "EC2NodeClass") for c in nights.objects("gala-vke").clusters[:1]
+                   for u in c.units for o in u.objects)
+    # up to three clusters are named
+    two = dataclasses.replace(nights.spec("gala-vke"), clusters=nights.spec("gala-vke").clusters[:2])
+    assert registry.warnings(two)[0].startswith("clusters vke-bj-01, vke-bj-02: RDMA device plugin")
 
 
 def test_each_vke_cluster_registers_its_rdma_component_under_its_own_provider(vke_run):

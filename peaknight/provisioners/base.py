@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 from peaknight.builders.objects import CloudResource, Obj, Scope, Unit
 from peaknight.plan.capacity import PoolPlan
 from peaknight.spec import profiles
-from peaknight.spec.stack import Cluster, GpuPool
+from peaknight.spec.stack import Cluster, GpuPool, StackSpec
 
 Finding = tuple[Obj, str]
 
@@ -81,7 +81,7 @@ class Provisioner(Protocol):
         line each; the gate (plan/gate.py) makes them `SHORT:` lines that `plan`, `render`, the
         Pulumi program and the GpuNodePool component refuse the plan with."""
 
-    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+    def warnings(self, spec: StackSpec, cluster: Cluster) -> list[str]:
         """What the operator should know before the night but may accept (`plan` and `render`
         print them)."""
 
@@ -111,7 +111,7 @@ class WithoutController:
     def installs_addon(self, cluster: Cluster) -> bool:
         return False
 
-    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+    def warnings(self, spec: StackSpec, cluster: Cluster) -> list[str]:
         return []
 
     def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:

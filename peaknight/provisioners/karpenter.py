@@ -16,7 +16,7 @@ from peaknight.plan.capacity import PoolPlan
 from peaknight.plan.gaps import Gap
 from peaknight.provisioners.base import Finding, NodeSignal, offered
 from peaknight.provisioners.settings import KarpenterAwsSettings
-from peaknight.spec.stack import CapacityType, Cluster, GpuPool
+from peaknight.spec.stack import CapacityType, Cluster, GpuPool, StackSpec
 from peaknight.spec.timeline import cron_at, go_duration, parse_go_duration, to_utc
 
 ADDON = "karpenter"
@@ -309,9 +309,9 @@ class KarpenterAws:
         """Karpenter launches what the NodePool's limit allows: nothing to refuse here."""
         return []
 
-    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+    def warnings(self, spec: StackSpec, cluster: Cluster) -> list[str]:
         """`reserved` with no reservation selected is a label only: every launch is on-demand."""
-        if CapacityType.RESERVED in scope.policy.capacity_types and not capacity_reservations(_settings(cluster)):
+        if CapacityType.RESERVED in spec.policy.capacity_types and not capacity_reservations(_settings(cluster)):
             return [f"cluster '{cluster.name}' allows reserved capacity but selects no capacity reservation "
                     "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
         return []

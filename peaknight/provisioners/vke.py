@@ -23,7 +23,7 @@ from peaknight.provisioners import vke_rdma
 from peaknight.provisioners.base import WithoutController, offered
 from peaknight.provisioners.settings import VolcengineVkeSettings
 from peaknight.spec import profiles
-from peaknight.spec.stack import Cluster, GpuPool
+from peaknight.spec.stack import Cluster, GpuPool, StackSpec
 
 NODE_POOL = "volcengine:vke/nodePool:NodePool"
 ADDON = "volcengine:vke/addon:Addon"
@@ -119,21 +119,30 @@ class VolcengineVke(WithoutController):
     def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
         return rdma_addon(scope, cluster)
 
-    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
-        """What about RDMA on VKE no public source confirms: the component's name (VKE's guide could
-        not be read), and the environment values the kit estimates (vke_rdma.py)."""
+    def warnings(self, spec: StackSpec, cluster: Cluster) -> list[str]:
+        """What about VKE no public source confirms: the RDMA component's name (VKE's guide could not
+        be read), the environment values the kit estimates (vke_rdma.py); and the live edges, sized
+        from another cloud's instance catalog, whose node group the kit does not declare here."""
         settings = cluster.provisioner
-        if not isinstance(settings, VolcengineVkeSettings) or settings.rdma is None:
+        if not isinstance(settings, VolcengineVkeSettings):
             return []
+        lines = []
         rdma = settings.rdma
-        component = (f"RDMA device plugin VKE add-on '{rdma.addon.name}' is unverified (no public source names "
-                     "VKE's component: check vke.get_support_addons)" if rdma.addon else
-                     "no RDMA device plugin declared (provisioner.rdma.addon): install VKE's RDMA component "
-                     "from the console")
-        guesses = vke_rdma.estimated(rdma.env)
-        env = (f"; est. RDMA environment {', '.join(guesses)} (no public VKE source: confirm with show_gids "
-               "on a node, or set provisioner.rdma.env)" if guesses else "")
-        return [f"cluster '{cluster.name}': {component}{env}"]
+        if rdma is not None:
+            component = (f"RDMA device plugin VKE add-on '{rdma.addon.name}' is unverified (no public source names "
+                         "VKE's component: check vke.get_support_addons)" if rdma.addon else
+                         "no RDMA device plugin declared (provisioner.rdma.addon): install VKE's RDMA component "
+                         "from the console")
+            guesses = vke_rdma.estimated(rdma.env)
+            env = (f"; est. RDMA environment {', '.join(guesses)} (no public VKE source: confirm with show_gids "
+                   "on a node, or set provisioner.rdma.env)" if guesses else "")
+            lines.append(f"cluster '{cluster.name}': {component}{env}")
+        for edge in spec.edges:
+            lines.append(f"cluster '{cluster.name}': edge '{edge.name}' is sized from {', '.join(edge.node_instance_types)} "
+                         "(edge_instance_types: no cited Volcano Engine catalog) and the kit declares no VKE node pool "
+                         "for it: provide a node group with that bandwidth per node, labelled and tainted for the "
+                         "edge (docs/operations.md)")
+        return lines
 
     def pool(self, scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
         cloud = tuple(node_pool(scope, cluster, pool, plan, z) for z in range(len(cluster.zones)))
