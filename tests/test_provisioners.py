@@ -3,6 +3,7 @@ cluster), existing node groups checked against the plan, Karpenter's reserved ca
 config errors that keep a pool on the cloud and region that sell its GPUs."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -391,6 +392,15 @@ def test_a_vke_group_without_rdma_is_refused_in_one_line(tmp_path, capsys):
     ({"resource": "rdma $(x)", "devices": 8, "hpcClusters": {}},
      "peaknight:clusters[0].provisioner.rdma.resource: expected an extended resource name"),
     ({"devices": 8, "hpcClusters": {}}, "peaknight:clusters[0].provisioner.rdma.resource: expected this required key"),
+    ({"resource": "vke.volcengine.com/rdma", "devices": 8, "hpcClusters": {}, "env": {"NCCL_IB_HCA": "mlx5_1;reboot"}},
+     "peaknight:clusters[0].provisioner.rdma.env.NCCL_IB_HCA: expected an environment value"),
+    ({"resource": "vke.volcengine.com/rdma", "devices": 8, "hpcClusters": {}, "env": {"nccl x": "1"}},
+     "peaknight:clusters[0].provisioner.rdma.env.nccl x.[key]: expected an environment variable name"),
+    ({"resource": "vke.volcengine.com/rdma", "devices": 8, "hpcClusters": {}, "addon": {"name": "RDMA Plugin"}},
+     "peaknight:clusters[0].provisioner.rdma.addon.name: expected a VKE add-on name"),
+    ({"resource": "vke.volcengine.com/rdma", "devices": 8, "hpcClusters": {},
+      "addon": {"name": "rdma-device-plugin", "version": "latest\nwarning: forged"}},
+     "peaknight:clusters[0].provisioner.rdma.addon.version: expected a VKE add-on version"),
 ])
 def test_bad_vke_rdma_is_one_line(tmp_path, capsys, rdma, line):
     def edit(cfg):
@@ -399,3 +409,99 @@ def test_bad_vke_rdma_is_one_line(tmp_path, capsys, rdma, line):
     assert cli.main(["plan", str(path)]) == 2
     err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("warning")]
     assert len(err) == 1 and err[0].startswith(f"{path}: {line}"), err
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_every_pod_on_vkes_rdma_gets_its_interfaces_and_the_fabrics_environment():
+    """Decode groups (DeepEP, Mooncake) and the prefill servers that send them the KV cache attach
+    the node's 8 RDMA interfaces (pod-networks) and read the RoCE GID index AIBrix's VKE samples
+    use; the single-node greetings model, which talks over nothing, gets neither."""
+    found = {}
+    for m in nights.manifests("gala-vke", "vke-bj-01"):
+        if m["kind"] == "LeaderWorkerSet":
+            lws = m["spec"]["leaderWorkerTemplate"]
+            found[m["metadata"]["name"]] = [lws["leaderTemplate"], lws["workerTemplate"]]
+        elif m["kind"] == "Deployment" and m["metadata"]["namespace"].endswith("inference") \
+                and m["spec"]["template"]["spec"]["containers"][0]["name"] == "engine":
+            found[m["metadata"]["name"]] = [m["spec"]["template"]]
+    assert {"chat-decode", "chat-prefill", "deep-think-decode", "deep-think-prefill", "greetings"} <= set(found)
+    for name, templates in found.items():
+        for template in templates:
+            annotations = template["metadata"].get("annotations", {})
+            env = _env(_containers(template)[0])
+            if name == "greetings":
+                assert "k8s.volcengine.com/pod-networks" not in annotations and "NCCL_IB_GID_INDEX" not in env
+                continue
+            assert json.loads(annotations["k8s.volcengine.com/pod-networks"]) == [{"cniConf": {"name": "rdma"}}] * 8
+            assert {k: env[k] for k in ("NCCL_IB_DISABLE", "NCCL_IB_GID_INDEX", "NCCL_SOCKET_IFNAME",
+                                        "GLOO_SOCKET_IFNAME", "NVSHMEM_IB_GID_INDEX", "MC_GID_INDEX")} == {
+                "NCCL_IB_DISABLE": "0", "NCCL_IB_GID_INDEX": "7", "NCCL_SOCKET_IFNAME": "eth0",
+                "GLOO_SOCKET_IFNAME": "eth0", "NVSHMEM_IB_GID_INDEX": "7", "MC_GID_INDEX": "7"}
+            assert "NCCL_IB_HCA" not in env  # the samples' list is another instance type's
+    # the prefill leader keeps the router's bootstrap annotation beside the interfaces
+    prefill = found["chat-prefill"][0]["metadata"]["annotations"]
+    assert "k8s.volcengine.com/pod-networks" in prefill and len(prefill) == 2
+
+
+def test_a_stacks_rdma_env_overrides_the_kits_and_the_plan_names_what_stays_estimated(tmp_path, capsys):
+    def edit(cfg):
+        cfg["peaknight:clusters"][0]["provisioner"]["rdma"]["env"] = {"MC_GID_INDEX": "3", "NCCL_IB_HCA": "mlx5_1:1"}
+    path = _vke_variant(tmp_path, edit)
+    spec = config.load_stack(str(path)).spec
+    plan = capacity.plan(spec).cluster("vke-bj-01").model("chat-decode")
+    env = dict(plan.interconnect.env)
+    assert (env["MC_GID_INDEX"], env["NCCL_IB_HCA"], env["NVSHMEM_IB_GID_INDEX"]) == ("3", "mlx5_1:1", "7")
+    assert cli.main(["plan", str(path)]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if "RDMA" in x]
+    assert lines == ["warning: cluster 'vke-bj-01': RDMA device plugin VKE add-on 'rdma-device-plugin' is unverified "
+                     "(no public source names VKE's component: check vke.get_support_addons); est. RDMA environment "
+                     "NVSHMEM_IB_GID_INDEX=7 (no public VKE source: confirm with show_gids on a node, or set "
+                     "provisioner.rdma.env)"], lines
+
+
+def test_the_vke_warnings_are_one_line_each_for_all_the_clusters_they_apply_to():
+    from peaknight.provisioners import registry
+    lines = registry.warnings(nights.spec("gala-vke"))
+    assert [x.split(": ", 1)[0] for x in lines] == ["clusters vke-bj-01, ... (40 clusters)"] * 2, lines
+    rdma, edge = lines
+    assert rdma.split(": ", 1)[1].startswith("RDMA device plugin VKE add-on 'rdma-device-plugin' is unverified")
+    # the live edge on VKE is sized from the AWS catalog, and its nodes are the operator's
+    assert edge.split(": ", 1)[1].startswith("edge 'gala-live' is sized from c6in.32xlarge (edge_instance_types: no "
+                                             "cited Volcano Engine catalog) and the kit declares no VKE node pool")
+    assert not any(o.kind in ("NodePool", "EC2NodeClass") for c in nights.objects("gala-vke").clusters[:1]
+                   for u in c.units for o in u.objects)
+    # up to three clusters are named
+    two = dataclasses.replace(nights.spec("gala-vke"), clusters=nights.spec("gala-vke").clusters[:2])
+    assert registry.warnings(two)[0].startswith("clusters vke-bj-01, vke-bj-02: RDMA device plugin")
+
+
+def test_each_vke_cluster_registers_its_rdma_component_under_its_own_provider(vke_run):
+    spec, _, mocks = vke_run
+    addons = {r.name.split("/")[0]: r for r in mocks.resources if r.typ == "volcengine:vke/addon:Addon"}
+    assert sorted(addons) == sorted(c.name for c in spec.clusters)
+    for c in spec.clusters:
+        r = addons[c.name]
+        assert r.inputs == {"clusterId": c.provisioner.cluster_id, "name": "rdma-device-plugin"}
+        assert f"::volcengine-{c.name}::" in r.provider_ref and r.protect
+    # the add-ons of the kit's charts are Helm releases of the same program, per cluster
+    releases = [r for r in mocks.resources if r.typ == "kubernetes:helm.sh/v3:Release"]
+    assert {r.name.split("/")[0] for r in releases} == {c.name for c in spec.clusters}
+
+
+def test_plan_explain_cites_the_vke_figures_each_node_pool_uses(tmp_path, capsys):
+    path = _vke_variant(tmp_path, lambda cfg: None)
+    assert cli.main(["plan", str(path), "--explain"]) == 0
+    out = capsys.readouterr().out
+    lines = [x for x in out.splitlines() if x.startswith("vke-bj-01/h20-cn-beijing-")]
+    assert [x.split(" sources: ")[0] for x in lines] == [f"vke-bj-01/h20-{z}" for z in
+                                                          ("cn-beijing-a", "cn-beijing-b", "cn-beijing-c")]
+    for line in lines:
+        assert "ecs.hpcpni3ln.45xlarge: Volcano Engine ECS hpcpni3ln family, 8 x NVIDIA H20-SXM5-96GB" in line
+        assert f"max at most 2,000 nodes: {vke.MAX_REPLICAS_SOURCE}" in line
+        assert vke.DISK_TYPE_SOURCE in line and vke.HPC_SOURCE in line
+    # without --explain the table alone
+    assert cli.main(["plan", str(path)]) == 0
+    assert " sources: " not in capsys.readouterr().out

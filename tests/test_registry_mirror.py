@@ -119,8 +119,8 @@ def _clash(cfg: dict[str, Any]) -> None:
     (_no_mirror, "peaknight:registryMirror: expected a registry mirror when a cluster uses volcengine-vke in a "
      "broadcast stack"),
     (_hub, "peaknight:models[1].weightsFrom: expected weights from a source a China region reaches when a cluster "
-     "uses volcengine-vke in a broadcast stack: kind hub with an endpoint (a hub mirror), or kind s3 (Volcano Engine "
-     "TOS); found huggingface.co (kind hub without an endpoint)"),
+     "uses volcengine-vke in a broadcast stack: kind hub with an endpoint (a hub mirror), kind s3 (Volcano Engine "
+     "TOS) or kind modelscope; found huggingface.co (kind hub without an endpoint)"),
     (lambda c: c["peaknight:registryMirror"].update(host="Gala.CR"), "peaknight:registryMirror.host: expected a "
      "registry host"),
     (lambda c: c["peaknight:registryMirror"].update(namespace="../x"), "peaknight:registryMirror.namespace: expected "
@@ -191,3 +191,73 @@ def test_a_chart_repository_is_oci_or_https(tmp_path, capsys, charts):
     assert cli.main(["plan", str(path)]) == 2
     lines = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("warning")]
     assert len(lines) == 1 and lines[0].startswith(f"{path}: peaknight:registryMirror.charts: expected oci://"), lines
+
+
+def _lookup(values: dict[str, Any], dotted: str) -> Any:
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _rendered(key: releases.ImageKey, value: str) -> str:
+    """The image (no tag) the chart renders with `value` at `key`, as its templates join them."""
+    if key.form == "registry":
+        return f"{value}/{key.image.split('/', 1)[1]}" if value else key.image
+    assert key.image.startswith(key.default + "/") or key.image == key.default, key
+    return value + key.image[len(key.default):]
+
+
+@pytest.mark.parametrize("addon", releases.all_addons())
+def test_every_image_key_of_every_add_on_points_at_the_mirror(addon):
+    pinned = releases.chart(addon)
+    assert pinned.images, f"{addon}: chart.yaml lists no image-bearing values key"
+    values = releases.mirror_values(pinned, MIRROR)
+    for key in pinned.images:
+        assert key.form in ("registry", "repository"), key
+        # at the chart's own value the chart renders its own image; at the derived one, the mirror's
+        assert _rendered(key, key.default) == key.image
+        mirrored = _rendered(key, _lookup(values, key.key))
+        assert mirrored == MIRROR.image(key.image), key
+        assert mirrored.startswith("gala-cn-beijing.cr.volces.com/peaknight/"), key
+    assert releases.mirror_values(pinned, None) == {}
+
+
+def test_the_vke_nights_add_on_releases_carry_the_mirror_in_every_image_key():
+    found = _vke_releases()
+    assert {r.addon for r in found} >= {releases.PROMETHEUS_STACK, releases.GPU_OPERATOR, releases.LWS}
+    for release in found:
+        for key in release.chart.images:
+            assert _rendered(key, _lookup(release.values, key.key)) == MIRROR.image(key.image), (release.addon, key)
+    # the derived values still hold beside the mirror's keys (merged, not replaced)
+    gpu = next(r for r in found if r.addon == releases.GPU_OPERATOR)
+    assert gpu.values["devicePlugin"]["enabled"] is True
+    assert gpu.values["devicePlugin"]["repository"] == "gala-cn-beijing.cr.volces.com/peaknight/nvidia"
+    # without a mirror no image key is set by the kit
+    broadcast = nights.objects("broadcast")
+    c = broadcast.clusters[0]
+    for release in releases.build(broadcast.spec, broadcast.plan.cluster(c.cluster.name), c.cluster,
+                                  [obj for unit in c.units for obj in unit.objects]):
+        for key in release.chart.images:
+            assert _lookup(release.values, key.key) in (None, key.default), (release.addon, key)
+
+
+def test_a_vke_broadcast_may_stage_from_modelscope_and_its_image_comes_from_the_mirror(tmp_path, capsys):
+    def modelscope(cfg: dict[str, Any]) -> None:
+        cfg["peaknight:models"][1]["weightsFrom"] = {
+            "kind": "modelscope", "revision": "v1.0", "image": f"modelscope/modelscope:1.31.0{ZERO}"}
+    path = _variant(tmp_path, modelscope)
+    assert cli.main(["plan", str(path)]) == 0
+    assert "weightsFrom" not in capsys.readouterr().err
+    from peaknight.builders import event
+    from peaknight.spec import config
+    built = event.build(config.load_stack(str(path)).spec)
+    jobs = [o.manifest for u in built.clusters[0].units for o in u.objects
+            if o.kind == "Job" and o.name.startswith("stage-greetings")]
+    assert jobs
+    for job in jobs:
+        (stage,) = job["spec"]["template"]["spec"]["containers"]
+        assert stage["image"] == f"gala-cn-beijing.cr.volces.com/peaknight/modelscope/modelscope:1.31.0{ZERO}"
+        assert {"name": "MODELSCOPE_DOMAIN", "value": "www.modelscope.cn"} in stage["env"]

@@ -25,6 +25,7 @@ OWN = Path(__file__).parent / "own_model"
 WEIGHTS = "Qwen/Qwen3-32B-FP8"
 TARGET = f"/source/{WEIGHTS}/unpinned"
 AWS_CLI = "amazon/aws-cli:2.17.0"
+MS_IMAGE = "modelscope-registry.cn-beijing.cr.aliyuncs.com/modelscope-repo/modelscope:ubuntu22.04-py311-torch2.3.1-1.31.0"
 
 
 @pytest.fixture(autouse=True)
@@ -151,7 +152,15 @@ def test_s3_without_credentials_uses_the_pods_identity_and_the_clusters_region(t
      "peaknight:models[0].weightsFrom.tokenSecret: expected a lower-case DNS label of at most 40 characters (a-z, "
      "0-9, '-'); found 'HF Token'"),
     ({"kind": "gcs", "uri": "gs://weights"},
-     "peaknight:models[0].weightsFrom.kind: expected one of hub, s3; found 'gcs'"),
+     "peaknight:models[0].weightsFrom.kind: expected one of hub, s3, modelscope; found 'gcs'"),
+    ({"kind": "modelscope", "image": MS_IMAGE, "revision": "v1.0;reboot"},
+     "peaknight:models[0].weightsFrom.revision: expected a ModelScope revision: a tag, branch or commit id"),
+    ({"kind": "modelscope", "image": MS_IMAGE, "revision": "../../x"},
+     "peaknight:models[0].weightsFrom.revision: expected a ModelScope revision: a tag, branch or commit id"),
+    ({"kind": "modelscope", "image": MS_IMAGE},
+     "peaknight:models[0].weightsFrom.revision: expected this required key; found nothing"),
+    ({"kind": "modelscope", "image": MS_IMAGE, "revision": "v1.0", "domain": "evil.example/x?y"},
+     "peaknight:models[0].weightsFrom.domain: expected"),
     ({"kind": "s3", "uri": "s3://weights/x", "image": AWS_CLI, "endpointURL": "http://minio:9000"},
      "peaknight:models[0].weightsFrom.endpointURL: expected a known key (credentialsSecret, endpointUrl, image, kind, "
      "region, uri); found an unknown key (did you mean 'endpointUrl'?)"),
@@ -159,7 +168,8 @@ def test_s3_without_credentials_uses_the_pods_identity_and_the_clusters_region(t
 def test_bad_weights_from_is_one_line(tmp_path, capsys, weights_from, line):
     stack = variant(tmp_path, weights_from)
     assert cli.main(["plan", str(stack)]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"{stack}: {line}"]
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith(f"{stack}: {line}"), err
 
 
 def test_the_aws_cli_image_is_pinned_where_the_policy_asks(tmp_path, capsys):
@@ -171,7 +181,55 @@ def test_the_aws_cli_image_is_pinned_where_the_policy_asks(tmp_path, capsys):
 
 @pytest.mark.parametrize("weights_from", [{"kind": "hub", "tokenSecret": "hf-token", "endpoint": "https://hf.example"},
                                           {"kind": "s3", "uri": "s3://weights/x", "image": AWS_CLI,
-                                           "endpointUrl": "http://minio.storage:9000", "credentialsSecret": "s3"}],
-                         ids=["hub", "s3"])
+                                           "endpointUrl": "http://minio.storage:9000", "credentialsSecret": "s3"},
+                                          {"kind": "modelscope", "image": MS_IMAGE, "revision": "v1.0.2",
+                                           "tokenSecret": "ms-token"}],
+                         ids=["hub", "s3", "modelscope"])
 def test_both_sources_validate(tmp_path, capsys, weights_from):
     assert cli.main(["validate", str(variant(tmp_path, weights_from))]) == 0, capsys.readouterr()
+
+
+def test_modelscope_stages_at_its_revision_from_the_mainland_site_with_the_token_from_a_secret(tmp_path):
+    stack = variant(tmp_path, {"kind": "modelscope", "image": MS_IMAGE, "revision": "v1.0.2",
+                               "modelId": "Qwen/Qwen3-32B-FP8-ms", "tokenSecret": "ms-token"})
+    pod, netpol = staging(stack)
+    assert [c["name"] for c in pod["initContainers"]] == ["own-dirs"]
+    (stage,) = pod["containers"]
+    assert stage["image"] == MS_IMAGE  # the engines' images carry no modelscope package
+    assert stage["command"] == ["python3", "-c", warmup.MODELSCOPE_SCRIPT, "Qwen/Qwen3-32B-FP8-ms", TARGET, "v1.0.2"]
+    env = resolved_env(stage, {"ms-token": {"MODELSCOPE_API_TOKEN": "ms_secret"}})
+    # always the domain: unset, modelscope would fall back to the international site
+    assert env == {"HOME": "/tmp", "MODELSCOPE_DOMAIN": "www.modelscope.cn", "MODELSCOPE_API_TOKEN": "ms_secret"}
+    assert "huggingface" not in warmup.MODELSCOPE_SCRIPT
+    assert netpol["spec"]["egress"] == [{"ports": [{"protocol": "TCP", "port": 443}]}]
+    # The script as the pod runs it, against a modelscope that records the login and the download.
+    stub = tmp_path / "stub" / "modelscope" / "hub"
+    stub.mkdir(parents=True)
+    (stub.parent / "__init__.py").write_text("")
+    (stub / "__init__.py").write_text("")
+    (stub / "api.py").write_text(
+        "import os\n"
+        "class HubApi:\n"
+        "    def login(self, access_token=None):\n"
+        "        open(os.environ['LOGIN_MARK'], 'w').write(os.environ['MODELSCOPE_API_TOKEN'])\n")
+    (stub / "snapshot_download.py").write_text(
+        "import json, os\n"
+        "def snapshot_download(**kwargs):\n"
+        "    os.makedirs(kwargs['local_dir'])\n"
+        "    json.dump({**kwargs, 'domain': os.environ['MODELSCOPE_DOMAIN']},\n"
+        "              open(os.path.join(kwargs['local_dir'], 'called.json'), 'w'))\n")
+    target = tmp_path / "source" / "rev"
+    mark = tmp_path / "login"
+    run = run_in_pod(stage["command"], {**env, "PYTHONPATH": str(stub.parent.parent), "LOGIN_MARK": str(mark)}, target)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((target / "called.json").read_text()) == {
+        "model_id": "Qwen/Qwen3-32B-FP8-ms", "revision": "v1.0.2", "local_dir": str(target),
+        "domain": "www.modelscope.cn"}
+    assert mark.read_text() == "ms_secret" and (tmp_path / "source" / "rev.staged").exists()
+    # without a token: no login, the model id is the model's own
+    pod, _ = staging(variant(tmp_path, {"kind": "modelscope", "image": MS_IMAGE, "revision": "abc123",
+                                        "domain": "modelscope.mirror.example.cn"}))
+    (stage,) = pod["containers"]
+    assert stage["command"][3:] == [WEIGHTS, TARGET, "abc123"]
+    assert stage["env"] == [{"name": "HOME", "value": "/tmp"},
+                            {"name": "MODELSCOPE_DOMAIN", "value": "modelscope.mirror.example.cn"}]

@@ -65,6 +65,21 @@ EXTERNAL_QUERIES = {s.external_metric: (s.series, s.query) for s in autoscaling.
 
 
 @dataclass(frozen=True)
+class ImageKey:
+    """One values key of a pinned chart that names where an image is pulled from (chart.yaml `images`).
+
+    `form` says what the chart does with the value: `repository` (`<registry>/<path>`, the chart
+    appends the rest of `image`'s path and the tag) or `registry` (the registry alone, the chart
+    appends the image's path). `default` is the chart's own value at the pin, `image` the image (no
+    tag) the chart renders from it."""
+
+    key: str
+    form: str
+    default: str
+    image: str
+
+
+@dataclass(frozen=True)
 class Chart:
     """One pinned chart: charts/<addon>/chart.yaml."""
 
@@ -74,6 +89,7 @@ class Chart:
     version: str
     namespace: str
     uses: tuple[str, ...]
+    images: tuple[ImageKey, ...] = ()
 
     @property
     def oci(self) -> bool:
@@ -111,7 +127,7 @@ def _parsed(path: Path) -> Any:
 def chart(addon: str) -> Chart:
     raw = _read(CHARTS / addon / "chart.yaml")
     return Chart(addon, raw["repository"], raw["name"], str(raw["version"]), raw["namespace"],
-                 tuple(raw.get("uses", ())))
+                 tuple(raw.get("uses", ())), tuple(ImageKey(**row) for row in raw.get("images", ())))
 
 
 def all_addons() -> tuple[str, ...]:
@@ -206,18 +222,12 @@ def keda_values(spec: StackSpec, scaled: int) -> dict[str, Any]:
 
 
 def prometheus_values(spec: StackSpec) -> dict[str, Any]:
-    """Scrape as often as the autoscalers read; keep the night until its review. With a registry
-    mirror, the chart's `global.imageRegistry` (which replaces each image's `registry`, before its
-    `repository`) is the mirror's prefix: the same names the kit's own images get."""
+    """Scrape as often as the autoscalers read; keep the night until its review."""
     window = spec.event.window.end - spec.event.window.start
     days = math.ceil(window.total_seconds() / 86400) + REVIEW_DAYS
     interval = f"{SCRAPE_SECONDS}s"
-    values: dict[str, Any] = {"prometheus": {"prometheusSpec": {"scrapeInterval": interval,
-                                                                "evaluationInterval": interval,
-                                                                "retention": f"{days}d"}}}
-    if spec.registry_mirror is not None:
-        values["global"] = {"imageRegistry": spec.registry_mirror.prefix}
-    return values
+    return {"prometheus": {"prometheusSpec": {"scrapeInterval": interval, "evaluationInterval": interval,
+                                              "retention": f"{days}d"}}}
 
 
 def from_mirror(pinned: Chart, mirror: RegistryMirror | None) -> Chart:
@@ -225,6 +235,27 @@ def from_mirror(pinned: Chart, mirror: RegistryMirror | None) -> Chart:
     if mirror is None or mirror.charts is None:
         return pinned
     return dataclasses.replace(pinned, repository=mirror.charts)
+
+
+def mirror_value(key: ImageKey, mirror: RegistryMirror) -> str:
+    """What `key` must hold for the chart to render `key.image` by the mirror's rule: the mirror's
+    prefix for a registry; the mirrored `<registry>/<path>` for a repository."""
+    return mirror.prefix if key.form == "registry" else mirror.image(key.default)
+
+
+def mirror_values(pinned: Chart, mirror: RegistryMirror | None) -> dict[str, Any]:
+    """Every image-bearing values key of the chart pointed at the mirror (none without one), so the
+    add-ons' images are pulled by the same rule as the kit's own."""
+    values: dict[str, Any] = {}
+    if mirror is None:
+        return values
+    for key in pinned.images:
+        *parents, leaf = key.key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = mirror_value(key, mirror)
+    return values
 
 
 def custom_rule(use: MetricUse) -> dict[str, Any]:
@@ -306,5 +337,6 @@ def build(spec: StackSpec, plan: ClusterPlan, cluster: Cluster, objects: Iterabl
     for addon, name, derived in wanted:
         pinned = from_mirror(chart(addon), spec.registry_mirror)
         needs = tuple(sorted({CRD_ADDON[kind] for kind in pinned.uses} & present - {addon}))
-        releases.append(AddonRelease(addon, name, pinned, merge(file_values(addon, stage), derived), needs))
+        values = merge(merge(file_values(addon, stage), derived), mirror_values(pinned, spec.registry_mirror))
+        releases.append(AddonRelease(addon, name, pinned, values, needs))
     return tuple(releases)

@@ -7,6 +7,7 @@ from peaknight.builders import podpolicy
 from peaknight.builders.objects import (Obj, Scope, Tier, Unit, edge_namespace, inference_namespace, meta,
                                        monitoring_namespace, priority_class, priority_value, weights_namespace)
 from peaknight.plan.capacity import GatewayPlan
+from peaknight.provisioners import registry as provisioners
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster
 
@@ -103,4 +104,6 @@ def build(scope: Scope, cluster: Cluster, gateway: GatewayPlan | None = None) ->
         "metadata": meta(scope, "gateway", gateway_name(scope), inference_namespace(scope)),
         "spec": gateway_spec,
     }))
-    return Unit("ClusterBase", cluster.name, tuple(objs))
+    # The provisioner's cloud resources of the whole cluster (VKE's RDMA component), under the
+    # cluster's cloud provider like its node pools.
+    return Unit("ClusterBase", cluster.name, tuple(objs), provisioners.for_cluster(cluster).cluster_resources(scope, cluster))

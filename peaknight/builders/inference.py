@@ -122,7 +122,9 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
         "imagePullPolicy": "IfNotPresent",
         "command": engine.command(model, topology, role, fallback_for(scope, model)),
         "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.identity_env(),
-                *engine.cache_env(model), *engine.env()],
+                *engine.cache_env(model), *engine.env(),
+                # the fabric's own settings (VKE RDMA: GID index, bootstrap interface; vke_rdma.py)
+                *({"name": k, "value": v} for k, v in (plan.interconnect.env if plan.interconnect else ()))],
         "resources": {
             "requests": {**devices, "cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
             "limits": {**devices, "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
@@ -197,9 +199,12 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
     ns = inference_namespace(scope)
     pods = workload_selector(scope, model, plan)
     template_meta: dict[str, Any] = {"labels": {**labels(scope, "inference", model.name), **pods}}
+    if plan.interconnect and plan.interconnect.annotations:  # the fabric's interfaces attached to the pod (VKE)
+        template_meta["annotations"] = dict(plan.interconnect.annotations)
     leader_meta = template_meta
     if plan.phase == "prefill":  # where the router finds the prefill server's bootstrap port
-        leader_meta = {**template_meta, "annotations": {sglang.BOOTSTRAP_ANNOTATION: str(sglang.BOOTSTRAP_PORT)}}
+        leader_meta = {**template_meta, "annotations": {**template_meta.get("annotations", {}),
+                                                        sglang.BOOTSTRAP_ANNOTATION: str(sglang.BOOTSTRAP_PORT)}}
     annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why,
                    "peaknight.io/startup-budget": startup_budget_figure(model).why,
                    "peaknight.io/rollout": f"surge {plan.surge.why}; {plan.rollout.why}"}

@@ -56,6 +56,7 @@ class CloudResource:
     properties: dict[str, Any] = field(default_factory=dict)
     protect: bool = False
     summary: str = ""  # one line for `peaknight plan`: what the resource holds, in the plan's terms
+    sources: str = ""  # where the cloud's figures it uses come from (`peaknight plan --explain`)
 
     @property
     def key(self) -> str:

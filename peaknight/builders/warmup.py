@@ -47,7 +47,7 @@ from peaknight.engines.base import MODEL_DIR, READY_SUFFIX, revision_dir
 from peaknight.plan import startup
 from peaknight.plan.weights import CACHED_REVISIONS, WeightsPlan, weights_gib
 from peaknight.spec.stack import Cluster, Model
-from peaknight.spec.weights_from import AWS_KEYS, HF_TOKEN_KEY, S3Source
+from peaknight.spec.weights_from import AWS_KEYS, HF_TOKEN_KEY, MODELSCOPE_TOKEN_KEY, ModelScopeSource, S3Source
 
 # Pinned by digest like every image of the night (policy immutable-images): a tag can be repointed.
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a"
@@ -186,6 +186,17 @@ HUB_SCRIPT = ("import sys\n"
               "repo, target, revision = sys.argv[1:4]\n"
               "snapshot_download(repo_id=repo, local_dir=target, revision=revision or None)\n"
               f"open(target + {STAGED_SUFFIX!r}, 'w').close()\n")
+# ModelScope: modelscope's snapshot_download (modelscope 1.31.0 hub/snapshot_download.py: model_id,
+# revision, local_dir), logged in first when MODELSCOPE_API_TOKEN is set (HubApi.login reads it).
+# Inputs as arguments, as for the hub.
+MODELSCOPE_SCRIPT = ("import os, sys\n"
+                     "from modelscope.hub.api import HubApi\n"
+                     "from modelscope.hub.snapshot_download import snapshot_download\n"
+                     "repo, target, revision = sys.argv[1:4]\n"
+                     f"if os.environ.get({MODELSCOPE_TOKEN_KEY!r}):\n"
+                     "    HubApi().login()\n"
+                     "snapshot_download(model_id=repo, revision=revision, local_dir=target)\n"
+                     f"open(target + {STAGED_SUFFIX!r}, 'w').close()\n")
 # Object storage: `aws s3 sync` (idempotent: present files of the same size are skipped), then the
 # mark, by the model's image once the sync has exited 0.
 MARK_SCRIPT = f"import sys\nopen(sys.argv[1] + {STAGED_SUFFIX!r}, 'w').close()\n"
@@ -214,6 +225,13 @@ def _staging_containers(cluster: Cluster, model: Model, target: str) -> tuple[li
         return init, {"name": "stage", "image": model.image, **common,
                       "command": ["python3", "-c", literal_arg(MARK_SCRIPT), literal_arg(target)],
                       "env": [{"name": "HOME", "value": "/tmp"}]}
+    if isinstance(source, ModelScopeSource):
+        env.append({"name": "MODELSCOPE_DOMAIN", "value": source.host})
+        if source.token_secret:
+            env += _secret_env(source.token_secret, MODELSCOPE_TOKEN_KEY)
+        args = [source.model_id or model.weights, target, source.revision]
+        return [], {"name": "stage", "image": source.image, **common, "env": env,
+                    "command": ["python3", "-c", *(literal_arg(a) for a in (MODELSCOPE_SCRIPT, *args))]}
     if source.endpoint:
         env.append({"name": "HF_ENDPOINT", "value": source.endpoint})
     if source.token_secret:

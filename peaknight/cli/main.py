@@ -84,7 +84,7 @@ def _plan(args: argparse.Namespace) -> int:
     else:
         print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
         print(plan_report.table(plan, refused, explain=args.explain, selection=only, costs=costs))
-        pools = plan_report.cloud_table(cloud)
+        pools = plan_report.cloud_table(cloud, explain=args.explain)
         if pools:
             print("")
             print(pools)

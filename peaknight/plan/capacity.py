@@ -17,6 +17,7 @@ from peaknight.plan.figure import Figure
 from peaknight.plan.gaps import Gap
 from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners.settings import PROVISIONER_CLOUD, VolcengineVkeSettings
+from peaknight.provisioners import vke_rdma
 from peaknight.spec import profiles
 from peaknight.spec.stack import Cluster, Edge, GpuPool, Model, StackSpec
 
@@ -394,7 +395,8 @@ def _vke_rdma(settings: VolcengineVkeSettings) -> profiles.Interconnect | None:
     rdma = settings.rdma
     if rdma is None:
         return None
-    return profiles.Interconnect(resource=rdma.resource, devices=rdma.devices, network_key="topology.kubernetes.io/zone")
+    return profiles.Interconnect(resource=rdma.resource, devices=rdma.devices, network_key="topology.kubernetes.io/zone",
+                                 env=vke_rdma.env(rdma.env), annotations=vke_rdma.pod_annotations(rdma.devices))
 
 
 def replicas_for(demand: float, per_replica: float, spec: StackSpec, zones: int, label: str) -> Figure:

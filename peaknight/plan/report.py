@@ -261,17 +261,22 @@ def cloud_pools(units: Sequence[tuple[str, Unit]], selection: Selection = EVERYT
     per_cluster: dict[str, list[dict[str, str]]] = {}
     for cluster, unit in units:
         if selection.cluster(cluster):
-            per_cluster.setdefault(cluster, []).extend({"name": c.name, "holds": c.summary} for c in unit.cloud)
+            per_cluster.setdefault(cluster, []).extend({"name": c.name, "holds": c.summary,
+                                                        **({"sources": c.sources} if c.sources else {})}
+                                                       for c in unit.cloud)
     return [(names, pools) for names, pools in same(per_cluster.items()) if pools]
 
 
-def cloud_table(found: list[tuple[tuple[str, ...], list[dict[str, str]]]]) -> str:
-    """The cloud node pools as a table (cluster, name, what it holds), or nothing."""
+def cloud_table(found: list[tuple[tuple[str, ...], list[dict[str, str]]]], explain: bool = False) -> str:
+    """The cloud node pools as a table (cluster, name, what it holds), or nothing; with `explain`,
+    where the cloud's figures each uses come from."""
     rows = [("cluster", "cloud node pool", "holds")]
     rows += [(_label(names), p["name"], p["holds"]) for names, pools in found for p in pools]
     shared = [f"{_label(names)}: the same node pools in each of {len(names)} clusters: {', '.join(names)}"
               for names, _ in found if len(names) > 1]
-    return "\n".join([*_columns(rows), *shared]) if len(rows) > 1 else ""
+    sources = [f"{_label(names)}/{p['name']} sources: {p['sources']}" for names, pools in found for p in pools
+               if explain and "sources" in p]
+    return "\n".join([*_columns(rows), *shared, *sources]) if len(rows) > 1 else ""
 
 
 def _label(clusters: Sequence[str]) -> str:

@@ -28,7 +28,7 @@ from peaknight.plan.figure import Figure
 from peaknight.spec import profiles
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
 from peaknight.spec.stack import Cluster, Model, Policy, StackSpec, WeightSource
-from peaknight.spec.weights_from import S3Source
+from peaknight.spec.weights_from import ModelScopeSource, S3Source
 
 GIB = 1024 ** 3
 GB = 1000 ** 3
@@ -68,7 +68,9 @@ def staging_seconds(model: Model) -> Figure:
     `aws s3 sync` stream; rehearse it)."""
     rate = profiles.load().timings.image_pull_seconds_per_gib
     value = math.ceil(weights_gib(model) * rate)
-    origin = model.weights_from.uri if isinstance(model.weights_from, S3Source) else "the hub"
+    source = model.weights_from
+    origin = (source.uri if isinstance(source, S3Source) else
+              f"ModelScope ({source.host}) at {source.revision}" if isinstance(source, ModelScopeSource) else "the hub")
     return Figure(value, f"{weights_gib(model):g} GiB from {origin} x {rate:g} s/GiB (hub rate, profiles timings) "
                          f"= {value} s")
 

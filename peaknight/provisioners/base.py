@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from peaknight.builders.objects import Obj, Scope, Unit
+from peaknight.builders.objects import CloudResource, Obj, Scope, Unit
 from peaknight.plan.capacity import PoolPlan
 from peaknight.spec import profiles
-from peaknight.spec.stack import Cluster, GpuPool
+from peaknight.spec.stack import Cluster, GpuPool, StackSpec
 
 Finding = tuple[Obj, str]
 
@@ -81,9 +81,13 @@ class Provisioner(Protocol):
         line each; the gate (plan/gate.py) makes them `SHORT:` lines that `plan`, `render`, the
         Pulumi program and the GpuNodePool component refuse the plan with."""
 
-    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+    def warnings(self, spec: StackSpec, cluster: Cluster) -> list[str]:
         """What the operator should know before the night but may accept (`plan` and `render`
         print them)."""
+
+    def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+        """Cloud resources of the whole cluster, not of one pool (a cloud-managed device plugin),
+        declared with the cluster's base objects (ClusterBase)."""
 
     def weights_cache_path(self) -> str:
         """The directory on a GPU node's local disk that holds its node cache of weights
@@ -107,8 +111,11 @@ class WithoutController:
     def installs_addon(self, cluster: Cluster) -> bool:
         return False
 
-    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+    def warnings(self, spec: StackSpec, cluster: Cluster) -> list[str]:
         return []
+
+    def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+        return ()
 
     def addon_values(self, cluster: Cluster) -> dict[str, Any]:
         return {}

@@ -11,12 +11,12 @@ import datetime as dt
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from peaknight.builders import podpolicy
-from peaknight.builders.objects import Obj, Scope, Unit, meta
+from peaknight.builders.objects import CloudResource, Obj, Scope, Unit, meta
 from peaknight.plan.capacity import PoolPlan
 from peaknight.plan.gaps import Gap
 from peaknight.provisioners.base import Finding, NodeSignal, offered
 from peaknight.provisioners.settings import KarpenterAwsSettings
-from peaknight.spec.stack import CapacityType, Cluster, GpuPool
+from peaknight.spec.stack import CapacityType, Cluster, GpuPool, StackSpec
 from peaknight.spec.timeline import cron_at, go_duration, parse_go_duration, to_utc
 
 ADDON = "karpenter"
@@ -309,12 +309,16 @@ class KarpenterAws:
         """Karpenter launches what the NodePool's limit allows: nothing to refuse here."""
         return []
 
-    def warnings(self, scope: Scope, cluster: Cluster) -> list[str]:
+    def warnings(self, spec: StackSpec, cluster: Cluster) -> list[str]:
         """`reserved` with no reservation selected is a label only: every launch is on-demand."""
-        if CapacityType.RESERVED in scope.policy.capacity_types and not capacity_reservations(_settings(cluster)):
+        if CapacityType.RESERVED in spec.policy.capacity_types and not capacity_reservations(_settings(cluster)):
             return [f"cluster '{cluster.name}' allows reserved capacity but selects no capacity reservation "
                     "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
         return []
+
+    def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+        """The controller is a chart (the add-on), the EFA device plugin too: nothing in the cloud."""
+        return ()
 
     def weights_cache_path(self) -> str:
         """On the instance-store RAID0 the EC2NodeClass asks for: the EKS AMI's setup-local-disks

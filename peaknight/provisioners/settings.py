@@ -45,6 +45,25 @@ ExtendedResource = Annotated[str, _cloud_id(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9]
 # The id of a Volcano Engine HPC cluster (its shape is not documented where the kit could read it:
 # letters, digits and '-', as every Volcano Engine id seen).
 HpcClusterId = Annotated[str, _cloud_id(r"[A-Za-z0-9-]{1,64}", "a Volcano Engine HPC cluster id")]
+# A VKE add-on (component) name and version, as vke.Addon takes them (e.g. core-dns 1.10.1-vke.400).
+VkeAddonName = Annotated[str, _cloud_id(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "a VKE add-on name")]
+VkeAddonVersion = Annotated[str, _cloud_id(r"v?[0-9]+(\.[0-9]+){1,3}([-.+][A-Za-z0-9.]{1,40})?", "a VKE add-on "
+                                           "version")]
+# An environment variable of a pod (a C identifier) and its value: one word of the characters NCCL's,
+# NVSHMEM's and Mooncake's settings use (device lists: mlx5_1:1,mlx5_2:1; interface names).
+EnvName = Annotated[str, _cloud_id(r"[A-Z][A-Z0-9_]{0,63}", "an environment variable name")]
+EnvText = Annotated[str, _cloud_id(r"[A-Za-z0-9_.,:=^-]{1,256}", "an environment value (letters, digits, "
+                                   "'_.,:=^-')")]
+
+
+@dataclass(config=_STRICT, kw_only=True)
+class VkeAddon:
+    """A VKE-managed add-on the kit declares on the cluster (pulumi-volcengine vke.Addon)."""
+
+    name: VkeAddonName = Field(description="the add-on's name in the cluster's component list "
+                               "(vke.get_support_addons)")
+    version: Optional[VkeAddonVersion] = Field(default=None, description="the version to pin (default the "
+                                               "console's current one)")
 
 
 @dataclass(config=_STRICT, kw_only=True)
@@ -59,6 +78,11 @@ class VkeRdma:
     devices: int = Field(ge=1, le=64, description="how many of it one node brings (one pod per node takes all)")
     hpc_clusters: dict[str, HpcClusterId] = Field(description="zone -> HPC cluster id: the node pool of that zone "
                                                   "is placed in it (NodePool nodeConfig.hpcClusterIds)")
+    addon: Optional[VkeAddon] = Field(default=None, description="VKE's RDMA device plugin component, declared "
+                                      "on the cluster (vke.Addon); none: install it from the console (a warning)")
+    env: dict[EnvName, EnvText] = Field(default_factory=dict, max_length=32, description="environment of every "
+                                        "pod of a spanning group, over the kit's (provisioners/vke_rdma.py: "
+                                        "NCCL_IB_GID_INDEX 7 from AIBrix's VKE samples; NVSHMEM and Mooncake est.)")
 
 
 @dataclass(config=_STRICT, kw_only=True)

@@ -19,16 +19,22 @@ from typing import Any
 from peaknight.builders import podpolicy
 from peaknight.builders.objects import CloudResource, Scope, Unit
 from peaknight.plan.capacity import PoolPlan
+from peaknight.provisioners import vke_rdma
 from peaknight.provisioners.base import WithoutController, offered
 from peaknight.provisioners.settings import VolcengineVkeSettings
-from peaknight.spec.stack import Cluster, GpuPool
+from peaknight.spec import profiles
+from peaknight.spec.stack import Cluster, GpuPool, StackSpec
 
 NODE_POOL = "volcengine:vke/nodePool:NodePool"
+ADDON = "volcengine:vke/addon:Addon"
 CLOUD = "volcengine"
 # pulumi-volcengine 0.0.47 NodePoolAutoScaling: maxReplicas "range in 1~2000".
 MAX_REPLICAS = 2000
+MAX_REPLICAS_SOURCE = 'pulumi-volcengine 0.0.47 vke/_inputs.py NodePoolAutoScalingArgs.max_replicas ("range in 1~2000")'
 # Cloud disk types the node pool accepts (NodePoolNodeConfigDataVolume.type); ESSD_PL0 is its default.
 DISK_TYPE = "ESSD_PL0"
+DISK_TYPE_SOURCE = "pulumi-volcengine 0.0.47 vke/_inputs.py NodePoolNodeConfigDataVolumeArgs.type (its default)"
+HPC_SOURCE = "hpcClusterIds: pulumi-volcengine 0.0.47 vke/_inputs.py NodePoolNodeConfigArgs.hpc_cluster_ids (one id)"
 SYSTEM_DISK_GIB = 100
 # The node cache of weights (builders/warmup.py): the mount point of the pool's second data disk.
 WEIGHTS_MOUNT = "/var/lib/peaknight/weights"
@@ -83,13 +89,60 @@ def node_pool(scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan, zon
                f"(peak {plan.zone_nodes[zone_index]:,} + surge {plan.zone_surge_nodes}), "
                f"data disks {int(plan.image_disk_gib.value)} GiB (images) + {int(plan.cache_disk_gib.value)} GiB at "
                f"{WEIGHTS_MOUNT} (weights)")
-    return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary)
+    catalog = profiles.load().instance_types
+    sources = "; ".join([*(f"{t}: {catalog[t].source}" for t in properties["nodeConfig"]["instanceTypeIds"]),
+                         f"max at most {MAX_REPLICAS:,} nodes: {MAX_REPLICAS_SOURCE}", f"{DISK_TYPE}: {DISK_TYPE_SOURCE}",
+                         *([HPC_SOURCE] if settings.rdma else [])])
+    return CloudResource(NODE_POOL, name, properties, protect=scope.policy.protect, summary=summary, sources=sources)
+
+
+def rdma_addon(scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+    """VKE's RDMA device plugin component on the cluster, as `provisioner.rdma.addon` names it
+    (pulumi-volcengine 0.0.47 vke.Addon: clusterId, name, version); protected like the node pools,
+    since VKE refuses to remove some add-ons (the provider's docs: "can not be removed")."""
+    settings = cluster.provisioner
+    if not isinstance(settings, VolcengineVkeSettings) or settings.rdma is None or settings.rdma.addon is None:
+        return ()
+    addon = settings.rdma.addon
+    properties: dict[str, Any] = {"clusterId": settings.cluster_id, "name": addon.name,
+                                  **({"version": addon.version} if addon.version else {})}
+    summary = (f"VKE add-on {addon.name} {addon.version or '(console version)'}: advertises "
+               f"{settings.rdma.resource} ({settings.rdma.devices} per node)")
+    return (CloudResource(ADDON, addon.name, properties, protect=scope.policy.protect, summary=summary),)
 
 
 class VolcengineVke(WithoutController):
     """The provisioner of `clusters[].provisioner.kind: volcengine-vke`."""
 
     kind = "volcengine-vke"
+
+    def cluster_resources(self, scope: Scope, cluster: Cluster) -> tuple[CloudResource, ...]:
+        return rdma_addon(scope, cluster)
+
+    def warnings(self, spec: StackSpec, cluster: Cluster) -> list[str]:
+        """What about VKE no public source confirms: the RDMA component's name (VKE's guide could not
+        be read), the environment values the kit estimates (vke_rdma.py); and the live edges, sized
+        from another cloud's instance catalog, whose node group the kit does not declare here."""
+        settings = cluster.provisioner
+        if not isinstance(settings, VolcengineVkeSettings):
+            return []
+        lines = []
+        rdma = settings.rdma
+        if rdma is not None:
+            component = (f"RDMA device plugin VKE add-on '{rdma.addon.name}' is unverified (no public source names "
+                         "VKE's component: check vke.get_support_addons)" if rdma.addon else
+                         "no RDMA device plugin declared (provisioner.rdma.addon): install VKE's RDMA component "
+                         "from the console")
+            guesses = vke_rdma.estimated(rdma.env)
+            env = (f"; est. RDMA environment {', '.join(guesses)} (no public VKE source: confirm with show_gids "
+                   "on a node, or set provisioner.rdma.env)" if guesses else "")
+            lines.append(f"cluster '{cluster.name}': {component}{env}")
+        for edge in spec.edges:
+            lines.append(f"cluster '{cluster.name}': edge '{edge.name}' is sized from {', '.join(edge.node_instance_types)} "
+                         "(edge_instance_types: no cited Volcano Engine catalog) and the kit declares no VKE node pool "
+                         "for it: provide a node group with that bandwidth per node, labelled and tainted for the "
+                         "edge (docs/operations.md)")
+        return lines
 
     def pool(self, scope: Scope, cluster: Cluster, pool: GpuPool, plan: PoolPlan) -> Unit:
         cloud = tuple(node_pool(scope, cluster, pool, plan, z) for z in range(len(cluster.zones)))

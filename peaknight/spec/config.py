@@ -30,7 +30,7 @@ from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETT
                                              VolcengineVkeSettings)
 from peaknight.spec import files, keys, partial, profiles
 from peaknight.spec import formats, registry_mirror
-from peaknight.spec.weights_from import HubSource, S3Source
+from peaknight.spec.weights_from import HubSource, ModelScopeSource, S3Source
 from peaknight.spec.stack import POLICY_DEFAULTS, AuthType, CapacityType, Model, Stage, StackSpec
 
 NAMESPACE = keys.NAMESPACE
@@ -242,7 +242,7 @@ def pinned_images(spec: StackSpec) -> list[Pinned]:
     """Every image of the stack, once per key that names it."""
     found = [Pinned(f"models[{i}].image", m.image) for i, m in enumerate(spec.models)]
     found += [Pinned(f"models[{i}].weightsFrom.image", m.weights_from.image) for i, m in enumerate(spec.models)
-              if isinstance(m.weights_from, S3Source)]
+              if isinstance(m.weights_from, (S3Source, ModelScopeSource))]
     found += [Pinned(f"edges[{i}].{keys.alias(f)}", getattr(e, f.name), _default(f)) for i, e in enumerate(spec.edges)
               for f in dataclasses.fields(e) if f.name.endswith("image")]
     router = next(f for f in dataclasses.fields(spec.router) if f.name == "image")
@@ -652,8 +652,9 @@ def _check_mirror(spec: StackSpec, P: Any) -> Iterable[Problem]:
         for i, model in enumerate(spec.models):
             if isinstance(model.weights_from, HubSource) and model.weights_from.endpoint is None:
                 yield P(f"models[{i}].weightsFrom", "weights from a source a China region reaches when a cluster "
-                        "uses volcengine-vke in a broadcast stack: kind hub with an endpoint (a hub mirror), or "
-                        "kind s3 (Volcano Engine TOS)", "huggingface.co (kind hub without an endpoint)")
+                        "uses volcengine-vke in a broadcast stack: kind hub with an endpoint (a hub mirror), "
+                        "kind s3 (Volcano Engine TOS) or kind modelscope", "huggingface.co (kind hub without an "
+                        "endpoint)")
     if mirror is None:
         return
     came_from: dict[str, tuple[str, str]] = {}

@@ -25,6 +25,8 @@ class Interconnect:
     kv_transfer: str = "mooncake"  # the SGLang KV transfer backend over it (--disaggregation-transfer-backend)
     moe_a2a: str = "deepep"        # the expert-parallel all-to-all over it (--moe-a2a-backend; none: NCCL)
     hugepages_mib: int = 0         # 2 MiB huge pages a pod using it requests (libfabric's EFA provider)
+    env: tuple[tuple[str, str], ...] = ()          # what a pod using it must set (VKE: provisioners/vke_rdma.py)
+    annotations: tuple[tuple[str, str], ...] = ()  # what its pod template must carry (VKE's pod-networks)
 
 
 @dataclass(frozen=True)

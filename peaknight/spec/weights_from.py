@@ -24,9 +24,17 @@ _STRICT = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_alias
 # letters, digits, '.' and '-', beginning and ending with a letter or digit; then a prefix of plain
 # path segments (the weights grammar's characters, no '..'), so `aws s3 sync` reads one prefix.
 _S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/[A-Za-z0-9_][A-Za-z0-9._-]*)*/?")
-# The Secret keys the staging Job reads: huggingface_hub's and the AWS CLI's own variable names.
+# The Secret keys the staging Job reads: huggingface_hub's, the AWS CLI's and modelscope's own
+# variable names (modelscope 1.31.0 hub/api.py HubApi.login: MODELSCOPE_API_TOKEN).
 HF_TOKEN_KEY = "HF_TOKEN"
 AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+MODELSCOPE_TOKEN_KEY = "MODELSCOPE_API_TOKEN"
+# modelscope's hub, mainland site (hub/constants.py DEFAULT_MODELSCOPE_DOMAIN). Without MODELSCOPE_DOMAIN
+# it tries this site and then the international one (hub/api.py get_endpoint_for_read): the Job
+# always sets it, so a China cluster never reaches abroad.
+MODELSCOPE_DOMAIN = "www.modelscope.cn"
+# A ModelScope revision: a tag or branch name, or a commit id (one git ref component).
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def _s3_uri(value: str) -> str:
@@ -79,7 +87,42 @@ class S3Source:
         return (self.endpoint_url,) if self.endpoint_url else ()
 
 
-WEIGHTS_FROM: dict[str, type] = {"hub": HubSource, "s3": S3Source}
+def _revision(value: str) -> str:
+    if not _REVISION.fullmatch(value) or ".." in value:
+        raise ValueError("a ModelScope revision: a tag, branch or commit id (letters, digits, '.', '_', '-')")
+    return value
+
+
+@dataclass(config=_STRICT, kw_only=True)
+class ModelScopeSource:
+    """ModelScope (modelscope.cn), the hub a China region reaches: modelscope's snapshot_download
+    in `image` (an image with the modelscope package: the engines' images do not carry it), at
+    `revision`, from `domain` (MODELSCOPE_DOMAIN, default www.modelscope.cn, so it never falls back
+    to the international site). `tokenSecret` names a Secret whose key MODELSCOPE_API_TOKEN logs the
+    Job in (a private model)."""
+
+    kind: Literal["modelscope"]
+    image: formats.Image = Field(description="an image with the modelscope package, by digest where "
+                                 "policy.requireImageDigests")
+    revision: Annotated[str, AfterValidator(_revision)] = Field(description="the ModelScope revision to stage "
+                                                                 "(a tag or commit: the pin)")
+    model_id: Optional[formats.Weights] = Field(default=None, description="the model's id on ModelScope (default "
+                                                "models[].weights)")
+    domain: Optional[formats.Subdomain] = Field(default=None, description=f"MODELSCOPE_DOMAIN: the hub's host "
+                                                f"(default {MODELSCOPE_DOMAIN}), e.g. a ModelScope mirror")
+    token_secret: Optional[formats.DnsLabel] = Field(default=None, description="Secret with key "
+                                                     "MODELSCOPE_API_TOKEN (private models)")
+
+    @property
+    def host(self) -> str:
+        return self.domain or MODELSCOPE_DOMAIN
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return (f"https://{self.host}",)
+
+
+WEIGHTS_FROM: dict[str, type] = {"hub": HubSource, "s3": S3Source, "modelscope": ModelScopeSource}
 
 
 def _kind(value: Any) -> Any:
@@ -89,8 +132,9 @@ def _kind(value: Any) -> Any:
     return getattr(value, "kind", None)
 
 
-WeightsFrom = Annotated[Union[Annotated[HubSource, Tag("hub")], Annotated[S3Source, Tag("s3")]],
-                         Discriminator(_kind)]
+WeightsFrom = Annotated[Union[Annotated[HubSource, Tag("hub")], Annotated[S3Source, Tag("s3")],
+                              Annotated[ModelScopeSource, Tag("modelscope")]],
+                        Discriminator(_kind)]
 
 
 def port(url: str) -> int:
