@@ -119,20 +119,22 @@ def test_every_rendered_engine_pod_follows_its_recipe():
 
 def test_a_recipe_whose_image_lacks_what_its_fabric_needs_is_unproven():
     """Finding 3, in the data: a recipe on a fabric names only images that carry what the fabric
-    needs (aws-ofi-nccl and libfabric for EFA), or it is unproven and says so."""
+    needs (aws-ofi-nccl and libfabric for EFA) and what the recipe needs (NIXL's libfabric plugin
+    for PD on EFA), or it is unproven and says so."""
     table = recipes.load()
     assert set(table.fabrics[recipes.EFA].carries) == {"aws-ofi-nccl", "libfabric-efa"}
     efa = [r for r in table.recipes if r.fabric == recipes.EFA]
     assert efa
     for r in table.recipes:
-        missing = {i for i in r.images for need in table.fabrics[r.fabric].carries
-                   if need not in table.images[i]["carries"]}
         assert table.images.keys() >= set(r.images) and all(table.images[i]["engine"] == r.engine for i in r.images)
-        assert bool(r.unproven) >= bool(missing), r.name
-        if missing:
+        lacks = recipes.missing(r)
+        assert bool(r.unproven) >= bool(lacks), r.name
+        if any("aws-ofi-nccl" in lack for lack in lacks.values()):
             assert "aws-ofi-nccl" in r.unproven, r.name
         assert r.sources, r.name
-
+    # The stock SGLang image lacks all three on EFA PD: the NCCL plugin, the EFA provider, NIXL's libfabric plugin.
+    pd = next(r for r in efa if r.mode == "disaggregated")
+    assert recipes.missing(pd) == {"lmsysorg/sglang:v0.5.4": ("aws-ofi-nccl", "libfabric-efa", "nixl-libfabric")}
 
 def test_a_multi_node_efa_group_on_the_stock_image_is_refused(tmp_path, capsys):
     """Finding 3: without policy.allowUnproven, a group spanning EFA nodes on lmsysorg/sglang (no

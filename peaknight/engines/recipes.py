@@ -20,6 +20,10 @@ from peaknight.spec.profiles import Interconnect
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "recipes.yaml"
 NO_FABRIC = "none"
+# A workload that needs a fabric (it spans nodes, or sends KV between phases) on a cluster that
+# declares none: VKE's provisioner refuses it (provisioners/vke.py), an existing cluster's fabric is
+# the operator's. No recipe names it; config leaves it to those checks and `plan` prints it UNPROVEN.
+UNDECLARED = "undeclared"
 EFA = "efa"
 RDMA = "rdma"
 
@@ -70,6 +74,7 @@ class Recipe:
     unproven: str                       # why no public source ran it; "" when one did
     sources: tuple[str, ...]
     kv_over_tcp: bool = False
+    needs: tuple[str, ...] = ()         # what the image must carry beyond the fabric's list
 
     def describe(self) -> str:
         return f"{self.name} ({self.engine} {'/'.join(self.images)}, {self.mode}, {'/'.join(self.nodes)}-node, {self.fabric})"
@@ -138,20 +143,31 @@ def load() -> Recipes:
                             bool(f["hugepages"]), tuple(f["sources"])) for name, f in raw["fabrics"].items()}
     recipes = tuple(Recipe(name=r["name"], engine=r["engine"], images=tuple(r["images"]), mode=r["mode"],
                            nodes=tuple(r["nodes"]), fabric=r["fabric"], transport=dict(r["transport"]),
-                           unproven=r["unproven"], sources=tuple(r["sources"]), kv_over_tcp=bool(r.get("kv_over_tcp")))
+                           unproven=r["unproven"], sources=tuple(r["sources"]), kv_over_tcp=bool(r.get("kv_over_tcp")),
+                           needs=tuple(r.get("needs", ())))
                     for r in raw["recipes"])
     return Recipes(engines, fabrics, raw["images"], recipes)
+
+
+def missing(recipe: Recipe) -> dict[str, tuple[str, ...]]:
+    """image -> what it lacks of what the recipe's fabric and the recipe itself need (the image
+    catalog says what each image carries): a recipe naming such an image is unproven."""
+    table = load()
+    needed = (*fabric(recipe.fabric).carries, *recipe.needs)
+    lacks = {i: tuple(n for n in needed if n not in table.images[i]["carries"]) for i in recipe.images}
+    return {i: lack for i, lack in lacks.items() if lack}
 
 
 def engine_recipe(engine: str) -> EngineRecipe:
     return load().engines[engine]
 
 
-def fabric_of(interconnect: Interconnect | None) -> str:
+def fabric_of(interconnect: Interconnect | None, needed: bool) -> str:
     """The fabric an interconnect is: EFA by its device plugin's resource; any other declared
-    interconnect is an RDMA device plugin (InfiniBand or RoCE); none without one."""
+    interconnect is an RDMA device plugin (InfiniBand or RoCE); none where the workload needs none,
+    UNDECLARED where it needs one and the cluster declares none."""
     if interconnect is None:
-        return NO_FABRIC
+        return UNDECLARED if needed else NO_FABRIC
     return EFA if interconnect.resource in load().fabrics[EFA].resources else RDMA
 
 
@@ -162,7 +178,7 @@ def image_key(image: str) -> str:
 
 def combination(engine: str, image: str, phase: str, spans_nodes: bool, interconnect: Interconnect | None) -> Combination:
     return Combination(engine, image_key(image), "disaggregated" if phase else "colocated",
-                       "multi" if spans_nodes else "single", fabric_of(interconnect))
+                       "multi" if spans_nodes else "single", fabric_of(interconnect, spans_nodes or bool(phase)))
 
 
 def match(combo: Combination) -> Match:
@@ -176,3 +192,9 @@ def match(combo: Combination) -> Match:
                 + (combo.nodes not in r.nodes) + (combo.image not in r.images))
     ranked = sorted(load().recipes, key=distance)
     return Match(combo, None, tuple(ranked[:2]))
+
+
+def fabric(name: str) -> Fabric:
+    """A fabric by name; an undeclared one adds nothing to the pod (there is nothing to use)."""
+    table = load().fabrics
+    return table.get(name, table[NO_FABRIC])

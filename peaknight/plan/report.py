@@ -205,8 +205,6 @@ def _explain(group: Group, selection: Selection, recipes: RecipeNotes | None = N
     c, name, lines = group.plan, group.label, []
     for m in (m for m in c.models if selection.model(m.model)):
         lines.append(f"{name}/{m.name}:")
-        if recipes:
-            lines.append(f"  recipe: {recipes[(c.name, m.name)]}")
         for label, fig in (("per replica", m.replica_tps), ("forecast", m.demand_tps), ("replicas", m.replicas),
                            ("floor", m.floor_replicas), ("GPUs", m.gpus), ("nodes", m.nodes),
                            ("capacity", m.capacity_tps), ("max replicas", m.max_replicas),
@@ -220,6 +218,8 @@ def _explain(group: Group, selection: Selection, recipes: RecipeNotes | None = N
                            ("source throughput", w.source_mbps), ("node cache fill", w.fill),
                            ("warm-gate slack", w.slack)):
             lines.append(f"  {label}: {fig.why}")
+        if recipes:
+            lines.append(f"  recipe: {recipes[(c.name, m.name)]}")
     if selection.models is not None:
         return lines
     for p in c.pools:

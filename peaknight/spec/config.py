@@ -796,7 +796,7 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
                 break
             if not spec.policy.allow_unproven:
                 problem = next((m.why_unproven() for m in _recipe_matches(spec, model, pool, phase, topology)
-                                if not m.proven), "")
+                                if not m.proven and m.combination.fabric != recipes.UNDECLARED), "")
                 if problem:
                     yield P(f"models[{i}].image", f"a serving combination a public recipe has run "
                             f"(peaknight/data/recipes.yaml; docs/recipes.md), or policy.allowUnproven: true",
