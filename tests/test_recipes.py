@@ -14,6 +14,7 @@ import math
 import pytest
 
 import nights
+from peaknight.builders import podpolicy
 from peaknight.cli import main as cli
 from peaknight.engines import recipes
 from peaknight.engines.base import JIT_CACHE_DIR
@@ -198,3 +199,23 @@ def test_no_kv_transport_rendered_on_efa_claims_rdma():
         if r.mode == "disaggregated":
             assert r.kv_over_tcp == (r.fabric == recipes.EFA), r.name
             assert bool(r.unproven) >= r.kv_over_tcp, r.name
+
+
+def test_each_engine_recipe_runs_as_the_user_its_volumes_are_handed_to():
+    """Finding 10's other side: the staging and JIT directories are created by root and handed to
+    podpolicy.RUN_AS_USER (hostPath and FSx take no fsGroup); an engine recipe with another UID
+    could not write its own caches."""
+    assert {e.uid for e in recipes.load().engines.values()} == {podpolicy.RUN_AS_USER}
+
+
+def test_a_workload_needing_a_fabric_its_cluster_does_not_declare_follows_no_recipe():
+    """A PD phase or a group on a cluster without a declared interconnect (an existing cluster; VKE
+    without provisioner.rdma, which its own check refuses): no recipe, UNPROVEN, nothing of a
+    fabric added; a one-node colocated workload there needs none and follows its recipe."""
+    pd = recipes.match(recipes.combination("sglang", "lmsysorg/sglang:v0.5.4@sha256:" + "0" * 64, "prefill", False, None))
+    assert pd.recipe is None and pd.combination.fabric == recipes.UNDECLARED
+    assert pd.why_unproven().startswith("no recipe covers sglang lmsysorg/sglang:v0.5.4 disaggregated single-node "
+                                        "on undeclared (nearest: sglang-disaggregated-")
+    assert recipes.fabric(recipes.UNDECLARED) == recipes.load().fabrics[recipes.NO_FABRIC]
+    one = recipes.match(recipes.combination("vllm", "vllm/vllm-openai:v0.11.0", "", False, None))
+    assert one.proven and one.recipe is not None and one.recipe.name == "vllm-colocated-single-node"
