@@ -52,8 +52,8 @@ class Topology:
     gpus_per_node: int
     phase: str = ""                               # "", "prefill" or "decode"
     serving: ServingTopology | None = None
-    kv_transfer: str = "mooncake"                 # disaggregated: the KV transfer backend (profiles interconnect)
-    moe_a2a: str = "deepep"                       # expert parallelism's all-to-all over that interconnect
+    kv_transfer: str = "mooncake"                 # disaggregated: the KV transfer backend (the workload's serving recipe)
+    moe_a2a: str = "deepep"                       # expert parallelism's all-to-all (the recipe's)
 
     @property
     def group(self) -> Group | None:

@@ -24,7 +24,7 @@ Sources, read in the sglang 0.5.4 wheel:
   `--load-balance-method round_robin` on prefill (or decode refuses to start); `--dp-size` with
   `--enable-dp-attention` (attention per rank, so the MLA KV cache is not replicated over tp);
   `--ep` and `--moe-a2a-backend` (choices none, deepep, mooncake; deepep sets ep = tp; the
-  instance catalog's interconnect says which: DeepEP needs IBGDA, which EFA lacks, DeepEP#369); `--kv-cache-dtype` (auto, fp8_e5m2,
+  serving recipe says which (data/recipes.yaml): DeepEP needs IBGDA, which EFA lacks, DeepEP#369); `--kv-cache-dtype` (auto, fp8_e5m2,
   fp8_e4m3, bf16); `--mem-fraction-static`: the fraction for weights and the KV-cache pool.
   sglang/srt/disaggregation/common/conn.py: a multi-node prefill group registers with the
   bootstrap server at its --dist-init-addr host; the KV transfer side channels are ZMQ sockets on
