@@ -25,6 +25,7 @@ from peaknight.engines import recipes
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
 from peaknight.plan import memory
+from peaknight.plan.capacity import interconnect
 from peaknight.spec import moved
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
@@ -811,7 +812,6 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
 def _recipe_matches(spec: StackSpec, model: Model, pool: Any, phase: str, topology: Topology) -> list[recipes.Match]:
     """The recipe match of one workload in each cluster: the fabric between its nodes is the
     cluster's (the instance types its region sells, or its provisioner's RDMA)."""
-    from peaknight.plan.capacity import interconnect   # the planner's answer; it imports nothing of config
     fabrics = {interconnect(pool, c) if topology.spans_nodes or phase else None for c in spec.clusters}
     return [recipes.match(recipes.combination(model.engine.value, model.image, phase, topology.spans_nodes, net))
             for net in sorted(fabrics, key=repr)]
