@@ -89,6 +89,7 @@ def test_every_rendered_engine_pod_follows_its_recipe():
             assert plan.interconnect is not None and limits[plan.interconnect.resource] == str(plan.interconnect.devices)
             assert ("hugepages-2Mi" in limits) == fabric.hugepages, where
         assert {k: env.get(k) for k in fabric.env} == dict(fabric.env), where
+        assert {k for k in env if k.startswith(("FI_", "NCCL_"))} <= set(fabric.env), where
         # Probes: each kind of the recipe's role, and no other.
         expected = engine.probes[role]
         for kind in ("startup", "readiness", "liveness"):
