@@ -185,7 +185,7 @@ def test_with_allow_unproven_the_plan_prints_each_unproven_workload_and_its_kv_o
     assert len(unproven) == 1 and "the KV moves over TCP" in unproven[0] and "Gb/s over TCP" in unproven[0]
     assert "ai-dynamo/nixl/issues/909" in unproven[0]
     recipe_lines = [line for line in out.splitlines() if line.startswith("  recipe: ")]
-    assert any(line.startswith("  recipe: recipe vllm-colocated-single-node; sources: ") for line in recipe_lines)
+    assert any(line.startswith("  recipe: vllm-colocated-single-node; sources: ") for line in recipe_lines)
     # One recipe line per workload of every cluster group shown.
     assert len(recipe_lines) == sum(1 for line in out.splitlines() if line.endswith(":") and "/" in line
                                     and not line.startswith(" ") and "/pool " not in line and "/edge " not in line)

@@ -47,7 +47,7 @@ def note(model: Model, plan: ModelPlan) -> str:
     sources = f"; sources: {' | '.join(m.recipe.sources)}" if m.recipe else ""
     if m.proven:
         assert m.recipe is not None
-        return f"recipe {m.recipe.name}{sources}"
+        return f"{m.recipe.name}{sources}"
     tcp = kv_over_tcp(model, plan)
     return f"UNPROVEN: {m.why_unproven()}{f'; KV {tcp.why}' if tcp else ''}{sources}"
 
