@@ -16,12 +16,13 @@ import pytest
 import nights
 from conftest import ROOT
 from peaknight.builders import steering
-from peaknight.plan import capacity, cost
+from peaknight.plan import capacity, cost, serving_recipes
 from peaknight.plan.report import duration
 from peaknight.sim import simulator
 from peaknight.spec.stack import LossScope
 
-DOCS = [ROOT / "docs" / "runbook.md", ROOT / "docs" / "operations.md", ROOT / "docs" / "facts.md"]
+DOCS = [ROOT / "docs" / "runbook.md", ROOT / "docs" / "operations.md", ROOT / "docs" / "facts.md",
+        ROOT / "docs" / "recipes.md"]
 MARK = re.compile(r"([0-9][0-9,.:hm]*)<!-- kit: ([\w.-]+) -->")
 CLUSTER = "gala-bj-01"
 
@@ -66,6 +67,11 @@ def _simulated() -> list[simulator.ModelResult]:
 
 def _clock(t: dt.datetime) -> str:
     return t.strftime("%H:%M")
+
+
+def _kv_over_tcp() -> Any:
+    plan = next(p for p in nights.plan("broadcast").cluster(CLUSTER).models if p.name == "chat-prefill")
+    return serving_recipes.kv_over_tcp(next(m for m in nights.spec("broadcast").models if m.name == "chat"), plan)
 
 
 def _count(n: float) -> str:
@@ -118,6 +124,8 @@ FIGURES: dict[str, Callable[[], str]] = {
     # `peaknight simulate broadcast`: the GPU-hours of chat's two workloads
     "broadcast.chat.gpu-hours": lambda: _count(sum(r.gpu_hours for r in _simulated()
                                                    if r.model in ("chat-prefill", "chat-decode"))),
+    # recipes.md: the KV one chat prefill node sends over TCP on EFA (SGLang 0.5.4: NIXL with UCX only)
+    "broadcast.chat-prefill.kv-tcp-gbps": lambda: _count(_kv_over_tcp().value),
     # facts.md: what the night costs at the catalog's prices, by the plan and replayed
     "broadcast.plan-cost": lambda: _count(cost.PlanCost(nights.spec("broadcast"), nights.plan("broadcast")).night()),
     "broadcast.simulated-cost": lambda: _count(sum(r.cost_usd for r in _simulated())),

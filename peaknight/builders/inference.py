@@ -8,13 +8,14 @@ PDB, ServiceMonitor and the HTTPRoute.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from peaknight.engines import registry as engines
+from peaknight.engines import recipes, registry as engines
 from peaknight.engines import sglang
 from peaknight.engines.base import JIT_CACHE_DIR, MODEL_DIR, PORT, SERVING_PATHS, Role
 from peaknight.spec import profiles
-from peaknight.plan import admission as admission_plan, rollout
+from peaknight.plan import admission as admission_plan, rollout, serving_recipes
 from peaknight.plan.capacity import ROUTER_POD_VCPU, ModelPlan
 from peaknight.plan.figure import Figure
 from peaknight.builders.cluster_base import gateway_name
@@ -109,21 +110,26 @@ def shm_gib(gpus: int) -> int:
 
 def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[str, Any]:
     engine = engines.engine_for(model)
-    topology = plan.topology
+    match = serving_recipes.match(model, plan)
+    fabric = recipes.fabric(match.combination.fabric)
+    # The recipe's transport flags (KV transfer backend, expert all-to-all) over the plan's topology.
+    transport = match.recipe.transport if match.recipe else {}
+    topology = dataclasses.replace(plan.topology, kv_transfer=transport.get("kv_transfer", plan.topology.kv_transfer),
+                                   moe_a2a=transport.get("moe_a2a", plan.topology.moe_a2a))
     gpus = topology.gpus_per_pod
     devices = {"nvidia.com/gpu": str(gpus)}
     if plan.interconnect:  # a replica spanning nodes talks over the pool's high-speed network
         devices[plan.interconnect.resource] = str(plan.interconnect.devices)
-        if plan.interconnect.hugepages_mib:  # libfabric's EFA buffers (profiles.yaml says whose practice)
+        if fabric.hugepages and plan.interconnect.hugepages_mib:  # libfabric's EFA buffers (recipes.yaml)
             devices["hugepages-2Mi"] = f"{plan.interconnect.hugepages_mib}Mi"
     container: dict[str, Any] = {
         "name": "engine",
         "image": model.image,
         "imagePullPolicy": "IfNotPresent",
         "command": engine.command(model, topology, role, fallback_for(scope, model)),
-        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": "/tmp"}, *engine.identity_env(),
-                *engine.cache_env(model), *engine.env(),
-                # the fabric's own settings (VKE RDMA: GID index, bootstrap interface; vke_rdma.py)
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, *engine.identity_env(), *engine.cache_env(model),
+                *engine.env(), *({"name": k, "value": v} for k, v in fabric.env.items()),
+                # the cluster's own fabric settings (VKE RDMA: GID index, bootstrap interface; vke_rdma.py)
                 *({"name": k, "value": v} for k, v in (plan.interconnect.env if plan.interconnect else ()))],
         "resources": {
             "requests": {**devices, "cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
@@ -170,7 +176,7 @@ def pod_spec(scope: Scope, model: Model, plan: ModelPlan, role: Role = Role.LEAD
         "serviceAccountName": service_account(model),
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": DRAIN_SECONDS + 30,
-        "securityContext": podpolicy.pod_security(podpolicy.RUN_AS_USER),
+        "securityContext": podpolicy.pod_security(engines.engine_for(model).recipe.uid),
         # The engine starts once its node's cache holds the model's revision (builders/warmup.py).
         "initContainers": [warmup.wait_for_weights(model)],
         "containers": [_container(scope, model, plan, role)],
@@ -207,6 +213,7 @@ def _workload(scope: Scope, model: Model, plan: ModelPlan) -> Obj:
                                                         sglang.BOOTSTRAP_ANNOTATION: str(sglang.BOOTSTRAP_PORT)}}
     annotations = {"peaknight.io/planned-replicas": plan.replicas.why, "peaknight.io/replica-tps": plan.replica_tps.why,
                    "peaknight.io/startup-budget": startup_budget_figure(model).why,
+                   "peaknight.io/recipe": serving_recipes.note(model, plan),
                    "peaknight.io/rollout": f"surge {plan.surge.why}; {plan.rollout.why}"}
     floor = int(plan.floor_replicas.value)
     if plan.nodes_per_replica == 1:

@@ -17,7 +17,7 @@ from peaknight.addons import bootstrap
 from peaknight.builders import event
 from peaknight.cli import errors, fleet
 from peaknight.cli.errors import BAD_INPUT, CHECK_FAILED, OK
-from peaknight.plan import capacity, cost, gate
+from peaknight.plan import capacity, cost, gate, serving_recipes
 from peaknight.provisioners import registry as provisioners
 from peaknight.spec import config
 from peaknight.review import crds as pinned_crds
@@ -78,16 +78,21 @@ def _plan(args: argparse.Namespace) -> int:
     warnings = [*plan.warnings, *provisioners.warnings(loaded.spec)]
     cloud = plan_report.cloud_pools(event.pool_units(loaded.spec, plan), only)
     costs = cost.PlanCost(loaded.spec, plan)
+    notes = serving_recipes.notes(loaded.spec, plan)
+    unproven = list(serving_recipes.unproven(loaded.spec, plan))
     if args.format == "json":
         fleet.dump({"stack": loaded.name, "file": str(loaded.path),
-                    **plan_report.document(plan, refused, warnings, only, cloud, args.explain, costs)})
+                    **plan_report.document(plan, refused, warnings, only, cloud, args.explain, costs, notes, unproven)})
     else:
         print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
-        print(plan_report.table(plan, refused, explain=args.explain, selection=only, costs=costs))
+        print(plan_report.table(plan, refused, explain=args.explain, selection=only, costs=costs, recipes=notes))
         pools = plan_report.cloud_table(cloud, explain=args.explain)
         if pools:
             print("")
             print(pools)
+        # policy.allowUnproven let these render: say so every time, not only with --explain.
+        for line in unproven:
+            print(line)
     for warning in warnings:
         errors.warn(warning)
     if args.format == "text":

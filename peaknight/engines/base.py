@@ -4,10 +4,9 @@ The inference builder, the autoscaler's Prometheus trigger, the drain hook and t
 never test which engine a model runs; they ask its `ServingEngine` (engines/registry.py finds it
 by the spec's `Engine`). Each engine module (vllm.py, sglang.py) owns its command line for the
 leader and, when a replica spans nodes, for the workers; whether it can serve a topology at all;
-its metric names and how many ranks export them; its probes, how long each endpoint may take to
-answer and how long a first start compiles; the environment that names its user and puts its JIT
-caches on the node's disk; and its drain hook.
-Every figure an engine states cites the engine's own source at the version the stacks pin.
+its metric names and how many ranks export them; and its drain hook. Its user, environment, JIT
+caches, probes and cold-compile time are the engine part of its serving recipe (data/recipes.yaml,
+engines/recipes.py), which cites the engine's own source at the version the stacks pin.
 """
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
+from peaknight.engines import recipes
 from peaknight.spec.profiles import Group, ServingTopology
 from peaknight.spec.stack import Engine, Model
 
@@ -30,16 +30,9 @@ SERVING_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 
 # The kubelet's own default timeoutSeconds: an endpoint that may take longer must say so.
 KUBELET_DEFAULT_TIMEOUT_SECONDS = 1
-STARTUP_PERIOD_SECONDS = 10
 # Where the engine's JIT and compile caches live inside the pod: a directory on the node's own disk
 # (builders/warmup.py binds it), so a restart on the same node reuses what the last start compiled.
 JIT_CACHE_DIR = "/var/cache/peaknight-jit"
-# The name the engine's user goes by. The images have no passwd entry for the pod's UID, and
-# torch's inductor cache names its default directory after getpass.getuser()
-# (torch/_inductor/runtime/cache_dir_utils.py default_cache_dir, torch 2.8.0 as both pinned engines
-# require), which reads LOGNAME, USER, LNAME, USERNAME before it falls back to pwd.getpwuid(): with
-# them set it never asks the passwd database (CPython Lib/getpass.py getuser).
-ENGINE_USER_NAME = "peaknight"
 
 
 class Role(str, Enum):
@@ -59,8 +52,8 @@ class Topology:
     gpus_per_node: int
     phase: str = ""                               # "", "prefill" or "decode"
     serving: ServingTopology | None = None
-    kv_transfer: str = "mooncake"                 # disaggregated: the KV transfer backend (profiles interconnect)
-    moe_a2a: str = "deepep"                       # expert parallelism's all-to-all over that interconnect
+    kv_transfer: str = "mooncake"                 # disaggregated: the KV transfer backend (the workload's serving recipe)
+    moe_a2a: str = "deepep"                       # expert parallelism's all-to-all (the recipe's)
 
     @property
     def group(self) -> Group | None:
@@ -137,9 +130,9 @@ class Probes:
         return {key: probe.manifest() for key, probe in named.items() if probe is not None}
 
 
-def startup_failures(budget_seconds: int) -> int:
+def startup_failures(budget_seconds: int, period_seconds: int) -> int:
     """Startup probe misses allowed so that they cover `budget_seconds` at the startup period."""
-    return math.ceil(budget_seconds / STARTUP_PERIOD_SECONDS)
+    return math.ceil(budget_seconds / period_seconds)
 
 
 class ServingEngine(ABC):
@@ -170,18 +163,36 @@ class ServingEngine(ABC):
         `aliases` (other models' names this one answers to, as their ladder's fallback) only where
         `serves_aliases`."""
 
-    @abstractmethod
-    def probes(self, topology: Topology, role: Role, startup_budget_seconds: int) -> Probes:
-        """Probes for `role`'s pod; the startup probe covers `startup_budget_seconds`."""
+    @property
+    def recipe(self) -> recipes.EngineRecipe:
+        """The engine part of every recipe: user, environment, caches, probes, compile time."""
+        return recipes.engine_recipe(self.engine.value)
 
-    # Seconds a first start on a node may spend compiling before it serves (the JIT caches are
-    # empty there), at the upper end of what the engine's source or docs state, and that source.
-    cold_compile_seconds: ClassVar[int]
-    cold_compile_source: ClassVar[str]
+    def probes(self, topology: Topology, role: Role, startup_budget_seconds: int) -> Probes:
+        """Probes for `role`'s pod, as the recipe gives them; the startup probe covers
+        `startup_budget_seconds`."""
+        def probe(spec: recipes.ProbeSpec | None) -> Probe | None:
+            if spec is None:
+                return None
+            failures = spec.failures or startup_failures(startup_budget_seconds, spec.period)
+            return Probe(spec.path, spec.period, spec.timeout, failures)
+        kinds = self.recipe.probes[role.value]
+        return Probes(startup=probe(kinds.get("startup")), readiness=probe(kinds.get("readiness")),
+                      liveness=probe(kinds.get("liveness")))
+
+    @property
+    def cold_compile_seconds(self) -> int:
+        """Seconds a first start on a node may spend compiling before it serves (the JIT caches are
+        empty there), at the upper end of what the engine's source or docs state."""
+        return self.recipe.cold_compile_seconds
+
+    @property
+    def cold_compile_source(self) -> str:
+        return self.recipe.cold_compile_source
 
     def env(self) -> list[dict[str, str]]:
         """Environment the engine's timing depends on, pinned so the probes' figures stay true."""
-        return []
+        return [{"name": k, "value": v} for k, v in self.recipe.env.items()]
 
     def metric_ranks(self, topology: Topology) -> int:
         """How many schedulers of one replica export their own queue and KV-cache gauges (one
@@ -189,22 +200,13 @@ class ServingEngine(ABC):
         return 1
 
     def identity_env(self) -> list[dict[str, str]]:
-        """USER and LOGNAME for a UID the image's passwd does not know (ENGINE_USER_NAME says why)."""
-        return [{"name": "USER", "value": ENGINE_USER_NAME}, {"name": "LOGNAME", "value": ENGINE_USER_NAME}]
+        """USER, LOGNAME and HOME for a UID the image's passwd does not know (recipes.yaml says why)."""
+        r = self.recipe
+        return [{"name": "USER", "value": r.user}, {"name": "LOGNAME", "value": r.user}, {"name": "HOME", "value": r.home}]
 
     def cache_env(self, model: Model) -> list[dict[str, str]]:
-        """Every JIT and compile cache the engine writes, under JIT_CACHE_DIR/<model>: torch inductor
-        (TORCHINDUCTOR_CACHE_DIR, cache_dir_utils.cache_dir), triton (TRITON_CACHE_DIR) and
-        FlashInfer (FLASHINFER_WORKSPACE_BASE, flashinfer/jit/env.py: its cache is
-        <base>/.cache/flashinfer), then the engine's own."""
-        root = f"{JIT_CACHE_DIR}/{model.name}"
-        common = {"TORCHINDUCTOR_CACHE_DIR": f"{root}/inductor", "TRITON_CACHE_DIR": f"{root}/triton",
-                  "FLASHINFER_WORKSPACE_BASE": f"{root}/flashinfer"}
-        return [{"name": k, "value": v} for k, v in {**common, **self.own_caches(root)}.items()]
-
-    def own_caches(self, root: str) -> dict[str, str]:
-        """The engine's own cache variables, each a directory under `root`."""
-        return {}
+        """Every JIT and compile cache the engine writes (the recipe's list), under JIT_CACHE_DIR/<model>."""
+        return [{"name": k, "value": f"{JIT_CACHE_DIR}/{model.name}/{d}"} for k, d in self.recipe.caches.items()]
 
     def serves_http(self, role: Role) -> bool:
         """Whether `role`'s pod listens on PORT (the leader always does)."""

@@ -24,7 +24,7 @@ Sources, read in the sglang 0.5.4 wheel:
   `--load-balance-method round_robin` on prefill (or decode refuses to start); `--dp-size` with
   `--enable-dp-attention` (attention per rank, so the MLA KV cache is not replicated over tp);
   `--ep` and `--moe-a2a-backend` (choices none, deepep, mooncake; deepep sets ep = tp; the
-  instance catalog's interconnect says which: DeepEP needs IBGDA, which EFA lacks, DeepEP#369); `--kv-cache-dtype` (auto, fp8_e5m2,
+  serving recipe says which (data/recipes.yaml): DeepEP needs IBGDA, which EFA lacks, DeepEP#369); `--kv-cache-dtype` (auto, fp8_e5m2,
   fp8_e4m3, bf16); `--mem-fraction-static`: the fraction for weights and the KV-cache pool.
   sglang/srt/disaggregation/common/conn.py: a multi-node prefill group registers with the
   bootstrap server at its --dist-init-addr host; the KV transfer side channels are ZMQ sockets on
@@ -44,8 +44,8 @@ Sources, read in the sglang 0.5.4 wheel:
 """
 from __future__ import annotations
 
-from peaknight.engines.base import (PORT, EngineMetrics, Probe, Probes, Role, ServingEngine, Topology,
-                                    startup_failures, weights_path)
+from peaknight.engines import recipes
+from peaknight.engines.base import PORT, EngineMetrics, Role, ServingEngine, Topology, weights_path
 from peaknight.spec.stack import Engine, Model
 
 DIST_INIT_PORT = 20000
@@ -56,12 +56,8 @@ BOOTSTRAP_PORT = 8998
 BOOTSTRAP_ANNOTATION = "sglang.ai/bootstrap-port"
 # profiles.yaml kv_dtype -> --kv-cache-dtype (server_args.py choices: auto, fp8_e5m2, fp8_e4m3, bf16, bfloat16).
 KV_CACHE_DTYPE = {"bf16": "bf16", "fp8": "fp8_e4m3"}
-HEALTH_CHECK_TIMEOUT_SECONDS = 20  # pinned in the pod's env (SGLANG_HEALTH_CHECK_TIMEOUT)
-# A probe on /health waits longer than the engine's own verdict, so the engine's 200/503 decides,
-# not the kubelet's timeout.
-HEALTH_PROBE_TIMEOUT_SECONDS = HEALTH_CHECK_TIMEOUT_SECONDS + 5
-# A worker's dummy /health answers at once.
-WORKER_HEALTH_TIMEOUT_SECONDS = 5
+# Pinned in the pod's env by the recipe (SGLANG_HEALTH_CHECK_TIMEOUT); its probes wait longer.
+HEALTH_CHECK_TIMEOUT_SECONDS = int(recipes.engine_recipe("sglang").env["SGLANG_HEALTH_CHECK_TIMEOUT"])
 
 
 class Sglang(ServingEngine):
@@ -133,16 +129,6 @@ class Sglang(ServingEngine):
                         f"(server_args.validate_disagg_tp_size), and {serving.prefill.tp} and {serving.decode.tp} are not")
         return super().cannot_serve(topology)
 
-    # sglang/srt/layers/deep_gemm_wrapper/compile_utils.py: with SGLANG_JIT_DEEPGEMM_PRECOMPILE (on
-    # by default) the first rank on each node compiles DeepGEMM's FP8 kernels for every M before
-    # serving, and warns "It may take a long time (typically 10-20 mins)" unless its cache holds them.
-    cold_compile_seconds = 1200
-    cold_compile_source = ("sglang 0.5.4 deep_gemm_wrapper/compile_utils.py: DeepGEMM JIT precompile "
-                           "'typically 10-20 mins' on an empty cache")
-
-    def env(self) -> list[dict[str, str]]:
-        return [{"name": "SGLANG_HEALTH_CHECK_TIMEOUT", "value": str(HEALTH_CHECK_TIMEOUT_SECONDS)}]
-
     def metric_ranks(self, topology: Topology) -> int:
         """With DP attention every DP rank runs its own scheduler with its own waiting queue and KV
         pool, and each exports sglang:num_queue_reqs and sglang:token_usage labelled with its
@@ -151,22 +137,5 @@ class Sglang(ServingEngine):
         group = topology.group
         return group.dp if group and group.dp > 1 else 1
 
-    def own_caches(self, root: str) -> dict[str, str]:
-        # compile_utils.py sets DG_JIT_CACHE_DIR from SGL_DG_CACHE_DIR (the SGL_ spelling: the
-        # SGLANG_DG_CACHE_DIR in environ.py is read by nothing); compilation/backend.py keeps its
-        # torch.compile artefacts under SGLANG_CACHE_DIR/torch_compile_cache (default ~/.cache/sglang).
-        return {"SGL_DG_CACHE_DIR": f"{root}/deep_gemm", "SGLANG_CACHE_DIR": f"{root}/sglang"}
-
     def serves_http(self, role: Role) -> bool:
         return True
-
-    def probes(self, topology: Topology, role: Role, startup_budget_seconds: int) -> Probes:
-        failures = startup_failures(startup_budget_seconds)
-        if role is Role.WORKER:
-            return Probes(startup=Probe("/health", 10, WORKER_HEALTH_TIMEOUT_SECONDS, failures),
-                          liveness=Probe("/health", 15, WORKER_HEALTH_TIMEOUT_SECONDS, 8))
-        return Probes(
-            startup=Probe("/health", 10, HEALTH_PROBE_TIMEOUT_SECONDS, failures),
-            readiness=Probe("/health", 10, HEALTH_PROBE_TIMEOUT_SECONDS, 3),
-            # Six verdicts of "no output for 20 s" in a row (3 min): the scheduler is stuck.
-            liveness=Probe("/health", 30, HEALTH_PROBE_TIMEOUT_SECONDS, 6))

@@ -18,16 +18,10 @@ from __future__ import annotations
 
 import shlex
 
-from peaknight.engines.base import (PORT, EngineMetrics, Probe, Probes, Role, ServingEngine, Topology,
-                                    startup_failures, weights_path)
+from peaknight.engines.base import PORT, EngineMetrics, Role, ServingEngine, Topology, weights_path
 from peaknight.spec.stack import Engine, Model
 
 RAY_PORT = 6379
-# /health answers at once (check_health only reads a flag); 5 s covers an event loop busy with a
-# full batch. Liveness allows 10 s and 8 misses: a short liveness timeout restarted busy servers
-# under load (vLLM production-stack #448).
-HEALTH_TIMEOUT_SECONDS = 5
-LIVENESS_TIMEOUT_SECONDS = 10
 
 
 class Vllm(ServingEngine):
@@ -56,16 +50,6 @@ class Vllm(ServingEngine):
     # will respond to any of the provided names"; responses and metrics carry the first.
     serves_aliases = True
 
-    # vLLM V1 compiles with torch.compile by default and keeps the result under
-    # VLLM_CACHE_ROOT/torch_compile_cache (vllm/compilation/backends.py; docs.vllm.ai design/
-    # torch_compile). No public figure for a cold compile of these models: est., unproven.
-    cold_compile_seconds = 300
-    cold_compile_source = ("est., unproven: vLLM 0.11.0 torch.compile on an empty VLLM_CACHE_ROOT "
-                           "(vllm/compilation/backends.py); no public measurement for these models")
-
-    def own_caches(self, root: str) -> dict[str, str]:
-        return {"VLLM_CACHE_ROOT": f"{root}/vllm"}
-
     def command(self, model: Model, topology: Topology, role: Role, aliases: tuple[str, ...] = ()) -> list[str]:
         if role is Role.WORKER:
             # A Ray worker: joins the leader's head (retrying while the head starts: LWS starts
@@ -79,13 +63,3 @@ class Vllm(ServingEngine):
             return serve
         serve += ["--pipeline-parallel-size", str(topology.nodes), "--distributed-executor-backend", "ray"]
         return ["sh", "-c", f"ray start --head --port={RAY_PORT} && exec {shlex.join(serve)}"]
-
-    def probes(self, topology: Topology, role: Role, startup_budget_seconds: int) -> Probes:
-        if role is Role.WORKER:
-            # A Ray worker serves no HTTP; if it loses the head, `ray start --block` returns and
-            # the group is recreated (RecreateGroupOnPodRestart).
-            return Probes()
-        return Probes(
-            startup=Probe("/health", 10, HEALTH_TIMEOUT_SECONDS, startup_failures(startup_budget_seconds)),
-            readiness=Probe("/health", 5, HEALTH_TIMEOUT_SECONDS, 3),
-            liveness=Probe("/health", 15, LIVENESS_TIMEOUT_SECONDS, 8))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from peaknight.builders.objects import Unit
 from peaknight.plan.cost import PlanCost, unpriced, usd, window_hours
@@ -14,6 +14,8 @@ from peaknight.plan.units import RATE_UNIT, capacity_meaning, per_minute
 
 
 T = TypeVar("T")
+# (cluster, workload) -> the serving recipe it follows, or UNPROVEN and why (plan/serving_recipes.py).
+RecipeNotes = Mapping[tuple[str, str], str]
 
 
 def si(x: float) -> str:
@@ -166,7 +168,7 @@ def _table(found: list[Group], part: str, first: str, columns: tuple[Column, ...
 
 
 def table(plan: CapacityPlan, refused: Sequence[str], explain: bool = False,
-          selection: Selection = EVERYTHING, costs: PlanCost | None = None) -> str:
+          selection: Selection = EVERYTHING, costs: PlanCost | None = None, recipes: RecipeNotes | None = None) -> str:
     """The plan's tables and its total line; `refused` are the gate's SHORT lines (plan/gate.py).
     Clusters with the same figures share their rows (`<first> +N`, listed below the tables).
     With `costs`, a cost column and the night's cost per workload and in total."""
@@ -193,12 +195,13 @@ def table(plan: CapacityPlan, refused: Sequence[str], explain: bool = False,
         lines.append("")
         lines.append(f"(rates below are tokens/s, the profiles' unit; the tables show them x 60 in {RATE_UNIT})")
         for g in found:
-            lines += _explain(g, selection)
+            lines += _explain(g, selection, recipes)
     return "\n".join(lines)
 
 
-def _explain(group: Group, selection: Selection) -> list[str]:
-    """How each figure of a group's plan was derived (the same in each of its clusters)."""
+def _explain(group: Group, selection: Selection, recipes: RecipeNotes | None = None) -> list[str]:
+    """How each figure of a group's plan was derived (the same in each of its clusters), and the
+    serving recipe each workload follows."""
     c, name, lines = group.plan, group.label, []
     for m in (m for m in c.models if selection.model(m.model)):
         lines.append(f"{name}/{m.name}:")
@@ -215,6 +218,8 @@ def _explain(group: Group, selection: Selection) -> list[str]:
                            ("source throughput", w.source_mbps), ("node cache fill", w.fill),
                            ("warm-gate slack", w.slack)):
             lines.append(f"  {label}: {fig.why}")
+        if recipes:
+            lines.append(f"  recipe: {recipes[(c.name, m.name)]}")
     if selection.models is not None:
         return lines
     for p in c.pools:
@@ -322,14 +327,17 @@ def _edges(found: list[Group]) -> list[str]:
 
 def document(plan: CapacityPlan, refused: Sequence[str], warnings: Sequence[str], selection: Selection,
              cloud: list[tuple[tuple[str, ...], list[dict[str, str]]]], explain: bool = False,
-             costs: PlanCost | None = None) -> dict[str, Any]:
+             costs: PlanCost | None = None, recipes: RecipeNotes | None = None,
+             unproven: Sequence[str] = ()) -> dict[str, Any]:
     """`peaknight plan --format json`: every figure of the tables (unrounded), the origin lines, the
-    cloud node pools, the total, the cost, the SHORT lines and the warnings (README, "plan --format json")."""
+    cloud node pools, the total, the cost, the SHORT lines, the UNPROVEN workloads and the warnings
+    (README, "plan --format json")."""
     found = groups(plan, selection, costs)
-    return {"groups": [{"clusters": list(g.clusters), **g.rows, **({"explain": _explain(g, selection)} if explain else {})}
+    return {"groups": [{"clusters": list(g.clusters), **g.rows,
+                        **({"explain": _explain(g, selection, recipes)} if explain else {})}
                        for g in found],
             "origins": [origin_row(plan.origin(name)) for name in _edges(found)],
             "cloud_pools": [{"clusters": list(names), "pools": pools} for names, pools in cloud],
             "total": totals(plan, refused), **({"cost": cost_document(costs, selection)} if costs else {}),
-            "short": list(refused), "warnings": list(warnings),
+            "short": list(refused), "unproven": list(unproven), "warnings": list(warnings),
             "loss_gpus": int(plan.loss_gpus.value) if plan.loss_gpus else None}

@@ -21,9 +21,11 @@ from typing import Any, Callable, Iterable
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from peaknight.engines import recipes
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
 from peaknight.plan import memory
+from peaknight.plan.capacity import interconnect
 from peaknight.spec import moved
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
@@ -794,10 +796,26 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
                 yield P(f"models[{i}].engine", f"an engine that can serve {topology.describe()}",
                         f"{model.engine.value}: {reason}")
                 break
+            if not spec.policy.allow_unproven:
+                problem = next((m.why_unproven() for m in _recipe_matches(spec, model, pool, phase, topology)
+                                if not m.proven and m.combination.fabric != recipes.UNDECLARED), "")
+                if problem:
+                    yield P(f"models[{i}].image", f"a serving combination a public recipe has run "
+                            f"(peaknight/data/recipes.yaml; docs/recipes.md), or policy.allowUnproven: true",
+                            f"'{model.name}' {phase or 'serving'}: {problem}")
+                    break
             if topology.spans_nodes and set(spec.policy.capacity_types) <= {CapacityType.SPOT}:
                 yield P("policy.capacityTypes", f"on-demand or reserved capacity for models[{i}] ('{model.name}', "
                         f"{topology.describe()}): one reclaimed spot node recreates the whole group, cold", "spot")
                 break
+
+
+def _recipe_matches(spec: StackSpec, model: Model, pool: Any, phase: str, topology: Topology) -> list[recipes.Match]:
+    """The recipe match of one workload in each cluster: the fabric between its nodes is the
+    cluster's (the instance types its region sells, or its provisioner's RDMA)."""
+    fabrics = {interconnect(pool, c) if topology.spans_nodes or phase else None for c in spec.clusters}
+    return [recipes.match(recipes.combination(model.engine.value, model.image, phase, topology.spans_nodes, net))
+            for net in sorted(fabrics, key=repr)]
 
 
 def _check_context(i: int, model: Model, row: profiles.Throughput, P: Any) -> Iterable[Problem]:
