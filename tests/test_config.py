@@ -158,7 +158,7 @@ CASES = {
         ["{f}: peaknight:event.timeZone: expected an IANA time zone such as Asia/Shanghai; found 'Asia/Shangai'"]),
     "GPU type misspelt": (
         _set(["peaknight:gpuPools", 0, "gpus"], ["H200"]),
-        ["{f}: peaknight:gpuPools[0].gpus[0]: expected one of H100-80G, H200-141G, H20-96G, L20-48G; found "
+        ["{f}: peaknight:gpuPools[0].gpus[0]: expected one of H100-80G, H200-141G, H20-96G, L20-48G, A800-80G; found "
          "'H200' (did you mean 'H200-141G'?)",
          "{f}: peaknight:gpuPools[0].instanceTypes[0]: expected an instance type with one of the pool's GPUs "
          "(H200); found 'p5e.48xlarge' carries H200-141G",

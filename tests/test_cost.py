@@ -97,7 +97,7 @@ def test_a_stack_price_halves_the_plans_cost(capsys: pytest.CaptureFixture, tmp_
       "p5.48xlarge.us-west-2: expected less than or equal to 10000; found 20000"]),
     ({"p5en.48xlarg": {"us-east-1": 50}},
      ["p5en.48xlarg: expected an instance type from the profile catalog (p5.48xlarge, p5e.48xlarge, p5en.48xlarge, "
-      "ecs.hpcpni3ln.45xlarge); found an unknown instance type (did you mean 'p5en.48xlarge'?)"]),
+      "ecs.hpcpni3ln.45xlarge, ecs.ebmhpcpni2l.32xlarge); found an unknown instance type (did you mean 'p5en.48xlarge'?)"]),
 ])
 def test_a_bad_price_is_one_line_per_problem(prices: dict[str, Any], lines: list[str], capsys: pytest.CaptureFixture,
                                              tmp_path: Path) -> None:

@@ -98,9 +98,9 @@ def _unknown_gpu(doc):
                      "profiles.yaml: throughput[0].topology.prefill: expected no prefill group in mode colocated; "
                      "found one"]),
     (_unknown_gpu, ["profiles.yaml: throughput[0].gpu: expected a GPU of the shipped profiles or of this file "
-                    "(H100-80G, H20-96G, H200-141G, L20-48G, L40S-48G); found 'L40-48G'",
+                    "(A800-80G, H100-80G, H20-96G, H200-141G, L20-48G, L40S-48G); found 'L40-48G'",
                     "profiles.yaml: instance_types.g6e.48xlarge.gpu: expected a GPU of the shipped profiles or of "
-                    "this file (H100-80G, H20-96G, H200-141G, L20-48G, L40S-48G); found 'L40-48G'"]),
+                    "this file (A800-80G, H100-80G, H20-96G, H200-141G, L20-48G, L40S-48G); found 'L40-48G'"]),
 ])
 def test_a_bad_own_file_is_one_line_per_problem(tmp_path, capsys, edit, lines):
     code, _, err = run(capsys, "plan", str(own_stack(tmp_path, edit)))
