@@ -127,7 +127,7 @@ def test_validate_strict_refuses_the_placeholders_the_default_validate_warns_abo
     out = capsys.readouterr().out.splitlines()
     assert out[:-1] == lines
     objects = len(nights.manifests("broadcast"))
-    assert out[-1] == f"stack 'broadcast': {objects} objects in 16 clusters: 28 violation(s)"
+    assert out[-1] == f"stack 'broadcast': {objects} objects in 64 clusters: 10 violation(s)"
     assert cli.main(["validate", "rehearsal", "--strict"]) == 0
 
 

@@ -538,7 +538,7 @@ def test_problems_past_the_limit_are_counted_in_one_line(tmp_path):
      "calibration changes only prefill_tps, decode_tps, latency_target, source, measured); found 0"),
     (lambda row: row.update(topology="colocated"), "throughput[0]: expected a row of a model class, GPU, engine and "
      "mode the profiles have (peaknight/data/profiles.yaml, or the stack's own profiles file); found {'decode_tps': "
-     "5103, 'gpu': 'H100-80G', 'input_tokens': 2..."),
+     "5103, 'fabric': 'nvlink', 'gpu': 'H100-80G..."),
     (lambda row: row.update({1: 2}), "throughput[0].1: expected the shipped row's value (a calibration changes "
      "only prefill_tps, decode_tps, latency_target, source, measured); found 2"),
     (lambda row: row.update(source="measured\nfake: line"), "throughput[0].source: expected one line of text (at most "
@@ -633,7 +633,7 @@ def test_every_problem_of_a_file_shows_in_one_pass(tmp_path, capsys):
     assert [line.split(": ", 2)[1] for line in lines] == [
         "peaknight:gpuPools[0].maxGpusPerCluster", "peaknight:models[0].engine", "peaknight:clusters[*].share",
         "peaknight:models[1].weightsRevision", "peaknight:models[1].pool", "peaknight:models[2].image"]
-    assert lines[2] == f"{path}: peaknight:clusters[*].share: expected shares that add up to 1; found 1.4375"
+    assert lines[2] == f"{path}: peaknight:clusters[*].share: expected shares that add up to 1; found 1.48"
 
 
 def test_what_a_set_aside_value_would_cause_is_not_reported(tmp_path, capsys):

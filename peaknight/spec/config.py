@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
-from peaknight.plan import memory
+from peaknight.plan import fabric, memory
 from peaknight.spec import moved
 from peaknight.spec import origins as origin_grammar
 from peaknight.provisioners.settings import (PROVISIONER_CLOUD, PROVISIONER_SETTINGS, ExistingSettings,
@@ -797,6 +797,29 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
                 yield P("policy.capacityTypes", f"on-demand or reserved capacity for models[{i}] ('{model.name}', "
                         f"{topology.describe()}): one reclaimed spot node recreates the whole group, cold", "spot")
                 break
+        if not spec.policy.allow_unproven:
+            yield from _unproven(i, model, pool, found, gpn, spec, P)
+
+
+def _unproven(i: int, model: Model, pool: Any, rows: list[profiles.Throughput], gpn: int, spec: StackSpec,
+              P: Any) -> Iterable[Problem]:
+    """A throughput row no public source measured on the fabric a cluster renders it on (issue 24:
+    12, plan/fabric.py) sizes a night on a guess: refused unless policy.allowUnproven says so, one
+    line per row and rendered fabric, naming the clusters."""
+    where: dict[tuple[tuple[str, str, str, str], str], list[str]] = {}
+    for cluster in spec.clusters:
+        on = fabric.of(pool, cluster)
+        for row in rows:
+            if not fabric.apply(row, on, gpn).proven:
+                where.setdefault((row.key, on), []).append(cluster.name)
+    by_key = {row.key: row for row in rows}
+    for (key, on), names in where.items():
+        row = by_key[key]
+        clusters = names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
+        yield P("policy.allowUnproven", f"true to plan models[{i}] ('{model.name}') on pool '{pool.name}' in "
+                f"{clusters}, whose nodes' fabric is {on or 'unrecorded'}: its {row.gpu} throughput row was measured "
+                f"on {row.fabric or 'an unrecorded fabric'} (source: {row.source}) and no public source ran it on "
+                f"{on or 'that fabric'} (docs/operations.md, 'Capacity on the rendered fabric')", "false")
 
 
 def _check_context(i: int, model: Model, row: profiles.Throughput, P: Any) -> Iterable[Problem]:
