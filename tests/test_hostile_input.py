@@ -633,7 +633,7 @@ def test_every_problem_of_a_file_shows_in_one_pass(tmp_path, capsys):
     assert [line.split(": ", 2)[1] for line in lines] == [
         "peaknight:gpuPools[0].maxGpusPerCluster", "peaknight:models[0].engine", "peaknight:clusters[*].share",
         "peaknight:models[1].weightsRevision", "peaknight:models[1].pool", "peaknight:models[2].image"]
-    assert lines[2] == f"{path}: peaknight:clusters[*].share: expected shares that add up to 1; found 1.48"
+    assert lines[2] == f"{path}: peaknight:clusters[*].share: expected shares that add up to 1; found 1.48438"
 
 
 def test_what_a_set_aside_value_would_cause_is_not_reported(tmp_path, capsys):

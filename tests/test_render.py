@@ -88,7 +88,7 @@ def test_the_console_script_runs_the_main_job(tmp_path):
     exe = Path(sys.executable).parent / "peaknight"
     result = subprocess.run([str(exe), "render", "broadcast", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "total: 16 clusters" in result.stdout and "all models and edges covered" in result.stdout
+    assert "total: 64 clusters" in result.stdout and "all models and edges covered" in result.stdout
 
 
 def test_placeholder_digests_are_warned_about(capsys, tmp_path):
