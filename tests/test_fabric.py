@@ -5,6 +5,7 @@ figure, and bench/throughput compares only same-recipe, same-fabric sources and 
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -70,6 +71,7 @@ def test_broadcast_prices_its_multi_node_workloads_on_efa_and_gala_vke_on_roce_a
     assert broadcast.model("greetings").on_fabric.proven
     vke = nights.plan("gala-vke")
     assert all(m.on_fabric.proven for c in vke.clusters for m in c.models)
+    assert not nights.spec("gala-vke").policy.allow_unproven   # proven rows need no opt-in
     assert "measured on roce, as rendered" in vke.clusters[0].model("chat-decode").replica_tps.why
 
 
@@ -99,5 +101,46 @@ def test_bench_throughput_compares_same_fabric_sources_only_and_lists_the_unprov
     assert "lmsys 2025-05-05" in compared and "infiniband, as published" in compared
     assert "DeepSeek open-infra Day 6" not in compared and "Ant" not in compared
     assert "the row's own source" in rest and "its fabric is unpublished" in rest
-    assert "broadcast: chat-decode (gala-bj-01 +63): UNPROVEN on efa: measured on infiniband; derated" in rest
+    # The one published DeepSeek figure on EFA ran another recipe: named, never compared.
+    assert "AWS awsome-distributed-ai" not in compared and "nor the rendered one (SGLang 0.5.4" in rest
+    unproven = rest.partition("Rendered workloads with no same-fabric source (8):\n")[2].rstrip("\n").splitlines()
+    assert len(unproven) == 8 and all(line.startswith(("  broadcast: ", "  rehearsal: ")) for line in unproven)
+    assert ("  broadcast: chat-decode (gala-bj-01 +63) on efa: measured on infiniband (source: est. from DeepSeek "
+            "open-infra-index Day 6 H800 node figures); derated prefill x0.303, decode x0.2") in unproven[1]
     assert "gala-vke" not in rest.partition("Rendered workloads")[2]
+
+
+def _without_allow_unproven(tmp_path):
+    text = (ROOT / "tests" / "stacks" / "Pulumi.broadcast.yaml").read_text()
+    assert text.count("    allowUnproven: true\n") == 1
+    path = tmp_path / "Pulumi.broadcast.yaml"
+    path.write_text(text.replace("    allowUnproven: true\n", ""))
+    return path
+
+
+def test_unproven_throughput_without_allow_unproven_is_one_config_line_per_model(tmp_path, capsys):
+    path = _without_allow_unproven(tmp_path)
+    assert cli.main(["plan", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip().splitlines() == [
+        f"{path}: peaknight:policy.allowUnproven: expected true to plan models[0] ('chat') on pool 'h200' in "
+        "gala-bj-01 +63, whose nodes' fabric is efa: its H200-141G throughput row was measured on infiniband "
+        "(source: est. from DeepSeek open-infra-index Day 6 H800 node figures) and no public source ran it on efa "
+        "(docs/operations.md, 'Capacity on the rendered fabric'); found false",
+        f"{path}: peaknight:policy.allowUnproven: expected true to plan models[2] ('deep-think') on pool 'h100' in "
+        "gala-bj-01 +63, whose nodes' fabric is efa: its H100-80G throughput row was measured on infiniband "
+        "(source: DeepSeek open-infra-index Day 6 (H800 nodes; H800 has the H100's compute and 80 GB)) and no "
+        "public source ran it on efa (docs/operations.md, 'Capacity on the rendered fabric'); found false"]
+
+
+def test_plan_prints_an_unproven_line_per_workload_without_explain(capsys):
+    assert cli.main(["plan", "broadcast"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("UNPROVEN: ")]
+    assert [line.split(" (")[0] for line in lines] == [
+        "UNPROVEN: chat-prefill", "UNPROVEN: chat-decode", "UNPROVEN: deep-think-prefill", "UNPROVEN: deep-think-decode"]
+    for line in lines:
+        assert "(gala-bj-01 +63) on efa: measured on infiniband (source: " in line
+        assert line.endswith("derated prefill x0.303, decode x0.2; planned under policy.allowUnproven")
+    assert cli.main(["plan", "broadcast", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unproven"] == lines

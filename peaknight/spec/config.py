@@ -809,6 +809,8 @@ def _unproven(i: int, model: Model, pool: Any, rows: list[profiles.Throughput], 
     where: dict[tuple[tuple[str, str, str, str], str], list[str]] = {}
     for cluster in spec.clusters:
         on = fabric.of(pool, cluster)
+        if not on:
+            continue   # no instance type of the pool on sale there: reported on the cluster
         for row in rows:
             if not fabric.apply(row, on, gpn).proven:
                 where.setdefault((row.key, on), []).append(cluster.name)
@@ -817,9 +819,9 @@ def _unproven(i: int, model: Model, pool: Any, rows: list[profiles.Throughput], 
         row = by_key[key]
         clusters = names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
         yield P("policy.allowUnproven", f"true to plan models[{i}] ('{model.name}') on pool '{pool.name}' in "
-                f"{clusters}, whose nodes' fabric is {on or 'unrecorded'}: its {row.gpu} throughput row was measured "
+                f"{clusters}, whose nodes' fabric is {on}: its {row.gpu} throughput row was measured "
                 f"on {row.fabric or 'an unrecorded fabric'} (source: {row.source}) and no public source ran it on "
-                f"{on or 'that fabric'} (docs/operations.md, 'Capacity on the rendered fabric')", "false")
+                f"{on} (docs/operations.md, 'Capacity on the rendered fabric')", "false")
 
 
 def _check_context(i: int, model: Model, row: profiles.Throughput, P: Any) -> Iterable[Problem]:
