@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+import nights
 from peaknight.cli import main as cli
 from peaknight.cli import simulate
 from peaknight.plan import report
@@ -114,24 +115,27 @@ def test_json_of_a_short_plan_carries_the_gates_lines(tmp_path, capsys):
 # ---- simulate ---------------------------------------------------------------------------------
 
 def test_simulate_json_carries_the_table_and_the_filters_narrow_the_night(capsys):
-    code, text, _ = run(capsys, "simulate", "broadcast")
-    code_json, out, _ = run(capsys, "simulate", "broadcast", "--format", "json")
+    # One cluster per shape (3 of the 64, each planned as in the whole stack): replaying the other
+    # 61 repeats the same plans.
+    stack = str(nights.per_shape("broadcast"))
+    code, text, _ = run(capsys, "simulate", stack)
+    code_json, out, _ = run(capsys, "simulate", stack, "--format", "json")
     doc = json.loads(out)
     assert code == code_json == 0
     lines = [line.split() for line in text.splitlines()]
     for r in doc["models"]:  # a row per workload, over the clusters replaying it: not one per cluster
         assert " ".join([r["model"], *(show(r[key]) for key, _, show in simulate.COLUMNS)]).split() in lines
-        assert r["clusters"] == 64
-    assert len(doc["clusters"]) == 64 and doc["faults"] == []
-    code, out, _ = run(capsys, "simulate", "broadcast", "--cluster", "gala-hk-01", "--model", "chat",
+        assert r["clusters"] == 3
+    assert len(doc["clusters"]) == 3 and doc["faults"] == []
+    code, out, _ = run(capsys, "simulate", stack, "--cluster", "gala-hk-01", "--model", "chat",
                        "--format", "json")
     one = json.loads(out)
     assert one["clusters"] == ["gala-hk-01"]
     assert [(r["model"], r["clusters"]) for r in one["models"]] == [("chat-prefill", 1), ("chat-decode", 1)]
     whole = {r["model"]: r for r in doc["models"]}
-    for r in one["models"]:  # the 64 clusters have the same plan: one of them holds a 64th
-        assert r["gpu_hours"] * 64 == pytest.approx(whole[r["model"]]["gpu_hours"])
-    code, out, err = run(capsys, "simulate", "broadcast", "--cluster", "gala-hk-9")
+    for r in one["models"]:  # the 3 clusters have the same plan: one of them holds a third
+        assert r["gpu_hours"] * 3 == pytest.approx(whole[r["model"]]["gpu_hours"])
+    code, out, err = run(capsys, "simulate", stack, "--cluster", "gala-hk-9")
     assert (code, out) == (2, "") and err.startswith("--cluster: --cluster: expected a cluster of the stack (")
 
 
