@@ -10,12 +10,13 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 import nights
 from conftest import ROOT
 from peaknight.cli import main as cli
 from peaknight.plan import capacity, fabric
-from peaknight.spec import profiles
+from peaknight.spec import config, profiles
 
 
 def test_every_shipped_row_and_instance_type_records_its_fabric():
@@ -144,3 +145,26 @@ def test_plan_prints_an_unproven_line_per_workload_without_explain(capsys):
         assert line.endswith("derated prefill x0.303, decode x0.2; planned under policy.allowUnproven")
     assert cli.main(["plan", "broadcast", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["unproven"] == lines
+
+
+def test_a_row_the_rehearsal_calibrated_on_efa_applies_there_as_published(tmp_path):
+    """`peaknight calibrate` records the fabric the rehearsal measured on (plan/calibration.py), so a
+    calibrated row is not derated again like the row it replaces; any other fabric is refused."""
+    key = ("moe-671b", "H100-80G", "sglang", "colocated")   # TP16 over two nodes: crosses the fabric
+    shipped = profiles.shipped_rows()[key]
+    calibration = tmp_path / profiles.CALIBRATION_FILE
+    calibration.write_text(yaml.safe_dump({"throughput": [{**shipped, "fabric": "efa", "measured": "rehearsal"}]}))
+    try:
+        profiles.use_calibration(calibration)
+        row = profiles.load().throughput[key]
+        assert row.fabric == "efa" and fabric.apply(row, "efa", 8).proven
+        calibration.write_text(yaml.safe_dump({"throughput": [{**shipped, "fabric": "ethernet"}]}))
+        profiles.use_calibration(calibration)
+        with pytest.raises(config.ConfigError) as err:
+            profiles.load()
+        assert [str(p) for p in err.value.problems] == [
+            f"{calibration}: throughput[0].fabric: expected the network the rehearsal measured it on: one of "
+            "infiniband, roce, efa, nvlink; found 'ethernet'"]
+    finally:
+        profiles.use_calibration(None)
+    assert not fabric.apply(profiles.load().throughput[key], "efa", 8).proven

@@ -336,8 +336,11 @@ def _tables() -> dict[str, Any]:
 # measurement is a broken run, and the fleet it asks for is a thousand times the shipped plan's.
 PLAUSIBLE_FASTER = 4.0
 PLAUSIBLE_SLOWER = 1000.0
-# The only fields a calibrated row changes from the shipped row (calibration.py writes them).
-CALIBRATED_FIELDS = ("prefill_tps", "decode_tps", "latency_target", "source", "measured")
+# The only fields a calibrated row changes from the shipped row (calibration.py writes them): its
+# rates, its text, and the fabric the rehearsal measured it on (plan/fabric.py: a row measured on
+# the rendered fabric applies as published).
+CALIBRATED_TEXT = ("latency_target", "source", "measured")
+CALIBRATED_FIELDS = ("prefill_tps", "decode_tps", *CALIBRATED_TEXT, "fabric")
 # A calibration file holds at most one row per shipped row: a few KiB each.
 MAX_CALIBRATION_BYTES = 1 << 20
 MAX_TEXT = 1000   # characters of a calibrated row's latency_target, source or measured
@@ -391,7 +394,10 @@ def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
                 problems.append(config.Problem(source, f"{where}.{name}", "the shipped row's value (a calibration "
                                                f"changes only {', '.join(CALIBRATED_FIELDS)})",
                                                config.show(row.get(name))))
-        for name in CALIBRATED_FIELDS[2:]:
+        if row.get("fabric", base.get("fabric", "")) not in ("", *FABRICS):
+            problems.append(config.Problem(source, f"{where}.fabric", "the network the rehearsal measured it on: one "
+                                           "of " + ", ".join(FABRICS), config.show(row.get("fabric"))))
+        for name in CALIBRATED_TEXT:
             text = row.get(name, "")
             if not (isinstance(text, str) and len(text) <= MAX_TEXT and text.isprintable()):
                 problems.append(config.Problem(source, f"{where}.{name}", f"one line of text (at most {MAX_TEXT} "
