@@ -535,12 +535,14 @@ def test_problems_past_the_limit_are_counted_in_one_line(tmp_path):
     (lambda row: row.update(prefill_tps=float("inf")), "throughput[0].prefill_tps, decode_tps: expected a rate within "
      "1/1,000 to 4x the shipped row's (prefill 20,400 and decode 5,103 tok/s: dense-8b on H100-80G); found inf, 5103"),
     (lambda row: row.update(itl_seconds=0), "throughput[0].itl_seconds: expected the shipped row's value (a "
-     "calibration changes only prefill_tps, decode_tps, latency_target, source, measured); found 0"),
+     "calibration changes only prefill_tps, decode_tps, latency_target, source, measured, fabric); found 0"),
     (lambda row: row.update(topology="colocated"), "throughput[0]: expected a row of a model class, GPU, engine and "
      "mode the profiles have (peaknight/data/profiles.yaml, or the stack's own profiles file); found {'decode_tps': "
      "5103, 'fabric': 'nvlink', 'gpu': 'H100-80G..."),
     (lambda row: row.update({1: 2}), "throughput[0].1: expected the shipped row's value (a calibration changes "
-     "only prefill_tps, decode_tps, latency_target, source, measured); found 2"),
+     "only prefill_tps, decode_tps, latency_target, source, measured, fabric); found 2"),
+    (lambda row: row.update(fabric=["efa"]), "throughput[0].fabric: expected the network the rehearsal measured it "
+     "on: one of infiniband, roce, efa, nvlink; found ['efa']"),
     (lambda row: row.update(source="measured\nfake: line"), "throughput[0].source: expected one line of text (at most "
      "1000 printable characters); found 'measured\\nfake: line'"),
 ])
