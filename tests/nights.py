@@ -1,12 +1,12 @@
 """The tests' nights, each loaded, planned and built once per session.
 
-A broadcast build is some 2,600 objects over 16 clusters and takes seconds; dozens of tests read
+A broadcast build is some 10,800 objects over 64 clusters and takes seconds; dozens of tests read
 it. They share one build through these functions instead of each fixture building its own. The
 results are shared, so a test that edits an object edits a deep copy (`copy.deepcopy`); conftest's
 `shared_nights_stay_unchanged` fails the run when a test wrote into a shared one.
 
 Clusters of one shape (the same config but for their name and their zones' names: broadcast's
-16 clusters are 3 shapes, one per region) render the same objects up to those names
+64 clusters are 3 shapes, one per region) render the same objects up to those names
 (tests/test_cluster_shapes.py proves it for every stack), so checks that run a real tool over every
 object (promtool, schema validation) run over one representative cluster per shape.
 """
@@ -96,7 +96,7 @@ def keep_clusters(cfg: dict[str, Any], names: list[str]) -> None:
 
 def program_stack(name: str) -> Path:
     """The file the session's Pulumi program run (conftest `runs`) reads: broadcast as one cluster
-    per shape (3 of its 16 clusters; a run costs about 6.5 ms per registered resource), the
+    per shape (3 of its 64 clusters; a run costs about 6.5 ms per registered resource), the
     rehearsal whole (its tests name both clusters of its one shared shape)."""
     return per_shape(name) if name == "broadcast" else path(name)
 

@@ -63,11 +63,11 @@ def test_broadcast_scaled_object_floors_threshold_and_held_floors(built):
     # objective (its completions at target utilisation, 1,000 tokens a request), and KV-cache use
     # against the same share of the replica the plan uses (plan/saturation.py).
     assert (queue["name"], kv["name"]) == ("queue", "kv-cache")
-    # chat-decode: a 16-node decode group's share of the model's mix, 2,303 waiting requests, over
-    # its 128 DP ranks (each queues its own, and the trigger reads a server's mean over its ranks).
+    # chat-decode: a 16-node decode group's share of the model's mix (derated for EFA, issue 24: 12),
+    # 460 waiting requests, over its 128 DP ranks (each queues its own, and the trigger reads a server's mean over its ranks).
     replica_queue = math.floor(plan.replica_tps.value * 0.85 / 1000 * 2.0)
-    assert (replica_queue, plan.topology.group.dp) == (2303, 128)
-    assert queue["metadata"]["threshold"] == f"{replica_queue / 128:g}" == "17.9922"
+    assert (replica_queue, plan.topology.group.dp) == (460, 128)
+    assert queue["metadata"]["threshold"] == f"{replica_queue / 128:g}" == "3.59375"
     assert kv["metadata"]["threshold"] == "0.85"
     # The engines' own names (vLLM 0.11.0: vllm/v1/metrics/loggers.py; SGLang 0.5.4, which chat runs),
     # read from the decode servers (their Service's label), averaged per server over its ranks.

@@ -28,7 +28,7 @@ def test_replica_throughput_mixes_prefill_and_decode_by_input_share(broadcast):
     decode = (tokens // 2112) / 0.05
     assert decode == 4_420
     # By hand: 1 / (0.6 / 20,400 + 0.4 / 4,420) = 8,340.3 tok/s per 1xH100 (the H200 is faster).
-    figure = capacity.replica_tps(greetings, pool, broadcast.slo.itl_p99_seconds)
+    figure = capacity.replica_tps(greetings, pool, broadcast.slo.itl_p99_seconds, "efa")
     assert figure.value == pytest.approx(1 / (0.6 / 20_400 + 0.4 / decode)) == pytest.approx(8_340.3, rel=1e-4)
     assert "MLPerf v5.1" in figure.why and "bound by KV-cache memory" in figure.why
 
@@ -94,13 +94,13 @@ def test_single_sku_pool_is_warned_about_per_region(broadcast):
     """h100 lists one type everywhere; h200 lists two, but only us-east-2 sells p5e (profiles.yaml)."""
     tail = "one SKU running out leaves it without capacity"
     assert capacity.plan(broadcast).warnings == (
-        f"pool 'h200' can be satisfied by a single instance type (p5en.48xlarge) in us-east-1 (6 clusters): {tail}",
-        f"pool 'h200' can be satisfied by a single instance type (p5en.48xlarge) in us-west-2 (6 clusters): {tail}",
-        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-east-1 (6 clusters): {tail}",
-        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-west-2 (6 clusters): {tail}",
-        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-east-2 (4 clusters): {tail}",
+        f"pool 'h200' can be satisfied by a single instance type (p5en.48xlarge) in us-east-1 (24 clusters): {tail}",
+        f"pool 'h200' can be satisfied by a single instance type (p5en.48xlarge) in us-west-2 (24 clusters): {tail}",
+        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-east-1 (24 clusters): {tail}",
+        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-west-2 (24 clusters): {tail}",
+        f"pool 'h100' can be satisfied by a single instance type (p5.48xlarge) in us-east-2 (16 clusters): {tail}",
         # Issue 24, finding 11: where p5e and p5en both launch, chat's groups can request only p5en's 16 EFA.
-        "pool 'h200' in us-east-2 (4 clusters): its groups request 16 EFA devices, the fewest of its instance "
+        "pool 'h200' in us-east-2 (16 clusters): its groups request 16 EFA devices, the fewest of its instance "
         "types; on p5e.48xlarge 32 the rest sit idle (one EFA count per pool uses them all)")
 
 
@@ -124,14 +124,14 @@ def test_a_plan_beyond_the_envelope_is_an_error_naming_cluster_and_excess(broadc
 
 
 def test_a_pool_cap_is_part_of_the_envelope(tmp_path):
-    # deep-think: 42 prefill groups x 4 nodes + 11 decode groups x 16 + max(11 x 4 + 3 x 16 burst,
-    # 4 x 4 + 1 x 16 surge) = 436 nodes x 8 GPUs = 3,488.
+    # deep-think (on EFA, derated: issue 24, 12): 36 prefill groups x 4 nodes + 14 decode groups x 16
+    # + max(9 x 4 + 4 x 16 burst, 5 x 4 + 2 x 16 surge) = 468 nodes x 8 GPUs = 3,744.
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:gpuPools"][2].update(maxGpusPerCluster=1000))
     with pytest.raises(capacity.EnvelopeError) as err:
         capacity.plan(config.load_stack(str(path)).spec)
-    assert err.value.problems == ["cluster '%s': pool 'h100' needs 3,488 GPUs, its maxGpusPerCluster is 1,000: "
-                                  "over by 2,488" % c for c in
-                                  [f"gala-{r}-{i:02d}" for r, n in (("bj", 6), ("nx", 6), ("hk", 4))
+    assert err.value.problems == ["cluster '%s': pool 'h100' needs 3,744 GPUs, its maxGpusPerCluster is 1,000: "
+                                  "over by 2,744" % c for c in
+                                  [f"gala-{r}-{i:02d}" for r, n in (("bj", 24), ("nx", 24), ("hk", 16))
                                    for i in range(1, n + 1)]]
 
 
@@ -139,15 +139,15 @@ def test_plan_exits_1_and_says_short_when_a_quota_caps_a_model(tmp_path, capsys)
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:models"][0].update(maxReplicasPerCluster=100))
     assert cli.main(["plan", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "SHORT" in out and "16 SHORT" in out
+    assert "SHORT" in out and "128 SHORT" in out  # chat-prefill (294) and chat-decode (114) over 100 in 64 clusters
 
 
 def test_plan_command_prints_the_table_and_exits_0(capsys):
     assert cli.main(["plan", "broadcast", "--explain"]) == 0
     out = capsys.readouterr().out
     assert "all models and edges covered" in out
-    assert "gala-bj-01 +15  chat-prefill" in out  # 16 clusters with the same plan: one row each
-    assert "peak: ceil(65,937,500 x headroom 1.05 / (343,540 x util 0.85)) = 238; +119 so that 238 survive losing 1 of 3 zones" in out
+    assert "gala-bj-01 +63  chat-prefill" in out  # 64 clusters with the same plan: one row each
+    assert "peak: ceil(16,484,375 x headroom 1.05 / (104,093 x util 0.85)) = 196; +98 so that 196 survive losing 1 of 3 zones" in out
 
 
 def test_a_full_rollout_finishes_within_the_policy_hours(broadcast):
@@ -180,5 +180,5 @@ def test_a_rollout_that_cannot_finish_in_time_is_reported(tmp_path, capsys):
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:policy"].update(rolloutHours=0.25), "rehearsal")
     assert cli.main(["plan", str(path)]) == 0
     out = capsys.readouterr().err  # warnings go to stderr
-    assert ("warning: cluster 'reh-bj-01': a rolling update of 'chat-prefill' takes 1.4 h (1 waves of 19: 5040 s + 0 x "
+    assert ("warning: cluster 'reh-bj-01': a rolling update of 'chat-prefill' takes 1.4 h (1 waves of 60: 5040 s + 0 x "
             "780 s = 5040 s), over policy.rolloutHours 0.25") in out

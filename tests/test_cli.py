@@ -16,6 +16,7 @@ import yaml
 from peaknight.cli import main as cli
 from peaknight.cli import render
 from peaknight.spec import config
+import nights
 from conftest import STACKS
 
 EXE = str(Path(sys.executable).parent / "peaknight")
@@ -102,7 +103,7 @@ def test_render_into_a_path_it_cannot_use_is_bad_input(make: str, capsys: pytest
 
 
 def test_warnings_go_to_stderr(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    code, out, err = _run(capsys, "render", "broadcast", "--out", str(tmp_path))
+    code, out, err = _run(capsys, "render", str(nights.per_shape("broadcast")), "--out", str(tmp_path))
     assert code == 0
     assert "warning:" not in out
     assert err and all(line.startswith("warning: ") for line in err.splitlines())

@@ -31,7 +31,7 @@ def test_a_stack_that_plans_for_a_region_survives_losing_one_at_the_peak(tmp_pat
     path = write_variant(tmp_path, without_zone_loss("region"))
     assert cli.main(["simulate", str(path), "--lose-region", "us-east-1", "--at", "red-packet-2"]) == 0
     out = capsys.readouterr().out
-    assert ("fault: region us-east-1 lost at 21:40 (6 clusters): its users reach the others 60 s later (3 failed "
+    assert ("fault: region us-east-1 lost at 21:40 (24 clusters): its users reach the others 60 s later (3 failed "
             "health checks 10 s apart, then the 30 s TTL)") in out
     assert statuses(out) == ["ok"] * 5
     # The ladder's columns in between: the survivors cap answers while their cold replicas start.
@@ -83,10 +83,10 @@ def test_the_dark_cluster_and_a_survivor_replayed_step_by_step():
     assert all(d > 0 for d in dark.demand[i:j]) and set(dark.demand[j:]) == {0}
     assert dark.shed_tokens == 0 and dark.unmet_tokens == pytest.approx(sum(dark.demand[i:j]) * 10, rel=0.05)
     survivor_loss = simulator.losing(spec, faults, "gala-nx-01")
-    assert survivor_loss is not None and survivor_loss.factor == pytest.approx(16 / 15)
+    assert survivor_loss is not None and survivor_loss.factor == pytest.approx(64 / 63)
     survivor = simulator.replay(spec, model, plan, manifest, faults=faults, loss=survivor_loss)
     calm = simulator.replay(spec, model, plan, manifest)
-    assert survivor.demand[j] == pytest.approx(calm.demand[j] * 16 / 15)
+    assert survivor.demand[j] == pytest.approx(calm.demand[j] * 64 / 63)
     assert survivor.demand[i] == pytest.approx(calm.demand[i])   # before the users move
     assert max(survivor.replicas) >= max(calm.replicas)
 
@@ -119,7 +119,7 @@ def test_bad_loss_flags_exit_2_with_one_line(args, line, capsys):
 
 
 @pytest.mark.parametrize("args, fault", [
-    (["--lose-region", "us-east-1", "--at", "red-packet-2"], "fault: region us-east-1 lost at 21:40 (6 clusters)"),
+    (["--lose-region", "us-east-1", "--at", "red-packet-2"], "fault: region us-east-1 lost at 21:40 (24 clusters)"),
     (["--lose-cluster", "gala-hk-01", "--at", "opening"], "fault: cluster gala-hk-01 lost at 20:00"),
 ])
 def test_the_shipped_night_asks_to_survive_a_region_and_does(args, fault, capsys):

@@ -24,9 +24,9 @@ def test_clusters_of_a_shape_render_the_same_objects_up_to_their_names(name: str
 
 
 def test_broadcast_is_three_shapes_one_per_region() -> None:
-    """16 clusters, 6 + 6 + 4 in three regions: the checks per shape cover 3 clusters, not 16."""
+    """64 clusters, 24 + 24 + 16 in three regions: the checks per shape cover 3 clusters, not 64."""
     groups = nights.shapes("broadcast")
-    assert [len(g) for g in groups.values()] == [6, 6, 4]
+    assert [len(g) for g in groups.values()] == [24, 24, 16]
     assert [g[0].cluster.region for g in groups.values()] == ["us-east-1", "us-west-2", "us-east-2"]
 
 

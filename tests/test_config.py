@@ -128,7 +128,7 @@ CASES = {
         ["{f}: peaknight:models[0].image: expected this required key; found nothing"]),
     "shares do not add up": (
         _set(["peaknight:clusters", 0, "share"], 0.5),
-        ["{f}: peaknight:clusters[*].share: expected shares that add up to 1; found 1.4375"]),
+        ["{f}: peaknight:clusters[*].share: expected shares that add up to 1; found 1.48438"]),
     "unknown pool reference": (
         _set(["peaknight:models", 0, "pool"], "h20o"),
         ["{f}: peaknight:models[0].pool: expected the name of a pool in peaknight:gpuPools (h200, hopper, h100); "

@@ -65,9 +65,9 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
     # Manifests: each workload's autoscaler gains the round's cron floor, in every cluster; nothing
     # else (chat and deep-think are disaggregated: prefill and decode groups each have one).
     workloads = ("chat-prefill", "chat-decode", "greetings", "deep-think-prefill", "deep-think-decode")
-    assert f"objects: 0 added, 0 removed, {16 * len(workloads)} changed (over 16 clusters)" in lines
+    assert f"objects: 0 added, 0 removed, {64 * len(workloads)} changed (over 64 clusters)" in lines
     for name in workloads:
-        block = out.split(f"~ ScaledObject gala-2026-inference/{name}  [all 16 clusters]\n")[1]
+        block = out.split(f"~ ScaledObject gala-2026-inference/{name}  [all 64 clusters]\n")[1]
         assert block.splitlines()[1].strip().startswith("+ spec.triggers[red-packet-4]: ")
     # Capacity: the pre-scale for the new round, as the plan of the changed stack has it.
     plan = capacity.plan(config.load_stack(str(stack)).spec)
@@ -171,8 +171,8 @@ def test_raising_one_models_peak_reads_in_one_screen(repo: Path, capsys: pytest.
     assert f"nodes: {int(total(before, 'nodes')):,} -> {int(total(after, 'nodes')):,} (+" in screen
     assert "    simulated night: unmet tokens: 0.000% (unchanged); GPU-hours: " in screen
     assert next(line for line in lines if line.startswith("  unchanged: ")).startswith("  unchanged: chat-decode (")
-    # once, for all 16 clusters, the cluster's name in the alert text standing for each
-    assert lines.count("  ~ PrometheusRule gala-2026-monitoring/rules-greetings  [all 16 clusters]") == 1
+    # once, for all 64 clusters, the cluster's name in the alert text standing for each
+    assert lines.count("  ~ PrometheusRule gala-2026-monitoring/rules-greetings  [all 64 clusters]") == 1
     assert sum("rules-greetings" in line for line in lines) == 1
     assert any("rules[PeaknightTokensAboveCapacity].annotations.summary: greetings in <cluster>: " in line
                for line in lines)

@@ -236,7 +236,7 @@ def test_efa_per_instance_type_and_hugepages_with_it(broadcast):
         assert limits["hugepages-2Mi"] == requests["hugepages-2Mi"] == "5120Mi"
     # Where the region sells p5e only beside p5en, the plan says what that costs.
     warnings = [w for w in broadcast.plan.warnings if "EFA" in w]
-    assert warnings == ["pool 'h200' in us-east-2 (4 clusters): its groups request 16 EFA devices, the fewest of its "
+    assert warnings == ["pool 'h200' in us-east-2 (16 clusters): its groups request 16 EFA devices, the fewest of its "
                         "instance types; on p5e.48xlarge 32 the rest sit idle (one EFA count per pool uses them all)"]
 
 

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+import nights
 from peaknight.cli import main as cli
 from peaknight.cli import simulate
 from peaknight.plan import report
@@ -40,15 +41,15 @@ def broadcast_plan() -> tuple[str, dict]:
     return text.getvalue(), json.loads(doc.getvalue())
 
 
-def test_sixteen_identical_clusters_are_one_set_of_rows(broadcast_plan):
+def test_sixty_four_identical_clusters_are_one_set_of_rows(broadcast_plan):
     text, doc = broadcast_plan
     spec = config.load_stack("broadcast").spec
     (group,) = doc["groups"]
     assert group["clusters"] == [c.name for c in spec.clusters]
     assert [r["model"] for r in group["models"]] == ["chat-prefill", "chat-decode", "greetings", "deep-think-prefill",
-                                                     "deep-think-decode"]  # 5 rows, not 80
-    assert sum(line.startswith("gala-bj-01 +15  ") for line in text.splitlines()) == 5 + 3 + 1
-    assert "gala-bj-01 +15: the same plan in each of 16 clusters (figures are per cluster): gala-bj-01, gala-bj-02" in text
+                                                     "deep-think-decode"]  # 5 rows, not 320
+    assert sum(line.startswith("gala-bj-01 +63  ") for line in text.splitlines()) == 5 + 3 + 1
+    assert "gala-bj-01 +63: the same plan in each of 64 clusters (figures are per cluster): gala-bj-01, gala-bj-02" in text
 
 
 def test_json_carries_every_figure_of_the_table(broadcast_plan):
@@ -68,7 +69,7 @@ def test_json_carries_every_figure_of_the_table(broadcast_plan):
             f"{report.si(total['forecast_tpm'])} tok/min, capacity {report.si(total['capacity_tpm'])} tok/min; all models "
             "and edges covered") in text
     # Figures are per cluster: the groups add up to the night's total.
-    assert sum(len(g["clusters"]) * sum(m["gpus"] for m in g["models"]) for g in doc["groups"]) == total["gpus"] == 444_880
+    assert sum(len(g["clusters"]) * sum(m["gpus"] for m in g["models"]) for g in doc["groups"]) == total["gpus"] == 1_754_112
     assert doc["short"] == [] and doc["stack"] == "broadcast"
     assert all(isinstance(w, str) for w in doc["warnings"])
 
@@ -85,13 +86,13 @@ def test_cluster_and_model_narrow_the_report(capsys):
     assert [g["clusters"] for g in doc["groups"]] == [["gala-nx-02", "gala-hk-01"]]
     assert [r["model"] for r in doc["groups"][0]["models"]] == ["greetings"]
     assert doc["groups"][0]["edges"] == [] and doc["origins"] == []
-    assert doc["total"]["clusters"] == 16  # the gate's total stays the whole night's
+    assert doc["total"]["clusters"] == 64  # the gate's total stays the whole night's
 
 
 @pytest.mark.parametrize("argv, line", [
     (["--cluster", "gala-bj-7"], "--cluster: --cluster: expected a cluster of the stack (gala-bj-01, gala-bj-02, "
-                                 "gala-bj-03, gala-bj-04, gala-bj-05, gala-bj-06, gala-nx-01, gala-nx-02, …); found "
-                                 "'gala-bj-7' (did you mean 'gala-bj-06'?)"),
+                                 "gala-bj-03, gala-bj-04, gala-bj-05, gala-bj-06, gala-bj-07, gala-bj-08, …); found "
+                                 "'gala-bj-7' (did you mean 'gala-bj-17'?)"),
     (["--model", "chatt"], "--model: --model: expected a model of the stack (chat, greetings, deep-think); found "
                            "'chatt' (did you mean 'chat'?)"),
 ])
@@ -114,24 +115,27 @@ def test_json_of_a_short_plan_carries_the_gates_lines(tmp_path, capsys):
 # ---- simulate ---------------------------------------------------------------------------------
 
 def test_simulate_json_carries_the_table_and_the_filters_narrow_the_night(capsys):
-    code, text, _ = run(capsys, "simulate", "broadcast")
-    code_json, out, _ = run(capsys, "simulate", "broadcast", "--format", "json")
+    # One cluster per shape (3 of the 64, each planned as in the whole stack): replaying the other
+    # 61 repeats the same plans.
+    stack = str(nights.per_shape("broadcast"))
+    code, text, _ = run(capsys, "simulate", stack)
+    code_json, out, _ = run(capsys, "simulate", stack, "--format", "json")
     doc = json.loads(out)
     assert code == code_json == 0
     lines = [line.split() for line in text.splitlines()]
     for r in doc["models"]:  # a row per workload, over the clusters replaying it: not one per cluster
         assert " ".join([r["model"], *(show(r[key]) for key, _, show in simulate.COLUMNS)]).split() in lines
-        assert r["clusters"] == 16
-    assert len(doc["clusters"]) == 16 and doc["faults"] == []
-    code, out, _ = run(capsys, "simulate", "broadcast", "--cluster", "gala-hk-01", "--model", "chat",
+        assert r["clusters"] == 3
+    assert len(doc["clusters"]) == 3 and doc["faults"] == []
+    code, out, _ = run(capsys, "simulate", stack, "--cluster", "gala-hk-01", "--model", "chat",
                        "--format", "json")
     one = json.loads(out)
     assert one["clusters"] == ["gala-hk-01"]
     assert [(r["model"], r["clusters"]) for r in one["models"]] == [("chat-prefill", 1), ("chat-decode", 1)]
     whole = {r["model"]: r for r in doc["models"]}
-    for r in one["models"]:  # the 16 clusters have the same plan: one of them holds a sixteenth
-        assert r["gpu_hours"] * 16 == pytest.approx(whole[r["model"]]["gpu_hours"])
-    code, out, err = run(capsys, "simulate", "broadcast", "--cluster", "gala-hk-9")
+    for r in one["models"]:  # the 3 clusters have the same plan: one of them holds a third
+        assert r["gpu_hours"] * 3 == pytest.approx(whole[r["model"]]["gpu_hours"])
+    code, out, err = run(capsys, "simulate", stack, "--cluster", "gala-hk-9")
     assert (code, out) == (2, "") and err.startswith("--cluster: --cluster: expected a cluster of the stack (")
 
 
@@ -170,7 +174,7 @@ def test_json_of_a_plan_over_the_envelope_names_the_excess(tmp_path, capsys):
     path = write_variant(tmp_path, lambda cfg: cfg["peaknight:gpuPools"][2].update(maxGpusPerCluster=1000))
     code, out, _ = run(capsys, "plan", str(path), "--format", "json")
     doc = json.loads(out)
-    assert code == 1 and set(doc) == {"stack", "file", "envelope"} and len(doc["envelope"]) == 16
-    assert doc["envelope"][0] == ("cluster 'gala-bj-01': pool 'h100' needs 3,488 GPUs, its maxGpusPerCluster is 1,000: "
-                                  "over by 2,488")
+    assert code == 1 and set(doc) == {"stack", "file", "envelope"} and len(doc["envelope"]) == 64
+    assert doc["envelope"][0] == ("cluster 'gala-bj-01': pool 'h100' needs 3,744 GPUs, its maxGpusPerCluster is 1,000: "
+                                  "over by 2,744")
     assert run(capsys, "plan", str(path))[0] == 1  # the text keeps its lines on stderr

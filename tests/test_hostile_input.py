@@ -193,6 +193,11 @@ FILES = {
     "a date no calendar has": (b"config:\n  peaknight:scale: 2026-02-30T00:00:00\n",
                                "(file): expected valid YAML values; found day is out of range for month"),
     "two documents": (b"config: {}\n---\nconfig: {}\n", "line 2: expected one YAML document; found another"),
+    # Loaders keep the last of two: the first of two edits to a key would never apply.
+    "a key twice": (b"config:\n  peaknight:policy:\n    stage: broadcast\n    stage: rehearsal\n",
+                    "line 4: expected each key once in a mapping; found 'stage' again"),
+    "a key twice, deeper": (b"config:\n  peaknight:scale: 1\n  peaknight:clusters: [{name: a, name: b}]\n",
+                            "line 3: expected each key once in a mapping; found 'name' again"),
 }
 
 
@@ -535,12 +540,14 @@ def test_problems_past_the_limit_are_counted_in_one_line(tmp_path):
     (lambda row: row.update(prefill_tps=float("inf")), "throughput[0].prefill_tps, decode_tps: expected a rate within "
      "1/1,000 to 4x the shipped row's (prefill 20,400 and decode 5,103 tok/s: dense-8b on H100-80G); found inf, 5103"),
     (lambda row: row.update(itl_seconds=0), "throughput[0].itl_seconds: expected the shipped row's value (a "
-     "calibration changes only prefill_tps, decode_tps, latency_target, source, measured); found 0"),
+     "calibration changes only prefill_tps, decode_tps, latency_target, source, measured, fabric); found 0"),
     (lambda row: row.update(topology="colocated"), "throughput[0]: expected a row of a model class, GPU, engine and "
      "mode the profiles have (peaknight/data/profiles.yaml, or the stack's own profiles file); found {'decode_tps': "
-     "5103, 'gpu': 'H100-80G', 'input_tokens': 2..."),
+     "5103, 'fabric': 'nvlink', 'gpu': 'H100-80G..."),
     (lambda row: row.update({1: 2}), "throughput[0].1: expected the shipped row's value (a calibration changes "
-     "only prefill_tps, decode_tps, latency_target, source, measured); found 2"),
+     "only prefill_tps, decode_tps, latency_target, source, measured, fabric); found 2"),
+    (lambda row: row.update(fabric=["efa"]), "throughput[0].fabric: expected the network the rehearsal measured it "
+     "on: one of infiniband, roce, efa, nvlink; found ['efa']"),
     (lambda row: row.update(source="measured\nfake: line"), "throughput[0].source: expected one line of text (at most "
      "1000 printable characters); found 'measured\\nfake: line'"),
 ])
@@ -633,7 +640,7 @@ def test_every_problem_of_a_file_shows_in_one_pass(tmp_path, capsys):
     assert [line.split(": ", 2)[1] for line in lines] == [
         "peaknight:gpuPools[0].maxGpusPerCluster", "peaknight:models[0].engine", "peaknight:clusters[*].share",
         "peaknight:models[1].weightsRevision", "peaknight:models[1].pool", "peaknight:models[2].image"]
-    assert lines[2] == f"{path}: peaknight:clusters[*].share: expected shares that add up to 1; found 1.4375"
+    assert lines[2] == f"{path}: peaknight:clusters[*].share: expected shares that add up to 1; found 1.48438"
 
 
 def test_what_a_set_aside_value_would_cause_is_not_reported(tmp_path, capsys):

@@ -105,7 +105,7 @@ def test_load_pods_reach_the_model_servers_only(rehearsal):
 
 def test_the_broadcast_has_no_load_replay():
     spec = nights.spec("broadcast")
-    keys = [o.key for c in event.build(spec).clusters for u in c.units for o in u.objects]
+    keys = [o.key for c in nights.objects("broadcast").clusters for u in c.units for o in u.objects]
     assert not [k for k in keys if ".load-" in k]
     assert spec.load_replay is None
 

@@ -28,11 +28,11 @@ def test_the_survivors_carry_the_lost_share_in_proportion_to_their_own():
     region = surviving("region")
     east = next(c for c in region.clusters if c.region == "us-east-1")
     a = loss.absorb(region, east)
-    # 6 of 16 clusters in us-west-2 (as many as in us-east-1, which holds this one): 0.0625 / 0.625.
+    # 24 of 64 clusters in us-west-2 (as many as in us-east-1, which holds this one): 0.015625 / 0.625.
     assert a is not None and a.lost == "region 'us-west-2'" and a.lost_share == pytest.approx(0.375)
-    assert a.share.value == pytest.approx(0.1)
+    assert a.share.value == pytest.approx(0.025)
     one = loss.absorb(surviving("cluster"), east)
-    assert one is not None and one.share.value == pytest.approx(1 / 15)
+    assert one is not None and one.share.value == pytest.approx(1 / 63)
     assert loss.absorb(surviving("none"), east) is None
 
 
@@ -93,7 +93,7 @@ def test_a_quota_that_keeps_a_cluster_from_absorbing_the_loss_is_short(tmp_path,
         next(m for m in cfg["peaknight:models"] if m["name"] == "greetings")["maxReplicasPerCluster"] = int(normal)
     assert cli.main(["plan", str(write_variant(tmp_path, capped))]) == 1
     short = [line for line in capsys.readouterr().out.splitlines() if line.startswith("SHORT: ")]
-    assert len(short) == 16  # one per cluster: each one's worst loss is another region
+    assert len(short) == 64  # one per cluster: each one's worst loss is another region
     assert short[0].startswith("SHORT: cluster 'gala-bj-01': model 'greetings' cannot absorb the loss: capacity ")
     assert "after losing region 'us-west-2'" in short[0] and "capped at maxReplicasPerCluster" in short[0]
 
@@ -112,14 +112,14 @@ def test_a_stack_with_a_cluster_removed_plans_for_the_loss_of_another(tmp_path, 
     spec = surviving("cluster")
     kept = [c.name for c in spec.clusters if c.name != "gala-hk-04"]
 
-    def fifteen(cfg):
+    def sixty_three(cfg):
         cfg["peaknight:policy"]["surviveLoss"] = "cluster"
         for c in cfg["peaknight:clusters"]:
-            c["share"] = 1 / 15
+            c["share"] = 1 / 63
         cfg["peaknight:clusters"] = [c for c in cfg["peaknight:clusters"] if c["name"] in kept]
-    assert cli.main(["plan", str(write_variant(tmp_path, fifteen)), "--format", "json"]) == 0
+    assert cli.main(["plan", str(write_variant(tmp_path, sixty_three)), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["total"]["clusters"] == 15 and doc["short"] == [] and doc["loss_gpus"] is not None
+    assert doc["total"]["clusters"] == 63 and doc["short"] == [] and doc["loss_gpus"] is not None
 
 
 @pytest.mark.parametrize("key, value, expected", [

@@ -359,7 +359,7 @@ def test_reserved_without_a_reservation_is_a_warning_and_reservations_without_re
                         "(provisioner.capacityReservationIds or capacityReservationTags): Karpenter launches on-demand"]
     raw["policy"] = {**raw["policy"], "capacityTypes": ["on-demand"]}
     assert _problems(raw) == ["f: peaknight:policy.capacityTypes: expected 'reserved' among them when clusters select "
-                              "capacity reservations (15 clusters (gala-bj-02 …); else they go unused); found on-demand"]
+                              "capacity reservations (63 clusters (gala-bj-02 …); else they go unused); found on-demand"]
 
 
 def test_volcengine_credentials_must_be_secrets_of_a_known_cluster():

@@ -183,7 +183,7 @@ def test_with_allow_unproven_the_plan_prints_each_unproven_workload_and_its_kv_o
     per_token = memory.kv_bytes_per_token(cls, prefill.serving.prefill, prefill.serving.kv_dtype).value
     gbps = prefill.replica_tps.value / prefill.nodes_per_replica * per_token * 8 / 1e9
     tcp = serving_recipes.kv_over_tcp(chat, prefill)
-    assert tcp is not None and tcp.value == pytest.approx(gbps) and 30 < gbps < 100
+    assert tcp is not None and tcp.value == pytest.approx(gbps) and 5 < gbps < 100
     unproven = [line for line in out.splitlines() if line.startswith("chat-prefill: UNPROVEN")]
     assert len(unproven) == 1 and "the KV moves over TCP" in unproven[0] and "Gb/s over TCP" in unproven[0]
     assert "ai-dynamo/nixl/issues/909" in unproven[0]

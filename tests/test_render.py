@@ -12,10 +12,15 @@ import yaml
 import nights
 from peaknight.cli import main as cli
 from peaknight.spec import config
-from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
 from peaknight.cli import render
 from conftest import ROOT, STACKS
+
+
+def _stack(name: str) -> Path:
+    """The stack file a render test reads: broadcast as one cluster per shape (its 64 clusters are
+    3 shapes, which render alike up to their names: test_cluster_shapes), the rehearsal whole."""
+    return nights.per_shape(name) if name == "broadcast" else nights.path(name)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,7 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name in ("broadcast", "rehearsal"):
         d = tmp_path_factory.mktemp(name)
-        assert cli.main(["render", name, "--out", str(d)]) == 0
+        assert cli.main(["render", str(_stack(name)), "--out", str(d)]) == 0
         out[name] = d
     return out
 
@@ -49,8 +54,8 @@ def test_schema_validation_catches_a_bad_object():
 
 
 def test_one_file_per_object_under_each_cluster_with_sorted_keys(rendered, stack_name):
-    spec = nights.spec(stack_name)
-    ev = event.build(spec)
+    spec = nights.spec_at(_stack(stack_name))
+    ev = nights.objects_at(_stack(stack_name))
     for c in ev.clusters:
         files = sorted(p.name for p in (rendered[stack_name] / c.cluster.name).iterdir())
         assert files == sorted(f"{o.key}.yaml" for u in c.units for o in u.objects)
@@ -60,7 +65,7 @@ def test_one_file_per_object_under_each_cluster_with_sorted_keys(rendered, stack
 
 def test_two_renders_are_identical(rendered, tmp_path, stack_name):
     """A second render, in a fresh directory, writes what the module's render wrote, byte for byte."""
-    assert cli.main(["render", stack_name, "--out", str(tmp_path / "b")]) == 0
+    assert cli.main(["render", str(_stack(stack_name)), "--out", str(tmp_path / "b")]) == 0
     diff = subprocess.run(["diff", "-r", str(rendered[stack_name]), str(tmp_path / "b")], capture_output=True, text=True)
     assert diff.returncode == 0, diff.stdout
 
@@ -88,18 +93,22 @@ def test_the_console_script_runs_the_main_job(tmp_path):
     exe = Path(sys.executable).parent / "peaknight"
     result = subprocess.run([str(exe), "render", "broadcast", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "total: 16 clusters" in result.stdout and "all models and edges covered" in result.stdout
+    assert "total: 64 clusters" in result.stdout and "all models and edges covered" in result.stdout
 
 
 def test_placeholder_digests_are_warned_about(capsys, tmp_path):
     """One warning per key (file, key path, what to set); `validate --strict` refuses the same lines."""
-    loaded = config.load_stack("broadcast")
+    # One cluster per shape (nights.per_shape): each cluster adds the same line, and rendering all
+    # 64 only writes the same files more times.
+    stack = nights.per_shape("broadcast")
+    loaded = config.load_stack(str(stack))
     lines = [str(p) for p in config.placeholders(loaded.spec, str(loaded.path))]
     # 3 model images, the edge's 3 images, the endpoint picker's, and 3 weights revisions; each of
-    # the 16 clusters' API server addresses, which only the cluster knows; and the global names'
+    # the 3 clusters' API server addresses, which only the cluster knows; and the global names'
     # hosted zone and domain (peaknight:steering).
-    assert len(lines) == 10 + 16 + 2
-    assert cli.main(["render", "broadcast", "--out", str(tmp_path)]) == 0
+    assert len(lines) == 10 + 3 + 2
+    assert len(config.placeholders(nights.spec("broadcast"), "broadcast")) == 10 + 64 + 2
+    assert cli.main(["render", str(stack), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr()
     for line in lines:  # on stderr: stdout stays the render's summary
         assert f"warning: {line}\n" in out.err
@@ -108,7 +117,7 @@ def test_placeholder_digests_are_warned_about(capsys, tmp_path):
             "(crane digest lmsysorg/sglang:v0.5.4); found the all-zero placeholder digest") in lines
     assert (f"{loaded.path}: peaknight:models[0].weightsRevision: expected the commit of deepseek-ai/DeepSeek-V3 your "
             "mirror holds (40 hex); found the all-zero placeholder revision") in lines
-    assert (f"{loaded.path}: peaknight:clusters[15].apiServerCidrs: expected the API server's addresses, so the "
+    assert (f"{loaded.path}: peaknight:clusters[2].apiServerCidrs: expected the API server's addresses, so the "
             "endpoint pickers and routers reach it alone (kubectl get endpointslices -n default -l "
             "kubernetes.io/service-name=kubernetes); found nothing (any address on 443/6443)") in lines
     assert (f"{loaded.path}: peaknight:steering.zoneId: expected your hosted zone's ID (aws route53 "

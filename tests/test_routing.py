@@ -147,10 +147,10 @@ def test_epp_deployment_flags_security_and_sizing(broadcast):
     assert pod["securityContext"]["runAsUser"] == 65532 and c["securityContext"]["readOnlyRootFilesystem"]
     # broadcast greetings: 23.5 cores -> 1 pod, 2 for a lost zone.
     assert dep["spec"]["replicas"] == _by_hand(spec, r, plan.demand_tps.value, greetings.input_share) == 2
-    # Past the floor of 2: at 10x greetings' demand, 235 cores -> 10 pods, 15 for a lost zone.
+    # Past the floor of 2: at 10x greetings' demand (a 64th of the night), 58.8 cores -> 3 pods, 5 for a lost zone.
     busy = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value * 10, "x10"))
     assert (routing.epp_replicas(spec, greetings, busy, 3).value
-            == _by_hand(spec, r, busy.demand_tps.value, greetings.input_share) == 15)
+            == _by_hand(spec, r, busy.demand_tps.value, greetings.input_share) == 5)
     service = objs[f"service.{ns}.greetings-epp"].manifest["spec"]
     assert service["clusterIP"] == "None"  # every EPP pod resolved by the gateway's STRICT_DNS cluster
     role = objs[f"role.{ns}.greetings-epp"].manifest

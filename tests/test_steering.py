@@ -29,9 +29,10 @@ def cloud_docs(out: Path, cluster: str) -> dict[tuple[str, str], dict[str, Any]]
 
 def test_render_writes_each_clusters_weighted_records_and_health_checks(tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli.main(["render", "broadcast", "--out", str(out)]) == 0
+    stack = nights.per_shape("broadcast")   # one cluster per shape: the rest differ only in names
+    assert cli.main(["render", str(stack), "--out", str(out)]) == 0
     capsys.readouterr()
-    spec = nights.spec("broadcast")
+    spec = nights.spec_at(stack)
     for cluster in spec.clusters:
         docs = cloud_docs(out, cluster.name)
         for part, name, path in (("api", "api.gala-2026.gala.example.com", "/healthz"),
@@ -47,7 +48,7 @@ def test_render_writes_each_clusters_weighted_records_and_health_checks(tmp_path
             assert props["name"] == name and props["records"] == [target] and props["type"] == "CNAME"
             assert props["setIdentifier"] == cluster.name and props["ttl"] == 30
             assert props["zoneId"] == "Z0000000000000000000"
-            # 16 equal shares: each the largest, each 255.
+            # Equal shares (1/64 each; 1/3 each cut to one cluster per shape): each the largest, each 255.
             assert props["weightedRoutingPolicies"] == [{"weight": 255}]
             assert props["healthCheckId"] == f"${{healthcheck.{cluster.name}-{part}.id}}"
 

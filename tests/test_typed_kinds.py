@@ -14,7 +14,7 @@ from peaknight.builders import event
 from peaknight.builders.objects import Obj
 from peaknight.pulumi import components
 from peaknight.spec import config
-from conftest import STACKS
+import nights
 from pulumi_harness import run_under_mocks
 from test_gitops import gitops_stack
 
@@ -32,11 +32,11 @@ def package_class(api_version: str, kind: str) -> Any:
 
 def rendered_kinds(tmp_path) -> dict[tuple[str, str], Obj]:
     """One object of each (apiVersion, kind) the three nights and both GitOps modes render."""
-    paths = [STACKS / f"Pulumi.{name}.yaml" for name in ("broadcast", "rehearsal", "gala-vke")]
-    paths += [gitops_stack(tmp_path, mode) for mode in ("argocd", "flux")]
+    builds = [nights.objects(name) for name in ("broadcast", "rehearsal", "gala-vke")]   # shared: read only
+    builds += [event.build(config.load_stack(str(gitops_stack(tmp_path, mode))).spec) for mode in ("argocd", "flux")]
     found: dict[tuple[str, str], Obj] = {}
-    for path in paths:
-        for cluster in event.build(config.load_stack(str(path)).spec).clusters:
+    for built in builds:
+        for cluster in built.clusters:
             for obj in (o for u in cluster.units for o in u.objects):
                 found.setdefault((obj.manifest["apiVersion"], obj.kind), obj)
     return found

@@ -31,18 +31,18 @@ def _gate(objects, cluster: str):
 
 
 def test_each_zone_source_is_sized_for_its_zones_fleet_by_hand():
-    """gala-bj-01 chat (prefill and decode groups, both on h200): the pool's largest zone holds 972
-    nodes at peak plus ceil(728 / 3) = 243 surge nodes. 1,215 nodes x 642 GiB in 60 min = 1,215 x 642
-    x 1,073,741,824 B / 3,600 s = 232,653 MB/s; at 1,000 MB/s per TiB that is 238,237 GiB; FSx sizes
-    are 1,200 GiB + 2,400 GiB steps: 1,200 + 99 x 2,400 = 238,800 GiB, which reads at 238,800 /
-    1,024 x 1,000 = 233,203 MB/s."""
+    """gala-bj-01 chat (prefill and decode groups, both on h200): the pool's largest zone holds 1,000
+    nodes at peak plus ceil(760 / 3) = 254 surge nodes. 1,254 nodes x 642 GiB in 60 min = 1,254 x 642
+    x 1,073,741,824 B / 3,600 s = 240,121 MB/s; at 1,000 MB/s per TiB that is 245,884 GiB; FSx sizes
+    are 1,200 GiB + 2,400 GiB steps: 1,200 + 102 x 2,400 = 246,000 GiB, which reads at 246,000 /
+    1,024 x 1,000 = 240,234 MB/s."""
     plan = capacity.plan(nights.spec("broadcast")).cluster("gala-bj-01")
     pool = plan.pool("h200")
-    assert (max(pool.zone_nodes), pool.surge_nodes, pool.zone_surge_nodes) == (972, 728, 243)
+    assert (max(pool.zone_nodes), pool.surge_nodes, pool.zone_surge_nodes) == (1000, 760, 254)
     chat = plan.weight("chat")
-    assert chat.source_gib.value == 238_800
-    assert round(chat.source_mbps.value) == 233_203
-    assert "1215 nodes x 642 GiB within 3600 s = 232,653 MB/s" in chat.source_gib.why
+    assert chat.source_gib.value == 246_000
+    assert round(chat.source_mbps.value) == 240_234
+    assert "1254 nodes x 642 GiB within 3600 s = 240,121 MB/s" in chat.source_gib.why
     # The small model's source is the class's smallest: 2.2 x 9 GiB is far below 1,200 GiB.
     assert plan.weight("greetings").source_gib.value == 1200
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from peaknight.builders import loadreplay
-from peaknight.plan import capacity
+from peaknight.plan import capacity, fabric
 from peaknight.plan.loadresults import ModelResults, StageResult
 from peaknight.spec import profiles
 from peaknight.spec.config import ConfigError, Problem
@@ -62,7 +62,10 @@ def _row(spec: StackSpec, stack: str, results: ModelResults) -> Calibrated | Non
         return None
     best = max(good, key=lambda s: s.per_replica)
     model = next(m for m in spec.models if m.name == results.model)
-    old = capacity.sizing_row(model, next(p for p in spec.gpu_pools if p.name == model.pool), spec.slo.itl_p99_seconds)
+    pool = next(p for p in spec.gpu_pools if p.name == model.pool)
+    cluster = next(c for c in spec.clusters if c.name == results.cluster)
+    on = fabric.of(pool, cluster)
+    old = capacity.sizing_row(model, pool, spec.slo.itl_p99_seconds, on)
     share = best.input_tps / best.tokens_per_second
     k = best.per_replica / capacity.mixed_tps(old, share)
     when = best.start.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
@@ -73,7 +76,10 @@ def _row(spec: StackSpec, stack: str, results: ModelResults) -> Calibrated | Non
            "source": (f"measured: {measured}; {results.cluster}/{results.model} stage {best.index}: "
                       f"{best.per_replica:,.0f} tok/s per replica over {best.replicas:g} at input share {share:.2f}; "
                       f"prefill:decode ratio of the row it replaces"),
-           "measured": measured}
+           "measured": measured,
+           # Measured where the rehearsal ran: on that fabric the row now applies as published
+           # (plan/fabric.py), not derated again like the row it replaces. A row inside one node keeps its own.
+           "fabric": on if on and fabric.crosses_nodes(old, capacity.gpus_per_node(pool)) else old.fabric}
     return Calibrated(old, new, results, best, saturated=len(good) < len(results.stages))
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from peaknight.engines.base import Topology
-from peaknight.plan import gaps, loss, memory, rollout, startup, weights
+from peaknight.plan import fabric, gaps, loss, memory, rollout, startup, weights
+from peaknight.plan.fabric import cluster_types
 from peaknight.plan.figure import Figure
 from peaknight.plan.gaps import Gap
 from peaknight.plan.weights import WeightsPlan
@@ -59,6 +60,8 @@ class ModelPlan:
     # its replicas serve then at policy.lossUtilisation (plan/loss.py); None without the option.
     loss_demand_tps: Figure | None = None
     loss_capacity_tps: Figure | None = None
+    # What the rendered fabric did to the row's figures, and whether a source ran it there.
+    on_fabric: fabric.Applied | None = None
     gaps: tuple[Gap, ...] = ()        # where its floors fall to the baseline between moments (plan/gaps.py)
 
     @property
@@ -300,22 +303,25 @@ def decode_tps(model: Model, row: profiles.Throughput, itl_seconds: float) -> Fi
                                   f"{bound.value:,.0f} ({bound.why})")
 
 
-def replica_tps(model: Model, pool: GpuPool, itl_seconds: float) -> Figure:
+def replica_tps(model: Model, pool: GpuPool, itl_seconds: float, fabric_name: str) -> Figure:
     """Mixed tokens/s of one colocated replica, on the slowest GPU the pool may be given."""
-    return _colocated(model, pool, itl_seconds)[1]
+    return _colocated(model, pool, itl_seconds, fabric_name)[1]
 
 
-def _colocated(model: Model, pool: GpuPool, itl_seconds: float) -> tuple[profiles.Throughput, Figure]:
+def _colocated(model: Model, pool: GpuPool, itl_seconds: float,
+               fabric_name: str) -> tuple[profiles.Throughput, Figure, fabric.Applied]:
     f = model.input_share
     options = []
     for gpu in pool.gpus:
         row = profile_row(model, gpu)
-        prefill, decode = prefill_tps(model, row), decode_tps(model, row, itl_seconds)
-        options.append((1 / (f / prefill.value + (1 - f) / decode.value), row, prefill, decode))
-    value, row, prefill, decode = min(options, key=lambda o: o[0])
+        applied = fabric.apply(row, fabric_name, gpus_per_node(pool))
+        rated = fabric.derated(row, applied)
+        prefill, decode = prefill_tps(model, rated), decode_tps(model, rated, itl_seconds)
+        options.append((1 / (f / prefill.value + (1 - f) / decode.value), row, prefill, decode, applied))
+    value, row, prefill, decode, applied = min(options, key=lambda o: o[0])
     return row, Figure(value, f"1/({f:g}/{prefill.value:,.0f} + {1 - f:g}/{decode.value:,.0f}) = {value:,.0f} tok/s "
-                         f"per {row.gpus_per_replica}x{row.gpu} replica, {row.topology.describe()} ({row.source}); "
-                         f"prefill {prefill.why}; decode {decode.why}")
+                              f"per {row.gpus_per_replica}x{row.gpu} replica, {row.topology.describe()} ({row.source}); "
+                              f"prefill {prefill.why}; decode {decode.why}; {applied.why}"), applied
 
 
 PHASES = ("prefill", "decode")
@@ -328,29 +334,33 @@ def workload_names(model: Model) -> tuple[str, ...]:
     return tuple(f"{model.name}-{phase}" for phase in PHASES)
 
 
-def workloads(model: Model, pool: GpuPool, itl_seconds: float) -> list[tuple[Model, str, profiles.Throughput, Figure]]:
-    """(model, phase, row, tokens/s of one replica) per workload of the model. A colocated model is
-    one workload. A disaggregated model is two: prefill groups and decode groups, each sized
-    separately against the model's whole token rate, so both read the same demand and autoscaler
-    signal: one prefill group serves prefill / f tokens/s of the model's mix (f its input share),
-    one decode group decode / (1 - f); on the slowest GPU the pool may be given."""
+def workloads(model: Model, pool: GpuPool, itl_seconds: float,
+              fabric_name: str) -> list[tuple[Model, str, profiles.Throughput, Figure, fabric.Applied]]:
+    """(model, phase, row, tokens/s of one replica, what the fabric did to the row) per workload of
+    the model, on `fabric_name` (fabric.rendered: the pool's instance types' in the cluster). A
+    colocated model is one workload. A disaggregated model is two: prefill groups and decode groups,
+    each sized separately against the model's whole token rate, so both read the same demand and
+    autoscaler signal: one prefill group serves prefill / f tokens/s of the model's mix (f its input
+    share), one decode group decode / (1 - f); on the slowest GPU the pool may be given."""
     if not model.disaggregated:
-        row, tps = _colocated(model, pool, itl_seconds)
-        return [(model, "", row, tps)]
+        row, tps, applied = _colocated(model, pool, itl_seconds, fabric_name)
+        return [(model, "", row, tps, applied)]
     f = model.input_share
     out = []
     for phase, share in zip(PHASES, (f, 1 - f)):
         options = []
         for gpu in pool.gpus:
             row = profile_row(model, gpu)
-            rate = prefill_tps(model, row) if phase == "prefill" else decode_tps(model, row, itl_seconds)
-            options.append((rate.value / share, row, rate))
-        value, row, rate = min(options, key=lambda o: o[0])
+            applied = fabric.apply(row, fabric_name, gpus_per_node(pool))
+            rated = fabric.derated(row, applied)
+            rate = prefill_tps(model, rated) if phase == "prefill" else decode_tps(model, rated, itl_seconds)
+            options.append((rate.value / share, row, rate, applied))
+        value, row, rate, applied = min(options, key=lambda o: o[0])
         kind = "input" if phase == "prefill" else "output"
         out.append((model, phase, row, Figure(
             value, f"{rate.value:,.0f} {kind} tok/s per {phase} group / {kind} share {share:g} = {value:,.0f} tok/s of "
                    f"the model's mix per {getattr(row.topology, phase).gpus}x{row.gpu} {phase} group, "
-                   f"{row.topology.describe()} ({row.source}); {phase}: {rate.why}")))
+                   f"{row.topology.describe()} ({row.source}); {phase}: {rate.why}; {applied.why}"), applied))
     return out
 
 
@@ -360,20 +370,14 @@ def mixed_tps(row: profiles.Throughput, input_share: float) -> float:
     return 1 / (input_share / row.prefill_tps + (1 - input_share) / row.decode_tps)
 
 
-def sizing_row(model: Model, pool: GpuPool, itl_seconds: float) -> profiles.Throughput:
-    """The row a colocated model is sized by: its slowest GPU's."""
-    return _colocated(model, pool, itl_seconds)[0]
+def sizing_row(model: Model, pool: GpuPool, itl_seconds: float, fabric_name: str) -> profiles.Throughput:
+    """The row a colocated model is sized by: its slowest GPU's on that fabric (as published, not derated)."""
+    return _colocated(model, pool, itl_seconds, fabric_name)[0]
 
 
 def gpus_per_node(pool: GpuPool) -> int:
     """GPUs one node of the pool brings (config checks every instance type of a pool agrees)."""
     return profiles.load().instance_types[pool.instance_types[0]].gpus
-
-
-def cluster_types(pool: GpuPool, cluster: Cluster) -> list[str]:
-    """The pool's instance types a node of `cluster` may be (those its cloud sells in its region)."""
-    cloud = PROVISIONER_CLOUD[cluster.provisioner.kind]
-    return profiles.offered(pool.instance_types, cloud, cluster.region) if cloud else list(pool.instance_types)
 
 
 def interconnect(pool: GpuPool, cluster: Cluster) -> profiles.Interconnect | None:
@@ -475,7 +479,10 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     # The lead the warm gate is sized for; also how far apart moments must be for floors to fall.
     cold_lead = startup.longest_cold_lead(spec.policy, spec.models)
     floor_gaps = gaps.fall_gaps(spec.event, spec.policy, cold_lead)
-    for model, phase, row, per_replica in (w for m in spec.models for w in workloads(m, pools[m.pool], spec.slo.itl_p99_seconds)):
+    for model, phase, row, per_replica, applied in (
+            w for m in spec.models
+            for w in workloads(m, pools[m.pool], spec.slo.itl_p99_seconds,
+                               fabric.of(pools[m.pool], cluster))):
         pool = pools[model.pool]
         gpn = gpus_per_node(pool)
         gpr = row.gpus_per_replica if not phase else getattr(row.topology, phase).gpus
@@ -542,6 +549,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             # Prefill and decode groups also send the KV cache between nodes over it.
             interconnect=interconnect(pool, cluster) if nodes_per_replica > 1 or phase else None,
             gaps=floor_gaps,
+            on_fabric=applied,
         ))
         pool_nodes[pool.name].append((n, models[-1].name))
         pool_surge[pool.name] += surge_nodes

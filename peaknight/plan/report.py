@@ -191,6 +191,7 @@ def table(plan: CapacityPlan, refused: Sequence[str], explain: bool = False,
         lines.append(f"loss: {plan.loss_gpus.why}")
     if costs:
         lines.append(cost_line(costs, selection))
+    lines += unproven(plan)
     if explain:
         lines.append("")
         lines.append(f"(rates below are tokens/s, the profiles' unit; the tables show them x 60 in {RATE_UNIT})")
@@ -297,6 +298,16 @@ def totals(plan: CapacityPlan, refused: Sequence[str]) -> dict[str, Any]:
             "capacity_tpm": per_minute(sum(c for _, c in rates)), "short": len(refused)}
 
 
+def unproven(plan: CapacityPlan) -> list[str]:
+    """One UNPROVEN line per workload whose throughput figure no public source measured on the
+    fabric it renders on (plan/fabric.py; config refuses it without policy.allowUnproven), with the
+    clusters it is so in, the row's fabric, source and recipe, and the derating applied."""
+    found = same((c.name, [m.name, m.on_fabric.brief]) for c in plan.clusters for m in c.models
+                 if m.on_fabric is not None and not m.on_fabric.proven)
+    return [f"UNPROVEN: {name} ({_label(clusters)}) {brief}; planned under policy.allowUnproven"
+            for clusters, (name, brief) in found]
+
+
 def summary(plan: CapacityPlan, refused: Sequence[str]) -> str:
     """One line of the night's totals: "covered" only when the gate refuses nothing."""
     t = totals(plan, refused)
@@ -328,7 +339,7 @@ def _edges(found: list[Group]) -> list[str]:
 def document(plan: CapacityPlan, refused: Sequence[str], warnings: Sequence[str], selection: Selection,
              cloud: list[tuple[tuple[str, ...], list[dict[str, str]]]], explain: bool = False,
              costs: PlanCost | None = None, recipes: RecipeNotes | None = None,
-             unproven: Sequence[str] = ()) -> dict[str, Any]:
+             unproven_recipes: Sequence[str] = ()) -> dict[str, Any]:
     """`peaknight plan --format json`: every figure of the tables (unrounded), the origin lines, the
     cloud node pools, the total, the cost, the SHORT lines, the UNPROVEN workloads and the warnings
     (README, "plan --format json")."""
@@ -339,5 +350,5 @@ def document(plan: CapacityPlan, refused: Sequence[str], warnings: Sequence[str]
             "origins": [origin_row(plan.origin(name)) for name in _edges(found)],
             "cloud_pools": [{"clusters": list(names), "pools": pools} for names, pools in cloud],
             "total": totals(plan, refused), **({"cost": cost_document(costs, selection)} if costs else {}),
-            "short": list(refused), "unproven": list(unproven), "warnings": list(warnings),
+            "short": list(refused), "unproven": [*unproven(plan), *unproven_recipes], "warnings": list(warnings),
             "loss_gpus": int(plan.loss_gpus.value) if plan.loss_gpus else None}

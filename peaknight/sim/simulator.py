@@ -695,7 +695,9 @@ def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: floa
         zones = cluster.cluster.zones
         zone = (zones.index(faults.lose_zone), len(zones)) if faults.lose_zone in zones else None
         loss = losing(spec, faults, cluster.cluster.name)
-        scalers = {u.name: u for u in cluster.units if u.component == "Autoscaler"}
+        # Only the autoscalers (and the services they read): the cluster's other parts are built
+        # lazily, and a 64-cluster night need not build its edges and monitoring to be replayed.
+        scalers = {u.name: u for u in (a.unit for _, a in cluster.parts.services)}
         keys: dict[str, str] = {}   # model -> its replay key: what a ladder falling back on it reads
         for name in order:
             ladder = models[name].ladder

@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from peaknight.engines import recipes
 from peaknight.engines.base import Topology
 from peaknight.engines.registry import ENGINES
-from peaknight.plan import memory
+from peaknight.plan import fabric, memory
 from peaknight.plan.capacity import interconnect
 from peaknight.spec import moved
 from peaknight.spec import origins as origin_grammar
@@ -177,18 +177,20 @@ def read_input(path: Path, limit: int, what: str) -> str:
 def load_yaml(text: str, source: str) -> Any:
     """YAML to Python, after a streaming pass over the parser's events has measured the document
     as it would expand (aliases counted at the size of what they point to): deeper than MAX_DEPTH
-    or larger than MAX_NODES is refused before any object is built."""
+    or larger than MAX_NODES is refused before any object is built. A key twice in one mapping is
+    refused too: YAML loaders keep the last silently, so one of two edits would never apply."""
     def fail(event: yaml.Event, expected: str, found: str = "more") -> ConfigError:
         mark = event.start_mark
         return ConfigError([Problem(source, f"line {mark.line + 1}" if mark else "(file)", expected, found)])
 
     anchors: dict[str, tuple[int, int]] = {}   # anchor -> (nodes, height) of the node it names
-    open_nodes: list[list[Any]] = []           # per open collection: [nodes, height, anchor]
+    open_nodes: list[list[Any]] = []           # per open collection: [nodes, height, anchor, keys, children]
     seen_document = False
     try:
         for event in yaml.parse(text, Loader=_LOADER):
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                open_nodes.append([1, 0, event.anchor])
+                keys = set() if isinstance(event, yaml.MappingStartEvent) else None
+                open_nodes.append([1, 0, event.anchor, keys, 0])
                 if len(open_nodes) > MAX_DEPTH:
                     raise fail(event, f"at most {MAX_DEPTH} levels of nesting")
                 continue
@@ -197,7 +199,7 @@ def load_yaml(text: str, source: str) -> Any:
             elif isinstance(event, yaml.AliasEvent):
                 (nodes, height), anchor = anchors.get(event.anchor or "", (1, 0)), None
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                nodes, height, anchor = open_nodes.pop()
+                nodes, height, anchor, _, _ = open_nodes.pop()
             elif isinstance(event, yaml.DocumentStartEvent):
                 if seen_document:
                     raise fail(event, "one YAML document", "another")
@@ -213,6 +215,11 @@ def load_yaml(text: str, source: str) -> Any:
                 parent = open_nodes[-1]
                 parent[0] += nodes
                 parent[1] = max(parent[1], height + 1)
+                if parent[3] is not None and parent[4] % 2 == 0 and isinstance(event, yaml.ScalarEvent):
+                    if event.value in parent[3]:
+                        raise fail(event, "each key once in a mapping", f"{event.value!r} again")
+                    parent[3].add(event.value)
+                parent[4] += 1
                 if parent[0] > MAX_NODES:
                     raise fail(event, f"at most {MAX_NODES:,} YAML nodes (aliases expanded)")
         return yaml.load(text, Loader=_LOADER)
@@ -808,6 +815,31 @@ def _check_model(i: int, model: Model, pools: dict, spec: StackSpec, P: Any) -> 
                 yield P("policy.capacityTypes", f"on-demand or reserved capacity for models[{i}] ('{model.name}', "
                         f"{topology.describe()}): one reclaimed spot node recreates the whole group, cold", "spot")
                 break
+        if not spec.policy.allow_unproven:
+            yield from _unproven(i, model, pool, found, gpn, spec, P)
+
+
+def _unproven(i: int, model: Model, pool: Any, rows: list[profiles.Throughput], gpn: int, spec: StackSpec,
+              P: Any) -> Iterable[Problem]:
+    """A throughput row no public source measured on the fabric a cluster renders it on (issue 24:
+    12, plan/fabric.py) sizes a night on a guess: refused unless policy.allowUnproven says so, one
+    line per row and rendered fabric, naming the clusters."""
+    where: dict[tuple[tuple[str, str, str, str], str], list[str]] = {}
+    for cluster in spec.clusters:
+        on = fabric.of(pool, cluster)
+        if not on:
+            continue   # no instance type of the pool on sale there: reported on the cluster
+        for row in rows:
+            if not fabric.apply(row, on, gpn).proven:
+                where.setdefault((row.key, on), []).append(cluster.name)
+    by_key = {row.key: row for row in rows}
+    for (key, on), names in where.items():
+        row = by_key[key]
+        clusters = names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
+        yield P("policy.allowUnproven", f"true to plan models[{i}] ('{model.name}') on pool '{pool.name}' in "
+                f"{clusters}, whose nodes' fabric is {on}: its {row.gpu} throughput row was measured "
+                f"on {row.fabric or 'an unrecorded fabric'} (source: {row.source}) and no public source ran it on "
+                f"{on} (docs/operations.md, 'Capacity on the rendered fabric')", "false")
 
 
 def _recipe_matches(spec: StackSpec, model: Model, pool: Any, phase: str, topology: Topology) -> list[recipes.Match]:

@@ -94,6 +94,9 @@ def own(path: Path, shipped: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(entry.get("gpu"), str) and entry["gpu"] not in gpus:
             problems.append(Problem(source, f"instance_types.{name}.gpu", "a GPU of the shipped profiles or of "
                                     "this file (" + ", ".join(sorted(gpus)) + ")", repr(entry["gpu"])))
+        if entry.get("fabric", "") not in ("", *profiles.FABRICS):
+            problems.append(Problem(source, f"instance_types.{name}.fabric", "one of " + ", ".join(profiles.FABRICS),
+                                    repr(entry["fabric"])))
         if "cloud" in entry and entry["cloud"] not in clouds:
             problems.append(Problem(source, f"instance_types.{name}.cloud", "a cloud a provisioner launches on ("
                                     + ", ".join(clouds) + ")", repr(entry["cloud"])))
@@ -168,6 +171,9 @@ def row_problems(source: str, path: str, row: Any, gpus: Iterable[str], classes:
     if not 0 <= row["prefix_cache_hit_rate"] < 1:
         problems.append(Problem(source, f"{path}.prefix_cache_hit_rate", "a share from 0 to below 1",
                                 repr(row["prefix_cache_hit_rate"])))
+    if row.get("fabric", "") not in ("", *profiles.FABRICS):
+        problems.append(Problem(source, f"{path}.fabric", "the network between the source's nodes: one of "
+                                + ", ".join(profiles.FABRICS), repr(row["fabric"])))
     return problems + _topology_problems(source, f"{path}.topology", row["topology"])
 
 

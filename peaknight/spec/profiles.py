@@ -42,6 +42,7 @@ class InstanceType:
     # its derivation): what the night costs (plan/cost.py). A region without one has no cost.
     prices: Mapping[str, float] = field(default_factory=dict)
     price_source: str = ""
+    fabric: str = ""                  # the network between its nodes (FABRICS): what a row must be measured on
 
     def sold_in(self, region: str) -> bool:
         return region in self.regions
@@ -89,6 +90,40 @@ class ModelClass:
     weights_gib: float
     architecture: Architecture
     source: str = ""   # where the figures come from (required in a stack's own profiles file)
+
+
+# The networks between nodes a throughput row can be measured on and an instance type brings;
+# nvlink: one node only (the row's groups never cross nodes).
+FABRICS = ("infiniband", "roce", "efa", "nvlink")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a throughput row's source ran: the engine and version, and the MoE choices a figure
+    depends on (DeepEP all-to-all, two-batch overlap, expert load balancing)."""
+
+    engine: str                  # engine and version as published ("sglang 0.4.6", "DeepSeek in-house")
+    moe_a2a: str = "none"        # the expert-parallel all-to-all: deepep, or none (NCCL collectives; dense models)
+    two_batch_overlap: bool = False
+    eplb: bool = False
+
+    def describe(self) -> str:
+        extras = [n for n, on in (("two-batch overlap", self.two_batch_overlap), ("EPLB", self.eplb)) if on]
+        return ", ".join([self.engine, f"all-to-all {self.moe_a2a}", *extras])
+
+
+@dataclass(frozen=True)
+class FabricDerating:
+    """A cited ratio between a row's figure on the fabric it was measured on and the fabric rendered,
+    for rows whose recipe used `moe_a2a` there: what the planner multiplies by when no row was
+    measured on the rendered fabric."""
+
+    measured_on: str
+    rendered_on: str
+    moe_a2a: str
+    prefill: float
+    decode: float
+    source: str
 
 
 COLOCATED = "colocated"
@@ -150,6 +185,8 @@ class Throughput:
     source: str
     # Where and when a calibrated row was measured (`peaknight calibrate`); "" for a shipped row.
     measured: str = ""
+    fabric: str = ""              # the network between the source's nodes (FABRICS); "" unrecorded
+    recipe: Recipe | None = None  # what the source ran; None unrecorded
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -174,7 +211,8 @@ def mapping_key(row: Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 
 def _row(raw: Mapping[str, Any]) -> Throughput:
-    return Throughput(**{**raw, "topology": _topology(raw["topology"])})
+    recipe = Recipe(**raw["recipe"]) if raw.get("recipe") else None
+    return Throughput(**{**raw, "topology": _topology(raw["topology"]), "recipe": recipe})
 
 
 def _topology(raw: dict) -> ServingTopology:
@@ -225,6 +263,7 @@ class Profiles:
     router: Router
     edge_instance_types: dict[str, EdgeInstanceType]
     edge_network: EdgeNetwork
+    fabric_deratings: tuple[FabricDerating, ...] = ()
 
 
 # Files read above the shipped table, lowest first: the stack's own profiles file
@@ -299,8 +338,11 @@ def _tables() -> dict[str, Any]:
 # measurement is a broken run, and the fleet it asks for is a thousand times the shipped plan's.
 PLAUSIBLE_FASTER = 4.0
 PLAUSIBLE_SLOWER = 1000.0
-# The only fields a calibrated row changes from the shipped row (calibration.py writes them).
-CALIBRATED_FIELDS = ("prefill_tps", "decode_tps", "latency_target", "source", "measured")
+# The only fields a calibrated row changes from the shipped row (calibration.py writes them): its
+# rates, its text, and the fabric the rehearsal measured it on (plan/fabric.py: a row measured on
+# the rendered fabric applies as published).
+CALIBRATED_TEXT = ("latency_target", "source", "measured")
+CALIBRATED_FIELDS = ("prefill_tps", "decode_tps", *CALIBRATED_TEXT, "fabric")
 # A calibration file holds at most one row per shipped row: a few KiB each.
 MAX_CALIBRATION_BYTES = 1 << 20
 MAX_TEXT = 1000   # characters of a calibrated row's latency_target, source or measured
@@ -354,7 +396,10 @@ def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
                 problems.append(config.Problem(source, f"{where}.{name}", "the shipped row's value (a calibration "
                                                f"changes only {', '.join(CALIBRATED_FIELDS)})",
                                                config.show(row.get(name))))
-        for name in CALIBRATED_FIELDS[2:]:
+        if row.get("fabric", base.get("fabric", "")) not in ("", *FABRICS):
+            problems.append(config.Problem(source, f"{where}.fabric", "the network the rehearsal measured it on: one "
+                                           "of " + ", ".join(FABRICS), config.show(row.get("fabric"))))
+        for name in CALIBRATED_TEXT:
             text = row.get(name, "")
             if not (isinstance(text, str) and len(text) <= MAX_TEXT and text.isprintable()):
                 problems.append(config.Problem(source, f"{where}.{name}", f"one line of text (at most {MAX_TEXT} "
@@ -370,14 +415,16 @@ def calibrated_rows(path: Path | None) -> list[dict[str, Any]]:
 
 
 def _same(field: str, value: Any, shipped: Any) -> bool:
-    """A row's field as the shipped row has it (a topology compared as what it describes: a row
-    written from the dataclass spells out its empty groups)."""
-    if field != "topology":
-        return value == shipped
+    """A row's field as the shipped row has it (a topology or recipe compared as what it describes: a
+    row written from the dataclass spells out its empty groups and default recipe fields)."""
     try:
-        return _topology(value) == _topology(shipped)
+        if field == "recipe":
+            return (Recipe(**value) if value else None) == (Recipe(**shipped) if shipped else None)
+        if field == "topology":
+            return _topology(value) == _topology(shipped)
     except (KeyError, TypeError, AttributeError):
         return False
+    return bool(value == shipped)
 
 
 def _identity(row: Any) -> tuple[str, str, str, str] | None:
@@ -407,7 +454,7 @@ def load() -> Profiles:
         instance_types={name: InstanceType(name, row["gpu"], row["gpus"], row["cloud"], tuple(row["regions"]),
                                            Interconnect(**row["interconnect"]) if "interconnect" in row else None,
                                            row.get("source", ""), dict(row.get("prices") or {}),
-                                           row.get("price_source", ""))
+                                           row.get("price_source", ""), row.get("fabric", ""))
                         for name, row in raw["instance_types"].items()},
         model_classes={name: ModelClass(name=name, **{**row, "architecture": Architecture(**row["architecture"])})
                        for name, row in raw["model_classes"].items()},
@@ -417,6 +464,7 @@ def load() -> Profiles:
         router=Router(**raw["router"]),
         edge_instance_types={name: EdgeInstanceType(name=name, **row) for name, row in raw["edge_instance_types"].items()},
         edge_network=EdgeNetwork(**raw["edge_network"]),
+        fabric_deratings=tuple(FabricDerating(**row) for row in raw.get("fabric_deratings", ())),
     )
 
 
