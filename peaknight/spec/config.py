@@ -189,7 +189,7 @@ def load_yaml(text: str, source: str) -> Any:
     try:
         for event in yaml.parse(text, Loader=_LOADER):
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                keys = set() if isinstance(event, yaml.MappingStartEvent) else None
+                keys: set[str] | None = set() if isinstance(event, yaml.MappingStartEvent) else None
                 open_nodes.append([1, 0, event.anchor, keys, 0])
                 if len(open_nodes) > MAX_DEPTH:
                     raise fail(event, f"at most {MAX_DEPTH} levels of nesting")
