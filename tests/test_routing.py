@@ -113,15 +113,11 @@ def test_epp_reads_the_engines_real_metric_names(broadcast):
                       cplan.model(greetings.name))
 
 
-def _by_hand(spec, r, demand_tps: float, input_share: float) -> int:
-    """EPP pods by hand: input tok/s over the benchmark's tokens per core, in 32-vCPU pods, with
-    headroom and utilisation, then enough that the cores survive a lost zone (of 3), at least 2."""
-    cores = demand_tps * input_share / (98.8 * 100_000 / 46.5)
-    serving = math.ceil(cores * spec.policy.headroom / (r.pod_vcpu * spec.policy.target_utilisation))
-    total = serving
-    while total - math.ceil(total / 3) < serving:
-        total += 1
-    return max(2, total)
+def _vcpu_by_hand(spec, r, demand_tps: float, input_share: float, pods: int) -> int:
+    """The leader's vCPU by hand: the prompt tokens it reads over the benchmark's tokens per core,
+    plus 7.5 idle cores per 100 pods it scrapes, with headroom over target utilisation."""
+    cores = demand_tps * input_share / (98.8 * 100_000 / 46.5) + pods * 7.5 / 100
+    return math.ceil(cores * spec.policy.headroom / spec.policy.target_utilisation)
 
 
 def test_epp_deployment_flags_security_and_sizing(broadcast):
@@ -142,20 +138,31 @@ def test_epp_deployment_flags_security_and_sizing(broadcast):
     args = c["args"]
     assert args[args.index("--pool-name") + 1] == "greetings" and args[args.index("--pool-namespace") + 1] == ns
     assert args[args.index("--config-file") + 1] == "/config/epp.yaml"
-    assert "--enable-pprof=false" in args and "--ha-enable-leader-election" not in args
+    # Finding 7: one prefix index, so leader election: only the leader is ready and serves.
+    assert "--enable-pprof=false" in args and "--ha-enable-leader-election" in args
     assert c["readinessProbe"]["grpc"] == {"port": 9003, "service": "inference-extension"}
     assert pod["securityContext"]["runAsUser"] == 65532 and c["securityContext"]["readOnlyRootFilesystem"]
-    # broadcast greetings: 23.5 cores -> 1 pod, 2 for a lost zone.
-    assert dep["spec"]["replicas"] == _by_hand(spec, r, plan.demand_tps.value, greetings.input_share) == 2
-    # Past the floor of 2: at 10x greetings' demand, 235 cores -> 10 pods, 15 for a lost zone.
-    busy = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value * 10, "x10"))
-    assert (routing.epp_replicas(spec, greetings, busy, 3).value
-            == _by_hand(spec, r, busy.demand_tps.value, greetings.input_share) == 15)
+    # broadcast greetings, a 64th of the night: 2,083,333 tok/s x 0.6 / 212,473 = 5.9 cores reading
+    # prompts + 580 pods at the ceiling x 7.5 / 100 = 43.5 idle cores scraping them (llm-d-router's
+    # operations guide): ceil(49.4 x 1.05 / 0.85) = 62 vCPU in the one pod that serves; 2 pods.
+    assert plan.max_replicas.value == 580
+    assert c["resources"]["requests"]["cpu"] == str(_vcpu_by_hand(spec, r, plan.demand_tps.value,
+                                                                 greetings.input_share, 580)) == "62"
+    assert dep["spec"]["replicas"] == 2 and "580 serving pods at the ceiling" in \
+        dep["metadata"]["annotations"]["peaknight.io/epp-vcpu"]
+    # The idle cost follows the pods: at 10x greetings' demand and pods, 58.8 + 435 cores -> 611 vCPU.
+    busy = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value * 10, "x10"),
+                               max_replicas=Figure(5800, "x10"))
+    assert (routing.epp_vcpu(spec, greetings, busy).value
+            == _vcpu_by_hand(spec, r, busy.demand_tps.value, greetings.input_share, 5800) == 611)
     service = objs[f"service.{ns}.greetings-epp"].manifest["spec"]
     assert service["clusterIP"] == "None"  # every EPP pod resolved by the gateway's STRICT_DNS cluster
     role = objs[f"role.{ns}.greetings-epp"].manifest
     assert {res for rule in role["rules"] for res in rule["resources"]} >= {"pods", "inferencepools"}
-    assert all(rule["verbs"] == ["get", "list", "watch"] for rule in role["rules"])
+    assert all(rule["verbs"] == ["get", "list", "watch"] for rule in role["rules"] if rule["resources"] != ["leases"])
+    # Leader election's Lease: what controller-runtime's resource lock reads and writes.
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]} \
+        in role["rules"]
     # A disaggregated model has no picker to size.
     assert f"deployment.{ns}.chat-epp" not in objs and f"deployment.{ns}.chat-router" in objs
 

@@ -110,8 +110,7 @@ class InferenceRouterArgs:
 
     @cached_property
     def unit(self) -> Unit:
-        return images.mirrored(routing.build(self.spec, self.model, self.plan, len(self.cluster.zones)),
-                               self.spec.registry_mirror)
+        return images.mirrored(routing.build(self.spec, self.model, self.plan), self.spec.registry_mirror)
 
 
 @dataclass(frozen=True, kw_only=True)

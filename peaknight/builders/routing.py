@@ -26,6 +26,7 @@ Sources (read at the revisions named):
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import yaml
@@ -35,7 +36,7 @@ from peaknight.builders.inference import INFERENCE_POOL_GROUP as POOL_GROUP, poo
 from peaknight.builders.objects import Obj, Scope, Unit, inference_namespace, meta, priority_class
 from peaknight.engines import registry as engines
 from peaknight.engines.base import PORT
-from peaknight.plan import capacity, saturation
+from peaknight.plan import saturation
 from peaknight.plan.capacity import ModelPlan
 from peaknight.plan.figure import Figure
 from peaknight.spec import profiles
@@ -49,7 +50,10 @@ CONFIG_FILE = "epp.yaml"
 # The chart's grace period: "should mirror the longest grace period of the pods within the pool" is
 # its own note; an EPP that stops only ends routing decisions, the streams stay on the gateway.
 EPP_GRACE_SECONDS = 130
-MIN_EPP_REPLICAS = 2  # the gateway never fails open (ai-gateway v1.1.0): one EPP down is the model down
+# The gateway never fails open (ai-gateway v1.1.0): one EPP down is the model down. Two pods under
+# leader election (`--ha-enable-leader-election`, llm-d-router v0.10.0 cmd/epp options: "readiness
+# probes will only pass on the leader"): the leader serves with one prefix index, the other stands by.
+EPP_REPLICAS = 2
 # llm-d-router v0.10.0 chart default profile weights (routerlib/templates/_config.yaml).
 WEIGHTS = {"queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3, "load-aware-scorer": 1}
 
@@ -62,20 +66,24 @@ def epp_selector(scope: Scope, model: Model) -> dict[str, str]:
     return {"app.kubernetes.io/name": epp_name(model), "peaknight.io/event": scope.event.name}
 
 
-def epp_replicas(spec: StackSpec, model: Model, plan: ModelPlan, zones: int) -> Figure:
-    """EPP pods for the model's peak in the cluster, sized like replicas (headroom, utilisation, a
-    zone lost): the EPP's CPU follows the prompt tokens it reads (profiles.yaml `router`)."""
+def epp_vcpu(spec: StackSpec, model: Model, plan: ModelPlan) -> Figure:
+    """vCPU of the EPP pod: the leader alone reads every prompt and scrapes every pod of the pool, so
+    one pod holds both (profiles.yaml `router`): the prompt tokens at the model's peak, and the idle
+    cost of the pool's pods at the autoscaler's ceiling, with headroom over target utilisation. More
+    replicas would not add capacity (active-passive) and active-active splits the prefix index."""
     r = profiles.load().router
     input_tps = plan.demand_tps.value * model.input_share
-    cores = input_tps / r.input_tokens_per_core
-    pods = capacity.replicas_for(
-        cores, r.pod_vcpu, spec, zones,
-        f"{plan.demand_tps.value:,.0f} tok/s x input share {model.input_share:g} = {input_tps:,.0f} input tok/s / "
-        f"{r.input_tokens_per_core:,.0f} input tok/s per core (llm-d-router benchmark: {r.bench_requests_per_s:g} "
-        f"req/s x {r.bench_input_tokens:,} tok on {r.bench_cores:g} cores) = {cores:,.1f} cores over "
-        f"{r.pod_vcpu}-vCPU pods")
-    value = max(MIN_EPP_REPLICAS, int(pods.value))
-    return Figure(value, pods.why + ("" if value == pods.value else f"; at least {MIN_EPP_REPLICAS}"))
+    load = input_tps / r.input_tokens_per_core
+    pods = int(plan.max_replicas.value)   # one serving pod a replica: the pool's endpoints
+    idle = pods / 100 * r.idle_cores_per_100_pods
+    vcpu = math.ceil((load + idle) * spec.policy.headroom / spec.policy.target_utilisation)
+    return Figure(vcpu, f"{plan.demand_tps.value:,.0f} tok/s x input share {model.input_share:g} = {input_tps:,.0f} "
+                        f"input tok/s / {r.input_tokens_per_core:,.0f} input tok/s per core (llm-d-router benchmark: "
+                        f"{r.bench_requests_per_s:g} req/s x {r.bench_input_tokens:,} tok on {r.bench_cores:g} cores) "
+                        f"= {load:,.1f} cores + {pods:,} serving pods at the ceiling x {r.idle_cores_per_100_pods:g} "
+                        f"idle cores per 100 pods = {idle:,.1f} cores; ceil({load + idle:,.1f} x headroom "
+                        f"{spec.policy.headroom:g} / util {spec.policy.target_utilisation:g}) = {vcpu} vCPU in the "
+                        f"leader's pod; {EPP_REPLICAS} pods under leader election")
 
 
 def epp_config(spec: StackSpec, model: Model, plan: ModelPlan) -> dict[str, Any]:
@@ -129,6 +137,7 @@ def _container(spec: StackSpec, model: Model, memory_gib: int, vcpu: int) -> dic
         "image": spec.router.image,
         "imagePullPolicy": "IfNotPresent",
         "args": ["--pool-name", pool_name(model), "--pool-namespace", ns, "--pool-group", POOL_GROUP,
+                 "--ha-enable-leader-election",
                  "--config-file", f"/config/{CONFIG_FILE}", "--grpc-port", str(EPP_GRPC_PORT),
                  "--grpc-health-port", str(EPP_HEALTH_PORT), "--metrics-port", str(EPP_METRICS_PORT),
                  "--zap-encoder", "json", "--tracing=false", "--enable-pprof=false",
@@ -149,7 +158,7 @@ def _container(spec: StackSpec, model: Model, memory_gib: int, vcpu: int) -> dic
     }
 
 
-def _deployment(spec: StackSpec, model: Model, replicas: Figure) -> Obj:
+def _deployment(spec: StackSpec, model: Model, vcpu: Figure) -> Obj:
     r = profiles.load().router
     ns = inference_namespace(spec)
     pods = epp_selector(spec, model)
@@ -162,7 +171,7 @@ def _deployment(spec: StackSpec, model: Model, replicas: Figure) -> Obj:
             "automountServiceAccountToken": True,
             "terminationGracePeriodSeconds": EPP_GRACE_SECONDS,
             "securityContext": podpolicy.pod_security(EPP_USER),
-            "containers": [_container(spec, model, r.pod_memory_gib, r.pod_vcpu)],
+            "containers": [_container(spec, model, r.pod_memory_gib, int(vcpu.value))],
             "topologySpreadConstraints": podpolicy.zone_spread(pods, by_node=True),
             "volumes": [{"name": "config", "configMap": {"name": epp_name(model)}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
@@ -170,8 +179,8 @@ def _deployment(spec: StackSpec, model: Model, replicas: Figure) -> Obj:
     }
     return Obj({"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {**meta(spec, "router", epp_name(model), ns),
-                             "annotations": {"peaknight.io/epp-replicas": replicas.why}},
-                "spec": {"replicas": int(replicas.value), "selector": {"matchLabels": pods},
+                             "annotations": {"peaknight.io/epp-vcpu": vcpu.why}},
+                "spec": {"replicas": EPP_REPLICAS, "selector": {"matchLabels": pods},
                          "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                          "template": template}})
 
@@ -183,7 +192,9 @@ def _rbac(spec: StackSpec, model: Model) -> list[Obj]:
     rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": read},
              {"apiGroups": [POOL_GROUP], "resources": ["inferencepools"], "verbs": read},
              {"apiGroups": ["inference.networking.x-k8s.io", "llm-d.ai"],
-              "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": read}]
+              "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": read},
+             # Leader election takes a Lease (controller-runtime's resource lock).
+             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
     return [
         Obj({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(spec, "router", name, ns)}),
         Obj({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(spec, "router", name, ns),
@@ -195,17 +206,17 @@ def _rbac(spec: StackSpec, model: Model) -> list[Obj]:
     ]
 
 
-def build(spec: StackSpec, model: Model, plan: ModelPlan, zones: int) -> Unit:
+def build(spec: StackSpec, model: Model, plan: ModelPlan) -> Unit:
     ns = inference_namespace(spec)
     name = epp_name(model)
-    replicas = epp_replicas(spec, model, plan, zones)
+    vcpu = epp_vcpu(spec, model, plan)
     config = yaml.safe_dump(epp_config(spec, model, plan), sort_keys=False)
     objs = [
         Obj(inference_pool(spec, model, plan)),
         Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "router", name, ns),
              "data": {CONFIG_FILE: config}}),
         *_rbac(spec, model),
-        _deployment(spec, model, replicas),
+        _deployment(spec, model, vcpu),
         # Headless: the gateway's STRICT_DNS cluster then resolves every ready EPP pod and balances
         # requests over them (LEAST_REQUEST), instead of pinning its HTTP/2 connections to whichever
         # pods a ClusterIP's connection balancing picked.
