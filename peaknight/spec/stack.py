@@ -493,7 +493,7 @@ class HealthCheck:
     failure_threshold: int = Field(default=3, ge=1, le=10, description="probes failed in a row before the "
                                    "cluster leaves the answers (Route 53 FailureThreshold: 1-10)")
     api_path: formats.UrlPath = Field(description="the path each cluster's gateway answers 2xx to without "
-                                      "credentials (the kit routes none: the operator's health route)")
+                                      "credentials (the kit routes it to the assistant's readiness: HTTPRoute steering-health)")
 
 
 @dataclass(config=STRICT, kw_only=True)
