@@ -108,7 +108,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     # operations.md: autoscaling, routing, admission, weights
     "broadcast.chat-decode.tokens-threshold": lambda: _count(int(_trigger("chat-decode", "tokens"))),
     "broadcast.chat-decode.queue-target": lambda: f'{float(_trigger("chat-decode", "queue")):,.4f}',
-    "broadcast.greetings.epp-vcpu": lambda: _object("Deployment", "greetings-epp")["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+    "broadcast.greetings.epp-vcpu": lambda: _object("Deployment", "greetings-s0-epp")["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
     "broadcast.chat.slots": lambda: _count(_annotated_result("BackendTrafficPolicy", "chat", "slots")),
     "broadcast.chat.queue": lambda: _count(_annotated_result("BackendTrafficPolicy", "chat", "queue")),
     "broadcast.chat.per-endpoint": lambda: _count(_annotated_result("BackendTrafficPolicy", "chat", "per-endpoint")),

@@ -418,7 +418,10 @@ def test_a_wrong_threshold_is_caught(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("pod, matches", [("greetings-7d9f8c6b5-x2k9q", True), ("greetings-3", False),
-                                          ("greetings-extra-7d9f8c6b5-x2k9q", False)])
+                                          ("greetings-extra-7d9f8c6b5-x2k9q", False),
+                                          # a picker shard's Deployment (builders/shards.py)
+                                          ("greetings-s12-7d9f8c6b5-x2k9q", True),
+                                          ("greetings-sx-7d9f8c6b5-x2k9q", False)])
 def test_pod_pattern_of_a_deployment(pod: str, matches: bool) -> None:
     import re
 

@@ -17,7 +17,7 @@ from peaknight.engines import registry as engines
 from peaknight.engines.base import SERVING_PATHS, EngineMetrics
 from peaknight.plan import admission
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
-from peaknight.builders import autoscaling, routing, runbook
+from peaknight.builders import autoscaling, routing, runbook, shards
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
 from peaknight.spec.stack import Cluster, Edge, Model, StackSpec
@@ -77,9 +77,10 @@ def engine_tokens_per_second(e: EngineMetrics, matchers: str) -> str:
 
 
 def pod_pattern(workload: str, group_size: int = 1) -> str:
-    """Regex of a workload's pod names: Deployment `<name>-<hash>-<5>`, LWS `<name>-<group>[-<worker>]`."""
+    """Regex of a workload's pod names: Deployment `<name>-<hash>-<5>` (or `<name>-s<i>-<hash>-<5>`, a
+    picker shard's Deployment: builders/shards.py), LWS `<name>-<group>[-<worker>]`."""
     if group_size == 1:
-        return f"{workload}-[a-z0-9]{{6,10}}-[a-z0-9]{{5}}"
+        return f"{workload}(-s[0-9]+)?-[a-z0-9]{{6,10}}-[a-z0-9]{{5}}"
     return f"{workload}-[0-9]+(-[0-9]+)?"
 
 
@@ -222,15 +223,24 @@ def _router_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelP
     never fails open); erroring above the share of tokens the night may leave unserved."""
     ns = inference_namespace(spec)
     epp = routing.epp_name(model)
-    sel = _sel(namespace=ns, service=epp)
+    k = int(routing.pickers(spec, model, plan).shards.value)
+    # One picker per shard (builders/shards.py): each shard without one is its share of requests failing.
+    services = [f"{name}-epp" for name in shards.names(model, k)]
+    sel = _sel(namespace=ns, service=epp) if k == 1 else _sel(namespace=ns, service="~" + "|".join(services))
+    down = (f"(sum(up{sel}) or vector(0)) < 1" if k == 1 else
+            f"(count(sum by (service) (up{sel}) >= 1) or vector(0)) < {k}")
     label = {"model": model.name}
     where = f"{model.name} in {cluster.name}"
     errors = spec.slo.unmet_tokens_pct / 100
     return [
-        _alert(spec, "PeaknightEndpointPickerDown", f"(sum(up{sel}) or vector(0)) < 1", EPP_DOWN_FOR, "critical",
-               f"{where}: no endpoint picker answering",
+        _alert(spec, "PeaknightEndpointPickerDown", down, EPP_DOWN_FOR, "critical",
+               f"{where}: no endpoint picker answering" + (f" in one of its {k} shards" if k > 1 else ""),
                f"No {epp} pod is scraped up. Envoy AI Gateway's ext_proc filter never fails open, so every request "
                f"to {model.name} through the Gateway fails until one is back: check the Deployment {epp} in {ns} "
+               if k == 1 else
+               f"A shard of {model.name} has no picker pod scraped up ({', '.join(services)}). Envoy AI Gateway's "
+               f"ext_proc filter never fails open, so the requests the route sends to that shard's InferencePool fail "
+               f"until one is back: check the Deployment of the shard missing from `up` in {ns} "
                f"(image pull, RBAC on its InferencePool, the API server reachable).", **label),
         _alert(spec, "PeaknightEndpointPickerErrors",
                f"sum(rate(llm_d_epp_request_error_total{sel}[{RATE_WINDOW}])) / "

@@ -26,17 +26,17 @@ Sources (read at the revisions named):
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import yaml
 
 from peaknight.builders import inference, podpolicy
-from peaknight.builders.inference import INFERENCE_POOL_GROUP as POOL_GROUP, pool_name, serving_pods
+from peaknight.builders.inference import INFERENCE_POOL_GROUP as POOL_GROUP, serving_pods
 from peaknight.builders.objects import Obj, Scope, Unit, inference_namespace, meta, priority_class
 from peaknight.engines import registry as engines
 from peaknight.engines.base import PORT
-from peaknight.plan import saturation
+from peaknight.builders import shards as sharding
+from peaknight.plan import picker, saturation
 from peaknight.plan.capacity import ModelPlan
 from peaknight.plan.figure import Figure
 from peaknight.spec import profiles
@@ -66,24 +66,9 @@ def epp_selector(scope: Scope, model: Model) -> dict[str, str]:
     return {"app.kubernetes.io/name": epp_name(model), "peaknight.io/event": scope.event.name}
 
 
-def epp_vcpu(spec: StackSpec, model: Model, plan: ModelPlan) -> Figure:
-    """vCPU of the EPP pod: the leader alone reads every prompt and scrapes every pod of the pool, so
-    one pod holds both (profiles.yaml `router`): the prompt tokens at the model's peak, and the idle
-    cost of the pool's pods at the autoscaler's ceiling, with headroom over target utilisation. More
-    replicas would not add capacity (active-passive) and active-active splits the prefix index."""
-    r = profiles.load().router
-    input_tps = plan.demand_tps.value * model.input_share
-    load = input_tps / r.input_tokens_per_core
-    pods = int(plan.max_replicas.value)   # one serving pod a replica: the pool's endpoints
-    idle = pods / 100 * r.idle_cores_per_100_pods
-    vcpu = math.ceil((load + idle) * spec.policy.headroom / spec.policy.target_utilisation)
-    return Figure(vcpu, f"{plan.demand_tps.value:,.0f} tok/s x input share {model.input_share:g} = {input_tps:,.0f} "
-                        f"input tok/s / {r.input_tokens_per_core:,.0f} input tok/s per core (llm-d-router benchmark: "
-                        f"{r.bench_requests_per_s:g} req/s x {r.bench_input_tokens:,} tok on {r.bench_cores:g} cores) "
-                        f"= {load:,.1f} cores + {pods:,} serving pods at the ceiling x {r.idle_cores_per_100_pods:g} "
-                        f"idle cores per 100 pods = {idle:,.1f} cores; ceil({load + idle:,.1f} x headroom "
-                        f"{spec.policy.headroom:g} / util {spec.policy.target_utilisation:g}) = {vcpu} vCPU in the "
-                        f"leader's pod; {EPP_REPLICAS} pods under leader election")
+def pickers(spec: StackSpec, model: Model, plan: ModelPlan) -> picker.PickerPlan:
+    """The model's shards and each picker's size (plan/picker.py)."""
+    return picker.plan(spec.policy, model, plan)
 
 
 def epp_config(spec: StackSpec, model: Model, plan: ModelPlan) -> dict[str, Any]:
@@ -113,30 +98,32 @@ def epp_config(spec: StackSpec, model: Model, plan: ModelPlan) -> dict[str, Any]
             "schedulingProfiles": [{"name": "default", "plugins": [*profile, {"pluginRef": "max-score-picker"}]}]}
 
 
-def inference_pool(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, Any]:
+def inference_pool(scope: Scope, model: Model, plan: ModelPlan, shards: int = 1, index: int = 0) -> dict[str, Any]:
+    """The pool of shard `index` (the model's one pool when there is one shard): its pods and picker."""
+    name = sharding.names(model, shards)[index]
     return {
         "apiVersion": f"{POOL_GROUP}/v1", "kind": "InferencePool",
-        "metadata": meta(scope, "router", pool_name(model), inference_namespace(scope)),
+        "metadata": meta(scope, "router", name, inference_namespace(scope)),
         "spec": {
-            "selector": {"matchLabels": serving_pods(scope, model, plan)},
+            "selector": {"matchLabels": {**serving_pods(scope, model, plan), **sharding.label(shards, index)}},
             "targetPorts": [{"number": PORT}],
             "appProtocol": "http",
             # llm-d's default. Envoy AI Gateway v1.1.0 does not read it (its ext_proc filter never
             # fails open), so the EPP runs at least two replicas and its absence pages.
-            "endpointPickerRef": {"name": epp_name(model), "port": {"number": EPP_GRPC_PORT},
+            "endpointPickerRef": {"name": f"{name}-epp", "port": {"number": EPP_GRPC_PORT},
                                   "failureMode": "FailOpen"},
         },
     }
 
 
-def _container(spec: StackSpec, model: Model, memory_gib: int, vcpu: int) -> dict[str, Any]:
+def _container(spec: StackSpec, pool: str, memory_gib: int, vcpu: int) -> dict[str, Any]:
     ns = inference_namespace(spec)
     grpc_probe = {"grpc": {"port": EPP_HEALTH_PORT, "service": "inference-extension"}}
     return {
         "name": "epp",
         "image": spec.router.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["--pool-name", pool_name(model), "--pool-namespace", ns, "--pool-group", POOL_GROUP,
+        "args": ["--pool-name", pool, "--pool-namespace", ns, "--pool-group", POOL_GROUP,
                  "--ha-enable-leader-election",
                  "--config-file", f"/config/{CONFIG_FILE}", "--grpc-port", str(EPP_GRPC_PORT),
                  "--grpc-health-port", str(EPP_HEALTH_PORT), "--metrics-port", str(EPP_METRICS_PORT),
@@ -158,10 +145,11 @@ def _container(spec: StackSpec, model: Model, memory_gib: int, vcpu: int) -> dic
     }
 
 
-def _deployment(spec: StackSpec, model: Model, vcpu: Figure) -> Obj:
+def _deployment(spec: StackSpec, model: Model, vcpu: Figure, shards: int, index: int) -> Obj:
     r = profiles.load().router
     ns = inference_namespace(spec)
-    pods = epp_selector(spec, model)
+    pool = sharding.names(model, shards)[index]
+    pods = {**epp_selector(spec, model), **sharding.label(shards, index)}
     template = {
         "metadata": {"labels": {**meta(spec, "router", epp_name(model))["labels"], **pods}},
         "spec": {
@@ -171,14 +159,14 @@ def _deployment(spec: StackSpec, model: Model, vcpu: Figure) -> Obj:
             "automountServiceAccountToken": True,
             "terminationGracePeriodSeconds": EPP_GRACE_SECONDS,
             "securityContext": podpolicy.pod_security(EPP_USER),
-            "containers": [_container(spec, model, r.pod_memory_gib, int(vcpu.value))],
+            "containers": [_container(spec, pool, r.pod_memory_gib, int(vcpu.value))],
             "topologySpreadConstraints": podpolicy.zone_spread(pods, by_node=True),
             "volumes": [{"name": "config", "configMap": {"name": epp_name(model)}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
         },
     }
     return Obj({"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {**meta(spec, "router", epp_name(model), ns),
+                "metadata": {**meta(spec, "router", f"{pool}-epp", ns),
                              "annotations": {"peaknight.io/epp-vcpu": vcpu.why}},
                 "spec": {"replicas": EPP_REPLICAS, "selector": {"matchLabels": pods},
                          "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
@@ -206,32 +194,46 @@ def _rbac(spec: StackSpec, model: Model) -> list[Obj]:
     ]
 
 
-def build(spec: StackSpec, model: Model, plan: ModelPlan) -> Unit:
+def _shard(spec: StackSpec, model: Model, plan: ModelPlan, sized: picker.PickerPlan, index: int) -> list[Obj]:
+    """One shard's pool, picker, its headless Service and PDB."""
     ns = inference_namespace(spec)
-    name = epp_name(model)
-    vcpu = epp_vcpu(spec, model, plan)
-    config = yaml.safe_dump(epp_config(spec, model, plan), sort_keys=False)
-    objs = [
-        Obj(inference_pool(spec, model, plan)),
-        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "router", name, ns),
-             "data": {CONFIG_FILE: config}}),
-        *_rbac(spec, model),
-        _deployment(spec, model, vcpu),
+    shards = int(sized.shards.value)
+    name = f"{sharding.names(model, shards)[index]}-epp"
+    pods = {**epp_selector(spec, model), **sharding.label(shards, index)}
+    service_meta = meta(spec, "router", name, ns)
+    service_meta["labels"].update(epp_selector(spec, model))   # the one ServiceMonitor finds every shard's
+    return [
+        Obj(inference_pool(spec, model, plan, shards, index)),
+        _deployment(spec, model, sized.vcpu, shards, index),
         # Headless: the gateway's STRICT_DNS cluster then resolves every ready EPP pod and balances
         # requests over them (LEAST_REQUEST), instead of pinning its HTTP/2 connections to whichever
         # pods a ClusterIP's connection balancing picked.
-        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "router", name, ns),
-             "spec": {"clusterIP": "None", "selector": epp_selector(spec, model),
+        Obj({"apiVersion": "v1", "kind": "Service", "metadata": service_meta,
+             "spec": {"clusterIP": "None", "selector": pods,
                       "ports": [{"name": "grpc-ext-proc", "port": EPP_GRPC_PORT, "targetPort": "grpc",
                                  "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
                                 {"name": "http-metrics", "port": EPP_METRICS_PORT, "targetPort": "metrics",
                                  "protocol": "TCP"}]}}),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(spec, "router", name, ns),
-             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": epp_selector(spec, model)}}}),
+             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": pods}}}),
+    ]
+
+
+def build(spec: StackSpec, model: Model, plan: ModelPlan) -> Unit:
+    """The model's pools and pickers (one per shard: plan/picker.py), their shared config, RBAC and
+    monitor."""
+    ns = inference_namespace(spec)
+    name = epp_name(model)
+    sized = pickers(spec, model, plan)
+    config = yaml.safe_dump(epp_config(spec, model, plan), sort_keys=False)
+    objs = [
+        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "router", name, ns),
+             "data": {CONFIG_FILE: config}}),
+        *_rbac(spec, model),
+        *(o for i in range(int(sized.shards.value)) for o in _shard(spec, model, plan, sized, i)),
         Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
              "metadata": meta(spec, "router", name, ns),
              "spec": {"selector": {"matchLabels": epp_selector(spec, model)},
                       "endpoints": [{"port": "http-metrics", "path": "/metrics", "interval": "15s"}]}}),
     ]
     return Unit("InferenceRouter", model.name, tuple(objs))
-

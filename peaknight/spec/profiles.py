@@ -206,6 +206,7 @@ class Router:
     bench_input_tokens: int
     bench_cores: float
     idle_cores_per_100_pods: float
+    max_pod_vcpu: int
     pod_memory_gib: int
 
     @property
