@@ -69,7 +69,7 @@ def _only(violations: list[policy.Violation], target: str, *fragments: str) -> N
 
 def test_gpu_container_without_limit() -> None:
     objs, target = _edit(_cluster("broadcast")[2], "Deployment",
-                         lambda m: _pod(m)["containers"][0]["resources"]["limits"].pop("nvidia.com/gpu"), name="greetings")
+                         lambda m: _pod(m)["containers"][0]["resources"]["limits"].pop("nvidia.com/gpu"), name="greetings-s0")
     _only(_violations("broadcast", "gpu-limits-and-toleration", objs), target,
           "container 'engine' requests nvidia.com/gpu without a limit")
 
@@ -82,8 +82,10 @@ def test_gpu_pod_without_toleration() -> None:
 
 def test_deployment_without_pdb() -> None:
     objs = [o for o in _cluster("broadcast")[2] if not (o.kind == "PodDisruptionBudget" and o.name == "greetings")]
-    _only(_violations("broadcast", "pdb-per-workload", objs), "Deployment gala-2026-inference/greetings",
-          "no PodDisruptionBudget selects its pods")
+    # One PDB spans greetings' 8 picker shards (builders/shards.py): without it, none has one.
+    violations = _violations("broadcast", "pdb-per-workload", objs)
+    assert {v.obj for v in violations} == {f"Deployment gala-2026-inference/greetings-s{i}" for i in range(8)}
+    assert all("no PodDisruptionBudget selects its pods" in str(v) for v in violations)
 
 
 def test_mutable_tag_in_broadcast_but_not_in_rehearsal() -> None:
@@ -119,7 +121,8 @@ def test_a_warm_gate_that_outranks_serving_is_reported() -> None:
     bad, _ = _edit(objs, "PriorityClass", raise_warm, name=warm.name)
     violations = _violations("broadcast", "serving-outranks-warm-gate", bad)
     assert violations and {v.obj for v in violations} == {
-        "Deployment gala-2026-inference/greetings", "Deployment gala-2026-inference/greetings-epp",
+        # greetings: 8 picker shards, each its servers and its picker (builders/shards.py)
+        *(f"Deployment gala-2026-inference/greetings-s{i}{epp}" for i in range(8) for epp in ("", "-epp")),
         "LeaderWorkerSet gala-2026-inference/deep-think-prefill", "LeaderWorkerSet gala-2026-inference/deep-think-decode",
         "Deployment gala-2026-inference/deep-think-router",
         "Deployment gala-2026-edge/gala-live", "StatefulSet gala-2026-edge/gala-live-shield"}

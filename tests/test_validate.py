@@ -60,7 +60,7 @@ def empty_gateway_class(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("change, expected", [
-    (_tag_greetings, ["gala-bj-01: Deployment gala-2026-inference/greetings: spec.template.spec: container 'engine' "
+    (_tag_greetings, ["gala-bj-01: Deployment gala-2026-inference/greetings-s0: spec.template.spec: container 'engine' "
                       "image 'vllm/vllm-openai:v0.11.0' is a mutable tag (pin @sha256:...) [immutable-images]"]),
     (_unprotect, ["gala-hk-04: NodePool h200: broadcast node pool is not protected (protect=True) "
                   "[broadcast-pools-frozen]",
@@ -92,8 +92,9 @@ def test_every_violation_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture
     violations = [line for line in lines[:-1] if not line.startswith("warning: ")]  # placeholder digests
     checks = {line.rsplit("[", 1)[1].rstrip("]") for line in violations}
     assert checks == {"immutable-images", "broadcast-pools-frozen", "schema"}
-    # 16 clusters x 1 tagged Deployment, two containers each (the engine and its wait-weights init)
-    assert sum("[immutable-images]" in line and "/greetings" in line for line in lines) == 16 * 2
+    # 16 clusters x greetings' 8 shard Deployments, two containers each (the engine and its
+    # wait-weights init)
+    assert sum("[immutable-images]" in line and "/greetings" in line for line in lines) == 16 * 8 * 2
     assert sum("[broadcast-pools-frozen]" in line for line in lines) == 16 * (3 + 1) * 2
     assert lines[-1].endswith(f"{len(violations)} violation(s)")
 

@@ -42,6 +42,10 @@ def _deployment(obj: Obj, model: Model, shards: int, index: int) -> Obj:
         f"shard {index + 1} of {shards}: ceil-spread of the model's replicas over its shards")
     spec = m["spec"]
     spec["replicas"] = shard_pods(spec["replicas"], shards, index)
+    # The plan's surge, spread too (the pool holds that many more pods), one a shard at least: a
+    # Deployment may not have both maxSurge and maxUnavailable at 0.
+    rolling = spec["strategy"]["rollingUpdate"]
+    rolling["maxSurge"] = max(1, shard_pods(rolling["maxSurge"], shards, index))
     spec["selector"]["matchLabels"].update(label(shards, index))
     spec["template"]["metadata"]["labels"].update(label(shards, index))
     return Obj(m, obj.protect, obj.ignore_changes)
