@@ -227,6 +227,9 @@ class Addons:
                                    "PrometheusRule CRDs and Prometheus; off = bring your own")
     prometheus_adapter: bool = Field(default=True, description="prometheus-adapter, where an HPA reads a custom "
                                      "or external metric: those metrics APIs from Prometheus; off = bring your own")
+    ai_gateway: bool = Field(default=True, description="Envoy AI Gateway (controller and CRDs), where a route "
+                             "sends to an InferencePool (a colocated model): Envoy Gateway's extension server for "
+                             "it; off = bring your own (its Envoy Gateway must name it the extension manager)")
 
 
 @dataclass(config=STRICT, kw_only=True)
