@@ -229,8 +229,9 @@ def test_envelope_error_stops_the_build(tmp_path):
 
 @pytest.mark.parametrize("stack", ["broadcast", "rehearsal"])
 def test_the_gateway_data_plane_is_sized_from_the_plan(built, stack):
-    """One Envoy per Gateway is the controller's default; the plan's requests/s set the pods: at
-    least 2, zone-spread, one down at a time, scaled on CPU to twice that."""
+    """One Envoy per Gateway is the controller's default; the plan's requests/s and concurrent
+    streams set the pods: at least 2, zone-spread, one down at a time, and pinned (no autoscaler):
+    the admission limits are per Envoy pod (issue 24, finding 8)."""
     ev = built[stack]
     name, objs = first(ev)
     ns = f"{ev.spec.event.name}-inference"
@@ -246,7 +247,15 @@ def test_the_gateway_data_plane_is_sized_from_the_plan(built, stack):
     zones = len(ev.spec.clusters[0].zones)
     survivors = pods - math.ceil(pods / zones) if ev.spec.policy.survive_zone_loss else pods
     assert pods >= 2 and survivors * g.pod_vcpu * ev.spec.policy.target_utilisation >= vcpu * ev.spec.policy.headroom
-    assert k8s["envoyHpa"]["minReplicas"] == pods and k8s["envoyHpa"]["maxReplicas"] == 2 * pods
+    # Streams by hand (Little's law): req/s x (TTFT + output tokens per request x ITL), each model.
+    slo = ev.spec.slo
+    streams = sum(plan.model_rates()[m.name][0] / g.tokens_per_request
+                  * (slo.ttft_p99_seconds + g.tokens_per_request * (1 - m.input_share) * slo.itl_p99_seconds)
+                  for m in ev.spec.models)
+    assert survivors * 50_000 * ev.spec.policy.target_utilisation >= streams * ev.spec.policy.headroom
+    if stack == "broadcast":
+        assert round(streams) == 1_210_260 and pods == 45   # streams, not CPU (5 + 3 pods), decide
+    assert "envoyHpa" not in k8s and plan.gateway.max_pods.value == pods
     assert k8s["envoyPDB"] == {"maxUnavailable": 1}
     spread = k8s["envoyDeployment"]["pod"]["topologySpreadConstraints"][0]
     assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["labelSelector"]["matchLabels"] == {

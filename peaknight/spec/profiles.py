@@ -194,6 +194,7 @@ class Gateway:
     pod_vcpu: int
     pod_memory_gib: int
     tokens_per_request: int
+    streams_per_pod: int
 
 
 @dataclass(frozen=True)
