@@ -185,23 +185,30 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
     return {"name": f"peaknight.{model.name}", "rules": rules}
 
 
-def prefix_cache_floor(spec: StackSpec, model: Model) -> float:
+def planned_hit_rate(model: Model, plan: ModelPlan | None = None) -> float:
+    """The hit rate the plan credits prefill with: what the routing delivers (plan/prefix_hits.py),
+    or the stack's own where the plan kept it (policy.allowUnproven) or there is no plan."""
+    return plan.prefix_hit_rate.value if plan is not None and plan.prefix_hit_rate is not None \
+        else model.prefix_cache_hit_rate
+
+
+def prefix_cache_floor(spec: StackSpec, model: Model, plan: ModelPlan | None = None) -> float:
     """The achieved prefix-cache hit rate below which prefill needs more than the plan's margin: the
-    planner credits prefill with models[].prefixCacheHitRate h, so prefill work per input token is
+    planner credits prefill with a hit rate h (planned_hit_rate), so prefill work per input token is
     (1 - h); a replica has 1 / targetUtilisation of its planned load in hand, so prefill work up to
     (1 - h) / util still fits, an achieved rate down to 1 - (1 - h) / util. <= 0: never short."""
-    return 1 - (1 - model.prefix_cache_hit_rate) / spec.policy.target_utilisation
+    return 1 - (1 - planned_hit_rate(model, plan)) / spec.policy.target_utilisation
 
 
 def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> list[dict[str, Any]]:
-    floor = prefix_cache_floor(spec, model)
+    floor = prefix_cache_floor(spec, model, plan)
     if floor <= 0:
         return []  # even a cold cache leaves prefill within the plan's margin
     e = engines.metrics(model)
     label = {"model": model.name}
     rec = _sel(model=model.name)
     quiet = plan.capacity_tps.value * 60 * MODEL_QUIET_SHARE
-    h, util = model.prefix_cache_hit_rate, spec.policy.target_utilisation
+    h, util = planned_hit_rate(model, plan), spec.policy.target_utilisation
     router = (f"router ({model.name}-router: its prefix tree is per router pod)" if model.disaggregated else
               f"endpoint picker ({routing.epp_name(model)}: its prefix index is per EPP pod)")
     return [_alert(
@@ -210,7 +217,7 @@ def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: 
         f"model:tokens_per_minute:rate{RATE_WINDOW}{rec} > {_num(quiet)}",
         PREFIX_CACHE_FOR, "critical",
         f"{model.name} in {cluster.name}: prefix-cache hit rate under {floor:.3f}, the plan expects {h:g}",
-        f"The plan credits prefill with models[].prefixCacheHitRate = {h:g} of input tokens from the prefix "
+        f"The plan credits prefill with a prefix-cache hit rate of {h:g} of input tokens from the prefix "
         f"cache ({e.prefix_cache_hits} over {e.prefix_cache_queries}). Prefill work per input token is then "
         f"{1 - h:.3f}; at target utilisation {util:g} a replica holds {1 / util:.3f}x its planned load, so prefill "
         f"fits down to an achieved rate of 1 - {1 - h:.3f} / {util:g} = {floor:.3f}. Below it the replicas "

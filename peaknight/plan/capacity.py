@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from peaknight.engines.base import Topology
-from peaknight.plan import gaps, loss, memory, rollout, startup, streams, weights
+from peaknight.plan import gaps, loss, memory, prefix_hits, rollout, startup, streams, weights
 from peaknight.plan.figure import Figure
 from peaknight.plan.gaps import Gap
 from peaknight.plan.weights import WeightsPlan
@@ -59,6 +59,8 @@ class ModelPlan:
     loss_demand_tps: Figure | None = None
     loss_capacity_tps: Figure | None = None
     gaps: tuple[Gap, ...] = ()        # where its floors fall to the baseline between moments (plan/gaps.py)
+    # The prefix-cache hit rate prefill is planned at: what the routing can deliver (plan/prefix_hits.py).
+    prefix_hit_rate: Figure | None = None
 
     @property
     def loss_short(self) -> bool:
@@ -473,7 +475,9 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     # The lead the warm gate is sized for; also how far apart moments must be for floors to fall.
     cold_lead = startup.longest_cold_lead(spec.policy, spec.models)
     floor_gaps = gaps.fall_gaps(spec.event, spec.policy, cold_lead)
-    for model, phase, row, per_replica in (w for m in spec.models for w in workloads(m, pools[m.pool], spec.slo.itl_p99_seconds)):
+    hits = {m.name: prefix_hits.planned(spec, cluster, m, pools[m.pool]) for m in spec.models}
+    for model, phase, row, per_replica in (w for m in spec.models
+                                           for w in workloads(hits[m.name][0], pools[m.pool], spec.slo.itl_p99_seconds)):
         pool = pools[model.pool]
         gpn = gpus_per_node(pool)
         gpr = row.gpus_per_replica if not phase else getattr(row.topology, phase).gpus
@@ -540,6 +544,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             # Prefill and decode groups also send the KV cache between nodes over it.
             interconnect=interconnect(pool, cluster) if nodes_per_replica > 1 or phase else None,
             gaps=floor_gaps,
+            prefix_hit_rate=hits[model.name][1],
         ))
         pool_nodes[pool.name].append((n, models[-1].name))
         pool_surge[pool.name] += surge_nodes
