@@ -38,6 +38,9 @@ AI_GATEWAY, AI_GATEWAY_CRDS = "ai-gateway", "ai-gateway-crds"
 # The stack key (spec.Addons field) of an add-on that is not named after its own: the CRDs go with
 # the controller they serve.
 ADDON_KEY = {AI_GATEWAY_CRDS: AI_GATEWAY}
+# Add-ons that must be installed before another starts (beyond the CRDs of kinds a release creates):
+# the AI Gateway's controller watches its own CRDs and does not start without them.
+STARTS_AFTER = {AI_GATEWAY: (AI_GATEWAY_CRDS,)}
 # The device plugin that advertises each interconnect resource the instance catalog names.
 INTERCONNECT_ADDON = {"vpc.amazonaws.com/efa": EFA_DEVICE_PLUGIN}
 
@@ -48,7 +51,6 @@ CRD_ADDON: dict[str, str] = {
     "ScaledObject": KEDA, "TriggerAuthentication": KEDA,
     "LeaderWorkerSet": LWS,
     "ServiceMonitor": PROMETHEUS_STACK, "PodMonitor": PROMETHEUS_STACK, "PrometheusRule": PROMETHEUS_STACK,
-    "AIGatewayRoute": AI_GATEWAY_CRDS,
     **{kind: p.addon for p in provisioners.REGISTRY.values() if p.addon for kind in p.crd_kinds},
 }
 
@@ -320,6 +322,7 @@ def build(spec: StackSpec, plan: ClusterPlan, cluster: Cluster, objects: Iterabl
     releases = []
     for addon, name, derived in wanted:
         pinned = from_mirror(chart(addon), spec.registry_mirror)
-        needs = tuple(sorted({CRD_ADDON[kind] for kind in pinned.uses} & present - {addon}))
+        needs = tuple(sorted(({CRD_ADDON[kind] for kind in pinned.uses} | set(STARTS_AFTER.get(addon, ())))
+                             & present - {addon}))
         releases.append(AddonRelease(addon, name, pinned, merge(file_values(addon, stage), derived), needs))
     return tuple(releases)
