@@ -274,3 +274,33 @@ def test_a_model_named_after_another_models_endpoint_picker_is_refused(tmp_path)
     assert [str(p) for p in err.value.problems] == [
         f"{path}: peaknight:models[2].name: expected a name other than 'greetings' + '-epp' (that model's endpoint "
         "picker is named so); found 'greetings-epp'"]
+
+
+def test_a_sharded_models_ladder_fallback_keeps_its_pools_weights(broadcast):
+    """Step 2 of the ladder on a model split into picker shards: the pools keep their weights (their
+    pods at the ceiling) and the fallback, after them, gets share / (1 - share) of their sum; back
+    at 0 it gets none (builders/shards.py, monitoring.weight_patch)."""
+    import dataclasses
+    import json
+
+    from peaknight.builders import monitoring
+    from peaknight.spec.stack import Ladder
+
+    spec = broadcast.spec
+    plan = broadcast.plan.clusters[0].model("greetings")
+    greetings = next(m for m in spec.models if m.name == "greetings")
+    laddered = dataclasses.replace(greetings, ladder=Ladder(cap_output_tokens=512, fallback="deep-think",
+                                                            fallback_share=0.3))
+    route = shards.split_service(inference.build(spec, spec.clusters[0], laddered, plan), laddered, 8,
+                                 int(plan.max_replicas.value))
+    (r,) = [o.manifest for o in route.objects if o.kind == "HTTPRoute"]
+    refs = r["spec"]["rules"][0]["backendRefs"]
+    assert [ref["name"] for ref in refs] == [f"greetings-s{i}" for i in range(8)] + ["deep-think"]
+    assert refs[-1]["weight"] == 0 and sum(ref["weight"] for ref in refs[:8]) == 2317
+
+    def weights(share: float) -> list[int]:
+        ops = json.loads(monitoring.weight_patch(spec, laddered, share, plan).split("-p '", 1)[1][:-1])
+        return [op["value"] for op in ops if op["path"].startswith("/spec/rules/0/")]
+    assert weights(0.3) == [ref["weight"] for ref in refs[:8]] + [round(2317 * 0.3 / 0.7)]   # 993: 30%
+    assert weights(0) == [ref["weight"] for ref in refs[:8]] + [0]
+    assert weights(1.0) == [0] * 8 + [1]

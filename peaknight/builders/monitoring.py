@@ -18,6 +18,7 @@ from peaknight.engines.base import SERVING_PATHS, EngineMetrics
 from peaknight.plan import admission
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
 from peaknight.builders import autoscaling, routing, runbook, shards
+from peaknight.plan.picker import shard_pods
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
 from peaknight.spec.stack import Cluster, Edge, Model, StackSpec
@@ -309,12 +310,23 @@ def signal_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPla
     ]
 
 
-def weight_patch(spec: StackSpec, model: Model, share: float) -> str:
+def weight_patch(spec: StackSpec, model: Model, share: float, plan: ModelPlan | None = None) -> str:
     """The kubectl command that sets a ladder's fallback share on the model's route (step 2), or
-    takes it back (share 0): every rule's two backends."""
+    takes it back (share 0): every rule's two backends. A model split into picker shards
+    (builders/shards.py; `plan` says how many) keeps its pools' weights, their pods at the ceiling,
+    and its fallback, after them, gets share / (1 - share) of their sum."""
+    shards = 1 if plan is None or model.disaggregated else int(routing.pickers(spec, model, plan).shards.value)
     fallback = round(100 * share)
-    ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
-           for r in range(len(SERVING_PATHS)) for b, w in ((0, 100 - fallback), (1, fallback))]
+    if shards == 1:
+        ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
+               for r in range(len(SERVING_PATHS)) for b, w in ((0, 100 - fallback), (1, fallback))]
+    else:
+        assert plan is not None
+        pods = int(plan.max_replicas.value)
+        weights = ([0] * shards + [1] if share >= 1 else
+                   [shard_pods(pods, shards, i) for i in range(shards)] + [round(pods * share / (1 - share))])
+        ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
+               for r in range(len(SERVING_PATHS)) for b, w in enumerate(weights)]
     return f"kubectl -n {inference_namespace(spec)} patch httproute {model.name} --type=json -p '{json.dumps(ops)}'"
 
 
@@ -342,8 +354,8 @@ def ladder_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPla
     ]
     where = f"{model.name} in {cluster.name}"
     fallback = (f"step 2 (the engine queue half full: {queue / 2:g} waiting requests per ready replica): send "
-                f"{ladder.fallback_share:.0%} of requests to {ladder.fallback} with `{weight_patch(spec, model, ladder.fallback_share)}` "
-                f"and back with `{weight_patch(spec, model, 0)}`; ") if ladder.fallback else         "step 2: no fallback model (ladder.fallback); "
+                f"{ladder.fallback_share:.0%} of requests to {ladder.fallback} with "
+                f"`{weight_patch(spec, model, ladder.fallback_share, plan)}` and back with `{weight_patch(spec, model, 0, plan)}`; ") if ladder.fallback else         "step 2: no fallback model (ladder.fallback); "
     description = (
         f"Ladder step {{{{ $value }}}} of 3. Step 1 (tokens/min over {util:g} x the ready replicas' "
         f"{tpm:,.0f} tok/min each): have the assistant send max_tokens <= {ladder.cap_output_tokens} (the "
