@@ -276,6 +276,17 @@ def test_a_model_named_after_another_models_endpoint_picker_is_refused(tmp_path)
         "picker is named so); found 'greetings-epp'"]
 
 
+def test_a_model_named_after_another_models_picker_shard_is_refused(tmp_path):
+    text = config.resolve_stack_path("broadcast").read_text()
+    path = tmp_path / "x.yaml"
+    path.write_text(text.replace("- name: deep-think", "- name: greetings-s3", 1))
+    with pytest.raises(config.ConfigError) as err:
+        config.load_stack(str(path))
+    assert [str(p) for p in err.value.problems] == [
+        f"{path}: peaknight:models[2].name: expected a name other than 'greetings' + '-s<number>' (that model's "
+        "picker shards are named so); found 'greetings-s3'"]
+
+
 def test_a_sharded_models_ladder_fallback_keeps_its_pools_weights(broadcast):
     """Step 2 of the ladder on a model split into picker shards: the pools keep their weights (their
     pods at the ceiling) and the fallback, after them, gets share / (1 - share) of their sum; back
