@@ -165,6 +165,22 @@ def test_autoscaler_max_under_the_plans_peak(stack: str, index: int, kind: str, 
     assert policy.check_cluster(ctx, cluster.cluster.name, objs, only=["autoscaler-covers-peak"]) == []
 
 
+def test_a_picker_shards_autoscaler_under_its_share_of_the_peak() -> None:
+    """broadcast greetings' 8 shard autoscalers (builders/shards.py): each must reach its share of
+    the workload's peak; one capped under it is reported, naming the shard."""
+    objects = nights.objects("broadcast")
+    cluster = objects.clusters[0]
+    ctx = policy.Context(objects.spec, objects.plan)
+    objs = [o for u in cluster.units for o in u.objects]
+    peak = int(objects.plan.cluster(cluster.cluster.name).model("greetings").replicas.value)
+    share = peak // 8 + (1 if 3 < peak % 8 else 0)
+    low, target = _edit(objs, "ScaledObject", lambda m: m["spec"].update({"maxReplicaCount": share - 1}),
+                        name="greetings-s3")
+    _only(policy.check_cluster(ctx, cluster.cluster.name, low, only=["autoscaler-covers-peak"]), target,
+          f"maxReplicaCount {share - 1} is below the plan's peak of {peak} replicas for 'greetings', shard 3 of 8: {share}")
+    assert policy.check_cluster(ctx, cluster.cluster.name, objs, only=["autoscaler-covers-peak"]) == []
+
+
 # ---- the Pulumi policy pack ----------------------------------------------------------------
 
 def _resources(stack: str, objs: list[Obj], cluster: str) -> list[PolicyResource]:
