@@ -452,10 +452,18 @@ def _check(body: bytes, expected: str) -> str:
 
 
 class _Player:
+    """One viewer. LL-HLS viewers play as hls.js does (src/controller/base-playlist-controller.ts,
+    lowLatencyMode): a playlist loop that asks, back to back, for the blocking reload of the part
+    after the last one its newest playlist lists, beside a media loop that fetches every part a
+    playlist has listed, on a connection of its own. A part already listed is fetched at once; only
+    the next unpublished one waits on a reload. Segment viewers poll the plain playlist."""
+
     def __init__(self, plan: ViewerPlan, parts: int, part_seconds: float, segment_seconds: float, report: Report):
         self.plan, self.parts, self.part_seconds, self.segment_seconds = plan, parts, part_seconds, segment_seconds
         self.report = report
         self.base = f"{SCOPE}{plan.rendition}/"
+        self.listed = (-1, -1)                  # (msn, part): the last part a playlist received lists
+        self.news = asyncio.Event()             # a playlist listing more parts has arrived (or a loop ended)
 
     async def fetch(self, reader, writer, path: str) -> Reply | None:
         try:
@@ -483,26 +491,57 @@ class _Player:
         published = float(reply.body.split(b" ", 3)[2])
         return time.time() - start, start - published
 
+    def _read_parts(self, body: bytes) -> None:
+        parts = re.findall(rb'URI="seg(\d+)\.part(\d+)\.m4s"', body)
+        if parts:
+            newest = (int(parts[-1][0]), int(parts[-1][1]))
+            if newest > self.listed:
+                self.listed = newest
+                self.news.set()
+
+    async def reload(self, until: float) -> None:
+        """The playlist loop: the blocking reload of the part after the last one listed, again as
+        soon as each answer arrives."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.plan.port)
+        try:
+            while time.time() < until and not self.report.errors:
+                msn, part = self.listed
+                msn, part = (msn + 1, 0) if part == self.parts - 1 else (msn, part + 1)
+                reply = await self.fetch(reader, writer, f"{self.base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}")
+                if reply is None:
+                    return
+                self._read_parts(reply.body)
+        finally:
+            writer.close()
+            self.news.set()                     # the media loop never waits on a loop that ended
+
     async def play(self, until: float) -> None:
         await asyncio.sleep(self.plan.start_after)
         reader, writer = await asyncio.open_connection("127.0.0.1", self.plan.port)
+        reloads: asyncio.Task | None = None
         try:
             reply = await self.fetch(reader, writer, self.base + "index.m3u8")
             if reply is None:
                 return
-            parts = re.findall(rb'URI="seg(\d+)\.part(\d+)\.m4s"', reply.body)
             # Players start a hold-back behind live (three parts, or three segments when polling)
             # and stall when that buffer runs dry before the next object arrives.
             if self.plan.low_latency:
-                index = int(parts[-1][0]) * self.parts + int(parts[-1][1]) - 2
-                msn, part = divmod(index, self.parts)
+                self._read_parts(reply.body)
+                msn, part = divmod(self.listed[0] * self.parts + self.listed[1] - 2, self.parts)
                 duration = self.part_seconds
+                reloads = asyncio.create_task(self.reload(until))
             else:
                 listed = [int(m) for m in re.findall(rb"^seg(\d+)\.m4s$", reply.body, re.M)]
                 msn = max(listed[0], listed[-1] - 2)
                 duration = self.segment_seconds
             buffer_end, fetched = 0.0, 0
             while time.time() < until and not self.report.errors:
+                if self.plan.low_latency:
+                    while (msn, part) > self.listed and not reloads.done():
+                        self.news.clear()
+                        await self.news.wait()
+                    if (msn, part) > self.listed:
+                        return
                 name = part_uri(msn, part) if self.plan.low_latency else segment_uri(msn)
                 got = await self.media(reader, writer, name)
                 if got is None:
@@ -519,9 +558,6 @@ class _Player:
                     buffer_end = max(buffer_end, now) + duration
                 if self.plan.low_latency:
                     msn, part = (msn + 1, 0) if part == self.parts - 1 else (msn, part + 1)
-                    # Blocking reload: the playlist that lists the next part, as soon as it exists.
-                    if await self.fetch(reader, writer, f"{self.base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}") is None:
-                        return
                     continue
                 msn += 1
                 while time.time() < until:
@@ -533,6 +569,9 @@ class _Player:
                     await asyncio.sleep(self.segment_seconds / 2)
         finally:
             writer.close()
+            if reloads is not None:
+                reloads.cancel()
+                await asyncio.gather(reloads, return_exceptions=True)
 
 
 def _watch_group(plans: list[ViewerPlan], parts: int, part_seconds: float, segment_seconds: float,
