@@ -86,7 +86,10 @@ def test_timings_derive_from_the_stream_and_bound_failover(broadcast_edge):
     assert (shield["reload_lock_timeout_ms"], shield["reload_lock_age_ms"]) == (1_000 + 1_500 + 1_000 + 5_500, reload_budget)
     assert edge["media"] == edge_nginx.Stage("upstream_tier", 7_500 + media_budget + 1_000, 2 * (1_000 + 22_500), always)
     assert edge["reload"].read_ms == 9_000 + reload_budget + 1_000
-    assert (edge["tries"], shield["tries"]) == (2, 2) and edge["media_patient"] is None
+    assert (edge["tries"], shield["tries"]) == (2, 2)
+    # Every shield marked down: an edge asks them all the same (never marked down), no sooner.
+    assert edge["media_patient"] == dataclasses.replace(edge["media"], upstream="patient_tier")
+    assert (edge["patient_on"], shield["patient_on"]) == ("502", "502 504")
     # Collapsed part requests at the edge re-check at a quarter part instead of nginx's 500 ms tick.
     assert edge["media_lock_timeout_ms"] == 125
     # A blocking reload's answer lists the part asked for, and stays right: kept a segment.
@@ -105,7 +108,8 @@ def test_timings_derive_from_the_stream_and_bound_failover(broadcast_edge):
 def test_edges_hash_on_the_cache_key_over_the_shields_and_shields_fail_over(conf, shield_conf):
     assert "hash $cache_key consistent;" in conf
     assert [line.strip() for line in conf.splitlines() if line.strip().startswith('server "s')] == [
-        f'server "s{i}.ns.svc:80" max_fails=1 fail_timeout=12s;' for i in range(3)]
+        f'server "s{i}.ns.svc:80" max_fails=1 fail_timeout=12s;' for i in range(3)] + [
+        f'server "s{i}.ns.svc:80" max_fails=0;' for i in range(3)]
     assert "hash " not in shield_conf
     # Both first-stage upstreams mark any origin down on one failure; the patient one, backups
     # first, never does (every origin marked down sends requests straight to it).
@@ -115,13 +119,17 @@ def test_edges_hash_on_the_cache_key_over_the_shields_and_shields_fail_over(conf
         'server "origin-b.live.internal:8080" max_fails=0;', 'server "origin-a.live.internal:8080" max_fails=0 backup;']
     for location, patient in (("playlist", "@playlist_patient"), ("reload", "@reload_patient"), ("media", "@media_patient")):
         assert f"error_page 502 504 = {patient};" in shield_conf and f"location {patient} {{" in shield_conf, location
-    assert "error_page" not in conf and "patient" not in conf
+    # An edge whose shields all failed once (and are marked down) asks them anyway, never marking
+    # them down there; a shield's 5xx, an answer, is passed on (proxy_intercept_errors off).
+    for location in ("playlist", "reload", "media"):
+        assert f"error_page 502 = @{location}_patient;" in conf and f"location @{location}_patient {{" in conf
+    assert conf.count("hash $cache_key consistent;") == 2 and "proxy_intercept_errors" not in conf + shield_conf
     # Shields retry on every origin failure, 500 included; edges only when a shield is unreachable.
     assert "proxy_next_upstream error timeout invalid_header http_500 http_502 http_504 http_503;" in shield_conf
     assert "proxy_next_upstream error timeout;" in conf
     assert conf.count("set $cache_key") == shield_conf.count("set $cache_key") == 3
-    assert conf.count("proxy_cache_key $cache_key;") == 3 and shield_conf.count("proxy_cache_key $cache_key;") == 6
-    assert conf.count(f"proxy_cache_use_stale {edge_nginx.STALE_ALWAYS};") == 3
+    assert conf.count("proxy_cache_key $cache_key;") == shield_conf.count("proxy_cache_key $cache_key;") == 6
+    assert conf.count(f"proxy_cache_use_stale {edge_nginx.STALE_ALWAYS};") == 6
     # Stale on a timeout would keep a plain playlist from ever refreshing while the origins are slow.
     assert shield_conf.count(f"proxy_cache_use_stale {edge_nginx.STALE_ALWAYS};") == 5
     assert shield_conf.count(f"proxy_cache_use_stale {edge_nginx.STALE_ANSWERED};") == 1

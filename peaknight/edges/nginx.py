@@ -42,8 +42,13 @@ UPSTREAM_ZONE_KB_PER_SERVER = 2
 SEGMENT_EXTENSIONS = ("ts", "m4s", "mp4", "m4a", "aac", "vtt")
 CACHE_FILL = 0.8          # max_size below the cache volume: temp files share it, and a full emptyDir evicts the pod
 MIN_FREE = 0.1            # the cache manager evicts until this share of the volume is free
-GUARD_FREE = 0.05         # below this share free, misses pass through uncached (cache_guard_script)
+GUARD_FREE = 0.05         # below this share free, requests pass through the cache (cache_guard_script)
 GUARD_FLAG = "cache-full" # the file the guard keeps in the state directory while the volume is that full
+# How often the guard looks (a df: one statfs, and an awk). A volume filled at once breaks the
+# responses being stored until the guard flags it: 0.2 s keeps that window well under the shortest
+# part a player buffers (three parts of 0.1 s at least), so a viewer meets one broken response at
+# most, and five checks a second cost the sidecar a few milliseconds of CPU.
+GUARD_INTERVAL_SECONDS = 0.2
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
@@ -257,7 +262,8 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
     volume_gib = cache_gib(edge, tier.role)
     connect = t["connect_timeout_ms"]
     tries = min(EDGE_TRIES, len(tier.servers)) if edge_role else len(tier.servers)
-    two_stage = not edge_role and len(origins) > 1
+    # A second stage needs someone to fail over to: nginx never marks a lone server down.
+    two_stage = len(tier.servers) > 1
     # Edges move to another shield only when theirs is unreachable or hung: a shield's 5xx means the
     # origins failed, and another shield would ask them again. Shields move on every failure; not
     # on a playlist's 503, which is a held reload's "not yet".
@@ -267,6 +273,9 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
         media_read, reload_read = t["edge_media_read_ms"], t["edge_reload_read_ms"]
         media = plain = Stage("upstream_tier", media_read, tries * (connect + media_read), STALE_ALWAYS)
         reload = Stage("upstream_tier", reload_read, tries * (connect + reload_read), STALE_ALWAYS)
+        # Every shield marked down: they are asked all the same, with the same timeouts.
+        if two_stage:
+            patient = {"media": replace(media, upstream="patient_tier"), "reload": replace(reload, upstream="patient_tier")}
         media_lock = (t["edge_media_lock_timeout_ms"], media_read)
         # A plain playlist is answered at once: a fill slower than the whole failover budget is stuck.
         plain_lock = (tries * (connect + media_read),) * 2
@@ -294,6 +303,11 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
         "connect_timeout_ms": connect,
         "tries": tries,
         "two_stage": two_stage,
+        # What sends a request to the patient stage: nginx's own 502 ("no live upstreams", or
+        # every server tried refused or broke) at both tiers; at a shield also its own 504 (the
+        # first stage timed out). A 5xx an upstream sent is passed on (proxy_intercept_errors off).
+        "patient_on": "502" if edge_role else "502 504",
+        "patient_why": "every shield failed, or is marked down" if edge_role else "this stage timed out, or found no origin up",
         "media": media,
         "media_patient": patient["media"],
         "plain": plain,
@@ -326,12 +340,13 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
 
 
 def cache_guard_script(volume_gib: int, state_dir: str = POD.state_dir) -> str:
-    """The cache guard sidecar's loop (sh, df and awk of the nginx image): while the volume's free
-    space is under GUARD_FREE, a flag file tells nginx to stop storing misses (it still serves its
-    hits). A cache write that meets a full disk breaks the response; a pass-through does not."""
+    """The cache guard sidecar's loop (sh, df, awk and sleep of the nginx image, Debian's: its sleep
+    takes fractions): while the volume's free space is under GUARD_FREE, a flag file tells nginx to
+    pass every request through the cache. A cache write that meets a full disk breaks the
+    response; a pass-through does not."""
     threshold_kb = math.ceil(volume_gib * 1024 * 1024 * GUARD_FREE)
     return (f"while :; do if [ \"$(df -Pk {state_dir} | awk 'NR==2 {{print $4}}')\" -lt {threshold_kb} ]; "
-            f"then touch {state_dir}/{GUARD_FLAG}; else rm -f {state_dir}/{GUARD_FLAG}; fi; sleep 1; done")
+            f"then touch {state_dir}/{GUARD_FLAG}; else rm -f {state_dir}/{GUARD_FLAG}; fi; sleep {GUARD_INTERVAL_SECONDS}; done")
 
 
 def cache_gib(edge: Edge, role: str) -> int:
