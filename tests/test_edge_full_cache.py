@@ -107,11 +107,13 @@ def test_viewers_ride_out_every_cache_volume_filling_at_once():
     LL-HLS) that retry a failed request after 1 s as hls.js does; 8 s in, every volume is filled to
     the last byte at once. Responses being stored at that moment break (nothing can avoid that but
     a guard that flags the volume before it is full, as the 5% threshold does when a volume fills
-    gradually); within the guard's interval each tier passes requests through, and no viewer
-    waits on a cache lock whose holder stores nothing or on a stale playlist that cannot be
-    refreshed (before: up to 1.6 s stalls here, and 70 of 150 viewers stalled up to 15 s in
-    issue 29's run). The stall bound is the players' retry delay, a quarter of the 4 s segment:
-    a broken response costs its viewer the retry, which the 3-part hold-back mostly absorbs."""
+    gradually); within the guard's interval each tier passes requests through, no viewer waits
+    on a cache lock whose holder stores nothing or on a stale playlist that cannot be refreshed,
+    and no edge is left without a shield to ask (before: the edges marked both shields down on
+    their broken responses and answered "no live upstreams" until the viewers' retries gave up;
+    issue 29's run: 70 of 150 viewers stalled up to 15 s). The stall bound is the players' retry
+    delay, a quarter of the 4 s segment: a broken response costs its viewer the retry, which the
+    3-part hold-back mostly absorbs."""
     require_tool("nginx")
     edge = dataclasses.replace(nights.spec("broadcast").edges[0], cache_gib=1, shield_cache_gib=1)
     guards: list[subprocess.Popen] = []
@@ -153,8 +155,9 @@ def test_viewers_ride_out_every_cache_volume_filling_at_once():
     assert flagged_early == [False] and flagged
     assert report.cache["BYPASS"] > report.cache["HIT"]                  # after the fill, everything passed through
     # Only responses under way, or waiting on their cache lock, when the volumes filled broke:
-    # transfers cut short, each retry (a request the guards' flags pass through) whole.
-    assert all(e.endswith(("IncompleteReadError", "ConnectionResetError")) for e in report.errors), report.errors
+    # transfers cut short (or an edge's 502 when both shields cut theirs short), each retry (a
+    # request the guards' flags pass through) whole.
+    assert all(e.endswith(("IncompleteReadError", "ConnectionResetError", "HTTP 502")) for e in report.errors), report.errors
     assert all(fill <= at for at in report.failed_at)
     worst = sorted(report.stalls, key=lambda s: -s[1])[:3]
     assert longest <= h.RETRY_DELAY_SECONDS <= edge.segment_seconds / 4, worst
