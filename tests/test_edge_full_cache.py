@@ -99,12 +99,12 @@ def test_a_full_cache_volume_passes_misses_through_intact():
             unmount()
 
 
-FILL_AT, PLAY_SECONDS, VIEWERS = 8.0, 20.0, 100
+FILL_AT, PLAY_SECONDS, VIEWERS = 6.0, 14.0, 100
 
 
 def test_viewers_ride_out_every_cache_volume_filling_at_once():
     """Two shields and two edge pods, each on its own 64 MB volume with its guard, 100 viewers (half
-    LL-HLS) that retry a failed request after 1 s as hls.js does; 8 s in, every volume is filled to
+    LL-HLS) that retry a failed request after 1 s as hls.js does; 6 s in, every volume is filled to
     the last byte at once. Responses being stored at that moment break (nothing can avoid that but
     a guard that flags the volume before it is full, as the 5% threshold does when a volume fills
     gradually); within the guard's interval each tier passes requests through, no viewer waits
