@@ -45,9 +45,10 @@ MIN_FREE = 0.1            # the cache manager evicts until this share of the vol
 GUARD_FREE = 0.05         # below this share free, requests pass through the cache (cache_guard_script)
 GUARD_FLAG = "cache-full" # the file the guard keeps in the state directory while the volume is that full
 # How often the guard looks (a df: one statfs, and an awk). A volume filled at once breaks the
-# responses being stored until the guard flags it: 0.2 s keeps that window well under the shortest
-# part a player buffers (three parts of 0.1 s at least), so a viewer meets one broken response at
-# most, and five checks a second cost the sidecar a few milliseconds of CPU.
+# responses being stored until the guard flags it: 0.2 s keeps that window under the players' 1 s
+# retry delay (hls.js) and the 0.3 s of the shortest hold-back (three parts of 0.1 s), so a request
+# breaks once at most (its retry passes through), and five checks a second cost the sidecar a few
+# milliseconds of CPU.
 GUARD_INTERVAL_SECONDS = 0.2
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
