@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from peaknight.edges import nginx as edge_nginx
@@ -423,6 +423,7 @@ class Report:
     requests: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
+    failed_at: list[float] = field(default_factory=list)                        # when each error happened
     part_times: list[tuple[float, float, float]] = field(default_factory=list)   # (start, seconds, age at start)
     segment_times: list[tuple[float, float, float]] = field(default_factory=list)   # (start, seconds, age at start)
     stalls: list[tuple[float, float, str]] = field(default_factory=list)        # (start, seconds without media, object late)
@@ -433,6 +434,7 @@ class Report:
         self.requests += other.requests
         self.bytes += other.bytes
         self.errors += other.errors
+        self.failed_at += other.failed_at
         self.part_times += other.part_times
         self.segment_times += other.segment_times
         self.stalls += other.stalls
@@ -451,60 +453,137 @@ def _check(body: bytes, expected: str) -> str:
     return ""
 
 
-class _Player:
-    def __init__(self, plan: ViewerPlan, parts: int, part_seconds: float, segment_seconds: float, report: Report):
-        self.plan, self.parts, self.part_seconds, self.segment_seconds = plan, parts, part_seconds, segment_seconds
-        self.report = report
-        self.base = f"{SCOPE}{plan.rendition}/"
+class _Connection:
+    """A viewer's kept-alive connection to its edge pod, opened again after one breaks."""
 
-    async def fetch(self, reader, writer, path: str) -> Reply | None:
+    def __init__(self, port: int):
+        self.port = port
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, path: str) -> Reply:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
         try:
-            reply = await _request(reader, writer, signed(path))
-        except (OSError, asyncio.IncompleteReadError, ValueError) as err:
-            self.report.errors.append(f"{path}: {type(err).__name__}")
-            return None
-        self.report.requests += 1
-        self.report.bytes += len(reply.body)
-        self.report.cache[reply.cache] += 1
-        if reply.status != 200:
-            self.report.errors.append(f"{path}: HTTP {reply.status}")
-            return None
-        return reply
+            return await _request(*self.streams, path)
+        except BaseException:
+            self.close()
+            raise
 
-    async def media(self, reader, writer, name: str) -> tuple[float, float] | None:
+    def close(self) -> None:
+        if self.streams:
+            self.streams[1].close()
+            self.streams = None
+
+
+# hls.js's defaults (src/config.ts: fragLoadingRetryDelay and levelLoadingRetryDelay 1000 ms,
+# fragLoadingMaxRetry 6): how a player that retries waits after a failed request, and how often.
+RETRY_DELAY_SECONDS = 1.0
+RETRIES = 6
+
+
+class _Player:
+    """One viewer. LL-HLS viewers play as hls.js does (src/controller/base-playlist-controller.ts,
+    lowLatencyMode): a playlist loop that asks, back to back, for the blocking reload of the part
+    after the last one its newest playlist lists, beside a media loop that fetches every part a
+    playlist has listed, on a connection of its own. A part already listed is fetched at once; only
+    the next unpublished one waits on a reload. Segment viewers poll the plain playlist.
+
+    A failed request ends the viewer (and its worker's others: the first error is what a test
+    reports), or, with `retry`, is retried as hls.js retries it while the viewer plays on."""
+
+    def __init__(self, plan: ViewerPlan, parts: int, part_seconds: float, segment_seconds: float, report: Report,
+                 retry: bool = False):
+        self.plan, self.parts, self.part_seconds, self.segment_seconds = plan, parts, part_seconds, segment_seconds
+        self.report, self.retry = report, retry
+        self.base = f"{SCOPE}{plan.rendition}/"
+        self.listed = (-1, -1)                  # (msn, part): the last part a playlist received lists
+        self.news = asyncio.Event()             # a playlist listing more parts has arrived (or a loop ended)
+
+    def playing(self, until: float) -> bool:
+        return time.time() < until and (self.retry or not self.report.errors)
+
+    async def fetch(self, conn: _Connection, path: str, expected: str = "") -> Reply | None:
+        """The object at `path` (checked against `expected` when given), or None once it failed."""
+        for attempt in range(1 + (RETRIES if self.retry else 0)):
+            try:
+                reply = await conn.get(signed(path))
+            except (OSError, asyncio.IncompleteReadError, ValueError) as err:
+                problem = f"{path}: {type(err).__name__}"
+            else:
+                self.report.requests += 1
+                self.report.bytes += len(reply.body)
+                self.report.cache[reply.cache] += 1
+                problem = f"{path}: HTTP {reply.status}" if reply.status != 200 else expected and _check(reply.body, expected)
+                if not problem:
+                    return reply
+            self.report.errors.append(problem + (f" (retry {attempt})" if attempt else ""))
+            self.report.failed_at.append(time.time())
+            if not self.retry:
+                return None
+            await asyncio.sleep(RETRY_DELAY_SECONDS)
+        return None
+
+    async def media(self, conn: _Connection, name: str) -> tuple[float, float] | None:
         start = time.time()
-        reply = await self.fetch(reader, writer, self.base + name)
+        reply = await self.fetch(conn, self.base + name, f"{self.plan.rendition}/{name}")
         if reply is None:
-            return None
-        problem = _check(reply.body, f"{self.plan.rendition}/{name}")
-        if problem:
-            self.report.errors.append(problem)
             return None
         published = float(reply.body.split(b" ", 3)[2])
         return time.time() - start, start - published
 
+    def _read_parts(self, body: bytes) -> None:
+        parts = re.findall(rb'URI="seg(\d+)\.part(\d+)\.m4s"', body)
+        if parts:
+            newest = (int(parts[-1][0]), int(parts[-1][1]))
+            if newest > self.listed:
+                self.listed = newest
+                self.news.set()
+
+    async def reload(self, until: float) -> None:
+        """The playlist loop: the blocking reload of the part after the last one listed, again as
+        soon as each answer arrives."""
+        conn = _Connection(self.plan.port)
+        try:
+            while self.playing(until):
+                msn, part = self.listed
+                msn, part = (msn + 1, 0) if part == self.parts - 1 else (msn, part + 1)
+                reply = await self.fetch(conn, f"{self.base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}")
+                if reply is None:
+                    return
+                self._read_parts(reply.body)
+        finally:
+            conn.close()
+            self.news.set()                     # the media loop never waits on a loop that ended
+
     async def play(self, until: float) -> None:
         await asyncio.sleep(self.plan.start_after)
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.plan.port)
+        conn = _Connection(self.plan.port)
+        reloads: asyncio.Task | None = None
         try:
-            reply = await self.fetch(reader, writer, self.base + "index.m3u8")
+            reply = await self.fetch(conn, self.base + "index.m3u8")
             if reply is None:
                 return
-            parts = re.findall(rb'URI="seg(\d+)\.part(\d+)\.m4s"', reply.body)
             # Players start a hold-back behind live (three parts, or three segments when polling)
             # and stall when that buffer runs dry before the next object arrives.
             if self.plan.low_latency:
-                index = int(parts[-1][0]) * self.parts + int(parts[-1][1]) - 2
-                msn, part = divmod(index, self.parts)
+                self._read_parts(reply.body)
+                msn, part = divmod(self.listed[0] * self.parts + self.listed[1] - 2, self.parts)
                 duration = self.part_seconds
+                reloads = asyncio.create_task(self.reload(until))
             else:
                 listed = [int(m) for m in re.findall(rb"^seg(\d+)\.m4s$", reply.body, re.M)]
                 msn = max(listed[0], listed[-1] - 2)
                 duration = self.segment_seconds
             buffer_end, fetched = 0.0, 0
-            while time.time() < until and not self.report.errors:
+            while self.playing(until):
+                if reloads is not None:
+                    while (msn, part) > self.listed and not reloads.done():
+                        self.news.clear()
+                        await self.news.wait()
+                    if (msn, part) > self.listed:
+                        return
                 name = part_uri(msn, part) if self.plan.low_latency else segment_uri(msn)
-                got = await self.media(reader, writer, name)
+                got = await self.media(conn, name)
                 if got is None:
                     return
                 now = time.time()
@@ -519,29 +598,29 @@ class _Player:
                     buffer_end = max(buffer_end, now) + duration
                 if self.plan.low_latency:
                     msn, part = (msn + 1, 0) if part == self.parts - 1 else (msn, part + 1)
-                    # Blocking reload: the playlist that lists the next part, as soon as it exists.
-                    if await self.fetch(reader, writer, f"{self.base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}") is None:
-                        return
                     continue
                 msn += 1
                 while time.time() < until:
-                    reply = await self.fetch(reader, writer, self.base + "index.m3u8")
+                    reply = await self.fetch(conn, self.base + "index.m3u8")
                     if reply is None:
                         return
                     if segment_uri(msn).encode() + b"\n" in reply.body:
                         break
                     await asyncio.sleep(self.segment_seconds / 2)
         finally:
-            writer.close()
+            conn.close()
+            if reloads is not None:
+                reloads.cancel()
+                await asyncio.gather(reloads, return_exceptions=True)
 
 
 def _watch_group(plans: list[ViewerPlan], parts: int, part_seconds: float, segment_seconds: float,
-                 until: float) -> Report:
+                 until: float, retry: bool) -> Report:
     """One worker process: its viewers as asyncio tasks; reports its own CPU time."""
     report = Report()
 
     async def main() -> None:
-        players = [_Player(p, parts, part_seconds, segment_seconds, report) for p in plans]
+        players = [_Player(p, parts, part_seconds, segment_seconds, report, retry) for p in plans]
         await asyncio.gather(*(p.play(until) for p in players))
 
     asyncio.run(main())
@@ -552,9 +631,10 @@ def _watch_group(plans: list[ViewerPlan], parts: int, part_seconds: float, segme
 
 
 def watch(ports: list[int], stream: Stream, viewers: int, seconds: float, processes: int = 2,
-          seed: int = 1, low_latency_share: float = 0.5) -> Report:
+          seed: int = 1, low_latency_share: float = 0.5, retry: bool = False) -> Report:
     """`viewers` players spread over the edge pods and renditions, `low_latency_share` of them
-    LL-HLS, joining over the first segment, for `seconds`; run in `processes` worker processes."""
+    LL-HLS, joining over the first segment, for `seconds`; run in `processes` worker processes.
+    With `retry`, players retry a failed request as hls.js does and play on."""
     rng = random.Random(seed)
     names = list(stream.renditions)
     plans = [ViewerPlan(ports[i % len(ports)], names[i % len(names)], rng.random() < low_latency_share,
@@ -563,8 +643,8 @@ def watch(ports: list[int], stream: Stream, viewers: int, seconds: float, proces
     groups = [plans[i::processes] for i in range(processes)]
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(processes) as pool:
-        results = pool.starmap(_watch_group, [(g, stream.parts, stream.part_seconds, stream.segment_seconds, until)
-                                              for g in groups if g])
+        results = pool.starmap(_watch_group, [(g, stream.parts, stream.part_seconds, stream.segment_seconds, until,
+                                               retry) for g in groups if g])
     total = Report()
     for r in results:
         total.merge(r)
@@ -605,11 +685,14 @@ class Setup:
 
 @contextmanager
 def running(edge: Edge, segment_seconds: float, part_seconds: float, shields: int = 2, edges: int = 2,
-            workers: int = 1, preroll: int = 4, renditions: tuple[str, ...] = ()) -> Iterator[Setup]:
+            workers: int = 1, preroll: int = 4, renditions: tuple[str, ...] = (),
+            prepare: Callable[[NginxServer], Callable[[], None]] | None = None) -> Iterator[Setup]:
     """The stream, one origin per origin of `edge` (first primary), `shields` nginx shields in front
     of them and `edges` nginx edge pods in front of those, all torn down afterwards. The spec keeps
     every caching rule; only origins, timings of the stream and worker count are local (and the
-    stream carries only `renditions` of the ladder when given)."""
+    stream carries only `renditions` of the ladder when given). `prepare` sees each nginx before it
+    starts (to mount a volume on its state directory, say) and returns what undoes that once it
+    has stopped."""
     with workdir() as work:
         stream = Stream({r.name: r.bitrate_kbps for r in edge.renditions if not renditions or r.name in renditions},
                         segment_seconds, part_seconds)
@@ -623,14 +706,19 @@ def running(edge: Edge, segment_seconds: float, part_seconds: float, shields: in
         edge_servers = [NginxServer(local, tier, work / f"edge{i}", syslog.port) for i in range(edges)]
         stream.start(preroll)
         started: list[NginxServer] = []
+        undo: list[Callable[[], None]] = []
         try:
             for server in (*shield_servers, *edge_servers):
+                if prepare:
+                    undo.append(prepare(server))
                 server.start()
                 started.append(server)
             yield Setup(stream, origins, shield_servers, edge_servers, syslog)
         finally:
             for server in started:
                 server.stop()
+            for step in undo:
+                step()
             syslog.close()
             shield_syslog.close()
             stream.stop()

@@ -62,29 +62,45 @@ def shield_conf(broadcast_edge) -> str:
 
 def test_timings_derive_from_the_stream_and_bound_failover(broadcast_edge):
     """4 s segments, 0.5 s parts, two origins answering in 0.5 s (originLatencySeconds). The shield
-    gives each origin 1 s to connect and a segment past its latency to start answering for a part
-    (a slow answer is still an answer); the edge waits out a wait on the shield's cache lock and the
-    shield's whole failover before it would try another shield, so a slow or failing origin never
-    costs a second fetch elsewhere nor marks a shield down."""
+    asks in two stages: the first gives an origin 1 s to connect and a part past its latency to start
+    answering (a hung primary costs a part), the patient stage a segment past it (a slow answer is
+    still an answer); the edge waits out a wait on the shield's cache lock and the shield's whole
+    fetch before it would try another shield, so a slow or failing origin never costs a second
+    fetch elsewhere nor marks a shield down."""
     shield = edge_nginx.values(broadcast_edge, edge_nginx.shield_tier(broadcast_edge))
     edge = edge_nginx.values(broadcast_edge, edge_nginx.edge_tier(["a:80", "b:80", "c:80"]))
+    always, answered = edge_nginx.STALE_ALWAYS, edge_nginx.STALE_ANSWERED
     assert broadcast_edge.origin_latency_seconds == 0.5
-    assert shield["playlist_read_timeout_ms"] == 5_500             # a reload for the next segment: 4 s, + 1 s, + latency
-    assert shield["media_read_timeout_ms"] == 4_500                # a segment past the origin's latency
-    assert shield["media_next_upstream_timeout_ms"] == 2 * (1_000 + 4_500)   # primary, then backup
-    assert shield["playlist_next_upstream_timeout_ms"] == 2 * (1_000 + 5_500)
-    assert edge["media_read_timeout_ms"] == 4_500 + 11_000 + 1_000 > shield["media_next_upstream_timeout_ms"]
-    assert edge["playlist_read_timeout_ms"] == 13_000 + 1_000
+    # First stage: a part past the latency, ended by its first timeout (a refusal or 5xx moves on).
+    assert shield["media"] == edge_nginx.Stage("upstream_tier", 1_000, 1_000, always)
+    assert shield["plain"] == edge_nginx.Stage("upstream_tier", 1_000, 1_000, answered)
+    # A reload for the next part is held about a part: it gets that on top, in its own upstream.
+    assert shield["reload"] == edge_nginx.Stage("reload_tier", 1_500, 1_500, always)
+    # Patient stage: a segment past the latency per origin; a reload, a target duration + 1 s past it.
+    assert shield["media_patient"] == shield["plain_patient"] == edge_nginx.Stage("patient_tier", 4_500, 2 * (1_000 + 4_500), always)
+    assert shield["reload_patient"] == edge_nginx.Stage("patient_tier", 5_500, 2 * (1_000 + 5_500), always)
+    # Collapsed requests wait for the one fetch from slow origins (a first-stage timeout, then the
+    # patient answer); its lock lasts the fetch's whole budget.
+    media_budget, reload_budget = (1_000 + 1_000 + 1_000) + 11_000, (1_500 + 1_000 + 1_500) + 13_000
+    assert (shield["media_lock_timeout_ms"], shield["media_lock_age_ms"]) == (1_000 + 1_000 + 1_000 + 4_500, media_budget)
+    assert (shield["reload_lock_timeout_ms"], shield["reload_lock_age_ms"]) == (1_000 + 1_500 + 1_000 + 5_500, reload_budget)
+    assert edge["media"] == edge_nginx.Stage("upstream_tier", 7_500 + media_budget + 1_000, 2 * (1_000 + 22_500), always)
+    assert edge["reload"].read_ms == 9_000 + reload_budget + 1_000
     assert (edge["tries"], shield["tries"]) == (2, 2)
-    # Collapsed part requests at the edge re-check at a quarter part instead of nginx's 500 ms tick;
-    # at the shield they wait for the one fetch, as long as it may take.
-    assert edge["media_lock_timeout_ms"] == 125 and shield["media_lock_timeout_ms"] == 4_500
-    assert shield["playlist_lock_age_ms"] == 4_500                # a reload stuck on a hung origin is re-asked
-    assert edge["playlist_lock_age_ms"] == 9_000                  # ... and by the edge, of a shield that has it
+    # Every shield marked down: an edge asks them all the same (never marked down), no sooner.
+    assert edge["media_patient"] == dataclasses.replace(edge["media"], upstream="patient_tier")
+    assert (edge["patient_on"], shield["patient_on"]) == ("502", "502 504")
+    # Collapsed part requests at the edge re-check at a quarter part instead of nginx's 500 ms tick.
+    assert edge["media_lock_timeout_ms"] == 125
     # A blocking reload's answer lists the part asked for, and stays right: kept a segment.
     assert (shield["playlist_ttl"], shield["blocking_playlist_ttl"]) == (1, 4)
-    slower = dataclasses.replace(broadcast_edge, origin_latency_seconds=2.0)
-    assert edge_nginx.values(slower, edge_nginx.shield_tier(slower))["media_read_timeout_ms"] == 6_000
+    slower = edge_nginx.values(dataclasses.replace(broadcast_edge, origin_latency_seconds=2.0), edge_nginx.shield_tier(broadcast_edge))
+    assert (slower["media"].read_ms, slower["media_patient"].read_ms) == (2_500, 6_000)
+    # One origin: nothing to fail over to, so it is asked patiently at once, in one stage.
+    alone = dataclasses.replace(broadcast_edge, origins=broadcast_edge.origins[:1])
+    single = edge_nginx.values(alone, edge_nginx.shield_tier(alone))
+    assert not single["two_stage"] and single["media_patient"] is None
+    assert (single["media"].read_ms, single["reload"].read_ms) == (4_500, 5_500)
     assert shield["cache_max_mb"] == math.floor(50 * 1024 * 0.8) and edge["cache_max_mb"] == 16_384
     assert edge["workers"] == broadcast_edge.pod_cpu
 
@@ -92,18 +108,31 @@ def test_timings_derive_from_the_stream_and_bound_failover(broadcast_edge):
 def test_edges_hash_on_the_cache_key_over_the_shields_and_shields_fail_over(conf, shield_conf):
     assert "hash $cache_key consistent;" in conf
     assert [line.strip() for line in conf.splitlines() if line.strip().startswith('server "s')] == [
-        f'server "s{i}.ns.svc:80" max_fails=1 fail_timeout=12s;' for i in range(3)]
+        f'server "s{i}.ns.svc:80" max_fails=1 fail_timeout=12s;' for i in range(3)] + [
+        f'server "s{i}.ns.svc:80" max_fails=0;' for i in range(3)]
     assert "hash " not in shield_conf
-    assert 'server "origin-a.live.internal:8080" max_fails=1 fail_timeout=12s;' in shield_conf
-    # The last origin is never marked down: one failed answer from each never leaves the shield
-    # without an origin to ask (nginx's "no live upstreams") for the next three segments.
-    assert 'server "origin-b.live.internal:8080" max_fails=0 fail_timeout=12s backup;' in shield_conf
+    # Both first-stage upstreams mark any origin down on one failure; the patient one, backups
+    # first, never does (every origin marked down sends requests straight to it).
+    servers = [line.strip() for line in shield_conf.splitlines() if line.strip().startswith('server "origin')]
+    assert servers == 2 * ['server "origin-a.live.internal:8080" max_fails=1 fail_timeout=12s;',
+                           'server "origin-b.live.internal:8080" max_fails=1 fail_timeout=12s backup;'] + [
+        'server "origin-b.live.internal:8080" max_fails=0;', 'server "origin-a.live.internal:8080" max_fails=0 backup;']
+    for location, patient in (("playlist", "@playlist_patient"), ("reload", "@reload_patient"), ("media", "@media_patient")):
+        assert f"error_page 502 504 = {patient};" in shield_conf and f"location {patient} {{" in shield_conf, location
+    # An edge whose shields all failed once (and are marked down) asks them anyway, never marking
+    # them down there; a shield's 5xx, an answer, is passed on (proxy_intercept_errors off).
+    for location in ("playlist", "reload", "media"):
+        assert f"error_page 502 = @{location}_patient;" in conf and f"location @{location}_patient {{" in conf
+    assert conf.count("hash $cache_key consistent;") == 2 and "proxy_intercept_errors" not in conf + shield_conf
     # Shields retry on every origin failure, 500 included; edges only when a shield is unreachable.
     assert "proxy_next_upstream error timeout invalid_header http_500 http_502 http_504 http_503;" in shield_conf
     assert "proxy_next_upstream error timeout;" in conf
-    for text in (conf, shield_conf):
-        assert text.count("set $cache_key") == 3 and text.count("proxy_cache_key $cache_key;") == 3
-        assert "proxy_cache_use_stale updating error timeout invalid_header http_500 http_502 http_503 http_504;" in text
+    assert conf.count("set $cache_key") == shield_conf.count("set $cache_key") == 3
+    assert conf.count("proxy_cache_key $cache_key;") == shield_conf.count("proxy_cache_key $cache_key;") == 6
+    assert conf.count(f"proxy_cache_use_stale {edge_nginx.STALE_ALWAYS};") == 6
+    # Stale on a timeout would keep a plain playlist from ever refreshing while the origins are slow.
+    assert shield_conf.count(f"proxy_cache_use_stale {edge_nginx.STALE_ALWAYS};") == 5
+    assert shield_conf.count(f"proxy_cache_use_stale {edge_nginx.STALE_ANSWERED};") == 1
     # Only edges face viewers: tokens checked there, and nothing below emerg logged (lines carry the token).
     assert conf.count('if ($secure_link != "1") { return 403; }') == 2 and "secure_link" not in shield_conf
     assert "error_log stderr emerg;" in conf and "emerg" not in shield_conf
@@ -113,10 +142,10 @@ def test_https_origins_get_sni_and_verification(broadcast_edge):
     tls = dataclasses.replace(broadcast_edge, origins=("https://origin-a.live.internal", "https://origin-b.live.internal:8443"),
                               origin_server_name="live.example.com", origin_ca_secret="origin-ca")
     text = edge_nginx.render(tls, edge_nginx.shield_tier(tls))
-    for line in ('server "origin-a.live.internal:443" max_fails=1', 'server "origin-b.live.internal:8443" max_fails=0',
+    for line in ('server "origin-a.live.internal:443" max_fails=1', 'server "origin-b.live.internal:8443" max_fails=1',
                  "proxy_ssl_server_name on;", "proxy_ssl_name live.example.com;", "proxy_ssl_verify on;",
                  "proxy_ssl_trusted_certificate /etc/nginx/origin-ca/ca.crt;", "proxy_set_header Host live.example.com;",
-                 "proxy_pass https://upstream_tier;"):
+                 "proxy_pass https://upstream_tier;", "proxy_pass https://patient_tier;"):
         assert line in text
     plain = edge_nginx.render(broadcast_edge, edge_nginx.shield_tier(broadcast_edge))
     assert "proxy_ssl" not in plain and "proxy_pass http://upstream_tier;" in plain

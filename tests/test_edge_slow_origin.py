@@ -1,15 +1,15 @@
 """Both origins slow at once (one packager behind both, a congested origin link): real nginx
 shields and edge pods with viewers (tests/edge_harness.py), the broadcast stack's edge with its own
-4 s segments of 0.5 s parts, 100 viewers (half LL-HLS), loopback only, about 60 s.
+4 s segments of 0.5 s parts, 100 viewers (half LL-HLS, playing as hls.js does), loopback only,
+about 60 s.
 
-A slow answer is still an answer: the shields wait for it rather than fail it (a segment past the
-origins' measured latency), no tier marks a whole tier down on it, and viewers see no error, during
-the slowness or after it clears (before: 2,977 errors during 30 s of 2 s-slow origins and 1,160
-after). A viewer's stall is bounded too, but not by one segment: the harness's players ask for a
-blocking reload and then the part it lists, one after the other, each the origin's 2 s late where
-no one asked before them, and nginx re-checks a cache lock only every 500 ms at each tier; so a
-part can arrive 2 x 2 s + 2 x 0.5 s after the previous one (measured 3.6-5.6 s). The bound asserted
-is one segment past the origins' own delay; once they recover, stalls end within a segment."""
+A slow answer is still an answer: a shield's first stage passes an origin over after a part past
+its measured latency, the patient stage then waits for the answer, and once every origin is marked
+down requests go straight to it; no tier marks a whole tier down for good on slowness. Viewers see no
+error, during the slowness or after it clears (before: 2,977 errors during 30 s of 2 s-slow origins
+and 1,160 after), and no stall longer than one segment (issue 29's "done when"): a part costs its
+first asker at most the first stage's 1 s and the origins' 2 s. Once the origins recover, stalls
+end within the players' 3-part hold-back."""
 from __future__ import annotations
 
 import threading
@@ -56,5 +56,5 @@ def test_both_origins_two_seconds_slow_cost_viewers_no_error():
     assert report.errors == []
     assert report.part_times and report.segment_times
     worst = sorted(report.stalls, key=lambda s: -s[1])[:3]
-    assert longest <= edge.segment_seconds + 2 * SLOW_SECONDS, worst
-    assert after <= edge.segment_seconds, worst
+    assert longest <= edge.segment_seconds, worst
+    assert after <= 3 * edge.part_seconds, worst

@@ -114,7 +114,7 @@ def _containers(edge: Edge, role: str) -> list[dict[str, Any]]:
     }
     guard = {
         "name": "cache-guard",
-        # The nginx image's own sh, df and awk: no other image to pin.
+        # The nginx image's own sh, df, awk and sleep: no other image to pin.
         "image": edge.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", edge_nginx.cache_guard_script(edge_nginx.cache_gib(edge, role))],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -42,8 +42,14 @@ UPSTREAM_ZONE_KB_PER_SERVER = 2
 SEGMENT_EXTENSIONS = ("ts", "m4s", "mp4", "m4a", "aac", "vtt")
 CACHE_FILL = 0.8          # max_size below the cache volume: temp files share it, and a full emptyDir evicts the pod
 MIN_FREE = 0.1            # the cache manager evicts until this share of the volume is free
-GUARD_FREE = 0.05         # below this share free, misses pass through uncached (cache_guard_script)
+GUARD_FREE = 0.05         # below this share free, requests pass through the cache (cache_guard_script)
 GUARD_FLAG = "cache-full" # the file the guard keeps in the state directory while the volume is that full
+# How often the guard looks (a df: one statfs, and an awk). A volume filled at once breaks the
+# responses being stored until the guard flags it: 0.2 s keeps that window under the players' 1 s
+# retry delay (hls.js) and the 0.3 s of the shortest hold-back (three parts of 0.1 s), so a request
+# breaks once at most (its retry passes through), and five checks a second cost the sidecar a few
+# milliseconds of CPU.
+GUARD_INTERVAL_SECONDS = 0.2
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
@@ -127,43 +133,86 @@ def shield_tier(edge: Edge) -> Tier:
     return Tier("shield", origin_grammar.of(edge))
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One way a tier asks upstream for an object: which upstream, how long a server may take to
+    start answering, how long the request may move on to the next server, and which stale copy
+    stands in when the stage fails."""
+
+    upstream: str
+    read_ms: int
+    next_upstream_timeout_ms: int
+    use_stale: str
+
+
+STALE_ALWAYS = "updating error timeout invalid_header http_500 http_502 http_503 http_504"
+# A plain playlist's first stage keeps its stale copy for origins that answered 5xx, not for slow or
+# hung ones: those go on to the patient stage, which refreshes the copy (a stale playlist served on
+# every timeout would never be refreshed while the origins are slower than the first stage's timeout).
+STALE_ANSWERED = "updating http_500 http_502 http_503 http_504"
+
+
+def _two_stage(first_ms: int, patient_ms: int, origins: int) -> tuple[int, int]:
+    """(budget, lock) of a shield's fetch: the longest it may take, and the longest a fetch takes
+    that a slow origin answers (what requests collapsed on it wait before they go uncached).
+
+    The first stage ends at its first timeout (proxy_next_upstream_timeout = its read timeout), after
+    a fast failure (refusal, 5xx) of the origin before at most; the patient stage tries every origin."""
+    connect = CONNECT_TIMEOUT_MS
+    patient = origins * (connect + patient_ms)
+    if origins == 1:
+        return patient, connect + patient_ms
+    return first_ms + connect + first_ms + patient, connect + first_ms + connect + patient_ms
+
+
 def _timings(edge: Edge, origins: int) -> dict[str, int]:
-    """Timeouts of both tiers, in ms. The shield owns failover between origins within a bounded
-    budget; the edge waits out that budget (and a wait on the shield's cache lock before it) before
-    it gives up on a shield, so a slow origin never turns into a second fetch through another
-    shield, nor into an edge marking its shield down."""
+    """Timeouts of both tiers, in ms.
+
+    A shield with a backup asks in two stages. The first (every origin marked down for three
+    segments after one failure) gives an origin one part past its measured latency to start
+    answering, then hands the request to the patient stage (the backups first, never marked down),
+    which waits a segment past that latency: a hung primary costs a viewer about one part before
+    the backup answers, and origins that are all slow still answer. Once every origin is marked
+    down the first stage answers "no live upstreams" at once, and each request goes straight to the
+    patient stage: a slow spell costs a fetch the first stage's timeout at most once per origin
+    and three segments. Edge pods wait out the shield's whole budget before they try another
+    shield, so a slow origin never turns into a second fetch elsewhere nor marks a shield down."""
     seg, part = edge.segment_seconds * 1000, edge.part_seconds * 1000
     latency = edge.origin_latency_seconds * 1000
     connect = CONNECT_TIMEOUT_MS
-    # A slow answer is still an answer: the backup is likely as slow (one packager behind both),
-    # and an error costs the viewer more than a late part. An origin that has not started
-    # answering a part or segment a whole segment past its measured latency is hung: by then the
-    # viewer has stalled that long anyway, and the next origin is tried.
-    media_read = math.ceil(max(1000, 2 * part, seg + latency))
+    # Patient: an origin that has not started answering a part or segment a whole segment past its
+    # measured latency is hung: by then a viewer has stalled that long anyway.
+    patient = math.ceil(max(1000, 2 * part, seg + latency))
+    # First stage: with another origin to ask, one that has not started answering within a part
+    # past its measured latency (1 s at least: a lost SYN or segment costs 200 ms+ of TCP
+    # retransmission) is passed over.
+    first = math.ceil(max(1000, part + latency))
     # LL-HLS: a reload asks for the next part (held about one part) or for the next whole segment
-    # (held up to one target duration), answered after the origin's latency. Held longer, the
-    # origin is hung or its encoder stalled, and the shield tries the backup.
-    playlist_read = math.ceil(seg + 1000 + latency)
-    shield_media_budget = origins * (connect + media_read)
-    shield_playlist_budget = origins * (connect + playlist_read)
-    # Requests for an object being fetched wait for that one fetch at the shield, then go uncached.
-    shield_media_lock = media_read
+    # (held up to one target duration), answered after the origin's latency; held longer, the
+    # origin is hung or its encoder stalled. Its first stage allows the next part's hold on top of
+    # the first stage's wait; a reload asked further ahead (hls.js's CDN tune-in asks up to 1.5
+    # target durations ahead) outlasts it and is held out by the patient stage, at the backup.
+    hold = math.ceil(seg + 1000 + latency)
+    reload_first = math.ceil(first + part)
+    media_budget, media_lock = _two_stage(first, patient, origins)
+    reload_budget, reload_lock = _two_stage(reload_first, hold, origins)
     return {
         "connect_timeout_ms": connect,
-        "shield_playlist_read_ms": playlist_read,
-        "shield_media_read_ms": media_read,
-        "shield_media_budget_ms": shield_media_budget,
-        "shield_playlist_budget_ms": shield_playlist_budget,
-        "edge_media_read_ms": shield_media_lock + shield_media_budget + connect,
-        "edge_playlist_read_ms": shield_playlist_budget + connect,
-        # A reload held on a hung primary is asked again (then of the backup, once the primary is
-        # marked down by the failed part fetches) once a part fetch would have timed out.
-        "shield_playlist_lock_age_ms": media_read,
+        "shield_media_first_ms": first if origins > 1 else patient,
+        "shield_media_patient_ms": patient,
+        "shield_reload_first_ms": reload_first if origins > 1 else hold,
+        "shield_reload_hold_ms": hold,
+        "shield_media_budget_ms": media_budget,
+        "shield_reload_budget_ms": reload_budget,
+        "shield_media_lock_ms": media_lock,
+        "shield_reload_lock_ms": reload_lock,
+        # An edge's request waits at most a shield's lock, then its whole fetch.
+        "edge_media_read_ms": media_lock + media_budget + connect,
+        "edge_reload_read_ms": reload_lock + reload_budget + connect,
         # nginx re-checks a cache lock every 500 ms at most (ngx_http_file_cache.c): the edge's
         # collapsed part requests re-check once, at a quarter part, and then go to their shield
         # uncached rather than wait for the next 500 ms tick. The shield keeps its lock (origin).
         "edge_media_lock_timeout_ms": math.ceil(part / 4),
-        "shield_media_lock_timeout_ms": shield_media_lock,
     }
 
 
@@ -202,7 +251,7 @@ def token_cap(edge: Edge) -> TokenCap:
 
 def reload_hold_ms(edge: Edge) -> int:
     """Longest a viewer's LL-HLS blocking reload is held at a shield (a pod drains that long)."""
-    return _timings(edge, 1)["shield_playlist_read_ms"]
+    return _timings(edge, 1)["shield_reload_hold_ms"]
 
 
 def values(edge: Edge, tier: Tier) -> dict[str, object]:
@@ -212,37 +261,68 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
     edge_role = tier.edge
     objects = len(edge.renditions) * (edge.segment_ttl_seconds / edge.part_seconds + 2 * edge.segment_ttl_seconds / edge.segment_seconds)
     volume_gib = cache_gib(edge, tier.role)
-    media_read = t["edge_media_read_ms"] if edge_role else t["shield_media_read_ms"]
-    playlist_read = t["edge_playlist_read_ms"] if edge_role else t["shield_playlist_read_ms"]
+    connect = t["connect_timeout_ms"]
     tries = min(EDGE_TRIES, len(tier.servers)) if edge_role else len(tier.servers)
+    # A second stage needs someone to fail over to: nginx never marks a lone server down.
+    two_stage = len(tier.servers) > 1
     # Edges move to another shield only when theirs is unreachable or hung: a shield's 5xx means the
     # origins failed, and another shield would ask them again. Shields move on every failure; not
     # on a playlist's 503, which is a held reload's "not yet".
     retry = "error timeout" if edge_role else "error timeout invalid_header http_500 http_502 http_504"
+    patient: dict[str, Stage | None] = {"media": None, "reload": None}
+    if edge_role:
+        media_read, reload_read = t["edge_media_read_ms"], t["edge_reload_read_ms"]
+        media = plain = Stage("upstream_tier", media_read, tries * (connect + media_read), STALE_ALWAYS)
+        reload = Stage("upstream_tier", reload_read, tries * (connect + reload_read), STALE_ALWAYS)
+        # Every shield marked down: they are asked all the same, with the same timeouts.
+        if two_stage:
+            patient = {"media": replace(media, upstream="patient_tier"), "reload": replace(reload, upstream="patient_tier")}
+        media_lock = (t["edge_media_lock_timeout_ms"], media_read)
+        # A plain playlist is answered at once: a fill slower than the whole failover budget is stuck.
+        plain_lock = (tries * (connect + media_read),) * 2
+        # A collapsed reload waits for the one fill on its way: another copy upstream before then
+        # would be a wasted blocking request.
+        reload_lock = (reload_read, reload_read)
+    else:
+        first, patient_read = t["shield_media_first_ms"], t["shield_media_patient_ms"]
+        reload_first, hold = t["shield_reload_first_ms"], t["shield_reload_hold_ms"]
+        # A fast failure moves on to the next origin; the first timeout ends the first stage.
+        media = Stage("upstream_tier", first, first if two_stage else connect + first, STALE_ALWAYS)
+        plain = replace(media, use_stale=STALE_ANSWERED) if two_stage else media
+        reload = Stage("reload_tier" if two_stage else "upstream_tier", reload_first,
+                       reload_first if two_stage else connect + reload_first, STALE_ALWAYS)
+        if two_stage:
+            patient = {"media": Stage("patient_tier", patient_read, tries * (connect + patient_read), STALE_ALWAYS),
+                       "reload": Stage("patient_tier", hold, tries * (connect + hold), STALE_ALWAYS)}
+        # Waiters wait for the one fetch on its way; its lock lasts the holder's whole bounded fill.
+        media_lock = plain_lock = (t["shield_media_lock_ms"], t["shield_media_budget_ms"])
+        reload_lock = (t["shield_reload_lock_ms"], t["shield_reload_budget_ms"])
     return {
         "workers": edge.pod_cpu,
         "worker_connections": WORKER_CONNECTIONS,
         "upstream_keepalive": UPSTREAM_KEEPALIVE,
-        "connect_timeout_ms": t["connect_timeout_ms"],
+        "connect_timeout_ms": connect,
         "tries": tries,
-        "playlist_read_timeout_ms": playlist_read,
-        "playlist_next_upstream": retry,
-        "playlist_next_upstream_timeout_ms": tries * (t["connect_timeout_ms"] + playlist_read),
-        # A collapsed playlist fill may hold as long as the reload does: another copy upstream
-        # before then would be a wasted blocking request.
-        "playlist_lock_timeout_ms": playlist_read,
-        # A held reload stuck behind a hung origin is asked again: by the shield of the backup once
-        # the primary is marked down, by the edge of its shield a little later (which by then has it).
-        "playlist_lock_age_ms": t["shield_playlist_lock_age_ms"] * (2 if edge_role else 1),
-        # A plain playlist is answered at once: a fill slower than the whole failover budget is stuck.
-        "plain_playlist_lock_ms": tries * (t["connect_timeout_ms"] + media_read),
-        "media_read_timeout_ms": media_read,
+        "two_stage": two_stage,
+        # What sends a request to the patient stage: nginx's own 502 ("no live upstreams", or
+        # every server tried refused or broke) at both tiers; at a shield also its own 504 (the
+        # first stage timed out). A 5xx an upstream sent is passed on (proxy_intercept_errors off).
+        "patient_on": "502" if edge_role else "502 504",
+        "patient_why": "every shield failed, or is marked down" if edge_role else "this stage timed out, or found no origin up",
+        "media": media,
+        "media_patient": patient["media"],
+        "plain": plain,
+        "plain_patient": patient["media"],
+        "reload": reload,
+        "reload_patient": patient["reload"],
         "media_next_upstream": retry if edge_role else retry + " http_503",
-        "media_next_upstream_timeout_ms": tries * (t["connect_timeout_ms"] + media_read),
-        "media_lock_timeout_ms": t["edge_media_lock_timeout_ms"] if edge_role else t["shield_media_lock_timeout_ms"],
-        # The holder's lock lasts its whole bounded fill (failover included), so waiters never
-        # start a second fetch of an object that is on its way.
-        "media_lock_age_ms": media_read if edge_role else t["shield_media_budget_ms"],
+        "reload_next_upstream": retry,
+        "media_lock_timeout_ms": media_lock[0],
+        "media_lock_age_ms": media_lock[1],
+        "plain_lock_timeout_ms": plain_lock[0],
+        "plain_lock_age_ms": plain_lock[1],
+        "reload_lock_timeout_ms": reload_lock[0],
+        "reload_lock_age_ms": reload_lock[1],
         # A failed upstream is skipped for three segments, then probed again by one request (nginx
         # counts whole seconds): a hung primary costs one probe per 12 s, not one per segment.
         "fail_timeout": math.ceil(3 * edge.segment_seconds),
@@ -261,12 +341,13 @@ def values(edge: Edge, tier: Tier) -> dict[str, object]:
 
 
 def cache_guard_script(volume_gib: int, state_dir: str = POD.state_dir) -> str:
-    """The cache guard sidecar's loop (sh, df and awk of the nginx image): while the volume's free
-    space is under GUARD_FREE, a flag file tells nginx to stop storing misses (it still serves its
-    hits). A cache write that meets a full disk breaks the response; a pass-through does not."""
+    """The cache guard sidecar's loop (sh, df, awk and sleep of the nginx image, Debian's: its sleep
+    takes fractions): while the volume's free space is under GUARD_FREE, a flag file tells nginx to
+    pass every request through the cache. A cache write that meets a full disk breaks the
+    response; a pass-through does not."""
     threshold_kb = math.ceil(volume_gib * 1024 * 1024 * GUARD_FREE)
     return (f"while :; do if [ \"$(df -Pk {state_dir} | awk 'NR==2 {{print $4}}')\" -lt {threshold_kb} ]; "
-            f"then touch {state_dir}/{GUARD_FLAG}; else rm -f {state_dir}/{GUARD_FLAG}; fi; sleep 1; done")
+            f"then touch {state_dir}/{GUARD_FLAG}; else rm -f {state_dir}/{GUARD_FLAG}; fi; sleep {GUARD_INTERVAL_SECONDS}; done")
 
 
 def cache_gib(edge: Edge, role: str) -> int:

@@ -423,8 +423,9 @@ class Edge:
                                 "cache keeps segmentTtlSeconds / partSeconds parts per rendition in one shared keys "
                                 "zone (at 0.1 s and a day's TTL, 108 MB per rendition already)")
     origin_latency_seconds: float = Field(default=0.5, ge=0.01, le=10, description="the origins' measured time "
-                                          "to answer a part or segment (p99, from where the shields run): the "
-                                          "shields wait this plus one segment before they take an origin as hung")
+                                          "to answer a part or segment (p99, from where the shields run): a shield "
+                                          "gives an origin this plus a part before it asks the backup, and this plus "
+                                          "a segment in its patient second stage")
     pod_egress_gbps: EgressGbps = Field(default=20.0, description="egress one edge pod sustains (at most "
                                    "one 400 Gb/s port)")
     image: formats.Image = "nginx:1.27.3"
