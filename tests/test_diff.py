@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peaknight.plan import capacity
+from peaknight.builders import shards
+from peaknight.plan import capacity, picker
 from peaknight.plan.report import duration, si
 from peaknight.cli import main as cli
 from peaknight.review import diff as review
@@ -64,13 +65,19 @@ def test_one_more_red_packet_round(repo: Path, capsys: pytest.CaptureFixture) ->
     assert lines[0] == f"peaknight diff stacks/Pulumi.broadcast.yaml: HEAD -> working tree ({repo})"
     # Manifests: each workload's autoscaler gains the round's cron floor, in every cluster; nothing
     # else (chat and deep-think are disaggregated: prefill and decode groups each have one).
+    # greetings, colocated, is split into endpoint-picker shards, each with its own autoscaler.
     workloads = ("chat-prefill", "chat-decode", "greetings", "deep-think-prefill", "deep-think-decode")
-    assert f"objects: 0 added, 0 removed, {64 * len(workloads)} changed (over 64 clusters)" in lines
-    for name in workloads:
+    spec = config.load_stack(str(stack)).spec
+    plan = capacity.plan(spec)
+    greetings = next(m for m in spec.models if m.name == "greetings")
+    pickers = {int(picker.plan(spec.policy, greetings, c.model("greetings")).shards.value) for c in plan.clusters}
+    assert len(pickers) == 1 and (n := pickers.pop()) > 1
+    autoscalers = [w for w in workloads if w != "greetings"] + shards.names(greetings, n)
+    assert f"objects: 0 added, 0 removed, {64 * len(autoscalers)} changed (over 64 clusters)" in lines
+    for name in autoscalers:
         block = out.split(f"~ ScaledObject gala-2026-inference/{name}  [all 64 clusters]\n")[1]
         assert block.splitlines()[1].strip().startswith("+ spec.triggers[red-packet-4]: ")
     # Capacity: the pre-scale for the new round, as the plan of the changed stack has it.
-    plan = capacity.plan(config.load_stack(str(stack)).spec)
     for name in workloads:
         replicas = sum(c.model(name).replicas_for("red-packet-4") for c in plan.clusters)
         block = out.split(f"\n  {name}:\n")[1]
@@ -177,9 +184,20 @@ def test_raising_one_models_peak_reads_in_one_screen(repo: Path, capsys: pytest.
     assert any("rules[PeaknightTokensAboveCapacity].annotations.summary: greetings in <cluster>: " in line
                for line in lines)
     assert any("rules[PeaknightNodePoolAtGpuLimit{nodepool=hopper}].expr: " in line for line in lines)
+    # 12.5% more greetings adds an endpoint-picker shard (plan/picker.py): its objects are new, and
+    # each shard's Deployment, picker and autoscaler is an object of its own, shown as such.
+    for added in ("Deployment gala-2026-inference/greetings-s2", "InferencePool gala-2026-inference/greetings-s2",
+                  "ScaledObject gala-2026-inference/greetings-s2"):
+        assert f"  + {added}  [all 64 clusters]" in lines
     # the summary (its cost lines too), then each changed object once for all clusters, with what
-    # `pulumi up` does beyond a patch (the dashboards ConfigMap is replaced)
-    assert len(lines) < 75
+    # `pulumi up` does beyond a patch (the dashboards ConfigMap is replaced); the shards' own blocks aside
+    blocks, shard = [], False
+    for line in lines:
+        if line.startswith(("  ~ ", "  + ", "  - ")):
+            shard = "/greetings-s" in line
+        if not shard:
+            blocks.append(line)
+    assert len(blocks) < 75
 
 
 def test_rules_and_containers_are_matched_by_name_not_position() -> None:
@@ -237,25 +255,38 @@ def test_an_image_change_prints_its_rollout_and_cost(repo: Path, capsys: pytest.
     _greetings_image(stack, "v0.11.1")
     code, out, _ = _diff(capsys, stack)
     assert code == 0
-    plan = capacity.plan(config.load_stack(str(stack)).spec)
+    spec = config.load_stack(str(stack)).spec
+    plan = capacity.plan(spec)
     greetings = [c.model("greetings") for c in plan.clusters]
-    replicas = sum(int(m.replicas.value) for m in greetings)
     longest = max(m.rollout.value for m in greetings)
-    block = out.split("~ Deployment gala-2026-inference/greetings  [all 16 clusters]\n")[1].split("\n  ~ ")[0]
-    assert (f"=> rolling update: {replicas:,} replicas over 16 clusters, {duration(longest)} per the plan "
-            f"({int(greetings[0].surge.value)} a wave, at peak replicas)") in block
-    job = out.split("~ Job gala-2026-weights/stage-greetings-z0  [all 16 clusters]\n")[1].split("\n  ~ ")[0]
+    # Each endpoint-picker shard's Deployment rolls its share of the replicas and of the surge
+    # (builders/shards.py), in the model's time: the shards together roll the model's replicas.
+    model = next(m for m in spec.models if m.name == "greetings")
+    counts = {int(picker.plan(spec.policy, model, m).shards.value) for m in greetings}
+    assert len(counts) == 1 and (n := counts.pop()) > 1
+    names = shards.names(model, n)
+    rolled = 0
+    for i, name in enumerate(names):
+        each = [picker.shard_pods(int(m.replicas.value), n, i) for m in greetings]
+        surge = max(1, picker.shard_pods(int(greetings[0].surge.value), n, i))
+        block = out.split(f"~ Deployment gala-2026-inference/{name}  [all 64 clusters]\n")[1].split("\n  ~ ")[0]
+        assert (f"=> rolling update: {sum(each):,} replicas over 64 clusters, {duration(longest)} per the plan "
+                f"({surge} a wave, at peak replicas)") in block
+        rolled += sum(each)
+    assert rolled == sum(int(m.replicas.value) for m in greetings)
+    job = out.split("~ Job gala-2026-weights/stage-greetings-z0  [all 64 clusters]\n")[1].split("\n  ~ ")[0]
     assert "=> replaced, not updated (pulumi-kubernetes will not patch spec.template)" in job
     rollout = next(line for line in out.splitlines() if line.startswith("rollout: "))
-    assert f"the longest {duration(longest)} (Deployment gala-2026-inference/greetings)" in rollout
-    assert "48 objects replaced" in rollout   # three staging Jobs in 16 clusters
+    assert f"the longest {duration(longest)} (Deployment gala-2026-inference/{names[0]})" in rollout
+    assert "192 objects replaced" in rollout   # three staging Jobs in 64 clusters
     night = next(line for line in out.splitlines() if line.startswith("  the night's cost: "))
     assert re.fullmatch(r"  the night's cost: by the plan \$[0-9,]+ \(unchanged\); simulated \$[0-9,]+ \(unchanged\)", night)
     code = cli.main(["diff", str(stack), "--base", "HEAD", "--format", "json"])
     doc = json.loads(capsys.readouterr().out)
-    change = next(c for c in doc["objects"] if c["object"] == "Deployment gala-2026-inference/greetings")
-    assert change["rollout"] == {"replicas": replicas, "clusters": 16, "seconds": longest,
-                                 "surge": int(greetings[0].surge.value)}
+    change = next(c for c in doc["objects"] if c["object"] == f"Deployment gala-2026-inference/{names[0]}")
+    assert change["rollout"] == {"replicas": sum(picker.shard_pods(int(m.replicas.value), n, 0) for m in greetings),
+                                 "clusters": 64, "seconds": longest,
+                                 "surge": max(1, picker.shard_pods(int(greetings[0].surge.value), n, 0))}
     assert change["replaced_by"] == []
     assert doc["cost_usd"]["base"] == doc["cost_usd"]["head"] > 0
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peaknight.builders import event
-from peaknight.plan import cost
+from peaknight.builders import event, shards
+from peaknight.plan import cost, picker
+from peaknight.plan.capacity import CapacityPlan
 from peaknight.sim import simulator
 from peaknight.spec import config
 
@@ -45,9 +46,7 @@ def snapshot(stack: Path) -> dict[str, Any]:
                  "gpu_limit": sum(int(p.gpu_limit.value) for c in objects.plan.clusters for p in c.pools),
                  "cost_usd": costs.night(),
                  # What a rolling update of each workload takes in each cluster, per the plan (at peak).
-                 "rollouts": {c.name: {m.name: {"replicas": int(m.replicas.value), "surge": int(m.surge.value),
-                                                "rollout_s": m.rollout.value} for m in c.models}
-                              for c in objects.plan.clusters}},
+                 "rollouts": _rollouts(spec, objects.plan)},
         "simulation": {r.model: {"demand_tokens": r.demand_tokens, "unmet_pct": r.unmet_pct,
                                  "unmet_tokens": r.unmet_tokens, "gpu_hours": r.gpu_hours,
                                  "oracle_gpu_hours": r.oracle_gpu_hours,
@@ -55,3 +54,23 @@ def snapshot(stack: Path) -> dict[str, Any]:
                                  "oracle_cost_usd": r.oracle_cost_usd, "policy_oracle_cost_usd": r.policy_oracle_cost_usd}
                        for r in simulator.simulate(spec, objects)},
     }
+
+
+def _rollouts(spec: config.StackSpec, plan: CapacityPlan) -> dict[str, dict[str, dict[str, Any]]]:
+    """What a rolling update of each workload takes in each cluster, per the plan (at peak), by the
+    name of the Deployment that rolls: a colocated model split into picker shards (plan/picker.py)
+    rolls each shard with its share of the replicas and of the surge (builders/shards.py spreads
+    both alike), in the model's time."""
+    models = {m.name: m for m in spec.models}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for c in plan.clusters:
+        rows = out.setdefault(c.name, {})
+        for m in c.models:
+            model = models[m.model]
+            n = 1 if model.disaggregated else int(picker.plan(spec.policy, model, m).shards.value)
+            replicas, surge = int(m.replicas.value), int(m.surge.value)
+            for i, name in enumerate([m.name] if n == 1 else shards.names(model, n)):
+                rows[name] = {"replicas": picker.shard_pods(replicas, n, i),
+                              "surge": surge if n == 1 else max(1, picker.shard_pods(surge, n, i)),
+                              "rollout_s": m.rollout.value}
+    return out
