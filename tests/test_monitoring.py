@@ -445,8 +445,13 @@ def test_prefix_cache_alert_fires_when_the_achieved_rate_leaves_the_plans_margin
     deep-think SGLang disaggregated (cached_tokens_total, absent until a first hit: no hit at all must
     page too), its ratio read from its prefill servers (`service="deep-think-prefill"`: where prompts
     are prefilled; read with the decode servers' prompts as well, it would halve and 0.6 would page)
-    and its tokens from its decode servers."""
+    and its tokens from its decode servers. The plan credits prefill with the rate the routing
+    delivers (plan/prefix_hits.py): greetings' picker keeps 0.563 within its pool; deep-think's is
+    0.563 / R router pods / D prefill DP ranks, with no alert to render in broadcast, so its alert is
+    rendered at the plan of a deployment with one router pod and DP 1 (0.563 x 1/1 x 1/1)."""
     import dataclasses
+
+    from peaknight.plan.figure import Figure
 
     base = nights.spec("broadcast")
     spec = dataclasses.replace(base, models=tuple(dataclasses.replace(m, prefix_cache_hit_rate=0.563)
@@ -457,8 +462,14 @@ def test_prefix_cache_alert_fires_when_the_achieved_rate_leaves_the_plans_margin
     cplan = objects.plan.cluster(cluster)
     plan, workloads = cplan.bounding(model.name), cplan.phases(model.name)
     assert len(workloads) == (2 if engine_model == "deep-think" else 1)
+    if engine_model == "deep-think":
+        assert plan.prefix_hit_rate.value < 0.563 / 2 and monitoring.prefix_cache_floor(spec, model, plan) <= 0
+        assert "PeaknightPrefixCacheHitRateLow" not in {
+            r.get("alert") for r in monitoring.model_group(spec, spec.clusters[0], model, plan, workloads)["rules"]}
+        plan = dataclasses.replace(plan, prefix_hit_rate=Figure(0.563, "one router pod, prefill DP 1"))
+    assert plan.prefix_hit_rate.value == 0.563
     group = monitoring.model_group(spec, spec.clusters[0], model, plan, workloads)
-    assert monitoring.prefix_cache_floor(spec, model) == pytest.approx(1 - 0.437 / 0.85)
+    assert monitoring.prefix_cache_floor(spec, model, plan) == pytest.approx(1 - 0.437 / 0.85)
     rules = {"groups": [group]}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(rules))
     alert = _alert_rule(rules, "PeaknightPrefixCacheHitRateLow", model=model.name)
@@ -482,17 +493,20 @@ def test_prefix_cache_alert_fires_when_the_achieved_rate_leaves_the_plans_margin
 
 
 def test_no_prefix_cache_alert_where_the_plan_expects_too_little_to_miss():
-    """At a prefixCacheHitRate within the plan's margin (0 for greetings and deep-think in the shipped
+    """At a planned hit rate within the plan's margin (0 for greetings and deep-think in the shipped
     broadcast) even a cold cache keeps prefill within it: the alert is not rendered rather than never
-    firing. chat's 0.5 is beyond the margin: it has the alert."""
+    firing. chat's 0.5 is planned at what its routing delivers, 0.5 x 1/9 router pods x 1/32 prefill DP
+    ranks = 0.0017 (plan/prefix_hits.py), within the margin too: no alert either."""
     spec = nights.spec("broadcast")
     objects = event.build(spec)
     cplan = objects.plan.clusters[0]
     rendered = {}
     for model in spec.models:
-        group = monitoring.model_group(spec, spec.clusters[0], model, cplan.bounding(model.name),
-                                       cplan.phases(model.name))
+        plan = cplan.bounding(model.name)
+        group = monitoring.model_group(spec, spec.clusters[0], model, plan, cplan.phases(model.name))
         has_alert = "PeaknightPrefixCacheHitRateLow" in {r.get("alert") for r in group["rules"]}
-        assert has_alert is (monitoring.prefix_cache_floor(spec, model) > 0)
+        assert has_alert is (monitoring.prefix_cache_floor(spec, model, plan) > 0)
         rendered[model.name] = has_alert
-    assert rendered == {"chat": True, "greetings": False, "deep-think": False}
+    assert cplan.bounding("chat").prefix_hit_rate.value == pytest.approx(0.5 / 9 / 32)
+    assert monitoring.prefix_cache_floor(spec, next(m for m in spec.models if m.name == "chat")) > 0  # at the stack's 0.5
+    assert rendered == {"chat": False, "greetings": False, "deep-think": False}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 import pytest
@@ -449,12 +450,14 @@ def test_every_pod_on_vkes_rdma_gets_its_interfaces_and_the_fabrics_environment(
         elif m["kind"] == "Deployment" and m["metadata"]["namespace"].endswith("inference") \
                 and m["spec"]["template"]["spec"]["containers"][0]["name"] == "engine":
             found[m["metadata"]["name"]] = [m["spec"]["template"]]
-    assert {"chat-decode", "chat-prefill", "deep-think-decode", "deep-think-prefill", "greetings"} <= set(found)
+    # greetings' servers are its endpoint-picker shards' Deployments, greetings-s<i> (builders/shards.py)
+    greetings = {name for name in found if re.fullmatch(r"greetings(-s\d+)?", name)}
+    assert {"chat-decode", "chat-prefill", "deep-think-decode", "deep-think-prefill"} <= set(found) and greetings
     for name, templates in found.items():
         for template in templates:
             annotations = template["metadata"].get("annotations", {})
             env = _env(_containers(template)[0])
-            if name == "greetings":
+            if name in greetings:
                 assert "k8s.volcengine.com/pod-networks" not in annotations and "NCCL_IB_GID_INDEX" not in env
                 continue
             assert json.loads(annotations["k8s.volcengine.com/pod-networks"]) == [{"cniConf": {"name": "rdma"}}] * 8

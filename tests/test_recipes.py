@@ -14,7 +14,7 @@ import math
 import pytest
 
 import nights
-from peaknight.builders import podpolicy
+from peaknight.builders import podpolicy, shards
 from peaknight.cli import main as cli
 from peaknight.engines import recipes
 from peaknight.engines.base import JIT_CACHE_DIR
@@ -36,7 +36,9 @@ def _engine_pods(cluster):
         for o in u.objects:
             if o.kind not in ("Deployment", "LeaderWorkerSet") or o.name.endswith("-router"):
                 continue
-            model, plan = models[u.name], plans[o.name]
+            # a picker shard's Deployment (builders/shards.py) serves its model's plan
+            sharded = shards.SHARD_ANNOTATION in o.manifest["metadata"].get("annotations", {})
+            model, plan = models[u.name], plans[u.name if sharded else o.name]
             if o.kind == "Deployment":
                 yield model, plan, o, "leader", o.manifest["spec"]["template"]["spec"]
             else:

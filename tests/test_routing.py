@@ -133,8 +133,9 @@ def _per_pod_by_hand(demand_tps: float, input_share: float, pods: int) -> float:
 
 def test_epp_shards_leader_election_security_and_sizing(broadcast):
     """Finding 7: a picker scrapes every pod of its pool (7.5 idle cores per 100 pods) and, under
-    leader election, one pod does it all; broadcast greetings' 2,317 pods at the ceiling would need a
-    244-vCPU picker, so the pool is split into shards of at most N pods, each picker at most 32 vCPU."""
+    leader election, one pod does it all; broadcast greetings' 580 pods at the ceiling (in each of the
+    64 clusters) would need a 62-vCPU picker, so the pool is split into shards of at most N pods, each
+    picker at most 32 vCPU."""
     import dataclasses
 
     from peaknight.plan.figure import Figure
@@ -145,20 +146,21 @@ def test_epp_shards_leader_election_security_and_sizing(broadcast):
     greetings = next(m for m in spec.models if m.name == "greetings")  # the colocated model: it has a picker
     plan = broadcast.plan.clusters[0].model("greetings")
     h, u = spec.policy.headroom, spec.policy.target_utilisation
-    # By hand: 8,333,333 tok/s x 0.6 / 212,473 = 23.5 cores over 2,317 pods + 0.075 = 0.0852 cores a
-    # pod; one 32-vCPU picker holds floor(32 x 0.85 / 1.05 / 0.0852) = 304 pods; ceil(2,317 / 304) = 8
-    # shards of 290 or 289 pods; ceil(290 x 0.0852 x 1.05 / 0.85) = 31 vCPU.
-    per_pod = _per_pod_by_hand(plan.demand_tps.value, greetings.input_share, 2317)
-    assert plan.max_replicas.value == 2317
-    unsharded = math.ceil(2317 * per_pod * h / u)
-    assert unsharded == 244            # what one picker would need: no node has that
+    # By hand (64 clusters, share 1/64): 8,000,000,000 tok/min / 60 / 64 = 2,083,333 tok/s x 0.6 /
+    # 212,473 = 5.88 cores over 580 pods (ceil(464 x burst 1.25)) + 0.075 = 0.0851 cores a pod; one
+    # 32-vCPU picker holds floor(32 x 0.85 / 1.05 / 0.0851) = 304 pods; ceil(580 / 304) = 2 shards of
+    # 290 pods; ceil(290 x 0.0851 x 1.05 / 0.85) = 31 vCPU.
+    per_pod = _per_pod_by_hand(plan.demand_tps.value, greetings.input_share, 580)
+    assert plan.max_replicas.value == 580
+    unsharded = math.ceil(580 * per_pod * h / u)
+    assert unsharded == 62             # what one picker would need: over the guide's largest, 32
     most = math.floor(32 * u / h / per_pod)
-    assert most == 304 and math.ceil(2317 / most) == 8
+    assert most == 304 and math.ceil(580 / most) == 2
     sized = picker.plan(spec.policy, greetings, plan)
-    assert (sized.shards.value, sized.pods_per_shard.value, sized.vcpu.value) == (8, 304, 31)
+    assert (sized.shards.value, sized.pods_per_shard.value, sized.vcpu.value) == (2, 304, 31)
     assert math.ceil(290 * per_pod * h / u) == 31
-    names = shards.names(greetings, 8)
-    assert names == [f"greetings-s{i}" for i in range(8)] and f"deployment.{ns}.greetings-epp" not in objs
+    names = shards.names(greetings, 2)
+    assert names == [f"greetings-s{i}" for i in range(2)] and f"deployment.{ns}.greetings-epp" not in objs
     for i, name in enumerate(names):
         dep = objs[f"deployment.{ns}.{name}-epp"].manifest
         pod = dep["spec"]["template"]["spec"]
@@ -189,22 +191,22 @@ def test_epp_shards_leader_election_security_and_sizing(broadcast):
     assert f"deployment.{ns}.greetings" not in objs
     assert sum(objs[f"deployment.{ns}.{n}"].manifest["spec"]["replicas"] for n in names) == plan.floor_replicas.value
     scalers = [objs[f"scaledobject.{ns}.{n}"].manifest["spec"] for n in names]
-    assert sum(s["maxReplicaCount"] for s in scalers) == 2317 and {s["maxReplicaCount"] for s in scalers} == {290, 289}
+    assert sum(s["maxReplicaCount"] for s in scalers) == 580 and [s["maxReplicaCount"] for s in scalers] == [290, 290]
     assert [s["scaleTargetRef"]["name"] for s in scalers] == names
-    # Each shard's autoscaler reads the model's whole signal against 8 x the per-replica target.
+    # Each shard's autoscaler reads the model's whole signal against 2 x the per-replica target.
     whole = {t["name"]: t["metadata"]["threshold"] for t in _unsplit_scaler(spec, greetings, plan)["triggers"]
              if t["type"] == "prometheus"}
     for s in scalers:
         for t in s["triggers"]:
             if t["type"] == "prometheus":
-                assert float(t["metadata"]["threshold"]) == pytest.approx(8 * float(whole[t["name"]]))
+                assert float(t["metadata"]["threshold"]) == pytest.approx(2 * float(whole[t["name"]]))
     # The idle cost follows the pods: at 10x greetings' demand and pods, more shards, none over 32 vCPU.
     busy = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value * 10, "x10"),
-                               max_replicas=Figure(23170, "x10"))
+                               max_replicas=Figure(5800, "x10"))
     sized = picker.plan(spec.policy, greetings, busy)
-    assert sized.shards.value == math.ceil(23170 / 304) == 77 and sized.vcpu.value <= 32
+    assert sized.shards.value == math.ceil(5800 / 304) == 20 and sized.vcpu.value <= 32
     # A small pool is one shard, named as before.
-    small = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value / 100, "/100"), max_replicas=Figure(24, "/100"))
+    small = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value / 100, "/100"), max_replicas=Figure(6, "/100"))
     assert picker.plan(spec.policy, greetings, small).shards.value == 1 and shards.names(greetings, 1) == ["greetings"]
     role = objs[f"role.{ns}.greetings-epp"].manifest
     assert {res for rule in role["rules"] for res in rule["resources"]} >= {"pods", "inferencepools"}
@@ -302,16 +304,17 @@ def test_a_sharded_models_ladder_fallback_keeps_its_pools_weights(broadcast):
     greetings = next(m for m in spec.models if m.name == "greetings")
     laddered = dataclasses.replace(greetings, ladder=Ladder(cap_output_tokens=512, fallback="deep-think",
                                                             fallback_share=0.3))
-    route = shards.split_service(inference.build(spec, spec.clusters[0], laddered, plan), laddered, 8,
+    # broadcast greetings: 2 shards of its 580 pods at the ceiling (test_epp_shards_leader_election_...)
+    route = shards.split_service(inference.build(spec, spec.clusters[0], laddered, plan), laddered, 2,
                                  int(plan.max_replicas.value))
     (r,) = [o.manifest for o in route.objects if o.kind == "HTTPRoute"]
     refs = r["spec"]["rules"][0]["backendRefs"]
-    assert [ref["name"] for ref in refs] == [f"greetings-s{i}" for i in range(8)] + ["deep-think"]
-    assert refs[-1]["weight"] == 0 and sum(ref["weight"] for ref in refs[:8]) == 2317
+    assert [ref["name"] for ref in refs] == [f"greetings-s{i}" for i in range(2)] + ["deep-think"]
+    assert refs[-1]["weight"] == 0 and sum(ref["weight"] for ref in refs[:2]) == 580
 
     def weights(share: float) -> list[int]:
         ops = json.loads(monitoring.weight_patch(spec, laddered, share, plan).split("-p '", 1)[1][:-1])
         return [op["value"] for op in ops if op["path"].startswith("/spec/rules/0/")]
-    assert weights(0.3) == [ref["weight"] for ref in refs[:8]] + [round(2317 * 0.3 / 0.7)]   # 993: 30%
-    assert weights(0) == [ref["weight"] for ref in refs[:8]] + [0]
-    assert weights(1.0) == [0] * 8 + [1]
+    assert weights(0.3) == [ref["weight"] for ref in refs[:2]] + [round(580 * 0.3 / 0.7)]   # 249: 30%
+    assert weights(0) == [ref["weight"] for ref in refs[:2]] + [0]
+    assert weights(1.0) == [0] * 2 + [1]
