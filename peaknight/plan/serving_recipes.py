@@ -19,7 +19,7 @@ def match(model: Model, plan: ModelPlan) -> recipes.Match:
     """The recipe workload `plan` follows (config refused the stack if it follows none, or an
     unproven one, without policy.allowUnproven)."""
     return recipes.match(recipes.combination(model.engine.value, model.image, plan.phase,
-                                             plan.nodes_per_replica > 1, plan.interconnect))
+                                             plan.nodes_per_replica > 1, plan.interconnect, plan.node_fabric))
 
 
 def kv_over_tcp(model: Model, plan: ModelPlan) -> Figure | None:
