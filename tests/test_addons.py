@@ -37,7 +37,8 @@ def kind_of(typ: str) -> str:
 def test_every_pinned_chart_has_an_exact_version():
     pinned = [addons.chart(a) for a in addons.all_addons()]
     assert {c.addon for c in pinned} == {addons.GPU_OPERATOR, karpenter.ADDON, addons.KEDA, addons.LWS,
-                                         addons.PROMETHEUS_STACK, addons.PROMETHEUS_ADAPTER, addons.EFA_DEVICE_PLUGIN}
+                                         addons.PROMETHEUS_STACK, addons.PROMETHEUS_ADAPTER, addons.EFA_DEVICE_PLUGIN,
+                                         addons.AI_GATEWAY, addons.AI_GATEWAY_CRDS}
     for chart in pinned:
         assert EXACT.match(chart.version), f"charts/{chart.addon}/chart.yaml: version {chart.version!r} is not exact"
         assert chart.repository.startswith(("https://", "oci://")), chart.addon
@@ -125,6 +126,31 @@ def test_a_disabled_addon_is_absent_and_nothing_depends_on_it(tmp_path):
     assert not [r.name for r in in_cluster if gone & set(r.depends_on)]
     node_pools = [r for r in in_cluster if kind_of(r.typ) == "NodePool"]
     assert node_pools and all(r.depends_on == () for r in node_pools)  # the CRD is assumed present
+
+
+def test_the_ai_gateway_comes_with_every_route_to_an_inference_pool():
+    """Issue 24, finding 9: an HTTPRoute -> InferencePool resolves only through Envoy AI Gateway's
+    extension server. Where a route sends to a pool the cluster gets the pinned controller after its
+    CRDs; where none does, neither; switched off (`addons.aiGateway: false`), the operator's own."""
+    import dataclasses
+
+    objects = nights.objects("broadcast")
+    c = objects.clusters[0]
+    objs = [o for u in c.units for o in u.objects]
+    plan = objects.plan.cluster(c.cluster.name)
+    assert [o.name for o in objs if addons.routes_to_pool(o)] == ["greetings"]   # the colocated model's route
+    by_addon = {r.addon: r for r in addons.build(objects.spec, plan, c.cluster, objs)}
+    controller, crds = by_addon[addons.AI_GATEWAY], by_addon[addons.AI_GATEWAY_CRDS]
+    assert (controller.chart.ref, controller.chart.version) == ("oci://docker.io/envoyproxy/ai-gateway-helm", "v1.1.0")
+    assert (crds.chart.ref, crds.chart.version) == ("oci://docker.io/envoyproxy/ai-gateway-crds-helm", "v1.1.0")
+    assert controller.chart.namespace == crds.chart.namespace == "envoy-ai-gateway-system"
+    assert controller.needs == (addons.AI_GATEWAY_CRDS,) and crds.needs == ()
+    # Two controllers under leader election where the night survives a zone's loss, as KEDA's.
+    assert controller.values["controller"] == {"replicaCount": 2, "leaderElection": {"enabled": True}}
+    without = [o for o in objs if not addons.routes_to_pool(o)]
+    assert not {addons.AI_GATEWAY, addons.AI_GATEWAY_CRDS} & {r.addon for r in addons.build(objects.spec, plan, c.cluster, without)}
+    off = dataclasses.replace(c.cluster, addons=dataclasses.replace(c.cluster.addons, ai_gateway=False))
+    assert not {addons.AI_GATEWAY, addons.AI_GATEWAY_CRDS} & {r.addon for r in addons.build(objects.spec, plan, off, objs)}
 
 
 def test_gpu_operator_installs_the_newest_driver_the_pools_need_when_the_image_has_none():

@@ -115,7 +115,8 @@ def test_every_admission_object_validates_against_the_pinned_crd() -> None:
                 if obj.kind in ("BackendTrafficPolicy", "HTTPRoute"):
                     assert k8s_schema.validate(obj.manifest) == []
                     checked += 1
-    assert checked == 2 * len(objects.spec.models) * len(objects.clusters)
+    # A policy and a route per model, and the steering health check's route, per cluster.
+    assert checked == (2 * len(objects.spec.models) + 1) * len(objects.clusters)
 
 
 def test_the_fallback_is_a_weight_zero_backend_and_answers_to_the_primarys_name() -> None:
@@ -127,7 +128,7 @@ def test_the_fallback_is_a_weight_zero_backend_and_answers_to_the_primarys_name(
     unit = next(u for u in cluster.units if u.component == "InferenceService" and u.name == "chat")
     assert next(o for o in unit.objects if o.kind == "HTTPRoute").ignore_changes == (
         "spec.rules[*].backendRefs[*].weight",)
-    greetings = _find(cluster, "Deployment", "greetings")["spec"]["template"]["spec"]["containers"][0]["command"]
+    greetings = _find(cluster, "Deployment", "greetings-s0")["spec"]["template"]["spec"]["containers"][0]["command"]
     names = greetings[greetings.index("--served-model-name") + 1:greetings.index("--host")]
     assert names == ["greetings", "chat"]   # vLLM answers to every name; reports the first
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 import nights
-from peaknight.builders import autoscaling
+from peaknight.builders import autoscaling, shards
 from peaknight.spec import config
 from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
@@ -39,8 +39,9 @@ def test_every_autoscaler_and_warm_gate_object_validates(built):
 
 def test_targets_deployment_or_leaderworkerset(built):
     units = _units(built["broadcast"], "gala-bj-01", "Autoscaler")
-    assert units["greetings"].objects[0].manifest["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1", "kind": "Deployment", "name": "greetings"}
+    # broadcast greetings: one autoscaler per picker shard (builders/shards.py), each on its Deployment.
+    assert [o.manifest["spec"]["scaleTargetRef"] for o in units["greetings"].objects] == [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"greetings-s{i}"} for i in range(8)]
     # A disaggregated model: one autoscaler per group kind, each on its own LeaderWorkerSet.
     assert [o.manifest["spec"]["scaleTargetRef"] for o in units["deep-think"].objects] == [
         {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": f"deep-think-{phase}"}
@@ -102,11 +103,14 @@ def test_a_missing_metric_and_a_failing_prometheus_get_different_answers(built, 
     a jump to the peak."""
     objects = built[stack]
     cluster = objects.spec.clusters[0].name
-    for obj in (o for unit in _units(objects, cluster, "Autoscaler").values() for o in unit.objects):
-        so = obj.manifest["spec"]
-        if obj.kind != "ScaledObject":
+    models = {m.name: m for m in objects.spec.models}
+    # A sharded model's shards (builders/shards.py) as the one autoscaler they add up to.
+    for name, manifest in (w for n, unit in _units(objects, cluster, "Autoscaler").items()
+                           for w in shards.replayed(unit, models[n])):
+        so = manifest["spec"]
+        if manifest["kind"] != "ScaledObject":
             continue
-        plan = objects.plan.cluster(cluster).model(obj.name)
+        plan = objects.plan.cluster(cluster).model(name)
         assert so["triggers"][0]["metadata"]["ignoreNullValues"] == "true"
         assert so["fallback"] == {"failureThreshold": 3, "replicas": int(plan.floor_replicas.value),
                                   "behavior": "currentReplicasIfHigher"}

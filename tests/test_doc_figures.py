@@ -114,7 +114,11 @@ FIGURES: dict[str, Callable[[], str]] = {
     # operations.md: autoscaling, routing, admission, weights
     "broadcast.chat-decode.tokens-threshold": lambda: _count(int(_trigger("chat-decode", "tokens"))),
     "broadcast.chat-decode.queue-target": lambda: f'{float(_trigger("chat-decode", "queue")):,.4f}',
-    "broadcast.greetings.epp-replicas": lambda: _count(_object("Deployment", "greetings-epp")["spec"]["replicas"]),
+    "broadcast.greetings.epp-vcpu": lambda: _object("Deployment", "greetings-s0-epp")["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+    # the Envoy pods and chat's routers, sized by the streams they hold open (plan/streams.py)
+    "broadcast.envoy-pods": lambda: _count(_object("EnvoyProxy", "gala-2026-gateway")["spec"]["provider"]["kubernetes"]
+                                           ["envoyDeployment"]["replicas"]),
+    "broadcast.chat-router-pods": lambda: _count(_object("Deployment", "chat-router")["spec"]["replicas"]),
     "broadcast.chat.slots": lambda: _count(_annotated_result("BackendTrafficPolicy", "chat", "slots")),
     "broadcast.chat.queue": lambda: _count(_annotated_result("BackendTrafficPolicy", "chat", "queue")),
     "broadcast.chat.per-endpoint": lambda: _count(_annotated_result("BackendTrafficPolicy", "chat", "per-endpoint")),

@@ -102,8 +102,9 @@ def test_the_prefill_group_scales_on_its_own_queue(tmp_path: Path):
 
 
 def test_vllm_servers_one_series_each(tmp_path: Path):
-    """greetings (vLLM, one engine per pod): three servers at 50% KV and 4 waiting each."""
-    t = triggers("greetings")
+    """greetings (vLLM, one engine per pod): three servers at 50% KV and 4 waiting each. Read by
+    any of its picker shards' autoscalers (builders/shards.py): each reads the model's servers."""
+    t = triggers("greetings-s0")
     series = [(vllm_series("vllm:kv_cache_usage_perc", "greetings", f"greetings-{i}"), "0.5x10") for i in range(3)]
     series += [(vllm_series("vllm:num_requests_waiting", "greetings", f"greetings-{i}"), "4x10") for i in range(3)]
     evaluate(tmp_path, {"kv": t["kv-cache"]["query"], "queue": t["queue"]["query"]}, series, {"kv": 1.5, "queue": 12})

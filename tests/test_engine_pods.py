@@ -221,6 +221,27 @@ def test_the_router_bounds_what_it_admits_and_retries_once(broadcast):
         f"= {expected} requests per router pod")
 
 
+def test_the_router_stops_sending_to_a_failing_server_within_seconds(broadcast):
+    """Finding 9 (part): sglang-router drops a discovered pod only on deletion, and health-checks
+    every 60 s x 3 failures by default (router_args.py, wheels 0.2.1 and 0.3.2: the flag names
+    below are in both). Rendered: /health, the engine's readiness signal, every 5 s, 2 failures,
+    with the readiness probe's timeout (SGLang's /health may take its 20 s verdict)."""
+    from peaknight.engines import sglang
+    router = next(o.manifest for u in broadcast.clusters[0].units for o in u.objects
+                  if o.kind == "Deployment" and o.name == "chat-router")
+    cmd = router["spec"]["template"]["spec"]["containers"][0]["command"]
+
+    def flag(name: str) -> int:
+        return int(cmd[cmd.index(name) + 1])
+    assert cmd[cmd.index("--health-check-endpoint") + 1] == "/health"
+    # A server that refuses or answers 503 leaves routing within 10 s (was 180 s), a hung one within 60 s.
+    assert flag("--health-check-interval-secs") * flag("--health-failure-threshold") == 10
+    assert flag("--health-failure-threshold") * (flag("--health-check-interval-secs")
+                                                  + flag("--health-check-timeout-secs")) == 60
+    assert flag("--health-check-timeout-secs") > sglang.HEALTH_CHECK_TIMEOUT_SECONDS
+    assert flag("--health-success-threshold") == 1
+
+
 def test_efa_per_instance_type_and_hugepages_with_it(broadcast):
     """Finding 11: each group requests its cluster's instance types' own EFA count (p5 32 for
     deep-think on h100; p5en 16 for chat in us-east-1), and 2 MiB huge pages beside it as AWS's

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import nights
-from peaknight.builders import cluster_base, event, network
+from peaknight.builders import cluster_base, event, network, steering
 from peaknight.builders.objects import edge_namespace, inference_namespace, monitoring_namespace
 from peaknight.edges import live, logs as edge_logs
 from peaknight.engines import base as engines
@@ -119,9 +119,9 @@ def test_a_pod_wearing_the_gateways_labels_elsewhere_reaches_nothing_behind_it(b
     spec, manifests = broadcast
     policies = _of(manifests, "NetworkPolicy")
     ns = inference_namespace(spec)
-    targets = [(Pod(ns, _pod_labels(manifests, "Deployment", "greetings")), engines.PORT),
+    targets = [(Pod(ns, _pod_labels(manifests, "Deployment", "greetings-s0")), engines.PORT),
                (Pod(ns, _pod_labels(manifests, "Deployment", "chat-router")), engines.PORT),
-               (Pod(ns, _pod_labels(manifests, "Deployment", "greetings-epp")), 9002)]
+               (Pod(ns, _pod_labels(manifests, "Deployment", "greetings-s0-epp")), 9002)]
     for target, port in targets:
         assert allowed(policies, _envoy(spec, "envoy-gateway-system"), target, port)
         for namespace in (ns, "default", "tenant-a", edge_namespace(spec)):
@@ -134,7 +134,7 @@ def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
     spec, manifests = broadcast
     policies = _of(manifests, "NetworkPolicy")
     ns, envoy, prometheus = _callers(spec)
-    for kind, name in (("Deployment", "greetings"),):
+    for kind, name in (("Deployment", "greetings-s0"),):
         server = Pod(ns, _pod_labels(manifests, kind, name))
         assert allowed(policies, envoy, server, engines.PORT)
         assert allowed(policies, prometheus, server, engines.PORT)
@@ -146,7 +146,7 @@ def test_model_servers_answer_the_gateway_and_prometheus_only(broadcast):
     # The pods of one LeaderWorkerSet group reach each other (rendezvous, NCCL); a Deployment's do not need to.
     group = Pod(ns, _pod_labels(manifests, "LeaderWorkerSet", "deep-think-decode"))
     assert allowed(policies, group, group, 20000)
-    greetings = Pod(ns, _pod_labels(manifests, "Deployment", "greetings"))
+    greetings = Pod(ns, _pod_labels(manifests, "Deployment", "greetings-s0"))
     assert not allowed(policies, greetings, greetings, 20000)
 
 
@@ -166,7 +166,7 @@ def test_a_disaggregated_model_is_reached_through_its_router_and_sends_its_kv_ca
         assert not allowed(policies, router, server, 22)
     # KV bootstrap (8998) and the transfer side channels (ports the engine picks), both ways.
     assert allowed(policies, decode, prefill, 8998) and allowed(policies, prefill, decode, 41234)
-    assert not allowed(policies, router, Pod(ns, _pod_labels(manifests, "Deployment", "greetings")), engines.PORT)
+    assert not allowed(policies, router, Pod(ns, _pod_labels(manifests, "Deployment", "greetings-s0")), engines.PORT)
     # Service discovery: the router watches pods through the API server (no addresses given: its ports).
     assert allowed(policies, router, Pod("default", ip="10.100.0.1"), 443)
 
@@ -176,7 +176,7 @@ def test_with_the_api_servers_addresses_the_pickers_and_routers_reach_it_alone(t
     spec = config.load_stack(str(path)).spec
     manifests = [o.manifest for u in event.build(spec).clusters[0].units for o in u.objects]
     policies = _of(manifests, "NetworkPolicy")
-    for name in ("chat-router", "greetings-epp"):
+    for name in ("chat-router", "greetings-s0-epp"):
         pod = Pod(inference_namespace(spec), _pod_labels(manifests, "Deployment", name))
         assert allowed(policies, pod, Pod("default", ip="10.100.0.1"), 443)
         assert allowed(policies, pod, Pod("default", ip="10.0.8.77"), 6443)
@@ -206,7 +206,7 @@ def test_viewers_reach_the_edge_the_edge_its_shields_and_only_shields_the_origin
     assert not allowed(policies, shield, origin, 22)
     assert not allowed(policies, edge, origin, 8080)                            # thousands of edges never do
     assert not allowed(policies, edge, Pod(inference_namespace(spec), _pod_labels(manifests, "Deployment",
-                                                                                   "greetings")), engines.PORT)
+                                                                                   "greetings-s0")), engines.PORT)
 
 
 def test_an_edge_with_source_ranges_takes_viewers_from_those_ranges_only(tmp_path):
@@ -239,7 +239,10 @@ def test_public_routes_reach_the_serving_api_only(broadcast):
     _, manifests = broadcast
     routes = _of(manifests, "HTTPRoute")
     assert _gateway_answer(routes, "/chat/v1/chat/completions") == ("chat", "/v1/chat/completions")
-    assert _gateway_answer(routes, "/greetings/v1/models") == ("greetings", "/v1/models")
+    # greetings' first picker shard's pool (builders/shards.py: the route weights all 8).
+    assert _gateway_answer(routes, "/greetings/v1/models") == ("greetings-s0", "/v1/models")
+    # The steering health check's one path, to the assistant router's readiness (issue 27).
+    assert _gateway_answer(routes, "/healthz") == ("chat", "/readiness")
     for path in ("/chat/metrics", "/chat/health", "/chat/v1/metrics", "/chat/flush_cache", "/chat/",
                  "/chat/update_weights_from_disk", "/greetings/v1/load_lora_adapter", "/chat/v1/chat/completions/x"):
         assert _gateway_answer(routes, path) is None, path
@@ -250,6 +253,9 @@ def test_every_route_requires_an_api_key_by_default(broadcast):
     policies = {p["metadata"]["name"]: p["spec"] for p in _of(manifests, "SecurityPolicy")}
     for route in _of(manifests, "HTTPRoute"):
         name = route["metadata"]["name"]
+        if name == steering.HEALTH_ROUTE:   # the DNS health checkers carry no credentials (issue 27)
+            assert name not in policies
+            continue
         assert policies[name] == {
             "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": name}],
             "apiKeyAuth": {"credentialRefs": [{"name": f"{name}-api-keys"}], "extractFrom": [{"headers": ["x-api-key"]}],
@@ -336,7 +342,8 @@ def test_every_pod_has_its_own_tokenless_account_and_a_read_only_root(broadcast)
     # (their Role: tests/test_routing.py).
     assert tokens == {f"Deployment/{m['metadata']['name']}" for m in _of(manifests, "Deployment")
                       if m["metadata"]["name"].endswith("-epp")}
-    assert len(tokens) == 1   # greetings: chat and deep-think are disaggregated, routed by SGLang's router
+    # greetings' 8 picker shards: chat and deep-think are disaggregated, routed by SGLang's router
+    assert len(tokens) == 8
 
 
 @pytest.mark.parametrize("model_name,edge_name", [("warm-gate", "allow-dns"), ("weights", "default-deny")])

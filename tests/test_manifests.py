@@ -7,13 +7,13 @@ import math
 import pytest
 
 import nights
-from peaknight.plan import capacity
+from peaknight.plan import capacity, picker
 from peaknight.spec import config
 from peaknight.engines import registry as engines
 from peaknight.engines.base import PORT, SERVING_PATHS, Role
 from peaknight.spec.stack import Engine
 from peaknight.builders import event
-from peaknight.builders import inference
+from peaknight.builders import inference, shards
 from peaknight.spec import profiles
 from peaknight.builders.objects import Obj
 
@@ -73,10 +73,16 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
     name, objs = first(ev)
     for model, mplan in ((m, w) for m in ev.spec.models for w in ev.plan.cluster(name).phases(m.name)):
         kind = "deployment" if mplan.nodes_per_replica == 1 else "leaderworkerset"
-        workload = objs[f"{kind}.gala-2026-inference.{mplan.name}"]
+        # A colocated model whose pool needs more than one endpoint picker is one Deployment per
+        # shard (builders/shards.py): broadcast greetings, 8; together they hold the floor.
+        k = 1 if mplan.phase else int(picker.plan(ev.spec.policy, model, mplan).shards.value)
+        every = [objs[f"{kind}.gala-2026-inference.{n}"] for n in
+                 ([mplan.name] if mplan.phase else shards.names(model, k))]
+        assert (model.name, len(every)) != ("greetings", 1)
+        assert sum(w.manifest["spec"]["replicas"] for w in every) == mplan.floor_replicas.value
+        workload = every[0]
         assert workload.ignore_changes == ("spec.replicas",)
         spec = workload.manifest["spec"]
-        assert spec["replicas"] == mplan.floor_replicas.value
         pod = (spec["template"] if kind == "deployment" else spec["leaderWorkerTemplate"]["leaderTemplate"])["spec"]
         c = pod["containers"][0]
         gpus = mplan.gpus_per_replica // mplan.nodes_per_replica
@@ -155,7 +161,7 @@ def test_a_group_lives_in_one_zone_and_groups_spread_over_zones(built):
     for pod in (leader, worker):
         res = pod["containers"][0]["resources"]
         assert res["requests"]["vpc.amazonaws.com/efa"] == res["limits"]["vpc.amazonaws.com/efa"] == "32"
-    greetings = objs["deployment.gala-2026-inference.greetings"].manifest["spec"]["template"]["spec"]
+    greetings = objs["deployment.gala-2026-inference.greetings-s0"].manifest["spec"]["template"]["spec"]
     assert "vpc.amazonaws.com/efa" not in greetings["containers"][0]["resources"]["requests"]
 
 
@@ -210,7 +216,8 @@ def test_object_counts_equal_the_plan(built):
             assert kinds.count("Deployment") + kinds.count("LeaderWorkerSet") >= n_models
             for k in ("Service", "PodDisruptionBudget", "ServiceMonitor"):
                 assert kinds.count(k) >= n_models
-            assert kinds.count("HTTPRoute") == len(ev.spec.models)
+            # One per model, and the steering health check's (builders/steering.py).
+            assert kinds.count("HTTPRoute") == len(ev.spec.models) + (ev.spec.steering is not None)
 
 
 def test_envelope_error_stops_the_build(tmp_path):
@@ -222,8 +229,9 @@ def test_envelope_error_stops_the_build(tmp_path):
 
 @pytest.mark.parametrize("stack", ["broadcast", "rehearsal"])
 def test_the_gateway_data_plane_is_sized_from_the_plan(built, stack):
-    """One Envoy per Gateway is the controller's default; the plan's requests/s set the pods: at
-    least 2, zone-spread, one down at a time, scaled on CPU to twice that."""
+    """One Envoy per Gateway is the controller's default; the plan's requests/s and concurrent
+    streams set the pods: at least 2, zone-spread, one down at a time, and pinned (no autoscaler):
+    the admission limits are per Envoy pod (issue 24, finding 8)."""
     ev = built[stack]
     name, objs = first(ev)
     ns = f"{ev.spec.event.name}-inference"
@@ -239,7 +247,15 @@ def test_the_gateway_data_plane_is_sized_from_the_plan(built, stack):
     zones = len(ev.spec.clusters[0].zones)
     survivors = pods - math.ceil(pods / zones) if ev.spec.policy.survive_zone_loss else pods
     assert pods >= 2 and survivors * g.pod_vcpu * ev.spec.policy.target_utilisation >= vcpu * ev.spec.policy.headroom
-    assert k8s["envoyHpa"]["minReplicas"] == pods and k8s["envoyHpa"]["maxReplicas"] == 2 * pods
+    # Streams by hand (Little's law): req/s x (TTFT + output tokens per request x ITL), each model.
+    slo = ev.spec.slo
+    streams = sum(plan.model_rates()[m.name][0] / g.tokens_per_request
+                  * (slo.ttft_p99_seconds + g.tokens_per_request * (1 - m.input_share) * slo.itl_p99_seconds)
+                  for m in ev.spec.models)
+    assert survivors * 50_000 * ev.spec.policy.target_utilisation >= streams * ev.spec.policy.headroom
+    if stack == "broadcast":
+        assert round(streams) == 1_210_260 and pods == 45   # streams, not CPU (5 + 3 pods), decide
+    assert "envoyHpa" not in k8s and plan.gateway.max_pods.value == pods
     assert k8s["envoyPDB"] == {"maxUnavailable": 1}
     spread = k8s["envoyDeployment"]["pod"]["topologySpreadConstraints"][0]
     assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["labelSelector"]["matchLabels"] == {

@@ -20,7 +20,7 @@ from peaknight.edges import live as edges
 from peaknight.engines import registry as engines
 from peaknight.builders import event
 from peaknight.review import schema as k8s_schema
-from peaknight.builders import autoscaling, monitoring
+from peaknight.builders import autoscaling, monitoring, routing, shards
 from peaknight.plan import admission
 from peaknight.plan.capacity import EdgePlan, ModelPlan
 from peaknight.builders.inference import startup_budget
@@ -160,10 +160,15 @@ def _router_cases(spec: StackSpec, model: Model, rules: dict, workloads: tuple[M
     if len(workloads) > 1:
         assert not names & {"PeaknightEndpointPickerDown", "PeaknightEndpointPickerErrors"}
         return []
-    ids = {"namespace": inference_namespace(spec), "service": f"{model.name}-epp"}
-    up = [(_series("up", **ids, pod=f"{model.name}-epp-{i}"), values) for i, values in enumerate(("1x3 0x20", "0x30"))]
+    # One picker per shard (builders/shards.py: broadcast greetings has 8): down when any shard has
+    # no pod up, quiet while every shard has one.
+    k = int(routing.pickers(spec, model, workloads[0]).shards.value)
+    services = [f"{name}-epp" for name in shards.names(model, k)]
+    ids = {"namespace": inference_namespace(spec), "service": services[0]}
+    up = [(_series("up", **ids, pod=f"{services[0]}-{i}"), values) for i, values in enumerate(("1x3 0x20", "0x30"))]
+    others = [(_series("up", namespace=ids["namespace"], service=svc, pod=f"{svc}-0"), "1x30") for svc in services[1:]]
     alert = _alert_rule(rules, "PeaknightEndpointPickerDown", model=model.name)
-    cases = [_case(up, alert, "10m", True), _case([(up[0][0], "1x30"), up[1]], alert, "10m", False)]
+    cases = [_case(up + others, alert, "10m", True), _case([(up[0][0], "1x30"), up[1]] + others, alert, "10m", False)]
     alert = _alert_rule(rules, "PeaknightEndpointPickerErrors", model=model.name)
     allowed = spec.slo.unmet_tokens_pct / 100
     for factor, fires in ((2, True), (0.5, False)):
@@ -418,7 +423,10 @@ def test_a_wrong_threshold_is_caught(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("pod, matches", [("greetings-7d9f8c6b5-x2k9q", True), ("greetings-3", False),
-                                          ("greetings-extra-7d9f8c6b5-x2k9q", False)])
+                                          ("greetings-extra-7d9f8c6b5-x2k9q", False),
+                                          # a picker shard's Deployment (builders/shards.py)
+                                          ("greetings-s12-7d9f8c6b5-x2k9q", True),
+                                          ("greetings-sx-7d9f8c6b5-x2k9q", False)])
 def test_pod_pattern_of_a_deployment(pod: str, matches: bool) -> None:
     import re
 

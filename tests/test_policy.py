@@ -69,7 +69,7 @@ def _only(violations: list[policy.Violation], target: str, *fragments: str) -> N
 
 def test_gpu_container_without_limit() -> None:
     objs, target = _edit(_cluster("broadcast")[2], "Deployment",
-                         lambda m: _pod(m)["containers"][0]["resources"]["limits"].pop("nvidia.com/gpu"), name="greetings")
+                         lambda m: _pod(m)["containers"][0]["resources"]["limits"].pop("nvidia.com/gpu"), name="greetings-s0")
     _only(_violations("broadcast", "gpu-limits-and-toleration", objs), target,
           "container 'engine' requests nvidia.com/gpu without a limit")
 
@@ -82,8 +82,10 @@ def test_gpu_pod_without_toleration() -> None:
 
 def test_deployment_without_pdb() -> None:
     objs = [o for o in _cluster("broadcast")[2] if not (o.kind == "PodDisruptionBudget" and o.name == "greetings")]
-    _only(_violations("broadcast", "pdb-per-workload", objs), "Deployment gala-2026-inference/greetings",
-          "no PodDisruptionBudget selects its pods")
+    # One PDB spans greetings' 8 picker shards (builders/shards.py): without it, none has one.
+    violations = _violations("broadcast", "pdb-per-workload", objs)
+    assert {v.obj for v in violations} == {f"Deployment gala-2026-inference/greetings-s{i}" for i in range(8)}
+    assert all("no PodDisruptionBudget selects its pods" in str(v) for v in violations)
 
 
 def test_mutable_tag_in_broadcast_but_not_in_rehearsal() -> None:
@@ -119,7 +121,8 @@ def test_a_warm_gate_that_outranks_serving_is_reported() -> None:
     bad, _ = _edit(objs, "PriorityClass", raise_warm, name=warm.name)
     violations = _violations("broadcast", "serving-outranks-warm-gate", bad)
     assert violations and {v.obj for v in violations} == {
-        "Deployment gala-2026-inference/greetings", "Deployment gala-2026-inference/greetings-epp",
+        # greetings: 8 picker shards, each its servers and its picker (builders/shards.py)
+        *(f"Deployment gala-2026-inference/greetings-s{i}{epp}" for i in range(8) for epp in ("", "-epp")),
         "LeaderWorkerSet gala-2026-inference/deep-think-prefill", "LeaderWorkerSet gala-2026-inference/deep-think-decode",
         "Deployment gala-2026-inference/deep-think-router",
         "Deployment gala-2026-edge/gala-live", "StatefulSet gala-2026-edge/gala-live-shield"}
@@ -159,6 +162,22 @@ def test_autoscaler_max_under_the_plans_peak(stack: str, index: int, kind: str, 
     low, target = _edit(objs, kind, lambda m: m["spec"].update({field: peak - 1}), name="chat-decode")
     _only(policy.check_cluster(ctx, cluster.cluster.name, low, only=["autoscaler-covers-peak"]), target,
           f"{field} {peak - 1} is below the plan's peak of {peak} replicas for 'chat-decode'")
+    assert policy.check_cluster(ctx, cluster.cluster.name, objs, only=["autoscaler-covers-peak"]) == []
+
+
+def test_a_picker_shards_autoscaler_under_its_share_of_the_peak() -> None:
+    """broadcast greetings' 8 shard autoscalers (builders/shards.py): each must reach its share of
+    the workload's peak; one capped under it is reported, naming the shard."""
+    objects = nights.objects("broadcast")
+    cluster = objects.clusters[0]
+    ctx = policy.Context(objects.spec, objects.plan)
+    objs = [o for u in cluster.units for o in u.objects]
+    peak = int(objects.plan.cluster(cluster.cluster.name).model("greetings").replicas.value)
+    share = peak // 8 + (1 if 3 < peak % 8 else 0)
+    low, target = _edit(objs, "ScaledObject", lambda m: m["spec"].update({"maxReplicaCount": share - 1}),
+                        name="greetings-s3")
+    _only(policy.check_cluster(ctx, cluster.cluster.name, low, only=["autoscaler-covers-peak"]), target,
+          f"maxReplicaCount {share - 1} is below the plan's peak of {peak} replicas for 'greetings', shard 3 of 8: {share}")
     assert policy.check_cluster(ctx, cluster.cluster.name, objs, only=["autoscaler-covers-peak"]) == []
 
 

@@ -38,7 +38,7 @@ def test_each_pod_gets_its_tiers_class() -> None:
     # Everything on the assistant's request path: its prefill and decode groups and its router.
     assert {by_name[n] for n in ("LeaderWorkerSet/chat-prefill", "LeaderWorkerSet/chat-decode",
                                  "Deployment/chat-router")} == {"gala-2026-assistant"}
-    assert by_name["Deployment/greetings"] == by_name["Deployment/greetings-epp"] == "gala-2026-serving"
+    assert by_name["Deployment/greetings-s0"] == by_name["Deployment/greetings-s0-epp"] == "gala-2026-serving"
     assert by_name["LeaderWorkerSet/deep-think-prefill"] == by_name["LeaderWorkerSet/deep-think-decode"] == "gala-2026-serving"
     assert by_name["Deployment/gala-live"] == "gala-2026-serving"
     assert {v for k, v in by_name.items() if k.startswith("DaemonSet/prepull-")} == {"gala-2026-warm"}

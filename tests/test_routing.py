@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 import nights
-from peaknight.builders import inference, routing
+from peaknight.builders import inference, routing, shards
 from peaknight.builders.objects import Obj
-from peaknight.plan import saturation
+from peaknight.plan import picker, saturation
+from peaknight.review import schema as k8s_schema
 from peaknight.spec import config, profiles
 
 
@@ -42,8 +43,9 @@ def test_route_sends_to_the_pool_that_selects_the_serving_pods(broadcast):
         # The model first; a ladder's fallback (its Service, at weight 0 until step 2) after it.
         primaries = {repr({k: v for k, v in r["backendRefs"][0].items() if k != "weight"}) for r in route["spec"]["rules"]}
         fallback = [{"name": model.ladder.fallback, "port": 8000, "weight": 0}] if model.ladder and model.ladder.fallback else []
-        assert all(r["backendRefs"][1:] == fallback for r in route["spec"]["rules"])
+        assert all(r["backendRefs"][-len(fallback):] == fallback for r in route["spec"]["rules"] if fallback)
         if len(phases) > 1:
+            assert all(r["backendRefs"][1:] == fallback for r in route["spec"]["rules"])
             disaggregated += 1
             assert primaries == {repr({"name": model.name, "port": 8000})}
             assert service["selector"] == inference.router_selector(broadcast.spec, model)
@@ -52,14 +54,24 @@ def test_route_sends_to_the_pool_that_selects_the_serving_pods(broadcast):
             continue
         colocated += 1
         (plan,) = phases
-        assert primaries == {repr({"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": model.name})}
-        pool = objs[f"inferencepool.{ns}.{model.name}"].manifest["spec"]
-        # The pool and the Service select the same pods: a group's leader where a replica spans nodes.
-        assert pool["selector"]["matchLabels"] == service["selector"]
-        assert (pool["selector"]["matchLabels"].get(inference.LWS_INDEX_LABEL) == "0") is (plan.nodes_per_replica > 1)
-        assert pool["targetPorts"] == [{"number": 8000}]
-        assert pool["endpointPickerRef"] == {"name": f"{model.name}-epp", "port": {"number": 9002},
-                                             "failureMode": "FailOpen"}
+        k = int(picker.plan(broadcast.spec.policy, model, plan).shards.value)
+        names = shards.names(model, k)
+        # One pool per picker shard (finding 7), weighted by its pods at the autoscaler's ceiling.
+        for rule in route["spec"]["rules"]:
+            pools = rule["backendRefs"][:k]
+            assert [p["name"] for p in pools] == names and {p["kind"] for p in pools} == {"InferencePool"}
+            assert sum(p["weight"] for p in pools) == plan.max_replicas.value
+        for i, name in enumerate(names):
+            pool = objs[f"inferencepool.{ns}.{name}"].manifest["spec"]
+            # The pool selects its shard of the pods the Service selects: a group's leader where a
+            # replica spans nodes.
+            assert pool["selector"]["matchLabels"] == {**service["selector"], **shards.label(k, i)}
+            assert (pool["selector"]["matchLabels"].get(inference.LWS_INDEX_LABEL) == "0") is (plan.nodes_per_replica > 1)
+            assert pool["targetPorts"] == [{"number": 8000}]
+            assert pool["endpointPickerRef"] == {"name": f"{name}-epp", "port": {"number": 9002},
+                                                 "failureMode": "FailOpen"}
+            assert k8s_schema.validate(objs[f"inferencepool.{ns}.{name}"].manifest) == []
+        assert k8s_schema.validate(route) == []
     assert colocated and disaggregated  # the shipped broadcast has both kinds
 
 
@@ -113,18 +125,16 @@ def test_epp_reads_the_engines_real_metric_names(broadcast):
                       cplan.model(greetings.name))
 
 
-def _by_hand(spec, r, demand_tps: float, input_share: float) -> int:
-    """EPP pods by hand: input tok/s over the benchmark's tokens per core, in 32-vCPU pods, with
-    headroom and utilisation, then enough that the cores survive a lost zone (of 3), at least 2."""
-    cores = demand_tps * input_share / (98.8 * 100_000 / 46.5)
-    serving = math.ceil(cores * spec.policy.headroom / (r.pod_vcpu * spec.policy.target_utilisation))
-    total = serving
-    while total - math.ceil(total / 3) < serving:
-        total += 1
-    return max(2, total)
+def _per_pod_by_hand(demand_tps: float, input_share: float, pods: int) -> float:
+    """Cores one serving pod costs its picker: its share of the prompts the picker reads (the
+    benchmark's 98.8 req/s x 100,000 tokens on 46.5 cores) plus 7.5 idle cores per 100 pods."""
+    return demand_tps * input_share / (98.8 * 100_000 / 46.5) / pods + 7.5 / 100
 
 
-def test_epp_deployment_flags_security_and_sizing(broadcast):
+def test_epp_shards_leader_election_security_and_sizing(broadcast):
+    """Finding 7: a picker scrapes every pod of its pool (7.5 idle cores per 100 pods) and, under
+    leader election, one pod does it all; broadcast greetings' 2,317 pods at the ceiling would need a
+    244-vCPU picker, so the pool is split into shards of at most N pods, each picker at most 32 vCPU."""
     import dataclasses
 
     from peaknight.plan.figure import Figure
@@ -132,32 +142,87 @@ def test_epp_deployment_flags_security_and_sizing(broadcast):
     ns = "gala-2026-inference"
     objs = objects(broadcast)
     spec = broadcast.spec
-    r = profiles.load().router
     greetings = next(m for m in spec.models if m.name == "greetings")  # the colocated model: it has a picker
     plan = broadcast.plan.clusters[0].model("greetings")
-    dep = objs[f"deployment.{ns}.greetings-epp"].manifest
-    pod = dep["spec"]["template"]["spec"]
-    (c,) = pod["containers"]
-    assert c["image"] == spec.router.image and "@sha256:" in c["image"]
-    args = c["args"]
-    assert args[args.index("--pool-name") + 1] == "greetings" and args[args.index("--pool-namespace") + 1] == ns
-    assert args[args.index("--config-file") + 1] == "/config/epp.yaml"
-    assert "--enable-pprof=false" in args and "--ha-enable-leader-election" not in args
-    assert c["readinessProbe"]["grpc"] == {"port": 9003, "service": "inference-extension"}
-    assert pod["securityContext"]["runAsUser"] == 65532 and c["securityContext"]["readOnlyRootFilesystem"]
-    # broadcast greetings: 23.5 cores -> 1 pod, 2 for a lost zone.
-    assert dep["spec"]["replicas"] == _by_hand(spec, r, plan.demand_tps.value, greetings.input_share) == 2
-    # Past the floor of 2: at 10x greetings' demand (a 64th of the night), 58.8 cores -> 3 pods, 5 for a lost zone.
-    busy = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value * 10, "x10"))
-    assert (routing.epp_replicas(spec, greetings, busy, 3).value
-            == _by_hand(spec, r, busy.demand_tps.value, greetings.input_share) == 5)
-    service = objs[f"service.{ns}.greetings-epp"].manifest["spec"]
-    assert service["clusterIP"] == "None"  # every EPP pod resolved by the gateway's STRICT_DNS cluster
+    h, u = spec.policy.headroom, spec.policy.target_utilisation
+    # By hand: 8,333,333 tok/s x 0.6 / 212,473 = 23.5 cores over 2,317 pods + 0.075 = 0.0852 cores a
+    # pod; one 32-vCPU picker holds floor(32 x 0.85 / 1.05 / 0.0852) = 304 pods; ceil(2,317 / 304) = 8
+    # shards of 290 or 289 pods; ceil(290 x 0.0852 x 1.05 / 0.85) = 31 vCPU.
+    per_pod = _per_pod_by_hand(plan.demand_tps.value, greetings.input_share, 2317)
+    assert plan.max_replicas.value == 2317
+    unsharded = math.ceil(2317 * per_pod * h / u)
+    assert unsharded == 244            # what one picker would need: no node has that
+    most = math.floor(32 * u / h / per_pod)
+    assert most == 304 and math.ceil(2317 / most) == 8
+    sized = picker.plan(spec.policy, greetings, plan)
+    assert (sized.shards.value, sized.pods_per_shard.value, sized.vcpu.value) == (8, 304, 31)
+    assert math.ceil(290 * per_pod * h / u) == 31
+    names = shards.names(greetings, 8)
+    assert names == [f"greetings-s{i}" for i in range(8)] and f"deployment.{ns}.greetings-epp" not in objs
+    for i, name in enumerate(names):
+        dep = objs[f"deployment.{ns}.{name}-epp"].manifest
+        pod = dep["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        assert c["image"] == spec.router.image and "@sha256:" in c["image"]
+        args = c["args"]
+        assert args[args.index("--pool-name") + 1] == name and args[args.index("--pool-namespace") + 1] == ns
+        assert args[args.index("--config-file") + 1] == "/config/epp.yaml"
+        # One prefix index per pool, so leader election: only the leader is ready and serves.
+        assert "--enable-pprof=false" in args and "--ha-enable-leader-election" in args
+        assert c["readinessProbe"]["grpc"] == {"port": 9003, "service": "inference-extension"}
+        assert pod["securityContext"]["runAsUser"] == 65532 and c["securityContext"]["readOnlyRootFilesystem"]
+        assert c["resources"]["requests"]["cpu"] == "31" and dep["spec"]["replicas"] == 2
+        assert "290 pods in the largest shard" in dep["metadata"]["annotations"]["peaknight.io/epp-vcpu"]
+        # The picker's pods and Service are its shard's alone.
+        assert dep["spec"]["selector"]["matchLabels"]["peaknight.io/shard"] == f"s{i}"
+        service = objs[f"service.{ns}.{name}-epp"].manifest
+        assert service["spec"]["clusterIP"] == "None"  # every EPP pod resolved by the gateway's STRICT_DNS cluster
+        assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+        # The shard's own servers: a Deployment whose pods the shard's pool selects.
+        servers = objs[f"deployment.{ns}.{name}"].manifest
+        pool = objs[f"inferencepool.{ns}.{name}"].manifest["spec"]["selector"]["matchLabels"]
+        assert pool.items() <= servers["spec"]["template"]["metadata"]["labels"].items()
+        assert servers["spec"]["selector"]["matchLabels"] == pool
+        for obj in (dep, service, servers):
+            assert k8s_schema.validate(obj) == []
+    # The shards' servers and autoscalers add up to the model's: replicas at the floor, the ceiling.
+    assert f"deployment.{ns}.greetings" not in objs
+    assert sum(objs[f"deployment.{ns}.{n}"].manifest["spec"]["replicas"] for n in names) == plan.floor_replicas.value
+    scalers = [objs[f"scaledobject.{ns}.{n}"].manifest["spec"] for n in names]
+    assert sum(s["maxReplicaCount"] for s in scalers) == 2317 and {s["maxReplicaCount"] for s in scalers} == {290, 289}
+    assert [s["scaleTargetRef"]["name"] for s in scalers] == names
+    # Each shard's autoscaler reads the model's whole signal against 8 x the per-replica target.
+    whole = {t["name"]: t["metadata"]["threshold"] for t in _unsplit_scaler(spec, greetings, plan)["triggers"]
+             if t["type"] == "prometheus"}
+    for s in scalers:
+        for t in s["triggers"]:
+            if t["type"] == "prometheus":
+                assert float(t["metadata"]["threshold"]) == pytest.approx(8 * float(whole[t["name"]]))
+    # The idle cost follows the pods: at 10x greetings' demand and pods, more shards, none over 32 vCPU.
+    busy = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value * 10, "x10"),
+                               max_replicas=Figure(23170, "x10"))
+    sized = picker.plan(spec.policy, greetings, busy)
+    assert sized.shards.value == math.ceil(23170 / 304) == 77 and sized.vcpu.value <= 32
+    # A small pool is one shard, named as before.
+    small = dataclasses.replace(plan, demand_tps=Figure(plan.demand_tps.value / 100, "/100"), max_replicas=Figure(24, "/100"))
+    assert picker.plan(spec.policy, greetings, small).shards.value == 1 and shards.names(greetings, 1) == ["greetings"]
     role = objs[f"role.{ns}.greetings-epp"].manifest
     assert {res for rule in role["rules"] for res in rule["resources"]} >= {"pods", "inferencepools"}
-    assert all(rule["verbs"] == ["get", "list", "watch"] for rule in role["rules"])
+    assert all(rule["verbs"] == ["get", "list", "watch"] for rule in role["rules"] if rule["resources"] != ["leases"])
+    # Leader election's Lease: what controller-runtime's resource lock reads and writes.
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]} \
+        in role["rules"]
     # A disaggregated model has no picker to size.
     assert f"deployment.{ns}.chat-epp" not in objs and f"deployment.{ns}.chat-router" in objs
+
+
+def _unsplit_scaler(spec, model, plan):
+    from peaknight.builders import autoscaling
+    from peaknight.builders.parts import InferenceServiceArgs
+    cluster = spec.clusters[0]
+    service = InferenceServiceArgs(scope=spec, cluster=cluster, model=model, plan=plan)
+    (obj,) = autoscaling.build(spec, spec.slo, cluster, model, (plan,), service.whole).objects
+    return obj.manifest["spec"]
 
 
 def test_network_policies_open_exactly_the_router_flows(broadcast):
@@ -209,3 +274,44 @@ def test_a_model_named_after_another_models_endpoint_picker_is_refused(tmp_path)
     assert [str(p) for p in err.value.problems] == [
         f"{path}: peaknight:models[2].name: expected a name other than 'greetings' + '-epp' (that model's endpoint "
         "picker is named so); found 'greetings-epp'"]
+
+
+def test_a_model_named_after_another_models_picker_shard_is_refused(tmp_path):
+    text = config.resolve_stack_path("broadcast").read_text()
+    path = tmp_path / "x.yaml"
+    path.write_text(text.replace("- name: deep-think", "- name: greetings-s3", 1))
+    with pytest.raises(config.ConfigError) as err:
+        config.load_stack(str(path))
+    assert [str(p) for p in err.value.problems] == [
+        f"{path}: peaknight:models[2].name: expected a name other than 'greetings' + '-s<number>' (that model's "
+        "picker shards are named so); found 'greetings-s3'"]
+
+
+def test_a_sharded_models_ladder_fallback_keeps_its_pools_weights(broadcast):
+    """Step 2 of the ladder on a model split into picker shards: the pools keep their weights (their
+    pods at the ceiling) and the fallback, after them, gets share / (1 - share) of their sum; back
+    at 0 it gets none (builders/shards.py, monitoring.weight_patch)."""
+    import dataclasses
+    import json
+
+    from peaknight.builders import monitoring
+    from peaknight.spec.stack import Ladder
+
+    spec = broadcast.spec
+    plan = broadcast.plan.clusters[0].model("greetings")
+    greetings = next(m for m in spec.models if m.name == "greetings")
+    laddered = dataclasses.replace(greetings, ladder=Ladder(cap_output_tokens=512, fallback="deep-think",
+                                                            fallback_share=0.3))
+    route = shards.split_service(inference.build(spec, spec.clusters[0], laddered, plan), laddered, 8,
+                                 int(plan.max_replicas.value))
+    (r,) = [o.manifest for o in route.objects if o.kind == "HTTPRoute"]
+    refs = r["spec"]["rules"][0]["backendRefs"]
+    assert [ref["name"] for ref in refs] == [f"greetings-s{i}" for i in range(8)] + ["deep-think"]
+    assert refs[-1]["weight"] == 0 and sum(ref["weight"] for ref in refs[:8]) == 2317
+
+    def weights(share: float) -> list[int]:
+        ops = json.loads(monitoring.weight_patch(spec, laddered, share, plan).split("-p '", 1)[1][:-1])
+        return [op["value"] for op in ops if op["path"].startswith("/spec/rules/0/")]
+    assert weights(0.3) == [ref["weight"] for ref in refs[:8]] + [round(2317 * 0.3 / 0.7)]   # 993: 30%
+    assert weights(0) == [ref["weight"] for ref in refs[:8]] + [0]
+    assert weights(1.0) == [0] * 8 + [1]

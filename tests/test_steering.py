@@ -40,8 +40,11 @@ def test_render_writes_each_clusters_weighted_records_and_health_checks(tmp_path
             target = name.replace(".gala-2026.", f".{cluster.name}.gala-2026.", 1) if part == "api" else \
                 f"gala-live.{cluster.name}.gala-2026.gala.example.com"
             check = docs[(steering.HEALTH_CHECK, f"{cluster.name}-{part}")]["properties"]
-            assert check["fqdn"] == target and check["resourcePath"] == path and check["type"] == "HTTP"
-            assert check["requestInterval"] == 10 and check["failureThreshold"] == 3 and check["port"] == 80
+            # The API's Gateway listens on HTTPS 443 alone; the live edge serves plain HTTP on 80.
+            scheme, port = ("HTTPS", 443) if part == "api" else ("HTTP", 80)
+            assert check["fqdn"] == target and check["resourcePath"] == path and check["type"] == scheme
+            assert check["requestInterval"] == 10 and check["failureThreshold"] == 3 and check["port"] == port
+            assert check.get("enableSni", False) is (part == "api")
             record = docs[(steering.RECORD, f"{cluster.name}-{part}")]
             assert record["protect"] is False   # taking a cluster out of the stack takes its records
             props = record["properties"]
@@ -51,6 +54,39 @@ def test_render_writes_each_clusters_weighted_records_and_health_checks(tmp_path
             # Equal shares (1/64 each; 1/3 each cut to one cluster per shape): each the largest, each 255.
             assert props["weightedRoutingPolicies"] == [{"weight": 255}]
             assert props["healthCheckId"] == f"${{healthcheck.{cluster.name}-{part}.id}}"
+
+
+def _load_dir(folder: Path) -> list[dict[str, Any]]:
+    return [yaml.safe_load(f.read_text()) for f in sorted(folder.glob("*.yaml"))]
+
+
+def test_the_gateway_routes_exactly_what_the_api_health_check_probes_without_credentials(tmp_path, capsys):
+    """Issue 27: each cluster's gateway answers `healthCheck.apiPath` over the scheme and port Route
+    53 probes, to the assistant's readiness, and no SecurityPolicy or BackendTrafficPolicy covers it."""
+    out = tmp_path / "out"
+    assert cli.main(["render", "broadcast", "--out", str(out)]) == 0
+    capsys.readouterr()
+    spec = nights.spec("broadcast")
+    for cluster in (spec.clusters[0], spec.clusters[-1]):
+        check = cloud_docs(out, cluster.name)[(steering.HEALTH_CHECK, f"{cluster.name}-api")]["properties"]
+        objs = _load_dir(out / cluster.name)
+        (gateway,) = [o for o in objs if o["kind"] == "Gateway"]
+        listeners = [(ls["protocol"], ls["port"]) for ls in gateway["spec"]["listeners"]]
+        assert listeners == [(check["type"], check["port"])]
+        routes = [o for o in objs if o["kind"] == "HTTPRoute"
+                  and any(ref["name"] == gateway["metadata"]["name"] for ref in o["spec"]["parentRefs"])]
+        answering = [(r["metadata"]["name"], rule) for r in routes for rule in r["spec"]["rules"]
+                     for m in rule["matches"] if m["path"] == {"type": "Exact", "value": check["resourcePath"]}]
+        (name, rule), = answering   # exactly one rule answers the probed path
+        assert rule["matches"] == [{"method": "GET", "path": {"type": "Exact", "value": "/healthz"}}]
+        # chat, the assistant, is disaggregated: its router's readiness (200 once it has healthy servers).
+        assert rule["backendRefs"] == [{"name": "chat", "port": 8000}]
+        assert rule["filters"][0]["urlRewrite"]["path"] == {"type": "ReplaceFullPath", "replaceFullPath": "/readiness"}
+        assert [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "chat"]
+        # No credentials and no admission limits on it: nothing targets the health route.
+        targeted = {ref["name"] for o in objs if o["kind"] in ("SecurityPolicy", "BackendTrafficPolicy")
+                    for ref in o["spec"].get("targetRefs", [])}
+        assert name == steering.HEALTH_ROUTE and name not in targeted and "chat" in targeted
 
 
 def test_weights_follow_the_shares_and_a_removed_cluster_re_weights_the_rest(tmp_path, capsys):

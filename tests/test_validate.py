@@ -11,7 +11,7 @@ import yaml
 from peaknight.builders import event
 from peaknight.cli import main as cli
 
-import nights
+from conftest import STACKS
 
 
 def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -21,17 +21,14 @@ def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
 
 
 def test_both_stacks_pass(stack_name: str, capsys: pytest.CaptureFixture) -> None:
-    # Broadcast as one cluster per shape: validate checks each distinct object once, and 64
-    # clusters of 3 shapes only build the same objects again (test_cluster_shapes).
-    code, out, _ = _run(capsys, str(nights.per_shape(stack_name)) if stack_name == "broadcast" else stack_name)
+    code, out, _ = _run(capsys, stack_name)
     assert code == 0, out
     assert out.strip().endswith("policy checks and API/CRD schemas pass")
 
 
 def _broken(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None]) -> str:
-    """A copy of the broadcast stack file, one cluster per shape (each planned as in the whole
-    stack; its 64 clusters are 3 shapes), with `change` applied to its `peaknight:` config."""
-    doc = yaml.safe_load(nights.per_shape("broadcast").read_text())
+    """A copy of the broadcast stack file with `change` applied to its `peaknight:` config."""
+    doc = yaml.safe_load((STACKS / "Pulumi.broadcast.yaml").read_text())
     change(doc["config"])
     path = tmp_path / f"Pulumi.{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -63,11 +60,11 @@ def empty_gateway_class(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("change, expected", [
-    (_tag_greetings, ["gala-bj-01: Deployment gala-2026-inference/greetings: spec.template.spec: container 'engine' "
+    (_tag_greetings, ["gala-bj-01: Deployment gala-2026-inference/greetings-s0: spec.template.spec: container 'engine' "
                       "image 'vllm/vllm-openai:v0.11.0' is a mutable tag (pin @sha256:...) [immutable-images]"]),
-    (_unprotect, ["gala-hk-01: NodePool h200: broadcast node pool is not protected (protect=True) "
+    (_unprotect, ["gala-hk-04: NodePool h200: broadcast node pool is not protected (protect=True) "
                   "[broadcast-pools-frozen]",
-                  "gala-hk-01: EC2NodeClass h100: broadcast node pool is not protected (protect=True) "
+                  "gala-hk-04: EC2NodeClass h100: broadcast node pool is not protected (protect=True) "
                   "[broadcast-pools-frozen]"]),
 ])
 def test_broken_stack_fails_naming_each_object(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -80,7 +77,7 @@ def test_broken_stack_fails_naming_each_object(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_a_schema_fault_names_the_object(capsys: pytest.CaptureFixture, empty_gateway_class: None) -> None:
-    code, out, _ = _run(capsys, str(nights.per_shape("broadcast")))
+    code, out, _ = _run(capsys, "broadcast")
     assert code == 1
     assert "gala-bj-01: Gateway/gala-2026-gateway: '' should be non-empty at spec.gatewayClassName [schema]" in \
         out.splitlines()
@@ -95,9 +92,10 @@ def test_every_violation_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture
     violations = [line for line in lines[:-1] if not line.startswith("warning: ")]  # placeholder digests
     checks = {line.rsplit("[", 1)[1].rstrip("]") for line in violations}
     assert checks == {"immutable-images", "broadcast-pools-frozen", "schema"}
-    # 3 clusters x 1 tagged Deployment, two containers each (the engine and its wait-weights init)
-    assert sum("[immutable-images]" in line and "/greetings" in line for line in lines) == 3 * 2
-    assert sum("[broadcast-pools-frozen]" in line for line in lines) == 3 * (3 + 1) * 2
+    # 16 clusters x greetings' 8 shard Deployments, two containers each (the engine and its
+    # wait-weights init)
+    assert sum("[immutable-images]" in line and "/greetings" in line for line in lines) == 16 * 8 * 2
+    assert sum("[broadcast-pools-frozen]" in line for line in lines) == 16 * (3 + 1) * 2
     assert lines[-1].endswith(f"{len(violations)} violation(s)")
 
 

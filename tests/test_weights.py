@@ -170,7 +170,7 @@ def test_model_servers_wait_for_their_revision_in_the_node_cache(broadcast):
     assert f"{MODEL_DIR}/{chat.weights}/{chat.weights_revision}.ready" in wait["command"][2]
     assert weights_path(chat) == f"{MODEL_DIR}/{chat.weights}/{chat.weights_revision}"
     assert weights_path(chat) in pod["containers"][0]["command"]
-    greetings = next(o.manifest for u in c.units for o in u.objects if o.kind == "Deployment" and o.name == "greetings")
+    greetings = next(o.manifest for u in c.units for o in u.objects if o.kind == "Deployment" and o.name == "greetings-s0")
     assert {"name": "weights", "persistentVolumeClaim": {"claimName": "hopper-weights-cache", "readOnly": True}} in \
         greetings["spec"]["template"]["spec"]["volumes"]
     assert not any(o.kind == "PersistentVolumeClaim" and o.name == "chat-weights"

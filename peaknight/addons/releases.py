@@ -33,6 +33,14 @@ CHARTS = Path(__file__).with_name("charts")  # package data: pinned charts and v
 GPU_OPERATOR, KEDA, LWS, PROMETHEUS_STACK = "gpu-operator", "keda", "lws", "prometheus-stack"
 PROMETHEUS_ADAPTER = "prometheus-adapter"
 EFA_DEVICE_PLUGIN = "efa-device-plugin"
+# Envoy AI Gateway: the extension server behind every HTTPRoute -> InferencePool, and its CRDs.
+AI_GATEWAY, AI_GATEWAY_CRDS = "ai-gateway", "ai-gateway-crds"
+# The stack key (spec.Addons field) of an add-on that is not named after its own: the CRDs go with
+# the controller they serve.
+ADDON_KEY = {AI_GATEWAY_CRDS: AI_GATEWAY}
+# Add-ons that must be installed before another starts (beyond the CRDs of kinds a release creates):
+# the AI Gateway's controller watches its own CRDs and does not start without them.
+STARTS_AFTER = {AI_GATEWAY: (AI_GATEWAY_CRDS,)}
 # The device plugin that advertises each interconnect resource the instance catalog names.
 INTERCONNECT_ADDON = {"vpc.amazonaws.com/efa": EFA_DEVICE_PLUGIN}
 
@@ -153,7 +161,7 @@ def enabled(cluster: Cluster, addon: str) -> bool:
     provisioner = provisioners.for_cluster(cluster)
     if addon == provisioner.addon:
         return provisioner.installs_addon(cluster)
-    return bool(getattr(cluster.addons, addon.replace("-", "_")))
+    return bool(getattr(cluster.addons, ADDON_KEY.get(addon, addon).replace("-", "_")))
 
 
 @dataclass(frozen=True, order=True)
@@ -179,6 +187,12 @@ def needed_addons(obj: Obj) -> tuple[str, ...]:
     metrics API must answer before the HPA can scale)."""
     needs = (CRD_ADDON.get(obj.kind), PROMETHEUS_ADAPTER if metric_uses(obj) else None)
     return tuple(addon for addon in needs if addon)
+
+
+def routes_to_pool(obj: Obj) -> bool:
+    """An HTTPRoute with an InferencePool backend: it resolves only through Envoy AI Gateway."""
+    return obj.kind == "HTTPRoute" and any(ref.get("kind") == "InferencePool" for rule in obj.manifest["spec"]["rules"]
+                                           for ref in rule.get("backendRefs", []))
 
 
 def scaled_objects(spec: StackSpec, cluster: Cluster) -> int:
@@ -319,6 +333,9 @@ def _needed(spec: StackSpec, plan: ClusterPlan, cluster: Cluster,
     # An interconnect whose device plugin the cloud manages (VKE's RDMA component) has no chart here.
     for resource in sorted({m.interconnect.resource for m in plan.models if m.interconnect} & set(INTERCONNECT_ADDON)):
         out.append((INTERCONNECT_ADDON[resource], INTERCONNECT_ADDON[resource], {}))
+    if any(routes_to_pool(obj) for obj in objects):
+        out.append((AI_GATEWAY_CRDS, "aieg-crd", {}))
+        out.append((AI_GATEWAY, "aieg", {"controller": {"replicaCount": controller_replicas(spec)}}))
     uses = [use for obj in objects for use in metric_uses(obj)]
     if uses:
         release = "prometheus-adapter"
@@ -336,7 +353,8 @@ def build(spec: StackSpec, plan: ClusterPlan, cluster: Cluster, objects: Iterabl
     releases = []
     for addon, name, derived in wanted:
         pinned = from_mirror(chart(addon), spec.registry_mirror)
-        needs = tuple(sorted({CRD_ADDON[kind] for kind in pinned.uses} & present - {addon}))
+        needs = tuple(sorted(({CRD_ADDON[kind] for kind in pinned.uses} | set(STARTS_AFTER.get(addon, ())))
+                             & present - {addon}))
         values = merge(merge(file_values(addon, stage), derived), mirror_values(pinned, spec.registry_mirror))
         releases.append(AddonRelease(addon, name, pinned, values, needs))
     return tuple(releases)

@@ -21,9 +21,6 @@ OWNING_GATEWAY_NAMESPACE = "gateway.envoyproxy.io/owning-gateway-namespace"
 # follows one has already sent its API key or bearer token in clear.
 HTTPS_PORT = 443
 TLS_SECRET_SUFFIX = "-gateway-tls"
-# The Envoy HPA's CPU target: room for a burst to land before new pods are ready.
-ENVOY_CPU_TARGET_PCT = 60
-
 
 _TIER_MEANING = {Tier.ASSISTANT: "the assistant's model servers (models[].tier assistant)",
                  Tier.SERVING: "the other model servers and the live edge",
@@ -43,8 +40,8 @@ def tls_secret(scope: Scope) -> str:
 def envoy_proxy(scope: Scope, plan: GatewayPlan) -> dict[str, Any]:
     """Envoy Gateway's data plane for the event's Gateway (gateway.envoyproxy.io/v1alpha1
     EnvoyProxy, referenced by the Gateway's infrastructure.parametersRef): the planned pods, spread
-    over zones, at most one down at a time, scaled on CPU up to the plan's ceiling. Its default is
-    one Envoy replica per Gateway."""
+    over zones, at most one down at a time, and no autoscaler: the admission limits are per Envoy
+    pod, divided over exactly these (plan/admission.py). Its default is one Envoy replica per Gateway."""
     g = profiles.load().gateway
     ns = inference_namespace(scope)
     pods = {OWNING_GATEWAY_NAME: gateway_name(scope), OWNING_GATEWAY_NAMESPACE: ns}
@@ -60,9 +57,6 @@ def envoy_proxy(scope: Scope, plan: GatewayPlan) -> dict[str, Any]:
                 "container": {"resources": resources},
                 "pod": {"topologySpreadConstraints": podpolicy.zone_spread(pods, by_node=True)},
             },
-            "envoyHpa": {"minReplicas": int(plan.pods.value), "maxReplicas": int(plan.max_pods.value),
-                         "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                             "type": "Utilization", "averageUtilization": ENVOY_CPU_TARGET_PCT}}}]},
             "envoyPDB": {"maxUnavailable": 1},
         }}},
     }

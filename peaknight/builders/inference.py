@@ -339,6 +339,14 @@ def _serving(scope: Scope, model: Model, plan: ModelPlan) -> list[Obj]:
 # The router: SGLang's sglang-router in the model's image (launch_router), sized by the plan.
 ROUTER_MEMORY_GIB = 16
 ROUTER_RUN_AS_USER = 1000
+# sglang-router drops a discovered pod only when it is deleted, not when it goes NotReady, and its
+# own health check defaults to every 60 s, 3 failures (sglang_router/router_args.py, wheels 0.2.1
+# and 0.3.2). It checks the engine's /health, the readiness probe's signal: every 5 s, 2 failures,
+# with the probe's own timeout (SGLang's /health may take its 20 s verdict, engines/sglang.py), so a
+# server that refuses or answers 503 leaves routing within 2 x 5 = 10 s (a hung one within
+# 2 x (5 + 25) = 60 s), and one success brings it back.
+ROUTER_HEALTH_INTERVAL_SECONDS = 5
+ROUTER_HEALTH_FAILURES = 2
 
 
 def router_command(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -> list[str]:
@@ -358,7 +366,12 @@ def router_command(scope: Scope, model: Model, prefill: ModelPlan, decode: Model
             # Bounded (sglang-router's defaults: -1, no limit; 5 attempts): plan/admission.router_requests.
             "--max-concurrent-requests", limit, "--rate-limit-tokens-per-second", limit, "--queue-size", "0",
             "--retry-max-retries", str(admission_plan.ROUTER_ATTEMPTS),
-            "--retry-max-backoff-ms", str(admission_plan.ROUTER_RETRY_BACKOFF_MS)]
+            "--retry-max-backoff-ms", str(admission_plan.ROUTER_RETRY_BACKOFF_MS),
+            "--health-check-endpoint", "/health",
+            "--health-check-interval-secs", str(ROUTER_HEALTH_INTERVAL_SECONDS),
+            # as long as the server's own readiness probe waits (its recipe: above SGLANG_HEALTH_CHECK_TIMEOUT)
+            "--health-check-timeout-secs", str(recipes.engine_recipe("sglang").probes["leader"]["readiness"].timeout),
+            "--health-failure-threshold", str(ROUTER_HEALTH_FAILURES), "--health-success-threshold", "1"]
 
 
 def _router(scope: Scope, model: Model, prefill: ModelPlan, decode: ModelPlan) -> list[Obj]:

@@ -17,7 +17,8 @@ from peaknight.engines import registry as engines
 from peaknight.engines.base import SERVING_PATHS, EngineMetrics
 from peaknight.plan import admission
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, ModelPlan
-from peaknight.builders import autoscaling, routing, runbook
+from peaknight.builders import autoscaling, routing, runbook, shards
+from peaknight.plan.picker import shard_pods
 from peaknight.builders.inference import STARTUP_FLOOR_SECONDS, startup_budget
 from peaknight.builders.objects import Scope, Obj, Unit, edge_namespace, inference_namespace, meta, monitoring_namespace
 from peaknight.spec.stack import Cluster, Edge, Model, StackSpec
@@ -77,9 +78,10 @@ def engine_tokens_per_second(e: EngineMetrics, matchers: str) -> str:
 
 
 def pod_pattern(workload: str, group_size: int = 1) -> str:
-    """Regex of a workload's pod names: Deployment `<name>-<hash>-<5>`, LWS `<name>-<group>[-<worker>]`."""
+    """Regex of a workload's pod names: Deployment `<name>-<hash>-<5>` (or `<name>-s<i>-<hash>-<5>`, a
+    picker shard's Deployment: builders/shards.py), LWS `<name>-<group>[-<worker>]`."""
     if group_size == 1:
-        return f"{workload}-[a-z0-9]{{6,10}}-[a-z0-9]{{5}}"
+        return f"{workload}(-s[0-9]+)?-[a-z0-9]{{6,10}}-[a-z0-9]{{5}}"
     return f"{workload}-[0-9]+(-[0-9]+)?"
 
 
@@ -184,23 +186,30 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
     return {"name": f"peaknight.{model.name}", "rules": rules}
 
 
-def prefix_cache_floor(spec: StackSpec, model: Model) -> float:
+def planned_hit_rate(model: Model, plan: ModelPlan | None = None) -> float:
+    """The hit rate the plan credits prefill with: what the routing delivers (plan/prefix_hits.py),
+    or the stack's own where the plan kept it (policy.allowUnproven) or there is no plan."""
+    return plan.prefix_hit_rate.value if plan is not None and plan.prefix_hit_rate is not None \
+        else model.prefix_cache_hit_rate
+
+
+def prefix_cache_floor(spec: StackSpec, model: Model, plan: ModelPlan | None = None) -> float:
     """The achieved prefix-cache hit rate below which prefill needs more than the plan's margin: the
-    planner credits prefill with models[].prefixCacheHitRate h, so prefill work per input token is
+    planner credits prefill with a hit rate h (planned_hit_rate), so prefill work per input token is
     (1 - h); a replica has 1 / targetUtilisation of its planned load in hand, so prefill work up to
     (1 - h) / util still fits, an achieved rate down to 1 - (1 - h) / util. <= 0: never short."""
-    return 1 - (1 - model.prefix_cache_hit_rate) / spec.policy.target_utilisation
+    return 1 - (1 - planned_hit_rate(model, plan)) / spec.policy.target_utilisation
 
 
 def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan) -> list[dict[str, Any]]:
-    floor = prefix_cache_floor(spec, model)
+    floor = prefix_cache_floor(spec, model, plan)
     if floor <= 0:
         return []  # even a cold cache leaves prefill within the plan's margin
     e = engines.metrics(model)
     label = {"model": model.name}
     rec = _sel(model=model.name)
     quiet = plan.capacity_tps.value * 60 * MODEL_QUIET_SHARE
-    h, util = model.prefix_cache_hit_rate, spec.policy.target_utilisation
+    h, util = planned_hit_rate(model, plan), spec.policy.target_utilisation
     router = (f"router ({model.name}-router: its prefix tree is per router pod)" if model.disaggregated else
               f"endpoint picker ({routing.epp_name(model)}: its prefix index is per EPP pod)")
     return [_alert(
@@ -209,7 +218,7 @@ def _prefix_cache_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: 
         f"model:tokens_per_minute:rate{RATE_WINDOW}{rec} > {_num(quiet)}",
         PREFIX_CACHE_FOR, "critical",
         f"{model.name} in {cluster.name}: prefix-cache hit rate under {floor:.3f}, the plan expects {h:g}",
-        f"The plan credits prefill with models[].prefixCacheHitRate = {h:g} of input tokens from the prefix "
+        f"The plan credits prefill with a prefix-cache hit rate of {h:g} of input tokens from the prefix "
         f"cache ({e.prefix_cache_hits} over {e.prefix_cache_queries}). Prefill work per input token is then "
         f"{1 - h:.3f}; at target utilisation {util:g} a replica holds {1 / util:.3f}x its planned load, so prefill "
         f"fits down to an achieved rate of 1 - {1 - h:.3f} / {util:g} = {floor:.3f}. Below it the replicas "
@@ -222,15 +231,24 @@ def _router_alerts(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelP
     never fails open); erroring above the share of tokens the night may leave unserved."""
     ns = inference_namespace(spec)
     epp = routing.epp_name(model)
-    sel = _sel(namespace=ns, service=epp)
+    k = int(routing.pickers(spec, model, plan).shards.value)
+    # One picker per shard (builders/shards.py): each shard without one is its share of requests failing.
+    services = [f"{name}-epp" for name in shards.names(model, k)]
+    sel = _sel(namespace=ns, service=epp) if k == 1 else _sel(namespace=ns, service="~" + "|".join(services))
+    down = (f"(sum(up{sel}) or vector(0)) < 1" if k == 1 else
+            f"(count(sum by (service) (up{sel}) >= 1) or vector(0)) < {k}")
     label = {"model": model.name}
     where = f"{model.name} in {cluster.name}"
     errors = spec.slo.unmet_tokens_pct / 100
     return [
-        _alert(spec, "PeaknightEndpointPickerDown", f"(sum(up{sel}) or vector(0)) < 1", EPP_DOWN_FOR, "critical",
-               f"{where}: no endpoint picker answering",
+        _alert(spec, "PeaknightEndpointPickerDown", down, EPP_DOWN_FOR, "critical",
+               f"{where}: no endpoint picker answering" + (f" in one of its {k} shards" if k > 1 else ""),
                f"No {epp} pod is scraped up. Envoy AI Gateway's ext_proc filter never fails open, so every request "
                f"to {model.name} through the Gateway fails until one is back: check the Deployment {epp} in {ns} "
+               if k == 1 else
+               f"A shard of {model.name} has no picker pod scraped up ({', '.join(services)}). Envoy AI Gateway's "
+               f"ext_proc filter never fails open, so the requests the route sends to that shard's InferencePool fail "
+               f"until one is back: check the Deployment of the shard missing from `up` in {ns} "
                f"(image pull, RBAC on its InferencePool, the API server reachable).", **label),
         _alert(spec, "PeaknightEndpointPickerErrors",
                f"sum(rate(llm_d_epp_request_error_total{sel}[{RATE_WINDOW}])) / "
@@ -292,12 +310,23 @@ def signal_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPla
     ]
 
 
-def weight_patch(spec: StackSpec, model: Model, share: float) -> str:
+def weight_patch(spec: StackSpec, model: Model, share: float, plan: ModelPlan | None = None) -> str:
     """The kubectl command that sets a ladder's fallback share on the model's route (step 2), or
-    takes it back (share 0): every rule's two backends."""
+    takes it back (share 0): every rule's two backends. A model split into picker shards
+    (builders/shards.py; `plan` says how many) keeps its pools' weights, their pods at the ceiling,
+    and its fallback, after them, gets share / (1 - share) of their sum."""
+    shards = 1 if plan is None or model.disaggregated else int(routing.pickers(spec, model, plan).shards.value)
     fallback = round(100 * share)
-    ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
-           for r in range(len(SERVING_PATHS)) for b, w in ((0, 100 - fallback), (1, fallback))]
+    if shards == 1:
+        ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
+               for r in range(len(SERVING_PATHS)) for b, w in ((0, 100 - fallback), (1, fallback))]
+    else:
+        assert plan is not None
+        pods = int(plan.max_replicas.value)
+        weights = ([0] * shards + [1] if share >= 1 else
+                   [shard_pods(pods, shards, i) for i in range(shards)] + [round(pods * share / (1 - share))])
+        ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
+               for r in range(len(SERVING_PATHS)) for b, w in enumerate(weights)]
     return f"kubectl -n {inference_namespace(spec)} patch httproute {model.name} --type=json -p '{json.dumps(ops)}'"
 
 
@@ -325,8 +354,8 @@ def ladder_rules(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPla
     ]
     where = f"{model.name} in {cluster.name}"
     fallback = (f"step 2 (the engine queue half full: {queue / 2:g} waiting requests per ready replica): send "
-                f"{ladder.fallback_share:.0%} of requests to {ladder.fallback} with `{weight_patch(spec, model, ladder.fallback_share)}` "
-                f"and back with `{weight_patch(spec, model, 0)}`; ") if ladder.fallback else         "step 2: no fallback model (ladder.fallback); "
+                f"{ladder.fallback_share:.0%} of requests to {ladder.fallback} with "
+                f"`{weight_patch(spec, model, ladder.fallback_share, plan)}` and back with `{weight_patch(spec, model, 0, plan)}`; ") if ladder.fallback else         "step 2: no fallback model (ladder.fallback); "
     description = (
         f"Ladder step {{{{ $value }}}} of 3. Step 1 (tokens/min over {util:g} x the ready replicas' "
         f"{tpm:,.0f} tok/min each): have the assistant send max_tokens <= {ladder.cap_output_tokens} (the "

@@ -16,10 +16,10 @@ from typing import Protocol, Sequence
 
 from peaknight.addons import gitops
 from peaknight.builders import (admission, autoscaling, cluster_base, dashboards, images, inference, loadreplay,
-                                 monitoring, network, routing, steering, warmup)
+                                 monitoring, network, routing, shards, steering, warmup)
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
-from peaknight.plan import gate
+from peaknight.plan import gate, picker
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
 from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners import registry as provisioners
@@ -67,10 +67,20 @@ class InferenceServiceArgs:
     def workloads(self) -> tuple[ModelPlan, ...]:
         return (self.prefill, self.plan) if self.prefill else (self.plan,)
 
+    @property
+    def shards(self) -> int:
+        """Endpoint-picker shards of a colocated model (plan/picker.py); 1 for a disaggregated one."""
+        return 1 if self.prefill else int(picker.plan(self.scope.policy, self.model, self.plan).shards.value)
+
     @cached_property
-    def unit(self) -> Unit:
+    def whole(self) -> Unit:
+        """The model's objects before its Deployment is split into shards: what its autoscaler is built on."""
         return images.mirrored(inference.build(self.scope, self.cluster, self.model, self.plan, self.prefill),
                                self.scope.registry_mirror)
+
+    @cached_property
+    def unit(self) -> Unit:
+        return shards.split_service(self.whole, self.model, self.shards, int(self.plan.max_replicas.value))
 
     @property
     def refusals(self) -> list[str]:
@@ -89,7 +99,8 @@ class AutoscalerArgs:
     @cached_property
     def unit(self) -> Unit:
         t = self.target
-        return autoscaling.build(self.scope, self.slo, t.cluster, t.model, t.workloads, t.unit)
+        return shards.split_autoscaler(autoscaling.build(self.scope, self.slo, t.cluster, t.model, t.workloads,
+                                                         t.whole), t.model, t.shards)
 
     @property
     def refusals(self) -> list[str]:
@@ -110,8 +121,7 @@ class InferenceRouterArgs:
 
     @cached_property
     def unit(self) -> Unit:
-        return images.mirrored(routing.build(self.spec, self.model, self.plan, len(self.cluster.zones)),
-                               self.spec.registry_mirror)
+        return images.mirrored(routing.build(self.spec, self.model, self.plan), self.spec.registry_mirror)
 
 
 @dataclass(frozen=True, kw_only=True)

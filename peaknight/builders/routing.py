@@ -31,11 +31,12 @@ from typing import Any
 import yaml
 
 from peaknight.builders import inference, podpolicy
-from peaknight.builders.inference import INFERENCE_POOL_GROUP as POOL_GROUP, pool_name, serving_pods
+from peaknight.builders.inference import INFERENCE_POOL_GROUP as POOL_GROUP, serving_pods
 from peaknight.builders.objects import Obj, Scope, Unit, inference_namespace, meta, priority_class
 from peaknight.engines import registry as engines
 from peaknight.engines.base import PORT
-from peaknight.plan import capacity, saturation
+from peaknight.builders import shards as sharding
+from peaknight.plan import picker, saturation
 from peaknight.plan.capacity import ModelPlan
 from peaknight.plan.figure import Figure
 from peaknight.spec import profiles
@@ -49,7 +50,10 @@ CONFIG_FILE = "epp.yaml"
 # The chart's grace period: "should mirror the longest grace period of the pods within the pool" is
 # its own note; an EPP that stops only ends routing decisions, the streams stay on the gateway.
 EPP_GRACE_SECONDS = 130
-MIN_EPP_REPLICAS = 2  # the gateway never fails open (ai-gateway v1.1.0): one EPP down is the model down
+# The gateway never fails open (ai-gateway v1.1.0): one EPP down is the model down. Two pods under
+# leader election (`--ha-enable-leader-election`, llm-d-router v0.10.0 cmd/epp options: "readiness
+# probes will only pass on the leader"): the leader serves with one prefix index, the other stands by.
+EPP_REPLICAS = 2
 # llm-d-router v0.10.0 chart default profile weights (routerlib/templates/_config.yaml).
 WEIGHTS = {"queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3, "load-aware-scorer": 1}
 
@@ -62,20 +66,9 @@ def epp_selector(scope: Scope, model: Model) -> dict[str, str]:
     return {"app.kubernetes.io/name": epp_name(model), "peaknight.io/event": scope.event.name}
 
 
-def epp_replicas(spec: StackSpec, model: Model, plan: ModelPlan, zones: int) -> Figure:
-    """EPP pods for the model's peak in the cluster, sized like replicas (headroom, utilisation, a
-    zone lost): the EPP's CPU follows the prompt tokens it reads (profiles.yaml `router`)."""
-    r = profiles.load().router
-    input_tps = plan.demand_tps.value * model.input_share
-    cores = input_tps / r.input_tokens_per_core
-    pods = capacity.replicas_for(
-        cores, r.pod_vcpu, spec, zones,
-        f"{plan.demand_tps.value:,.0f} tok/s x input share {model.input_share:g} = {input_tps:,.0f} input tok/s / "
-        f"{r.input_tokens_per_core:,.0f} input tok/s per core (llm-d-router benchmark: {r.bench_requests_per_s:g} "
-        f"req/s x {r.bench_input_tokens:,} tok on {r.bench_cores:g} cores) = {cores:,.1f} cores over "
-        f"{r.pod_vcpu}-vCPU pods")
-    value = max(MIN_EPP_REPLICAS, int(pods.value))
-    return Figure(value, pods.why + ("" if value == pods.value else f"; at least {MIN_EPP_REPLICAS}"))
+def pickers(spec: StackSpec, model: Model, plan: ModelPlan) -> picker.PickerPlan:
+    """The model's shards and each picker's size (plan/picker.py)."""
+    return picker.plan(spec.policy, model, plan)
 
 
 def epp_config(spec: StackSpec, model: Model, plan: ModelPlan) -> dict[str, Any]:
@@ -105,30 +98,33 @@ def epp_config(spec: StackSpec, model: Model, plan: ModelPlan) -> dict[str, Any]
             "schedulingProfiles": [{"name": "default", "plugins": [*profile, {"pluginRef": "max-score-picker"}]}]}
 
 
-def inference_pool(scope: Scope, model: Model, plan: ModelPlan) -> dict[str, Any]:
+def inference_pool(scope: Scope, model: Model, plan: ModelPlan, shards: int = 1, index: int = 0) -> dict[str, Any]:
+    """The pool of shard `index` (the model's one pool when there is one shard): its pods and picker."""
+    name = sharding.names(model, shards)[index]
     return {
         "apiVersion": f"{POOL_GROUP}/v1", "kind": "InferencePool",
-        "metadata": meta(scope, "router", pool_name(model), inference_namespace(scope)),
+        "metadata": meta(scope, "router", name, inference_namespace(scope)),
         "spec": {
-            "selector": {"matchLabels": serving_pods(scope, model, plan)},
+            "selector": {"matchLabels": {**serving_pods(scope, model, plan), **sharding.label(shards, index)}},
             "targetPorts": [{"number": PORT}],
             "appProtocol": "http",
             # llm-d's default. Envoy AI Gateway v1.1.0 does not read it (its ext_proc filter never
             # fails open), so the EPP runs at least two replicas and its absence pages.
-            "endpointPickerRef": {"name": epp_name(model), "port": {"number": EPP_GRPC_PORT},
+            "endpointPickerRef": {"name": f"{name}-epp", "port": {"number": EPP_GRPC_PORT},
                                   "failureMode": "FailOpen"},
         },
     }
 
 
-def _container(spec: StackSpec, model: Model, memory_gib: int, vcpu: int) -> dict[str, Any]:
+def _container(spec: StackSpec, pool: str, memory_gib: int, vcpu: int) -> dict[str, Any]:
     ns = inference_namespace(spec)
     grpc_probe = {"grpc": {"port": EPP_HEALTH_PORT, "service": "inference-extension"}}
     return {
         "name": "epp",
         "image": spec.router.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["--pool-name", pool_name(model), "--pool-namespace", ns, "--pool-group", POOL_GROUP,
+        "args": ["--pool-name", pool, "--pool-namespace", ns, "--pool-group", POOL_GROUP,
+                 "--ha-enable-leader-election",
                  "--config-file", f"/config/{CONFIG_FILE}", "--grpc-port", str(EPP_GRPC_PORT),
                  "--grpc-health-port", str(EPP_HEALTH_PORT), "--metrics-port", str(EPP_METRICS_PORT),
                  "--zap-encoder", "json", "--tracing=false", "--enable-pprof=false",
@@ -149,10 +145,11 @@ def _container(spec: StackSpec, model: Model, memory_gib: int, vcpu: int) -> dic
     }
 
 
-def _deployment(spec: StackSpec, model: Model, replicas: Figure) -> Obj:
+def _deployment(spec: StackSpec, model: Model, vcpu: Figure, shards: int, index: int) -> Obj:
     r = profiles.load().router
     ns = inference_namespace(spec)
-    pods = epp_selector(spec, model)
+    pool = sharding.names(model, shards)[index]
+    pods = {**epp_selector(spec, model), **sharding.label(shards, index)}
     template = {
         "metadata": {"labels": {**meta(spec, "router", epp_name(model))["labels"], **pods}},
         "spec": {
@@ -162,16 +159,16 @@ def _deployment(spec: StackSpec, model: Model, replicas: Figure) -> Obj:
             "automountServiceAccountToken": True,
             "terminationGracePeriodSeconds": EPP_GRACE_SECONDS,
             "securityContext": podpolicy.pod_security(EPP_USER),
-            "containers": [_container(spec, model, r.pod_memory_gib, r.pod_vcpu)],
+            "containers": [_container(spec, pool, r.pod_memory_gib, int(vcpu.value))],
             "topologySpreadConstraints": podpolicy.zone_spread(pods, by_node=True),
             "volumes": [{"name": "config", "configMap": {"name": epp_name(model)}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
         },
     }
     return Obj({"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {**meta(spec, "router", epp_name(model), ns),
-                             "annotations": {"peaknight.io/epp-replicas": replicas.why}},
-                "spec": {"replicas": int(replicas.value), "selector": {"matchLabels": pods},
+                "metadata": {**meta(spec, "router", f"{pool}-epp", ns),
+                             "annotations": {"peaknight.io/epp-vcpu": vcpu.why}},
+                "spec": {"replicas": EPP_REPLICAS, "selector": {"matchLabels": pods},
                          "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                          "template": template}})
 
@@ -183,7 +180,9 @@ def _rbac(spec: StackSpec, model: Model) -> list[Obj]:
     rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": read},
              {"apiGroups": [POOL_GROUP], "resources": ["inferencepools"], "verbs": read},
              {"apiGroups": ["inference.networking.x-k8s.io", "llm-d.ai"],
-              "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": read}]
+              "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": read},
+             # Leader election takes a Lease (controller-runtime's resource lock).
+             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]
     return [
         Obj({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(spec, "router", name, ns)}),
         Obj({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(spec, "router", name, ns),
@@ -195,32 +194,46 @@ def _rbac(spec: StackSpec, model: Model) -> list[Obj]:
     ]
 
 
-def build(spec: StackSpec, model: Model, plan: ModelPlan, zones: int) -> Unit:
+def _shard(spec: StackSpec, model: Model, plan: ModelPlan, sized: picker.PickerPlan, index: int) -> list[Obj]:
+    """One shard's pool, picker, its headless Service and PDB."""
     ns = inference_namespace(spec)
-    name = epp_name(model)
-    replicas = epp_replicas(spec, model, plan, zones)
-    config = yaml.safe_dump(epp_config(spec, model, plan), sort_keys=False)
-    objs = [
-        Obj(inference_pool(spec, model, plan)),
-        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "router", name, ns),
-             "data": {CONFIG_FILE: config}}),
-        *_rbac(spec, model),
-        _deployment(spec, model, replicas),
+    shards = int(sized.shards.value)
+    name = f"{sharding.names(model, shards)[index]}-epp"
+    pods = {**epp_selector(spec, model), **sharding.label(shards, index)}
+    service_meta = meta(spec, "router", name, ns)
+    service_meta["labels"].update(epp_selector(spec, model))   # the one ServiceMonitor finds every shard's
+    return [
+        Obj(inference_pool(spec, model, plan, shards, index)),
+        _deployment(spec, model, sized.vcpu, shards, index),
         # Headless: the gateway's STRICT_DNS cluster then resolves every ready EPP pod and balances
         # requests over them (LEAST_REQUEST), instead of pinning its HTTP/2 connections to whichever
         # pods a ClusterIP's connection balancing picked.
-        Obj({"apiVersion": "v1", "kind": "Service", "metadata": meta(spec, "router", name, ns),
-             "spec": {"clusterIP": "None", "selector": epp_selector(spec, model),
+        Obj({"apiVersion": "v1", "kind": "Service", "metadata": service_meta,
+             "spec": {"clusterIP": "None", "selector": pods,
                       "ports": [{"name": "grpc-ext-proc", "port": EPP_GRPC_PORT, "targetPort": "grpc",
                                  "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
                                 {"name": "http-metrics", "port": EPP_METRICS_PORT, "targetPort": "metrics",
                                  "protocol": "TCP"}]}}),
         Obj({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(spec, "router", name, ns),
-             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": epp_selector(spec, model)}}}),
+             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": pods}}}),
+    ]
+
+
+def build(spec: StackSpec, model: Model, plan: ModelPlan) -> Unit:
+    """The model's pools and pickers (one per shard: plan/picker.py), their shared config, RBAC and
+    monitor."""
+    ns = inference_namespace(spec)
+    name = epp_name(model)
+    sized = pickers(spec, model, plan)
+    config = yaml.safe_dump(epp_config(spec, model, plan), sort_keys=False)
+    objs = [
+        Obj({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(spec, "router", name, ns),
+             "data": {CONFIG_FILE: config}}),
+        *_rbac(spec, model),
+        *(o for i in range(int(sized.shards.value)) for o in _shard(spec, model, plan, sized, i)),
         Obj({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
              "metadata": meta(spec, "router", name, ns),
              "spec": {"selector": {"matchLabels": epp_selector(spec, model)},
                       "endpoints": [{"port": "http-metrics", "path": "/metrics", "interval": "15s"}]}}),
     ]
     return Unit("InferenceRouter", model.name, tuple(objs))
-

@@ -21,9 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peaknight.builders.objects import CloudResource, Unit
+from typing import Any
+
+from peaknight.builders.cluster_base import HTTPS_PORT, gateway_name
+from peaknight.builders.objects import CloudResource, Obj, Unit, inference_namespace, meta
+from peaknight.engines.base import PORT as SERVER_PORT
 from peaknight.provisioners.settings import PROVISIONER_CLOUD
-from peaknight.spec.stack import Cluster, StackSpec, Steering
+from peaknight.spec.stack import Cluster, ModelTier, StackSpec, Steering
 
 HEALTH_CHECK = "aws:route53/healthCheck:HealthCheck"
 RECORD = "aws:route53/record:Record"
@@ -33,9 +37,17 @@ ROUTE53_MAX_WEIGHT = 255
 # est.: TrafficRoute's weighted records, by the same rule, on a 1-100 scale (pulumi-volcengine 0.0.47
 # does not document the range; set a lower one if TrafficRoute refuses).
 TRAFFICROUTE_MAX_WEIGHT = 100
-# The live edge answers its readiness path on the viewers' port (edges/live.py); the gateway listens on 80.
+# The live edge answers its readiness path on the viewers' port (edges/live.py), plain HTTP on 80.
 EDGE_HEALTH_PATH = "/healthz"
 PORT = 80
+# The Gateway listens on HTTPS 443 alone (builders/cluster_base.py), so its probe is HTTPS there, with
+# SNI (Route 53 HTTPS checks do not validate the certificate: its developer guide, "Values that you
+# specify when you create or update health checks", Protocol HTTPS).
+API_PORT = HTTPS_PORT
+HEALTH_ROUTE = "steering-health"
+# Where the health route answers in the cluster: sglang-router's readiness (200 once it has healthy
+# servers), or the model server's own /health (engines/*.py probes).
+ROUTER_READINESS_PATH, SERVER_HEALTH_PATH = "/readiness", "/health"
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,8 @@ class Entry:
     target: str    # the cluster's own name for it
     path: str      # the health check's path
     weight: int
+    scheme: str = "HTTP"   # Route 53's health check type: HTTP or HTTPS
+    port: int = PORT
 
 
 def weight(spec: StackSpec, cluster: Cluster, top: int) -> int:
@@ -60,7 +74,7 @@ def entries(spec: StackSpec, steering: Steering, cluster: Cluster, top: int) -> 
     """The cluster's part of the assistant's name and of each live edge's."""
     event, w = spec.event.name, weight(spec, cluster, top)
     out = [Entry("api", steering.api_name(event), steering.api_name(event, cluster.name),
-                 steering.health_check.api_path, w)]
+                 steering.health_check.api_path, w, "HTTPS", API_PORT)]
     out += [Entry(edge.name, steering.edge_name(event, edge.name), steering.edge_name(event, edge.name, cluster.name),
                   EDGE_HEALTH_PATH, w) for edge in spec.edges]
     return out
@@ -70,11 +84,15 @@ def _route53(spec: StackSpec, steering: Steering, cluster: Cluster) -> list[Clou
     out = []
     check = steering.health_check
     for e in entries(spec, steering, cluster, ROUTE53_MAX_WEIGHT):
-        probe = CloudResource(HEALTH_CHECK, f"{cluster.name}-{e.part}", {
-            "type": "HTTP", "fqdn": e.target, "port": PORT, "resourcePath": e.path,
+        props: dict[str, Any] = {
+            "type": e.scheme, "fqdn": e.target, "port": e.port, "resourcePath": e.path,
             "requestInterval": check.interval_seconds, "failureThreshold": check.failure_threshold,
             "tags": {"Name": e.target, "peaknight.io/event": spec.event.name, "peaknight.io/cluster": cluster.name},
-        }, summary=f"HTTP {e.target}:{PORT}{e.path} every {check.interval_seconds} s, "
+        }
+        if e.scheme == "HTTPS":
+            props["enableSni"] = True   # the Gateway's listener serves the certificate for the name asked
+        probe = CloudResource(HEALTH_CHECK, f"{cluster.name}-{e.part}", props,
+                              summary=f"{e.scheme} {e.target}:{e.port}{e.path} every {check.interval_seconds} s, "
                    f"{check.failure_threshold} failures to leave")
         out.append(probe)
         out.append(CloudResource(RECORD, f"{cluster.name}-{e.part}", {
@@ -103,10 +121,33 @@ def _trafficroute(spec: StackSpec, steering: Steering, cluster: Cluster) -> list
 _BY_CLOUD = {"aws": _route53, "volcengine": _trafficroute}
 
 
+def health_route(spec: StackSpec, steering: Steering) -> dict[str, Any]:
+    """What answers the API health check on each cluster's Gateway: `healthCheck.apiPath`, exactly,
+    to the assistant's own readiness (its router's, or its servers' /health for a colocated model):
+    2xx while the cluster can serve it (the Service named after the model: builders/inference.py). Its own HTTPRoute, so no SecurityPolicy or
+    BackendTrafficPolicy (each targets one model's route by name) puts credentials or limits on it."""
+    model = next((m for m in spec.models if m.tier is ModelTier.ASSISTANT), spec.models[0])
+    health = ROUTER_READINESS_PATH if model.disaggregated else SERVER_HEALTH_PATH
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": meta(spec, "gateway", HEALTH_ROUTE, inference_namespace(spec)),
+        "spec": {
+            "parentRefs": [{"name": gateway_name(spec)}],
+            "rules": [{
+                "matches": [{"method": "GET", "path": {"type": "Exact", "value": steering.health_check.api_path}}],
+                "filters": [{"type": "URLRewrite", "urlRewrite": {
+                    "path": {"type": "ReplaceFullPath", "replaceFullPath": health}}}],
+                "backendRefs": [{"name": model.name, "port": SERVER_PORT}],
+            }],
+        },
+    }
+
+
 def unit(spec: StackSpec, steering: Steering, cluster: Cluster) -> Unit:
-    """The cluster's part of the global names, in its cloud's DNS (config checks it has one here)."""
+    """The cluster's part of the global names, in its cloud's DNS (config checks it has one here),
+    and the route its API health check probes."""
     build = _BY_CLOUD[PROVISIONER_CLOUD[cluster.provisioner.kind] or ""]
-    return Unit("GlobalSteering", "steering", (), tuple(build(spec, steering, cluster)))
+    return Unit("GlobalSteering", "steering", (Obj(health_route(spec, steering)),), tuple(build(spec, steering, cluster)))
 
 
 def health_checked(spec: StackSpec) -> bool:

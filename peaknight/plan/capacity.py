@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from peaknight.engines.base import Topology
-from peaknight.plan import fabric, gaps, loss, memory, rollout, startup, weights
+from peaknight.plan import fabric, gaps, loss, memory, prefix_hits, rollout, startup, streams, weights
 from peaknight.plan.fabric import cluster_types
 from peaknight.plan.figure import Figure
 from peaknight.plan.gaps import Gap
@@ -66,6 +66,8 @@ class ModelPlan:
     # What the rendered fabric did to the row's figures, and whether a source ran it there.
     on_fabric: fabric.Applied | None = None
     gaps: tuple[Gap, ...] = ()        # where its floors fall to the baseline between moments (plan/gaps.py)
+    # The prefix-cache hit rate prefill is planned at: what the routing can deliver (plan/prefix_hits.py).
+    prefix_hit_rate: Figure | None = None
 
     @property
     def loss_short(self) -> bool:
@@ -153,7 +155,7 @@ class GatewayPlan:
     """The Envoy data plane in front of a cluster's models."""
 
     pods: Figure        # at peak, surviving a zone's loss when the policy asks
-    max_pods: Figure    # the HPA's ceiling
+    max_pods: Figure    # the same: pinned, so the per-pod admission limits hold (plan/admission.py)
 
 
 @dataclass(frozen=True)
@@ -481,8 +483,10 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     cold_lead = startup.longest_cold_lead(spec.policy, spec.models)
     floor_gaps = gaps.fall_gaps(spec.event, spec.policy, cold_lead)
     on = {name: fabric.of(pool, cluster) for name, pool in pools.items()}
+    hits = {m.name: prefix_hits.planned(spec, cluster, m, pools[m.pool]) for m in spec.models}
     for model, phase, row, per_replica, applied in (
-            w for m in spec.models for w in workloads(m, pools[m.pool], spec.slo.itl_p99_seconds, on[m.pool])):
+            w for m in spec.models
+            for w in workloads(hits[m.name][0], pools[m.pool], spec.slo.itl_p99_seconds, on[m.pool])):
         pool = pools[model.pool]
         gpn = gpus_per_node(pool)
         gpr = row.gpus_per_replica if not phase else getattr(row.topology, phase).gpus
@@ -539,7 +543,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             capacity_tps=Figure(capacity, f"{cap_replicas} replicas{' (largest zone lost)' if spec.policy.survive_zone_loss else ''}"
                                           f" x {per_replica.value:,.0f} x util {spec.policy.target_utilisation:g}"),
             short=capacity < peak * (1 - 1e-9),
-            router_pods=plan_router(spec, cluster, peak) if phase == "decode" else None,
+            router_pods=plan_router(spec, cluster, model, peak) if phase == "decode" else None,
             loss_demand_tps=Figure(lost_peak, f"{demand.value:,.0f} tok/s x {absorbed.share.value:.4g} / share "
                                               f"{cluster.share:g} ({absorbed.share.why}) = {lost_peak:,.0f} tok/s")
             if absorbed else None,
@@ -551,6 +555,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
             node_fabric=on[pool.name],
             gaps=floor_gaps,
             on_fabric=applied,
+            prefix_hit_rate=hits[model.name][1],
         ))
         pool_nodes[pool.name].append((n, models[-1].name))
         pool_surge[pool.name] += surge_nodes
@@ -597,33 +602,40 @@ def plan_gateway(spec: StackSpec, cluster: Cluster, models: Iterable[ModelPlan])
     replicas (headroom, utilisation, zone loss): requests = tokens/s / tokens per request, vCPU =
     requests/s x vCPU per 1,000 requests/s, pods of the profile's size; twice that at most."""
     g = profiles.load().gateway
-    tps = sum({m.model: m.demand_tps.value for m in models}.values())  # each model once, whatever its phases
+    demands = {m.model: m.demand_tps.value for m in models}  # each model once, whatever its phases
+    tps = sum(demands.values())
     rps = tps / g.tokens_per_request
     vcpu = rps / 1000 * g.vcpu_per_1k_rps
-    pods = replicas_for(vcpu, g.pod_vcpu, spec, len(cluster.zones),
-                        f"{tps:,.0f} tok/s / {g.tokens_per_request} tok per request = {rps:,.0f} req/s x "
-                        f"{g.vcpu_per_1k_rps:g} vCPU per 1k req/s = {vcpu:,.1f} vCPU over {g.pod_vcpu}-vCPU pods")
+    by_rate = replicas_for(vcpu, g.pod_vcpu, spec, len(cluster.zones),
+                           f"{tps:,.0f} tok/s / {g.tokens_per_request} tok per request = {rps:,.0f} req/s x "
+                           f"{g.vcpu_per_1k_rps:g} vCPU per 1k req/s = {vcpu:,.1f} vCPU over {g.pod_vcpu}-vCPU pods")
+    held = streams.total(spec, [(m, demands[m.name]) for m in spec.models if m.name in demands])
+    pods = streams.larger(by_rate, streams.pods(spec, held, len(cluster.zones), "Envoy"))
     p = max(2, int(pods.value))  # never one pod: a lost pod is a lost front door
+    # No autoscaling: every admission limit is a cluster figure divided over these pods
+    # (plan/admission.py), and Envoy's circuit breakers have no cluster-wide mode, so more pods
+    # would admit more than the plan.
     return GatewayPlan(Figure(p, pods.why + ("" if p == pods.value else "; at least 2")),
-                       Figure(2 * p, f"2 x {p}"))
+                       Figure(p, f"{p}: pinned (the admission limits are per Envoy pod)"))
 
 
 # est.: the router is an HTTP proxy like Envoy, so it is sized with the gateway's figure per request.
 ROUTER_POD_VCPU = 8
 
 
-def plan_router(spec: StackSpec, cluster: Cluster, tps: float) -> Figure:
+def plan_router(spec: StackSpec, cluster: Cluster, model: Model, tps: float) -> Figure:
     """Router pods for a disaggregated model's requests/s, sized like the Gateway's Envoy pods
-    (the profile's vCPU per 1,000 requests/s, headroom, utilisation, zone loss), one per zone at
-    least so a lost zone leaves routers in the others."""
+    (the profile's vCPU per 1,000 requests/s, and its streams: plan/streams.py; headroom,
+    utilisation, zone loss), one per zone at least so a lost zone leaves routers in the others."""
     g = profiles.load().gateway
     rps = tps / g.tokens_per_request
     vcpu = rps / 1000 * g.vcpu_per_1k_rps
     zones = len(cluster.zones)
-    pods = replicas_for(vcpu, ROUTER_POD_VCPU, spec, zones,
-                        f"{tps:,.0f} tok/s / {g.tokens_per_request} tok per request = {rps:,.0f} req/s x "
-                        f"{g.vcpu_per_1k_rps:g} vCPU per 1k req/s (est.: the gateway's figure) = {vcpu:,.1f} vCPU "
-                        f"over {ROUTER_POD_VCPU}-vCPU pods")
+    by_rate = replicas_for(vcpu, ROUTER_POD_VCPU, spec, zones,
+                           f"{tps:,.0f} tok/s / {g.tokens_per_request} tok per request = {rps:,.0f} req/s x "
+                           f"{g.vcpu_per_1k_rps:g} vCPU per 1k req/s (est.: the gateway's figure) = {vcpu:,.1f} vCPU "
+                           f"over {ROUTER_POD_VCPU}-vCPU pods")
+    pods = streams.larger(by_rate, streams.pods(spec, streams.per_model(spec, model, tps), zones, "router"))
     floor = max(2, zones)
     value = max(floor, int(pods.value))
     return Figure(value, pods.why + ("" if value == pods.value else f"; at least {floor} (one per zone, never one)"))

@@ -206,7 +206,8 @@ def _explain(group: Group, selection: Selection, recipes: RecipeNotes | None = N
     c, name, lines = group.plan, group.label, []
     for m in (m for m in c.models if selection.model(m.model)):
         lines.append(f"{name}/{m.name}:")
-        for label, fig in (("per replica", m.replica_tps), ("forecast", m.demand_tps), ("replicas", m.replicas),
+        for label, fig in (("per replica", m.replica_tps), ("prefix-cache hit rate", m.prefix_hit_rate),
+                           ("forecast", m.demand_tps), ("replicas", m.replicas),
                            ("floor", m.floor_replicas), ("GPUs", m.gpus), ("nodes", m.nodes),
                            ("capacity", m.capacity_tps), ("max replicas", m.max_replicas),
                            ("warm-up", m.warmup), ("surge", m.surge), ("rollout", m.rollout),

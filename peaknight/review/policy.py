@@ -7,10 +7,12 @@ objects, and names the object in every violation it reports.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from peaknight.plan.capacity import CapacityPlan
+from peaknight.plan.picker import shard_pods
 from peaknight.spec.config import IMAGE_DIGEST
 from peaknight.builders import loadreplay
 from peaknight.builders.event import EventObjects
@@ -220,10 +222,20 @@ def autoscaler_covers_peak(ctx: Context, cluster: str, objs: Sequence[Obj]) -> I
             field, top = "maxReplicas", spec.get("maxReplicas")
         else:
             continue
-        model = models.get(spec.get("scaleTargetRef", {}).get("name"))
-        if model is not None and top is not None and top < model.replicas.value:
+        target = spec.get("scaleTargetRef", {}).get("name", "")
+        model, need, of = models.get(target), 0, ""
+        if model is not None:
+            need = int(model.replicas.value)
+        elif (shard := re.fullmatch(r"(.+)-s([0-9]+)", target)) and shard.group(1) in models:
+            # A picker shard (builders/shards.py): its share of the workload's peak.
+            model = models[shard.group(1)]
+            count = sum(1 for o in objs if o.kind == obj.kind and re.fullmatch(
+                rf"{re.escape(shard.group(1))}-s[0-9]+", (o.manifest.get("spec") or {}).get("scaleTargetRef", {}).get("name", "")))
+            need = shard_pods(int(model.replicas.value), count, int(shard.group(2)))
+            of = f", shard {shard.group(2)} of {count}: {need}"
+        if model is not None and top is not None and top < need:
             yield obj, (f"{field} {top} is below the plan's peak of {int(model.replicas.value)} replicas "
-                        f"for '{model.name}' ({model.replicas.why})")
+                        f"for '{model.name}'{of} ({model.replicas.why})")
 
 
 def no_load_replay_in_broadcast(ctx: Context, cluster: str, objs: Sequence[Obj]) -> Iterable[Finding]:

@@ -63,7 +63,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from peaknight.builders import autoscaling
+from peaknight.builders import autoscaling, shards
 from peaknight.spec import forecast
 from peaknight.plan import admission, cost, startup
 from peaknight.plan.capacity import ModelPlan, replicas_for, zone_split
@@ -702,18 +702,20 @@ def simulate(spec: StackSpec, objects: Optional[EventObjects] = None, step: floa
         for name in order:
             ladder = models[name].ladder
             fallback = keys.get(ladder.fallback) if ladder and ladder.fallback else None
-            for obj in scalers[name].objects:  # one per workload: a disaggregated model's prefill and decode groups
-                plan = objects.plan.cluster(cluster.cluster.name).model(obj.name)
-                key = json.dumps([obj.name, obj.manifest, plan.replica_tps.value, plan.demand_tps.value,
+            # One per workload (a disaggregated model's prefill and decode groups; a sharded model's
+            # shards as their whole: builders/shards.py).
+            for workload, manifest in shards.replayed(scalers[name], models[name]):
+                plan = objects.plan.cluster(cluster.cluster.name).model(workload)
+                key = json.dumps([workload, manifest, plan.replica_tps.value, plan.demand_tps.value,
                                   plan.gpus_per_replica, zone, len(zones), fallback,
                                   loss and dataclasses.astuple(loss)], sort_keys=True)
                 keys[name] = key
                 if key not in replays:
-                    replays[key] = replay(spec, models[name], plan, obj.manifest, step, faults, zone,
+                    replays[key] = replay(spec, models[name], plan, manifest, step, faults, zone,
                                           replays[fallback] if fallback else None, loss)
-                _, copies, prices = groups.get(key, (obj.name, 0, ()))
+                _, copies, prices = groups.get(key, (workload, 0, ()))
                 price = cost.gpu_hour_price(spec, plan.pool, cluster.cluster.region)
-                groups[key] = (obj.name, copies + 1, (*prices, price))
+                groups[key] = (workload, copies + 1, (*prices, price))
     # Results per workload: each phase of a disaggregated model serves the model's whole demand
     # with its own groups, and is short where it is short.
     results = {name: ModelResult(name) for name in dict.fromkeys(name for name, _, _ in groups.values())}

@@ -621,6 +621,11 @@ def _cross_checks(spec: StackSpec, source: str) -> Iterable[Problem]:
         if model.name.endswith("-epp") and model.name[:-len("-epp")] in names:
             yield P(f"models[{i}].name", f"a name other than '{model.name[:-4]}' + '-epp' (that model's endpoint "
                     "picker is named so)", show(model.name))
+        # A colocated model split into picker shards names them <model>-s<i> (builders/shards.py).
+        shard = re.fullmatch(r"(.+)-s[0-9]+", model.name)
+        if shard and shard.group(1) in names:
+            yield P(f"models[{i}].name", f"a name other than '{shard.group(1)}' + '-s<number>' (that model's picker "
+                    "shards are named so)", show(model.name))
 
     yield from _duplicates(spec.edges, "edges", source)
     for i, edge in enumerate(spec.edges):

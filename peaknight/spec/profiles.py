@@ -234,17 +234,20 @@ class Gateway:
     pod_vcpu: int
     pod_memory_gib: int
     tokens_per_request: int
+    streams_per_pod: int
 
 
 @dataclass(frozen=True)
 class Router:
     """The endpoint picker's measured cost: `bench_cores` for `bench_requests_per_s` requests of
-    `bench_input_tokens` input tokens each; and the pod size the kit runs it at."""
+    `bench_input_tokens` input tokens each, and `idle_cores_per_100_pods` for scraping the pool's
+    pods; and the memory the kit gives its pod."""
 
     bench_requests_per_s: float
     bench_input_tokens: int
     bench_cores: float
-    pod_vcpu: int
+    idle_cores_per_100_pods: float
+    max_pod_vcpu: int
     pod_memory_gib: int
 
     @property

@@ -227,6 +227,9 @@ class Addons:
                                    "PrometheusRule CRDs and Prometheus; off = bring your own")
     prometheus_adapter: bool = Field(default=True, description="prometheus-adapter, where an HPA reads a custom "
                                      "or external metric: those metrics APIs from Prometheus; off = bring your own")
+    ai_gateway: bool = Field(default=True, description="Envoy AI Gateway (controller and CRDs), where a route "
+                             "sends to an InferencePool (a colocated model): Envoy Gateway's extension server for "
+                             "it; off = bring your own (its Envoy Gateway must name it the extension manager)")
 
 
 @dataclass(config=STRICT, kw_only=True)
@@ -493,7 +496,7 @@ class HealthCheck:
     failure_threshold: int = Field(default=3, ge=1, le=10, description="probes failed in a row before the "
                                    "cluster leaves the answers (Route 53 FailureThreshold: 1-10)")
     api_path: formats.UrlPath = Field(description="the path each cluster's gateway answers 2xx to without "
-                                      "credentials (the kit routes none: the operator's health route)")
+                                      "credentials (the kit routes it to the assistant's readiness: HTTPRoute steering-health)")
 
 
 @dataclass(config=STRICT, kw_only=True)
