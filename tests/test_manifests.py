@@ -7,7 +7,7 @@ import math
 import pytest
 
 import nights
-from peaknight.plan import capacity, picker
+from peaknight.plan import capacity, picker, serving_recipes
 from peaknight.spec import config
 from peaknight.engines import registry as engines
 from peaknight.engines.base import PORT, SERVING_PATHS, Role
@@ -88,7 +88,8 @@ def test_inference_deployment_is_sized_and_hardened_from_the_plan(built):
         gpus = mplan.gpus_per_replica // mplan.nodes_per_replica
         assert c["resources"]["requests"]["nvidia.com/gpu"] == c["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
         engine = engines.engine_for(model)
-        assert c["command"] == engine.command(model, mplan.topology, Role.LEADER, inference.fallback_for(ev.spec, model))
+        assert c["command"] == engine.command(model, serving_recipes.topology(model, mplan), Role.LEADER,
+                                              inference.fallback_for(ev.spec, model))
         probe = c["startupProbe"]
         load = profiles.load().model_classes[model.model_class].startup_seconds
         assert probe["periodSeconds"] * probe["failureThreshold"] >= 2 * load

@@ -90,6 +90,12 @@ def _unknown_gpu(doc):
     doc["throughput"][0]["gpu"] = "L40-48G"
 
 
+def _moved_transport(doc):
+    doc["instance_types"]["g6e.48xlarge"]["interconnect"] = {
+        "resource": "vpc.amazonaws.com/efa", "devices": 2, "network_key": "topology.k8s.aws/network-node-layer-3",
+        "kv_transfer": "nixl", "nickname": "x"}
+
+
 @pytest.mark.parametrize("edit,lines", [
     (_drop_source, ["profiles.yaml: throughput[0].source: expected this required key"]),
     (_shipped_gpu, ["profiles.yaml: gpus.H100-80G: expected a name the shipped profiles do not have (to change a "
@@ -101,6 +107,11 @@ def _unknown_gpu(doc):
                     "(A800-80G, H100-80G, H20-96G, H200-141G, L20-48G, L40S-48G); found 'L40-48G'",
                     "profiles.yaml: instance_types.g6e.48xlarge.gpu: expected a GPU of the shipped profiles or of "
                     "this file (A800-80G, H100-80G, H20-96G, H200-141G, L20-48G, L40S-48G); found 'L40-48G'"]),
+    # An interconnect's transport moved to the serving recipe: named, never crashed on or dropped.
+    (_moved_transport, [f"profiles.yaml: instance_types.g6e.48xlarge.interconnect.{key}: expected a known key "
+                        "(resource, devices, network_key, hugepages_mib, env, annotations); found " + found
+                        for key, found in (("kv_transfer", "a key now the serving recipe's transport "
+                                            "(peaknight/data/recipes.yaml)"), ("nickname", "an unknown key"))]),
 ])
 def test_a_bad_own_file_is_one_line_per_problem(tmp_path, capsys, edit, lines):
     code, _, err = run(capsys, "plan", str(own_stack(tmp_path, edit)))

@@ -18,11 +18,11 @@ from peaknight.builders import podpolicy, shards
 from peaknight.cli import main as cli
 from peaknight.engines import recipes
 from peaknight.engines.base import JIT_CACHE_DIR
-from peaknight.plan import memory, serving_recipes
+from peaknight.plan import fabric as plan_fabric, memory, serving_recipes
 from peaknight.spec import profiles
 from test_config import write_variant
 
-# broadcast: EFA (unproven PD groups, a one-node vLLM model); gala-vke: RDMA (proven PD on RoCE).
+# broadcast: EFA (unproven PD groups, a one-node vLLM model); gala-vke: RoCE (proven PD over RDMA).
 STACKS = ("broadcast", "gala-vke")
 
 
@@ -69,7 +69,8 @@ def test_every_rendered_engine_pod_follows_its_recipe():
         match = serving_recipes.match(model, plan)
         assert match.recipe is not None, where
         engine = recipes.engine_recipe(model.engine.value)
-        fabric = recipes.load().fabrics[match.recipe.fabric]
+        assert match.combination.fabric in match.recipe.fabrics, where
+        fabric = recipes.load().fabrics[match.combination.fabric]
         (container,) = pod["containers"]
         env = _env(container)
         # User: the recipe's UID, named without a passwd entry, HOME writable.
@@ -85,7 +86,7 @@ def test_every_rendered_engine_pod_follows_its_recipe():
         assert {k: env[k] for k in engine.env} == dict(engine.env), where
         # Devices and fabric environment: the fabric's resource where the workload uses one, huge pages with EFA.
         limits = container["resources"]["limits"]
-        if match.recipe.fabric == recipes.NO_FABRIC:
+        if match.combination.fabric == recipes.NO_FABRIC:
             assert plan.interconnect is None and set(limits) <= {"nvidia.com/gpu", "memory"}, where
         else:
             assert plan.interconnect is not None and limits[plan.interconnect.resource] == str(plan.interconnect.devices)
@@ -111,7 +112,8 @@ def test_every_rendered_engine_pod_follows_its_recipe():
         command = container["command"]
         if "kv_transfer" in match.recipe.transport:
             assert _flag(command, "--disaggregation-transfer-backend") == match.recipe.transport["kv_transfer"], where
-        if plan.serving and plan.serving.prefill and (getattr(plan.serving, plan.phase).ep > 1):
+        group = plan.topology.group
+        if model.engine.value == "sglang" and group is not None and group.ep > 1:
             assert _flag(command, "--moe-a2a-backend") == match.recipe.transport["moe_a2a"], where
         # The workload names its recipe (UNPROVEN where it is).
         note = workload.manifest["metadata"]["annotations"]["peaknight.io/recipe"]
@@ -130,7 +132,7 @@ def test_a_recipe_whose_image_lacks_what_its_fabric_needs_is_unproven():
     for PD on EFA), or it is unproven and says so."""
     table = recipes.load()
     assert set(table.fabrics[recipes.EFA].carries) == {"aws-ofi-nccl", "libfabric-efa"}
-    efa = [r for r in table.recipes if r.fabric == recipes.EFA]
+    efa = [r for r in table.recipes if recipes.EFA in r.fabrics]
     assert efa
     for r in table.recipes:
         assert table.images.keys() >= set(r.images) and all(table.images[i]["engine"] == r.engine for i in r.images)
@@ -203,7 +205,7 @@ def test_no_kv_transport_rendered_on_efa_claims_rdma():
     the RDMA recipe is the one whose KV transfer (Mooncake, ibverbs) runs over the fabric."""
     for r in recipes.load().recipes:
         if r.mode == "disaggregated":
-            assert r.kv_over_tcp == (r.fabric == recipes.EFA), r.name
+            assert r.kv_over_tcp == (recipes.EFA in r.fabrics), r.name
             assert bool(r.unproven) >= r.kv_over_tcp, r.name
 
 
@@ -218,10 +220,57 @@ def test_a_workload_needing_a_fabric_its_cluster_does_not_declare_follows_no_rec
     """A PD phase or a group on a cluster without a declared interconnect (an existing cluster; VKE
     without provisioner.rdma, which its own check refuses): no recipe, UNPROVEN, nothing of a
     fabric added; a one-node colocated workload there needs none and follows its recipe."""
-    pd = recipes.match(recipes.combination("sglang", "lmsysorg/sglang:v0.5.4@sha256:" + "0" * 64, "prefill", False, None))
+    image = "lmsysorg/sglang:v0.5.4@sha256:" + "0" * 64
+    pd = recipes.match(recipes.combination("sglang", image, "prefill", False, None, "efa"))
     assert pd.recipe is None and pd.combination.fabric == recipes.UNDECLARED
     assert pd.why_unproven().startswith("no recipe covers sglang lmsysorg/sglang:v0.5.4 disaggregated single-node "
                                         "on undeclared (nearest: sglang-disaggregated-")
     assert recipes.fabric(recipes.UNDECLARED) == recipes.load().fabrics[recipes.NO_FABRIC]
-    one = recipes.match(recipes.combination("vllm", "vllm/vllm-openai:v0.11.0", "", False, None))
+    one = recipes.match(recipes.combination("vllm", "vllm/vllm-openai:v0.11.0", "", False, None, "efa"))
     assert one.proven and one.recipe is not None and one.recipe.name == "vllm-colocated-single-node"
+
+
+def test_each_workloads_recipe_fabric_is_its_pools_instance_type_fabric():
+    """One source of truth for the fabric (issue 24c): the fabric a workload's recipe is matched on
+    is the one its pool's instance types record in its cluster (plan/fabric.py `of`, which also
+    prices its throughput row), wherever it needs one between nodes; none where it does not."""
+    seen = set()
+    for name in STACKS:
+        for c in nights.representatives(name):
+            spec, cluster = c.spec, c.cluster
+            models, pools = {m.name: m for m in spec.models}, {p.name: p for p in spec.gpu_pools}
+            for plan in c.plan.models:
+                combo = serving_recipes.match(models[plan.model], plan).combination
+                needs = plan.nodes_per_replica > 1 or bool(plan.phase)
+                on = plan_fabric.of(pools[plan.pool], cluster)
+                assert combo.fabric == (on if needs else recipes.NO_FABRIC), (name, cluster.name, plan.name)
+                seen.add((name, combo.fabric))
+    assert seen >= {("broadcast", "efa"), ("broadcast", recipes.NO_FABRIC), ("gala-vke", "roce")}
+
+
+def test_the_recipes_fabrics_are_the_instance_types_fabric_names():
+    """The recipes name fabrics as instance types record them (profiles.FABRICS), so a recorded
+    fabric with an interconnect always has its devices and environment; an instance type that
+    records none matches no recipe (UNRECORDED)."""
+    table = recipes.load()
+    assert set(table.fabrics) <= {recipes.NO_FABRIC, *profiles.FABRICS}
+    assert all(set(r.fabrics) <= set(table.fabrics) for r in table.recipes)
+    recorded = {t.fabric for t in profiles.load().instance_types.values() if t.interconnect}
+    assert recorded and recorded <= set(table.fabrics)
+    net = profiles.load().instance_types["p5.48xlarge"].interconnect
+    assert recipes.fabric_of("", net, True) == recipes.UNRECORDED
+    unrecorded = recipes.combination("sglang", "lmsysorg/sglang:v0.5.4", "prefill", False, net, "")
+    assert recipes.match(unrecorded).recipe is None
+
+
+def test_an_image_no_recipe_names_renders_its_nearest_recipes_transport():
+    """Under policy.allowUnproven, an engine image no recipe names renders the transport of the
+    recipe of its engine, mode and fabric (the one place transport is decided), never a default
+    that does not run on its fabric (Mooncake's ibverbs or DeepEP on EFA)."""
+    net = profiles.load().instance_types["p5.48xlarge"].interconnect
+    efa = recipes.match(recipes.combination("sglang", "example.com/my-sglang:1", "prefill", False, net, "efa"))
+    assert efa.recipe is None and dict(efa.transport) == {"kv_transfer": "nixl", "moe_a2a": "none"}
+    roce = recipes.match(recipes.combination("sglang", "example.com/my-sglang:1", "decode", True, net, "roce"))
+    assert roce.recipe is None and dict(roce.transport) == {"kv_transfer": "mooncake", "moe_a2a": "deepep"}
+    mixed = recipes.match(recipes.combination("sglang", "example.com/my-sglang:1", "decode", True, net, "mixed"))
+    assert mixed.recipe is None and dict(mixed.transport) == {}

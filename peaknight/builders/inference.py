@@ -8,7 +8,6 @@ PDB, ServiceMonitor and the HTTPRoute.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from peaknight.engines import recipes, registry as engines
@@ -112,10 +111,7 @@ def _container(scope: Scope, model: Model, plan: ModelPlan, role: Role) -> dict[
     engine = engines.engine_for(model)
     match = serving_recipes.match(model, plan)
     fabric = recipes.fabric(match.combination.fabric)
-    # The recipe's transport flags (KV transfer backend, expert all-to-all) over the plan's topology.
-    transport = match.recipe.transport if match.recipe else {}
-    topology = dataclasses.replace(plan.topology, kv_transfer=transport.get("kv_transfer", plan.topology.kv_transfer),
-                                   moe_a2a=transport.get("moe_a2a", plan.topology.moe_a2a))
+    topology = serving_recipes.topology(model, plan)
     gpus = topology.gpus_per_pod
     devices = {"nvidia.com/gpu": str(gpus)}
     if plan.interconnect:  # a replica spanning nodes talks over the pool's high-speed network

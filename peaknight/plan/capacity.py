@@ -52,6 +52,9 @@ class ModelPlan:
     short: bool
     # The pool's high-speed network, for a replica that spans nodes; None for one that does not.
     interconnect: profiles.Interconnect | None = None
+    # The fabric between the pool's nodes in this cluster, as its instance types record it (fabric.of):
+    # what the row's figures are priced on and what its serving recipe must have run on.
+    node_fabric: str = ""
     # Disaggregated models plan each phase as its own workload: "prefill" or "decode" ("" colocated).
     phase: str = ""
     serving: profiles.ServingTopology | None = None  # the throughput row's topology: what is rendered
@@ -87,11 +90,9 @@ class ModelPlan:
 
     @property
     def topology(self) -> Topology:
-        """How one replica sits on the pool's nodes: what its engine's command line is built for."""
-        net = self.interconnect
-        return Topology(self.gpus_per_replica, self.gpus_per_node, self.phase, self.serving,
-                        net.kv_transfer if net else profiles.Interconnect.kv_transfer,
-                        net.moe_a2a if net else profiles.Interconnect.moe_a2a)
+        """How one replica sits on the pool's nodes: what its engine's command line is built for
+        (its transport flags are its serving recipe's: builders/inference.py)."""
+        return Topology(self.gpus_per_replica, self.gpus_per_node, self.phase, self.serving)
 
     def replicas_for(self, moment: str) -> int:
         return int(dict(self.moment_replicas)[moment].value)
@@ -481,11 +482,11 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
     # The lead the warm gate is sized for; also how far apart moments must be for floors to fall.
     cold_lead = startup.longest_cold_lead(spec.policy, spec.models)
     floor_gaps = gaps.fall_gaps(spec.event, spec.policy, cold_lead)
+    on = {name: fabric.of(pool, cluster) for name, pool in pools.items()}
     hits = {m.name: prefix_hits.planned(spec, cluster, m, pools[m.pool]) for m in spec.models}
     for model, phase, row, per_replica, applied in (
             w for m in spec.models
-            for w in workloads(hits[m.name][0], pools[m.pool], spec.slo.itl_p99_seconds,
-                               fabric.of(pools[m.pool], cluster))):
+            for w in workloads(hits[m.name][0], pools[m.pool], spec.slo.itl_p99_seconds, on[m.pool])):
         pool = pools[model.pool]
         gpn = gpus_per_node(pool)
         gpr = row.gpus_per_replica if not phase else getattr(row.topology, phase).gpus
@@ -551,6 +552,7 @@ def _plan_cluster(spec: StackSpec, cluster: Cluster, pools: dict[str, GpuPool]) 
                                      f"{spec.policy.loss_utilisation:g}") if absorbed else None,
             # Prefill and decode groups also send the KV cache between nodes over it.
             interconnect=interconnect(pool, cluster) if nodes_per_replica > 1 or phase else None,
+            node_fabric=on[pool.name],
             gaps=floor_gaps,
             on_fabric=applied,
             prefix_hit_rate=hits[model.name][1],

@@ -7,7 +7,10 @@ many Gb/s per prefill node that is, from the planned prefill rate and the model'
 """
 from __future__ import annotations
 
+import dataclasses
+
 from peaknight.engines import recipes
+from peaknight.engines.base import Topology
 from peaknight.plan import memory
 from peaknight.plan.capacity import CapacityPlan, ModelPlan
 from peaknight.plan.figure import Figure
@@ -19,7 +22,17 @@ def match(model: Model, plan: ModelPlan) -> recipes.Match:
     """The recipe workload `plan` follows (config refused the stack if it follows none, or an
     unproven one, without policy.allowUnproven)."""
     return recipes.match(recipes.combination(model.engine.value, model.image, plan.phase,
-                                             plan.nodes_per_replica > 1, plan.interconnect))
+                                             plan.nodes_per_replica > 1, plan.interconnect, plan.node_fabric))
+
+
+def topology(model: Model, plan: ModelPlan) -> Topology:
+    """The plan's topology with its recipe's transport flags (KV transfer backend, expert
+    all-to-all): what the engine's command line renders. The recipe is the one place they are
+    decided (data/recipes.yaml); without one, the engine's defaults."""
+    transport = match(model, plan).transport
+    base = plan.topology
+    return dataclasses.replace(base, kv_transfer=transport.get("kv_transfer", base.kv_transfer),
+                               moe_a2a=transport.get("moe_a2a", base.moe_a2a))
 
 
 def kv_over_tcp(model: Model, plan: ModelPlan) -> Figure | None:

@@ -848,11 +848,14 @@ def _unproven(i: int, model: Model, pool: Any, rows: list[profiles.Throughput], 
 
 
 def _recipe_matches(spec: StackSpec, model: Model, pool: Any, phase: str, topology: Topology) -> list[recipes.Match]:
-    """The recipe match of one workload in each cluster: the fabric between its nodes is the
-    cluster's (the instance types its region sells, or its provisioner's RDMA)."""
-    fabrics = {interconnect(pool, c) if topology.spans_nodes or phase else None for c in spec.clusters}
-    return [recipes.match(recipes.combination(model.engine.value, model.image, phase, topology.spans_nodes, net))
-            for net in sorted(fabrics, key=repr)]
+    """The recipe match of one workload in each cluster: the fabric between its nodes is the one the
+    instance types its region sells record (fabric.of), over the interconnect the cluster declares
+    (theirs, or its provisioner's RDMA). A cluster that sells none of the pool's types is reported
+    on the cluster."""
+    combos = {recipes.combination(model.engine.value, model.image, phase, topology.spans_nodes,
+                                  interconnect(pool, c) if topology.spans_nodes or phase else None, fabric.of(pool, c))
+              for c in spec.clusters if fabric.cluster_types(pool, c)}
+    return [recipes.match(combo) for combo in sorted(combos, key=repr)]
 
 
 def _check_context(i: int, model: Model, row: profiles.Throughput, P: Any) -> Iterable[Problem]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -37,6 +38,10 @@ _KINDS: dict[str, type] = {"gpus": _GPU, "instance_types": profiles.InstanceType
                            "model_classes": profiles.ModelClass, "throughput": profiles.Throughput}
 # Filled in by profiles.load from the entry's key, not written in the entry.
 _FROM_KEY = {"instance_types": "name", "model_classes": "name"}
+# Keys an entry once had that the kit now decides elsewhere: refused as unknown, saying where.
+_RECIPE = "the serving recipe's transport (peaknight/data/recipes.yaml)"
+_MOVED: dict[tuple[type, str], str] = {(profiles.Interconnect, "kv_transfer"): _RECIPE,
+                                       (profiles.Interconnect, "moe_a2a"): _RECIPE}
 
 
 def read(path: Path, what: str) -> dict[str, Any]:
@@ -114,8 +119,7 @@ def entry_problems(source: str, section: str, path: str, entry: Any) -> list[Pro
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != _FROM_KEY.get(section)}
     problems = [Problem(source, f"{path}.{n}", "this required key") for n, f in fields.items()
                 if n not in entry and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    problems += [Problem(source, f"{path}.{n}", "a known key (" + ", ".join(fields) + ")", "an unknown key")
-                 for n in entry if n not in fields]
+    problems += _unknown_keys(source, path, cls, entry, _FROM_KEY.get(section, ""))
     if problems:
         return problems
     value = {**entry, **({_FROM_KEY[section]: "x"} if section in _FROM_KEY else {})}
@@ -138,6 +142,22 @@ def entry_problems(source: str, section: str, path: str, entry: Any) -> list[Pro
                                                                                      and arch.get("head_dim"))):
         problems.append(Problem(source, f"{path}.architecture", "mla_dims (MLA), or kv_heads and head_dim (GQA): "
                                 "what the KV-cache memory bound divides by", "neither"))
+    return problems
+
+
+def _unknown_keys(source: str, path: str, cls: type, entry: Mapping[str, Any], derived: str = "") -> list[Problem]:
+    """Keys of `entry` that `cls` has no field for, and so on down every mapping whose field is
+    itself a table (an instance type's interconnect, a row's topology and recipe): refused, never
+    ignored, so a key the kit moved elsewhere is named rather than silently dropped or crashed on."""
+    fields = [f.name for f in dataclasses.fields(cls) if f.name != derived]
+    problems = [Problem(source, f"{path}.{n}", "a known key (" + ", ".join(fields) + ")",
+                        f"a key now {_MOVED[cls, n]}" if (cls, n) in _MOVED else "an unknown key")
+                for n in entry if n not in fields]
+    for name, hint in typing.get_type_hints(cls).items():
+        table = next((t for t in (hint, *typing.get_args(hint))
+                      if isinstance(t, type) and dataclasses.is_dataclass(t)), None)
+        if table is not None and isinstance(entry.get(name), dict):
+            problems += _unknown_keys(source, f"{path}.{name}", table, entry[name])
     return problems
 
 

@@ -17,13 +17,13 @@ import yaml
 
 @dataclass(frozen=True)
 class Interconnect:
-    """A node's high-speed network for replicas that span nodes (EFA on AWS)."""
+    """A node's high-speed network for replicas that span nodes (EFA on AWS): the devices a pod
+    requests. Which fabric it is, is the instance type's `fabric`; the KV transfer and all-to-all
+    flags over it are the workload's serving recipe's (data/recipes.yaml)."""
 
     resource: str       # the extended resource its device plugin advertises
     devices: int        # how many one node brings
     network_key: str    # node label: equal values are one network domain
-    kv_transfer: str = "mooncake"  # the SGLang KV transfer backend over it (--disaggregation-transfer-backend)
-    moe_a2a: str = "deepep"        # the expert-parallel all-to-all over it (--moe-a2a-backend; none: NCCL)
     hugepages_mib: int = 0         # 2 MiB huge pages a pod using it requests (libfabric's EFA provider)
     env: tuple[tuple[str, str], ...] = ()          # what a pod using it must set (VKE: provisioners/vke_rdma.py)
     annotations: tuple[tuple[str, str], ...] = ()  # what its pod template must carry (VKE's pod-networks)
