@@ -187,8 +187,8 @@ def model_group(spec: StackSpec, cluster: Cluster, model: Model, plan: ModelPlan
 
 
 def planned_hit_rate(model: Model, plan: ModelPlan | None = None) -> float:
-    """The hit rate the plan credits prefill with: what the routing delivers (plan/prefix_hits.py),
-    or the stack's own where the plan kept it (policy.allowUnproven) or there is no plan."""
+    """The hit rate the plan credits prefill with: what the routing delivers (plan/prefix_hits.py,
+    whatever policy.allowUnproven says), or the stack's own where there is no plan."""
     return plan.prefix_hit_rate.value if plan is not None and plan.prefix_hit_rate is not None \
         else model.prefix_cache_hit_rate
 
