@@ -103,7 +103,11 @@ def test_weights_follow_the_shares_and_a_removed_cluster_re_weights_the_rest(tmp
     assert cli.main(["render", str(three), "--out", str(out)]) == 0
     assert all(cloud_docs(out, c)[(steering.RECORD, f"{c}-api")]["properties"]["weightedRoutingPolicies"]
                == [{"weight": 255}] for c in ("gala-bj-01", "gala-nx-01", "gala-hk-01"))
-    two = write_variant(tmp_path, lambda cfg: None, clusters=["gala-bj-01", "gala-nx-01"])
+    # Two clusters left each absorb the other's region when it is lost (the policy's region loss):
+    # at the night's per-cluster load that is 5,497 nodes, over the 5,000 envelope. The weights read
+    # only the shares, so the two render at 0.8 of the load.
+    two = write_variant(tmp_path, lambda cfg: cfg.__setitem__("peaknight:scale", cfg["peaknight:scale"] * 0.8),
+                        clusters=["gala-bj-01", "gala-nx-01"])
     assert cli.main(["render", str(two), "--out", str(out)]) == 0
     assert "gala-hk-01: removed (no longer in the stack)" in capsys.readouterr().out
     assert not (out / "gala-hk-01.cloud.yaml").exists()

@@ -92,10 +92,11 @@ def test_every_violation_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture
     violations = [line for line in lines[:-1] if not line.startswith("warning: ")]  # placeholder digests
     checks = {line.rsplit("[", 1)[1].rstrip("]") for line in violations}
     assert checks == {"immutable-images", "broadcast-pools-frozen", "schema"}
-    # 16 clusters x greetings' 8 shard Deployments, two containers each (the engine and its
-    # wait-weights init)
-    assert sum("[immutable-images]" in line and "/greetings" in line for line in lines) == 16 * 8 * 2
-    assert sum("[broadcast-pools-frozen]" in line for line in lines) == 16 * (3 + 1) * 2
+    # 64 clusters x greetings' 2 shard Deployments (ceil(580 pods / 304 per picker)), two containers
+    # each (the engine and its wait-weights init)
+    assert sum("[immutable-images]" in line and "/greetings" in line for line in lines) == 64 * 2 * 2
+    assert len({line.split(":", 1)[0] for line in lines if "[immutable-images]" in line}) == 64
+    assert sum("[broadcast-pools-frozen]" in line for line in lines) == 64 * (3 + 1) * 2
     assert lines[-1].endswith(f"{len(violations)} violation(s)")
 
 

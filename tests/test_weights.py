@@ -31,18 +31,19 @@ def _gate(objects, cluster: str):
 
 
 def test_each_zone_source_is_sized_for_its_zones_fleet_by_hand():
-    """gala-bj-01 chat (prefill and decode groups, both on h200): the pool's largest zone holds 1,000
-    nodes at peak plus ceil(760 / 3) = 254 surge nodes. 1,254 nodes x 642 GiB in 60 min = 1,254 x 642
-    x 1,073,741,824 B / 3,600 s = 240,121 MB/s; at 1,000 MB/s per TiB that is 245,884 GiB; FSx sizes
-    are 1,200 GiB + 2,400 GiB steps: 1,200 + 102 x 2,400 = 246,000 GiB, which reads at 246,000 /
-    1,024 x 1,000 = 240,234 MB/s."""
+    """gala-bj-01 chat (prefill and decode groups, both on h200): the pool's largest zone holds
+    196 prefill groups x 4 + 38 decode groups x 16 = 1,392 nodes at peak plus ceil(1,052 / 3) = 351
+    burst nodes ((734 - 587) x 4 + (143 - 114) x 16 = 1,052, above the 536 surge). 1,743 nodes x 642
+    GiB in 60 min = 1,743 x 642 x 1,073,741,824 B / 3,600 s = 333,757 MB/s; at 1,000 MB/s per TiB that
+    is 341,767 GiB; FSx sizes are 1,200 GiB + 2,400 GiB steps: 1,200 + 142 x 2,400 = 342,000 GiB,
+    which reads at 342,000 / 1,024 x 1,000 = 333,984 MB/s."""
     plan = capacity.plan(nights.spec("broadcast")).cluster("gala-bj-01")
     pool = plan.pool("h200")
-    assert (max(pool.zone_nodes), pool.surge_nodes, pool.zone_surge_nodes) == (1000, 760, 254)
+    assert (max(pool.zone_nodes), pool.surge_nodes, pool.zone_surge_nodes) == (1392, 1052, 351)
     chat = plan.weight("chat")
-    assert chat.source_gib.value == 246_000
-    assert round(chat.source_mbps.value) == 240_234
-    assert "1254 nodes x 642 GiB within 3600 s = 240,121 MB/s" in chat.source_gib.why
+    assert chat.source_gib.value == 342_000
+    assert round(chat.source_mbps.value) == 333_984
+    assert "1743 nodes x 642 GiB within 3600 s = 333,757 MB/s" in chat.source_gib.why
     # The small model's source is the class's smallest: 2.2 x 9 GiB is far below 1,200 GiB.
     assert plan.weight("greetings").source_gib.value == 1200
 
