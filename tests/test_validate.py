@@ -11,7 +11,7 @@ import yaml
 from peaknight.builders import event
 from peaknight.cli import main as cli
 
-from conftest import STACKS
+import nights
 
 
 def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
@@ -20,15 +20,20 @@ def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def test_both_stacks_pass(stack_name: str, capsys: pytest.CaptureFixture) -> None:
-    code, out, _ = _run(capsys, stack_name)
+# The whole broadcast (64 clusters, about 8 s) in the real-tool tier; the fast tier validates one
+# cluster per shape, which renders each shape's objects exactly (tests/test_cluster_shapes.py).
+@pytest.mark.parametrize("stack", ["rehearsal", pytest.param("broadcast", marks=pytest.mark.realtool),
+                                   "broadcast, one cluster per shape"])
+def test_both_stacks_pass(stack: str, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _run(capsys, str(nights.per_shape("broadcast")) if stack.endswith("per shape") else stack)
     assert code == 0, out
     assert out.strip().endswith("policy checks and API/CRD schemas pass")
 
 
 def _broken(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None]) -> str:
-    """A copy of the broadcast stack file with `change` applied to its `peaknight:` config."""
-    doc = yaml.safe_load((STACKS / "Pulumi.broadcast.yaml").read_text())
+    """A copy of the broadcast stack, one cluster per shape (nights.per_shape: each shape's objects
+    exactly), with `change` applied to its `peaknight:` config."""
+    doc = yaml.safe_load(nights.per_shape("broadcast").read_text())
     change(doc["config"])
     path = tmp_path / f"Pulumi.{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -62,9 +67,9 @@ def empty_gateway_class(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("change, expected", [
     (_tag_greetings, ["gala-bj-01: Deployment gala-2026-inference/greetings-s0: spec.template.spec: container 'engine' "
                       "image 'vllm/vllm-openai:v0.11.0' is a mutable tag (pin @sha256:...) [immutable-images]"]),
-    (_unprotect, ["gala-hk-04: NodePool h200: broadcast node pool is not protected (protect=True) "
+    (_unprotect, ["gala-hk-01: NodePool h200: broadcast node pool is not protected (protect=True) "
                   "[broadcast-pools-frozen]",
-                  "gala-hk-04: EC2NodeClass h100: broadcast node pool is not protected (protect=True) "
+                  "gala-hk-01: EC2NodeClass h100: broadcast node pool is not protected (protect=True) "
                   "[broadcast-pools-frozen]"]),
 ])
 def test_broken_stack_fails_naming_each_object(tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -77,7 +82,7 @@ def test_broken_stack_fails_naming_each_object(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_a_schema_fault_names_the_object(capsys: pytest.CaptureFixture, empty_gateway_class: None) -> None:
-    code, out, _ = _run(capsys, "broadcast")
+    code, out, _ = _run(capsys, str(nights.per_shape("broadcast")))
     assert code == 1
     assert "gala-bj-01: Gateway/gala-2026-gateway: '' should be non-empty at spec.gatewayClassName [schema]" in \
         out.splitlines()
@@ -92,11 +97,11 @@ def test_every_violation_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture
     violations = [line for line in lines[:-1] if not line.startswith("warning: ")]  # placeholder digests
     checks = {line.rsplit("[", 1)[1].rstrip("]") for line in violations}
     assert checks == {"immutable-images", "broadcast-pools-frozen", "schema"}
-    # 64 clusters x greetings' 2 shard Deployments (ceil(580 pods / 304 per picker)), two containers
-    # each (the engine and its wait-weights init)
-    assert sum("[immutable-images]" in line and "/greetings" in line for line in lines) == 64 * 2 * 2
-    assert len({line.split(":", 1)[0] for line in lines if "[immutable-images]" in line}) == 64
-    assert sum("[broadcast-pools-frozen]" in line for line in lines) == 64 * (3 + 1) * 2
+    # 3 clusters (one per shape) x greetings' 2 shard Deployments (ceil(580 pods / 304 per picker)),
+    # two containers each (the engine and its wait-weights init)
+    assert sum("[immutable-images]" in line and "/greetings" in line for line in lines) == 3 * 2 * 2
+    assert len({line.split(":", 1)[0] for line in lines if "[immutable-images]" in line}) == 3
+    assert sum("[broadcast-pools-frozen]" in line for line in lines) == 3 * (3 + 1) * 2
     assert lines[-1].endswith(f"{len(violations)} violation(s)")
 
 
