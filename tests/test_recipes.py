@@ -18,7 +18,7 @@ from peaknight.builders import podpolicy, shards
 from peaknight.cli import main as cli
 from peaknight.engines import recipes
 from peaknight.engines.base import JIT_CACHE_DIR
-from peaknight.plan import fabric as plan_fabric, memory, serving_recipes
+from peaknight.plan import fabric as plan_fabric, memory, report, serving_recipes
 from peaknight.spec import profiles
 from test_config import write_variant
 
@@ -170,6 +170,21 @@ def test_a_combination_no_recipe_covers_names_the_nearest(tmp_path, capsys):
     (line,) = [line for line in err.splitlines() if "models[1].image" in line]
     assert ("no recipe covers vllm registry.example/vllm-custom:1 colocated single-node on none "
             "(nearest: vllm-colocated-single-node") in line
+
+
+def test_render_says_what_it_rendered_unproven_beside_its_totals(capsys, tmp_path):
+    """`make plan` is `peaknight render broadcast`: the main job says, beside the night's totals, each
+    workload policy.allowUnproven let through, for its throughput figure and for its recipe, the
+    lines `plan` prints."""
+    assert cli.main(["render", "rehearsal", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    total = next(i for i, line in enumerate(out) if line.startswith("total: "))
+    spec = nights.spec("rehearsal")
+    plan = nights.plan("rehearsal")
+    expected = [*report.unproven(plan), *serving_recipes.unproven(spec, plan)]
+    assert out[total + 1:] == expected
+    assert any(line.startswith("UNPROVEN: chat-prefill ") for line in expected)
+    assert any(line.startswith("chat-prefill: UNPROVEN: recipe ") for line in expected)
 
 
 def test_with_allow_unproven_the_plan_prints_each_unproven_workload_and_its_kv_over_tcp(capsys):

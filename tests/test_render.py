@@ -94,6 +94,7 @@ def test_the_console_script_runs_the_main_job(tmp_path):
     result = subprocess.run([str(exe), "render", "broadcast", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "total: 64 clusters" in result.stdout and "all models and edges covered" in result.stdout
+    assert "\nUNPROVEN: chat-prefill (gala-bj-01 +63) on efa: measured on infiniband" in result.stdout
 
 
 def test_placeholder_digests_are_warned_about(capsys, tmp_path):

@@ -52,6 +52,9 @@ def _render(args: argparse.Namespace) -> int:
     for cluster in written.removed:
         print(f"  {cluster}: removed (no longer in the stack)")
     print(plan_report.summary(objects.plan, refused))
+    # policy.allowUnproven let these render: said beside the totals, as `plan` says them.
+    for line in (*plan_report.unproven(objects.plan), *serving_recipes.unproven(loaded.spec, objects.plan)):
+        print(line)
     _warn_placeholders(loaded)
     for warning in (*objects.plan.warnings, *provisioners.warnings(loaded.spec)):
         errors.warn(warning)
