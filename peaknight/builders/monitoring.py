@@ -315,16 +315,16 @@ def weight_patch(spec: StackSpec, model: Model, share: float, plan: ModelPlan | 
     takes it back (share 0): every rule's two backends. A model split into picker shards
     (builders/shards.py; `plan` says how many) keeps its pools' weights, their pods at the ceiling,
     and its fallback, after them, gets share / (1 - share) of their sum."""
-    shards = 1 if plan is None or model.disaggregated else int(routing.pickers(spec, model, plan).shards.value)
+    k = 1 if plan is None else shards.count(spec.policy, model, plan)
     fallback = round(100 * share)
-    if shards == 1:
+    if k == 1:
         ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
                for r in range(len(SERVING_PATHS)) for b, w in ((0, 100 - fallback), (1, fallback))]
     else:
         assert plan is not None
         pods = int(plan.max_replicas.value)
-        weights = ([0] * shards + [1] if share >= 1 else
-                   [shard_pods(pods, shards, i) for i in range(shards)] + [round(pods * share / (1 - share))])
+        weights = ([0] * k + [1] if share >= 1 else
+                   [shard_pods(pods, k, i) for i in range(k)] + [round(pods * share / (1 - share))])
         ops = [{"op": "replace", "path": f"/spec/rules/{r}/backendRefs/{b}/weight", "value": w}
                for r in range(len(SERVING_PATHS)) for b, w in enumerate(weights)]
     return f"kubectl -n {inference_namespace(spec)} patch httproute {model.name} --type=json -p '{json.dumps(ops)}'"

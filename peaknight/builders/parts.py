@@ -19,7 +19,7 @@ from peaknight.builders import (admission, autoscaling, cluster_base, dashboards
                                  monitoring, network, routing, shards, steering, warmup)
 from peaknight.builders.objects import Scope, Unit
 from peaknight.edges import live
-from peaknight.plan import gate, picker
+from peaknight.plan import gate
 from peaknight.plan.capacity import ClusterPlan, EdgePlan, GatewayPlan, ModelPlan, PoolPlan
 from peaknight.plan.weights import WeightsPlan
 from peaknight.provisioners import registry as provisioners
@@ -70,7 +70,7 @@ class InferenceServiceArgs:
     @property
     def shards(self) -> int:
         """Endpoint-picker shards of a colocated model (plan/picker.py); 1 for a disaggregated one."""
-        return 1 if self.prefill else int(picker.plan(self.scope.policy, self.model, self.plan).shards.value)
+        return shards.count(self.scope.policy, self.model, self.plan)
 
     @cached_property
     def whole(self) -> Unit:

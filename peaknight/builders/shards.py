@@ -17,11 +17,25 @@ from typing import Any
 
 from peaknight.builders.inference import INFERENCE_POOL_GROUP, pool_name
 from peaknight.builders.objects import Obj, Unit
+from peaknight.plan import picker
+from peaknight.plan.capacity import ModelPlan
 from peaknight.plan.picker import shard_pods
-from peaknight.spec.stack import Model
+from peaknight.spec.stack import Model, Policy
 
 SHARD_LABEL = "peaknight.io/shard"
 SHARD_ANNOTATION = "peaknight.io/shard"   # on a shard's Deployment and autoscaler: which of how many
+
+
+def count(policy: Policy, model: Model, plan: ModelPlan) -> int:
+    """A workload's endpoint-picker shards: a colocated model's (plan/picker.py); 1 for a
+    disaggregated model's groups, which a router serves, not a picker."""
+    return 1 if model.disaggregated else int(picker.plan(policy, model, plan).shards.value)
+
+
+def surge(total: int, shards: int, index: int) -> int:
+    """Shard `index`'s share of the plan's surge (the pool holds that many more pods), one at least:
+    a Deployment may not have both maxSurge and maxUnavailable at 0."""
+    return max(1, shard_pods(total, shards, index))
 
 
 def names(model: Model, shards: int) -> list[str]:
@@ -42,10 +56,8 @@ def _deployment(obj: Obj, model: Model, shards: int, index: int) -> Obj:
         f"shard {index + 1} of {shards}: ceil-spread of the model's replicas over its shards")
     spec = m["spec"]
     spec["replicas"] = shard_pods(spec["replicas"], shards, index)
-    # The plan's surge, spread too (the pool holds that many more pods), one a shard at least: a
-    # Deployment may not have both maxSurge and maxUnavailable at 0.
     rolling = spec["strategy"]["rollingUpdate"]
-    rolling["maxSurge"] = max(1, shard_pods(rolling["maxSurge"], shards, index))
+    rolling["maxSurge"] = surge(rolling["maxSurge"], shards, index)
     spec["selector"]["matchLabels"].update(label(shards, index))
     spec["template"]["metadata"]["labels"].update(label(shards, index))
     return Obj(m, obj.protect, obj.ignore_changes)

@@ -67,10 +67,10 @@ def _rollouts(spec: config.StackSpec, plan: CapacityPlan) -> dict[str, dict[str,
         rows = out.setdefault(c.name, {})
         for m in c.models:
             model = models[m.model]
-            n = 1 if model.disaggregated else int(picker.plan(spec.policy, model, m).shards.value)
+            n = shards.count(spec.policy, model, m)
             replicas, surge = int(m.replicas.value), int(m.surge.value)
             for i, name in enumerate([m.name] if n == 1 else shards.names(model, n)):
                 rows[name] = {"replicas": picker.shard_pods(replicas, n, i),
-                              "surge": surge if n == 1 else max(1, picker.shard_pods(surge, n, i)),
+                              "surge": surge if n == 1 else shards.surge(surge, n, i),
                               "rollout_s": m.rollout.value}
     return out
