@@ -53,12 +53,18 @@ def _render(args: argparse.Namespace) -> int:
         print(f"  {cluster}: removed (no longer in the stack)")
     print(plan_report.summary(objects.plan, refused))
     # policy.allowUnproven let these render: said beside the totals, as `plan` says them.
-    for line in (*plan_report.unproven(objects.plan), *serving_recipes.unproven(loaded.spec, objects.plan)):
+    for line in _unproven(loaded.spec, objects.plan):
         print(line)
     _warn_placeholders(loaded)
     for warning in (*objects.plan.warnings, *provisioners.warnings(loaded.spec)):
         errors.warn(warning)
     return OK
+
+
+def _unproven(spec: config.StackSpec, plan: capacity.CapacityPlan) -> list[str]:
+    """Every UNPROVEN line policy.allowUnproven let through: the figures priced off their fabric
+    (plan/fabric.py), then the serving combinations no recipe proves (plan/serving_recipes.py)."""
+    return [*plan_report.unproven(plan), *serving_recipes.unproven(spec, plan)]
 
 
 def _warn_placeholders(loaded: config.LoadedStack) -> None:
@@ -82,10 +88,10 @@ def _plan(args: argparse.Namespace) -> int:
     cloud = plan_report.cloud_pools(event.pool_units(loaded.spec, plan), only)
     costs = cost.PlanCost(loaded.spec, plan)
     notes = serving_recipes.notes(loaded.spec, plan)
-    unproven = list(serving_recipes.unproven(loaded.spec, plan))
     if args.format == "json":
         fleet.dump({"stack": loaded.name, "file": str(loaded.path),
-                    **plan_report.document(plan, refused, warnings, only, cloud, args.explain, costs, notes, unproven)})
+                    **plan_report.document(plan, refused, warnings, only, cloud, args.explain, costs, notes,
+                                           _unproven(loaded.spec, plan))})
     else:
         print(f"capacity plan for stack '{loaded.name}' ({loaded.path})")
         print(plan_report.table(plan, refused, explain=args.explain, selection=only, costs=costs, recipes=notes))
@@ -93,8 +99,9 @@ def _plan(args: argparse.Namespace) -> int:
         if pools:
             print("")
             print(pools)
-        # policy.allowUnproven let these render: say so every time, not only with --explain.
-        for line in unproven:
+        # policy.allowUnproven let these render: say so every time, not only with --explain (the
+        # table says the figures priced off their fabric; here, the recipes).
+        for line in serving_recipes.unproven(loaded.spec, plan):
             print(line)
     for warning in warnings:
         errors.warn(warning)

@@ -340,7 +340,7 @@ def _edges(found: list[Group]) -> list[str]:
 def document(plan: CapacityPlan, refused: Sequence[str], warnings: Sequence[str], selection: Selection,
              cloud: list[tuple[tuple[str, ...], list[dict[str, str]]]], explain: bool = False,
              costs: PlanCost | None = None, recipes: RecipeNotes | None = None,
-             unproven_recipes: Sequence[str] = ()) -> dict[str, Any]:
+             unproven: Sequence[str] = ()) -> dict[str, Any]:
     """`peaknight plan --format json`: every figure of the tables (unrounded), the origin lines, the
     cloud node pools, the total, the cost, the SHORT lines, the UNPROVEN workloads and the warnings
     (README, "plan --format json")."""
@@ -351,5 +351,5 @@ def document(plan: CapacityPlan, refused: Sequence[str], warnings: Sequence[str]
             "origins": [origin_row(plan.origin(name)) for name in _edges(found)],
             "cloud_pools": [{"clusters": list(names), "pools": pools} for names, pools in cloud],
             "total": totals(plan, refused), **({"cost": cost_document(costs, selection)} if costs else {}),
-            "short": list(refused), "unproven": [*unproven(plan), *unproven_recipes], "warnings": list(warnings),
+            "short": list(refused), "unproven": list(unproven), "warnings": list(warnings),
             "loss_gpus": int(plan.loss_gpus.value) if plan.loss_gpus else None}
