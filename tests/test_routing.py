@@ -266,27 +266,21 @@ def test_router_image_must_be_pinned_in_a_broadcast(tmp_path):
         "'ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0', the kit's default for a stack that does not set it"]
 
 
-def test_a_model_named_after_another_models_endpoint_picker_is_refused(tmp_path):
+# greetings is the colocated model: its endpoint picker is greetings-epp, its picker shards
+# greetings-s<i>; deep-think is no fallback, so renaming it leaves nothing else to refuse.
+@pytest.mark.parametrize("name, suffix, named", [
+    ("greetings-epp", "-epp", "endpoint picker is named so"),
+    ("greetings-s3", "-s<number>", "picker shards are named so"),
+])
+def test_a_model_named_after_another_models_picker_is_refused(tmp_path, name, suffix, named):
     text = config.resolve_stack_path("broadcast").read_text()
     path = tmp_path / "x.yaml"
-    # greetings is the colocated model (it has the picker greetings-epp); deep-think is no fallback.
-    path.write_text(text.replace("- name: deep-think", "- name: greetings-epp", 1))
+    path.write_text(text.replace("- name: deep-think", f"- name: {name}", 1))
     with pytest.raises(config.ConfigError) as err:
         config.load_stack(str(path))
     assert [str(p) for p in err.value.problems] == [
-        f"{path}: peaknight:models[2].name: expected a name other than 'greetings' + '-epp' (that model's endpoint "
-        "picker is named so); found 'greetings-epp'"]
-
-
-def test_a_model_named_after_another_models_picker_shard_is_refused(tmp_path):
-    text = config.resolve_stack_path("broadcast").read_text()
-    path = tmp_path / "x.yaml"
-    path.write_text(text.replace("- name: deep-think", "- name: greetings-s3", 1))
-    with pytest.raises(config.ConfigError) as err:
-        config.load_stack(str(path))
-    assert [str(p) for p in err.value.problems] == [
-        f"{path}: peaknight:models[2].name: expected a name other than 'greetings' + '-s<number>' (that model's "
-        "picker shards are named so); found 'greetings-s3'"]
+        f"{path}: peaknight:models[2].name: expected a name other than 'greetings' + '{suffix}' (that model's "
+        f"{named}); found '{name}'"]
 
 
 def test_a_sharded_models_ladder_fallback_keeps_its_pools_weights(broadcast):
